@@ -1,0 +1,775 @@
+"""Configuration of a gossip node: one dataclass, three presets, validation and env loading.
+
+`Config` carries every field of paularlott/gossip's Config (snake_case, durations in float
+seconds) plus the SWIM/Lifeguard knobs of hashicorp/memberlist that the failure detector needs.
+Where the two libraries name the same concept, one field holds it and the other name is a
+property alias:
+
+======================================  =========================================================
+paularlott name (field)                 SWIM / memberlist concept
+======================================  =========================================================
+``health_check_interval``               probe interval (alias ``probe_interval``)
+``ping_timeout``                        probe (direct ack) timeout (alias ``probe_timeout``)
+``state_sync_interval``                 push/pull anti-entropy interval (alias ``push_pull_interval``)
+``enable_indirect_pings``               ping-req through ``indirect_checks`` helpers on/off
+``suspect_retention_period``            hard cap on the suspicion timeout
+``recovery_attempt_interval``           period of recovery probes of dead members and of re-joins
+``dead_node_retention_period``          how long dead members are kept (and retried)
+======================================  =========================================================
+
+Two different periods are easy to confuse:
+
+* ``gossip_interval`` (5 s, growing up to ``gossip_max_interval``) is paularlott's: the period at
+  which *user* gossip callbacks (:meth:`gossip.Cluster.handle_gossip_func`) run.
+* ``dissemination_interval`` (200 ms on LAN) is memberlist's ``GossipInterval``: the period of
+  the protocol's own gossip rounds, which send queued membership updates to
+  ``dissemination_fan_out`` random members.
+
+A few paularlott fields configure its own detector, which SWIM replaces; they are accepted and
+validated so existing configurations load, and documented as such on each field
+(``health_check_sample_size``, ``activity_threshold_percent``, ``suspect_threshold``,
+``suspect_attempt_interval``, ``refutation_threshold``, ``max_parallel_suspect_evaluations``,
+``indirect_ping_multiplier``).
+
+This module imports only :mod:`gossip.errors` and the standard library.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import ipaddress
+import math
+import os
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["Config", "default_config", "parse_duration", "format_duration"]
+
+_MiB = 1024 * 1024
+
+
+@dataclasses.dataclass
+class Config:
+    """Every setting of a gossip node. Build one with :func:`default_config` or a preset.
+
+    All durations are float seconds and all sizes are bytes. :meth:`validate` checks every
+    field (``gossip.Cluster`` calls it); :meth:`from_env` reads ``GOSSIP_<FIELD>`` variables.
+    """
+
+    # -- identity -------------------------------------------------------------------------
+    node_id: str = ""
+    """UUID of this node; empty generates a new (time-ordered) one at start."""
+    bind_addr: str = "127.0.0.1:8000"
+    """``ip:port`` to listen on (UDP and TCP). Port 0 picks a free port."""
+    advertise_addr: str = ""
+    """Address other nodes use to reach us; empty means the bound address."""
+    application_version: str = ""
+    """Free-form version of the embedding application, sent at join."""
+    application_version_check: Callable[[str], bool] | None = None
+    """Called with a joiner's application version; returning False refuses the join."""
+    default_port: int = 3500
+    """Port assumed for peer addresses given without one."""
+    cluster_label: str = ""
+    """Label bound into every packet: nodes with different labels never talk (at most 255 bytes)."""
+
+    # -- security and encoding ------------------------------------------------------------
+    encryption_key: bytes | None = None
+    """Primary AES-GCM key (16, 24 or 32 bytes); None disables encryption."""
+    secondary_keys: list[bytes] = dataclasses.field(default_factory=list)
+    """More keys accepted for decryption (key rotation); require ``encryption_key``."""
+    cipher: str = "aes-gcm"
+    """Packet cipher; AES-GCM is the one supported."""
+    msg_codec: str = "msgpack"
+    """Payload codec: ``"msgpack"`` (default) or ``"json"``."""
+    compressor: str | None = "lz4"
+    """Payload compression: ``"lz4"`` or None."""
+    compress_min_size: int = 256
+    """Payloads at least this large are compressed (when it helps)."""
+    max_metadata_size: int = 512
+    """Upper bound of a node's encoded metadata."""
+
+    # -- pluggable parts ------------------------------------------------------------------
+    transport: Any = None
+    """A :class:`gossip.transports.Transport` to use instead of the built-in UDP/TCP one."""
+    logger: Any = None
+    """A ``logging.Logger``/``LoggerAdapter`` to log through; None uses ``gossip.*`` loggers."""
+    resolver: Any = None
+    """Resolver for peer host names and ``srv+`` names; None uses the system and dnspython."""
+    prefer_ipv6: bool = False
+    """Try IPv6 addresses first when a name resolves to both families."""
+
+    # -- transport ------------------------------------------------------------------------
+    socket_transport_enabled: bool = True
+    """Listen on UDP/TCP. Turn off only together with a WebSocket provider or a transport."""
+    websocket_provider: Any = None
+    """WebSocket provider (ws/wss transport); None for sockets only."""
+    allow_insecure_websockets: bool = False
+    """Permit plain ``ws://`` peers."""
+    bearer_token: str = ""
+    """Token sent and checked on WebSocket connections; empty disables the check."""
+    force_reliable_transport: bool = False
+    """Send everything over TCP, never UDP."""
+    tcp_dial_timeout: float = 2.0
+    """Deadline for establishing a TCP connection."""
+    tcp_deadline: float = 2.0
+    """Deadline for one TCP read or write, and for a push/pull or request/reply exchange."""
+    udp_deadline: float = 2.0
+    """Deadline for one UDP write."""
+    udp_max_packet_size: int = 1400
+    """Largest packet sent by UDP; anything larger goes over TCP automatically."""
+    tcp_max_packet_size: int = 4 * _MiB
+    """Largest packet accepted or sent over TCP."""
+    stream_max_packet_size: int = 8 * _MiB
+    """Largest frame on a node-to-node stream."""
+
+    # -- user gossip, history and queues --------------------------------------------------
+    gossip_interval: float = 5.0
+    """Period of user gossip callbacks (paularlott's GossipInterval); grows when they are slow."""
+    gossip_max_interval: float = 20.0
+    """Upper bound the user gossip period may grow to."""
+    msg_history_gc_interval: float = 1.0
+    """How often expired entries leave the duplicate-suppression history."""
+    msg_history_max_age: float = 30.0
+    """How long a (sender, message id) pair is remembered to suppress duplicates."""
+    msg_history_shard_count: int = 16
+    """Shards of the message history (a power of two)."""
+    node_shard_count: int = 4
+    """Shards of the node table in paularlott (a power of two); kept for compatibility."""
+    num_send_workers: int = 8
+    """Threads draining the send queue."""
+    send_queue_size: int = 512
+    """Capacity of the send queue; when full the oldest user packet is dropped (counted)."""
+    num_incoming_workers: int = 8
+    """Threads decoding and dispatching received packets."""
+    incoming_packet_queue_depth: int = 512
+    """Capacity of the incoming queue; when full new packets are dropped (counted)."""
+
+    # -- failure detection (paularlott names that map onto SWIM) ---------------------------
+    health_check_interval: float = 1.0
+    """SWIM probe interval: one member is probed per interval (alias ``probe_interval``)."""
+    ping_timeout: float = 0.5
+    """Time to wait for a direct ack before asking helpers (alias ``probe_timeout``)."""
+    enable_indirect_pings: bool = True
+    """Ask ``indirect_checks`` helpers to probe a member whose direct ack is late."""
+    suspect_retention_period: float = 300.0
+    """Hard cap on how long a member may stay suspect before it is declared dead."""
+    recovery_attempt_interval: float = 10.0
+    """Period of recovery probes to dead members and of re-joins when isolated."""
+    dead_node_retention_period: float = 4 * 3600.0
+    """How long dead members stay in the table (and are retried) before being forgotten."""
+    state_sync_interval: float = 30.0
+    """Push/pull anti-entropy interval (alias ``push_pull_interval``); scaled up above 32 nodes."""
+    fan_out_multiplier: float = 1.0
+    """Scales :meth:`gossip.Cluster.calc_fan_out` (user broadcast fan-out)."""
+    state_exchange_multiplier: float = 0.8
+    """Scales :meth:`gossip.Cluster.calc_payload_size`."""
+    ttl_multiplier: float = 1.0
+    """Scales the hop limit of user broadcasts."""
+    # paularlott fields that configure its own detector; SWIM replaces it (see module doc).
+    health_check_sample_size: int = 7
+    """Compatibility only: SWIM probes one member per interval, round robin."""
+    activity_threshold_percent: float = 0.5
+    """Compatibility only: SWIM always probes; any packet from a member is not proof enough."""
+    suspect_threshold: int = 3
+    """Compatibility only: SWIM suspects after one failed probe round (direct + indirect)."""
+    suspect_attempt_interval: float = 5.0
+    """Compatibility only: suspicion ends by its Lifeguard timer, not by periodic votes."""
+    refutation_threshold: int = 2
+    """Compatibility only: only the suspect itself refutes, by raising its incarnation."""
+    max_parallel_suspect_evaluations: int = 4
+    """Compatibility only: suspicion timers need no evaluation workers."""
+    indirect_ping_multiplier: float = 0.7
+    """Compatibility only: the number of helpers is ``indirect_checks``."""
+
+    # -- SWIM / Lifeguard knobs (memberlist names) ----------------------------------------
+    indirect_checks: int = 3
+    """Helpers asked to ping a member whose direct ack is late (SWIM's k)."""
+    suspicion_mult: int = 4
+    """Minimum suspicion timeout = suspicion_mult * max(1, log10 N) * probe interval."""
+    suspicion_max_timeout_mult: int = 6
+    """Suspicion starts at this multiple of the minimum and shrinks with confirmations."""
+    retransmit_mult: int = 4
+    """Each update is sent retransmit_mult * ceil(log10(N + 1)) times."""
+    awareness_max_multiplier: int = 8
+    """Lifeguard: a degraded node stretches its probe interval/timeout up to this factor."""
+    dissemination_interval: float = 0.2
+    """Period of protocol gossip rounds (memberlist's GossipInterval)."""
+    dissemination_fan_out: int = 3
+    """Members each protocol gossip round sends to (memberlist's GossipNodes)."""
+    gossip_to_the_dead_time: float = 30.0
+    """Dead members keep receiving gossip this long, so a falsely declared one can refute."""
+    dead_node_reclaim_time: float = 0.0
+    """A dead or left node's id may move to a new address after this long (0: at once)."""
+    broadcast_queue_size: int = 4096
+    """Bound of the membership update queue; the most-sent updates are dropped first."""
+    lifeguard_enabled: bool = True
+    """Lifeguard extensions (awareness, dynamic suspicion, nacks, buddy); off gives plain SWIM."""
+    tcp_pings: bool = True
+    """Also try a ping over TCP when UDP probes fail (tells UDP-blocked from dead)."""
+    leave_timeout: float = 5.0
+    """How long :meth:`gossip.Cluster.leave` waits for the leave to be sent."""
+    join_timeout: float = 10.0
+    """How long :meth:`gossip.Cluster.join` waits for the peers' answers."""
+
+    # -- aliases ---------------------------------------------------------------------------
+    @property
+    def probe_interval(self) -> float:
+        """SWIM name of :attr:`health_check_interval`."""
+        return self.health_check_interval
+
+    @probe_interval.setter
+    def probe_interval(self, value: float) -> None:
+        self.health_check_interval = value
+
+    @property
+    def probe_timeout(self) -> float:
+        """SWIM name of :attr:`ping_timeout`."""
+        return self.ping_timeout
+
+    @probe_timeout.setter
+    def probe_timeout(self, value: float) -> None:
+        self.ping_timeout = value
+
+    @property
+    def push_pull_interval(self) -> float:
+        """memberlist name of :attr:`state_sync_interval`."""
+        return self.state_sync_interval
+
+    @push_pull_interval.setter
+    def push_pull_interval(self, value: float) -> None:
+        self.state_sync_interval = value
+
+    # -- presets ---------------------------------------------------------------------------
+    @classmethod
+    def lan(cls, **overrides: Any) -> Config:
+        """Return the LAN preset (memberlist's DefaultLANConfig timings); the default.
+
+        probe 1 s / 500 ms, 3 indirect checks, retransmit 4, suspicion 4 (max x6),
+        gossip rounds of 3 members every 200 ms, push/pull 30 s, gossip to the dead 30 s.
+        """
+        return cls(**overrides)
+
+    @classmethod
+    def wan(cls, **overrides: Any) -> Config:
+        """Return the WAN preset (memberlist's DefaultWANConfig timings).
+
+        probe 5 s / 3 s, 3 indirect checks, retransmit 4, suspicion 6 (max x6),
+        gossip rounds of 4 members every 500 ms, push/pull 60 s, gossip to the dead 60 s,
+        TCP deadline 30 s.
+        """
+        base: dict[str, Any] = dict(
+            health_check_interval=5.0,
+            ping_timeout=3.0,
+            suspicion_mult=6,
+            state_sync_interval=60.0,
+            dissemination_interval=0.5,
+            dissemination_fan_out=4,
+            gossip_to_the_dead_time=60.0,
+            tcp_deadline=30.0,
+            tcp_dial_timeout=10.0,
+            recovery_attempt_interval=30.0,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def local(cls, **overrides: Any) -> Config:
+        """Return the loopback preset (memberlist's DefaultLocalConfig timings).
+
+        probe 1 s / 200 ms, 1 indirect check, retransmit 2, suspicion 3 (max x6),
+        gossip rounds of 3 members every 100 ms, push/pull 15 s, gossip to the dead 15 s,
+        TCP deadline 1 s.
+        """
+        base: dict[str, Any] = dict(
+            health_check_interval=1.0,
+            ping_timeout=0.2,
+            indirect_checks=1,
+            retransmit_mult=2,
+            suspicion_mult=3,
+            state_sync_interval=15.0,
+            dissemination_interval=0.1,
+            dissemination_fan_out=3,
+            gossip_to_the_dead_time=15.0,
+            tcp_deadline=1.0,
+            tcp_dial_timeout=1.0,
+            recovery_attempt_interval=5.0,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Config:
+        """Return the preset called ``"lan"``, ``"wan"`` or ``"local"``."""
+        presets = {"lan": cls.lan, "wan": cls.wan, "local": cls.local}
+        try:
+            factory = presets[name.lower()]
+        except KeyError:
+            raise ConfigError("preset", f"unknown preset {name!r}; expected lan, wan or local") from None
+        return factory(**overrides)
+
+    def copy(self, **changes: Any) -> Config:
+        """Return a copy with some fields changed (aliases accepted)."""
+        cfg = dataclasses.replace(self)
+        cfg.secondary_keys = list(self.secondary_keys)
+        for name, value in changes.items():
+            if name not in _FIELD_NAMES and name not in _ALIASES:
+                raise ConfigError(name, "no such Config field")
+            setattr(cfg, name, value)
+        return cfg
+
+    # -- validation --------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check every field; raise :class:`~gossip.errors.ConfigError` naming the first bad one.
+
+        Raises:
+            ConfigError: a field is of the wrong type, out of range, or contradicts another.
+        """
+        for f in dataclasses.fields(self):
+            rule = _RULES.get(f.name)
+            if rule is not None:
+                rule(f.name, getattr(self, f.name))
+        self._validate_relations()
+
+    def _validate_relations(self) -> None:
+        if self.ping_timeout >= self.health_check_interval:
+            raise ConfigError(
+                "ping_timeout",
+                f"must be shorter than health_check_interval ({self.health_check_interval}s), "
+                f"got {self.ping_timeout}s",
+            )
+        if self.gossip_max_interval < self.gossip_interval:
+            raise ConfigError(
+                "gossip_max_interval",
+                f"must be >= gossip_interval ({self.gossip_interval}s), got {self.gossip_max_interval}s",
+            )
+        if self.udp_max_packet_size > self.tcp_max_packet_size:
+            raise ConfigError(
+                "udp_max_packet_size",
+                f"must be <= tcp_max_packet_size ({self.tcp_max_packet_size}), got {self.udp_max_packet_size}",
+            )
+        if self.tcp_max_packet_size > self.stream_max_packet_size:
+            raise ConfigError(
+                "tcp_max_packet_size",
+                f"must be <= stream_max_packet_size ({self.stream_max_packet_size}), "
+                f"got {self.tcp_max_packet_size}",
+            )
+        if self.secondary_keys and not self.encryption_key:
+            raise ConfigError("secondary_keys", "need an encryption_key (the primary) as well")
+        if not self.socket_transport_enabled and self.websocket_provider is None and self.transport is None:
+            raise ConfigError(
+                "socket_transport_enabled",
+                "is False but neither websocket_provider nor transport is set: no way to talk",
+            )
+        if self.max_metadata_size >= self.udp_max_packet_size:
+            raise ConfigError(
+                "max_metadata_size",
+                f"must be smaller than udp_max_packet_size ({self.udp_max_packet_size}), "
+                f"got {self.max_metadata_size}",
+            )
+
+    # -- environment -------------------------------------------------------------------------
+    @classmethod
+    def from_env(
+        cls,
+        prefix: str = "GOSSIP_",
+        environ: Mapping[str, str] | None = None,
+        base: Config | None = None,
+    ) -> Config:
+        """Build a Config from ``GOSSIP_<FIELD>`` environment variables.
+
+        ``GOSSIP_PRESET`` (lan, wan, local) picks the starting preset unless ``base`` is given.
+        Durations accept ``200ms``, ``1.5s``, ``2m``, ``1h``, ``250us`` or plain seconds;
+        booleans ``1/0, true/false, yes/no, on/off``; ``encryption_key`` hex or base64;
+        ``secondary_keys`` a comma-separated list of keys. Aliases (``GOSSIP_PROBE_INTERVAL``...)
+        work too. Unknown ``GOSSIP_*`` variables are refused, so typos do not pass silently.
+
+        Raises:
+            ConfigError: a variable's value cannot be parsed (names the variable and value),
+                or names no field.
+        """
+        env = os.environ if environ is None else environ
+        if base is not None:
+            cfg = base.copy()
+        else:
+            cfg = cls.preset(env.get(prefix + "PRESET", "lan"))
+        for key, raw in sorted(env.items()):
+            if not key.startswith(prefix) or key == prefix + "PRESET":
+                continue
+            name = key[len(prefix):].lower()
+            field_name = _ALIASES.get(name, name)
+            kind = _ENV_KINDS.get(field_name)
+            if kind is None:
+                if field_name in _FIELD_NAMES:
+                    raise ConfigError(field_name, f"cannot be set from the environment ({key})")
+                raise ConfigError(field_name, f"{key} names no Config field")
+            try:
+                value = kind(raw)
+            except ConfigError:
+                raise
+            except (ValueError, binascii.Error) as exc:
+                raise ConfigError(field_name, f"{key}={raw!r} is not valid: {exc}") from None
+            setattr(cfg, field_name, value)
+        return cfg
+
+    def to_env(self, prefix: str = "GOSSIP_") -> dict[str, str]:
+        """Return the ``GOSSIP_*`` variables that :meth:`from_env` turns back into this Config."""
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            kind = _ENV_KINDS.get(f.name)
+            if kind is None:
+                continue
+            value = getattr(self, f.name)
+            if value is None:
+                if f.name == "encryption_key":
+                    continue
+                out[prefix + f.name.upper()] = ""
+            elif isinstance(value, bool):
+                out[prefix + f.name.upper()] = "true" if value else "false"
+            elif f.name in _DURATION_FIELDS:
+                out[prefix + f.name.upper()] = format_duration(value)
+            elif isinstance(value, bytes):
+                out[prefix + f.name.upper()] = value.hex()
+            elif isinstance(value, list):
+                out[prefix + f.name.upper()] = ",".join(k.hex() for k in value)
+            else:
+                out[prefix + f.name.upper()] = str(value)
+        return out
+
+
+def default_config() -> Config:
+    """Return the default configuration: the LAN preset (paularlott's ``DefaultConfig()``)."""
+    return Config.lan()
+
+
+# ----------------------------------------------------------------------------------------------
+# durations
+
+_DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ns|us|µs|ms|s|m|h)?\s*$")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``"200ms"``, ``"1.5s"``, ``"2m"``, ``"1h"``, ``"250us"`` or ``"3"`` into seconds.
+
+    Raises:
+        ValueError: the text is not a non-negative duration.
+    """
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (examples: 200ms, 1.5s, 2m, 1h)")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """Format seconds the way :func:`parse_duration` reads them back exactly."""
+    return f"{seconds!r}s"
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on", "t", "y"):
+        return True
+    if low in ("0", "false", "no", "off", "f", "n"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (true/false, 1/0, yes/no, on/off)")
+
+
+def _parse_key(text: str) -> bytes:
+    text = text.strip()
+    if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", text) and len(text) in (32, 48, 64):
+        return bytes.fromhex(text)
+    return base64.b64decode(text, validate=True)
+
+
+def _parse_optional_key(text: str) -> bytes | None:
+    return _parse_key(text) if text.strip() else None
+
+
+def _parse_keys(text: str) -> list[bytes]:
+    return [_parse_key(part) for part in text.split(",") if part.strip()]
+
+
+def _parse_optional_str(text: str) -> str | None:
+    return text if text.strip() and text.strip().lower() != "none" else None
+
+
+# ----------------------------------------------------------------------------------------------
+# validation rules
+
+def _require_type(name: str, value: Any, types: tuple[type, ...], what: str) -> None:
+    if isinstance(value, bool) and bool not in types:
+        raise ConfigError(name, f"must be {what}, got {value!r}")
+    if not isinstance(value, types):
+        raise ConfigError(name, f"must be {what}, got {value!r} ({type(value).__name__})")
+
+
+def _duration(lo: float, hi: float, *, allow_zero: bool = False) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        _require_type(name, value, (int, float), "a duration in seconds")
+        if not math.isfinite(value):
+            raise ConfigError(name, f"must be finite, got {value!r}")
+        if allow_zero and value == 0:
+            return
+        if not lo <= value <= hi:
+            zero = " (or 0)" if allow_zero else ""
+            raise ConfigError(name, f"must be between {lo}s and {hi}s{zero}, got {value!r}s")
+
+    return check
+
+
+def _integer(lo: int, hi: int, *, power_of_two: bool = False) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        _require_type(name, value, (int,), "an integer")
+        if not lo <= value <= hi:
+            raise ConfigError(name, f"must be between {lo} and {hi}, got {value!r}")
+        if power_of_two and value & (value - 1):
+            raise ConfigError(name, f"must be a power of two, got {value!r}")
+
+    return check
+
+
+def _number(lo: float, hi: float) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        _require_type(name, value, (int, float), "a number")
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise ConfigError(name, f"must be between {lo} and {hi}, got {value!r}")
+
+    return check
+
+
+def _boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(name, f"must be True or False, got {value!r}")
+
+
+def _string(max_len: int) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        _require_type(name, value, (str,), "a string")
+        if len(value.encode()) > max_len:
+            raise ConfigError(name, f"must be at most {max_len} bytes, got {len(value.encode())}")
+
+    return check
+
+
+def _choice(*choices: str | None) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, str):
+            value = value.lower()
+        if value not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+    return check
+
+
+def _check_codec(name: str, value: Any) -> None:
+    if isinstance(value, str):
+        _choice("msgpack", "json")(name, value)
+        return
+    for attr in ("encode", "decode", "codec_id", "name"):
+        if not hasattr(value, attr):
+            raise ConfigError(name, f"must be 'msgpack', 'json' or a Codec object, got {value!r}")
+
+
+def _check_node_id(name: str, value: Any) -> None:
+    _require_type(name, value, (str,), "a UUID string")
+    if value:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise ConfigError(name, f"must be a UUID (or empty to generate one), got {value!r}") from None
+
+
+def _check_key(name: str, value: Any) -> None:
+    if value is None:
+        return
+    _require_type(name, value, (bytes, bytearray), "bytes of length 16, 24 or 32")
+    if len(value) not in (16, 24, 32):
+        raise ConfigError(name, f"must be 16, 24 or 32 bytes long (AES-128/192/256), got {len(value)} bytes")
+
+
+def _check_keys(name: str, value: Any) -> None:
+    _require_type(name, value, (list, tuple), "a list of keys")
+    for i, key in enumerate(value):
+        _check_key(f"{name}[{i}]", key)
+
+
+def _check_host_port(*, allow_empty: bool, allow_zero: bool) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        _require_type(name, value, (str,), "an address string")
+        if not value:
+            if allow_empty:
+                return
+            raise ConfigError(name, "must not be empty")
+        if value.startswith(("ws://", "wss://", "http://", "https://", "srv+")):
+            if name == "bind_addr":
+                raise ConfigError(name, f"must be ip:port, got {value!r}")
+            return
+        host, sep, port_text = value.rpartition(":")
+        if not sep:
+            host, port_text = value, ""
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if port_text:
+            if not port_text.isdigit() or not (0 if allow_zero else 1) <= int(port_text) <= 65535:
+                lo = 0 if allow_zero else 1
+                raise ConfigError(name, f"port must be {lo}..65535, got {value!r}")
+        elif name == "bind_addr":
+            raise ConfigError(name, f"needs a port (ip:port), got {value!r}")
+        if name == "bind_addr" and host not in ("", "localhost"):
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ConfigError(name, f"must be an IP address and port, got {value!r}") from None
+        if not host and name != "bind_addr":
+            raise ConfigError(name, f"has no host, got {value!r}")
+
+    return check
+
+
+def _check_callable_or_none(name: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise ConfigError(name, f"must be callable or None, got {value!r}")
+
+
+def _check_logger(name: str, value: Any) -> None:
+    if value is None:
+        return
+    for method in ("debug", "info", "warning", "error", "isEnabledFor"):
+        if not callable(getattr(value, method, None)):
+            raise ConfigError(name, f"must be a logging.Logger or LoggerAdapter, got {value!r}")
+
+
+def _check_transport(name: str, value: Any) -> None:
+    if value is None:
+        return
+    for method in ("start", "send", "close"):
+        if not callable(getattr(value, method, None)):
+            raise ConfigError(name, f"must implement the Transport interface, got {value!r}")
+
+
+def _check_resolver(name: str, value: Any) -> None:
+    if value is None:
+        return
+    for method in ("lookup_ip", "lookup_srv"):
+        if not callable(getattr(value, method, None)):
+            raise ConfigError(name, f"must have lookup_ip() and lookup_srv(), got {value!r}")
+
+
+def _anything(name: str, value: Any) -> None:
+    return None
+
+
+_DAY = 86400.0
+_RULES: dict[str, Callable[[str, Any], None]] = {
+    "node_id": _check_node_id,
+    "bind_addr": _check_host_port(allow_empty=False, allow_zero=True),
+    "advertise_addr": _check_host_port(allow_empty=True, allow_zero=False),
+    "application_version": _string(255),
+    "application_version_check": _check_callable_or_none,
+    "default_port": _integer(1, 65535),
+    "cluster_label": _string(255),
+    "encryption_key": _check_key,
+    "secondary_keys": _check_keys,
+    "cipher": _choice("aes-gcm"),
+    "msg_codec": _check_codec,
+    "compressor": _choice("lz4", "none", None),
+    "compress_min_size": _integer(0, 1 << 30),
+    "max_metadata_size": _integer(64, 1 << 20),
+    "transport": _check_transport,
+    "logger": _check_logger,
+    "resolver": _check_resolver,
+    "prefer_ipv6": _boolean,
+    "socket_transport_enabled": _boolean,
+    "websocket_provider": _anything,
+    "allow_insecure_websockets": _boolean,
+    "bearer_token": _string(4096),
+    "force_reliable_transport": _boolean,
+    "tcp_dial_timeout": _duration(0.001, 300.0),
+    "tcp_deadline": _duration(0.001, 300.0),
+    "udp_deadline": _duration(0.001, 300.0),
+    "udp_max_packet_size": _integer(512, 65000),
+    "tcp_max_packet_size": _integer(1024, 1 << 30),
+    "stream_max_packet_size": _integer(1024, 1 << 30),
+    "gossip_interval": _duration(0.01, _DAY),
+    "gossip_max_interval": _duration(0.01, _DAY),
+    "msg_history_gc_interval": _duration(0.01, 3600.0),
+    "msg_history_max_age": _duration(0.1, _DAY),
+    "msg_history_shard_count": _integer(1, 4096, power_of_two=True),
+    "node_shard_count": _integer(1, 4096, power_of_two=True),
+    "num_send_workers": _integer(1, 256),
+    "send_queue_size": _integer(1, 1 << 20),
+    "num_incoming_workers": _integer(1, 256),
+    "incoming_packet_queue_depth": _integer(1, 1 << 20),
+    "health_check_interval": _duration(0.01, 3600.0),
+    "ping_timeout": _duration(0.001, 3600.0),
+    "enable_indirect_pings": _boolean,
+    "suspect_retention_period": _duration(0.01, 30 * _DAY),
+    "recovery_attempt_interval": _duration(0.01, _DAY),
+    "dead_node_retention_period": _duration(0.0, 365 * _DAY),
+    "state_sync_interval": _duration(0.01, _DAY, allow_zero=True),
+    "fan_out_multiplier": _number(0.01, 100.0),
+    "state_exchange_multiplier": _number(0.01, 100.0),
+    "ttl_multiplier": _number(0.01, 100.0),
+    "health_check_sample_size": _integer(1, 1024),
+    "activity_threshold_percent": _number(0.0, 1.0),
+    "suspect_threshold": _integer(1, 1024),
+    "suspect_attempt_interval": _duration(0.01, _DAY),
+    "refutation_threshold": _integer(1, 1024),
+    "max_parallel_suspect_evaluations": _integer(0, 1024),
+    "indirect_ping_multiplier": _number(0.0, 100.0),
+    "indirect_checks": _integer(0, 32),
+    "suspicion_mult": _integer(1, 100),
+    "suspicion_max_timeout_mult": _integer(1, 100),
+    "retransmit_mult": _integer(1, 100),
+    "awareness_max_multiplier": _integer(1, 100),
+    "dissemination_interval": _duration(0.001, 3600.0),
+    "dissemination_fan_out": _integer(1, 64),
+    "gossip_to_the_dead_time": _duration(0.0, _DAY),
+    "dead_node_reclaim_time": _duration(0.0, _DAY),
+    "broadcast_queue_size": _integer(16, 1 << 20),
+    "lifeguard_enabled": _boolean,
+    "tcp_pings": _boolean,
+    "leave_timeout": _duration(0.0, 3600.0),
+    "join_timeout": _duration(0.01, 3600.0),
+}
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
+_ALIASES = {"probe_interval": "health_check_interval", "probe_timeout": "ping_timeout",
+            "push_pull_interval": "state_sync_interval"}
+_DURATION_FIELDS = frozenset(
+    name for name, f in Config.__dataclass_fields__.items() if f.type in ("float",)
+) - {"fan_out_multiplier", "state_exchange_multiplier", "ttl_multiplier",
+     "activity_threshold_percent", "indirect_ping_multiplier"}
+
+
+def _env_kind(name: str, annotation: str) -> Callable[[str], Any] | None:
+    if name == "encryption_key":
+        return _parse_optional_key
+    if name == "secondary_keys":
+        return _parse_keys
+    if name == "compressor":
+        return _parse_optional_str
+    if name == "msg_codec":
+        return str
+    if annotation == "bool":
+        return _parse_bool
+    if annotation == "int":
+        return int
+    if annotation == "float":
+        return parse_duration if name in _DURATION_FIELDS else float
+    if annotation == "str":
+        return str
+    return None
+
+
+_ENV_KINDS: dict[str, Callable[[str], Any]] = {
+    name: kind
+    for name, f in Config.__dataclass_fields__.items()
+    if (kind := _env_kind(name, str(f.type))) is not None
+}

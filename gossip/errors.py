@@ -1,0 +1,166 @@
+"""The one exception hierarchy of :mod:`gossip`.
+
+Every error the library raises derives from :class:`GossipError`, so a user can catch one base
+class. Where a builtin base makes generic handlers keep working, it is added too
+(``ConfigError`` is a ``ValueError``, ``GossipTimeout`` a ``TimeoutError``...). Messages say what
+was wrong and with which value.
+
+::
+
+    GossipError
+    ├── ConfigError (ValueError)             a Config field out of range or contradictory
+    ├── AddressError (ValueError)            an address string that cannot be parsed
+    ├── MetadataError (ValueError)           bad metadata key/value, or metadata too large
+    ├── ProtocolError
+    │   ├── LocalProtocolError               the caller misused the API (bad message type, ...)
+    │   │   └── HandlerExistsError           a message type registered twice
+    │   └── RemoteProtocolError              a peer sent something we refuse
+    │       ├── DecodeError                  malformed bytes: truncated, bad header, bad codec...
+    │       │   ├── VersionMismatch          wrong magic or wire version
+    │       │   ├── PacketTooLarge           over a size limit
+    │       │   └── CompressionError         a compressed payload that does not decompress
+    │       └── EncryptionError              not authentic: wrong key, wrong label, tampered
+    │           ├── AuthenticationError      (alias kept for the names in STYLE.md)
+    │           └── LabelMismatch            packet of another cluster
+    ├── JoinError                            no peer could be joined (names them and why)
+    ├── NotFoundError (LookupError)          an unknown node id, handler id or message type
+    ├── TransportError (OSError)             the network failed us
+    │   ├── ConnectError
+    │   └── SendError
+    ├── GossipTimeout (TimeoutError)         an operation ran out of time
+    └── ClusterClosed (RuntimeError)         the cluster is stopped (or not started)
+
+This module imports nothing from :mod:`gossip`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GossipError",
+    "ConfigError",
+    "AddressError",
+    "MetadataError",
+    "ProtocolError",
+    "LocalProtocolError",
+    "HandlerExistsError",
+    "RemoteProtocolError",
+    "DecodeError",
+    "VersionMismatch",
+    "PacketTooLarge",
+    "CompressionError",
+    "EncryptionError",
+    "AuthenticationError",
+    "LabelMismatch",
+    "JoinError",
+    "NotFoundError",
+    "TransportError",
+    "ConnectError",
+    "SendError",
+    "GossipTimeout",
+    "ClusterClosed",
+]
+
+
+class GossipError(Exception):
+    """Base class of every error raised by the gossip library."""
+
+
+class ConfigError(GossipError, ValueError):
+    """A configuration value is out of range or contradicts another one.
+
+    Attributes:
+        field: the name of the offending :class:`gossip.Config` field (``""`` if none).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class AddressError(GossipError, ValueError):
+    """An address string could not be parsed."""
+
+
+class MetadataError(GossipError, ValueError):
+    """Metadata was given a bad key or value, or grew over its size limit."""
+
+
+class ProtocolError(GossipError):
+    """Something broke the gossip protocol; see the two subclasses for whose fault."""
+
+
+class LocalProtocolError(ProtocolError):
+    """The caller misused the API (for example registered an internal message type)."""
+
+
+class HandlerExistsError(LocalProtocolError):
+    """A handler is already registered for this message type."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """A peer sent bytes or a message we refuse."""
+
+
+class DecodeError(RemoteProtocolError):
+    """Bytes could not be decoded: truncated, malformed header, unknown codec or type."""
+
+
+class VersionMismatch(DecodeError):
+    """A packet carries the wrong magic number or an unsupported wire version."""
+
+
+class PacketTooLarge(DecodeError):
+    """A packet or payload exceeds a configured or protocol size limit."""
+
+
+class CompressionError(DecodeError):
+    """A payload flagged as compressed could not be decompressed within the limits."""
+
+
+class EncryptionError(RemoteProtocolError):
+    """A packet is not authentic: wrong key, another cluster's label, or tampered bytes."""
+
+
+class AuthenticationError(EncryptionError):
+    """A packet failed authentication with every installed key."""
+
+
+class LabelMismatch(EncryptionError):
+    """A packet belongs to a cluster with a different label."""
+
+
+class JoinError(GossipError):
+    """Joining failed for every peer.
+
+    Attributes:
+        failures: mapping of each peer string to the reason it could not be joined.
+    """
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        self.failures = dict(failures)
+        detail = "; ".join(f"{peer}: {why}" for peer, why in self.failures.items())
+        super().__init__(f"could not join any peer ({detail})" if detail else "no peers given")
+
+
+class NotFoundError(GossipError, LookupError):
+    """An unknown node id, handler id or message type was named."""
+
+
+class TransportError(GossipError, OSError):
+    """The network failed: a socket error, a refused connection, a closed peer."""
+
+
+class ConnectError(TransportError):
+    """A connection to a peer could not be established."""
+
+
+class SendError(TransportError):
+    """Bytes could not be sent to a peer."""
+
+
+class GossipTimeout(GossipError, TimeoutError):
+    """An operation did not finish within its timeout."""
+
+
+class ClusterClosed(GossipError, RuntimeError):
+    """The cluster is stopped (or was never started) and cannot do this."""
