@@ -1,0 +1,416 @@
+"""The packet pipeline: codec + lz4 + AES-GCM + header, in one pure, thread-safe object.
+
+:class:`PacketCodec` turns ``(msg_type, sender, msg_id, ttl, payload)`` into wire bytes and wire
+bytes back into a :class:`Packet`; the layout is documented in :mod:`gossip.wire`. Encoding:
+
+1. the payload is encoded with the codec (:meth:`PacketCodec.encode`) or given already encoded
+   (:meth:`PacketCodec.encode_raw`, for relays that only change the ttl);
+2. it is lz4-compressed if a compressor is set, it is at least ``compress_min_size`` bytes, and
+   compression actually makes it smaller (``FLAG_COMPRESSED``);
+3. the inner header is prepended; if the keyring has keys, the inner part is sealed with the
+   primary key and the clear prefix + label as associated data (``FLAG_ENCRYPTED``).
+
+Decoding trusts nothing. It checks, in this order: the total size (``max_packet_size``), the clear
+prefix (magic, version, flags, codec id, label tag), the encryption policy, authenticity, the
+inner header, the exact payload length, then decompresses within ``max_packet_size``. For *any*
+input bytes, the only exceptions :meth:`PacketCodec.decode` raises are
+:class:`~gossip.errors.RemoteProtocolError` subclasses. The payload stays codec-encoded in the
+:class:`Packet` until :meth:`Packet.unmarshal` (so relays and dropped packets never pay for it).
+
+This module composes :mod:`gossip.wire`, :mod:`gossip.codecs`, :mod:`gossip.compression` and
+:mod:`gossip.security`; it never touches sockets, threads or clocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from gossip.codecs import DEFAULT_CODEC, Codec, get_codec
+from gossip.compression import Compressor, Lz4Compressor
+from gossip.errors import (
+    ConfigError,
+    DecodeError,
+    EncryptionError,
+    GossipError,
+    LabelMismatch,
+    LocalProtocolError,
+    PacketTooLarge,
+    VersionMismatch,
+)
+from gossip.security import Keyring, label_tag
+from gossip.wire import (
+    ENCRYPTED_OVERHEAD,
+    FLAG_COMPRESSED,
+    FLAG_ENCRYPTED,
+    HEADER_OVERHEAD,
+    INNER_HEADER_SIZE,
+    INNER_HEADER_STRUCT,
+    KNOWN_FLAGS,
+    MAGIC,
+    MAX_MSG_ID,
+    MAX_MSG_TYPE,
+    MAX_TTL,
+    NODE_ID_SIZE,
+    PLAIN_HEADER_STRUCT,
+    PREFIX_SIZE,
+    PREFIX_STRUCT,
+    WIRE_VERSION,
+)
+
+__all__ = ["Packet", "PacketCodec", "DEFAULT_MAX_PACKET_SIZE", "DEFAULT_COMPRESS_MIN_SIZE"]
+
+logger = logging.getLogger("gossip.packet")
+
+T = TypeVar("T")
+
+DEFAULT_MAX_PACKET_SIZE: Final = 4 * 1024 * 1024
+"""Default cap on wire bytes and on a decompressed payload."""
+DEFAULT_COMPRESS_MIN_SIZE: Final = 256
+"""Default payload size from which compression is attempted."""
+
+_PLAIN_PACK = PLAIN_HEADER_STRUCT.pack
+_PLAIN_UNPACK_FROM = PLAIN_HEADER_STRUCT.unpack_from
+_INNER_PACK = INNER_HEADER_STRUCT.pack
+_INNER_UNPACK_FROM = INNER_HEADER_STRUCT.unpack_from
+_PREFIX_PACK = PREFIX_STRUCT.pack
+_PREFIX_UNPACK_FROM = PREFIX_STRUCT.unpack_from
+_PLAIN_HEADER_SIZE = HEADER_OVERHEAD
+
+
+class _DefaultCompressor:
+    """Sentinel type for "use lz4" in :class:`PacketCodec`'s signature."""
+
+    def __repr__(self) -> str:
+        return "<lz4>"
+
+
+_LZ4: Final = _DefaultCompressor()
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """A decoded packet.
+
+    Attributes:
+        msg_type: the message type (see :mod:`gossip.wire`).
+        sender: the sender's 16-byte node id.
+        msg_id: the message id (an HLC timestamp).
+        ttl: hops left.
+        payload: the payload, decrypted and decompressed but still codec-encoded.
+        codec: the codec the sender used (named in the header).
+        compressed: the payload travelled compressed.
+        encrypted: the packet travelled encrypted.
+        size: the number of wire bytes.
+    """
+
+    msg_type: int
+    sender: bytes
+    msg_id: int
+    ttl: int
+    payload: bytes
+    codec: Codec
+    compressed: bool
+    encrypted: bool
+    size: int
+
+    def unmarshal(self, target: type[T] | None = None) -> Any:
+        """Decode the payload with the packet's codec, as plain values or as *target*.
+
+        Args:
+            target: a dataclass or typed container to rebuild (see
+                :func:`gossip.codecs.from_builtin`); ``None`` for plain values.
+
+        Raises:
+            DecodeError: the payload is malformed or does not fit *target*.
+            LocalProtocolError: *target* has type hints that cannot be resolved.
+        """
+        try:
+            if target is None:
+                return self.codec.decode(self.payload)
+            return self.codec.decode_as(self.payload, target)
+        except GossipError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+            raise DecodeError(
+                f"cannot decode a {self.codec.name} payload: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+class PacketCodec:
+    """Encode and decode packets; immutable configuration, safe to share between threads.
+
+    Args:
+        codec: the payload codec for encoding (a :class:`~gossip.codecs.Codec`); defaults to
+            msgpack. Decoding uses whichever registered codec the header names.
+        keyring: AES-GCM keys. When it holds keys, every packet is encrypted with the primary.
+        label: the cluster label; packets of another label are refused (:class:`LabelMismatch`)
+            and, when encrypting, the label is authenticated too.
+        compressor: payload compressor, ``None`` to never compress (compressed packets from
+            peers are still decoded, with lz4). Defaults to :class:`Lz4Compressor`.
+        compress_min_size: payloads smaller than this are never compressed.
+        max_packet_size: the largest packet accepted or produced, and the largest
+            decompressed payload accepted.
+        require_encryption: refuse plain packets. Defaults to ``bool(keyring)``.
+
+    Raises:
+        ConfigError: a size is out of range, or encryption is required without a keyring.
+    """
+
+    __slots__ = (
+        "_codec",
+        "_codec_id",
+        "_keyring",
+        "_label",
+        "_label_bytes",
+        "_tag",
+        "_compressor",
+        "_decompressor",
+        "_compress_min_size",
+        "_max_packet_size",
+        "_require_encryption",
+        "_prefixes",
+        "_sealing",
+    )
+
+    def __init__(
+        self,
+        *,
+        codec: Codec | None = None,
+        keyring: Keyring | None = None,
+        label: str = "",
+        compressor: Compressor | _DefaultCompressor | None = _LZ4,
+        compress_min_size: int = DEFAULT_COMPRESS_MIN_SIZE,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        require_encryption: bool | None = None,
+    ) -> None:
+        if compress_min_size < 0:
+            raise ConfigError("compress_min_size", f"must be >= 0, got {compress_min_size}")
+        if max_packet_size < ENCRYPTED_OVERHEAD:
+            raise ConfigError(
+                "max_packet_size", f"must be >= {ENCRYPTED_OVERHEAD}, got {max_packet_size}"
+            )
+        if require_encryption is None:
+            require_encryption = bool(keyring)
+        if require_encryption and keyring is None:
+            raise ConfigError("encryption_key", "encryption is required but no keyring is given")
+        try:
+            label_bytes = label.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConfigError("label", f"label is not encodable as UTF-8: {exc}") from exc
+        self._codec: Codec = DEFAULT_CODEC if codec is None else codec
+        self._codec_id = self._codec.codec_id
+        self._keyring = keyring
+        self._label = label
+        self._label_bytes = label_bytes
+        self._tag = label_tag(label)
+        if isinstance(compressor, _DefaultCompressor):
+            compressor = Lz4Compressor()
+        self._compressor: Compressor | None = compressor
+        self._decompressor: Compressor = compressor if compressor is not None else Lz4Compressor()
+        self._compress_min_size = compress_min_size
+        self._max_packet_size = max_packet_size
+        self._require_encryption = require_encryption
+        # Clear prefix bytes -> (flags, codec, aad); filled on first sight of each valid prefix
+        # (at most 4 flag combinations x 255 codec ids), so decoding looks the prefix up once.
+        self._prefixes: dict[bytes, tuple[int, Codec, bytes]] = {}
+        # flags -> (prefix, aad) for sealing with our codec.
+        self._sealing: dict[int, tuple[bytes, bytes]] = {}
+        for flags in (FLAG_ENCRYPTED, FLAG_ENCRYPTED | FLAG_COMPRESSED):
+            prefix = _PREFIX_PACK(MAGIC, WIRE_VERSION, flags, self._codec_id, self._tag)
+            self._sealing[flags] = (prefix, prefix + label_bytes)
+
+    def __repr__(self) -> str:
+        return (
+            f"PacketCodec(codec={self._codec.name!r}, label={self._label!r}, "
+            f"encrypted={bool(self._keyring)}, compressor={self._compressor!r}, "
+            f"max_packet_size={self._max_packet_size})"
+        )
+
+    @property
+    def codec(self) -> Codec:
+        """The codec used for encoding."""
+        return self._codec
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The keyring, if any."""
+        return self._keyring
+
+    @property
+    def label(self) -> str:
+        """The cluster label."""
+        return self._label
+
+    @property
+    def max_packet_size(self) -> int:
+        """The largest packet accepted or produced."""
+        return self._max_packet_size
+
+    @property
+    def overhead(self) -> int:
+        """Bytes a packet currently adds to its (possibly compressed) payload."""
+        return ENCRYPTED_OVERHEAD if self._keyring else HEADER_OVERHEAD
+
+    # ---------------------------------------------------------------------------------- encode
+
+    def encode(self, msg_type: int, sender: bytes, msg_id: int, ttl: int, payload: Any) -> bytes:
+        """Encode *payload* with the codec and build a packet.
+
+        Raises:
+            LocalProtocolError: an argument is out of range, the payload cannot be encoded,
+                or the packet would exceed ``max_packet_size``.
+        """
+        return self.encode_raw(msg_type, sender, msg_id, ttl, self._codec.encode(payload))
+
+    def encode_raw(
+        self, msg_type: int, sender: bytes, msg_id: int, ttl: int, payload: bytes
+    ) -> bytes:
+        """Build a packet around an already codec-encoded payload.
+
+        Args:
+            msg_type: 0..65535.
+            sender: exactly 16 bytes.
+            msg_id: 0..2**64-1.
+            ttl: 0..255.
+            payload: codec-encoded bytes (encoded with this codec: the header names it).
+
+        Raises:
+            LocalProtocolError: an argument is out of range or the packet would exceed
+                ``max_packet_size``.
+        """
+        if len(sender) != NODE_ID_SIZE:
+            _check_args(msg_type, sender, msg_id, ttl)
+        flags = 0
+        size = len(payload)
+        compressor = self._compressor
+        if compressor is not None and size >= self._compress_min_size:
+            compressed = compressor.compress(payload)
+            if len(compressed) < size:
+                payload = compressed
+                size = len(compressed)
+                flags = FLAG_COMPRESSED
+        keyring = self._keyring
+        try:
+            if keyring:
+                prefix, aad = self._sealing[flags | FLAG_ENCRYPTED]
+                inner = _INNER_PACK(msg_type, sender, msg_id, ttl, size) + payload
+                data = prefix + keyring.seal(inner, aad)
+            else:
+                data = (
+                    _PLAIN_PACK(
+                        MAGIC, WIRE_VERSION, flags, self._codec_id, self._tag,
+                        msg_type, sender, msg_id, ttl, size,
+                    )
+                    + payload
+                )
+        except struct.error as exc:
+            _check_args(msg_type, sender, msg_id, ttl)
+            raise LocalProtocolError(f"cannot pack the packet header: {exc}") from exc
+        if len(data) > self._max_packet_size:
+            raise LocalProtocolError(
+                f"packet of {len(data)} bytes exceeds max_packet_size ({self._max_packet_size})"
+            )
+        return data
+
+    # ---------------------------------------------------------------------------------- decode
+
+    def decode(self, data: bytes) -> Packet:
+        """Parse and verify wire bytes.
+
+        Raises:
+            PacketTooLarge: the packet, or its decompressed payload, exceeds
+                ``max_packet_size``.
+            VersionMismatch: wrong magic byte or wire version.
+            DecodeError: truncated, trailing bytes, unknown flags or codec id, corrupt
+                compression (:class:`~gossip.errors.CompressionError`).
+            LabelMismatch: the packet belongs to a cluster with another label.
+            EncryptionError: plain while encryption is required, or encrypted while we have
+                no keys; :class:`~gossip.errors.AuthenticationError` if no key opens it.
+        """
+        if type(data) is not bytes:
+            data = bytes(data)
+        n = len(data)
+        if n > self._max_packet_size:
+            raise PacketTooLarge(f"packet of {n} bytes exceeds max_packet_size ({self._max_packet_size})")
+        if n < PREFIX_SIZE:
+            raise DecodeError(f"truncated packet: {n} bytes, the prefix alone is {PREFIX_SIZE}")
+        entry = self._prefixes.get(data[:PREFIX_SIZE])
+        if entry is None:
+            entry = self._check_prefix(data)
+        flags, codec, aad = entry
+        if flags & FLAG_ENCRYPTED:
+            keyring = self._keyring
+            if not keyring:
+                raise EncryptionError("received an encrypted packet but no encryption key is set")
+            inner = keyring.open(data[PREFIX_SIZE:], aad)
+            start = INNER_HEADER_SIZE
+            if len(inner) < start:
+                raise DecodeError(
+                    f"truncated packet: {len(inner)} inner bytes, the header alone is {start}"
+                )
+            msg_type, sender, msg_id, ttl, length = _INNER_UNPACK_FROM(inner, 0)
+        else:
+            if self._require_encryption:
+                raise EncryptionError("received a plain packet but encryption is required")
+            inner = data
+            start = _PLAIN_HEADER_SIZE
+            if n < start:
+                raise DecodeError(f"truncated packet: {n} bytes, the header alone is {start}")
+            msg_type, sender, msg_id, ttl, length = _INNER_UNPACK_FROM(inner, PREFIX_SIZE)
+        have = len(inner) - start
+        if have != length:
+            if have < length:
+                raise DecodeError(f"truncated packet: payload length {length}, only {have} bytes")
+            raise DecodeError(f"trailing bytes: payload length {length}, {have} bytes follow")
+        payload = inner[start:]
+        if flags & FLAG_COMPRESSED:
+            payload = self._decompressor.decompress(payload, self._max_packet_size)
+        return Packet(
+            msg_type,
+            sender,
+            msg_id,
+            ttl,
+            payload,
+            codec,
+            bool(flags & FLAG_COMPRESSED),
+            bool(flags & FLAG_ENCRYPTED),
+            n,
+        )
+
+    def _check_prefix(self, data: bytes) -> tuple[int, Codec, bytes]:
+        """Validate a clear prefix not seen before; remember it if it is acceptable."""
+        magic, version, flags, codec_id, tag = _PREFIX_UNPACK_FROM(data, 0)
+        if magic != MAGIC:
+            raise VersionMismatch(f"bad magic byte 0x{magic:02x}, expected 0x{MAGIC:02x}")
+        if version != WIRE_VERSION:
+            raise VersionMismatch(f"unsupported wire version {version}, expected {WIRE_VERSION}")
+        if flags & ~KNOWN_FLAGS:
+            raise DecodeError(f"unknown flags 0x{flags & ~KNOWN_FLAGS & 0xFF:02x} (flags byte 0x{flags:02x})")
+        codec = get_codec(codec_id)  # DecodeError if unknown
+        if tag != self._tag:
+            raise LabelMismatch(
+                f"packet label tag 0x{tag:08x} is not ours (0x{self._tag:08x}, "
+                f"label {self._label!r})"
+            )
+        prefix = data[:PREFIX_SIZE]
+        entry = (flags, codec, prefix + self._label_bytes)
+        self._prefixes[prefix] = entry
+        return entry
+
+
+def _check_args(msg_type: int, sender: bytes, msg_id: int, ttl: int) -> None:
+    """Raise a LocalProtocolError naming the first bad header argument."""
+    if not isinstance(msg_type, int) or not 0 <= msg_type <= MAX_MSG_TYPE:
+        raise LocalProtocolError(f"msg_type must be an int in 0..{MAX_MSG_TYPE}, got {msg_type!r}")
+    if not isinstance(sender, (bytes, bytearray)) or len(sender) != NODE_ID_SIZE:
+        raise LocalProtocolError(
+            f"sender must be {NODE_ID_SIZE} bytes, got {type(sender).__name__}"
+            + (f" of {len(sender)}" if isinstance(sender, (bytes, bytearray)) else "")
+        )
+    if not isinstance(msg_id, int) or not 0 <= msg_id <= MAX_MSG_ID:
+        raise LocalProtocolError(f"msg_id must be an int in 0..2**64-1, got {msg_id!r}")
+    if not isinstance(ttl, int) or not 0 <= ttl <= MAX_TTL:
+        raise LocalProtocolError(f"ttl must be an int in 0..{MAX_TTL}, got {ttl!r}")

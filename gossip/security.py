@@ -1,0 +1,215 @@
+"""AES-GCM packet sealing with a rotating keyring, and cluster label tags.
+
+Sealed layout (what :meth:`Keyring.seal` returns)::
+
+    nonce (12 random bytes) | ciphertext | tag (16 bytes)
+
+The *primary* key seals; every installed key may open, so keys rotate without downtime:
+install the new key everywhere (:meth:`Keyring.add_key`), make it primary everywhere
+(:meth:`Keyring.use_key`), then remove the old one (:meth:`Keyring.remove_key`). The caller binds
+context (the packet's clear header and the cluster label) as associated data, so tampering with
+it, or a packet from another cluster, fails authentication.
+
+This module imports only :mod:`gossip.errors`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gossip.errors import AuthenticationError, ConfigError, DecodeError
+
+__all__ = [
+    "Keyring",
+    "label_tag",
+    "NONCE_SIZE",
+    "TAG_SIZE",
+    "OVERHEAD",
+    "KEY_SIZES",
+]
+
+NONCE_SIZE = 12
+"""Bytes of random nonce in front of every sealed message."""
+TAG_SIZE = 16
+"""Bytes of GCM authentication tag at the end of every sealed message."""
+OVERHEAD = NONCE_SIZE + TAG_SIZE
+"""Bytes :meth:`Keyring.seal` adds to the plaintext."""
+KEY_SIZES = (16, 24, 32)
+"""Valid AES key lengths in bytes (AES-128, AES-192, AES-256)."""
+
+_urandom = os.urandom
+
+
+def _check_key(key: bytes) -> bytes:
+    if not isinstance(key, (bytes, bytearray, memoryview)):
+        raise ConfigError("encryption_key", f"a key must be bytes, got {type(key).__name__}")
+    key = bytes(key)
+    if len(key) not in KEY_SIZES:
+        raise ConfigError(
+            "encryption_key", f"a key must be 16, 24 or 32 bytes long, got {len(key)} bytes"
+        )
+    return key
+
+
+def _fingerprint(key: bytes) -> str:
+    """A short, non-secret name for a key in error messages."""
+    return hashlib.blake2s(key, digest_size=4).hexdigest()
+
+
+class Keyring:
+    """AES-GCM keys: one primary key seals, every installed key may open.
+
+    Thread-safe: mutations take a lock and publish a new immutable tuple, which readers
+    (:meth:`seal`, :meth:`open`) read without locking. ``AESGCM`` objects are created once per key.
+
+    Args:
+        keys: keys to install (16, 24 or 32 bytes each). Duplicates are ignored.
+        primary: the key that seals; installed if not in *keys*. Defaults to the first key.
+
+    Raises:
+        ConfigError: a key has a bad length (``field="encryption_key"``).
+    """
+
+    def __init__(self, keys: Sequence[bytes] = (), primary: bytes | None = None) -> None:
+        self._lock = threading.Lock()
+        ordered: list[bytes] = []
+        if primary is not None:
+            ordered.append(_check_key(primary))
+        for key in keys:
+            key = _check_key(key)
+            if key not in ordered:
+                ordered.append(key)
+        # Entries, primary first. Replaced as a whole on every change (readers never lock).
+        self._entries: tuple[tuple[bytes, AESGCM], ...] = tuple((k, AESGCM(k)) for k in ordered)
+
+    def __repr__(self) -> str:
+        names = ", ".join(_fingerprint(k) for k, _ in self._entries)
+        return f"Keyring(<{len(self._entries)} keys: {names}>)"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    @property
+    def primary_key(self) -> bytes | None:
+        """The key used to seal, or ``None`` if the keyring is empty."""
+        entries = self._entries
+        return entries[0][0] if entries else None
+
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        """Every installed key, primary first."""
+        return tuple(k for k, _ in self._entries)
+
+    def add_key(self, key: bytes) -> None:
+        """Install *key* for opening (it becomes primary if the keyring was empty).
+
+        Installing a key twice is a no-op.
+
+        Raises:
+            ConfigError: the key has a bad length.
+        """
+        key = _check_key(key)
+        with self._lock:
+            if any(k == key for k, _ in self._entries):
+                return
+            self._entries = self._entries + ((key, AESGCM(key)),)
+
+    def use_key(self, key: bytes) -> None:
+        """Make the installed *key* the primary (sealing) key.
+
+        Raises:
+            ConfigError: the key is not installed, or has a bad length.
+        """
+        key = _check_key(key)
+        with self._lock:
+            entries = self._entries
+            for i, entry in enumerate(entries):
+                if entry[0] == key:
+                    self._entries = (entry,) + entries[:i] + entries[i + 1 :]
+                    return
+        raise ConfigError(
+            "encryption_key", f"key {_fingerprint(key)} is not installed; add_key() it first"
+        )
+
+    def remove_key(self, key: bytes) -> None:
+        """Uninstall *key*; packets sealed with it no longer open.
+
+        Raises:
+            ConfigError: *key* is the primary key (``use_key`` another one first), or is not
+                installed.
+        """
+        key = _check_key(key)
+        with self._lock:
+            entries = self._entries
+            for i, (k, _) in enumerate(entries):
+                if k == key:
+                    if i == 0:
+                        raise ConfigError(
+                            "encryption_key",
+                            f"refusing to remove the primary key {_fingerprint(key)}; "
+                            "use_key() another key first",
+                        )
+                    self._entries = entries[:i] + entries[i + 1 :]
+                    return
+        raise ConfigError("encryption_key", f"key {_fingerprint(key)} is not installed")
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        """Encrypt and authenticate *plaintext* (and *aad*) with the primary key.
+
+        Returns:
+            ``nonce(12) | ciphertext | tag(16)``, i.e. ``len(plaintext) + OVERHEAD`` bytes.
+
+        Raises:
+            ConfigError: the keyring is empty.
+        """
+        entries = self._entries
+        if not entries:
+            raise ConfigError("encryption_key", "cannot seal: the keyring is empty")
+        nonce = _urandom(NONCE_SIZE)
+        return nonce + entries[0][1].encrypt(nonce, plaintext, aad)
+
+    def open(self, data: bytes, aad: bytes) -> bytes:
+        """Authenticate and decrypt *data* with the primary key, then every other key.
+
+        Raises:
+            DecodeError: *data* is shorter than a nonce and a tag.
+            AuthenticationError: no installed key authenticates *data* with *aad* (wrong key,
+                wrong associated data, or tampered bytes; also when the keyring is empty).
+        """
+        if len(data) < OVERHEAD:
+            raise DecodeError(
+                f"sealed data of {len(data)} bytes is shorter than nonce+tag ({OVERHEAD} bytes)"
+            )
+        entries = self._entries
+        nonce = data[:NONCE_SIZE]
+        body = data[NONCE_SIZE:]
+        for _, aead in entries:
+            try:
+                result: bytes = aead.decrypt(nonce, body, aad)
+                return result
+            except InvalidTag:
+                continue
+        raise AuthenticationError(
+            f"no installed key ({len(entries)} tried) authenticates this packet"
+        )
+
+
+def label_tag(label: str) -> int:
+    """Return the 32-bit tag of a cluster label carried in every packet header.
+
+    ``0`` means "no label"; any other label maps to the first 4 bytes (big-endian) of its
+    BLAKE2s hash, with 0 replaced by 1 so it never reads as "no label".
+    """
+    if not label:
+        return 0
+    tag = int.from_bytes(hashlib.blake2s(label.encode("utf-8")).digest()[:4], "big")
+    return tag or 1

@@ -1,0 +1,152 @@
+"""Wire format: message-type numbers, header layout, flags and size budgets.
+
+Every packet starts with an 8-byte *clear prefix*, then the *inner part*. All integers are
+big-endian::
+
+    clear prefix (8 bytes, never encrypted)
+    offset size field
+    0      1    magic 0xC5                     wrong -> VersionMismatch
+    1      1    wire version (1)               other -> VersionMismatch
+    2      1    flags: bit0 COMPRESSED, bit1 ENCRYPTED; other bits -> DecodeError
+    3      1    codec id                       unknown -> DecodeError
+    4      4    label tag u32                  not ours -> LabelMismatch
+
+    inner part (31-byte header + payload). If ENCRYPTED, it travels sealed as
+    nonce(12) | ciphertext | tag(16), with AAD = prefix(8 bytes) + label (UTF-8).
+    offset size field
+    0      2    message type u16
+    2      16   sender node id
+    18     8    message id u64 (an HLC timestamp)
+    26     1    ttl u8
+    27     4    payload length u32 (as stored: compressed if the flag is set)
+    31     n    payload (exactly n bytes)
+
+Message types: 0..63 are internal types (:class:`MessageType`), 64..127 are reserved for
+future internal use, 128..65535 belong to the user. Numbers are never reused.
+
+This module imports nothing from :mod:`gossip` but :mod:`gossip.security` (for the sealing
+overhead constant).
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+
+from gossip.security import OVERHEAD as _SEAL_OVERHEAD
+
+__all__ = [
+    "MessageType",
+    "RESERVED_MSGS_START",
+    "USER_MSG",
+    "MAX_MSG_TYPE",
+    "MAGIC",
+    "WIRE_VERSION",
+    "FLAG_COMPRESSED",
+    "FLAG_ENCRYPTED",
+    "KNOWN_FLAGS",
+    "NODE_ID_SIZE",
+    "MAX_TTL",
+    "MAX_MSG_ID",
+    "PREFIX_SIZE",
+    "INNER_HEADER_SIZE",
+    "HEADER_OVERHEAD",
+    "ENCRYPTED_OVERHEAD",
+    "PREFIX_STRUCT",
+    "INNER_HEADER_STRUCT",
+    "PLAIN_HEADER_STRUCT",
+    "is_internal",
+    "is_reserved",
+    "is_user",
+    "type_name",
+]
+
+
+class MessageType(IntEnum):
+    """Internal message types. Explicit numbers, never reused; new ones take the next free
+    number below :data:`RESERVED_MSGS_START`."""
+
+    REPLY = 0
+    PING = 1
+    ACK = 2
+    PING_REQ = 3
+    NACK = 4
+    JOIN = 5
+    JOIN_REPLY = 6
+    PUSH_PULL = 7
+    PUSH_PULL_REPLY = 8
+    GOSSIP = 9
+    USER_GOSSIP = 10
+    STREAM_OPEN_ACK = 11
+
+
+RESERVED_MSGS_START = 64
+"""Types 64..127 are reserved for future internal use."""
+USER_MSG = 128
+"""The first message type available to users."""
+MAX_MSG_TYPE = 65535
+"""The largest message type (u16)."""
+
+MAGIC = 0xC5
+"""First byte of every packet."""
+WIRE_VERSION = 1
+"""Second byte of every packet."""
+
+FLAG_COMPRESSED = 0x01
+"""The payload is lz4-compressed (size-prefixed block)."""
+FLAG_ENCRYPTED = 0x02
+"""The inner part is sealed with AES-GCM."""
+KNOWN_FLAGS = FLAG_COMPRESSED | FLAG_ENCRYPTED
+"""Every flag bit this version understands; any other bit is refused."""
+
+NODE_ID_SIZE = 16
+"""Bytes of a sender node id."""
+MAX_TTL = 255
+"""The largest ttl (u8)."""
+MAX_MSG_ID = 2**64 - 1
+"""The largest message id (u64)."""
+
+PREFIX_STRUCT = struct.Struct(">BBBBI")
+"""magic, version, flags, codec id, label tag."""
+INNER_HEADER_STRUCT = struct.Struct(">H16sQBI")
+"""msg type, sender, msg id, ttl, payload length."""
+PLAIN_HEADER_STRUCT = struct.Struct(">BBBBIH16sQBI")
+"""Prefix and inner header back to back, as in an unencrypted packet."""
+
+PREFIX_SIZE = PREFIX_STRUCT.size
+"""Bytes of the clear prefix (8)."""
+INNER_HEADER_SIZE = INNER_HEADER_STRUCT.size
+"""Bytes of the inner header (31)."""
+HEADER_OVERHEAD = PREFIX_SIZE + INNER_HEADER_SIZE
+"""Bytes a plain packet adds to its payload (39)."""
+ENCRYPTED_OVERHEAD = HEADER_OVERHEAD + _SEAL_OVERHEAD
+"""Bytes an encrypted packet adds to its payload (67)."""
+
+assert PREFIX_SIZE == 8 and INNER_HEADER_SIZE == 31 and PLAIN_HEADER_STRUCT.size == 39
+
+
+def is_internal(msg_type: int) -> bool:
+    """Return True for a type the library owns (0..127, including the reserved range)."""
+    return 0 <= msg_type < USER_MSG
+
+
+def is_reserved(msg_type: int) -> bool:
+    """Return True for a type reserved for future internal use (64..127)."""
+    return RESERVED_MSGS_START <= msg_type < USER_MSG
+
+
+def is_user(msg_type: int) -> bool:
+    """Return True for a type available to users (128..65535)."""
+    return USER_MSG <= msg_type <= MAX_MSG_TYPE
+
+
+def type_name(msg_type: int) -> str:
+    """Return a readable name for logs: ``"PING"``, ``"user:300"``, ``"reserved:70"``."""
+    try:
+        return MessageType(msg_type).name
+    except ValueError:
+        if is_user(msg_type):
+            return f"user:{msg_type}"
+        if is_reserved(msg_type):
+            return f"reserved:{msg_type}"
+        return f"unknown:{msg_type}"

