@@ -1,0 +1,401 @@
+"""The protocol's own messages as frozen dataclasses, and their plain (codec-ready) forms.
+
+Membership updates (:class:`Alive`, :class:`Suspect`, :class:`Dead`) travel piggybacked on
+probes and acks and in gossip rounds; the other messages drive probing, joining and push/pull.
+:func:`to_wire` turns a message into ``(MessageType, plain value)`` made of lists, ints, str and
+bytes, which any codec can carry; :func:`from_wire` checks such a value field by field and raises
+:class:`~gossip.errors.DecodeError` for anything malformed: nothing else escapes.
+
+Pure data: no I/O, no clocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any, Union
+
+import msgpack
+
+from .errors import DecodeError
+from .node import PROTOCOL_VERSION, NodeID, NodeState
+from .wire import MessageType
+
+__all__ = [
+    "Alive", "Suspect", "Dead", "Update", "MemberState",
+    "Ping", "Ack", "PingReq", "Nack", "Gossip", "Join", "JoinReply", "PushPull", "PushPullReply",
+    "Message", "to_wire", "from_wire", "update_size", "encode_update", "EMPTY_META",
+]
+
+
+
+class _EmptyMeta(Mapping[str, Any]):
+    """An immutable, hashable empty mapping (a safe dataclass default)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+
+EMPTY_META: Mapping[str, Any] = _EmptyMeta()
+
+_U64 = (1 << 64) - 1
+_U32 = (1 << 32) - 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Alive:
+    """``node`` is alive at ``incarnation``, reachable at ``addr``, with this metadata."""
+
+    node: NodeID
+    incarnation: int
+    addr: str
+    meta: Mapping[str, Any] = EMPTY_META
+    meta_stamp: int = 0
+    pv: int = PROTOCOL_VERSION
+    av: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Suspect:
+    """``sender`` suspects ``node`` (at ``incarnation``) of having failed."""
+
+    node: NodeID
+    incarnation: int
+    sender: NodeID
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Dead:
+    """``sender`` declares ``node`` dead at ``incarnation``; ``sender == node`` means it left."""
+
+    node: NodeID
+    incarnation: int
+    sender: NodeID
+
+    @property
+    def left(self) -> bool:
+        """True when the node announced its own graceful leave."""
+        return self.sender == self.node
+
+
+Update = Union[Alive, Suspect, Dead]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemberState:
+    """One member's full state, as exchanged by join and push/pull."""
+
+    node: NodeID
+    addr: str
+    state: NodeState
+    incarnation: int
+    meta: Mapping[str, Any] = EMPTY_META
+    meta_stamp: int = 0
+    pv: int = PROTOCOL_VERSION
+    av: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ping:
+    """Direct probe of ``target``. ``suspect_inc`` >= 0 tells the target it is suspected (buddy)."""
+
+    seq: int
+    target: NodeID
+    source_addr: str
+    updates: tuple[Update, ...] = ()
+    suspect_inc: int = -1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ack:
+    """Answer to :class:`Ping` ``seq`` (also relayed by ping-req helpers)."""
+
+    seq: int
+    updates: tuple[Update, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PingReq:
+    """Ask a helper to ping ``target`` on our behalf and relay the ack (or a nack)."""
+
+    seq: int
+    target: NodeID
+    target_addr: str
+    source_addr: str
+    nack: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Nack:
+    """A ping-req helper could not reach the target in time (Lifeguard)."""
+
+    seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Gossip:
+    """A protocol gossip round: a batch of membership updates."""
+
+    updates: tuple[Update, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Join:
+    """Join request carrying the joiner's own state and versions."""
+
+    seq: int
+    source_addr: str
+    states: tuple[MemberState, ...]
+    pv: int = PROTOCOL_VERSION
+    av: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JoinReply:
+    """Answer to :class:`Join`: accepted with the full state, or refused with a reason."""
+
+    seq: int
+    accepted: bool
+    reason: str
+    states: tuple[MemberState, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PushPull:
+    """Anti-entropy: our full state; the receiver merges it and answers with its own."""
+
+    seq: int
+    source_addr: str
+    states: tuple[MemberState, ...]
+    join: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PushPullReply:
+    """Answer to :class:`PushPull` with the responder's full state."""
+
+    seq: int
+    states: tuple[MemberState, ...]
+
+
+Message = Union[Ping, Ack, PingReq, Nack, Gossip, Join, JoinReply, PushPull, PushPullReply]
+
+# -- encoding -------------------------------------------------------------------------------------
+
+_ALIVE, _SUSPECT, _DEAD = 0, 1, 2
+
+
+def encode_update(u: Update) -> list[Any]:
+    """Return the plain list form of a membership update."""
+    if type(u) is Alive:
+        return [_ALIVE, u.node.bytes, u.incarnation, u.addr, dict(u.meta), u.meta_stamp, u.pv, u.av]
+    if type(u) is Suspect:
+        return [_SUSPECT, u.node.bytes, u.incarnation, u.sender.bytes]
+    assert type(u) is Dead
+    return [_DEAD, u.node.bytes, u.incarnation, u.sender.bytes]
+
+
+def update_size(u: Update) -> int:
+    """Return the encoded size of an update in bytes (msgpack), for packet budgets."""
+    return len(msgpack.packb(encode_update(u), use_bin_type=True))
+
+
+def _encode_state(s: MemberState) -> list[Any]:
+    return [s.node.bytes, s.addr, int(s.state), s.incarnation, dict(s.meta), s.meta_stamp, s.pv, s.av]
+
+
+def to_wire(msg: Message) -> tuple[MessageType, list[Any]]:
+    """Return the message type and the plain value a codec encodes."""
+    t = type(msg)
+    if t is Ping:
+        assert isinstance(msg, Ping)
+        return MessageType.PING, [msg.seq, msg.target.bytes, msg.source_addr,
+                                  [encode_update(u) for u in msg.updates], msg.suspect_inc]
+    if t is Ack:
+        assert isinstance(msg, Ack)
+        return MessageType.ACK, [msg.seq, [encode_update(u) for u in msg.updates]]
+    if t is PingReq:
+        assert isinstance(msg, PingReq)
+        return MessageType.PING_REQ, [msg.seq, msg.target.bytes, msg.target_addr, msg.source_addr, msg.nack]
+    if t is Nack:
+        assert isinstance(msg, Nack)
+        return MessageType.NACK, [msg.seq]
+    if t is Gossip:
+        assert isinstance(msg, Gossip)
+        return MessageType.GOSSIP, [[encode_update(u) for u in msg.updates]]
+    if t is Join:
+        assert isinstance(msg, Join)
+        return MessageType.JOIN, [msg.seq, msg.source_addr, [_encode_state(s) for s in msg.states], msg.pv, msg.av]
+    if t is JoinReply:
+        assert isinstance(msg, JoinReply)
+        return MessageType.JOIN_REPLY, [msg.seq, msg.accepted, msg.reason, [_encode_state(s) for s in msg.states]]
+    if t is PushPull:
+        assert isinstance(msg, PushPull)
+        return MessageType.PUSH_PULL, [msg.seq, msg.source_addr, [_encode_state(s) for s in msg.states], msg.join]
+    if t is PushPullReply:
+        assert isinstance(msg, PushPullReply)
+        return MessageType.PUSH_PULL_REPLY, [msg.seq, [_encode_state(s) for s in msg.states]]
+    raise TypeError(f"not a protocol message: {msg!r}")
+
+
+# -- decoding (trusts nothing) ------------------------------------------------------------------
+
+
+def _fail(what: str, value: Any) -> DecodeError:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return DecodeError(f"bad {what}: {text}")
+
+
+def _list(value: Any, n: int, what: str) -> list[Any]:
+    if type(value) is not list or len(value) != n:
+        raise _fail(f"{what} (expected a list of {n})", value)
+    return value
+
+
+def _uint(value: Any, what: str, hi: int = _U64) -> int:
+    if type(value) is not int or not 0 <= value <= hi:
+        raise _fail(what, value)
+    return value
+
+
+def _int(value: Any, what: str) -> int:
+    if type(value) is not int or not -(1 << 63) <= value <= _U64:
+        raise _fail(what, value)
+    return value
+
+
+def _str(value: Any, what: str, max_len: int = 1024) -> str:
+    if type(value) is not str or len(value) > max_len:
+        raise _fail(what, value)
+    return value
+
+
+def _bool(value: Any, what: str) -> bool:
+    if type(value) is not bool:
+        raise _fail(what, value)
+    return value
+
+
+def _node(value: Any, what: str) -> NodeID:
+    if type(value) is not bytes or len(value) != 16:
+        raise _fail(what, value)
+    return NodeID(bytes=value)
+
+
+def _meta(value: Any) -> Mapping[str, Any]:
+    if type(value) is not dict:
+        raise _fail("metadata", value)
+    for k in value:
+        if type(k) is not str:
+            raise _fail("metadata key", k)
+    return value
+
+
+def _seq(value: Any) -> int:
+    return _uint(value, "seq", _U32)
+
+
+def _state(value: Any) -> NodeState:
+    if type(value) is not int:
+        raise _fail("node state", value)
+    try:
+        return NodeState(value)
+    except ValueError:
+        raise _fail("node state", value) from None
+
+
+def decode_update(value: Any) -> Update:
+    """Return the update whose plain form is ``value``.
+
+    Raises:
+        DecodeError: ``value`` is not a well-formed update.
+    """
+    if type(value) is not list or not value:
+        raise _fail("update", value)
+    kind = value[0]
+    if kind == _ALIVE and type(kind) is int:
+        _list(value, 8, "alive update")
+        return Alive(_node(value[1], "node id"), _uint(value[2], "incarnation", _U32),
+                     _str(value[3], "address"), _meta(value[4]), _uint(value[5], "metadata stamp"),
+                     _uint(value[6], "protocol version", 0xFFFF), _str(value[7], "application version", 255))
+    if kind == _SUSPECT and type(kind) is int:
+        _list(value, 4, "suspect update")
+        return Suspect(_node(value[1], "node id"), _uint(value[2], "incarnation", _U32), _node(value[3], "sender id"))
+    if kind == _DEAD and type(kind) is int:
+        _list(value, 4, "dead update")
+        return Dead(_node(value[1], "node id"), _uint(value[2], "incarnation", _U32), _node(value[3], "sender id"))
+    raise _fail("update kind", kind)
+
+
+def _updates(value: Any) -> tuple[Update, ...]:
+    if type(value) is not list or len(value) > 4096:
+        raise _fail("update list", value)
+    return tuple(decode_update(v) for v in value)
+
+
+def _decode_state(value: Any) -> MemberState:
+    v = _list(value, 8, "member state")
+    return MemberState(_node(v[0], "node id"), _str(v[1], "address"), _state(v[2]),
+                       _uint(v[3], "incarnation", _U32), _meta(v[4]), _uint(v[5], "metadata stamp"),
+                       _uint(v[6], "protocol version", 0xFFFF), _str(v[7], "application version", 255))
+
+
+def _states(value: Any) -> tuple[MemberState, ...]:
+    if type(value) is not list or len(value) > 1_048_576:
+        raise _fail("state list", value)
+    return tuple(_decode_state(v) for v in value)
+
+
+def from_wire(msg_type: int, value: Any) -> Message:
+    """Return the message of type ``msg_type`` whose plain form is ``value``.
+
+    Raises:
+        DecodeError: unknown type, or a value of the wrong shape or range.
+    """
+    if msg_type == MessageType.PING:
+        v = _list(value, 5, "ping")
+        return Ping(_seq(v[0]), _node(v[1], "target id"), _str(v[2], "source address"),
+                    _updates(v[3]), _int(v[4], "suspect incarnation"))
+    if msg_type == MessageType.ACK:
+        v = _list(value, 2, "ack")
+        return Ack(_seq(v[0]), _updates(v[1]))
+    if msg_type == MessageType.PING_REQ:
+        v = _list(value, 5, "ping-req")
+        return PingReq(_seq(v[0]), _node(v[1], "target id"), _str(v[2], "target address"),
+                       _str(v[3], "source address"), _bool(v[4], "nack flag"))
+    if msg_type == MessageType.NACK:
+        v = _list(value, 1, "nack")
+        return Nack(_seq(v[0]))
+    if msg_type == MessageType.GOSSIP:
+        v = _list(value, 1, "gossip")
+        return Gossip(_updates(v[0]))
+    if msg_type == MessageType.JOIN:
+        v = _list(value, 5, "join")
+        return Join(_seq(v[0]), _str(v[1], "source address"), _states(v[2]),
+                    _uint(v[3], "protocol version", 0xFFFF), _str(v[4], "application version", 255))
+    if msg_type == MessageType.JOIN_REPLY:
+        v = _list(value, 4, "join reply")
+        return JoinReply(_seq(v[0]), _bool(v[1], "accepted flag"), _str(v[2], "reason"), _states(v[3]))
+    if msg_type == MessageType.PUSH_PULL:
+        v = _list(value, 4, "push/pull")
+        return PushPull(_seq(v[0]), _str(v[1], "source address"), _states(v[2]), _bool(v[3], "join flag"))
+    if msg_type == MessageType.PUSH_PULL_REPLY:
+        v = _list(value, 2, "push/pull reply")
+        return PushPullReply(_seq(v[0]), _states(v[1]))
+    raise DecodeError(f"unknown protocol message type {msg_type}")

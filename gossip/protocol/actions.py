@@ -1,0 +1,67 @@
+"""What the protocol core asks its host to do: small frozen records, drained once."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Union
+
+from ..messages import Message
+from ..node import NodeID, NodeState
+
+__all__ = ["Send", "MemberEvent", "JoinResult", "Action", "EVENT_STATE", "EVENT_METADATA",
+           "EVENT_REMOVED", "EVENT_CONFLICT"]
+
+EVENT_STATE = "state"
+EVENT_METADATA = "metadata"
+EVENT_REMOVED = "removed"
+EVENT_CONFLICT = "conflict"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``msg`` to transport address ``addr``.
+
+    ``reliable`` asks for TCP (a full-state exchange, a TCP fallback ping, a join); otherwise
+    best-effort UDP is fine (the host still switches to TCP above the UDP size limit).
+    """
+
+    addr: str
+    msg: Message
+    reliable: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemberEvent:
+    """Something happened to a member, as the local node sees it.
+
+    ``kind`` is ``"state"`` (``state`` differs from ``prev``), ``"metadata"`` (new metadata),
+    ``"removed"`` (the member was forgotten) or ``"conflict"`` (another address claimed its id;
+    ``conflict_addr`` says which).
+    """
+
+    kind: str
+    node: NodeID
+    addr: str
+    state: NodeState
+    prev: NodeState
+    incarnation: int
+    meta: Mapping[str, Any]
+    meta_stamp: int
+    pv: int
+    av: str
+    at: float
+    conflict_addr: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JoinResult:
+    """The answer (or its absence) to a join sent to ``addr``."""
+
+    addr: str
+    accepted: bool
+    reason: str = ""
+    node: NodeID | None = None
+
+
+Action = Union[Send, MemberEvent, JoinResult]

@@ -1,0 +1,119 @@
+"""The transmit-limited queue of membership updates waiting to be gossiped.
+
+Each update is sent at most ``retransmit_limit`` times (memberlist:
+``retransmit_mult * ceil(log10(N + 1))``); updates sent fewest times go first, and among those
+the newest. A newer update about the same node invalidates the queued one, and the queue is
+bounded: when it is over its size, the updates already sent most often are dropped first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable
+from typing import Any
+
+__all__ = ["BroadcastQueue", "retransmit_limit"]
+
+
+def retransmit_limit(retransmit_mult: int, n: int) -> int:
+    """Return how many times an update is sent in a cluster of ``n`` members."""
+    return retransmit_mult * max(1, math.ceil(math.log10(n + 1)))
+
+
+class _Entry:
+    __slots__ = ("key", "item", "size", "transmits", "order")
+
+    def __init__(self, key: Hashable, item: Any, size: int, order: int) -> None:
+        self.key = key
+        self.item = item
+        self.size = size
+        self.transmits = 0
+        self.order = order
+
+
+class BroadcastQueue:
+    """Updates keyed by the node they are about, bucketed by how often each was sent.
+
+    Args:
+        max_size: the most updates kept; beyond it the most-sent (then oldest) are dropped.
+    """
+
+    def __init__(self, max_size: int = 4096) -> None:
+        self.max_size = max_size
+        self._entries: dict[Hashable, _Entry] = {}
+        # transmits -> {key: entry}, in insertion order (newest last)
+        self._buckets: dict[int, dict[Hashable, _Entry]] = {}
+        self._order = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def queue(self, key: Hashable, item: Any, size: int) -> None:
+        """Queue ``item`` (``size`` bytes encoded) about ``key``, replacing any older one."""
+        old = self._entries.pop(key, None)
+        if old is not None:
+            del self._buckets[old.transmits][key]
+        self._order += 1
+        entry = _Entry(key, item, size, self._order)
+        self._entries[key] = entry
+        self._buckets.setdefault(0, {})[key] = entry
+        if len(self._entries) > self.max_size:
+            self._prune(len(self._entries) - self.max_size)
+
+    def invalidate(self, key: Hashable) -> None:
+        """Drop the queued update about ``key``, if any."""
+        old = self._entries.pop(key, None)
+        if old is not None:
+            del self._buckets[old.transmits][key]
+
+    def _prune(self, count: int) -> None:
+        for transmits in sorted(self._buckets, reverse=True):
+            bucket = self._buckets[transmits]
+            while bucket and count > 0:
+                key = next(iter(bucket))
+                del bucket[key]
+                del self._entries[key]
+                self.dropped += 1
+                count -= 1
+            if count == 0:
+                return
+
+    def get(self, budget: int, limit: int, overhead: int = 1, skip: Callable[[Any], bool] | None = None) -> list[Any]:
+        """Take updates whose sizes (plus ``overhead`` each) fit in ``budget`` bytes.
+
+        Each taken update counts one more transmission; one that reaches ``limit`` leaves the
+        queue. ``skip`` can exclude items (for example updates about the recipient itself).
+        """
+        if not self._entries or budget <= 0:
+            return []
+        taken: list[_Entry] = []
+        used = 0
+        for transmits in sorted(self._buckets):
+            bucket = self._buckets[transmits]
+            for entry in reversed(bucket.values()):
+                need = entry.size + overhead
+                if used + need > budget:
+                    continue
+                if skip is not None and skip(entry.item):
+                    continue
+                taken.append(entry)
+                used += need
+                if budget - used < 16:
+                    break
+            if budget - used < 16:
+                break
+        for entry in taken:
+            del self._buckets[entry.transmits][entry.key]
+            entry.transmits += 1
+            if entry.transmits >= limit:
+                del self._entries[entry.key]
+            else:
+                self._buckets.setdefault(entry.transmits, {})[entry.key] = entry
+        for transmits in [t for t, b in self._buckets.items() if not b]:
+            del self._buckets[transmits]
+        return [e.item for e in taken]
+
+    def items(self) -> list[tuple[Any, int]]:
+        """Return ``(item, transmits)`` for every queued update (for tests and inspection)."""
+        return [(e.item, e.transmits) for e in self._entries.values()]

@@ -1,0 +1,209 @@
+"""Named scenarios shared by the tests, the benchmarks and ``python -m gossip.sim``.
+
+Each scenario builds a :class:`~gossip.sim.Simulation`, drives it and returns its summary plus
+the scenario's parameters. Defaults are the settings the project's acceptance bar names:
+
+=========  ======  ==========================================================================
+scenario   nodes   what happens
+=========  ======  ==========================================================================
+join       1000    one seed; every other node joins through it at the same moment
+crash      1000    a converged cluster; one node is killed; how long until everyone drops it
+leave      1000    as crash, but the node leaves gracefully
+loss       200     steady state for 10 minutes with 10 % uniform packet loss
+partition  200     split in two halves for 60 s, heal, measure re-convergence
+starve     100     5 nodes handle every packet 2 s late, for 10 minutes
+churn      500     every second a node joins, leaves or crashes, for 10 minutes
+=========  ======  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from ..config import Config
+from .network import LinkModel
+from .simulation import Simulation
+
+__all__ = ["ScenarioParams", "SCENARIOS", "DEFAULTS", "run_scenario"]
+
+
+@dataclasses.dataclass
+class ScenarioParams:
+    """Everything a scenario run depends on (the CLI has a flag for each)."""
+
+    scenario: str = "crash"
+    nodes: int | None = None
+    seed: int = 1
+    duration: float | None = None
+    loss: float | None = None
+    burst_loss: float = 0.0
+    reorder: float = 0.0
+    latency: float = 0.0005
+    jitter: float = 0.0002
+    lifeguard: bool = True
+    config: str = "lan"
+    warmup: float = 5.0
+    starved: int = 5
+    starve_delay: float = 2.0
+    starve_timer_delay: float = 0.0
+    partition_duration: float = 60.0
+    churn_interval: float = 1.0
+    quiet_tail: float = 60.0
+
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "join": {"nodes": 1000, "duration": 60.0, "loss": 0.0},
+    "crash": {"nodes": 1000, "duration": 60.0, "loss": 0.0},
+    "leave": {"nodes": 1000, "duration": 30.0, "loss": 0.0},
+    "loss": {"nodes": 200, "duration": 600.0, "loss": 0.10},
+    "partition": {"nodes": 200, "duration": 240.0, "loss": 0.0},
+    "starve": {"nodes": 100, "duration": 600.0, "loss": 0.0},
+    "churn": {"nodes": 500, "duration": 600.0, "loss": 0.0},
+}
+
+
+def _make(p: ScenarioParams) -> Simulation:
+    cfg = Config.preset(p.config, lifeguard_enabled=p.lifeguard)
+    link = LinkModel(base_latency=p.latency, jitter=p.jitter, loss=p.loss or 0.0, reorder=p.reorder,
+                     burst_loss=p.burst_loss)
+    return Simulation(cfg, p.seed, link)
+
+
+def _bootstrapped(p: ScenarioParams) -> Simulation:
+    sim = _make(p)
+    assert p.nodes is not None
+    for _ in range(p.nodes):
+        sim.add_node()
+    sim.bootstrap(list(range(p.nodes)))
+    return sim
+
+
+def _join(p: ScenarioParams, sim: Simulation) -> None:
+    assert p.nodes is not None and p.duration is not None
+    sim.add_node()
+    start = 1.0
+
+    def go() -> None:
+        for _ in range(p.nodes - 1):  # type: ignore[operator]
+            node = sim.add_node()
+            sim.join(node.index, [0])
+        sim.watch_convergence()
+
+    sim.schedule(start, go)
+    sim.run_until(start + p.duration, stop=lambda: sim.converged_at is not None and sim.now > start)
+
+
+def _crash_or_leave(p: ScenarioParams, sim: Simulation, leave: bool) -> None:
+    assert p.nodes is not None and p.duration is not None
+    victim = sim.root.randrange(p.nodes)
+    at = p.warmup
+
+    def hit() -> None:
+        if leave:
+            sim.leave(victim)
+        else:
+            sim.crash(victim)
+
+    sim.schedule(at, hit)
+    target_done = lambda: victim in sim.targets and sim.targets[victim].all is not None  # noqa: E731
+    sim.run_until(at + p.duration, stop=lambda: sim.now > at and target_done())
+
+
+def _steady(p: ScenarioParams, sim: Simulation) -> None:
+    assert p.duration is not None
+    sim.run_until(p.duration)
+
+
+def _starve(p: ScenarioParams, sim: Simulation) -> None:
+    assert p.nodes is not None and p.duration is not None
+    for index in sim.root.sample(range(p.nodes), min(p.starved, p.nodes)):
+        sim.starve(index, p.starve_delay, p.starve_timer_delay)
+    sim.run_until(p.duration)
+
+
+def _partition(p: ScenarioParams, sim: Simulation) -> None:
+    assert p.nodes is not None and p.duration is not None
+    order = list(range(p.nodes))
+    sim.root.shuffle(order)
+    half = p.nodes // 2
+    split_at = p.warmup
+    heal_at = split_at + p.partition_duration
+    sim.schedule(split_at, lambda: sim.net.partition([order[:half], order[half:]]))
+
+    def heal() -> None:
+        sim.net.heal()
+        sim.watch_convergence()
+
+    sim.schedule(heal_at, heal)
+    sim.run_until(p.duration, stop=lambda: sim.now > heal_at and sim.converged_at is not None)
+
+
+def _churn(p: ScenarioParams, sim: Simulation) -> None:
+    assert p.nodes is not None and p.duration is not None
+    rng = sim.root
+    end_churn = max(p.warmup, p.duration - p.quiet_tail)
+
+    def step() -> None:
+        live = sorted(i for i in sim.live if not sim.nodes[i].left)
+        action = rng.choice(("join", "leave", "crash"))
+        if len(live) < p.nodes * 0.9:  # type: ignore[operator]
+            action = "join"
+        if action == "join" or len(live) < 3:
+            node = sim.add_node()
+            sim.join(node.index, [rng.choice(live)])
+        elif action == "leave":
+            sim.leave(rng.choice(live))
+        else:
+            sim.crash(rng.choice(live))
+        if sim.now + p.churn_interval <= end_churn:
+            sim.schedule(sim.now + p.churn_interval, step)
+
+    sim.schedule(p.warmup, step)
+    sim.run_until(p.duration)
+
+
+SCENARIOS: dict[str, Callable[[ScenarioParams], Simulation]] = {}
+
+
+def _register(name: str, body: Callable[[ScenarioParams, Simulation], None], bootstrap: bool = True) -> None:
+    def run(p: ScenarioParams) -> Simulation:
+        sim = _bootstrapped(p) if bootstrap else _make(p)
+        body(p, sim)
+        return sim
+
+    SCENARIOS[name] = run
+
+
+_register("join", _join, bootstrap=False)
+_register("crash", lambda p, s: _crash_or_leave(p, s, leave=False))
+_register("leave", lambda p, s: _crash_or_leave(p, s, leave=True))
+_register("loss", _steady)
+_register("partition", _partition)
+_register("starve", _starve)
+_register("churn", _churn)
+
+
+def run_scenario(p: ScenarioParams) -> dict[str, Any]:
+    """Run a scenario and return its figures as a JSON-ready dict."""
+    if p.scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {p.scenario!r}; expected one of {', '.join(SCENARIOS)}")
+    for key, value in DEFAULTS[p.scenario].items():
+        if getattr(p, key) is None:
+            setattr(p, key, value)
+    t0 = Simulation.wall_clock()
+    sim = SCENARIOS[p.scenario](p)
+    wall = Simulation.wall_clock() - t0
+    out: dict[str, Any] = {
+        "nodes": p.nodes,
+        "seed": p.seed,
+        "scenario": p.scenario,
+        "config": p.config,
+        "lifeguard": p.lifeguard,
+        "loss": p.loss,
+        "virtual_s": round(sim.now, 3),
+        "wall_s": round(wall, 3),
+    }
+    out.update(sim.summary())
+    return out

@@ -1,0 +1,420 @@
+"""Hosts N protocol cores on a virtual clock and measures what they do.
+
+The event loop pops ``(time, seq, kind, ...)`` from one heap: packet deliveries, node wake-ups
+(a core's next timer) and scenario steps. Each core call is followed by draining its actions:
+sends become future deliveries, member events update the observers' bookkeeping, from which
+convergence, detection times and false positives are computed exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+import random
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from ..config import Config
+from ..messages import Alive, Gossip, JoinReply, MemberState, Message, Ping, Ack, PushPull, PushPullReply, Join, \
+    Suspect, Dead, Update
+from ..node import NodeID, NodeState
+from ..protocol import Protocol
+from ..protocol.actions import EVENT_REMOVED, EVENT_STATE, JoinResult, MemberEvent, Send
+from ..wire import HEADER_OVERHEAD
+from .network import LinkModel, SimNetwork
+
+__all__ = ["Simulation", "SimNode"]
+
+_DELIVER, _WAKE, _STEP = 0, 1, 2
+ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
+
+
+class SimNode:
+    """One simulated process: a protocol core plus its fate (running, crashed, left, starved)."""
+
+    __slots__ = ("index", "id", "addr", "core", "running", "left", "starve_delay", "starve_timer_delay",
+                 "wake_at", "rng", "started_at")
+
+    def __init__(self, index: int, node_id: NodeID, core: Protocol, rng: random.Random, now: float) -> None:
+        self.index = index
+        self.id = node_id
+        self.addr = core.addr
+        self.core = core
+        self.running = True
+        self.left = False
+        self.starve_delay = 0.0
+        self.starve_timer_delay = 0.0
+        self.wake_at = math.inf
+        self.rng = rng
+        self.started_at = now
+
+
+class _Target:
+    """Per-target bookkeeping for detection after a crash or a leave."""
+
+    __slots__ = ("index", "at", "remaining", "first", "all")
+
+    def __init__(self, index: int, at: float, remaining: set[int]) -> None:
+        self.index = index
+        self.at = at
+        self.remaining = remaining
+        self.first: float | None = None
+        self.all: float | None = None if remaining else at
+
+
+class Simulation:
+    """A whole cluster in one process.
+
+    Args:
+        config: the protocol configuration every node uses.
+        seed: the one seed all randomness derives from.
+        link: the network model.
+    """
+
+    def __init__(self, config: Config, seed: int, link: LinkModel | None = None) -> None:
+        self.config = config
+        self.seed = seed
+        self.root = random.Random(seed)
+        self.net = SimNetwork(link or LinkModel(), random.Random(self.root.getrandbits(64)))
+        self.now = 0.0
+        self.nodes: list[SimNode] = []
+        self.by_addr: dict[str, int] = {}
+        self.by_id: dict[NodeID, int] = {}
+        self._heap: list[tuple[float, int, int, Any]] = []
+        self._seq = 0
+        # observers' views: target -> observers that see it ALIVE; observer -> live targets it sees alive
+        self.alive_view: dict[int, set[int]] = {}
+        self.view_count: dict[int, int] = {}
+        self.live: set[int] = set()
+        self.good_pairs = 0
+        self.converged_at: float | None = None
+        self.watching = False
+        self.converge_from = 0.0
+        self.targets: dict[int, _Target] = {}
+        self.false_dead: set[int] = set()
+        self.false_suspect: set[int] = set()
+        self.false_dead_events = 0
+        self.false_suspect_events = 0
+        self.msgs = 0
+        self.bytes = 0
+        self.node_seconds = 0.0
+        self._last_live_change = 0.0
+        self.events = 0
+        self._trace = hashlib.sha256()
+        self.join_results: list[JoinResult] = []
+        self.on_event: Callable[[int, MemberEvent], None] | None = None
+        self._size_cache: dict[int, tuple[Any, int]] = {}
+
+    # ------------------------------------------------------------------ building the cluster
+
+    def add_node(self, start: bool = True) -> SimNode:
+        """Create a node (a fresh process with a new id) at the current time."""
+        index = len(self.nodes)
+        node_id = NodeID(int=self.root.getrandbits(128))
+        rng = random.Random(self.root.getrandbits(64))
+        addr = f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}:7946"
+        core = Protocol(self.config, node_id, addr, rng, self.now)
+        node = SimNode(index, node_id, core, rng, self.now)
+        self.nodes.append(node)
+        self.by_addr[addr] = index
+        self.by_id[node_id] = index
+        self.alive_view[index] = set()
+        self.view_count[index] = 0
+        self._account_live()
+        self.live.add(index)
+        self._reschedule(node)
+        return node
+
+    def bootstrap(self, indices: list[int]) -> None:
+        """Make the given nodes know each other as alive, as after a completed join."""
+        states = [MemberState(self.nodes[i].id, self.nodes[i].addr, ALIVE, 0) for i in indices]
+        for i in indices:
+            node = self.nodes[i]
+            node.core.bootstrap(self.now, states)
+            for j in indices:
+                if j != i:
+                    self._view_alive(i, j, True)
+            self._reschedule(node)
+
+    # ------------------------------------------------------------------ view bookkeeping
+
+    def _view_alive(self, observer: int, target: int, alive: bool) -> None:
+        view = self.alive_view[target]
+        if alive:
+            if observer in view:
+                return
+            view.add(observer)
+            delta = 1
+        else:
+            if observer not in view:
+                return
+            view.discard(observer)
+            delta = -1
+        if observer in self.live and target in self.live:
+            self.good_pairs += delta
+            self.view_count[observer] += delta
+
+    def _account_live(self) -> None:
+        self.node_seconds += len(self.live) * (self.now - self._last_live_change)
+        self._last_live_change = self.now
+
+    def _remove_live(self, index: int) -> None:
+        if index not in self.live:
+            return
+        self._account_live()
+        for observer in self.alive_view[index]:
+            if observer in self.live and observer != index:
+                self.good_pairs -= 1
+                self.view_count[observer] -= 1
+        self.good_pairs -= self.view_count[index]
+        self.view_count[index] = 0
+        self.live.discard(index)
+        for t in self.targets.values():
+            if index in t.remaining:
+                t.remaining.discard(index)
+                self._check_target(t)
+
+    def converged(self) -> bool:
+        """True when every live node sees every other live node alive."""
+        n = len(self.live)
+        return self.good_pairs == n * (n - 1)
+
+    def watch_convergence(self) -> None:
+        """Measure convergence from now on (``converged_s`` counts from this moment)."""
+        self.watching = True
+        self.converge_from = self.now
+        self.converged_at = self.now if self.converged() else None
+
+    # ------------------------------------------------------------------ faults and fates
+
+    def crash(self, index: int) -> None:
+        """Kill a node without a word (SIGKILL)."""
+        node = self.nodes[index]
+        if not node.running:
+            return
+        node.running = False
+        self._track_target(index)
+        self._remove_live(index)
+
+    def leave(self, index: int, linger: float = 1.0) -> None:
+        """Make a node leave gracefully, then stop it ``linger`` seconds later."""
+        node = self.nodes[index]
+        if not node.running or node.left:
+            return
+        node.left = True
+        node.core.leave(self.now)
+        self._track_target(index)
+        self._remove_live(index)
+        self._drain(node)
+        self.schedule(self.now + linger, lambda: self._stop(index))
+
+    def _stop(self, index: int) -> None:
+        self.nodes[index].running = False
+
+    def starve(self, index: int, delay: float, timer_delay: float = 0.0) -> None:
+        """Make a node handle every message ``delay`` s late (timers up to ``timer_delay`` late)."""
+        self.nodes[index].starve_delay = delay
+        self.nodes[index].starve_timer_delay = timer_delay
+
+    def join(self, index: int, seeds: list[int]) -> None:
+        """Make a node join through the given seed nodes."""
+        node = self.nodes[index]
+        node.core.join(self.now, [self.nodes[s].addr for s in seeds])
+        self._drain(node)
+        self._reschedule(node)
+
+    def _track_target(self, index: int) -> None:
+        remaining = {o for o in self.alive_view[index] if o in self.live and o != index}
+        # Suspect is not "dropped": count observers that hold it suspect too.
+        for o in self.live:
+            if o != index:
+                m = self.nodes[o].core.members.get(self.nodes[index].id)
+                if m is not None and m.state is SUSPECT:
+                    remaining.add(o)
+        self.targets[index] = _Target(index, self.now, remaining)
+
+    def _check_target(self, t: _Target) -> None:
+        if not t.remaining and t.all is None:
+            t.all = self.now
+
+    # ------------------------------------------------------------------ event loop
+
+    def schedule(self, when: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at virtual time ``when`` (scenario steps)."""
+        self._push(when, _STEP, fn)
+
+    def _push(self, when: float, kind: int, data: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, kind, data))
+
+    def _reschedule(self, node: SimNode) -> None:
+        deadline = node.core.next_deadline()
+        if deadline < node.wake_at:
+            node.wake_at = deadline
+            late = node.starve_timer_delay * node.rng.random() if node.starve_timer_delay else 0.0
+            self._push(deadline + late, _WAKE, (node.index, deadline))
+
+    def run_until(self, end: float, stop: Callable[[], bool] | None = None) -> None:
+        """Process events up to virtual time ``end`` (or until ``stop()`` is true)."""
+        heap = self._heap
+        nodes = self.nodes
+        while heap and heap[0][0] <= end:
+            when, _, kind, data = heapq.heappop(heap)
+            self.now = when
+            self.events += 1
+            if kind == _DELIVER:
+                index, src, msg, sender, reliable, delayed = data
+                node = nodes[index]
+                if not node.running:
+                    continue
+                if node.starve_delay and not delayed:
+                    # A starved node's receive path is backlogged: it sees the packet late.
+                    self._push(when + node.starve_delay, _DELIVER, (index, src, msg, sender, reliable, True))
+                    continue
+                node.core.receive(when, src, msg, sender, reliable)
+                self._drain(node)
+                self._reschedule(node)
+            elif kind == _WAKE:
+                index, deadline = data
+                node = nodes[index]
+                if not node.running or deadline != node.wake_at:
+                    continue
+                node.wake_at = math.inf
+                node.core.tick(when)
+                self._drain(node)
+                self._reschedule(node)
+            else:
+                data()
+            if stop is not None and stop():
+                break
+        else:
+            self.now = max(self.now, end)
+        self._account_live()
+
+    # ------------------------------------------------------------------ actions
+
+    def _drain(self, node: SimNode) -> None:
+        actions = node.core.actions_to_perform()
+        if not actions:
+            return
+        now = self.now
+        src_index = node.index
+        for a in actions:
+            t = type(a)
+            if t is Send:
+                assert isinstance(a, Send)
+                self.msgs += 1
+                self.bytes += self._size(a.msg)
+                dst = self.by_addr.get(a.addr)
+                if dst is None:
+                    continue
+                d = self.net.delay(src_index, dst, now, a.reliable)
+                if d is None:
+                    continue
+                self._push(now + d, _DELIVER, (dst, node.addr, a.msg, node.id, a.reliable, False))
+            elif t is MemberEvent:
+                assert isinstance(a, MemberEvent)
+                self._on_event(node.index, a)
+            else:
+                assert isinstance(a, JoinResult)
+                self.join_results.append(a)
+
+    def _on_event(self, observer: int, ev: MemberEvent) -> None:
+        target = self.by_id.get(ev.node)
+        if target is None:
+            return
+        self._trace.update(struct.pack(">dIIbb", ev.at, observer, target, int(ev.state), int(ev.prev)))
+        if ev.kind == EVENT_STATE or ev.kind == EVENT_REMOVED:
+            alive = ev.kind == EVENT_STATE and ev.state is ALIVE
+            self._view_alive(observer, target, alive)
+            if self.watching and self.converged_at is None and self.converged():
+                self.converged_at = self.now
+            if ev.kind == EVENT_STATE and target in self.live and observer in self.live:
+                if ev.state is DEAD:
+                    self.false_dead.add(target)
+                    self.false_dead_events += 1
+                elif ev.state is SUSPECT:
+                    self.false_suspect.add(target)
+                    self.false_suspect_events += 1
+            t = self.targets.get(target)
+            if t is not None and observer in t.remaining and (
+                    ev.kind == EVENT_REMOVED or ev.state is DEAD or ev.state is LEAVING):
+                t.remaining.discard(observer)
+                if t.first is None:
+                    t.first = self.now
+                self._check_target(t)
+        if self.on_event is not None:
+            self.on_event(observer, ev)
+
+    def _size(self, msg: Message) -> int:
+        """Encoded size of a message: header plus its msgpack payload (updates cached)."""
+        t = type(msg)
+        if t is Gossip or t is Ping or t is Ack:
+            total = 24
+            for u in msg.updates:  # type: ignore[union-attr]
+                total += self._update_size(u)
+            return HEADER_OVERHEAD + total + (40 if t is Ping else 0)
+        if t is PushPull or t is PushPullReply or t is JoinReply or t is Join:
+            return HEADER_OVERHEAD + 24 + sum(36 + len(s.addr) + self._meta_size(s.meta)
+                                             for s in msg.states)  # type: ignore[union-attr]
+        return HEADER_OVERHEAD + 40
+
+    def _update_size(self, u: Update) -> int:
+        key = id(u)
+        hit = self._size_cache.get(key)
+        if hit is not None and hit[0] is u:
+            return hit[1]
+        if type(u) is Alive:
+            size = 40 + len(u.addr) + self._meta_size(u.meta)  # type: ignore[union-attr]
+        else:
+            size = 42
+        if len(self._size_cache) > 200_000:
+            self._size_cache.clear()
+        self._size_cache[key] = (u, size)
+        return size
+
+    @staticmethod
+    def _meta_size(meta: Any) -> int:
+        return 1 if not meta else len(msgpack.packb(dict(meta), use_bin_type=True))
+
+    # ------------------------------------------------------------------ results
+
+    def trace_hash(self) -> str:
+        """A digest of every member event so far: equal digests mean identical runs."""
+        return self._trace.hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        """Figures measured so far (see ``python -m gossip.sim --help``)."""
+        self._account_live()
+        firsts = [t.first - t.at for t in self.targets.values() if t.first is not None]
+        alls = [t.all - t.at for t in self.targets.values() if t.all is not None]
+        undetected = sum(1 for t in self.targets.values() if t.all is None)
+        ns = max(self.node_seconds, 1e-9)
+        return {
+            "converged_s": None if self.converged_at is None else round(self.converged_at - self.converge_from, 3),
+            "detect_first_s": round(max(firsts), 3) if firsts else None,
+            "detect_all_s": round(max(alls), 3) if alls else None,
+            "detect_all_mean_s": round(sum(alls) / len(alls), 3) if alls else None,
+            "detected": len(alls),
+            "undetected": undetected,
+            "false_dead": len(self.false_dead),
+            "false_dead_events": self.false_dead_events,
+            "false_suspect": len(self.false_suspect),
+            "false_suspect_events": self.false_suspect_events,
+            "msgs_per_node_s": round(self.msgs / ns, 2),
+            "bytes_per_node_s": round(self.bytes / ns, 1),
+            "live_nodes": len(self.live),
+            "events": self.events,
+            "dropped_packets": self.net.dropped,
+            "trace_hash": self.trace_hash(),
+        }
+
+    @staticmethod
+    def wall_clock() -> float:
+        """The host's clock, for the ``wall_s`` figure only."""
+        return time.perf_counter()

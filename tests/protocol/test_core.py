@@ -1,0 +1,375 @@
+"""The protocol core, fed by hand and through a small virtual-time cluster: no sockets, no sleeps."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from gossip.config import Config
+from gossip.messages import (
+    Ack, Alive, Dead, Gossip, Join, JoinReply, MemberState, Nack, Ping, PingReq, PushPull, PushPullReply, Suspect,
+)
+from gossip.node import PROTOCOL_VERSION, NodeID, NodeState
+from gossip.protocol import Protocol
+from gossip.protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, MemberEvent, Send
+
+from .harness import CoreCluster
+
+ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
+A, B, C = NodeID(int=0xA), NodeID(int=0xB), NodeID(int=0xC)
+
+
+def lone(config: Config | None = None, **kw: object) -> Protocol:
+    core = Protocol(config or Config.lan(), NodeID(int=1), "self:1", random.Random(1), 0.0, **kw)  # type: ignore[arg-type]
+    return core
+
+
+def with_member(state: NodeState = ALIVE, inc: int = 5) -> Protocol:
+    core = lone()
+    core.receive(0.0, "x", Gossip((Alive(A, inc, "a:1"),)))
+    if state is SUSPECT:
+        core.receive(0.0, "x", Gossip((Suspect(A, inc, B),)))
+    elif state is DEAD:
+        core.receive(0.0, "x", Gossip((Dead(A, inc, B),)))
+    core.actions_to_perform()
+    assert core.members[A].state is state
+    return core
+
+
+def sends(core: Protocol) -> list[Send]:
+    return [a for a in core.actions_to_perform() if isinstance(a, Send)]
+
+
+# -- merge rules --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "start, update, expected",
+    [
+        (ALIVE, Alive(A, 6, "a:1"), (ALIVE, 6)),
+        (ALIVE, Alive(A, 4, "a:1"), (ALIVE, 5)),          # older alive: ignored
+        (ALIVE, Suspect(A, 5, B), (SUSPECT, 5)),          # suspect beats alive at equal incarnation
+        (ALIVE, Suspect(A, 4, B), (ALIVE, 5)),            # an older suspicion is stale
+        (ALIVE, Dead(A, 5, B), (DEAD, 5)),
+        (ALIVE, Dead(A, 4, B), (ALIVE, 5)),
+        (SUSPECT, Alive(A, 5, "a:1"), (SUSPECT, 5)),      # equal incarnation does not refute
+        (SUSPECT, Alive(A, 6, "a:1"), (ALIVE, 6)),        # only a higher one does
+        (SUSPECT, Dead(A, 5, B), (DEAD, 5)),              # dead beats suspect
+        (DEAD, Alive(A, 5, "a:1"), (DEAD, 5)),
+        (DEAD, Suspect(A, 9, B), (DEAD, 5)),              # suspicion never resurrects
+        (DEAD, Alive(A, 6, "a:1"), (ALIVE, 6)),           # a newer incarnation does
+        (ALIVE, Dead(A, 5, A), (LEAVING, 5)),             # dead from itself = left
+        (DEAD, Dead(A, 5, A), (LEAVING, 5)),              # its own word is more precise
+    ],
+)
+def test_merge_rules(start: NodeState, update: object, expected: tuple[NodeState, int]) -> None:
+    core = with_member(start)
+    core.receive(1.0, "x", Gossip((update,)))  # type: ignore[arg-type]
+    m = core.members[A]
+    assert (m.state, m.incarnation) == expected
+
+
+def test_unknown_member_is_added_only_by_alive() -> None:
+    core = lone()
+    core.receive(0.0, "x", Gossip((Suspect(A, 1, B), Dead(C, 1, B))))
+    assert core.members == {}
+    core.receive(0.0, "x", Gossip((Alive(A, 0, "a:1", {"k": "v"}, 7),)))
+    assert core.members[A].state is ALIVE and core.members[A].meta == {"k": "v"}
+    events = [a for a in core.actions_to_perform() if isinstance(a, MemberEvent)]
+    assert [(e.node, e.prev, e.state) for e in events] == [(A, NodeState.UNKNOWN, ALIVE)]
+
+
+def test_state_changes_are_queued_for_gossip() -> None:
+    core = with_member(ALIVE)
+    core.receive(1.0, "x", Gossip((Suspect(A, 5, B),)))
+    assert [type(u) for u, _ in core.broadcasts.items() if u.node == A] == [Suspect]
+    core.receive(1.0, "x", Gossip((Dead(A, 5, B),)))
+    assert [type(u) for u, _ in core.broadcasts.items() if u.node == A] == [Dead]   # invalidated the suspect
+
+
+def test_newer_metadata_wins_by_stamp() -> None:
+    core = with_member(ALIVE)
+    core.receive(1.0, "x", Gossip((Alive(A, 6, "a:1", {"v": 1}, 10),)))
+    core.receive(1.0, "x", Gossip((Alive(A, 7, "a:1", {"v": 0}, 9),)))    # older stamp, newer incarnation
+    assert core.members[A].meta == {"v": 1}
+    assert core.members[A].incarnation == 7
+    kinds = [a.kind for a in core.actions_to_perform() if isinstance(a, MemberEvent)]
+    assert kinds.count(EVENT_METADATA) == 1
+
+
+# -- refutation ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("accusation", [Suspect, Dead])
+def test_node_refutes_accusation_about_itself(accusation: type) -> None:
+    core = lone()
+    me = core.id
+    core.receive(0.0, "x", Gossip((accusation(me, 3, B),)))
+    assert core.incarnation == 4                       # skips past the accusation
+    alive = [u for u, _ in core.broadcasts.items() if u.node == me]
+    assert alive == [Alive(me, 4, "self:1")]
+    assert core.health_score() == 1                    # Lifeguard: refuting costs health
+
+
+def test_old_accusation_is_not_refuted() -> None:
+    core = lone()
+    core.receive(0.0, "x", Gossip((Suspect(core.id, 0, B),)))
+    assert core.incarnation == 1
+    core.receive(0.0, "x", Gossip((Suspect(core.id, 0, B),)))
+    assert core.incarnation == 1
+
+
+def test_buddy_ping_makes_suspect_refute_at_once() -> None:
+    core = lone()
+    core.receive(0.0, "x", Ping(7, core.id, "p:1", (), suspect_inc=0))
+    assert core.incarnation == 1
+    ack = sends(core)[0]
+    assert ack.addr == "p:1" and isinstance(ack.msg, Ack) and ack.msg.seq == 7
+    assert Alive(core.id, 1, "self:1") in ack.msg.updates  # the refutation rides on the ack
+
+
+def test_ping_for_another_node_is_not_answered() -> None:
+    core = lone()
+    core.receive(0.0, "x", Ping(7, A, "p:1"))
+    assert sends(core) == []
+    assert core.stats["misdirected_pings"] == 1
+
+
+# -- probing, nacks, awareness -------------------------------------------------------------------
+
+def test_failed_probe_without_nacks_raises_awareness_and_suspects() -> None:
+    cfg = Config.lan()
+    c = CoreCluster(3, cfg)
+    c.down.add(2)                                    # node 2 crashed; node 1 can still answer
+    c.cut(0, 1)                                      # ... but node 0 hears nobody: it is the problem
+    c.run(0.0)
+    core = c.cores[0]
+    for _ in range(10):
+        c.run(1.0)
+    assert core.health_score() > 0
+    assert c.state(0, 2) in (SUSPECT, DEAD)
+
+
+def test_nacks_keep_awareness_healthy_when_target_is_really_down() -> None:
+    c = CoreCluster(5)
+    c.down.add(4)
+    c.run(12.0)
+    # Probes of node 4 failed, but helpers answered with nacks: nobody blames itself.
+    assert all(c.cores[i].health_score() == 0 for i in range(4))
+    assert all(c.state(i, 4) in (SUSPECT, DEAD) for i in range(4))
+
+
+def test_helper_relays_ack_or_sends_nack() -> None:
+    core = lone()
+    core.receive(0.0, "x", Gossip((Alive(A, 0, "a:1"),)))
+    core.actions_to_perform()
+    core.receive(0.0, "req:1", PingReq(42, A, "a:1", "req:1", nack=True))
+    ping = sends(core)[0]
+    assert ping.addr == "a:1" and isinstance(ping.msg, Ping)
+    core.receive(0.1, "a:1", Ack(ping.msg.seq))
+    relayed = sends(core)
+    assert relayed == [Send("req:1", Ack(42))]
+    # Without an answer, a nack goes back after the probe timeout.
+    core.receive(1.0, "req:1", PingReq(43, A, "a:1", "req:1", nack=True))
+    sends(core)
+    core.tick(1.0 + core.config.ping_timeout)
+    assert [s for s in sends(core) if isinstance(s.msg, Nack)] == [Send("req:1", Nack(43))]
+
+
+def test_successful_probe_lowers_awareness() -> None:
+    c = CoreCluster(2)
+    c.cores[0].awareness.apply_delta(3)
+    c.run(10.0)
+    assert c.cores[0].health_score() == 0
+
+
+def test_lifeguard_off_never_changes_awareness() -> None:
+    c = CoreCluster(3, Config.lan(lifeguard_enabled=False))
+    c.isolate(0)
+    c.run(10.0)
+    assert c.cores[0].health_score() == 0
+
+
+# -- suspicion to death ---------------------------------------------------------------------------
+
+def test_suspicion_times_out_to_dead_within_bounds() -> None:
+    cfg = Config.lan()
+    c = CoreCluster(10, cfg)
+    c.down.add(9)
+    c.run(60.0)
+    assert all(c.state(i, 9) is DEAD for i in range(9))
+    deaths = [e.at for _, e in c.events if e.node == c.cores[9].id and e.state is DEAD]
+    first_suspect = min(e.at for _, e in c.events if e.node == c.cores[9].id and e.state is SUSPECT)
+    low = cfg.suspicion_mult * 1.0 * cfg.health_check_interval   # log10(10) = 1
+    assert min(deaths) - first_suspect >= low - 1e-6
+    assert min(deaths) - first_suspect <= 6 * low
+
+
+def test_confirmations_shorten_suspicion_in_core() -> None:
+    core = lone()
+    peers = [NodeID(int=100 + i) for i in range(9)]
+    core.receive(0.0, "x", Gossip(tuple(Alive(p, 0, f"p{i}") for i, p in enumerate(peers))))
+    core.receive(0.0, "x", Gossip((Suspect(peers[0], 0, peers[1]),)))
+    susp = core.members[peers[0]].suspicion
+    assert susp is not None and susp.deadline() == pytest.approx(susp.high)
+    core.receive(1.0, "x", Gossip((Suspect(peers[0], 0, peers[2]),)))
+    core.receive(1.0, "x", Gossip((Suspect(peers[0], 0, peers[3]),)))
+    assert susp.deadline() == pytest.approx(susp.low)
+    core.tick(susp.low - 0.01)
+    assert core.members[peers[0]].state is SUSPECT
+    core.tick(susp.low)
+    assert core.members[peers[0]].state is DEAD
+
+
+# -- push/pull, leave, reclaim, recovery, rejoin --------------------------------------------------
+
+def test_push_pull_merges_and_downgrades_remote_deaths_to_suspicion() -> None:
+    core = with_member(ALIVE, inc=2)
+    core.receive(1.0, "p:1", PushPull(1, "p:1", (
+        MemberState(B, "b:1", ALIVE, 0, {"x": 1}, 3),
+        MemberState(A, "a:1", DEAD, 2),
+        MemberState(C, "c:1", DEAD, 0),
+    )))
+    assert core.members[B].state is ALIVE and core.members[B].meta == {"x": 1}
+    assert core.members[A].state is SUSPECT           # not dead: a remote verdict is only a suspicion
+    assert C not in core.members                      # an unknown dead node is not learnt
+    reply = [s for s in sends(core) if isinstance(s.msg, PushPullReply)]
+    assert reply and reply[0].addr == "p:1" and reply[0].reliable
+    assert {s.node for s in reply[0].msg.states} == {core.id, A, B}
+
+
+def test_push_pull_telling_us_we_are_dead_makes_us_refute() -> None:
+    core = lone()
+    core.receive(1.0, "p:1", PushPullReply(1, (MemberState(core.id, "self:1", DEAD, 4),)))
+    assert core.incarnation == 5
+
+
+def test_leave_is_seen_then_forgotten() -> None:
+    cfg = Config.lan()
+    c = CoreCluster(4, cfg)
+    c.run(2.0)
+    c.cores[3].leave(c.now)
+    c.drain_all()
+    c.run(0.1)
+    assert all(c.state(i, 3) is LEAVING for i in range(3))
+    c.down.add(3)
+    c.run(cfg.gossip_to_the_dead_time + cfg.recovery_attempt_interval + 1)
+    assert all(c.state(i, 3) is NodeState.UNKNOWN for i in range(3))
+    assert any(e.kind == EVENT_REMOVED and e.node == c.cores[3].id for _, e in c.events)
+
+
+def test_conflicting_address_for_a_live_member_is_refused() -> None:
+    core = with_member(ALIVE, inc=1)
+    core.receive(1.0, "x", Gossip((Alive(A, 2, "elsewhere:1"),)))
+    assert core.members[A].addr == "a:1"
+    events = [a for a in core.actions_to_perform() if isinstance(a, MemberEvent)]
+    assert [(e.kind, e.conflict_addr) for e in events] == [(EVENT_CONFLICT, "elsewhere:1")]
+
+
+def test_dead_member_id_is_reclaimed_by_a_new_address() -> None:
+    core = with_member(DEAD, inc=3)
+    core.receive(1.0, "x", Gossip((Alive(A, 0, "new:1"),)))    # a new process, incarnation 0
+    m = core.members[A]
+    assert (m.state, m.addr) == (ALIVE, "new:1")
+    assert m.incarnation > 3
+
+
+def test_reclaim_waits_for_dead_node_reclaim_time() -> None:
+    core = Protocol(Config.lan(dead_node_reclaim_time=60.0), NodeID(int=1), "self:1", random.Random(1), 0.0)
+    core.receive(0.0, "x", Gossip((Alive(A, 0, "a:1"), Dead(A, 0, B))))
+    core.receive(10.0, "x", Gossip((Alive(A, 1, "new:1"),)))
+    assert core.members[A].state is DEAD
+    core.receive(61.0, "x", Gossip((Alive(A, 1, "new:1"),)))
+    assert core.members[A].state is ALIVE and core.members[A].addr == "new:1"
+
+
+def test_partition_heals_through_recovery_of_dead_members() -> None:
+    cfg = Config.lan()
+    c = CoreCluster(6, cfg)
+    for a in (0, 1, 2):
+        for b in (3, 4, 5):
+            c.cut(a, b)
+    c.run(90.0)
+    assert c.state(0, 4) is DEAD and c.state(4, 0) is DEAD
+    c.heal()
+    c.run(cfg.recovery_attempt_interval * 3)
+    assert all(c.state(i, j) is ALIVE for i in range(6) for j in range(6) if i != j)
+
+
+def test_isolated_node_rejoins_through_its_join_peers() -> None:
+    cfg = Config.lan()
+    c = CoreCluster(3, cfg, bootstrap=False)
+    c.cores[1].join(c.now, ["n0"])
+    c.cores[2].join(c.now, ["n0"])
+    c.drain_all()
+    c.run(5.0)
+    assert all(c.state(i, j) is ALIVE for i in range(3) for j in range(3) if i != j)
+    c.isolate(2)
+    c.run(80.0)
+    assert c.state(2, 0) is DEAD and c.state(2, 1) is DEAD
+    assert c.cores[2].counts[ALIVE] + c.cores[2].counts[SUSPECT] == 0
+    c.heal()
+    c.run(cfg.recovery_attempt_interval * 2)
+    assert c.cores[2].stats.get("rejoins", 0) >= 1
+    assert all(c.state(i, j) is ALIVE for i in range(3) for j in range(3) if i != j)
+
+
+# -- join -------------------------------------------------------------------------------------------
+
+def test_join_exchanges_state_and_reports_result() -> None:
+    c = CoreCluster(4, bootstrap=False)
+    c.cores[1].join(0.0, ["n0"])
+    c.drain_all()
+    c.run(0.5)
+    c.cores[2].join(c.now, ["n0"])
+    c.cores[3].join(c.now, ["n1"])
+    c.drain_all()
+    c.run(3.0)
+    assert [(i, r.accepted) for i, r in c.join_results] == [(1, True), (2, True), (3, True)]
+    assert all(c.state(i, j) is ALIVE for i in range(4) for j in range(4) if i != j)
+
+
+def test_join_refused_for_protocol_or_application_version() -> None:
+    core = lone(app_version_check=lambda v: v.startswith("2."))
+    joiner = MemberState(A, "a:1", ALIVE, 0)
+    core.receive(0.0, "a:1", Join(1, "a:1", (joiner,), PROTOCOL_VERSION + 1, "2.0"))
+    core.receive(0.0, "a:1", Join(2, "a:1", (joiner,), PROTOCOL_VERSION, "1.9"))
+    core.receive(0.0, "a:1", Join(3, "a:1", (MemberState(core.id, "a:1", ALIVE, 0),), PROTOCOL_VERSION, "2.0"))
+    replies = [s.msg for s in sends(core)]
+    assert [r.accepted for r in replies] == [False, False, False]   # type: ignore[union-attr]
+    assert "protocol version" in replies[0].reason                  # type: ignore[union-attr]
+    assert "application version" in replies[1].reason              # type: ignore[union-attr]
+    assert "self" in replies[2].reason                              # type: ignore[union-attr]
+    assert core.members == {}
+    core.receive(0.0, "a:1", Join(4, "a:1", (joiner,), PROTOCOL_VERSION, "2.1"))
+    ok = sends(core)[0].msg
+    assert isinstance(ok, JoinReply) and ok.accepted and ok.states[0].node == core.id
+    assert core.members[A].state is ALIVE
+
+
+def test_join_without_answer_times_out() -> None:
+    core = lone()
+    core.join(0.0, ["nobody:1"])
+    core.actions_to_perform()
+    core.tick(core.config.join_timeout)
+    results = [a for a in core.actions_to_perform() if not isinstance(a, (Send, MemberEvent))]
+    assert len(results) == 1 and not results[0].accepted and results[0].addr == "nobody:1"
+
+
+def test_metadata_change_raises_incarnation_and_spreads() -> None:
+    c = CoreCluster(3)
+    c.cores[0].set_local_metadata(c.now, {"dc": "eu"}, 99)
+    c.drain_all()
+    c.run(3.0)
+    for i in (1, 2):
+        m = c.cores[i].members[c.cores[0].id]
+        assert m.meta == {"dc": "eu"} and m.meta_stamp == 99 and m.incarnation == 1
+
+
+def test_same_seed_same_actions() -> None:
+    def run() -> list[str]:
+        c = CoreCluster(8, seed=5)
+        c.down.add(7)
+        c.run(30.0)
+        return [f"{e.at:.6f}{e.node}{e.state}" for _, e in c.events]
+
+    assert run() == run()
