@@ -1,0 +1,90 @@
+"""Simulator scenarios at reduced size (the full-size runs are ``python -m gossip.sim`` and
+``bench/sim_scale.py``). Each failure message carries the replay command."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gossip.config import Config
+from gossip.sim.scenarios import ScenarioParams, run_scenario
+
+
+def run(**kw: object) -> dict[str, object]:
+    p = ScenarioParams(**kw)  # type: ignore[arg-type]
+    return run_scenario(p)
+
+
+def replay(r: dict[str, object]) -> str:
+    return f"replay: python -m gossip.sim --scenario {r['scenario']} --seed {r['seed']} --nodes {r['nodes']}"
+
+
+def test_same_seed_same_run_event_for_event() -> None:
+    a = run(scenario="crash", nodes=60, seed=11, duration=40.0)
+    b = run(scenario="crash", nodes=60, seed=11, duration=40.0)
+    a.pop("wall_s"), b.pop("wall_s")
+    assert a == b
+    c = run(scenario="crash", nodes=60, seed=12, duration=40.0)
+    assert c["trace_hash"] != a["trace_hash"]
+
+
+def test_join_burst_converges_quickly() -> None:
+    r = run(scenario="join", nodes=300, seed=3, duration=30.0)
+    assert r["converged_s"] is not None and r["converged_s"] <= 10.0, replay(r)
+
+
+def test_crash_detected_within_min_suspicion_plus_five_probes() -> None:
+    n = 300
+    r = run(scenario="crash", nodes=n, seed=4)
+    cfg = Config.lan()
+    bound = cfg.suspicion_mult * math.log10(n) * cfg.probe_interval + 5 * cfg.probe_interval
+    assert r["detect_all_s"] is not None and r["detect_all_s"] <= bound, replay(r)
+    assert r["false_dead"] == 0, replay(r)
+
+
+def test_leave_seen_by_everyone_at_once() -> None:
+    r = run(scenario="leave", nodes=200, seed=5)
+    assert r["detect_all_s"] is not None and r["detect_all_s"] < 0.5, replay(r)
+    assert r["false_dead"] == 0
+
+
+def test_ten_percent_loss_causes_no_false_death() -> None:
+    r = run(scenario="loss", nodes=100, seed=6, duration=120.0)
+    assert r["dropped_packets"] > 0
+    assert r["false_dead"] == 0, replay(r)
+
+
+def test_partition_heals_into_one_cluster() -> None:
+    cfg = Config.lan()
+    r = run(scenario="partition", nodes=60, seed=7, partition_duration=60.0, duration=200.0)
+    assert r["false_dead"] > 0          # each side declared the other dead during the split
+    assert r["converged_s"] is not None, replay(r)
+    assert r["converged_s"] <= cfg.push_pull_interval + 30.0, replay(r)
+
+
+def test_starved_nodes_are_not_declared_dead_with_lifeguard() -> None:
+    r = run(scenario="starve", nodes=50, seed=8, duration=120.0, starved=3)
+    assert r["false_suspect"] > 0       # the starvation is felt...
+    assert r["false_dead"] == 0, replay(r)  # ...but nobody is killed for it
+
+
+def test_churn_no_false_death_and_every_crash_detected() -> None:
+    r = run(scenario="churn", nodes=100, seed=9, duration=150.0, quiet_tail=60.0)
+    assert r["detected"] > 0
+    assert r["undetected"] == 0, replay(r)
+    assert r["false_dead"] == 0, replay(r)
+
+
+@pytest.mark.parametrize("scenario", ["join", "crash", "leave", "loss", "partition", "starve", "churn"])
+def test_cli_prints_one_json_object(scenario: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from gossip.sim.__main__ import main
+
+    assert main(["--scenario", scenario, "--nodes", "12", "--duration", "20", "--seed", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("nodes", "seed", "scenario", "virtual_s", "wall_s", "converged_s", "detect_first_s",
+                "detect_all_s", "false_dead", "false_suspect", "msgs_per_node_s", "bytes_per_node_s"):
+        assert key in out
+    assert out["scenario"] == scenario and out["nodes"] == 12
