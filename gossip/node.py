@@ -66,8 +66,8 @@ class NodeID(uuid.UUID):
 
     @property
     def short(self) -> str:
-        """The first 8 hex characters, for logs and tables."""
-        return self.hex[:8]
+        """The last 8 hex characters (random bits even in time-ordered ids), for logs and tables."""
+        return self.hex[-8:]
 
     def __repr__(self) -> str:
         return f"NodeID('{self}')"

@@ -832,7 +832,6 @@ class Protocol:
             age = now - m.state_change
             if (m.state is LEAVING and age >= cfg.gossip_to_the_dead_time) or age >= cfg.dead_node_retention_period:
                 self._remove_member(now, m)
-        # Forget probe bookkeeping of rounds long over.
         if self.state is LEAVING:
             return
         # Isolated (no live peer left): re-join through the peers we joined through.

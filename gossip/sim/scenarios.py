@@ -107,8 +107,11 @@ def _crash_or_leave(p: ScenarioParams, sim: Simulation, leave: bool) -> None:
             sim.crash(victim)
 
     sim.schedule(at, hit)
-    target_done = lambda: victim in sim.targets and sim.targets[victim].all is not None  # noqa: E731
-    sim.run_until(at + p.duration, stop=lambda: sim.now > at and target_done())
+    def done() -> bool:
+        target = sim.targets.get(victim)
+        return sim.now > at and target is not None and target.all is not None
+
+    sim.run_until(at + p.duration, stop=done)
 
 
 def _steady(p: ScenarioParams, sim: Simulation) -> None:

@@ -353,15 +353,14 @@ class Simulation:
 
     def _size(self, msg: Message) -> int:
         """Encoded size of a message: header plus its msgpack payload (updates cached)."""
-        t = type(msg)
-        if t is Gossip or t is Ping or t is Ack:
+        if isinstance(msg, (Gossip, Ping, Ack)):
             total = 24
-            for u in msg.updates:  # type: ignore[union-attr]
+            for u in msg.updates:
                 total += self._update_size(u)
-            return HEADER_OVERHEAD + total + (40 if t is Ping else 0)
-        if t is PushPull or t is PushPullReply or t is JoinReply or t is Join:
-            return HEADER_OVERHEAD + 24 + sum(36 + len(s.addr) + self._meta_size(s.meta)
-                                             for s in msg.states)  # type: ignore[union-attr]
+            return HEADER_OVERHEAD + total + (40 if type(msg) is Ping else 0)
+        if isinstance(msg, (PushPull, PushPullReply, JoinReply, Join)):
+            states: int = sum(36 + len(s.addr) + self._meta_size(s.meta) for s in msg.states)
+            return HEADER_OVERHEAD + 24 + states
         return HEADER_OVERHEAD + 40
 
     def _update_size(self, u: Update) -> int:
@@ -369,8 +368,8 @@ class Simulation:
         hit = self._size_cache.get(key)
         if hit is not None and hit[0] is u:
             return hit[1]
-        if type(u) is Alive:
-            size = 40 + len(u.addr) + self._meta_size(u.meta)  # type: ignore[union-attr]
+        if isinstance(u, Alive):
+            size = 40 + len(u.addr) + self._meta_size(u.meta)
         else:
             size = 42
         if len(self._size_cache) > 200_000:

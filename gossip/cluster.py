@@ -1,0 +1,491 @@
+"""The :class:`Cluster` facade: paularlott/gossip's API in Python idiom.
+
+Durations are float seconds, errors are raised (never returned), and a cluster is a context
+manager::
+
+    with gossip.Cluster(gossip.Config.local(bind_addr="127.0.0.1:0")) as c:
+        c.join(["127.0.0.1:7946"])
+        c.handle_func(gossip.USER_MSG, lambda sender, packet: print(packet.unmarshal()))
+        c.send(gossip.USER_MSG, {"hello": "world"})
+
+User message types: 0..63 are the protocol's own, 64..127 are for add-on packages, and
+applications use :data:`USER_MSG` (128) and above.
+
+This module imports the engine and the pure data layers; it never touches the protocol core's
+internals except through :meth:`Engine.locked`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from .config import Config, default_config
+from .engine import Engine, GossipHandler, MetadataHandler, StateHandler
+from .errors import ClusterClosed, GossipError, JoinError
+from .handlers import HANDLER_FORWARD, HANDLER_NO_FORWARD, HANDLER_REPLY, HandlerID, MessageHandlers
+from .metadata import Metadata
+from .node import Node, NodeID, NodeState
+from .packet import Packet, PacketCodec
+from .codecs import get_codec
+from .compression import get_compressor
+from .protocol.messaging import calc_fan_out, calc_payload_size
+from .security import Keyring
+from .transports.base import Transport
+
+__all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc"]
+
+logger = logging.getLogger("gossip.cluster")
+
+MessageHandlerFunc = Callable[[Node | None, Packet], None]
+"""``fn(sender, packet)``: handles a user message; ``sender`` is None for an unknown node."""
+ReplyHandlerFunc = Callable[[Node | None, Packet], Any]
+"""``fn(sender, packet) -> reply``: its return value (any codec-able value) is the reply."""
+
+
+class Cluster:
+    """One member of a gossip cluster.
+
+    Args:
+        config: the configuration (copied, then validated); default :func:`default_config`.
+
+    Raises:
+        ConfigError: a configuration field is invalid (the message names it).
+    """
+
+    def __init__(self, config: Config | None = None) -> None:
+        cfg = (config if config is not None else default_config()).copy()
+        cfg.validate()
+        self.config = cfg
+        self._id = NodeID.parse(cfg.node_id) if cfg.node_id else NodeID.generate()
+        keys = ([cfg.encryption_key] if cfg.encryption_key else []) + list(cfg.secondary_keys)
+        self._keyring = Keyring(keys) if keys else None
+        self._codec = PacketCodec(
+            codec=get_codec(cfg.msg_codec), keyring=self._keyring, label=cfg.cluster_label,
+            compressor=get_compressor(cfg.compressor), compress_min_size=cfg.compress_min_size,
+            max_packet_size=cfg.tcp_max_packet_size,
+        )
+        self._metadata = Metadata(max_size=cfg.max_metadata_size)
+        self._transport: Transport | None = cfg.transport
+        self._engine = Engine(cfg, self._id, self._codec, self._metadata, random.Random())
+        self._started = False
+        self._lock = threading.Lock()
+        self._left = False
+        self._stopped = False
+        self.log = logger if cfg.logger is None else cfg.logger
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        addr = self._engine.address or self.config.bind_addr
+        return f"<Cluster {self._id.short} {addr}>"
+
+    def _make_transport(self) -> Transport:
+        from .transports.socket import SocketTransport
+
+        cfg = self.config
+        return SocketTransport(
+            cfg.bind_addr, advertise_addr=cfg.advertise_addr,
+            udp=not cfg.force_reliable_transport, max_udp_size=cfg.udp_max_packet_size,
+            max_frame_size=cfg.tcp_max_packet_size, dial_timeout=cfg.tcp_dial_timeout,
+            io_timeout=cfg.tcp_deadline, name=self._id.short,
+        )
+
+    def start(self) -> None:
+        """Bind the transport and start the background threads (a second call does nothing).
+
+        The advertised address is ``config.advertise_addr``, else the transport's bound address
+        (an unspecified host such as ``0.0.0.0`` is replaced by ``127.0.0.1``, right for loopback
+        use; set ``advertise_addr`` on real networks).
+
+        Raises:
+            TransportError: the bind address is in use or invalid.
+            ClusterClosed: the cluster was stopped (clusters are not restartable).
+        """
+        with self._lock:
+            if self._stopped:
+                raise ClusterClosed("a stopped cluster cannot be restarted")
+            if self._started:
+                return
+            transport = self._transport or self._make_transport()
+            self._transport = transport
+            self._engine.start(transport, self.config.advertise_addr)
+            self._started = True
+
+    def stop(self, timeout: float = 5.0, leave: bool = True) -> None:
+        """Leave gracefully (if ``leave`` and started), then stop every thread and socket.
+
+        Idempotent. At most ``timeout`` seconds in total.
+        """
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            engine = self._engine
+            started = self._started
+        if not started:
+            if self._transport is not None:
+                self._transport.close()
+            return
+        end = time.monotonic() + timeout
+        if leave and not self._left:
+            try:
+                engine.leave(min(self.config.leave_timeout, timeout / 2))
+            except GossipError as exc:
+                self.log.debug("leave during stop failed: %s", exc)
+        engine.stop(max(0.0, end - time.monotonic()))
+
+    def _crash(self) -> None:
+        """Stop abruptly, without leaving: peers must detect the failure (tests and demos)."""
+        self.stop(timeout=2.0, leave=False)
+
+    def _eng(self) -> Engine:
+        engine = self._engine
+        if not self._started:
+            raise ClusterClosed("the cluster is not started; call start() first")
+        if self._stopped:
+            raise ClusterClosed("the cluster is stopped")
+        return engine
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The encryption keyring (add, use and remove keys at runtime), None if unencrypted."""
+        return self._keyring
+
+    @property
+    def address(self) -> str:
+        """The advertised address (``""`` before :meth:`start`)."""
+        return self._engine.address
+
+    # ------------------------------------------------------------------ join / leave
+
+    def join(self, peers: str | Sequence[str], timeout: float | None = None) -> int:
+        """Join the cluster through ``peers`` (``ip:port``, ``host[:port]``, ``srv+name``...).
+
+        Every peer is contacted in parallel; for each, every resolved address is tried in turn.
+        Our own advertised address is skipped. The caller's list is never modified.
+
+        Args:
+            peers: one peer string, or a sequence of them.
+            timeout: seconds for the whole join (default ``config.join_timeout``).
+
+        Returns:
+            The number of peers that accepted us (0 if the only peers given were ourselves).
+
+        Raises:
+            JoinError: no peer accepted; ``failures`` maps each peer to why.
+            ClusterClosed: the cluster is not started or is stopped.
+        """
+        engine = self._eng()
+        plist = [peers] if isinstance(peers, str) else list(peers)
+        plist = [p.strip() for p in plist if p and p.strip()]
+        if not plist:
+            raise JoinError({})
+        random.shuffle(plist)
+        total = self.config.join_timeout if timeout is None else timeout
+        end = time.monotonic() + total
+        failures: dict[str, str] = {}
+        accepted: list[str] = []
+        skipped: list[str] = []
+        mutex = threading.Lock()
+
+        def join_one(peer: str) -> None:
+            try:
+                addrs = self._resolve(peer)
+            except GossipError as exc:
+                with mutex:
+                    failures[peer] = f"cannot resolve: {exc}"
+                return
+            addrs = [a for a in addrs if a != engine.address]
+            if not addrs:
+                with mutex:
+                    skipped.append(peer)
+                return
+            reasons = []
+            for addr in addrs:
+                left = end - time.monotonic()
+                if left <= 0:
+                    reasons.append(f"{addr}: timed out")
+                    break
+                try:
+                    result = engine.join_addr(addr, left)
+                except ClusterClosed:
+                    reasons.append(f"{addr}: cluster stopped")
+                    break
+                if result.accepted:
+                    with mutex:
+                        accepted.append(peer)
+                    return
+                reasons.append(f"{addr}: {result.reason}" if addr != peer else result.reason)
+            with mutex:
+                failures[peer] = "; ".join(reasons)
+
+        threads = [threading.Thread(target=join_one, args=(p,), daemon=True,
+                                    name=f"gossip-{self._id.short}-join-{i}")
+                   for i, p in enumerate(plist)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(max(0.0, end - time.monotonic()) + 0.5)
+        with mutex:
+            for t, p in zip(threads, plist):
+                if t.is_alive() and p not in failures and p not in accepted:
+                    failures[p] = "timed out"
+            n = len(accepted)
+            if n == 0 and failures:
+                raise JoinError(failures)
+        return n
+
+    def _resolve(self, peer: str) -> list[str]:
+        from .resolver import DefaultResolver, resolve_peer
+
+        resolver = self.config.resolver or DefaultResolver(self.config.prefer_ipv6)
+        try:
+            return list(resolve_peer(peer, resolver, self.config.default_port))
+        except GossipError:
+            # Not resolvable as a host name, but maybe an address the transport itself
+            # understands (in-memory "mem-1:7946", a URL): let the transport be the judge.
+            if ":" in peer:
+                return [peer]
+            raise
+
+    def leave(self, timeout: float | None = None) -> None:
+        """Announce that this node leaves, and wait until the announcement has been sent.
+
+        Args:
+            timeout: seconds to wait for the send queue to flush (default ``leave_timeout``).
+
+        Raises:
+            ClusterClosed: the cluster is not started or is stopped.
+        """
+        engine = self._eng()
+        engine.leave(self.config.leave_timeout if timeout is None else timeout)
+        self._left = True
+
+    # ------------------------------------------------------------------ nodes
+
+    def local_node(self) -> Node:
+        """Return a snapshot of the local node."""
+        return self._engine.local_node()
+
+    def local_metadata(self) -> Metadata:
+        """Return the local node's writable metadata; writes propagate automatically."""
+        return self._metadata
+
+    def update_metadata(self) -> None:
+        """Propagate the local metadata now (writes also propagate by themselves).
+
+        Raises:
+            ClusterClosed: the cluster is not started or is stopped.
+        """
+        self._eng().update_metadata()
+
+    def nodes(self) -> list[Node]:
+        """Return snapshots of every known node in any state, the local node first."""
+        return self._engine.nodes()
+
+    def alive_nodes(self) -> list[Node]:
+        """Return the alive nodes, the local node included."""
+        return [n for n in self.nodes() if n.state is NodeState.ALIVE]
+
+    def get_node(self, node_id: NodeID | str) -> Node | None:
+        """Return the node with this id, or None if unknown.
+
+        Raises:
+            AddressError: ``node_id`` is a string that is not a UUID.
+        """
+        nid = NodeID.parse(node_id)
+        return self._engine.get_node(nid)
+
+    def get_node_by_id_string(self, node_id: str) -> Node | None:
+        """Return the node whose id is written ``node_id``, or None (also for a malformed id)."""
+        try:
+            return self.get_node(node_id)
+        except GossipError:
+            return None
+
+    def _count_state(self, state: NodeState) -> int:
+        return sum(1 for n in self.nodes() if n.state is state)
+
+    def num_nodes(self) -> int:
+        """Return the number of known nodes in any state, the local node included."""
+        return len(self.nodes())
+
+    def num_alive_nodes(self) -> int:
+        """Return the number of alive nodes, the local node included."""
+        return self._count_state(NodeState.ALIVE)
+
+    def num_suspect_nodes(self) -> int:
+        """Return the number of suspect nodes."""
+        return self._count_state(NodeState.SUSPECT)
+
+    def num_dead_nodes(self) -> int:
+        """Return the number of dead nodes (left nodes are not counted)."""
+        return self._count_state(NodeState.DEAD)
+
+    @staticmethod
+    def nodes_to_ids(nodes: Iterable[Node]) -> list[NodeID]:
+        """Return the ids of ``nodes``."""
+        return [n.id for n in nodes]
+
+    def node_is_local(self, node: Node) -> bool:
+        """Return True if ``node`` is this node."""
+        return node.id == self._id
+
+    def calc_fan_out(self) -> int:
+        """Return how many peers a broadcast goes to now (alive + suspect, self included)."""
+        n = sum(1 for x in self.nodes() if x.state in (NodeState.ALIVE, NodeState.SUSPECT))
+        return calc_fan_out(n, self.config.fan_out_multiplier)
+
+    def calc_payload_size(self, total: int) -> int:
+        """Return how many of ``total`` items to carry in one gossip payload."""
+        return calc_payload_size(total, self.config.state_exchange_multiplier)
+
+    def get_candidates(self) -> list[Node]:
+        """Return up to :meth:`calc_fan_out` random alive or suspect peers (not this node)."""
+        peers = [n for n in self.nodes()[1:] if n.state in (NodeState.ALIVE, NodeState.SUSPECT)]
+        random.shuffle(peers)
+        return peers[: self.calc_fan_out()]
+
+    def health_score(self) -> int:
+        """Return the Lifeguard local health score (0 is healthy, higher is worse)."""
+        if not self._started:
+            return 0
+        return self._engine.locked(lambda core: core.health_score())
+
+    def stats(self) -> dict[str, int]:
+        """Return the counters of the engine, the transport (``transport.*``) and the core
+        (``core.*``): packets, drops, bad packets by reason, handler errors..."""
+        return self._engine.stats()
+
+    # ------------------------------------------------------------------ message handlers
+
+    def handle_func(self, msg_type: int, handler: MessageHandlerFunc) -> None:
+        """Handle ``msg_type`` with ``handler(sender, packet)``; messages are also relayed on.
+
+        Raises:
+            LocalProtocolError: ``msg_type`` is internal (below 64).
+            HandlerExistsError: ``msg_type`` already has a handler.
+        """
+        self._handlers().register(msg_type, HANDLER_FORWARD, handler)
+
+    def handle_func_no_forward(self, msg_type: int, handler: MessageHandlerFunc) -> None:
+        """Handle ``msg_type`` with ``handler(sender, packet)``; messages are not relayed.
+
+        Raises:
+            LocalProtocolError: ``msg_type`` is internal (below 64).
+            HandlerExistsError: ``msg_type`` already has a handler.
+        """
+        self._handlers().register(msg_type, HANDLER_NO_FORWARD, handler)
+
+    def handle_func_with_reply(self, msg_type: int, handler: ReplyHandlerFunc) -> None:
+        """Answer requests of ``msg_type``: ``handler(sender, packet)`` returns the reply.
+
+        Raises:
+            LocalProtocolError: ``msg_type`` is internal (below 64).
+            HandlerExistsError: ``msg_type`` already has a handler.
+        """
+        self._handlers().register(msg_type, HANDLER_REPLY, handler)
+
+    def unregister_message_type(self, msg_type: int) -> bool:
+        """Remove the handler of ``msg_type``; return False if there was none."""
+        return self._handlers().unregister(msg_type)
+
+    def _handlers(self) -> MessageHandlers:
+        return self._engine.message_handlers
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, msg_type: int, data: Any) -> None:
+        """Broadcast ``data`` to the cluster (best effort, epidemic).
+
+        Raises:
+            LocalProtocolError: internal type, or ``data`` cannot be encoded.
+            ClusterClosed: the cluster is not started or is stopped.
+        """
+        self._eng().broadcast(msg_type, data, False)
+
+    def send_excluding(self, msg_type: int, data: Any, exclude: Iterable[NodeID]) -> None:
+        """Like :meth:`send`, never sending directly to the nodes in ``exclude``."""
+        self._eng().broadcast(msg_type, data, False, tuple(exclude))
+
+    def send_reliable(self, msg_type: int, data: Any) -> None:
+        """Like :meth:`send`, over reliable (TCP) connections."""
+        self._eng().broadcast(msg_type, data, True)
+
+    def send_reliable_excluding(self, msg_type: int, data: Any, exclude: Iterable[NodeID]) -> None:
+        """Like :meth:`send_reliable`, never sending directly to the nodes in ``exclude``."""
+        self._eng().broadcast(msg_type, data, True, tuple(exclude))
+
+    def send_to(self, node: Node, msg_type: int, data: Any) -> None:
+        """Send ``data`` to one node (best effort; never relayed further)."""
+        self._eng().send_direct((node,), msg_type, data, False)
+
+    def send_to_reliable(self, node: Node, msg_type: int, data: Any) -> None:
+        """Send ``data`` to one node over a reliable connection."""
+        self._eng().send_direct((node,), msg_type, data, True)
+
+    def send_to_peers(self, nodes: Iterable[Node], msg_type: int, data: Any) -> None:
+        """Send ``data`` to each of ``nodes`` (best effort; never relayed further)."""
+        self._eng().send_direct(nodes, msg_type, data, False)
+
+    def send_to_peers_reliable(self, nodes: Iterable[Node], msg_type: int, data: Any) -> None:
+        """Send ``data`` to each of ``nodes`` over reliable connections."""
+        self._eng().send_direct(nodes, msg_type, data, True)
+
+    def send_to_with_response(self, node: Node, msg_type: int, payload: Any,
+                              response_type: type[Any] | None = None,
+                              timeout: float | None = None) -> Any:
+        """Send a request to ``node`` and return its reply, decoded as ``response_type``.
+
+        Args:
+            node: the node to ask (it registered ``msg_type`` with :meth:`handle_func_with_reply`).
+            response_type: a dataclass or type to rebuild the reply as; None for plain values.
+            timeout: seconds to wait (default ``config.tcp_deadline``).
+
+        Raises:
+            GossipTimeout: no reply in time (the message names the node).
+            TransportError: the node could not be reached.
+            DecodeError: the reply does not fit ``response_type``.
+            LocalProtocolError: internal type, or ``payload`` cannot be encoded.
+            ClusterClosed: the cluster is not started or is stopped.
+        """
+        return self._eng().request(node, msg_type, payload, response_type, timeout)
+
+    # ------------------------------------------------------------------ event handlers
+
+    def handle_node_state_change_func(self, fn: StateHandler) -> HandlerID:
+        """Call ``fn(node, previous_state)`` on every state change, in order, on one thread."""
+        return self._engine.state_handlers.add(fn)
+
+    def handle_node_metadata_change_func(self, fn: MetadataHandler) -> HandlerID:
+        """Call ``fn(node)`` whenever a node's metadata changes (the local node's too)."""
+        return self._engine.metadata_handlers.add(fn)
+
+    def handle_gossip_func(self, fn: GossipHandler) -> HandlerID:
+        """Call ``fn()`` every ``gossip_interval`` (adaptive) so the application can gossip."""
+        return self._engine.gossip_handlers.add(fn)
+
+    def remove_node_state_change_handler(self, handler_id: HandlerID) -> bool:
+        """Remove a state handler; return False if the id is unknown."""
+        return self._engine.state_handlers.remove(handler_id)
+
+    def remove_node_metadata_change_handler(self, handler_id: HandlerID) -> bool:
+        """Remove a metadata handler; return False if the id is unknown."""
+        return self._engine.metadata_handlers.remove(handler_id)
+
+    def remove_gossip_handler(self, handler_id: HandlerID) -> bool:
+        """Remove a gossip handler; return False if the id is unknown."""
+        return self._engine.gossip_handlers.remove(handler_id)
+

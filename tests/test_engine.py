@@ -1,0 +1,146 @@
+"""Engine tests on the in-memory transport: hostile input, handler isolation, MTU rule, stats."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+import gossip
+from gossip import Cluster, Config, Node, Packet
+from gossip.engine import Engine
+from gossip.transports.base import Incoming
+from gossip.transports.memory import MemoryNetwork
+from gossip.wire import MessageType
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``pred`` until true; fail clearly after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def pair(net: MemoryNetwork, **kw: object) -> tuple[Cluster, Cluster]:
+    a = Cluster(Config.local(transport=net.new_transport(), **kw))
+    b = Cluster(Config.local(transport=net.new_transport(), **kw))
+    a.start()
+    b.start()
+    assert b.join(a.address, timeout=5.0) == 1
+    wait_until(lambda: a.num_alive_nodes() == 2 and b.num_alive_nodes() == 2, what="2 nodes")
+    return a, b
+
+
+def test_garbage_packets_are_counted_and_the_cluster_keeps_working() -> None:
+    net = MemoryNetwork(seed=7)
+    a, b = pair(net)
+    raw = net.new_transport()
+    raw.start(lambda inc: None)
+    try:
+        bad = [b"", b"garbage", b"\xc5\x01" + b"\x00" * 60, b"\xc5\x09" + b"\x00" * 60, bytes(range(256))]
+        for data in bad:
+            raw.send(a.address, data)
+            raw.send(a.address, data, reliable=True)
+        # A well-formed packet whose payload is not a valid protocol message.
+        codec = a._codec
+        raw.send(a.address, codec.encode(int(MessageType.PING), b"\x01" * 16, 1, 1, ["nonsense"]))
+
+        def bad_count() -> int:
+            return sum(v for k, v in a.stats().items() if k.startswith("bad_packets."))
+
+        wait_until(lambda: bad_count() >= 2 * len(bad) - 2 + 1, what="bad packets to be counted")
+        assert a.stats().get("worker_errors", 0) == 0
+        got = threading.Event()
+        b.handle_func(gossip.USER_MSG, lambda s, p: got.set())
+        a.send(gossip.USER_MSG, "still alive")
+        assert got.wait(5.0)
+    finally:
+        raw.close()
+        a.stop(timeout=2.0)
+        b.stop(timeout=2.0)
+
+
+def test_handler_exception_is_counted_and_worker_survives() -> None:
+    net = MemoryNetwork(seed=8)
+    a, b = pair(net)
+    try:
+        ok = threading.Event()
+
+        def boom(sender: Node | None, packet: Packet) -> None:
+            if packet.unmarshal() == "boom":
+                raise RuntimeError("handler bug")
+            ok.set()
+
+        b.handle_func_no_forward(gossip.USER_MSG, boom)
+        b_node = a.get_node(b.local_node().id)
+        assert b_node is not None
+        for _ in range(3):
+            a.send_to(b_node, gossip.USER_MSG, "boom")
+        wait_until(lambda: b.stats().get("handler_errors", 0) == 3, what="3 handler errors")
+        a.send_to(b_node, gossip.USER_MSG, "fine")
+        assert ok.wait(5.0)
+        # A raising state handler does not stop later events.
+        b.handle_node_state_change_func(lambda n, p: 1 / 0)
+        a.stop(timeout=2.0)
+        wait_until(lambda: b.stats().get("handler_errors", 0) >= 4, what="state handler error")
+    finally:
+        a.stop(timeout=2.0)
+        b.stop(timeout=2.0)
+
+
+def test_large_packets_go_reliable_and_reply_handler_none() -> None:
+    net = MemoryNetwork(seed=9)
+    a, b = pair(net)
+    try:
+        got: list[bytes] = []
+        b.handle_func(gossip.USER_MSG, lambda s, p: got.append(p.unmarshal()))
+        b.handle_func_with_reply(gossip.USER_MSG + 1, lambda s, p: None)
+        a.send(gossip.USER_MSG, b"x" * 5000)  # over the 1400-byte datagram limit
+        wait_until(lambda: got == [b"x" * 5000], what="the large broadcast")
+        b_node = a.get_node(b.local_node().id)
+        assert b_node is not None
+        assert a.send_to_with_response(b_node, gossip.USER_MSG + 1, "q", timeout=5.0) is None
+        assert not any(k.startswith("send_errors.") for k in a.stats())
+    finally:
+        a.stop(timeout=2.0)
+        b.stop(timeout=2.0)
+
+
+def test_incoming_queue_overflow_is_counted() -> None:
+    net = MemoryNetwork(seed=10)
+    cfg = Config.local(transport=net.new_transport(), incoming_packet_queue_depth=1,
+                       num_incoming_workers=1)
+    c = Cluster(cfg)
+    engine: Engine = c._engine
+    c.start()
+    try:
+        block = threading.Event()
+        c.handle_func_no_forward(gossip.USER_MSG, lambda s, p: block.wait(5.0))
+        codec = c._codec
+        for i in range(20):
+            data = codec.encode(gossip.USER_MSG, b"\x02" * 16, i + 1, 1, "x")
+            engine._on_packet(Incoming(data, "mem-x:1", False, None, time.monotonic()))
+        assert c.stats().get("incoming_dropped", 0) > 0
+        block.set()
+    finally:
+        c.stop(timeout=2.0)
+
+
+def test_gossip_interval_adapts_to_slow_callbacks() -> None:
+    net = MemoryNetwork(seed=11)
+    with Cluster(Config.local(transport=net.new_transport(), gossip_interval=0.05,
+                              gossip_max_interval=0.5)) as c:
+        calls = threading.Semaphore(0)
+
+        def slow() -> None:
+            time.sleep(0.1)
+            calls.release()
+
+        c.handle_gossip_func(slow)
+        assert calls.acquire(timeout=5.0)
+        wait_until(lambda: c._engine.gossip_interval > 0.05, what="interval to grow")
+        assert c._engine.gossip_interval <= 0.5
