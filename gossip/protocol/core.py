@@ -58,6 +58,14 @@ _T_SUSPICION, _T_GOSSIP, _T_PUSH_PULL, _T_MAINTENANCE, _T_JOIN_TIMEOUT, _T_SYNC 
 _PACKET_OVERHEAD = 160
 
 
+def _about(node: NodeID | None) -> Callable[[Update], bool] | None:
+    """Return a filter skipping alive updates about ``node``: sending a member news of its own
+    liveness is a wasted transmission (accusations about it are kept: it must refute them)."""
+    if node is None:
+        return None
+    return lambda u: type(u) is Alive and u.node == node
+
+
 class Member:
     """The local node's record of one other member (mutable; owned by :class:`Protocol`)."""
 
@@ -399,8 +407,8 @@ class Protocol:
         n = self.num_members()
         return retransmit_limit(self.config.retransmit_mult, n)
 
-    def _piggyback(self, extra: Iterable[Update] = ()) -> tuple[Update, ...]:
-        updates = self.broadcasts.get(self._budget(), self._retransmit_limit())
+    def _piggyback(self, extra: Iterable[Update] = (), to: NodeID | None = None) -> tuple[Update, ...]:
+        updates = self.broadcasts.get(self._budget(), self._retransmit_limit(), skip=_about(to))
         extra = tuple(extra)
         return extra + tuple(updates) if extra else tuple(updates)
 
@@ -625,7 +633,7 @@ class Protocol:
         extra: tuple[Update, ...] = ()
         if buddy >= 0:
             extra = (Suspect(m.node, m.incarnation, self.id),)
-        self._send(m.addr, Ping(seq, m.node, self.addr, self._piggyback(extra), buddy))
+        self._send(m.addr, Ping(seq, m.node, self.addr, self._piggyback(extra, m.node), buddy))
         timeout = self.awareness.scale(self.config.ping_timeout)
         self._schedule(now + timeout, _T_PROBE_TIMEOUT, seq)
         self._schedule(now + interval, _T_PROBE_END, seq)
@@ -683,7 +691,7 @@ class Protocol:
             if m is not None and m.state is DEAD:
                 # A node we hold dead is probing us: tell it, so it refutes (heals partitions).
                 extra = (Dead(m.node, m.incarnation, self.id),)
-        self._send(p.source_addr, Ack(p.seq, self._piggyback(extra)), reliable)
+        self._send(p.source_addr, Ack(p.seq, self._piggyback(extra, sender)), reliable)
 
     def _on_ack(self, now: float, a: Ack) -> None:
         if a.updates:
@@ -723,7 +731,7 @@ class Protocol:
 
         budget, limit = self._budget(), self._retransmit_limit()
         for m in self._sample(cfg.dissemination_fan_out, gossipable, set()):
-            updates = self.broadcasts.get(budget, limit)
+            updates = self.broadcasts.get(budget, limit, skip=_about(m.node))
             if not updates:
                 break
             self._send(m.addr, Gossip(tuple(updates)))
@@ -818,6 +826,8 @@ class Protocol:
         self._merge_states(now, r.states)
         responder = r.states[0].node if r.states else None
         self._actions.append(JoinResult(addr, True, "", responder))
+        # Announce ourselves too (memberlist does): the joined peer is not the only source.
+        self._queue(self._self_alive())
         # One more exchange with the same peer a little later picks up the members that joined
         # through it at the same time as us (a burst of joins converges in seconds, not minutes).
         self._schedule(now + self.config.health_check_interval * self.rng.uniform(1.0, 2.0), _T_SYNC, addr)
