@@ -20,8 +20,27 @@ import os
 import threading
 from collections.abc import Sequence
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+# cryptography is imported on first use: a cluster without encryption never pays its ~7 MiB.
+_AESGCM: Any = None
+_InvalidTag: Any = None
+
+
+def _aead(key: bytes) -> AESGCM:
+    """Return an AES-GCM cipher for ``key``, importing cryptography the first time."""
+    global _AESGCM, _InvalidTag
+    if _AESGCM is None:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM as _Impl
+
+        _AESGCM, _InvalidTag = _Impl, InvalidTag
+    aead: AESGCM = _AESGCM(key)
+    return aead
+
 
 from gossip.errors import AuthenticationError, ConfigError, DecodeError
 
@@ -86,7 +105,7 @@ class Keyring:
             if key not in ordered:
                 ordered.append(key)
         # Entries, primary first. Replaced as a whole on every change (readers never lock).
-        self._entries: tuple[tuple[bytes, AESGCM], ...] = tuple((k, AESGCM(k)) for k in ordered)
+        self._entries: tuple[tuple[bytes, AESGCM], ...] = tuple((k, _aead(k)) for k in ordered)
 
     def __repr__(self) -> str:
         names = ", ".join(_fingerprint(k) for k, _ in self._entries)
@@ -121,7 +140,7 @@ class Keyring:
         with self._lock:
             if any(k == key for k, _ in self._entries):
                 return
-            self._entries = self._entries + ((key, AESGCM(key)),)
+            self._entries = self._entries + ((key, _aead(key)),)
 
     def use_key(self, key: bytes) -> None:
         """Make the installed *key* the primary (sealing) key.
@@ -196,7 +215,7 @@ class Keyring:
             try:
                 result: bytes = aead.decrypt(nonce, body, aad)
                 return result
-            except InvalidTag:
+            except _InvalidTag:
                 continue
         raise AuthenticationError(
             f"no installed key ({len(entries)} tried) authenticates this packet"

@@ -13,7 +13,8 @@ import base64
 import binascii
 from typing import Any, TypeVar
 
-import orjson
+import importlib
+from types import ModuleType
 
 from gossip.codecs import dataclass_fields, from_builtin, is_dataclass_instance
 from gossip.errors import DecodeError, LocalProtocolError
@@ -60,6 +61,17 @@ def _restore_bytes(value: Any) -> Any:
     return value
 
 
+_orjson: ModuleType | None = None
+
+
+def _lib() -> ModuleType:
+    """Return orjson, imported on first use (clusters on msgpack never load it)."""
+    global _orjson
+    if _orjson is None:
+        _orjson = importlib.import_module("orjson")
+    return _orjson
+
+
 class JsonCodec:
     """Encode payloads as UTF-8 JSON with orjson (see the module docstring for bytes)."""
 
@@ -76,8 +88,10 @@ class JsonCodec:
             LocalProtocolError: the value holds a type JSON cannot carry (naming the type),
                 a non-string map key, an integer outside 64 bits, or is nested too deep.
         """
+        orjson = _lib()
         try:
-            return orjson.dumps(value, default=_default)
+            result: bytes = orjson.dumps(value, default=_default)
+            return result
         except orjson.JSONEncodeError as exc:
             cause = exc.__cause__
             if isinstance(cause, LocalProtocolError):
@@ -90,6 +104,7 @@ class JsonCodec:
         Raises:
             DecodeError: the bytes are not valid UTF-8 JSON, or a bytes object is malformed.
         """
+        orjson = _lib()
         try:
             value = orjson.loads(data)
             if _BYTES_MARKER in data:

@@ -175,9 +175,13 @@ class Protocol:
         self._relays: dict[int, _Relay] = {}
         self._joins: dict[int, str] = {}
         self._states_cache: tuple[MemberState, ...] | None = None
+        self._corrected: dict[tuple[NodeID, NodeID], int] = {}
         self._self_alive_size = 0
         # First rounds start after a random stagger, so nodes started together do not beat in step.
         self._schedule(now + rng.uniform(0, config.health_check_interval), _T_PROBE, None)
+        # Gossip rounds run only while there is something to gossip (an idle node sleeps).
+        self._now = now
+        self._gossip_armed = True
         self._schedule(now + rng.uniform(0, config.dissemination_interval), _T_GOSSIP, None)
         if config.state_sync_interval > 0:
             self._schedule(now + rng.uniform(0.5, 1.0) * self._push_pull_interval(), _T_PUSH_PULL, None)
@@ -235,6 +239,7 @@ class Protocol:
         The addresses are remembered: when this node finds itself alone it re-joins through them.
         Returns the sequence numbers of the requests.
         """
+        self._now = now
         seqs = []
         for addr in addrs:
             if addr not in self.join_peers:
@@ -250,6 +255,7 @@ class Protocol:
 
     def leave(self, now: float) -> None:
         """Announce a graceful leave: every alive member is told directly, and it is gossiped."""
+        self._now = now
         if self.state is LEAVING:
             return
         self.state = LEAVING
@@ -261,6 +267,7 @@ class Protocol:
 
     def set_local_metadata(self, now: float, meta: Mapping[str, Any], stamp: int) -> None:
         """Replace this node's metadata and announce it (raises the incarnation)."""
+        self._now = now
         self.meta = dict(meta)
         self.meta_stamp = stamp
         self.incarnation += 1
@@ -297,13 +304,14 @@ class Protocol:
         ``sender`` is the packet's sender id when known; ``reliable`` says it came over TCP (a
         reply then goes back over TCP too).
         """
+        self._now = now
         t = type(msg)
         if t is Ping:
             self._on_ping(now, src, msg, sender, reliable)  # type: ignore[arg-type]
         elif t is Ack:
-            self._on_ack(now, msg)  # type: ignore[arg-type]
+            self._on_ack(now, msg, sender)  # type: ignore[arg-type]
         elif t is Gossip:
-            self._merge_updates(now, msg.updates)  # type: ignore[union-attr]
+            self._merge_updates(now, msg.updates, sender)  # type: ignore[union-attr]
         elif t is PingReq:
             self._on_ping_req(now, src, msg)  # type: ignore[arg-type]
         elif t is Nack:
@@ -323,6 +331,7 @@ class Protocol:
 
     def tick(self, now: float) -> None:
         """Run every timer due at or before ``now``."""
+        self._now = now
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, _, kind, key = heapq.heappop(timers)
@@ -414,6 +423,9 @@ class Protocol:
 
     def _queue(self, update: Update) -> None:
         self.broadcasts.queue(update.node, update, update_size(update))
+        if not self._gossip_armed:
+            self._gossip_armed = True
+            self._schedule(self._now + self.config.dissemination_interval, _T_GOSSIP, None)
 
     def _self_alive(self) -> Alive:
         return Alive(self.id, self.incarnation, self.addr, self.meta, self.meta_stamp,
@@ -469,15 +481,44 @@ class Protocol:
 
     # ------------------------------------------------------------------ merge rules
 
-    def _merge_updates(self, now: float, updates: Iterable[Update]) -> None:
+    def _merge_updates(self, now: float, updates: Iterable[Update], peer: NodeID | None = None) -> None:
+        stale: list[Update] = []
         for u in updates:
             t = type(u)
             if t is Alive:
                 self._on_alive(now, u)  # type: ignore[arg-type]
-            elif t is Suspect:
+                continue
+            if t is Suspect:
                 self._on_suspect(now, u)  # type: ignore[arg-type]
             else:
                 self._on_dead(now, u)  # type: ignore[arg-type]
+            m = self.members.get(u.node)
+            if peer is not None and m is not None and m.state is ALIVE and u.incarnation < m.incarnation:
+                stale.append(Alive(m.node, m.incarnation, m.addr, m.meta, m.meta_stamp, m.pv, m.av))
+        if stale:
+            self._correct(peer, stale)  # type: ignore[arg-type]
+
+    def _correct(self, peer: NodeID, fresher: list[Update]) -> None:
+        """Tell ``peer``, which just gossiped stale accusations, what we know is newer.
+
+        Bounded epidemics miss a node now and then; a node that missed a refutation would let
+        its old suspicion run out and declare a live member dead. Each (peer, member,
+        incarnation) is corrected once.
+        """
+        m = self.members.get(peer)
+        if m is None or m.state is not ALIVE:
+            return
+        todo = []
+        for u in fresher:
+            key = (peer, u.node)
+            if self._corrected.get(key) != u.incarnation:
+                self._corrected[key] = u.incarnation
+                todo.append(u)
+        if todo:
+            if len(self._corrected) > 4096:
+                self._corrected.clear()
+            self._count("corrections")
+            self._send(m.addr, Gossip(tuple(todo)))
 
     def _on_alive(self, now: float, a: Alive) -> None:
         if a.node == self.id:
@@ -537,6 +578,16 @@ class Protocol:
         if m is None or s.incarnation < m.incarnation:
             return
         if m.state is SUSPECT:
+            if s.incarnation > m.incarnation:
+                # The member refuted (raised its incarnation) after we suspected it and we missed
+                # its alive message (a newer update about it replaced that one in the gossip
+                # queues). Our suspicion is void; this one is new. memberlist only confirms the
+                # old suspicion here and can declare a member dead that has long refuted it.
+                m.incarnation = s.incarnation
+                self._start_suspicion(now, m, s.sender)
+                self._states_cache = None
+                self._queue(s)
+                return
             susp = m.suspicion
             if susp is not None and susp.confirm(s.sender):
                 self._schedule(susp.deadline(), _T_SUSPICION, m.node)
@@ -684,7 +735,7 @@ class Protocol:
         if p.suspect_inc >= 0 and self.state is not LEAVING and p.suspect_inc >= self.incarnation:
             self._refute(now, p.suspect_inc)  # Lifeguard's buddy system
         if p.updates:
-            self._merge_updates(now, p.updates)
+            self._merge_updates(now, p.updates, sender)
         extra: tuple[Update, ...] = ()
         if sender is not None:
             m = self.members.get(sender)
@@ -693,9 +744,9 @@ class Protocol:
                 extra = (Dead(m.node, m.incarnation, self.id),)
         self._send(p.source_addr, Ack(p.seq, self._piggyback(extra, sender)), reliable)
 
-    def _on_ack(self, now: float, a: Ack) -> None:
+    def _on_ack(self, now: float, a: Ack, sender: NodeID | None = None) -> None:
         if a.updates:
-            self._merge_updates(now, a.updates)
+            self._merge_updates(now, a.updates, sender)
         probe = self._probes.get(a.seq)
         if probe is not None:
             if not probe.acked:
@@ -719,8 +770,11 @@ class Protocol:
 
     def _gossip_round(self, now: float) -> None:
         cfg = self.config
+        if not self.broadcasts:
+            self._gossip_armed = False   # re-armed by the next queued update
+            return
         self._schedule(now + cfg.dissemination_interval, _T_GOSSIP, None)
-        if not self.broadcasts or not self._ids:
+        if not self._ids:
             return
         dead_window = cfg.gossip_to_the_dead_time
 

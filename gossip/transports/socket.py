@@ -70,7 +70,7 @@ _READ_CHUNK = 256 * 1024
 _UDP_RECV_SIZE = 65535
 _REQUEST_IDLE_PER_ADDR = 4
 _BIND_ATTEMPTS = 10
-_TICK = 0.5  # the reader's select timeout; bounds how late the idle sweep runs
+_TICK = 2.0  # the reader's select timeout; bounds how late the idle sweep runs (close() wakes it at once)
 _JOIN_TIMEOUT = 5.0
 
 _LISTENER = "listener"

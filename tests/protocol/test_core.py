@@ -373,3 +373,29 @@ def test_same_seed_same_actions() -> None:
         return [f"{e.at:.6f}{e.node}{e.state}" for _, e in c.events]
 
     assert run() == run()
+
+
+def test_newer_suspicion_of_a_suspect_restarts_the_timer() -> None:
+    # We suspect A at incarnation 5; A refutes (6) but we miss its alive message, then hear a new
+    # suspicion at 6. The old suspicion must not run on and kill a member that refuted it.
+    core = with_member(SUSPECT, inc=5)
+    old = core.members[A].suspicion
+    assert old is not None
+    core.receive(4.0, "x", Gossip((Suspect(A, 6, C),)))
+    m = core.members[A]
+    assert (m.state, m.incarnation) == (SUSPECT, 6)
+    assert m.suspicion is not old and m.suspicion is not None and m.suspicion.start == 4.0
+    core.tick(old.deadline() + 0.01)
+    assert core.members[A].state is SUSPECT           # the old deadline passed harmlessly
+
+
+def test_stale_accusation_is_answered_with_the_newer_alive() -> None:
+    core = with_member(ALIVE, inc=5)
+    core.receive(0.0, "x", Gossip((Alive(B, 0, "b:1"),)))
+    core.actions_to_perform()
+    core.receive(1.0, "b:1", Gossip((Suspect(A, 4, C),)), sender=B)     # B missed A's refutation
+    fixes = [s for s in sends(core) if s.addr == "b:1"]
+    assert [f.msg for f in fixes] == [Gossip((Alive(A, 5, "a:1"),))]
+    core.receive(1.1, "b:1", Gossip((Suspect(A, 4, C),)), sender=B)     # corrected once only
+    assert [s for s in sends(core) if s.addr == "b:1"] == []
+    assert core.members[A].state is ALIVE

@@ -1,0 +1,34 @@
+"""basic: start a node, join peers, list members and share metadata.
+
+The common setup of every example and nothing more. Run four nodes in four terminals::
+
+    python examples/basic.py --port 8000 --peers 127.0.0.1:8000,127.0.0.1:8001
+    python examples/basic.py --port 8001 --peers 127.0.0.1:8000,127.0.0.1:8001
+    python examples/basic.py --port 8002 --peers 127.0.0.1:8000,127.0.0.1:8001
+    python examples/basic.py --port 8003 --peers 127.0.0.1:8000,127.0.0.1:8001
+
+then type ``peers`` to see membership, ``set-meta zone eu-1`` on one node and ``peers`` on
+another to see the metadata arrive, and ``quit`` (or Ctrl-C) to leave. Unattended::
+
+    python examples/basic.py --port 0 --no-prompt --run-for 2
+"""
+
+from __future__ import annotations
+
+import sys
+
+from _common import Example, run
+
+EXAMPLE = Example(
+    name="basic",
+    description="gossip basic example: membership and metadata with an interactive console",
+)
+
+
+def main() -> int:
+    """Run the example; return the exit code."""
+    return run(EXAMPLE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The examples and ``python -m gossip demo`` run as documented (separate processes, loopback)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from . import REPO_ROOT, scaled
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = os.path.join(REPO_ROOT, "examples")
+RUN_FOR = str(scaled(40.0))  # a backstop: the test ends these with Ctrl-C / SIGTERM
+ID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=REPO_ROOT, PYTHONUNBUFFERED="1")
+
+
+def run_example(name: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, os.path.join(EXAMPLES, name), *args],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=scaled(timeout), env=env(), cwd=REPO_ROOT)
+
+
+@pytest.mark.parametrize("name", ["basic.py", "events.py", "usermessages.py"])
+def test_example_runs_unattended_and_exits_cleanly(name: str) -> None:
+    res = run_example(name, "--port", "0", "--no-prompt", "--run-for", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(rf"node {ID_RE} listening on 127\.0\.0\.1:\d+", res.stdout), res.stdout
+    assert "leaving the cluster" in res.stdout and "stopped" in res.stdout
+    if name == "events.py":
+        assert re.search(rf"Node {ID_RE} state changed from unknown to alive", res.stdout)
+
+
+class Proc:
+    """A running example whose output lines are collected by a thread."""
+
+    def __init__(self, name: str, *args: str, stdin: bool = False) -> None:
+        self.p = subprocess.Popen(
+            [sys.executable, os.path.join(EXAMPLES, name), *args],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, env=env(), cwd=REPO_ROOT)
+        self.out: list[str] = []
+        self.q: queue.Queue[str] = queue.Queue()
+        self.t = threading.Thread(target=self._read, daemon=True, name="test-example-reader")
+        self.t.start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for line in self.p.stdout:
+            self.out.append(line)
+
+    def text(self) -> str:
+        return "".join(self.out)
+
+    def expect(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        end = time.monotonic() + scaled(timeout)
+        while time.monotonic() < end:
+            m = re.search(pattern, self.text())
+            if m:
+                return m
+            time.sleep(0.05)
+        pytest.fail(f"example output never matched {pattern!r}:\n{self.text()}")
+
+    def send(self, line: str) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+
+    def finish(self, timeout: float = 30.0) -> int:
+        try:
+            return self.p.wait(scaled(timeout))
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            pytest.fail(f"example did not exit in time:\n{self.text()}")
+        finally:
+            self.t.join(5)
+            for f in (self.p.stdin, self.p.stdout):
+                if f is not None:
+                    f.close()
+
+
+def test_examples_form_a_cluster_with_console_commands() -> None:
+    procs: list[Proc] = []
+    try:
+        a = Proc("events.py", "--port", "0", "--no-prompt", "--run-for", RUN_FOR)
+        procs.append(a)
+        addr = a.expect(r"listening on (127\.0\.0\.1:\d+)").group(1)
+        a_id = re.search(rf"node ({ID_RE}) listening", a.text()).group(1)  # type: ignore[union-attr]
+        b = Proc("usermessages.py", "--port", "0", "--peers", addr, "--no-prompt", "--run-for", RUN_FOR)
+        procs.append(b)
+        b_id = b.expect(rf"node ({ID_RE}) listening").group(1)
+        b.expect("joined the cluster through 1 peer")
+        c = Proc("usermessages.py", "--port", "0", "--peers", f"{addr}", "--run-for", "25",
+                 stdin=True)
+        procs.append(c)
+        c_id = c.expect(rf"node ({ID_RE}) listening").group(1)
+        c.expect("joined the cluster through 1 peer")
+        # The events node saw both join, with metadata sent inside its own join.
+        a.expect(rf"Node {b_id} state changed from unknown to alive")
+        a.expect(rf"Node {c_id} state changed from unknown to alive")
+        deadline = time.monotonic() + scaled(15.0)
+        while b_id not in c.text() or a_id not in c.text():
+            if time.monotonic() > deadline:
+                pytest.fail(f"'peers' never listed every node:\n{c.text()}")
+            c.send("peers")
+            time.sleep(0.3)
+        assert re.search(rf"{a_id}\s+127\.0\.0\.1:\d+\s+alive\s+dc=development, intValue=42",
+                         c.text()), c.text()
+        c.send("whoami")
+        c.expect(rf"id: {c_id}")
+        c.send('gossip "hello   world" again')
+        b.expect(rf"Received message from {c_id} \(127\.0\.0\.1:\d+\): hello   world again")
+        c.send("set-meta color blue")
+        a.expect(rf"Node {c_id} metadata changed: {{'color': 'blue'}}")
+        c.send("help")
+        c.expect("quit")
+        c.send("quit")
+        assert c.finish() == 0, c.text()
+        a.expect(rf"Node {c_id} state changed from alive to leaving")
+        a.p.send_signal(signal.SIGINT)  # Ctrl-C: leaves and stops
+        b.p.send_signal(signal.SIGTERM)
+        assert a.finish() == 0, a.text()
+        assert b.finish() == 0, b.text()
+        assert "interrupted" in a.text() and "stopped" in a.text()
+        assert "stopped" in b.text()
+    finally:
+        for p in procs:
+            if p.p.poll() is None:
+                p.p.kill()
+                p.p.wait()
+
+
+def test_gossip_demo_ends_by_itself_and_reports_the_dead_node() -> None:
+    res = subprocess.run([sys.executable, "-m", "gossip", "demo"], stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=scaled(90.0), env=env(),
+                         cwd=REPO_ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(r"node-\d+ is dead for every survivor", res.stdout), res.stdout
+    assert "demo finished" in res.stdout

@@ -1,0 +1,218 @@
+"""Config: presets, validation of every field, aliases, and environment loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import pytest
+
+import gossip
+from gossip.config import Config, default_config, format_duration, parse_duration
+from gossip.errors import ConfigError
+
+# One bad value for every field (type or range), with the field it must be blamed on.
+BAD: dict[str, list[Any]] = {
+    "node_id": ["not-a-uuid", 42],
+    "bind_addr": ["", "127.0.0.1", "127.0.0.1:70000", "example.com:80", "ws://x:1"],
+    "advertise_addr": ["host:0", ":80", "host:notaport"],
+    "application_version": [1.5, "x" * 300],
+    "application_version_check": ["yes"],
+    "default_port": [0, 70000, True, "80"],
+    "cluster_label": ["x" * 256, 7],
+    "encryption_key": [b"short", "0123456789abcdef", b"x" * 33],
+    "secondary_keys": [[b"short"], "nope"],
+    "cipher": ["chacha20"],
+    "msg_codec": ["yaml", 3],
+    "compressor": ["snappy"],
+    "compress_min_size": [-1, 1.5],
+    "max_metadata_size": [10, 1 << 21],
+    "transport": [object()],
+    "logger": ["stdout"],
+    "resolver": [object()],
+    "prefer_ipv6": [1, "true"],
+    "socket_transport_enabled": [None],
+    "allow_insecure_websockets": ["no"],
+    "bearer_token": [5],
+    "force_reliable_transport": [0],
+    "tcp_dial_timeout": [0, -1, float("nan"), "2s"],
+    "tcp_deadline": [0, 1e9],
+    "udp_deadline": [0],
+    "udp_max_packet_size": [100, 70000],
+    "tcp_max_packet_size": [10],
+    "stream_max_packet_size": [10],
+    "gossip_interval": [0, -5],
+    "gossip_max_interval": [0],
+    "msg_history_gc_interval": [0],
+    "msg_history_max_age": [0],
+    "msg_history_shard_count": [3, 0],
+    "node_shard_count": [6],
+    "num_send_workers": [0, 1000],
+    "send_queue_size": [0],
+    "num_incoming_workers": [0],
+    "incoming_packet_queue_depth": [0],
+    "health_check_interval": [0, float("inf")],
+    "ping_timeout": [0],
+    "enable_indirect_pings": ["on"],
+    "suspect_retention_period": [0],
+    "recovery_attempt_interval": [0],
+    "dead_node_retention_period": [-1],
+    "state_sync_interval": [-1],
+    "fan_out_multiplier": [0, 1000],
+    "state_exchange_multiplier": [0],
+    "ttl_multiplier": [-1],
+    "broadcast_redundancy": [0, 9, 1.5],
+    "health_check_sample_size": [0],
+    "activity_threshold_percent": [1.5],
+    "suspect_threshold": [0],
+    "suspect_attempt_interval": [0],
+    "refutation_threshold": [0],
+    "max_parallel_suspect_evaluations": [-1],
+    "indirect_ping_multiplier": [-0.1],
+    "indirect_checks": [-1, 100],
+    "suspicion_mult": [0],
+    "suspicion_max_timeout_mult": [0],
+    "retransmit_mult": [0],
+    "awareness_max_multiplier": [0],
+    "dissemination_interval": [0],
+    "dissemination_fan_out": [0],
+    "gossip_to_the_dead_time": [-1],
+    "dead_node_reclaim_time": [-1],
+    "broadcast_queue_size": [1],
+    "lifeguard_enabled": ["yes"],
+    "tcp_pings": [None],
+    "leave_timeout": [-1],
+    "join_timeout": [0],
+}
+FIELDS = [f.name for f in dataclasses.fields(Config)]
+# Fields that take anything (an object the library duck-types later).
+FREE = {"websocket_provider"}
+
+
+def test_every_field_has_a_bad_value_test() -> None:
+    assert set(FIELDS) - FREE == set(BAD)
+
+
+@pytest.mark.parametrize("field, value", [(f, v) for f, vs in BAD.items() for v in vs])
+def test_bad_value_is_refused_naming_the_field(field: str, value: Any) -> None:
+    cfg = default_config()
+    setattr(cfg, field, value)
+    with pytest.raises(ConfigError) as info:
+        cfg.validate()
+    assert info.value.field.split("[")[0] == field
+    assert field in str(info.value)
+
+
+@pytest.mark.parametrize("preset", [Config.lan, Config.wan, Config.local, default_config])
+def test_presets_are_valid(preset: Any) -> None:
+    preset().validate()
+
+
+def test_preset_numbers_follow_memberlist() -> None:
+    lan, wan, local = Config.lan(), Config.wan(), Config.local()
+    assert (lan.probe_interval, lan.probe_timeout, lan.indirect_checks, lan.suspicion_mult) == (1.0, 0.5, 3, 4)
+    assert (wan.probe_interval, wan.probe_timeout, wan.suspicion_mult, wan.dissemination_fan_out) == (5.0, 3.0, 6, 4)
+    assert (local.probe_timeout, local.indirect_checks, local.retransmit_mult, local.dissemination_interval) == \
+        (0.2, 1, 2, 0.1)
+    assert lan.push_pull_interval == 30.0 and wan.push_pull_interval == 60.0 and local.push_pull_interval == 15.0
+    assert default_config() == Config.lan() == gossip.default_config()
+    assert lan.gossip_interval == 5.0 and lan.dissemination_interval == 0.2   # two distinct periods
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"ping_timeout": 2.0, "health_check_interval": 1.0}, "ping_timeout"),
+        ({"gossip_interval": 10.0, "gossip_max_interval": 5.0}, "gossip_max_interval"),
+        ({"udp_max_packet_size": 60000, "tcp_max_packet_size": 50000}, "udp_max_packet_size"),
+        ({"tcp_max_packet_size": 9 << 20}, "tcp_max_packet_size"),
+        ({"secondary_keys": [b"k" * 16]}, "secondary_keys"),
+        ({"socket_transport_enabled": False}, "socket_transport_enabled"),
+        ({"max_metadata_size": 2000}, "max_metadata_size"),
+    ],
+)
+def test_contradictory_values_are_refused(changes: dict[str, Any], field: str) -> None:
+    cfg = default_config().copy(**changes)
+    with pytest.raises(ConfigError) as info:
+        cfg.validate()
+    assert info.value.field == field
+
+
+def test_aliases_read_and_write_the_same_field() -> None:
+    cfg = default_config()
+    cfg.probe_interval = 2.0
+    cfg.probe_timeout = 0.7
+    cfg.push_pull_interval = 45.0
+    assert (cfg.health_check_interval, cfg.ping_timeout, cfg.state_sync_interval) == (2.0, 0.7, 45.0)
+    assert cfg.copy(probe_interval=3.0).health_check_interval == 3.0
+    with pytest.raises(ConfigError, match="no_such_field"):
+        cfg.copy(no_such_field=1)
+
+
+def test_good_objects_are_accepted() -> None:
+    cfg = default_config().copy(logger=logging.getLogger("x"), encryption_key=b"k" * 32,
+                                secondary_keys=[b"o" * 16], application_version_check=lambda v: True,
+                                advertise_addr="srv+_gossip._tcp.example.com", bind_addr="[::1]:0")
+    cfg.validate()
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("200ms", 0.2), ("1.5s", 1.5), ("2m", 120.0), ("1h", 3600.0), ("250us", 0.00025), ("3", 3.0), ("0", 0.0)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "fast", "-1s", "1d", "1.2.3s", "ms"])
+def test_parse_duration_refuses_garbage(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_from_env_round_trips() -> None:
+    cfg = Config.wan(node_id="0191a4c2-3f4e-7d2a-9b1c-2d3e4f5a6b7c", encryption_key=b"\x01" * 32,
+                     secondary_keys=[b"\x02" * 16, b"\x03" * 24], cluster_label="prod", compressor=None,
+                     msg_codec="json", dissemination_interval=0.25, lifeguard_enabled=False)
+    env = cfg.to_env()
+    back = Config.from_env(environ=env)
+    assert back == cfg
+    back.validate()
+
+
+def test_from_env_reads_units_aliases_and_presets() -> None:
+    env = {"GOSSIP_PRESET": "local", "GOSSIP_PROBE_INTERVAL": "2s", "GOSSIP_PING_TIMEOUT": "300ms",
+           "GOSSIP_BIND_ADDR": "0.0.0.0:7946", "GOSSIP_FORCE_RELIABLE_TRANSPORT": "yes",
+           "GOSSIP_ENCRYPTION_KEY": "00" * 16, "OTHER": "ignored"}
+    cfg = Config.from_env(environ=env)
+    assert cfg.health_check_interval == 2.0 and cfg.ping_timeout == pytest.approx(0.3)
+    assert cfg.indirect_checks == 1                  # from the local preset
+    assert cfg.force_reliable_transport is True and cfg.encryption_key == bytes(16)
+    assert cfg.bind_addr == "0.0.0.0:7946"
+
+
+@pytest.mark.parametrize(
+    "env, field",
+    [
+        ({"GOSSIP_PROBE_INTERVAL": "soon"}, "health_check_interval"),
+        ({"GOSSIP_NUM_SEND_WORKERS": "many"}, "num_send_workers"),
+        ({"GOSSIP_PREFER_IPV6": "maybe"}, "prefer_ipv6"),
+        ({"GOSSIP_ENCRYPTION_KEY": "!!not base64!!"}, "encryption_key"),
+        ({"GOSSIP_PROBE_INTERVL": "1s"}, "probe_intervl"),
+        ({"GOSSIP_LOGGER": "x"}, "logger"),
+        ({"GOSSIP_PRESET": "moon"}, "preset"),
+    ],
+)
+def test_from_env_bad_values_name_the_variable(env: dict[str, str], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(environ=env)
+    assert info.value.field == field
+
+
+def test_cluster_refuses_bad_config_naming_the_field() -> None:
+    cfg = default_config()
+    cfg.num_send_workers = 0
+    with pytest.raises(ConfigError, match="num_send_workers"):
+        gossip.Cluster(cfg)
