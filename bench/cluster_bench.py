@@ -3,8 +3,10 @@
 Usage::
 
     python bench/cluster_bench.py [--seconds 5] [--window 256] [--nodes 32] [--idle 30] [--skip-procs]
+                                  [--in-process]
 
-Part 1, two in-process nodes on 127.0.0.1 (``Config.lan()``):
+Part 1, two nodes on 127.0.0.1 (``Config.lan()``), the receiver in its own process as in a real
+deployment (``--in-process`` puts both in this process, where they share one interpreter lock):
 
 * one-way user messages delivered per second to a handler, sent with ``send_to`` (UDP) and with
   ``send_to_reliable`` (TCP) by one thread for ``--seconds`` with at most ``--window`` messages
@@ -159,8 +161,125 @@ def _round_trips(a: Cluster, b: Cluster, seconds: float, mtype: int) -> dict[str
             "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"), "errors": errors}
 
 
+class _Remote:
+    """The receiving node in its own process (``node_proc.py --sink``), as in a real deployment:
+    two nodes in one process would share one interpreter lock and halve what each can do."""
+
+    def __init__(self, mtype: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(NODE_PROC), "--preset", "lan", "--sink", str(mtype)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.counts: queue.Queue[int] = queue.Queue()
+        self.ready: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        info = self.ready.get(timeout=30)
+        self.id, self.addr = info["id"], info["addr"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            ev = json.loads(line)
+            if ev["event"] == "ready":
+                self.ready.put(ev)
+            elif ev["event"] == "count":
+                self.counts.put(ev["n"])
+
+    def count(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("count\n")
+        self.proc.stdin.flush()
+        return self.counts.get(timeout=10)
+
+    def close(self) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+def _one_way_remote(a: Cluster, r: _Remote, reliable: bool, seconds: float, mtype: int,
+                    window: int) -> dict[str, Any]:
+    """Send to the remote sink for ``seconds`` with at most ``window`` messages unaccounted for."""
+    node_b = a.get_node(gossip.NodeID.parse(r.id))
+    assert node_b is not None
+    payload = {"seq": 0, "body": "x" * 64}
+    send = a.send_to_reliable if reliable else a.send_to
+    base = r.count()
+    sent = 0
+    seen = 0
+    stalled_since = 0.0
+    start = time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        if sent - seen >= window:
+            now_seen = r.count() - base
+            if now_seen == seen:
+                stalled_since = stalled_since or time.perf_counter()
+                if time.perf_counter() - stalled_since > 0.05:
+                    seen = sent - window // 2   # give up on what is lost, move the window on
+                continue
+            seen, stalled_since = now_seen, 0.0
+            continue
+        payload["seq"] = sent
+        send(node_b, mtype, payload)
+        sent += 1
+    prev, last_change = -1, time.perf_counter()
+    while time.perf_counter() - last_change < 0.5:
+        n = r.count() - base
+        if n != prev:
+            prev, last_change = n, time.perf_counter()
+        time.sleep(0.05)
+    elapsed = last_change - start
+    return {"sent": sent, "delivered": prev, "rate": prev / elapsed, "elapsed": elapsed,
+            "dropped_by_queues": a.stats().get("send_dropped", 0)}
+
+
+def part1_processes(seconds: float, window: int) -> list[tuple[str, str]]:
+    print(f"== part 1: two nodes on 127.0.0.1 in two processes, {seconds:g} s per case", flush=True)
+    mtype = gossip.USER_MSG
+    remote = _Remote(mtype)
+    a = Cluster(Config.lan(bind_addr="127.0.0.1:0"))
+    a.start()
+    rows: list[tuple[str, str]] = []
+    try:
+        a.join(remote.addr, timeout=5.0)
+        for label, reliable in (("send_to (UDP)", False), ("send_to_reliable (TCP)", True)):
+            r = _one_way_remote(a, remote, reliable, seconds, mtype, window)
+            rows.append((f"{label} delivered/s",
+                         f"{r['rate']:,.0f}  ({r['delivered']:,} of {r['sent']:,} sent; window {window})"))
+            print(f"   {rows[-1][0]}: {rows[-1][1]}", flush=True)
+        node_b = a.get_node(gossip.NodeID.parse(remote.id))
+        assert node_b is not None
+        lat: list[float] = []
+        errors = 0
+        start = time.perf_counter()
+        while time.perf_counter() < start + seconds:
+            t0 = time.perf_counter()
+            try:
+                a.send_to_with_response(node_b, mtype + 1, {"q": len(lat)}, timeout=2.0)
+                lat.append(time.perf_counter() - t0)
+            except gossip.GossipError:
+                errors += 1
+        elapsed = time.perf_counter() - start
+        lat.sort()
+        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")  # noqa: E731
+        rows.append(("send_to_with_response round trips/s",
+                     f"{len(lat) / elapsed:,.0f}  ({len(lat):,} ok, {errors} errors)"))
+        rows.append(("  latency p50 / p99", f"{pct(0.50):.2f} ms / {pct(0.99):.2f} ms"))
+        for row in rows[-2:]:
+            print(f"   {row[0]}: {row[1]}", flush=True)
+    finally:
+        a.stop(timeout=3.0)
+        remote.close()
+    return rows
+
+
 def part1(seconds: float, window: int) -> list[tuple[str, str]]:
-    print(f"== part 1: two in-process nodes on 127.0.0.1, {seconds:g} s per case", flush=True)
+    print(f"== part 1 (--in-process): two nodes in one process on 127.0.0.1, {seconds:g} s per case",
+          flush=True)
     a, b = _pair()
     rows: list[tuple[str, str]] = []
     try:
@@ -410,12 +529,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=32, help="processes in part 2")
     p.add_argument("--idle", type=float, default=30.0, help="idle window in seconds")
     p.add_argument("--skip-procs", action="store_true", help="skip part 2 (the processes)")
+    p.add_argument("--in-process", action="store_true",
+                   help="part 1 with both nodes in this process (they share one interpreter lock)")
     args = p.parse_args(argv)
     cmd = "python " + " ".join(shlex.quote(a) for a in
                                ["bench/cluster_bench.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"gossip {gossip.__version__} on Python {platform.python_version()}, "
           f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs", flush=True)
-    rows = part1(args.seconds, args.window)
+    rows = part1(args.seconds, args.window) if args.in_process else part1_processes(args.seconds, args.window)
     if not args.skip_procs:
         if args.nodes < 3:
             p.error("--nodes must be at least 3")

@@ -463,7 +463,7 @@ class Engine:
             data = self.codec.encode_raw(pkt.msg_type, pkt.sender, pkt.msg_id, pkt.ttl - 1,
                                          pkt.payload)
             for addr in self._fan_out_addrs((origin,)):
-                self._enqueue(_OutRaw(addr, data, inc.reliable))
+                self._send_user(addr, data, inc.reliable)
             self.count("user_relayed")
         if handler is None:
             self.count("user_unhandled")
@@ -506,6 +506,27 @@ class Engine:
             self.count("send_dropped")
             self._warn("send_dropped", "send queue full (%d): dropping packets",
                        self.config.send_queue_size)
+
+    def _send_user(self, addr: str, data: bytes, reliable: bool) -> None:
+        """Send a user packet from the caller's thread when it is one UDP datagram, else queue it.
+
+        A datagram write does not wait on the peer, so it goes out at once: one thread hand-off
+        less per message (about twice the throughput on loopback). Anything that may block
+        (TCP: dialing, a slow reader) goes through the bounded send queue and its workers.
+        Errors are counted and logged, never raised, as for queued sends.
+        """
+        cfg = self.config
+        if reliable or cfg.force_reliable_transport or len(data) > cfg.udp_max_packet_size:
+            self._enqueue(_OutRaw(addr, data, reliable))
+            return
+        try:
+            assert self.transport is not None
+            self.transport.send(addr, data, False, cfg.udp_deadline)
+            self.count("packets_sent")
+        except GossipError as exc:
+            self.count(f"send_errors.{type(exc).__name__}")
+            if self._debug:
+                self.log.debug("! send to %s failed: %s", addr, exc)
 
     def _done_one(self) -> None:
         with self._inflight_cv:
@@ -640,7 +661,7 @@ class Engine:
             self.history.seen(time.monotonic(), self._id_bytes, msg_id)
             self._history_size += 1
         for addr in self._fan_out_addrs((self.node_id, *exclude)):
-            self._enqueue(_OutRaw(addr, pkt, reliable))
+            self._send_user(addr, pkt, reliable)
         self.count("user_broadcasts")
 
     def send_direct(self, nodes: Iterable[Node], msg_type: int, data: Any, reliable: bool) -> None:
@@ -656,7 +677,7 @@ class Engine:
         for node in nodes:
             if node.id == self.node_id:
                 continue
-            self._enqueue(_OutRaw(node.address, pkt, reliable))
+            self._send_user(node.address, pkt, reliable)
         self.count("user_direct")
 
     def request(self, node: Node, msg_type: int, payload: Any, response_type: type[Any] | None,

@@ -36,7 +36,6 @@ Policy = Literal["drop_newest", "drop_oldest"]
 WARN_INTERVAL = 10.0
 """Minimum seconds between two "queue full" warnings of one queue."""
 
-_POLL = 0.25  # how often idle workers re-check their stop flag
 
 
 class QueueClosed(ClusterClosed):
@@ -238,12 +237,13 @@ class WorkerPool(Generic[T]):
         """Ask the threads to stop and join them, all within ``timeout`` seconds.
 
         Items still queued are not processed; a handler call already running finishes.
-        The queue is not closed (its owner closes it).
+        The queue is closed, which wakes idle workers at once (they never poll).
 
         Returns:
             The names of threads still alive after the timeout (logged as a warning).
         """
         self._stop.set()
+        self._queue.close()
         end = time.monotonic() + max(0.0, timeout)
         for thread in self._threads:
             if thread.ident is not None and thread is not threading.current_thread():
@@ -261,9 +261,7 @@ class WorkerPool(Generic[T]):
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                item = self._queue.get(timeout=_POLL)
-            except queue.Empty:
-                continue
+                item = self._queue.get()   # blocks without polling; close() wakes it
             except QueueClosed:
                 return
             if self._stop.is_set():

@@ -17,9 +17,11 @@ clock (``time.time()``) when it happened, so a parent can time events across pro
   included);
 * ``{"event": "usage", "cpu": seconds, "rss_kb": kB, "alive": n, "suspect": n, "dead": n}``
   in answer to the stdin command ``usage`` (CPU time is user + system of this process);
-* ``{"event": "left"}`` after the stdin command ``leave`` (then it stops and exits).
+* ``{"event": "left"}`` after the stdin command ``leave`` (then it stops and exits);
+* ``{"event": "count", "n": N}`` in answer to ``count``: user messages of type ``--sink`` received
+  so far (with ``--sink T``, type T is counted and type T+1 is answered with its own payload).
 
-stdin commands: ``usage``, ``leave`` (announce the leave, report ``left``, stop, exit) and
+stdin commands: ``usage``, ``count``, ``leave`` (announce the leave, report ``left``, stop, exit) and
 ``quit`` (stop, which also leaves gracefully, and exit). End of input is ``quit``. SIGTERM stops the node too. Exit code 0 on a clean
 stop, 1 if the node could not start.
 """
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="local", choices=["local", "lan", "wan"])
     p.add_argument("--expect", type=int, default=0, help="report all_alive at this many nodes")
     p.add_argument("--node-id", default="")
+    p.add_argument("--sink", type=int, default=0, help="count messages of this type; echo type+1")
     args = p.parse_args(argv)
 
     stop = threading.Event()
@@ -104,6 +107,14 @@ def main(argv: list[str] | None = None) -> int:
 
     me_id = cluster.local_node().id
     cluster.handle_node_state_change_func(on_state)
+    received = [0]
+    count_lock = threading.Lock()
+    if args.sink:
+        def count(sender: Node | None, packet: Any) -> None:
+            with count_lock:   # handlers run on several workers at once
+                received[0] += 1
+        cluster.handle_func_no_forward(args.sink, count)
+        cluster.handle_func_with_reply(args.sink + 1, lambda sender, packet: packet.unmarshal())
     try:
         cluster.start()
     except GossipError as exc:
@@ -122,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     def read_commands() -> None:
         for line in sys.stdin:
             cmd = line.strip()
-            if cmd == "usage":
+            if cmd == "count":
+                emit("count", n=received[0])
+            elif cmd == "usage":
                 emit("usage", cpu=cpu_seconds(), rss_kb=rss_kb(),
                      alive=cluster.num_alive_nodes(), suspect=cluster.num_suspect_nodes(),
                      dead=cluster.num_dead_nodes())
