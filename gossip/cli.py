@@ -1,4 +1,4 @@
-"""The ``gossip`` command line: ``python -m gossip demo`` and ``python -m gossip agent``.
+"""The ``gossip`` command line: ``python -m gossip demo``, ``agent`` and ``sim``.
 
 With :mod:`gossip.demo`, the only part of the library that prints.
 """
@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--join", action="append", default=[], help="peer to join (repeatable)")
     agent.add_argument("--node-id", default="", help="node id (UUID; random if empty)")
     agent.add_argument("--preset", default="lan", choices=["lan", "wan", "local"])
+    sub.add_parser("sim", help="run a simulated cluster (same flags as python -m gossip.sim)",
+                   add_help=False)
     return parser
 
 
@@ -68,6 +70,11 @@ def _agent(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sim"]:
+        from .sim.__main__ import main as sim_main
+
+        return sim_main(argv[1:])
     args = parser.parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,

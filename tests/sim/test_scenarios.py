@@ -88,3 +88,13 @@ def test_cli_prints_one_json_object(scenario: str, capsys: pytest.CaptureFixture
                 "detect_all_s", "false_dead", "false_suspect", "msgs_per_node_s", "bytes_per_node_s"):
         assert key in out
     assert out["scenario"] == scenario and out["nodes"] == 12
+
+
+def test_gossip_cli_forwards_sim(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from gossip.cli import main
+
+    assert main(["sim", "--scenario", "leave", "--nodes", "10", "--seed", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["scenario"] == "leave" and out["detect_all_s"] is not None
