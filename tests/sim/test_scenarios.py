@@ -98,3 +98,21 @@ def test_gossip_cli_forwards_sim(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sim", "--scenario", "leave", "--nodes", "10", "--seed", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["scenario"] == "leave" and out["detect_all_s"] is not None
+
+
+def test_same_seed_same_run_across_processes_and_hash_seeds() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def run_in(hash_seed: str) -> dict[str, object]:
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        out = subprocess.run([sys.executable, "-m", "gossip.sim", "--scenario", "churn", "--nodes", "40",
+                              "--duration", "90", "--seed", "4", "--json"],
+                             env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+        r: dict[str, object] = json.loads(out)
+        r.pop("wall_s")
+        return r
+
+    assert run_in("1") == run_in("2")
