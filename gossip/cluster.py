@@ -466,7 +466,13 @@ class Cluster:
     # ------------------------------------------------------------------ event handlers
 
     def handle_node_state_change_func(self, fn: StateHandler) -> HandlerID:
-        """Call ``fn(node, previous_state)`` on every state change, in order, on one thread."""
+        """Call ``fn(node, previous_state)`` on every state change, in order, on one thread.
+
+        Events are delivered asynchronously on the event thread: :meth:`get_node` may already
+        show a newer state than the event being handled; ``node`` is the snapshot taken when
+        the change happened. A member that is forgotten (left long ago, or dead past its
+        retention) arrives as a change to ``NodeState.UNKNOWN``.
+        """
         return self._engine.state_handlers.add(fn)
 
     def handle_node_metadata_change_func(self, fn: MetadataHandler) -> HandlerID:
