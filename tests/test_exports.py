@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 
 import gossip
 
@@ -20,6 +21,8 @@ def test_public_classes_and_functions_have_docstrings() -> None:
     undocumented = []
     for name in gossip.__all__:
         obj = getattr(gossip, name)
+        if typing.get_origin(obj) is not None:
+            continue  # a type alias (Callable[...]): documented by the string under it in source
         if inspect.isclass(obj) or inspect.isfunction(obj):
             if not (obj.__doc__ or "").strip():
                 undocumented.append(name)
