@@ -135,10 +135,8 @@ def _one_way(a: Cluster, b: Cluster, reliable: bool, seconds: float, mtype: int,
     }
 
 
-def _round_trips(a: Cluster, b: Cluster, seconds: float, mtype: int) -> dict[str, Any]:
-    b.handle_func_with_reply(mtype, lambda s, p: p.unmarshal())
-    node_b = a.get_node(b.local_node().id)
-    assert node_b is not None
+def _round_trips(a: Cluster, node_b: Node, seconds: float, mtype: int) -> dict[str, Any]:
+    """Send requests to ``node_b`` (which answers ``mtype``) one at a time for ``seconds``."""
     lat: list[float] = []
     errors = 0
     start = time.perf_counter()
@@ -151,7 +149,6 @@ def _round_trips(a: Cluster, b: Cluster, seconds: float, mtype: int) -> dict[str
         except gossip.GossipError:
             errors += 1
     elapsed = time.perf_counter() - start
-    b.unregister_message_type(mtype)
     lat.sort()
 
     def pct(p: float) -> float:
@@ -159,6 +156,14 @@ def _round_trips(a: Cluster, b: Cluster, seconds: float, mtype: int) -> dict[str
 
     return {"n": len(lat), "rate": len(lat) / elapsed, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
             "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"), "errors": errors}
+
+
+def _round_trip_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("send_to_with_response round trips/s", f"{r['rate']:,.0f}  ({r['n']:,} ok, {r['errors']} errors)"),
+            ("  latency p50 / p99", f"{r['p50_ms']:.2f} ms / {r['p99_ms']:.2f} ms")]
+    for row in rows:
+        print(f"   {row[0]}: {row[1]}", flush=True)
+    return rows
 
 
 class _Remote:
@@ -253,24 +258,7 @@ def part1_processes(seconds: float, window: int) -> list[tuple[str, str]]:
             print(f"   {rows[-1][0]}: {rows[-1][1]}", flush=True)
         node_b = a.get_node(gossip.NodeID.parse(remote.id))
         assert node_b is not None
-        lat: list[float] = []
-        errors = 0
-        start = time.perf_counter()
-        while time.perf_counter() < start + seconds:
-            t0 = time.perf_counter()
-            try:
-                a.send_to_with_response(node_b, mtype + 1, {"q": len(lat)}, timeout=2.0)
-                lat.append(time.perf_counter() - t0)
-            except gossip.GossipError:
-                errors += 1
-        elapsed = time.perf_counter() - start
-        lat.sort()
-        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")  # noqa: E731
-        rows.append(("send_to_with_response round trips/s",
-                     f"{len(lat) / elapsed:,.0f}  ({len(lat):,} ok, {errors} errors)"))
-        rows.append(("  latency p50 / p99", f"{pct(0.50):.2f} ms / {pct(0.99):.2f} ms"))
-        for row in rows[-2:]:
-            print(f"   {row[0]}: {row[1]}", flush=True)
+        rows += _round_trip_rows(_round_trips(a, node_b, seconds, mtype + 1))
     finally:
         a.stop(timeout=3.0)
         remote.close()
@@ -291,12 +279,12 @@ def part1(seconds: float, window: int) -> list[tuple[str, str]]:
                          f"{r['dropped_by_queues']:,} dropped by full queues; "
                          f"window {window})"))
             print(f"   {rows[-1][0]}: {rows[-1][1]}", flush=True)
-        r = _round_trips(a, b, seconds, gossip.USER_MSG + 2)
-        rows.append(("send_to_with_response round trips/s", f"{r['rate']:,.0f}  ({r['n']:,} ok, "
-                                                             f"{r['errors']} errors)"))
-        rows.append(("  latency p50 / p99", f"{r['p50_ms']:.2f} ms / {r['p99_ms']:.2f} ms"))
-        for row in rows[-2:]:
-            print(f"   {row[0]}: {row[1]}", flush=True)
+        mtype = gossip.USER_MSG + 2
+        b.handle_func_with_reply(mtype, lambda s, p: p.unmarshal())
+        node_b = a.get_node(b.local_node().id)
+        assert node_b is not None
+        rows += _round_trip_rows(_round_trips(a, node_b, seconds, mtype))
+        b.unregister_message_type(mtype)
     finally:
         a.stop(timeout=3.0)
         b.stop(timeout=3.0)
