@@ -824,6 +824,10 @@ class Protocol:
                     self._refute(now, s.incarnation)
                 continue
             if s.state is ALIVE:
+                m = self.members.get(s.node)
+                if m is not None and s.incarnation <= m.incarnation and s.meta_stamp <= m.meta_stamp \
+                        and s.addr == m.addr:
+                    continue  # nothing newer (the common case of a full-state exchange)
                 self._on_alive(now, Alive(s.node, s.incarnation, s.addr, s.meta, s.meta_stamp, s.pv, s.av))
             elif s.state is LEAVING:
                 if s.node not in self.members:
