@@ -70,7 +70,7 @@ class Member:
     """The local node's record of one other member (mutable; owned by :class:`Protocol`)."""
 
     __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av",
-                 "state_change", "suspicion", "probe_seq")
+                 "state_change", "suspicion")
 
     def __init__(self, node: NodeID, addr: str, state: NodeState, incarnation: int,
                  meta: Mapping[str, Any], meta_stamp: int, pv: int, av: str, now: float) -> None:
@@ -84,7 +84,6 @@ class Member:
         self.av = av
         self.state_change = now
         self.suspicion: Suspicion | None = None
-        self.probe_seq = 0
 
     def to_state(self) -> MemberState:
         """Return the record as exchanged by push/pull."""
@@ -96,15 +95,14 @@ class Member:
 
 
 class _Probe:
-    __slots__ = ("target", "acked", "indirect", "expected_nacks", "nacks", "start")
+    __slots__ = ("target", "acked", "indirect", "expected_nacks", "nacks")
 
-    def __init__(self, target: NodeID, start: float) -> None:
+    def __init__(self, target: NodeID) -> None:
         self.target = target
         self.acked = False
         self.indirect = False
         self.expected_nacks = 0
         self.nacks = 0
-        self.start = start
 
 
 class _Relay:
@@ -677,9 +675,8 @@ class Protocol:
         if m is None:
             return
         seq = self._next_seq()
-        probe = _Probe(m.node, now)
+        probe = _Probe(m.node)
         self._probes[seq] = probe
-        m.probe_seq = seq
         buddy = m.incarnation if (self.lifeguard and m.state is SUSPECT) else -1
         extra: tuple[Update, ...] = ()
         if buddy >= 0:
