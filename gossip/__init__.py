@@ -6,8 +6,7 @@ Start here::
 
     with gossip.Cluster(gossip.Config.local(bind_addr="127.0.0.1:0")) as cluster:
         cluster.join("127.0.0.1:7946")
-        for node in cluster.alive_nodes():
-            print(node)
+        alive = [node.address for node in cluster.alive_nodes()]
 
 The public API is what this module exports in ``__all__``: the :class:`Cluster` facade, its
 :class:`Config`, node snapshots (:class:`Node`, :class:`NodeID`, :class:`NodeState`), metadata,

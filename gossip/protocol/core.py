@@ -567,10 +567,14 @@ class Protocol:
         if meta_changed:
             self._event(EVENT_METADATA, m, m.state, now)
 
+    def _accused(self, now: float, incarnation: int) -> None:
+        """Someone suspects us or holds us dead: refute unless it is stale or we are leaving."""
+        if self.state is not LEAVING and incarnation >= self.incarnation:
+            self._refute(now, incarnation)
+
     def _on_suspect(self, now: float, s: Suspect) -> None:
         if s.node == self.id:
-            if self.state is not LEAVING and s.incarnation >= self.incarnation:
-                self._refute(now, s.incarnation)
+            self._accused(now, s.incarnation)
             return
         m = self.members.get(s.node)
         if m is None or s.incarnation < m.incarnation:
@@ -627,8 +631,7 @@ class Protocol:
 
     def _on_dead(self, now: float, d: Dead) -> None:
         if d.node == self.id:
-            if self.state is not LEAVING and d.incarnation >= self.incarnation:
-                self._refute(now, d.incarnation)
+            self._accused(now, d.incarnation)
             return
         m = self.members.get(d.node)
         if m is None or d.incarnation < m.incarnation:
