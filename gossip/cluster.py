@@ -98,8 +98,16 @@ class Cluster:
         return SocketTransport(
             cfg.bind_addr, advertise_addr=cfg.advertise_addr,
             udp=not cfg.force_reliable_transport, max_udp_size=cfg.udp_max_packet_size,
-            max_frame_size=cfg.tcp_max_packet_size, dial_timeout=cfg.tcp_dial_timeout,
-            io_timeout=cfg.tcp_deadline, name=self._id.short,
+            max_frame_size=cfg.tcp_max_packet_size,
+            max_stream_frame_size=cfg.stream_max_packet_size + 1024,
+            dial_timeout=cfg.tcp_dial_timeout, io_timeout=cfg.tcp_deadline, name=self._id.short,
+            idle_timeout=cfg.idle_timeout, conn_buffer_size=cfg.connection_buffer_size,
+            recv_buffer_size=cfg.udp_recv_buffer_size, send_buffer_size=cfg.udp_send_buffer_size,
+            max_connections=cfg.tcp_max_connections,
+            max_connections_per_source=cfg.tcp_max_connections_per_source,
+            preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
+            preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
+            frame_timeout=cfg.tcp_frame_timeout,
         )
 
     def start(self) -> None:

@@ -127,6 +127,36 @@ class Config:
     """Largest packet accepted or sent over TCP."""
     stream_max_packet_size: int = 8 * _MiB
     """Largest frame on a node-to-node stream."""
+    send_timeout: float = 5.0
+    """How long a reliable send waits for room while the peer's connection buffer is full.
+
+    A reliable send never drops what it accepted: it waits for the peer to read, up to this
+    long, and then raises :class:`~gossip.errors.SendQueueFull` (nothing was queued). 0 raises
+    at once when the buffer is full."""
+    best_effort_full_policy: str = "drop"
+    """What a best-effort send does when the socket or connection buffer is full: ``"drop"``
+    the packet (counted under ``dropped.*`` in :meth:`gossip.Cluster.stats`), or ``"raise"``
+    :class:`~gossip.errors.SendQueueFull`. Best-effort sends never wait."""
+    connection_buffer_size: int = 4 * _MiB
+    """Bytes queued per connection before reliable senders wait for the peer to read."""
+    udp_recv_buffer_size: int = 4 * _MiB
+    """``SO_RCVBUF`` asked for the UDP socket (the kernel caps it at ``net.core.rmem_max``;
+    ``stats()["transport.udp_rcvbuf"]`` shows what was granted); 0 keeps the system default."""
+    udp_send_buffer_size: int = 1 * _MiB
+    """``SO_SNDBUF`` asked for the UDP socket (capped at ``net.core.wmem_max``); 0 keeps the
+    system default."""
+    idle_timeout: float = 60.0
+    """Connections unused this long are closed (pooled, accepted and idle request ones)."""
+    tcp_max_connections: int = 1024
+    """Accepted connections held at once; more are closed at once (counted)."""
+    tcp_max_connections_per_source: int = 64
+    """Accepted connections held at once from one remote IP; more are closed (counted)."""
+    tcp_preauth_max_frame_size: int = 1 * _MiB
+    """Largest frame a new connection may announce before one of its frames was accepted."""
+    tcp_preauth_buffer_limit: int = 64 * _MiB
+    """Bytes all not-yet-accepted connections together may hold buffered."""
+    tcp_frame_timeout: float = 10.0
+    """A frame must arrive whole within this long of its first byte (slow trickles are cut)."""
 
     # -- user gossip, history and queues --------------------------------------------------
     gossip_interval: float = 5.0
@@ -702,6 +732,17 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "udp_max_packet_size": _integer(512, 65000),
     "tcp_max_packet_size": _integer(1024, 1 << 30),
     "stream_max_packet_size": _integer(1024, 1 << 30),
+    "send_timeout": _duration(0.0, 3600.0),
+    "best_effort_full_policy": _choice("drop", "raise"),
+    "connection_buffer_size": _integer(64 * 1024, 1 << 30),
+    "udp_recv_buffer_size": _integer(0, 1 << 30),
+    "udp_send_buffer_size": _integer(0, 1 << 30),
+    "idle_timeout": _duration(0.1, _DAY),
+    "tcp_max_connections": _integer(1, 1 << 20),
+    "tcp_max_connections_per_source": _integer(1, 1 << 20),
+    "tcp_preauth_max_frame_size": _integer(1024, 1 << 30),
+    "tcp_preauth_buffer_limit": _integer(64 * 1024, 1 << 40),
+    "tcp_frame_timeout": _duration(0.01, 3600.0),
     "gossip_interval": _duration(0.01, _DAY),
     "gossip_max_interval": _duration(0.01, _DAY),
     "msg_history_gc_interval": _duration(0.01, 3600.0),

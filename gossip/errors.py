@@ -23,11 +23,14 @@ was wrong and with which value.
     │           ├── AuthenticationError      (alias kept for the names in STYLE.md)
     │           └── LabelMismatch            packet of another cluster
     ├── JoinError                            no peer could be joined (names them and why)
+    ├── RemoteHandlerError                   a peer's reply handler raised (carries its message)
+    ├── StreamRefused                        a peer refused to open a stream (says why)
     ├── NotFoundError (LookupError)          an unknown node id, handler id or message type
     ├── TransportError (OSError)             the network failed us
     │   ├── ConnectError
     │   └── SendError
     ├── GossipTimeout (TimeoutError)         an operation ran out of time
+    │   └── SendQueueFull                    a send found no room within its timeout
     └── ClusterClosed (RuntimeError)         the cluster is stopped (or not started)
 
 This module imports nothing from :mod:`gossip`.
@@ -57,6 +60,9 @@ __all__ = [
     "ConnectError",
     "SendError",
     "GossipTimeout",
+    "SendQueueFull",
+    "RemoteHandlerError",
+    "StreamRefused",
     "ClusterClosed",
 ]
 
@@ -160,6 +166,40 @@ class SendError(TransportError):
 
 class GossipTimeout(GossipError, TimeoutError):
     """An operation did not finish within its timeout."""
+
+
+class SendQueueFull(GossipTimeout):
+    """A send found no room in its queue or connection buffer within its timeout.
+
+    Nothing of the message was queued: the caller still owns it and may retry. A timeout of 0
+    (and the ``"raise"`` policy for best-effort sends) raises at once when the queue is full.
+    """
+
+
+class RemoteHandlerError(GossipError):
+    """The peer's reply handler raised, or the peer has no reply handler for the type.
+
+    Attributes:
+        remote_message: the peer's description of the failure (exception type and text).
+        msg_type: the request's message type.
+    """
+
+    def __init__(self, message: str, remote_message: str = "", msg_type: int = 0) -> None:
+        self.remote_message = remote_message
+        self.msg_type = msg_type
+        super().__init__(message)
+
+
+class StreamRefused(GossipError):
+    """A peer refused to open a stream: no handler for the type, or its stream pool is full.
+
+    Attributes:
+        reason: the peer's reason.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class ClusterClosed(GossipError, RuntimeError):

@@ -317,8 +317,12 @@ class PacketCodec:
 
     # ---------------------------------------------------------------------------------- decode
 
-    def decode(self, data: bytes) -> Packet:
+    def decode(self, data: bytes, max_payload: int | None = None) -> Packet:
         """Parse and verify wire bytes.
+
+        ``max_payload`` lowers the limit on the decompressed payload for this packet: the
+        receive path passes the datagram limit for datagrams, so that a small compressed
+        datagram can never expand into a large allocation (a datagram stays a datagram).
 
         Raises:
             PacketTooLarge: the packet, or its decompressed payload, exceeds
@@ -367,7 +371,10 @@ class PacketCodec:
             raise DecodeError(f"trailing bytes: payload length {length}, {have} bytes follow")
         payload = inner[start:]
         if flags & FLAG_COMPRESSED:
-            payload = self._decompressor.decompress(payload, self._max_packet_size)
+            limit = self._max_packet_size
+            if max_payload is not None and max_payload < limit:
+                limit = max_payload
+            payload = self._decompressor.decompress(payload, limit)
         return Packet(
             msg_type,
             sender,

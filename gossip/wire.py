@@ -78,6 +78,7 @@ class MessageType(IntEnum):
     GOSSIP = 9
     USER_GOSSIP = 10
     STREAM_OPEN_ACK = 11
+    REPLY_ERROR = 12
 
 
 RESERVED_MSGS_START = 64

@@ -39,7 +39,7 @@ def test_garbage_packets_are_counted_and_the_cluster_keeps_working() -> None:
     net = MemoryNetwork(seed=7)
     a, b = pair(net)
     raw = net.new_transport()
-    raw.start(lambda inc: None)
+    raw.start(lambda batch: None)
     try:
         bad = [b"", b"garbage", b"\xc5\x01" + b"\x00" * 60, b"\xc5\x09" + b"\x00" * 60, bytes(range(256))]
         for data in bad:
@@ -53,7 +53,7 @@ def test_garbage_packets_are_counted_and_the_cluster_keeps_working() -> None:
             return sum(v for k, v in a.stats().items() if k.startswith("bad_packets."))
 
         wait_until(lambda: bad_count() >= 2 * len(bad) - 2 + 1, what="bad packets to be counted")
-        assert a.stats().get("worker_errors", 0) == 0
+        assert not [k for k in a.stats() if k.startswith("errors.")]
         got = threading.Event()
         b.handle_func(gossip.USER_MSG, lambda s, p: got.set())
         a.send(gossip.USER_MSG, "still alive")
@@ -80,13 +80,15 @@ def test_handler_exception_is_counted_and_worker_survives() -> None:
         assert b_node is not None
         for _ in range(3):
             a.send_to(b_node, gossip.USER_MSG, "boom")
-        wait_until(lambda: b.stats().get("handler_errors", 0) == 3, what="3 handler errors")
+        wait_until(lambda: b.stats().get("handler_errors.message", 0) == 3,
+                   what="3 handler errors")
         a.send_to(b_node, gossip.USER_MSG, "fine")
         assert ok.wait(5.0)
         # A raising state handler does not stop later events.
         b.handle_node_state_change_func(lambda n, p: 1 / 0)
         a.stop(timeout=2.0)
-        wait_until(lambda: b.stats().get("handler_errors", 0) >= 4, what="state handler error")
+        wait_until(lambda: b.stats().get("handler_errors.state", 0) >= 1,
+                   what="state handler error")
     finally:
         a.stop(timeout=2.0)
         b.stop(timeout=2.0)
@@ -121,10 +123,10 @@ def test_incoming_queue_overflow_is_counted() -> None:
         block = threading.Event()
         c.handle_func_no_forward(gossip.USER_MSG, lambda s, p: block.wait(5.0))
         codec = c._codec
-        for i in range(20):
-            data = codec.encode(gossip.USER_MSG, b"\x02" * 16, i + 1, 1, "x")
-            engine._on_packet(Incoming(data, "mem-x:1", False, None, time.monotonic()))
-        assert c.stats().get("incoming_dropped", 0) > 0
+        batch = [Incoming(codec.encode(gossip.USER_MSG, b"\x02" * 16, i + 1, 1, "x"), "mem-x:1",
+                          False, None, time.monotonic()) for i in range(20)]
+        engine.receiver.on_packets(batch)
+        assert c.stats().get("dropped.incoming_queue_full", 0) > 0
         block.set()
     finally:
         c.stop(timeout=2.0)

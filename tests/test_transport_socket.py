@@ -15,6 +15,7 @@ import pytest
 from gossip.errors import ClusterClosed, ConnectError, GossipTimeout, PacketTooLarge
 from gossip.transports import Incoming, SocketTransport, Transport
 from gossip.transports.base import format_addr, split_host_port
+from gossip.transports.socket import PREAMBLE_FRAMES, PREAMBLE_STREAM
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,11 @@ class Node:
     def __init__(self, host: str = "127.0.0.1", name: str = "t", **kw: object) -> None:
         self.inbox: queue.Queue[Incoming] = queue.Queue()
         self.t = SocketTransport(format_addr(host, 0), name=name, **kw)  # type: ignore[arg-type]
-        self.t.start(self.inbox.put_nowait)
+        self.t.start(self._on_packets)
+
+    def _on_packets(self, batch: list[Incoming]) -> None:
+        for p in batch:
+            self.inbox.put_nowait(p)
 
     @property
     def addr(self) -> str:
@@ -202,18 +207,26 @@ def test_garbage_tcp_is_counted_and_transport_keeps_working(nodes: Callable[...,
     a, b = nodes(), nodes()
     ip, port, _ = split_host_port(b.addr)
     with socket.create_connection((ip, port), timeout=WAIT) as raw:
-        raw.sendall(b"GET / HTTP/1.1\r\n\r\n")  # length prefix 0x47455420: far too large
+        raw.sendall(b"GET / HTTP/1.1\r\n\r\n")  # not a connection preamble
         raw.settimeout(WAIT)
         assert raw.recv(10) == b""  # the transport closed it
     with socket.create_connection((ip, port), timeout=WAIT) as raw:
-        raw.sendall(struct.pack(">I", b.t.max_frame_size + 1) + b"xx")
+        raw.sendall(PREAMBLE_FRAMES + struct.pack(">I", b.t.max_frame_size + 1) + b"xx")
         raw.settimeout(WAIT)
         assert raw.recv(10) == b""
     with socket.create_connection((ip, port), timeout=WAIT) as raw:
-        raw.sendall(struct.pack(">I", 0))
+        raw.sendall(PREAMBLE_FRAMES + struct.pack(">I", 0))
         raw.settimeout(WAIT)
         assert raw.recv(10) == b""
-    assert wait_until(lambda: b.t.stats["tcp_bad_frames"] == 3)
+    with socket.create_connection((ip, port), timeout=WAIT) as raw:
+        # Within the frame limit, but over what a connection may announce before one of its
+        # frames was accepted (1 MiB by default).
+        raw.sendall(PREAMBLE_FRAMES + struct.pack(">I", 2 * 1024 * 1024) + b"xx")
+        raw.settimeout(WAIT)
+        assert raw.recv(10) == b""
+    assert wait_until(lambda: b.t.stats["tcp_bad_frames"] == 2)
+    assert b.t.stats["tcp_preauth_refused"] == 1
+    assert b.t.stats["tcp_bad_preamble"] == 1
     a.t.send(b.addr, b"still fine", reliable=True)
     assert b.get().data == b"still fine"
     a.t.send(b.addr, b"udp fine")
@@ -234,7 +247,7 @@ def test_frames_split_across_writes(nodes: Callable[..., Node]) -> None:
     b = nodes()
     ip, port, _ = split_host_port(b.addr)
     with socket.create_connection((ip, port), timeout=WAIT) as raw:
-        payload = struct.pack(">I", 5) + b"hello" + struct.pack(">I", 3) + b"abc"
+        payload = PREAMBLE_FRAMES + struct.pack(">I", 5) + b"hello" + struct.pack(">I", 3) + b"abc"
         for i in range(len(payload)):
             raw.sendall(payload[i : i + 1])
         assert b.get().data == b"hello"
@@ -261,7 +274,7 @@ def test_close_leaves_no_threads_or_fds() -> None:
     assert a.t.request(b.addr, b"q", timeout=WAIT) == b"re:q"
     assert wait_until(lambda: b.t.stats["udp_received"] == 1)
     names = {t.name for t in threading.enumerate()}
-    assert {"gossip-leak-a-udp-reader", "gossip-leak-a-tcp-reader"} <= names
+    assert {"gossip-leak-a-udp-reader", "gossip-leak-a-tcp-io"} <= names
     start = time.monotonic()
     a.t.close()
     b.t.close()
@@ -300,8 +313,9 @@ def test_bind_fixed_port_in_use_fails() -> None:
 def test_callback_errors_do_not_kill_reader(nodes: Callable[..., Node]) -> None:
     calls: queue.Queue[bytes] = queue.Queue()
 
-    def bad(p: Incoming) -> None:
-        calls.put(p.data)
+    def bad(batch: list[Incoming]) -> None:
+        for p in batch:
+            calls.put(p.data)
         raise RuntimeError("boom")
 
     t = SocketTransport("127.0.0.1:0", name="bad")

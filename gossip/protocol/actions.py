@@ -24,11 +24,17 @@ class Send:
 
     ``reliable`` asks for TCP (a full-state exchange, a TCP fallback ping, a join); otherwise
     best-effort UDP is fine (the host still switches to TCP above the UDP size limit).
+
+    ``reply`` marks an answer to the message being received (an ack of a ping that came over
+    a connection, a join reply, a push/pull reply): the host sends it back on the connection
+    the request came in on, and never dials ``addr`` for it, so a request naming an address
+    that does not answer cannot make the host wait (and a joiner behind NAT gets its answer).
     """
 
     addr: str
     msg: Message
     reliable: bool = False
+    reply: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -317,11 +317,11 @@ class Protocol:
             if probe is not None:
                 probe.nacks += 1
         elif t is PushPull:
-            self._on_push_pull(now, msg)  # type: ignore[arg-type]
+            self._on_push_pull(now, msg, reliable)  # type: ignore[arg-type]
         elif t is PushPullReply:
             self._merge_states(now, msg.states)  # type: ignore[union-attr]
         elif t is Join:
-            self._on_join(now, msg)  # type: ignore[arg-type]
+            self._on_join(now, msg, reliable)  # type: ignore[arg-type]
         elif t is JoinReply:
             self._on_join_reply(now, msg)  # type: ignore[arg-type]
 
@@ -370,6 +370,10 @@ class Protocol:
 
     def _send(self, addr: str, msg: Message, reliable: bool = False) -> None:
         self._actions.append(Send(addr, msg, reliable))
+
+    def _reply(self, addr: str, msg: Message, reliable: bool) -> None:
+        """Answer the message being received: on its connection if it came over one."""
+        self._actions.append(Send(addr, msg, reliable, reliable))
 
     def _count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
@@ -742,7 +746,7 @@ class Protocol:
             if m is not None and m.state is DEAD:
                 # A node we hold dead is probing us: tell it, so it refutes (heals partitions).
                 extra = (Dead(m.node, m.incarnation, self.id),)
-        self._send(p.source_addr, Ack(p.seq, self._piggyback(extra, sender)), reliable)
+        self._reply(p.source_addr, Ack(p.seq, self._piggyback(extra, sender)), reliable)
 
     def _on_ack(self, now: float, a: Ack, sender: NodeID | None = None) -> None:
         if a.updates:
@@ -809,9 +813,14 @@ class Protocol:
             self._send(peers[0].addr, PushPull(self._next_seq(), self.addr, self.local_states()), True)
             self._count("push_pulls")
 
-    def _on_push_pull(self, now: float, p: PushPull) -> None:
+    def _on_push_pull(self, now: float, p: PushPull, reliable: bool) -> None:
+        if not reliable:
+            # A full-state exchange only travels on a connection, and is answered on it: a
+            # datagram claiming to be one would make us send our whole table to any address.
+            self._count("dropped_push_pull_datagram")
+            return
         self._merge_states(now, p.states)
-        self._send(p.source_addr, PushPullReply(p.seq, self.local_states()), True)
+        self._reply(p.source_addr, PushPullReply(p.seq, self.local_states()), True)
 
     def _merge_states(self, now: float, states: Iterable[MemberState]) -> None:
         for s in states:
@@ -845,7 +854,10 @@ class Protocol:
 
     # ------------------------------------------------------------------ join
 
-    def _on_join(self, now: float, j: Join) -> None:
+    def _on_join(self, now: float, j: Join, reliable: bool) -> None:
+        if not reliable:
+            self._count("dropped_join_datagram")  # joins come, and are answered, on a connection
+            return
         reason = ""
         joiner = j.states[0] if j.states else None
         if joiner is None:
@@ -862,10 +874,10 @@ class Protocol:
                 reason = f"node id {joiner.node} is in use by a live member at {m.addr}"
         if reason:
             self._count("joins_refused")
-            self._send(j.source_addr, JoinReply(j.seq, False, reason), True)
+            self._reply(j.source_addr, JoinReply(j.seq, False, reason), True)
             return
         self._merge_states(now, j.states)
-        self._send(j.source_addr, JoinReply(j.seq, True, "", self.local_states()), True)
+        self._reply(j.source_addr, JoinReply(j.seq, True, "", self.local_states()), True)
 
     def _app_version_ok(self, version: str) -> bool:
         try:

@@ -16,13 +16,20 @@ from gossip.transports.base import (
     Deadline,
     ErrorMapping,
     Incoming,
-    OnPacket,
+    OnPackets,
+    OnStream,
+    StreamConn,
     Transport,
     format_addr,
     map_errors,
     split_host_port,
 )
-from gossip.transports.memory import MemoryConnection, MemoryNetwork, MemoryTransport
+from gossip.transports.memory import (
+    MemoryConnection,
+    MemoryNetwork,
+    MemoryStreamConn,
+    MemoryTransport,
+)
 from gossip.transports.socket import SocketTransport
 
 __all__ = [
@@ -30,13 +37,16 @@ __all__ = [
     "Deadline",
     "ErrorMapping",
     "Incoming",
-    "OnPacket",
+    "OnPackets",
+    "OnStream",
+    "StreamConn",
     "Transport",
     "format_addr",
     "map_errors",
     "split_host_port",
     "MemoryConnection",
     "MemoryNetwork",
+    "MemoryStreamConn",
     "MemoryTransport",
     "SocketTransport",
 ]

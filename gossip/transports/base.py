@@ -1,13 +1,24 @@
 """The transport interface: what the engine asks of anything that moves bytes.
 
-A transport sends and receives *packets* (opaque ``bytes``) between ``"ip:port"`` addresses,
-best-effort (UDP-like) or reliable (length-prefixed frames on a stream), and supports one
-request/reply exchange on a dedicated connection. It never decodes what it carries: choosing
-UDP or TCP by size, encryption and codecs belong to the engine and :mod:`gossip.packet`.
+A transport carries three kinds of traffic between addresses, and never decodes any of it
+(choosing a datagram or a connection by size, encryption and codecs belong to the engine and
+:mod:`gossip.packet`):
 
-This module owns :class:`Incoming`, the :class:`Connection` and :class:`Transport` protocols,
-the :func:`map_errors` boundary that turns ``OSError`` into :mod:`gossip.errors` types,
-address helpers for ``ip:port`` / ``[v6]:port`` strings and a monotonic :class:`Deadline`.
+- *datagrams*: best-effort packets (UDP, or a best-effort frame where there is no UDP);
+- *frames on pooled connections*: reliable packets, written through a bounded per-connection
+  buffer that paces a writer whose peer does not keep up, and one request/reply exchange on a
+  dedicated connection; a received frame carries its :class:`Connection` so that an answer goes
+  back on the connection the request came in on;
+- *streams*: a connection dedicated to one node-to-node stream (:class:`StreamConn`), dialed
+  with :meth:`Transport.dial_stream` and accepted through the ``on_stream`` callback.
+
+Received packets reach the engine in batches (``on_packets``), one call per read, so a burst
+costs one hand-off, not one per packet.
+
+This module owns :class:`Incoming`, the :class:`Connection`, :class:`StreamConn` and
+:class:`Transport` protocols, the :func:`map_errors` boundary that turns ``OSError`` into
+:mod:`gossip.errors` types, address helpers for ``ip:port`` / ``[v6]:port`` strings and a
+monotonic :class:`Deadline`.
 
 It imports nothing from :mod:`gossip` except :mod:`gossip.errors` (transports are layer L2 I/O).
 """
@@ -19,7 +30,6 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from gossip.errors import AddressError, GossipError, GossipTimeout
@@ -27,48 +37,84 @@ from gossip.errors import AddressError, GossipError, GossipTimeout
 __all__ = [
     "Incoming",
     "Connection",
+    "StreamConn",
     "Transport",
     "map_errors",
     "Deadline",
     "split_host_port",
     "format_addr",
-    "OnPacket",
+    "OnPackets",
+    "OnStream",
     "ErrorMapping",
 ]
 
 
-@dataclass(frozen=True, slots=True)
 class Incoming:
     """One packet received by a transport.
 
     Attributes:
-        data: one whole packet (a UDP datagram, or one TCP frame without its length prefix).
-        src: the remote ``"ip:port"`` (``"[v6]:port"`` for IPv6) as seen by the socket.
-        reliable: True if it came over a stream (TCP or an in-memory connection).
-        conn: for stream frames, the connection it arrived on (reply with
+        data: one whole packet (a UDP datagram, or one stream frame without its length prefix).
+        src: the remote address as seen by the transport (``"ip:port"``, ``"[v6]:port"``, or a
+            WebSocket peer's address).
+        reliable: True if it came over a connection (TCP, WebSocket, in-memory connection).
+        conn: for frames that came over a connection, that connection (answer on it with
             :meth:`Connection.send_frame`); ``None`` for datagrams.
         received_at: ``time.monotonic()`` at receipt.
+        transport: which transport carried it: ``"udp"``, ``"tcp"``, ``"ws"`` or ``"memory"``.
     """
 
-    data: bytes
-    src: str
-    reliable: bool
-    conn: Connection | None
-    received_at: float
+    __slots__ = ("data", "src", "reliable", "conn", "received_at", "transport")
+
+    def __init__(self, data: bytes, src: str, reliable: bool, conn: Connection | None,
+                 received_at: float, transport: str = "") -> None:
+        self.data = data
+        self.src = src
+        self.reliable = reliable
+        self.conn = conn
+        self.received_at = received_at
+        self.transport = transport or ("tcp" if reliable else "udp")
+
+    def __repr__(self) -> str:
+        return (f"Incoming({len(self.data)} bytes from {self.src} over {self.transport}"
+                f"{' on a connection' if self.conn is not None else ''})")
 
 
 @runtime_checkable
 class Connection(Protocol):
-    """A stream connection handle (TCP or in-memory) on which whole frames can be written."""
+    """A connection on which whole frames arrive and can be answered (TCP, WebSocket, memory).
+
+    Writes are buffered per connection: :meth:`send_frame` queues the frame and returns; the
+    transport writes it as soon as the socket takes it, coalescing queued frames into few
+    system calls. When the buffer holds more than its limit, ``send_frame`` waits for room up to
+    ``timeout`` (``0`` never waits), which is how a slow reader paces a fast writer.
+    """
 
     def send_frame(self, data: bytes, timeout: float | None = None) -> None:
-        """Write one frame (the transport adds any framing).
+        """Queue one frame for writing (the transport adds any framing).
+
+        Args:
+            data: the frame.
+            timeout: seconds to wait for room in the connection's buffer; ``0`` does not wait,
+                ``None`` waits as long as it takes.
 
         Raises:
+            SendQueueFull: the buffer stayed full for ``timeout`` seconds (nothing was queued).
             SendError: the connection is broken or closed.
-            GossipTimeout: the write did not finish within ``timeout``.
             PacketTooLarge: ``data`` exceeds the transport's frame size limit.
+            ClusterClosed: the transport is closed.
         """
+        ...
+
+    def pause_reading(self) -> None:
+        """Stop reading from this connection until :meth:`resume_reading` (back-pressure).
+
+        Frames already read are still delivered; the peer's writes then block in its kernel
+        buffers and, through them, in its own send calls.
+        """
+        ...
+
+    def resume_reading(self) -> None:
+        """Read from this connection again (idempotent; safe from any thread)."""
         ...
 
     def close(self) -> None:
@@ -77,19 +123,77 @@ class Connection(Protocol):
 
     @property
     def peer(self) -> str:
-        """The remote ``"ip:port"`` of this connection."""
+        """The remote address of this connection."""
         ...
+
+
+@runtime_checkable
+class StreamConn(Protocol):
+    """A connection dedicated to one node-to-node stream: whole frames, written and read by the
+    stream's own threads, with blocking calls under timeouts.
+
+    It carries frames only; what a frame holds (sealed, compressed, typed) is the stream layer's
+    business (:mod:`gossip.stream`). A transport hands accepted ones to the ``on_stream``
+    callback given to :meth:`Transport.start` and dials them with :meth:`Transport.dial_stream`.
+    """
+
+    max_frame_size: int
+    """The largest frame this connection sends or accepts."""
+
+    @property
+    def peer(self) -> str:
+        """The remote address of this connection."""
+        ...
+
+    def send_frame(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
+        """Write one whole frame, blocking while the peer does not read (up to ``timeout``).
+
+        Raises:
+            GossipTimeout: the frame could not be written within ``timeout``; the connection is
+                then closed (a frame cut in half cannot be resumed).
+            SendError: the connection is broken or closed for writing.
+            PacketTooLarge: ``data`` is over :attr:`max_frame_size`.
+        """
+        ...
+
+    def recv_frame(self, timeout: float | None = None) -> bytes | None:
+        """Return the next whole frame, or ``None`` once the peer has closed its writing side.
+
+        Raises:
+            GossipTimeout: no whole frame within ``timeout`` (the connection stays usable).
+            TransportError: the connection broke, or the peer announced a frame over
+                :attr:`max_frame_size`.
+        """
+        ...
+
+    def close_write(self) -> None:
+        """Close the writing side: the peer's :meth:`recv_frame` returns ``None`` after the rest."""
+        ...
+
+    def close(self) -> None:
+        """Close both sides at once (idempotent); a blocked reader or writer fails fast."""
+        ...
+
+
+OnPackets = Callable[[list[Incoming]], None]
+"""The packet callback given to :meth:`Transport.start`: called on a reader thread with every
+packet read in one go (a datagram burst, or the frames of one read on a connection)."""
+
+OnStream = Callable[[StreamConn], None]
+"""The stream callback given to :meth:`Transport.start`: called on a reader thread with each
+accepted stream connection, which it must hand to another thread at once."""
 
 
 @runtime_checkable
 class Transport(Protocol):
     """Moves packets between addresses; see the module docstring."""
 
-    def start(self, on_packet: Callable[[Incoming], None]) -> None:
+    def start(self, on_packets: OnPackets, on_stream: OnStream | None = None) -> None:
         """Bind/listen and start reader threads.
 
-        ``on_packet`` is called on a reader thread for every received packet and must not
-        block (the engine enqueues with ``put_nowait``).
+        ``on_packets`` is called on a reader thread with a batch of received packets and must
+        not block for long; ``on_stream`` (if given) with each accepted stream connection.
+        Without ``on_stream``, stream connections are refused.
 
         Raises:
             TransportError: the address could not be bound.
@@ -99,7 +203,7 @@ class Transport(Protocol):
 
     @property
     def local_addr(self) -> str:
-        """The bound ``"ip:port"`` (the real port if 0 was asked); valid after :meth:`start`."""
+        """The bound address (the real port if 0 was asked); valid after :meth:`start`."""
         ...
 
     def send(
@@ -107,22 +211,36 @@ class Transport(Protocol):
     ) -> None:
         """Send one packet to ``addr``, best-effort (datagram) or reliable (one frame).
 
+        A reliable send queues the frame on the pooled connection to ``addr`` (dialing it if
+        needed) and returns; it waits up to ``timeout`` for room while that connection's buffer
+        is full, and never drops what it accepted. A datagram is written at once or refused.
+
         Raises:
             PacketTooLarge: a datagram is over the datagram limit or a frame over the frame limit.
             ConnectError: no connection to ``addr`` could be established (reliable sends).
+            SendQueueFull: the connection's buffer stayed full for ``timeout`` seconds, or (for
+                a datagram) the socket's send buffer is full.
             SendError: the bytes could not be written.
-            GossipTimeout: the write did not finish in time.
-            AddressError: ``addr`` is not an ``ip:port`` string.
+            AddressError: ``addr`` is not an address this transport can reach.
             ClusterClosed: the transport is closed.
         """
         ...
 
     def request(self, addr: str, data: bytes, timeout: float) -> bytes:
-        """Write one frame to ``addr`` and return the single reply frame.
+        """Write one frame to ``addr`` on a dedicated connection and return the single reply.
 
         Raises:
             GossipTimeout: no reply within ``timeout``.
             ConnectError, SendError, PacketTooLarge, AddressError, ClusterClosed: as :meth:`send`.
+        """
+        ...
+
+    def dial_stream(self, addr: str, timeout: float) -> StreamConn:
+        """Open a connection dedicated to one stream to ``addr``.
+
+        Raises:
+            ConnectError: ``addr`` could not be reached within ``timeout``.
+            AddressError, ClusterClosed: as :meth:`send`.
         """
         ...
 
@@ -238,5 +356,3 @@ def format_addr(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-OnPacket = Callable[[Incoming], None]
-"""The callback type given to :meth:`Transport.start`."""

@@ -1,28 +1,48 @@
-"""UDP datagrams and length-prefixed TCP frames on one ``ip:port``.
+"""UDP datagrams, length-prefixed TCP frames and TCP streams on one ``ip:port``.
 
 :class:`SocketTransport` binds a UDP socket and a TCP listener on the same address (IPv4 or
-IPv6) and runs exactly two reader threads:
+IPv6) and runs exactly two threads:
 
-- ``gossip-<name>-udp-reader`` receives datagrams and hands each to ``on_packet``;
-- ``gossip-<name>-tcp-reader`` runs one :mod:`selectors` loop over the listener, every
-  accepted connection and every *pooled outgoing* connection, reads non-blockingly into a
-  per-connection buffer and emits whole frames (4-byte big-endian length, then the data).
+- ``gossip-<name>-udp-reader`` drains the UDP socket on every wake-up (up to a burst of
+  datagrams per system call round) and hands the whole burst to ``on_packets`` in one call. The
+  socket's buffers are enlarged (``recv_buffer_size``, ``send_buffer_size``; the kernel caps
+  them, and :attr:`SocketTransport.stats` shows what was granted), and on Linux the kernel's
+  own count of datagrams dropped for want of buffer space (``SO_RXQ_OVFL``) is read with the
+  datagrams, so a loss in the kernel is counted like any other (``udp_kernel_drops``).
+- ``gossip-<name>-tcp-io`` runs one :mod:`selectors` loop over the listener, every accepted
+  connection and every pooled outgoing connection. It reads non-blockingly into a
+  per-connection buffer and emits every whole frame of one read as one batch (a frame is a
+  4-byte big-endian length, then the data), and it finishes writes that the socket could not
+  take at once.
 
-Writes happen on the caller's thread (the engine's send workers), under a per-connection
-lock, with a deadline. All connection sockets are non-blocking; a write that would block waits
-for writability with ``poll`` on the writing thread. The fd stays registered for *reads* in
-the reader's selector meanwhile: a TCP socket is full duplex, the reader only ever calls
-``recv`` and writers only ever call ``send``, so the two never touch the same kernel buffer
-and need no common lock. What does need care is closing: a socket registered with the selector
-is only ever closed by the reader thread (other threads mark it closed, ``shutdown()`` it -- which
-also fails a blocked writer fast -- and queue it), so the selector never watches a closed or
-reused file descriptor.
+Every TCP connection starts with a 4-byte preamble naming what it carries: frames (pooled and
+request connections) or one stream (:meth:`SocketTransport.dial_stream`). An accepted stream
+connection leaves the selector and is handed to ``on_stream``.
 
-``request()`` uses connections that are *not* registered with the selector: the calling
-thread writes the request and reads the single reply itself, against one deadline. This is
-the simplest correct design: no reply slot or hand-off between threads is needed, and a reply
-can never be mistaken for an unsolicited frame. After a clean exchange the connection goes
-back to a small per-address idle pool, so repeated requests reuse connections.
+Writes are buffered per connection (:class:`_Conn`). A writer appends its frame; if no other
+thread is writing, it writes the buffer itself at once with a non-blocking ``send`` (no thread
+hand-off in the common case), and frames queued meanwhile by other threads leave together in one
+system call. What the socket does not take is finished by the I/O thread when the socket becomes
+writable. A writer whose frame does not fit in the connection's buffer (``conn_buffer_size``)
+waits, up to its timeout, for the peer to read: that is the back-pressure that paces a sender
+whose peer is slower, instead of dropping what it accepted. Frames lost because a connection
+broke with them still buffered are counted (``tcp_frames_lost``).
+
+Reading can be paused per connection (:meth:`_Conn.pause_reading`): the I/O thread then stops
+reading it, the kernel buffers fill, and the peer's writers wait in turn.
+
+Limits against hostile peers, all counted when they act: at most ``max_connections`` accepted
+connections and ``max_connections_per_source`` per remote IP; a connection that has not yet
+delivered a frame the engine accepted (:meth:`_Conn.mark_trusted`) may announce frames of at
+most ``preauth_max_frame_size`` bytes, and all such connections together may buffer at most
+``preauth_buffer_limit`` bytes; a frame (or the preamble) must arrive whole within
+``frame_timeout`` of its first byte, however slowly its bytes trickle in; idle connections are
+closed after ``idle_timeout``, idle request connections included.
+
+``request()`` uses connections that are *not* registered with the selector: the calling thread
+writes the request and reads the single reply itself, against one deadline, so a reply is never
+mistaken for an unsolicited frame. After a clean exchange the connection goes back to a small
+per-address idle pool.
 
 This module moves bytes only; it imports nothing from :mod:`gossip` but the errors and
 :mod:`gossip.transports.base`.
@@ -36,8 +56,10 @@ import select
 import selectors
 import socket
 import struct
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -47,35 +69,48 @@ from gossip.errors import (
     GossipTimeout,
     PacketTooLarge,
     SendError,
+    SendQueueFull,
     TransportError,
 )
 from gossip.transports.base import (
     Deadline,
     Incoming,
+    OnPackets,
+    OnStream,
+    StreamConn,
     format_addr,
     map_errors,
     split_host_port,
 )
 
-__all__ = ["SocketTransport", "MAX_ACCEPTED_CONNECTIONS", "FRAME_HEADER_SIZE"]
+__all__ = ["SocketTransport", "FRAME_HEADER_SIZE", "PREAMBLE_FRAMES", "PREAMBLE_STREAM"]
 
 _log = logging.getLogger("gossip.transports.socket")
 
 FRAME_HEADER_SIZE: Final = 4
 """Size of the big-endian length prefix of a TCP frame."""
-MAX_ACCEPTED_CONNECTIONS: Final = 1024
-"""Accepted connections beyond this many are closed at once (and counted)."""
+PREAMBLE_FRAMES: Final = b"\xc5G\x01F"
+"""First bytes of a connection that carries frames (pooled and request connections)."""
+PREAMBLE_STREAM: Final = b"\xc5G\x01S"
+"""First bytes of a connection dedicated to one stream."""
+_PREAMBLE_SIZE = 4
 _HEADER = struct.Struct(">I")
 _READ_CHUNK = 256 * 1024
+_WRITE_CHUNK = 1024 * 1024  # at most this much is joined into one send() call
 _UDP_RECV_SIZE = 65535
+_UDP_BURST = 256  # datagrams read per wake-up before the loop looks at its stop flag again
 _REQUEST_IDLE_PER_ADDR = 4
 _BIND_ATTEMPTS = 10
-_TICK = 2.0  # the reader's select timeout; bounds how late the idle sweep runs (close() wakes it at once)
+_TICK = 0.5  # the I/O loop's longest sleep: bounds how late idle and frame deadlines act
 _JOIN_TIMEOUT = 5.0
+_ADDR_CACHE_MAX = 4096
+# SO_RXQ_OVFL (Linux 2.6.33+): the kernel reports, with each datagram, how many it dropped.
+_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40) if sys.platform.startswith("linux") else None
+_OVFL_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 
 _LISTENER = "listener"
 _WAKE = "wake"
-_KIND_IN = "in"  # accepted; registered with the TCP selector
+_KIND_IN = "in"  # accepted; registered with the selector
 _KIND_OUT = "out"  # dialed by send(reliable=True); pooled and registered
 _KIND_REQ = "req"  # dialed by request(); never registered, owned by the caller
 
@@ -100,29 +135,65 @@ def _wait_fd(sock: socket.socket, write: bool, timeout: float | None) -> None:
             select.select([fd], [], [fd], timeout)
 
 
-def _shutdown(sock: socket.socket) -> None:
+def _shutdown(sock: socket.socket, how: int = socket.SHUT_RDWR) -> None:
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        sock.shutdown(how)
     except OSError:
         pass
 
 
-class _Conn:
-    """A TCP connection handle; implements :class:`gossip.transports.base.Connection`."""
+def _set_buffer(sock: socket.socket, option: int, size: int) -> int:
+    """Ask for a socket buffer of ``size`` bytes; return what the kernel granted."""
+    if size > 0:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+        except OSError:
+            pass
+    try:
+        return int(sock.getsockopt(socket.SOL_SOCKET, option))
+    except OSError:  # pragma: no cover - every platform we run on answers this
+        return 0
 
-    __slots__ = ("_transport", "sock", "key", "kind", "lock", "buf", "last_active", "closed")
+
+class _Conn:
+    """A TCP connection carrying frames; implements :class:`gossip.transports.base.Connection`.
+
+    Write side: ``wq`` holds queued bytes (whole frames, or the unwritten tail of a join),
+    ``wbytes`` their total and ``wlens`` the length of each queued frame (to count what is lost
+    if the connection breaks). ``writing`` is True while a thread or the I/O loop owns the
+    flush. Read side (I/O thread only): ``rbuf`` holds bytes not yet parsed into frames.
+    """
+
+    __slots__ = (
+        "_transport", "sock", "key", "ip", "kind", "cond", "wq", "wbytes", "wlens", "written",
+        "writing", "want_write", "rbuf", "last_active", "closed", "paused", "events", "trusted",
+        "partial_since", "greeted", "counted",
+    )
 
     def __init__(
-        self, transport: SocketTransport, sock: socket.socket, key: str, kind: str
+        self, transport: SocketTransport, sock: socket.socket, key: str, ip: str, kind: str
     ) -> None:
         self._transport = transport
         self.sock = sock
         self.key = key  # "ip:port" of the peer (for dialed ones, the address dialed)
+        self.ip = ip  # the peer's IP, for the per-source limit
         self.kind = kind
-        self.lock = threading.Lock()  # serialises writes (and the final close)
-        self.buf = bytearray()  # reader-thread-only receive buffer
+        self.cond = threading.Condition(threading.Lock())  # guards the write side
+        self.wq: deque[bytes | memoryview] = deque()
+        self.wbytes = 0
+        self.wlens: deque[int] = deque()
+        self.written = 0  # bytes of the first frame in wlens already written
+        self.writing = False
+        self.want_write = False  # the I/O loop is asked to finish the flush
+        self.rbuf = bytearray()
         self.last_active = time.monotonic()
         self.closed = False
+        self.paused = False
+        self.events = 0  # the selector events currently registered (I/O thread only)
+        self.trusted = kind != _KIND_IN  # we dialed it: no pre-authentication limits
+        self.partial_since = 0.0  # when the unfinished frame (or preamble) in rbuf began
+        self.greeted = kind != _KIND_IN  # the preamble has been read
+        self.counted = 0  # bytes of rbuf counted against the pre-authentication budget
 
     @property
     def peer(self) -> str:
@@ -130,24 +201,230 @@ class _Conn:
         return self.key
 
     def send_frame(self, data: bytes, timeout: float | None = None) -> None:
-        """Write one length-prefixed frame on this connection.
+        """Queue one length-prefixed frame on this connection; see :class:`Connection`.
 
         Raises:
             PacketTooLarge: ``data`` is longer than the transport's ``max_frame_size``.
-            SendError: the connection is closed or broken (it is then dropped).
-            GossipTimeout: the write did not finish within ``timeout``
-                (default: the transport's ``io_timeout``); the connection is dropped.
+            SendQueueFull: the connection's buffer stayed full for ``timeout`` seconds
+                (``None``: the transport's ``io_timeout``; ``0``: do not wait).
+            SendError: the connection is closed or broken.
             ClusterClosed: the transport is closed.
         """
         self._transport._send_on(self, data, timeout)
+
+    def pause_reading(self) -> None:
+        """Stop reading this connection (the I/O loop acts on it before its next read)."""
+        if not self.paused:
+            self.paused = True
+            self._transport._request_update(self)
+
+    def resume_reading(self) -> None:
+        """Read this connection again, frames already buffered first."""
+        if self.paused:
+            self.paused = False
+            self._transport._request_update(self)
+
+    def mark_trusted(self) -> None:
+        """The engine accepted a frame from this connection: lift the pre-authentication limits."""
+        if not self.trusted:
+            self._transport._trust(self)
 
     def close(self) -> None:
         """Close this connection (idempotent)."""
         self._transport._drop(self)
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"<_Conn {self.kind} {self.key} {state}>"
+        state = "closed" if self.closed else ("paused" if self.paused else "open")
+        return f"<_Conn {self.kind} {self.key} {state} queued={self.wbytes}>"
+
+
+class _StreamSocket:
+    """A TCP connection dedicated to one stream; implements :class:`StreamConn`.
+
+    The socket is non-blocking; every call waits with ``poll`` against its own timeout, so one
+    reader thread and one writer thread may use it at once. Reads are buffered (one ``recv``
+    brings many small frames); a large frame is read straight into its own buffer.
+    """
+
+    def __init__(
+        self, transport: SocketTransport, sock: socket.socket, peer: str, ip: str,
+        max_frame_size: int, leftover: bytes = b"",
+    ) -> None:
+        self._transport = transport
+        self.sock = sock
+        self._peer = peer
+        self.ip = ip
+        self.max_frame_size = max_frame_size
+        self._rbuf = bytearray(leftover)
+        self._rlock = threading.RLock()
+        self._wlock = threading.RLock()
+        self._closed = False
+        self._write_closed = False
+        self._eof = False
+
+    @property
+    def peer(self) -> str:
+        """The remote ``"ip:port"``."""
+        return self._peer
+
+    def send_frame(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
+        """Write one frame; see :meth:`StreamConn.send_frame`.
+
+        Raises:
+            PacketTooLarge: ``data`` is over :attr:`max_frame_size`.
+            GossipTimeout: not written within ``timeout`` (the connection is closed).
+            SendError: the connection is closed or broken.
+        """
+        n = len(data)
+        if n > self.max_frame_size:
+            raise PacketTooLarge(
+                f"stream frame to {self._peer} is {n} bytes, over the limit {self.max_frame_size}")
+        deadline = Deadline(timeout)
+        what = f"stream write to {self._peer}"
+        with self._wlock:
+            if self._closed or self._write_closed:
+                raise SendError(f"{what}: the stream is closed for writing")
+            header = _HEADER.pack(n)
+            try:
+                if n <= 65536:
+                    self._write_all(memoryview(header + bytes(data)), deadline, what)
+                else:
+                    self._write_all(memoryview(header), deadline, what)
+                    self._write_all(memoryview(data).cast("B"), deadline, what)
+            except GossipTimeout:
+                self.close()
+                raise
+            except (OSError, ValueError) as exc:
+                self.close()
+                raise SendError(f"{what}: {exc}") from exc
+
+    def _write_all(self, view: memoryview, deadline: Deadline, what: str) -> None:
+        sock = self.sock
+        while view:
+            try:
+                sent = sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent:
+                view = view[sent:]
+                continue
+            if self._closed:
+                raise SendError(f"{what}: the stream is closed")
+            _wait_fd(sock, True, deadline.remaining(what))
+
+    def recv_frame(self, timeout: float | None = None) -> bytes | None:
+        """Return the next frame, ``None`` after the peer's clean half-close.
+
+        Raises:
+            GossipTimeout: no whole frame within ``timeout`` (bytes read so far are kept).
+            TransportError: the connection broke, was closed, or announced an oversized frame.
+        """
+        deadline = Deadline(timeout)
+        what = f"stream read from {self._peer}"
+        with self._rlock:
+            buf = self._rbuf
+            while True:
+                if len(buf) >= FRAME_HEADER_SIZE:
+                    (size,) = _HEADER.unpack_from(buf)
+                    if size > self.max_frame_size:
+                        self.close()
+                        raise TransportError(
+                            f"{what}: the peer announced a frame of {size} bytes, over the "
+                            f"limit {self.max_frame_size}")
+                    end = FRAME_HEADER_SIZE + size
+                    if len(buf) >= end:
+                        frame = bytes(buf[FRAME_HEADER_SIZE:end])
+                        del buf[:end]
+                        return frame
+                    if size > _READ_CHUNK and len(buf) < end:
+                        return self._read_large(size, deadline, what)
+                if self._eof:
+                    if buf:
+                        raise TransportError(f"{what}: the connection ended inside a frame")
+                    return None
+                self._fill(deadline, what)
+
+    def _fill(self, deadline: Deadline, what: str) -> None:
+        """Read what the socket has into the buffer (waiting up to the deadline)."""
+        while True:
+            if self._closed:
+                raise TransportError(f"{what}: the stream is closed")
+            try:
+                chunk = self.sock.recv(_READ_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                try:
+                    _wait_fd(self.sock, False, deadline.remaining(what))
+                except GossipTimeout:
+                    raise
+                except (OSError, ValueError) as exc:
+                    raise TransportError(f"{what}: {exc}") from exc
+                continue
+            except (OSError, ValueError) as exc:
+                raise TransportError(f"{what}: {exc}") from exc
+            if not chunk:
+                self._eof = True
+            else:
+                self._rbuf += chunk
+            return
+
+    def _read_large(self, size: int, deadline: Deadline, what: str) -> bytes:
+        """Read a frame bigger than one read chunk straight into its own buffer."""
+        buf = self._rbuf
+        frame = bytearray(size)
+        have = len(buf) - FRAME_HEADER_SIZE
+        frame[:have] = buf[FRAME_HEADER_SIZE:]
+        view = memoryview(frame)
+        try:
+            while have < size:
+                if self._closed:
+                    raise TransportError(f"{what}: the stream is closed")
+                try:
+                    n = self.sock.recv_into(view[have:], size - have)
+                except (BlockingIOError, InterruptedError):
+                    _wait_fd(self.sock, False, deadline.remaining(what))
+                    continue
+                if n == 0:
+                    self._eof = True
+                    raise TransportError(f"{what}: the connection ended inside a frame")
+                have += n
+        except GossipTimeout:
+            # Keep what was read so that a later call continues where this one stopped.
+            buf[FRAME_HEADER_SIZE:] = view[:have]
+            raise
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"{what}: {exc}") from exc
+        finally:
+            view.release()
+        buf.clear()
+        return bytes(frame)
+
+    def close_write(self) -> None:
+        """Half-close: the peer reads the rest, then the end of the stream."""
+        with self._wlock:
+            if not self._write_closed and not self._closed:
+                self._write_closed = True
+                _shutdown(self.sock, socket.SHUT_WR)
+
+    def close(self) -> None:
+        """Close the connection at once (idempotent); blocked calls fail fast."""
+        if self._closed:
+            return
+        self._closed = True
+        _shutdown(self.sock)  # fails a blocked read or write at once
+        # Close the descriptor only once no call is inside it, so that a number reused by a
+        # new socket is never polled by a late reader or writer.
+        got_r = self._rlock.acquire(timeout=_JOIN_TIMEOUT)
+        got_w = self._wlock.acquire(timeout=_JOIN_TIMEOUT)
+        try:
+            self._transport._stream_closed(self)
+        finally:
+            if got_w:
+                self._wlock.release()
+            if got_r:
+                self._rlock.release()
+
+    def __repr__(self) -> str:
+        return f"<_StreamSocket {self._peer} {'closed' if self._closed else 'open'}>"
 
 
 class _Waker:
@@ -187,10 +464,21 @@ class SocketTransport:
         max_udp_size: largest datagram :meth:`send` accepts (bigger: :class:`PacketTooLarge`).
         max_frame_size: largest TCP frame sent or accepted; a bigger incoming length prefix
             closes that connection.
+        max_stream_frame_size: largest frame on a stream connection.
         dial_timeout: seconds allowed to establish a TCP connection.
-        io_timeout: default seconds allowed for one frame write.
+        io_timeout: default seconds a reliable send waits for room in a full buffer.
         name: node name used in thread names (``gossip-<name>-udp-reader``) and logs.
-        idle_timeout: pooled and accepted connections idle this long are closed.
+        idle_timeout: pooled, accepted and idle request connections unused this long are closed.
+        conn_buffer_size: bytes queued per connection before writers wait for the peer.
+        recv_buffer_size, send_buffer_size: ``SO_RCVBUF``/``SO_SNDBUF`` asked for the UDP
+            socket (0 keeps the system default).
+        max_connections: accepted connections beyond this many are closed at once.
+        max_connections_per_source: accepted connections per remote IP beyond this many are
+            closed at once.
+        preauth_max_frame_size: the largest frame an accepted connection may announce before
+            the engine has accepted one of its frames.
+        preauth_buffer_limit: bytes all such connections together may hold buffered.
+        frame_timeout: seconds within which a frame must arrive whole once it has begun.
 
     Attributes are read through :attr:`local_addr`, :attr:`advertise_addr` and :attr:`stats`.
     """
@@ -203,40 +491,69 @@ class SocketTransport:
         udp: bool = True,
         max_udp_size: int = 1400,
         max_frame_size: int = 4 * 1024 * 1024,
+        max_stream_frame_size: int = 8 * 1024 * 1024,
         dial_timeout: float = 2.0,
         io_timeout: float = 2.0,
         name: str = "node",
         idle_timeout: float = 60.0,
+        conn_buffer_size: int = 4 * 1024 * 1024,
+        recv_buffer_size: int = 4 * 1024 * 1024,
+        send_buffer_size: int = 1024 * 1024,
+        max_connections: int = 1024,
+        max_connections_per_source: int = 64,
+        preauth_max_frame_size: int = 1024 * 1024,
+        preauth_buffer_limit: int = 64 * 1024 * 1024,
+        frame_timeout: float = 10.0,
     ) -> None:
         self._bind_ip, self._bind_port, self._family = split_host_port(bind_addr)
         if advertise_addr:
             split_host_port(advertise_addr)  # validate early
         if max_udp_size <= 0 or max_udp_size > _UDP_RECV_SIZE:
             raise ValueError(f"max_udp_size must be in 1..{_UDP_RECV_SIZE}, got {max_udp_size}")
-        if max_frame_size <= 0 or max_frame_size >= 1 << 32:
-            raise ValueError(f"max_frame_size must be in 1..2**32-1, got {max_frame_size}")
+        for label, size in (("max_frame_size", max_frame_size),
+                            ("max_stream_frame_size", max_stream_frame_size)):
+            if size <= 0 or size >= 1 << 32:
+                raise ValueError(f"{label} must be in 1..2**32-1, got {size}")
         for label, value in (
             ("dial_timeout", dial_timeout),
             ("io_timeout", io_timeout),
             ("idle_timeout", idle_timeout),
+            ("frame_timeout", frame_timeout),
         ):
             if value <= 0:
                 raise ValueError(f"{label} must be > 0, got {value}")
+        for label, count in (("conn_buffer_size", conn_buffer_size),
+                             ("max_connections", max_connections),
+                             ("max_connections_per_source", max_connections_per_source),
+                             ("preauth_max_frame_size", preauth_max_frame_size),
+                             ("preauth_buffer_limit", preauth_buffer_limit)):
+            if count < 1:
+                raise ValueError(f"{label} must be >= 1, got {count}")
         self._advertise = advertise_addr
         self._use_udp = udp
         self.max_udp_size = max_udp_size
         self.max_frame_size = max_frame_size
+        self.max_stream_frame_size = max_stream_frame_size
         self._dial_timeout = dial_timeout
         self._io_timeout = io_timeout
         self._name = name
         self._idle_timeout = idle_timeout
+        self._conn_buffer = conn_buffer_size
+        self._rcvbuf_ask = recv_buffer_size
+        self._sndbuf_ask = send_buffer_size
+        self._max_conns = max_connections
+        self._max_per_source = max_connections_per_source
+        self._preauth_frame = min(preauth_max_frame_size, max_frame_size)
+        self._preauth_limit = preauth_buffer_limit
+        self._frame_timeout = frame_timeout
 
         self._lock = threading.Lock()  # guards every table below and the flags
         self._started = False
         self._closed = False
         self._readers_done = False
         self._stop = threading.Event()
-        self._on_packet: Callable[[Incoming], None] | None = None
+        self._on_packets: OnPackets | None = None
+        self._on_stream: OnStream | None = None
         self._local_addr = ""
         self._listener: socket.socket | None = None
         self._udp: socket.socket | None = None
@@ -244,25 +561,45 @@ class SocketTransport:
         self._udp_waker: _Waker | None = None
         self._threads: list[threading.Thread] = []
         self._accepted: dict[_Conn, None] = {}
+        self._per_source: dict[str, int] = {}
         self._out: dict[str, _Conn] = {}
-        self._pending_add: list[_Conn] = []  # dialed conns the reader must register
-        self._to_close: list[_Conn] = []  # registered conns the reader must close
+        self._pending_add: list[_Conn] = []  # dialed conns the I/O loop must register
+        self._pending_update: list[_Conn] = []  # conns whose read/write interest changed
+        self._to_close: list[_Conn] = []  # registered conns the I/O loop must close
         self._req_idle: dict[str, list[_Conn]] = {}
         self._req_active: dict[_Conn, None] = {}
+        self._streams: dict[_StreamSocket, None] = {}
+        self._preauth_bytes = 0  # I/O thread only
+        self._addr_cache: dict[tuple[str, int], str] = {}
+        self._kernel_drops = 0
         self._stats_lock = threading.Lock()
         self._stats: dict[str, int] = dict.fromkeys(
             (
                 "udp_received",
                 "udp_sent",
                 "udp_too_large",
+                "udp_send_buffer_full",
+                "udp_kernel_drops",
+                "udp_rcvbuf",
+                "udp_sndbuf",
                 "tcp_received",
                 "tcp_sent",
                 "tcp_accepts",
                 "tcp_rejected",
+                "tcp_rejected_per_source",
                 "tcp_dials",
                 "tcp_bad_frames",
+                "tcp_bad_preamble",
+                "tcp_preauth_refused",
+                "tcp_frame_timeouts",
                 "tcp_idle_closed",
+                "tcp_frames_lost",
+                "tcp_buffer_full",
+                "tcp_paused",
                 "requests",
+                "streams_dialed",
+                "streams_accepted",
+                "streams_refused",
                 "send_errors",
                 "callback_errors",
                 "reader_errors",
@@ -282,14 +619,25 @@ class SocketTransport:
         """The address to advertise to peers: ``advertise_addr`` if given, else :attr:`local_addr`."""
         return self._advertise or self._local_addr
 
+    def link_kind(self, addr: str, reliable: bool) -> str:
+        """Name the link a packet takes, for the engine's counters: ``"tcp"`` or ``"udp"``."""
+        return "tcp" if reliable or self._udp is None else "udp"
+
     @property
     def stats(self) -> dict[str, int]:
-        """A snapshot of the counters (``udp_received``, ``tcp_dials``, ``tcp_bad_frames``...)."""
-        with self._stats_lock:
-            return dict(self._stats)
+        """A snapshot of the counters (``udp_received``, ``tcp_dials``, ``udp_kernel_drops``...).
 
-    def start(self, on_packet: Callable[[Incoming], None]) -> None:
-        """Bind UDP and TCP on the bind address and start the reader threads.
+        ``udp_rcvbuf`` and ``udp_sndbuf`` are the buffer sizes the kernel granted (Linux reports
+        twice the usable size); ``udp_kernel_drops`` is the kernel's count of datagrams it
+        dropped on this socket (Linux only; 0 elsewhere).
+        """
+        with self._stats_lock:
+            out = dict(self._stats)
+        out["udp_kernel_drops"] = self._kernel_drops
+        return out
+
+    def start(self, on_packets: OnPackets, on_stream: OnStream | None = None) -> None:
+        """Bind UDP and TCP on the bind address and start the two threads.
 
         Raises:
             TransportError: the address could not be bound.
@@ -301,7 +649,8 @@ class SocketTransport:
             if self._started:
                 raise TransportError(f"transport {self._name} is already started")
             self._started = True
-        self._on_packet = on_packet
+        self._on_packets = on_packets
+        self._on_stream = on_stream
         try:
             self._bind()
             self._tcp_waker = _Waker()
@@ -313,7 +662,7 @@ class SocketTransport:
                 threading.Thread(
                     target=self._tcp_loop,
                     args=(sel,),
-                    name=f"gossip-{self._name}-tcp-reader",
+                    name=f"gossip-{self._name}-tcp-io",
                     daemon=True,
                 )
             )
@@ -342,17 +691,18 @@ class SocketTransport:
     ) -> None:
         """Send one packet to ``addr``.
 
-        ``reliable=False`` sends one UDP datagram (or a TCP frame when the transport was made
-        with ``udp=False``); ``reliable=True`` writes one frame on the pooled persistent TCP
-        connection to ``addr``, dialing it if needed. On a write error the connection is
-        dropped and redialed once.
+        ``reliable=False`` writes one UDP datagram (or queues a TCP frame when the transport was
+        made with ``udp=False``); ``reliable=True`` queues one frame on the pooled persistent TCP
+        connection to ``addr``, dialing it if needed, and waits up to ``timeout`` (default
+        ``io_timeout``) for room while that connection's buffer is full.
 
         Raises:
             PacketTooLarge: a datagram over ``max_udp_size`` (the engine should use TCP) or a
                 frame over ``max_frame_size``.
             ConnectError: ``addr`` could not be dialed.
-            SendError: the bytes could not be written.
-            GossipTimeout: the write did not finish within ``timeout`` (default ``io_timeout``).
+            SendQueueFull: no room within ``timeout`` (nothing was queued), or the UDP
+                socket's send buffer is full.
+            SendError: the connection broke.
             AddressError: ``addr`` is not an ``ip:port`` literal.
             ClusterClosed: the transport is closed or not started.
         """
@@ -388,17 +738,18 @@ class SocketTransport:
             conn = self._take_idle(key)
             reused = conn is not None
             if conn is None:
-                sock = self._dial(ip, port, key, deadline)
-                conn = _Conn(self, sock, key, _KIND_REQ)
+                sock = self._dial(ip, port, key, deadline, PREAMBLE_FRAMES)
+                conn = _Conn(self, sock, key, ip, _KIND_REQ)
             with self._lock:
                 if self._closed:
+                    conn.closed = True
                     self._close_sock(conn)
                     raise ClusterClosed(f"{what}: transport {self._name} is closed")
                 self._req_active[conn] = None
             clean = False
             try:
                 try:
-                    self._write(conn, frame, deadline, what)
+                    self._write_direct(conn, frame, deadline, what)
                 except SendError as exc:
                     # a write failing on a reused connection means the peer closed it
                     raise _PeerClosed(str(exc)) from exc
@@ -425,45 +776,79 @@ class SocketTransport:
                     conn.closed = True
                     self._close_sock(conn)
 
-    def close(self) -> None:
-        """Close every socket and join both reader threads (idempotent).
+    def dial_stream(self, addr: str, timeout: float) -> StreamConn:
+        """Dial a connection dedicated to one stream (see :class:`StreamConn`).
 
-        Afterwards :meth:`send` and :meth:`request` raise :class:`ClusterClosed`.
+        Raises:
+            ConnectError: ``addr`` could not be dialed within ``timeout``.
+            AddressError, ClusterClosed: as :meth:`send`.
+        """
+        self._check_open()
+        ip, port, _family = split_host_port(addr)
+        key = format_addr(ip, port)
+        sock = self._dial(ip, port, key, Deadline(timeout), PREAMBLE_STREAM)
+        stream = _StreamSocket(self, sock, key, ip, self.max_stream_frame_size)
+        with self._lock:
+            if self._closed:
+                sock.close()
+                raise ClusterClosed(f"transport {self._name} is closed")
+            self._streams[stream] = None
+        self._count("streams_dialed")
+        return stream
+
+    def close(self) -> None:
+        """Close every socket and join both threads (idempotent).
+
+        Afterwards :meth:`send`, :meth:`request` and :meth:`dial_stream` raise
+        :class:`ClusterClosed`; open streams fail at their next read or write.
         """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             conns = self._all_conns_locked()
+            streams = list(self._streams)
         self._stop.set()
         # Shut everything down first: this fails blocked writers and readers fast.
         for sock in (self._listener, self._udp):
             if sock is not None:
                 _shutdown(sock)
         for conn in conns:
-            conn.closed = True
+            with conn.cond:
+                conn.closed = True
+                conn.cond.notify_all()
             _shutdown(conn.sock)
+        for stream in streams:
+            stream.close()
         for waker in (self._tcp_waker, self._udp_waker):
             if waker is not None:
                 waker.wake()
         deadline = time.monotonic() + _JOIN_TIMEOUT
+        me = threading.current_thread()
         for thread in self._threads:
-            if thread.ident is not None:
+            if thread.ident is not None and thread is not me:
                 thread.join(max(0.0, deadline - time.monotonic()))
-        stragglers = [t.name for t in self._threads if t.is_alive()]
+        stragglers = [t.name for t in self._threads if t.is_alive() and t is not me]
         if stragglers:
-            _log.warning("%s ! reader threads did not stop: %s", self._name, stragglers)
+            _log.warning("%s ! threads did not stop: %s", self._name, stragglers)
         with self._lock:
             self._readers_done = True
             conns = self._all_conns_locked(active=False)
             self._accepted.clear()
             self._out.clear()
             self._pending_add.clear()
+            self._pending_update.clear()
             self._to_close.clear()
             self._req_idle.clear()
         for conn in conns:
+            self._count_lost(conn)
             conn.closed = True
             self._close_sock(conn)
+        for stream in streams:
+            try:
+                stream.sock.close()
+            except OSError:  # pragma: no cover - close() of a socket does not fail here
+                pass
         for sock in (self._listener, self._udp):
             if sock is not None:
                 sock.close()
@@ -483,7 +868,7 @@ class SocketTransport:
             state = "closed" if self._closed else ("started" if self._started else "new")
             return (
                 f"<SocketTransport {self._name} {self._local_addr or 'unbound'} {state} "
-                f"accepted={len(self._accepted)} out={len(self._out)}>"
+                f"accepted={len(self._accepted)} out={len(self._out)} streams={len(self._streams)}>"
             )
 
     # ------------------------------------------------------------------ binding
@@ -503,7 +888,7 @@ class SocketTransport:
                     udp = socket.socket(self._family, socket.SOCK_DGRAM)
                     udp.bind((self._bind_ip, port))
                     udp.setblocking(False)
-                tcp.listen(128)
+                tcp.listen(512)
                 tcp.setblocking(False)
             except OSError as exc:
                 tcp.close()
@@ -515,6 +900,14 @@ class SocketTransport:
                 break
             self._listener, self._udp = tcp, udp
             self._local_addr = format_addr(self._bind_ip, port)
+            if udp is not None:
+                self._stats["udp_rcvbuf"] = _set_buffer(udp, socket.SO_RCVBUF, self._rcvbuf_ask)
+                self._stats["udp_sndbuf"] = _set_buffer(udp, socket.SO_SNDBUF, self._sndbuf_ask)
+                if _SO_RXQ_OVFL is not None:
+                    try:
+                        udp.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+                    except OSError:  # pragma: no cover - kernels older than 2.6.33
+                        pass
             return
         where = format_addr(self._bind_ip, self._bind_port)
         raise TransportError(f"cannot bind {where}: {last}") from last
@@ -544,13 +937,15 @@ class SocketTransport:
         if self._family == socket.AF_INET6 and family == socket.AF_INET:
             ip = "::ffff:" + ip  # a dual-stack IPv6 socket reaches IPv4 peers this way
         try:
-            with map_errors({OSError: SendError}, key, "send to"):
-                udp.sendto(data, (ip, port))
-        except SendError:
+            udp.sendto(data, (ip, port))
+        except (BlockingIOError, InterruptedError):
+            self._count("udp_send_buffer_full")
+            raise SendQueueFull(f"send to {key}: the UDP send buffer is full") from None
+        except OSError as exc:
             self._count("send_errors")
             if self._closed:
                 raise ClusterClosed(f"transport {self._name} is closed") from None
-            raise
+            raise SendError(f"send to {key}: {exc}") from exc
         self._count("udp_sent")
 
     def _send_reliable(
@@ -561,37 +956,161 @@ class SocketTransport:
         deadline = Deadline(self._io_timeout if timeout is None else timeout)
         what = f"send to {key}"
         for attempt in range(2):
-            conn = self._pooled(key, ip, port, deadline)
+            conn = self._pooled(key, ip, port)
             try:
-                self._write(conn, frame, deadline, what)
+                self._queue(conn, frame, deadline, what)
                 return
             except SendError:
+                # The pooled connection was found broken before our frame was queued: redial.
                 self._count("send_errors")
                 if attempt or self._closed:
                     raise
-                _log.debug("%s ! %s failed, redialing once", self._name, what)
+                _log.debug("%s ! %s found the connection closed, redialing once", self._name, what)
 
     def _send_on(self, conn: _Conn, data: bytes, timeout: float | None) -> None:
-        """Write one frame on a given connection (Connection.send_frame)."""
+        """Queue one frame on a given connection (Connection.send_frame)."""
         if self._closed:
             raise ClusterClosed(f"transport {self._name} is closed")
         self._check_frame(conn.key, data)
         frame = _HEADER.pack(len(data)) + data
         deadline = Deadline(self._io_timeout if timeout is None else timeout)
         try:
-            self._write(conn, frame, deadline, f"send to {conn.key}")
+            self._queue(conn, frame, deadline, f"send to {conn.key}")
         except SendError:
             self._count("send_errors")
             raise
 
-    def _pooled(self, key: str, ip: str, port: int, deadline: Deadline) -> _Conn:
+    def _queue(self, conn: _Conn, frame: bytes, deadline: Deadline, what: str) -> None:
+        """Append ``frame`` to the connection's buffer and write it if nobody else is writing.
+
+        Waits (up to ``deadline``) while the buffer is over its limit; a frame larger than the
+        limit is queued alone once the buffer is empty.
+
+        Raises:
+            SendQueueFull: no room before the deadline (the frame was not queued).
+            SendError: the connection is closed.
+        """
+        n = len(frame)
+        with conn.cond:
+            while True:
+                if conn.closed:
+                    raise SendError(f"{what}: connection closed")
+                if not conn.wbytes or conn.wbytes + n <= self._conn_buffer:
+                    break
+                try:
+                    left = deadline.remaining(what)
+                except GossipTimeout:
+                    left = 0.0
+                if left is not None and left <= 0:
+                    self._count("tcp_buffer_full")
+                    raise SendQueueFull(
+                        f"{what}: {conn.wbytes} bytes already queued for a peer that is not "
+                        f"reading fast enough (connection buffer {self._conn_buffer} bytes)")
+                conn.cond.wait(left)
+            conn.wq.append(frame)
+            conn.wlens.append(n)
+            conn.wbytes += n
+            flush = not conn.writing  # else the thread (or the I/O loop) writing takes it along
+            conn.writing = True
+        self._count("tcp_sent")
+        if flush:
+            self._flush(conn, False)
+
+    def _flush(self, conn: _Conn, on_io_thread: bool) -> None:
+        """Write the connection's buffer; the caller owns the flush (``writing`` is set).
+
+        What the socket does not take is left to the I/O loop (``want_write``).
+        """
+        sock = conn.sock
+        while True:
+            with conn.cond:
+                if conn.closed:
+                    conn.writing = False
+                    conn.cond.notify_all()
+                    return
+                if not conn.wq:
+                    conn.writing = False
+                    if conn.want_write:
+                        conn.want_write = False
+                        if not on_io_thread:
+                            self._request_update(conn)
+                    conn.cond.notify_all()
+                    return
+                if len(conn.wq) == 1:
+                    data: bytes | memoryview = conn.wq.popleft()
+                else:
+                    parts = []
+                    size = 0
+                    while conn.wq and size < _WRITE_CHUNK:
+                        part = conn.wq.popleft()
+                        parts.append(part)
+                        size += len(part)
+                    data = b"".join(parts)
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except (OSError, ValueError) as exc:
+                _log.debug("%s ! write to %s failed: %s", self._name, conn.key, exc)
+                with conn.cond:
+                    conn.wq.appendleft(data)  # counted as lost by _drop
+                self._drop(conn)
+                return
+            with conn.cond:
+                if conn.closed:  # dropped meanwhile: what was queued is already counted lost
+                    conn.writing = False
+                    conn.cond.notify_all()
+                    return
+                conn.wbytes -= sent
+                self._written_locked(conn, sent)
+                conn.last_active = time.monotonic()
+                if sent < len(data):
+                    conn.wq.appendleft(memoryview(data)[sent:])
+                    if not conn.want_write:
+                        conn.want_write = True
+                        if not on_io_thread:
+                            self._request_update(conn)
+                    conn.cond.notify_all()
+                    return  # writing stays True: the I/O loop finishes on writability
+                conn.cond.notify_all()
+
+    @staticmethod
+    def _written_locked(conn: _Conn, sent: int) -> None:
+        """Retire the frame lengths covered by ``sent`` more written bytes."""
+        lens = conn.wlens
+        done = conn.written + sent
+        while lens and done >= lens[0]:
+            done -= lens.popleft()
+        conn.written = done
+
+    def _write_direct(self, conn: _Conn, frame: bytes, deadline: Deadline, what: str) -> None:
+        """Write all of ``frame`` on an unregistered (request) connection within ``deadline``."""
+        view = memoryview(frame)
+        try:
+            while view:
+                try:
+                    sent = conn.sock.send(view)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                if sent:
+                    view = view[sent:]
+                    continue
+                _wait_fd(conn.sock, True, deadline.remaining(what))
+        except GossipTimeout:
+            raise
+        except (OSError, ValueError) as exc:
+            raise SendError(f"{what}: {exc}") from exc
+        conn.last_active = time.monotonic()
+        self._count("tcp_sent")
+
+    def _pooled(self, key: str, ip: str, port: int) -> _Conn:
         """Return the pooled outgoing connection to ``key``, dialing one if needed."""
         with self._lock:
             conn = self._out.get(key)
             if conn is not None and not conn.closed:
                 return conn
-        sock = self._dial(ip, port, key, deadline)
-        new = _Conn(self, sock, key, _KIND_OUT)
+        sock = self._dial(ip, port, key, Deadline(self._dial_timeout), PREAMBLE_FRAMES)
+        new = _Conn(self, sock, key, ip, _KIND_OUT)
         with self._lock:
             if self._closed:
                 sock.close()
@@ -607,7 +1126,8 @@ class SocketTransport:
             self._tcp_waker.wake()
         return new
 
-    def _dial(self, ip: str, port: int, key: str, deadline: Deadline) -> socket.socket:
+    def _dial(self, ip: str, port: int, key: str, deadline: Deadline,
+              preamble: bytes) -> socket.socket:
         left = deadline.remaining(f"connect to {key}")
         timeout = self._dial_timeout if left is None else min(self._dial_timeout, left)
         self._count("tcp_dials")
@@ -615,46 +1135,13 @@ class SocketTransport:
             sock = socket.create_connection((ip, port), timeout=timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(preamble)  # blocking with the dial timeout: 4 bytes into an empty buffer
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
             raise ConnectError(f"connect to {key}: {exc}") from exc
         _log.debug("%s = dialed %s", self._name, key)
         return sock
-
-    def _write(self, conn: _Conn, frame: bytes, deadline: Deadline, what: str) -> None:
-        """Write all of ``frame`` under the connection's lock within ``deadline``.
-
-        Any failure, including a timeout after a partial write, drops the connection: the
-        stream can no longer be framed.
-        """
-        left = deadline.remaining(what)
-        if not conn.lock.acquire(timeout=-1 if left is None else left):
-            raise GossipTimeout(f"{what}: timed out waiting for the connection")
-        try:
-            if conn.closed:
-                raise SendError(f"{what}: connection closed")
-            view = memoryview(frame)
-            try:
-                while view:
-                    try:
-                        sent = conn.sock.send(view)
-                    except (BlockingIOError, InterruptedError):
-                        sent = 0
-                    if sent:
-                        view = view[sent:]
-                        continue
-                    _wait_fd(conn.sock, True, deadline.remaining(what))
-            except GossipTimeout:
-                self._drop(conn)
-                raise
-            except (OSError, ValueError) as exc:
-                self._drop(conn)
-                raise SendError(f"{what}: {exc}") from exc
-            conn.last_active = time.monotonic()
-        finally:
-            conn.lock.release()
-        self._count("tcp_sent")
 
     def _read_reply(self, conn: _Conn, deadline: Deadline, what: str) -> tuple[bytes, bool]:
         """Read one frame from a request connection; return ``(frame, clean)``.
@@ -722,16 +1209,51 @@ class SocketTransport:
             conn.closed = True
             self._close_sock(conn)
 
+    # ------------------------------------------------------------------ connection bookkeeping
+
+    def _request_update(self, conn: _Conn) -> None:
+        """Ask the I/O loop to recompute what it watches on ``conn`` (pause, resume, write)."""
+        with self._lock:
+            if self._readers_done:
+                return
+            self._pending_update.append(conn)
+        if self._tcp_waker is not None:
+            self._tcp_waker.wake()
+
+    def _trust(self, conn: _Conn) -> None:
+        conn.trusted = True
+
+    def _count_lost(self, conn: _Conn) -> None:
+        """Count the frames still queued on a connection that is going away."""
+        with conn.cond:
+            lost = len(conn.wlens)
+            conn.wlens.clear()
+            conn.wq.clear()
+            conn.wbytes = 0
+            conn.written = 0
+            conn.writing = False
+            conn.closed = True
+            conn.cond.notify_all()
+        if lost:
+            self._count("tcp_frames_lost", lost)
+            _log.debug("%s ! %d queued frames to %s lost with the connection", self._name,
+                       lost, conn.key)
+
     def _drop(self, conn: _Conn) -> None:
-        """Mark ``conn`` closed and get it closed safely (see the module docstring)."""
+        """Mark ``conn`` closed and get it closed safely.
+
+        A socket registered with the selector is only ever closed by the I/O thread (other
+        threads mark it closed, ``shutdown()`` it, which also fails a blocked writer fast, and
+        queue it), so the selector never watches a closed or reused file descriptor.
+        """
         with self._lock:
             if self._out.get(conn.key) is conn:
                 del self._out[conn.key]
             already = conn.closed
-            conn.closed = True
             queue = conn.kind != _KIND_REQ and not self._readers_done
             if queue and not already:
                 self._to_close.append(conn)
+        self._count_lost(conn)
         _shutdown(conn.sock)
         if conn.kind == _KIND_REQ:
             return  # request() closes its own connection in its finally clause
@@ -742,14 +1264,29 @@ class SocketTransport:
             self._close_sock(conn)
 
     def _close_sock(self, conn: _Conn) -> None:
-        """Close the socket, waiting briefly for a writer (already failed by shutdown)."""
+        """Close the socket (its writers were already failed by shutdown)."""
         _shutdown(conn.sock)
-        got = conn.lock.acquire(timeout=self._io_timeout)
         try:
             conn.sock.close()
-        finally:
-            if got:
-                conn.lock.release()
+        except OSError:  # pragma: no cover - close() of a socket does not fail here
+            pass
+
+    def _stream_closed(self, stream: _StreamSocket) -> None:
+        with self._lock:
+            known = self._streams.pop(stream, None) is not None
+            if known and stream.ip in self._per_source:
+                self._release_source_locked(stream.ip)
+        try:
+            stream.sock.close()
+        except OSError:  # pragma: no cover - close() of a socket does not fail here
+            pass
+
+    def _release_source_locked(self, ip: str) -> None:
+        n = self._per_source.get(ip, 0) - 1
+        if n > 0:
+            self._per_source[ip] = n
+        else:
+            self._per_source.pop(ip, None)
 
     def _all_conns_locked(self, active: bool = True) -> list[_Conn]:
         """Every connection the transport knows; ``active=False`` leaves out the request
@@ -771,15 +1308,15 @@ class SocketTransport:
         with self._stats_lock:
             self._stats[key] = self._stats.get(key, 0) + n
 
-    def _emit(self, incoming: Incoming) -> None:
-        callback = self._on_packet
+    def _emit(self, batch: list[Incoming]) -> None:
+        callback = self._on_packets
         if callback is None:
             return
         try:
-            callback(incoming)
+            callback(batch)
         except Exception:
             self._count("callback_errors")
-            _log.error("%s ! on_packet raised", self._name, exc_info=True)
+            _log.error("%s ! on_packets raised", self._name, exc_info=True)
 
     def _udp_loop(self, sel: selectors.BaseSelector) -> None:
         udp = self._udp
@@ -788,7 +1325,7 @@ class SocketTransport:
         try:
             while not self._stop.is_set():
                 try:
-                    events = sel.select(timeout=_TICK)
+                    events = sel.select(timeout=_TICK * 4)
                     for key, _mask in events:
                         if key.data == _WAKE:
                             waker.drain()
@@ -802,21 +1339,48 @@ class SocketTransport:
         finally:
             sel.close()
 
+    def _udp_src(self, src: tuple[str, int]) -> str:
+        """Return ``src`` as text, from a small cache (formatting costs more than a lookup)."""
+        key = (src[0], src[1])
+        cache = self._addr_cache
+        text = cache.get(key)
+        if text is None:
+            if len(cache) >= _ADDR_CACHE_MAX:
+                cache.clear()
+            text = cache[key] = format_addr(src[0], src[1])
+        return text
+
     def _read_udp(self, udp: socket.socket) -> None:
-        for _ in range(64):  # drain a burst, then let the loop check the stop flag
+        """Read what the socket holds (one burst) and hand it over in one call."""
+        batch: list[Incoming] = []
+        now = time.monotonic()
+        recvfrom = udp.recvfrom
+        src_text = self._udp_src
+        first = _SO_RXQ_OVFL is not None
+        for _ in range(_UDP_BURST):
             try:
-                data, src = udp.recvfrom(_UDP_RECV_SIZE)
+                if first:
+                    # recvmsg once per burst brings the kernel's cumulative drop counter along.
+                    first = False
+                    data, anc, _flags, src = udp.recvmsg(_UDP_RECV_SIZE, _OVFL_SPACE)
+                    for level, kind, value in anc:
+                        if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
+                            self._kernel_drops = int.from_bytes(value[:4], sys.byteorder)
+                else:
+                    data, src = recvfrom(_UDP_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError:
                 if self._stop.is_set():
-                    return
+                    break
                 # e.g. ECONNREFUSED from an earlier ICMP error; keep reading
                 self._count("reader_errors")
                 _log.debug("%s ! udp recvfrom failed", self._name, exc_info=True)
                 continue
-            self._count("udp_received")
-            self._emit(Incoming(data, format_addr(src[0], src[1]), False, None, time.monotonic()))
+            batch.append(Incoming(data, src_text(src), False, None, now, "udp"))
+        if batch:
+            self._count("udp_received", len(batch))
+            self._emit(batch)
 
     def _tcp_loop(self, sel: selectors.BaseSelector) -> None:
         waker = self._tcp_waker
@@ -828,50 +1392,93 @@ class SocketTransport:
                     self._apply_pending(sel)
                     events = sel.select(timeout=_TICK)
                     now = time.monotonic()
-                    for key, _mask in events:
+                    for key, mask in events:
                         if self._stop.is_set():
                             break
-                        if key.data == _LISTENER:
+                        data = key.data
+                        if data == _LISTENER:
                             self._accept(sel)
-                        elif key.data == _WAKE:
+                        elif data == _WAKE:
                             waker.drain()
                         else:
-                            self._read_conn(sel, key.data, now)
+                            if mask & selectors.EVENT_WRITE:
+                                self._on_writable(sel, data)
+                            if mask & selectors.EVENT_READ and not data.closed:
+                                self._read_conn(sel, data, now)
                     if now >= next_sweep:
                         next_sweep = now + _TICK
-                        self._sweep_idle(sel, now)
+                        self._sweep(sel, now)
                 except Exception:
                     if self._stop.is_set():
                         break
                     self._count("reader_errors")
-                    _log.debug("%s ! tcp reader error", self._name, exc_info=True)
+                    _log.debug("%s ! tcp I/O loop error", self._name, exc_info=True)
         finally:
             sel.close()
 
     def _apply_pending(self, sel: selectors.BaseSelector) -> None:
         with self._lock:
             adds, self._pending_add = self._pending_add, []
+            updates, self._pending_update = self._pending_update, []
             closes, self._to_close = self._to_close, []
         for conn in adds:
             if conn.closed:
                 closes.append(conn)
                 continue
-            sel.register(conn.sock, selectors.EVENT_READ, conn)
+            self._set_events(sel, conn)
+        for conn in updates:
+            if not conn.closed:
+                self._set_events(sel, conn)
+                if not conn.paused and conn.rbuf:
+                    # Frames that arrived before the pause are delivered first.
+                    self._parse_frames(sel, conn, time.monotonic())
         for conn in closes:
             self._close_registered(sel, conn)
 
+    def _set_events(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
+        """Watch ``conn`` for what it needs now: reads unless paused, writes while flushing."""
+        want = (0 if conn.paused else selectors.EVENT_READ) | (
+            selectors.EVENT_WRITE if conn.want_write else 0)
+        have = conn.events
+        if want == have:
+            return
+        try:
+            if not want:
+                sel.unregister(conn.sock)
+            elif not have:
+                sel.register(conn.sock, want, conn)
+            else:
+                sel.modify(conn.sock, want, conn)
+        except (KeyError, ValueError, OSError):
+            self._close_registered(sel, conn)
+            return
+        conn.events = want
+
     def _close_registered(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
-        """Unregister and close a connection (reader thread only)."""
+        """Unregister and close a connection (I/O thread only)."""
         with self._lock:
             conn.closed = True
-            self._accepted.pop(conn, None)
+            if self._accepted.pop(conn, None) is not None:
+                self._release_source_locked(conn.ip)
             if self._out.get(conn.key) is conn:
                 del self._out[conn.key]
-        try:
-            sel.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
+        conn.rbuf = bytearray()
+        self._account(conn)
+        if conn.events:
+            try:
+                sel.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+            conn.events = 0
+        self._count_lost(conn)
         self._close_sock(conn)
+
+    def _on_writable(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
+        if conn.closed:
+            return
+        self._flush(conn, True)
+        if not conn.closed and not conn.want_write:
+            self._set_events(sel, conn)
 
     def _accept(self, sel: selectors.BaseSelector) -> None:
         listener = self._listener
@@ -886,27 +1493,48 @@ class SocketTransport:
                     self._count("reader_errors")
                     _log.debug("%s ! accept failed", self._name, exc_info=True)
                 return
+            ip = src[0].split("%", 1)[0]
             peer = format_addr(src[0], src[1])
             with self._lock:
-                full = len(self._accepted) >= MAX_ACCEPTED_CONNECTIONS
-            if full:
-                self._count("tcp_rejected")
-                _log.debug("%s ! rejecting %s: too many connections", self._name, peer)
+                total = len(self._accepted) + len(self._streams)
+                mine = self._per_source.get(ip, 0)
+                refuse = ""
+                if total >= self._max_conns:
+                    refuse = "tcp_rejected"
+                elif mine >= self._max_per_source:
+                    refuse = "tcp_rejected_per_source"
+                else:
+                    self._per_source[ip] = mine + 1
+            if refuse:
+                self._count(refuse)
+                _log.debug("%s ! rejecting %s: too many connections (%s)", self._name, peer, refuse)
                 sock.close()
                 continue
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
+                with self._lock:
+                    self._release_source_locked(ip)
                 sock.close()
                 continue
-            conn = _Conn(self, sock, peer, _KIND_IN)
+            conn = _Conn(self, sock, peer, ip, _KIND_IN)
             with self._lock:
                 self._accepted[conn] = None
-            sel.register(sock, selectors.EVENT_READ, conn)
+            self._set_events(sel, conn)
             self._count("tcp_accepts")
 
+    def _account(self, conn: _Conn) -> None:
+        """Bring the pre-authentication budget up to date with ``conn``'s buffer (I/O thread)."""
+        want = 0 if conn.trusted else len(conn.rbuf)
+        if want != conn.counted:
+            self._preauth_bytes += want - conn.counted
+            conn.counted = want
+
     def _read_conn(self, sel: selectors.BaseSelector, conn: _Conn, now: float) -> None:
+        if conn.paused:
+            self._set_events(sel, conn)
+            return
         try:
             chunk = conn.sock.recv(_READ_CHUNK)
         except (BlockingIOError, InterruptedError):
@@ -918,30 +1546,135 @@ class SocketTransport:
             self._close_registered(sel, conn)
             return
         conn.last_active = now
-        buf = conn.buf
-        buf += chunk
-        while len(buf) >= FRAME_HEADER_SIZE:
-            (size,) = _HEADER.unpack_from(buf)
-            if size == 0 or size > self.max_frame_size:
-                self._count("tcp_bad_frames")
-                _log.debug(
-                    "%s ! bad frame length %d from %s; closing", self._name, size, conn.key
-                )
+        conn.rbuf += chunk
+        if not conn.trusted:
+            self._account(conn)
+            if self._preauth_bytes > self._preauth_limit:
+                self._count("tcp_preauth_refused")
+                _log.debug("%s ! %s: unauthenticated connections hold too much; closing",
+                           self._name, conn.key)
                 self._close_registered(sel, conn)
                 return
-            end = FRAME_HEADER_SIZE + size
-            if len(buf) < end:
+        if not conn.greeted:
+            if len(conn.rbuf) < _PREAMBLE_SIZE:
+                conn.partial_since = conn.partial_since or now
                 return
-            data = bytes(buf[FRAME_HEADER_SIZE:end])
-            del buf[:end]
-            self._count("tcp_received")
-            self._emit(Incoming(data, conn.key, True, conn, now))
+            preamble = bytes(conn.rbuf[:_PREAMBLE_SIZE])
+            if preamble == PREAMBLE_STREAM:
+                self._accept_stream(sel, conn)
+                return
+            if preamble != PREAMBLE_FRAMES:
+                self._count("tcp_bad_preamble")
+                _log.debug("%s ! %s: bad connection preamble %r; closing", self._name,
+                           conn.key, preamble)
+                self._close_registered(sel, conn)
+                return
+            del conn.rbuf[:_PREAMBLE_SIZE]
+            conn.greeted = True
+            conn.partial_since = 0.0
+        self._parse_frames(sel, conn, now)
 
-    def _sweep_idle(self, sel: selectors.BaseSelector, now: float) -> None:
-        limit = now - self._idle_timeout
+    def _parse_frames(self, sel: selectors.BaseSelector, conn: _Conn, now: float) -> None:
+        """Emit every whole frame in the connection's buffer as one batch."""
+        buf = conn.rbuf
+        n = len(buf)
+        off = 0
+        batch: list[Incoming] = []
+        limit = self.max_frame_size if conn.trusted else self._preauth_frame
+        unpack = _HEADER.unpack_from
+        key = conn.key
+        view = memoryview(buf)
+        try:
+            while n - off >= FRAME_HEADER_SIZE:
+                (size,) = unpack(buf, off)
+                if size == 0 or size > limit:
+                    self._count("tcp_bad_frames" if size == 0 or size > self.max_frame_size
+                                else "tcp_preauth_refused")
+                    _log.debug("%s ! bad frame length %d from %s (limit %d); closing",
+                               self._name, size, key, limit)
+                    view.release()
+                    self._close_registered(sel, conn)
+                    return
+                end = off + FRAME_HEADER_SIZE + size
+                if end > n:
+                    break
+                batch.append(Incoming(bytes(view[off + FRAME_HEADER_SIZE:end]), key, True, conn,
+                                      now, "tcp"))
+                off = end
+        finally:
+            view.release()
+        if off:
+            del buf[:off]
+        conn.partial_since = (conn.partial_since or now) if buf else 0.0
+        if batch:
+            self._count("tcp_received", len(batch))
+            self._emit(batch)
+            if conn.closed:
+                return
+            if conn.paused:
+                self._count("tcp_paused")
+                self._set_events(sel, conn)
+        self._account(conn)
+
+    def _accept_stream(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
+        """Hand an accepted connection whose preamble says "stream" to ``on_stream``."""
+        leftover = bytes(conn.rbuf[_PREAMBLE_SIZE:])
+        conn.rbuf = bytearray()
+        self._account(conn)
         with self._lock:
-            idle = [c for c in self._accepted if c.last_active < limit]
-            idle += [c for c in self._out.values() if c.last_active < limit]
-        for conn in idle:
+            self._accepted.pop(conn, None)  # the per-source slot moves to the stream
+        if conn.events:
+            try:
+                sel.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+            conn.events = 0
+        stream = _StreamSocket(self, conn.sock, conn.key, conn.ip, self.max_stream_frame_size,
+                               leftover)
+        callback = self._on_stream
+        with self._lock:
+            if callback is None or self._closed:
+                self._release_source_locked(conn.ip)
+                callback = None
+            else:
+                self._streams[stream] = None
+        if callback is None:
+            self._count("streams_refused")
+            self._close_sock(conn)
+            return
+        self._count("streams_accepted")
+        try:
+            callback(stream)
+        except Exception:
+            self._count("callback_errors")
+            _log.error("%s ! on_stream raised", self._name, exc_info=True)
+            stream.close()
+
+    def _sweep(self, sel: selectors.BaseSelector, now: float) -> None:
+        """Close idle connections and those whose frame has been arriving for too long."""
+        idle_limit = now - self._idle_timeout
+        frame_limit = now - self._frame_timeout
+        with self._lock:
+            conns = list(self._accepted) + list(self._out.values())
+            stale_req: list[_Conn] = []
+            for key in list(self._req_idle):
+                idle = self._req_idle[key]
+                keep = [c for c in idle if c.last_active >= idle_limit]
+                stale_req += [c for c in idle if c.last_active < idle_limit]
+                if keep:
+                    self._req_idle[key] = keep
+                else:
+                    del self._req_idle[key]
+        for conn in stale_req:
             self._count("tcp_idle_closed")
-            self._close_registered(sel, conn)
+            conn.closed = True
+            self._close_sock(conn)
+        for conn in conns:
+            if conn.partial_since and conn.partial_since < frame_limit:
+                self._count("tcp_frame_timeouts")
+                _log.debug("%s ! %s: a frame did not arrive whole within %.1fs; closing",
+                           self._name, conn.key, self._frame_timeout)
+                self._close_registered(sel, conn)
+            elif conn.last_active < idle_limit and not conn.writing:
+                self._count("tcp_idle_closed")
+                self._close_registered(sel, conn)

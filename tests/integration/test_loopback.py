@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 import gossip
+from gossip.transports.socket import PREAMBLE_FRAMES
 from gossip import Cluster, Config, Node, NodeID, NodeState, Packet
 
 from . import REPO_ROOT, gossip_threads, scaled, wait_until
@@ -397,12 +398,13 @@ def test_garbage_datagrams_and_streams_are_counted_and_harmless(ten: list[Cluste
         for _ in range(n_dgrams):
             udp.sendto(rng.randbytes(rng.randint(1, 1200)), (host, port))
             time.sleep(0.001)
-    # A TCP stream with a well-framed junk packet, then one with an absurd length prefix.
+    # A TCP connection with a well-framed junk packet, then one with an absurd length prefix,
+    # then one that does not even start with a connection preamble.
     junk = rng.randbytes(300)
     with socket.create_connection((host, port), timeout=scaled(2.0)) as tcp:
-        tcp.sendall(struct.pack(">I", len(junk)) + junk)
+        tcp.sendall(PREAMBLE_FRAMES + struct.pack(">I", len(junk)) + junk)
     with socket.create_connection((host, port), timeout=scaled(2.0)) as tcp:
-        tcp.sendall(struct.pack(">I", 0xFFFF_FFF0) + rng.randbytes(64))
+        tcp.sendall(PREAMBLE_FRAMES + struct.pack(">I", 0xFFFF_FFF0) + rng.randbytes(64))
         tcp.settimeout(scaled(3.0))
         try:
             closed = tcp.recv(1) == b""  # the node closes such a connection
@@ -414,7 +416,17 @@ def test_garbage_datagrams_and_streams_are_counted_and_harmless(ten: list[Cluste
                f"(counted {bad_packets() - bad_before})")
     wait_until(lambda: target.stats().get("transport.tcp_bad_frames", 0) > frames_before, 5.0,
                "the absurd length prefix counted as a bad frame")
-    assert target.stats().get("worker_errors", 0) == 0
+    with socket.create_connection((host, port), timeout=scaled(2.0)) as tcp:
+        tcp.sendall(rng.randbytes(64))
+        tcp.settimeout(scaled(3.0))
+        try:
+            closed = tcp.recv(1) == b""
+        except (ConnectionResetError, socket.timeout):
+            closed = True
+        assert closed
+    wait_until(lambda: target.stats().get("transport.tcp_bad_preamble", 0) >= 1, 5.0,
+               "the connection without a preamble counted")
+    assert not [k for k in target.stats() if k.startswith("errors.")]
     # The cluster still works: a broadcast from the attacked node reaches everyone.
     broadcast_exactly_once(ten, 7, gossip.USER_MSG + 14)
     wait_converged(ten, timeout=5.0)

@@ -228,13 +228,24 @@ def test_push_pull_merges_and_downgrades_remote_deaths_to_suspicion() -> None:
         MemberState(B, "b:1", ALIVE, 0, {"x": 1}, 3),
         MemberState(A, "a:1", DEAD, 2),
         MemberState(C, "c:1", DEAD, 0),
-    )))
+    )), reliable=True)
     assert core.members[B].state is ALIVE and core.members[B].meta == {"x": 1}
     assert core.members[A].state is SUSPECT           # not dead: a remote verdict is only a suspicion
     assert C not in core.members                      # an unknown dead node is not learnt
     reply = [s for s in sends(core) if isinstance(s.msg, PushPullReply)]
-    assert reply and reply[0].addr == "p:1" and reply[0].reliable
+    assert reply and reply[0].addr == "p:1" and reply[0].reliable and reply[0].reply
     assert {s.node for s in reply[0].msg.states} == {core.id, A, B}
+
+
+def test_full_state_and_join_requests_as_datagrams_are_dropped() -> None:
+    # A full-state exchange and a join travel, and are answered, on a connection only: as a
+    # datagram they would make us send the whole table to whatever address they name.
+    core = with_member(ALIVE, inc=2)
+    core.receive(1.0, "p:1", PushPull(1, "p:1", (MemberState(B, "b:1", ALIVE, 0),)))
+    core.receive(1.0, "p:1", Join(2, "p:1", (MemberState(B, "b:1", ALIVE, 0),)))
+    assert sends(core) == [] and B not in core.members
+    assert core.stats["dropped_push_pull_datagram"] == 1
+    assert core.stats["dropped_join_datagram"] == 1
 
 
 def test_push_pull_telling_us_we_are_dead_makes_us_refute() -> None:
@@ -331,16 +342,16 @@ def test_join_exchanges_state_and_reports_result() -> None:
 def test_join_refused_for_protocol_or_application_version() -> None:
     core = lone(app_version_check=lambda v: v.startswith("2."))
     joiner = MemberState(A, "a:1", ALIVE, 0)
-    core.receive(0.0, "a:1", Join(1, "a:1", (joiner,), PROTOCOL_VERSION + 1, "2.0"))
-    core.receive(0.0, "a:1", Join(2, "a:1", (joiner,), PROTOCOL_VERSION, "1.9"))
-    core.receive(0.0, "a:1", Join(3, "a:1", (MemberState(core.id, "a:1", ALIVE, 0),), PROTOCOL_VERSION, "2.0"))
+    core.receive(0.0, "a:1", Join(1, "a:1", (joiner,), PROTOCOL_VERSION + 1, "2.0"), reliable=True)
+    core.receive(0.0, "a:1", Join(2, "a:1", (joiner,), PROTOCOL_VERSION, "1.9"), reliable=True)
+    core.receive(0.0, "a:1", Join(3, "a:1", (MemberState(core.id, "a:1", ALIVE, 0),), PROTOCOL_VERSION, "2.0"), reliable=True)
     replies = [s.msg for s in sends(core)]
     assert [r.accepted for r in replies] == [False, False, False]   # type: ignore[union-attr]
     assert "protocol version" in replies[0].reason                  # type: ignore[union-attr]
     assert "application version" in replies[1].reason              # type: ignore[union-attr]
     assert "self" in replies[2].reason                              # type: ignore[union-attr]
     assert core.members == {}
-    core.receive(0.0, "a:1", Join(4, "a:1", (joiner,), PROTOCOL_VERSION, "2.1"))
+    core.receive(0.0, "a:1", Join(4, "a:1", (joiner,), PROTOCOL_VERSION, "2.1"), reliable=True)
     ok = sends(core)[0].msg
     assert isinstance(ok, JoinReply) and ok.accepted and ok.states[0].node == core.id
     assert core.members[A].state is ALIVE

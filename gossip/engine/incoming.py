@@ -1,0 +1,378 @@
+"""The receive path: every packet this node receives arrives here, in batches.
+
+::
+
+    transport reader thread ── on_packets(batch) ──► decode + authenticate every packet
+         │                                              │
+         │      protocol (type < 64): protocol lane     │     user (type >= 64): user lanes
+         │      on this same thread, one core-lock      │     lane = hash(source) % workers,
+         │      acquisition for the batch, replies      │     one hand-off per batch and lane
+         │      written at once (never behind user      ▼
+         │      code, never behind a dial)          lane worker: duplicate check, relay,
+         │                                          handler, reply on the connection
+         ▼
+    accepted stream connections ── on_stream ──► the stream pool (gossip.engine.streams)
+
+Protocol traffic therefore has its own lane: a flood of user messages or slow handlers can
+delay no ack. User handlers run on the lane workers (``num_incoming_workers`` threads); all
+packets from one source go to one lane, so they are handled in the order they arrived.
+
+Back-pressure on receive: a lane holds at most ``incoming_packet_queue_depth`` packets. A
+datagram that finds its lane full is dropped and counted (``dropped.incoming_queue_full``); a
+frame that arrived on a connection is never dropped: the connection's reading is paused
+instead (:meth:`Connection.pause_reading`), so the sender's own send calls slow down, and it is
+resumed once the lane has drained to a quarter.
+
+Every malformed, oversized or unauthenticated packet is counted under ``bad_packets.<Error>``
+and dropped; nothing a peer sends can raise out of here.
+
+This module imports the packet pipeline, the messages, the handlers and the transports'
+interface; the engine wires it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import messages
+from ..errors import ClusterClosed, GossipError, LocalProtocolError, RemoteProtocolError, SendQueueFull
+from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, MessageHandlers
+from ..messages import Message
+from ..node import NodeID, NodeState
+from ..packet import Packet
+from ..protocol.messaging import MessageHistory, max_ttl
+from ..transports.base import Connection, Incoming
+from ..wire import RESERVED_MSGS_START, MessageType
+from .counters import Counters
+from .outgoing import type_key
+
+if TYPE_CHECKING:
+    from . import Engine
+
+__all__ = ["Receiver", "UserLanes"]
+
+_CHUNK = 256  # packets a lane worker takes at once
+_MAX_DATAGRAM_PAYLOAD = 65536  # a datagram decompresses to at most this much ("stays a datagram")
+
+
+class UserLanes:
+    """``n`` worker threads, each with its own bounded queue of user packets.
+
+    Args:
+        n: number of lanes (and threads).
+        depth: packets a lane holds before datagrams are dropped and connections paused.
+        handle: ``handle(items)`` runs on the lane's thread for a chunk of ``(Incoming,
+            Packet)`` pairs; it must not raise (it is wrapped all the same).
+        counters: where drops and bugs are counted.
+        prefix: thread names are ``<prefix>-recv-<i>``.
+    """
+
+    def __init__(self, n: int, depth: int, handle: Callable[[list[tuple[Incoming, Packet]]], None],
+                 counters: Counters, prefix: str,
+                 log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+        self.n = n
+        self.depth = depth
+        self._low = max(1, depth // 4)
+        self._handle = handle
+        self._counters = counters
+        self._log = log
+        self._conds = [threading.Condition(threading.Lock()) for _ in range(n)]
+        self._queues: list[deque[tuple[Incoming, Packet]]] = [deque() for _ in range(n)]
+        self._paused: list[dict[Connection, None]] = [{} for _ in range(n)]
+        self._closed = False
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
+                                          name=f"{prefix}-recv-{i}") for i in range(n)]
+
+    def start(self) -> None:
+        """Start the lane threads."""
+        for t in self._threads:
+            t.start()
+
+    def lane_of(self, src: str) -> int:
+        """Return the lane of packets from ``src`` (the same lane every time)."""
+        return hash(src) % self.n
+
+    def depths(self) -> list[int]:
+        """Return how many packets each lane holds."""
+        return [len(q) for q in self._queues]
+
+    def put(self, lane: int, items: list[tuple[Incoming, Packet]]) -> None:
+        """Queue ``items`` on ``lane`` (one wake-up); see the module docstring for a full lane."""
+        q = self._queues[lane]
+        cond = self._conds[lane]
+        dropped = 0
+        with cond:
+            if self._closed:
+                return
+            depth = self.depth
+            for item in items:
+                inc = item[0]
+                if len(q) >= depth:
+                    conn = inc.conn
+                    if conn is None:
+                        dropped += 1
+                        continue
+                    paused = self._paused[lane]
+                    if conn not in paused:
+                        paused[conn] = None
+                        conn.pause_reading()
+                q.append(item)
+            cond.notify()
+        if dropped:
+            self._counters.inc("dropped.incoming_queue_full", dropped)
+
+    def close(self) -> None:
+        """Stop taking packets and wake every lane thread (which then ends)."""
+        self._closed = True
+        for cond, q in zip(self._conds, self._queues):
+            with cond:
+                q.clear()
+                cond.notify_all()
+
+    def join(self, deadline: float) -> list[str]:
+        """Join the lane threads; return the names of those still running at ``deadline``."""
+        me = threading.current_thread()
+        for t in self._threads:
+            if t is not me and t.ident is not None:
+                t.join(max(0.0, deadline - time.monotonic()))
+        return [t.name for t in self._threads if t.is_alive() and t is not me]
+
+    def _run(self, lane: int) -> None:
+        q = self._queues[lane]
+        cond = self._conds[lane]
+        paused = self._paused[lane]
+        while True:
+            resume: list[Connection] = []
+            with cond:
+                while not q and not self._closed:
+                    cond.wait()
+                if self._closed:
+                    return
+                if len(q) <= _CHUNK:
+                    items = list(q)
+                    q.clear()
+                else:
+                    items = [q.popleft() for _ in range(_CHUNK)]
+                if paused and len(q) <= self._low:
+                    resume = list(paused)
+                    paused.clear()
+            for conn in resume:
+                conn.resume_reading()
+            try:
+                self._handle(items)
+            except Exception:
+                self._counters.inc("errors.lane_worker")
+                self._log.exception("bug: a user lane failed")
+
+
+class Receiver:
+    """The receive path of one engine; see the module docstring."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        cfg = engine.config
+        self.codec = engine.codec
+        self.counters = engine.counters
+        self.log = engine.log
+        self._debug = self.log.isEnabledFor(logging.DEBUG)
+        self.handlers: MessageHandlers = engine.message_handlers
+        self.history = MessageHistory(cfg.msg_history_max_age, cfg.msg_history_shard_count)
+        self.history_lock = threading.Lock()
+        self.history_size = 0  # entries at the last GC or insert; the scheduler skips GC at 0
+        self.lanes = UserLanes(cfg.num_incoming_workers, cfg.incoming_packet_queue_depth,
+                               self._user_batch, self.counters, engine.prefix, self.log)
+        self._udp_payload = max(_MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
+        self._ttl_multiplier = cfg.ttl_multiplier
+
+    # ------------------------------------------------------------------ reader threads
+
+    def on_packets(self, batch: list[Incoming]) -> None:
+        """Transport callback (a reader thread): decode, run protocol packets, queue the rest."""
+        engine = self.engine
+        if engine.closing:
+            return
+        decode = self.codec.decode
+        table = self.counters.table()
+        protocol: list[tuple[Incoming, Packet]] = []
+        lanes: dict[int, list[tuple[Incoming, Packet]]] = {}
+        lane_of = self.lanes.lane_of
+        udp_payload = self._udp_payload
+        for inc in batch:
+            try:
+                pkt = decode(inc.data, None if inc.reliable else udp_payload)
+            except RemoteProtocolError as exc:
+                key = f"bad_packets.{type(exc).__name__}"
+                table[key] = table.get(key, 0) + 1
+                if self._debug:
+                    self.log.debug("! bad packet from %s: %s", inc.src, exc)
+                continue
+            except Exception:  # a bug in the pipeline must not kill the reader
+                table["errors.decode"] = table.get("errors.decode", 0) + 1
+                self.log.exception("bug: decoding a packet from %s failed", inc.src)
+                continue
+            mt = pkt.msg_type
+            name = "user" if mt >= RESERVED_MSGS_START else type_key(mt)
+            key = f"packets_in.{inc.transport}.{name}"
+            table[key] = table.get(key, 0) + 1
+            key = f"bytes_in.{inc.transport}.{name}"
+            table[key] = table.get(key, 0) + pkt.size
+            conn = inc.conn
+            if conn is not None:
+                trust = getattr(conn, "mark_trusted", None)
+                if trust is not None:
+                    trust()
+            if mt < RESERVED_MSGS_START:
+                protocol.append((inc, pkt))
+            else:
+                lanes.setdefault(lane_of(inc.src), []).append((inc, pkt))
+        if protocol:
+            self._protocol(protocol)
+        for lane, items in lanes.items():
+            self.lanes.put(lane, items)
+
+    def _protocol(self, items: list[tuple[Incoming, Packet]]) -> None:
+        """Decode protocol messages and feed them to the core under one lock acquisition."""
+        engine = self.engine
+        todo: list[tuple[str, Message, NodeID, bool]] = []
+        incs: list[Incoming] = []
+        for inc, pkt in items:
+            mt = pkt.msg_type
+            if mt == MessageType.REPLY or mt == MessageType.REPLY_ERROR:
+                self.counters.inc("dropped.stray_replies")
+                continue
+            try:
+                msg = messages.from_wire(mt, pkt.unmarshal())
+            except RemoteProtocolError as exc:
+                self.counters.inc(f"bad_packets.{type(exc).__name__}")
+                if self._debug:
+                    self.log.debug("! bad protocol message from %s: %s", inc.src, exc)
+                continue
+            todo.append((inc.src, msg, NodeID(bytes=pkt.sender), inc.reliable))
+            incs.append(inc)
+        if not todo:
+            return
+        try:
+            results, failed = engine.host.receive(time.monotonic(), todo)
+        except ClusterClosed:
+            return
+        for msg, error in failed:
+            self.counters.inc("errors.core_receive")
+            self.log.error("bug: the core failed on %s", type(msg).__name__, exc_info=error)
+        for inc, actions in zip(incs, results):
+            if actions:
+                engine.perform(actions, inc)
+
+    # ------------------------------------------------------------------ lane workers
+
+    def _user_batch(self, items: list[tuple[Incoming, Packet]]) -> None:
+        now = time.monotonic()
+        for inc, pkt in items:
+            try:
+                self._user_packet(inc, pkt, now)
+            except RemoteProtocolError as exc:
+                self.counters.inc(f"bad_packets.{type(exc).__name__}")
+            except ClusterClosed:
+                return
+            except Exception:
+                self.counters.inc("errors.lane_worker")
+                self.log.exception("bug: handling a user packet from %s failed", inc.src)
+
+    def _user_packet(self, inc: Incoming, pkt: Packet, now: float) -> None:
+        engine = self.engine
+        counters = self.counters
+        with self.history_lock:
+            dup = self.history.seen(now, pkt.sender, pkt.msg_id)
+            if not dup:
+                self.history_size += 1
+        if dup:
+            counters.inc("user.duplicates")
+            return
+        counters.inc("user.received")
+        handler = self.handlers.get(pkt.msg_type)
+        if pkt.ttl > 1 and (handler is None or handler.kind == HANDLER_FORWARD):
+            self._relay(inc, pkt)
+        request = pkt.ttl == 0 and inc.conn is not None
+        if handler is None:
+            counters.inc("user.unhandled")
+            if request:
+                self._reply(inc, MessageType.REPLY_ERROR,
+                            f"no handler for message type {pkt.msg_type}")
+            return
+        sender = engine.node_for_sender(pkt.sender)
+        if handler.kind != HANDLER_REPLY:
+            try:
+                handler.fn(sender, pkt)
+            except Exception:
+                counters.inc("handler_errors.message")
+                self.log.exception("message handler for type %d raised", pkt.msg_type)
+            if request:
+                self._reply(inc, MessageType.REPLY_ERROR,
+                            f"message type {pkt.msg_type} has no reply handler")
+            return
+        if inc.conn is None:
+            counters.inc("user.reply_without_connection")
+        try:
+            value: Any = handler.fn(sender, pkt)
+            kind = MessageType.REPLY
+        except Exception as exc:
+            counters.inc("handler_errors.reply")
+            self.log.exception("reply handler for type %d raised", pkt.msg_type)
+            value, kind = f"{type(exc).__name__}: {exc}", MessageType.REPLY_ERROR
+        if request:
+            self._reply(inc, kind, value)
+
+    def _reply(self, inc: Incoming, kind: int, value: Any) -> None:
+        """Answer a request on its connection, never waiting (a full buffer drops the reply)."""
+        codec = self.codec
+        engine = self.engine
+        try:
+            data = codec.encode(kind, engine.id_bytes, engine.hlc.now(), 1, value)
+        except LocalProtocolError as exc:
+            self.counters.inc("user.reply_encode_errors")
+            data = codec.encode(MessageType.REPLY_ERROR, engine.id_bytes, engine.hlc.now(), 1,
+                                f"the reply could not be encoded: {exc}")
+            kind = MessageType.REPLY_ERROR
+        conn = inc.conn
+        assert conn is not None
+        try:
+            conn.send_frame(data, 0)
+        except SendQueueFull:
+            self.counters.inc("dropped.reply_buffer_full")
+        except GossipError as exc:  # the requester went away or timed out: not our bug
+            self.counters.inc(f"user.reply_errors.{type(exc).__name__}")
+            if self._debug:
+                self.log.debug("! reply to %s failed: %s", inc.src, exc)
+        else:
+            self.counters.inc("user.replies" if kind == MessageType.REPLY else "user.error_replies")
+
+    def _relay(self, inc: Incoming, pkt: Packet) -> None:
+        """Pass a broadcast on with one hop less (never more hops than the cluster needs)."""
+        engine = self.engine
+        # One dict read, atomic without the lock; a count a moment old is fine for a bound.
+        n_alive = engine.host.core.counts[NodeState.ALIVE] + 1
+        ttl = min(pkt.ttl - 1, max_ttl(n_alive, self._ttl_multiplier))
+        if ttl < 1:
+            return
+        data = self.codec.encode_raw(pkt.msg_type, pkt.sender, pkt.msg_id, ttl, pkt.payload)
+        for addr in engine.fan_out_addrs((NodeID(bytes=pkt.sender),)):
+            engine.out.relay(addr, data, inc.reliable)
+        self.counters.inc("user.relayed")
+
+    # ------------------------------------------------------------------ history
+
+    def gc_history(self, now: float) -> None:
+        """Forget (sender, id) pairs past their age (the scheduler calls this)."""
+        with self.history_lock:
+            self.history.gc(now)
+            self.history_size = len(self.history)
+
+    def remember(self, now: float, sender: bytes, msg_id: int) -> None:
+        """Record a message we sent ourselves, so its echoes are dropped."""
+        with self.history_lock:
+            self.history.seen(now, sender, msg_id)
+            self.history_size += 1

@@ -1,0 +1,354 @@
+"""The send path: every packet this node sends leaves through here.
+
+Three kinds of sends, each on the cheapest thread that cannot be blocked by a slow peer:
+
+* **User sends** (``send_to*``, broadcasts) run on the caller's thread. A packet that fits in
+  one datagram (``udp_max_packet_size``) goes out as one, at once; anything else, and every
+  reliable send, is queued on the pooled connection to the peer. A reliable send never drops
+  what it accepted: while the connection's buffer is full the caller waits, up to
+  ``Config.send_timeout``, and then gets :class:`~gossip.errors.SendQueueFull`. Best-effort
+  sends never wait: a full socket or connection buffer drops the packet and counts it
+  (``dropped.<reason>``), or raises, as ``Config.best_effort_full_policy`` says.
+* **Protocol sends** (the core's :class:`~gossip.protocol.Send` actions) run on the thread that
+  ran the core (a reader, the scheduler, a caller). Datagrams (probes, acks, gossip) are written
+  at once; answers to a request go back on the connection it came in on without waiting
+  (``reply``); the rest (joins, push/pulls, TCP fallback pings, which may dial a peer) are
+  handed to the send workers, so that a dial that hangs never delays a datagram.
+* **Relays** of broadcasts (from the user lanes) are written at once when they fit in a
+  datagram, else handed to the send workers, whose queue drops its oldest item when full
+  (counted as ``dropped.send_queue_full``).
+
+Requests (``send_to_with_response``) write and read on the caller's thread, on a dedicated
+connection (:meth:`Outgoing.request`).
+
+This module imports the packet pipeline, the messages and the transports' interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import messages
+from ..config import Config
+from ..errors import (
+    ClusterClosed,
+    DecodeError,
+    GossipError,
+    GossipTimeout,
+    RemoteHandlerError,
+    SendQueueFull,
+)
+from ..hlc import HLC
+from ..packet import PacketCodec
+from ..protocol import Send
+from ..transports.base import Incoming, Transport
+from ..wire import RESERVED_MSGS_START, MessageType
+from ..workers import BoundedQueue, WorkerPool
+from .counters import Counters
+
+__all__ = ["Outgoing", "type_key", "link_kind"]
+
+_TYPE_KEYS = {int(t): t.name.lower() for t in MessageType}
+
+
+def type_key(msg_type: int) -> str:
+    """Return the name a message type is counted under (``ping``..., ``user`` from 64 up)."""
+    if msg_type >= RESERVED_MSGS_START:
+        return "user"
+    return _TYPE_KEYS.get(msg_type, "unknown")
+
+
+def link_kind(transport: Transport | None, addr: str, reliable: bool) -> str:
+    """Return the name of the link a packet to ``addr`` takes (``udp``, ``tcp``, ``memory``...)."""
+    fn = getattr(transport, "link_kind", None)
+    if callable(fn):
+        kind: str = fn(addr, reliable)
+        return kind
+    return "tcp" if reliable else "udp"
+
+
+@dataclass(slots=True)
+class _Out:
+    """A packet for the send workers: an encoded packet, or a protocol message to encode."""
+
+    addr: str
+    data: bytes | None
+    msg: messages.Message | None
+    msg_type: int
+
+
+class Outgoing:
+    """The send path of one engine; see the module docstring.
+
+    Args:
+        config: the validated configuration.
+        codec: the packet pipeline.
+        sender_id: this node's id, as bytes.
+        hlc: the clock that stamps message ids.
+        counters: where every send, drop and error is counted.
+        log: the engine's logger.
+        on_join_failed: called with ``(addr, reason)`` when a join request could not be sent.
+        prefix: the thread name prefix (``gossip-<node>``).
+    """
+
+    def __init__(
+        self, config: Config, codec: PacketCodec, sender_id: bytes, hlc: HLC, counters: Counters,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        on_join_failed: Callable[[str, str], None], prefix: str,
+    ) -> None:
+        self.config = config
+        self.codec = codec
+        self.sender_id = sender_id
+        self.hlc = hlc
+        self.counters = counters
+        self.log = log
+        self._debug = log.isEnabledFor(logging.DEBUG)
+        self._on_join_failed = on_join_failed
+        self.transport: Transport | None = None
+        self._udp_max = config.udp_max_packet_size
+        self._force_reliable = config.force_reliable_transport
+        self._raise_when_full = config.best_effort_full_policy == "raise"
+        self._queue: BoundedQueue[_Out] = BoundedQueue(
+            config.send_queue_size, policy="drop_oldest", name=f"{prefix}-send")
+        self._pool: WorkerPool[_Out] | None = None
+        self._pool_name = f"{prefix}-send"
+        self._inflight = 0
+        self._inflight_cv = threading.Condition()
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, transport: Transport) -> None:
+        """Use ``transport`` and start the send workers."""
+        self.transport = transport
+        self._pool = WorkerPool(self._pool_name, self.config.num_send_workers, self._queue,
+                                self._work)
+        self._pool.start()
+
+    def stop(self, timeout: float) -> list[str]:
+        """Stop the send workers; return the names of those still running after ``timeout``."""
+        self._closing = True
+        self._queue.close()
+        with self._inflight_cv:
+            self._inflight_cv.notify_all()
+        return self._pool.stop(timeout) if self._pool is not None else []
+
+    @property
+    def queued(self) -> int:
+        """Packets waiting for a send worker."""
+        return len(self._queue)
+
+    def wait_flushed(self, timeout: float) -> bool:
+        """Wait until every packet handed to the send workers went to the transport."""
+        end = time.monotonic() + timeout
+        with self._inflight_cv:
+            while self._inflight > 0 and not self._closing:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._inflight_cv.wait(left)
+        return True
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode_protocol(self, msg: messages.Message) -> tuple[int, bytes]:
+        """Return ``(message type, packet)`` for a protocol message."""
+        mt, value = messages.to_wire(msg)
+        return mt, self.codec.encode(mt, self.sender_id, self.hlc.now(), 1, value)
+
+    def _count_out(self, kind: str, msg_type: int, size: int) -> None:
+        table = self.counters.table()
+        name = type_key(msg_type)
+        key = f"packets_out.{kind}.{name}"
+        table[key] = table.get(key, 0) + 1
+        key = f"bytes_out.{kind}.{name}"
+        table[key] = table.get(key, 0) + size
+
+    def _count_error(self, exc: BaseException, addr: str) -> None:
+        self.counters.inc(f"send_errors.{type(exc).__name__}")
+        if self._debug:
+            self.log.debug("! send to %s failed: %s", addr, exc)
+
+    # ------------------------------------------------------------------ protocol sends
+
+    def protocol(self, action: Send, inc: Incoming | None) -> None:
+        """Send one protocol message as the core asked (see the module docstring)."""
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        msg = action.msg
+        if action.reply:
+            conn = inc.conn if inc is not None else None
+            if conn is None:
+                self.counters.inc("dropped.reply_without_connection")
+                return
+            try:
+                mt, data = self.encode_protocol(msg)
+                conn.send_frame(data, 0)
+            except SendQueueFull:
+                self.counters.inc("dropped.reply_buffer_full")
+            except GossipError as exc:
+                self._count_error(exc, conn.peer)
+            else:
+                assert inc is not None
+                self._count_out(inc.transport, mt, len(data))
+            return
+        if not action.reliable and not self._force_reliable:
+            try:
+                mt, data = self.encode_protocol(msg)
+            except GossipError as exc:
+                self._count_error(exc, action.addr)
+                return
+            if len(data) <= self._udp_max:
+                self._datagram(transport, action.addr, data, mt)
+                return
+            self._hand_off(_Out(action.addr, data, None, mt))
+            return
+        self._hand_off(_Out(action.addr, None, msg, 0))
+
+    def _datagram(self, transport: Transport, addr: str, data: bytes, msg_type: int) -> None:
+        try:
+            transport.send(addr, data, False)
+        except SendQueueFull:
+            self.counters.inc("dropped.udp_send_buffer_full")
+        except GossipError as exc:
+            self._count_error(exc, addr)
+        else:
+            self._count_out(link_kind(transport, addr, False), msg_type, len(data))
+
+    def _hand_off(self, item: _Out) -> None:
+        """Queue ``item`` for the send workers (the oldest queued one goes if it is full)."""
+        if self._closing:
+            return
+        with self._inflight_cv:
+            self._inflight += 1
+        if not self._queue.put(item):
+            self._done_one()
+            if not self._queue.closed:
+                self.counters.inc("dropped.send_queue_full")
+
+    def _done_one(self) -> None:
+        with self._inflight_cv:
+            self._inflight -= 1
+            if self._inflight <= 0:
+                self._inflight_cv.notify_all()
+
+    def _work(self, item: _Out) -> None:
+        """A send worker's job: encode if needed, then send over a connection (may dial)."""
+        transport = self.transport
+        try:
+            if item.msg is not None:
+                mt, data = self.encode_protocol(item.msg)
+            else:
+                assert item.data is not None
+                data, mt = item.data, item.msg_type
+            assert transport is not None
+            transport.send(item.addr, data, True, self.config.tcp_deadline)
+            self._count_out(link_kind(transport, item.addr, True), mt, len(data))
+        except GossipError as exc:
+            self._count_error(exc, item.addr)
+            if type(item.msg) is messages.Join:
+                self._on_join_failed(item.addr, f"{type(exc).__name__}: {exc}")
+        except Exception:
+            self.counters.inc("errors.send_worker")
+            self.log.exception("bug: sending to %s failed", item.addr)
+        finally:
+            self._done_one()
+
+    # ------------------------------------------------------------------ user sends
+
+    def user(self, addr: str, data: bytes, reliable: bool) -> None:
+        """Send a user packet from the caller's thread (see the module docstring).
+
+        Raises:
+            SendQueueFull: a reliable send found no room within ``send_timeout``; or a
+                best-effort one found a full buffer under the ``"raise"`` policy.
+            TransportError: a reliable send could not reach the peer (or a best-effort one,
+                under the ``"raise"`` policy).
+            ClusterClosed: the engine is stopping.
+        """
+        transport = self.transport
+        if transport is None or self._closing:
+            raise ClusterClosed("the cluster is stopped")
+        if not reliable and not self._force_reliable and len(data) <= self._udp_max:
+            try:
+                transport.send(addr, data, False)
+            except SendQueueFull:
+                self.counters.inc("dropped.udp_send_buffer_full")
+                if self._raise_when_full:
+                    raise
+                return
+            except GossipError as exc:
+                self._count_error(exc, addr)
+                if self._raise_when_full:
+                    raise
+                return
+            self._count_out(link_kind(transport, addr, False), RESERVED_MSGS_START, len(data))
+            return
+        timeout = self.config.send_timeout if reliable else 0.0
+        try:
+            transport.send(addr, data, True, timeout)
+        except SendQueueFull:
+            if reliable or self._raise_when_full:
+                self.counters.inc("user.send_timeouts" if reliable else "user.send_full")
+                raise
+            self.counters.inc("dropped.connection_buffer_full")
+            return
+        except GossipError as exc:
+            self._count_error(exc, addr)
+            if reliable or self._raise_when_full:
+                raise
+            return
+        self._count_out(link_kind(transport, addr, True), RESERVED_MSGS_START, len(data))
+
+    def relay(self, addr: str, data: bytes, reliable: bool) -> None:
+        """Send a relayed broadcast: at once as a datagram, else through the send workers."""
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        if not reliable and not self._force_reliable and len(data) <= self._udp_max:
+            self._datagram(transport, addr, data, RESERVED_MSGS_START)
+            return
+        self._hand_off(_Out(addr, data, None, RESERVED_MSGS_START))
+
+    # ------------------------------------------------------------------ request / reply
+
+    def request(self, addr: str, label: str, msg_type: int, payload: Any,
+                response_type: type[Any] | None, timeout: float) -> Any:
+        """Send a request (ttl 0: "answer me") and return its decoded reply.
+
+        Raises:
+            GossipTimeout: no reply within ``timeout``.
+            RemoteHandlerError: the peer's handler raised, or it has no reply handler.
+            DecodeError: the answer is not a reply, or does not fit ``response_type``.
+            TransportError: the peer could not be reached.
+            LocalProtocolError: ``payload`` cannot be encoded.
+        """
+        transport = self.transport
+        if transport is None or self._closing:
+            raise ClusterClosed("the cluster is stopped")
+        data = self.codec.encode(msg_type, self.sender_id, self.hlc.now(), 0, payload)
+        try:
+            raw = transport.request(addr, data, timeout)
+        except GossipTimeout as exc:
+            raise GossipTimeout(
+                f"no reply from node {label} to message type {msg_type} within {timeout:.3g}s"
+            ) from exc
+        self.counters.inc("user.requests")
+        pkt = self.codec.decode(raw)
+        if pkt.msg_type == MessageType.REPLY:
+            return pkt.unmarshal(response_type)
+        if pkt.msg_type == MessageType.REPLY_ERROR:
+            text = pkt.unmarshal()
+            remote = text if isinstance(text, str) else repr(text)
+            raise RemoteHandlerError(
+                f"node {label} could not answer message type {msg_type}: {remote}",
+                remote, msg_type)
+        raise DecodeError(
+            f"node {label} answered message type {msg_type} with a packet of type "
+            f"{pkt.msg_type}, not a reply")
