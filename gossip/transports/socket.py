@@ -61,8 +61,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
+from gossip.counters import Counters
 from gossip.errors import (
     ClusterClosed,
     ConnectError,
@@ -97,9 +98,11 @@ _PREAMBLE_SIZE = 4
 _HEADER = struct.Struct(">I")
 _READ_CHUNK = 256 * 1024
 _WRITE_CHUNK = 1024 * 1024  # at most this much is joined into one send() call
+_CORK_WINDOW = 0.00005  # a frame queued this soon after the previous one waits for the I/O thread
 _UDP_RECV_SIZE = 65535
 _UDP_BURST = 256  # datagrams read per wake-up before the loop looks at its stop flag again
 _REQUEST_IDLE_PER_ADDR = 4
+_PEEK_AFTER = 1.0  # an idle request connection unused this long is checked before reuse
 _BIND_ATTEMPTS = 10
 _TICK = 0.5  # the I/O loop's longest sleep: bounds how late idle and frame deadlines act
 _JOIN_TIMEOUT = 5.0
@@ -167,7 +170,7 @@ class _Conn:
     __slots__ = (
         "_transport", "sock", "key", "ip", "kind", "cond", "wq", "wbytes", "wlens", "written",
         "writing", "want_write", "rbuf", "last_active", "closed", "paused", "events", "trusted",
-        "partial_since", "greeted", "counted",
+        "partial_since", "greeted", "counted", "last_queued",
     )
 
     def __init__(
@@ -194,6 +197,7 @@ class _Conn:
         self.partial_since = 0.0  # when the unfinished frame (or preamble) in rbuf began
         self.greeted = kind != _KIND_IN  # the preamble has been read
         self.counted = 0  # bytes of rbuf counted against the pre-authentication budget
+        self.last_queued = 0.0  # when the last frame was queued (for corking)
 
     @property
     def peer(self) -> str:
@@ -570,11 +574,11 @@ class SocketTransport:
         self._req_active: dict[_Conn, None] = {}
         self._streams: dict[_StreamSocket, None] = {}
         self._preauth_bytes = 0  # I/O thread only
-        self._addr_cache: dict[tuple[str, int], str] = {}
+        self._addr_cache: dict[tuple[Any, ...], str] = {}
         self._kernel_drops = 0
-        self._stats_lock = threading.Lock()
-        self._stats: dict[str, int] = dict.fromkeys(
-            (
+        self._buffers = (0, 0)  # SO_RCVBUF, SO_SNDBUF granted to the UDP socket
+        self._counters = Counters()
+        self._counter_names = (
                 "udp_received",
                 "udp_sent",
                 "udp_too_large",
@@ -595,6 +599,7 @@ class SocketTransport:
                 "tcp_idle_closed",
                 "tcp_frames_lost",
                 "tcp_buffer_full",
+                "tcp_send_waits",
                 "tcp_paused",
                 "requests",
                 "streams_dialed",
@@ -603,9 +608,8 @@ class SocketTransport:
                 "send_errors",
                 "callback_errors",
                 "reader_errors",
-            ),
-            0,
-        )
+            )
+        self._addrs: dict[str, tuple[str, int, str, str]] = {}  # send address -> parsed
 
     # ------------------------------------------------------------------ public API
 
@@ -631,9 +635,10 @@ class SocketTransport:
         twice the usable size); ``udp_kernel_drops`` is the kernel's count of datagrams it
         dropped on this socket (Linux only; 0 elsewhere).
         """
-        with self._stats_lock:
-            out = dict(self._stats)
+        out = dict.fromkeys(self._counter_names, 0)
+        out.update(self._counters.snapshot())
         out["udp_kernel_drops"] = self._kernel_drops
+        out["udp_rcvbuf"], out["udp_sndbuf"] = self._buffers
         return out
 
     def start(self, on_packets: OnPackets, on_stream: OnStream | None = None) -> None:
@@ -707,12 +712,27 @@ class SocketTransport:
             ClusterClosed: the transport is closed or not started.
         """
         self._check_open()
-        ip, port, family = split_host_port(addr)
-        key = format_addr(ip, port)
+        parsed = self._addrs.get(addr)
+        if parsed is None:
+            parsed = self._parse(addr)
+        ip, port, udp_ip, key = parsed
         if not reliable and self._udp is not None:
-            self._send_udp(key, ip, port, family, data)
+            self._send_udp(key, udp_ip, port, data)
         else:
             self._send_reliable(key, ip, port, data, timeout)
+
+    def _parse(self, addr: str) -> tuple[str, int, str, str]:
+        """Parse a send address once (``ip, port, ip for UDP, key``); later sends to it find it
+        in a small cache."""
+        ip, port, family = split_host_port(addr)
+        udp_ip = ip
+        if self._family == socket.AF_INET6 and family == socket.AF_INET:
+            udp_ip = "::ffff:" + ip  # a dual-stack IPv6 socket reaches IPv4 peers this way
+        parsed = (ip, port, udp_ip, format_addr(ip, port))
+        if len(self._addrs) >= _ADDR_CACHE_MAX:
+            self._addrs.clear()
+        self._addrs[addr] = parsed
+        return parsed
 
     def request(self, addr: str, data: bytes, timeout: float) -> bytes:
         """Write ``data`` as one frame to ``addr`` and return the single reply frame.
@@ -901,8 +921,8 @@ class SocketTransport:
             self._listener, self._udp = tcp, udp
             self._local_addr = format_addr(self._bind_ip, port)
             if udp is not None:
-                self._stats["udp_rcvbuf"] = _set_buffer(udp, socket.SO_RCVBUF, self._rcvbuf_ask)
-                self._stats["udp_sndbuf"] = _set_buffer(udp, socket.SO_SNDBUF, self._sndbuf_ask)
+                self._buffers = (_set_buffer(udp, socket.SO_RCVBUF, self._rcvbuf_ask),
+                                 _set_buffer(udp, socket.SO_SNDBUF, self._sndbuf_ask))
                 if _SO_RXQ_OVFL is not None:
                     try:
                         udp.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
@@ -926,7 +946,7 @@ class SocketTransport:
                 f"frame to {key} is {len(data)} bytes, over max_frame_size {self.max_frame_size}"
             )
 
-    def _send_udp(self, key: str, ip: str, port: int, family: int, data: bytes) -> None:
+    def _send_udp(self, key: str, ip: str, port: int, data: bytes) -> None:
         if len(data) > self.max_udp_size:
             self._count("udp_too_large")
             raise PacketTooLarge(
@@ -934,8 +954,6 @@ class SocketTransport:
             )
         udp = self._udp
         assert udp is not None
-        if self._family == socket.AF_INET6 and family == socket.AF_INET:
-            ip = "::ffff:" + ip  # a dual-stack IPv6 socket reaches IPv4 peers this way
         try:
             udp.sendto(data, (ip, port))
         except (BlockingIOError, InterruptedError):
@@ -991,12 +1009,16 @@ class SocketTransport:
             SendError: the connection is closed.
         """
         n = len(frame)
+        waited = False
         with conn.cond:
             while True:
                 if conn.closed:
                     raise SendError(f"{what}: connection closed")
                 if not conn.wbytes or conn.wbytes + n <= self._conn_buffer:
                     break
+                if not waited:
+                    waited = True
+                    self._count("tcp_send_waits")  # a writer paced by a slower reader
                 try:
                     left = deadline.remaining(what)
                 except GossipTimeout:
@@ -1010,11 +1032,22 @@ class SocketTransport:
             conn.wq.append(frame)
             conn.wlens.append(n)
             conn.wbytes += n
-            flush = not conn.writing  # else the thread (or the I/O loop) writing takes it along
-            conn.writing = True
+            now = time.monotonic()
+            flush = defer = False
+            if not conn.writing:  # else the thread (or the I/O loop) writing takes it along
+                conn.writing = True
+                if now - conn.last_queued < _CORK_WINDOW:
+                    # Frames follow each other closely (a sender's loop): let the I/O thread
+                    # write them, many to a system call, while this thread goes on queueing.
+                    conn.want_write = defer = True
+                else:
+                    flush = True  # a lone frame leaves at once, with no hand-off
+            conn.last_queued = now
         self._count("tcp_sent")
         if flush:
             self._flush(conn, False)
+        elif defer:
+            self._request_update(conn)
 
     def _flush(self, conn: _Conn, on_io_thread: bool) -> None:
         """Write the connection's buffer; the caller owns the flush (``writing`` is set).
@@ -1194,8 +1227,11 @@ class SocketTransport:
                 conn = idle.pop()
                 if not idle:
                     del self._req_idle[key]
-            alive = now - conn.last_active < self._idle_timeout
-            if alive:
+            idle_for = now - conn.last_active
+            alive = idle_for < self._idle_timeout
+            if alive and idle_for > _PEEK_AFTER:
+                # A connection used a moment ago is taken as it is (a closed one fails at once
+                # and is replaced); one idle for longer is checked first.
                 try:
                     # peek without blocking: b"" means the peer closed, data is unexpected
                     conn.sock.recv(1, socket.MSG_PEEK)
@@ -1305,8 +1341,7 @@ class SocketTransport:
     # ------------------------------------------------------------------ readers
 
     def _count(self, key: str, n: int = 1) -> None:
-        with self._stats_lock:
-            self._stats[key] = self._stats.get(key, 0) + n
+        self._counters.inc(key, n)
 
     def _emit(self, batch: list[Incoming]) -> None:
         callback = self._on_packets
@@ -1341,13 +1376,12 @@ class SocketTransport:
 
     def _udp_src(self, src: tuple[str, int]) -> str:
         """Return ``src`` as text, from a small cache (formatting costs more than a lookup)."""
-        key = (src[0], src[1])
         cache = self._addr_cache
-        text = cache.get(key)
+        text = cache.get(src)
         if text is None:
             if len(cache) >= _ADDR_CACHE_MAX:
                 cache.clear()
-            text = cache[key] = format_addr(src[0], src[1])
+            text = cache[src] = format_addr(src[0], src[1])
         return text
 
     def _read_udp(self, udp: socket.socket) -> None:
