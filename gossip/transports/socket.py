@@ -265,6 +265,7 @@ class _StreamSocket:
         self._closed = False
         self._write_closed = False
         self._eof = False
+        self.accepted = False  # True for streams this transport accepted (per-source slot)
 
     @property
     def peer(self) -> str:
@@ -1309,9 +1310,11 @@ class SocketTransport:
 
     def _stream_closed(self, stream: _StreamSocket) -> None:
         with self._lock:
-            known = self._streams.pop(stream, None) is not None
-            if known and stream.ip in self._per_source:
-                self._release_source_locked(stream.ip)
+            known = stream in self._streams
+            if known:
+                del self._streams[stream]
+                if stream.accepted:
+                    self._release_source_locked(stream.ip)
         try:
             stream.sock.close()
         except OSError:  # pragma: no cover - close() of a socket does not fail here
@@ -1492,7 +1495,8 @@ class SocketTransport:
         """Unregister and close a connection (I/O thread only)."""
         with self._lock:
             conn.closed = True
-            if self._accepted.pop(conn, None) is not None:
+            if conn in self._accepted:
+                del self._accepted[conn]
                 self._release_source_locked(conn.ip)
             if self._out.get(conn.key) is conn:
                 del self._out[conn.key]
@@ -1665,6 +1669,7 @@ class SocketTransport:
             conn.events = 0
         stream = _StreamSocket(self, conn.sock, conn.key, conn.ip, self.max_stream_frame_size,
                                leftover)
+        stream.accepted = True  # holds a per-source slot until it closes
         callback = self._on_stream
         with self._lock:
             if callback is None or self._closed:
