@@ -218,3 +218,35 @@ def test_a_compressed_datagram_cannot_expand_past_the_datagram_limit() -> None:
         conn_in = Incoming(bomb, "mem-x:1", True, None, time.monotonic(), "memory")
         c._engine.receiver.on_packets([conn_in])
         assert got.wait(5.0)
+
+
+def test_the_scheduler_survives_a_failing_core() -> None:
+    # Whatever a timer or a metadata update raises, probing goes on: a node must never keep
+    # answering pings while it has silently stopped probing.
+    net = MemoryNetwork(seed=15)
+    a, b = pair(net)
+    try:
+        core = a._engine.core
+        real_tick, real_meta = core.tick, core.set_local_metadata
+        calls = {"tick": 0}
+
+        def bad_tick(now: float) -> None:
+            calls["tick"] += 1
+            if calls["tick"] <= 3:
+                raise OverflowError("a core bug")
+            real_tick(now)
+
+        def bad_meta(*args: object) -> None:
+            raise OverflowError("another core bug")
+
+        core.tick = bad_tick  # type: ignore[method-assign]
+        core.set_local_metadata = bad_meta  # type: ignore[method-assign]
+        a.local_metadata().set_string("k", "v")  # the scheduler propagates it: and fails
+        wait_until(lambda: a.stats().get("errors.scheduler", 0) >= 4, what="the errors counted")
+        core.set_local_metadata = real_meta  # type: ignore[method-assign]
+        probes = a.stats().get("core.probes", 0)
+        wait_until(lambda: a.stats().get("core.probes", 0) >= probes + 2, 10.0, "probing goes on")
+        assert a._engine.scheduler.thread.is_alive()
+    finally:
+        a.stop(timeout=2.0)
+        b.stop(timeout=2.0)

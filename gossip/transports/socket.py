@@ -102,6 +102,7 @@ _CORK_WINDOW = 0.00005  # a frame queued this soon after the previous one waits 
 _UDP_RECV_SIZE = 65535
 _UDP_BURST = 256  # datagrams read per wake-up before the loop looks at its stop flag again
 _REQUEST_IDLE_PER_ADDR = 4
+_SPIN = 0.0002  # a requester asks for its reply this long before it sleeps in poll()
 _PEEK_AFTER = 1.0  # an idle request connection unused this long is checked before reuse
 _BIND_ATTEMPTS = 10
 _TICK = 0.5  # the I/O loop's longest sleep: bounds how late idle and frame deadlines act
@@ -747,8 +748,10 @@ class SocketTransport:
             ConnectError, SendError, PacketTooLarge, AddressError, ClusterClosed: as :meth:`send`.
         """
         self._check_open()
-        ip, port, _family = split_host_port(addr)
-        key = format_addr(ip, port)
+        parsed = self._addrs.get(addr)
+        if parsed is None:
+            parsed = self._parse(addr)
+        ip, port, _udp_ip, key = parsed
         self._check_frame(key, data)
         frame = _HEADER.pack(len(data)) + data
         deadline = Deadline(timeout)
@@ -1184,6 +1187,7 @@ class SocketTransport:
         then not be reused).
         """
         buf = bytearray()
+        spin_until = time.perf_counter() + _SPIN
         while True:
             if len(buf) >= FRAME_HEADER_SIZE:
                 (size,) = _HEADER.unpack_from(buf)
@@ -1196,6 +1200,11 @@ class SocketTransport:
             try:
                 chunk = conn.sock.recv(_READ_CHUNK)
             except (BlockingIOError, InterruptedError):
+                if time.perf_counter() < spin_until:
+                    # A reply usually comes within tens of microseconds: asking again for that
+                    # long keeps this CPU awake, which costs less than being woken up from
+                    # sleep (the wake-up, not the work, dominates a round trip on loopback).
+                    continue
                 try:
                     _wait_fd(conn.sock, False, deadline.remaining(what))
                 except GossipTimeout:  # a TimeoutError, hence an OSError: keep it as is
@@ -1423,11 +1432,16 @@ class SocketTransport:
         waker = self._tcp_waker
         assert waker is not None
         next_sweep = time.monotonic() + _TICK
+        spin_until = 0.0
         try:
             while not self._stop.is_set():
                 try:
                     self._apply_pending(sel)
-                    events = sel.select(timeout=_TICK)
+                    # Right after some work, look again without sleeping for a moment: the next
+                    # request of a conversation then finds this thread awake (see _SPIN).
+                    events = sel.select(timeout=0 if time.perf_counter() < spin_until else _TICK)
+                    if events:
+                        spin_until = time.perf_counter() + _SPIN
                     now = time.monotonic()
                     for key, mask in events:
                         if self._stop.is_set():
