@@ -333,14 +333,16 @@ class ApiApp:
 
 
 def _find_node(cluster: Cluster, text: str) -> Node:
-    """Find a node by full id, or by a unique prefix of it (the short form tables print)."""
+    """Find a node by full id, or by a unique start or end of it (``short`` is the end)."""
     try:
         node = cluster.get_node(text)
     except GossipError:
         node = None
     if node is not None:
         return node
-    matches = [n for n in cluster.nodes() if str(n.id).startswith(text.lower())] if text else []
+    low = text.lower()
+    matches = [n for n in cluster.nodes() if str(n.id).startswith(low) or str(n.id).endswith(low)] \
+        if low else []
     if len(matches) == 1:
         return matches[0]
     if not matches:
