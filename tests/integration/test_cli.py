@@ -340,6 +340,9 @@ def test_errors_are_one_line(agents: Agents, tmp_path: Path) -> None:
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), (args, done.stderr)
         assert what in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    usage = run("tune", "--loss", "lots")                 # a bad flag: one line too, exit code 2
+    assert usage.returncode == 2 and usage.stderr.count("\n") == 1
+    assert usage.stderr.startswith("error: gossip tune: argument --loss: 'lots' is not a share")
 
 
 # -------------------------------------------------------------------------------- tune
