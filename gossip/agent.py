@@ -278,10 +278,11 @@ def run_agent(settings: AgentSettings, stop: threading.Event, out: TextIO | None
         raise CliError(f"cannot start the node on {settings.config.bind_addr}: {exc}") from None
     server: HttpServer | None = None
     try:
-        api = app(cluster)
+        api = app(cluster) if settings.http else None
 
         def on_message(sender: Node | None, packet: Packet) -> None:
-            api.hub.on_message(sender, packet)
+            if api is not None:
+                api.hub.on_message(sender, packet)
             if not quiet:
                 try:
                     body: object = packet.unmarshal()
@@ -296,7 +297,7 @@ def run_agent(settings: AgentSettings, stop: threading.Event, out: TextIO | None
             except GossipError as exc:
                 raise CliError(f"cannot receive message type {t}: {exc}") from None
         say(f"node {cluster.local_node().id} listening on {cluster.address}")
-        if settings.http:
+        if api is not None and settings.http:
             server = HttpServer(api, settings.http, on_stop=api.close)
             try:
                 server.start()

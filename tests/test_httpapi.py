@@ -163,10 +163,12 @@ def test_event_stream_sends_a_snapshot_then_changes_and_ends_on_close(pair: list
     assert api.hub.subscribers == 1
     b.local_metadata().set_string("x", "1")
     seen = []
-    for chunk in chunks:
+    end = time.monotonic() + 10.0
+    for chunk in chunks:                   # keep-alives every 50 ms: the loop never blocks long
         seen.append(chunk.decode())
         if chunk.startswith(b"event: metadata") and b'"x":"1"' in chunk:
             break
+        assert time.monotonic() < end, f"no metadata event in 10 s: {seen[-3:]}"
     assert seen[-1].startswith("event: metadata")
     payload = json.loads(seen[-1].split("data: ", 1)[1])
     assert payload["node"]["id"] == str(b.local_node().id) and payload["node"]["metadata"] == {"x": "1"}
