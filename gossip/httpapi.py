@@ -47,7 +47,7 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 from .address import Address
 from .cluster import Cluster
 from .errors import AddressError, ClusterClosed, GossipError, LocalProtocolError, TransportError
-from .node import Node, NodeID
+from .node import Node
 from .packet import Packet
 from .wire import USER_MSG
 

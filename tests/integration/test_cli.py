@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import queue
 import re
 import signal
 import socket
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gossip import Cluster, Config, NodeState
+from gossip import Cluster, Config
 from gossip.sim import Simulation
 from gossip.sim.network import LinkModel
 
@@ -61,13 +60,12 @@ class Proc:
                                   text=True, env=env(**extra_env), cwd=REPO_ROOT)
         self.lines: list[str] = []
         self.err: list[str] = []
-        self._q: queue.Queue[str] = queue.Queue()
-        self._readers = [threading.Thread(target=self._read, args=(self.p.stdout, self.lines, True), daemon=True),
-                         threading.Thread(target=self._read, args=(self.p.stderr, self.err, False), daemon=True)]
+        self._readers = [threading.Thread(target=self._read, args=(self.p.stdout, self.lines), daemon=True),
+                         threading.Thread(target=self._read, args=(self.p.stderr, self.err), daemon=True)]
         for t in self._readers:
             t.start()
 
-    def _read(self, stream: Any, into: list[str], out: bool) -> None:
+    def _read(self, stream: Any, into: list[str]) -> None:
         for line in stream:
             into.append(line.rstrip("\n"))
 
