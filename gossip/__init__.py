@@ -52,6 +52,7 @@ from .hlc import HLC
 from .metadata import Metadata, MetadataReader
 from .node import EMPTY_NODE_ID, PROTOCOL_VERSION, Node, NodeID, NodeState
 from .packet import Packet
+from .protocol.rtt import ProbeRtt
 from .security import Keyring
 from .wire import RESERVED_MSGS_START, USER_MSG, MessageType
 
@@ -71,6 +72,7 @@ __all__ = [
     "MetadataReader",
     "HLC",
     "Packet",
+    "ProbeRtt",
     "Keyring",
     "MessageType",
     "USER_MSG",

@@ -34,6 +34,7 @@ from .packet import Packet, PacketCodec
 from .codecs import get_codec
 from .compression import get_compressor
 from .protocol.messaging import calc_fan_out, calc_payload_size
+from .protocol.rtt import ProbeRtt
 from .security import Keyring
 from .transports.base import Transport
 
@@ -371,6 +372,18 @@ class Cluster:
         if not self._started:
             return 0
         return self._engine.locked(lambda core: core.health_score())
+
+    def probe_rtt(self) -> ProbeRtt:
+        """Return the round-trip times of this node's directly acked probes.
+
+        A snapshot, read under the core's lock: a histogram of every sample since start
+        (``bounds``, per-bucket ``counts``, ``sum`` and ``count``; seconds) and ``last``, the
+        last round trip measured to each member by id. Only acks from the probed member itself
+        are samples (indirect acks through helpers are not). Before :meth:`start` it is empty.
+        """
+        if not self._started:
+            return ProbeRtt()
+        return self._engine.locked(lambda core: core.probe_rtt())
 
     def stats(self) -> dict[str, int]:
         """Return the counters of the engine, the transport (``transport.*``) and the core
