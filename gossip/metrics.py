@@ -25,6 +25,9 @@ stats key                                     metric
 ``dropped.<reason>``                          ``gossip_dropped_total{reason}``
 ``bad_packets.<ErrorClass>``                  ``gossip_bad_packets_total{error}``
 ``send_errors.<ErrorClass>``                  ``gossip_send_errors_total{error}``
+``handler_errors.<handler>``                  ``gossip_handler_errors_total{handler}``: message,
+                                              reply, state, metadata, gossip, stream
+``errors.<where>``                            ``gossip_internal_errors_total{where}`` (bugs)
 ``user.<event>``                              ``gossip_user_messages_total{event}``
 ``streams.active``                            ``gossip_streams_active`` (gauge)
 ``streams.bytes_in`` / ``streams.bytes_out``  ``gossip_stream_bytes_total{direction}``
@@ -43,9 +46,6 @@ anything else                                 ``gossip_stat{key}`` (untyped): no
 Beside the counters: ``gossip_members{state}`` (alive, suspect, dead, left; the local node is
 one of the alive), ``gossip_health_score``, ``gossip_probe_rtt_seconds`` (a histogram of the
 round trips of directly acked probes) and ``gossip_info{node_id,address,version}``.
-
-Older engine counter names (``packets_received``, ``send_dropped``, ``user_received``...) are
-mapped onto the same families while the names above are absent.
 
 One collector per cluster per registry: families have fixed names, so a second cluster in the
 same process needs its own :class:`prometheus_client.CollectorRegistry`.
@@ -84,9 +84,13 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
                            ("error",)),
     "gossip_send_errors": (_COUNTER, "Sends the transport refused or failed, by error class.",
                            ("error",)),
+    "gossip_handler_errors": (_COUNTER, "Exceptions raised by user handlers, by kind of handler.",
+                              ("handler",)),
+    "gossip_internal_errors": (_COUNTER, "Exceptions inside the library itself (bugs: each is "
+                                         "logged with its traceback), by where.", ("where",)),
     "gossip_user_messages": (_COUNTER, "User messages: sent, received, duplicates, relayed, "
-                                       "unhandled, handler_errors, broadcasts, direct, requests, "
-                                       "replies.", ("event",)),
+                                       "unhandled, broadcasts, direct, requests, replies...",
+                             ("event",)),
     "gossip_streams": (_COUNTER, "Streams opened, accepted and refused.", ("event",)),
     "gossip_streams_active": (_GAUGE, "Streams open now.", ()),
     "gossip_stream_bytes": (_COUNTER, "Bytes carried by streams.", ("direction",)),
@@ -114,17 +118,6 @@ _CORE_OWN = {
 }
 _DIRECTIONS = {"packets_in": ("gossip_packets", "in"), "packets_out": ("gossip_packets", "out"),
                "bytes_in": ("gossip_bytes", "in"), "bytes_out": ("gossip_bytes", "out")}
-
-# Older engine names -> (schema key they stand for, prefix whose presence supersedes them).
-_LEGACY: dict[str, tuple[str, str]] = {
-    "packets_received": ("packets_in.all.all", "packets_in."),
-    "packets_sent": ("packets_out.all.all", "packets_out."),
-    "incoming_dropped": ("dropped.incoming_queue_full", "dropped.incoming_queue_full"),
-    "send_dropped": ("dropped.send_queue_full", "dropped.send_queue_full"),
-    "events_dropped": ("dropped.event_queue_full", "dropped.event_queue_full"),
-    **{f"user_{e}": (f"user.{e}", f"user.{e}")
-       for e in ("received", "duplicates", "relayed", "unhandled", "broadcasts", "direct")},
-}
 
 # Labelled series present (at 0) before anything was counted.
 _ALWAYS: dict[str, list[tuple[str, ...]]] = {
@@ -162,6 +155,10 @@ def classify(key: str) -> tuple[str, tuple[str, ...]]:
             return "gossip_bad_packets", (rest,)
         elif head == "send_errors":
             return "gossip_send_errors", (rest,)
+        elif head == "handler_errors":
+            return "gossip_handler_errors", (rest,)
+        elif head == "errors":
+            return "gossip_internal_errors", (rest,)
         elif head == "user":
             return "gossip_user_messages", (rest,)
         elif head == "streams":
@@ -181,20 +178,6 @@ def classify(key: str) -> tuple[str, tuple[str, ...]]:
         elif head == "transport":
             return "gossip_transport_events", (rest,)
     return "gossip_stat", (key,)
-
-
-def _schema_keys(stats: Mapping[str, float]) -> Iterator[tuple[str, float]]:
-    """Yield ``(schema key, value)``, translating older names unless their successor is present."""
-    legacy: list[tuple[str, str, float]] = []
-    for key, value in stats.items():
-        if key in _LEGACY:
-            new, successor = _LEGACY[key]
-            legacy.append((new, successor, value))
-        else:
-            yield key, value
-    for new, successor, value in legacy:
-        if not any(k.startswith(successor) for k in stats):
-            yield new, value
 
 
 _Family = CounterMetricFamily | GaugeMetricFamily | UnknownMetricFamily
@@ -255,7 +238,7 @@ class ClusterCollector(Collector):
                                     sum_value=rtt.sum)
 
         families: dict[str, _Family] = {}
-        for key, value in _schema_keys(c.stats()):
+        for key, value in c.stats().items():
             name, labels = classify(key)
             fam = families.get(name)
             if fam is None:

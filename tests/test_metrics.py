@@ -122,16 +122,10 @@ def test_schema_names_become_labelled_families() -> None:
                  version=__import__("gossip").__version__) == 1
 
 
-def test_older_names_map_until_their_successors_appear() -> None:
-    old = scrape(FakeCluster({"packets_received": 9, "send_dropped": 2, "user_relayed": 3}))
-    assert value(old, "gossip_packets_total", direction="in", transport="all", type="all") == 9
-    assert value(old, "gossip_dropped_total", reason="send_queue_full") == 2
-    assert value(old, "gossip_user_messages_total", event="relayed") == 3
-    both = scrape(FakeCluster({"packets_received": 9, "packets_in.udp.ping": 4,
-                               "send_dropped": 2, "dropped.send_queue_full": 5}))
-    assert ("gossip_packets_total", (("direction", "in"), ("transport", "all"), ("type", "all"))) not in both
-    assert value(both, "gossip_packets_total", direction="in", transport="udp", type="ping") == 4
-    assert value(both, "gossip_dropped_total", reason="send_queue_full") == 5
+def test_handler_and_internal_errors_have_their_own_families() -> None:
+    s = scrape(FakeCluster({"handler_errors.reply": 2, "errors.scheduler": 1}))
+    assert value(s, "gossip_handler_errors_total", handler="reply") == 2
+    assert value(s, "gossip_internal_errors_total", where="scheduler") == 1
 
 
 def test_one_collector_per_registry() -> None:
