@@ -20,13 +20,17 @@ The rules:
   paularlott/gossip measures the quorum against the nodes it currently sees, which always
   passes, so both sides of a partition elect. Here a quorum is :func:`quorum` of ``known``.
 * **Standing.** A node stands (elects itself) only when it sees a quorum of eligible members
-  alive, has heard no leader for ``leader_timeout`` and has had that quorum as long. The
-  smallest id stands first: each alive eligible member with a smaller id adds one
-  ``check_interval`` to the wait, so if it does not lead, the next one does an interval later.
-  A leader whose heartbeats stopped is not counted. While the failure detector still sees that
-  silent leader alive (its heartbeats are being lost, or a partition is forming), the wait is
-  ``leader_timeout`` times :data:`SILENT_LEADER_FACTOR`: on the minority side of a fresh
-  partition the detector has removed the quorum long before.
+  alive and has no leader. It waits ``leader_timeout`` counted from the latest of: the last
+  heartbeat it accepted, the moment it (re)gained that quorum, and the moment its failure
+  detector saw the silent leader go (suspect, dead, left, no longer eligible, or retired). A
+  heartbeat meanwhile cancels the wait. So a crashed leader is replaced ``leader_timeout`` after
+  it is detected, and a node whose view merely flickers (a heal merging two views) hears the
+  real leader before it could stand. While the detector still sees the silent leader alive
+  (its heartbeats are being lost, or a partition is forming), the wait is :data:`SILENT_LEADER_FACTOR`
+  times longer: on the minority side of a fresh partition the detector has removed the quorum
+  long before. The smallest id stands first: each alive eligible member with a smaller id adds
+  one ``check_interval`` (the silent leader does not count), so if it does not lead, the next
+  one does an interval later.
 * **Leading takes acknowledgements.** A leader heartbeats every ``check_interval`` and every
   follower that accepts a heartbeat acknowledges it. A leader keeps leading only while, besides
   itself, enough eligible members acknowledged within ``leader_timeout`` to make a quorum of the
@@ -88,6 +92,8 @@ __all__ = [
 ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
 _KNOWN = (ALIVE, SUSPECT, DEAD)
 _REACHABLE = (ALIVE, SUSPECT)
+
+_EPSILON = 1e-6  # ticks a whole number of intervals apart must not miss a deadline by rounding
 
 SILENT_LEADER_FACTOR = 10
 """How many times ``leader_timeout`` a node waits before standing against a silent leader that its
@@ -347,6 +353,7 @@ class Election:
         self._next_heartbeat = math.inf
         self._gone: NodeID | None = None
         self._gone_retired = False
+        self._down_since: float | None = None  # since when the last leader looks gone
         self._hold_off_until = -math.inf
         self._stopped = False
         self._actions: list[Action] = []
@@ -406,6 +413,8 @@ class Election:
             if sender == self._heard:
                 self._heard = None
                 self._gone, self._gone_retired = sender, message.retire
+                if message.retire:
+                    self._down_since = now
         elif message.term < self._term:
             self._count("ignored_stale_term")
         elif message.term == self._term and not self._wins_tie(now, sender):
@@ -418,6 +427,8 @@ class Election:
             self._term = message.term
             self._heard, self._heard_at = sender, now
             self._silent_since = now
+            if sender != self._heard:
+                self._down_since = None
             self._gone = None
             self._actions.append(SendAck(sender, message.term))
         self._evaluate(now, s)
@@ -491,36 +502,52 @@ class Election:
                     fresh = now - self._timeout
                     self._acks = {k: t for k, t in self._acks.items() if t >= fresh}
         else:
-            leader: NodeID | None = None
-            heard = self._heard
-            if heard is not None:
-                p = s.found.get(heard)
-                if now - self._heard_at > self._timeout:
-                    self._heard = None
-                    self._gone, self._gone_retired = heard, False
-                elif p is not None and p.eligible and p.state is not LEAVING:
-                    leader = heard
-            if (leader is None and standing_quorum and can_lead and self._quorum_since is not None
-                    and now >= self._hold_off_until):
-                wait = self._timeout
-                gone = s.found.get(self._gone) if self._gone is not None else None
-                if gone is not None and gone.state is ALIVE and not self._gone_retired:
-                    wait *= SILENT_LEADER_FACTOR
-                start = max(self._silent_since, self._quorum_since)
-                if now >= start + wait + s.smaller * self._interval:
-                    self._term += 1
-                    self._leading = True
-                    self._lead_since = now
-                    self._acks.clear()
-                    self._next_heartbeat = now
-                    self._gone = None
-                    leader = self.id
-                    self._count("elections")
-            self._leader = leader
+            self._leader = self._follow(now, s, standing_quorum and can_lead)
 
         if self._leading and now >= self._next_heartbeat:
             self._actions.append(Heartbeat(self._term))
             self._next_heartbeat = now + self._interval
+
+    def _follow(self, now: float, s: _Survey, may_stand: bool) -> NodeID | None:
+        """Not leading: return the valid leader, standing ourselves when the time has come."""
+        heard = self._heard
+        if heard is not None and now - self._heard_at > self._timeout:
+            self._heard = None
+            self._gone, self._gone_retired = heard, False
+        last = self._heard if self._heard is not None else self._gone
+        if last is not None:
+            # Does the last leader look gone to the failure detector (or to itself)?
+            p = s.found.get(last)
+            down = (p is None or p.state is not ALIVE or not p.eligible
+                    or (last == self._gone and self._gone_retired))
+            if not down:
+                self._down_since = None
+            elif self._down_since is None:
+                self._down_since = now
+        if self._heard is not None:
+            p = s.found.get(self._heard)
+            if p is not None and p.eligible and p.state is not LEAVING:
+                return self._heard
+        if not may_stand or self._quorum_since is None or now < self._hold_off_until:
+            return None
+        start = max(self._silent_since, self._quorum_since)
+        if self._gone is not None:
+            if self._down_since is None:
+                # A silent leader the detector still sees alive: lost heartbeats or a partition.
+                start += (SILENT_LEADER_FACTOR - 1) * self._timeout
+            else:
+                start = max(start, self._down_since)
+        if now + _EPSILON < start + self._timeout + s.smaller * self._interval:
+            return None
+        self._term += 1
+        self._leading = True
+        self._lead_since = now
+        self._acks.clear()
+        self._next_heartbeat = now
+        self._gone = None
+        self._down_since = None
+        self._count("elections")
+        return self.id
 
     def _publish(self, was_leading: bool, old: NodeID | None) -> None:
         new = self._leader

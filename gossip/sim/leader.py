@@ -103,6 +103,15 @@ class LeaderSimulation(Simulation):
         super().crash(index)
         self._forget(index)
 
+    def leave(self, index: int, linger: float = 1.0) -> None:
+        """Stop the node's election (a leader resigns), then leave gracefully, as a host does."""
+        e = self.elections.get(index)
+        if e is not None and self.nodes[index].running:
+            e.stop(self.now)
+            self._drain_election(index)
+            self._forget(index)
+        super().leave(index, linger)
+
     def _forget(self, index: int) -> None:
         if index in self.elections:
             del self.elections[index]
@@ -149,11 +158,6 @@ class LeaderSimulation(Simulation):
         e = self.elections.get(index)
         node = self.nodes[index]
         if e is None or not node.running:
-            return
-        if node.left:
-            e.stop(self.now)
-            self._drain_election(index)
-            self._forget(index)
             return
         e.tick(self.now, self.view(index))
         self._drain_election(index)
