@@ -107,6 +107,10 @@ class Harness:
         for o in observers:
             self.views[o][target] = state
 
+    def forget(self, observers: Any, target: int) -> None:
+        for o in observers:
+            self.views[o].pop(target, None)
+
     def partition(self, a: list[int], b: list[int]) -> None:
         self.cut = {frozenset((x, y)) for x in a for y in b}
 
@@ -388,6 +392,25 @@ def test_stop_resigns_and_followers_elect_without_the_long_wait() -> None:
     assert h.agreed() == 1 and at - t0 <= CFG.leader_timeout + 2 * CFG.check_interval
     core.tick(h.now, h.peers(0))
     assert core.actions_to_perform() == [] and not core.is_leader
+
+
+def test_a_leader_keeps_leading_while_new_members_join() -> None:
+    h = Harness(4)
+    for x in (1, 2, 3):              # nodes 1..3 have not joined yet: only 0 knows 0
+        h.forget([0], x)
+        h.crash(x)
+    h.run_until(lambda: h.cores[0].is_leader, 10.0)
+    h.run(h.now + 10.0)              # long past the new leader's grace
+    t0 = h.now
+    for x in (1, 2, 3):              # they join: each knows everyone, and 0 learns of them
+        h.running.add(x)
+        h.cores[x] = Election(h.ids[x], CFG, h.now)
+        h._at(h.now + 0.1 * x, lambda x=x: h._tick(x))
+        h.see([0], x, ALIVE)
+        h.cores[0].tick(h.now, h.peers(0))    # the membership change reaches the leader at once
+        h._drain(0)
+    h.run(t0 + 60.0)
+    assert h.agreed() == 0 and h.cores[0].stats.get("stepped_down_no_quorum_acked", 0) == 0
 
 
 def test_a_lone_node_leads_itself() -> None:

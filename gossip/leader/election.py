@@ -34,7 +34,8 @@ The rules:
 * **Leading takes acknowledgements.** A leader heartbeats every ``check_interval`` and every
   follower that accepts a heartbeat acknowledges it. A leader keeps leading only while, besides
   itself, enough eligible members acknowledged within ``leader_timeout`` to make a quorum of the
-  known membership (and it still sees that many alive or suspect). So the leader of a minority
+  known membership (and it still sees that many alive or suspect). A new leader, and one whose
+  quorum grows (members joined), has ``leader_timeout`` to collect them. So the leader of a minority
   side steps down ``leader_timeout`` after a split, whatever its failure detector believes; and
   as its view is evidently stale, it does not stand again for ``SILENT_LEADER_FACTOR`` times
   ``leader_timeout``, by when the detector has caught up.
@@ -343,7 +344,8 @@ class Election:
         self._pct = config.quorum_percentage
         self._term = 0
         self._leading = False
-        self._lead_since = -math.inf
+        self._ack_grace_until = -math.inf
+        self._need = 0
         self._acks: dict[NodeID, float] = {}
         self._leader: NodeID | None = None
         self._heard: NodeID | None = None
@@ -488,11 +490,15 @@ class Election:
         can_lead = me is not None and me.eligible and me.state is ALIVE
 
         if self._leading:
+            if need > self._need:
+                # More members to hear from (a join): give them a leader_timeout to answer.
+                self._ack_grace_until = now + self._timeout
+            self._need = need
             if not can_lead:
                 self._step_down(now, "stepped_down_ineligible")
             elif s.reachable < need:
                 self._step_down(now, "stepped_down_no_quorum_seen")
-            elif now - self._lead_since > self._timeout and s.acked + 1 < need:
+            elif now > self._ack_grace_until and s.acked + 1 < need:
                 # Our view shows a quorum that does not answer: it is stale (a partition the
                 # failure detector has not caught up with). Do not stand again until it has.
                 self._step_down(now, "stepped_down_no_quorum_acked", hold_off=True)
@@ -541,7 +547,8 @@ class Election:
             return None
         self._term += 1
         self._leading = True
-        self._lead_since = now
+        self._ack_grace_until = now + self._timeout
+        self._need = quorum(s.known, self._pct)
         self._acks.clear()
         self._next_heartbeat = now
         self._gone = None
