@@ -398,19 +398,27 @@ class Election:
         self._publish(was_leading, old)
 
     def receive(self, now: float, sender: NodeID, message: Message, members: Iterable[Peer]) -> None:
-        """Handle a :class:`Heartbeat` or an :class:`Ack` from ``sender``."""
+        """Handle a :class:`Heartbeat` or an :class:`Ack` from ``sender``.
+
+        An :class:`Ack` is only recorded (the next :meth:`tick` weighs it), so for one
+        ``members`` need only hold the sender's record: a leader of N members receives N acks per
+        ``check_interval``, and each costs O(1).
+        """
         if self._stopped or sender == self.id:
+            return
+        if isinstance(message, Ack):
+            if self._leading and message.term == self._term:
+                for peer in members:
+                    if peer.id == sender:
+                        if peer.eligible and peer.state is not LEAVING:
+                            self._acks[sender] = now
+                        break
             return
         was_leading, old = self._leading, self._leader
         s = self._survey(now, members, sender)
         p = s.found.get(sender)
         if p is None or not p.eligible or p.state is LEAVING:
             self._count("ignored_not_eligible")
-        elif isinstance(message, Ack):
-            if self._leading and message.term == self._term:
-                if sender not in self._acks or self._acks[sender] < now - self._timeout:
-                    s.acked += 1
-                self._acks[sender] = now
         elif message.resign:
             if sender == self._heard:
                 self._heard = None

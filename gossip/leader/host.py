@@ -304,7 +304,16 @@ class LeaderElection:
             self._count_locked("messages_malformed")
             logger.debug("! malformed election message from %s: %s", sender.id.short, exc)
             return
-        self._count_locked("heartbeats_received" if isinstance(msg, Heartbeat) else "acks_received")
+        if isinstance(msg, Ack):
+            # O(1): the core only records it, so only the sender's record is needed.
+            crit = self._criteria
+            peer = Peer(sender.id, sender.state, crit is None or crit.matches(sender.metadata))
+            with self._lock:
+                self._count("acks_received")
+                if self._core is not None and not self._stopped:
+                    self._core.receive(time.monotonic(), sender.id, msg, (peer,))
+            return
+        self._count_locked("heartbeats_received")
         self._step(lambda core, now, peers: core.receive(now, sender.id, msg, peers))
 
     def _on_membership(self, node: Node, prev: NodeState) -> None:

@@ -167,6 +167,12 @@ class LeaderSimulation(Simulation):
         e = self.elections.get(dst)
         if e is None or not self.nodes[dst].running:
             return
+        if isinstance(msg, Ack):  # only the sender's record is read
+            m = self.nodes[dst].core.members.get(src_id)
+            j = self.by_id.get(src_id)
+            if m is not None and j is not None:
+                e.receive(self.now, src_id, msg, (Peer(src_id, m.state, self._eligible(j)),))
+            return
         e.receive(self.now, src_id, msg, self.view(dst))
         self._drain_election(dst)
 
