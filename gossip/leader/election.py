@@ -435,10 +435,10 @@ class Election:
                 self._leading = False
                 self._next_heartbeat = math.inf
             self._term = message.term
-            self._heard, self._heard_at = sender, now
-            self._silent_since = now
             if sender != self._heard:
                 self._down_since = None
+            self._heard, self._heard_at = sender, now
+            self._silent_since = now
             self._gone = None
             self._actions.append(SendAck(sender, message.term))
         self._evaluate(now, s)
