@@ -8,7 +8,9 @@ through a message handler of type ``heartbeat_msg_type``.
 
 Heartbeats go directly (never relayed) to every known member that has not left, dead ones
 included: after a partition heals they reach the other side before the membership views have
-merged, which keeps its nodes from standing against a leader that already exists.
+merged, which keeps its nodes from standing against a leader that already exists. Followers
+answer each with an acknowledgement to the leader, which needs a quorum of them to keep leading.
+All election messages are best-effort datagrams of type ``heartbeat_msg_type``.
 
 This module uses only the public :class:`gossip.Cluster` API.
 """
@@ -113,9 +115,9 @@ class LeaderElection:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop electing: unregister every handler, resign if leading, join the threads.
 
-        A leader tells the other nodes it resigns (so they elect a successor without waiting for
-        ``leader_timeout``) and its handlers get ``STEPPED_DOWN``. Idempotent; at most
-        ``timeout`` seconds in total.
+        A leader tells the other nodes it resigns for good, so they elect a successor
+        ``leader_timeout`` later without waiting for their failure detectors, and its handlers
+        get ``STEPPED_DOWN`` before this returns. Idempotent; at most ``timeout`` seconds.
         """
         with self._lock:
             if self._stopped:

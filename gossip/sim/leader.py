@@ -1,6 +1,6 @@
 """Leader election in the simulator: every node runs an :class:`~gossip.leader.election.Election`
-beside its protocol core, and heartbeats cross the same simulated network (latency, jitter,
-loss, partitions) as the protocol's own packets.
+beside its protocol core, and heartbeats and their acknowledgements cross the same simulated
+network (latency, jitter, loss, partitions) as the protocol's own packets.
 
 Each node's election sees exactly what its protocol core sees: its members and their states.
 It ticks every ``check_interval`` (from a random phase) and re-checks soon after each change of
