@@ -10,9 +10,10 @@ Start here::
 
 The public API is what this module exports in ``__all__``: the :class:`Cluster` facade, its
 :class:`Config`, node snapshots (:class:`Node`, :class:`NodeID`, :class:`NodeState`), metadata,
-the received :class:`Packet`, handler ids, message-type constants, the :class:`Keyring` and the
-whole :class:`GossipError` tree. User message types start at :data:`USER_MSG` (128); 64..127 are
-reserved for add-on packages.
+the received :class:`Packet`, handler ids, message-type constants, the :class:`Keyring`, node
+groups (:class:`NodeGroup`, :class:`DataNodeGroup`) and the whole :class:`GossipError` tree.
+Leader election is in :mod:`gossip.leader`, the pytest plugin in :mod:`gossip.testing`. User
+message types start at :data:`USER_MSG` (128); 64..127 are reserved for add-on packages.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .errors import (
     TransportError,
     VersionMismatch,
 )
+from .groups import METADATA_ANY_VALUE, METADATA_CONTAINS_PREFIX, DataNodeGroup, NodeGroup
 from .handlers import EventHandlers, HandlerID
 from .hlc import HLC
 from .metadata import Metadata, MetadataReader
@@ -74,6 +76,10 @@ __all__ = [
     "Packet",
     "ProbeRtt",
     "Keyring",
+    "NodeGroup",
+    "DataNodeGroup",
+    "METADATA_ANY_VALUE",
+    "METADATA_CONTAINS_PREFIX",
     "MessageType",
     "USER_MSG",
     "RESERVED_MSGS_START",

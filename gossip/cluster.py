@@ -168,6 +168,11 @@ class Cluster:
         return engine
 
     @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`: the cluster sends, receives and joins."""
+        return self._started and not self._stopped
+
+    @property
     def keyring(self) -> Keyring | None:
         """The encryption keyring (add, use and remove keys at runtime), None if unencrypted."""
         return self._keyring
