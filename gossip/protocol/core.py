@@ -43,6 +43,7 @@ from .actions import (
 )
 from .awareness import Awareness
 from .broadcasts import BroadcastQueue, retransmit_limit
+from .insight import Insight
 from .rtt import ProbeRtt, RttHistogram
 from .suspicion import Suspicion, suspicion_timeouts
 
@@ -53,6 +54,7 @@ ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DE
 # Timer kinds
 _T_PROBE, _T_PROBE_TIMEOUT, _T_PROBE_END, _T_RELAY_TIMEOUT = 1, 2, 3, 4
 _T_SUSPICION, _T_GOSSIP, _T_PUSH_PULL, _T_MAINTENANCE, _T_JOIN_TIMEOUT, _T_SYNC = 5, 6, 7, 8, 9, 10
+_T_INSIGHT = 20
 
 # Encoded-size budget of the fixed parts of a packet: header (39), encryption (28), the message's
 # own fields and list framing. What is left of the UDP limit carries piggybacked updates.
@@ -165,6 +167,7 @@ class Protocol:
         self.join_peers: list[str] = []
         self.stats: dict[str, int] = {}
         self.rtt = RttHistogram()
+        self.insight = Insight(self, _T_INSIGHT)   # provenance, flap scores, partitions
         self._actions: list[Action] = []
         self._timers: list[tuple[float, int, int, Any]] = []
         self._timer_seq = 0
@@ -312,6 +315,7 @@ class Protocol:
         reply then goes back over TCP too).
         """
         self._now = now
+        self.insight.source = sender   # insight: how accusations reach us
         t = type(msg)
         if t is Ping:
             self._on_ping(now, src, msg, sender, reliable)  # type: ignore[arg-type]
@@ -340,6 +344,7 @@ class Protocol:
     def tick(self, now: float) -> None:
         """Run every timer due at or before ``now``."""
         self._now = now
+        self.insight.source = None
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, _, kind, key = heapq.heappop(timers)
@@ -367,6 +372,8 @@ class Protocol:
                     self._actions.append(JoinResult(addr, False, "no answer within join_timeout"))
             elif kind == _T_SYNC:
                 self._send(key, PushPull(self._next_seq(), self.addr, self.local_states()), True)
+            elif kind == _T_INSIGHT:
+                self.insight.tick(now)
 
     # ------------------------------------------------------------------ internals: plumbing
 
@@ -456,7 +463,7 @@ class Protocol:
         m.state = state
         m.state_change = now
         self._states_cache = None
-        self._event(EVENT_STATE, m, prev, now)
+        self.insight.state_changed(now, m, prev)   # insight: the state event, flaps, partitions
 
     def _add_member(self, now: float, a: Alive) -> Member:
         m = Member(a.node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp, a.pv, a.av, now)
@@ -481,6 +488,7 @@ class Protocol:
         self.broadcasts.invalidate(m.node)
         self._states_cache = None
         self._event(EVENT_REMOVED, m, m.state, now)
+        self.insight.forget(now, m)
 
     def _refute(self, now: float, accused_incarnation: int) -> None:
         """Raise our incarnation past the accusation and announce that we are alive."""
@@ -567,6 +575,7 @@ class Protocol:
             meta_changed = True
             self._states_cache = None
         if a.incarnation > m.incarnation or (m.state is not ALIVE and a.incarnation > m.incarnation):
+            self.insight.alive_again(now, m, a.incarnation)   # insight: refuted, or back from dead
             m.incarnation = a.incarnation
             m.addr = a.addr
             m.pv = a.pv
@@ -603,18 +612,21 @@ class Protocol:
                 # old suspicion here and can declare a member dead that has long refuted it.
                 m.incarnation = s.incarnation
                 self._start_suspicion(now, m, s.sender)
+                self.insight.suspected(now, m, s)   # insight: the old one ends refuted
                 self._states_cache = None
                 self._queue(s)
                 return
             susp = m.suspicion
             if susp is not None and susp.confirm(s.sender):
                 self._schedule(susp.deadline(), _T_SUSPICION, m.node)
+                self.insight.confirmed(now, m, s)
                 self._queue(s)
             return
         if m.state is not ALIVE:
             return
         m.incarnation = s.incarnation
         self._start_suspicion(now, m, s.sender)
+        self.insight.suspected(now, m, s)
         self._count("suspicions_started")
         self._set_state(now, m, SUSPECT)
         self._queue(s)
@@ -644,6 +656,7 @@ class Protocol:
         m.suspicion = None
         d = Dead(m.node, m.incarnation, self.id)
         self._count("suspicions_confirmed")
+        self.insight.dead(now, m, None)   # insight: by our timer
         self._set_state(now, m, DEAD)
         self._queue(d)
 
@@ -662,6 +675,7 @@ class Protocol:
             return
         m.incarnation = d.incarnation
         m.suspicion = None
+        self.insight.dead(now, m, d)
         self._set_state(now, m, LEAVING if d.left else DEAD)
         self._queue(d)
 
