@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc
 from .config import Config, default_config
-from .engine import GossipHandler, MetadataHandler, StateHandler
+from .engine import ClusterEventHandler, GossipHandler, MetadataHandler, StateHandler
 from .errors import (
     AddressError,
     AuthenticationError,
@@ -54,6 +54,9 @@ from .hlc import HLC
 from .metadata import Metadata, MetadataReader
 from .node import EMPTY_NODE_ID, PROTOCOL_VERSION, Node, NodeID, NodeState
 from .packet import Packet
+from .protocol.flap import MemberFlapping
+from .protocol.partition import PartitionHealed, PartitionSuspected
+from .protocol.provenance import Confirmation, Explanation, SuspicionEpisode
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
 from .wire import RESERVED_MSGS_START, USER_MSG, MessageType
@@ -75,6 +78,13 @@ __all__ = [
     "HLC",
     "Packet",
     "ProbeRtt",
+    "Explanation",
+    "SuspicionEpisode",
+    "Confirmation",
+    "MemberFlapping",
+    "PartitionSuspected",
+    "PartitionHealed",
+    "ClusterEventHandler",
     "Keyring",
     "NodeGroup",
     "DataNodeGroup",
