@@ -10,14 +10,14 @@ Start here::
 
 The public API is what this module exports in ``__all__``: the :class:`Cluster` facade, its
 :class:`Config`, node snapshots (:class:`Node`, :class:`NodeID`, :class:`NodeState`), metadata,
-the received :class:`Packet`, handler ids, message-type constants, the :class:`Keyring` and the
+the received :class:`Packet`, node-to-node streams (:class:`Stream`), handler ids, message-type constants, the :class:`Keyring` and the
 whole :class:`GossipError` tree. User message types start at :data:`USER_MSG` (128); 64..127 are
 reserved for add-on packages.
 """
 
 from __future__ import annotations
 
-from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc
+from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc, StreamHandlerFunc
 from .config import Config, default_config
 from .engine import GossipHandler, MetadataHandler, StateHandler
 from .errors import (
@@ -41,6 +41,7 @@ from .errors import (
     ProtocolError,
     RemoteProtocolError,
     SendError,
+    StreamRefused,
     TransportError,
     VersionMismatch,
 )
@@ -50,6 +51,7 @@ from .metadata import Metadata, MetadataReader
 from .node import EMPTY_NODE_ID, PROTOCOL_VERSION, Node, NodeID, NodeState
 from .packet import Packet
 from .security import Keyring
+from .stream import Stream
 from .wire import RESERVED_MSGS_START, USER_MSG, MessageType
 
 __version__ = "0.1.0"
@@ -76,6 +78,8 @@ __all__ = [
     "EventHandlers",
     "MessageHandlerFunc",
     "ReplyHandlerFunc",
+    "StreamHandlerFunc",
+    "Stream",
     "StateHandler",
     "MetadataHandler",
     "GossipHandler",
@@ -99,6 +103,7 @@ __all__ = [
     "TransportError",
     "ConnectError",
     "SendError",
+    "StreamRefused",
     "GossipTimeout",
     "ClusterClosed",
     "__version__",
