@@ -10,8 +10,8 @@ Start here::
 
 The public API is what this module exports in ``__all__``: the :class:`Cluster` facade, its
 :class:`Config`, node snapshots (:class:`Node`, :class:`NodeID`, :class:`NodeState`), metadata,
-the received :class:`Packet`, node-to-node streams (:class:`Stream`), handler ids, message-type constants, the :class:`Keyring` and the
-whole :class:`GossipError` tree. User message types start at :data:`USER_MSG` (128); 64..127 are
+the received :class:`Packet`, node-to-node streams (:class:`Stream`), handler ids,
+message-type constants, the :class:`Keyring` and the whole :class:`GossipError` tree. User message types start at :data:`USER_MSG` (128); 64..127 are
 reserved for add-on packages.
 """
 
