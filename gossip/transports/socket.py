@@ -248,12 +248,13 @@ class _StreamSocket:
 
     def __init__(
         self, transport: SocketTransport, sock: socket.socket, peer: str, ip: str,
-        max_frame_size: int, leftover: bytes = b"",
+        max_frame_size: int, leftover: bytes = b"", accepted: bool = False,
     ) -> None:
         self._transport = transport
         self.sock = sock
         self._peer = peer
         self.ip = ip
+        self.accepted = accepted  # holds one of the transport's per-source slots
         self.max_frame_size = max_frame_size
         self._rbuf = bytearray(leftover)
         self._rlock = threading.RLock()
@@ -1273,8 +1274,9 @@ class SocketTransport:
 
     def _stream_closed(self, stream: _StreamSocket) -> None:
         with self._lock:
-            known = self._streams.pop(stream, None) is not None
-            if known and stream.ip in self._per_source:
+            known = stream in self._streams
+            self._streams.pop(stream, None)
+            if known and stream.accepted and stream.ip in self._per_source:
                 self._release_source_locked(stream.ip)
         try:
             stream.sock.close()
@@ -1630,7 +1632,7 @@ class SocketTransport:
                 pass
             conn.events = 0
         stream = _StreamSocket(self, conn.sock, conn.key, conn.ip, self.max_stream_frame_size,
-                               leftover)
+                               leftover, accepted=True)
         callback = self._on_stream
         with self._lock:
             if callback is None or self._closed:
