@@ -14,13 +14,15 @@ process runs the two matching server nodes and a raw TCP sink. In the same run i
 * (c) through an AES-GCM stream (compression off, the data is random);
 * (d) through an AES-GCM stream with lz4, on compressible data (MB/s of the data before
   compression);
+* (e) streams opened and closed per second (one thread opening them one after the other, then
+  ``--open-threads`` threads at once), (f) message round trips per second;
 
 each from the first byte written until the sink has reported every byte read (the best of
 ``--repeat`` runs), in MB/s and as a ratio to (a); then, for ``--seconds`` each, streams
 opened and closed per second (one thread, encrypted and plaintext) and ``write_msg`` /
 ``read_msg`` round trips per second with 64-byte messages (encrypted).
 
-``--profile DIR`` runs both processes under cProfile and writes ``client.prof`` and
+``--only b,e`` runs only those cases (and (a)). ``--profile DIR`` runs both processes under cProfile and writes ``client.prof`` and
 ``server.prof`` there (the figures are then lower).
 
 This is a measurement, never a test: figures depend on the machine and its load.
@@ -183,15 +185,23 @@ def _compressible(size: int) -> bytes:
     return bytes(out[:size])
 
 
-def _opens(c: Cluster, node: Node, seconds: float) -> float:
-    n = 0
+def _opens(c: Cluster, node: Node, seconds: float, threads: int = 1) -> float:
+    counts = [0] * threads
     end = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < end:
+            with c.open_stream(node, OPEN):
+                pass
+            counts[i] += 1
+
     t0 = time.perf_counter()
-    while time.perf_counter() < end:
-        with c.open_stream(node, OPEN):
-            pass
-        n += 1
-    return n / (time.perf_counter() - t0)
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
 
 
 def _round_trips(c: Cluster, node: Node, seconds: float) -> float:
@@ -236,21 +246,29 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
              lambda: _streamed(clients["aes"], nodes["aes"], text, total, True)),
         ]
         raw_rate = 0.0
+        only = set(args.only.split(",")) if args.only else None
         for name, fn in cases:
+            if only is not None and name[1] not in only and name[1] != "a":
+                continue
             best = min(fn() for _ in range(args.repeat))
             rate = total / best / 1e6
             if not raw_rate:
                 raw_rate = rate
             rows.append((name, f"{rate:,.0f} MB/s ({rate / raw_rate:.0%} of raw)"))
             print(f"   {rows[-1][0]}: {rows[-1][1]}", flush=True)
-        for name in ("aes", "plain"):
-            rate = _opens(clients[name], nodes[name], args.seconds)
+        for name, threads in (("aes", 1), ("plain", 1), ("aes", args.open_threads)):
+            if only is not None and "e" not in only:
+                break
+            rate = _opens(clients[name], nodes[name], args.seconds, threads)
             label = "AES-GCM" if name == "aes" else "plaintext"
-            rows.append((f"streams opened+closed per s, {label}", f"{rate:,.0f}"))
+            rows.append((f"(e) streams opened+closed per s, {label}, {threads} thread"
+                         f"{'s' if threads > 1 else ''}", f"{rate:,.0f}"))
             print(f"   {rows[-1][0]}: {rows[-1][1]}", flush=True)
-        rate = _round_trips(clients["aes"], nodes["aes"], args.seconds)
-        rows.append(("write_msg/read_msg round trips per s, 64 B, AES-GCM", f"{rate:,.0f}"))
-        print(f"   {rows[-1][0]}: {rows[-1][1]}", flush=True)
+        if only is None or "f" in only:
+            rate = _round_trips(clients["aes"], nodes["aes"], args.seconds)
+            rows.append(("(f) write_msg/read_msg round trips per s, 64 B, AES-GCM",
+                         f"{rate:,.0f}"))
+            print(f"   {rows[-1][0]}: {rows[-1][1]}", flush=True)
     finally:
         for c in clients.values():
             c.stop(timeout=2.0)
@@ -267,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="seconds per rate case")
     p.add_argument("--profile", default="", metavar="DIR",
                    help="run both processes under cProfile, writing DIR/client.prof, server.prof")
+    p.add_argument("--open-threads", type=int, default=4,
+                   help="threads opening streams at once in the last (e) case")
+    p.add_argument("--only", default="", metavar="LETTERS",
+                   help="comma-separated cases to run besides (a): b, c, d, e (opens), f (messages)")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:

@@ -52,7 +52,6 @@ import io
 import logging
 import struct
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeVar
 
@@ -124,8 +123,9 @@ _AAD = {kind: b"gossip-stream-v1" + bytes([kind]) for kind in _KINDS}
 _NONCE = struct.Struct(">4xQ")
 _MSG_HEADER = struct.Struct(">HI")
 _MAX_REASON = 1024
-_CLOSE_LINGER = 2.0  # longest close() waits for the peer's end before cutting the connection
-_DRAIN_LIMIT = 64 * 1024 * 1024  # most bytes close() reads and discards while it waits
+_WRITE_FRAME = 1024 * 1024  # writes are cut into frames of at most this much
+_CLOSE_LINGER = 2.0  # longest close() waits to write the end marker before cutting
+_DRAIN_LIMIT = 64 * 1024 * 1024  # most bytes close() reads and discards
 
 _INFO_C2S = b"gossip stream v1 client to server|"
 _INFO_S2C = b"gossip stream v1 server to client|"
@@ -264,39 +264,60 @@ def _aead(key: bytes) -> AESGCM:
     return AESGCM(key)
 
 
-class _Sealer:
-    """One direction's outgoing frames: kind, then the body, sealed under the frame counter."""
+Frame = bytes | bytearray | memoryview
+"""A frame as a stream connection returns it (possibly a view valid until its next frame)."""
 
-    __slots__ = ("_aead", "_counter")
+
+class _Sealer:
+    """One direction's outgoing frames: kind, then the body, sealed under the frame counter.
+
+    Frames are built in one buffer reused for every frame (grown to the largest one): the
+    transport keeps no reference once ``send_frame`` returns, and fresh large allocations
+    cost page faults on every frame.
+    """
+
+    __slots__ = ("_aead", "_counter", "_buf", "_tag")
 
     def __init__(self, key: bytes | None) -> None:
         self._aead = None if key is None else _aead(key)
+        self._tag = 0 if key is None else _TAG_SIZE
         self._counter = 0
+        self._buf = bytearray(256)
 
-    def seal(self, kind: int, body: bytes | memoryview) -> bytes | bytearray:
+    def seal(self, kind: int, body: bytes | bytearray | memoryview) -> memoryview:
+        """Return the frame of ``kind`` around ``body``; valid until the next call."""
+        size = 1 + len(body) + self._tag
+        buf = self._buf
+        if len(buf) < size:
+            buf = self._buf = bytearray(size)  # a new one: views of the last frame may live on
+        out = memoryview(buf)[:size]
+        buf[0] = kind
         aead = self._aead
         if aead is None:
-            return bytes((kind,)) + body
-        nonce = _NONCE.pack(self._counter)
-        self._counter += 1
-        out = bytearray(1 + len(body) + _TAG_SIZE)
-        out[0] = kind
-        aead.encrypt_into(nonce, body, _AAD[kind], memoryview(out)[1:])
+            out[1:] = body
+        else:
+            nonce = _NONCE.pack(self._counter)
+            self._counter += 1
+            aead.encrypt_into(nonce, body, _AAD[kind], out[1:])
         return out
 
 
 class _Opener:
-    """One direction's incoming frames: checks the kind and authenticates under the counter."""
+    """One direction's incoming frames: checks the kind and authenticates under the counter.
 
-    __slots__ = ("_aead", "_counter", "overhead", "_peer")
+    Sealed bodies are opened into one buffer reused for every frame (see :class:`_Sealer`).
+    """
+
+    __slots__ = ("_aead", "_counter", "overhead", "_peer", "_buf")
 
     def __init__(self, key: bytes | None, peer: str) -> None:
         self._aead = None if key is None else _aead(key)
         self._counter = 0
         self.overhead = 1 if key is None else FRAME_OVERHEAD
         self._peer = peer
+        self._buf = bytearray(0)
 
-    def kind(self, frame: bytes) -> int:
+    def kind(self, frame: Frame) -> int:
         """Return the frame's (not yet authenticated) kind after checking its size."""
         if len(frame) < self.overhead:
             raise DecodeError(f"stream frame of {len(frame)} bytes from {self._peer} is shorter "
@@ -316,19 +337,24 @@ class _Opener:
             f"stream frame {self._counter - 1} from {self._peer} failed authentication "
             "(tampered, replayed, reordered or dropped frames)")
 
-    def open(self, kind: int, frame: bytes) -> bytes | memoryview:
-        """Return the authentic body of ``frame`` (whose kind is ``kind``)."""
+    def open(self, kind: int, frame: Frame) -> memoryview:
+        """Return the authentic body of ``frame`` (of ``kind``); valid until the next call."""
         aead = self._aead
         body = memoryview(frame)[1:]
         if aead is None:
             return body
+        size = len(body) - _TAG_SIZE
+        buf = self._buf
+        if len(buf) < size:
+            buf = self._buf = bytearray(size)  # a new one: views of the last body may live on
+        out = memoryview(buf)[:size]
         try:
-            result: bytes = aead.decrypt(self._nonce(), body, _AAD[kind])
+            aead.decrypt_into(self._nonce(), body, _AAD[kind], out)
         except Exception as exc:  # cryptography's InvalidTag
             raise self._failed() from exc
-        return result
+        return out
 
-    def open_into(self, kind: int, frame: bytes, dest: memoryview) -> None:
+    def open_into(self, kind: int, frame: Frame, dest: memoryview) -> None:
         """Put the authentic body of ``frame`` into ``dest`` (exactly its size).
 
         On failure ``dest`` holds unauthenticated bytes; the caller raises, so they are never
@@ -344,7 +370,7 @@ class _Opener:
         except Exception as exc:  # cryptography's InvalidTag
             raise self._failed() from exc
 
-    def body_size(self, frame: bytes) -> int:
+    def body_size(self, frame: Frame) -> int:
         """Return the size of ``frame``'s body once opened."""
         return len(frame) - self.overhead
 
@@ -417,8 +443,11 @@ class Stream(io.RawIOBase):
         self._decompressor: Compressor = compressor if compressor is not None else Lz4Compressor()
         self._compress = compressor is not None
         self._compress_min = compress_min_size
-        # Largest body of one frame: our limit, and what the connection can carry.
+        # Largest body of a frame we accept: our limit, and what the connection can carry.
         self._max_frame = max(1, min(max_frame_size, conn.max_frame_size - FRAME_OVERHEAD))
+        # Writes are cut into frames of this size: large enough that the per-frame cost is
+        # small, small enough that both ends' buffers stay small (bench/stream_bench.py).
+        self._write_frame = min(self._max_frame, _WRITE_FRAME)
         self._max_msg = max_msg_size
         self._timeout = timeout
         self._counters = counters
@@ -427,7 +456,7 @@ class Stream(io.RawIOBase):
         self._wlock = threading.Lock()
         self._state_lock = threading.Lock()
         # read side (under _rlock)
-        self._pending: bytes | memoryview = b""
+        self._pending: bytes | memoryview = b""  # data read but not yet taken
         self._pos = 0
         self._eof = False
         self._read_error: BaseException | None = None
@@ -576,7 +605,7 @@ class Stream(io.RawIOBase):
             return 0
         with self._wlock:
             self._check_writable()
-            step = self._max_frame
+            step = self._write_frame
             if n <= step:
                 self._send_data(view)
             else:
@@ -682,24 +711,26 @@ class Stream(io.RawIOBase):
                         self._write_broken = True
             finally:
                 self._wlock.release()
-        self._drain_if_free(linger)
+        self._drain_if_free()
         self._finish()
 
     def _linger(self) -> float:
         return _CLOSE_LINGER if self._timeout is None else min(_CLOSE_LINGER, self._timeout)
 
-    def _drain_if_free(self, linger: float) -> None:
+    def _drain_if_free(self) -> None:
         if self._write_broken or not self._rlock.acquire(blocking=False):
             return
         try:
-            self._drain(linger)
+            self._drain()
         finally:
             self._rlock.release()
 
     def close(self) -> None:
-        """End the writing side, wait briefly for the peer's end, and close (idempotent).
+        """End the writing side with the sealed end marker and close the connection.
 
-        Never raises for a broken connection: a stream that cannot end cleanly is cut.
+        Idempotent, and never raises for a broken connection (a stream that cannot end cleanly
+        is cut). It waits only for room to write the end marker (at most the timeout, and 2 s),
+        never for the peer: data the peer sends afterwards is not read.
         """
         if self._finished:
             return
@@ -715,7 +746,7 @@ class Stream(io.RawIOBase):
                         pass
             finally:
                 self._wlock.release()
-        self._drain_if_free(linger)
+        self._drain_if_free()
         self._finish()
 
     def _end_locked(self, timeout: float | None) -> None:
@@ -724,18 +755,19 @@ class Stream(io.RawIOBase):
         self._send(self._sealer.seal(KIND_END, b""), timeout)
         self._conn.close_write()
 
-    def _drain(self, linger: float) -> None:
-        """Read and discard until the peer's end (bounded), so closing cuts no data in flight."""
+    def _drain(self) -> None:
+        """Read and discard what has arrived, without waiting.
+
+        Closing a TCP connection with received bytes unread resets it, and a reset discards
+        what we wrote that is still on its way (our end marker included); with nothing unread
+        the connection ends with a normal FIN and everything written is delivered.
+        """
         if self._eof or self._read_error is not None or self._finished:
             return
-        end = time.monotonic() + linger
         seen = 0
         while seen < _DRAIN_LIMIT:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
             try:
-                frame = self._conn.recv_frame(left)
+                frame = self._conn.recv_frame(0)
             except GossipError:
                 return
             if frame is None or (frame and frame[0] in (KIND_END, KIND_ABORT)):
@@ -827,7 +859,7 @@ class Stream(io.RawIOBase):
                 kind, body = KIND_DATA_LZ4, packed
         self._send(self._sealer.seal(kind, body), self._timeout)
 
-    def _send(self, frame: bytes | bytearray, timeout: float | None) -> None:
+    def _send(self, frame: memoryview, timeout: float | None) -> None:
         try:
             self._conn.send_frame(frame, timeout)
         except GossipError:
@@ -885,6 +917,7 @@ class Stream(io.RawIOBase):
         if self._finished:
             self._raise_closed()
         opener = self._opener
+        body: bytes | memoryview
         while True:
             try:
                 frame = self._conn.recv_frame(self._timeout)
