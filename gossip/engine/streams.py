@@ -282,12 +282,18 @@ class StreamPool:
         stream: Stream | None = None
         try:
             conn.send_frame(frame, deadline.remaining(what))
-            answer = conn.recv_frame(deadline.remaining(what))
+            try:
+                answer = conn.recv_frame(deadline.remaining(what))
+            except TransportError as exc:
+                cut: TransportError | None = exc
+                answer = None
+            else:
+                cut = None
             if answer is None:
                 self.counters.inc("streams.open_refused")
                 raise StreamRefused(
                     f"{what}: the peer closed the connection without answering (stopping, or "
-                    "another cluster key or label)", "closed without an answer")
+                    "another cluster key or label)", "closed without an answer") from cut
             pkt = codec.decode(bytes(answer))
             if pkt.msg_type != MessageType.STREAM_OPEN_ACK:
                 raise DecodeError(f"{what}: answered with message type {pkt.msg_type}")
