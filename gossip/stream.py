@@ -804,11 +804,14 @@ class Stream(io.RawIOBase):
             self.close()
 
     def __del__(self) -> None:
-        # A stream dropped without close() is cut (the peer reads an error, not a clean end):
-        # a finaliser must never block on the network.
+        # A stream dropped without close() is cut (the peer reads an error, not a clean end).
+        # A finaliser must never block on the network, nor take a lock its thread may hold:
+        # the connection is closed and nothing else is called (a stream the engine still
+        # tracks is referenced by it, so it is never collected here).
         try:
             if not self._finished:
-                self._finish()
+                self._finished = True
+                self._conn.close()
         except Exception:
             pass
 
