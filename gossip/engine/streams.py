@@ -16,6 +16,10 @@ and ends when none comes. An opening that finds every worker busy is answered "b
 refuser thread (``gossip-<node>-stream-refuse``; a few openings may wait for it, more are cut
 at once): the answer is bound to the opener's salt like an acceptance, so it cannot be replayed.
 
+Until its HELLO has been authenticated, an accepted connection may only carry small frames
+(a transport with a pre-authentication limit offers ``mark_trusted()``, called then), so a
+stranger holding pool slots holds little memory.
+
 Every step of an opening runs under ``stream_open_timeout``: reading the OPEN, writing the
 ACCEPT and reading the HELLO on the accepting side; dialing, writing the OPEN and reading the
 answer on the opening side. A failure at any step closes the connection: nothing is left half
@@ -429,6 +433,9 @@ class StreamPool:
         if not self._register(stream):
             stream._shutdown()
             return
+        trust = getattr(conn, "mark_trusted", None)  # lifts a transport's pre-auth frame limit
+        if trust is not None:
+            trust()
         self.counters.inc("streams.accepted")
         sender = self.engine.node_for_sender(pkt.sender)
         stream.remote_node = sender
@@ -438,10 +445,11 @@ class StreamPool:
             self.log.debug("< stream from %s accepted (type %d)", conn.peer, req.msg_type)
         try:
             fn(sender, packet, stream)
+        except ClusterClosed:
+            stream.abort("the node is stopping")  # the stream was cut by stop(): no bug
         except Exception as exc:
             self.counters.inc("streams.handler_errors")
-            if not isinstance(exc, ClusterClosed):
-                self.log.exception("stream handler for type %d raised", req.msg_type)
+            self.log.exception("stream handler for type %d raised", req.msg_type)
             stream.abort(f"{type(exc).__name__}: {exc}")
         finally:
             stream.close()

@@ -257,6 +257,7 @@ class _StreamSocket:
     def __init__(
         self, transport: SocketTransport, sock: socket.socket, peer: str, ip: str,
         max_frame_size: int, leftover: bytes = b"", accepted: bool = False,
+        preauth_max_frame_size: int = 0,
     ) -> None:
         self._transport = transport
         self.sock = sock
@@ -264,6 +265,9 @@ class _StreamSocket:
         self.ip = ip
         self.accepted = accepted  # holds one of the transport's per-source slots
         self.max_frame_size = max_frame_size
+        # An accepted stream may announce only small frames until the stream layer has
+        # authenticated its opening (mark_trusted): a stranger cannot make us allocate much.
+        self._limit = min(preauth_max_frame_size or max_frame_size, max_frame_size)
         self._buf = bytearray(max(self._INITIAL_BUFFER, len(leftover)))
         self._buf[:len(leftover)] = leftover
         self._start = 0  # first unread byte in _buf
@@ -278,6 +282,10 @@ class _StreamSocket:
     def peer(self) -> str:
         """The remote ``"ip:port"``."""
         return self._peer
+
+    def mark_trusted(self) -> None:
+        """Lift the pre-authentication frame limit: the stream's opening was authenticated."""
+        self._limit = self.max_frame_size
 
     def send_frame(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
         """Write one frame; see :meth:`StreamConn.send_frame`.
@@ -346,11 +354,11 @@ class _StreamSocket:
                 start, have = self._start, self._end - self._start
                 if have >= FRAME_HEADER_SIZE:
                     (size,) = _HEADER.unpack_from(self._buf, start)
-                    if size > self.max_frame_size:
+                    if size > self._limit:
                         self.close()
                         raise TransportError(
                             f"{what}: the peer announced a frame of {size} bytes, over the "
-                            f"limit {self.max_frame_size}")
+                            f"limit {self._limit}")
                     need = FRAME_HEADER_SIZE + size
                     if have >= need:
                         self._start = start + need
@@ -1646,7 +1654,8 @@ class SocketTransport:
                 pass
             conn.events = 0
         stream = _StreamSocket(self, conn.sock, conn.key, conn.ip, self.max_stream_frame_size,
-                               leftover, accepted=True)
+                               leftover, accepted=True,
+                               preauth_max_frame_size=self._preauth_frame)
         callback = self._on_stream
         with self._lock:
             if callback is None or self._closed:

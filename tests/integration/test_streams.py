@@ -343,3 +343,23 @@ def test_frame_over_the_limit_is_refused_with_a_clear_error() -> None:
         wait_until(lambda: bool(errors), 10, "the reader refused the frame")
     assert isinstance(errors[0], TransportError)
     assert "over the limit" in str(errors[0])
+
+
+def test_unauthenticated_stream_may_not_announce_a_large_frame(
+        pair: tuple[Cluster, Cluster]) -> None:
+    from gossip.transports.socket import PREAMBLE_STREAM
+
+    server, _client = pair
+    server.handle_stream_func(300, lambda sender, packet, stream: None)
+    host, _, port = server.address.rpartition(":")
+    with socket.create_connection((host, int(port))) as raw:
+        raw.settimeout(scaled(10))
+        # A stranger announces a 4 MiB "OPEN" (the stream limit is 8 MiB): refused before any
+        # byte of it is awaited or allocated.
+        raw.sendall(PREAMBLE_STREAM + (4 * MiB).to_bytes(4, "big") + b"x" * 100)
+        try:
+            assert raw.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    wait_until(lambda: server.stats()["streams.bad_opens"] == 1, 10, "the opening dropped")
+    assert server.stats()["streams.accepted"] == 0
