@@ -11,8 +11,10 @@ Start here::
 The public API is what this module exports in ``__all__``: the :class:`Cluster` facade, its
 :class:`Config`, node snapshots (:class:`Node`, :class:`NodeID`, :class:`NodeState`), metadata,
 the received :class:`Packet`, node-to-node streams (:class:`Stream`), handler ids,
-message-type constants, the :class:`Keyring` and the whole :class:`GossipError` tree. User message types start at :data:`USER_MSG` (128); 64..127 are
-reserved for add-on packages.
+message-type constants, the :class:`Keyring`, node groups (:class:`NodeGroup`,
+:class:`DataNodeGroup`) and the whole :class:`GossipError` tree. Leader election is in
+:mod:`gossip.leader`, the pytest plugin in :mod:`gossip.testing`. User message types start
+at :data:`USER_MSG` (128); 64..127 are reserved for add-on packages.
 """
 
 from __future__ import annotations
@@ -39,17 +41,21 @@ from .errors import (
     NotFoundError,
     PacketTooLarge,
     ProtocolError,
+    RemoteHandlerError,
     RemoteProtocolError,
     SendError,
+    SendQueueFull,
     StreamRefused,
     TransportError,
     VersionMismatch,
 )
+from .groups import METADATA_ANY_VALUE, METADATA_CONTAINS_PREFIX, DataNodeGroup, NodeGroup
 from .handlers import EventHandlers, HandlerID
 from .hlc import HLC
 from .metadata import Metadata, MetadataReader
 from .node import EMPTY_NODE_ID, PROTOCOL_VERSION, Node, NodeID, NodeState
 from .packet import Packet
+from .protocol.rtt import ProbeRtt
 from .security import Keyring
 from .stream import Stream
 from .wire import RESERVED_MSGS_START, USER_MSG, MessageType
@@ -70,7 +76,12 @@ __all__ = [
     "MetadataReader",
     "HLC",
     "Packet",
+    "ProbeRtt",
     "Keyring",
+    "NodeGroup",
+    "DataNodeGroup",
+    "METADATA_ANY_VALUE",
+    "METADATA_CONTAINS_PREFIX",
     "MessageType",
     "USER_MSG",
     "RESERVED_MSGS_START",
@@ -103,6 +114,8 @@ __all__ = [
     "TransportError",
     "ConnectError",
     "SendError",
+    "SendQueueFull",
+    "RemoteHandlerError",
     "StreamRefused",
     "GossipTimeout",
     "ClusterClosed",

@@ -41,6 +41,7 @@ from .packet import Packet, PacketCodec
 from .codecs import get_codec
 from .compression import get_compressor
 from .protocol.messaging import calc_fan_out, calc_payload_size
+from .protocol.rtt import ProbeRtt
 from .security import Keyring
 from .stream import Stream
 from .transports.base import Transport
@@ -176,6 +177,11 @@ class Cluster:
         if self._stopped:
             raise ClusterClosed("the cluster is stopped")
         return engine
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`: the cluster sends, receives and joins."""
+        return self._started and not self._stopped
 
     @property
     def keyring(self) -> Keyring | None:
@@ -382,6 +388,18 @@ class Cluster:
         if not self._started:
             return 0
         return self._engine.locked(lambda core: core.health_score())
+
+    def probe_rtt(self) -> ProbeRtt:
+        """Return the round-trip times of this node's directly acked probes.
+
+        A snapshot, read under the core's lock: a histogram of every sample since start
+        (``bounds``, per-bucket ``counts``, ``sum`` and ``count``; seconds) and ``last``, the
+        last round trip measured to each member by id. Only acks from the probed member itself
+        are samples (indirect acks through helpers are not). Before :meth:`start` it is empty.
+        """
+        if not self._started:
+            return ProbeRtt()
+        return self._engine.locked(lambda core: core.probe_rtt())
 
     def stats(self) -> dict[str, int]:
         """Return the counters of the engine, the transport (``transport.*``) and the core

@@ -141,9 +141,11 @@ class Config:
     long, and then raises :class:`~gossip.errors.SendQueueFull` (nothing was queued). 0 raises
     at once when the buffer is full."""
     best_effort_full_policy: str = "drop"
-    """What a best-effort send does when the socket or connection buffer is full: ``"drop"``
-    the packet (counted under ``dropped.*`` in :meth:`gossip.Cluster.stats`), or ``"raise"``
-    :class:`~gossip.errors.SendQueueFull`. Best-effort sends never wait."""
+    """What a best-effort datagram does when the socket's send buffer is full (or the send
+    fails): ``"drop"`` it (counted as ``dropped.udp_send_buffer_full`` or ``send_errors.*`` in
+    :meth:`gossip.Cluster.stats`), or ``"raise"`` :class:`~gossip.errors.SendQueueFull` (or the
+    error). Datagrams never wait. A best-effort send too big for a datagram goes over a
+    connection and is then paced like a reliable one."""
     connection_buffer_size: int = 4 * _MiB
     """Bytes queued per connection before reliable senders wait for the peer to read."""
     udp_recv_buffer_size: int = 4 * _MiB
@@ -179,13 +181,23 @@ class Config:
     node_shard_count: int = 4
     """Shards of the node table in paularlott (a power of two); kept for compatibility."""
     num_send_workers: int = 8
-    """Threads draining the send queue."""
+    """Threads for sends that may have to dial a peer (joins, push/pulls, relays over TCP), so
+    that a dial that hangs never delays a datagram."""
     send_queue_size: int = 512
-    """Capacity of the send queue; when full the oldest user packet is dropped (counted)."""
+    """Capacity of the send workers' queue; when full the oldest packet is dropped (counted
+    as ``dropped.send_queue_full``). User sends do not go through it: they run on the caller's
+    thread with back-pressure (see :attr:`send_timeout`)."""
     num_incoming_workers: int = 8
-    """Threads decoding and dispatching received packets."""
-    incoming_packet_queue_depth: int = 512
-    """Capacity of the incoming queue; when full new packets are dropped (counted)."""
+    """User lanes: threads running user message handlers. Packets from one source always go to
+    the same lane, so they are handled in the order they arrived."""
+    incoming_packet_queue_depth: int = 4096
+    """Packets one user lane holds. A datagram finding its lane full is dropped (counted as
+    ``dropped.incoming_queue_full``); a frame from a connection is never dropped: reading that
+    connection pauses until the lane drains, which slows the sender down. (paularlott's 512
+    is too few for one fast sender's bursts.)"""
+    incoming_queue_max_bytes: int = 32 * _MiB
+    """Bytes of user packets all lanes together hold (split evenly); beyond it, as when a lane
+    is full."""
 
     # -- failure detection (paularlott names that map onto SWIM) ---------------------------
     health_check_interval: float = 1.0
@@ -763,6 +775,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "send_queue_size": _integer(1, 1 << 20),
     "num_incoming_workers": _integer(1, 256),
     "incoming_packet_queue_depth": _integer(1, 1 << 20),
+    "incoming_queue_max_bytes": _integer(64 * 1024, 1 << 40),
     "health_check_interval": _duration(0.01, 3600.0),
     "ping_timeout": _duration(0.001, 3600.0),
     "enable_indirect_pings": _boolean,

@@ -15,7 +15,6 @@ This module imports only :mod:`gossip.errors`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -24,6 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+try:  # blake2s without hashlib, which loads OpenSSL (about 3.5 MiB resident) for nothing here
+    from _blake2 import blake2s as _blake2s
+except ImportError:  # pragma: no cover - every CPython build has _blake2
+    from hashlib import blake2s as _blake2s
 
 # cryptography is imported on first use: a cluster without encryption never pays its ~7 MiB.
 _AESGCM: Any = None
@@ -78,7 +82,7 @@ def _check_key(key: bytes) -> bytes:
 
 def _fingerprint(key: bytes) -> str:
     """A short, non-secret name for a key in error messages."""
-    return hashlib.blake2s(key, digest_size=4).hexdigest()
+    return _blake2s(key, digest_size=4).hexdigest()
 
 
 class Keyring:
@@ -230,5 +234,5 @@ def label_tag(label: str) -> int:
     """
     if not label:
         return 0
-    tag = int.from_bytes(hashlib.blake2s(label.encode("utf-8")).digest()[:4], "big")
+    tag = int.from_bytes(_blake2s(label.encode("utf-8")).digest()[:4], "big")
     return tag or 1

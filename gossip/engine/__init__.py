@@ -10,7 +10,6 @@ module                      owns
 :mod:`.outgoing`            the path of a sent packet: datagrams, connections, send workers
 :mod:`.scheduler`           the protocol clock (``gossip-<node>-scheduler``)
 :mod:`.events`              membership events and user gossip callbacks (two threads)
-:mod:`.counters`            lock-free per-thread counters behind :meth:`Engine.stats`
 :mod:`.streams`             the stream pool: accepted streams' handlers, opening streams
 ==========================  ===================================================================
 
@@ -44,12 +43,12 @@ from ..node import PROTOCOL_VERSION, Node, NodeID, NodeState
 from ..packet import PacketCodec
 from ..protocol import JoinResult, MemberEvent, Protocol, Send
 from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
-from ..protocol.messaging import calc_fan_out, max_ttl
+from ..protocol.messaging import calc_fan_out
 from ..transports.base import Incoming, Transport
-from .counters import Counters
+from ..counters import Counters
 from .events import EventLoop, GossipHandler, MetadataHandler, StateHandler
 from .host import CoreHost
-from .incoming import Receiver
+from .incoming import Receiver, broadcast_ttl
 from .outgoing import Outgoing
 from .scheduler import Scheduler
 from .streams import StreamPool
@@ -114,6 +113,7 @@ class Engine:
         self._last_warn: dict[str, float] = {}
         self._join_waiters: dict[str, list[_JoinWaiter]] = {}
         self._join_lock = threading.Lock()
+        self._node_cache: dict[bytes, tuple[Any, Node, int]] = {}
         self._started = False
         self.closing = False
         self._stopped = False
@@ -358,14 +358,34 @@ class Engine:
             return None if m is None else _member_node(m)
 
     def node_for_sender(self, sender: bytes) -> Node | None:
-        """Return the snapshot of the node whose 16-byte id is ``sender`` (None if unknown)."""
+        """Return the snapshot of the node whose 16-byte id is ``sender`` (None if unknown).
+
+        This runs for every user message handled, so snapshots are cached per member and
+        reused while the member's address, state, incarnation and metadata stamp are unchanged
+        (each is one atomic read; the snapshot itself is rebuilt under the core lock).
+        """
         if sender == self.id_bytes:
             return self.local_node()
         core = self.host.core
+        entry = self._node_cache.get(sender)
+        if entry is not None:
+            m, node, stamp = entry
+            if (m.incarnation == node.incarnation and m.state is node.state
+                    and m.meta_stamp == stamp and m.addr == node.address
+                    and core.members.get(m.node) is m):
+                return node
         nid = NodeID(bytes=sender)
         with self.host.lock:
             m = core.members.get(nid)
-            return None if m is None else _member_node(m)
+            if m is None:
+                return None
+            node = _member_node(m)
+            stamp = m.meta_stamp
+        cache = self._node_cache
+        if len(cache) > 2 * len(core.members) + 64:
+            cache.clear()  # forgotten members' entries go
+        cache[sender] = (m, node, stamp)
+        return node
 
     # ------------------------------------------------------------------ join / leave / metadata
 
@@ -452,7 +472,7 @@ class Engine:
         self.check_open()
         check_user_type(msg_type)
         core = self.host.core
-        ttl = max_ttl(core.counts[NodeState.ALIVE] + 1, self.config.ttl_multiplier)
+        ttl = broadcast_ttl(core.counts[NodeState.ALIVE] + 1, self.config.ttl_multiplier)
         msg_id = self.hlc.now()
         pkt = self.codec.encode(msg_type, self.id_bytes, msg_id, ttl, data)
         self.receiver.remember(time.monotonic(), self.id_bytes, msg_id)

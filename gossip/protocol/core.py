@@ -43,6 +43,7 @@ from .actions import (
 )
 from .awareness import Awareness
 from .broadcasts import BroadcastQueue, retransmit_limit
+from .rtt import ProbeRtt, RttHistogram
 from .suspicion import Suspicion, suspicion_timeouts
 
 __all__ = ["Protocol", "Member"]
@@ -70,7 +71,7 @@ class Member:
     """The local node's record of one other member (mutable; owned by :class:`Protocol`)."""
 
     __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av",
-                 "state_change", "suspicion")
+                 "state_change", "suspicion", "rtt")
 
     def __init__(self, node: NodeID, addr: str, state: NodeState, incarnation: int,
                  meta: Mapping[str, Any], meta_stamp: int, pv: int, av: str, now: float) -> None:
@@ -84,6 +85,7 @@ class Member:
         self.av = av
         self.state_change = now
         self.suspicion: Suspicion | None = None
+        self.rtt: float | None = None  # seconds of the last direct probe round trip
 
     def to_state(self) -> MemberState:
         """Return the record as exchanged by push/pull."""
@@ -95,10 +97,11 @@ class Member:
 
 
 class _Probe:
-    __slots__ = ("target", "acked", "indirect", "expected_nacks", "nacks")
+    __slots__ = ("target", "acked", "indirect", "expected_nacks", "nacks", "sent_at")
 
-    def __init__(self, target: NodeID) -> None:
+    def __init__(self, target: NodeID, sent_at: float) -> None:
         self.target = target
+        self.sent_at = sent_at
         self.acked = False
         self.indirect = False
         self.expected_nacks = 0
@@ -161,6 +164,7 @@ class Protocol:
         self.counts: dict[NodeState, int] = {ALIVE: 0, SUSPECT: 0, DEAD: 0, LEAVING: 0}
         self.join_peers: list[str] = []
         self.stats: dict[str, int] = {}
+        self.rtt = RttHistogram()
         self._actions: list[Action] = []
         self._timers: list[tuple[float, int, int, Any]] = []
         self._timer_seq = 0
@@ -228,6 +232,11 @@ class Protocol:
     def health_score(self) -> int:
         """Return the Lifeguard local health score (0 is healthy)."""
         return self.awareness.score
+
+    def probe_rtt(self) -> ProbeRtt:
+        """Return the round-trip times of directly acked probes: histogram and last per member."""
+        last = {m.node: m.rtt for m in self.members.values() if m.rtt is not None}
+        return self.rtt.snapshot(last)
 
     # ------------------------------------------------------------------ commands
 
@@ -316,6 +325,7 @@ class Protocol:
             probe = self._probes.get(msg.seq)  # type: ignore[union-attr]
             if probe is not None:
                 probe.nacks += 1
+                self._count("nacks")
         elif t is PushPull:
             self._on_push_pull(now, msg, reliable)  # type: ignore[arg-type]
         elif t is PushPullReply:
@@ -563,6 +573,8 @@ class Protocol:
             m.av = a.av
             m.suspicion = None
             self._states_cache = None
+            if m.state is SUSPECT:
+                self._count("suspicions_refuted")
             if m.state is not ALIVE:
                 self._set_state(now, m, ALIVE)
             self._queue(a)
@@ -603,6 +615,7 @@ class Protocol:
             return
         m.incarnation = s.incarnation
         self._start_suspicion(now, m, s.sender)
+        self._count("suspicions_started")
         self._set_state(now, m, SUSPECT)
         self._queue(s)
 
@@ -630,6 +643,7 @@ class Protocol:
             self._count("degraded_timeout")
         m.suspicion = None
         d = Dead(m.node, m.incarnation, self.id)
+        self._count("suspicions_confirmed")
         self._set_state(now, m, DEAD)
         self._queue(d)
 
@@ -682,7 +696,7 @@ class Protocol:
         if m is None:
             return
         seq = self._next_seq()
-        probe = _Probe(m.node)
+        probe = _Probe(m.node, now)
         self._probes[seq] = probe
         buddy = m.incarnation if (self.lifeguard and m.state is SUSPECT) else -1
         extra: tuple[Update, ...] = ()
@@ -755,8 +769,16 @@ class Protocol:
         if probe is not None:
             if not probe.acked:
                 probe.acked = True
+                self._count("acks")
                 if self.lifeguard and not probe.indirect:
                     self.awareness.apply_delta(-1)
+                # A round trip is measured only from the target's own ack (a helper's relayed ack
+                # carries the helper's id and two more hops).
+                if sender == probe.target or (sender is None and not probe.indirect):
+                    m = self.members.get(probe.target)
+                    if m is not None:
+                        m.rtt = now - probe.sent_at
+                        self.rtt.record(m.rtt)
             return
         relay = self._relays.get(a.seq)
         if relay is not None and not relay.done:

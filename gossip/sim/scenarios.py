@@ -13,6 +13,7 @@ loss       200     steady state for 10 minutes with 10 % uniform packet loss
 partition  200     split in two halves for 60 s, heal, measure re-convergence
 starve     100     5 nodes handle every packet 2 s late, for 10 minutes
 churn      500     every second a node joins, leaves or crashes, for 10 minutes
+leader     100     nodes elect a leader; 60/40 split (leader on the 40 %) for 60 s; heal
 =========  ======  ==========================================================================
 """
 
@@ -186,6 +187,12 @@ _register("loss", _steady)
 _register("partition", _partition)
 _register("starve", _starve)
 _register("churn", _churn)
+
+# The leader scenario runs elections beside the cores, in its own module.
+from .leader import LEADER_DEFAULTS, run_leader_scenario  # noqa: E402
+
+SCENARIOS["leader"] = run_leader_scenario
+DEFAULTS["leader"] = LEADER_DEFAULTS
 
 
 def run_scenario(p: ScenarioParams) -> dict[str, Any]:

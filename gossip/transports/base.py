@@ -26,7 +26,6 @@ It imports nothing from :mod:`gossip` except :mod:`gossip.errors` (transports ar
 from __future__ import annotations
 
 import ipaddress
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -340,6 +339,8 @@ def split_host_port(addr: str) -> tuple[str, int, int]:
         raise AddressError(
             f"invalid transport address {addr!r}: {host!r} is not an IP literal"
         ) from None
+    import socket  # here: importing the interface must not load the socket machinery
+
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     return str(ip), int(port_text), family
 
