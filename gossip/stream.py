@@ -423,6 +423,23 @@ class Stream(io.RawIOBase):
         counters: _CounterSink | None = None,
         on_close: Callable[[Stream], None] | None = None,
     ) -> None:
+        """Wrap ``conn`` once the opening is done (the engine does this).
+
+        Args:
+            conn: the connection dedicated to this stream.
+            client: True on the opening side (it decides which derived key seals).
+            keys: the stream's derived keys, None for plaintext frames.
+            codec: the codec of typed messages (the opener's).
+            msg_type: the type the stream was opened with.
+            remote_node: the node at the other end, if known.
+            compressor: lz4 for written frames (None: off until :meth:`enable_compression`).
+            compress_min_size: frames smaller than this are never compressed.
+            max_frame_size: the largest frame body written or accepted.
+            max_msg_size: the largest typed message payload.
+            timeout: the per-operation timeout (None: wait forever).
+            counters: where ``streams.bytes_in`` / ``streams.bytes_out`` are counted.
+            on_close: called once when the stream is closed, however that happens.
+        """
         super().__init__()
         self._conn = conn
         self._peer = conn.peer
