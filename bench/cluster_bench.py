@@ -208,8 +208,12 @@ def _round_trips(a: Cluster, node_b: Node, seconds: float, mtype: int) -> dict[s
 
 
 def _import_ms(runs: int = 7) -> float:
+    """Median time of ``import gossip`` in fresh interpreters, bytecode cached as for any
+    installed package (one warm-up run writes the cache if the environment had turned it off)."""
     code = "import time; t = time.perf_counter(); import gossip; print(time.perf_counter() - t)"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, check=True)
     times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                   env=env, check=True).stdout) for _ in range(runs)]
     return statistics.median(times) * 1000

@@ -10,15 +10,16 @@ Start here::
 
 The public API is what this module exports in ``__all__``: the :class:`Cluster` facade, its
 :class:`Config`, node snapshots (:class:`Node`, :class:`NodeID`, :class:`NodeState`), metadata,
-the received :class:`Packet`, handler ids, message-type constants, the :class:`Keyring`, node
-groups (:class:`NodeGroup`, :class:`DataNodeGroup`) and the whole :class:`GossipError` tree.
-Leader election is in :mod:`gossip.leader`, the pytest plugin in :mod:`gossip.testing`. User
-message types start at :data:`USER_MSG` (128); 64..127 are reserved for add-on packages.
+the received :class:`Packet`, node-to-node streams (:class:`Stream`), handler ids,
+message-type constants, the :class:`Keyring`, node groups (:class:`NodeGroup`,
+:class:`DataNodeGroup`) and the whole :class:`GossipError` tree. Leader election is in
+:mod:`gossip.leader`, the pytest plugin in :mod:`gossip.testing`. User message types start
+at :data:`USER_MSG` (128); 64..127 are reserved for add-on packages.
 """
 
 from __future__ import annotations
 
-from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc
+from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc, StreamHandlerFunc
 from .config import Config, default_config
 from .engine import ClusterEventHandler, GossipHandler, MetadataHandler, StateHandler
 from .errors import (
@@ -59,6 +60,7 @@ from .protocol.partition import PartitionHealed, PartitionSuspected
 from .protocol.provenance import Confirmation, Explanation, SuspicionEpisode
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
+from .stream import Stream
 from .wire import RESERVED_MSGS_START, USER_MSG, MessageType
 
 __version__ = "0.1.0"
@@ -97,6 +99,8 @@ __all__ = [
     "EventHandlers",
     "MessageHandlerFunc",
     "ReplyHandlerFunc",
+    "StreamHandlerFunc",
+    "Stream",
     "StateHandler",
     "MetadataHandler",
     "GossipHandler",

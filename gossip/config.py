@@ -126,7 +126,14 @@ class Config:
     tcp_max_packet_size: int = 4 * _MiB
     """Largest packet accepted or sent over TCP."""
     stream_max_packet_size: int = 8 * _MiB
-    """Largest frame on a node-to-node stream."""
+    """Largest frame on a node-to-node stream (bigger writes are split into frames this big)."""
+    max_concurrent_streams: int = 64
+    """Accepted streams whose handlers run at once (one pool thread each); more are refused."""
+    stream_open_timeout: float = 5.0
+    """Deadline for opening a stream: dial, OPEN, ACCEPT and HELLO (either side)."""
+    stream_timeout: float = 60.0
+    """Default per-operation timeout of a stream's reads and writes (0: wait forever);
+    :meth:`gossip.Stream.settimeout` changes it per stream."""
     send_timeout: float = 5.0
     """How long a reliable send waits for room while the peer's connection buffer is full.
 
@@ -766,6 +773,9 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "udp_max_packet_size": _integer(512, 65000),
     "tcp_max_packet_size": _integer(1024, 1 << 30),
     "stream_max_packet_size": _integer(1024, 1 << 30),
+    "max_concurrent_streams": _integer(1, 65536),
+    "stream_open_timeout": _duration(0.001, 3600.0),
+    "stream_timeout": _duration(0.001, _DAY, allow_zero=True),
     "send_timeout": _duration(0.0, 3600.0),
     "best_effort_full_policy": _choice("drop", "raise"),
     "connection_buffer_size": _integer(64 * 1024, 1 << 30),

@@ -29,6 +29,7 @@ __all__ = [
     "HANDLER_FORWARD",
     "HANDLER_NO_FORWARD",
     "HANDLER_REPLY",
+    "HANDLER_STREAM",
     "check_user_type",
 ]
 
@@ -95,11 +96,15 @@ HANDLER_NO_FORWARD = "no_forward"
 """Handler kind of :meth:`gossip.Cluster.handle_func_no_forward`: delivered only."""
 HANDLER_REPLY = "reply"
 """Handler kind of :meth:`gossip.Cluster.handle_func_with_reply`: its return value is the reply."""
+HANDLER_STREAM = "stream"
+"""Handler kind of :meth:`gossip.Cluster.handle_stream_func`: runs for accepted streams only
+(a packet of this type is treated as having no handler)."""
 
 
 @dataclass(frozen=True, slots=True)
 class MessageHandler:
-    """One registered user-message handler: its ``kind`` (forward, no_forward, reply) and ``fn``."""
+    """One registered user-message handler: its ``kind`` (forward, no_forward, reply, stream)
+    and ``fn``."""
 
     msg_type: int
     kind: str

@@ -10,11 +10,13 @@ module                      owns
 :mod:`.outgoing`            the path of a sent packet: datagrams, connections, send workers
 :mod:`.scheduler`           the protocol clock (``gossip-<node>-scheduler``)
 :mod:`.events`              membership events and user gossip callbacks (two threads)
+:mod:`.streams`             the stream pool: accepted streams' handlers, opening streams
 ==========================  ===================================================================
 
 Threads (every one a daemon named ``gossip-<node short id>-<role>[-n]``): the transport's
 readers (which also run the protocol lane), ``recv-<i>`` user lanes, ``send-<i>`` send workers,
-``scheduler``, ``events`` and ``gossip``.
+``scheduler``, ``events``, ``gossip`` and the stream pool's ``stream-<n>`` workers (and
+``stream-refuse``), which come and go with the streams.
 
 :class:`Engine` wires them together and offers the operations the :class:`gossip.Cluster`
 facade needs. This package imports the core, the packet codec, the transports' interface and
@@ -50,6 +52,7 @@ from .host import CoreHost
 from .incoming import Receiver, broadcast_ttl
 from .outgoing import Outgoing
 from .scheduler import Scheduler
+from .streams import StreamPool
 
 __all__ = ["Engine", "StateHandler", "MetadataHandler", "GossipHandler", "ClusterEventHandler"]
 
@@ -106,6 +109,7 @@ class Engine:
         self.out = Outgoing(config, codec, self.id_bytes, self.hlc, self.counters, self.log,
                             self._join_send_failed, self.prefix)
         self.scheduler = Scheduler(self)
+        self.streams = StreamPool(self)
         self.stop_event = threading.Event()
         self._last_warn: dict[str, float] = {}
         self._join_waiters: dict[str, list[_JoinWaiter]] = {}
@@ -170,7 +174,7 @@ class Engine:
         if self._started:
             return
         self.transport = transport
-        transport.start(self.receiver.on_packets, None)
+        transport.start(self.receiver.on_packets, self.streams.on_stream)
         self.address = advertise_addr or _loopback_if_any(transport.local_addr)
         now = time.monotonic()
         values, stamp = self.metadata.snapshot()
@@ -191,8 +195,9 @@ class Engine:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop everything in a fixed order; idempotent. Does not leave (the caller does).
 
-        Order: mark closing, close the transport (no more input, sockets released), close the
-        queues (wake the workers), then join every thread under one deadline.
+        Order: mark closing, cut open streams, close the transport (no more input, sockets
+        released), close the queues (wake the workers), then join every thread under one
+        deadline.
         """
         if self._stopped:
             return
@@ -200,6 +205,7 @@ class Engine:
         self.closing = True
         deadline = time.monotonic() + max(0.0, timeout)
         self.metadata.remove_listener(self._on_local_metadata)
+        self.streams.close()  # open streams end first: their handlers see ClusterClosed
         try:
             if self.transport is not None:
                 self.transport.close()
@@ -215,6 +221,7 @@ class Engine:
         for w in waiters:
             w.event.set()
         stragglers = self.out.stop(max(0.0, deadline - time.monotonic()))
+        stragglers += self.streams.join(deadline)
         if self._started:
             stragglers += self.receiver.lanes.join(deadline)
             me = threading.current_thread()
@@ -312,6 +319,7 @@ class Engine:
             with self.host.lock:
                 for k, v in self.host.core.stats.items():
                     out[f"core.{k}"] = v
+        self.streams.add_stats(out)
         out["queue.send"] = self.out.queued
         out["queue.events"] = len(self.events.queue)
         out["queue.incoming"] = sum(self.receiver.lanes.depths())

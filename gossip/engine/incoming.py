@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import messages
 from ..errors import ClusterClosed, GossipError, LocalProtocolError, RemoteProtocolError, SendQueueFull
-from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, MessageHandlers
+from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, HANDLER_STREAM, MessageHandlers
 from ..messages import Message
 from ..node import NodeID, NodeState
 from ..packet import Packet
@@ -367,6 +367,8 @@ class Receiver:
                 return
         counters.inc("user.received")
         handler = self.handlers.get(pkt.msg_type)
+        if handler is not None and handler.kind == HANDLER_STREAM:
+            handler = None  # stream handlers serve streams only (gossip.engine.streams)
         if pkt.ttl > 2 and (handler is None or handler.kind == HANDLER_FORWARD):
             self._relay(inc, pkt)
         request = pkt.ttl == 0 and inc.conn is not None

@@ -147,6 +147,9 @@ class StreamConn(Protocol):
     def send_frame(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
         """Write one whole frame, blocking while the peer does not read (up to ``timeout``).
 
+        The transport keeps no reference to ``data`` once this returns (the caller may reuse
+        the buffer for its next frame).
+
         Raises:
             GossipTimeout: the frame could not be written within ``timeout``; the connection is
                 then closed (a frame cut in half cannot be resumed).
@@ -155,8 +158,11 @@ class StreamConn(Protocol):
         """
         ...
 
-    def recv_frame(self, timeout: float | None = None) -> bytes | None:
+    def recv_frame(self, timeout: float | None = None) -> bytes | bytearray | memoryview | None:
         """Return the next whole frame, or ``None`` once the peer has closed its writing side.
+
+        The frame is any bytes-like object; it may be a view into the connection's own read
+        buffer, valid only until the next call (the caller copies what it keeps).
 
         Raises:
             GossipTimeout: no whole frame within ``timeout`` (the connection stays usable).

@@ -97,6 +97,7 @@ PREAMBLE_STREAM: Final = b"\xc5G\x01S"
 _PREAMBLE_SIZE = 4
 _HEADER = struct.Struct(">I")
 _READ_CHUNK = 256 * 1024
+_STREAM_READ_AHEAD = 1024 * 1024  # a stream's read buffer, once grown for large frames
 _WRITE_CHUNK = 1024 * 1024  # at most this much is joined into one send() call
 _CORK_WINDOW = 0.00005  # a frame queued this soon after the previous one waits for the I/O thread
 _UDP_RECV_SIZE = 65535
@@ -247,31 +248,49 @@ class _StreamSocket:
     """A TCP connection dedicated to one stream; implements :class:`StreamConn`.
 
     The socket is non-blocking; every call waits with ``poll`` against its own timeout, so one
-    reader thread and one writer thread may use it at once. Reads are buffered (one ``recv``
-    brings many small frames); a large frame is read straight into its own buffer.
+    reader thread and one writer thread may use it at once.
+
+    Reads go into one buffer owned by the connection and reused for every frame (grown to the
+    largest frame seen, at most :attr:`max_frame_size`): a frame is read straight into it, small
+    frames arrive many per ``recv_into``, and :meth:`recv_frame` returns a view of the frame in
+    that buffer, valid until the next call. No frame costs an allocation, a copy or the page
+    faults of fresh memory. A write sends the length prefix and the frame in one ``sendmsg``.
     """
+
+    _INITIAL_BUFFER = 64 * 1024
 
     def __init__(
         self, transport: SocketTransport, sock: socket.socket, peer: str, ip: str,
-        max_frame_size: int, leftover: bytes = b"",
+        max_frame_size: int, leftover: bytes = b"", accepted: bool = False,
+        preauth_max_frame_size: int = 0,
     ) -> None:
         self._transport = transport
         self.sock = sock
         self._peer = peer
         self.ip = ip
+        self.accepted = accepted  # True for streams this transport accepted (per-source slot)
         self.max_frame_size = max_frame_size
-        self._rbuf = bytearray(leftover)
+        # An accepted stream may announce only small frames until the stream layer has
+        # authenticated its opening (mark_trusted): a stranger cannot make us allocate much.
+        self._limit = min(preauth_max_frame_size or max_frame_size, max_frame_size)
+        self._buf = bytearray(max(self._INITIAL_BUFFER, len(leftover)))
+        self._buf[:len(leftover)] = leftover
+        self._start = 0  # first unread byte in _buf
+        self._end = len(leftover)  # end of the bytes read into _buf
         self._rlock = threading.RLock()
         self._wlock = threading.RLock()
         self._closed = False
         self._write_closed = False
         self._eof = False
-        self.accepted = False  # True for streams this transport accepted (per-source slot)
 
     @property
     def peer(self) -> str:
         """The remote ``"ip:port"``."""
         return self._peer
+
+    def mark_trusted(self) -> None:
+        """Lift the pre-authentication frame limit: the stream's opening was authenticated."""
+        self._limit = self.max_frame_size
 
     def send_frame(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
         """Write one frame; see :meth:`StreamConn.send_frame`.
@@ -285,18 +304,24 @@ class _StreamSocket:
         if n > self.max_frame_size:
             raise PacketTooLarge(
                 f"stream frame to {self._peer} is {n} bytes, over the limit {self.max_frame_size}")
-        deadline = Deadline(timeout)
         what = f"stream write to {self._peer}"
         with self._wlock:
             if self._closed or self._write_closed:
                 raise SendError(f"{what}: the stream is closed for writing")
+            sock = self.sock
             header = _HEADER.pack(n)
             try:
-                if n <= 65536:
-                    self._write_all(memoryview(header + bytes(data)), deadline, what)
-                else:
-                    self._write_all(memoryview(header), deadline, what)
-                    self._write_all(memoryview(data).cast("B"), deadline, what)
+                try:
+                    sent = sock.sendmsg((header, data))
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                if sent < FRAME_HEADER_SIZE + n:
+                    deadline = Deadline(timeout)
+                    if sent < FRAME_HEADER_SIZE:
+                        self._write_all(memoryview(header)[sent:], deadline, what)
+                        sent = FRAME_HEADER_SIZE
+                    self._write_all(memoryview(data).cast("B")[sent - FRAME_HEADER_SIZE:],
+                                    deadline, what)
             except GossipTimeout:
                 self.close()
                 raise
@@ -318,91 +343,88 @@ class _StreamSocket:
                 raise SendError(f"{what}: the stream is closed")
             _wait_fd(sock, True, deadline.remaining(what))
 
-    def recv_frame(self, timeout: float | None = None) -> bytes | None:
+    def recv_frame(self, timeout: float | None = None) -> memoryview | None:
         """Return the next frame, ``None`` after the peer's clean half-close.
+
+        The frame is a view into the connection's read buffer, valid until the next call.
 
         Raises:
             GossipTimeout: no whole frame within ``timeout`` (bytes read so far are kept).
             TransportError: the connection broke, was closed, or announced an oversized frame.
         """
-        deadline = Deadline(timeout)
         what = f"stream read from {self._peer}"
+        deadline: Deadline | None = None
         with self._rlock:
-            buf = self._rbuf
             while True:
-                if len(buf) >= FRAME_HEADER_SIZE:
-                    (size,) = _HEADER.unpack_from(buf)
-                    if size > self.max_frame_size:
+                start, have = self._start, self._end - self._start
+                if have >= FRAME_HEADER_SIZE:
+                    (size,) = _HEADER.unpack_from(self._buf, start)
+                    if size > self._limit:
                         self.close()
                         raise TransportError(
                             f"{what}: the peer announced a frame of {size} bytes, over the "
-                            f"limit {self.max_frame_size}")
-                    end = FRAME_HEADER_SIZE + size
-                    if len(buf) >= end:
-                        frame = bytes(buf[FRAME_HEADER_SIZE:end])
-                        del buf[:end]
-                        return frame
-                    if size > _READ_CHUNK and len(buf) < end:
-                        return self._read_large(size, deadline, what)
+                            f"limit {self._limit}")
+                    need = FRAME_HEADER_SIZE + size
+                    if have >= need:
+                        self._start = start + need
+                        if self._start == self._end:
+                            self._start = self._end = 0
+                        return memoryview(self._buf)[start + FRAME_HEADER_SIZE:start + need]
+                else:
+                    need = FRAME_HEADER_SIZE
                 if self._eof:
-                    if buf:
+                    if have:
                         raise TransportError(f"{what}: the connection ended inside a frame")
                     return None
+                self._make_room(need)
+                if deadline is None:
+                    deadline = Deadline(timeout)
                 self._fill(deadline, what)
 
-    def _fill(self, deadline: Deadline, what: str) -> None:
-        """Read what the socket has into the buffer (waiting up to the deadline)."""
-        while True:
-            if self._closed:
-                raise TransportError(f"{what}: the stream is closed")
-            try:
-                chunk = self.sock.recv(_READ_CHUNK)
-            except (BlockingIOError, InterruptedError):
-                try:
-                    _wait_fd(self.sock, False, deadline.remaining(what))
-                except GossipTimeout:
-                    raise
-                except (OSError, ValueError) as exc:
-                    raise TransportError(f"{what}: {exc}") from exc
-                continue
-            except (OSError, ValueError) as exc:
-                raise TransportError(f"{what}: {exc}") from exc
-            if not chunk:
-                self._eof = True
-            else:
-                self._rbuf += chunk
+    def _make_room(self, need: int) -> None:
+        """Make room in the buffer for a frame of ``need`` bytes from the unread start."""
+        buf = self._buf
+        start, end = self._start, self._end
+        if start + need <= len(buf) and end < len(buf):
             return
+        have = end - start
+        if need <= len(buf):
+            buf[:have] = buf[start:end]  # move the unread bytes (a partial frame) to the front
+        else:
+            # A new buffer (not a resize: views of the last frame may still be held).
+            # Room for a few frames of this size too: one large read costs far less than
+            # several small ones (and each read lets the peer's window move once).
+            grown = bytearray(max(need, min(4 * need, _STREAM_READ_AHEAD)))
+            grown[:have] = buf[start:end]
+            self._buf = grown
+        self._start, self._end = 0, have
 
-    def _read_large(self, size: int, deadline: Deadline, what: str) -> bytes:
-        """Read a frame bigger than one read chunk straight into its own buffer."""
-        buf = self._rbuf
-        frame = bytearray(size)
-        have = len(buf) - FRAME_HEADER_SIZE
-        frame[:have] = buf[FRAME_HEADER_SIZE:]
-        view = memoryview(frame)
+    def _fill(self, deadline: Deadline, what: str) -> None:
+        """Read what the socket has into the free end of the buffer (waiting up to the deadline)."""
+        view = memoryview(self._buf)
         try:
-            while have < size:
+            while True:
                 if self._closed:
                     raise TransportError(f"{what}: the stream is closed")
                 try:
-                    n = self.sock.recv_into(view[have:], size - have)
+                    n = self.sock.recv_into(view[self._end:])
                 except (BlockingIOError, InterruptedError):
-                    _wait_fd(self.sock, False, deadline.remaining(what))
+                    try:
+                        _wait_fd(self.sock, False, deadline.remaining(what))
+                    except GossipTimeout:
+                        raise
+                    except (OSError, ValueError) as exc:
+                        raise TransportError(f"{what}: {exc}") from exc
                     continue
-                if n == 0:
+                except (OSError, ValueError) as exc:
+                    raise TransportError(f"{what}: {exc}") from exc
+                if not n:
                     self._eof = True
-                    raise TransportError(f"{what}: the connection ended inside a frame")
-                have += n
-        except GossipTimeout:
-            # Keep what was read so that a later call continues where this one stopped.
-            buf[FRAME_HEADER_SIZE:] = view[:have]
-            raise
-        except (OSError, ValueError) as exc:
-            raise TransportError(f"{what}: {exc}") from exc
+                else:
+                    self._end += n
+                return
         finally:
             view.release()
-        buf.clear()
-        return bytes(frame)
 
     def close_write(self) -> None:
         """Half-close: the peer reads the rest, then the end of the stream."""
@@ -1682,8 +1704,8 @@ class SocketTransport:
                 pass
             conn.events = 0
         stream = _StreamSocket(self, conn.sock, conn.key, conn.ip, self.max_stream_frame_size,
-                               leftover)
-        stream.accepted = True  # holds a per-source slot until it closes
+                               leftover, accepted=True,
+                               preauth_max_frame_size=self._preauth_frame)
         callback = self._on_stream
         with self._lock:
             if callback is None or self._closed:
