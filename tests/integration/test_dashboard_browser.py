@@ -3,8 +3,9 @@
 Three agents (processes) form a cluster; Chromium loads the page of the first. The test checks
 in the DOM that three alive rows appear, that a node killed with SIGKILL turns dead on the page
 within the detection time, and that a click on it opens its provenance. It saves a screenshot
-under the test's tmp dir (and copies it to ``$GOSSIP_TESTS_SCREENSHOT`` when that is set: how
-the README's picture is made).
+under the test's tmp dir. With ``GOSSIP_TESTS_SCREENSHOT=docs/dashboard.png`` it also copies it
+there and writes ``members --explain``'s output beside it: how the README's picture and example
+are made.
 
 Chromium is Debian's ``chromium`` package, which ``.ci/run`` installs; without it the test is
 skipped (and fails under CI, where it must be there). Every wait is bounded and scaled by
@@ -139,6 +140,8 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
             browser.wait_for(f"{rows}.filter(r => /ms$/.test(r.children[4].textContent)).length === 2",
                              15.0, "both peers' last RTT on the page")
 
+            points = "Number(document.querySelector('#size-plot').dataset.points || 0)"
+            browser.wait_for(f"{points} >= 5", 15.0, "five points on the plots")
             agents[2].kill()
             killed = time.monotonic()
             row = f"document.querySelector('#members tr[data-id=\"{c_id}\"]')"
@@ -166,7 +169,6 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
             assert x["names"][ep["accuser"]]["short"] in text
 
             # A few more points on the plots after the death, then the picture.
-            points = "Number(document.querySelector('#size-plot').dataset.points || 0)"
             after = browser.evaluate(points)
             browser.wait_for(f"{points} >= {after + 3}", 10.0, "three more plot points")
             shot = browser.screenshot(tmp_path / "dashboard.png")
