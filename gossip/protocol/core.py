@@ -54,11 +54,12 @@ ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DE
 # Timer kinds
 _T_PROBE, _T_PROBE_TIMEOUT, _T_PROBE_END, _T_RELAY_TIMEOUT = 1, 2, 3, 4
 _T_SUSPICION, _T_GOSSIP, _T_PUSH_PULL, _T_MAINTENANCE, _T_JOIN_TIMEOUT, _T_SYNC = 5, 6, 7, 8, 9, 10
-_T_INSIGHT = 20
 
 # Encoded-size budget of the fixed parts of a packet: header (39), encryption (28), the message's
 # own fields and list framing. What is left of the UDP limit carries piggybacked updates.
 _PACKET_OVERHEAD = 160
+
+_T_INSIGHT = 20   # the timer kind of .insight (damping releases)
 
 
 def _about(node: NodeID | None) -> Callable[[Update], bool] | None:
@@ -315,8 +316,8 @@ class Protocol:
         reply then goes back over TCP too).
         """
         self._now = now
-        self.insight.source = sender   # insight: how accusations reach us
         t = type(msg)
+        self.insight.source = sender   # insight: how accusations reach us
         if t is Ping:
             self._on_ping(now, src, msg, sender, reliable)  # type: ignore[arg-type]
         elif t is Ack:
@@ -362,6 +363,8 @@ class Protocol:
                 self._suspicion_timer(now, key)
             elif kind == _T_GOSSIP:
                 self._gossip_round(now)
+            elif kind == _T_INSIGHT:
+                self.insight.tick(now)
             elif kind == _T_PUSH_PULL:
                 self._push_pull_round(now)
             elif kind == _T_MAINTENANCE:
@@ -372,8 +375,6 @@ class Protocol:
                     self._actions.append(JoinResult(addr, False, "no answer within join_timeout"))
             elif kind == _T_SYNC:
                 self._send(key, PushPull(self._next_seq(), self.addr, self.local_states()), True)
-            elif kind == _T_INSIGHT:
-                self.insight.tick(now)
 
     # ------------------------------------------------------------------ internals: plumbing
 
@@ -575,13 +576,13 @@ class Protocol:
             meta_changed = True
             self._states_cache = None
         if a.incarnation > m.incarnation or (m.state is not ALIVE and a.incarnation > m.incarnation):
-            self.insight.alive_again(now, m, a.incarnation)   # insight: refuted, or back from dead
             m.incarnation = a.incarnation
             m.addr = a.addr
             m.pv = a.pv
             m.av = a.av
             m.suspicion = None
             self._states_cache = None
+            self.insight.alive_again(now, m, a.incarnation)   # insight: refuted, or back from dead
             if m.state is SUSPECT:
                 self._count("suspicions_refuted")
             if m.state is not ALIVE:
@@ -619,8 +620,8 @@ class Protocol:
             susp = m.suspicion
             if susp is not None and susp.confirm(s.sender):
                 self._schedule(susp.deadline(), _T_SUSPICION, m.node)
-                self.insight.confirmed(now, m, s)
                 self._queue(s)
+                self.insight.confirmed(now, m, s)
             return
         if m.state is not ALIVE:
             return

@@ -1,7 +1,7 @@
 """What the core learns about its members beyond their state: provenance, flaps, partitions.
 
 :class:`Insight` is the one object the protocol core calls into, from a few marked places
-(``# insight:`` comments in :mod:`.core`). It composes
+(the calls to ``self.insight`` in :mod:`.core`). It composes
 
 * :class:`~.provenance.ProvenanceBook`: who accused each member, who confirmed, how it ended;
 * :class:`~.flap.FlapTracker`: flap scores, :class:`~.flap.MemberFlapping`, and damping;
