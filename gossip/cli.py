@@ -72,7 +72,8 @@ examples:
 """,
     "watch": """\
 examples:
-  gossip watch                      membership, metadata and message events as they happen
+  gossip watch                      membership, metadata, message and cluster events (flapping
+                                    members, partitions) as they happen
   gossip watch --json --count 10    ten events as JSON lines, then exit
 """,
     "keygen": """\
@@ -503,6 +504,17 @@ def _describe(kind: str, ev: dict[str, Any]) -> str:
     if kind == "message":
         sender = (ev.get("from") or {}).get("short", "?")
         return f"[{stamp}] message  type {ev.get('type')} from {sender}: {ev.get('data')!r}"
+    if kind == "flapping":
+        return (f"[{stamp}] flapping {ev.get('short', '?')} {ev.get('address', '')}: {ev.get('score')} "
+                f"state changes in {ev.get('window', 0):g}s" + (" (damped)" if ev.get("damped") else ""))
+    if kind == "partition":
+        members = ev.get("members", [])
+        return (f"[{stamp}] partition suspected: {len(members)} members ({ev.get('share', 0):.0%} of the "
+                f"live ones) lost within {ev.get('window', 0):g}s: {', '.join(m[-8:] for m in members[:8])}"
+                + (", ..." if len(members) > 8 else ""))
+    if kind == "healed":
+        return (f"[{stamp}] partition healed after {ev.get('duration', 0):.1f}s: "
+                f"{len(ev.get('returned', []))} of {len(ev.get('members', []))} members back")
     return f"[{stamp}] {kind} {json.dumps(ev)}"
 
 

@@ -233,3 +233,20 @@ def test_members_api_carries_the_flap_score(trio: list[Cluster]) -> None:
 def test_sample_interval_must_be_positive(trio: list[Cluster]) -> None:
     with pytest.raises(ValueError, match="sample_interval"):
         app(trio[0], sample_interval=0)
+
+
+def test_snapshots_show_a_damped_member_suspect(trio: list[Cluster]) -> None:
+    a, b, _ = trio
+    bid = b.local_node().id
+    engine = a._engine
+    with engine.host.lock:                       # as damping holds a flapping member (see flap.py)
+        engine.host.core.insight.held[bid] = float("inf")
+    try:
+        assert a.get_node(bid).state is NodeState.SUSPECT                       # type: ignore[union-attr]
+        assert {n.id: n.state for n in a.nodes()}[bid] is NodeState.SUSPECT
+        assert a.explain(bid).damped                                             # type: ignore[union-attr]
+        assert engine.host.core.members[bid].state is NodeState.ALIVE           # the protocol's view
+    finally:
+        with engine.host.lock:
+            engine.host.core.insight.held.pop(bid, None)
+    assert a.get_node(bid).state is NodeState.ALIVE                             # type: ignore[union-attr]

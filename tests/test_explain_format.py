@@ -62,3 +62,15 @@ def test_never_suspected_and_flapping() -> None:
     text = format_explanation(x)
     assert text.splitlines()[0].endswith("flap score 7 in 120s; flapping; damped")
     assert text.splitlines()[1] == "never suspected by this agent (it keeps the last 8 episodes)"
+
+
+def test_watch_describes_cluster_events() -> None:
+    from gossip.cli import _describe
+
+    flap = _describe("flapping", {"short": "aaaaaaaa", "address": "h:1", "score": 6, "window": 120.0,
+                                  "damped": True, "at": 0.0})
+    assert flap.endswith("flapping aaaaaaaa h:1: 6 state changes in 120s (damped)")
+    part = _describe("partition", {"members": [A, B], "share": 0.4, "window": 10.0, "at": 0.0})
+    assert part.endswith("partition suspected: 2 members (40% of the live ones) lost within 10s: aaaaaaaa, bbbbbbbb")
+    healed = _describe("healed", {"members": [A, B], "returned": [A], "duration": 61.25, "at": 0.0})
+    assert healed.endswith("partition healed after 61.2s: 1 of 2 members back")

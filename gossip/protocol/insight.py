@@ -1,6 +1,6 @@
 """What the core learns about its members beyond their state: provenance, flaps, partitions.
 
-:class:`Insight` is the one object the protocol core calls into, from a few marked places
+:class:`Insight` is the one object the protocol core calls into, from a few places
 (the calls to ``self.insight`` in :mod:`.core`). It composes
 
 * :class:`~.provenance.ProvenanceBook`: who accused each member, who confirmed, how it ended;
