@@ -128,7 +128,8 @@ class DashboardApp:
         node, error = find_node(self.cluster, text)
         exp = None if node is None else self.cluster.explain(node.id)
         if exp is None:
-            return _json(start_response, "404 Not Found", {"error": error or f"no known node {text!r}"})
+            status = "400 Bad Request" if node is None and "matches" in error else "404 Not Found"
+            return _json(start_response, status, {"error": error or f"no known node has id {text!r}"})
         return _json(start_response, "200 OK", explanation_json(exp, self.cluster))
 
     def members(self) -> list[dict[str, Any]]:
