@@ -256,6 +256,19 @@ def test_members_explain(agents: Agents) -> None:
     assert missing.stderr.count("\n") == 1 and "no known node" in missing.stderr
 
 
+def test_agent_serves_the_dashboard_at_the_root(agents: Agents) -> None:
+    with urllib.request.urlopen(agents.a_url + "/", timeout=scaled(5.0)) as r:
+        assert r.headers["Content-Type"].startswith("text/html")
+        assert b'src="dash/dashboard.js"' in r.read()
+    with urllib.request.urlopen(agents.a_url + "/dash/dashboard.js", timeout=scaled(5.0)) as r:
+        assert r.headers["Content-Type"].startswith("text/javascript") and b"EventSource" in r.read()
+    with urllib.request.urlopen(agents.a_url + "/dash/stream", timeout=scaled(5.0)) as r:
+        assert r.readline() == b"retry: 2000\n" and r.readline() == b"\n"
+        assert r.readline() == b"event: snapshot\n"
+        snap = json.loads(r.readline().removeprefix(b"data: "))
+    assert {m["id"] for m in snap["members"]} == {agents.a_id, agents.b_id}
+
+
 # -------------------------------------------------------------------------------- send and watch
 
 
