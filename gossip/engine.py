@@ -54,6 +54,7 @@ from .handlers import (
     EventHandlers,
     MessageHandlers,
     check_user_type,
+    check_app_version,  # core API: the app version verdict is computed here, outside the core lock
 )
 from .hlc import HLC
 from .metadata import Metadata, MetadataReader
@@ -219,7 +220,6 @@ class Engine:
         self._core = Protocol(
             self.config, self.node_id, self.address, self.rng, now,
             meta=values, meta_stamp=stamp, app_version=self.config.application_version,
-            app_version_check=self.config.application_version_check,
         )
         self._started = True
         self._recv_pool = WorkerPool(f"{self._prefix}-recv", self.config.num_incoming_workers,
@@ -440,8 +440,9 @@ class Engine:
             sender = NodeID(bytes=pkt.sender)
             now = time.monotonic()
             core = self.core
+            ok = check_app_version(self.config.application_version_check, msg.av) if type(msg) is messages.Join else None  # core API: verdict outside the lock
             with self._lock:
-                core.receive(now, inc.src, msg, sender, inc.reliable)
+                core.receive(now, inc.src, msg, sender, inc.reliable, app_version_ok=ok)
                 actions = core.actions_to_perform()
                 self._maybe_wake(core)
             self._perform(actions)

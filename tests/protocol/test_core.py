@@ -239,7 +239,7 @@ def test_push_pull_merges_and_downgrades_remote_deaths_to_suspicion() -> None:
 
 def test_push_pull_telling_us_we_are_dead_makes_us_refute() -> None:
     core = lone()
-    core.receive(1.0, "p:1", PushPullReply(1, (MemberState(core.id, "self:1", DEAD, 4),)))
+    core.receive(1.0, "p:1", PushPull(1, "p:1", (MemberState(core.id, "self:1", DEAD, 4),)))
     assert core.incarnation == 5
 
 
@@ -329,18 +329,20 @@ def test_join_exchanges_state_and_reports_result() -> None:
 
 
 def test_join_refused_for_protocol_or_application_version() -> None:
-    core = lone(app_version_check=lambda v: v.startswith("2."))
+    # The host runs the application's version check (outside its lock) and passes the verdict.
+    core = lone()
     joiner = MemberState(A, "a:1", ALIVE, 0)
-    core.receive(0.0, "a:1", Join(1, "a:1", (joiner,), PROTOCOL_VERSION + 1, "2.0"))
-    core.receive(0.0, "a:1", Join(2, "a:1", (joiner,), PROTOCOL_VERSION, "1.9"))
-    core.receive(0.0, "a:1", Join(3, "a:1", (MemberState(core.id, "a:1", ALIVE, 0),), PROTOCOL_VERSION, "2.0"))
+    core.receive(0.0, "a:1", Join(1, "a:1", (joiner,), PROTOCOL_VERSION + 1, "2.0"), app_version_ok=True)
+    core.receive(0.0, "a:1", Join(2, "a:1", (joiner,), PROTOCOL_VERSION, "1.9"), app_version_ok=False)
+    core.receive(0.0, "a:1", Join(3, "a:1", (MemberState(core.id, "a:1", ALIVE, 0),), PROTOCOL_VERSION, "2.0"),
+                 app_version_ok=True)
     replies = [s.msg for s in sends(core)]
     assert [r.accepted for r in replies] == [False, False, False]   # type: ignore[union-attr]
     assert "protocol version" in replies[0].reason                  # type: ignore[union-attr]
     assert "application version" in replies[1].reason              # type: ignore[union-attr]
     assert "self" in replies[2].reason                              # type: ignore[union-attr]
     assert core.members == {}
-    core.receive(0.0, "a:1", Join(4, "a:1", (joiner,), PROTOCOL_VERSION, "2.1"))
+    core.receive(0.0, "a:1", Join(4, "a:1", (joiner,), PROTOCOL_VERSION, "2.1"), app_version_ok=True)
     ok = sends(core)[0].msg
     assert isinstance(ok, JoinReply) and ok.accepted and ok.states[0].node == core.id
     assert core.members[A].state is ALIVE
