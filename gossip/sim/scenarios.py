@@ -51,6 +51,8 @@ class ScenarioParams:
     partition_duration: float = 60.0
     churn_interval: float = 1.0
     quiet_tail: float = 60.0
+    burst: int = 0
+    burst_size: int = 200
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -105,6 +107,11 @@ def _crash_or_leave(p: ScenarioParams, sim: Simulation, leave: bool) -> None:
             sim.leave(victim)
         else:
             sim.crash(victim)
+        # A burst of traffic at the same moment: that many other nodes change their metadata,
+        # so the verdict about the victim competes with their news for room in every packet.
+        others = [i for i in range(p.nodes) if i != victim]  # type: ignore[arg-type]
+        for i in sim.root.sample(others, min(p.burst, len(others))):
+            sim.set_metadata(i, {"blob": "x" * p.burst_size})
 
     sim.schedule(at, hit)
     def done() -> bool:

@@ -221,6 +221,16 @@ class Simulation:
         self.nodes[index].starve_delay = delay
         self.nodes[index].starve_timer_delay = timer_delay
 
+    def set_metadata(self, index: int, meta: dict[str, Any]) -> None:
+        """Make a node change its metadata now (it raises its incarnation and gossips it)."""
+        node = self.nodes[index]
+        if not node.running:
+            return
+        stamp = node.core.meta_stamp + 1
+        node.core.set_local_metadata(self.now, meta, stamp)
+        self._drain(node)
+        self._reschedule(node)
+
     def join(self, index: int, seeds: list[int]) -> None:
         """Make a node join through the given seed nodes."""
         node = self.nodes[index]
