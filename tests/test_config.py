@@ -93,6 +93,7 @@ BAD: dict[str, list[Any]] = {
     "lifeguard_enabled": ["yes"],
     "tcp_pings": [None],
     "leave_timeout": [-1],
+    "leave_attempts": [0, 101, 2.5],
     "join_timeout": [0],
 }
 FIELDS = [f.name for f in dataclasses.fields(Config)]

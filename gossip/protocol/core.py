@@ -52,7 +52,7 @@ ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DE
 # Timer kinds
 _T_PROBE, _T_PROBE_TIMEOUT, _T_PROBE_END, _T_RELAY_TIMEOUT = 1, 2, 3, 4
 _T_SUSPICION, _T_GOSSIP, _T_PUSH_PULL, _T_MAINTENANCE, _T_JOIN_TIMEOUT, _T_SYNC = 5, 6, 7, 8, 9, 10
-_T_PUSH_PULL_TIMEOUT = 11
+_T_PUSH_PULL_TIMEOUT, _T_LEAVE_RETRY = 11, 12
 
 # A helper sends its nack at this share of the time the requester still waits (Lifeguard: 80 %).
 _NACK_SHARE = 0.8
@@ -230,6 +230,7 @@ class Protocol:
         self._relays: dict[int, _Relay] = {}
         self._joins: dict[int, str] = {}
         self._push_pulls: dict[int, str] = {}     # our push/pulls awaiting their reply
+        self._leave_pending: dict[int, tuple[Member, int]] = {}   # leave pings: seq -> (member, sent)
         self._unconfirmed: dict[str, int] = {}    # source host -> members only it vouched for
         self._gone: dict[NodeID, None] = {}       # dead and left members, longest gone first
         # Context of the message being handled (see receive()).
@@ -237,7 +238,7 @@ class Protocol:
         self._solicited = False
         self._new_in_msg = 0
         self._states_cache: tuple[MemberState, ...] | None = None
-        self._corrected: dict[tuple[NodeID, NodeID], int] = {}
+        self._corrected: dict[tuple[NodeID, NodeID], tuple[bool, int]] = {}
         self._self_alive_size = 0
         # First rounds start after a random stagger, so nodes started together do not beat in step.
         self._schedule(now + rng.uniform(0, config.health_check_interval), _T_PROBE, None)
@@ -316,16 +317,51 @@ class Protocol:
         return seqs
 
     def leave(self, now: float) -> None:
-        """Announce a graceful leave: every alive member is told directly, and it is gossiped."""
+        """Announce a graceful leave: every alive member is told directly, and it is gossiped.
+
+        Each member is told in a ping that it acknowledges; members that have not acknowledged
+        are told again every ``min(ping_timeout, dissemination_interval)``, up to
+        ``leave_attempts`` times in all. A member that missed every copy would otherwise hold us
+        alive until it probed us, then suspect us alone for a full suspicion timeout.
+        The host keeps ticking the core until :meth:`leave_pending` is False (or its leave
+        timeout runs out) before it stops.
+        """
         self._now = now
         if self.state is LEAVING:
             return
         self.state = LEAVING
         self._states_cache = None
-        left = Dead(self.id, self.incarnation, self.id)
+        left = self._left_update()
         self._queue(left)
         for m in self.alive_peers():
-            self._send(m.addr, Gossip((left,)))
+            seq = self._next_seq()
+            self._leave_pending[seq] = (m, 1)
+            self._send(m.addr, Ping(seq, m.node, self.addr, (left,)))
+        if self._leave_pending:
+            self._schedule(now + self._leave_retry_interval(), _T_LEAVE_RETRY, None)
+
+    def leave_pending(self) -> bool:
+        """Return True while members have not yet acknowledged our leave (and may be retried)."""
+        return bool(self._leave_pending)
+
+    def _leave_retry_interval(self) -> float:
+        return min(self.config.ping_timeout, self.config.dissemination_interval)
+
+    def _left_update(self) -> Dead:
+        return Dead(self.id, self.incarnation, self.id)
+
+    def _leave_retry(self, now: float) -> None:
+        left = self._left_update()
+        for seq, (m, attempts) in list(self._leave_pending.items()):
+            if attempts >= self.config.leave_attempts:
+                del self._leave_pending[seq]
+                self._count("leave_unacknowledged")
+                continue
+            self._leave_pending[seq] = (m, attempts + 1)
+            self._send(m.addr, Ping(seq, m.node, self.addr, (left,)))
+            self._count("leave_retransmits")
+        if self._leave_pending:
+            self._schedule(now + self._leave_retry_interval(), _T_LEAVE_RETRY, None)
 
     def set_local_metadata(self, now: float, meta: Mapping[str, Any], stamp: int) -> None:
         """Replace this node's metadata and announce it (raises the incarnation).
@@ -449,6 +485,8 @@ class Protocol:
                 self._send_push_pull(now, key)
             elif kind == _T_PUSH_PULL_TIMEOUT:
                 self._push_pulls.pop(key, None)
+            elif kind == _T_LEAVE_RETRY:
+                self._leave_retry(now)
 
     # ------------------------------------------------------------------ internals: plumbing
 
@@ -674,8 +712,14 @@ class Protocol:
             else:
                 self._on_dead(now, u)  # type: ignore[arg-type]
             m = self.members.get(u.node)
-            if peer is not None and m is not None and m.state is ALIVE and u.incarnation < m.incarnation:
+            if peer is None or m is None:
+                continue
+            if m.state is ALIVE and u.incarnation < m.incarnation:
                 stale.append(Alive(m.node, m.incarnation, m.addr, m.meta, m.meta_stamp, m.pv, m.av))
+            elif m.state is LEAVING and u.incarnation <= m.incarnation and not (t is Dead and u.left):  # type: ignore[union-attr]
+                # The peer missed the leave and now suspects the leaver on its own: it would
+                # wait out a whole suspicion timeout with no one to confirm it. Tell it.
+                stale.append(Dead(m.node, m.incarnation, m.node))
         if stale:
             self._correct(peer, stale)  # type: ignore[arg-type]
 
@@ -692,8 +736,9 @@ class Protocol:
         todo = []
         for u in fresher:
             key = (peer, u.node)
-            if self._corrected.get(key) != u.incarnation:
-                self._corrected[key] = u.incarnation
+            mark = (type(u) is Dead, u.incarnation)
+            if self._corrected.get(key) != mark:
+                self._corrected[key] = mark
                 todo.append(u)
         if todo:
             if len(self._corrected) > 4096:
@@ -972,7 +1017,9 @@ class Protocol:
         if p.updates:
             self._merge_updates(now, p.updates, sender)
         extra: tuple[Update, ...] = ()
-        if sender is not None:
+        if self.state is LEAVING:
+            extra = (self._left_update(),)   # whoever still probes us missed our leave
+        elif sender is not None:
             m = self.members.get(sender)
             if m is not None and m.state is DEAD:
                 # A node we hold dead is probing us: tell it, so it refutes (heals partitions).
@@ -996,6 +1043,8 @@ class Protocol:
         if relay is not None and not relay.done:
             relay.done = True
             self._send(relay.requester_addr, Ack(relay.orig_seq))
+            return
+        self._leave_pending.pop(a.seq, None)
 
     def _on_ping_req(self, now: float, src: str, r: PingReq) -> None:
         cfg = self.config

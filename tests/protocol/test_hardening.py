@@ -450,3 +450,48 @@ def test_degraded_prober_still_gets_its_nacks_in_time() -> None:
     c.run(prober.config.health_check_interval * 4 * 6)
     assert prober.stats.get("failed_probes", 0) >= 1
     assert prober.health_score() <= 3                # missed nacks would have raised it
+
+
+# -- leave ------------------------------------------------------------------------------------------
+
+def test_leave_is_repeated_to_members_that_do_not_acknowledge_it() -> None:
+    core = lone()
+    core.bootstrap(0.0, [MemberState(A, "a:1", ALIVE, 0), MemberState(B, "b:1", ALIVE, 0)])
+    core.leave(1.0)
+    first = {s.addr: s.msg for s in sends(core) if isinstance(s.msg, Ping)}
+    assert set(first) == {"a:1", "b:1"}
+    assert all(Dead(core.id, 0, core.id) in p.updates for p in first.values())  # type: ignore[union-attr]
+    core.receive(1.001, "a:1", Ack(first["a:1"].seq))             # type: ignore[union-attr]
+    assert core.leave_pending()
+    interval = min(core.config.ping_timeout, core.config.dissemination_interval)
+    retried: list[str] = []
+    t = 1.0
+    for _ in range(10):
+        t += interval
+        core.tick(t)
+        retried += [s.addr for s in sends(core) if isinstance(s.msg, Ping)]
+    assert retried == ["b:1"] * (core.config.leave_attempts - 1)   # only the silent one, and bounded
+    assert not core.leave_pending()
+    assert core.stats["leave_unacknowledged"] == 1
+
+
+def test_a_leaving_node_answers_probes_with_its_leave() -> None:
+    core = lone()
+    core.bootstrap(0.0, [MemberState(A, "a:1", ALIVE, 0)])
+    core.leave(1.0)
+    sends(core)
+    core.receive(1.5, "a:1", Ping(9, core.id, "a:1"), sender=A)
+    (ack,) = [s.msg for s in sends(core) if isinstance(s.msg, Ack)]
+    assert Dead(core.id, 0, core.id) in ack.updates
+
+
+def test_a_peer_that_missed_a_leave_and_suspects_the_leaver_is_told() -> None:
+    core = with_member(ALIVE, 5)
+    core.receive(0.0, "b:1", Gossip((Alive(B, 0, "b:1"),)))
+    core.receive(1.0, "a:1", Gossip((Dead(A, 5, A),)))            # A left
+    sends(core)
+    core.receive(9.0, "b:1", Gossip((Suspect(A, 5, B),)), sender=B)   # B missed it
+    fixes = [s.msg for s in sends(core) if s.addr == "b:1"]
+    assert fixes == [Gossip((Dead(A, 5, A),))]
+    core.receive(9.1, "b:1", Gossip((Suspect(A, 5, B),)), sender=B)   # told once
+    assert [s for s in sends(core) if s.addr == "b:1"] == []
