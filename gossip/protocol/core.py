@@ -77,12 +77,27 @@ def _host(addr: str) -> str:
     return host if sep and port.isdigit() else addr
 
 
+def _index_add(ids: list[NodeID], index: dict[NodeID, int], node: NodeID) -> None:
+    """Add ``node`` to a list kept with its positions (O(1), for random sampling)."""
+    index[node] = len(ids)
+    ids.append(node)
+
+
+def _index_remove(ids: list[NodeID], index: dict[NodeID, int], node: NodeID) -> None:
+    """Remove ``node`` by moving the last element into its slot (O(1))."""
+    idx = index.pop(node)
+    last = ids.pop()
+    if last != node:
+        ids[idx] = last
+        index[last] = idx
+
+
 class Member:
     """The local node's record of one other member (mutable; owned by :class:`Protocol`).
 
     ``introducer`` is the source host that told us of the member, until the member shows itself
-    (a packet from it, from its own host, or an answer to our probe); None for members learnt
-    from a reply to our own join or push/pull. Relayed news is no proof: an epidemic spreads
+    (a packet from it, from its own host, or an answer to our probe); None for members given
+    by the host (:meth:`Protocol.bootstrap`). Relayed news is no proof: an epidemic spreads
     fakes as well as it spreads members.
     """
 
@@ -213,6 +228,9 @@ class Protocol:
         self.lifeguard = config.lifeguard_enabled
         self.awareness = Awareness(config.awareness_max_multiplier if self.lifeguard else 1)
         self.broadcasts = BroadcastQueue(config.broadcast_queue_size)
+        # News about members nobody has shown us exist yet (only their introducer named them)
+        # waits behind everything else: a flood of fake members cannot hold up a refutation.
+        self.broadcasts_low = BroadcastQueue(config.broadcast_queue_size)
         self.members: dict[NodeID, Member] = {}
         self.counts: dict[NodeState, int] = {ALIVE: 0, SUSPECT: 0, DEAD: 0, LEAVING: 0}
         self.join_peers: list[str] = []
@@ -223,6 +241,8 @@ class Protocol:
         self._seq = 0
         self._ids: list[NodeID] = []          # every member, for random sampling
         self._id_index: dict[NodeID, int] = {}
+        self._cids: list[NodeID] = []         # the members that showed themselves (introducer None)
+        self._cid_index: dict[NodeID, int] = {}
         self._probe_list: list[NodeID] = []
         self._in_probe_list: set[NodeID] = set()
         self._probe_index = 0
@@ -287,8 +307,12 @@ class Protocol:
         return [m for m in self.members.values() if m.state is ALIVE or m.state is SUSPECT]
 
     def random_peers(self, k: int, exclude: Iterable[NodeID] = (), states: tuple[NodeState, ...] = (ALIVE, SUSPECT)) -> list[Member]:
-        """Return up to ``k`` distinct random members in ``states``, excluding ``exclude``."""
-        return self._sample(k, lambda m: m.state in states, set(exclude))
+        """Return up to ``k`` distinct random members in ``states``, excluding ``exclude``.
+
+        Members that showed themselves come first; the others only fill up what is missing, so
+        a table full of fake members does not swallow the fan-out.
+        """
+        return self._sample_known(k, lambda m: m.state in states, set(exclude))
 
     def health_score(self) -> int:
         """Return the Lifeguard local health score (0 is healthy)."""
@@ -389,8 +413,8 @@ class Protocol:
                 m = Member(s.node, s.addr, ALIVE, s.incarnation, s.meta, s.meta_stamp, s.pv, s.av, now)
                 self.members[s.node] = m
                 self.counts[ALIVE] += 1
-                self._id_index[s.node] = len(self._ids)
-                self._ids.append(s.node)
+                _index_add(self._ids, self._id_index, s.node)
+                _index_add(self._cids, self._cid_index, s.node)
                 if s.node not in self._in_probe_list:
                     self._in_probe_list.add(s.node)
                     self._probe_list.append(s.node)
@@ -512,8 +536,18 @@ class Protocol:
     def _count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
 
-    def _sample(self, k: int, accept: Callable[[Member], bool], exclude: set[NodeID]) -> list[Member]:
-        ids = self._ids
+    def _sample_known(self, k: int, accept: Callable[[Member], bool], exclude: set[NodeID]) -> list[Member]:
+        """Sample among members that showed themselves first, then among the others."""
+        out = self._sample(k, accept, exclude, self._cids)
+        if len(out) < k and len(self._cids) < len(self._ids):
+            taken = exclude | {m.node for m in out}
+            out += self._sample(k - len(out), lambda m: m.introducer is not None and accept(m), taken)
+        return out
+
+    def _sample(self, k: int, accept: Callable[[Member], bool], exclude: set[NodeID],
+                ids: list[NodeID] | None = None) -> list[Member]:
+        if ids is None:
+            ids = self._ids
         n = len(ids)
         if k <= 0 or n == 0:
             return []
@@ -552,8 +586,17 @@ class Protocol:
         n = self.num_members()
         return retransmit_limit(self.config.retransmit_mult, n)
 
+    def _take(self, budget: int, limit: int, to: NodeID | None) -> list[Update]:
+        """Take queued updates for one packet: all that fit of the main queue, then low ones."""
+        skip = _about(to)
+        updates: list[Update] = self.broadcasts.get(budget, limit, skip=skip)
+        left = budget - self.broadcasts.last_used
+        if self.broadcasts_low and left > 16:
+            updates += self.broadcasts_low.get(left, limit, skip=skip)
+        return updates
+
     def _piggyback(self, extra: Iterable[Update] = (), to: NodeID | None = None) -> tuple[Update, ...]:
-        updates = self.broadcasts.get(self._budget(), self._retransmit_limit(), skip=_about(to))
+        updates = self._take(self._budget(), self._retransmit_limit(), to)
         extra = tuple(extra)
         return extra + tuple(updates) if extra else tuple(updates)
 
@@ -564,7 +607,13 @@ class Protocol:
             # gossip timer running. Full-state exchanges still carry the member.
             self._count("refused_broadcast_oversize")
             return
-        self.broadcasts.queue(update.node, update, size)
+        m = self.members.get(update.node)
+        if m is not None and m.introducer is not None:
+            self.broadcasts.invalidate(update.node)
+            self.broadcasts_low.queue(update.node, update, size)
+        else:
+            self.broadcasts_low.invalidate(update.node)
+            self.broadcasts.queue(update.node, update, size)
         if not self._gossip_armed:
             self._gossip_armed = True
             self._schedule(self._now + self.config.dissemination_interval, _T_GOSSIP, None)
@@ -622,12 +671,11 @@ class Protocol:
         m = Member(a.node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp, a.pv, a.av, now)
         self.members[a.node] = m
         self.counts[ALIVE] += 1
-        self._id_index[a.node] = len(self._ids)
-        self._ids.append(a.node)
-        if not self._solicited:
-            host = self._src_host
-            m.introducer = host
-            self._unconfirmed[host] = self._unconfirmed.get(host, 0) + 1
+        _index_add(self._ids, self._id_index, a.node)
+        # Even a reply to our own request only names the member: the peer may hold fakes.
+        host = self._src_host
+        m.introducer = host
+        self._unconfirmed[host] = self._unconfirmed.get(host, 0) + 1
         # A newcomer goes in at a random place of the probe order (SWIM section 4.3): appended,
         # then swapped with a random slot, O(1) as in memberlist.
         if a.node not in self._in_probe_list:
@@ -656,6 +704,7 @@ class Protocol:
         if host is None:
             return
         m.introducer = None
+        _index_add(self._cids, self._cid_index, m.node)
         left = self._unconfirmed.get(host, 0) - 1
         if left > 0:
             self._unconfirmed[host] = left
@@ -667,12 +716,11 @@ class Protocol:
         self._gone.pop(m.node, None)
         del self.members[m.node]
         self.counts[m.state] -= 1
-        idx = self._id_index.pop(m.node)
-        last = self._ids.pop()
-        if last != m.node:
-            self._ids[idx] = last
-            self._id_index[last] = idx
+        _index_remove(self._ids, self._id_index, m.node)
+        if m.node in self._cid_index:
+            _index_remove(self._cids, self._cid_index, m.node)
         self.broadcasts.invalidate(m.node)
+        self.broadcasts_low.invalidate(m.node)
         self._states_cache = None
         self._event(EVENT_REMOVED, m, m.state, now)
 
@@ -682,11 +730,11 @@ class Protocol:
         Refused when that would take us more than ``max_incarnation_jump`` ahead (unless
         ``catch_up``: our own join's answer), and impossible at the top of the range.
         """
-        if accused_incarnation >= MAX_INCARNATION:
-            self._count("incarnation_exhausted")
-            return
         if not catch_up and accused_incarnation - self.incarnation >= self.config.max_incarnation_jump:
             self._count("refused_incarnation_jump")
+            return
+        if accused_incarnation >= MAX_INCARNATION:
+            self._count("incarnation_exhausted")
             return
         self.incarnation = max(self.incarnation, accused_incarnation) + 1
         self._states_cache = None
@@ -977,7 +1025,7 @@ class Protocol:
             return
         cfg = self.config
         k = cfg.indirect_checks if cfg.enable_indirect_pings else 0
-        helpers = self._sample(k, lambda h: h.state is ALIVE, {m.node})
+        helpers = self._sample_known(k, lambda h: h.state is ALIVE, {m.node})
         # Helpers learn how long we still wait, so their nacks arrive in time whatever our
         # health score stretched the probe to.
         window = max(0.0, probe.end - now)
@@ -1073,7 +1121,7 @@ class Protocol:
     def _gossip_round(self, now: float) -> None:
         cfg = self.config
         sent = False
-        if self.broadcasts and self._ids:
+        if (self.broadcasts or self.broadcasts_low) and self._ids:
             dead_window = cfg.gossip_to_the_dead_time
 
             def gossipable(m: Member) -> bool:
@@ -1082,8 +1130,8 @@ class Protocol:
                 return m.state is DEAD and now - m.state_change < dead_window
 
             budget, limit = self._budget(), self._retransmit_limit()
-            for m in self._sample(cfg.dissemination_fan_out, gossipable, set()):
-                updates = self.broadcasts.get(budget, limit, skip=_about(m.node))
+            for m in self._sample_known(cfg.dissemination_fan_out, gossipable, set()):
+                updates = self._take(budget, limit, m.node)
                 if updates:
                     self._send(m.addr, Gossip(tuple(updates)))
                     sent = True
@@ -1108,7 +1156,7 @@ class Protocol:
         self._schedule(now + self._push_pull_interval(), _T_PUSH_PULL, None)
         if self.state is LEAVING:
             return
-        peers = self._sample(1, lambda m: m.state is ALIVE, set())
+        peers = self._sample_known(1, lambda m: m.state is ALIVE, set())
         if peers:
             self._send_push_pull(now, peers[0].addr)
             self._count("push_pulls")
@@ -1223,7 +1271,7 @@ class Protocol:
             self._count("rejoins")
         # Recovery: exchange state with one dead member; if it answers, both learn of the other's
         # verdict, refute, and the two sides of a healed partition merge again.
-        dead = self._sample(1, lambda m: m.state is DEAD and m.introducer is None, set())
+        dead = self._sample(1, lambda m: m.state is DEAD, set(), self._cids)
         if dead:
             self._send_push_pull(now, dead[0].addr)
             self._count("recovery_attempts")

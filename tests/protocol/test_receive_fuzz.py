@@ -206,9 +206,10 @@ def check_invariants(core: Protocol) -> None:
     assert all(0 <= m.incarnation <= MAX_INCARNATION for m in core.members.values())
     assert len(core.members) <= cfg.max_members
     assert len(core.broadcasts) <= cfg.broadcast_queue_size
+    assert len(core.broadcasts_low) <= cfg.broadcast_queue_size
     assert len(core._relays) <= cfg.max_pending_relays
     assert sum(core._unconfirmed.values()) <= len(core.members)
-    assert all(v <= cfg.max_members_per_source for v in core._unconfirmed.values())
+    assert all(0 < v <= cfg.max_members for v in core._unconfirmed.values())
     assert len(core._probe_list) <= 2 * len(core.members) + 17
     k = cfg.suspicion_mult
     assert len(core._timers) <= 64 + 2 * len(core._probes) + len(core._relays) + (k + 3) * len(core.members) \
