@@ -255,6 +255,7 @@ class Protocol:
         self._gone: dict[NodeID, None] = {}       # dead and left members, longest gone first
         # Context of the message being handled (see receive()).
         self._src_host = ""
+        self._sender: NodeID | None = None
         self._solicited = False
         self._new_in_msg = 0
         self._states_cache: tuple[MemberState, ...] | None = None
@@ -443,6 +444,7 @@ class Protocol:
         """
         self._now = now
         self._src_host = _host(src)
+        self._sender = sender
         self._solicited = False
         self._new_in_msg = 0
         if sender is not None:
@@ -642,20 +644,25 @@ class Protocol:
         self._states_cache = None
         self._event(EVENT_STATE, m, prev, now)
 
-    def _admit(self, now: float) -> bool:
+    def _introduces_itself(self, a: Alive) -> bool:
+        """True if the message being handled comes from ``a``'s own node, from its own host."""
+        return self._sender == a.node and self._src_host == _host(a.addr)
+
+    def _admit(self, now: float, itself: bool = False) -> bool:
         """Decide whether one more new member may enter the table (counting every refusal).
 
         Unsolicited messages may bring ``max_members_per_message`` newcomers each, and one
         source host may have introduced ``max_members_per_source`` members nobody else has
-        vouched for. The table holds ``max_members`` in all; when it is full a dead or left
-        member (the longest gone) makes room, else the newcomer is refused.
+        vouched for (a member introducing itself, ``itself``, does not count against that). The
+        table holds ``max_members`` in all; when it is full a dead or left member (the longest
+        gone) makes room, else the newcomer is refused.
         """
         cfg = self.config
         if not self._solicited:
             if self._new_in_msg >= cfg.max_members_per_message:
                 self._count("refused_members_per_message")
                 return False
-            if self._unconfirmed.get(self._src_host, 0) >= cfg.max_members_per_source:
+            if not itself and self._unconfirmed.get(self._src_host, 0) >= cfg.max_members_per_source:
                 self._count("refused_members_per_source")
                 return False
         if len(self.members) >= cfg.max_members:
@@ -667,15 +674,18 @@ class Protocol:
         self._new_in_msg += 1
         return True
 
-    def _add_member(self, now: float, a: Alive) -> Member:
+    def _add_member(self, now: float, a: Alive, itself: bool = False) -> Member:
         m = Member(a.node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp, a.pv, a.av, now)
         self.members[a.node] = m
         self.counts[ALIVE] += 1
         _index_add(self._ids, self._id_index, a.node)
-        # Even a reply to our own request only names the member: the peer may hold fakes.
-        host = self._src_host
-        m.introducer = host
-        self._unconfirmed[host] = self._unconfirmed.get(host, 0) + 1
+        if itself:
+            _index_add(self._cids, self._cid_index, a.node)
+        else:
+            # Even a reply to our own request only names the member: the peer may hold fakes.
+            host = self._src_host
+            m.introducer = host
+            self._unconfirmed[host] = self._unconfirmed.get(host, 0) + 1
         # A newcomer goes in at a random place of the probe order (SWIM section 4.3): appended,
         # then swapped with a random slot, O(1) as in memberlist.
         if a.node not in self._in_probe_list:
@@ -828,10 +838,11 @@ class Protocol:
             if a.pv != PROTOCOL_VERSION:
                 self._count("refused_protocol_version")
                 return
-            if not self._admit(now):
+            itself = self._introduces_itself(a)
+            if not self._admit(now, itself):
                 return
             a = self._checked_meta(a, None)
-            self._add_member(now, a)
+            self._add_member(now, a, itself)
             self._queue(a)
             return
         if (m.state is ALIVE or m.state is SUSPECT) and self._jump_refused(a.incarnation, m.incarnation, False):
@@ -1227,6 +1238,12 @@ class Protocol:
             # A joiner sends its own state only; anything more is not its to vouch for.
             self._count("refused_join_extra_states")
         self._merge_states(now, (joiner,))
+        if joiner.node not in self.members:
+            # Refused by the table's bounds (or its state was not alive): say so, rather than
+            # answer "accepted" to a joiner nobody here will know.
+            self._count("joins_refused")
+            self._send(j.source_addr, JoinReply(j.seq, False, "not admitted to the member table"), True)
+            return
         self._send(j.source_addr, JoinReply(j.seq, True, "", self.local_states()), True)
 
     def _on_join_reply(self, now: float, r: JoinReply) -> None:

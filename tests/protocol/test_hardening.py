@@ -496,3 +496,25 @@ def test_a_peer_that_missed_a_leave_and_suspects_the_leaver_is_told() -> None:
     assert fixes == [Gossip((Dead(A, 5, A),))]
     core.receive(9.1, "b:1", Gossip((Suspect(A, 5, B),)), sender=B)   # told once
     assert [s for s in sends(core) if s.addr == "b:1"] == []
+
+
+def test_a_member_introducing_itself_is_admitted_past_its_hosts_share() -> None:
+    cfg = Config.lan(max_members_per_source=10, max_members_per_message=10)
+    core = lone(cfg)
+    core.receive(0.0, "6.6.6.6:1", PushPull(1, "6.6.6.6:1", fakes(10)))   # the host's share is used up
+    joiner = MemberState(A, "6.6.6.6:7946", ALIVE, 0)
+    core.receive(0.0, "6.6.6.6:50000", Join(2, "6.6.6.6:7946", (joiner,), PROTOCOL_VERSION, ""), sender=A)
+    assert core.members[A].introducer is None
+    (reply,) = [s.msg for s in sends(core) if isinstance(s.msg, JoinReply)]
+    assert reply.accepted
+
+
+def test_a_joiner_the_table_cannot_take_is_refused_not_accepted() -> None:
+    cfg = Config.lan(max_members=16, max_members_per_message=16)
+    core = lone(cfg)
+    core.receive(0.0, "9.9.9.9:1", PushPull(1, "9.9.9.9:1", fakes(16)))
+    sends(core)
+    core.receive(0.0, "a:1", Join(2, "a:1", (MemberState(A, "a:1", ALIVE, 0),), PROTOCOL_VERSION, ""), sender=A)
+    (reply,) = [s.msg for s in sends(core) if isinstance(s.msg, JoinReply)]
+    assert not reply.accepted and "member table" in reply.reason
+    assert A not in core.members
