@@ -315,6 +315,22 @@ class Protocol:
         """
         return self._sample_known(k, lambda m: m.state in states, set(exclude))
 
+    def sizes(self) -> dict[str, int]:
+        """Return the size of every table the core keeps, for gauges and for bound checks.
+
+        ``members`` (at most ``max_members``), ``broadcasts`` and ``broadcasts_low`` (each at
+        most ``broadcast_queue_size``), ``relays`` (at most ``max_pending_relays``), ``probes``,
+        ``push_pulls``, ``joins``, ``leave_pending``, ``timers``, ``unconfirmed`` (members only
+        their introducer named) and ``probe_list``.
+        """
+        return {
+            "members": len(self.members), "broadcasts": len(self.broadcasts),
+            "broadcasts_low": len(self.broadcasts_low), "relays": len(self._relays),
+            "probes": len(self._probes), "push_pulls": len(self._push_pulls), "joins": len(self._joins),
+            "leave_pending": len(self._leave_pending), "timers": len(self._timers),
+            "unconfirmed": sum(self._unconfirmed.values()), "probe_list": len(self._probe_list),
+        }
+
     def health_score(self) -> int:
         """Return the Lifeguard local health score (0 is healthy)."""
         return self.awareness.score

@@ -59,10 +59,10 @@ class SimNode:
 
     def note_sizes(self) -> None:
         """Record the sizes of the core's tables if they are the largest seen so far."""
-        core = self.core
-        self.table_max = max(self.table_max, len(core.members))
-        self.queue_max = max(self.queue_max, len(core.broadcasts))
-        self.relays_max = max(self.relays_max, len(core._relays))
+        sizes = self.core.sizes()
+        self.table_max = max(self.table_max, sizes["members"])
+        self.queue_max = max(self.queue_max, sizes["broadcasts"], sizes["broadcasts_low"])
+        self.relays_max = max(self.relays_max, sizes["relays"])
 
 
 class _Target:

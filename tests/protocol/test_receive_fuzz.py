@@ -204,16 +204,15 @@ def check_invariants(core: Protocol) -> None:
     assert ME not in core.members
     assert 0 <= core.incarnation <= MAX_INCARNATION
     assert all(0 <= m.incarnation <= MAX_INCARNATION for m in core.members.values())
-    assert len(core.members) <= cfg.max_members
-    assert len(core.broadcasts) <= cfg.broadcast_queue_size
-    assert len(core.broadcasts_low) <= cfg.broadcast_queue_size
-    assert len(core._relays) <= cfg.max_pending_relays
-    assert sum(core._unconfirmed.values()) <= len(core.members)
-    assert all(0 < v <= cfg.max_members for v in core._unconfirmed.values())
-    assert len(core._probe_list) <= 2 * len(core.members) + 17
+    size = core.sizes()
+    assert size["members"] <= cfg.max_members
+    assert size["broadcasts"] <= cfg.broadcast_queue_size and size["broadcasts_low"] <= cfg.broadcast_queue_size
+    assert size["relays"] <= cfg.max_pending_relays
+    assert size["unconfirmed"] <= size["members"]
+    assert size["probe_list"] <= 2 * size["members"] + 17
     k = cfg.suspicion_mult
-    assert len(core._timers) <= 64 + 2 * len(core._probes) + len(core._relays) + (k + 3) * len(core.members) \
-        + len(core._push_pulls) + 2 * len(core._joins)
+    assert size["timers"] <= 64 + 2 * size["probes"] + size["relays"] + (k + 3) * size["members"] \
+        + size["push_pulls"] + 2 * size["joins"]
     counts = {s: 0 for s in core.counts}
     for m in core.members.values():
         counts[m.state] += 1
