@@ -239,7 +239,8 @@ class Config:
     """Most new members one unsolicited message may introduce (a reply to our own join or
     push/pull is bounded by ``max_members`` only)."""
     max_members_per_source: int = 1024
-    """Most members one source host may have introduced that nobody else has vouched for yet."""
+    """Most members one unsolicited source host may have named that have not shown themselves yet
+    (no packet from them, no answer to a probe); a member introducing itself does not count."""
     max_incarnation_jump: int = 4096
     """Most a single claim may raise a member's incarnation above what we know of it (our own
     included). Claims further ahead are refused (counted): a forged accusation cannot push a

@@ -231,3 +231,23 @@ def test_cluster_refuses_bad_config_naming_the_field() -> None:
     cfg.num_send_workers = 0
     with pytest.raises(ConfigError, match="num_send_workers"):
         gossip.Cluster(cfg)
+
+
+def test_bounds_are_read_from_the_environment() -> None:
+    env = {"GOSSIP_MAX_MEMBERS": "5000", "GOSSIP_MAX_INCARNATION_JUMP": "64", "GOSSIP_REPLAY_WINDOW": "90s",
+           "GOSSIP_REQUIRE_ENCRYPTION": "false", "GOSSIP_MSG_HISTORY_MAX_ENTRIES": "1024",
+           "GOSSIP_MAX_PENDING_RELAYS": "8", "GOSSIP_LEAVE_ATTEMPTS": "2"}
+    cfg = Config.from_env(environ=env)
+    assert (cfg.max_members, cfg.max_incarnation_jump, cfg.replay_window, cfg.require_encryption,
+            cfg.msg_history_max_entries, cfg.max_pending_relays, cfg.leave_attempts) == \
+        (5000, 64, 90.0, False, 1024, 8, 2)
+    cfg.validate()
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(environ={"GOSSIP_MAX_MEMBERS": "0"}).validate()
+    assert info.value.field == "max_members"
+
+
+@pytest.mark.parametrize("require, encrypt", [(False, False), (False, True), (True, True)])
+def test_every_step_of_the_encryption_upgrade_is_valid(require: bool, encrypt: bool) -> None:
+    Config.lan(encryption_key=b"k" * 32, require_encryption=require, encrypt_outgoing=encrypt).validate()
+    Config.lan(require_encryption=require, encrypt_outgoing=encrypt).validate()   # no key: no effect
