@@ -1193,6 +1193,8 @@ class Protocol:
         self._send(p.source_addr, PushPullReply(p.seq, self.local_states()), True)
 
     def _merge_states(self, now: float, states: Iterable[MemberState], catch_up: bool = False) -> None:
+        per_message = self.config.max_members_per_message
+        refused = 0
         for s in states:
             if not 0 <= s.incarnation <= MAX_INCARNATION:
                 self._count("refused_incarnation_range")
@@ -1210,6 +1212,9 @@ class Protocol:
                 if m is not None and s.incarnation <= m.incarnation and s.meta_stamp <= m.meta_stamp \
                         and s.addr == m.addr:
                     continue  # nothing newer (the common case of a full-state exchange)
+                if m is None and not self._solicited and self._new_in_msg >= per_message:
+                    refused += 1   # the rest of a flood costs a lookup each, no more
+                    continue
                 self._on_alive(now, Alive(s.node, s.incarnation, s.addr, s.meta, s.meta_stamp, s.pv, s.av))
             elif s.state is LEAVING:
                 if s.node not in self.members:
@@ -1227,6 +1232,8 @@ class Protocol:
                         self._states_cache = None
                         self._event(EVENT_METADATA, m, m.state, now)
                 self._on_suspect(now, Suspect(s.node, s.incarnation, self.id))
+        if refused:
+            self.stats["refused_members_per_message"] = self.stats.get("refused_members_per_message", 0) + refused
 
     # ------------------------------------------------------------------ join
 
