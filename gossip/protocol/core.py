@@ -187,6 +187,17 @@ class Protocol:
       sustained flood of forged accusations of ``max_incarnation_jump`` each that encryption
       prevents; the way out is a restart under a new node id (the default for a new process).
 
+    Members (every bound a ``Config`` field, every refusal counted in :attr:`stats` as
+    ``refused_<why>``): the table holds ``max_members``; an unsolicited message brings at most
+    ``max_members_per_message`` newcomers, a join its joiner only; a source host may have named
+    at most ``max_members_per_source`` members that have not shown themselves (sent us a packet
+    from their own host, or answered our probe). Until they do, news about them is gossiped
+    after everything else, they are gossip targets, ping-req helpers and push/pull peers only
+    when too few others exist, and once dead they are forgotten after
+    ``gossip_to_the_dead_time``. Replies are merged only when they answer our own join or
+    push/pull. A ping-req is run only for a known member, at its known address, at most
+    ``max_pending_relays`` at once. :meth:`sizes` reports every table.
+
     Args:
         config: a validated :class:`~gossip.Config` (only its protocol knobs are read).
         node_id: this node's id.
@@ -668,8 +679,8 @@ class Protocol:
         """Decide whether one more new member may enter the table (counting every refusal).
 
         Unsolicited messages may bring ``max_members_per_message`` newcomers each, and one
-        source host may have introduced ``max_members_per_source`` members nobody else has
-        vouched for (a member introducing itself, ``itself``, does not count against that). The
+        source host may have named ``max_members_per_source`` members that have not shown
+        themselves (a member introducing itself, ``itself``, does not count against that). The
         table holds ``max_members`` in all; when it is full a dead or left member (the longest
         gone) makes room, else the newcomer is refused.
         """
