@@ -137,9 +137,9 @@ def test_own_failed_probe_is_via_probe_and_a_state_exchange_via_sync() -> None:
     assert "probe" in vias
     # A remote verdict arriving in a full-state exchange names the peer that held it.
     core = lone()
-    from gossip.messages import MemberState, PushPullReply
-    core.receive(3.0, "b:1", PushPullReply(1, (MemberState(B, "b:1", ALIVE, 0),
-                                               MemberState(A, "a:1", DEAD, 0))), B)
+    from gossip.messages import MemberState, PushPull
+    core.receive(3.0, "b:1", PushPull(1, "b:1", (MemberState(B, "b:1", ALIVE, 0),
+                                                 MemberState(A, "a:1", DEAD, 0))), B, reliable=True)
     exp = core.insight.explain(3.0, A)
     assert exp is not None
     assert (exp.episodes[0].accuser, exp.episodes[0].via, exp.episodes[0].relayed_by) == (B, "sync", B)
