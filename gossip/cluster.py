@@ -80,6 +80,9 @@ class Cluster:
             codec=get_codec(cfg.msg_codec), keyring=self._keyring, label=cfg.cluster_label,
             compressor=get_compressor(cfg.compressor), compress_min_size=cfg.compress_min_size,
             max_packet_size=cfg.tcp_max_packet_size,
+            # memberlist's GossipVerifyIncoming / GossipVerifyOutgoing (the upgrade path)
+            require_encryption=self._keyring is not None and cfg.require_encryption,
+            encrypt=self._keyring is not None and cfg.encrypt_outgoing,
         )
         self._metadata = Metadata(max_size=cfg.max_metadata_size)
         self._transport: Transport | None = cfg.transport
@@ -404,8 +407,13 @@ class Cluster:
     def stats(self) -> dict[str, int]:
         """Return the counters of the engine, the transport (``transport.*``) and the core
         (``core.*``): packets, drops, bad packets by reason, handler errors, streams
-        (``streams.*``: see :mod:`gossip.engine.streams`)..."""
-        return self._engine.stats()
+        (``streams.*``: see :mod:`gossip.engine.streams`)...; with a key,
+        ``keyring.primary_seals`` (packets sealed under the primary key: rotate it well before
+        :data:`gossip.security.MAX_SEALS_PER_KEY`)."""
+        out = self._engine.stats()
+        if self._keyring is not None:
+            out["keyring.primary_seals"] = self._keyring.primary_seals
+        return out
 
     # ------------------------------------------------------------------ message handlers
 

@@ -49,9 +49,13 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Config", "default_config", "parse_duration", "format_duration"]
+__all__ = ["Config", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD"]
 
 _MiB = 1024 * 1024
+
+ALIVE_OVERHEAD = 512
+"""Bytes of a datagram reserved for an alive message's other fields (packet header, node id,
+address, versions) next to its metadata: ``max_metadata_size`` leaves them room."""
 
 
 @dataclasses.dataclass
@@ -83,6 +87,17 @@ class Config:
     """Primary AES-GCM key (16, 24 or 32 bytes); None disables encryption."""
     secondary_keys: list[bytes] = dataclasses.field(default_factory=list)
     """More keys accepted for decryption (key rotation); require ``encryption_key``."""
+    require_encryption: bool = True
+    """With a key: refuse plain packets (memberlist's GossipVerifyIncoming). Turn off, with
+    ``encrypt_outgoing``, to move a running plain cluster to encryption (see the README)."""
+    encrypt_outgoing: bool = True
+    """With a key: encrypt every packet sent (memberlist's GossipVerifyOutgoing). Off, packets go
+    out plain while encrypted ones are still accepted: the first step of an upgrade."""
+    replay_window: float = 60.0
+    """Protocol packets whose HLC stamp is further than this from our clock are refused as
+    replays, and so are duplicates inside it (0 disables the check)."""
+    replay_max_entries: int = 65536
+    """Most (sender, stamp) pairs the replay guard remembers; past it, older stamps are refused."""
     cipher: str = "aes-gcm"
     """Packet cipher; AES-GCM is the one supported."""
     msg_codec: str = "msgpack"
@@ -92,7 +107,8 @@ class Config:
     compress_min_size: int = 256
     """Payloads at least this large are compressed (when it helps)."""
     max_metadata_size: int = 512
-    """Upper bound of a node's encoded metadata."""
+    """Upper bound of a node's encoded metadata, for local writes and for peers' metadata alike
+    (a peer's larger metadata is dropped, its liveness kept)."""
 
     # -- pluggable parts ------------------------------------------------------------------
     transport: Any = None
@@ -178,6 +194,8 @@ class Config:
     """How long a (sender, message id) pair is remembered to suppress duplicates."""
     msg_history_shard_count: int = 16
     """Shards of the message history (a power of two)."""
+    msg_history_max_entries: int = 65536
+    """Most (sender, message id) pairs remembered; past it the oldest are forgotten (counted)."""
     node_shard_count: int = 4
     """Shards of the node table in paularlott (a power of two); kept for compatibility."""
     num_send_workers: int = 8
@@ -263,12 +281,29 @@ class Config:
     """A dead or left node's id may move to a new address after this long (0: at once)."""
     broadcast_queue_size: int = 4096
     """Bound of the membership update queue; the most-sent updates are dropped first."""
+    max_members: int = 16384
+    """Most members in the table, every state included. A newcomer beyond it takes the place of
+    the longest-dead member, or is refused (counted)."""
+    max_members_per_message: int = 1024
+    """Most new members one unsolicited message may introduce (a reply to our own join or
+    push/pull is bounded by ``max_members`` only)."""
+    max_members_per_source: int = 1024
+    """Most members one unsolicited source host may have named that have not shown themselves yet
+    (no packet from them, no answer to a probe); a member introducing itself does not count."""
+    max_incarnation_jump: int = 4096
+    """Most a single claim may raise a member's incarnation above what we know of it (our own
+    included). Claims further ahead are refused (counted): a forged accusation cannot push a
+    node to the top of the wire's u32 range."""
+    max_pending_relays: int = 1024
+    """Most ping-req probes this node runs for others at once (each one pings a member)."""
     lifeguard_enabled: bool = True
     """Lifeguard extensions (awareness, dynamic suspicion, nacks, buddy); off gives plain SWIM."""
     tcp_pings: bool = True
     """Also try a ping over TCP when UDP probes fail (tells UDP-blocked from dead)."""
     leave_timeout: float = 5.0
     """How long :meth:`gossip.Cluster.leave` waits for the leave to be sent."""
+    leave_attempts: int = 4
+    """Times a leaving node tells each member, until the member acknowledges (LAN: within 0.6 s)."""
     join_timeout: float = 10.0
     """How long :meth:`gossip.Cluster.join` waits for the peers' answers."""
 
@@ -421,11 +456,30 @@ class Config:
                 "socket_transport_enabled",
                 "is False but neither websocket_provider nor transport is set: no way to talk",
             )
-        if self.max_metadata_size >= self.udp_max_packet_size:
+        if self.max_metadata_size > self.udp_max_packet_size - ALIVE_OVERHEAD:
             raise ConfigError(
                 "max_metadata_size",
-                f"must be smaller than udp_max_packet_size ({self.udp_max_packet_size}), "
-                f"got {self.max_metadata_size}",
+                f"must be at most udp_max_packet_size - {ALIVE_OVERHEAD} "
+                f"({self.udp_max_packet_size - ALIVE_OVERHEAD}: an alive message with it must fit "
+                f"one datagram), got {self.max_metadata_size}",
+            )
+        if self.msg_history_max_entries < self.msg_history_shard_count:
+            raise ConfigError(
+                "msg_history_max_entries",
+                f"must be >= msg_history_shard_count ({self.msg_history_shard_count}), "
+                f"got {self.msg_history_max_entries}",
+            )
+        if self.max_members_per_message > self.max_members:
+            raise ConfigError(
+                "max_members_per_message",
+                f"must be <= max_members ({self.max_members}), got {self.max_members_per_message}",
+            )
+        if self.encryption_key and self.require_encryption and not self.encrypt_outgoing:
+            raise ConfigError(
+                "encrypt_outgoing",
+                "is False while require_encryption is True: this node would refuse the plain "
+                "packets it sends (upgrade order: both off, then encrypt_outgoing, then "
+                "require_encryption)",
             )
 
     # -- environment -------------------------------------------------------------------------
@@ -736,6 +790,10 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "compressor": _choice("lz4", "none", None),
     "compress_min_size": _integer(0, 1 << 30),
     "max_metadata_size": _integer(64, 1 << 20),
+    "require_encryption": _boolean,
+    "encrypt_outgoing": _boolean,
+    "replay_window": _duration(0.1, 3600.0, allow_zero=True),
+    "replay_max_entries": _integer(16, 1 << 24),
     "transport": _check_transport,
     "logger": _check_logger,
     "resolver": _check_resolver,
@@ -770,6 +828,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "msg_history_gc_interval": _duration(0.01, 3600.0),
     "msg_history_max_age": _duration(0.1, _DAY),
     "msg_history_shard_count": _integer(1, 4096, power_of_two=True),
+    "msg_history_max_entries": _integer(16, 1 << 24),
     "node_shard_count": _integer(1, 4096, power_of_two=True),
     "num_send_workers": _integer(1, 256),
     "send_queue_size": _integer(1, 1 << 20),
@@ -804,9 +863,15 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "gossip_to_the_dead_time": _duration(0.0, _DAY),
     "dead_node_reclaim_time": _duration(0.0, _DAY),
     "broadcast_queue_size": _integer(16, 1 << 20),
+    "max_members": _integer(16, 1 << 22),
+    "max_members_per_message": _integer(1, 1 << 22),
+    "max_members_per_source": _integer(1, 1 << 22),
+    "max_incarnation_jump": _integer(1, 1 << 31),
+    "max_pending_relays": _integer(1, 1 << 20),
     "lifeguard_enabled": _boolean,
     "tcp_pings": _boolean,
     "leave_timeout": _duration(0.0, 3600.0),
+    "leave_attempts": _integer(1, 100),
     "join_timeout": _duration(0.01, 3600.0),
 }
 

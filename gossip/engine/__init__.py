@@ -175,7 +175,6 @@ class Engine:
         self.host.install(Protocol(
             self.config, self.node_id, self.address, self.rng, now,
             meta=values, meta_stamp=stamp, app_version=self.config.application_version,
-            app_version_check=self.config.application_version_check,
         ))
         self._started = True
         self.out.start(transport)
@@ -307,8 +306,17 @@ class Engine:
             out["dropped.connection_lost"] = lost
         if self.host.started:
             with self.host.lock:
-                for k, v in self.host.core.stats.items():
+                core = self.host.core
+                for k, v in core.stats.items():
                     out[f"core.{k}"] = v
+                for k, v in core.sizes().items():
+                    out[f"table.{k}"] = v
+        receiver = self.receiver
+        out["user.history_evicted"] = receiver.history.evicted
+        if receiver.replay is not None:
+            with receiver.replay_lock:
+                for k, v in receiver.replay.stats.items():
+                    out[f"replay.{k}"] = v
         self.streams.add_stats(out)
         out["queue.send"] = self.out.queued
         out["queue.events"] = len(self.events.queue)
@@ -429,9 +437,15 @@ class Engine:
         """Announce a graceful leave and wait (up to ``timeout``) until it has been sent."""
         if not self._started or self.closing:
             return
+        end = time.monotonic() + timeout
         self.locked(lambda core: core.leave(time.monotonic()))
         if not self.out.wait_flushed(timeout):
             self.log.warning("leave: the send queue did not flush within %.1fs", timeout)
+        # The leave goes to every member as a ping that it acknowledges; the core repeats it to
+        # those that did not (a lost leave is otherwise a long tail: a survivor suspecting the
+        # leaver alone). The scheduler sends the repeats: wait for the acks, within the timeout.
+        while time.monotonic() < end and self.host.call(lambda core: core.leave_pending())[0]:
+            self.stop_event.wait(0.01)
 
     def _on_local_metadata(self, md: Metadata) -> None:
         """Metadata listener: the scheduler propagates after a short coalescing delay."""

@@ -43,11 +43,12 @@ from typing import TYPE_CHECKING, Any
 
 from .. import messages
 from ..errors import ClusterClosed, GossipError, LocalProtocolError, RemoteProtocolError, SendQueueFull
-from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, HANDLER_STREAM, MessageHandlers
+from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, HANDLER_STREAM, MessageHandlers, check_app_version
 from ..messages import Message
 from ..node import NodeID, NodeState
 from ..packet import Packet
 from ..protocol.messaging import MessageHistory, max_ttl
+from ..protocol.replay import ReplayGuard
 
 from ..transports.base import Connection, Incoming
 from ..wire import RESERVED_MSGS_START, MessageType
@@ -213,7 +214,13 @@ class Receiver:
         self.log = engine.log
         self._debug = self.log.isEnabledFor(logging.DEBUG)
         self.handlers: MessageHandlers = engine.message_handlers
-        self.history = MessageHistory(cfg.msg_history_max_age, cfg.msg_history_shard_count)
+        self.history = MessageHistory(cfg.msg_history_max_age, cfg.msg_history_shard_count,
+                                      cfg.msg_history_max_entries)
+        self.replay = (ReplayGuard(cfg.replay_window, cfg.replay_max_entries)
+                       if cfg.replay_window > 0 else None)
+        self.replay_lock = threading.Lock()
+        self._max_states = cfg.max_members + 1
+        self._app_version_check = cfg.application_version_check
         self.history_lock = threading.Lock()
         self.history_size = 0  # entries at the last GC or insert; the scheduler skips GC at 0
         self.lanes = UserLanes(cfg.num_incoming_workers, cfg.incoming_packet_queue_depth,
@@ -307,21 +314,31 @@ class Receiver:
     def _protocol(self, items: list[tuple[Incoming, Packet]]) -> None:
         """Decode protocol messages and feed them to the core under one lock acquisition."""
         engine = self.engine
-        todo: list[tuple[str, Message, NodeID, bool]] = []
+        todo: list[tuple[str, Message, NodeID, bool, bool | None]] = []
         incs: list[Incoming] = []
+        guard = self.replay
         for inc, pkt in items:
             mt = pkt.msg_type
             if mt == MessageType.REPLY or mt == MessageType.REPLY_ERROR:
                 self.counters.inc("dropped.stray_replies")
                 continue
             try:
-                msg = messages.from_wire(mt, pkt.unmarshal())
+                if guard is not None and pkt.encrypted:
+                    # A sealed packet is authentic, but could be a recording: its HLC stamp
+                    # must be recent and never seen before.
+                    with self.replay_lock:
+                        guard.check(pkt.sender, pkt.msg_id, engine.hlc.now())
+                msg = messages.from_wire(mt, pkt.unmarshal(), max_states=self._max_states)
             except RemoteProtocolError as exc:
                 self.counters.inc(f"bad_packets.{type(exc).__name__}")
                 if self._debug:
                     self.log.debug("! bad protocol message from %s: %s", inc.src, exc)
                 continue
-            todo.append((inc.src, msg, NodeID(bytes=pkt.sender), inc.reliable))
+            app_ok = None
+            if type(msg) is messages.Join:
+                # The application's check is user code: it runs here, never under the lock.
+                app_ok = check_app_version(self._app_version_check, msg.av)
+            todo.append((inc.src, msg, NodeID(bytes=pkt.sender), inc.reliable, app_ok))
             incs.append(inc)
         if not todo:
             return
@@ -434,6 +451,7 @@ class Receiver:
         engine = self.engine
         # One dict read, atomic without the lock; a count a moment old is fine for a bound.
         n_alive = engine.host.core.counts[NodeState.ALIVE] + 1
+        # Never more hops than the cluster's size calls for, whatever ttl a peer sent.
         ttl = min(pkt.ttl - 1, broadcast_ttl(n_alive, self._ttl_multiplier))
         if ttl < 2:
             return
