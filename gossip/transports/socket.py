@@ -103,7 +103,6 @@ _CORK_WINDOW = 0.00005  # a frame queued this soon after the previous one waits 
 _UDP_RECV_SIZE = 65535
 _UDP_BURST = 256  # datagrams read per wake-up before the loop looks at its stop flag again
 _REQUEST_IDLE_PER_ADDR = 4
-_SPIN = 0.0002  # a requester asks for its reply this long before it sleeps in poll()
 _PEEK_AFTER = 1.0  # an idle request connection unused this long is checked before reuse
 _BIND_ATTEMPTS = 10
 _TICK = 0.5  # the I/O loop's longest sleep: bounds how late idle and frame deadlines act
@@ -1209,7 +1208,6 @@ class SocketTransport:
         then not be reused).
         """
         buf = bytearray()
-        spin_until = time.perf_counter() + _SPIN
         while True:
             if len(buf) >= FRAME_HEADER_SIZE:
                 (size,) = _HEADER.unpack_from(buf)
@@ -1222,11 +1220,6 @@ class SocketTransport:
             try:
                 chunk = conn.sock.recv(_READ_CHUNK)
             except (BlockingIOError, InterruptedError):
-                if time.perf_counter() < spin_until:
-                    # A reply usually comes within tens of microseconds: asking again for that
-                    # long keeps this CPU awake, which costs less than being woken up from
-                    # sleep (the wake-up, not the work, dominates a round trip on loopback).
-                    continue
                 try:
                     _wait_fd(conn.sock, False, deadline.remaining(what))
                 except GossipTimeout:  # a TimeoutError, hence an OSError: keep it as is
@@ -1454,16 +1447,11 @@ class SocketTransport:
         waker = self._tcp_waker
         assert waker is not None
         next_sweep = time.monotonic() + _TICK
-        spin_until = 0.0
         try:
             while not self._stop.is_set():
                 try:
                     self._apply_pending(sel)
-                    # Right after some work, look again without sleeping for a moment: the next
-                    # request of a conversation then finds this thread awake (see _SPIN).
-                    events = sel.select(timeout=0 if time.perf_counter() < spin_until else _TICK)
-                    if events:
-                        spin_until = time.perf_counter() + _SPIN
+                    events = sel.select(timeout=_TICK)
                     now = time.monotonic()
                     for key, mask in events:
                         if self._stop.is_set():
