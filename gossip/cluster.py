@@ -331,7 +331,7 @@ class Cluster:
         """Return the node with this id, or None if unknown.
 
         Raises:
-            AddressError: ``node_id`` is a string that is not a UUID.
+            NodeIDError: ``node_id`` is a string that is not a UUID.
         """
         nid = NodeID.parse(node_id)
         return self._engine.get_node(nid)

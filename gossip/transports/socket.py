@@ -68,6 +68,7 @@ from gossip.errors import (
     ClusterClosed,
     ConnectError,
     GossipTimeout,
+    MessageTooLarge,
     PacketTooLarge,
     SendError,
     SendQueueFull,
@@ -209,7 +210,7 @@ class _Conn:
         """Queue one length-prefixed frame on this connection; see :class:`Connection`.
 
         Raises:
-            PacketTooLarge: ``data`` is longer than the transport's ``max_frame_size``.
+            MessageTooLarge: ``data`` is longer than the transport's ``max_frame_size``.
             SendQueueFull: the connection's buffer stayed full for ``timeout`` seconds
                 (``None``: the transport's ``io_timeout``; ``0``: do not wait).
             SendError: the connection is closed or broken.
@@ -295,13 +296,13 @@ class _StreamSocket:
         """Write one frame; see :meth:`StreamConn.send_frame`.
 
         Raises:
-            PacketTooLarge: ``data`` is over :attr:`max_frame_size`.
+            MessageTooLarge: ``data`` is over :attr:`max_frame_size`.
             GossipTimeout: not written within ``timeout`` (the connection is closed).
             SendError: the connection is closed or broken.
         """
         n = len(data)
         if n > self.max_frame_size:
-            raise PacketTooLarge(
+            raise MessageTooLarge(
                 f"stream frame to {self._peer} is {n} bytes, over the limit {self.max_frame_size}")
         what = f"stream write to {self._peer}"
         with self._wlock:
@@ -488,7 +489,7 @@ class SocketTransport:
             both UDP and TCP.
         advertise_addr: the address peers should use, if not the bound one.
         udp: False (force-reliable) opens no UDP socket; best-effort sends then use TCP.
-        max_udp_size: largest datagram :meth:`send` accepts (bigger: :class:`PacketTooLarge`).
+        max_udp_size: largest datagram :meth:`send` accepts (bigger: :class:`MessageTooLarge`).
         max_frame_size: largest TCP frame sent or accepted; a bigger incoming length prefix
             closes that connection.
         max_stream_frame_size: largest frame on a stream connection.
@@ -725,7 +726,7 @@ class SocketTransport:
         ``io_timeout``) for room while that connection's buffer is full.
 
         Raises:
-            PacketTooLarge: a datagram over ``max_udp_size`` (the engine should use TCP) or a
+            MessageTooLarge: a datagram over ``max_udp_size`` (the engine should use TCP) or a
                 frame over ``max_frame_size``.
             ConnectError: ``addr`` could not be dialed.
             SendQueueFull: no room within ``timeout`` (nothing was queued), or the UDP
@@ -766,7 +767,7 @@ class SocketTransport:
 
         Raises:
             GossipTimeout: no whole reply within ``timeout`` seconds.
-            ConnectError, SendError, PacketTooLarge, AddressError, ClusterClosed: as :meth:`send`.
+            ConnectError, SendError, MessageTooLarge, AddressError, ClusterClosed: as :meth:`send`.
         """
         self._check_open()
         parsed = self._addrs.get(addr)
@@ -967,14 +968,14 @@ class SocketTransport:
 
     def _check_frame(self, key: str, data: bytes) -> None:
         if len(data) > self.max_frame_size:
-            raise PacketTooLarge(
+            raise MessageTooLarge(
                 f"frame to {key} is {len(data)} bytes, over max_frame_size {self.max_frame_size}"
             )
 
     def _send_udp(self, key: str, ip: str, port: int, data: bytes) -> None:
         if len(data) > self.max_udp_size:
             self._count("udp_too_large")
-            raise PacketTooLarge(
+            raise MessageTooLarge(
                 f"datagram to {key} is {len(data)} bytes, over max_udp_size {self.max_udp_size}"
             )
         udp = self._udp
