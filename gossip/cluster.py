@@ -332,7 +332,7 @@ class Cluster:
         """Return the node with this id, or None if unknown.
 
         Raises:
-            AddressError: ``node_id`` is a string that is not a UUID.
+            NodeIDError: ``node_id`` is a string that is not a UUID.
         """
         nid = NodeID.parse(node_id)
         return self._engine.get_node(nid)
@@ -418,7 +418,7 @@ class Cluster:
         this one does not know (or before :meth:`start`).
 
         Raises:
-            AddressError: ``node_id`` is a string that is not a UUID.
+            NodeIDError: ``node_id`` is a string that is not a UUID.
         """
         nid = NodeID.parse(node_id)
         if not self._started:
