@@ -133,8 +133,8 @@ def test_attack_evicts_nobody_and_fills_no_table_past_its_bound() -> None:
     # A forger of accusations (far ahead, at the top of the range, within the jump bound) and a
     # flooder of fake members, inside a 100-node cluster.
     cfg = Config.lan()
-    r = run(scenario="attack", nodes=100, seed=10, duration=40.0, flood_size=2000, max_members=1024)
-    assert r["forged_sent"] > 1000 and r["fake_members_sent"] > 100_000, r
+    r = run(scenario="attack", nodes=100, seed=10, duration=20.0, flood_size=2000, max_members=1024)
+    assert r["forged_sent"] > 200 and r["fake_members_sent"] > 100_000, r
     assert r["false_suspect"] > 0               # accusations within the bound are believed ...
     assert r["false_dead"] == 0, replay(r)       # ... and refuted in time; the others are refused
     assert r["table_max"] <= 1024, r
