@@ -22,11 +22,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, default_config
 from .engine import Engine, GossipHandler, MetadataHandler, StateHandler
-from .errors import ClusterClosed, GossipError, JoinError
+from .errors import ClusterClosed, GossipError, JoinError, TransportError
 from .handlers import HANDLER_FORWARD, HANDLER_NO_FORWARD, HANDLER_REPLY, HandlerID, MessageHandlers
 from .metadata import Metadata
 from .node import Node, NodeID, NodeState
@@ -36,6 +36,12 @@ from .compression import get_compressor
 from .protocol.messaging import calc_fan_out, calc_payload_size
 from .security import Keyring
 from .transports.base import Transport
+
+if TYPE_CHECKING:
+    from websockets.http11 import Request, Response
+    from websockets.sync.server import ServerConnection
+
+    from .transports.websocket import WebSocketTransport
 
 __all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc"]
 
@@ -92,23 +98,77 @@ class Cluster:
         return f"<Cluster {self._id.short} {addr}>"
 
     def _make_transport(self) -> Transport:
+        """Build the router over the socket and WebSocket transports (see :mod:`.transports.multi`).
+
+        The side the node advertises listens; the other only dials, and starts on first use.
+        """
+        from .transports.multi import MultiTransport
         from .transports.socket import SocketTransport
+        from .transports.websocket import WebSocketTransport, client_tls_context, server_tls_context
 
         cfg = self.config
-        return SocketTransport(
-            cfg.bind_addr, advertise_addr=cfg.advertise_addr,
-            udp=not cfg.force_reliable_transport, max_udp_size=cfg.udp_max_packet_size,
-            max_frame_size=cfg.tcp_max_packet_size,
-            max_stream_frame_size=cfg.stream_max_packet_size + 1024,
-            dial_timeout=cfg.tcp_dial_timeout, io_timeout=cfg.tcp_deadline, name=self._id.short,
-            idle_timeout=cfg.idle_timeout, conn_buffer_size=cfg.connection_buffer_size,
-            recv_buffer_size=cfg.udp_recv_buffer_size, send_buffer_size=cfg.udp_send_buffer_size,
-            max_connections=cfg.tcp_max_connections,
-            max_connections_per_source=cfg.tcp_max_connections_per_source,
-            preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
-            preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
-            frame_timeout=cfg.tcp_frame_timeout,
-        )
+        name = self._id.short
+
+        def sockets(listen: bool) -> SocketTransport:
+            return SocketTransport(
+                cfg.bind_addr if listen else "127.0.0.1:0",
+                advertise_addr=cfg.advertise_addr if listen else "",
+                udp=not cfg.force_reliable_transport, max_udp_size=cfg.udp_max_packet_size,
+                max_frame_size=cfg.tcp_max_packet_size,
+                max_stream_frame_size=cfg.stream_max_packet_size + 1024,
+                dial_timeout=cfg.tcp_dial_timeout, io_timeout=cfg.tcp_deadline, name=name,
+                idle_timeout=cfg.idle_timeout, conn_buffer_size=cfg.connection_buffer_size,
+                recv_buffer_size=cfg.udp_recv_buffer_size, send_buffer_size=cfg.udp_send_buffer_size,
+                max_connections=cfg.tcp_max_connections,
+                max_connections_per_source=cfg.tcp_max_connections_per_source,
+                preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
+                preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
+                frame_timeout=cfg.tcp_frame_timeout, listen=listen,
+            )
+
+        def websockets(bind: str) -> WebSocketTransport:
+            server_ssl = cfg.tls_server_context
+            if server_ssl is None and cfg.tls_cert_file:
+                server_ssl = server_tls_context(cfg.tls_cert_file, cfg.tls_key_file)
+            client_ssl = cfg.tls_client_context
+            if client_ssl is None and cfg.tls_ca_file:
+                client_ssl = client_tls_context(cfg.tls_ca_file)
+            return WebSocketTransport(
+                bind, path=cfg.websocket_path,
+                advertise_addr=cfg.advertise_addr if not cfg.socket_transport_enabled else "",
+                name=name, server_ssl=server_ssl, client_ssl=client_ssl,
+                bearer_token=cfg.bearer_token, allow_insecure=cfg.allow_insecure_websockets,
+                max_frame_size=cfg.tcp_max_packet_size,
+                max_stream_frame_size=cfg.stream_max_packet_size + 1024,
+                dial_timeout=cfg.tcp_dial_timeout, handshake_timeout=cfg.websocket_handshake_timeout,
+                io_timeout=cfg.tcp_deadline, idle_timeout=cfg.idle_timeout,
+                conn_buffer_size=cfg.connection_buffer_size, max_connections=cfg.tcp_max_connections,
+                max_connections_per_source=cfg.tcp_max_connections_per_source,
+                preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
+                preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
+                frame_timeout=cfg.tcp_frame_timeout, ping_interval=cfg.websocket_ping_interval,
+            )
+
+        if cfg.socket_transport_enabled:
+            return MultiTransport(socket=sockets(True), websocket=lambda: websockets(""), name=name)
+        try:
+            ws = websockets(cfg.websocket_bind_addr)
+        except (OSError, ValueError) as exc:  # unreadable TLS files, a bad path
+            raise TransportError(f"cannot set up the WebSocket transport: {exc}") from exc
+        return MultiTransport(socket=lambda: sockets(False), websocket=ws, socket_dial_only=True,
+                              name=name)
+
+    def _websocket_transport(self) -> WebSocketTransport | None:
+        """The WebSocket side of the built-in transport (None for a custom transport)."""
+        from .transports.multi import MultiTransport
+        from .transports.websocket import WebSocketTransport
+
+        transport = self._transport
+        if isinstance(transport, MultiTransport):
+            side = transport.websocket
+            if isinstance(side, WebSocketTransport):
+                return side
+        return transport if isinstance(transport, WebSocketTransport) else None
 
     def start(self) -> None:
         """Bind the transport and start the background threads (a second call does nothing).
@@ -262,9 +322,10 @@ class Cluster:
         try:
             return list(resolve_peer(peer, resolver, self.config.default_port))
         except GossipError:
-            # Not resolvable as a host name, but maybe an address the transport itself
-            # understands (in-memory "mem-1:7946", a URL): let the transport be the judge.
-            if ":" in peer:
+            # A custom transport may understand addresses no resolver does (in-memory
+            # "mem-1:7946"): let it be the judge. The built-in transports take what the
+            # resolver returns, so its error (bad URL, unknown host) is the one to report.
+            if self.config.transport is not None and ":" in peer:
                 return [peer]
             raise
 
@@ -376,6 +437,55 @@ class Cluster:
         """Return the counters of the engine, the transport (``transport.*``) and the core
         (``core.*``): packets, drops, bad packets by reason, handler errors..."""
         return self._engine.stats()
+
+    # ------------------------------------------------------------------ hosting WebSocket
+
+    def websocket_handler(self, websocket: ServerConnection) -> None:
+        """Serve one gossip connection accepted by the host's ``websockets.sync`` server.
+
+        For a node that listens on WebSocket through its host's server instead of its own
+        (``socket_transport_enabled=False``, no ``websocket_bind_addr``, ``advertise_addr`` the
+        ``ws://`` or ``wss://`` URL the host serves)::
+
+            from websockets.sync.server import serve
+            with serve(cluster.websocket_handler, "0.0.0.0", 8080,
+                       process_request=cluster.websocket_process_request,
+                       max_size=cluster.config.tcp_max_packet_size, compression=None) as server:
+                server.serve_forever()
+
+        Only connections at ``config.websocket_path`` are served; others, and those without the
+        bearer token, are closed with code 1008 and the reason (``process_request`` refuses them
+        earlier, with an HTTP status). It blocks until the connection ends (the server runs
+        each handler on its own thread). A cluster not started closes the connection with 1013.
+        """
+        transport = self._websocket_transport() if self._started else None
+        if transport is None or self._stopped:
+            try:
+                websocket.close(1013, "gossip is not running")
+            except Exception:  # the connection may be gone already
+                pass
+            return
+        transport.serve_connection(websocket)
+
+    def websocket_process_request(self, websocket: ServerConnection, request: Request) -> Response | None:
+        """``process_request`` for the host's ``websockets.sync`` server: refuse a gossip
+        handshake with 401 (bad or missing bearer token), 403 or 503 before the upgrade.
+
+        Returns None (go on) for paths other than ``config.websocket_path``, so that the host's
+        own routes are untouched.
+        """
+        if request.path.split("?", 1)[0] != self.config.websocket_path:
+            return None
+        transport = self._websocket_transport() if self._started else None
+        if transport is None or self._stopped:
+            return websocket.respond(503, "gossip is not running\n")
+        refusal = transport.screen(request.path, request.headers)
+        if refusal is None:
+            return None
+        response = websocket.respond(refusal.status, refusal.reason + "\n")
+        if refusal.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="gossip"'
+        return response
 
     # ------------------------------------------------------------------ message handlers
 
