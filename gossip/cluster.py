@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from websockets.http11 import Request, Response
     from websockets.sync.server import ServerConnection
 
-    from .transports.websocket import WebSocketTransport
+    from .transports.websocket import HostedConnection, Refusal, WebSocketTransport
 
 __all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc"]
 
@@ -486,6 +486,27 @@ class Cluster:
         if refusal.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="gossip"'
         return response
+
+    def host_websocket_connection(self, path: str, headers: Any, peer: tuple[str, int] | None,
+                                  wake: Callable[[], None]) -> HostedConnection | Refusal:
+        """Accept a gossip connection that another WebSocket implementation carries.
+
+        This is how a node listens through any WebSocket server or library (the ASGI bridge
+        :mod:`gossip.contrib.asgi` is built on it): call it with the opening handshake's path
+        (query included) and headers (a mapping with case-insensitive ``get``) before accepting
+        the upgrade. On a :class:`~gossip.transports.websocket.HostedConnection`, accept the
+        upgrade and drive it as its docstring says; on a
+        :class:`~gossip.transports.websocket.Refusal` (bad path or token, limits, not started),
+        deny the upgrade with its status and reason. ``wake`` is called, from any thread, when
+        the connection has messages to send or its reading or closing state changed; it must
+        not block.
+        """
+        from .transports.websocket import Refusal
+
+        transport = self._websocket_transport() if self._started else None
+        if transport is None or self._stopped:
+            return Refusal(503, "gossip is not running")
+        return transport.host_connection(path, headers, peer, wake)
 
     # ------------------------------------------------------------------ message handlers
 

@@ -708,7 +708,9 @@ class _SyncLink(_Link):
         with ws.protocol_mutex:
             if refusal is None:
                 if kind == _STREAM:
+                    # A stream's frames are the stream layer's to authenticate, as on TCP.
                     self.max_out = t.max_stream_frame_size
+                    self.trusted = True
                 if t.bearer_token:
                     self.trusted = True  # it proved it holds the cluster's token
                 self.max_in = self.max_out if self.trusted else min(self.max_out, t._preauth_frame)
@@ -737,6 +739,8 @@ class _SyncLink(_Link):
 
     def reader_exited(self) -> None:
         """The reader thread ends: deliver the rest, find out why, and close."""
+        if not self.accepted and self.state is _CONNECTING:
+            return  # the dialing writer thread wakes up and reports why the handshake failed
         try:
             if self.batch:
                 batch, self.batch = self.batch, []
@@ -1010,8 +1014,8 @@ class _HostLink(_Link):
     def serve(self) -> None:
         """Read until the connection ends (the host's handler thread)."""
         ws = self.ws
-        self.thread.start()
         self.opened()
+        self.thread.start()
         try:
             while True:
                 with self.lock:
@@ -1750,7 +1754,7 @@ class WebSocketTransport:
         """
         try:
             uri = parse_uri(addr)
-        except InvalidURI as exc:
+        except (InvalidURI, ValueError) as exc:
             raise AddressError(f"invalid WebSocket URL {addr!r}: {exc}") from None
         if uri.user_info is not None:
             raise AddressError(f"invalid WebSocket URL {addr!r}: user info is not allowed")
