@@ -123,6 +123,7 @@ _CONNECTING, _OPEN, _CLOSED = "connecting", "open", "closed"
 _TICK = 0.25  # the sweeper's period: bounds how late handshake, idle and ping deadlines act
 _JOIN_TIMEOUT = 5.0
 _CLOSE_TIMEOUT = 1.0  # how long a graceful close waits for the peer's close frame
+_FLUSH_TIMEOUT = 0.5  # how long close() lets connections write what is queued
 _WRITE_CHUNK = 1024 * 1024  # small writes are joined into one system call up to this much
 _BIG_WRITE = 64 * 1024  # writes at least this large go out alone (no copy into a join)
 _REQUEST_IDLE_PER_ADDR = 4
@@ -273,6 +274,7 @@ class _Link:
         self.budget = transport._conn_buffer
         self.state = _CONNECTING
         self.closing = False
+        self.final = False
         self.error = ""
         self.ready = threading.Event()
         self.trusted = not accepted
@@ -408,13 +410,17 @@ class _Link:
             self.last_frame = time.monotonic()
             self.room.notify_all()
 
-    def request_close(self) -> None:
-        """Ask for a graceful close: what is queued is written, then a close frame."""
+    def request_close(self, final: bool = False) -> None:
+        """Ask for a graceful close: what is queued is written, then a close frame.
+
+        ``final`` (the transport is closing) does not wait for the peer's close frame.
+        """
         with self.lock:
+            if final:
+                self.final = True
             if self.closing or self.state is _CLOSED:
+                self.wake.notify_all()
                 return
-            if self.state is _CONNECTING:
-                pass  # closed once the handshake ends; the sweeper bounds it
             self.closing = True
             self.wake.notify_all()
             self.readable.notify_all()
@@ -679,6 +685,15 @@ class _SyncLink(_Link):
 
     def before_read(self) -> None:
         """Deliver the previous read's messages, then wait while reading is paused."""
+        if self.state is _CONNECTING and self.accepted and not self.refusal_counted:
+            ws = self.ws
+            if ws is not None and ws.protocol.handshake_exc is not None:
+                self.refusal_counted = True  # not an HTTP request we can answer
+                self.t._count("ws_handshake_failed")
+                _log.debug("%s ! bad handshake from %s: %s", self.t.name, self.peer_addr,
+                           ws.protocol.handshake_exc)
+                self.abort(f"bad handshake ({ws.protocol.handshake_exc})")
+                return
         if self.batch:
             batch, self.batch = self.batch, []
             self.deliver(batch)
@@ -759,6 +774,7 @@ class _SyncLink(_Link):
                     reason = f"protocol error ({exc})"
                 if self.accepted and self.state is _CONNECTING and not self.refusal_counted \
                         and proto.handshake_exc is not None:
+                    self.refusal_counted = True
                     self.t._count("ws_handshake_failed")
                     reason = f"bad handshake ({proto.handshake_exc})"
                 rcvd = proto.close_rcvd
@@ -890,6 +906,8 @@ class _SyncLink(_Link):
                         break
                     if self.state is _OPEN and (self.pending or (self.closing and not self.close_sent)):
                         break
+                    if self.final and self.close_sent:
+                        break
                     self.wake.wait()
                 if self.state is _OPEN:
                     if self.pending:
@@ -916,7 +934,8 @@ class _SyncLink(_Link):
             if graceful:
                 with ws.protocol_mutex:
                     if ws.protocol.state is OPEN:
-                        ws.protocol.send_close(CloseCode.NORMAL_CLOSURE)
+                        ws.protocol.send_close(CloseCode.GOING_AWAY if self.final
+                                               else CloseCode.NORMAL_CLOSURE)
                         ws.send_data()
                 self.close_sent = time.monotonic()
             try:
@@ -926,6 +945,9 @@ class _SyncLink(_Link):
                 self.abort(f"write failed: {exc}")
                 return
             self.written(n)
+            if self.final and self.close_sent:
+                self.abort("the transport is closed")  # written: no need to wait for the peer
+                return
 
     def _flush_wire(self) -> None:
         """Write everything the protocol produced, small pieces joined (writer thread only)."""
@@ -1081,7 +1103,10 @@ class _HostLink(_Link):
                     with self.lock:
                         if self.pending:
                             continue
-                    ws.close(CloseCode.NORMAL_CLOSURE)
+                    if self.final:  # the transport is closing: written is enough
+                        self.abort("the transport is closed")
+                    else:
+                        ws.close(CloseCode.NORMAL_CLOSURE)
                     return
         except ConnectionClosed as exc:
             self.mark_closed(f"closed ({exc})")
@@ -1619,6 +1644,13 @@ class WebSocketTransport:
         _shutdown(self._listener)
         if self._waker is not None:
             self._waker.wake()
+        # What is queued (a leave announcement...) is written first, for a short while.
+        for link in links:
+            link.request_close(final=True)
+        flush_end = time.monotonic() + _FLUSH_TIMEOUT
+        for link in threaded:
+            if link.thread.ident is not None and link.thread is not threading.current_thread():
+                link.thread.join(max(0.0, flush_end - time.monotonic()))
         for link in links:
             link.abort("the transport is closed")
         deadline = time.monotonic() + _JOIN_TIMEOUT
@@ -2081,7 +2113,7 @@ class WebSocketTransport:
                 continue
             if state is _CONNECTING:
                 if now - link.created > self._handshake_timeout + (0.5 if not link.accepted else 0):
-                    if link.accepted:
+                    if link.accepted and not getattr(link, "refusal_counted", False):
                         self._count("ws_handshake_timeouts")
                     link.abort("the handshake did not finish in time")
                 continue
