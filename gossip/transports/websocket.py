@@ -219,6 +219,14 @@ def _shutdown(sock: socket.socket | None) -> None:
         pass
 
 
+def _peer_close_reason(protocol: Any) -> str:
+    """Describe the close frame the peer sent (``""`` if none)."""
+    rcvd = protocol.close_rcvd
+    if rcvd is None:
+        return ""
+    return f"closed by the peer ({int(rcvd.code)} {rcvd.reason})".replace(" )", ")")
+
+
 def _size(item: bytes | bytearray | memoryview | str) -> int:
     return len(item)
 
@@ -781,7 +789,7 @@ class _SyncLink(_Link):
                 if rcvd is not None:
                     if rcvd.code in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY):
                         self.clean_end = True
-                    reason = f"closed by the peer ({int(rcvd.code)} {rcvd.reason})".rstrip()
+                    reason = _peer_close_reason(proto)
             self.mark_closed(reason)
 
     def _raise_limit(self) -> None:
@@ -849,7 +857,8 @@ class _SyncLink(_Link):
         if protocol.handshake_exc is not None:
             raise protocol.handshake_exc
         if protocol.state is not OPEN:
-            raise ConnectError(f"{what}: the connection closed during the handshake")
+            why = _peer_close_reason(protocol) or "the connection closed during the handshake"
+            raise ConnectError(f"{what}: {why}")
         self.opened()
 
     def _open_accepted(self) -> None:
@@ -929,7 +938,7 @@ class _SyncLink(_Link):
                 if not ok:
                     with self.lock:
                         self.pending.extendleft(reversed(msgs))  # counted as lost by the close
-                    self.abort("the connection is closing")
+                    self.abort(_peer_close_reason(ws.protocol) or "the connection is closing")
                     return
             if graceful:
                 with ws.protocol_mutex:

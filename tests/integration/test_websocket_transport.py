@@ -269,7 +269,7 @@ def test_wss_with_a_private_ca(nodes: Callable[..., Node], tmp_path: pathlib.Pat
     stranger = nodes()  # verifies against the system's authorities only
     with pytest.raises(ConnectError, match="(?i)certificate"):
         stranger.t.send(b.url, b"x", reliable=True)
-    assert b.stat("ws_handshake_failed") >= 1
+    wait_until(lambda: b.stat("ws_handshake_failed") >= 1, 5.0, "the failed TLS handshake is counted")
 
 
 def test_connection_limits_per_source(nodes: Callable[..., Node]) -> None:
