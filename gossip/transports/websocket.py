@@ -711,6 +711,9 @@ class _SyncLink(_Link):
                     self.readable.wait(_TICK)
 
     def text(self, data: bytes) -> None:
+        if self.batch:  # binary messages that came first are handled first
+            batch, self.batch = self.batch, []
+            self.deliver(batch)
         try:
             text = data.decode()
         except UnicodeDecodeError:

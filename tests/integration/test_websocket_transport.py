@@ -183,15 +183,23 @@ def test_stream_frames_half_close_and_close(nodes: Callable[..., Node]) -> None:
     with pytest.raises(SendError):
         s.send_frame(b"after the half-close")
     peer.send_frame(b"the other way still works")
+    peer.close_write()  # right behind the frame, in the same read: still after it
     assert s.recv_frame(WAIT) == b"the other way still works"
+    assert s.recv_frame(WAIT) is None
     with pytest.raises(PacketTooLarge):
-        peer.send_frame(bytes(s.max_frame_size + 1))
+        s.send_frame(bytes(s.max_frame_size + 1))
     peer.close()
-    assert s.recv_frame(WAIT) is None  # a close ends the stream cleanly for the reader
     with pytest.raises(TransportError):
         peer.recv_frame(WAIT)
     s.close()
-    assert a.stat("ws_streams_dialed") == 1 and b.stat("ws_streams_accepted") == 1
+    s2 = a.t.dial_stream(b.url, WAIT)
+    peer2 = b.streams.get(timeout=WAIT)
+    s2.send_frame(b"last words")
+    s2.close()  # a close without a half-close still ends the stream cleanly for the reader
+    assert peer2.recv_frame(WAIT) == b"last words" and peer2.recv_frame(WAIT) is None
+    peer2.close()
+    assert a.stat("ws_streams_dialed") == 2 and b.stat("ws_streams_accepted") == 2
+    assert a.stat("ws_protocol_errors") == 0 and b.stat("ws_protocol_errors") == 0
 
 
 def test_stream_close_fails_a_blocked_reader_at_once(nodes: Callable[..., Node]) -> None:
