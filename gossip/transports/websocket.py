@@ -56,9 +56,12 @@ import hmac
 import ipaddress
 import itertools
 import logging
+import os
+import select
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -76,11 +79,17 @@ from websockets.exceptions import (
 from websockets.exceptions import ProtocolError as WsProtocolError
 from websockets.frames import BINARY, CONT, TEXT, CloseCode, Frame
 from websockets.http11 import Request
-from websockets.protocol import OPEN, Event
+from websockets.protocol import CLIENT, OPEN, Event
 from websockets.server import ServerProtocol
 from websockets.sync.client import ClientConnection
 from websockets.sync.server import ServerConnection
 from websockets.uri import WebSocketURI, parse_uri
+from websockets.utils import apply_mask
+
+try:  # the C version websockets ships (the pure Python one above is its fallback)
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - platforms without the extension
+    pass
 
 from gossip.errors import (
     AddressError,
@@ -126,6 +135,7 @@ _CLOSE_TIMEOUT = 1.0  # how long a graceful close waits for the peer's close fra
 _FLUSH_TIMEOUT = 0.5  # how long close() lets connections write what is queued
 _WRITE_CHUNK = 1024 * 1024  # small writes are joined into one system call up to this much
 _BIG_WRITE = 64 * 1024  # writes at least this large go out alone (no copy into a join)
+_GROUP = 256 * 1024  # the writer releases buffer room after each group of this many bytes
 _REQUEST_IDLE_PER_ADDR = 4
 _REDIAL_BACKOFF = 1.0  # best-effort sends do not redial a URL whose dial failed this recently
 _FAILED_MAX = 4096
@@ -219,6 +229,86 @@ def _shutdown(sock: socket.socket | None) -> None:
         pass
 
 
+def _reader_socket(sock: socket.socket) -> socket.socket:
+    """The socket websockets' reader uses (see :class:`_Reads`)."""
+    return cast(socket.socket, _Reads(sock, _GossipWs.recv_bufsize))
+
+
+_HEAD_SHORT = struct.Struct("!BB")
+_HEAD_16 = struct.Struct("!BBH")
+_HEAD_64 = struct.Struct("!BBQ")
+_JOIN_BELOW = 4096  # a frame this small goes out as one piece, header and payload joined
+_IOV_MAX = 512
+
+
+def _binary_frame(data: bytes | bytearray | memoryview, mask: bool) -> list[bytes | bytearray | memoryview]:
+    """Encode one unfragmented binary message (RFC 6455, section 5.2), as header and payload.
+
+    Used on our own connections, where no extension is negotiated: the same bytes as
+    websockets' ``Frame.serialize``, without its copies of the payload into a ``BytesIO`` and
+    out again, and with the payload left separate so a large one is never copied to be joined.
+    """
+    n = len(data)
+    second = 0x80 if mask else 0
+    if n < 126:
+        head = _HEAD_SHORT.pack(0x82, second | n)
+    elif n < 65536:
+        head = _HEAD_16.pack(0x82, second | 126, n)
+    else:
+        head = _HEAD_64.pack(0x82, second | 127, n)
+    payload: bytes | bytearray | memoryview = data
+    if mask:
+        key = os.urandom(4)
+        head += key
+        payload = apply_mask(data, key)
+    if n < _JOIN_BELOW:
+        return [head + payload]
+    return [head, payload]
+
+
+def _send_all(sock: socket.socket, chunks: list[bytes | bytearray | memoryview]) -> None:
+    """Write ``chunks`` in order with as few system calls as possible, copying nothing.
+
+    A plain socket gathers them (``sendmsg``); a TLS socket joins the small ones and writes
+    the large ones alone (it cannot gather).
+    """
+    if isinstance(sock, ssl.SSLSocket):
+        parts: list[bytes | bytearray | memoryview] = []
+        size = 0
+        for chunk in chunks:
+            if len(chunk) >= _BIG_WRITE:
+                # A large payload goes with what precedes it (its header): a TLS record of
+                # its own for a few header bytes costs more than the copy.
+                parts.append(chunk)
+                sock.sendall(b"".join(parts) if len(parts) > 1 else parts[0])
+                parts, size = [], 0
+                continue
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= _WRITE_CHUNK:
+                sock.sendall(b"".join(parts))
+                parts, size = [], 0
+        if parts:
+            sock.sendall(b"".join(parts) if len(parts) > 1 else parts[0])
+        return
+    i = 0
+    while i < len(chunks):
+        batch = chunks[i:i + _IOV_MAX]
+        sent = sock.sendmsg(batch)
+        total = sum(len(c) for c in batch)
+        if sent == total:
+            i += len(batch)
+            continue
+        # A partial write (a signal, a full buffer): skip what went, resume inside a chunk.
+        for chunk in batch:
+            if sent >= len(chunk):
+                sent -= len(chunk)
+                i += 1
+                continue
+            chunks[i] = memoryview(chunk)[sent:]
+            break
+
+
 def _peer_close_reason(protocol: Any) -> str:
     """Describe the close frame the peer sent (``""`` if none)."""
     rcvd = protocol.close_rcvd
@@ -229,6 +319,50 @@ def _peer_close_reason(protocol: Any) -> str:
 
 def _size(item: bytes | bytearray | memoryview | str) -> int:
     return len(item)
+
+
+class _Reads:
+    """The socket websockets' reader reads from: each ``recv`` lands in one reused buffer.
+
+    ``socket.recv(n)`` allocates ``n`` bytes and shrinks them to what arrived, and a TLS socket
+    hands out at most one record (16 KiB) per read, so websockets' reader would go around its
+    loop (a ``select``, the protocol lock, the parser) once per record. Here one call drains
+    the records already there into the buffer and returns exactly what was read: fewer and
+    smaller allocations (large short-lived ones cost page faults), fewer trips around the loop.
+    Everything else is the socket's own.
+    """
+
+    __slots__ = ("_sock", "_buf", "_view", "_poll", "_tls")
+
+    def __init__(self, sock: socket.socket, size: int) -> None:
+        self._sock = sock
+        self._buf = bytearray(size)
+        self._view = memoryview(self._buf)
+        self._tls = isinstance(sock, ssl.SSLSocket) and hasattr(select, "poll")
+        self._poll = select.poll() if self._tls else None
+        if self._poll is not None:
+            self._poll.register(sock.fileno(), select.POLLIN)
+
+    def recv(self, n: int) -> memoryview:  # type: ignore[override]
+        sock = self._sock
+        view = self._view
+        n = min(n, len(view))
+        got = sock.recv_into(view, n)
+        if self._tls and 0 < got < n:
+            assert self._poll is not None
+            poll = self._poll.poll
+            ssl_sock = cast(ssl.SSLSocket, sock)
+            while got < n and (ssl_sock.pending() or poll(0)):
+                more = sock.recv_into(view[got:], n - got)
+                if not more:
+                    break  # the end of the stream: the next recv() reports it
+                got += more
+        # websockets copies what it is given into its parser's buffer at once, under its lock,
+        # before it reads again: a view of ours saves a copy.
+        return view[:got]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 class _Waker:
@@ -677,7 +811,7 @@ class _SyncLink(_Link):
         self.sock = sock
         self.uri = uri
         self.ws: _ClientWs | _ServerWs | None = None
-        self.wire: deque[bytes] = deque()  # protocol output for the writer (guarded by lock)
+        self.wire: deque[bytes | bytearray | memoryview] = deque()  # for the writer (under lock)
         self.batch: list[bytes] = []  # reader thread only
         self.frag: list[bytes] | None = None
         self.frag_text = False
@@ -842,7 +976,7 @@ class _SyncLink(_Link):
             self.sock = sock
         sock.settimeout(None)
         protocol = ClientProtocol(u, max_size=self.max_in, logger=_wslog)
-        ws = _ClientWs(self, sock, protocol)
+        ws = _ClientWs(self, _reader_socket(sock), protocol)
         self.ws = ws
         request = protocol.connect()
         headers = request.headers
@@ -875,7 +1009,7 @@ class _SyncLink(_Link):
             sock.settimeout(None)
         if self.state is _CLOSED:
             raise ConnectError("closed during the TLS handshake")
-        self.ws = _ServerWs(self, sock, ServerProtocol(max_size=self.max_in, logger=_wslog))
+        self.ws = _ServerWs(self, _reader_socket(sock), ServerProtocol(max_size=self.max_in, logger=_wslog))
         # The reader thread answers the HTTP handshake (_on_request); the sweeper bounds it.
 
     def _open_failed(self, exc: Exception) -> None:
@@ -926,23 +1060,28 @@ class _SyncLink(_Link):
                         msgs, n = self.take()
                     elif self.closing and not self.close_sent:
                         graceful = True
-            if msgs:
-                with ws.protocol_mutex:
-                    if ws.protocol.state is OPEN:
-                        for m in msgs:
-                            if isinstance(m, str):
-                                ws.protocol.send_text(m.encode())
-                            else:
-                                ws.protocol.send_binary(m)
-                        ws.send_data()
-                        ok = True
-                    else:
-                        ok = False
-                if not ok:
+            # Groups of at most _GROUP bytes: each group's room goes back to the senders once
+            # it is written, so they refill the buffer while the next group is being written.
+            i, count = 0, len(msgs)
+            while i < count:
+                j, size = i, 0
+                while j < count and (j == i or size < _GROUP):
+                    size += _size(msgs[j])
+                    j += 1
+                if not self._encode(ws, msgs[i:j]):
                     with self.lock:
-                        self.pending.extendleft(reversed(msgs))  # counted as lost by the close
+                        self.pending.extendleft(reversed(msgs[i:]))  # lost with the close
                     self.abort(_peer_close_reason(ws.protocol) or "the connection is closing")
                     return
+                i = j
+                try:
+                    self._flush_wire()
+                except OSError as exc:
+                    self.t._count("ws_send_errors")
+                    self.abort(f"write failed: {exc}")
+                    return
+                self.written(size)
+                n -= size
             if graceful:
                 with ws.protocol_mutex:
                     if ws.protocol.state is OPEN:
@@ -961,41 +1100,52 @@ class _SyncLink(_Link):
                 self.abort("the transport is closed")  # written: no need to wait for the peer
                 return
 
+    def _encode(self, ws: _ClientWs | _ServerWs, msgs: list[bytes | bytearray | memoryview | str]) -> bool:
+        """Frame ``msgs`` into the wire queue behind what the protocol queued; False if the
+        connection is no longer open."""
+        with ws.protocol_mutex:
+            proto = ws.protocol
+            if proto.state is not OPEN:
+                return False
+            ws.send_data()  # what the protocol queued (a pong...) goes first
+            encoded: list[bytes | bytearray | memoryview] = []
+            mask = proto.side is CLIENT
+            own = not proto.extensions  # none negotiated: frames are plain
+            for m in msgs:
+                if isinstance(m, str):
+                    proto.send_text(m.encode())
+                    encoded.extend(proto.data_to_send())
+                elif own:
+                    encoded.extend(_binary_frame(m, mask))
+                else:  # pragma: no cover - we never negotiate an extension
+                    proto.send_binary(m)
+                    encoded.extend(proto.data_to_send())
+            with self.lock:
+                self.wire.extend(encoded)
+        return True
+
     def _flush_wire(self) -> None:
-        """Write everything the protocol produced, small pieces joined (writer thread only)."""
+        """Write everything queued for the socket (writer thread only)."""
         sock = self.sock
         assert sock is not None
         while True:
             with self.lock:
                 if not self.wire:
                     return
-                chunks = self.wire
-                self.wire = deque()
-            parts: list[bytes] = []
-            size = 0
-            for chunk in chunks:
+                chunks = list(self.wire)
+                self.wire.clear()
+            start = 0
+            for i, chunk in enumerate(chunks):
                 if not chunk:  # the protocol's end of stream
-                    if parts:
-                        sock.sendall(b"".join(parts))
-                        parts, size = [], 0
+                    if i > start:
+                        _send_all(sock, chunks[start:i])
+                    start = i + 1
                     try:
                         sock.shutdown(socket.SHUT_WR)
                     except OSError:
                         pass
-                    continue
-                if len(chunk) >= _BIG_WRITE:
-                    if parts:
-                        sock.sendall(b"".join(parts) if len(parts) > 1 else parts[0])
-                        parts, size = [], 0
-                    sock.sendall(chunk)
-                    continue
-                parts.append(chunk)
-                size += len(chunk)
-                if size >= _WRITE_CHUNK:
-                    sock.sendall(b"".join(parts))
-                    parts, size = [], 0
-            if parts:
-                sock.sendall(b"".join(parts) if len(parts) > 1 else parts[0])
+            if start < len(chunks):
+                _send_all(sock, chunks[start:])
 
     def send_ping(self) -> None:
         """Queue a ping (sweeper thread); its pong, like any frame, proves the peer alive."""
