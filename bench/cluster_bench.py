@@ -1,23 +1,27 @@
-"""Benchmark real clusters on loopback: messaging throughput and latency, then a 32-process cluster.
+"""Benchmark real clusters on loopback: user messages as a user sends them, then a process cluster.
 
 Usage::
 
-    python bench/cluster_bench.py [--seconds 5] [--window 256] [--nodes 32] [--idle 30] [--skip-procs]
-                                  [--in-process]
+    python bench/cluster_bench.py [--seconds 5] [--nodes 32] [--idle 30] [--skip-procs]
+                                  [--skip-messages] [--busy]
 
 Part 1, two nodes on 127.0.0.1 (``Config.lan()``), the receiver in its own process as in a real
-deployment (``--in-process`` puts both in this process, where they share one interpreter lock):
+deployment. One thread calls the send function back to back for ``--seconds``, with no window
+and no pacing of its own, exactly as a user's loop would; the library paces it (reliable sends
+wait for room) or drops and counts (best-effort sends). For each case it prints the rate sent
+and delivered, the share of accepted messages lost, what was raised to the caller, every drop
+counter that moved on either side (``dropped.*``, ``send_errors.*``...), the kernel's own UDP
+drops on the receiver (``SO_RXQ_OVFL``), and CPU seconds per 10k messages on each side:
 
-* one-way user messages delivered per second to a handler, sent with ``send_to`` (UDP) and with
-  ``send_to_reliable`` (TCP) by one thread for ``--seconds`` with at most ``--window`` messages
-  in flight (without it the sender only measures the bounded send queue dropping its oldest
-  packets); deliveries are counted by the receiving handler, queue drops are shown;
-* request/reply round trips per second with ``send_to_with_response`` (one request at a time)
-  and their p50/p99 latency.
+* reliable 64 B (``send_to_reliable``), 2 KiB (``send_to``, which takes TCP by size), UDP 64 B
+  (``send_to``) and broadcast 64 B (``send``), delivered to a counting handler;
+* request/reply round trips per second (``send_to_with_response``) and their latency;
+* the receiver's RSS, and the time ``import gossip`` takes in a fresh interpreter.
 
 Part 2, ``--nodes`` nodes as separate processes (``tests/integration/node_proc.py``, one
 ``Cluster`` each with ``Config.lan()`` on ``127.0.0.1:0``, all joining through the first and
-reporting JSON lines on stdout):
+reporting JSON lines on stdout); with ``--busy`` every process also runs a pure-Python thread
+that spins for ever, competing for the interpreter lock (a CPU-starved host):
 
 * convergence: seconds from the last node's start (it reported ready: started and joined) until
   every node sees all of them alive (and from the last process being spawned);
@@ -37,6 +41,7 @@ import json
 import os
 import platform
 import queue
+import resource
 import shlex
 import signal
 import statistics
@@ -59,92 +64,136 @@ NODE_PROC = ROOT / "tests" / "integration" / "node_proc.py"
 
 # ---------------------------------------------------------------------------------- part 1
 
-
-def _pair() -> tuple[Cluster, Cluster]:
-    a = Cluster(Config.lan(bind_addr="127.0.0.1:0"))
-    b = Cluster(Config.lan(bind_addr="127.0.0.1:0"))
-    a.start()
-    b.start()
-    b.join(a.address, timeout=5.0)
-    end = time.monotonic() + 10
-    while a.get_node(b.local_node().id) is None or b.get_node(a.local_node().id) is None:
-        if time.monotonic() > end:
-            raise SystemExit("the two nodes did not see each other within 10 s")
-        time.sleep(0.02)
-    return a, b
+_DROP_PREFIXES = ("dropped.", "send_errors.", "bad_packets.", "user.send_timeouts",
+                  "user.send_full", "transport.tcp_frames_lost")
 
 
-def _one_way(a: Cluster, b: Cluster, reliable: bool, seconds: float, mtype: int,
-             window: int) -> dict[str, Any]:
-    """Send for ``seconds`` keeping at most ``window`` messages in flight; count deliveries.
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
-    The window keeps the sender from merely overflowing the send queue (whose drops would then
-    be measured instead of delivery); a message missing for 50 ms no longer holds the window.
-    """
-    cond = threading.Condition()
-    state: dict[str, float] = {"n": 0, "last": 0.0}
 
-    def on_msg(sender: Node | None, packet: Packet) -> None:
-        with cond:
-            state["n"] += 1
-            state["last"] = time.perf_counter()
-            cond.notify()
+def _losses(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Every loss and drop counter that moved between two ``stats()`` snapshots."""
+    out = {}
+    for k, v in after.items():
+        if k.startswith(_DROP_PREFIXES) and v - before.get(k, 0):
+            out[k] = v - before.get(k, 0)
+    return out
 
-    b.handle_func_no_forward(mtype, on_msg)
-    node_b = a.get_node(b.local_node().id)
-    assert node_b is not None
-    payload = {"seq": 0, "body": "x" * 64}
-    dropped0 = a.stats().get("send_dropped", 0)
-    in_dropped0 = b.stats().get("incoming_dropped", 0)
-    send = a.send_to_reliable if reliable else a.send_to
-    sent = 0
-    forgiven = 0  # messages given up on (lost) so the window moves on
+
+class _Remote:
+    """The receiving node in its own process (``node_proc.py --sink``), as in a real deployment:
+    two nodes in one process would share one interpreter lock and halve what each can do."""
+
+    def __init__(self, mtype: int) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(NODE_PROC), "--preset", "lan", "--sink", str(mtype)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+        self.replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.ready: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        info = self.ready.get(timeout=30)
+        self.id, self.addr = info["id"], info["addr"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            ev = json.loads(line)
+            if ev["event"] == "ready":
+                self.ready.put(ev)
+            elif ev["event"] in ("count", "stats", "usage"):
+                self.replies.put(ev)
+
+    def ask(self, cmd: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self.replies.get(timeout=10)
+
+    def count(self) -> int:
+        return int(self.ask("count")["n"])
+
+    def close(self) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+def _flood(a: Cluster, r: _Remote, send: Any, seconds: float) -> dict[str, Any]:
+    """Call ``send()`` back to back from this thread for ``seconds``, as a user's loop does (no
+    window, no pacing), then wait until deliveries stop; count what was lost and where."""
+    s0, r0 = a.stats(), r.ask("stats")["stats"]
+    rc0, c0 = r.ask("usage")["cpu"], _cpu()
+    base = r.count()
+    sent = accepted = 0
+    raised: dict[str, int] = {}
     start = time.perf_counter()
     end = start + seconds
     while time.perf_counter() < end:
-        with cond:
-            while sent - state["n"] - forgiven >= window:
-                if not cond.wait(0.05):
-                    forgiven = sent - state["n"]
-                    break
-        payload["seq"] = sent
-        send(node_b, mtype, payload)
         sent += 1
-    send_elapsed = time.perf_counter() - start
-    # Let the queues drain: stop when nothing arrived for 0.5 s (at most 5 s).
-    quiet_until = time.perf_counter() + 5.0
-    prev = -1
-    while time.perf_counter() < quiet_until:
-        with cond:
-            n = state["n"]
-        if n == prev:
-            break
-        prev = n
-        time.sleep(0.5)
-    with cond:
-        delivered, last = state["n"], state["last"]
-    b.unregister_message_type(mtype)
-    elapsed = max(last - start, send_elapsed) if delivered else send_elapsed
+        try:
+            send()
+            accepted += 1
+        except gossip.GossipError as exc:
+            raised[type(exc).__name__] = raised.get(type(exc).__name__, 0) + 1
+    send_s = time.perf_counter() - start
+    c1 = _cpu()
+    prev, last_change = -1, time.perf_counter()
+    while time.perf_counter() - last_change < 0.5 and time.perf_counter() - start < seconds + 15:
+        n = r.count() - base
+        if n != prev:
+            prev, last_change = n, time.perf_counter()
+        time.sleep(0.05)
+    delivered = prev
+    span = max(send_s, last_change - start - 0.05)
+    rc1 = r.ask("usage")["cpu"]
+    s1, r1 = a.stats(), r.ask("stats")["stats"]
     return {
-        "sent": sent,
-        "delivered": int(delivered),
-        "rate": delivered / elapsed if elapsed > 0 else 0.0,
-        "dropped_by_queues": (a.stats().get("send_dropped", 0) - dropped0
-                              + b.stats().get("incoming_dropped", 0) - in_dropped0),
-        "elapsed": elapsed,
+        "sent": sent, "accepted": accepted, "raised": raised, "delivered": delivered,
+        "sent_rate": sent / send_s, "rate": delivered / span,
+        "loss_pct": 100.0 * (accepted - delivered) / accepted if accepted else 0.0,
+        "sender_losses": _losses(s0, s1), "receiver_losses": _losses(r0, r1),
+        "kernel_drops": r1.get("transport.udp_kernel_drops", 0) - r0.get("transport.udp_kernel_drops", 0),
+        "sender_cpu_10k": (c1 - c0) / max(1, sent) * 1e4,
+        "receiver_cpu_10k": (rc1 - rc0) / max(1, delivered) * 1e4,
     }
+
+
+def _flood_rows(label: str, r: dict[str, Any]) -> list[tuple[str, str]]:
+    raised = ", ".join(f"{v:,} {k}" for k, v in r["raised"].items()) or "none"
+    losses = {**{f"sender {k}": v for k, v in r["sender_losses"].items()},
+              **{f"receiver {k}": v for k, v in r["receiver_losses"].items()}}
+    rows = [
+        (f"{label}: delivered/s", f"{r['rate']:,.0f}  (sent {r['sent_rate']:,.0f}/s; "
+                                  f"{r['delivered']:,} of {r['accepted']:,} accepted delivered)"),
+        ("  lost", f"{r['loss_pct']:.2f} %; raised to the caller: {raised}"),
+        ("  drop counters", ", ".join(f"{k} {v:,}" for k, v in losses.items()) or "none"),
+        ("  kernel UDP drops (receiver)", f"{r['kernel_drops']:,}"),
+        ("  CPU s per 10k messages", f"sender {r['sender_cpu_10k']:.3f}, "
+                                     f"receiver {r['receiver_cpu_10k']:.3f}"),
+    ]
+    for k, v in rows:
+        print(f"   {k}: {v}", flush=True)
+    return rows
 
 
 def _round_trips(a: Cluster, node_b: Node, seconds: float, mtype: int) -> dict[str, Any]:
     """Send requests to ``node_b`` (which answers ``mtype``) one at a time for ``seconds``."""
     lat: list[float] = []
     errors = 0
+    payload = b"x" * 64
     start = time.perf_counter()
     end = start + seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter()
         try:
-            a.send_to_with_response(node_b, mtype, {"q": len(lat)}, timeout=2.0)
+            a.send_to_with_response(node_b, mtype, payload, timeout=2.0)
             lat.append(time.perf_counter() - t0)
         except gossip.GossipError:
             errors += 1
@@ -158,92 +207,21 @@ def _round_trips(a: Cluster, node_b: Node, seconds: float, mtype: int) -> dict[s
             "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"), "errors": errors}
 
 
-def _round_trip_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = [("send_to_with_response round trips/s", f"{r['rate']:,.0f}  ({r['n']:,} ok, {r['errors']} errors)"),
-            ("  latency p50 / p99", f"{r['p50_ms']:.2f} ms / {r['p99_ms']:.2f} ms")]
-    for row in rows:
-        print(f"   {row[0]}: {row[1]}", flush=True)
-    return rows
+def _import_ms(runs: int = 7) -> float:
+    """Median time of ``import gossip`` in fresh interpreters, bytecode cached as for any
+    installed package (one warm-up run writes the cache if the environment had turned it off)."""
+    code = "import time; t = time.perf_counter(); import gossip; print(time.perf_counter() - t)"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, check=True)
+    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  env=env, check=True).stdout) for _ in range(runs)]
+    return statistics.median(times) * 1000
 
 
-class _Remote:
-    """The receiving node in its own process (``node_proc.py --sink``), as in a real deployment:
-    two nodes in one process would share one interpreter lock and halve what each can do."""
-
-    def __init__(self, mtype: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(NODE_PROC), "--preset", "lan", "--sink", str(mtype)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.counts: queue.Queue[int] = queue.Queue()
-        self.ready: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        info = self.ready.get(timeout=30)
-        self.id, self.addr = info["id"], info["addr"]
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            ev = json.loads(line)
-            if ev["event"] == "ready":
-                self.ready.put(ev)
-            elif ev["event"] == "count":
-                self.counts.put(ev["n"])
-
-    def count(self) -> int:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("count\n")
-        self.proc.stdin.flush()
-        return self.counts.get(timeout=10)
-
-    def close(self) -> None:
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.flush()
-            self.proc.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-
-
-def _one_way_remote(a: Cluster, r: _Remote, reliable: bool, seconds: float, mtype: int,
-                    window: int) -> dict[str, Any]:
-    """Send to the remote sink for ``seconds`` with at most ``window`` messages unaccounted for."""
-    node_b = a.get_node(gossip.NodeID.parse(r.id))
-    assert node_b is not None
-    payload = {"seq": 0, "body": "x" * 64}
-    send = a.send_to_reliable if reliable else a.send_to
-    base = r.count()
-    sent = 0
-    seen = 0
-    stalled_since = 0.0
-    start = time.perf_counter()
-    end = start + seconds
-    while time.perf_counter() < end:
-        if sent - seen >= window:
-            now_seen = r.count() - base
-            if now_seen == seen:
-                stalled_since = stalled_since or time.perf_counter()
-                if time.perf_counter() - stalled_since > 0.05:
-                    seen = sent - window // 2   # give up on what is lost, move the window on
-                continue
-            seen, stalled_since = now_seen, 0.0
-            continue
-        payload["seq"] = sent
-        send(node_b, mtype, payload)
-        sent += 1
-    prev, last_change = -1, time.perf_counter()
-    while time.perf_counter() - last_change < 0.5:
-        n = r.count() - base
-        if n != prev:
-            prev, last_change = n, time.perf_counter()
-        time.sleep(0.05)
-    elapsed = last_change - start
-    return {"sent": sent, "delivered": prev, "rate": prev / elapsed, "elapsed": elapsed,
-            "dropped_by_queues": a.stats().get("send_dropped", 0)}
-
-
-def part1_processes(seconds: float, window: int) -> list[tuple[str, str]]:
-    print(f"== part 1: two nodes on 127.0.0.1 in two processes, {seconds:g} s per case", flush=True)
+def part1(seconds: float) -> list[tuple[str, str]]:
+    print(f"== part 1: two nodes on 127.0.0.1 in two processes, {seconds:g} s per case; "
+          "one thread sends back to back", flush=True)
     mtype = gossip.USER_MSG
     remote = _Remote(mtype)
     a = Cluster(Config.lan(bind_addr="127.0.0.1:0"))
@@ -251,43 +229,32 @@ def part1_processes(seconds: float, window: int) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     try:
         a.join(remote.addr, timeout=5.0)
-        for label, reliable in (("send_to (UDP)", False), ("send_to_reliable (TCP)", True)):
-            r = _one_way_remote(a, remote, reliable, seconds, mtype, window)
-            rows.append((f"{label} delivered/s",
-                         f"{r['rate']:,.0f}  ({r['delivered']:,} of {r['sent']:,} sent; window {window})"))
-            print(f"   {rows[-1][0]}: {rows[-1][1]}", flush=True)
         node_b = a.get_node(gossip.NodeID.parse(remote.id))
         assert node_b is not None
-        rows += _round_trip_rows(_round_trips(a, node_b, seconds, mtype + 1))
+        idle = remote.ask("usage")
+        small, large = b"x" * 64, os.urandom(2048)  # random: lz4 must not shrink it to a datagram
+        cases = [
+            ("reliable 64 B (send_to_reliable)", lambda: a.send_to_reliable(node_b, mtype, small)),
+            ("2 KiB (send_to: over the datagram limit, so TCP)",
+             lambda: a.send_to(node_b, mtype, large)),
+            ("UDP 64 B (send_to)", lambda: a.send_to(node_b, mtype, small)),
+            ("broadcast 64 B (send)", lambda: a.send(mtype, small)),
+        ]
+        for label, fn in cases:
+            rows += _flood_rows(label, _flood(a, remote, fn, seconds))
+        rt = _round_trips(a, node_b, seconds, mtype + 1)
+        rows += [("request/reply 64 B (send_to_with_response)",
+                  f"{rt['rate']:,.0f}/s  ({rt['n']:,} ok, {rt['errors']} errors)"),
+                 ("  latency p50 / p99", f"{rt['p50_ms']:.3f} ms / {rt['p99_ms']:.3f} ms")]
+        busy = remote.ask("usage")
+        rows += [("RSS per node", f"{idle['rss_kb'] / 1024:.1f} MiB idle after joining, "
+                                  f"{busy['rss_kb'] / 1024:.1f} MiB after the floods"),
+                 ("import gossip", f"{_import_ms():.0f} ms (median of 7 fresh interpreters)")]
+        for k, v in rows[-4:]:
+            print(f"   {k}: {v}", flush=True)
     finally:
         a.stop(timeout=3.0)
         remote.close()
-    return rows
-
-
-def part1(seconds: float, window: int) -> list[tuple[str, str]]:
-    print(f"== part 1 (--in-process): two nodes in one process on 127.0.0.1, {seconds:g} s per case",
-          flush=True)
-    a, b = _pair()
-    rows: list[tuple[str, str]] = []
-    try:
-        for label, reliable, mtype in (("send_to (UDP)", False, gossip.USER_MSG),
-                                       ("send_to_reliable (TCP)", True, gossip.USER_MSG + 1)):
-            r = _one_way(a, b, reliable, seconds, mtype, window)
-            rows.append((f"{label} delivered/s",
-                         f"{r['rate']:,.0f}  ({r['delivered']:,} of {r['sent']:,} sent, "
-                         f"{r['dropped_by_queues']:,} dropped by full queues; "
-                         f"window {window})"))
-            print(f"   {rows[-1][0]}: {rows[-1][1]}", flush=True)
-        mtype = gossip.USER_MSG + 2
-        b.handle_func_with_reply(mtype, lambda s, p: p.unmarshal())
-        node_b = a.get_node(b.local_node().id)
-        assert node_b is not None
-        rows += _round_trip_rows(_round_trips(a, node_b, seconds, mtype))
-        b.unregister_message_type(mtype)
-    finally:
-        a.stop(timeout=3.0)
-        b.stop(timeout=3.0)
     return rows
 
 
@@ -317,8 +284,10 @@ class Fleet:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
 
-    def spawn(self, join: str, expect: int) -> Child:
+    def spawn(self, join: str, expect: int, busy: bool = False) -> Child:
         args = [sys.executable, str(NODE_PROC), "--preset", "lan", "--expect", str(expect)]
+        if busy:
+            args.append("--busy")
         if join:
             args += ["--join", join]
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
@@ -416,16 +385,17 @@ def _dropped_at(child: Child, nid: str, states: tuple[str, ...]) -> float:
     return 0.0
 
 
-def part2(n: int, idle: float) -> list[tuple[str, str]]:
-    print(f"== part 2: {n} nodes as {n} processes, Config.lan() on 127.0.0.1", flush=True)
+def part2(n: int, idle: float, busy: bool = False) -> list[tuple[str, str]]:
+    print(f"== part 2: {n} nodes as {n} processes, Config.lan() on 127.0.0.1"
+          + (", each also spinning a pure-Python thread (--busy)" if busy else ""), flush=True)
     fleet = Fleet()
     rows: list[tuple[str, str]] = []
     try:
-        seed = fleet.spawn("", n)
+        seed = fleet.spawn("", n, busy)
         if not fleet.wait(lambda: bool(seed.addr), 30, "the first node is ready"):
             return rows
         for _ in range(n - 1):
-            fleet.spawn(seed.addr, n)
+            fleet.spawn(seed.addr, n, busy)
         last_spawn = time.time()
         kids = fleet.children
         fleet.wait(lambda: all(c.ready for c in kids), 120, f"all {n} processes are ready")
@@ -512,27 +482,29 @@ def part2(n: int, idle: float) -> list[tuple[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=5.0, help="seconds per messaging case")
-    p.add_argument("--window", type=int, default=256,
-                   help="one-way messages in flight at most (sender back-pressure)")
     p.add_argument("--nodes", type=int, default=32, help="processes in part 2")
     p.add_argument("--idle", type=float, default=30.0, help="idle window in seconds")
     p.add_argument("--skip-procs", action="store_true", help="skip part 2 (the processes)")
-    p.add_argument("--in-process", action="store_true",
-                   help="part 1 with both nodes in this process (they share one interpreter lock)")
+    p.add_argument("--skip-messages", action="store_true", help="skip part 1 (the messages)")
+    p.add_argument("--busy", action="store_true",
+                   help="part 2 with every process also spinning a pure-Python thread")
     args = p.parse_args(argv)
     cmd = "python " + " ".join(shlex.quote(a) for a in
                                ["bench/cluster_bench.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"gossip {gossip.__version__} on Python {platform.python_version()}, "
           f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs", flush=True)
-    rows = part1(args.seconds, args.window) if args.in_process else part1_processes(args.seconds, args.window)
+    rows: list[tuple[str, str]] = []
+    if not args.skip_messages:
+        rows += part1(args.seconds)
     if not args.skip_procs:
         if args.nodes < 3:
             p.error("--nodes must be at least 3")
-        rows += part2(args.nodes, args.idle)
-    width = max(len(r[0]) for r in rows)
-    print("\n== results")
-    for k, v in rows:
-        print(f"  {k:<{width}}  {v}")
+        rows += part2(args.nodes, args.idle, args.busy)
+    if rows:
+        width = max(len(r[0]) for r in rows)
+        print("\n== results")
+        for k, v in rows:
+            print(f"  {k:<{width}}  {v}")
     print(f"\nreproduce with: {cmd}")
     return 0
 

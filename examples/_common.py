@@ -70,12 +70,18 @@ class Example:
         setup: ``setup(cluster)``, called after the cluster is built and before it starts
             (register handlers, set metadata that should travel inside the join).
         commands: extra console commands by name.
+        joined: ``joined(cluster)``, called once the cluster is started and has joined (or
+            found no peer), before the console (fetch state from the cluster, for instance).
+        stopping: ``stopping(cluster)``, called before the cluster stops, however the program
+            ends (stop what the example started on top of the cluster).
     """
 
     name: str
     description: str
     setup: Callable[[Cluster], None] | None = None
     commands: dict[str, Command] = field(default_factory=dict)
+    joined: Callable[[Cluster], None] | None = None
+    stopping: Callable[[Cluster], None] | None = None
 
 
 def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -228,23 +234,43 @@ class _Console:
         return True
 
 
+_stdin_pending = bytearray()
+
+
 def _read_line(deadline: float | None) -> str | None:
-    """Read one line from stdin; None on end of input or when ``deadline`` passes."""
+    """Read one line from stdin; None on end of input or when ``deadline`` passes.
+
+    With a deadline, stdin is read straight from its file descriptor into our own buffer:
+    ``select`` cannot see lines already sitting in ``sys.stdin``'s buffer, so several lines
+    arriving at once would otherwise wait for more input.
+    """
     if deadline is None:
         try:
             return input("> ") + "\n"
         except EOFError:
             return None
     print("> ", end="", flush=True)
+    fd = sys.stdin.fileno()
     while True:
+        end = _stdin_pending.find(b"\n")
+        if end >= 0:
+            line = bytes(_stdin_pending[:end + 1])
+            del _stdin_pending[:end + 1]
+            return line.decode(errors="replace")
         left = deadline - time.monotonic()
         if left <= 0:
             print()
             return None
-        ready, _, _ = select.select([sys.stdin], [], [], min(left, 0.2))
+        ready, _, _ = select.select([fd], [], [], min(left, 0.2))
         if ready:
-            line = sys.stdin.readline()
-            return line if line else None
+            chunk = os.read(fd, 4096)
+            if not chunk:  # end of input; a last line without a newline still counts
+                if not _stdin_pending:
+                    return None
+                line = bytes(_stdin_pending)
+                _stdin_pending.clear()
+                return line.decode(errors="replace") + "\n"
+            _stdin_pending.extend(chunk)
 
 
 def _serve(cluster: Cluster, example: Example, args: argparse.Namespace) -> None:
@@ -299,6 +325,8 @@ def run(example: Example, argv: Sequence[str] | None = None) -> int:
                 print(f"join failed: {exc}", flush=True)
         else:
             print("no --peers: starting a new cluster", flush=True)
+        if example.joined is not None:
+            example.joined(cluster)
         _serve(cluster, example, args)
     except KeyboardInterrupt:
         print("\ninterrupted", flush=True)
@@ -306,6 +334,11 @@ def run(example: Example, argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
+        if example.stopping is not None:
+            try:
+                example.stopping(cluster)
+            except KeyboardInterrupt:
+                pass
         print("leaving the cluster...", flush=True)
         try:
             cluster.stop()

@@ -10,14 +10,16 @@ Start here::
 
 The public API is what this module exports in ``__all__``: the :class:`Cluster` facade, its
 :class:`Config`, node snapshots (:class:`Node`, :class:`NodeID`, :class:`NodeState`), metadata,
-the received :class:`Packet`, handler ids, message-type constants, the :class:`Keyring` and the
-whole :class:`GossipError` tree. User message types start at :data:`USER_MSG` (128); 64..127 are
-reserved for add-on packages.
+the received :class:`Packet`, node-to-node streams (:class:`Stream`), handler ids,
+message-type constants, the :class:`Keyring`, node groups (:class:`NodeGroup`,
+:class:`DataNodeGroup`) and the whole :class:`GossipError` tree. Leader election is in
+:mod:`gossip.leader`, the pytest plugin in :mod:`gossip.testing`. User message types start
+at :data:`USER_MSG` (128); 64..127 are reserved for add-on packages.
 """
 
 from __future__ import annotations
 
-from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc
+from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc, StreamHandlerFunc
 from .config import Config, default_config
 from .engine import GossipHandler, MetadataHandler, StateHandler
 from .errors import (
@@ -39,17 +41,24 @@ from .errors import (
     NotFoundError,
     PacketTooLarge,
     ProtocolError,
+    RemoteHandlerError,
     RemoteProtocolError,
+    ReplayedPacket,
     SendError,
+    SendQueueFull,
+    StreamRefused,
     TransportError,
     VersionMismatch,
 )
+from .groups import METADATA_ANY_VALUE, METADATA_CONTAINS_PREFIX, DataNodeGroup, NodeGroup
 from .handlers import EventHandlers, HandlerID
 from .hlc import HLC
 from .metadata import Metadata, MetadataReader
 from .node import EMPTY_NODE_ID, PROTOCOL_VERSION, Node, NodeID, NodeState
 from .packet import Packet
+from .protocol.rtt import ProbeRtt
 from .security import Keyring
+from .stream import Stream
 from .wire import RESERVED_MSGS_START, USER_MSG, MessageType
 
 __version__ = "0.1.0"
@@ -68,7 +77,12 @@ __all__ = [
     "MetadataReader",
     "HLC",
     "Packet",
+    "ProbeRtt",
     "Keyring",
+    "NodeGroup",
+    "DataNodeGroup",
+    "METADATA_ANY_VALUE",
+    "METADATA_CONTAINS_PREFIX",
     "MessageType",
     "USER_MSG",
     "RESERVED_MSGS_START",
@@ -76,6 +90,8 @@ __all__ = [
     "EventHandlers",
     "MessageHandlerFunc",
     "ReplyHandlerFunc",
+    "StreamHandlerFunc",
+    "Stream",
     "StateHandler",
     "MetadataHandler",
     "GossipHandler",
@@ -94,11 +110,15 @@ __all__ = [
     "EncryptionError",
     "AuthenticationError",
     "LabelMismatch",
+    "ReplayedPacket",
     "JoinError",
     "NotFoundError",
     "TransportError",
     "ConnectError",
     "SendError",
+    "SendQueueFull",
+    "RemoteHandlerError",
+    "StreamRefused",
     "GossipTimeout",
     "ClusterClosed",
     "__version__",

@@ -1,89 +1,564 @@
-"""The ``gossip`` command line: ``python -m gossip demo``, ``agent`` and ``sim``.
+"""The ``gossip`` command line (also ``python -m gossip``).
 
-With :mod:`gossip.demo`, the only part of the library that prints.
+Subcommands: ``agent`` (run a node, with an HTTP API), ``members``, ``send`` and ``watch`` (ask
+an agent through that API), ``keygen``, ``tune`` (pick settings by simulation), ``demo`` and
+``sim``. Every subcommand has ``--help`` with examples; errors are one line on standard error
+with exit code 1, never a traceback.
+
+With :mod:`gossip.demo` and :mod:`gossip.agent`, the only part of the library that prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import datetime
+import json
 import logging
+import os
+import secrets
 import signal
+import socket
 import sys
 import threading
-from collections.abc import Sequence
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
-__all__ = ["main", "build_parser"]
+from .agent import CliError
+
+__all__ = ["main", "main_exit", "build_parser", "DEFAULT_AGENT"]
+
+DEFAULT_AGENT = "127.0.0.1:7980"
+"""Where ``members``, ``send`` and ``watch`` look for an agent's HTTP API by default."""
+
+_AGENT_HELP = f"the agent's HTTP address host:port (default $GOSSIP_AGENT or {DEFAULT_AGENT})"
+
+_EXAMPLES = {
+    "demo": """\
+examples:
+  gossip demo                      five nodes: joins, a broadcast, a crash detected
+  gossip demo --nodes 8 --quiet    only the main steps
+""",
+    "agent": """\
+examples:
+  gossip agent --bind 0.0.0.0:7946 --advertise 10.0.0.5:7946 --http 127.0.0.1:7980
+  gossip agent --bind 127.0.0.1:7947 --join 127.0.0.1:7946 --metadata role=worker
+  gossip keygen --out /etc/gossip/key && gossip agent --key-file /etc/gossip/key --label prod
+  gossip agent --config /etc/gossip/agent.toml
+  GOSSIP_PRESET=wan GOSSIP_JOIN=seed1:7946,seed2:7946 gossip agent --http :7980
+
+The TOML file holds Config fields at the top level (probe_interval = "2s",
+cluster_label = "prod", ...), an [agent] table (join = [...], http = "...", key_file = "...",
+receive = [128]) and a [metadata] table. Flags beat GOSSIP_* variables, which beat the file.
+""",
+    "members": """\
+examples:
+  gossip members                          table of every member the agent knows
+  gossip members --agent 10.0.0.5:7980 --json
+  gossip members --watch --interval 1s    refresh in place until Ctrl-C
+""",
+    "send": """\
+examples:
+  gossip send 'hello everyone'                      broadcast type 128
+  gossip send --to 4f2a91c0 --type 130 'just you'   one node (its id, or the short id of
+                                                    `gossip members`)
+  gossip send --json '{"op": "reload"}' --reliable  JSON data, over TCP
+""",
+    "watch": """\
+examples:
+  gossip watch                      membership, metadata and message events as they happen
+  gossip watch --json --count 10    ten events as JSON lines, then exit
+""",
+    "keygen": """\
+examples:
+  gossip keygen                     print a new 256-bit key in hex and base64
+  gossip keygen --bytes 16 --out cluster.key
+""",
+    "tune": """\
+examples:
+  gossip tune --nodes 500 --rtt 20ms --loss 1%
+  gossip tune --nodes 200 --rtt 80ms --loss 0.5% --starve 4:2s --json
+  gossip tune --nodes 1000 --rtt 1ms --max-bytes 2000 --jobs 4
+
+Each candidate runs a crash simulation (a few members killed: how long until everyone drops
+them) and a steady one (no failure; two joins: false positives, bandwidth, join time), on the
+same seeds. The recommendation is printed as Python and as GOSSIP_* variables.
+""",
+    "sim": """\
+examples:
+  gossip sim --scenario crash --nodes 1000 --seed 7 --json
+  gossip sim --scenario starve --nodes 100 --duration 600 --lifeguard off
+""",
+}
+
+
+def _duration(text: str) -> float:
+    from .config import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _share(text: str) -> float:
+    """Parse ``1%`` or ``0.01``."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share (examples: 1%, 0.01)") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 0 and below 100%")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _msg_type(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a message type number") from None
+    if not 64 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"message type {value} is not a user type (64..65535; "
+                                         "applications use 128 and above)")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other error of the tool."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``error: <prog>: <message>`` and exit with code 2."""
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with its subcommands."""
-    parser = argparse.ArgumentParser(prog="python -m gossip", description="gossip cluster tools")
+    parser = _Parser(
+        prog="gossip", description="gossip cluster tools: run an agent, ask it questions, tune it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="run `gossip COMMAND --help` for each command's options and examples")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log to stderr (-v info, -vv debug)")
-    sub = parser.add_subparsers(dest="command")
-    demo = sub.add_parser("demo", help="run a small local cluster: joins, a broadcast, a crash")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, epilog=_EXAMPLES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+
+    demo = add("demo", "run a small local cluster: joins, a broadcast, a crash")
     demo.add_argument("--nodes", type=int, default=5, help="number of nodes (default 5)")
     demo.add_argument("--seed", type=int, default=None, help="seed for the node ids")
     demo.add_argument("--quiet", action="store_true", help="print only the main steps")
     demo.add_argument("--timeout", type=float, default=30.0, help="hard deadline in seconds")
-    agent = sub.add_parser("agent", help="run one node until interrupted, printing membership")
-    agent.add_argument("--bind", default="127.0.0.1:7946", help="bind address ip:port")
-    agent.add_argument("--advertise", default="", help="advertised address ip:port")
-    agent.add_argument("--join", action="append", default=[], help="peer to join (repeatable)")
-    agent.add_argument("--node-id", default="", help="node id (UUID; random if empty)")
-    agent.add_argument("--preset", default="lan", choices=["lan", "wan", "local"])
-    sub.add_parser("sim", help="run a simulated cluster (same flags as python -m gossip.sim)",
-                   add_help=False)
+
+    agent = add("agent", "run one node until interrupted, printing membership changes")
+    agent.add_argument("--bind", default=None, help="bind address ip:port (default 127.0.0.1:7946)")
+    agent.add_argument("--advertise", default=None, help="advertised address ip:port")
+    agent.add_argument("--join", action="append", default=[], metavar="PEER",
+                       help="peer to join: ip:port, host[:port] or srv+name (repeatable)")
+    agent.add_argument("--node-id", default=None, help="node id (UUID; random if not given)")
+    agent.add_argument("--preset", default=None, choices=["lan", "wan", "local"],
+                       help="timing preset (default $GOSSIP_PRESET, the file's, or lan)")
+    agent.add_argument("--http", default=None, metavar="ADDR",
+                       help="serve /metrics and the JSON API on host:port (port 0: any free)")
+    agent.add_argument("--key-file", default=None, metavar="FILE",
+                       help="encryption keys, hex or base64, one per line; the first encrypts")
+    agent.add_argument("--label", default=None, help="cluster label: nodes with another never talk")
+    agent.add_argument("--metadata", action="append", default=[], metavar="K=V",
+                       help="metadata of this node (repeatable)")
+    agent.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
+    agent.add_argument("--receive", action="append", type=_msg_type, default=[], metavar="TYPE",
+                       help="print and publish user messages of this type (default 128; repeatable)")
+    agent.add_argument("--quiet", action="store_true", help="print only start-up lines")
+
+    members = add("members", "list the members an agent knows")
+    members.add_argument("--agent", default=None, help=_AGENT_HELP)
+    members.add_argument("--json", action="store_true", help="print the API's JSON")
+    members.add_argument("--wide", action="store_true", help="full node ids")
+    members.add_argument("--watch", action="store_true", help="refresh until interrupted")
+    members.add_argument("--interval", type=_duration, default=2.0, help="refresh period (default 2s)")
+    members.add_argument("--count", type=_positive_int, default=None,
+                         help="with --watch: stop after this many refreshes")
+    members.add_argument("--timeout", type=_duration, default=5.0, help="HTTP timeout (default 5s)")
+
+    send = add("send", "broadcast a message, or send it to one node, through an agent")
+    send.add_argument("message", help="the message (a string, or JSON with --json)")
+    send.add_argument("--agent", default=None, help=_AGENT_HELP)
+    send.add_argument("--type", type=_msg_type, default=128, help="message type (default 128)")
+    send.add_argument("--to", default=None, metavar="NODE", help="node id, or a unique start or end of it (the short id)")
+    send.add_argument("--reliable", action="store_true", help="over TCP rather than UDP")
+    send.add_argument("--json", action="store_true", help="MESSAGE is JSON")
+    send.add_argument("--timeout", type=_duration, default=5.0, help="HTTP timeout (default 5s)")
+
+    watch = add("watch", "print membership, metadata and message events live")
+    watch.add_argument("--agent", default=None, help=_AGENT_HELP)
+    watch.add_argument("--json", action="store_true", help="one JSON object per line")
+    watch.add_argument("--count", type=_positive_int, default=None,
+                       help="exit after this many events (the initial member list not counted)")
+    watch.add_argument("--no-snapshot", action="store_true", help="skip the initial member list")
+    watch.add_argument("--timeout", type=_duration, default=60.0,
+                       help="give up after this long without a byte (default 60s; "
+                            "agents send a keep-alive every 15s)")
+
+    keygen = add("keygen", "print a new encryption key")
+    keygen.add_argument("--bytes", type=int, default=32, choices=[16, 24, 32],
+                        help="key size: 16, 24 or 32 bytes (AES-128/192/256; default 32)")
+    keygen.add_argument("--out", default=None, metavar="FILE",
+                        help="also write it to FILE (mode 0600; refuses to overwrite)")
+
+    tune = add("tune", "recommend failure-detector settings by simulating candidates")
+    tune.add_argument("--nodes", type=_positive_int, default=500, help="cluster size (default 500)")
+    tune.add_argument("--rtt", type=_duration, default=0.001,
+                      help="round trip between members (default 1ms)")
+    tune.add_argument("--loss", type=_share, default=0.0, help="packet loss, e.g. 1%% (default 0)")
+    tune.add_argument("--starve", default=None, metavar="N[:DELAY]",
+                      help="N members (or N%%) handle every packet DELAY late (default delay 1s)")
+    tune.add_argument("--max-bytes", type=float, default=None,
+                      help="bandwidth budget, bytes per node per second")
+    tune.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
+    tune.add_argument("--crashes", type=_positive_int, default=3,
+                      help="members killed in each crash run (default 3)")
+    tune.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
+                      help="processes to simulate in (default: 2, or 1 on one core)")
+    tune.add_argument("--json", action="store_true", help="print the figures as JSON")
+    tune.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    add("sim", "run a simulated cluster (the flags of python -m gossip.sim)", add_help=False)
     return parser
 
 
-def _agent(args: argparse.Namespace) -> int:
-    from .cluster import Cluster
-    from .config import Config
-    from .errors import GossipError
-    from .node import Node, NodeState
+# ---------------------------------------------------------------------------------- the agent
 
-    cfg = Config.preset(args.preset, bind_addr=args.bind, advertise_addr=args.advertise,
-                        node_id=args.node_id)
+
+def _agent(args: argparse.Namespace) -> int:
+    from .agent import build_settings, run_agent
+
+    settings = build_settings(args, os.environ)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return run_agent(settings, stop, quiet=args.quiet)
 
-    def on_state(node: Node, prev: NodeState) -> None:
-        print(f"{node.id.short} {node.address}: {prev} -> {node.state}", flush=True)
 
+# ---------------------------------------------------------------------------------- the client
+
+
+def _agent_url(args: argparse.Namespace) -> str:
+    from .errors import AddressError
+    from .httpapi import parse_listen_addr
+
+    text = args.agent or os.environ.get("GOSSIP_AGENT") or DEFAULT_AGENT
     try:
-        with Cluster(cfg) as cluster:
-            cluster.handle_node_state_change_func(on_state)
-            print(f"node {cluster.local_node().id} listening on {cluster.address}", flush=True)
-            if args.join:
-                n = cluster.join(args.join)
-                print(f"joined through {n} peer(s)", flush=True)
-            stop.wait()
-            print("leaving...", flush=True)
-    except GossipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        host, port = parse_listen_addr(text)
+    except AddressError as exc:
+        raise CliError(f"bad agent address: {exc}") from None
+    if port == 0:
+        raise CliError(f"bad agent address {text!r}: no port (the agent's --http port)")
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _call(url: str, path: str, timeout: float, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data, method="GET" if body is None else "POST",
+                                 headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except (ValueError, AttributeError):
+            message = exc.reason
+        raise CliError(f"the agent at {url} refused: {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise CliError(_unreachable(url, exc, timeout)) from None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise CliError(f"the agent at {url} answered something that is not JSON "
+                       "(is it a gossip agent's --http address?)") from None
+
+
+def _unreachable(url: str, exc: BaseException, timeout: float) -> str:
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return f"the agent at {url} did not answer within {timeout:g}s"
+    if isinstance(reason, ConnectionRefusedError):
+        why = "connection refused"
+    elif isinstance(reason, socket.gaierror):
+        why = f"unknown host ({reason.strerror})"
+    elif isinstance(reason, OSError) and reason.strerror:
+        why = reason.strerror.lower()
+    else:
+        why = str(reason)
+    return f"cannot reach the agent at {url}: {why} (is `gossip agent --http ...` running there?)"
+
+
+def _fmt_rtt(rtt: float | None) -> str:
+    if rtt is None:
+        return "-"
+    if rtt < 1.0:
+        return f"{rtt * 1000:.2f}ms" if rtt < 0.01 else f"{rtt * 1000:.1f}ms"
+    return f"{rtt:.2f}s"
+
+
+def _table(members: list[dict[str, Any]], wide: bool = False) -> str:
+    rows = [("ID", "ADDRESS", "STATE", "INC", "RTT", "METADATA")]
+    for m in members:
+        meta = ",".join(f"{k}={v}" for k, v in sorted(m.get("metadata", {}).items()))
+        ident = m["id"] if wide else m.get("short", m["id"])
+        rows.append((ident + (" *" if m.get("local") else ""), m["address"], m["state"],
+                     str(m["incarnation"]), _fmt_rtt(m.get("rtt")), meta))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = []
+    for r in rows:
+        cells = [r[i].ljust(widths[i]) if i != 3 else r[i].rjust(widths[i]) for i in range(5)]
+        lines.append("  ".join(cells + [r[5]]).rstrip())
+    alive = sum(1 for m in members if m["state"] == "alive")
+    lines.append(f"{len(members)} members, {alive} alive (* this agent)")
+    return "\n".join(lines)
+
+
+def _members(args: argparse.Namespace) -> int:
+    url = _agent_url(args)
+    refreshes = 0
+    tty = sys.stdout.isatty()
+    while True:
+        data = _call(url, "/api/members", args.timeout)
+        if args.json:
+            print(json.dumps(data, indent=None if args.watch else 2), flush=True)
+        else:
+            if args.watch:
+                stamp = datetime.datetime.now().strftime("%H:%M:%S")
+                head = f"{url}  {stamp}  (every {args.interval:g}s, Ctrl-C to stop)"
+                print(("\x1b[H\x1b[2J" if tty else "") + head, flush=True)
+            print(_table(data["members"], args.wide), flush=True)
+            if args.watch and not tty:
+                print(flush=True)
+        refreshes += 1
+        if not args.watch or (args.count is not None and refreshes >= args.count):
+            return 0
+        time.sleep(args.interval)
+
+
+def _send(args: argparse.Namespace) -> int:
+    url = _agent_url(args)
+    if args.json:
+        try:
+            data: Any = json.loads(args.message)
+        except ValueError as exc:
+            raise CliError(f"MESSAGE is not JSON: {exc}") from None
+    else:
+        data = args.message
+    body: dict[str, Any] = {"type": args.type, "data": data, "reliable": args.reliable}
+    if args.to:
+        body["node"] = args.to
+    answer = _call(url, "/api/send", args.timeout, body)
+    if answer.get("sent") == "node":
+        print(f"sent type {args.type} to {answer.get('to')}")
+    else:
+        print(f"broadcast type {args.type}")
     return 0
 
 
+def _sse_events(url: str, path: str, timeout: float) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
+        resp = urllib.request.urlopen(url + path, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise CliError(f"the agent at {url} refused the event stream: {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise CliError(_unreachable(url, exc, timeout)) from None
+    kind, data = "message", list[str]()
+    with resp:
+        while True:
+            try:
+                raw = resp.readline()
+            except (OSError, socket.timeout) as exc:
+                if isinstance(exc, (socket.timeout, TimeoutError)):
+                    raise CliError(f"the agent at {url} sent nothing for {timeout:g}s") from None
+                raise CliError(f"the event stream from {url} broke: {exc}") from None
+            if not raw:
+                raise CliError(f"the agent at {url} closed the event stream")
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if not line:
+                if data:
+                    try:
+                        yield kind, json.loads("\n".join(data))
+                    except ValueError:
+                        pass
+                kind, data = "message", []
+            elif line.startswith(":"):
+                continue
+            elif line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip())
+
+
+def _describe(kind: str, ev: dict[str, Any]) -> str:
+    stamp = datetime.datetime.fromtimestamp(ev.get("at", time.time())).strftime("%H:%M:%S")
+    if kind == "snapshot":
+        members = ev.get("members", [])
+        listing = ", ".join(f"{m['short']} {m['state']}" for m in members)
+        return f"[{stamp}] {len(members)} members: {listing}"
+    node = ev.get("node") or {}
+    who = f"{node.get('short', '?')} {node.get('address', '')}".rstrip()
+    if kind == "state":
+        return f"[{stamp}] state    {who}: {ev.get('previous')} -> {node.get('state')}"
+    if kind == "metadata":
+        meta = ",".join(f"{k}={v}" for k, v in sorted(node.get("metadata", {}).items()))
+        return f"[{stamp}] metadata {who}: {meta or '(empty)'}"
+    if kind == "message":
+        sender = (ev.get("from") or {}).get("short", "?")
+        return f"[{stamp}] message  type {ev.get('type')} from {sender}: {ev.get('data')!r}"
+    return f"[{stamp}] {kind} {json.dumps(ev)}"
+
+
+def _watch(args: argparse.Namespace) -> int:
+    url = _agent_url(args)
+    path = "/api/events" + ("?snapshot=0" if args.no_snapshot else "")
+    seen = 0
+    for kind, ev in _sse_events(url, path, args.timeout):
+        if args.json:
+            print(json.dumps({"event": kind, **ev}), flush=True)
+        else:
+            print(_describe(kind, ev), flush=True)
+        if kind != "snapshot":
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                return 0
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    key = secrets.token_bytes(args.bytes)
+    hexkey, b64 = key.hex(), base64.b64encode(key).decode()
+    if args.out:
+        try:
+            fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise CliError(f"{args.out} exists: not overwriting a key (remove it first)") from None
+        except OSError as exc:
+            raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(hexkey + "\n")
+    print(f"hex:    {hexkey}")
+    print(f"base64: {b64}")
+    where = args.out or "a file"
+    print(f"install: put one of these in {where} on every node and start each with "
+          f"`gossip agent --key-file {args.out or 'FILE'}` (or set GOSSIP_ENCRYPTION_KEY={hexkey}; "
+          f"in Python: Config(encryption_key=bytes.fromhex(\"{hexkey}\")))")
+    return 0
+
+
+def _parse_starve(text: str, nodes: int) -> tuple[int, float]:
+    count_text, _, delay_text = text.partition(":")
+    try:
+        count = (round(float(count_text[:-1]) / 100 * nodes) if count_text.endswith("%")
+                 else int(count_text))
+        delay = _duration(delay_text) if delay_text else 1.0
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise CliError(f"--starve {text!r}: expected N[:DELAY], e.g. 5:2s or 2%:500ms ({exc})") from None
+    return count, delay
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .tune import TuneParams, format_report, run_tune
+
+    starve_nodes, starve_delay = _parse_starve(args.starve, args.nodes) if args.starve else (0, 1.0)
+    params = TuneParams(nodes=args.nodes, rtt=args.rtt, loss=args.loss, starve_nodes=starve_nodes,
+                        starve_delay=starve_delay, seed=args.seed, crashes=args.crashes,
+                        max_bytes=args.max_bytes, jobs=args.jobs)
+    try:
+        params.validate()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    start = time.monotonic()
+
+    def progress(done: int, total: int, what: str) -> None:
+        if not args.quiet:
+            print(f"[{done:>2}/{total}] {time.monotonic() - start:5.1f}s  {what}",
+                  file=sys.stderr, flush=True)
+
+    if not args.quiet:
+        from .tune import candidates
+
+        n = len(candidates(params))
+        print(f"simulating {n} candidate settings x 2 runs on {params.nodes} nodes "
+              f"({params.jobs} process{'es' if params.jobs > 1 else ''})...", file=sys.stderr, flush=True)
+    result = run_tune(params, progress)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(format_report(result))
+    return 0
+
+
+def _sim(argv: Sequence[str]) -> int:
+    from .sim.__main__ import build_parser as sim_parser
+    from .sim.__main__ import main as sim_main
+
+    if any(a in ("-h", "--help") for a in argv):
+        p = sim_parser()
+        p.prog = "gossip sim"
+        print(p.format_help() + "\n" + _EXAMPLES["sim"], end="")
+        return 0
+    return sim_main(list(argv))
+
+
+# ---------------------------------------------------------------------------------- entry points
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code."""
-    parser = build_parser()
+    """Run the command line; return the exit code (errors are one line on stderr, code 1)."""
+    from .errors import GossipError
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["sim"]:
-        from .sim.__main__ import main as sim_main
+    try:
+        if argv[:1] == ["sim"]:
+            return _sim(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.verbose:
+            logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+                                format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        commands = {"agent": _agent, "members": _members, "send": _send, "watch": _watch,
+                    "keygen": _keygen, "tune": _tune}
+        if args.command == "demo":
+            from .demo import run_demo
 
-        return sim_main(argv[1:])
-    args = parser.parse_args(argv)
-    if args.verbose:
-        logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
-                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.command == "demo":
-        from .demo import run_demo
+            return run_demo(args.nodes, args.seed, args.quiet, args.timeout)
+        if args.command in commands:
+            return commands[args.command](args)
+        parser.print_help()
+        return 2
+    except (CliError, GossipError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `gossip watch | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
 
-        return run_demo(args.nodes, args.seed, args.quiet, args.timeout)
-    if args.command == "agent":
-        return _agent(args)
-    parser.print_help()
-    return 2
+
+def main_exit() -> None:
+    """Entry point of the ``gossip`` console script."""
+    sys.exit(main())

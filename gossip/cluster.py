@@ -27,14 +27,23 @@ from typing import TYPE_CHECKING, Any
 from .config import Config, default_config
 from .engine import Engine, GossipHandler, MetadataHandler, StateHandler
 from .errors import ClusterClosed, GossipError, JoinError, TransportError
-from .handlers import HANDLER_FORWARD, HANDLER_NO_FORWARD, HANDLER_REPLY, HandlerID, MessageHandlers
+from .handlers import (
+    HANDLER_FORWARD,
+    HANDLER_NO_FORWARD,
+    HANDLER_REPLY,
+    HANDLER_STREAM,
+    HandlerID,
+    MessageHandlers,
+)
 from .metadata import Metadata
 from .node import Node, NodeID, NodeState
 from .packet import Packet, PacketCodec
 from .codecs import get_codec
 from .compression import get_compressor
 from .protocol.messaging import calc_fan_out, calc_payload_size
+from .protocol.rtt import ProbeRtt
 from .security import Keyring
+from .stream import Stream
 from .transports.base import Transport
 
 if TYPE_CHECKING:
@@ -43,7 +52,7 @@ if TYPE_CHECKING:
 
     from .transports.websocket import HostedConnection, Refusal, WebSocketTransport
 
-__all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc"]
+__all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc", "StreamHandlerFunc"]
 
 logger = logging.getLogger("gossip.cluster")
 
@@ -51,6 +60,9 @@ MessageHandlerFunc = Callable[[Node | None, Packet], None]
 """``fn(sender, packet)``: handles a user message; ``sender`` is None for an unknown node."""
 ReplyHandlerFunc = Callable[[Node | None, Packet], Any]
 """``fn(sender, packet) -> reply``: its return value (any codec-able value) is the reply."""
+StreamHandlerFunc = Callable[[Node | None, Packet, Stream], None]
+"""``fn(sender, packet, stream)``: serves one accepted stream on a stream pool thread; the
+stream is closed when it returns (or aborted if it raises)."""
 
 
 class Cluster:
@@ -74,6 +86,9 @@ class Cluster:
             codec=get_codec(cfg.msg_codec), keyring=self._keyring, label=cfg.cluster_label,
             compressor=get_compressor(cfg.compressor), compress_min_size=cfg.compress_min_size,
             max_packet_size=cfg.tcp_max_packet_size,
+            # memberlist's GossipVerifyIncoming / GossipVerifyOutgoing (the upgrade path)
+            require_encryption=self._keyring is not None and cfg.require_encryption,
+            encrypt=self._keyring is not None and cfg.encrypt_outgoing,
         )
         self._metadata = Metadata(max_size=cfg.max_metadata_size)
         self._transport: Transport | None = cfg.transport
@@ -225,6 +240,11 @@ class Cluster:
         if self._stopped:
             raise ClusterClosed("the cluster is stopped")
         return engine
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`: the cluster sends, receives and joins."""
+        return self._started and not self._stopped
 
     @property
     def keyring(self) -> Keyring | None:
@@ -433,10 +453,28 @@ class Cluster:
             return 0
         return self._engine.locked(lambda core: core.health_score())
 
+    def probe_rtt(self) -> ProbeRtt:
+        """Return the round-trip times of this node's directly acked probes.
+
+        A snapshot, read under the core's lock: a histogram of every sample since start
+        (``bounds``, per-bucket ``counts``, ``sum`` and ``count``; seconds) and ``last``, the
+        last round trip measured to each member by id. Only acks from the probed member itself
+        are samples (indirect acks through helpers are not). Before :meth:`start` it is empty.
+        """
+        if not self._started:
+            return ProbeRtt()
+        return self._engine.locked(lambda core: core.probe_rtt())
+
     def stats(self) -> dict[str, int]:
         """Return the counters of the engine, the transport (``transport.*``) and the core
-        (``core.*``): packets, drops, bad packets by reason, handler errors..."""
-        return self._engine.stats()
+        (``core.*``): packets, drops, bad packets by reason, handler errors, streams
+        (``streams.*``: see :mod:`gossip.engine.streams`)...; with a key,
+        ``keyring.primary_seals`` (packets sealed under the primary key: rotate it well before
+        :data:`gossip.security.MAX_SEALS_PER_KEY`)."""
+        out = self._engine.stats()
+        if self._keyring is not None:
+            out["keyring.primary_seals"] = self._keyring.primary_seals
+        return out
 
     # ------------------------------------------------------------------ hosting WebSocket
 
@@ -537,6 +575,22 @@ class Cluster:
         """
         self._handlers().register(msg_type, HANDLER_REPLY, handler)
 
+    def handle_stream_func(self, msg_type: int, handler: StreamHandlerFunc) -> None:
+        """Serve streams opened with ``msg_type``: ``handler(sender, packet, stream)``.
+
+        The handler runs on a thread of the stream pool (at most ``max_concurrent_streams`` at
+        once; openings beyond are refused), never on a packet worker. ``packet`` is the opening
+        packet (``packet.unmarshal()`` gives the opener's payload); ``sender`` is None when the
+        opener is not a known member. The stream is closed when the handler returns; if it
+        raises, the exception is logged and counted (``streams.handler_errors``) and the
+        stream is aborted, so the opener's reads raise :class:`~gossip.errors.RemoteHandlerError`.
+
+        Raises:
+            LocalProtocolError: ``msg_type`` is internal (below 64).
+            HandlerExistsError: ``msg_type`` already has a handler (of any kind).
+        """
+        self._handlers().register(msg_type, HANDLER_STREAM, handler)
+
     def unregister_message_type(self, msg_type: int) -> bool:
         """Remove the handler of ``msg_type``; return False if there was none."""
         return self._handlers().unregister(msg_type)
@@ -601,6 +655,35 @@ class Cluster:
             ClusterClosed: the cluster is not started or is stopped.
         """
         return self._eng().request(node, msg_type, payload, response_type, timeout)
+
+    def open_stream(self, node: Node, msg_type: int, payload: Any = None,
+                    timeout: float | None = None) -> Stream:
+        """Open a stream to ``node``, served there by its :meth:`handle_stream_func` handler.
+
+        A connection dedicated to the stream is dialed, the opening packet (``msg_type`` and
+        ``payload``) is sent, and the peer's acceptance is awaited, all within ``timeout``. On
+        any failure the connection is closed: nothing is left half open.
+
+        Args:
+            node: the node to stream with.
+            msg_type: the type its stream handler is registered for (64..65535).
+            payload: any codec-able value, given to the handler as the opening packet.
+            timeout: seconds for the whole opening (default ``config.stream_open_timeout``).
+
+        Returns:
+            The open :class:`~gossip.stream.Stream` (use it as a context manager).
+
+        Raises:
+            StreamRefused: the node has no stream handler for ``msg_type``, its stream pool is
+                full, it does not hold our key, it is stopping, or it closed the connection
+                without answering (``reason`` says which).
+            GossipTimeout: no answer within ``timeout``.
+            ConnectError: the node could not be reached.
+            EncryptionError, DecodeError: the answer is not authentic or malformed.
+            LocalProtocolError: internal type, or ``payload`` cannot be encoded.
+            ClusterClosed: the cluster is not started or is stopped.
+        """
+        return self._eng().streams.open(node, msg_type, payload, timeout)
 
     # ------------------------------------------------------------------ event handlers
 

@@ -10,9 +10,7 @@ This module imports only :mod:`gossip.errors`.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
-import lz4.block
+from typing import Any, Protocol, runtime_checkable
 
 from gossip.errors import CompressionError, ConfigError, PacketTooLarge
 
@@ -61,13 +59,16 @@ class Lz4Compressor:
         if acceleration < 1:
             raise ConfigError("compression", f"lz4 acceleration must be >= 1, got {acceleration}")
         self._acceleration = acceleration
+        import lz4.block  # here, not at module import: a process that never compresses skips it
+
+        self._block: Any = lz4.block
 
     def __repr__(self) -> str:
         return f"Lz4Compressor(acceleration={self._acceleration})"
 
     def compress(self, data: bytes) -> bytes:
         """Return *data* compressed as an lz4 block with its size stored in front."""
-        result: bytes = lz4.block.compress(
+        result: bytes = self._block.compress(
             data, mode="fast", acceleration=self._acceleration, store_size=True
         )
         return result
@@ -90,8 +91,8 @@ class Lz4Compressor:
                 f"lz4 payload of {n} bytes cannot decompress to the {size} bytes it claims"
             )
         try:
-            result: bytes = lz4.block.decompress(data)
-        except (lz4.block.LZ4BlockError, ValueError, MemoryError) as exc:
+            result: bytes = self._block.decompress(data)
+        except (self._block.LZ4BlockError, ValueError, MemoryError) as exc:
             raise CompressionError(f"corrupt lz4 payload: {exc}") from exc
         if len(result) != size:  # pragma: no cover - lz4 enforces this itself
             raise CompressionError(f"lz4 payload decompressed to {len(result)} bytes, not {size}")

@@ -50,9 +50,13 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Config", "default_config", "parse_duration", "format_duration"]
+__all__ = ["Config", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD"]
 
 _MiB = 1024 * 1024
+
+ALIVE_OVERHEAD = 512
+"""Bytes of a datagram reserved for an alive message's other fields (packet header, node id,
+address, versions) next to its metadata: ``max_metadata_size`` leaves them room."""
 
 
 @dataclasses.dataclass
@@ -84,6 +88,17 @@ class Config:
     """Primary AES-GCM key (16, 24 or 32 bytes); None disables encryption."""
     secondary_keys: list[bytes] = dataclasses.field(default_factory=list)
     """More keys accepted for decryption (key rotation); require ``encryption_key``."""
+    require_encryption: bool = True
+    """With a key: refuse plain packets (memberlist's GossipVerifyIncoming). Turn off, with
+    ``encrypt_outgoing``, to move a running plain cluster to encryption (see the README)."""
+    encrypt_outgoing: bool = True
+    """With a key: encrypt every packet sent (memberlist's GossipVerifyOutgoing). Off, packets go
+    out plain while encrypted ones are still accepted: the first step of an upgrade."""
+    replay_window: float = 60.0
+    """Protocol packets whose HLC stamp is further than this from our clock are refused as
+    replays, and so are duplicates inside it (0 disables the check)."""
+    replay_max_entries: int = 65536
+    """Most (sender, stamp) pairs the replay guard remembers; past it, older stamps are refused."""
     cipher: str = "aes-gcm"
     """Packet cipher; AES-GCM is the one supported."""
     msg_codec: str = "msgpack"
@@ -93,7 +108,8 @@ class Config:
     compress_min_size: int = 256
     """Payloads at least this large are compressed (when it helps)."""
     max_metadata_size: int = 512
-    """Upper bound of a node's encoded metadata."""
+    """Upper bound of a node's encoded metadata, for local writes and for peers' metadata alike
+    (a peer's larger metadata is dropped, its liveness kept)."""
 
     # -- pluggable parts ------------------------------------------------------------------
     transport: Any = None
@@ -154,7 +170,14 @@ class Config:
     tcp_max_packet_size: int = 4 * _MiB
     """Largest packet accepted or sent over TCP."""
     stream_max_packet_size: int = 8 * _MiB
-    """Largest frame on a node-to-node stream."""
+    """Largest frame on a node-to-node stream (bigger writes are split into frames this big)."""
+    max_concurrent_streams: int = 64
+    """Accepted streams whose handlers run at once (one pool thread each); more are refused."""
+    stream_open_timeout: float = 5.0
+    """Deadline for opening a stream: dial, OPEN, ACCEPT and HELLO (either side)."""
+    stream_timeout: float = 60.0
+    """Default per-operation timeout of a stream's reads and writes (0: wait forever);
+    :meth:`gossip.Stream.settimeout` changes it per stream."""
     send_timeout: float = 5.0
     """How long a reliable send waits for room while the peer's connection buffer is full.
 
@@ -162,9 +185,11 @@ class Config:
     long, and then raises :class:`~gossip.errors.SendQueueFull` (nothing was queued). 0 raises
     at once when the buffer is full."""
     best_effort_full_policy: str = "drop"
-    """What a best-effort send does when the socket or connection buffer is full: ``"drop"``
-    the packet (counted under ``dropped.*`` in :meth:`gossip.Cluster.stats`), or ``"raise"``
-    :class:`~gossip.errors.SendQueueFull`. Best-effort sends never wait."""
+    """What a best-effort datagram does when the socket's send buffer is full (or the send
+    fails): ``"drop"`` it (counted as ``dropped.udp_send_buffer_full`` or ``send_errors.*`` in
+    :meth:`gossip.Cluster.stats`), or ``"raise"`` :class:`~gossip.errors.SendQueueFull` (or the
+    error). Datagrams never wait. A best-effort send too big for a datagram goes over a
+    connection and is then paced like a reliable one."""
     connection_buffer_size: int = 4 * _MiB
     """Bytes queued per connection before reliable senders wait for the peer to read."""
     udp_recv_buffer_size: int = 4 * _MiB
@@ -197,16 +222,28 @@ class Config:
     """How long a (sender, message id) pair is remembered to suppress duplicates."""
     msg_history_shard_count: int = 16
     """Shards of the message history (a power of two)."""
+    msg_history_max_entries: int = 65536
+    """Most (sender, message id) pairs remembered; past it the oldest are forgotten (counted)."""
     node_shard_count: int = 4
     """Shards of the node table in paularlott (a power of two); kept for compatibility."""
     num_send_workers: int = 8
-    """Threads draining the send queue."""
+    """Threads for sends that may have to dial a peer (joins, push/pulls, relays over TCP), so
+    that a dial that hangs never delays a datagram."""
     send_queue_size: int = 512
-    """Capacity of the send queue; when full the oldest user packet is dropped (counted)."""
+    """Capacity of the send workers' queue; when full the oldest packet is dropped (counted
+    as ``dropped.send_queue_full``). User sends do not go through it: they run on the caller's
+    thread with back-pressure (see :attr:`send_timeout`)."""
     num_incoming_workers: int = 8
-    """Threads decoding and dispatching received packets."""
-    incoming_packet_queue_depth: int = 512
-    """Capacity of the incoming queue; when full new packets are dropped (counted)."""
+    """User lanes: threads running user message handlers. Packets from one source always go to
+    the same lane, so they are handled in the order they arrived."""
+    incoming_packet_queue_depth: int = 4096
+    """Packets one user lane holds. A datagram finding its lane full is dropped (counted as
+    ``dropped.incoming_queue_full``); a frame from a connection is never dropped: reading that
+    connection pauses until the lane drains, which slows the sender down. (paularlott's 512
+    is too few for one fast sender's bursts.)"""
+    incoming_queue_max_bytes: int = 32 * _MiB
+    """Bytes of user packets all lanes together hold (split evenly); beyond it, as when a lane
+    is full."""
 
     # -- failure detection (paularlott names that map onto SWIM) ---------------------------
     health_check_interval: float = 1.0
@@ -272,12 +309,29 @@ class Config:
     """A dead or left node's id may move to a new address after this long (0: at once)."""
     broadcast_queue_size: int = 4096
     """Bound of the membership update queue; the most-sent updates are dropped first."""
+    max_members: int = 16384
+    """Most members in the table, every state included. A newcomer beyond it takes the place of
+    the longest-dead member, or is refused (counted)."""
+    max_members_per_message: int = 1024
+    """Most new members one unsolicited message may introduce (a reply to our own join or
+    push/pull is bounded by ``max_members`` only)."""
+    max_members_per_source: int = 1024
+    """Most members one unsolicited source host may have named that have not shown themselves yet
+    (no packet from them, no answer to a probe); a member introducing itself does not count."""
+    max_incarnation_jump: int = 4096
+    """Most a single claim may raise a member's incarnation above what we know of it (our own
+    included). Claims further ahead are refused (counted): a forged accusation cannot push a
+    node to the top of the wire's u32 range."""
+    max_pending_relays: int = 1024
+    """Most ping-req probes this node runs for others at once (each one pings a member)."""
     lifeguard_enabled: bool = True
     """Lifeguard extensions (awareness, dynamic suspicion, nacks, buddy); off gives plain SWIM."""
     tcp_pings: bool = True
     """Also try a ping over TCP when UDP probes fail (tells UDP-blocked from dead)."""
     leave_timeout: float = 5.0
     """How long :meth:`gossip.Cluster.leave` waits for the leave to be sent."""
+    leave_attempts: int = 4
+    """Times a leaving node tells each member, until the member acknowledges (LAN: within 0.6 s)."""
     join_timeout: float = 10.0
     """How long :meth:`gossip.Cluster.join` waits for the peers' answers."""
 
@@ -426,11 +480,30 @@ class Config:
         if self.secondary_keys and not self.encryption_key:
             raise ConfigError("secondary_keys", "need an encryption_key (the primary) as well")
         self._validate_websocket()
-        if self.max_metadata_size >= self.udp_max_packet_size:
+        if self.max_metadata_size > self.udp_max_packet_size - ALIVE_OVERHEAD:
             raise ConfigError(
                 "max_metadata_size",
-                f"must be smaller than udp_max_packet_size ({self.udp_max_packet_size}), "
-                f"got {self.max_metadata_size}",
+                f"must be at most udp_max_packet_size - {ALIVE_OVERHEAD} "
+                f"({self.udp_max_packet_size - ALIVE_OVERHEAD}: an alive message with it must fit "
+                f"one datagram), got {self.max_metadata_size}",
+            )
+        if self.msg_history_max_entries < self.msg_history_shard_count:
+            raise ConfigError(
+                "msg_history_max_entries",
+                f"must be >= msg_history_shard_count ({self.msg_history_shard_count}), "
+                f"got {self.msg_history_max_entries}",
+            )
+        if self.max_members_per_message > self.max_members:
+            raise ConfigError(
+                "max_members_per_message",
+                f"must be <= max_members ({self.max_members}), got {self.max_members_per_message}",
+            )
+        if self.encryption_key and self.require_encryption and not self.encrypt_outgoing:
+            raise ConfigError(
+                "encrypt_outgoing",
+                "is False while require_encryption is True: this node would refuse the plain "
+                "packets it sends (upgrade order: both off, then encrypt_outgoing, then "
+                "require_encryption)",
             )
 
     def _validate_websocket(self) -> None:
@@ -890,6 +963,10 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "compressor": _choice("lz4", "none", None),
     "compress_min_size": _integer(0, 1 << 30),
     "max_metadata_size": _integer(64, 1 << 20),
+    "require_encryption": _boolean,
+    "encrypt_outgoing": _boolean,
+    "replay_window": _duration(0.1, 3600.0, allow_zero=True),
+    "replay_max_entries": _integer(16, 1 << 24),
     "transport": _check_transport,
     "logger": _check_logger,
     "resolver": _check_resolver,
@@ -913,6 +990,9 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "udp_max_packet_size": _integer(512, 65000),
     "tcp_max_packet_size": _integer(1024, 1 << 30),
     "stream_max_packet_size": _integer(1024, 1 << 30),
+    "max_concurrent_streams": _integer(1, 65536),
+    "stream_open_timeout": _duration(0.001, 3600.0),
+    "stream_timeout": _duration(0.001, _DAY, allow_zero=True),
     "send_timeout": _duration(0.0, 3600.0),
     "best_effort_full_policy": _choice("drop", "raise"),
     "connection_buffer_size": _integer(64 * 1024, 1 << 30),
@@ -929,11 +1009,13 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "msg_history_gc_interval": _duration(0.01, 3600.0),
     "msg_history_max_age": _duration(0.1, _DAY),
     "msg_history_shard_count": _integer(1, 4096, power_of_two=True),
+    "msg_history_max_entries": _integer(16, 1 << 24),
     "node_shard_count": _integer(1, 4096, power_of_two=True),
     "num_send_workers": _integer(1, 256),
     "send_queue_size": _integer(1, 1 << 20),
     "num_incoming_workers": _integer(1, 256),
     "incoming_packet_queue_depth": _integer(1, 1 << 20),
+    "incoming_queue_max_bytes": _integer(64 * 1024, 1 << 40),
     "health_check_interval": _duration(0.01, 3600.0),
     "ping_timeout": _duration(0.001, 3600.0),
     "enable_indirect_pings": _boolean,
@@ -962,9 +1044,15 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "gossip_to_the_dead_time": _duration(0.0, _DAY),
     "dead_node_reclaim_time": _duration(0.0, _DAY),
     "broadcast_queue_size": _integer(16, 1 << 20),
+    "max_members": _integer(16, 1 << 22),
+    "max_members_per_message": _integer(1, 1 << 22),
+    "max_members_per_source": _integer(1, 1 << 22),
+    "max_incarnation_jump": _integer(1, 1 << 31),
+    "max_pending_relays": _integer(1, 1 << 20),
     "lifeguard_enabled": _boolean,
     "tcp_pings": _boolean,
     "leave_timeout": _duration(0.0, 3600.0),
+    "leave_attempts": _integer(1, 100),
     "join_timeout": _duration(0.01, 3600.0),
 }
 

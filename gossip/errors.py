@@ -19,9 +19,10 @@ was wrong and with which value.
     │       │   ├── VersionMismatch          wrong magic or wire version
     │       │   ├── PacketTooLarge           over a size limit
     │       │   └── CompressionError         a compressed payload that does not decompress
-    │       └── EncryptionError              not authentic: wrong key, wrong label, tampered
-    │           ├── AuthenticationError      (alias kept for the names in STYLE.md)
-    │           └── LabelMismatch            packet of another cluster
+    │       ├── EncryptionError              not authentic: wrong key, wrong label, tampered
+    │       │   ├── AuthenticationError      (alias kept for the names in STYLE.md)
+    │       │   └── LabelMismatch            packet of another cluster
+    │       └── ReplayedPacket               an authentic packet outside its time window, or seen
     ├── JoinError                            no peer could be joined (names them and why)
     ├── RemoteHandlerError                   a peer's reply handler raised (carries its message)
     ├── StreamRefused                        a peer refused to open a stream (says why)
@@ -54,6 +55,7 @@ __all__ = [
     "EncryptionError",
     "AuthenticationError",
     "LabelMismatch",
+    "ReplayedPacket",
     "JoinError",
     "NotFoundError",
     "TransportError",
@@ -133,6 +135,19 @@ class AuthenticationError(EncryptionError):
 
 class LabelMismatch(EncryptionError):
     """A packet belongs to a cluster with a different label."""
+
+
+class ReplayedPacket(RemoteProtocolError):
+    """A protocol packet was refused as a replay.
+
+    Attributes:
+        reason: ``"stale"`` (its stamp is older than the replay window), ``"future"`` (newer
+            than it), or ``"duplicate"`` (already seen inside it).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class JoinError(GossipError):

@@ -7,12 +7,14 @@ immutable snapshot without taking a lock, so a handler may add or remove handler
 being called.
 
 This module imports only :mod:`gossip.errors` and :mod:`gossip.wire`; it never calls a handler
-(the engine does, outside every lock).
+(the engine does, outside every lock), except :func:`check_app_version`, which the engine calls
+outside its core lock on the core's behalf.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +31,9 @@ __all__ = [
     "HANDLER_FORWARD",
     "HANDLER_NO_FORWARD",
     "HANDLER_REPLY",
+    "HANDLER_STREAM",
     "check_user_type",
+    "check_app_version",
 ]
 
 HandlerID = NewType("HandlerID", int)
@@ -95,11 +99,15 @@ HANDLER_NO_FORWARD = "no_forward"
 """Handler kind of :meth:`gossip.Cluster.handle_func_no_forward`: delivered only."""
 HANDLER_REPLY = "reply"
 """Handler kind of :meth:`gossip.Cluster.handle_func_with_reply`: its return value is the reply."""
+HANDLER_STREAM = "stream"
+"""Handler kind of :meth:`gossip.Cluster.handle_stream_func`: runs for accepted streams only
+(a packet of this type is treated as having no handler)."""
 
 
 @dataclass(frozen=True, slots=True)
 class MessageHandler:
-    """One registered user-message handler: its ``kind`` (forward, no_forward, reply) and ``fn``."""
+    """One registered user-message handler: its ``kind`` (forward, no_forward, reply, stream)
+    and ``fn``."""
 
     msg_type: int
     kind: str
@@ -172,3 +180,25 @@ class MessageHandlers:
 
     def __len__(self) -> int:
         return len(self._table)
+
+
+_log = logging.getLogger("gossip.handlers")
+
+
+def check_app_version(check: Callable[[str], bool] | None, version: str) -> bool | None:
+    """Run the user's application version check on a joiner's ``version``.
+
+    Call it with no lock held; pass the result to ``Protocol.receive(...,
+    app_version_ok=...)``, the core never calls user code itself.
+
+    Returns:
+        None when there is no check; otherwise the check's verdict, False if it raised (the
+        exception is logged).
+    """
+    if check is None:
+        return None
+    try:
+        return bool(check(version))
+    except Exception:
+        _log.exception("application_version_check raised on %r: refusing the join", version)
+        return False

@@ -12,6 +12,7 @@ Pure data: no I/O, no clocks.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any, Union
 
@@ -24,7 +25,8 @@ from .wire import MessageType
 __all__ = [
     "Alive", "Suspect", "Dead", "Update", "MemberState",
     "Ping", "Ack", "PingReq", "Nack", "Gossip", "Join", "JoinReply", "PushPull", "PushPullReply",
-    "Message", "to_wire", "from_wire", "update_size", "encode_update", "EMPTY_META",
+    "Message", "to_wire", "from_wire", "update_size", "encode_update", "metadata_size", "EMPTY_META",
+    "MAX_INCARNATION", "MAX_STATES", "MAX_UPDATES", "MAX_META_KEY_LENGTH", "MAX_META_STRING",
 ]
 
 
@@ -54,6 +56,19 @@ EMPTY_META: Mapping[str, Any] = _EmptyMeta()
 
 _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
+_I64 = -(1 << 63)
+
+MAX_INCARNATION = _U32
+"""The largest incarnation the wire carries (u32). The core never produces a larger one."""
+MAX_STATES = 1_048_576
+"""Default cap on the member states one push/pull, join or join reply may carry (memberlist's)."""
+MAX_UPDATES = 4096
+"""Cap on the membership updates one ping, ack or gossip message may carry."""
+MAX_META_KEY_LENGTH = 255
+"""Longest metadata key accepted from a peer, in characters (as for local writes)."""
+MAX_META_STRING = 65536
+"""Longest metadata string value accepted at decode, in characters (the core then applies
+``Config.max_metadata_size`` to the whole map)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -130,13 +145,20 @@ class Ack:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PingReq:
-    """Ask a helper to ping ``target`` on our behalf and relay the ack (or a nack)."""
+    """Ask a helper to ping ``target`` on our behalf and relay the ack (or a nack).
+
+    ``timeout`` is how long the requester still waits for an answer, in seconds (its probe
+    interval minus its ack timeout, both stretched by its health score); the helper sends its
+    nack well within it. 0 means unknown (a peer that does not send it): the helper assumes its
+    own configuration.
+    """
 
     seq: int
     target: NodeID
     target_addr: str
     source_addr: str
     nack: bool = True
+    timeout: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -214,6 +236,13 @@ def update_size(u: Update) -> int:
     return len(msgpack.packb(encode_update(u), use_bin_type=True))
 
 
+def metadata_size(meta: Mapping[str, Any]) -> int:
+    """Return the encoded size of a metadata map in bytes (msgpack), as local writes measure it."""
+    if not meta:
+        return 1
+    return len(msgpack.packb(dict(meta), use_bin_type=True))
+
+
 def _encode_state(s: MemberState) -> list[Any]:
     return [s.node.bytes, s.addr, int(s.state), s.incarnation, dict(s.meta), s.meta_stamp, s.pv, s.av]
 
@@ -230,7 +259,8 @@ def to_wire(msg: Message) -> tuple[MessageType, list[Any]]:
         return MessageType.ACK, [msg.seq, [encode_update(u) for u in msg.updates]]
     if t is PingReq:
         assert isinstance(msg, PingReq)
-        return MessageType.PING_REQ, [msg.seq, msg.target.bytes, msg.target_addr, msg.source_addr, msg.nack]
+        return MessageType.PING_REQ, [msg.seq, msg.target.bytes, msg.target_addr, msg.source_addr, msg.nack,
+                                      min(max(0, round(msg.timeout * 1000)), _U32)]
     if t is Nack:
         assert isinstance(msg, Nack)
         return MessageType.NACK, [msg.seq]
@@ -274,12 +304,6 @@ def _uint(value: Any, what: str, hi: int = _U64) -> int:
     return value
 
 
-def _int(value: Any, what: str) -> int:
-    if type(value) is not int or not -(1 << 63) <= value <= _U64:
-        raise _fail(what, value)
-    return value
-
-
 def _str(value: Any, what: str, max_len: int = 1024) -> str:
     if type(value) is not str or len(value) > max_len:
         raise _fail(what, value)
@@ -299,11 +323,30 @@ def _node(value: Any, what: str) -> NodeID:
 
 
 def _meta(value: Any) -> Mapping[str, Any]:
+    """Check a peer's metadata map: the shape local writes produce and nothing else.
+
+    Flat (depth 1), keys non-empty strings of at most :data:`MAX_META_KEY_LENGTH` characters,
+    values ``str`` (at most :data:`MAX_META_STRING` characters), ``bool``, ``int`` in the
+    int64..uint64 range or finite ``float``. Nested containers, bytes, None and anything else
+    are refused: they would break later encodes (a 300-deep map breaks the JSON codec).
+    """
     if type(value) is not dict:
         raise _fail("metadata", value)
-    for k in value:
-        if type(k) is not str:
+    for k, v in value.items():
+        if type(k) is not str or not 0 < len(k) <= MAX_META_KEY_LENGTH:
             raise _fail("metadata key", k)
+        t = type(v)
+        if t is str:
+            if len(v) > MAX_META_STRING:
+                raise _fail(f"metadata value of {k!r} (string too long)", len(v))
+        elif t is int:
+            if not _I64 <= v <= _U64:
+                raise _fail(f"metadata value of {k!r}", v)
+        elif t is float:
+            if v != v or v in (math.inf, -math.inf):
+                raise _fail(f"metadata value of {k!r}", v)
+        elif t is not bool:
+            raise _fail(f"metadata value of {k!r} (type {t.__name__})", v)
     return value
 
 
@@ -344,7 +387,7 @@ def decode_update(value: Any) -> Update:
 
 
 def _updates(value: Any) -> tuple[Update, ...]:
-    if type(value) is not list or len(value) > 4096:
+    if type(value) is not list or len(value) > MAX_UPDATES:
         raise _fail("update list", value)
     return tuple(decode_update(v) for v in value)
 
@@ -356,14 +399,28 @@ def _decode_state(value: Any) -> MemberState:
                        _uint(v[6], "protocol version", 0xFFFF), _str(v[7], "application version", 255))
 
 
-def _states(value: Any) -> tuple[MemberState, ...]:
-    if type(value) is not list or len(value) > 1_048_576:
-        raise _fail("state list", value)
+def _states(value: Any, max_states: int) -> tuple[MemberState, ...]:
+    if type(value) is not list or len(value) > max_states:
+        raise _fail(f"state list (at most {max_states} states)", value)
     return tuple(_decode_state(v) for v in value)
 
 
-def from_wire(msg_type: int, value: Any) -> Message:
+def _suspect_inc(value: Any) -> int:
+    # -1 means "not a buddy ping"; anything else is an incarnation and fits the wire's u32.
+    if type(value) is not int or not -1 <= value <= MAX_INCARNATION:
+        raise _fail("suspect incarnation", value)
+    return value
+
+
+def from_wire(msg_type: int, value: Any, max_states: int = MAX_STATES) -> Message:
     """Return the message of type ``msg_type`` whose plain form is ``value``.
+
+    Every field is checked against its wire range: incarnations are u32
+    (:data:`MAX_INCARNATION`), a ping's ``suspect_inc`` is -1 or an incarnation, metadata has
+    the flat shape of local writes (see :func:`_meta`), lists are bounded (``max_states``
+    member states, :data:`MAX_UPDATES` updates). A host that knows its ``Config.max_members``
+    may pass a smaller ``max_states`` so that a hostile full-state message is refused before it
+    is built.
 
     Raises:
         DecodeError: unknown type, or a value of the wrong shape or range.
@@ -371,14 +428,16 @@ def from_wire(msg_type: int, value: Any) -> Message:
     if msg_type == MessageType.PING:
         v = _list(value, 5, "ping")
         return Ping(_seq(v[0]), _node(v[1], "target id"), _str(v[2], "source address"),
-                    _updates(v[3]), _int(v[4], "suspect incarnation"))
+                    _updates(v[3]), _suspect_inc(v[4]))
     if msg_type == MessageType.ACK:
         v = _list(value, 2, "ack")
         return Ack(_seq(v[0]), _updates(v[1]))
     if msg_type == MessageType.PING_REQ:
-        v = _list(value, 5, "ping-req")
+        # Six fields; five from a peer that does not carry its timeout.
+        v = value if type(value) is list and len(value) == 5 else _list(value, 6, "ping-req")
+        timeout = _uint(v[5], "ping-req timeout (ms)", _U32) / 1000 if len(v) == 6 else 0.0
         return PingReq(_seq(v[0]), _node(v[1], "target id"), _str(v[2], "target address"),
-                       _str(v[3], "source address"), _bool(v[4], "nack flag"))
+                       _str(v[3], "source address"), _bool(v[4], "nack flag"), timeout)
     if msg_type == MessageType.NACK:
         v = _list(value, 1, "nack")
         return Nack(_seq(v[0]))
@@ -387,15 +446,16 @@ def from_wire(msg_type: int, value: Any) -> Message:
         return Gossip(_updates(v[0]))
     if msg_type == MessageType.JOIN:
         v = _list(value, 5, "join")
-        return Join(_seq(v[0]), _str(v[1], "source address"), _states(v[2]),
+        return Join(_seq(v[0]), _str(v[1], "source address"), _states(v[2], max_states),
                     _uint(v[3], "protocol version", 0xFFFF), _str(v[4], "application version", 255))
     if msg_type == MessageType.JOIN_REPLY:
         v = _list(value, 4, "join reply")
-        return JoinReply(_seq(v[0]), _bool(v[1], "accepted flag"), _str(v[2], "reason"), _states(v[3]))
+        return JoinReply(_seq(v[0]), _bool(v[1], "accepted flag"), _str(v[2], "reason"), _states(v[3], max_states))
     if msg_type == MessageType.PUSH_PULL:
         v = _list(value, 4, "push/pull")
-        return PushPull(_seq(v[0]), _str(v[1], "source address"), _states(v[2]), _bool(v[3], "join flag"))
+        return PushPull(_seq(v[0]), _str(v[1], "source address"), _states(v[2], max_states),
+                        _bool(v[3], "join flag"))
     if msg_type == MessageType.PUSH_PULL_REPLY:
         v = _list(value, 2, "push/pull reply")
-        return PushPullReply(_seq(v[0]), _states(v[1]))
+        return PushPullReply(_seq(v[0]), _states(v[1], max_states))
     raise DecodeError(f"unknown protocol message type {msg_type}")

@@ -25,7 +25,6 @@ import struct
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 from typing import Any
 
 import msgpack
@@ -148,6 +147,8 @@ def _format_float(value: float) -> str:
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
+    from decimal import Decimal  # only here: decimal costs import time and memory
+
     text = format(Decimal(repr(value)), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")

@@ -10,12 +10,15 @@ install the new key everywhere (:meth:`Keyring.add_key`), make it primary everyw
 context (the packet's clear header and the cluster label) as associated data, so tampering with
 it, or a packet from another cluster, fails authentication.
 
+Nonces are 96 random bits, so one key must not seal more than 2**32 messages (NIST SP 800-38D,
+:data:`MAX_SEALS_PER_KEY`): the keyring counts the seals made under each key
+(:meth:`Keyring.seal_count`, :attr:`Keyring.primary_seals`) so an operator can rotate in time.
+
 This module imports only :mod:`gossip.errors`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -24,6 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+try:  # blake2s without hashlib, which loads OpenSSL (about 3.5 MiB resident) for nothing here
+    from _blake2 import blake2s as _blake2s
+except ImportError:  # pragma: no cover - every CPython build has _blake2
+    from hashlib import blake2s as _blake2s
 
 # cryptography is imported on first use: a cluster without encryption never pays its ~7 MiB.
 _AESGCM: Any = None
@@ -51,6 +59,7 @@ __all__ = [
     "TAG_SIZE",
     "OVERHEAD",
     "KEY_SIZES",
+    "MAX_SEALS_PER_KEY",
 ]
 
 NONCE_SIZE = 12
@@ -61,6 +70,8 @@ OVERHEAD = NONCE_SIZE + TAG_SIZE
 """Bytes :meth:`Keyring.seal` adds to the plaintext."""
 KEY_SIZES = (16, 24, 32)
 """Valid AES key lengths in bytes (AES-128, AES-192, AES-256)."""
+MAX_SEALS_PER_KEY = 1 << 32
+"""NIST's limit of messages sealed under one key with random 96-bit nonces: rotate before it."""
 
 _urandom = os.urandom
 
@@ -78,7 +89,7 @@ def _check_key(key: bytes) -> bytes:
 
 def _fingerprint(key: bytes) -> str:
     """A short, non-secret name for a key in error messages."""
-    return hashlib.blake2s(key, digest_size=4).hexdigest()
+    return _blake2s(key, digest_size=4).hexdigest()
 
 
 class Keyring:
@@ -86,6 +97,8 @@ class Keyring:
 
     Thread-safe: mutations take a lock and publish a new immutable tuple, which readers
     (:meth:`seal`, :meth:`open`) read without locking. ``AESGCM`` objects are created once per key.
+    Seals are counted per key, for as long as the keyring lives (removing and re-adding a key
+    keeps its count).
 
     Args:
         keys: keys to install (16, 24 or 32 bytes each). Duplicates are ignored.
@@ -97,6 +110,8 @@ class Keyring:
 
     def __init__(self, keys: Sequence[bytes] = (), primary: bytes | None = None) -> None:
         self._lock = threading.Lock()
+        self._seal_lock = threading.Lock()
+        self._seals: dict[bytes, int] = {}
         ordered: list[bytes] = []
         if primary is not None:
             ordered.append(_check_key(primary))
@@ -122,6 +137,17 @@ class Keyring:
         """The key used to seal, or ``None`` if the keyring is empty."""
         entries = self._entries
         return entries[0][0] if entries else None
+
+    @property
+    def primary_seals(self) -> int:
+        """Messages sealed so far under the current primary key (0 if the keyring is empty)."""
+        key = self.primary_key
+        return 0 if key is None else self.seal_count(key)
+
+    def seal_count(self, key: bytes) -> int:
+        """Return how many messages this keyring sealed under ``key`` (installed or not)."""
+        with self._seal_lock:
+            return self._seals.get(bytes(key), 0)
 
     @property
     def keys(self) -> tuple[bytes, ...]:
@@ -193,8 +219,11 @@ class Keyring:
         entries = self._entries
         if not entries:
             raise ConfigError("encryption_key", "cannot seal: the keyring is empty")
+        key, aead = entries[0]
+        with self._seal_lock:
+            self._seals[key] = self._seals.get(key, 0) + 1
         nonce = _urandom(NONCE_SIZE)
-        return nonce + entries[0][1].encrypt(nonce, plaintext, aad)
+        return nonce + aead.encrypt(nonce, plaintext, aad)
 
     def open(self, data: bytes, aad: bytes) -> bytes:
         """Authenticate and decrypt *data* with the primary key, then every other key.
@@ -230,5 +259,5 @@ def label_tag(label: str) -> int:
     """
     if not label:
         return 0
-    tag = int.from_bytes(hashlib.blake2s(label.encode("utf-8")).digest()[:4], "big")
+    tag = int.from_bytes(_blake2s(label.encode("utf-8")).digest()[:4], "big")
     return tag or 1

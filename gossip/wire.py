@@ -79,6 +79,7 @@ class MessageType(IntEnum):
     USER_GOSSIP = 10
     STREAM_OPEN_ACK = 11
     REPLY_ERROR = 12
+    STREAM_OPEN = 13
 
 
 RESERVED_MSGS_START = 64

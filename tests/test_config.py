@@ -29,6 +29,10 @@ BAD: dict[str, list[Any]] = {
     "compressor": ["snappy"],
     "compress_min_size": [-1, 1.5],
     "max_metadata_size": [10, 1 << 21],
+    "require_encryption": ["yes", 1],
+    "encrypt_outgoing": [None],
+    "replay_window": [-1, 0.01, 1e6, "60s"],
+    "replay_max_entries": [0, 1 << 25, 1.5],
     "transport": [object()],
     "logger": ["stdout"],
     "resolver": [object()],
@@ -52,6 +56,9 @@ BAD: dict[str, list[Any]] = {
     "udp_max_packet_size": [100, 70000],
     "tcp_max_packet_size": [10],
     "stream_max_packet_size": [10],
+    "max_concurrent_streams": [0, 70000, 1.5],
+    "stream_open_timeout": [0, -1, "5s"],
+    "stream_timeout": [-1, float("inf")],
     "send_timeout": [-1, "5s"],
     "best_effort_full_policy": ["block", None],
     "connection_buffer_size": [100, 1.5],
@@ -68,11 +75,13 @@ BAD: dict[str, list[Any]] = {
     "msg_history_gc_interval": [0],
     "msg_history_max_age": [0],
     "msg_history_shard_count": [3, 0],
+    "msg_history_max_entries": [0, 8, 1 << 25],
     "node_shard_count": [6],
     "num_send_workers": [0, 1000],
     "send_queue_size": [0],
     "num_incoming_workers": [0],
     "incoming_packet_queue_depth": [0],
+    "incoming_queue_max_bytes": [100, "1MB"],
     "health_check_interval": [0, float("inf")],
     "ping_timeout": [0],
     "enable_indirect_pings": ["on"],
@@ -101,9 +110,15 @@ BAD: dict[str, list[Any]] = {
     "gossip_to_the_dead_time": [-1],
     "dead_node_reclaim_time": [-1],
     "broadcast_queue_size": [1],
+    "max_members": [0, 8, 1 << 23, "100"],
+    "max_members_per_message": [0, 1 << 23],
+    "max_members_per_source": [0, -5],
+    "max_incarnation_jump": [0, 1 << 32, True],
+    "max_pending_relays": [0, 1 << 21],
     "lifeguard_enabled": ["yes"],
     "tcp_pings": [None],
     "leave_timeout": [-1],
+    "leave_attempts": [0, 101, 2.5],
     "join_timeout": [0],
 }
 FIELDS = [f.name for f in dataclasses.fields(Config)]
@@ -151,6 +166,10 @@ def test_preset_numbers_follow_memberlist() -> None:
         ({"secondary_keys": [b"k" * 16]}, "secondary_keys"),
         ({"socket_transport_enabled": False}, "socket_transport_enabled"),
         ({"max_metadata_size": 2000}, "max_metadata_size"),
+        ({"max_metadata_size": 1000}, "max_metadata_size"),     # no room left for the alive's other fields
+        ({"msg_history_max_entries": 16, "msg_history_shard_count": 32}, "msg_history_max_entries"),
+        ({"max_members_per_message": 2048, "max_members": 1024}, "max_members_per_message"),
+        ({"encryption_key": b"k" * 16, "encrypt_outgoing": False}, "encrypt_outgoing"),
         # A node listens only on what it advertises, and the rest must be able to work.
         ({"websocket_bind_addr": "127.0.0.1:0"}, "websocket_bind_addr"),
         ({"advertise_addr": "wss://example.com/gossip"}, "advertise_addr"),
@@ -278,3 +297,23 @@ def test_cluster_refuses_bad_config_naming_the_field() -> None:
     cfg.num_send_workers = 0
     with pytest.raises(ConfigError, match="num_send_workers"):
         gossip.Cluster(cfg)
+
+
+def test_bounds_are_read_from_the_environment() -> None:
+    env = {"GOSSIP_MAX_MEMBERS": "5000", "GOSSIP_MAX_INCARNATION_JUMP": "64", "GOSSIP_REPLAY_WINDOW": "90s",
+           "GOSSIP_REQUIRE_ENCRYPTION": "false", "GOSSIP_MSG_HISTORY_MAX_ENTRIES": "1024",
+           "GOSSIP_MAX_PENDING_RELAYS": "8", "GOSSIP_LEAVE_ATTEMPTS": "2"}
+    cfg = Config.from_env(environ=env)
+    assert (cfg.max_members, cfg.max_incarnation_jump, cfg.replay_window, cfg.require_encryption,
+            cfg.msg_history_max_entries, cfg.max_pending_relays, cfg.leave_attempts) == \
+        (5000, 64, 90.0, False, 1024, 8, 2)
+    cfg.validate()
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(environ={"GOSSIP_MAX_MEMBERS": "0"}).validate()
+    assert info.value.field == "max_members"
+
+
+@pytest.mark.parametrize("require, encrypt", [(False, False), (False, True), (True, True)])
+def test_every_step_of_the_encryption_upgrade_is_valid(require: bool, encrypt: bool) -> None:
+    Config.lan(encryption_key=b"k" * 32, require_encryption=require, encrypt_outgoing=encrypt).validate()
+    Config.lan(require_encryption=require, encrypt_outgoing=encrypt).validate()   # no key: no effect

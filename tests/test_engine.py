@@ -146,3 +146,107 @@ def test_gossip_interval_adapts_to_slow_callbacks() -> None:
         assert calls.acquire(timeout=5.0)
         wait_until(lambda: c._engine.gossip_interval > 0.05, what="interval to grow")
         assert c._engine.gossip_interval <= 0.5
+
+
+def test_protocol_lane_answers_probes_while_every_user_lane_is_blocked() -> None:
+    # Eight handlers that never return, and a flood of user messages behind them: acks must
+    # still go out at once (probes and acks never wait behind user code), so no one suspects b.
+    net = MemoryNetwork(seed=12)
+    a, b = pair(net)
+    release = threading.Event()
+    try:
+        b.handle_func_no_forward(gossip.USER_MSG, lambda s, p: release.wait(30.0))
+        lanes = b._engine.receiver.lanes
+        sources: dict[int, str] = {}
+        i = 0
+        while len(sources) < lanes.n:  # one source for each lane
+            sources.setdefault(lanes.lane_of(f"mem-src-{i}:1"), f"mem-src-{i}:1")
+            i += 1
+        for n, src in enumerate(sources.values()):
+            for k in range(3):
+                raw = Incoming(b._codec.encode(gossip.USER_MSG, b"\x03" * 16, 10 * n + k + 1, 1,
+                                               "x"), src, False, None, time.monotonic(), "memory")
+                b._engine.receiver.on_packets([raw])
+        wait_until(lambda: not any(lanes._waiting), what="every lane to be stuck in a handler")
+        probes0 = a.stats().get("core.probes", 0)
+        wait_until(lambda: a.stats().get("core.probes", 0) >= probes0 + 5, 20.0, "5 more probes")
+        assert a.stats().get("core.failed_probes", 0) == 0
+        assert a.get_node(b.local_node().id).state is gossip.NodeState.ALIVE  # type: ignore[union-attr]
+    finally:
+        release.set()
+        a.stop(timeout=2.0)
+        b.stop(timeout=2.0)
+
+
+def test_a_reply_never_waits_for_a_full_connection() -> None:
+    net = MemoryNetwork(seed=13)
+    with Cluster(Config.local(transport=net.new_transport())) as c:
+        c.handle_func_with_reply(gossip.USER_MSG, lambda s, p: "answer")
+
+        class FullConn:
+            peer = "mem-full:1"
+            timeouts: list[float | None] = []
+
+            def send_frame(self, data: bytes, timeout: float | None = None) -> None:
+                self.timeouts.append(timeout)
+                raise gossip.SendQueueFull("full")
+
+            def pause_reading(self) -> None: ...
+            def resume_reading(self) -> None: ...
+            def close(self) -> None: ...
+
+        conn = FullConn()
+        req = Incoming(c._codec.encode(gossip.USER_MSG, b"\x04" * 16, 7, 0, "q"), conn.peer, True,
+                       conn, time.monotonic(), "memory")
+        c._engine.receiver.on_packets([req])
+        wait_until(lambda: c.stats().get("dropped.reply_buffer_full", 0) == 1, what="the drop")
+        assert conn.timeouts == [0]  # asked never to wait
+
+
+def test_a_compressed_datagram_cannot_expand_past_the_datagram_limit() -> None:
+    net = MemoryNetwork(seed=14)
+    with Cluster(Config.local(transport=net.new_transport())) as c:
+        got = threading.Event()
+        c.handle_func_no_forward(gossip.USER_MSG, lambda s, p: got.set())
+        bomb = c._codec.encode(gossip.USER_MSG, b"\x05" * 16, 9, 1, bytes(1 << 20))  # 1 MiB of 0
+        assert len(bomb) < 8192  # lz4 shrinks it to a few kB: it fits in a datagram
+        c._engine.receiver.on_packets([Incoming(bomb, "mem-x:1", False, None, time.monotonic(),
+                                                "memory")])
+        assert c.stats().get("bad_packets.PacketTooLarge", 0) == 1
+        assert not got.is_set()
+        # The same packet over a connection is within the frame limit and is delivered.
+        conn_in = Incoming(bomb, "mem-x:1", True, None, time.monotonic(), "memory")
+        c._engine.receiver.on_packets([conn_in])
+        assert got.wait(5.0)
+
+
+def test_the_scheduler_survives_a_failing_core() -> None:
+    # Whatever a timer or a metadata update raises, probing goes on: a node must never keep
+    # answering pings while it has silently stopped probing.
+    net = MemoryNetwork(seed=15)
+    a, b = pair(net)
+    try:
+        core = a._engine.core
+        real_tick, real_meta = core.tick, core.set_local_metadata
+        calls = {"tick": 0}
+
+        def bad_tick(now: float) -> None:
+            calls["tick"] += 1
+            if calls["tick"] <= 3:
+                raise OverflowError("a core bug")
+            real_tick(now)
+
+        def bad_meta(*args: object) -> None:
+            raise OverflowError("another core bug")
+
+        core.tick = bad_tick  # type: ignore[method-assign]
+        core.set_local_metadata = bad_meta  # type: ignore[method-assign]
+        a.local_metadata().set_string("k", "v")  # the scheduler propagates it: and fails
+        wait_until(lambda: a.stats().get("errors.scheduler", 0) >= 4, what="the errors counted")
+        core.set_local_metadata = real_meta  # type: ignore[method-assign]
+        probes = a.stats().get("core.probes", 0)
+        wait_until(lambda: a.stats().get("core.probes", 0) >= probes + 2, 10.0, "probing goes on")
+        assert a._engine.scheduler.thread.is_alive()
+    finally:
+        a.stop(timeout=2.0)
+        b.stop(timeout=2.0)

@@ -18,7 +18,7 @@ FORBIDDEN = {
     "pure": {"socket", "select", "selectors", "asyncio", "gossip.engine", "gossip.transports",
              "gossip.cluster", "gossip.protocol"},
 }
-PURE = ["errors.py", "config.py", "node.py", "hlc.py", "metadata.py", "messages.py", "wire.py", "codecs",
+PURE = ["errors.py", "counters.py", "config.py", "node.py", "hlc.py", "metadata.py", "messages.py", "wire.py", "codecs",
         "compression.py", "security.py", "packet.py", "address.py"]
 
 

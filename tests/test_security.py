@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from gossip.errors import AuthenticationError, ConfigError, DecodeError, EncryptionError
-from gossip.security import NONCE_SIZE, OVERHEAD, TAG_SIZE, Keyring, label_tag
+from gossip.security import MAX_SEALS_PER_KEY, NONCE_SIZE, OVERHEAD, TAG_SIZE, Keyring, label_tag
 
 K1 = bytes(range(32))
 K2 = bytes(range(1, 17))
@@ -119,16 +119,43 @@ def test_empty_keyring() -> None:
 
 
 def test_concurrent_rotation() -> None:
+    # Readers seal then open while a writer rotates K1 <-> K2. A packet sealed with a key that
+    # the writer removes before it is opened fails to open: that is the contract (a removed key
+    # opens nothing), not a race in the keyring. So each failure must be explained by a removal
+    # of the sealing key since just before the seal; any other failure, or any other exception,
+    # is a bug. The writer announces a removal before it makes it.
     ring = Keyring([K1])
+    removals = {K1: 0, K2: 0}
     errors: list[BaseException] = []
+    explained = [0]
     stop = threading.Event()
+
+    def sealed_with(sealed: bytes) -> bytes:
+        for key in (K1, K2):
+            try:
+                Keyring([key]).open(sealed, b"")
+                return key
+            except AuthenticationError:
+                pass
+        raise AssertionError("sealed under no known key")
 
     def reader() -> None:
         try:
             while not stop.is_set():
-                assert ring.open(ring.seal(b"x", b""), b"") == b"x"
+                before = dict(removals)
+                sealed = ring.seal(b"x", b"")
+                try:
+                    assert ring.open(sealed, b"") == b"x"
+                except AuthenticationError:
+                    key = sealed_with(sealed)
+                    assert removals[key] > before[key], "a key that was never removed failed to open"
+                    explained[0] += 1
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
+
+    def remove(key: bytes) -> None:
+        removals[key] += 1
+        ring.remove_key(key)
 
     threads = [threading.Thread(target=reader) for _ in range(3)]
     for t in threads:
@@ -136,14 +163,41 @@ def test_concurrent_rotation() -> None:
     for _ in range(200):
         ring.add_key(K2)
         ring.use_key(K2)
-        ring.remove_key(K1)
+        remove(K1)
         ring.add_key(K1)
         ring.use_key(K1)
-        ring.remove_key(K2)
+        remove(K2)
     stop.set()
     for t in threads:
         t.join()
-    assert not errors
+    assert not errors, errors
+    assert ring.keys == (K1,)
+
+
+def test_seals_are_counted_per_key() -> None:
+    ring = Keyring([K1])
+    assert ring.primary_seals == 0
+    for _ in range(5):
+        ring.seal(b"x", b"")
+    ring.open(ring.seal(b"y", b""), b"")            # opening costs nothing
+    assert ring.primary_seals == ring.seal_count(K1) == 6
+    ring.add_key(K2)
+    ring.use_key(K2)
+    assert ring.primary_seals == 0                   # a fresh primary starts at 0
+    ring.seal(b"z", b"")
+    ring.remove_key(K1)
+    assert (ring.seal_count(K1), ring.seal_count(K2), ring.primary_seals) == (6, 1, 1)
+    assert MAX_SEALS_PER_KEY == 2**32
+
+
+def test_seal_count_is_exact_under_threads() -> None:
+    ring = Keyring([K1])
+    threads = [threading.Thread(target=lambda: [ring.seal(b"", b"") for _ in range(2000)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ring.primary_seals == 8000
 
 
 def test_label_tag() -> None:
@@ -152,4 +206,5 @@ def test_label_tag() -> None:
     assert tag == int.from_bytes(hashlib.blake2s(b"prod").digest()[:4], "big")
     assert 0 < tag < 2**32
     assert label_tag("prod") != label_tag("staging")
-    assert label_tag("é") == int.from_bytes(hashlib.blake2s("é".encode()).digest()[:4], "big") or 1
+    assert label_tag("é") == (int.from_bytes(hashlib.blake2s("é".encode()).digest()[:4], "big") or 1)
+    assert label_tag("é") != 0

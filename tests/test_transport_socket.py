@@ -354,3 +354,124 @@ def test_bad_addresses(nodes: Callable[..., Node]) -> None:
     for bad in ("localhost:80", "1.2.3.4", "::1:80", "1.2.3.4:99999", ""):
         with pytest.raises(AddressError):
             a.t.send(bad, b"x")
+
+
+# ---------------------------------------------------------------------------------- hostile peers
+
+
+def _raw(addr: str) -> socket.socket:
+    ip, port, _ = split_host_port(addr)
+    return socket.create_connection((ip, port), timeout=WAIT)
+
+
+def _closed_by_peer(sock: socket.socket, timeout: float = WAIT) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(10) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_connections_per_source_are_capped(nodes: Callable[..., Node]) -> None:
+    b = nodes(max_connections_per_source=3)
+    held = [_raw(b.addr) for _ in range(3)]
+    try:
+        assert wait_until(lambda: b.t.stats["tcp_accepts"] == 3)
+        extra = _raw(b.addr)
+        assert _closed_by_peer(extra)
+        extra.close()
+        assert b.t.stats["tcp_rejected_per_source"] == 1
+        held.pop().close()  # a slot frees up when a connection goes
+        assert wait_until(lambda: len(b.t._accepted) == 2)
+        again = _raw(b.addr)
+        again.sendall(PREAMBLE_FRAMES + struct.pack(">I", 2) + b"ok")
+        assert b.get().data == b"ok"
+        again.close()
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_frame_trickling_in_too_slowly_is_cut(nodes: Callable[..., Node]) -> None:
+    b = nodes(frame_timeout=0.3, idle_timeout=60.0)
+    raw = _raw(b.addr)
+    try:
+        raw.sendall(PREAMBLE_FRAMES + struct.pack(">I", 100))
+        # One byte every 0.1 s: the connection is never idle, but the frame never completes.
+        closed = False
+        for _ in range(int(30 * FACTOR)):
+            try:
+                raw.sendall(b"x")
+            except OSError:
+                closed = True
+                break
+            if b.t.stats["tcp_frame_timeouts"]:
+                closed = True
+                break
+            time.sleep(0.1)
+        assert closed and wait_until(lambda: b.t.stats["tcp_frame_timeouts"] == 1)
+    finally:
+        raw.close()
+
+
+def test_unauthenticated_connections_share_a_bounded_buffer(nodes: Callable[..., Node]) -> None:
+    b = nodes(preauth_buffer_limit=200_000, preauth_max_frame_size=150_000)
+    conns = [_raw(b.addr) for _ in range(3)]
+    try:
+        # Each announces a 150 kB frame and sends 90 kB of it: the second and third push the
+        # shared pre-authentication budget (200 kB) over its limit and are closed.
+        for c in conns:
+            c.sendall(PREAMBLE_FRAMES + struct.pack(">I", 150_000) + bytes(90_000))
+        assert wait_until(lambda: b.t.stats["tcp_preauth_refused"] >= 1)
+        assert not _closed_by_peer(conns[0], 0.2)  # the first fits in the budget
+        assert sum(_closed_by_peer(c, 1.0) for c in conns[1:]) == b.t.stats["tcp_preauth_refused"]
+        assert b.t._preauth_bytes <= 200_000
+    finally:
+        for c in conns:
+            c.close()
+    assert wait_until(lambda: b.t._preauth_bytes == 0)  # the budget is returned
+
+
+def test_idle_request_connections_are_swept(nodes: Callable[..., Node]) -> None:
+    a, b = nodes(idle_timeout=0.3), nodes()
+    stop = threading.Event()
+    thread = _responder(b, stop)
+    try:
+        assert a.t.request(b.addr, b"q", timeout=WAIT) == b"re:q"
+        assert a.t._req_idle  # kept for reuse...
+        assert wait_until(lambda: not a.t._req_idle)  # ...until idle too long
+        assert a.t.stats["tcp_idle_closed"] >= 1
+    finally:
+        stop.set()
+        thread.join(WAIT)
+
+
+def test_stream_connections_reach_on_stream_and_carry_frames() -> None:
+    got: queue.Queue[object] = queue.Queue()
+    t = SocketTransport("127.0.0.1:0", name="st")
+    t.start(lambda batch: None, got.put)
+    a = SocketTransport("127.0.0.1:0", name="sa")
+    a.start(lambda batch: None)
+    try:
+        s = a.dial_stream(t.local_addr, WAIT)
+        s.send_frame(b"first")
+        s.send_frame(bytes(1_000_000))  # larger than one read: read straight into its buffer
+        s.close_write()
+        other = got.get(timeout=WAIT)
+        assert other.recv_frame(WAIT) == b"first"  # type: ignore[attr-defined]
+        assert other.recv_frame(WAIT) == bytes(1_000_000)  # type: ignore[attr-defined]
+        assert other.recv_frame(WAIT) is None  # type: ignore[attr-defined]
+        other.send_frame(b"back")  # type: ignore[attr-defined]
+        assert s.recv_frame(WAIT) == b"back"
+        with pytest.raises(GossipTimeout):
+            s.recv_frame(0.05)
+        other.close()  # type: ignore[attr-defined]
+        assert s.recv_frame(WAIT) is None
+        s.close()
+        assert t.stats["streams_accepted"] == 1 and a.stats["streams_dialed"] == 1
+        assert wait_until(lambda: not t._streams and not a._streams)
+    finally:
+        a.close()
+        t.close()

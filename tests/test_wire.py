@@ -58,8 +58,9 @@ def test_wire_constants() -> None:
     assert (MAGIC, WIRE_VERSION, FLAG_COMPRESSED, FLAG_ENCRYPTED, KNOWN_FLAGS) == (
         0xC5, 1, 1, 2, 3,
     )
-    assert [int(t) for t in MessageType] == list(range(13))
-    assert int(MessageType.STREAM_OPEN_ACK) == 11 and int(MessageType.REPLY) == 0
+    assert [int(t) for t in MessageType] == list(range(14))
+    assert int(MessageType.STREAM_OPEN_ACK) == 11 and int(MessageType.STREAM_OPEN) == 13
+    assert int(MessageType.REPLY) == 0
 
 
 def test_type_helpers() -> None:
@@ -348,6 +349,33 @@ def test_encryption_policy() -> None:
     lenient = make(keys=(KEY,), require_encryption=False)
     assert lenient.decode(plain).unmarshal() == SMALL
     assert lenient.decode(enc).unmarshal() == SMALL
+
+
+def test_plaintext_to_encrypted_upgrade_path() -> None:
+    # memberlist's GossipVerifyIncoming/Outgoing: (1) keys installed, send plain, accept both;
+    # (2) send encrypted, accept both; (3) refuse plain.
+    plain = make()
+    stage1 = make(keys=(KEY,), require_encryption=False, encrypt=False)
+    stage2 = make(keys=(KEY,), require_encryption=False)
+    stage3 = make(keys=(KEY,))
+    assert not stage1.encrypts and stage2.encrypts and stage3.encrypts and stage3.requires_encryption
+    assert stage1.overhead == plain.overhead < stage2.overhead
+    sent = {pc: pc.encode(USER_MSG, SENDER, 1, 1, SMALL) for pc in (plain, stage1, stage2, stage3)}
+    assert not stage1.decode(sent[stage1]).encrypted and stage2.decode(sent[stage2]).encrypted
+    talks = {(a, b) for a in sent for b in sent if _opens(b, sent[a])}
+    # Every step talks with its neighbours, so a rolling upgrade never splits the cluster.
+    assert {(plain, stage1), (stage1, plain), (stage1, stage2), (stage2, stage1),
+            (stage2, stage3), (stage3, stage2)} <= talks
+    assert (plain, stage3) not in talks and (stage1, stage3) not in talks
+    with pytest.raises(ConfigError):
+        PacketCodec(encrypt=True)
+
+
+def _opens(pc: PacketCodec, data: bytes) -> bool:
+    try:
+        return bool(pc.decode(data).unmarshal() == SMALL)
+    except EncryptionError:
+        return False
 
 
 def test_key_rotation_through_packets() -> None:

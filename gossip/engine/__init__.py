@@ -10,12 +10,13 @@ module                      owns
 :mod:`.outgoing`            the path of a sent packet: datagrams, connections, send workers
 :mod:`.scheduler`           the protocol clock (``gossip-<node>-scheduler``)
 :mod:`.events`              membership events and user gossip callbacks (two threads)
-:mod:`.counters`            lock-free per-thread counters behind :meth:`Engine.stats`
+:mod:`.streams`             the stream pool: accepted streams' handlers, opening streams
 ==========================  ===================================================================
 
 Threads (every one a daemon named ``gossip-<node short id>-<role>[-n]``): the transport's
 readers (which also run the protocol lane), ``recv-<i>`` user lanes, ``send-<i>`` send workers,
-``scheduler``, ``events`` and ``gossip``.
+``scheduler``, ``events``, ``gossip`` and the stream pool's ``stream-<n>`` workers (and
+``stream-refuse``), which come and go with the streams.
 
 :class:`Engine` wires them together and offers the operations the :class:`gossip.Cluster`
 facade needs. This package imports the core, the packet codec, the transports' interface and
@@ -42,14 +43,15 @@ from ..node import PROTOCOL_VERSION, Node, NodeID, NodeState
 from ..packet import PacketCodec
 from ..protocol import JoinResult, MemberEvent, Protocol, Send
 from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
-from ..protocol.messaging import calc_fan_out, max_ttl
+from ..protocol.messaging import calc_fan_out
 from ..transports.base import Incoming, Transport
-from .counters import Counters
+from ..counters import Counters
 from .events import EventLoop, GossipHandler, MetadataHandler, StateHandler
 from .host import CoreHost
-from .incoming import Receiver
+from .incoming import Receiver, broadcast_ttl
 from .outgoing import Outgoing
 from .scheduler import Scheduler
+from .streams import StreamPool
 
 __all__ = ["Engine", "StateHandler", "MetadataHandler", "GossipHandler"]
 
@@ -106,10 +108,12 @@ class Engine:
         self.out = Outgoing(config, codec, self.id_bytes, self.hlc, self.counters, self.log,
                             self._join_send_failed, self.prefix)
         self.scheduler = Scheduler(self)
+        self.streams = StreamPool(self)
         self.stop_event = threading.Event()
         self._last_warn: dict[str, float] = {}
         self._join_waiters: dict[str, list[_JoinWaiter]] = {}
         self._join_lock = threading.Lock()
+        self._node_cache: dict[bytes, tuple[Any, Node, int]] = {}
         self._started = False
         self.closing = False
         self._stopped = False
@@ -164,14 +168,13 @@ class Engine:
         if self._started:
             return
         self.transport = transport
-        transport.start(self.receiver.on_packets, None)
+        transport.start(self.receiver.on_packets, self.streams.on_stream)
         self.address = advertise_addr or _loopback_if_any(transport.local_addr)
         now = time.monotonic()
         values, stamp = self.metadata.snapshot()
         self.host.install(Protocol(
             self.config, self.node_id, self.address, self.rng, now,
             meta=values, meta_stamp=stamp, app_version=self.config.application_version,
-            app_version_check=self.config.application_version_check,
         ))
         self._started = True
         self.out.start(transport)
@@ -185,8 +188,9 @@ class Engine:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop everything in a fixed order; idempotent. Does not leave (the caller does).
 
-        Order: mark closing, close the transport (no more input, sockets released), close the
-        queues (wake the workers), then join every thread under one deadline.
+        Order: mark closing, cut open streams, close the transport (no more input, sockets
+        released), close the queues (wake the workers), then join every thread under one
+        deadline.
         """
         if self._stopped:
             return
@@ -194,6 +198,7 @@ class Engine:
         self.closing = True
         deadline = time.monotonic() + max(0.0, timeout)
         self.metadata.remove_listener(self._on_local_metadata)
+        self.streams.close()  # open streams end first: their handlers see ClusterClosed
         try:
             if self.transport is not None:
                 self.transport.close()
@@ -209,6 +214,7 @@ class Engine:
         for w in waiters:
             w.event.set()
         stragglers = self.out.stop(max(0.0, deadline - time.monotonic()))
+        stragglers += self.streams.join(deadline)
         if self._started:
             stragglers += self.receiver.lanes.join(deadline)
             me = threading.current_thread()
@@ -253,7 +259,7 @@ class Engine:
             elif t is MemberEvent:
                 self._on_member_event(a)  # type: ignore[arg-type]
             elif t is JoinResult:
-                self._resolve_join(a.addr, a)  # type: ignore[union-attr, arg-type]
+                self._resolve_join(a.addr, a)  # type: ignore[arg-type]
 
     def emit(self, event: tuple[str, Node, NodeState]) -> None:
         """Queue an event for the event thread."""
@@ -300,8 +306,18 @@ class Engine:
             out["dropped.connection_lost"] = lost
         if self.host.started:
             with self.host.lock:
-                for k, v in self.host.core.stats.items():
+                core = self.host.core
+                for k, v in core.stats.items():
                     out[f"core.{k}"] = v
+                for k, v in core.sizes().items():
+                    out[f"table.{k}"] = v
+        receiver = self.receiver
+        out["user.history_evicted"] = receiver.history.evicted
+        if receiver.replay is not None:
+            with receiver.replay_lock:
+                for k, v in receiver.replay.stats.items():
+                    out[f"replay.{k}"] = v
+        self.streams.add_stats(out)
         out["queue.send"] = self.out.queued
         out["queue.events"] = len(self.events.queue)
         out["queue.incoming"] = sum(self.receiver.lanes.depths())
@@ -350,14 +366,34 @@ class Engine:
             return None if m is None else _member_node(m)
 
     def node_for_sender(self, sender: bytes) -> Node | None:
-        """Return the snapshot of the node whose 16-byte id is ``sender`` (None if unknown)."""
+        """Return the snapshot of the node whose 16-byte id is ``sender`` (None if unknown).
+
+        This runs for every user message handled, so snapshots are cached per member and
+        reused while the member's address, state, incarnation and metadata stamp are unchanged
+        (each is one atomic read; the snapshot itself is rebuilt under the core lock).
+        """
         if sender == self.id_bytes:
             return self.local_node()
         core = self.host.core
+        entry = self._node_cache.get(sender)
+        if entry is not None:
+            m, node, stamp = entry
+            if (m.incarnation == node.incarnation and m.state is node.state
+                    and m.meta_stamp == stamp and m.addr == node.address
+                    and core.members.get(m.node) is m):
+                return node
         nid = NodeID(bytes=sender)
         with self.host.lock:
             m = core.members.get(nid)
-            return None if m is None else _member_node(m)
+            if m is None:
+                return None
+            node = _member_node(m)
+            stamp = m.meta_stamp
+        cache = self._node_cache
+        if len(cache) > 2 * len(core.members) + 64:
+            cache.clear()  # forgotten members' entries go
+        cache[sender] = (m, node, stamp)
+        return node
 
     # ------------------------------------------------------------------ join / leave / metadata
 
@@ -401,9 +437,15 @@ class Engine:
         """Announce a graceful leave and wait (up to ``timeout``) until it has been sent."""
         if not self._started or self.closing:
             return
+        end = time.monotonic() + timeout
         self.locked(lambda core: core.leave(time.monotonic()))
         if not self.out.wait_flushed(timeout):
             self.log.warning("leave: the send queue did not flush within %.1fs", timeout)
+        # The leave goes to every member as a ping that it acknowledges; the core repeats it to
+        # those that did not (a lost leave is otherwise a long tail: a survivor suspecting the
+        # leaver alone). The scheduler sends the repeats: wait for the acks, within the timeout.
+        while time.monotonic() < end and self.host.call(lambda core: core.leave_pending())[0]:
+            self.stop_event.wait(0.01)
 
     def _on_local_metadata(self, md: Metadata) -> None:
         """Metadata listener: the scheduler propagates after a short coalescing delay."""
@@ -444,7 +486,7 @@ class Engine:
         self.check_open()
         check_user_type(msg_type)
         core = self.host.core
-        ttl = max_ttl(core.counts[NodeState.ALIVE] + 1, self.config.ttl_multiplier)
+        ttl = broadcast_ttl(core.counts[NodeState.ALIVE] + 1, self.config.ttl_multiplier)
         msg_id = self.hlc.now()
         pkt = self.codec.encode(msg_type, self.id_bytes, msg_id, ttl, data)
         self.receiver.remember(time.monotonic(), self.id_bytes, msg_id)

@@ -74,9 +74,11 @@ class CoreHost:
         return result, actions
 
     def receive(
-        self, now: float, items: Sequence[tuple[str, Message, NodeID, bool]]
+        self, now: float, items: Sequence[tuple[str, Message, NodeID, bool, bool | None]]
     ) -> tuple[list[list[Action]], list[tuple[Message, Exception]]]:
-        """Feed received messages ``(src, msg, sender, reliable)`` under one lock acquisition.
+        """Feed received messages ``(src, msg, sender, reliable, app_version_ok)`` under one
+        lock acquisition (``app_version_ok``: the verdict on a join's application version,
+        computed by the caller before, since user code never runs under the lock).
 
         Returns the actions of each message separately, so that each reply can go back on the
         connection its request came in on, and the messages whose handling raised (a bug in
@@ -86,9 +88,9 @@ class CoreHost:
         out: list[list[Action]] = []
         failed: list[tuple[Message, Exception]] = []
         with self.lock:
-            for src, msg, sender, reliable in items:
+            for src, msg, sender, reliable, app_ok in items:
                 try:
-                    core.receive(now, src, msg, sender, reliable)
+                    core.receive(now, src, msg, sender, reliable, app_ok)
                 except Exception as exc:  # keep the reader alive whatever the input
                     failed.append((msg, exc))
                 out.append(core.actions_to_perform())

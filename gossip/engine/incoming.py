@@ -14,11 +14,13 @@
     accepted stream connections ── on_stream ──► the stream pool (gossip.engine.streams)
 
 Protocol traffic therefore has its own lane: a flood of user messages or slow handlers can
-delay no ack. User handlers run on the lane workers (``num_incoming_workers`` threads); all
+delay no ack. A request (a user packet with ttl 0 on a connection) whose reply handler has been
+fast is answered right on the reader thread when its source's lane is idle: a round trip then
+costs no thread hand-off on this side; a handler once seen slow goes back to the lanes. User handlers run on the lane workers (``num_incoming_workers`` threads); all
 packets from one source go to one lane, so they are handled in the order they arrived.
 
-Back-pressure on receive: a lane holds at most ``incoming_packet_queue_depth`` packets. A
-datagram that finds its lane full is dropped and counted (``dropped.incoming_queue_full``); a
+Back-pressure on receive: a lane holds at most ``incoming_packet_queue_depth`` packets (and its
+share of ``incoming_queue_max_bytes``). A datagram that finds its lane full is dropped and counted (``dropped.incoming_queue_full``); a
 frame that arrived on a connection is never dropped: the connection's reading is paused
 instead (:meth:`Connection.pause_reading`), so the sender's own send calls slow down, and it is
 resumed once the lane has drained to a quarter.
@@ -41,23 +43,36 @@ from typing import TYPE_CHECKING, Any
 
 from .. import messages
 from ..errors import ClusterClosed, GossipError, LocalProtocolError, RemoteProtocolError, SendQueueFull
-from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, MessageHandlers
+from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, HANDLER_STREAM, MessageHandlers, check_app_version
 from ..messages import Message
 from ..node import NodeID, NodeState
 from ..packet import Packet
 from ..protocol.messaging import MessageHistory, max_ttl
+from ..protocol.replay import ReplayGuard
+
 from ..transports.base import Connection, Incoming
 from ..wire import RESERVED_MSGS_START, MessageType
-from .counters import Counters
+from ..counters import Counters
 from .outgoing import type_key
 
 if TYPE_CHECKING:
     from . import Engine
 
-__all__ = ["Receiver", "UserLanes"]
+__all__ = ["Receiver", "UserLanes", "broadcast_ttl"]
 
 _CHUNK = 256  # packets a lane worker takes at once
 _MAX_DATAGRAM_PAYLOAD = 65536  # a datagram decompresses to at most this much ("stays a datagram")
+_INLINE_SLOW = 0.001  # a reply handler slower than this is no longer run on the reader thread
+_SLOW_FOR = 60.0  # ...for this long
+
+
+def broadcast_ttl(n_alive: int, multiplier: float = 1.0) -> int:
+    """Return the ttl a broadcast starts with: one more than its hop limit (:func:`max_ttl`).
+
+    Every hop takes one off and the last hop delivers at 2, so a broadcast never travels with
+    ttl 1, which is reserved for direct messages (never relayed, never remembered).
+    """
+    return min(255, max_ttl(n_alive, multiplier) + 1)
 
 
 class UserLanes:
@@ -66,17 +81,21 @@ class UserLanes:
     Args:
         n: number of lanes (and threads).
         depth: packets a lane holds before datagrams are dropped and connections paused.
+        max_bytes: bytes all lanes together hold (each gets an even share) before the same.
         handle: ``handle(items)`` runs on the lane's thread for a chunk of ``(Incoming,
             Packet)`` pairs; it must not raise (it is wrapped all the same).
         counters: where drops and bugs are counted.
         prefix: thread names are ``<prefix>-recv-<i>``.
     """
 
-    def __init__(self, n: int, depth: int, handle: Callable[[list[tuple[Incoming, Packet]]], None],
+    def __init__(self, n: int, depth: int, max_bytes: int,
+                 handle: Callable[[list[tuple[Incoming, Packet]]], None],
                  counters: Counters, prefix: str,
                  log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
         self.n = n
         self.depth = depth
+        self.max_bytes = max(1, max_bytes // n)
+        self._bytes = [0] * n
         self._low = max(1, depth // 4)
         self._handle = handle
         self._counters = counters
@@ -84,6 +103,7 @@ class UserLanes:
         self._conds = [threading.Condition(threading.Lock()) for _ in range(n)]
         self._queues: list[deque[tuple[Incoming, Packet]]] = [deque() for _ in range(n)]
         self._paused: list[dict[Connection, None]] = [{} for _ in range(n)]
+        self._waiting = [False] * n  # the lane's thread sleeps (a put must wake it)
         self._closed = False
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
                                           name=f"{prefix}-recv-{i}") for i in range(n)]
@@ -97,6 +117,10 @@ class UserLanes:
         """Return the lane of packets from ``src`` (the same lane every time)."""
         return hash(src) % self.n
 
+    def idle(self, lane: int) -> bool:
+        """True if ``lane`` holds nothing and its thread is waiting for work."""
+        return self._waiting[lane] and not self._queues[lane]
+
     def depths(self) -> list[int]:
         """Return how many packets each lane holds."""
         return [len(q) for q in self._queues]
@@ -109,10 +133,12 @@ class UserLanes:
         with cond:
             if self._closed:
                 return
-            depth = self.depth
+            depth, max_bytes = self.depth, self.max_bytes
+            held = self._bytes[lane]
             for item in items:
                 inc = item[0]
-                if len(q) >= depth:
+                size = len(inc.data)
+                if len(q) >= depth or held + size > max_bytes:
                     conn = inc.conn
                     if conn is None:
                         dropped += 1
@@ -122,16 +148,20 @@ class UserLanes:
                         paused[conn] = None
                         conn.pause_reading()
                 q.append(item)
-            cond.notify()
+                held += size
+            self._bytes[lane] = held
+            if self._waiting[lane]:
+                cond.notify()
         if dropped:
             self._counters.inc("dropped.incoming_queue_full", dropped)
 
     def close(self) -> None:
         """Stop taking packets and wake every lane thread (which then ends)."""
         self._closed = True
-        for cond, q in zip(self._conds, self._queues):
+        for lane, (cond, q) in enumerate(zip(self._conds, self._queues)):
             with cond:
                 q.clear()
+                self._bytes[lane] = 0
                 cond.notify_all()
 
     def join(self, deadline: float) -> list[str]:
@@ -150,7 +180,9 @@ class UserLanes:
             resume: list[Connection] = []
             with cond:
                 while not q and not self._closed:
+                    self._waiting[lane] = True
                     cond.wait()
+                    self._waiting[lane] = False
                 if self._closed:
                     return
                 if len(q) <= _CHUNK:
@@ -158,7 +190,8 @@ class UserLanes:
                     q.clear()
                 else:
                     items = [q.popleft() for _ in range(_CHUNK)]
-                if paused and len(q) <= self._low:
+                self._bytes[lane] -= sum(len(item[0].data) for item in items)
+                if paused and len(q) <= self._low and self._bytes[lane] <= self.max_bytes // 4:
                     resume = list(paused)
                     paused.clear()
             for conn in resume:
@@ -181,12 +214,20 @@ class Receiver:
         self.log = engine.log
         self._debug = self.log.isEnabledFor(logging.DEBUG)
         self.handlers: MessageHandlers = engine.message_handlers
-        self.history = MessageHistory(cfg.msg_history_max_age, cfg.msg_history_shard_count)
+        self.history = MessageHistory(cfg.msg_history_max_age, cfg.msg_history_shard_count,
+                                      cfg.msg_history_max_entries)
+        self.replay = (ReplayGuard(cfg.replay_window, cfg.replay_max_entries)
+                       if cfg.replay_window > 0 else None)
+        self.replay_lock = threading.Lock()
+        self._max_states = cfg.max_members + 1
+        self._app_version_check = cfg.application_version_check
         self.history_lock = threading.Lock()
         self.history_size = 0  # entries at the last GC or insert; the scheduler skips GC at 0
         self.lanes = UserLanes(cfg.num_incoming_workers, cfg.incoming_packet_queue_depth,
-                               self._user_batch, self.counters, engine.prefix, self.log)
+                               cfg.incoming_queue_max_bytes, self._user_batch, self.counters,
+                               engine.prefix, self.log)
         self._udp_payload = max(_MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
+        self._slow_until: dict[int, float] = {}  # reply handlers kept off the reader thread
         self._ttl_multiplier = cfg.ttl_multiplier
 
     # ------------------------------------------------------------------ reader threads
@@ -199,6 +240,7 @@ class Receiver:
         decode = self.codec.decode
         table = self.counters.table()
         protocol: list[tuple[Incoming, Packet]] = []
+        inline: list[tuple[Incoming, Packet]] = []
         lanes: dict[int, list[tuple[Incoming, Packet]]] = {}
         lane_of = self.lanes.lane_of
         udp_payload = self._udp_payload
@@ -228,31 +270,75 @@ class Receiver:
                     trust()
             if mt < RESERVED_MSGS_START:
                 protocol.append((inc, pkt))
+                continue
+            lane = lane_of(inc.src)
+            if pkt.ttl == 0 and conn is not None and lane not in lanes and self._inline_ok(mt, lane):
+                inline.append((inc, pkt))
             else:
-                lanes.setdefault(lane_of(inc.src), []).append((inc, pkt))
+                lanes.setdefault(lane, []).append((inc, pkt))
         if protocol:
             self._protocol(protocol)
         for lane, items in lanes.items():
             self.lanes.put(lane, items)
+        for inc, pkt in inline:
+            self._inline(inc, pkt)
+
+    def _inline_ok(self, msg_type: int, lane: int) -> bool:
+        """May a request of ``msg_type`` be answered right here on the reader thread?
+
+        Only when its reply handler has been fast so far and the source's lane is empty (so
+        nothing from the same source is overtaken): the answer then costs no thread hand-off,
+        which is most of a round trip's latency. A handler once seen slower than
+        ``_INLINE_SLOW`` is sent to the lanes for a while, so it cannot hold up the reader.
+        """
+        handler = self.handlers.get(msg_type)
+        if handler is None or handler.kind != HANDLER_REPLY:
+            return False
+        if self._slow_until.get(msg_type, 0.0) > time.monotonic():
+            return False
+        return self.lanes.idle(lane)
+
+    def _inline(self, inc: Incoming, pkt: Packet) -> None:
+        start = time.perf_counter()
+        try:
+            self._user_packet(inc, pkt, time.monotonic())
+        except RemoteProtocolError as exc:
+            self.counters.inc(f"bad_packets.{type(exc).__name__}")
+        except Exception:
+            self.counters.inc("errors.inline_reply")
+            self.log.exception("bug: answering a request from %s failed", inc.src)
+        if time.perf_counter() - start > _INLINE_SLOW:
+            self._slow_until[pkt.msg_type] = time.monotonic() + _SLOW_FOR
+            self.counters.inc("user.slow_reply_handlers")
 
     def _protocol(self, items: list[tuple[Incoming, Packet]]) -> None:
         """Decode protocol messages and feed them to the core under one lock acquisition."""
         engine = self.engine
-        todo: list[tuple[str, Message, NodeID, bool]] = []
+        todo: list[tuple[str, Message, NodeID, bool, bool | None]] = []
         incs: list[Incoming] = []
+        guard = self.replay
         for inc, pkt in items:
             mt = pkt.msg_type
             if mt == MessageType.REPLY or mt == MessageType.REPLY_ERROR:
                 self.counters.inc("dropped.stray_replies")
                 continue
             try:
-                msg = messages.from_wire(mt, pkt.unmarshal())
+                if guard is not None and pkt.encrypted:
+                    # A sealed packet is authentic, but could be a recording: its HLC stamp
+                    # must be recent and never seen before.
+                    with self.replay_lock:
+                        guard.check(pkt.sender, pkt.msg_id, engine.hlc.now())
+                msg = messages.from_wire(mt, pkt.unmarshal(), max_states=self._max_states)
             except RemoteProtocolError as exc:
                 self.counters.inc(f"bad_packets.{type(exc).__name__}")
                 if self._debug:
                     self.log.debug("! bad protocol message from %s: %s", inc.src, exc)
                 continue
-            todo.append((inc.src, msg, NodeID(bytes=pkt.sender), inc.reliable))
+            app_ok = None
+            if type(msg) is messages.Join:
+                # The application's check is user code: it runs here, never under the lock.
+                app_ok = check_app_version(self._app_version_check, msg.av)
+            todo.append((inc.src, msg, NodeID(bytes=pkt.sender), inc.reliable, app_ok))
             incs.append(inc)
         if not todo:
             return
@@ -285,16 +371,22 @@ class Receiver:
     def _user_packet(self, inc: Incoming, pkt: Packet, now: float) -> None:
         engine = self.engine
         counters = self.counters
-        with self.history_lock:
-            dup = self.history.seen(now, pkt.sender, pkt.msg_id)
-            if not dup:
-                self.history_size += 1
-        if dup:
-            counters.inc("user.duplicates")
-            return
+        if pkt.ttl >= 2:
+            # Only broadcasts (ttl >= 2 on every hop) can arrive twice, by several paths, so
+            # only they are remembered; a direct message (ttl 1) or a request (ttl 0) has one
+            # path, and remembering it would only cost memory at high rates.
+            with self.history_lock:
+                dup = self.history.seen(now, pkt.sender, pkt.msg_id)
+                if not dup:
+                    self.history_size += 1
+            if dup:
+                counters.inc("user.duplicates")
+                return
         counters.inc("user.received")
         handler = self.handlers.get(pkt.msg_type)
-        if pkt.ttl > 1 and (handler is None or handler.kind == HANDLER_FORWARD):
+        if handler is not None and handler.kind == HANDLER_STREAM:
+            handler = None  # stream handlers serve streams only (gossip.engine.streams)
+        if pkt.ttl > 2 and (handler is None or handler.kind == HANDLER_FORWARD):
             self._relay(inc, pkt)
         request = pkt.ttl == 0 and inc.conn is not None
         if handler is None:
@@ -351,12 +443,17 @@ class Receiver:
             self.counters.inc("user.replies" if kind == MessageType.REPLY else "user.error_replies")
 
     def _relay(self, inc: Incoming, pkt: Packet) -> None:
-        """Pass a broadcast on with one hop less (never more hops than the cluster needs)."""
+        """Pass a broadcast on with one hop less (never more hops than the cluster needs).
+
+        Broadcasts keep a ttl of at least 2 on every hop (the last hop delivers at 2), so ttl 1
+        always means a direct message: see :func:`broadcast_ttl`.
+        """
         engine = self.engine
         # One dict read, atomic without the lock; a count a moment old is fine for a bound.
         n_alive = engine.host.core.counts[NodeState.ALIVE] + 1
-        ttl = min(pkt.ttl - 1, max_ttl(n_alive, self._ttl_multiplier))
-        if ttl < 1:
+        # Never more hops than the cluster's size calls for, whatever ttl a peer sent.
+        ttl = min(pkt.ttl - 1, broadcast_ttl(n_alive, self._ttl_multiplier))
+        if ttl < 2:
             return
         data = self.codec.encode_raw(pkt.msg_type, pkt.sender, pkt.msg_id, ttl, pkt.payload)
         for addr in engine.fan_out_addrs((NodeID(bytes=pkt.sender),)):

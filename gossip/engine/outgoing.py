@@ -2,13 +2,13 @@
 
 Three kinds of sends, each on the cheapest thread that cannot be blocked by a slow peer:
 
-* **User sends** (``send_to*``, broadcasts) run on the caller's thread. A packet that fits in
-  one datagram (``udp_max_packet_size``) goes out as one, at once; anything else, and every
-  reliable send, is queued on the pooled connection to the peer. A reliable send never drops
+* **User sends** (``send_to*``, broadcasts) run on the caller's thread. A best-effort packet
+  that fits in one datagram (``udp_max_packet_size``) goes out as one, at once, and never
+  waits: a full socket buffer drops it and counts it (``dropped.udp_send_buffer_full``), or
+  raises, as ``Config.best_effort_full_policy`` says. Every other send (asked to be reliable,
+  or too big for a datagram) is queued on the pooled connection to the peer and never drops
   what it accepted: while the connection's buffer is full the caller waits, up to
-  ``Config.send_timeout``, and then gets :class:`~gossip.errors.SendQueueFull`. Best-effort
-  sends never wait: a full socket or connection buffer drops the packet and counts it
-  (``dropped.<reason>``), or raises, as ``Config.best_effort_full_policy`` says.
+  ``Config.send_timeout``, and then gets :class:`~gossip.errors.SendQueueFull`.
 * **Protocol sends** (the core's :class:`~gossip.protocol.Send` actions) run on the thread that
   ran the core (a reader, the scheduler, a caller). Datagrams (probes, acks, gossip) are written
   at once; answers to a request go back on the connection it came in on without waiting
@@ -49,7 +49,7 @@ from ..protocol import Send
 from ..transports.base import Incoming, Transport
 from ..wire import RESERVED_MSGS_START, MessageType
 from ..workers import BoundedQueue, WorkerPool
-from .counters import Counters
+from ..counters import Counters
 
 __all__ = ["Outgoing", "type_key", "link_kind"]
 
@@ -266,10 +266,10 @@ class Outgoing:
         """Send a user packet from the caller's thread (see the module docstring).
 
         Raises:
-            SendQueueFull: a reliable send found no room within ``send_timeout``; or a
-                best-effort one found a full buffer under the ``"raise"`` policy.
-            TransportError: a reliable send could not reach the peer (or a best-effort one,
-                under the ``"raise"`` policy).
+            SendQueueFull: a send over a connection found no room within ``send_timeout``; or
+                a datagram found the socket buffer full under the ``"raise"`` policy.
+            TransportError: a send over a connection could not reach the peer (or a datagram
+                could not be sent, under the ``"raise"`` policy).
             ClusterClosed: the engine is stopping.
         """
         transport = self.transport
@@ -290,20 +290,16 @@ class Outgoing:
                 return
             self._count_out(link_kind(transport, addr, False), RESERVED_MSGS_START, len(data))
             return
-        timeout = self.config.send_timeout if reliable else 0.0
+        # Over a connection (asked for, or because the packet is too big for a datagram), a
+        # send is reliable: it waits for room, up to send_timeout, and never drops.
         try:
-            transport.send(addr, data, True, timeout)
+            transport.send(addr, data, True, self.config.send_timeout)
         except SendQueueFull:
-            if reliable or self._raise_when_full:
-                self.counters.inc("user.send_timeouts" if reliable else "user.send_full")
-                raise
-            self.counters.inc("dropped.connection_buffer_full")
-            return
+            self.counters.inc("user.send_timeouts")
+            raise
         except GossipError as exc:
             self._count_error(exc, addr)
-            if reliable or self._raise_when_full:
-                raise
-            return
+            raise
         self._count_out(link_kind(transport, addr, True), RESERVED_MSGS_START, len(data))
 
     def relay(self, addr: str, data: bytes, reliable: bool) -> None:

@@ -19,11 +19,12 @@ from .actions import Action, JoinResult, MemberEvent, Send
 from .awareness import Awareness
 from .broadcasts import BroadcastQueue
 from .core import Protocol
-from .messaging import MessageHistory, calc_fan_out, calc_payload_size, max_ttl
+from .replay import ReplayGuard
+from .messaging import MessageHistory, calc_fan_out, calc_payload_size, clamp_ttl, max_ttl
 from .suspicion import Suspicion, remaining_suspicion_time, suspicion_timeouts
 
 __all__ = [
     "Action", "Send", "MemberEvent", "JoinResult", "Awareness", "BroadcastQueue", "Protocol",
-    "MessageHistory", "calc_fan_out", "calc_payload_size", "max_ttl", "Suspicion",
-    "remaining_suspicion_time", "suspicion_timeouts",
+    "MessageHistory", "calc_fan_out", "calc_payload_size", "clamp_ttl", "max_ttl", "Suspicion",
+    "remaining_suspicion_time", "suspicion_timeouts", "ReplayGuard",
 ]

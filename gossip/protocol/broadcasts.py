@@ -14,6 +14,8 @@ from typing import Any
 
 __all__ = ["BroadcastQueue", "retransmit_limit"]
 
+_MAX_MISFITS = 32   # updates too large for what is left of a packet, looked past before stopping
+
 
 def retransmit_limit(retransmit_mult: int, n: int) -> int:
     """Return how many times an update is sent in a cluster of ``n`` members."""
@@ -45,6 +47,8 @@ class BroadcastQueue:
         self._buckets: dict[int, dict[Hashable, _Entry]] = {}
         self._order = 0
         self.dropped = 0
+        self.last_used = 0
+        """Bytes (sizes plus overheads) the last :meth:`get` took."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -85,15 +89,22 @@ class BroadcastQueue:
         Each taken update counts one more transmission; one that reaches ``limit`` leaves the
         queue. ``skip`` can exclude items (for example updates about the recipient itself).
         """
+        self.last_used = 0
         if not self._entries or budget <= 0:
             return []
         taken: list[_Entry] = []
         used = 0
+        misfits = 0
         for transmits in sorted(self._buckets):
             bucket = self._buckets[transmits]
             for entry in reversed(bucket.values()):
                 need = entry.size + overhead
                 if used + need > budget:
+                    # Look a little further for a smaller update, not through the whole queue:
+                    # a long queue would make every packet cost O(queue).
+                    misfits += 1
+                    if misfits > _MAX_MISFITS:
+                        break
                     continue
                 if skip is not None and skip(entry.item):
                     continue
@@ -101,7 +112,7 @@ class BroadcastQueue:
                 used += need
                 if budget - used < 16:
                     break
-            if budget - used < 16:
+            if budget - used < 16 or misfits > _MAX_MISFITS:
                 break
         for entry in taken:
             del self._buckets[entry.transmits][entry.key]
@@ -112,6 +123,7 @@ class BroadcastQueue:
                 self._buckets.setdefault(entry.transmits, {})[entry.key] = entry
         for transmits in [t for t, b in self._buckets.items() if not b]:
             del self._buckets[transmits]
+        self.last_used = used
         return [e.item for e in taken]
 
     def items(self) -> list[tuple[Any, int]]:

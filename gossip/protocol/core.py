@@ -34,8 +34,8 @@ from typing import Any
 
 from ..config import Config
 from ..messages import (
-    EMPTY_META, Ack, Alive, Dead, Gossip, Join, JoinReply, MemberState, Message, Nack, Ping, PingReq,
-    PushPull, PushPullReply, Suspect, Update, update_size,
+    EMPTY_META, MAX_INCARNATION, Ack, Alive, Dead, Gossip, Join, JoinReply, MemberState, Message, Nack,
+    Ping, PingReq, PushPull, PushPullReply, Suspect, Update, metadata_size, update_size,
 )
 from ..node import PROTOCOL_VERSION, NodeID, NodeState
 from .actions import (
@@ -43,6 +43,7 @@ from .actions import (
 )
 from .awareness import Awareness
 from .broadcasts import BroadcastQueue, retransmit_limit
+from .rtt import ProbeRtt, RttHistogram
 from .suspicion import Suspicion, suspicion_timeouts
 
 __all__ = ["Protocol", "Member"]
@@ -52,6 +53,10 @@ ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DE
 # Timer kinds
 _T_PROBE, _T_PROBE_TIMEOUT, _T_PROBE_END, _T_RELAY_TIMEOUT = 1, 2, 3, 4
 _T_SUSPICION, _T_GOSSIP, _T_PUSH_PULL, _T_MAINTENANCE, _T_JOIN_TIMEOUT, _T_SYNC = 5, 6, 7, 8, 9, 10
+_T_PUSH_PULL_TIMEOUT, _T_LEAVE_RETRY = 11, 12
+
+# A helper sends its nack at this share of the time the requester still waits (Lifeguard: 80 %).
+_NACK_SHARE = 0.8
 
 # Encoded-size budget of the fixed parts of a packet: header (39), encryption (28), the message's
 # own fields and list framing. What is left of the UDP limit carries piggybacked updates.
@@ -66,11 +71,39 @@ def _about(node: NodeID | None) -> Callable[[Update], bool] | None:
     return lambda u: type(u) is Alive and u.node == node
 
 
+def _host(addr: str) -> str:
+    """Return the host part of a transport address (``ip:port``, ``[v6]:port``, or a bare name):
+    what one source controls, whatever port it sends from."""
+    host, sep, port = addr.rpartition(":")
+    return host if sep and port.isdigit() else addr
+
+
+def _index_add(ids: list[NodeID], index: dict[NodeID, int], node: NodeID) -> None:
+    """Add ``node`` to a list kept with its positions (O(1), for random sampling)."""
+    index[node] = len(ids)
+    ids.append(node)
+
+
+def _index_remove(ids: list[NodeID], index: dict[NodeID, int], node: NodeID) -> None:
+    """Remove ``node`` by moving the last element into its slot (O(1))."""
+    idx = index.pop(node)
+    last = ids.pop()
+    if last != node:
+        ids[idx] = last
+        index[last] = idx
+
+
 class Member:
-    """The local node's record of one other member (mutable; owned by :class:`Protocol`)."""
+    """The local node's record of one other member (mutable; owned by :class:`Protocol`).
+
+    ``introducer`` is the source host that told us of the member, until the member shows itself
+    (a packet from it, from its own host, or an answer to our probe); None for members given
+    by the host (:meth:`Protocol.bootstrap`). Relayed news is no proof: an epidemic spreads
+    fakes as well as it spreads members.
+    """
 
     __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av",
-                 "state_change", "suspicion")
+                 "state_change", "suspicion", "introducer", "timer_at", "rtt")
 
     def __init__(self, node: NodeID, addr: str, state: NodeState, incarnation: int,
                  meta: Mapping[str, Any], meta_stamp: int, pv: int, av: str, now: float) -> None:
@@ -84,6 +117,9 @@ class Member:
         self.av = av
         self.state_change = now
         self.suspicion: Suspicion | None = None
+        self.introducer: str | None = None
+        self.timer_at = math.inf   # when the pending suspicion timer of this member fires
+        self.rtt: float | None = None  # seconds of the last direct probe round trip
 
     def to_state(self) -> MemberState:
         """Return the record as exchanged by push/pull."""
@@ -95,10 +131,12 @@ class Member:
 
 
 class _Probe:
-    __slots__ = ("target", "acked", "indirect", "expected_nacks", "nacks")
+    __slots__ = ("target", "end", "acked", "indirect", "expected_nacks", "nacks", "sent_at")
 
-    def __init__(self, target: NodeID) -> None:
+    def __init__(self, target: NodeID, end: float, sent_at: float) -> None:
         self.target = target
+        self.end = end
+        self.sent_at = sent_at
         self.acked = False
         self.indirect = False
         self.expected_nacks = 0
@@ -118,6 +156,51 @@ class _Relay:
 class Protocol:
     """One node's view of the cluster and the SWIM/Lifeguard machinery around it.
 
+    The core never calls user code. The one user decision the protocol needs, whether a
+    joiner's application version is acceptable (``Config.application_version_check``), is taken
+    by the host *before* it takes its lock, and passed in with the message::
+
+        ok = None
+        if type(msg) is Join and check is not None:
+            try:
+                ok = bool(check(msg.av))
+            except Exception:
+                ok = False                     # a crashing check refuses the join
+        with lock:
+            core.receive(now, src, msg, sender, reliable, app_version_ok=ok)
+
+    ``app_version_ok=None`` means "no check": the join is accepted on protocol grounds alone.
+
+    Incarnations (bounded by the wire's u32, :data:`~gossip.messages.MAX_INCARNATION`):
+
+    * the core never produces one above the bound and ignores any received above it
+      (``refused_incarnation_range``);
+    * a claim about a member, ourselves included, may move what we know of it by at most
+      ``Config.max_incarnation_jump``: an accusation at or past ``known + jump``, or an alive at
+      more than ``known + jump`` about a member we hold alive or suspect, is refused
+      (``refused_incarnation_jump``), and we do not refute an accusation that would take us
+      further than that. Legitimate claims about a node never run ahead of the node itself, so
+      only forged ones (or a previous process under the same id) are refused. Two exceptions:
+      alive news about a member we hold dead or left is taken at any incarnation (it moved on
+      while we were apart), and our own state in the answer to our own join may carry us any
+      distance (a restarted process catching up with its previous run);
+    * at the very top a node stays at ``MAX_INCARNATION``: metadata changes still spread (they
+      are ordered by their HLC stamp, not by the incarnation), but an accusation at the top
+      cannot be outbid (``incarnation_exhausted``). Reaching it takes 2**32 refutations, or a
+      sustained flood of forged accusations of ``max_incarnation_jump`` each that encryption
+      prevents; the way out is a restart under a new node id (the default for a new process).
+
+    Members (every bound a ``Config`` field, every refusal counted in :attr:`stats` as
+    ``refused_<why>``): the table holds ``max_members``; an unsolicited message brings at most
+    ``max_members_per_message`` newcomers, a join its joiner only; a source host may have named
+    at most ``max_members_per_source`` members that have not shown themselves (sent us a packet
+    from their own host, or answered our probe). Until they do, news about them is gossiped
+    after everything else, they are gossip targets, ping-req helpers and push/pull peers only
+    when too few others exist, and once dead they are forgotten after
+    ``gossip_to_the_dead_time``. Replies are merged only when they answer our own join or
+    push/pull. A ping-req is run only for a known member, at its known address, at most
+    ``max_pending_relays`` at once. :meth:`sizes` reports every table.
+
     Args:
         config: a validated :class:`~gossip.Config` (only its protocol knobs are read).
         node_id: this node's id.
@@ -126,8 +209,10 @@ class Protocol:
         now: the current time on the host's monotonic clock (seconds).
         meta, meta_stamp: the initial local metadata and its HLC stamp.
         app_version: this node's application version string.
-        app_version_check: decides whether a joiner's application version is acceptable.
         incarnation: the starting incarnation (0 for a fresh process).
+
+    Raises:
+        ValueError: ``incarnation`` is outside ``0..MAX_INCARNATION``.
     """
 
     def __init__(
@@ -141,9 +226,10 @@ class Protocol:
         meta: Mapping[str, Any] = EMPTY_META,
         meta_stamp: int = 0,
         app_version: str = "",
-        app_version_check: Callable[[str], bool] | None = None,
         incarnation: int = 0,
     ) -> None:
+        if not 0 <= incarnation <= MAX_INCARNATION:
+            raise ValueError(f"incarnation must be in 0..{MAX_INCARNATION}, got {incarnation}")
         self.config = config
         self.id = node_id
         self.addr = addr
@@ -152,28 +238,43 @@ class Protocol:
         self.meta: Mapping[str, Any] = dict(meta)
         self.meta_stamp = meta_stamp
         self.app_version = app_version
-        self.app_version_check = app_version_check
         self.state = ALIVE
         self.lifeguard = config.lifeguard_enabled
         self.awareness = Awareness(config.awareness_max_multiplier if self.lifeguard else 1)
         self.broadcasts = BroadcastQueue(config.broadcast_queue_size)
+        # News about members nobody has shown us exist yet (only their introducer named them)
+        # waits behind everything else: a flood of fake members cannot hold up a refutation.
+        self.broadcasts_low = BroadcastQueue(config.broadcast_queue_size)
         self.members: dict[NodeID, Member] = {}
         self.counts: dict[NodeState, int] = {ALIVE: 0, SUSPECT: 0, DEAD: 0, LEAVING: 0}
         self.join_peers: list[str] = []
         self.stats: dict[str, int] = {}
+        self.rtt = RttHistogram()
         self._actions: list[Action] = []
         self._timers: list[tuple[float, int, int, Any]] = []
         self._timer_seq = 0
         self._seq = 0
         self._ids: list[NodeID] = []          # every member, for random sampling
         self._id_index: dict[NodeID, int] = {}
+        self._cids: list[NodeID] = []         # the members that showed themselves (introducer None)
+        self._cid_index: dict[NodeID, int] = {}
         self._probe_list: list[NodeID] = []
+        self._in_probe_list: set[NodeID] = set()
         self._probe_index = 0
         self._probes: dict[int, _Probe] = {}
         self._relays: dict[int, _Relay] = {}
         self._joins: dict[int, str] = {}
+        self._push_pulls: dict[int, str] = {}     # our push/pulls awaiting their reply
+        self._leave_pending: dict[int, tuple[Member, int]] = {}   # leave pings: seq -> (member, sent)
+        self._unconfirmed: dict[str, int] = {}    # source host -> members only it vouched for
+        self._gone: dict[NodeID, None] = {}       # dead and left members, longest gone first
+        # Context of the message being handled (see receive()).
+        self._src_host = ""
+        self._sender: NodeID | None = None
+        self._solicited = False
+        self._new_in_msg = 0
         self._states_cache: tuple[MemberState, ...] | None = None
-        self._corrected: dict[tuple[NodeID, NodeID], int] = {}
+        self._corrected: dict[tuple[NodeID, NodeID], tuple[bool, int]] = {}
         self._self_alive_size = 0
         # First rounds start after a random stagger, so nodes started together do not beat in step.
         self._schedule(now + rng.uniform(0, config.health_check_interval), _T_PROBE, None)
@@ -222,12 +323,37 @@ class Protocol:
         return [m for m in self.members.values() if m.state is ALIVE or m.state is SUSPECT]
 
     def random_peers(self, k: int, exclude: Iterable[NodeID] = (), states: tuple[NodeState, ...] = (ALIVE, SUSPECT)) -> list[Member]:
-        """Return up to ``k`` distinct random members in ``states``, excluding ``exclude``."""
-        return self._sample(k, lambda m: m.state in states, set(exclude))
+        """Return up to ``k`` distinct random members in ``states``, excluding ``exclude``.
+
+        Members that showed themselves come first; the others only fill up what is missing, so
+        a table full of fake members does not swallow the fan-out.
+        """
+        return self._sample_known(k, lambda m: m.state in states, set(exclude))
+
+    def sizes(self) -> dict[str, int]:
+        """Return the size of every table the core keeps, for gauges and for bound checks.
+
+        ``members`` (at most ``max_members``), ``broadcasts`` and ``broadcasts_low`` (each at
+        most ``broadcast_queue_size``), ``relays`` (at most ``max_pending_relays``), ``probes``,
+        ``push_pulls``, ``joins``, ``leave_pending``, ``timers``, ``unconfirmed`` (members only
+        their introducer named) and ``probe_list``.
+        """
+        return {
+            "members": len(self.members), "broadcasts": len(self.broadcasts),
+            "broadcasts_low": len(self.broadcasts_low), "relays": len(self._relays),
+            "probes": len(self._probes), "push_pulls": len(self._push_pulls), "joins": len(self._joins),
+            "leave_pending": len(self._leave_pending), "timers": len(self._timers),
+            "unconfirmed": sum(self._unconfirmed.values()), "probe_list": len(self._probe_list),
+        }
 
     def health_score(self) -> int:
         """Return the Lifeguard local health score (0 is healthy)."""
         return self.awareness.score
+
+    def probe_rtt(self) -> ProbeRtt:
+        """Return the round-trip times of directly acked probes: histogram and last per member."""
+        last = {m.node: m.rtt for m in self.members.values() if m.rtt is not None}
+        return self.rtt.snapshot(last)
 
     # ------------------------------------------------------------------ commands
 
@@ -252,23 +378,65 @@ class Protocol:
         return seqs
 
     def leave(self, now: float) -> None:
-        """Announce a graceful leave: every alive member is told directly, and it is gossiped."""
+        """Announce a graceful leave: every alive member is told directly, and it is gossiped.
+
+        Each member is told in a ping that it acknowledges; members that have not acknowledged
+        are told again every ``min(ping_timeout, dissemination_interval)``, up to
+        ``leave_attempts`` times in all. A member that missed every copy would otherwise hold us
+        alive until it probed us, then suspect us alone for a full suspicion timeout.
+        The host keeps ticking the core until :meth:`leave_pending` is False (or its leave
+        timeout runs out) before it stops.
+        """
         self._now = now
         if self.state is LEAVING:
             return
         self.state = LEAVING
         self._states_cache = None
-        left = Dead(self.id, self.incarnation, self.id)
+        left = self._left_update()
         self._queue(left)
         for m in self.alive_peers():
-            self._send(m.addr, Gossip((left,)))
+            seq = self._next_seq()
+            self._leave_pending[seq] = (m, 1)
+            self._send(m.addr, Ping(seq, m.node, self.addr, (left,)))
+        if self._leave_pending:
+            self._schedule(now + self._leave_retry_interval(), _T_LEAVE_RETRY, None)
+
+    def leave_pending(self) -> bool:
+        """Return True while members have not yet acknowledged our leave (and may be retried)."""
+        return bool(self._leave_pending)
+
+    def _leave_retry_interval(self) -> float:
+        return min(self.config.ping_timeout, self.config.dissemination_interval)
+
+    def _left_update(self) -> Dead:
+        return Dead(self.id, self.incarnation, self.id)
+
+    def _leave_retry(self, now: float) -> None:
+        left = self._left_update()
+        for seq, (m, attempts) in list(self._leave_pending.items()):
+            if attempts >= self.config.leave_attempts:
+                del self._leave_pending[seq]
+                self._count("leave_unacknowledged")
+                continue
+            self._leave_pending[seq] = (m, attempts + 1)
+            self._send(m.addr, Ping(seq, m.node, self.addr, (left,)))
+            self._count("leave_retransmits")
+        if self._leave_pending:
+            self._schedule(now + self._leave_retry_interval(), _T_LEAVE_RETRY, None)
 
     def set_local_metadata(self, now: float, meta: Mapping[str, Any], stamp: int) -> None:
-        """Replace this node's metadata and announce it (raises the incarnation)."""
+        """Replace this node's metadata and announce it (raises the incarnation).
+
+        At :data:`~gossip.messages.MAX_INCARNATION` the incarnation stays: peers order
+        metadata by its stamp, so the change still spreads.
+        """
         self._now = now
         self.meta = dict(meta)
         self.meta_stamp = stamp
-        self.incarnation += 1
+        if self.incarnation < MAX_INCARNATION:
+            self.incarnation += 1
+        else:
+            self._count("incarnation_exhausted")
         self._states_cache = None
         self._queue(self._self_alive())
 
@@ -282,9 +450,11 @@ class Protocol:
                 m = Member(s.node, s.addr, ALIVE, s.incarnation, s.meta, s.meta_stamp, s.pv, s.av, now)
                 self.members[s.node] = m
                 self.counts[ALIVE] += 1
-                self._id_index[s.node] = len(self._ids)
-                self._ids.append(s.node)
-                self._probe_list.append(s.node)
+                _index_add(self._ids, self._id_index, s.node)
+                _index_add(self._cids, self._cid_index, s.node)
+                if s.node not in self._in_probe_list:
+                    self._in_probe_list.add(s.node)
+                    self._probe_list.append(s.node)
         self.rng.shuffle(self._probe_list)
         self._states_cache = None
 
@@ -296,13 +466,27 @@ class Protocol:
     # ------------------------------------------------------------------ input: messages
 
     def receive(self, now: float, src: str, msg: Message, sender: NodeID | None = None,
-                reliable: bool = False) -> None:
+                reliable: bool = False, app_version_ok: bool | None = None) -> None:
         """Handle a decoded protocol message that arrived from transport address ``src``.
 
         ``sender`` is the packet's sender id when known; ``reliable`` says it came over TCP (a
-        reply then goes back over TCP too).
+        reply then goes back over TCP too). ``app_version_ok`` is the host's verdict on a
+        :class:`~gossip.messages.Join`'s application version (see the class docstring); None
+        when no check is configured.
+
+        Any well-formed message (one :func:`~gossip.messages.from_wire` returns) is safe here:
+        nothing it carries makes this method raise, and every refusal is counted in
+        :attr:`stats`.
         """
         self._now = now
+        self._src_host = _host(src)
+        self._sender = sender
+        self._solicited = False
+        self._new_in_msg = 0
+        if sender is not None:
+            m = self.members.get(sender)
+            if m is not None and m.introducer is not None and self._src_host == _host(m.addr):
+                self._confirm(m)     # it spoke to us from its own host
         t = type(msg)
         if t is Ping:
             self._on_ping(now, src, msg, sender, reliable)  # type: ignore[arg-type]
@@ -316,12 +500,17 @@ class Protocol:
             probe = self._probes.get(msg.seq)  # type: ignore[union-attr]
             if probe is not None:
                 probe.nacks += 1
+                self._count("nacks")
         elif t is PushPull:
             self._on_push_pull(now, msg, reliable)  # type: ignore[arg-type]
         elif t is PushPullReply:
+            if self._push_pulls.pop(msg.seq, None) is None:  # type: ignore[union-attr]
+                self._count("refused_unsolicited_reply")
+                return
+            self._solicited = True
             self._merge_states(now, msg.states)  # type: ignore[union-attr]
         elif t is Join:
-            self._on_join(now, msg, reliable)  # type: ignore[arg-type]
+            self._on_join(now, msg, reliable, app_version_ok)  # type: ignore[arg-type]
         elif t is JoinReply:
             self._on_join_reply(now, msg)  # type: ignore[arg-type]
 
@@ -332,7 +521,7 @@ class Protocol:
         self._now = now
         timers = self._timers
         while timers and timers[0][0] <= now:
-            _, _, kind, key = heapq.heappop(timers)
+            when, _, kind, key = heapq.heappop(timers)
             if kind == _T_PROBE:
                 self._probe_round(now)
             elif kind == _T_PROBE_TIMEOUT:
@@ -344,7 +533,7 @@ class Protocol:
                 if relay is not None and not relay.done and relay.nack:
                     self._send(relay.requester_addr, Nack(relay.orig_seq))
             elif kind == _T_SUSPICION:
-                self._suspicion_timer(now, key)
+                self._suspicion_timer(now, key, when)
             elif kind == _T_GOSSIP:
                 self._gossip_round(now)
             elif kind == _T_PUSH_PULL:
@@ -356,7 +545,11 @@ class Protocol:
                 if addr is not None:
                     self._actions.append(JoinResult(addr, False, "no answer within join_timeout"))
             elif kind == _T_SYNC:
-                self._send(key, PushPull(self._next_seq(), self.addr, self.local_states()), True)
+                self._send_push_pull(now, key)
+            elif kind == _T_PUSH_PULL_TIMEOUT:
+                self._push_pulls.pop(key, None)
+            elif kind == _T_LEAVE_RETRY:
+                self._leave_retry(now)
 
     # ------------------------------------------------------------------ internals: plumbing
 
@@ -375,11 +568,29 @@ class Protocol:
         """Answer the message being received: on its connection if it came over one."""
         self._actions.append(Send(addr, msg, reliable, reliable))
 
+    def _send_push_pull(self, now: float, addr: str) -> None:
+        """Send our full state to ``addr``; its reply is merged as solicited until it times out."""
+        seq = self._next_seq()
+        self._push_pulls[seq] = addr
+        cfg = self.config
+        self._schedule(now + cfg.tcp_dial_timeout + cfg.tcp_deadline, _T_PUSH_PULL_TIMEOUT, seq)
+        self._send(addr, PushPull(seq, self.addr, self.local_states()), True)
+
     def _count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
 
-    def _sample(self, k: int, accept: Callable[[Member], bool], exclude: set[NodeID]) -> list[Member]:
-        ids = self._ids
+    def _sample_known(self, k: int, accept: Callable[[Member], bool], exclude: set[NodeID]) -> list[Member]:
+        """Sample among members that showed themselves first, then among the others."""
+        out = self._sample(k, accept, exclude, self._cids)
+        if len(out) < k and len(self._cids) < len(self._ids):
+            taken = exclude | {m.node for m in out}
+            out += self._sample(k - len(out), lambda m: m.introducer is not None and accept(m), taken)
+        return out
+
+    def _sample(self, k: int, accept: Callable[[Member], bool], exclude: set[NodeID],
+                ids: list[NodeID] | None = None) -> list[Member]:
+        if ids is None:
+            ids = self._ids
         n = len(ids)
         if k <= 0 or n == 0:
             return []
@@ -418,13 +629,34 @@ class Protocol:
         n = self.num_members()
         return retransmit_limit(self.config.retransmit_mult, n)
 
+    def _take(self, budget: int, limit: int, to: NodeID | None) -> list[Update]:
+        """Take queued updates for one packet: all that fit of the main queue, then low ones."""
+        skip = _about(to)
+        updates: list[Update] = self.broadcasts.get(budget, limit, skip=skip)
+        left = budget - self.broadcasts.last_used
+        if self.broadcasts_low and left > 16:
+            updates += self.broadcasts_low.get(left, limit, skip=skip)
+        return updates
+
     def _piggyback(self, extra: Iterable[Update] = (), to: NodeID | None = None) -> tuple[Update, ...]:
-        updates = self.broadcasts.get(self._budget(), self._retransmit_limit(), skip=_about(to))
+        updates = self._take(self._budget(), self._retransmit_limit(), to)
         extra = tuple(extra)
         return extra + tuple(updates) if extra else tuple(updates)
 
     def _queue(self, update: Update) -> None:
-        self.broadcasts.queue(update.node, update, update_size(update))
+        size = update_size(update)
+        if size > self._budget():
+            # It would never fit a datagram: queued, it would sit there for ever and keep the
+            # gossip timer running. Full-state exchanges still carry the member.
+            self._count("refused_broadcast_oversize")
+            return
+        m = self.members.get(update.node)
+        if m is not None and m.introducer is not None:
+            self.broadcasts.invalidate(update.node)
+            self.broadcasts_low.queue(update.node, update, size)
+        else:
+            self.broadcasts_low.invalidate(update.node)
+            self.broadcasts.queue(update.node, update, size)
         if not self._gossip_armed:
             self._gossip_armed = True
             self._schedule(self._now + self.config.dissemination_interval, _T_GOSSIP, None)
@@ -443,37 +675,118 @@ class Protocol:
             return
         self.counts[prev] -= 1
         self.counts[state] += 1
+        if state is DEAD or state is LEAVING:
+            self._gone.pop(m.node, None)
+            self._gone[m.node] = None
+        elif prev is DEAD or prev is LEAVING:
+            del self._gone[m.node]
         m.state = state
         m.state_change = now
         self._states_cache = None
         self._event(EVENT_STATE, m, prev, now)
 
-    def _add_member(self, now: float, a: Alive) -> Member:
+    def _introduces_itself(self, a: Alive) -> bool:
+        """True if the message being handled comes from ``a``'s own node, from its own host."""
+        return self._sender == a.node and self._src_host == _host(a.addr)
+
+    def _admit(self, now: float, itself: bool = False) -> bool:
+        """Decide whether one more new member may enter the table (counting every refusal).
+
+        Unsolicited messages may bring ``max_members_per_message`` newcomers each, and one
+        source host may have named ``max_members_per_source`` members that have not shown
+        themselves (a member introducing itself, ``itself``, does not count against that). The
+        table holds ``max_members`` in all; when it is full a dead or left member (the longest
+        gone) makes room, else the newcomer is refused.
+        """
+        cfg = self.config
+        if not self._solicited:
+            if self._new_in_msg >= cfg.max_members_per_message:
+                self._count("refused_members_per_message")
+                return False
+            if not itself and self._unconfirmed.get(self._src_host, 0) >= cfg.max_members_per_source:
+                self._count("refused_members_per_source")
+                return False
+        if len(self.members) >= cfg.max_members:
+            if not self._gone:
+                self._count("refused_members_table_full")
+                return False
+            self._remove_member(now, self.members[next(iter(self._gone))])
+            self._count("members_evicted")
+        self._new_in_msg += 1
+        return True
+
+    def _add_member(self, now: float, a: Alive, itself: bool = False) -> Member:
         m = Member(a.node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp, a.pv, a.av, now)
         self.members[a.node] = m
         self.counts[ALIVE] += 1
-        self._id_index[a.node] = len(self._ids)
-        self._ids.append(a.node)
-        # A newcomer goes in at a random place of the probe order (SWIM section 4.3).
-        self._probe_list.insert(self.rng.randint(0, len(self._probe_list)), a.node)
+        _index_add(self._ids, self._id_index, a.node)
+        if itself:
+            _index_add(self._cids, self._cid_index, a.node)
+        else:
+            # Even a reply to our own request only names the member: the peer may hold fakes.
+            host = self._src_host
+            m.introducer = host
+            self._unconfirmed[host] = self._unconfirmed.get(host, 0) + 1
+        # A newcomer goes in at a random place of the probe order (SWIM section 4.3): appended,
+        # then swapped with a random slot, O(1) as in memberlist.
+        if a.node not in self._in_probe_list:
+            plist = self._probe_list
+            if len(plist) > 2 * len(self.members) + 16:
+                self._compact_probe_list()
+            self._in_probe_list.add(a.node)
+            plist.append(a.node)
+            j = self.rng.randrange(len(plist))
+            plist[-1], plist[j] = plist[j], plist[-1]
         self._states_cache = None
         self._event(EVENT_STATE, m, NodeState.UNKNOWN, now)
         return m
 
+    def _compact_probe_list(self) -> None:
+        """Drop forgotten members from the probe order, keeping the position of the round."""
+        plist = self._probe_list
+        done = sum(1 for n in plist[: self._probe_index] if n in self.members)
+        plist[:] = [n for n in plist if n in self.members]
+        self._in_probe_list = set(plist)
+        self._probe_index = done
+
+    def _confirm(self, m: Member) -> None:
+        """``m`` showed itself to exist: it no longer counts against its introducer."""
+        host = m.introducer
+        if host is None:
+            return
+        m.introducer = None
+        _index_add(self._cids, self._cid_index, m.node)
+        left = self._unconfirmed.get(host, 0) - 1
+        if left > 0:
+            self._unconfirmed[host] = left
+        else:
+            self._unconfirmed.pop(host, None)
+
     def _remove_member(self, now: float, m: Member) -> None:
+        self._confirm(m)
+        self._gone.pop(m.node, None)
         del self.members[m.node]
         self.counts[m.state] -= 1
-        idx = self._id_index.pop(m.node)
-        last = self._ids.pop()
-        if last != m.node:
-            self._ids[idx] = last
-            self._id_index[last] = idx
+        _index_remove(self._ids, self._id_index, m.node)
+        if m.node in self._cid_index:
+            _index_remove(self._cids, self._cid_index, m.node)
         self.broadcasts.invalidate(m.node)
+        self.broadcasts_low.invalidate(m.node)
         self._states_cache = None
         self._event(EVENT_REMOVED, m, m.state, now)
 
-    def _refute(self, now: float, accused_incarnation: int) -> None:
-        """Raise our incarnation past the accusation and announce that we are alive."""
+    def _refute(self, now: float, accused_incarnation: int, catch_up: bool = False) -> None:
+        """Raise our incarnation past the accusation and announce that we are alive.
+
+        Refused when that would take us more than ``max_incarnation_jump`` ahead (unless
+        ``catch_up``: our own join's answer), and impossible at the top of the range.
+        """
+        if not catch_up and accused_incarnation - self.incarnation >= self.config.max_incarnation_jump:
+            self._count("refused_incarnation_jump")
+            return
+        if accused_incarnation >= MAX_INCARNATION:
+            self._count("incarnation_exhausted")
+            return
         self.incarnation = max(self.incarnation, accused_incarnation) + 1
         self._states_cache = None
         self._queue(self._self_alive())
@@ -486,6 +799,9 @@ class Protocol:
     def _merge_updates(self, now: float, updates: Iterable[Update], peer: NodeID | None = None) -> None:
         stale: list[Update] = []
         for u in updates:
+            if not 0 <= u.incarnation <= MAX_INCARNATION:
+                self._count("refused_incarnation_range")   # a host that skipped the decoder
+                continue
             t = type(u)
             if t is Alive:
                 self._on_alive(now, u)  # type: ignore[arg-type]
@@ -495,8 +811,14 @@ class Protocol:
             else:
                 self._on_dead(now, u)  # type: ignore[arg-type]
             m = self.members.get(u.node)
-            if peer is not None and m is not None and m.state is ALIVE and u.incarnation < m.incarnation:
+            if peer is None or m is None:
+                continue
+            if m.state is ALIVE and u.incarnation < m.incarnation:
                 stale.append(Alive(m.node, m.incarnation, m.addr, m.meta, m.meta_stamp, m.pv, m.av))
+            elif m.state is LEAVING and u.incarnation <= m.incarnation and not (t is Dead and u.left):  # type: ignore[union-attr]
+                # The peer missed the leave and now suspects the leaver on its own: it would
+                # wait out a whole suspicion timeout with no one to confirm it. Tell it.
+                stale.append(Dead(m.node, m.incarnation, m.node))
         if stale:
             self._correct(peer, stale)  # type: ignore[arg-type]
 
@@ -513,14 +835,36 @@ class Protocol:
         todo = []
         for u in fresher:
             key = (peer, u.node)
-            if self._corrected.get(key) != u.incarnation:
-                self._corrected[key] = u.incarnation
+            mark = (type(u) is Dead, u.incarnation)
+            if self._corrected.get(key) != mark:
+                self._corrected[key] = mark
                 todo.append(u)
         if todo:
             if len(self._corrected) > 4096:
                 self._corrected.clear()
             self._count("corrections")
             self._send(m.addr, Gossip(tuple(todo)))
+
+    def _jump_refused(self, claimed: int, known: int, accusation: bool) -> bool:
+        """Return True (and count it) if a claim runs too far ahead of what we know."""
+        jump = self.config.max_incarnation_jump
+        if claimed - known >= jump if accusation else claimed - known > jump:
+            self._count("refused_incarnation_jump")
+            return True
+        return False
+
+    def _checked_meta(self, a: Alive, m: Member | None) -> Alive:
+        """Return ``a``, or ``a`` with our current metadata for it if its own is too large.
+
+        Liveness is kept: a peer configured with a larger ``max_metadata_size`` is still a member.
+        """
+        if not a.meta or (m is not None and a.meta_stamp <= m.meta_stamp):
+            return a
+        if metadata_size(a.meta) <= self.config.max_metadata_size:
+            return a
+        self._count("refused_metadata_size")
+        meta, stamp = (m.meta, m.meta_stamp) if m is not None else (EMPTY_META, 0)
+        return Alive(a.node, a.incarnation, a.addr, meta, stamp, a.pv, a.av)
 
     def _on_alive(self, now: float, a: Alive) -> None:
         if a.node == self.id:
@@ -535,8 +879,14 @@ class Protocol:
             if a.pv != PROTOCOL_VERSION:
                 self._count("refused_protocol_version")
                 return
-            self._add_member(now, a)
+            itself = self._introduces_itself(a)
+            if not self._admit(now, itself):
+                return
+            a = self._checked_meta(a, None)
+            self._add_member(now, a, itself)
             self._queue(a)
+            return
+        if (m.state is ALIVE or m.state is SUSPECT) and self._jump_refused(a.incarnation, m.incarnation, False):
             return
         if a.addr != m.addr:
             reclaimable = (m.state is DEAD or m.state is LEAVING) and \
@@ -548,21 +898,26 @@ class Protocol:
                 return
             if a.incarnation <= m.incarnation:
                 # A new process reclaiming the id: it starts over, so let its record replace ours.
-                a = Alive(a.node, m.incarnation + 1 if a.incarnation <= m.incarnation else a.incarnation,
-                          a.addr, a.meta, a.meta_stamp, a.pv, a.av)
+                if m.incarnation >= MAX_INCARNATION:
+                    self._count("incarnation_exhausted")
+                    return
+                a = Alive(a.node, m.incarnation + 1, a.addr, a.meta, a.meta_stamp, a.pv, a.av)
+        a = self._checked_meta(a, m)
         meta_changed = False
         if a.meta_stamp > m.meta_stamp:
             m.meta = a.meta
             m.meta_stamp = a.meta_stamp
             meta_changed = True
             self._states_cache = None
-        if a.incarnation > m.incarnation or (m.state is not ALIVE and a.incarnation > m.incarnation):
+        if a.incarnation > m.incarnation:
             m.incarnation = a.incarnation
             m.addr = a.addr
             m.pv = a.pv
             m.av = a.av
             m.suspicion = None
             self._states_cache = None
+            if m.state is SUSPECT:
+                self._count("suspicions_refuted")
             if m.state is not ALIVE:
                 self._set_state(now, m, ALIVE)
             self._queue(a)
@@ -571,10 +926,10 @@ class Protocol:
         if meta_changed:
             self._event(EVENT_METADATA, m, m.state, now)
 
-    def _accused(self, now: float, incarnation: int) -> None:
+    def _accused(self, now: float, incarnation: int, catch_up: bool = False) -> None:
         """Someone suspects us or holds us dead: refute unless it is stale or we are leaving."""
         if self.state is not LEAVING and incarnation >= self.incarnation:
-            self._refute(now, incarnation)
+            self._refute(now, incarnation, catch_up)
 
     def _on_suspect(self, now: float, s: Suspect) -> None:
         if s.node == self.id:
@@ -582,6 +937,10 @@ class Protocol:
             return
         m = self.members.get(s.node)
         if m is None or s.incarnation < m.incarnation:
+            return
+        if m.state is not ALIVE and m.state is not SUSPECT:
+            return
+        if self._jump_refused(s.incarnation, m.incarnation, True):
             return
         if m.state is SUSPECT:
             if s.incarnation > m.incarnation:
@@ -596,13 +955,12 @@ class Protocol:
                 return
             susp = m.suspicion
             if susp is not None and susp.confirm(s.sender):
-                self._schedule(susp.deadline(), _T_SUSPICION, m.node)
+                self._arm_suspicion(m)
                 self._queue(s)
-            return
-        if m.state is not ALIVE:
             return
         m.incarnation = s.incarnation
         self._start_suspicion(now, m, s.sender)
+        self._count("suspicions_started")
         self._set_state(now, m, SUSPECT)
         self._queue(s)
 
@@ -617,19 +975,33 @@ class Protocol:
         if not self.lifeguard or n - 2 < k:
             k = 0
         m.suspicion = Suspicion(m.incarnation, now, k, low, high, accuser)
-        self._schedule(m.suspicion.deadline(), _T_SUSPICION, m.node)
+        self._arm_suspicion(m)
 
-    def _suspicion_timer(self, now: float, node: NodeID) -> None:
+    def _arm_suspicion(self, m: Member) -> None:
+        """Make sure a timer fires at the suspicion's deadline: one pending timer per member,
+        whatever the number of suspicions and confirmations a flood of accusations brings."""
+        assert m.suspicion is not None
+        deadline = m.suspicion.deadline()
+        if deadline < m.timer_at:
+            m.timer_at = deadline
+            self._schedule(deadline, _T_SUSPICION, m.node)
+
+    def _suspicion_timer(self, now: float, node: NodeID, when: float) -> None:
         m = self.members.get(node)
-        if m is None or m.state is not SUSPECT or m.suspicion is None:
+        if m is None or when != m.timer_at:
+            return  # superseded by an earlier timer, or the member was forgotten
+        m.timer_at = math.inf
+        if m.state is not SUSPECT or m.suspicion is None:
             return
         deadline = m.suspicion.deadline()
         if deadline > now + 1e-9:
-            return  # an earlier timer of a suspicion since shortened or replaced
+            self._arm_suspicion(m)   # the suspicion was replaced by a later one
+            return
         if m.suspicion.k > 0 and len(m.suspicion.confirmers) < m.suspicion.k:
             self._count("degraded_timeout")
         m.suspicion = None
         d = Dead(m.node, m.incarnation, self.id)
+        self._count("suspicions_confirmed")
         self._set_state(now, m, DEAD)
         self._queue(d)
 
@@ -642,9 +1014,13 @@ class Protocol:
             return
         if m.state is DEAD or m.state is LEAVING:
             if d.left and m.state is DEAD and d.incarnation >= m.incarnation:
+                if self._jump_refused(d.incarnation, m.incarnation, True):
+                    return
                 # The node itself said it left: more precise than our dead verdict.
                 m.incarnation = d.incarnation
                 self._set_state(now, m, LEAVING)
+            return
+        if self._jump_refused(d.incarnation, m.incarnation, True):
             return
         m.incarnation = d.incarnation
         m.suspicion = None
@@ -662,6 +1038,7 @@ class Protocol:
             if self._probe_index >= len(plist):
                 # Wrap: drop forgotten members and reshuffle (SWIM's round-robin bound).
                 plist[:] = [n for n in plist if n in self.members]
+                self._in_probe_list = set(plist)
                 self.rng.shuffle(plist)
                 self._probe_index = 0
                 if not plist:
@@ -682,7 +1059,7 @@ class Protocol:
         if m is None:
             return
         seq = self._next_seq()
-        probe = _Probe(m.node)
+        probe = _Probe(m.node, now + interval, now)
         self._probes[seq] = probe
         buddy = m.incarnation if (self.lifeguard and m.state is SUSPECT) else -1
         extra: tuple[Update, ...] = ()
@@ -704,9 +1081,12 @@ class Protocol:
             return
         cfg = self.config
         k = cfg.indirect_checks if cfg.enable_indirect_pings else 0
-        helpers = self._sample(k, lambda h: h.state is ALIVE, {m.node})
+        helpers = self._sample_known(k, lambda h: h.state is ALIVE, {m.node})
+        # Helpers learn how long we still wait, so their nacks arrive in time whatever our
+        # health score stretched the probe to.
+        window = max(0.0, probe.end - now)
         for h in helpers:
-            self._send(h.addr, PingReq(seq, m.node, m.addr, self.addr, self.lifeguard))
+            self._send(h.addr, PingReq(seq, m.node, m.addr, self.addr, self.lifeguard, window))
         if self.lifeguard:
             probe.expected_nacks = len(helpers)
         if cfg.tcp_pings:
@@ -736,12 +1116,14 @@ class Protocol:
         if p.target != self.id:
             self._count("misdirected_pings")
             return
-        if p.suspect_inc >= 0 and self.state is not LEAVING and p.suspect_inc >= self.incarnation:
-            self._refute(now, p.suspect_inc)  # Lifeguard's buddy system
+        if 0 <= p.suspect_inc <= MAX_INCARNATION:
+            self._accused(now, p.suspect_inc)  # Lifeguard's buddy system
         if p.updates:
             self._merge_updates(now, p.updates, sender)
         extra: tuple[Update, ...] = ()
-        if sender is not None:
+        if self.state is LEAVING:
+            extra = (self._left_update(),)   # whoever still probes us missed our leave
+        elif sender is not None:
             m = self.members.get(sender)
             if m is not None and m.state is DEAD:
                 # A node we hold dead is probing us: tell it, so it refutes (heals partitions).
@@ -755,44 +1137,74 @@ class Protocol:
         if probe is not None:
             if not probe.acked:
                 probe.acked = True
+                self._count("acks")
+                target = self.members.get(probe.target)
+                if target is not None and target.introducer is not None:
+                    self._confirm(target)    # it answered our probe: it exists
                 if self.lifeguard and not probe.indirect:
                     self.awareness.apply_delta(-1)
+                # A round trip is measured only from the target's own ack (a helper's relayed ack
+                # carries the helper's id and two more hops).
+                if sender == probe.target or (sender is None and not probe.indirect):
+                    m = self.members.get(probe.target)
+                    if m is not None:
+                        m.rtt = now - probe.sent_at
+                        self.rtt.record(m.rtt)
             return
         relay = self._relays.get(a.seq)
         if relay is not None and not relay.done:
             relay.done = True
             self._send(relay.requester_addr, Ack(relay.orig_seq))
+            return
+        self._leave_pending.pop(a.seq, None)
 
     def _on_ping_req(self, now: float, src: str, r: PingReq) -> None:
+        cfg = self.config
+        if len(self._relays) >= cfg.max_pending_relays:
+            self._count("refused_relays_full")
+            return
+        m = self.members.get(r.target)
+        if m is None or not (m.state is ALIVE or m.state is SUSPECT):
+            # We only probe members we know, at the address we know: a ping-req is no way to
+            # make us ping arbitrary addresses. A nack tells the requester we are fine.
+            self._count("refused_ping_req_target")
+            if r.nack:
+                self._send(r.source_addr, Nack(r.seq))
+            return
+        # Nack a little before the requester gives up (Lifeguard: at 80 %). The requester says
+        # how long it waits; a peer that does not is assumed to run our configuration.
+        window = r.timeout if r.timeout > 0 else cfg.health_check_interval - cfg.ping_timeout
+        window = min(window, cfg.health_check_interval * cfg.awareness_max_multiplier)
         seq = self._next_seq()
         self._relays[seq] = _Relay(r.source_addr, r.seq, r.nack)
-        self._send(r.target_addr, Ping(seq, r.target, self.addr))
-        # Answer with a nack a little before the requester gives up (Lifeguard: 80 %).
-        self._schedule(now + self.config.ping_timeout, _T_RELAY_TIMEOUT, seq)
+        self._send(m.addr, Ping(seq, m.node, self.addr))
+        self._schedule(now + _NACK_SHARE * window, _T_RELAY_TIMEOUT, seq)
 
     # ------------------------------------------------------------------ dissemination
 
     def _gossip_round(self, now: float) -> None:
         cfg = self.config
-        if not self.broadcasts:
-            self._gossip_armed = False   # re-armed by the next queued update
-            return
-        self._schedule(now + cfg.dissemination_interval, _T_GOSSIP, None)
-        if not self._ids:
-            return
-        dead_window = cfg.gossip_to_the_dead_time
+        sent = False
+        if (self.broadcasts or self.broadcasts_low) and self._ids:
+            dead_window = cfg.gossip_to_the_dead_time
 
-        def gossipable(m: Member) -> bool:
-            if m.state is ALIVE or m.state is SUSPECT:
-                return True
-            return m.state is DEAD and now - m.state_change < dead_window
+            def gossipable(m: Member) -> bool:
+                if m.state is ALIVE or m.state is SUSPECT:
+                    return True
+                return m.state is DEAD and now - m.state_change < dead_window
 
-        budget, limit = self._budget(), self._retransmit_limit()
-        for m in self._sample(cfg.dissemination_fan_out, gossipable, set()):
-            updates = self.broadcasts.get(budget, limit, skip=_about(m.node))
-            if not updates:
-                break
-            self._send(m.addr, Gossip(tuple(updates)))
+            budget, limit = self._budget(), self._retransmit_limit()
+            for m in self._sample_known(cfg.dissemination_fan_out, gossipable, set()):
+                updates = self._take(budget, limit, m.node)
+                if updates:
+                    self._send(m.addr, Gossip(tuple(updates)))
+                    sent = True
+        if sent:
+            self._schedule(now + cfg.dissemination_interval, _T_GOSSIP, None)
+        else:
+            # Nothing could go out (an empty queue, nobody to send to, or only news about the
+            # peers themselves): sleep until the next queued update instead of spinning.
+            self._gossip_armed = False
 
     # ------------------------------------------------------------------ anti-entropy
 
@@ -808,9 +1220,9 @@ class Protocol:
         self._schedule(now + self._push_pull_interval(), _T_PUSH_PULL, None)
         if self.state is LEAVING:
             return
-        peers = self._sample(1, lambda m: m.state is ALIVE, set())
+        peers = self._sample_known(1, lambda m: m.state is ALIVE, set())
         if peers:
-            self._send(peers[0].addr, PushPull(self._next_seq(), self.addr, self.local_states()), True)
+            self._send_push_pull(now, peers[0].addr)
             self._count("push_pulls")
 
     def _on_push_pull(self, now: float, p: PushPull, reliable: bool) -> None:
@@ -822,21 +1234,29 @@ class Protocol:
         self._merge_states(now, p.states)
         self._reply(p.source_addr, PushPullReply(p.seq, self.local_states()), True)
 
-    def _merge_states(self, now: float, states: Iterable[MemberState]) -> None:
+    def _merge_states(self, now: float, states: Iterable[MemberState], catch_up: bool = False) -> None:
+        per_message = self.config.max_members_per_message
+        refused = 0
         for s in states:
+            if not 0 <= s.incarnation <= MAX_INCARNATION:
+                self._count("refused_incarnation_range")
+                continue
             if s.node == self.id:
                 if self.state is LEAVING:
                     continue
                 if s.state is not ALIVE and s.incarnation >= self.incarnation:
-                    self._refute(now, s.incarnation)
+                    self._refute(now, s.incarnation, catch_up)
                 elif s.incarnation > self.incarnation:
-                    self._refute(now, s.incarnation)
+                    self._refute(now, s.incarnation, catch_up)
                 continue
             if s.state is ALIVE:
                 m = self.members.get(s.node)
                 if m is not None and s.incarnation <= m.incarnation and s.meta_stamp <= m.meta_stamp \
                         and s.addr == m.addr:
                     continue  # nothing newer (the common case of a full-state exchange)
+                if m is None and not self._solicited and self._new_in_msg >= per_message:
+                    refused += 1   # the rest of a flood costs a lookup each, no more
+                    continue
                 self._on_alive(now, Alive(s.node, s.incarnation, s.addr, s.meta, s.meta_stamp, s.pv, s.av))
             elif s.state is LEAVING:
                 if s.node not in self.members:
@@ -847,14 +1267,19 @@ class Protocol:
                 # alive it will hear of it and refute; stale deaths never spread as deaths.
                 m = self.members.get(s.node)
                 if m is not None and s.meta_stamp > m.meta_stamp:
-                    m.meta, m.meta_stamp = s.meta, s.meta_stamp
-                    self._states_cache = None
-                    self._event(EVENT_METADATA, m, m.state, now)
+                    if s.meta and metadata_size(s.meta) > self.config.max_metadata_size:
+                        self._count("refused_metadata_size")
+                    else:
+                        m.meta, m.meta_stamp = s.meta, s.meta_stamp
+                        self._states_cache = None
+                        self._event(EVENT_METADATA, m, m.state, now)
                 self._on_suspect(now, Suspect(s.node, s.incarnation, self.id))
+        if refused:
+            self.stats["refused_members_per_message"] = self.stats.get("refused_members_per_message", 0) + refused
 
     # ------------------------------------------------------------------ join
 
-    def _on_join(self, now: float, j: Join, reliable: bool) -> None:
+    def _on_join(self, now: float, j: Join, reliable: bool, app_version_ok: bool | None) -> None:
         if not reliable:
             self._count("dropped_join_datagram")  # joins come, and are answered, on a connection
             return
@@ -866,7 +1291,7 @@ class Protocol:
             reason = f"incompatible protocol version: {j.pv} != {PROTOCOL_VERSION}"
         elif joiner.node == self.id:
             reason = "unable to join self (same node id)"
-        elif self.app_version_check is not None and not self._app_version_ok(j.av):
+        elif app_version_ok is False:
             reason = f"incompatible application version: {j.av!r}"
         else:
             m = self.members.get(joiner.node)
@@ -876,24 +1301,31 @@ class Protocol:
             self._count("joins_refused")
             self._reply(j.source_addr, JoinReply(j.seq, False, reason), True)
             return
-        self._merge_states(now, j.states)
+        assert joiner is not None
+        if len(j.states) > 1:
+            # A joiner sends its own state only; anything more is not its to vouch for.
+            self._count("refused_join_extra_states")
+        self._merge_states(now, (joiner,))
+        if joiner.node not in self.members:
+            # Refused by the table's bounds (or its state was not alive): say so, rather than
+            # answer "accepted" to a joiner nobody here will know.
+            self._count("joins_refused")
+            self._reply(j.source_addr, JoinReply(j.seq, False, "not admitted to the member table"), True)
+            return
         self._reply(j.source_addr, JoinReply(j.seq, True, "", self.local_states()), True)
-
-    def _app_version_ok(self, version: str) -> bool:
-        try:
-            assert self.app_version_check is not None
-            return bool(self.app_version_check(version))
-        except Exception:  # a user callback; a crash in it refuses the join
-            return False
 
     def _on_join_reply(self, now: float, r: JoinReply) -> None:
         addr = self._joins.pop(r.seq, None)
         if addr is None:
+            self._count("refused_unsolicited_reply")
             return
         if not r.accepted:
             self._actions.append(JoinResult(addr, False, r.reason))
             return
-        self._merge_states(now, r.states)
+        # The answer to our own join: bounded by max_members only, and it may carry us to the
+        # incarnation a previous process under our id reached.
+        self._solicited = True
+        self._merge_states(now, r.states, catch_up=True)
         responder = r.states[0].node if r.states else None
         self._actions.append(JoinResult(addr, True, "", responder))
         # Announce ourselves too (memberlist does): the joined peer is not the only source.
@@ -908,9 +1340,12 @@ class Protocol:
         cfg = self.config
         self._schedule(now + cfg.recovery_attempt_interval, _T_MAINTENANCE, None)
         # Forget members that left long enough ago, and the dead past their retention.
+        # Members nobody but their introducer ever vouched for are forgotten as soon as left ones
+        # are: a flood of fake members does not linger for the whole retention period.
         for m in [m for m in self.members.values() if m.state is DEAD or m.state is LEAVING]:
             age = now - m.state_change
-            if (m.state is LEAVING and age >= cfg.gossip_to_the_dead_time) or age >= cfg.dead_node_retention_period:
+            short = m.state is LEAVING or m.introducer is not None
+            if (short and age >= cfg.gossip_to_the_dead_time) or age >= cfg.dead_node_retention_period:
                 self._remove_member(now, m)
         if self.state is LEAVING:
             return
@@ -921,7 +1356,7 @@ class Protocol:
             self._count("rejoins")
         # Recovery: exchange state with one dead member; if it answers, both learn of the other's
         # verdict, refute, and the two sides of a healed partition merge again.
-        dead = self._sample(1, lambda m: m.state is DEAD, set())
+        dead = self._sample(1, lambda m: m.state is DEAD, set(), self._cids)
         if dead:
-            self._send(dead[0].addr, PushPull(self._next_seq(), self.addr, self.local_states()), True)
+            self._send_push_pull(now, dead[0].addr)
             self._count("recovery_attempts")

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition-duration", type=float, default=60.0)
     p.add_argument("--churn-interval", type=float, default=1.0)
     p.add_argument("--quiet-tail", type=float, default=60.0, help="churn: no new faults in the last seconds")
+    p.add_argument("--burst", type=int, default=0,
+                   help="crash/leave: this many other nodes change their metadata at the same moment")
+    p.add_argument("--burst-size", type=int, default=200, help="bytes of metadata per burst update")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: readable lines)")
     return p
 
@@ -45,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifeguard=args.lifeguard == "on", config=args.config, warmup=args.warmup, starved=args.starved,
         starve_delay=args.starve_delay, starve_timer_delay=args.starve_timer_delay,
         partition_duration=args.partition_duration, churn_interval=args.churn_interval,
-        quiet_tail=args.quiet_tail,
+        quiet_tail=args.quiet_tail, burst=args.burst, burst_size=args.burst_size,
     )
     result = run_scenario(params)
     if args.json:

@@ -13,12 +13,19 @@ loss       200     steady state for 10 minutes with 10 % uniform packet loss
 partition  200     split in two halves for 60 s, heal, measure re-convergence
 starve     100     5 nodes handle every packet 2 s late, for 10 minutes
 churn      500     every second a node joins, leaves or crashes, for 10 minutes
+attack     100     a forger of accusations and a flooder of fake members, for 2 minutes
+leader     100     nodes elect a leader; 60/40 split (leader on the 40 %) for 60 s; heal
 =========  ======  ==========================================================================
+
+The ``attack`` bar is 0 live members declared dead and every table within its bound
+(``table_max`` <= ``max_members``, ``queue_max`` <= ``broadcast_queue_size``); its summary
+adds what the attackers sent and what the cores refused (``refused``, by reason).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +58,12 @@ class ScenarioParams:
     partition_duration: float = 60.0
     churn_interval: float = 1.0
     quiet_tail: float = 60.0
+    burst: int = 0
+    burst_size: int = 200
+    forge_rate: float = 50.0
+    flood_rate: float = 20.0
+    flood_size: int = 5000
+    max_members: int = 2048
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -61,11 +74,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "partition": {"nodes": 200, "duration": 240.0, "loss": 0.0},
     "starve": {"nodes": 100, "duration": 600.0, "loss": 0.0},
     "churn": {"nodes": 500, "duration": 600.0, "loss": 0.0},
+    "attack": {"nodes": 100, "duration": 120.0, "loss": 0.0},
 }
 
 
 def _make(p: ScenarioParams) -> Simulation:
     cfg = Config.preset(p.config, lifeguard_enabled=p.lifeguard)
+    if p.scenario == "attack":
+        # Tables sized for the cluster, so the flood reaches the bound within the run.
+        cfg = cfg.copy(max_members=p.max_members, max_members_per_message=max(1, p.max_members // 4),
+                       max_members_per_source=max(1, p.max_members // 2))
     link = LinkModel(base_latency=p.latency, jitter=p.jitter, loss=p.loss or 0.0, reorder=p.reorder,
                      burst_loss=p.burst_loss)
     return Simulation(cfg, p.seed, link)
@@ -105,6 +123,11 @@ def _crash_or_leave(p: ScenarioParams, sim: Simulation, leave: bool) -> None:
             sim.leave(victim)
         else:
             sim.crash(victim)
+        # A burst of traffic at the same moment: that many other nodes change their metadata,
+        # so the verdict about the victim competes with their news for room in every packet.
+        others = [i for i in range(p.nodes) if i != victim]  # type: ignore[arg-type]
+        for i in sim.root.sample(others, min(p.burst, len(others))):
+            sim.set_metadata(i, {"blob": "x" * p.burst_size})
 
     sim.schedule(at, hit)
     def done() -> bool:
@@ -167,6 +190,22 @@ def _churn(p: ScenarioParams, sim: Simulation) -> None:
     sim.run_until(p.duration)
 
 
+def _attack(p: ScenarioParams, sim: Simulation) -> None:
+    from .attack import Flooder, Forger
+
+    assert p.duration is not None
+    forger = Forger(sim, "66.6.6.6:7946", p.forge_rate, random.Random(sim.root.getrandbits(64)),
+                    sim.config.max_incarnation_jump)
+    flooder = Flooder(sim, "66.6.6.7:7946", p.flood_rate, random.Random(sim.root.getrandbits(64)), p.flood_size)
+    end = p.duration - 10.0          # a quiet tail: verdicts still in flight would count too
+    sim.track_sizes = True
+    forger.start(p.warmup, end)
+    flooder.start(p.warmup, end)
+    sim.attack_report = lambda: {"forged_sent": forger.sent, "flood_sent": flooder.sent,
+                                 "fake_members_sent": flooder.fakes}
+    sim.run_until(p.duration)
+
+
 SCENARIOS: dict[str, Callable[[ScenarioParams], Simulation]] = {}
 
 
@@ -186,6 +225,13 @@ _register("loss", _steady)
 _register("partition", _partition)
 _register("starve", _starve)
 _register("churn", _churn)
+_register("attack", _attack)
+
+# The leader scenario runs elections beside the cores, in its own module.
+from .leader import LEADER_DEFAULTS, run_leader_scenario  # noqa: E402
+
+SCENARIOS["leader"] = run_leader_scenario
+DEFAULTS["leader"] = LEADER_DEFAULTS
 
 
 def run_scenario(p: ScenarioParams) -> dict[str, Any]:
@@ -209,4 +255,24 @@ def run_scenario(p: ScenarioParams) -> dict[str, Any]:
         "wall_s": round(wall, 3),
     }
     out.update(sim.summary())
+    if p.scenario == "attack":
+        out.update(_attack_figures(sim))
     return out
+
+
+def _attack_figures(sim: Simulation) -> dict[str, Any]:
+    cores = [n.core for n in sim.nodes if n.running]
+    refused: dict[str, int] = {}
+    for core in cores:
+        for k, v in core.stats.items():
+            if k.startswith("refused_") or k in ("incarnation_exhausted", "members_evicted"):
+                refused[k] = refused.get(k, 0) + v
+    figures: dict[str, Any] = dict(sim.attack_report()) if sim.attack_report is not None else {}
+    figures.update({
+        "table_max": max((n.table_max for n in sim.nodes), default=0),
+        "queue_max": max((n.queue_max for n in sim.nodes), default=0),
+        "relays_max": max((n.relays_max for n in sim.nodes), default=0),
+        "incarnation_max": max((c.incarnation for c in cores), default=0),
+        "refused": dict(sorted(refused.items())),
+    })
+    return figures

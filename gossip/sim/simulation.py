@@ -38,7 +38,7 @@ class SimNode:
     """One simulated process: a protocol core plus its fate (running, crashed, left, starved)."""
 
     __slots__ = ("index", "id", "addr", "core", "running", "left", "starve_delay", "starve_timer_delay",
-                 "wake_at", "rng", "started_at")
+                 "wake_at", "rng", "started_at", "table_max", "queue_max", "relays_max")
 
     def __init__(self, index: int, node_id: NodeID, core: Protocol, rng: random.Random, now: float) -> None:
         self.index = index
@@ -52,6 +52,17 @@ class SimNode:
         self.wake_at = math.inf
         self.rng = rng
         self.started_at = now
+        # The largest member table, broadcast queue and relay table seen (hostile scenarios).
+        self.table_max = 0
+        self.queue_max = 0
+        self.relays_max = 0
+
+    def note_sizes(self) -> None:
+        """Record the sizes of the core's tables if they are the largest seen so far."""
+        sizes = self.core.sizes()
+        self.table_max = max(self.table_max, sizes["members"])
+        self.queue_max = max(self.queue_max, sizes["broadcasts"], sizes["broadcasts_low"])
+        self.relays_max = max(self.relays_max, sizes["relays"])
 
 
 class _Target:
@@ -108,6 +119,8 @@ class Simulation:
         self._trace = hashlib.sha256()
         self.join_results: list[JoinResult] = []
         self.on_event: Callable[[int, MemberEvent], None] | None = None
+        self.attack_report: Callable[[], dict[str, Any]] | None = None
+        self.track_sizes = False
         self._size_cache: dict[int, tuple[Any, int]] = {}
 
     # ------------------------------------------------------------------ building the cluster
@@ -221,6 +234,28 @@ class Simulation:
         self.nodes[index].starve_delay = delay
         self.nodes[index].starve_timer_delay = timer_delay
 
+    def inject(self, dst: int, src_addr: str, msg: Message, sender: NodeID, reliable: bool = False) -> None:
+        """Deliver a crafted message to node ``dst`` now, as if it came from ``src_addr``.
+
+        For hostile scenarios: the sender needs no core, and replies to ``src_addr`` are lost.
+        The network model applies (latency, loss, partitions).
+        """
+        self.msgs += 1
+        self.bytes += self._size(msg)
+        d = self.net.delay(-1, dst, self.now, reliable)
+        if d is not None:
+            self._push(self.now + d, _DELIVER, (dst, src_addr, msg, sender, reliable, False))
+
+    def set_metadata(self, index: int, meta: dict[str, Any]) -> None:
+        """Make a node change its metadata now (it raises its incarnation and gossips it)."""
+        node = self.nodes[index]
+        if not node.running:
+            return
+        stamp = node.core.meta_stamp + 1
+        node.core.set_local_metadata(self.now, meta, stamp)
+        self._drain(node)
+        self._reschedule(node)
+
     def join(self, index: int, seeds: list[int]) -> None:
         """Make a node join through the given seed nodes."""
         node = self.nodes[index]
@@ -277,6 +312,8 @@ class Simulation:
                     self._push(when + node.starve_delay, _DELIVER, (index, src, msg, sender, reliable, True))
                     continue
                 node.core.receive(when, src, msg, sender, reliable)
+                if self.track_sizes:
+                    node.note_sizes()
                 self._drain(node)
                 self._reschedule(node)
             elif kind == _WAKE:
@@ -286,6 +323,8 @@ class Simulation:
                     continue
                 node.wake_at = math.inf
                 node.core.tick(when)
+                if self.track_sizes:
+                    node.note_sizes()
                 self._drain(node)
                 self._reschedule(node)
             else:

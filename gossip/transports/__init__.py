@@ -11,6 +11,8 @@ Transports never import the protocol core, the packet pipeline or the engine.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from gossip.transports.base import (
     Connection,
     Deadline,
@@ -24,13 +26,34 @@ from gossip.transports.base import (
     map_errors,
     split_host_port,
 )
-from gossip.transports.memory import (
-    MemoryConnection,
-    MemoryNetwork,
-    MemoryStreamConn,
-    MemoryTransport,
-)
-from gossip.transports.socket import SocketTransport
+
+if TYPE_CHECKING:
+    from gossip.transports.memory import (
+        MemoryConnection,
+        MemoryNetwork,
+        MemoryStreamConn,
+        MemoryTransport,
+    )
+    from gossip.transports.socket import SocketTransport
+
+_LAZY = {
+    "MemoryConnection": "gossip.transports.memory",
+    "MemoryNetwork": "gossip.transports.memory",
+    "MemoryStreamConn": "gossip.transports.memory",
+    "MemoryTransport": "gossip.transports.memory",
+    "SocketTransport": "gossip.transports.socket",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the transport implementations on first use (they pull in sockets and selectors)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "Connection",

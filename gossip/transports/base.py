@@ -26,7 +26,6 @@ It imports nothing from :mod:`gossip` except :mod:`gossip.errors` (transports ar
 from __future__ import annotations
 
 import ipaddress
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -148,6 +147,9 @@ class StreamConn(Protocol):
     def send_frame(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
         """Write one whole frame, blocking while the peer does not read (up to ``timeout``).
 
+        The transport keeps no reference to ``data`` once this returns (the caller may reuse
+        the buffer for its next frame).
+
         Raises:
             GossipTimeout: the frame could not be written within ``timeout``; the connection is
                 then closed (a frame cut in half cannot be resumed).
@@ -156,8 +158,11 @@ class StreamConn(Protocol):
         """
         ...
 
-    def recv_frame(self, timeout: float | None = None) -> bytes | None:
+    def recv_frame(self, timeout: float | None = None) -> bytes | bytearray | memoryview | None:
         """Return the next whole frame, or ``None`` once the peer has closed its writing side.
+
+        The frame is any bytes-like object; it may be a view into the connection's own read
+        buffer, valid only until the next call (the caller copies what it keeps).
 
         Raises:
             GossipTimeout: no whole frame within ``timeout`` (the connection stays usable).
@@ -334,6 +339,8 @@ def split_host_port(addr: str) -> tuple[str, int, int]:
         raise AddressError(
             f"invalid transport address {addr!r}: {host!r} is not an IP literal"
         ) from None
+    import socket  # here: importing the interface must not load the socket machinery
+
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     return str(ip), int(port_text), family
 

@@ -61,8 +61,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
+from gossip.counters import Counters
 from gossip.errors import (
     ClusterClosed,
     ConnectError,
@@ -96,10 +97,14 @@ PREAMBLE_STREAM: Final = b"\xc5G\x01S"
 _PREAMBLE_SIZE = 4
 _HEADER = struct.Struct(">I")
 _READ_CHUNK = 256 * 1024
+_STREAM_READ_AHEAD = 1024 * 1024  # a stream's read buffer, once grown for large frames
 _WRITE_CHUNK = 1024 * 1024  # at most this much is joined into one send() call
+_CORK_WINDOW = 0.00005  # a frame queued this soon after the previous one waits for the I/O thread
 _UDP_RECV_SIZE = 65535
 _UDP_BURST = 256  # datagrams read per wake-up before the loop looks at its stop flag again
 _REQUEST_IDLE_PER_ADDR = 4
+_SPIN = 0.0002  # a requester asks for its reply this long before it sleeps in poll()
+_PEEK_AFTER = 1.0  # an idle request connection unused this long is checked before reuse
 _BIND_ATTEMPTS = 10
 _TICK = 0.5  # the I/O loop's longest sleep: bounds how late idle and frame deadlines act
 _JOIN_TIMEOUT = 5.0
@@ -167,7 +172,7 @@ class _Conn:
     __slots__ = (
         "_transport", "sock", "key", "ip", "kind", "cond", "wq", "wbytes", "wlens", "written",
         "writing", "want_write", "rbuf", "last_active", "closed", "paused", "events", "trusted",
-        "partial_since", "greeted", "counted",
+        "partial_since", "greeted", "counted", "last_queued",
     )
 
     def __init__(
@@ -194,6 +199,7 @@ class _Conn:
         self.partial_since = 0.0  # when the unfinished frame (or preamble) in rbuf began
         self.greeted = kind != _KIND_IN  # the preamble has been read
         self.counted = 0  # bytes of rbuf counted against the pre-authentication budget
+        self.last_queued = 0.0  # when the last frame was queued (for corking)
 
     @property
     def peer(self) -> str:
@@ -242,20 +248,35 @@ class _StreamSocket:
     """A TCP connection dedicated to one stream; implements :class:`StreamConn`.
 
     The socket is non-blocking; every call waits with ``poll`` against its own timeout, so one
-    reader thread and one writer thread may use it at once. Reads are buffered (one ``recv``
-    brings many small frames); a large frame is read straight into its own buffer.
+    reader thread and one writer thread may use it at once.
+
+    Reads go into one buffer owned by the connection and reused for every frame (grown to the
+    largest frame seen, at most :attr:`max_frame_size`): a frame is read straight into it, small
+    frames arrive many per ``recv_into``, and :meth:`recv_frame` returns a view of the frame in
+    that buffer, valid until the next call. No frame costs an allocation, a copy or the page
+    faults of fresh memory. A write sends the length prefix and the frame in one ``sendmsg``.
     """
+
+    _INITIAL_BUFFER = 64 * 1024
 
     def __init__(
         self, transport: SocketTransport, sock: socket.socket, peer: str, ip: str,
-        max_frame_size: int, leftover: bytes = b"",
+        max_frame_size: int, leftover: bytes = b"", accepted: bool = False,
+        preauth_max_frame_size: int = 0,
     ) -> None:
         self._transport = transport
         self.sock = sock
         self._peer = peer
         self.ip = ip
+        self.accepted = accepted  # True for streams this transport accepted (per-source slot)
         self.max_frame_size = max_frame_size
-        self._rbuf = bytearray(leftover)
+        # An accepted stream may announce only small frames until the stream layer has
+        # authenticated its opening (mark_trusted): a stranger cannot make us allocate much.
+        self._limit = min(preauth_max_frame_size or max_frame_size, max_frame_size)
+        self._buf = bytearray(max(self._INITIAL_BUFFER, len(leftover)))
+        self._buf[:len(leftover)] = leftover
+        self._start = 0  # first unread byte in _buf
+        self._end = len(leftover)  # end of the bytes read into _buf
         self._rlock = threading.RLock()
         self._wlock = threading.RLock()
         self._closed = False
@@ -266,6 +287,10 @@ class _StreamSocket:
     def peer(self) -> str:
         """The remote ``"ip:port"``."""
         return self._peer
+
+    def mark_trusted(self) -> None:
+        """Lift the pre-authentication frame limit: the stream's opening was authenticated."""
+        self._limit = self.max_frame_size
 
     def send_frame(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
         """Write one frame; see :meth:`StreamConn.send_frame`.
@@ -279,18 +304,24 @@ class _StreamSocket:
         if n > self.max_frame_size:
             raise PacketTooLarge(
                 f"stream frame to {self._peer} is {n} bytes, over the limit {self.max_frame_size}")
-        deadline = Deadline(timeout)
         what = f"stream write to {self._peer}"
         with self._wlock:
             if self._closed or self._write_closed:
                 raise SendError(f"{what}: the stream is closed for writing")
+            sock = self.sock
             header = _HEADER.pack(n)
             try:
-                if n <= 65536:
-                    self._write_all(memoryview(header + bytes(data)), deadline, what)
-                else:
-                    self._write_all(memoryview(header), deadline, what)
-                    self._write_all(memoryview(data).cast("B"), deadline, what)
+                try:
+                    sent = sock.sendmsg((header, data))
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                if sent < FRAME_HEADER_SIZE + n:
+                    deadline = Deadline(timeout)
+                    if sent < FRAME_HEADER_SIZE:
+                        self._write_all(memoryview(header)[sent:], deadline, what)
+                        sent = FRAME_HEADER_SIZE
+                    self._write_all(memoryview(data).cast("B")[sent - FRAME_HEADER_SIZE:],
+                                    deadline, what)
             except GossipTimeout:
                 self.close()
                 raise
@@ -312,91 +343,88 @@ class _StreamSocket:
                 raise SendError(f"{what}: the stream is closed")
             _wait_fd(sock, True, deadline.remaining(what))
 
-    def recv_frame(self, timeout: float | None = None) -> bytes | None:
+    def recv_frame(self, timeout: float | None = None) -> memoryview | None:
         """Return the next frame, ``None`` after the peer's clean half-close.
+
+        The frame is a view into the connection's read buffer, valid until the next call.
 
         Raises:
             GossipTimeout: no whole frame within ``timeout`` (bytes read so far are kept).
             TransportError: the connection broke, was closed, or announced an oversized frame.
         """
-        deadline = Deadline(timeout)
         what = f"stream read from {self._peer}"
+        deadline: Deadline | None = None
         with self._rlock:
-            buf = self._rbuf
             while True:
-                if len(buf) >= FRAME_HEADER_SIZE:
-                    (size,) = _HEADER.unpack_from(buf)
-                    if size > self.max_frame_size:
+                start, have = self._start, self._end - self._start
+                if have >= FRAME_HEADER_SIZE:
+                    (size,) = _HEADER.unpack_from(self._buf, start)
+                    if size > self._limit:
                         self.close()
                         raise TransportError(
                             f"{what}: the peer announced a frame of {size} bytes, over the "
-                            f"limit {self.max_frame_size}")
-                    end = FRAME_HEADER_SIZE + size
-                    if len(buf) >= end:
-                        frame = bytes(buf[FRAME_HEADER_SIZE:end])
-                        del buf[:end]
-                        return frame
-                    if size > _READ_CHUNK and len(buf) < end:
-                        return self._read_large(size, deadline, what)
+                            f"limit {self._limit}")
+                    need = FRAME_HEADER_SIZE + size
+                    if have >= need:
+                        self._start = start + need
+                        if self._start == self._end:
+                            self._start = self._end = 0
+                        return memoryview(self._buf)[start + FRAME_HEADER_SIZE:start + need]
+                else:
+                    need = FRAME_HEADER_SIZE
                 if self._eof:
-                    if buf:
+                    if have:
                         raise TransportError(f"{what}: the connection ended inside a frame")
                     return None
+                self._make_room(need)
+                if deadline is None:
+                    deadline = Deadline(timeout)
                 self._fill(deadline, what)
 
-    def _fill(self, deadline: Deadline, what: str) -> None:
-        """Read what the socket has into the buffer (waiting up to the deadline)."""
-        while True:
-            if self._closed:
-                raise TransportError(f"{what}: the stream is closed")
-            try:
-                chunk = self.sock.recv(_READ_CHUNK)
-            except (BlockingIOError, InterruptedError):
-                try:
-                    _wait_fd(self.sock, False, deadline.remaining(what))
-                except GossipTimeout:
-                    raise
-                except (OSError, ValueError) as exc:
-                    raise TransportError(f"{what}: {exc}") from exc
-                continue
-            except (OSError, ValueError) as exc:
-                raise TransportError(f"{what}: {exc}") from exc
-            if not chunk:
-                self._eof = True
-            else:
-                self._rbuf += chunk
+    def _make_room(self, need: int) -> None:
+        """Make room in the buffer for a frame of ``need`` bytes from the unread start."""
+        buf = self._buf
+        start, end = self._start, self._end
+        if start + need <= len(buf) and end < len(buf):
             return
+        have = end - start
+        if need <= len(buf):
+            buf[:have] = buf[start:end]  # move the unread bytes (a partial frame) to the front
+        else:
+            # A new buffer (not a resize: views of the last frame may still be held).
+            # Room for a few frames of this size too: one large read costs far less than
+            # several small ones (and each read lets the peer's window move once).
+            grown = bytearray(max(need, min(4 * need, _STREAM_READ_AHEAD)))
+            grown[:have] = buf[start:end]
+            self._buf = grown
+        self._start, self._end = 0, have
 
-    def _read_large(self, size: int, deadline: Deadline, what: str) -> bytes:
-        """Read a frame bigger than one read chunk straight into its own buffer."""
-        buf = self._rbuf
-        frame = bytearray(size)
-        have = len(buf) - FRAME_HEADER_SIZE
-        frame[:have] = buf[FRAME_HEADER_SIZE:]
-        view = memoryview(frame)
+    def _fill(self, deadline: Deadline, what: str) -> None:
+        """Read what the socket has into the free end of the buffer (waiting up to the deadline)."""
+        view = memoryview(self._buf)
         try:
-            while have < size:
+            while True:
                 if self._closed:
                     raise TransportError(f"{what}: the stream is closed")
                 try:
-                    n = self.sock.recv_into(view[have:], size - have)
+                    n = self.sock.recv_into(view[self._end:])
                 except (BlockingIOError, InterruptedError):
-                    _wait_fd(self.sock, False, deadline.remaining(what))
+                    try:
+                        _wait_fd(self.sock, False, deadline.remaining(what))
+                    except GossipTimeout:
+                        raise
+                    except (OSError, ValueError) as exc:
+                        raise TransportError(f"{what}: {exc}") from exc
                     continue
-                if n == 0:
+                except (OSError, ValueError) as exc:
+                    raise TransportError(f"{what}: {exc}") from exc
+                if not n:
                     self._eof = True
-                    raise TransportError(f"{what}: the connection ended inside a frame")
-                have += n
-        except GossipTimeout:
-            # Keep what was read so that a later call continues where this one stopped.
-            buf[FRAME_HEADER_SIZE:] = view[:have]
-            raise
-        except (OSError, ValueError) as exc:
-            raise TransportError(f"{what}: {exc}") from exc
+                else:
+                    self._end += n
+                return
         finally:
             view.release()
-        buf.clear()
-        return bytes(frame)
 
     def close_write(self) -> None:
         """Half-close: the peer reads the rest, then the end of the stream."""
@@ -576,11 +604,11 @@ class SocketTransport:
         self._req_active: dict[_Conn, None] = {}
         self._streams: dict[_StreamSocket, None] = {}
         self._preauth_bytes = 0  # I/O thread only
-        self._addr_cache: dict[tuple[str, int], str] = {}
+        self._addr_cache: dict[tuple[Any, ...], str] = {}
         self._kernel_drops = 0
-        self._stats_lock = threading.Lock()
-        self._stats: dict[str, int] = dict.fromkeys(
-            (
+        self._buffers = (0, 0)  # SO_RCVBUF, SO_SNDBUF granted to the UDP socket
+        self._counters = Counters()
+        self._counter_names = (
                 "udp_received",
                 "udp_sent",
                 "udp_too_large",
@@ -601,6 +629,7 @@ class SocketTransport:
                 "tcp_idle_closed",
                 "tcp_frames_lost",
                 "tcp_buffer_full",
+                "tcp_send_waits",
                 "tcp_paused",
                 "requests",
                 "streams_dialed",
@@ -609,9 +638,8 @@ class SocketTransport:
                 "send_errors",
                 "callback_errors",
                 "reader_errors",
-            ),
-            0,
-        )
+            )
+        self._addrs: dict[str, tuple[str, int, str, str]] = {}  # send address -> parsed
 
     # ------------------------------------------------------------------ public API
 
@@ -637,9 +665,10 @@ class SocketTransport:
         twice the usable size); ``udp_kernel_drops`` is the kernel's count of datagrams it
         dropped on this socket (Linux only; 0 elsewhere).
         """
-        with self._stats_lock:
-            out = dict(self._stats)
+        out = dict.fromkeys(self._counter_names, 0)
+        out.update(self._counters.snapshot())
         out["udp_kernel_drops"] = self._kernel_drops
+        out["udp_rcvbuf"], out["udp_sndbuf"] = self._buffers
         return out
 
     def start(self, on_packets: OnPackets, on_stream: OnStream | None = None) -> None:
@@ -714,12 +743,27 @@ class SocketTransport:
             ClusterClosed: the transport is closed or not started.
         """
         self._check_open()
-        ip, port, family = split_host_port(addr)
-        key = format_addr(ip, port)
+        parsed = self._addrs.get(addr)
+        if parsed is None:
+            parsed = self._parse(addr)
+        ip, port, udp_ip, key = parsed
         if not reliable and self._udp is not None:
-            self._send_udp(key, ip, port, family, data)
+            self._send_udp(key, udp_ip, port, data)
         else:
             self._send_reliable(key, ip, port, data, timeout)
+
+    def _parse(self, addr: str) -> tuple[str, int, str, str]:
+        """Parse a send address once (``ip, port, ip for UDP, key``); later sends to it find it
+        in a small cache."""
+        ip, port, family = split_host_port(addr)
+        udp_ip = ip
+        if self._family == socket.AF_INET6 and family == socket.AF_INET:
+            udp_ip = "::ffff:" + ip  # a dual-stack IPv6 socket reaches IPv4 peers this way
+        parsed = (ip, port, udp_ip, format_addr(ip, port))
+        if len(self._addrs) >= _ADDR_CACHE_MAX:
+            self._addrs.clear()
+        self._addrs[addr] = parsed
+        return parsed
 
     def request(self, addr: str, data: bytes, timeout: float) -> bytes:
         """Write ``data`` as one frame to ``addr`` and return the single reply frame.
@@ -733,8 +777,10 @@ class SocketTransport:
             ConnectError, SendError, PacketTooLarge, AddressError, ClusterClosed: as :meth:`send`.
         """
         self._check_open()
-        ip, port, _family = split_host_port(addr)
-        key = format_addr(ip, port)
+        parsed = self._addrs.get(addr)
+        if parsed is None:
+            parsed = self._parse(addr)
+        ip, port, _udp_ip, key = parsed
         self._check_frame(key, data)
         frame = _HEADER.pack(len(data)) + data
         deadline = Deadline(timeout)
@@ -908,8 +954,8 @@ class SocketTransport:
             self._listener, self._udp = tcp, udp
             self._local_addr = format_addr(self._bind_ip, port)
             if udp is not None:
-                self._stats["udp_rcvbuf"] = _set_buffer(udp, socket.SO_RCVBUF, self._rcvbuf_ask)
-                self._stats["udp_sndbuf"] = _set_buffer(udp, socket.SO_SNDBUF, self._sndbuf_ask)
+                self._buffers = (_set_buffer(udp, socket.SO_RCVBUF, self._rcvbuf_ask),
+                                 _set_buffer(udp, socket.SO_SNDBUF, self._sndbuf_ask))
                 if _SO_RXQ_OVFL is not None:
                     try:
                         udp.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
@@ -933,7 +979,7 @@ class SocketTransport:
                 f"frame to {key} is {len(data)} bytes, over max_frame_size {self.max_frame_size}"
             )
 
-    def _send_udp(self, key: str, ip: str, port: int, family: int, data: bytes) -> None:
+    def _send_udp(self, key: str, ip: str, port: int, data: bytes) -> None:
         if len(data) > self.max_udp_size:
             self._count("udp_too_large")
             raise PacketTooLarge(
@@ -941,8 +987,6 @@ class SocketTransport:
             )
         udp = self._udp
         assert udp is not None
-        if self._family == socket.AF_INET6 and family == socket.AF_INET:
-            ip = "::ffff:" + ip  # a dual-stack IPv6 socket reaches IPv4 peers this way
         try:
             udp.sendto(data, (ip, port))
         except (BlockingIOError, InterruptedError):
@@ -998,12 +1042,16 @@ class SocketTransport:
             SendError: the connection is closed.
         """
         n = len(frame)
+        waited = False
         with conn.cond:
             while True:
                 if conn.closed:
                     raise SendError(f"{what}: connection closed")
                 if not conn.wbytes or conn.wbytes + n <= self._conn_buffer:
                     break
+                if not waited:
+                    waited = True
+                    self._count("tcp_send_waits")  # a writer paced by a slower reader
                 try:
                     left = deadline.remaining(what)
                 except GossipTimeout:
@@ -1017,11 +1065,22 @@ class SocketTransport:
             conn.wq.append(frame)
             conn.wlens.append(n)
             conn.wbytes += n
-            flush = not conn.writing  # else the thread (or the I/O loop) writing takes it along
-            conn.writing = True
+            now = time.monotonic()
+            flush = defer = False
+            if not conn.writing:  # else the thread (or the I/O loop) writing takes it along
+                conn.writing = True
+                if now - conn.last_queued < _CORK_WINDOW:
+                    # Frames follow each other closely (a sender's loop): let the I/O thread
+                    # write them, many to a system call, while this thread goes on queueing.
+                    conn.want_write = defer = True
+                else:
+                    flush = True  # a lone frame leaves at once, with no hand-off
+            conn.last_queued = now
         self._count("tcp_sent")
         if flush:
             self._flush(conn, False)
+        elif defer:
+            self._request_update(conn)
 
     def _flush(self, conn: _Conn, on_io_thread: bool) -> None:
         """Write the connection's buffer; the caller owns the flush (``writing`` is set).
@@ -1157,6 +1216,7 @@ class SocketTransport:
         then not be reused).
         """
         buf = bytearray()
+        spin_until = time.perf_counter() + _SPIN
         while True:
             if len(buf) >= FRAME_HEADER_SIZE:
                 (size,) = _HEADER.unpack_from(buf)
@@ -1169,6 +1229,11 @@ class SocketTransport:
             try:
                 chunk = conn.sock.recv(_READ_CHUNK)
             except (BlockingIOError, InterruptedError):
+                if time.perf_counter() < spin_until:
+                    # A reply usually comes within tens of microseconds: asking again for that
+                    # long keeps this CPU awake, which costs less than being woken up from
+                    # sleep (the wake-up, not the work, dominates a round trip on loopback).
+                    continue
                 try:
                     _wait_fd(conn.sock, False, deadline.remaining(what))
                 except GossipTimeout:  # a TimeoutError, hence an OSError: keep it as is
@@ -1201,8 +1266,11 @@ class SocketTransport:
                 conn = idle.pop()
                 if not idle:
                     del self._req_idle[key]
-            alive = now - conn.last_active < self._idle_timeout
-            if alive:
+            idle_for = now - conn.last_active
+            alive = idle_for < self._idle_timeout
+            if alive and idle_for > _PEEK_AFTER:
+                # A connection used a moment ago is taken as it is (a closed one fails at once
+                # and is replaced); one idle for longer is checked first.
                 try:
                     # peek without blocking: b"" means the peer closed, data is unexpected
                     conn.sock.recv(1, socket.MSG_PEEK)
@@ -1280,9 +1348,11 @@ class SocketTransport:
 
     def _stream_closed(self, stream: _StreamSocket) -> None:
         with self._lock:
-            known = self._streams.pop(stream, None) is not None
-            if known and stream.ip in self._per_source:
-                self._release_source_locked(stream.ip)
+            known = stream in self._streams
+            if known:
+                del self._streams[stream]
+                if stream.accepted:
+                    self._release_source_locked(stream.ip)
         try:
             stream.sock.close()
         except OSError:  # pragma: no cover - close() of a socket does not fail here
@@ -1312,8 +1382,7 @@ class SocketTransport:
     # ------------------------------------------------------------------ readers
 
     def _count(self, key: str, n: int = 1) -> None:
-        with self._stats_lock:
-            self._stats[key] = self._stats.get(key, 0) + n
+        self._counters.inc(key, n)
 
     def _emit(self, batch: list[Incoming]) -> None:
         callback = self._on_packets
@@ -1348,13 +1417,12 @@ class SocketTransport:
 
     def _udp_src(self, src: tuple[str, int]) -> str:
         """Return ``src`` as text, from a small cache (formatting costs more than a lookup)."""
-        key = (src[0], src[1])
         cache = self._addr_cache
-        text = cache.get(key)
+        text = cache.get(src)
         if text is None:
             if len(cache) >= _ADDR_CACHE_MAX:
                 cache.clear()
-            text = cache[key] = format_addr(src[0], src[1])
+            text = cache[src] = format_addr(src[0], src[1])
         return text
 
     def _read_udp(self, udp: socket.socket) -> None:
@@ -1393,11 +1461,16 @@ class SocketTransport:
         waker = self._tcp_waker
         assert waker is not None
         next_sweep = time.monotonic() + _TICK
+        spin_until = 0.0
         try:
             while not self._stop.is_set():
                 try:
                     self._apply_pending(sel)
-                    events = sel.select(timeout=_TICK)
+                    # Right after some work, look again without sleeping for a moment: the next
+                    # request of a conversation then finds this thread awake (see _SPIN).
+                    events = sel.select(timeout=0 if time.perf_counter() < spin_until else _TICK)
+                    if events:
+                        spin_until = time.perf_counter() + _SPIN
                     now = time.monotonic()
                     for key, mask in events:
                         if self._stop.is_set():
@@ -1465,7 +1538,8 @@ class SocketTransport:
         """Unregister and close a connection (I/O thread only)."""
         with self._lock:
             conn.closed = True
-            if self._accepted.pop(conn, None) is not None:
+            if conn in self._accepted:
+                del self._accepted[conn]
                 self._release_source_locked(conn.ip)
             if self._out.get(conn.key) is conn:
                 del self._out[conn.key]
@@ -1637,7 +1711,8 @@ class SocketTransport:
                 pass
             conn.events = 0
         stream = _StreamSocket(self, conn.sock, conn.key, conn.ip, self.max_stream_frame_size,
-                               leftover)
+                               leftover, accepted=True,
+                               preauth_max_frame_size=self._preauth_frame)
         callback = self._on_stream
         with self._lock:
             if callback is None or self._closed:

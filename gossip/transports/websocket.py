@@ -184,13 +184,18 @@ def websocket_url(host: str, port: int, path: str = "/gossip", secure: bool = Fa
 
 def server_tls_context(cert_file: str, key_file: str = "") -> ssl.SSLContext:
     """Return a TLS server context from a PEM certificate chain and key (``key_file`` may be
-    empty when the key is in ``cert_file``).
+    empty when the key is in ``cert_file``). It issues no TLS 1.3 session tickets (set
+    ``num_tickets = 0`` on a context of your own too).
 
     Raises:
         ssl.SSLError, OSError: the files cannot be read or do not match.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_file, key_file or None)
+    # No TLS 1.3 session tickets: a client would read them while its first write is under
+    # way, and a TLS connection must not be read and written by two threads at that moment.
+    # (Our dialers never resume sessions anyway.)
+    ctx.num_tickets = 0
     return ctx
 
 
@@ -343,7 +348,7 @@ class _Reads:
         if self._poll is not None:
             self._poll.register(sock.fileno(), select.POLLIN)
 
-    def recv(self, n: int) -> memoryview:  # type: ignore[override]
+    def recv(self, n: int) -> memoryview:
         sock = self._sock
         view = self._view
         n = min(n, len(view))
@@ -817,6 +822,11 @@ class _SyncLink(_Link):
         self.frag_text = False
         self.close_sent = 0.0
         self.refusal_counted = False
+        # A dialed connection is not read before its handshake request is written: a TLS
+        # connection must not be read and written at once while the handshake settles.
+        self.request_sent = threading.Event()
+        if accepted:
+            self.request_sent.set()
         self.thread = threading.Thread(target=self._run, name=f"gossip-{transport.name}-ws-{self.lid}",
                                        daemon=True)
 
@@ -827,6 +837,8 @@ class _SyncLink(_Link):
 
     def before_read(self) -> None:
         """Deliver the previous read's messages, then wait while reading is paused."""
+        if not self.request_sent.is_set():
+            self.request_sent.wait(self.t._handshake_timeout)
         if self.state is _CONNECTING and self.accepted and not self.refusal_counted:
             ws = self.ws
             if ws is not None and ws.protocol.handshake_exc is not None:
@@ -868,9 +880,9 @@ class _SyncLink(_Link):
         with ws.protocol_mutex:
             if refusal is None:
                 if kind == _STREAM:
-                    # A stream's frames are the stream layer's to authenticate, as on TCP.
+                    # Small frames only until the stream layer authenticated the opening
+                    # (mark_trusted), as on TCP.
                     self.max_out = t.max_stream_frame_size
-                    self.trusted = True
                 if t.bearer_token:
                     self.trusted = True  # it proved it holds the cluster's token
                 self.max_in = self.max_out if self.trusted else min(self.max_out, t._preauth_frame)
@@ -988,7 +1000,10 @@ class _SyncLink(_Link):
         with ws.protocol_mutex:
             protocol.send_request(request)
             ws.send_data()
-        self._flush_wire()
+        try:
+            self._flush_wire()
+        finally:
+            self.request_sent.set()
         if not ws.response_rcvd.wait(deadline.remaining(what)):
             raise GossipTimeout(f"{what}: no handshake response")
         if protocol.handshake_exc is not None:
@@ -1160,6 +1175,7 @@ class _SyncLink(_Link):
     def abort(self, reason: str) -> None:
         """Close at once: shut the socket down (failing blocked calls) and close it."""
         self.mark_closed(reason)
+        self.request_sent.set()
         ws = self.ws
         if ws is not None:
             ws.close_socket()
@@ -1383,6 +1399,10 @@ class _WsStream:
     def peer(self) -> str:
         """The remote address (the URL dialed, or ``ip:port`` of an accepted connection)."""
         return self._link.peer_addr
+
+    def mark_trusted(self) -> None:
+        """The stream layer authenticated the opening: lift the pre-authentication frame limit."""
+        self._link.mark_trusted()
 
     def send_frame(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
         """Write one frame; see :meth:`StreamConn.send_frame`.

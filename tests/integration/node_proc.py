@@ -24,9 +24,13 @@ clock (``time.time()``) when it happened, so a parent can time events across pro
   in answer to the stdin command ``usage`` (CPU time is user + system of this process);
 * ``{"event": "left"}`` after the stdin command ``leave`` (then it stops and exits);
 * ``{"event": "count", "n": N}`` in answer to ``count``: user messages of type ``--sink`` received
-  so far (with ``--sink T``, type T is counted and type T+1 is answered with its own payload).
+  so far (with ``--sink T``, type T is counted and type T+1 is answered with its own payload);
+* ``{"event": "stats", "stats": {...}}`` in answer to ``stats``: the node's ``Cluster.stats()``.
 
-stdin commands: ``usage``, ``count``, ``leave`` (announce the leave, report ``left``, stop, exit) and
+With ``--busy``, the process also runs a pure-Python thread that spins for ever, competing for
+the interpreter lock with the node's threads (a CPU-starved host).
+
+stdin commands: ``usage``, ``count``, ``stats``, ``leave`` (announce the leave, report ``left``, stop, exit) and
 ``quit`` (stop, which also leaves gracefully, and exit). End of input is ``quit``. SIGTERM stops the node too. Exit code 0 on a clean
 stop, 1 if the node could not start.
 """
@@ -96,7 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-cert", default="", help="PEM certificate of the wss:// listener")
     p.add_argument("--tls-key", default="", help="PEM key of --tls-cert")
     p.add_argument("--tls-ca", default="", help="PEM authorities wss:// peers are verified against")
+    p.add_argument("--busy", action="store_true", help="also spin a pure-Python thread for ever")
     args = p.parse_args(argv)
+    if args.busy:
+        def spin() -> None:
+            x = 0
+            while True:
+                x += 1
+        threading.Thread(target=spin, name="node-proc-busy", daemon=True).start()
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -149,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd = line.strip()
             if cmd == "count":
                 emit("count", n=received[0])
+            elif cmd == "stats":
+                emit("stats", stats=cluster.stats())
             elif cmd == "usage":
                 emit("usage", cpu=cpu_seconds(), rss_kb=rss_kb(),
                      alive=cluster.num_alive_nodes(), suspect=cluster.num_suspect_nodes(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import queue
 import re
 import signal
@@ -32,7 +33,7 @@ def run_example(name: str, *args: str, timeout: float = 30.0) -> subprocess.Comp
                           timeout=scaled(timeout), env=env(), cwd=REPO_ROOT)
 
 
-@pytest.mark.parametrize("name", ["basic.py", "events.py", "usermessages.py"])
+@pytest.mark.parametrize("name", ["basic.py", "events.py", "usermessages.py", "stream.py"])
 def test_example_runs_unattended_and_exits_cleanly(name: str) -> None:
     res = run_example(name, "--port", "0", "--no-prompt", "--run-for", "2")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -45,11 +46,13 @@ def test_example_runs_unattended_and_exits_cleanly(name: str) -> None:
 class Proc:
     """A running example whose output lines are collected by a thread."""
 
-    def __init__(self, name: str, *args: str, stdin: bool = False) -> None:
+    def __init__(self, name: str, *args: str, stdin: bool = False,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.p = subprocess.Popen(
             [sys.executable, os.path.join(EXAMPLES, name), *args],
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, env=env(), cwd=REPO_ROOT)
+            stderr=subprocess.STDOUT, text=True, env=dict(env(), **(extra_env or {})),
+            cwd=REPO_ROOT)
         self.out: list[str] = []
         self.q: queue.Queue[str] = queue.Queue()
         self.t = threading.Thread(target=self._read, daemon=True, name="test-example-reader")
@@ -135,6 +138,42 @@ def test_examples_form_a_cluster_with_console_commands() -> None:
         assert b.finish() == 0, b.text()
         assert "interrupted" in a.text() and "stopped" in a.text()
         assert "stopped" in b.text()
+    finally:
+        for p in procs:
+            if p.p.poll() is None:
+                p.p.kill()
+                p.p.wait()
+
+
+def test_stream_example_ping_pong_and_file_copy(tmp_path: pathlib.Path) -> None:
+    procs: list[Proc] = []
+    try:
+        received = os.path.join(os.fspath(tmp_path), "received")
+        a = Proc("stream.py", "--port", "0", "--no-prompt", "--run-for", RUN_FOR,
+                 extra_env={"GOSSIP_STREAM_DIR": received})
+        procs.append(a)
+        addr = a.expect(r"listening on (127\.0\.0\.1:\d+)").group(1)
+        a_id = a.expect(rf"node ({ID_RE}) listening").group(1)
+        b = Proc("stream.py", "--port", "0", "--peers", addr, "--run-for", "25", stdin=True)
+        procs.append(b)
+        b.expect("joined the cluster through 1 peer")
+        b.send(f"stream {a_id} hello over a stream")
+        b.expect(r"Stream reply: Pong: hello over a stream")
+        a.expect(r"Stream opened by .*: Example Stream Start Message")
+        a.expect(r"Received stream data: hello over a stream")
+        path = os.path.join(os.fspath(tmp_path), "payload.bin")
+        data = os.urandom(3 * 1024 * 1024 + 11)
+        with open(path, "wb") as f:
+            f.write(data)
+        b.send(f"send {a_id} {path}")
+        b.expect(rf"Sent {len(data)} bytes of .*payload\.bin to \S+: verified")
+        a.expect(rf"Received file 'payload\.bin': {len(data)} bytes into .*, sha256 ok")
+        with open(os.path.join(received, "payload.bin"), "rb") as f:
+            assert f.read() == data
+        b.send("quit")
+        assert b.finish() == 0, b.text()
+        a.p.send_signal(signal.SIGTERM)
+        assert a.finish() == 0, a.text()
     finally:
         for p in procs:
             if p.p.poll() is None:

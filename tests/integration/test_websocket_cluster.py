@@ -8,6 +8,8 @@ bounded (:func:`wait_until`); nothing asserts on speed.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pathlib
 import queue
 import random
@@ -22,7 +24,7 @@ from websockets.sync.client import connect
 from websockets.sync.server import serve
 
 import gossip
-from gossip import Cluster, Config, JoinError, NodeID, NodeState
+from gossip import Cluster, Config, JoinError, Node, NodeID, NodeState, Packet
 from gossip.errors import TransportError
 from gossip.transports.multi import MultiTransport
 from gossip.transports.socket import SocketTransport
@@ -70,6 +72,31 @@ def pairs_answer(clusters: list[Cluster], mtype: int) -> None:
                 if i != j:
                     reply = a.send_to_with_response(node_of(a, b), mtype, [i, j], timeout=scaled(5.0))
                     assert reply == {"by": j, "echo": [i, j]}, (a.address, b.address, reply)
+    finally:
+        for c in clusters:
+            c.unregister_message_type(mtype)
+
+
+def streams_across(clusters: list[Cluster], mtype: int) -> None:
+    """Every node opens a stream to every other one, writes 256 KiB and reads back its digest."""
+    def serve(sender: Node | None, packet: Packet, stream: Any) -> None:
+        data = stream.read()
+        stream.write(hashlib.sha256(data).digest() + packet.unmarshal().encode())
+        stream.close_write()
+
+    for c in clusters:
+        c.handle_stream_func(mtype, serve)
+    try:
+        for i, a in enumerate(clusters):
+            for j, b in enumerate(clusters):
+                if i == j:
+                    continue
+                blob = os.urandom(256 * 1024)
+                with a.open_stream(node_of(a, b), mtype, f"{i}->{j}", timeout=scaled(5.0)) as st:
+                    st.settimeout(scaled(5.0))
+                    st.write(blob)
+                    st.close_write()
+                    assert st.read() == hashlib.sha256(blob).digest() + f"{i}->{j}".encode()
     finally:
         for c in clusters:
             c.unregister_message_type(mtype)
@@ -172,6 +199,7 @@ def test_mixed_cluster_of_socket_and_websocket_nodes() -> None:
         rows = broadcast_exactly_once(clusters, 1, gossip.USER_MSG + 22, count=3)
         assert rows == [[1, 0, 1, 1, 1, 1]] * 3
         pairs_answer(clusters, gossip.USER_MSG + 23)
+        streams_across(clusters[:4], gossip.USER_MSG + 30)
         ws_nodes[0].local_metadata().set_string("zone", "behind-the-proxy")
         wait_until(lambda: all(
             (n := c.get_node(ws_nodes[0].local_node().id)) is not None

@@ -173,8 +173,9 @@ def test_stream_frames_half_close_and_close(nodes: Callable[..., Node]) -> None:
     peer = b.streams.get(timeout=WAIT)
     big = os.urandom(3 * 1024 * 1024)
     s.send_frame(b"one")
-    s.send_frame(memoryview(big))
     assert peer.recv_frame(WAIT) == b"one"
+    peer.mark_trusted()  # the stream layer does, once it authenticated the opening
+    s.send_frame(memoryview(big))
     assert peer.recv_frame(WAIT) == big
     with pytest.raises(GossipTimeout):
         peer.recv_frame(0.2)  # nothing yet; the stream stays usable
@@ -200,6 +201,17 @@ def test_stream_frames_half_close_and_close(nodes: Callable[..., Node]) -> None:
     peer2.close()
     assert a.stat("ws_streams_dialed") == 2 and b.stat("ws_streams_accepted") == 2
     assert a.stat("ws_protocol_errors") == 0 and b.stat("ws_protocol_errors") == 0
+
+
+def test_accepted_stream_takes_small_frames_until_trusted(nodes: Callable[..., Node]) -> None:
+    a, b = nodes(), nodes(preauth_max_frame_size=64 * 1024)
+    s = a.t.dial_stream(b.url, WAIT)
+    peer = b.streams.get(timeout=WAIT)
+    s.send_frame(bytes(64 * 1024 + 1))
+    with pytest.raises(TransportError, match="too large"):
+        peer.recv_frame(WAIT)
+    assert b.stat("ws_too_large") == 1
+    s.close()
 
 
 def test_stream_close_fails_a_blocked_reader_at_once(nodes: Callable[..., Node]) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from gossip.protocol.awareness import Awareness
 from gossip.protocol.broadcasts import BroadcastQueue, retransmit_limit
-from gossip.protocol.messaging import MessageHistory, calc_fan_out, calc_payload_size, max_ttl
+from gossip.protocol.messaging import MessageHistory, calc_fan_out, calc_payload_size, clamp_ttl, max_ttl
 
 
 def test_awareness_clamps_and_scales() -> None:
@@ -97,3 +97,27 @@ def test_message_history_suppresses_duplicates_until_gc() -> None:
     assert h.contains(b"b" * 16, 1)
     with pytest.raises(ValueError):
         MessageHistory(1.0, shards=3)
+
+
+@pytest.mark.parametrize("ttl, n, multiplier, expected", [
+    (254, 32, 1.0, 7), (254, 10_000, 1.0, 8), (3, 1000, 1.0, 3), (0, 5, 1.0, 0), (-1, 5, 1.0, 0),
+    (254, 1, 1.0, 2), (254, 32, 2.0, 8), (100, 0, 1.0, 0),
+])
+def test_clamp_ttl_never_relays_further_than_max_ttl(ttl: int, n: int, multiplier: float, expected: int) -> None:
+    assert clamp_ttl(ttl, n, multiplier) == expected
+    assert clamp_ttl(ttl, n, multiplier) <= max(0, max_ttl(n, multiplier))
+
+
+def test_message_history_is_bounded_and_counts_what_it_forgets() -> None:
+    h = MessageHistory(max_age=30.0, shards=4, max_entries=64)
+    for i in range(10_000):                           # a flood of unique pairs
+        assert not h.seen(0.0, i.to_bytes(16, "big"), i)
+    assert len(h) <= 64
+    assert h.evicted == 10_000 - len(h)
+    last = (9999).to_bytes(16, "big")
+    assert h.contains(last, 9999) and h.seen(1.0, last, 9999)     # the newest are kept
+    assert not h.contains((0).to_bytes(16, "big"), 0)             # the oldest went first
+    held = len(h)
+    assert h.gc(31.0) == held and len(h) == 0
+    with pytest.raises(ValueError):
+        MessageHistory(1.0, shards=16, max_entries=8)

@@ -82,9 +82,13 @@ def test_unknown_member_is_added_only_by_alive() -> None:
 def test_state_changes_are_queued_for_gossip() -> None:
     core = with_member(ALIVE)
     core.receive(1.0, "x", Gossip((Suspect(A, 5, B),)))
-    assert [type(u) for u, _ in core.broadcasts.items() if u.node == A] == [Suspect]
+
+    def queued() -> list[type]:
+        return [type(u) for u, _ in core.broadcasts.items() + core.broadcasts_low.items() if u.node == A]
+
+    assert queued() == [Suspect]
     core.receive(1.0, "x", Gossip((Dead(A, 5, B),)))
-    assert [type(u) for u, _ in core.broadcasts.items() if u.node == A] == [Dead]   # invalidated the suspect
+    assert queued() == [Dead]   # invalidated the suspect
 
 
 def test_newer_metadata_wins_by_stamp() -> None:
@@ -250,7 +254,7 @@ def test_full_state_and_join_requests_as_datagrams_are_dropped() -> None:
 
 def test_push_pull_telling_us_we_are_dead_makes_us_refute() -> None:
     core = lone()
-    core.receive(1.0, "p:1", PushPullReply(1, (MemberState(core.id, "self:1", DEAD, 4),)))
+    core.receive(1.0, "p:1", PushPull(1, "p:1", (MemberState(core.id, "self:1", DEAD, 4),)), reliable=True)
     assert core.incarnation == 5
 
 
@@ -340,18 +344,20 @@ def test_join_exchanges_state_and_reports_result() -> None:
 
 
 def test_join_refused_for_protocol_or_application_version() -> None:
-    core = lone(app_version_check=lambda v: v.startswith("2."))
+    # The host runs the application's version check (outside its lock) and passes the verdict.
+    core = lone()
     joiner = MemberState(A, "a:1", ALIVE, 0)
-    core.receive(0.0, "a:1", Join(1, "a:1", (joiner,), PROTOCOL_VERSION + 1, "2.0"), reliable=True)
-    core.receive(0.0, "a:1", Join(2, "a:1", (joiner,), PROTOCOL_VERSION, "1.9"), reliable=True)
-    core.receive(0.0, "a:1", Join(3, "a:1", (MemberState(core.id, "a:1", ALIVE, 0),), PROTOCOL_VERSION, "2.0"), reliable=True)
+    core.receive(0.0, "a:1", Join(1, "a:1", (joiner,), PROTOCOL_VERSION + 1, "2.0"), reliable=True, app_version_ok=True)
+    core.receive(0.0, "a:1", Join(2, "a:1", (joiner,), PROTOCOL_VERSION, "1.9"), reliable=True, app_version_ok=False)
+    core.receive(0.0, "a:1", Join(3, "a:1", (MemberState(core.id, "a:1", ALIVE, 0),), PROTOCOL_VERSION, "2.0"),
+                 reliable=True, app_version_ok=True)
     replies = [s.msg for s in sends(core)]
     assert [r.accepted for r in replies] == [False, False, False]   # type: ignore[union-attr]
     assert "protocol version" in replies[0].reason                  # type: ignore[union-attr]
     assert "application version" in replies[1].reason              # type: ignore[union-attr]
     assert "self" in replies[2].reason                              # type: ignore[union-attr]
     assert core.members == {}
-    core.receive(0.0, "a:1", Join(4, "a:1", (joiner,), PROTOCOL_VERSION, "2.1"), reliable=True)
+    core.receive(0.0, "a:1", Join(4, "a:1", (joiner,), PROTOCOL_VERSION, "2.1"), reliable=True, app_version_ok=True)
     ok = sends(core)[0].msg
     assert isinstance(ok, JoinReply) and ok.accepted and ok.states[0].node == core.id
     assert core.members[A].state is ALIVE

@@ -1,0 +1,479 @@
+"""The stream pool: streams accepted from peers, their handlers, and streams opened to peers.
+
+::
+
+    transport I/O thread ── on_stream(conn) ──► pool slot free?  ── yes ─► worker thread
+                                                    │ no                     read OPEN, check
+                                                    ▼                        handler and key,
+                                       refuser thread (bounded queue):       ACCEPT, wait HELLO,
+                                       read OPEN, answer "busy", close       run the handler,
+                                                                             close the stream
+
+Accepted streams run their handler on a worker of a bounded pool (``max_concurrent_streams``
+threads, ``gossip-<node>-stream-<n>``), never on a reader or lane thread. A worker serves one
+stream at a time, from its OPEN to the end of its handler, then waits a moment for the next one
+and ends when none comes. An opening that finds every worker busy is answered "busy" by one
+refuser thread (``gossip-<node>-stream-refuse``; a few openings may wait for it, more are cut
+at once): the answer is bound to the opener's salt like an acceptance, so it cannot be replayed.
+
+Until its HELLO has been authenticated, an accepted connection may only carry small frames
+(a transport with a pre-authentication limit offers ``mark_trusted()``, called then), so a
+stranger holding pool slots holds little memory.
+
+Every step of an opening runs under ``stream_open_timeout``: reading the OPEN, writing the
+ACCEPT and reading the HELLO on the accepting side; dialing, writing the OPEN and reading the
+answer on the opening side. A failure at any step closes the connection: nothing is left half
+open. The handshake and the framing are described in :mod:`gossip.stream`.
+
+Counters (in :meth:`gossip.Cluster.stats`): ``streams.opened`` (by this node),
+``streams.accepted`` (handlers started), ``streams.refused`` (openings this node refused),
+``streams.open_refused`` (openings peers refused), ``streams.active`` (open now, both kinds),
+``streams.bytes_in`` / ``streams.bytes_out`` (stream data read and written),
+``streams.handler_errors`` and ``streams.bad_opens`` (openings dropped: malformed, not
+authentic, or too slow).
+
+This module imports the stream layer, the packet codec and the transports' interface.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ..compression import get_compressor
+from ..errors import (
+    AuthenticationError,
+    ClusterClosed,
+    DecodeError,
+    GossipError,
+    GossipTimeout,
+    StreamRefused,
+    TransportError,
+)
+from ..handlers import HANDLER_STREAM, check_user_type
+from ..node import Node
+from ..packet import Packet
+from ..stream import (
+    KEY_ID_SIZE,
+    SALT_SIZE,
+    STATUS_ACCEPTED,
+    STATUS_BUSY,
+    STATUS_CLOSING,
+    STATUS_NO_HANDLER,
+    STATUS_UNKNOWN_KEY,
+    Stream,
+    StreamKeys,
+    decode_accept,
+    decode_open,
+    derive_stream_keys,
+    encode_accept,
+    encode_open,
+    key_id,
+)
+from ..transports.base import Deadline, StreamConn
+from ..wire import MessageType
+
+if TYPE_CHECKING:
+    from . import Engine
+
+__all__ = ["StreamPool", "STREAM_COUNTERS"]
+
+STREAM_COUNTERS = ("streams.opened", "streams.accepted", "streams.refused",
+                   "streams.open_refused", "streams.active", "streams.bytes_in",
+                   "streams.bytes_out", "streams.handler_errors", "streams.bad_opens")
+"""The stream counters :meth:`gossip.Cluster.stats` always shows."""
+
+_IDLE_LINGER = 2.0  # an idle worker waits this long for another stream before it ends
+_REFUSE_QUEUE = 16  # openings waiting for the refuser; more are cut at once
+_REFUSE_READ = 1.0  # longest the refuser waits for an OPEN
+
+I = TypeVar("I")
+
+
+class _Workers(Generic[I]):
+    """Up to ``max_threads`` named threads serving items, plus ``max_queued`` waiting items.
+
+    Threads start when an item finds no idle one, and end after ``_IDLE_LINGER`` idle seconds.
+    """
+
+    def __init__(self, name: str, max_threads: int, max_queued: int,
+                 serve: Callable[[I], None], discard: Callable[[I], None],
+                 log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+        self._name = name
+        self._max_threads = max_threads
+        self._max_queued = max_queued
+        self._serve = serve
+        self._discard = discard
+        self._log = log
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[I] = deque()
+        self._threads: dict[threading.Thread, None] = {}
+        self._idle = 0
+        self._load = 0  # items queued or being served
+        self._seq = 0
+        self._closed = False
+
+    def submit(self, item: I) -> bool:
+        """Hand ``item`` to a worker; False if every worker is busy and the queue is full."""
+        with self._cond:
+            if self._closed or self._load >= self._max_threads + self._max_queued:
+                return False
+            self._load += 1
+            self._queue.append(item)
+            if self._idle >= len(self._queue):
+                self._cond.notify()
+            elif len(self._threads) < self._max_threads:
+                self._seq += 1
+                t = threading.Thread(target=self._run, name=f"{self._name}-{self._seq}"
+                                     if self._max_threads > 1 else self._name, daemon=True)
+                self._threads[t] = None
+                t.start()
+            return True
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        cond = self._cond
+        while True:
+            with cond:
+                self._idle += 1
+                end = time.monotonic() + _IDLE_LINGER
+                while not self._queue and not self._closed:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        break
+                    cond.wait(left)
+                self._idle -= 1
+                if not self._queue or self._closed:
+                    self._threads.pop(me, None)
+                    return
+                item = self._queue.popleft()
+            try:
+                self._serve(item)
+            except Exception:
+                self._log.exception("bug: serving a stream failed")
+            finally:
+                with cond:
+                    self._load -= 1
+
+    def close(self) -> None:
+        """Take no more items, discard the queued ones and wake idle workers."""
+        with self._cond:
+            self._closed = True
+            queued = list(self._queue)
+            self._queue.clear()
+            self._load -= len(queued)
+            self._cond.notify_all()
+        for item in queued:
+            self._discard(item)
+
+    def join(self, deadline: float) -> list[str]:
+        """Join the workers; return the names of those still running at ``deadline``."""
+        with self._cond:
+            threads = list(self._threads)
+        me = threading.current_thread()
+        for t in threads:
+            if t is not me:
+                t.join(max(0.0, deadline - time.monotonic()))
+        return [t.name for t in threads if t.is_alive() and t is not me]
+
+    @property
+    def threads(self) -> int:
+        """How many worker threads exist now."""
+        return len(self._threads)
+
+
+class StreamPool:
+    """Accepts and opens the streams of one engine; see the module docstring."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        cfg = engine.config
+        self.config = cfg
+        self.codec = engine.codec
+        self.counters = engine.counters
+        self.log = engine.log
+        self._debug = self.log.isEnabledFor(logging.DEBUG)
+        self._label = self.codec.label.encode("utf-8")
+        self._compressor = get_compressor(cfg.compressor)
+        self._lock = threading.Lock()
+        self._streams: dict[Stream, None] = {}
+        self._closing = False
+        prefix = engine.prefix
+        self._workers: _Workers[StreamConn] = _Workers(
+            f"{prefix}-stream", cfg.max_concurrent_streams, 0, self._serve, _close_conn, self.log)
+        self._refuser: _Workers[StreamConn] = _Workers(
+            f"{prefix}-stream-refuse", 1, _REFUSE_QUEUE, self._refuse_busy, _close_conn,
+            self.log)
+
+    # ------------------------------------------------------------------ shared
+
+    def _timeout(self) -> float | None:
+        t = self.config.stream_timeout
+        return None if t == 0 else t
+
+    def _make_stream(self, conn: StreamConn, client: bool, keys: StreamKeys | None, codec: Any,
+                     msg_type: int, node: Node | None) -> Stream:
+        cfg = self.config
+        return Stream(
+            conn, client=client, keys=keys, codec=codec, msg_type=msg_type, remote_node=node,
+            compressor=self._compressor, compress_min_size=cfg.compress_min_size,
+            max_frame_size=cfg.stream_max_packet_size, max_msg_size=cfg.tcp_max_packet_size,
+            timeout=self._timeout(), counters=self.counters, on_close=self._forget,
+        )
+
+    def _register(self, stream: Stream) -> bool:
+        with self._lock:
+            if self._closing:
+                return False
+            self._streams[stream] = None
+            return True
+
+    def _forget(self, stream: Stream) -> None:
+        with self._lock:
+            self._streams.pop(stream, None)
+
+    def _packet(self, msg_type: int, body: bytes) -> bytes:
+        engine = self.engine
+        return self.codec.encode_raw(msg_type, engine.id_bytes, engine.hlc.now(), 1, body)
+
+    def add_stats(self, out: dict[str, int]) -> None:
+        """Put the stream counters into ``out`` (zero when nothing happened yet)."""
+        for name in STREAM_COUNTERS:
+            out.setdefault(name, 0)
+        with self._lock:
+            out["streams.active"] = len(self._streams)
+
+    # ------------------------------------------------------------------ opening (client side)
+
+    def open(self, node: Node, msg_type: int, payload: Any, timeout: float | None) -> Stream:
+        """Open a stream to ``node``; see :meth:`gossip.Cluster.open_stream`.
+
+        Raises:
+            StreamRefused: the peer refused (no handler, pool full, unknown key, stopping) or
+                closed the connection without answering.
+            GossipTimeout: no answer within the timeout.
+            ConnectError: the node could not be reached.
+            EncryptionError, DecodeError: the peer's answer is not authentic or malformed.
+            LocalProtocolError: ``msg_type`` is internal or ``payload`` cannot be encoded.
+            ClusterClosed: the cluster is not running.
+        """
+        engine = self.engine
+        engine.check_open()
+        check_user_type(msg_type)
+        total = self.config.stream_open_timeout if timeout is None else timeout
+        deadline = Deadline(total)
+        what = f"stream to {node.id.short}@{node.address}"
+        codec = self.codec
+        body = codec.codec.encode(payload)
+        salt = os.urandom(SALT_SIZE)
+        keyring = codec.keyring
+        key = keyring.primary_key if keyring else None
+        kid = key_id(key) if key is not None else bytes(KEY_ID_SIZE)
+        frame = self._packet(MessageType.STREAM_OPEN, encode_open(msg_type, salt, kid, body))
+        transport = engine.transport
+        if transport is None:
+            raise ClusterClosed("the cluster is not started")
+        try:
+            conn = transport.dial_stream(node.address, deadline.remaining(what) or total)
+        except GossipTimeout as exc:
+            raise GossipTimeout(f"{what}: could not connect within {total}s") from exc
+        stream: Stream | None = None
+        try:
+            conn.send_frame(frame, deadline.remaining(what))
+            try:
+                answer = conn.recv_frame(deadline.remaining(what))
+            except TransportError as exc:
+                cut: TransportError | None = exc
+                answer = None
+            else:
+                cut = None
+            if answer is None:
+                self.counters.inc("streams.open_refused")
+                raise StreamRefused(
+                    f"{what}: the peer closed the connection without answering (stopping, or "
+                    "another cluster key or label)", "closed without an answer") from cut
+            pkt = codec.decode(bytes(answer))
+            if pkt.msg_type != MessageType.STREAM_OPEN_ACK:
+                raise DecodeError(f"{what}: answered with message type {pkt.msg_type}")
+            acc = decode_accept(pkt.payload)
+            if not hmac.compare_digest(acc.client_salt, salt):
+                raise AuthenticationError(f"{what}: the answer is not for this stream")
+            if acc.status != STATUS_ACCEPTED:
+                self.counters.inc("streams.open_refused")
+                raise StreamRefused(f"{what} was refused: {acc.reason}", acc.reason)
+            keys = (None if key is None
+                    else derive_stream_keys(key, salt, acc.server_salt, self._label))
+            stream = self._make_stream(conn, True, keys, codec.codec, msg_type, node)
+            stream._send_hello(deadline.remaining(what))
+        except GossipTimeout as exc:
+            conn.close()
+            raise GossipTimeout(f"{what}: no answer within {total}s") from exc
+        except BaseException:
+            conn.close()
+            raise
+        if not self._register(stream):
+            stream._shutdown()
+            raise ClusterClosed("the cluster is stopped")
+        self.counters.inc("streams.opened")
+        if self._debug:
+            self.log.debug("> %s opened (type %d)", what, msg_type)
+        return stream
+
+    # ------------------------------------------------------------------ accepting (server side)
+
+    def on_stream(self, conn: StreamConn) -> None:
+        """Transport callback (an I/O thread): hand ``conn`` to a worker, never blocking."""
+        if self._closing:
+            conn.close()
+            return
+        if self._workers.submit(conn):
+            return
+        if not self._refuser.submit(conn):
+            self.counters.inc("streams.refused")
+            self.engine.warn("streams_full", "stream pool full (max_concurrent_streams=%d) and "
+                             "refusals backed up: cutting new stream connections",
+                             self.config.max_concurrent_streams)
+            conn.close()
+
+    def _read_open(self, conn: StreamConn, deadline: Deadline) -> tuple[Packet, Any] | None:
+        """Read and check the OPEN; None (counted, connection closed) if it is bad."""
+        try:
+            frame = conn.recv_frame(deadline.remaining("stream OPEN"))
+            if frame is None:
+                raise TransportError("the connection ended before its OPEN")
+            pkt = self.codec.decode(bytes(frame))
+            if pkt.msg_type != MessageType.STREAM_OPEN:
+                raise DecodeError(f"a stream began with message type {pkt.msg_type}")
+            return pkt, decode_open(pkt.payload)
+        except GossipError as exc:
+            self._bad_open(conn, exc)
+            return None
+
+    def _bad_open(self, conn: StreamConn, exc: BaseException) -> None:
+        self.counters.inc("streams.bad_opens")
+        if self._debug:
+            self.log.debug("! stream from %s dropped while opening: %s", conn.peer, exc)
+        conn.close()
+
+    def _refuse(self, conn: StreamConn, status: int, reason: str, client_salt: bytes,
+                deadline: Deadline) -> None:
+        """Answer ``status``, end our side and close (the OPEN was read: nothing is unread, so
+        the answer is not lost to a reset)."""
+        self.counters.inc("streams.refused")
+        if self._debug:
+            self.log.debug("! stream from %s refused: %s", conn.peer, reason)
+        try:
+            answer = self._packet(MessageType.STREAM_OPEN_ACK,
+                                  encode_accept(status, client_salt, bytes(SALT_SIZE), reason))
+            conn.send_frame(answer, deadline.remaining("stream refusal"))
+            conn.close_write()
+        except GossipError:
+            pass
+        finally:
+            conn.close()
+
+    def _refuse_busy(self, conn: StreamConn) -> None:
+        """Refuser thread: answer an opening that found the pool full."""
+        deadline = Deadline(min(self.config.stream_open_timeout, _REFUSE_READ))
+        opened = self._read_open(conn, deadline)
+        if opened is None:
+            return
+        self._refuse(conn, STATUS_BUSY,
+                     f"the stream pool is full (max_concurrent_streams="
+                     f"{self.config.max_concurrent_streams})", opened[1].client_salt, deadline)
+
+    def _decide(self, req: Any) -> tuple[int, str, Callable[..., Any] | None, bytes | None]:
+        if self._closing or self.engine.closing:
+            return STATUS_CLOSING, "the node is stopping", None, None
+        handler = self.engine.message_handlers.get(req.msg_type)
+        if handler is None or handler.kind != HANDLER_STREAM:
+            return (STATUS_NO_HANDLER, f"no stream handler for message type {req.msg_type}",
+                    None, None)
+        keyring = self.codec.keyring
+        key: bytes | None = None
+        if keyring:
+            for k in keyring.keys:
+                if hmac.compare_digest(key_id(k), req.key_id):
+                    key = k
+                    break
+            else:
+                return STATUS_UNKNOWN_KEY, "the opener's key is not installed here", None, None
+        return STATUS_ACCEPTED, "", handler.fn, key
+
+    def _serve(self, conn: StreamConn) -> None:
+        """Worker thread: one accepted stream, from its OPEN to the end of its handler."""
+        deadline = Deadline(self.config.stream_open_timeout)
+        opened = self._read_open(conn, deadline)
+        if opened is None:
+            return
+        pkt, req = opened
+        status, reason, fn, key = self._decide(req)
+        if status != STATUS_ACCEPTED or fn is None:
+            self._refuse(conn, status, reason, req.client_salt, deadline)
+            return
+        server_salt = os.urandom(SALT_SIZE)
+        keys = None if key is None else derive_stream_keys(key, req.client_salt, server_salt,
+                                                           self._label)
+        stream = self._make_stream(conn, False, keys, pkt.codec, req.msg_type, None)
+        try:
+            answer = self._packet(MessageType.STREAM_OPEN_ACK,
+                                  encode_accept(STATUS_ACCEPTED, req.client_salt, server_salt))
+            conn.send_frame(answer, deadline.remaining("stream ACCEPT"))
+            stream._expect_hello(deadline.remaining("stream HELLO"))
+        except GossipError as exc:
+            self._bad_open(conn, exc)
+            stream._finish()
+            return
+        if not self._register(stream):
+            stream._shutdown()
+            return
+        trust = getattr(conn, "mark_trusted", None)  # lifts a transport's pre-auth frame limit
+        if trust is not None:
+            trust()
+        self.counters.inc("streams.accepted")
+        sender = self.engine.node_for_sender(pkt.sender)
+        stream.remote_node = sender
+        packet = Packet(req.msg_type, pkt.sender, pkt.msg_id, pkt.ttl, req.payload, pkt.codec,
+                        pkt.compressed, pkt.encrypted, pkt.size)
+        if self._debug:
+            self.log.debug("< stream from %s accepted (type %d)", conn.peer, req.msg_type)
+        try:
+            fn(sender, packet, stream)
+        except ClusterClosed:
+            stream.abort("the node is stopping")  # the stream was cut by stop(): no bug
+        except Exception as exc:
+            self.counters.inc("streams.handler_errors")
+            self.log.exception("stream handler for type %d raised", req.msg_type)
+            stream.abort(f"{type(exc).__name__}: {exc}")
+        finally:
+            stream.close()
+
+    # ------------------------------------------------------------------ stopping
+
+    def close(self) -> None:
+        """Refuse new streams, cut every open one (their calls raise ClusterClosed), wake the
+        workers."""
+        with self._lock:
+            self._closing = True
+            streams = list(self._streams)
+        for stream in streams:
+            stream._shutdown()
+        self._workers.close()
+        self._refuser.close()
+
+    def join(self, deadline: float) -> list[str]:
+        """Join the worker threads; return the names of those still running at ``deadline``.
+
+        A handler that ignores the errors of its cut stream and goes on running is a straggler.
+        """
+        return self._workers.join(deadline) + self._refuser.join(deadline)
+
+
+def _close_conn(conn: StreamConn) -> None:
+    conn.close()

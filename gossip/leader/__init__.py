@@ -1,0 +1,50 @@
+"""Leader election over a gossip cluster, with a quorum of the known membership.
+
+::
+
+    from gossip.leader import BECAME_LEADER, LeaderConfig, LeaderElection
+
+    election = LeaderElection(cluster, LeaderConfig(metadata_criteria={"role": "scheduler"}))
+    election.handle_event_func(BECAME_LEADER, lambda event, node_id: print("leading"))
+    election.start()
+    ...
+    election.stop()
+
+:class:`LeaderElection` is the threaded host (it uses only the public :class:`gossip.Cluster`
+API); :class:`Election` in :mod:`gossip.leader.election` is the pure state machine it drives,
+which the simulator drives too. The rules (quorum against the known membership, terms that only
+grow, who stands and when) are written at the top of :mod:`gossip.leader.election`.
+"""
+
+from __future__ import annotations
+
+from .election import (
+    BECAME_LEADER,
+    ELECTED,
+    LOST,
+    STEPPED_DOWN,
+    Election,
+    Heartbeat,
+    LeaderConfig,
+    LeaderEvent,
+    Notify,
+    Peer,
+    quorum,
+)
+from .host import LeaderElection, LeaderEventHandler
+
+__all__ = [
+    "LeaderElection",
+    "LeaderConfig",
+    "LeaderEvent",
+    "LeaderEventHandler",
+    "ELECTED",
+    "LOST",
+    "BECAME_LEADER",
+    "STEPPED_DOWN",
+    "Election",
+    "Peer",
+    "Heartbeat",
+    "Notify",
+    "quorum",
+]

@@ -1,0 +1,29 @@
+"""The building blocks above the Cluster use only its public API (DESIGN.md, "Above the Cluster"),
+and the election logic is a pure state machine."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from test_layers import ROOT, violations
+
+INTERNALS = {"gossip.engine", "gossip.protocol", "gossip.workers", "gossip.security"}
+ABOVE = [ROOT / "groups.py", ROOT / "testing.py", *sorted((ROOT / "leader").glob("*.py"))]
+
+
+@pytest.mark.parametrize("path", ABOVE, ids=str)
+def test_above_the_cluster_never_reaches_into_the_engine(path: pathlib.Path) -> None:
+    allowed_transport = {"gossip.transports.memory"} if path.name == "testing.py" else set()
+    found = violations(path, INTERNALS | {"gossip.transports"})
+    assert [n for n in found if n not in allowed_transport] == []
+
+
+def test_election_logic_is_pure() -> None:
+    path = ROOT / "leader" / "election.py"
+    assert violations(path, {"threading", "time", "socket", "select", "selectors", "asyncio", "random",
+                             "gossip.cluster", "gossip.engine", "gossip.transports", "gossip.leader.host"}) == []
+    src = path.read_text()
+    for call in ("time.", "random.", "Thread("):
+        assert call not in src

@@ -1,0 +1,419 @@
+"""The election state machine on a virtual clock, with membership views the test writes.
+
+``Harness`` hosts N :class:`Election` cores: it ticks each every ``check_interval`` (each from
+its own phase), carries their messages with a fixed latency unless a partition cuts the link,
+and hands each core the view of the membership the test gave that node. It checks after every
+step that no node's term ever goes down. Nothing here reads a clock or sleeps.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gossip import ConfigError, NodeID, NodeState
+from gossip.leader import (
+    BECAME_LEADER, ELECTED, LOST, STEPPED_DOWN, Election, Heartbeat, LeaderConfig, LeaderEvent, Notify,
+    Peer, quorum,
+)
+from gossip.leader.election import SILENT_LEADER_FACTOR, Ack, SendAck, decode_message, encode_message
+
+ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
+CFG = LeaderConfig()  # check 1 s, timeout 3 s, 51 %
+
+
+class Harness:
+    def __init__(self, n: int, cfg: LeaderConfig = CFG, eligible: set[int] | None = None,
+                 latency: float = 0.001) -> None:
+        self.cfg = cfg
+        self.n = n
+        self.ids = [NodeID(int=1000 + i) for i in range(n)]   # index order is id order
+        self.eligible = set(range(n)) if eligible is None else eligible
+        self.latency = latency
+        self.now = 0.0
+        self.cores = {i: Election(self.ids[i], cfg, 0.0) for i in range(n)}
+        self.views: dict[int, dict[int, NodeState]] = {i: {j: ALIVE for j in range(n)} for i in range(n)}
+        self.running = set(range(n))
+        self.cut: set[frozenset[int]] = set()
+        self.events: list[tuple[float, int, LeaderEvent, int]] = []
+        self.acks_sent = 0
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._terms = {i: 0 for i in range(n)}
+        for i in range(n):
+            self._at((i + 1) * cfg.check_interval / (n + 1), lambda i=i: self._tick(i))
+
+    # -- plumbing
+    def _at(self, t: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._heap, (t, next(self._seq), fn))
+
+    def peers(self, i: int) -> list[Peer]:
+        return [Peer(self.ids[j], st, j in self.eligible) for j, st in self.views[i].items()]
+
+    def _tick(self, i: int) -> None:
+        if i in self.running:
+            self.cores[i].tick(self.now, self.peers(i))
+            self._drain(i)
+            self._at(self.now + self.cfg.check_interval, lambda: self._tick(i))
+
+    def _send(self, src: int, dst: int, msg: Any) -> None:
+        if frozenset((src, dst)) in self.cut:
+            return
+        self._at(self.now + self.latency, lambda: self._deliver(dst, src, msg))
+
+    def _deliver(self, dst: int, src: int, msg: Any) -> None:
+        if dst in self.running:
+            self.cores[dst].receive(self.now, self.ids[src], msg, self.peers(dst))
+            self._drain(dst)
+
+    def _drain(self, i: int) -> None:
+        for a in self.cores[i].actions_to_perform():
+            if isinstance(a, Heartbeat):
+                for j, st in self.views[i].items():
+                    if j != i and st is not LEAVING:
+                        self._send(i, j, a)
+            elif isinstance(a, SendAck):
+                self.acks_sent += 1
+                self._send(i, self.ids.index(a.node), Ack(a.term))
+            else:
+                assert isinstance(a, Notify)
+                self.events.append((self.now, i, a.event, self.ids.index(a.node)))
+        term = self.cores[i].term
+        assert term >= self._terms[i], f"node {i}'s term went down"
+        self._terms[i] = term
+
+    def run(self, until: float) -> None:
+        while self._heap and self._heap[0][0] <= until:
+            self.now, _, fn = heapq.heappop(self._heap)
+            fn()
+        self.now = until
+
+    def run_until(self, pred: Callable[[], bool], limit: float) -> float:
+        """Run until ``pred()``; return the virtual time it became true (fails past ``limit``)."""
+        while self._heap and self._heap[0][0] <= limit:
+            self.now, _, fn = heapq.heappop(self._heap)
+            fn()
+            if pred():
+                return self.now
+        raise AssertionError(f"not true by t={limit}: leaders {self.leaders()}")
+
+    # -- faults and queries
+    def see(self, observers: Any, target: int, state: NodeState) -> None:
+        for o in observers:
+            self.views[o][target] = state
+
+    def forget(self, observers: Any, target: int) -> None:
+        for o in observers:
+            self.views[o].pop(target, None)
+
+    def partition(self, a: list[int], b: list[int]) -> None:
+        self.cut = {frozenset((x, y)) for x in a for y in b}
+
+    def heal(self) -> None:
+        self.cut = set()
+
+    def crash(self, i: int) -> None:
+        self.running.discard(i)
+
+    def leaders(self, among: Any = None) -> list[int]:
+        return [i for i in (self.running if among is None else among) if self.cores[i].is_leader]
+
+    def followers_of(self, leader: int, among: Any = None) -> list[int]:
+        return [i for i in (self.running if among is None else among)
+                if self.cores[i].leader == self.ids[leader]]
+
+    def agreed(self, among: Any = None) -> int | None:
+        group = sorted(self.running if among is None else among)
+        ls = self.leaders(group)
+        if len(ls) == 1 and len(self.followers_of(ls[0], group)) == len(group):
+            return ls[0]
+        return None
+
+
+# ---------------------------------------------------------------------- pure functions
+
+
+@pytest.mark.parametrize("n, pct, expected", [
+    (0, 51, 0), (1, 51, 1), (2, 51, 2), (3, 51, 2), (4, 51, 3), (5, 51, 3), (100, 51, 51),
+    (100, 57, 57), (1000, 51.1, 511), (4, 75, 3), (10, 100, 10), (7, 50.5, 4), (1, 100, 1),
+])
+def test_quorum(n: int, pct: float, expected: int) -> None:
+    assert quorum(n, pct) == expected
+
+
+@pytest.mark.parametrize("field, value", [
+    ("check_interval", 0), ("check_interval", -1.0), ("check_interval", math.nan),
+    ("check_interval", "1"), ("leader_timeout", 1.0), ("leader_timeout", 0.5),
+    ("leader_timeout", math.inf), ("heartbeat_msg_type", 63), ("heartbeat_msg_type", 65536),
+    ("heartbeat_msg_type", True), ("heartbeat_msg_type", "65"), ("quorum_percentage", 50),
+    ("quorum_percentage", 0), ("quorum_percentage", 101), ("quorum_percentage", True),
+    ("metadata_criteria", {"role": ""}), ("metadata_criteria", {"role": 1}),
+])
+def test_leader_config_refuses_bad_values(field: str, value: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        LeaderConfig(**{field: value})
+    assert info.value.field == field and isinstance(info.value, ValueError)
+
+
+def test_leader_config_defaults_are_paularlotts() -> None:
+    cfg = LeaderConfig()
+    assert (cfg.check_interval, cfg.leader_timeout, cfg.heartbeat_msg_type, cfg.quorum_percentage,
+            cfg.metadata_criteria) == (1.0, 3.0, 65, 51, None)
+    assert LeaderConfig(metadata_criteria={"dc": "~eu"}).criteria() is not None
+
+
+def test_event_names() -> None:
+    assert [str(e) for e in LeaderEvent] == ["Leader Elected", "Leader Lost", "Became Leader", "Stepped Down"]
+    assert [int(e) for e in (ELECTED, LOST, BECAME_LEADER, STEPPED_DOWN)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("msg", [Heartbeat(0), Heartbeat(7, resign=True), Heartbeat(9, True, True), Ack(3)])
+def test_messages_round_trip(msg: Any) -> None:
+    assert decode_message(encode_message(msg)) == msg
+
+
+@pytest.mark.parametrize("value", [
+    None, [], {"kind": "heartbeat"}, {"kind": "heartbeat", "term": -1}, {"kind": "heartbeat", "term": True},
+    {"kind": "heartbeat", "term": 1 << 63}, {"kind": "heartbeat", "term": 1, "resign": "yes"},
+    {"kind": "vote", "term": 1}, {"term": 1},
+])
+def test_malformed_messages_are_refused(value: Any) -> None:
+    with pytest.raises(ValueError):
+        decode_message(value)
+
+
+# ---------------------------------------------------------------------- elections
+
+
+def test_five_nodes_elect_exactly_one_the_smallest_id_after_leader_timeout() -> None:
+    h = Harness(5)
+    at = h.run_until(lambda: h.agreed() is not None, 10.0)
+    assert h.agreed() == 0
+    assert CFG.leader_timeout <= at <= CFG.leader_timeout + CFG.check_interval
+    h.run(60.0)
+    assert h.agreed() == 0 and h.cores[0].term == 1
+    assert [(i, e, x) for _, i, e, x in h.events if i == 0] == [(0, BECAME_LEADER, 0), (0, ELECTED, 0)]
+    assert sorted((i, e, x) for _, i, e, x in h.events if i != 0) == [(i, ELECTED, 0) for i in range(1, 5)]
+
+
+def test_a_candidate_that_does_not_lead_is_passed_over_one_interval_later() -> None:
+    h = Harness(5)
+    h.crash(0)                       # the smallest id never runs, yet every view shows it alive
+    at = h.run_until(lambda: h.agreed() is not None, 20.0)
+    assert h.agreed() == 1
+    assert at <= CFG.leader_timeout + 2 * CFG.check_interval
+
+
+def test_leader_crash_new_leader_within_leader_timeout_plus_detection() -> None:
+    h = Harness(5)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    h.run(h.now + 5.0)
+    crash_at = h.now
+    h.crash(0)
+    detection = 1.5                  # the failure detector suspects it this much later
+    h.run(crash_at + detection)
+    h.see(range(1, 5), 0, SUSPECT)
+    at = h.run_until(lambda: h.agreed() is not None, crash_at + 30.0)
+    assert h.agreed() == 1 and h.cores[1].term == 2
+    assert at - crash_at <= CFG.leader_timeout + detection + CFG.check_interval
+    # Every survivor moved from node 0 to node 1 (one ELECTED; a LOST first only if it had
+    # time to notice the gap).
+    for i in range(1, 5):
+        after = [(e, x) for t, j, e, x in h.events if j == i and t > crash_at]
+        assert after[-1] == (ELECTED, 1)
+        assert all(x in (0, 1) for _, x in after)
+
+
+def test_a_silent_leader_still_seen_alive_is_replaced_only_after_the_long_wait() -> None:
+    h = Harness(5)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    crash_at = h.now
+    h.crash(0)                       # the detector never notices: heartbeats are the only clue
+    at = h.run_until(lambda: h.agreed() is not None, crash_at + 60.0)
+    assert h.agreed() == 1
+    wait = SILENT_LEADER_FACTOR * CFG.leader_timeout
+    assert wait <= at - crash_at <= wait + CFG.leader_timeout + 2 * CFG.check_interval
+
+
+def test_minority_leader_steps_down_and_minority_never_elects_majority_does() -> None:
+    h = Harness(5)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    minority, majority = [0, 1], [2, 3, 4]          # the leader is on the minority side
+    h.run(h.now + 2.0)
+    split = h.now
+    h.partition(minority, majority)
+    # Leadership needs acknowledgements: without the majority's, node 0 gives up.
+    down = h.run_until(lambda: not h.leaders(minority), split + 20.0)
+    assert down - split <= CFG.leader_timeout + CFG.check_interval
+    # The failure detectors catch up 5 s after the split.
+    detection = 5.0
+    h.run(split + detection)
+    for x in minority:
+        for y in majority:
+            h.see([x], y, SUSPECT)
+    for y in majority:
+        for x in minority:
+            h.see([y], x, SUSPECT)
+    elected = h.run_until(lambda: h.agreed(majority) is not None, split + 30.0)
+    # A leader_timeout after the detector saw the old leader go.
+    assert h.agreed(majority) == 2
+    assert elected - split <= detection + CFG.leader_timeout + 2 * CFG.check_interval
+    h.run(split + 20.0)
+    for x in minority:
+        for y in majority:
+            h.see([x], y, DEAD)
+    for y in majority:
+        for x in minority:
+            h.see([y], x, DEAD)
+    h.run(split + 120.0)
+    assert h.leaders(minority) == [] and all(h.cores[i].leader is None for i in minority)
+    assert h.agreed(majority) == 2
+    won = [(t, i) for t, i, e, _ in h.events if e is BECAME_LEADER and t > split]
+    assert all(i in majority for _, i in won)
+    # Heal: the majority leader's heartbeats reach the minority before its views do.
+    heal = h.now
+    h.heal()
+    at = h.run_until(lambda: h.agreed() is not None, heal + 10.0)
+    assert h.agreed() == 2 and at - heal <= CFG.check_interval + 0.01
+    h.run(heal + 60.0)
+    assert h.agreed() == 2
+
+
+def test_a_leader_that_sees_a_higher_term_steps_down() -> None:
+    h = Harness(3)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    core = h.cores[0]
+    core.receive(h.now, h.ids[2], Heartbeat(core.term + 5), h.peers(0))
+    acts = core.actions_to_perform()
+    assert not core.is_leader and core.leader == h.ids[2] and core.term == 6
+    assert Notify(STEPPED_DOWN, h.ids[0]) in acts and Notify(ELECTED, h.ids[2]) in acts
+    assert SendAck(h.ids[2], 6) in acts
+
+
+def test_same_term_two_leaders_resolve_to_the_smaller_id() -> None:
+    h = Harness(3)
+    h.partition([0], [2])            # 0 and 2 cannot hear each other; 1 hears both
+    h.run_until(lambda: h.cores[0].is_leader, 10.0)
+    h.run_until(lambda: h.cores[2].is_leader, 20.0)  # 2 never heard 0: it stands in the same term
+    assert h.cores[0].term == h.cores[2].term == 1
+    h.run(h.now + 0.1)
+    assert h.followers_of(0, [1]) == [1]            # 1 keeps the smaller id
+    assert h.cores[1].stats["ignored_outranked"] >= 1
+    h.heal()
+    at = h.run_until(lambda: h.agreed() is not None, h.now + 10.0)
+    assert h.agreed() == 0 and h.cores[0].term == 1
+    assert h.cores[0].stats.get("stepped_down_for_heartbeat", 0) == 0 and at > 0
+
+
+def test_stale_heartbeats_are_ignored_and_not_acknowledged() -> None:
+    h = Harness(3)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    follower = h.cores[1]
+    follower.receive(h.now, h.ids[2], Heartbeat(0), h.peers(1))
+    assert follower.leader == h.ids[0] and follower.actions_to_perform() == []
+    assert follower.stats["ignored_stale_term"] == 1
+
+
+def test_a_leader_without_acknowledgements_steps_down_and_holds_off() -> None:
+    h = Harness(3)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    t0 = h.now
+    h.partition([0], [1, 2])         # views unchanged: only the missing acks tell
+    down = h.run_until(lambda: not h.cores[0].is_leader, t0 + 10.0)
+    assert down - t0 <= CFG.leader_timeout + CFG.check_interval
+    assert h.cores[0].stats["stepped_down_no_quorum_acked"] == 1
+    h.run(down + SILENT_LEADER_FACTOR * CFG.leader_timeout - CFG.check_interval)
+    assert not h.cores[0].is_leader  # its view still shows a quorum, but it does not stand
+
+
+def test_leaving_members_do_not_count_dead_ones_do() -> None:
+    h = Harness(5)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    for x in (3, 4):                 # two leave gracefully: known is 3, quorum 2
+        h.crash(x)
+        h.see(range(3), x, LEAVING)
+    h.run(h.now + 30.0)
+    assert h.agreed() == 0
+    h.crash(2)                       # one crashes: known 3 (2 alive + 1 dead), quorum 2
+    h.see(range(2), 2, DEAD)
+    h.run(h.now + 30.0)
+    assert h.agreed() == 0
+    h2 = Harness(5)
+    h2.run_until(lambda: h2.agreed() == 0, 10.0)
+    for x in (2, 3, 4):              # three crash: known 5, 2 alive < quorum 3
+        h2.crash(x)
+        h2.see(range(2), x, DEAD)
+    h2.run(h2.now + 30.0)
+    assert h2.leaders() == [] and h2.cores[1].leader is None
+
+
+def test_only_eligible_nodes_lead_and_count() -> None:
+    h = Harness(5, eligible={2, 3, 4})
+    h.run_until(lambda: h.agreed() is not None, 10.0)
+    assert h.agreed() == 2           # 0 and 1 have smaller ids but are not eligible
+    h.run(h.now + 30.0)
+    assert h.agreed() == 2
+    assert all(not h.cores[i].is_leader for i in (0, 1))
+    # Ineligible nodes do not make a quorum: with 3 and 4 gone, 2 is alone among 3 eligible.
+    for x in (3, 4):
+        h.crash(x)
+        h.see(range(3), x, DEAD)
+    h.run(h.now + 30.0)
+    assert h.leaders() == []
+
+
+def test_a_leader_that_becomes_ineligible_steps_down() -> None:
+    h = Harness(3)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    h.eligible.discard(0)
+    at = h.run_until(lambda: h.agreed() == 1, h.now + 20.0)
+    assert h.cores[0].stats["stepped_down_ineligible"] == 1 and at > 0
+
+
+def test_stop_resigns_and_followers_elect_without_the_long_wait() -> None:
+    h = Harness(5)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    t0 = h.now
+    core = h.cores[0]
+    core.stop(h.now)
+    acts = core.actions_to_perform()
+    assert acts == [Heartbeat(1, resign=True, retire=True), Notify(STEPPED_DOWN, h.ids[0])]
+    for j in range(1, 5):
+        h._send(0, j, acts[0])
+    h.crash(0)                       # its election is gone; the node itself stays alive in views
+    h.run(t0 + 0.01)
+    assert all(h.cores[i].leader is None for i in range(1, 5))
+    at = h.run_until(lambda: h.agreed() is not None, t0 + 30.0)
+    assert h.agreed() == 1 and at - t0 <= CFG.leader_timeout + 2 * CFG.check_interval
+    core.tick(h.now, h.peers(0))
+    assert core.actions_to_perform() == [] and not core.is_leader
+
+
+def test_a_leader_keeps_leading_while_new_members_join() -> None:
+    h = Harness(4)
+    for x in (1, 2, 3):              # nodes 1..3 have not joined yet: only 0 knows 0
+        h.forget([0], x)
+        h.crash(x)
+    h.run_until(lambda: h.cores[0].is_leader, 10.0)
+    h.run(h.now + 10.0)              # long past the new leader's grace
+    t0 = h.now
+    for x in (1, 2, 3):              # they join: each knows everyone, and 0 learns of them
+        h.running.add(x)
+        h.cores[x] = Election(h.ids[x], CFG, h.now)
+        h._at(h.now + 0.1 * x, lambda x=x: h._tick(x))
+        h.see([0], x, ALIVE)
+        h.cores[0].tick(h.now, h.peers(0))    # the membership change reaches the leader at once
+        h._drain(0)
+    h.run(t0 + 60.0)
+    assert h.agreed() == 0 and h.cores[0].stats.get("stepped_down_no_quorum_acked", 0) == 0
+
+
+def test_a_lone_node_leads_itself() -> None:
+    h = Harness(1)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    assert h.acks_sent == 0
