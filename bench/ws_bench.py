@@ -11,9 +11,10 @@ over TLS, with a CA and a certificate for 127.0.0.1 made for the run), two nodes
 * one-way user messages delivered per second, ``send_to_reliable`` with a 64-byte body, one
   sending thread, at most ``--window`` messages unaccounted for (the receiver counts them);
 * request/reply round trips with ``send_to_with_response``, one at a time: p50 and p99;
-* stream throughput in MB/s: ``--frame``-byte frames written on one stream connection
-  (:meth:`Transport.dial_stream`, the transport's :class:`StreamConn`) to a reader in another
-  process, which answers with the byte count once the writer half-closes.
+* stream throughput in MB/s, twice: ``--frame``-byte frames written on one stream connection
+  (:meth:`Transport.dial_stream`, the transport's own :class:`StreamConn`), and ``--frame``-byte
+  writes through :meth:`gossip.Cluster.open_stream` (the stream layer, no key), each to a
+  reader in another process that answers with the byte count once the writer half-closes.
 
 It prints the command it was run with, every figure, and the WebSocket figures as a share of
 TCP's. This is a measurement, never a test: figures depend on the machine and its load.
@@ -238,6 +239,64 @@ def stream_throughput(kind: str, pki: Any, pki_dir: str, seconds: float, frame_s
         child.wait(10)
 
 
+def cluster_stream_child(kind: str, pki_dir: str) -> int:
+    """A node whose stream handler reads everything and answers with the byte count."""
+    pki = _pki(pki_dir) if kind == "wss" else None
+    c = Cluster(_config(kind, pki))
+
+    def sink(sender: Any, packet: Any, stream: Any) -> None:
+        buf = bytearray(1 << 20)
+        total = 0
+        while n := stream.readinto(buf):
+            total += n
+        stream.write(str(total).encode())
+        stream.close_write()
+
+    c.handle_stream_func(MTYPE + 2, sink)
+    c.start()
+    print(json.dumps({"addr": c.address, "id": str(c.local_node().id)}), flush=True)
+    sys.stdin.read()
+    c.stop(timeout=3.0)
+    return 0
+
+
+def cluster_stream(kind: str, pki: Any, pki_dir: str, seconds: float, chunk: int) -> dict[str, float]:
+    """Write ``chunk``-byte pieces through :meth:`Cluster.open_stream` (no key) for ``seconds``."""
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--cluster-stream-child", kind, "--pki", pki_dir],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    a = Cluster(_config(kind, pki))
+    try:
+        assert child.stdout is not None
+        info = json.loads(child.stdout.readline())
+        a.start()
+        a.join(info["addr"], timeout=10.0)
+        end = time.monotonic() + 10
+        while (node := a.get_node(NodeID.parse(info["id"]))) is None:
+            if time.monotonic() > end:
+                raise SystemExit(f"{kind}: the stream node was not seen")
+            time.sleep(0.02)
+        data = os.urandom(chunk)
+        sent = 0
+        with a.open_stream(node, MTYPE + 2, None, timeout=10.0) as st:
+            st.settimeout(30.0)
+            start = time.perf_counter()
+            stop = start + seconds
+            while time.perf_counter() < stop:
+                for _ in range(16):
+                    st.write(data)
+                sent += 16 * chunk
+            st.close_write()
+            got = int(st.read() or b"0")
+            elapsed = time.perf_counter() - start
+        return {"mb_s": got / elapsed / 1e6, "sent": sent, "received": got}
+    finally:
+        a.stop(timeout=3.0)
+        if child.stdin is not None:
+            child.stdin.close()
+        child.wait(10)
+
+
 # ---------------------------------------------------------------------------------- main
 
 
@@ -259,7 +318,8 @@ def run_kind(kind: str, pki: Any, pki_dir: str, seconds: float, window: int,
         a.stop(timeout=3.0)
         remote.close()
     stream = stream_throughput(kind, pki, pki_dir, seconds, frame_size)
-    return {"kind": kind, "msgs": msgs, "rtt": rtt, "stream": stream}
+    layer = cluster_stream(kind, pki, pki_dir, seconds, frame_size)
+    return {"kind": kind, "msgs": msgs, "rtt": rtt, "stream": stream, "layer": layer}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,10 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", default="tcp,ws,wss", help="comma-separated: tcp, ws, wss")
     p.add_argument("--frame", type=int, default=65536, help="stream frame size in bytes")
     p.add_argument("--stream-child", default="", help=argparse.SUPPRESS)
+    p.add_argument("--cluster-stream-child", default="", help=argparse.SUPPRESS)
     p.add_argument("--pki", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.stream_child:
         return stream_child(args.stream_child, args.pki)
+    if args.cluster_stream_child:
+        return cluster_stream_child(args.cluster_stream_child, args.pki)
     print("$ python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__), *sys.argv[1:]]),
           flush=True)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, websockets "
@@ -283,10 +346,11 @@ def main(argv: list[str] | None = None) -> int:
         for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
             r = run_kind(kind, pki, pki_dir, args.seconds, args.window, args.frame)
             results[kind] = r
-            m, t, s = r["msgs"], r["rtt"], r["stream"]
+            m, t, s, st = r["msgs"], r["rtt"], r["stream"], r["layer"]
             print(f"{kind:>4}: {m['rate']:>9,.0f} msgs/s ({m['delivered']:,} of {m['sent']:,})  "
                   f"request/reply p50 {t['p50_ms']:.3f} ms p99 {t['p99_ms']:.3f} ms ({t['n']:,})  "
-                  f"stream {s['mb_s']:,.0f} MB/s ({args.frame // 1024} KiB frames)", flush=True)
+                  f"StreamConn {s['mb_s']:,.0f} MB/s ({args.frame // 1024} KiB frames)  "
+                  f"Stream {st['mb_s']:,.0f} MB/s ({args.frame // 1024} KiB writes)", flush=True)
     tcp = results.get("tcp")
     if tcp:
         for kind in ("ws", "wss"):
@@ -295,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                 share = 100 * r["msgs"]["rate"] / tcp["msgs"]["rate"]
                 print(f"{kind} user messages: {share:.0f} % of the TCP rate (goal: >= 60 %)")
     if "wss" in results:
-        print(f"wss stream: {results['wss']['stream']['mb_s']:,.0f} MB/s (goal: >= 600 MB/s)")
+        print(f"wss stream: {results['wss']['stream']['mb_s']:,.0f} MB/s on the StreamConn, "
+              f"{results['wss']['layer']['mb_s']:,.0f} MB/s through a Stream (goal: >= 600 MB/s)")
     return 0
 
 

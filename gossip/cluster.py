@@ -188,9 +188,10 @@ class Cluster:
     def start(self) -> None:
         """Bind the transport and start the background threads (a second call does nothing).
 
-        The advertised address is ``config.advertise_addr``, else the transport's bound address
-        (an unspecified host such as ``0.0.0.0`` is replaced by ``127.0.0.1``, right for loopback
-        use; set ``advertise_addr`` on real networks).
+        The advertised address is ``config.advertise_addr``, else the listener's address: the
+        bound ``ip:port``, or for a node that listens on WebSocket only the ``ws://``/``wss://``
+        URL of its ``websocket_bind_addr`` (an unspecified host such as ``0.0.0.0`` is replaced
+        by ``127.0.0.1``, right for loopback use; set ``advertise_addr`` on real networks).
 
         Raises:
             TransportError: the bind address is in use or invalid.
