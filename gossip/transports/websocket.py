@@ -1173,14 +1173,14 @@ class _SyncLink(_Link):
                 ws.send_data()
 
     def abort(self, reason: str) -> None:
-        """Close at once: shut the socket down (failing blocked calls) and close it."""
+        """Close at once: shut the socket down, which fails blocked reads and writes.
+
+        The reader thread then ends by itself and closes the socket (websockets' parser must
+        not be told of the end while that thread may still be feeding it what it read).
+        """
         self.mark_closed(reason)
         self.request_sent.set()
-        ws = self.ws
-        if ws is not None:
-            ws.close_socket()
-        else:
-            _shutdown(self.sock)  # the writer thread, opening it, closes it
+        _shutdown(self.sock)
 
     def _teardown(self) -> None:
         """Writer thread, at its end: everything is closed and the reader joined."""
@@ -1189,6 +1189,7 @@ class _SyncLink(_Link):
         if ws is not None:
             if ws.recv_events_thread is not threading.current_thread():
                 ws.recv_events_thread.join(_JOIN_TIMEOUT)
+            ws.close_socket()  # idempotent; the reader has ended (or is stuck in a callback)
         elif self.sock is not None:
             try:
                 self.sock.close()
