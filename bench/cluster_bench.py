@@ -88,6 +88,7 @@ class _Remote:
 
     def __init__(self, mtype: int) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: compiled once, not per process
         self.proc = subprocess.Popen(
             [sys.executable, str(NODE_PROC), "--preset", "lan", "--sink", str(mtype)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
@@ -291,6 +292,7 @@ class Fleet:
         if join:
             args += ["--join", join]
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True, env=env)
         child = Child(len(self.children), proc, time.time())

@@ -9,7 +9,8 @@ message. Run two or more nodes::
 and watch lines such as ``Node 0190... state changed from unknown to alive``; stop one node
 with Ctrl-C (a graceful leave: "alive to leaving") or kill it with ``kill -9`` (a crash:
 "alive to suspect", then "suspect to dead"). ``set-meta`` on one node prints a metadata change
-on every node. Unattended::
+on every node. A member that keeps changing state prints a "flapping" line, a split of the
+cluster a "partition" line and its end a "healed" one. Unattended::
 
     python examples/events.py --port 0 --no-prompt --run-for 2
 """
@@ -20,7 +21,7 @@ import sys
 
 from _common import Example, run
 
-from gossip import Cluster, Node, NodeState
+from gossip import Cluster, MemberFlapping, Node, NodeState, PartitionHealed, PartitionSuspected
 
 
 def on_state_change(node: Node, previous: NodeState) -> None:
@@ -34,10 +35,21 @@ def on_metadata_change(node: Node) -> None:
     print(f"Node {node.id} metadata changed: {dict(sorted(meta.items()))}", flush=True)
 
 
+def on_cluster_event(event: MemberFlapping | PartitionSuspected | PartitionHealed) -> None:
+    """Cluster event handler: runs on the event thread too, in order with the state changes."""
+    if isinstance(event, MemberFlapping):
+        print(f"Node {event.node} is flapping: {event.score} state changes in {event.window:g}s", flush=True)
+    elif isinstance(event, PartitionSuspected):
+        print(f"Partition suspected: {len(event.members)} members lost ({event.share:.0%})", flush=True)
+    else:
+        print(f"Partition healed after {event.duration:.1f}s", flush=True)
+
+
 def setup(cluster: Cluster) -> None:
     """Register the event handlers and set the metadata that travels inside the join."""
     cluster.handle_node_state_change_func(on_state_change)
     cluster.handle_node_metadata_change_func(on_metadata_change)
+    cluster.handle_cluster_event_func(on_cluster_event)
     cluster.local_metadata().set_string("dc", "development").set_int("intValue", 42)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc, StreamHandlerFunc
 from .config import Config, default_config
-from .engine import GossipHandler, MetadataHandler, StateHandler
+from .engine import ClusterEventHandler, GossipHandler, MetadataHandler, StateHandler
 from .errors import (
     AddressError,
     AuthenticationError,
@@ -37,7 +37,9 @@ from .errors import (
     JoinError,
     LabelMismatch,
     LocalProtocolError,
+    MessageTooLarge,
     MetadataError,
+    NodeIDError,
     NotFoundError,
     PacketTooLarge,
     ProtocolError,
@@ -56,6 +58,9 @@ from .hlc import HLC
 from .metadata import Metadata, MetadataReader
 from .node import EMPTY_NODE_ID, PROTOCOL_VERSION, Node, NodeID, NodeState
 from .packet import Packet
+from .protocol.flap import MemberFlapping
+from .protocol.partition import PartitionHealed, PartitionSuspected
+from .protocol.provenance import Confirmation, Explanation, SuspicionEpisode
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
 from .stream import Stream
@@ -78,6 +83,13 @@ __all__ = [
     "HLC",
     "Packet",
     "ProbeRtt",
+    "Explanation",
+    "SuspicionEpisode",
+    "Confirmation",
+    "MemberFlapping",
+    "PartitionSuspected",
+    "PartitionHealed",
+    "ClusterEventHandler",
     "Keyring",
     "NodeGroup",
     "DataNodeGroup",
@@ -101,6 +113,8 @@ __all__ = [
     "MetadataError",
     "ProtocolError",
     "LocalProtocolError",
+    "MessageTooLarge",
+    "NodeIDError",
     "HandlerExistsError",
     "RemoteProtocolError",
     "DecodeError",

@@ -279,6 +279,10 @@ def run_agent(settings: AgentSettings, stop: threading.Event, out: TextIO | None
     server: HttpServer | None = None
     try:
         api = app(cluster) if settings.http else None
+        if api is not None:
+            from .dashboard import app as dashboard_app
+
+            api.fallback = dashboard_app(cluster, hub=api.hub)   # the page at /
 
         def on_message(sender: Node | None, packet: Packet) -> None:
             if api is not None:
@@ -303,7 +307,8 @@ def run_agent(settings: AgentSettings, stop: threading.Event, out: TextIO | None
                 server.start()
             except GossipError as exc:
                 raise CliError(str(exc)) from None
-            say(f"http on {server.url} (/metrics, /api/members, /api/events, /api/send)")
+            say(f"http on {server.url} (dashboard at /; /metrics, /api/members, /api/events, /api/send, "
+                "/api/explain)")
         if settings.join:
             say(f"joining {', '.join(settings.join)} ...")
             try:

@@ -23,13 +23,14 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from .agent import CliError
 
-__all__ = ["main", "main_exit", "build_parser", "DEFAULT_AGENT"]
+__all__ = ["main", "main_exit", "build_parser", "DEFAULT_AGENT", "format_explanation"]
 
 DEFAULT_AGENT = "127.0.0.1:7980"
 """Where ``members``, ``send`` and ``watch`` look for an agent's HTTP API by default."""
@@ -59,6 +60,8 @@ examples:
   gossip members                          table of every member the agent knows
   gossip members --agent 10.0.0.5:7980 --json
   gossip members --watch --interval 1s    refresh in place until Ctrl-C
+  gossip members --explain 4f2a91c0       why the agent holds that member in its state:
+                                          who suspected it, who confirmed, how it ended
 """,
     "send": """\
 examples:
@@ -69,7 +72,8 @@ examples:
 """,
     "watch": """\
 examples:
-  gossip watch                      membership, metadata and message events as they happen
+  gossip watch                      membership, metadata, message and cluster events (flapping
+                                    members, partitions) as they happen
   gossip watch --json --count 10    ten events as JSON lines, then exit
 """,
     "keygen": """\
@@ -194,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     members.add_argument("--count", type=_positive_int, default=None,
                          help="with --watch: stop after this many refreshes")
     members.add_argument("--timeout", type=_duration, default=5.0, help="HTTP timeout (default 5s)")
+    members.add_argument("--explain", default=None, metavar="NODE",
+                         help="print a member's suspicion provenance (its id, or a unique start or "
+                              "end of it)")
 
     send = add("send", "broadcast a message, or send it to one node, through an agent")
     send.add_argument("message", help="the message (a string, or JSON with --json)")
@@ -333,8 +340,80 @@ def _table(members: list[dict[str, Any]], wide: bool = False) -> str:
     return "\n".join(lines)
 
 
+_VIA = {"probe": "its own probe failed", "direct": "told directly", "gossip": "by gossip, relayed by {}",
+        "sync": "in a state exchange with {}"}
+
+
+def _secs(s: float) -> str:
+    return f"{s:.0f}s" if s >= 10 else f"{s:.1f}s"
+
+
+def format_explanation(x: dict[str, Any]) -> str:
+    """Return the text ``members --explain`` prints for the API's explanation JSON."""
+    def clock(t: float | None) -> str:
+        if t is None:
+            return "?"
+        return datetime.datetime.fromtimestamp(t).strftime("%H:%M:%S.%f")[:-3]
+
+    def name(nid: str | None) -> str:
+        if nid is None:
+            return "?"
+        n = x.get("names", {}).get(nid, {})
+        text = n.get("short") or nid[-8:]
+        if nid == x.get("observer"):
+            text += " (this agent)"
+        elif n.get("address"):
+            text += f" ({n['address']})"
+        return text
+
+    def via(v: str, relay: str | None) -> str:
+        return _VIA.get(v, v).format(name(relay))
+
+    flap = x.get("flap", {})
+    state = {"leaving": "left"}.get(x["state"], x["state"])
+    lines = [f"member {x['short']} ({x['address']}) is {state}, incarnation {x['incarnation']}; "
+             f"flap score {flap.get('score', 0)} in {flap.get('window', 0):g}s"
+             + ("; flapping" if flap.get("flapping") else "") + ("; damped" if flap.get("damped") else "")]
+    episodes = x.get("episodes", [])
+    if x.get("local"):
+        lines.append("this is the agent itself: it refutes accusations about itself")
+    elif not episodes:
+        lines.append(f"never suspected by this agent (it keeps the last {x.get('history_size')} episodes)")
+    for i, e in enumerate(episodes, 1):
+        title = {"dead": "declared dead", "open": "still open"}.get(e["outcome"], e["outcome"])
+        lines.append(f"suspicion {i} of {len(episodes)}: {title}")
+        if e["outcome"] == "dead" and not e["confirmations"] and e["expected"] == 0 and e["timeout"] == 0:
+            lines.append(f"  {clock(e['started_at'])}  declared dead by {name(e['declared_by'])} at "
+                         f"incarnation {e['incarnation']}, without a suspicion here first: "
+                         f"{via(e['via'], e['relayed_by'])}")
+        else:
+            lines.append(f"  {clock(e['started_at'])}  suspected by {name(e['accuser'])} at incarnation "
+                         f"{e['incarnation']}: {via(e['via'], e['relayed_by'])}; timeout {_secs(e['timeout'])}")
+            for c in e["confirmations"]:
+                lines.append(f"  {clock(c['at'])}  confirmed by {name(c['node'])}: {via(c['via'], c['relayed_by'])}; "
+                             f"timeout {_secs(c['timeout'])} -> {_secs(c['new_timeout'])}")
+            if e["outcome"] == "dead":
+                how = "its suspicion timed out here" if e["by_timeout"] else f"verdict of {name(e['declared_by'])}"
+                lines.append(f"  {clock(e['ended_at'])}  declared dead: {how}, "
+                             f"{_secs(e['ended_at'] - e['started_at'])} after the first accusation")
+            elif e["outcome"] == "refuted":
+                lines.append(f"  {clock(e['ended_at'])}  refuted by the member at incarnation "
+                             f"{e['refuted_incarnation']}")
+            elif e["outcome"] == "left":
+                lines.append(f"  {clock(e['ended_at'])}  the member left")
+            else:
+                lines.append(f"  still suspected ({len(e['confirmations'])} of {e['expected']} confirmations)")
+        if e.get("returned_at") is not None:
+            lines.append(f"  {clock(e['returned_at'])}  back alive at incarnation {e['returned_incarnation']}")
+    return "\n".join(lines)
+
+
 def _members(args: argparse.Namespace) -> int:
     url = _agent_url(args)
+    if args.explain is not None:
+        x = _call(url, "/api/explain?node=" + urllib.parse.quote(args.explain), args.timeout)
+        print(json.dumps(x, indent=2) if args.json else format_explanation(x), flush=True)
+        return 0
     refreshes = 0
     tty = sys.stdout.isatty()
     while True:
@@ -425,6 +504,17 @@ def _describe(kind: str, ev: dict[str, Any]) -> str:
     if kind == "message":
         sender = (ev.get("from") or {}).get("short", "?")
         return f"[{stamp}] message  type {ev.get('type')} from {sender}: {ev.get('data')!r}"
+    if kind == "flapping":
+        return (f"[{stamp}] flapping {ev.get('short', '?')} {ev.get('address', '')}: {ev.get('score')} "
+                f"state changes in {ev.get('window', 0):g}s" + (" (damped)" if ev.get("damped") else ""))
+    if kind == "partition":
+        members = ev.get("members", [])
+        return (f"[{stamp}] partition suspected: {len(members)} members ({ev.get('share', 0):.0%} of the "
+                f"live ones) lost within {ev.get('window', 0):g}s: {', '.join(m[-8:] for m in members[:8])}"
+                + (", ..." if len(members) > 8 else ""))
+    if kind == "healed":
+        return (f"[{stamp}] partition healed after {ev.get('duration', 0):.1f}s: "
+                f"{len(ev.get('returned', []))} of {len(ev.get('members', []))} members back")
     return f"[{stamp}] {kind} {json.dumps(ev)}"
 
 

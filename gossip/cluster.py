@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, default_config
-from .engine import Engine, GossipHandler, MetadataHandler, StateHandler
+from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
 from .errors import ClusterClosed, GossipError, JoinError, TransportError
 from .handlers import (
     HANDLER_FORWARD,
@@ -41,6 +41,7 @@ from .packet import Packet, PacketCodec
 from .codecs import get_codec
 from .compression import get_compressor
 from .protocol.messaging import calc_fan_out, calc_payload_size
+from .protocol.provenance import Explanation
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
 from .stream import Stream
@@ -393,7 +394,7 @@ class Cluster:
         """Return the node with this id, or None if unknown.
 
         Raises:
-            AddressError: ``node_id`` is a string that is not a UUID.
+            NodeIDError: ``node_id`` is a string that is not a UUID.
         """
         nid = NodeID.parse(node_id)
         return self._engine.get_node(nid)
@@ -465,6 +466,34 @@ class Cluster:
         if not self._started:
             return ProbeRtt()
         return self._engine.locked(lambda core: core.probe_rtt())
+
+    def explain(self, node_id: NodeID | str) -> Explanation | None:
+        """Return why this node holds ``node_id`` in its state: its suspicion provenance.
+
+        The :class:`~gossip.protocol.provenance.Explanation` lists the member's last suspicion
+        episodes (at most ``config.suspicion_history_size``, oldest first): who accused it
+        first, when and at which incarnation, how the accusation arrived (this node's own
+        probe, the accuser itself, gossip, a state exchange), each confirmation that shortened
+        the timeout (from whom, when, how, the timeout before and after), and how it ended
+        (refuted at an incarnation, declared dead by whom and when, or left). It also gives the
+        member's flap score. Times are wall-clock (``time.time()``) seconds. None for a node
+        this one does not know (or before :meth:`start`).
+
+        Raises:
+            NodeIDError: ``node_id`` is a string that is not a UUID.
+        """
+        nid = NodeID.parse(node_id)
+        if not self._started:
+            return None
+        exp = self._engine.locked(lambda core: core.insight.explain(time.monotonic(), nid))
+        return None if exp is None else exp.shifted(time.time() - time.monotonic())
+
+    def flap_scores(self) -> dict[NodeID, int]:
+        """Return each member's flap score: its state changes within the last
+        ``config.flap_window`` seconds (members with none are absent)."""
+        if not self._started:
+            return {}
+        return self._engine.locked(lambda core: core.insight.flap_scores(time.monotonic()))
 
     def stats(self) -> dict[str, int]:
         """Return the counters of the engine, the transport (``transport.*``) and the core
@@ -701,6 +730,22 @@ class Cluster:
     def handle_node_metadata_change_func(self, fn: MetadataHandler) -> HandlerID:
         """Call ``fn(node)`` whenever a node's metadata changes (the local node's too)."""
         return self._engine.metadata_handlers.add(fn)
+
+    def handle_cluster_event_func(self, fn: ClusterEventHandler) -> HandlerID:
+        """Call ``fn(event)`` for each cluster event this node sees, on the event thread.
+
+        Events are :class:`~gossip.protocol.flap.MemberFlapping` (a member's flap score reached
+        ``config.flap_threshold``), :class:`~gossip.protocol.partition.PartitionSuspected` (a
+        large share of the live members was lost within ``config.partition_window``) and
+        :class:`~gossip.protocol.partition.PartitionHealed` (they came back). They are delivered
+        in order with the state and metadata events, never concurrently, right after the state
+        change that caused them; their times are wall-clock seconds.
+        """
+        return self._engine.cluster_handlers.add(fn)
+
+    def remove_cluster_event_handler(self, handler_id: HandlerID) -> bool:
+        """Remove a cluster event handler; return False if the id is unknown."""
+        return self._engine.cluster_handlers.remove(handler_id)
 
     def handle_gossip_func(self, fn: GossipHandler) -> HandlerID:
         """Call ``fn()`` every ``gossip_interval`` (adaptive) so the application can gossip."""

@@ -335,6 +335,26 @@ class Config:
     join_timeout: float = 10.0
     """How long :meth:`gossip.Cluster.join` waits for the peers' answers."""
 
+    # -- insight: provenance, flaps, partitions (gossip.protocol.insight) -----------------
+    suspicion_history_size: int = 8
+    """Suspicion episodes kept per member for :meth:`gossip.Cluster.explain` (oldest dropped)."""
+    flap_window: float = 120.0
+    """Sliding window of a member's flap score (its state changes within it)."""
+    flap_threshold: int = 6
+    """Flap score at which a member is flapping and ``MemberFlapping`` fires (2..64)."""
+    flap_damping: bool = False
+    """Hold a flapping member's return to alive: users see it suspect until it has stayed alive
+    for ``flap_damping_hold`` (the protocol itself is unaffected; see gossip.protocol.flap)."""
+    flap_damping_hold: float = 60.0
+    """How long a damped member must stay alive before users see it alive again."""
+    partition_threshold: float = 0.3
+    """Share of the live members whose loss within ``partition_window`` suspects a partition."""
+    partition_window: float = 10.0
+    """Window within which that share must be lost (suspect or dead) for ``PartitionSuspected``."""
+    partition_min_members: int = 3
+    """Fewer lost members than this are never a partition; a partition heals when fewer than
+    this many of its members are still lost."""
+
     # -- aliases ---------------------------------------------------------------------------
     @property
     def probe_interval(self) -> float:
@@ -379,7 +399,7 @@ class Config:
 
         probe 5 s / 3 s, 3 indirect checks, retransmit 4, suspicion 6 (max x6),
         gossip rounds of 4 members every 500 ms, push/pull 60 s, gossip to the dead 60 s,
-        TCP deadline 30 s.
+        TCP deadline 30 s; flap window 10 min, partition window 60 s.
         """
         base: dict[str, Any] = dict(
             health_check_interval=5.0,
@@ -392,6 +412,8 @@ class Config:
             tcp_deadline=30.0,
             tcp_dial_timeout=10.0,
             recovery_attempt_interval=30.0,
+            flap_window=600.0,
+            partition_window=60.0,
         )
         base.update(overrides)
         return cls(**base)
@@ -1054,6 +1076,14 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "leave_timeout": _duration(0.0, 3600.0),
     "leave_attempts": _integer(1, 100),
     "join_timeout": _duration(0.01, 3600.0),
+    "suspicion_history_size": _integer(1, 1024),
+    "flap_window": _duration(0.1, _DAY),
+    "flap_threshold": _integer(2, 64),
+    "flap_damping": _boolean,
+    "flap_damping_hold": _duration(0.01, _DAY),
+    "partition_threshold": _number(0.01, 1.0),
+    "partition_window": _duration(0.01, _DAY),
+    "partition_min_members": _integer(1, 1 << 20),
 }
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
@@ -1062,7 +1092,7 @@ _ALIASES = {"probe_interval": "health_check_interval", "probe_timeout": "ping_ti
 _DURATION_FIELDS = frozenset(
     name for name, f in Config.__dataclass_fields__.items() if f.type in ("float",)
 ) - {"fan_out_multiplier", "state_exchange_multiplier", "ttl_multiplier",
-     "activity_threshold_percent", "indirect_ping_multiplier"}
+     "activity_threshold_percent", "indirect_ping_multiplier", "partition_threshold"}
 
 
 def _env_kind(name: str, annotation: str) -> Callable[[str], Any] | None:

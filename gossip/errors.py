@@ -10,10 +10,12 @@ was wrong and with which value.
     GossipError
     ├── ConfigError (ValueError)             a Config field out of range or contradictory
     ├── AddressError (ValueError)            an address string that cannot be parsed
+    ├── NodeIDError (ValueError)             a string or bytes that is not a node id (UUID)
     ├── MetadataError (ValueError)           bad metadata key/value, or metadata too large
     ├── ProtocolError
     │   ├── LocalProtocolError               the caller misused the API (bad message type, ...)
-    │   │   └── HandlerExistsError           a message type registered twice
+    │   │   ├── HandlerExistsError           a message type registered twice
+    │   │   └── MessageTooLarge              a packet we were asked to send is over a limit
     │   └── RemoteProtocolError              a peer sent something we refuse
     │       ├── DecodeError                  malformed bytes: truncated, bad header, bad codec...
     │       │   ├── VersionMismatch          wrong magic or wire version
@@ -47,6 +49,8 @@ __all__ = [
     "ProtocolError",
     "LocalProtocolError",
     "HandlerExistsError",
+    "MessageTooLarge",
+    "NodeIDError",
     "RemoteProtocolError",
     "DecodeError",
     "VersionMismatch",
@@ -104,6 +108,16 @@ class LocalProtocolError(ProtocolError):
 class HandlerExistsError(LocalProtocolError):
     """A handler is already registered for this message type."""
 
+
+
+class MessageTooLarge(LocalProtocolError):
+    """A packet this node was asked to send is over a size limit (a datagram over
+    ``udp_max_packet_size``, a frame over ``tcp_max_packet_size``...). The caller's doing; a
+    peer's oversized packet is a :class:`PacketTooLarge` instead."""
+
+
+class NodeIDError(GossipError, ValueError):
+    """A string or bytes value that is not a node id (a UUID, or 16 bytes)."""
 
 class RemoteProtocolError(ProtocolError):
     """A peer sent bytes or a message we refuse."""

@@ -7,11 +7,16 @@ Routes of :func:`app`:
 ``GET /metrics``       Prometheus exposition of :mod:`gossip.metrics` (plus process/platform metrics)
 ``GET /api/members``   ``{"node": local id, "members": [member, ...]}``; a member is ``id``, ``short``,
                        ``address``, ``state``, ``incarnation``, ``metadata`` (strings), ``rtt``
-                       (seconds of the last probe round trip, or null) and ``local``
+                       (seconds of the last probe round trip, or null), ``flap`` (its flap
+                       score) and ``local``
 ``GET /api/events``    server-sent events: first a ``snapshot`` (``{"members": [...]}``; skip it
                        with ``?snapshot=0``), then ``state`` (``{"node": member, "previous": state}``),
-                       ``metadata`` (``{"node": member}``) and ``message`` events (user messages
-                       of the types the host publishes); a comment line every 15 s keeps it open
+                       ``metadata`` (``{"node": member}``), ``message`` events (user messages
+                       of the types the host publishes), and the cluster events ``flapping``,
+                       ``partition`` and ``healed`` (:func:`cluster_event_json`); a comment
+                       line every 15 s keeps it open
+``GET /api/explain``   ``?node=ID`` (an id, or a unique start or end of one):
+                       :meth:`Cluster.explain` as JSON (:func:`explanation_json`)
 ``POST /api/send``     body ``{"type": 128, "data": ..., "node": id?, "reliable": false}``: sends
                        to one node if ``node`` is given, else broadcasts; answers
                        ``{"sent": "broadcast"}`` or ``{"sent": "node", "to": id}``
@@ -47,12 +52,16 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 from .address import Address
 from .cluster import Cluster
 from .errors import AddressError, ClusterClosed, GossipError, LocalProtocolError, TransportError
-from .node import Node
+from .node import Node, NodeID
 from .packet import Packet
+from .protocol.flap import MemberFlapping
+from .protocol.insight import ClusterEvent
+from .protocol.partition import PartitionHealed, PartitionSuspected
+from .protocol.provenance import Explanation, SuspicionEpisode
 from .wire import USER_MSG
 
 __all__ = ["app", "ApiApp", "EventHub", "HttpServer", "WSGIApp", "StartResponse", "node_json",
-           "parse_listen_addr"]
+           "parse_listen_addr", "explanation_json", "cluster_event_json", "find_node"]
 
 logger = logging.getLogger("gossip.http")
 
@@ -83,7 +92,7 @@ def _dumps(value: object) -> str:
     return json.dumps(value, default=_jsonable, separators=(",", ":"))
 
 
-def node_json(node: Node, rtt: float | None = None, local: bool = False) -> dict[str, Any]:
+def node_json(node: Node, rtt: float | None = None, local: bool = False, flap: int = 0) -> dict[str, Any]:
     """Return the JSON form of a node snapshot, as the API serves it."""
     return {
         "id": str(node.id),
@@ -93,12 +102,82 @@ def node_json(node: Node, rtt: float | None = None, local: bool = False) -> dict
         "incarnation": node.incarnation,
         "metadata": node.metadata.get_all_as_string(),
         "rtt": rtt,
+        "flap": flap,
         "local": local,
     }
 
 
+def _names(cluster: Cluster | None, ids: set[NodeID]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for nid in ids:
+        node = cluster.get_node(nid) if cluster is not None else None
+        out[str(nid)] = {"short": nid.short, "address": node.address if node is not None else ""}
+    return out
+
+
+def _opt(nid: NodeID | None) -> str | None:
+    return None if nid is None else str(nid)
+
+
+def _episode_json(e: SuspicionEpisode) -> dict[str, Any]:
+    opt = _opt
+    return {
+        "accuser": str(e.accuser), "started_at": e.started_at, "incarnation": e.incarnation,
+        "via": e.via, "relayed_by": opt(e.relayed_by), "timeout": e.timeout, "expected": e.expected,
+        "confirmations": [{"node": str(c.node), "at": c.at, "via": c.via, "relayed_by": opt(c.relayed_by),
+                           "timeout": c.timeout, "new_timeout": c.new_timeout} for c in e.confirmations],
+        "outcome": e.outcome, "ended_at": e.ended_at, "refuted_incarnation": e.refuted_incarnation,
+        "declared_by": opt(e.declared_by), "by_timeout": e.by_timeout, "returned_at": e.returned_at,
+        "returned_incarnation": e.returned_incarnation,
+    }
+
+
+def explanation_json(exp: Explanation, cluster: Cluster | None = None) -> dict[str, Any]:
+    """Return the JSON form of an :class:`~gossip.protocol.provenance.Explanation`.
+
+    Node ids are full strings; ``names`` maps every id mentioned to its short id and (when
+    ``cluster`` knows it) its address; ``observer`` is ``cluster``'s own id (whose view this is).
+    Times are as in ``exp`` (wall-clock seconds for :meth:`Cluster.explain`).
+    """
+    ids = {exp.node}
+    for e in exp.episodes:
+        ids.update(x for x in (e.accuser, e.relayed_by, e.declared_by) if x is not None)
+        for c in e.confirmations:
+            ids.update(x for x in (c.node, c.relayed_by) if x is not None)
+    return {
+        "node": str(exp.node), "short": exp.node.short, "address": exp.address, "state": str(exp.state),
+        "incarnation": exp.incarnation, "local": exp.local, "at": exp.at,
+        "flap": {"score": exp.flap_score, "window": exp.flap_window, "flapping": exp.flapping,
+                 "damped": exp.damped},
+        "history_size": exp.history_size,
+        "episodes": [_episode_json(e) for e in exp.episodes],
+        "names": _names(cluster, ids),
+        "observer": None if cluster is None else str(cluster.local_node().id),
+    }
+
+
+def cluster_event_json(ev: ClusterEvent) -> tuple[str, dict[str, Any]]:
+    """Return the server-sent event kind and data of a cluster event.
+
+    ``flapping``: ``{"node", "short", "address", "score", "window", "threshold", "damped", "at"}``;
+    ``partition``: ``{"members": [id...], "share", "window", "at"}``; ``healed``:
+    ``{"members": [id...], "returned": [id...], "duration", "at"}``.
+    """
+    if isinstance(ev, MemberFlapping):
+        return "flapping", {"node": str(ev.node), "short": ev.node.short, "address": ev.addr,
+                            "score": ev.score, "window": ev.window, "threshold": ev.threshold,
+                            "damped": ev.damped, "at": ev.at}
+    if isinstance(ev, PartitionSuspected):
+        return "partition", {"members": [str(n) for n in ev.members], "share": ev.share,
+                             "window": ev.window, "at": ev.at}
+    assert isinstance(ev, PartitionHealed)
+    return "healed", {"members": [str(n) for n in ev.members], "returned": [str(n) for n in ev.returned],
+                      "duration": ev.duration, "at": ev.at}
+
+
 class EventHub:
-    """Fans one cluster's state, metadata and message events out to any number of subscribers.
+    """Fans one cluster's state, metadata, message and cluster events out to any number of
+    subscribers.
 
     Each subscriber has its own bounded queue; when a slow one falls ``max_queue`` events
     behind, its oldest events are dropped (and counted in :attr:`dropped`), so a stuck client
@@ -117,7 +196,8 @@ class EventHub:
         self._subs: set[queue.Queue[tuple[str, dict[str, Any]] | None]] = set()
         self._closed = False
         self._handlers = (cluster.handle_node_state_change_func(self._on_state),
-                          cluster.handle_node_metadata_change_func(self._on_metadata))
+                          cluster.handle_node_metadata_change_func(self._on_metadata),
+                          cluster.handle_cluster_event_func(self._on_cluster_event))
 
     def _member(self, node: Node) -> dict[str, Any]:
         return node_json(node, local=self.cluster.node_is_local(node))
@@ -127,6 +207,10 @@ class EventHub:
 
     def _on_metadata(self, node: Node) -> None:
         self.publish("metadata", {"node": self._member(node)})
+
+    def _on_cluster_event(self, ev: ClusterEvent) -> None:
+        kind, data = cluster_event_json(ev)
+        self.publish(kind, data)
 
     def on_message(self, sender: Node | None, packet: Packet) -> None:
         """A message handler (``cluster.handle_func(t, hub.on_message)``) publishing ``message``."""
@@ -188,6 +272,7 @@ class EventHub:
             subs = list(self._subs)
         self.cluster.remove_node_state_change_handler(self._handlers[0])
         self.cluster.remove_node_metadata_change_handler(self._handlers[1])
+        self.cluster.remove_cluster_event_handler(self._handlers[2])
         for q in subs:
             while True:
                 try:
@@ -224,6 +309,7 @@ class ApiApp:
             "/api/events": {"GET": self._events},
             "/api/send": {"POST": self._send},
             "/api/stats": {"GET": self._stats},
+            "/api/explain": {"GET": self._explain},
         }
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -265,13 +351,24 @@ class ApiApp:
     def members(self) -> list[dict[str, Any]]:
         """Return every known member in its JSON form, the local node first."""
         c = self.cluster
-        last = c.probe_rtt().last
+        last, flap = c.probe_rtt().last, c.flap_scores()
         nodes = c.nodes()
-        return [node_json(n, last.get(n.id), local=i == 0) for i, n in enumerate(nodes)]
+        return [node_json(n, last.get(n.id), i == 0, flap.get(n.id, 0)) for i, n in enumerate(nodes)]
 
     def _members(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         return _json_response(start_response, "200 OK", {"node": str(self.cluster.local_node().id),
                                                          "members": self.members()})
+
+    def _explain(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        text = query.get("node", [""])[-1]
+        if not text:
+            raise _HttpError("400 Bad Request", "give the node: /api/explain?node=ID")
+        node = _find_node(self.cluster, text)
+        exp = self.cluster.explain(node.id)
+        if exp is None:
+            raise _HttpError("404 Not Found", f"no known node has id {text!r}")
+        return _json_response(start_response, "200 OK", explanation_json(exp, self.cluster))
 
     def _stats(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         return _json_response(start_response, "200 OK", dict(sorted(self.cluster.stats().items())))
@@ -332,22 +429,32 @@ class ApiApp:
             raise _HttpError("400 Bad Request", str(exc)) from None
 
 
-def _find_node(cluster: Cluster, text: str) -> Node:
-    """Find a node by full id, or by a unique start or end of it (``short`` is the end)."""
+def find_node(cluster: Cluster, text: str) -> tuple[Node | None, str]:
+    """Find a node by full id, or by a unique start or end of it (``short`` is the end).
+
+    Returns ``(node, "")``, or ``(None, why)`` when no node or several nodes match.
+    """
     try:
         node = cluster.get_node(text)
     except GossipError:
         node = None
     if node is not None:
-        return node
+        return node, ""
     low = text.lower()
     matches = [n for n in cluster.nodes() if str(n.id).startswith(low) or str(n.id).endswith(low)] \
         if low else []
     if len(matches) == 1:
-        return matches[0]
+        return matches[0], ""
     if not matches:
-        raise _HttpError("404 Not Found", f"no known node has id {text!r}")
-    raise _HttpError("400 Bad Request", f"{text!r} matches {len(matches)} nodes; give more of the id")
+        return None, f"no known node has id {text!r}"
+    return None, f"{text!r} matches {len(matches)} nodes; give more of the id"
+
+
+def _find_node(cluster: Cluster, text: str) -> Node:
+    node, why = find_node(cluster, text)
+    if node is None:
+        raise _HttpError("400 Bad Request" if "matches" in why else "404 Not Found", why)
+    return node
 
 
 def _read_json(environ: dict[str, Any]) -> object:

@@ -303,7 +303,7 @@ class MetadataReader:
         return self._store.state[1]
 
     def get_timestamp(self) -> int:
-        """Return :attr:`timestamp`."""
+        """Go-style alias of :attr:`timestamp` (paularlott's ``GetTimestamp()``)."""
         return self._store.state[1]
 
     def snapshot(self) -> tuple[dict[str, Any], int]:

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .errors import AddressError
+from .errors import NodeIDError
 
 if TYPE_CHECKING:
     from .metadata import MetadataReader
@@ -26,8 +26,8 @@ PROTOCOL_VERSION = 1
 class NodeID(uuid.UUID):
     """A node's identity: a UUID with a short and a full string form.
 
-    ``str(node_id)`` is the canonical lowercase form; :attr:`short` is its first 8 characters,
-    enough to tell nodes apart in logs and tables.
+    ``str(node_id)`` is the canonical lowercase form; :attr:`short` is its last 8 hex characters
+    (random bits, even in time-ordered ids), enough to tell nodes apart in logs and tables.
     """
 
     __slots__ = ()
@@ -49,7 +49,7 @@ class NodeID(uuid.UUID):
         """Return the NodeID written as ``text`` (a UUID string, a UUID or 16 bytes).
 
         Raises:
-            AddressError: ``text`` is not a UUID.
+            NodeIDError: ``text`` is not a UUID.
         """
         if isinstance(text, NodeID):
             return text
@@ -57,12 +57,12 @@ class NodeID(uuid.UUID):
             return cls(int=text.int)
         if isinstance(text, (bytes, bytearray)):
             if len(text) != 16:
-                raise AddressError(f"a node id is 16 bytes, got {len(text)} bytes")
+                raise NodeIDError(f"a node id is 16 bytes, got {len(text)} bytes")
             return cls(bytes=bytes(text))
         try:
             return cls(text)
         except (ValueError, TypeError, AttributeError):
-            raise AddressError(f"not a node id (UUID): {text!r}") from None
+            raise NodeIDError(f"not a node id (UUID): {text!r}") from None
 
     @property
     def short(self) -> str:
@@ -121,24 +121,41 @@ class Node:
     application_version: str = ""
     state_changed_at: float = 0.0
 
+    @property
+    def is_alive(self) -> bool:
+        """True if the node is alive."""
+        return self.state is NodeState.ALIVE
+
+    @property
+    def is_suspect(self) -> bool:
+        """True if the node is suspected of having failed."""
+        return self.state is NodeState.SUSPECT
+
+    @property
+    def is_dead_or_left(self) -> bool:
+        """True if the node is dead or has left."""
+        return self.state is NodeState.DEAD or self.state is NodeState.LEAVING
+
+    # paularlott/gossip's names, kept as documented aliases (README, "Go names").
+
     def alive(self) -> bool:
-        """Return True if the node is alive."""
+        """Go-style alias of :attr:`is_alive` (paularlott's ``Alive()``)."""
         return self.state is NodeState.ALIVE
 
     def suspect(self) -> bool:
-        """Return True if the node is suspected of having failed."""
+        """Go-style alias of :attr:`is_suspect` (paularlott's ``Suspect()``)."""
         return self.state is NodeState.SUSPECT
 
     def dead_or_left(self) -> bool:
-        """Return True if the node is dead or has left."""
-        return self.state in (NodeState.DEAD, NodeState.LEAVING)
+        """Go-style alias of :attr:`is_dead_or_left` (paularlott's ``DeadOrLeft()``)."""
+        return self.state is NodeState.DEAD or self.state is NodeState.LEAVING
 
     def get_state(self) -> NodeState:
-        """Return the node's state (paularlott's ``GetState``)."""
+        """Go-style alias of :attr:`state` (paularlott's ``GetState()``)."""
         return self.state
 
     def get_advertised_address(self) -> str:
-        """Return the address other nodes use to reach this node."""
+        """Go-style alias of :attr:`address` (paularlott's ``GetAdvertisedAddress()``)."""
         return self.address
 
     def __str__(self) -> str:

@@ -46,8 +46,6 @@ it) nor the engine.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import logging
 import struct
@@ -223,6 +221,9 @@ class _CounterSink(Protocol):
 
 def key_id(key: bytes) -> bytes:
     """Return the non-secret id of a keyring key that an OPEN names (HMAC-SHA256, truncated)."""
+    import hashlib  # here: hashlib and hmac load OpenSSL, which a node without streams skips
+    import hmac
+
     return hmac.new(key, b"gossip stream key id", hashlib.sha256).digest()[:KEY_ID_SIZE]
 
 
@@ -249,6 +250,9 @@ def derive_stream_keys(key: bytes, client_salt: bytes, server_salt: bytes,
         client_salt, server_salt: the random salts both sides sent at open.
         label: the cluster label (UTF-8), bound into both keys.
     """
+    import hashlib
+    import hmac
+
     prk = hmac.new(client_salt + server_salt, key, hashlib.sha256).digest()
     n = len(key)
 

@@ -21,8 +21,9 @@ big-endian::
     27     4    payload length u32 (as stored: compressed if the flag is set)
     31     n    payload (exactly n bytes)
 
-Message types: 0..63 are internal types (:class:`MessageType`), 64..127 are reserved for
-future internal use, 128..65535 belong to the user. Numbers are never reused.
+Message types: 0..63 are the protocol's own (:class:`MessageType`), 64..127 are for add-on
+packages built on the library (the leader election uses 65), 128..65535 belong to the
+application (:data:`USER_MSG` and up). Numbers are never reused.
 
 This module imports nothing from :mod:`gossip` but :mod:`gossip.security` (for the sealing
 overhead constant).
@@ -76,14 +77,14 @@ class MessageType(IntEnum):
     PUSH_PULL = 7
     PUSH_PULL_REPLY = 8
     GOSSIP = 9
-    USER_GOSSIP = 10
+    # 10 was USER_GOSSIP, never used: retired, never to be reused.
     STREAM_OPEN_ACK = 11
     REPLY_ERROR = 12
     STREAM_OPEN = 13
 
 
 RESERVED_MSGS_START = 64
-"""Types 64..127 are reserved for future internal use."""
+"""The first type open to code outside the protocol: 64..127 for add-on packages."""
 USER_MSG = 128
 """The first message type available to users."""
 MAX_MSG_TYPE = 65535
@@ -128,12 +129,13 @@ assert PREFIX_SIZE == 8 and INNER_HEADER_SIZE == 31 and PLAIN_HEADER_STRUCT.size
 
 
 def is_internal(msg_type: int) -> bool:
-    """Return True for a type the library owns (0..127, including the reserved range)."""
+    """Return True for a type below the application's range (0..127: the protocol's and the
+    add-on packages')."""
     return 0 <= msg_type < USER_MSG
 
 
 def is_reserved(msg_type: int) -> bool:
-    """Return True for a type reserved for future internal use (64..127)."""
+    """Return True for a type of the add-on packages' range (64..127)."""
     return RESERVED_MSGS_START <= msg_type < USER_MSG
 
 

@@ -120,6 +120,14 @@ BAD: dict[str, list[Any]] = {
     "leave_timeout": [-1],
     "leave_attempts": [0, 101, 2.5],
     "join_timeout": [0],
+    "suspicion_history_size": [0, 2000, 1.5],
+    "flap_window": [0, -1, "60s"],
+    "flap_threshold": [1, 65, 2.5],
+    "flap_damping": ["off", 1],
+    "flap_damping_hold": [0, float("nan")],
+    "partition_threshold": [0, 1.5, "30%"],
+    "partition_window": [0, float("inf")],
+    "partition_min_members": [0, 1.0],
 }
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 # Fields that take anything (an object the library duck-types later).

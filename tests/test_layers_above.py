@@ -10,7 +10,8 @@ import pytest
 from test_layers import ROOT, violations
 
 INTERNALS = {"gossip.engine", "gossip.protocol", "gossip.workers", "gossip.security"}
-ABOVE = [ROOT / "groups.py", ROOT / "testing.py", *sorted((ROOT / "leader").glob("*.py"))]
+ABOVE = [ROOT / "groups.py", ROOT / "testing.py", *sorted((ROOT / "leader").glob("*.py")),
+         *sorted((ROOT / "dashboard").glob("*.py"))]
 
 
 @pytest.mark.parametrize("path", ABOVE, ids=str)

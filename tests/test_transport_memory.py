@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gossip.errors import ClusterClosed, ConnectError, GossipTimeout, PacketTooLarge, SendError
+from gossip.errors import ClusterClosed, ConnectError, GossipTimeout, MessageTooLarge, SendError
 from gossip.transports import Incoming, MemoryNetwork, MemoryTransport, Transport
 
 WAIT = 5.0
@@ -67,7 +67,7 @@ def test_best_effort_delivered_on_receiver_thread(trio: tuple[Node, Node, Node])
     pkt, thread_name = b.inbox.get(timeout=WAIT)
     assert pkt.data == b"hi" and pkt.src == a.addr and not pkt.reliable and pkt.conn is None
     assert thread_name == "gossip-mb-delivery"
-    with pytest.raises(PacketTooLarge):
+    with pytest.raises(MessageTooLarge):
         a.t.send(b.addr, bytes(2000))
 
 

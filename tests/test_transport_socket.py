@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from gossip.errors import ClusterClosed, ConnectError, GossipTimeout, PacketTooLarge
+from gossip.errors import ClusterClosed, ConnectError, GossipTimeout, MessageTooLarge
 from gossip.transports import Incoming, SocketTransport, Transport
 from gossip.transports.base import format_addr, split_host_port
 from gossip.transports.socket import PREAMBLE_FRAMES, PREAMBLE_STREAM
@@ -119,12 +119,12 @@ def test_tcp_frame_round_trip_and_reply(nodes: Callable[..., Node], host: str) -
 def test_large_frame_and_udp_limit(nodes: Callable[..., Node]) -> None:
     a, b = nodes(), nodes()
     big = os.urandom(64 * 1024)
-    with pytest.raises(PacketTooLarge):
+    with pytest.raises(MessageTooLarge):
         a.t.send(b.addr, big)
     assert a.t.stats["udp_too_large"] == 1
     a.t.send(b.addr, big, reliable=True)
     assert b.get().data == big
-    with pytest.raises(PacketTooLarge):
+    with pytest.raises(MessageTooLarge):
         a.t.send(b.addr, bytes(a.t.max_frame_size + 1), reliable=True)
 
 

@@ -43,17 +43,18 @@ from ..node import PROTOCOL_VERSION, Node, NodeID, NodeState
 from ..packet import PacketCodec
 from ..protocol import JoinResult, MemberEvent, Protocol, Send
 from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
+from ..protocol.insight import CLUSTER_EVENTS, Insight
 from ..protocol.messaging import calc_fan_out
 from ..transports.base import Incoming, Transport
 from ..counters import Counters
-from .events import EventLoop, GossipHandler, MetadataHandler, StateHandler
+from .events import ClusterEventHandler, EventLoop, GossipHandler, MetadataHandler, StateHandler
 from .host import CoreHost
 from .incoming import Receiver, broadcast_ttl
 from .outgoing import Outgoing
 from .scheduler import Scheduler
 from .streams import StreamPool
 
-__all__ = ["Engine", "StateHandler", "MetadataHandler", "GossipHandler"]
+__all__ = ["Engine", "StateHandler", "MetadataHandler", "GossipHandler", "ClusterEventHandler"]
 
 logger = logging.getLogger("gossip.engine")
 
@@ -134,6 +135,11 @@ class Engine:
     def gossip_handlers(self) -> EventHandlers[GossipHandler]:
         """The user gossip callbacks."""
         return self.events.gossip_handlers
+
+    @property
+    def cluster_handlers(self) -> EventHandlers[ClusterEventHandler]:
+        """The cluster event handlers (flapping members, partitions)."""
+        return self.events.cluster_handlers
 
     @property
     def gossip_interval(self) -> float:
@@ -259,9 +265,13 @@ class Engine:
             elif t is MemberEvent:
                 self._on_member_event(a)  # type: ignore[arg-type]
             elif t is JoinResult:
-                self._resolve_join(a.addr, a)  # type: ignore[arg-type]
+                self._resolve_join(a.addr, a)  # type: ignore[union-attr, arg-type]
+            elif t in CLUSTER_EVENTS:
+                # The core's clock is the monotonic one; users get wall-clock times.
+                self.log.warning("%s", a)
+                self.emit(("cluster", a.shifted(time.time() - time.monotonic()), None))  # type: ignore[union-attr]
 
-    def emit(self, event: tuple[str, Node, NodeState]) -> None:
+    def emit(self, event: tuple[str, Any, Any]) -> None:
         """Queue an event for the event thread."""
         self.events.emit(event)
 
@@ -351,7 +361,7 @@ class Engine:
             return out
         core = self.host.core
         with self.host.lock:
-            out.extend(_member_node(m) for m in core.members.values())
+            out.extend(_member_node(m, core.insight) for m in core.members.values())
         return out
 
     def get_node(self, node_id: NodeID) -> Node | None:
@@ -363,7 +373,7 @@ class Engine:
         core = self.host.core
         with self.host.lock:
             m = core.members.get(node_id)
-            return None if m is None else _member_node(m)
+            return None if m is None else _member_node(m, core.insight)
 
     def node_for_sender(self, sender: bytes) -> Node | None:
         """Return the snapshot of the node whose 16-byte id is ``sender`` (None if unknown).
@@ -387,7 +397,7 @@ class Engine:
             m = core.members.get(nid)
             if m is None:
                 return None
-            node = _member_node(m)
+            node = _member_node(m, core.insight)
             stamp = m.meta_stamp
         cache = self._node_cache
         if len(cache) > 2 * len(core.members) + 64:
@@ -555,6 +565,7 @@ def _event_node(ev: MemberEvent) -> Node:
                 ev.pv, ev.av, ev.at)
 
 
-def _member_node(m: Any) -> Node:
-    return Node(m.node, m.addr, m.state, m.incarnation, MetadataReader(m.meta, m.meta_stamp),
-                m.pv, m.av, m.state_change)
+def _member_node(m: Any, insight: Insight) -> Node:
+    # The state users are shown: suspect while flap damping holds a member (gossip.protocol.flap).
+    return Node(m.node, m.addr, insight.shown_state(m.node, m.state), m.incarnation,
+                MetadataReader(m.meta, m.meta_stamp), m.pv, m.av, m.state_change)

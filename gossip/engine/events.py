@@ -1,7 +1,8 @@
 """Membership events and user gossip callbacks, each on a thread of its own.
 
-* The event thread (``gossip-<node>-events``) delivers node state and metadata changes to the
-  registered handlers in the order they happened, never two at once, from a bounded queue
+* The event thread (``gossip-<node>-events``) delivers node state and metadata changes, and
+  the core's cluster events (flapping members, partitions), to the registered handlers in the
+  order they happened, never two at once, from a bounded queue
   (if handlers fall far behind, the oldest events are dropped, counted and warned about,
   rather than memory grow).
 * The gossip thread (``gossip-<node>-gossip``) calls the user gossip callbacks every
@@ -22,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..handlers import EventHandlers
 from ..node import Node, NodeState
+from ..protocol.insight import ClusterEvent
 from ..workers import BoundedQueue, QueueClosed
 
 if TYPE_CHECKING:
     from . import Engine
 
-__all__ = ["EventLoop", "StateHandler", "MetadataHandler", "GossipHandler", "EVENT_QUEUE_SIZE"]
+__all__ = ["EventLoop", "StateHandler", "MetadataHandler", "GossipHandler", "ClusterEventHandler",
+           "EVENT_QUEUE_SIZE"]
 
 StateHandler = Callable[[Node, NodeState], None]
 """``fn(node, previous_state)``: called on the event thread when a node changes state."""
@@ -35,11 +38,15 @@ MetadataHandler = Callable[[Node], None]
 """``fn(node)``: called on the event thread when a node's metadata changes."""
 GossipHandler = Callable[[], None]
 """``fn()``: called on the gossip thread every ``gossip_interval``."""
+ClusterEventHandler = Callable[[ClusterEvent], None]
+"""``fn(event)``: called on the event thread with a ``MemberFlapping``, ``PartitionSuspected``
+or ``PartitionHealed``."""
 
 EVENT_QUEUE_SIZE = 65536
 """Events held for the event thread before the oldest are dropped."""
 
-Event = tuple[str, Node, NodeState]
+Event = tuple[str, Any, Any]
+"""``("state", node, previous)``, ``("metadata", node, previous)`` or ``("cluster", event, None)``."""
 
 
 class EventLoop:
@@ -50,6 +57,7 @@ class EventLoop:
         self.state_handlers: EventHandlers[StateHandler] = EventHandlers()
         self.metadata_handlers: EventHandlers[MetadataHandler] = EventHandlers()
         self.gossip_handlers: EventHandlers[GossipHandler] = EventHandlers()
+        self.cluster_handlers: EventHandlers[ClusterEventHandler] = EventHandlers()
         self.queue: BoundedQueue[Event] = BoundedQueue(
             EVENT_QUEUE_SIZE, policy="drop_oldest", name=f"{engine.prefix}-events")
         self.gossip_interval = engine.config.gossip_interval
@@ -84,6 +92,9 @@ class EventLoop:
             if kind == "state":
                 for fn in self.state_handlers:
                     self._call(fn, "state", node, prev)
+            elif kind == "cluster":
+                for cl_fn in self.cluster_handlers:
+                    self._call(cl_fn, "cluster", node)
             else:
                 for md_fn in self.metadata_handlers:
                     self._call(md_fn, "metadata", node)

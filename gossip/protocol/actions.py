@@ -8,6 +8,8 @@ from typing import Any, Union
 
 from ..messages import Message
 from ..node import NodeID, NodeState
+from .flap import MemberFlapping
+from .partition import PartitionHealed, PartitionSuspected
 
 __all__ = ["Send", "MemberEvent", "JoinResult", "Action", "EVENT_STATE", "EVENT_METADATA",
            "EVENT_REMOVED", "EVENT_CONFLICT"]
@@ -70,4 +72,4 @@ class JoinResult:
     node: NodeID | None = None
 
 
-Action = Union[Send, MemberEvent, JoinResult]
+Action = Union[Send, MemberEvent, JoinResult, MemberFlapping, PartitionSuspected, PartitionHealed]

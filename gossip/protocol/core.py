@@ -43,6 +43,7 @@ from .actions import (
 )
 from .awareness import Awareness
 from .broadcasts import BroadcastQueue, retransmit_limit
+from .insight import Insight
 from .rtt import ProbeRtt, RttHistogram
 from .suspicion import Suspicion, suspicion_timeouts
 
@@ -61,6 +62,8 @@ _NACK_SHARE = 0.8
 # Encoded-size budget of the fixed parts of a packet: header (39), encryption (28), the message's
 # own fields and list framing. What is left of the UDP limit carries piggybacked updates.
 _PACKET_OVERHEAD = 160
+
+_T_INSIGHT = 20   # the timer kind of .insight (damping releases)
 
 
 def _about(node: NodeID | None) -> Callable[[Update], bool] | None:
@@ -250,6 +253,7 @@ class Protocol:
         self.join_peers: list[str] = []
         self.stats: dict[str, int] = {}
         self.rtt = RttHistogram()
+        self.insight = Insight(self, _T_INSIGHT)   # provenance, flap scores, partitions
         self._actions: list[Action] = []
         self._timers: list[tuple[float, int, int, Any]] = []
         self._timer_seq = 0
@@ -488,6 +492,7 @@ class Protocol:
             if m is not None and m.introducer is not None and self._src_host == _host(m.addr):
                 self._confirm(m)     # it spoke to us from its own host
         t = type(msg)
+        self.insight.source = sender   # insight: how accusations reach us
         if t is Ping:
             self._on_ping(now, src, msg, sender, reliable)  # type: ignore[arg-type]
         elif t is Ack:
@@ -519,6 +524,7 @@ class Protocol:
     def tick(self, now: float) -> None:
         """Run every timer due at or before ``now``."""
         self._now = now
+        self.insight.source = None
         timers = self._timers
         while timers and timers[0][0] <= now:
             when, _, kind, key = heapq.heappop(timers)
@@ -536,6 +542,8 @@ class Protocol:
                 self._suspicion_timer(now, key, when)
             elif kind == _T_GOSSIP:
                 self._gossip_round(now)
+            elif kind == _T_INSIGHT:
+                self.insight.tick(now)
             elif kind == _T_PUSH_PULL:
                 self._push_pull_round(now)
             elif kind == _T_MAINTENANCE:
@@ -683,7 +691,7 @@ class Protocol:
         m.state = state
         m.state_change = now
         self._states_cache = None
-        self._event(EVENT_STATE, m, prev, now)
+        self.insight.state_changed(now, m, prev)   # insight: the state event, flaps, partitions
 
     def _introduces_itself(self, a: Alive) -> bool:
         """True if the message being handled comes from ``a``'s own node, from its own host."""
@@ -774,6 +782,7 @@ class Protocol:
         self.broadcasts_low.invalidate(m.node)
         self._states_cache = None
         self._event(EVENT_REMOVED, m, m.state, now)
+        self.insight.forget(now, m)
 
     def _refute(self, now: float, accused_incarnation: int, catch_up: bool = False) -> None:
         """Raise our incarnation past the accusation and announce that we are alive.
@@ -916,6 +925,7 @@ class Protocol:
             m.av = a.av
             m.suspicion = None
             self._states_cache = None
+            self.insight.alive_again(now, m, a.incarnation)   # insight: refuted, or back from dead
             if m.state is SUSPECT:
                 self._count("suspicions_refuted")
             if m.state is not ALIVE:
@@ -950,6 +960,7 @@ class Protocol:
                 # old suspicion here and can declare a member dead that has long refuted it.
                 m.incarnation = s.incarnation
                 self._start_suspicion(now, m, s.sender)
+                self.insight.suspected(now, m, s)   # insight: the old one ends refuted
                 self._states_cache = None
                 self._queue(s)
                 return
@@ -957,9 +968,11 @@ class Protocol:
             if susp is not None and susp.confirm(s.sender):
                 self._arm_suspicion(m)
                 self._queue(s)
+                self.insight.confirmed(now, m, s)
             return
         m.incarnation = s.incarnation
         self._start_suspicion(now, m, s.sender)
+        self.insight.suspected(now, m, s)
         self._count("suspicions_started")
         self._set_state(now, m, SUSPECT)
         self._queue(s)
@@ -1002,6 +1015,7 @@ class Protocol:
         m.suspicion = None
         d = Dead(m.node, m.incarnation, self.id)
         self._count("suspicions_confirmed")
+        self.insight.dead(now, m, None)   # insight: by our timer
         self._set_state(now, m, DEAD)
         self._queue(d)
 
@@ -1024,6 +1038,7 @@ class Protocol:
             return
         m.incarnation = d.incarnation
         m.suspicion = None
+        self.insight.dead(now, m, d)
         self._set_state(now, m, LEAVING if d.left else DEAD)
         self._queue(d)
 

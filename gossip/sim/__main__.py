@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--starve-delay", type=float, default=2.0, help="starve: message handling delay, s")
     p.add_argument("--starve-timer-delay", type=float, default=0.0, help="starve: timers up to this late, s")
     p.add_argument("--partition-duration", type=float, default=60.0)
+    p.add_argument("--split", type=float, default=0.5, help="partition: share of the nodes on one side")
     p.add_argument("--churn-interval", type=float, default=1.0)
     p.add_argument("--quiet-tail", type=float, default=60.0, help="churn: no new faults in the last seconds")
     p.add_argument("--burst", type=int, default=0,
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         burst_loss=args.burst_loss, reorder=args.reorder, latency=args.latency, jitter=args.jitter,
         lifeguard=args.lifeguard == "on", config=args.config, warmup=args.warmup, starved=args.starved,
         starve_delay=args.starve_delay, starve_timer_delay=args.starve_timer_delay,
-        partition_duration=args.partition_duration, churn_interval=args.churn_interval,
+        partition_duration=args.partition_duration, split=args.split, churn_interval=args.churn_interval,
         quiet_tail=args.quiet_tail, burst=args.burst, burst_size=args.burst_size,
     )
     result = run_scenario(params)

@@ -10,7 +10,9 @@ join       1000    one seed; every other node joins through it at the same momen
 crash      1000    a converged cluster; one node is killed; how long until everyone drops it
 leave      1000    as crash, but the node leaves gracefully
 loss       200     steady state for 10 minutes with 10 % uniform packet loss
-partition  200     split in two halves for 60 s, heal, measure re-convergence
+partition  200     split in two (``split`` of the nodes on one side, half by default) for 60 s,
+                  heal, measure re-convergence; every node's PartitionSuspected and
+                  PartitionHealed events are counted per side
 starve     100     5 nodes handle every packet 2 s late, for 10 minutes
 churn      500     every second a node joins, leaves or crashes, for 10 minutes
 attack     100     a forger of accusations and a flooder of fake members, for 2 minutes
@@ -30,6 +32,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Config
+from ..protocol.insight import ClusterEvent
+from ..protocol.partition import PartitionHealed, PartitionSuspected
 from .network import LinkModel
 from .simulation import Simulation
 
@@ -56,6 +60,7 @@ class ScenarioParams:
     starve_delay: float = 2.0
     starve_timer_delay: float = 0.0
     partition_duration: float = 60.0
+    split: float = 0.5
     churn_interval: float = 1.0
     quiet_tail: float = 60.0
     burst: int = 0
@@ -153,9 +158,24 @@ def _partition(p: ScenarioParams, sim: Simulation) -> None:
     assert p.nodes is not None and p.duration is not None
     order = list(range(p.nodes))
     sim.root.shuffle(order)
-    half = p.nodes // 2
+    half = min(p.nodes - 1, max(1, round(p.nodes * p.split)))
     split_at = p.warmup
     heal_at = split_at + p.partition_duration
+    sides = (set(order[:half]), set(order[half:]))
+    suspected: tuple[set[int], set[int]] = (set(), set())
+    healed: tuple[set[int], set[int]] = (set(), set())
+    own_side_named = [0]   # members of the observer's own side named in its PartitionSuspected
+
+    def on_cluster_event(observer: int, ev: ClusterEvent) -> None:
+        side = 0 if observer in sides[0] else 1
+        if isinstance(ev, PartitionSuspected) and split_at <= sim.now < heal_at:
+            suspected[side].add(observer)
+            own_side_named[0] += sum(1 for n in ev.members if sim.by_id.get(n) in sides[side])
+        elif isinstance(ev, PartitionHealed) and sim.now >= heal_at:
+            healed[side].add(observer)
+
+    sim.on_cluster_event = on_cluster_event
+    sim.extra.update(partition_sides=[len(sides[0]), len(sides[1])])
     sim.schedule(split_at, lambda: sim.net.partition([order[:half], order[half:]]))
 
     def heal() -> None:
@@ -164,6 +184,9 @@ def _partition(p: ScenarioParams, sim: Simulation) -> None:
 
     sim.schedule(heal_at, heal)
     sim.run_until(p.duration, stop=lambda: sim.now > heal_at and sim.converged_at is not None)
+    sim.extra.update(partition_suspected=[len(suspected[0]), len(suspected[1])],
+                     partition_healed=[len(healed[0]), len(healed[1])],
+                     partition_own_side_named=own_side_named[0])
 
 
 def _churn(p: ScenarioParams, sim: Simulation) -> None:

@@ -25,6 +25,7 @@ from ..messages import Alive, Gossip, JoinReply, MemberState, Message, Ping, Ack
 from ..node import NodeID, NodeState
 from ..protocol import Protocol
 from ..protocol.actions import EVENT_REMOVED, EVENT_STATE, JoinResult, MemberEvent, Send
+from ..protocol.insight import CLUSTER_EVENTS, ClusterEvent
 from ..wire import HEADER_OVERHEAD
 from .network import LinkModel, SimNetwork
 
@@ -119,6 +120,10 @@ class Simulation:
         self._trace = hashlib.sha256()
         self.join_results: list[JoinResult] = []
         self.on_event: Callable[[int, MemberEvent], None] | None = None
+        # Cluster events (flapping members, partitions): counted by kind, and passed on.
+        self.cluster_events: dict[str, int] = {}
+        self.on_cluster_event: Callable[[int, ClusterEvent], None] | None = None
+        self.extra: dict[str, Any] = {}   # a scenario's own figures, added to the summary
         self.attack_report: Callable[[], dict[str, Any]] | None = None
         self.track_sizes = False
         self._size_cache: dict[int, tuple[Any, int]] = {}
@@ -359,6 +364,11 @@ class Simulation:
             elif t is MemberEvent:
                 assert isinstance(a, MemberEvent)
                 self._on_event(node.index, a)
+            elif isinstance(a, CLUSTER_EVENTS):
+                name = type(a).__name__
+                self.cluster_events[name] = self.cluster_events.get(name, 0) + 1
+                if self.on_cluster_event is not None:
+                    self.on_cluster_event(node.index, a)
             else:
                 assert isinstance(a, JoinResult)
                 self.join_results.append(a)
@@ -449,6 +459,8 @@ class Simulation:
             "live_nodes": len(self.live),
             "events": self.events,
             "dropped_packets": self.net.dropped,
+            "cluster_events": dict(sorted(self.cluster_events.items())),
+            **self.extra,
             "trace_hash": self.trace_hash(),
         }
 

@@ -99,7 +99,7 @@ class Connection(Protocol):
         Raises:
             SendQueueFull: the buffer stayed full for ``timeout`` seconds (nothing was queued).
             SendError: the connection is broken or closed.
-            PacketTooLarge: ``data`` exceeds the transport's frame size limit.
+            MessageTooLarge: ``data`` exceeds the transport's frame size limit.
             ClusterClosed: the transport is closed.
         """
         ...
@@ -154,7 +154,7 @@ class StreamConn(Protocol):
             GossipTimeout: the frame could not be written within ``timeout``; the connection is
                 then closed (a frame cut in half cannot be resumed).
             SendError: the connection is broken or closed for writing.
-            PacketTooLarge: ``data`` is over :attr:`max_frame_size`.
+            MessageTooLarge: ``data`` is over :attr:`max_frame_size`.
         """
         ...
 
@@ -221,7 +221,7 @@ class Transport(Protocol):
         is full, and never drops what it accepted. A datagram is written at once or refused.
 
         Raises:
-            PacketTooLarge: a datagram is over the datagram limit or a frame over the frame limit.
+            MessageTooLarge: a datagram is over the datagram limit or a frame over the frame limit.
             ConnectError: no connection to ``addr`` could be established (reliable sends).
             SendQueueFull: the connection's buffer stayed full for ``timeout`` seconds, or (for
                 a datagram) the socket's send buffer is full.
@@ -236,7 +236,7 @@ class Transport(Protocol):
 
         Raises:
             GossipTimeout: no reply within ``timeout``.
-            ConnectError, SendError, PacketTooLarge, AddressError, ClusterClosed: as :meth:`send`.
+            ConnectError, SendError, MessageTooLarge, AddressError, ClusterClosed: as :meth:`send`.
         """
         ...
 

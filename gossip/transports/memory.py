@@ -37,6 +37,7 @@ from gossip.errors import (
     ClusterClosed,
     ConnectError,
     GossipTimeout,
+    MessageTooLarge,
     PacketTooLarge,
     SendError,
     SendQueueFull,
@@ -84,7 +85,7 @@ class MemoryNetwork:
         Args:
             name: node name for the delivery thread (``gossip-<name>-delivery``);
                 defaults to ``mem-<n>``.
-            max_udp_size: best-effort packets over this size raise :class:`PacketTooLarge`,
+            max_udp_size: best-effort packets over this size raise :class:`MessageTooLarge`,
                 as with :class:`~gossip.transports.socket.SocketTransport`.
         """
         with self._lock:
@@ -270,13 +271,13 @@ class MemoryStreamConn:
         """Queue one frame for the other end, waiting while its window is full.
 
         Raises:
-            PacketTooLarge: over :attr:`max_frame_size`.
+            MessageTooLarge: over :attr:`max_frame_size`.
             GossipTimeout: no room within ``timeout`` (the stream is then closed).
             SendError: closed, or the link is partitioned.
         """
         n = len(data)
         if n > self.max_frame_size:
-            raise PacketTooLarge(
+            raise MessageTooLarge(
                 f"stream frame to {self._peer} is {n} bytes, over the limit {self.max_frame_size}")
         other = self.other
         if self._closed or self._write_closed or other is None:
@@ -415,7 +416,7 @@ class MemoryTransport:
         """Send one packet to ``addr``; see :meth:`gossip.transports.base.Transport.send`.
 
         Raises:
-            PacketTooLarge: a best-effort packet over ``max_udp_size``.
+            MessageTooLarge: a best-effort packet over ``max_udp_size``.
             ConnectError: reliable send to an unknown or partitioned address.
             SendQueueFull: the receiver held too many undelivered frames for ``timeout``.
             SendError: the pooled connection broke.
@@ -424,7 +425,7 @@ class MemoryTransport:
         self._check_open()
         if not reliable:
             if len(data) > self.max_udp_size:
-                raise PacketTooLarge(
+                raise MessageTooLarge(
                     f"datagram to {addr} is {len(data)} bytes, over max_udp_size "
                     f"{self.max_udp_size}"
                 )

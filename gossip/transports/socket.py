@@ -68,6 +68,7 @@ from gossip.errors import (
     ClusterClosed,
     ConnectError,
     GossipTimeout,
+    MessageTooLarge,
     PacketTooLarge,
     SendError,
     SendQueueFull,
@@ -103,7 +104,6 @@ _CORK_WINDOW = 0.00005  # a frame queued this soon after the previous one waits 
 _UDP_RECV_SIZE = 65535
 _UDP_BURST = 256  # datagrams read per wake-up before the loop looks at its stop flag again
 _REQUEST_IDLE_PER_ADDR = 4
-_SPIN = 0.0002  # a requester asks for its reply this long before it sleeps in poll()
 _PEEK_AFTER = 1.0  # an idle request connection unused this long is checked before reuse
 _BIND_ATTEMPTS = 10
 _TICK = 0.5  # the I/O loop's longest sleep: bounds how late idle and frame deadlines act
@@ -210,7 +210,7 @@ class _Conn:
         """Queue one length-prefixed frame on this connection; see :class:`Connection`.
 
         Raises:
-            PacketTooLarge: ``data`` is longer than the transport's ``max_frame_size``.
+            MessageTooLarge: ``data`` is longer than the transport's ``max_frame_size``.
             SendQueueFull: the connection's buffer stayed full for ``timeout`` seconds
                 (``None``: the transport's ``io_timeout``; ``0``: do not wait).
             SendError: the connection is closed or broken.
@@ -296,13 +296,13 @@ class _StreamSocket:
         """Write one frame; see :meth:`StreamConn.send_frame`.
 
         Raises:
-            PacketTooLarge: ``data`` is over :attr:`max_frame_size`.
+            MessageTooLarge: ``data`` is over :attr:`max_frame_size`.
             GossipTimeout: not written within ``timeout`` (the connection is closed).
             SendError: the connection is closed or broken.
         """
         n = len(data)
         if n > self.max_frame_size:
-            raise PacketTooLarge(
+            raise MessageTooLarge(
                 f"stream frame to {self._peer} is {n} bytes, over the limit {self.max_frame_size}")
         what = f"stream write to {self._peer}"
         with self._wlock:
@@ -489,7 +489,7 @@ class SocketTransport:
             both UDP and TCP.
         advertise_addr: the address peers should use, if not the bound one.
         udp: False (force-reliable) opens no UDP socket; best-effort sends then use TCP.
-        max_udp_size: largest datagram :meth:`send` accepts (bigger: :class:`PacketTooLarge`).
+        max_udp_size: largest datagram :meth:`send` accepts (bigger: :class:`MessageTooLarge`).
         max_frame_size: largest TCP frame sent or accepted; a bigger incoming length prefix
             closes that connection.
         max_stream_frame_size: largest frame on a stream connection.
@@ -733,7 +733,7 @@ class SocketTransport:
         ``io_timeout``) for room while that connection's buffer is full.
 
         Raises:
-            PacketTooLarge: a datagram over ``max_udp_size`` (the engine should use TCP) or a
+            MessageTooLarge: a datagram over ``max_udp_size`` (the engine should use TCP) or a
                 frame over ``max_frame_size``.
             ConnectError: ``addr`` could not be dialed.
             SendQueueFull: no room within ``timeout`` (nothing was queued), or the UDP
@@ -774,7 +774,7 @@ class SocketTransport:
 
         Raises:
             GossipTimeout: no whole reply within ``timeout`` seconds.
-            ConnectError, SendError, PacketTooLarge, AddressError, ClusterClosed: as :meth:`send`.
+            ConnectError, SendError, MessageTooLarge, AddressError, ClusterClosed: as :meth:`send`.
         """
         self._check_open()
         parsed = self._addrs.get(addr)
@@ -975,14 +975,14 @@ class SocketTransport:
 
     def _check_frame(self, key: str, data: bytes) -> None:
         if len(data) > self.max_frame_size:
-            raise PacketTooLarge(
+            raise MessageTooLarge(
                 f"frame to {key} is {len(data)} bytes, over max_frame_size {self.max_frame_size}"
             )
 
     def _send_udp(self, key: str, ip: str, port: int, data: bytes) -> None:
         if len(data) > self.max_udp_size:
             self._count("udp_too_large")
-            raise PacketTooLarge(
+            raise MessageTooLarge(
                 f"datagram to {key} is {len(data)} bytes, over max_udp_size {self.max_udp_size}"
             )
         udp = self._udp
@@ -1216,7 +1216,6 @@ class SocketTransport:
         then not be reused).
         """
         buf = bytearray()
-        spin_until = time.perf_counter() + _SPIN
         while True:
             if len(buf) >= FRAME_HEADER_SIZE:
                 (size,) = _HEADER.unpack_from(buf)
@@ -1229,11 +1228,6 @@ class SocketTransport:
             try:
                 chunk = conn.sock.recv(_READ_CHUNK)
             except (BlockingIOError, InterruptedError):
-                if time.perf_counter() < spin_until:
-                    # A reply usually comes within tens of microseconds: asking again for that
-                    # long keeps this CPU awake, which costs less than being woken up from
-                    # sleep (the wake-up, not the work, dominates a round trip on loopback).
-                    continue
                 try:
                     _wait_fd(conn.sock, False, deadline.remaining(what))
                 except GossipTimeout:  # a TimeoutError, hence an OSError: keep it as is
@@ -1461,16 +1455,11 @@ class SocketTransport:
         waker = self._tcp_waker
         assert waker is not None
         next_sweep = time.monotonic() + _TICK
-        spin_until = 0.0
         try:
             while not self._stop.is_set():
                 try:
                     self._apply_pending(sel)
-                    # Right after some work, look again without sleeping for a moment: the next
-                    # request of a conversation then finds this thread awake (see _SPIN).
-                    events = sel.select(timeout=0 if time.perf_counter() < spin_until else _TICK)
-                    if events:
-                        spin_until = time.perf_counter() + _SPIN
+                    events = sel.select(timeout=_TICK)
                     now = time.monotonic()
                     for key, mask in events:
                         if self._stop.is_set():

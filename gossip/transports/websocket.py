@@ -97,7 +97,7 @@ from gossip.errors import (
     ConnectError,
     GossipError,
     GossipTimeout,
-    PacketTooLarge,
+    MessageTooLarge,
     SendError,
     SendQueueFull,
     TransportError,
@@ -460,7 +460,7 @@ class _Link:
         """Queue one frame (one binary message) on this connection.
 
         Raises:
-            PacketTooLarge: ``data`` is over the frame size limit.
+            MessageTooLarge: ``data`` is over the frame size limit.
             SendQueueFull: the connection's buffer stayed full for ``timeout`` seconds
                 (``None``: the transport's ``io_timeout``; ``0``: do not wait).
             SendError: the connection is closed or broken.
@@ -470,7 +470,7 @@ class _Link:
         if t._closed:
             raise ClusterClosed(f"transport {t.name} is closed")
         if len(data) > self.max_out:
-            raise PacketTooLarge(
+            raise MessageTooLarge(
                 f"frame to {self.peer_addr} is {len(data)} bytes, over the limit {self.max_out}")
         self.put(data, Deadline(t._io_timeout if timeout is None else timeout),
                  f"send to {self.peer_addr}")
@@ -1409,14 +1409,14 @@ class _WsStream:
         """Write one frame; see :meth:`StreamConn.send_frame`.
 
         Raises:
-            PacketTooLarge: ``data`` is over :attr:`max_frame_size`.
+            MessageTooLarge: ``data`` is over :attr:`max_frame_size`.
             GossipTimeout: the peer did not read for ``timeout`` seconds (the stream is closed).
             SendError: the stream is closed for writing or broken.
         """
         link = self._link
         n = len(data)
         if n > self.max_frame_size:
-            raise PacketTooLarge(
+            raise MessageTooLarge(
                 f"stream frame to {link.peer_addr} is {n} bytes, over the limit {self.max_frame_size}")
         what = f"stream write to {link.peer_addr}"
         if self._closed or link.write_closed:
@@ -1714,7 +1714,7 @@ class WebSocketTransport:
         failed less than a second ago is not dialed again (:class:`SendError`).
 
         Raises:
-            PacketTooLarge: ``data`` is over ``max_frame_size``.
+            MessageTooLarge: ``data`` is over ``max_frame_size``.
             ConnectError: the peer could not be reached (reliable), or plain ``ws://`` to a host
                 not on loopback is refused.
             SendQueueFull: no room within ``timeout`` (nothing was queued).
@@ -1724,7 +1724,7 @@ class WebSocketTransport:
         """
         self._check_open()
         if len(data) > self.max_frame_size:
-            raise PacketTooLarge(
+            raise MessageTooLarge(
                 f"frame to {addr} is {len(data)} bytes, over max_frame_size {self.max_frame_size}")
         what = f"send to {addr}"
         if not reliable:
@@ -1751,11 +1751,11 @@ class WebSocketTransport:
 
         Raises:
             GossipTimeout: no reply within ``timeout``.
-            ConnectError, SendError, PacketTooLarge, AddressError, ClusterClosed: as :meth:`send`.
+            ConnectError, SendError, MessageTooLarge, AddressError, ClusterClosed: as :meth:`send`.
         """
         self._check_open()
         if len(data) > self.max_frame_size:
-            raise PacketTooLarge(
+            raise MessageTooLarge(
                 f"frame to {addr} is {len(data)} bytes, over max_frame_size {self.max_frame_size}")
         what = f"request to {addr}"
         deadline = Deadline(timeout)

@@ -239,6 +239,36 @@ def test_members_table_json_and_watch(agents: Agents) -> None:
     assert watch.stdout.count("2 members, 2 alive") == 2
 
 
+def test_members_explain(agents: Agents) -> None:
+    b_short = agents.b_id[-8:]
+    text = run("members", "--agent", addr_of(agents.a_url), "--explain", b_short)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith(f"member {b_short} (") and "is alive" in text.stdout
+    assert "never suspected by this agent" in text.stdout
+    as_json = run("members", "--agent", addr_of(agents.a_url), "--explain", agents.b_id, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert (data["node"], data["observer"], data["episodes"]) == (agents.b_id, agents.a_id, [])
+    me = run("members", "--agent", addr_of(agents.a_url), "--explain", agents.a_id)
+    assert me.returncode == 0 and "the agent itself" in me.stdout
+    missing = run("members", "--agent", addr_of(agents.a_url), "--explain", "ffffffff")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.count("\n") == 1 and "no known node" in missing.stderr
+
+
+def test_agent_serves_the_dashboard_at_the_root(agents: Agents) -> None:
+    with urllib.request.urlopen(agents.a_url + "/", timeout=scaled(5.0)) as r:
+        assert r.headers["Content-Type"].startswith("text/html")
+        assert b'src="dash/dashboard.js"' in r.read()
+    with urllib.request.urlopen(agents.a_url + "/dash/dashboard.js", timeout=scaled(5.0)) as r:
+        assert r.headers["Content-Type"].startswith("text/javascript") and b"EventSource" in r.read()
+    with urllib.request.urlopen(agents.a_url + "/dash/stream", timeout=scaled(5.0)) as r:
+        assert r.readline() == b"retry: 2000\n" and r.readline() == b"\n"
+        assert r.readline() == b"event: snapshot\n"
+        snap = json.loads(r.readline().removeprefix(b"data: "))
+    assert {m["id"] for m in snap["members"]} == {agents.a_id, agents.b_id}
+
+
 # -------------------------------------------------------------------------------- send and watch
 
 

@@ -25,7 +25,7 @@ from gossip.errors import (
     AddressError,
     ConnectError,
     GossipTimeout,
-    PacketTooLarge,
+    MessageTooLarge,
     SendError,
     SendQueueFull,
     TransportError,
@@ -141,7 +141,7 @@ def test_large_frames_and_the_size_limit(nodes: Callable[..., Node]) -> None:
     first.conn.mark_trusted()  # the engine would, after accepting the first frame
     a.t.send(b.url, blob, reliable=True)
     assert b.get().data == blob
-    with pytest.raises(PacketTooLarge):
+    with pytest.raises(MessageTooLarge):
         a.t.send(b.url, bytes(2 * 1024 * 1024 + 1), reliable=True)
 
 
@@ -187,7 +187,7 @@ def test_stream_frames_half_close_and_close(nodes: Callable[..., Node]) -> None:
     peer.close_write()  # right behind the frame, in the same read: still after it
     assert s.recv_frame(WAIT) == b"the other way still works"
     assert s.recv_frame(WAIT) is None
-    with pytest.raises(PacketTooLarge):
+    with pytest.raises(MessageTooLarge):
         s.send_frame(bytes(s.max_frame_size + 1))
     peer.close()
     with pytest.raises(TransportError):

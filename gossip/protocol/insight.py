@@ -1,0 +1,207 @@
+"""What the core learns about its members beyond their state: provenance, flaps, partitions.
+
+:class:`Insight` is the one object the protocol core calls into, from a few places
+(the calls to ``self.insight`` in :mod:`.core`). It composes
+
+* :class:`~.provenance.ProvenanceBook`: who accused each member, who confirmed, how it ended;
+* :class:`~.flap.FlapTracker`: flap scores, :class:`~.flap.MemberFlapping`, and damping;
+* :class:`~.partition.PartitionDetector`: :class:`~.partition.PartitionSuspected` and
+  :class:`~.partition.PartitionHealed`.
+
+Its events are actions like the core's own (drained with ``actions_to_perform()``), emitted
+right after the state change that caused them. Hosts deliver them to users in that order:
+the engine on its event thread (``Cluster.handle_cluster_event_func``), the simulator to its
+``on_cluster_event`` observer.
+
+Pure logic: no clock, no threads, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Union
+
+from ..messages import Dead, Suspect
+from ..node import NodeID, NodeState
+from .actions import EVENT_STATE, MemberEvent
+from .flap import FlapTracker, MemberFlapping
+from .partition import PartitionDetector, PartitionHealed, PartitionSuspected
+from .provenance import Explanation, ProvenanceBook
+
+if TYPE_CHECKING:
+    from .core import Member, Protocol
+
+__all__ = ["Insight", "ClusterEvent", "CLUSTER_EVENTS"]
+
+ClusterEvent = Union[MemberFlapping, PartitionSuspected, PartitionHealed]
+"""An event about the cluster beyond one member's state change."""
+
+CLUSTER_EVENTS = (MemberFlapping, PartitionSuspected, PartitionHealed)
+"""The :data:`ClusterEvent` classes, for ``isinstance`` checks."""
+
+ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
+
+
+class Insight:
+    """The bookkeeping of one core.
+
+    Args:
+        core: the protocol core it serves (read: ``config``, ``id``, ``members``, ``counts``;
+            it appends actions and sets timers of kind ``timer`` through the core).
+        timer: the core's timer kind for :meth:`tick`.
+    """
+
+    def __init__(self, core: Protocol, timer: int) -> None:
+        cfg = core.config
+        self.core = core
+        self.timer = timer
+        self.book = ProvenanceBook(cfg.suspicion_history_size)
+        self.flaps = FlapTracker(cfg.flap_window, cfg.flap_threshold)
+        self.partitions = PartitionDetector(cfg.partition_threshold, cfg.partition_window,
+                                            cfg.partition_min_members)
+        self.damping = cfg.flap_damping
+        self.hold = cfg.flap_damping_hold
+        self.held: dict[NodeID, float] = {}   # damped members (users see them suspect) -> release
+        self.source: NodeID | None = None     # the sender of the packet being received
+
+    # ------------------------------------------------------------------ how news arrived
+
+    def _via(self, sender: NodeID) -> tuple[NodeID, str, NodeID | None]:
+        """Return (who, via, relayed_by) for an accusation by ``sender`` now being handled."""
+        src = self.source
+        if sender == self.core.id:
+            # Our own: a failed probe (timer), or a remote verdict from a state exchange, which
+            # the core turns into a suspicion of its own: name the peer that held it.
+            return (sender, "probe", None) if src is None else (src, "sync", src)
+        if src is None or src == sender:
+            return sender, "direct", None
+        return sender, "gossip", src
+
+    # ------------------------------------------------------------------ hooks (from the core)
+
+    def suspected(self, now: float, m: Member, s: Suspect) -> None:
+        """A suspicion of ``m`` started (``m.suspicion`` is the new one)."""
+        susp = m.suspicion
+        if susp is None:
+            return
+        who, via, relay = self._via(s.sender)
+        self.book.suspected(m.node, now, who, m.incarnation, via, relay, susp.deadline() - susp.start,
+                            susp.k)
+
+    def confirmed(self, now: float, m: Member, s: Suspect) -> None:
+        """An independent confirmation of ``m``'s suspicion counted."""
+        susp = m.suspicion
+        if susp is None:
+            return
+        who, via, relay = self._via(s.sender)
+        self.book.confirmed(m.node, now, who, via, relay, susp.deadline() - susp.start)
+
+    def alive_again(self, now: float, m: Member, incarnation: int) -> None:
+        """``m`` is known alive at a higher ``incarnation`` (before its state changes)."""
+        if m.state is SUSPECT:
+            self.book.refuted(m.node, now, incarnation)
+        elif m.state is DEAD:
+            self.book.returned(m.node, now, incarnation)
+
+    def dead(self, now: float, m: Member, d: Dead | None) -> None:
+        """``m`` is declared dead: by this node's suspicion timer (``d`` None) or by ``d``."""
+        if d is None:
+            self.book.dead(m.node, now, m.incarnation, self.core.id, True, False, "probe", None)
+            return
+        who, via, relay = self._via(d.sender)
+        self.book.dead(m.node, now, d.incarnation, d.sender, False, d.left, via, relay)
+
+    def state_changed(self, now: float, m: Member, prev: NodeState) -> None:
+        """``m`` went from ``prev`` to ``m.state``: emit the state event (unless damping holds it),
+        then any flap or partition event it causes."""
+        node, state = m.node, m.state
+        score = self.flaps.flip(node, now)   # this change counts toward damping it already
+        self._deliver_state(now, m, prev)
+        if score is not None:
+            self._emit(MemberFlapping(node, m.addr, score, self.flaps.window, self.flaps.threshold,
+                                      self.damping, now))
+        event: PartitionSuspected | PartitionHealed | None = None
+        if prev is ALIVE and (state is SUSPECT or state is DEAD):
+            core = self.core
+            members = core.members
+            event = self.partitions.lost(
+                node, now, core.counts[ALIVE] + core.counts[SUSPECT],
+                lambda n: (x := members.get(n)) is not None and x.state is DEAD)
+        elif state is ALIVE:
+            event = self.partitions.back(node, now)
+        elif state is LEAVING:
+            event = self.partitions.back(node, now, gone=True)
+        if event is not None:
+            self._emit(event)
+
+    def forget(self, now: float, m: Member) -> None:
+        """The core forgot ``m``."""
+        self.book.forget(m.node)
+        self.flaps.forget(m.node)
+        self.held.pop(m.node, None)
+        event = self.partitions.back(m.node, now, gone=True)
+        if event is not None:
+            self._emit(event)
+
+    def tick(self, now: float) -> None:
+        """Release damped members whose hold ran out."""
+        for node, until in list(self.held.items()):
+            if until <= now:
+                del self.held[node]
+                m = self.core.members.get(node)
+                if m is not None and m.state is ALIVE:
+                    self._state_event(now, m, ALIVE, SUSPECT)
+
+    # ------------------------------------------------------------------ damping
+
+    def _deliver_state(self, now: float, m: Member, prev: NodeState) -> None:
+        node, state = m.node, m.state
+        if node in self.held:
+            # Users see it suspect (a held member is alive, so this is a change away from alive):
+            # suspect again, they see it already; dead or left, they are told.
+            del self.held[node]
+            if state is not SUSPECT:
+                self._state_event(now, m, state, SUSPECT)
+            return
+        if (self.damping and state is ALIVE and (prev is SUSPECT or prev is DEAD)
+                and self.flaps.flapping(node, now)):
+            self._hold(now, node)
+            if prev is DEAD:
+                self._state_event(now, m, SUSPECT, DEAD)
+            return
+        self._state_event(now, m, state, prev)
+
+    def _hold(self, now: float, node: NodeID) -> None:
+        self.held[node] = now + self.hold
+        self.core._schedule(now + self.hold, self.timer, None)
+
+    def shown_state(self, node: NodeID, state: NodeState) -> NodeState:
+        """The state users are shown for a member in ``state`` (suspect while damping holds it)."""
+        return SUSPECT if state is ALIVE and node in self.held else state
+
+    # ------------------------------------------------------------------ output and queries
+
+    def _emit(self, event: ClusterEvent) -> None:
+        self.core._actions.append(event)
+
+    def _state_event(self, now: float, m: Member, state: NodeState, prev: NodeState) -> None:
+        self.core._actions.append(MemberEvent(EVENT_STATE, m.node, m.addr, state, prev, m.incarnation,
+                                              m.meta, m.meta_stamp, m.pv, m.av, now))
+
+    def explain(self, now: float, node: NodeID) -> Explanation | None:
+        """Return why ``node`` is in its state (None if the core does not know it)."""
+        core = self.core
+        flaps = self.flaps
+        size = self.book.history_size
+        if node == core.id:
+            return Explanation(node, core.addr, core.state, core.incarnation, True, (), size, 0,
+                               flaps.window, False, False, now)
+        m = core.members.get(node)
+        if m is None:
+            return None
+        return Explanation(node, m.addr, m.state, m.incarnation, False, self.book.episodes(node), size,
+                           flaps.score(node, now), flaps.window, flaps.flapping(node, now),
+                           node in self.held, now)
+
+    def flap_scores(self, now: float) -> dict[NodeID, int]:
+        """Return every member's non-zero flap score."""
+        return self.flaps.scores(now)
