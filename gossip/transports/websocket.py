@@ -19,7 +19,10 @@ hands them straight to the engine, one batch per socket read, without websockets
 Writes never block the thread that asks for them: a frame is queued in the connection's bounded
 buffer and the connection's own writer thread encodes and writes everything queued in one
 system call, so a peer that does not read slows only its own writer, and the senders wait for
-room up to their timeout (then :class:`~gossip.errors.SendQueueFull`), as on TCP. Reading can be
+room up to their timeout (then :class:`~gossip.errors.SendQueueFull`), as on TCP. The writer
+frames binary messages itself (RFC 6455 section 5.2; no extension is ever negotiated on these
+connections), which spares websockets' serializer its copies of the payload, and hands a plain
+socket header and payload together in one ``sendmsg``. Reading can be
 paused per connection: the reader thread then stops before its next read.
 
 Threads, every one named ``gossip-<node>-ws-...`` and joined by :meth:`WebSocketTransport.close`:
