@@ -22,11 +22,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, default_config
 from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
-from .errors import ClusterClosed, GossipError, JoinError
+from .errors import ClusterClosed, GossipError, JoinError, TransportError
 from .handlers import (
     HANDLER_FORWARD,
     HANDLER_NO_FORWARD,
@@ -46,6 +46,12 @@ from .protocol.rtt import ProbeRtt
 from .security import Keyring
 from .stream import Stream
 from .transports.base import Transport
+
+if TYPE_CHECKING:
+    from websockets.http11 import Request, Response
+    from websockets.sync.server import ServerConnection
+
+    from .transports.websocket import HostedConnection, Refusal, WebSocketTransport
 
 __all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc", "StreamHandlerFunc"]
 
@@ -108,30 +114,85 @@ class Cluster:
         return f"<Cluster {self._id.short} {addr}>"
 
     def _make_transport(self) -> Transport:
+        """Build the router over the socket and WebSocket transports (see :mod:`.transports.multi`).
+
+        The side the node advertises listens; the other only dials, and starts on first use.
+        """
+        from .transports.multi import MultiTransport
         from .transports.socket import SocketTransport
+        from .transports.websocket import WebSocketTransport, client_tls_context, server_tls_context
 
         cfg = self.config
-        return SocketTransport(
-            cfg.bind_addr, advertise_addr=cfg.advertise_addr,
-            udp=not cfg.force_reliable_transport, max_udp_size=cfg.udp_max_packet_size,
-            max_frame_size=cfg.tcp_max_packet_size,
-            max_stream_frame_size=cfg.stream_max_packet_size + 1024,
-            dial_timeout=cfg.tcp_dial_timeout, io_timeout=cfg.tcp_deadline, name=self._id.short,
-            idle_timeout=cfg.idle_timeout, conn_buffer_size=cfg.connection_buffer_size,
-            recv_buffer_size=cfg.udp_recv_buffer_size, send_buffer_size=cfg.udp_send_buffer_size,
-            max_connections=cfg.tcp_max_connections,
-            max_connections_per_source=cfg.tcp_max_connections_per_source,
-            preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
-            preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
-            frame_timeout=cfg.tcp_frame_timeout,
-        )
+        name = self._id.short
+
+        def sockets(listen: bool) -> SocketTransport:
+            return SocketTransport(
+                cfg.bind_addr if listen else "127.0.0.1:0",
+                advertise_addr=cfg.advertise_addr if listen else "",
+                udp=not cfg.force_reliable_transport, max_udp_size=cfg.udp_max_packet_size,
+                max_frame_size=cfg.tcp_max_packet_size,
+                max_stream_frame_size=cfg.stream_max_packet_size + 1024,
+                dial_timeout=cfg.tcp_dial_timeout, io_timeout=cfg.tcp_deadline, name=name,
+                idle_timeout=cfg.idle_timeout, conn_buffer_size=cfg.connection_buffer_size,
+                recv_buffer_size=cfg.udp_recv_buffer_size, send_buffer_size=cfg.udp_send_buffer_size,
+                max_connections=cfg.tcp_max_connections,
+                max_connections_per_source=cfg.tcp_max_connections_per_source,
+                preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
+                preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
+                frame_timeout=cfg.tcp_frame_timeout, listen=listen,
+            )
+
+        def websockets(bind: str) -> WebSocketTransport:
+            server_ssl = cfg.tls_server_context
+            if server_ssl is None and cfg.tls_cert_file:
+                server_ssl = server_tls_context(cfg.tls_cert_file, cfg.tls_key_file)
+            client_ssl = cfg.tls_client_context
+            if client_ssl is None and cfg.tls_ca_file:
+                client_ssl = client_tls_context(cfg.tls_ca_file)
+            return WebSocketTransport(
+                bind, path=cfg.websocket_path,
+                advertise_addr=cfg.advertise_addr if not cfg.socket_transport_enabled else "",
+                name=name, server_ssl=server_ssl, client_ssl=client_ssl,
+                bearer_token=cfg.bearer_token, allow_insecure=cfg.allow_insecure_websockets,
+                max_frame_size=cfg.tcp_max_packet_size,
+                max_stream_frame_size=cfg.stream_max_packet_size + 1024,
+                dial_timeout=cfg.tcp_dial_timeout, handshake_timeout=cfg.websocket_handshake_timeout,
+                io_timeout=cfg.tcp_deadline, idle_timeout=cfg.idle_timeout,
+                conn_buffer_size=cfg.connection_buffer_size, max_connections=cfg.tcp_max_connections,
+                max_connections_per_source=cfg.tcp_max_connections_per_source,
+                preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
+                preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
+                frame_timeout=cfg.tcp_frame_timeout, ping_interval=cfg.websocket_ping_interval,
+            )
+
+        if cfg.socket_transport_enabled:
+            return MultiTransport(socket=sockets(True), websocket=lambda: websockets(""), name=name)
+        try:
+            ws = websockets(cfg.websocket_bind_addr)
+        except (OSError, ValueError) as exc:  # unreadable TLS files, a bad path
+            raise TransportError(f"cannot set up the WebSocket transport: {exc}") from exc
+        return MultiTransport(socket=lambda: sockets(False), websocket=ws, socket_dial_only=True,
+                              name=name)
+
+    def _websocket_transport(self) -> WebSocketTransport | None:
+        """The WebSocket side of the built-in transport (None for a custom transport)."""
+        from .transports.multi import MultiTransport
+        from .transports.websocket import WebSocketTransport
+
+        transport = self._transport
+        if isinstance(transport, MultiTransport):
+            side = transport.websocket
+            if isinstance(side, WebSocketTransport):
+                return side
+        return transport if isinstance(transport, WebSocketTransport) else None
 
     def start(self) -> None:
         """Bind the transport and start the background threads (a second call does nothing).
 
-        The advertised address is ``config.advertise_addr``, else the transport's bound address
-        (an unspecified host such as ``0.0.0.0`` is replaced by ``127.0.0.1``, right for loopback
-        use; set ``advertise_addr`` on real networks).
+        The advertised address is ``config.advertise_addr``, else the listener's address: the
+        bound ``ip:port``, or for a node that listens on WebSocket only the ``ws://``/``wss://``
+        URL of its ``websocket_bind_addr`` (an unspecified host such as ``0.0.0.0`` is replaced
+        by ``127.0.0.1``, right for loopback use; set ``advertise_addr`` on real networks).
 
         Raises:
             TransportError: the bind address is in use or invalid.
@@ -283,9 +344,10 @@ class Cluster:
         try:
             return list(resolve_peer(peer, resolver, self.config.default_port))
         except GossipError:
-            # Not resolvable as a host name, but maybe an address the transport itself
-            # understands (in-memory "mem-1:7946", a URL): let the transport be the judge.
-            if ":" in peer:
+            # A custom transport may understand addresses no resolver does (in-memory
+            # "mem-1:7946"): let it be the judge. The built-in transports take what the
+            # resolver returns, so its error (bad URL, unknown host) is the one to report.
+            if self.config.transport is not None and ":" in peer:
                 return [peer]
             raise
 
@@ -443,6 +505,76 @@ class Cluster:
         if self._keyring is not None:
             out["keyring.primary_seals"] = self._keyring.primary_seals
         return out
+
+    # ------------------------------------------------------------------ hosting WebSocket
+
+    def websocket_handler(self, websocket: ServerConnection) -> None:
+        """Serve one gossip connection accepted by the host's ``websockets.sync`` server.
+
+        For a node that listens on WebSocket through its host's server instead of its own
+        (``socket_transport_enabled=False``, no ``websocket_bind_addr``, ``advertise_addr`` the
+        ``ws://`` or ``wss://`` URL the host serves)::
+
+            from websockets.sync.server import serve
+            with serve(cluster.websocket_handler, "0.0.0.0", 8080,
+                       process_request=cluster.websocket_process_request,
+                       max_size=cluster.config.tcp_max_packet_size, compression=None) as server:
+                server.serve_forever()
+
+        Only connections at ``config.websocket_path`` are served; others, and those without the
+        bearer token, are closed with code 1008 and the reason (``process_request`` refuses them
+        earlier, with an HTTP status). It blocks until the connection ends (the server runs
+        each handler on its own thread). A cluster not started closes the connection with 1013.
+        """
+        transport = self._websocket_transport() if self._started else None
+        if transport is None or self._stopped:
+            try:
+                websocket.close(1013, "gossip is not running")
+            except Exception:  # the connection may be gone already
+                pass
+            return
+        transport.serve_connection(websocket)
+
+    def websocket_process_request(self, websocket: ServerConnection, request: Request) -> Response | None:
+        """``process_request`` for the host's ``websockets.sync`` server: refuse a gossip
+        handshake with 401 (bad or missing bearer token), 403 or 503 before the upgrade.
+
+        Returns None (go on) for paths other than ``config.websocket_path``, so that the host's
+        own routes are untouched.
+        """
+        if request.path.split("?", 1)[0] != self.config.websocket_path:
+            return None
+        transport = self._websocket_transport() if self._started else None
+        if transport is None or self._stopped:
+            return websocket.respond(503, "gossip is not running\n")
+        refusal = transport.screen(request.path, request.headers)
+        if refusal is None:
+            return None
+        response = websocket.respond(refusal.status, refusal.reason + "\n")
+        if refusal.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="gossip"'
+        return response
+
+    def host_websocket_connection(self, path: str, headers: Any, peer: tuple[str, int] | None,
+                                  wake: Callable[[], None]) -> HostedConnection | Refusal:
+        """Accept a gossip connection that another WebSocket implementation carries.
+
+        This is how a node listens through any WebSocket server or library (the ASGI bridge
+        :mod:`gossip.contrib.asgi` is built on it): call it with the opening handshake's path
+        (query included) and headers (a mapping with case-insensitive ``get``) before accepting
+        the upgrade. On a :class:`~gossip.transports.websocket.HostedConnection`, accept the
+        upgrade and drive it as its docstring says; on a
+        :class:`~gossip.transports.websocket.Refusal` (bad path or token, limits, not started),
+        deny the upgrade with its status and reason. ``wake`` is called, from any thread, when
+        the connection has messages to send or its reading or closing state changed; it must
+        not block.
+        """
+        from .transports.websocket import Refusal
+
+        transport = self._websocket_transport() if self._started else None
+        if transport is None or self._stopped:
+            return Refusal(503, "gossip is not running")
+        return transport.host_connection(path, headers, peer, wake)
 
     # ------------------------------------------------------------------ message handlers
 

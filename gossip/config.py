@@ -43,6 +43,7 @@ import ipaddress
 import math
 import os
 import re
+import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -122,13 +123,40 @@ class Config:
 
     # -- transport ------------------------------------------------------------------------
     socket_transport_enabled: bool = True
-    """Listen on UDP/TCP. Turn off only together with a WebSocket provider or a transport."""
-    websocket_provider: Any = None
-    """WebSocket provider (ws/wss transport); None for sockets only."""
+    """Listen on UDP/TCP at ``bind_addr`` and advertise that ``ip:port``.
+
+    False opens no UDP or TCP listener at all: the node then listens on WebSocket
+    (``websocket_bind_addr``, or connections its host serves through
+    :meth:`gossip.Cluster.websocket_handler` or :mod:`gossip.contrib.asgi`) and advertises a
+    ``ws://``/``wss://`` URL. Either way the node can dial peers of both kinds."""
+    websocket_bind_addr: str = ""
+    """``ip:port`` of the node's own WebSocket listener (port 0 picks one); empty for none.
+    Needs ``socket_transport_enabled=False``: a node listens only on what it advertises."""
+    websocket_path: str = "/gossip"
+    """URL path of gossip WebSocket connections (own listener and hosted connections)."""
+    websocket_handshake_timeout: float = 5.0
+    """Deadline of a whole WebSocket dial (TCP, TLS and WebSocket handshakes), and for an
+    accepted connection to complete its handshake."""
+    websocket_ping_interval: float = 10.0
+    """A WebSocket connection silent this long is pinged, and dropped if it stays silent twice
+    as long (how a vanished peer's connection is noticed); 0 disables pings."""
     allow_insecure_websockets: bool = False
-    """Permit plain ``ws://`` peers."""
+    """Permit plain ``ws://`` to peers that are not on loopback (``wss://`` is always allowed)."""
     bearer_token: str = ""
-    """Token sent and checked on WebSocket connections; empty disables the check."""
+    """Token sent as ``Authorization: Bearer <token>`` on every WebSocket dial and required
+    (compared in constant time) on every accepted WebSocket connection; empty disables both."""
+    tls_server_context: Any = None
+    """``ssl.SSLContext`` of the WebSocket listener, which then serves ``wss://``."""
+    tls_client_context: Any = None
+    """``ssl.SSLContext`` for dialing ``wss://`` peers; None verifies the server against the
+    system's certificate authorities (or ``tls_ca_file``)."""
+    tls_cert_file: str = ""
+    """PEM certificate chain of the WebSocket listener (instead of ``tls_server_context``)."""
+    tls_key_file: str = ""
+    """PEM private key for ``tls_cert_file`` (empty if the key is in that file)."""
+    tls_ca_file: str = ""
+    """PEM certificate authorities that ``wss://`` peers are verified against (instead of the
+    system's; ignored when ``tls_client_context`` is set, which is refused together with it)."""
     force_reliable_transport: bool = False
     """Send everything over TCP, never UDP."""
     tcp_dial_timeout: float = 2.0
@@ -473,11 +501,7 @@ class Config:
             )
         if self.secondary_keys and not self.encryption_key:
             raise ConfigError("secondary_keys", "need an encryption_key (the primary) as well")
-        if not self.socket_transport_enabled and self.websocket_provider is None and self.transport is None:
-            raise ConfigError(
-                "socket_transport_enabled",
-                "is False but neither websocket_provider nor transport is set: no way to talk",
-            )
+        self._validate_websocket()
         if self.max_metadata_size > self.udp_max_packet_size - ALIVE_OVERHEAD:
             raise ConfigError(
                 "max_metadata_size",
@@ -503,6 +527,75 @@ class Config:
                 "packets it sends (upgrade order: both off, then encrypt_outgoing, then "
                 "require_encryption)",
             )
+
+    def _validate_websocket(self) -> None:
+        """Refuse transport settings that cannot work together (see socket_transport_enabled)."""
+        tls_server = self.tls_server_context is not None or bool(self.tls_cert_file)
+        if self.tls_key_file and not self.tls_cert_file:
+            raise ConfigError("tls_key_file", "needs tls_cert_file (the certificate it belongs to)")
+        if self.tls_cert_file and self.tls_server_context is not None:
+            raise ConfigError("tls_cert_file", "set either tls_cert_file or tls_server_context, not both")
+        if self.tls_ca_file and self.tls_client_context is not None:
+            raise ConfigError("tls_ca_file", "set either tls_ca_file or tls_client_context, not both")
+        if self.transport is not None:
+            return
+        ws_advertise = _is_ws_url(self.advertise_addr)
+        if self.socket_transport_enabled:
+            if self.websocket_bind_addr:
+                raise ConfigError(
+                    "websocket_bind_addr",
+                    "needs socket_transport_enabled=False: a node listens only on what it "
+                    "advertises (UDP/TCP or WebSocket); it dials peers of both kinds either way")
+            if ws_advertise:
+                raise ConfigError(
+                    "advertise_addr",
+                    f"is a WebSocket URL ({self.advertise_addr}) but the node listens on UDP/TCP; "
+                    "set socket_transport_enabled=False to listen on WebSocket")
+            if tls_server:
+                name = "tls_cert_file" if self.tls_cert_file else "tls_server_context"
+                raise ConfigError(name, "is used only by a WebSocket listener (websocket_bind_addr)")
+            return
+        if not self.websocket_bind_addr and not ws_advertise:
+            raise ConfigError(
+                "socket_transport_enabled",
+                "is False but there is no websocket_bind_addr (the node's own WebSocket listener), "
+                "no ws:// or wss:// advertise_addr (connections served by the host) and no "
+                "transport: no way to talk")
+        if self.advertise_addr and not ws_advertise:
+            raise ConfigError(
+                "advertise_addr",
+                f"must be a ws:// or wss:// URL when the node listens on WebSocket only, got "
+                f"{self.advertise_addr!r}")
+        if tls_server and not self.websocket_bind_addr:
+            name = "tls_cert_file" if self.tls_cert_file else "tls_server_context"
+            raise ConfigError(name, "is used only by the node's own WebSocket listener "
+                                    "(websocket_bind_addr); a host's server does its own TLS")
+        if ws_advertise:
+            scheme, host, path = _url_parts(self.advertise_addr)
+            if self.websocket_bind_addr and scheme == "wss" and not tls_server:
+                raise ConfigError(
+                    "advertise_addr",
+                    "is wss:// but the WebSocket listener has no TLS: set tls_cert_file and "
+                    "tls_key_file, or tls_server_context")
+            if self.websocket_bind_addr and scheme == "ws" and tls_server:
+                raise ConfigError("advertise_addr", "is ws:// but the listener serves TLS: advertise wss://")
+            if (path or "/") != self.websocket_path:
+                raise ConfigError(
+                    "advertise_addr",
+                    f"has the path {path or '/'!r}, but gossip WebSocket connections are served "
+                    f"at websocket_path {self.websocket_path!r}")
+            if scheme == "ws" and not self.allow_insecure_websockets and not _is_loopback_host(host):
+                raise ConfigError(
+                    "advertise_addr",
+                    f"is plain ws:// on {host}, which is not loopback: peers refuse to dial it; "
+                    "advertise wss://, or set allow_insecure_websockets=True")
+        elif not tls_server and not self.allow_insecure_websockets:
+            host = self.websocket_bind_addr.rpartition(":")[0].strip("[]")
+            if host not in ("", "0.0.0.0", "::") and not _is_loopback_host(host):
+                raise ConfigError(
+                    "websocket_bind_addr",
+                    f"serves plain ws:// on {host}, which is not loopback: peers refuse to dial "
+                    "it; set tls_cert_file (wss://), or allow_insecure_websockets=True")
 
     # -- environment -------------------------------------------------------------------------
     @classmethod
@@ -740,6 +833,11 @@ def _check_host_port(*, allow_empty: bool, allow_zero: bool) -> Callable[[str, A
         if value.startswith(("ws://", "wss://", "http://", "https://", "srv+")):
             if name == "bind_addr":
                 raise ConfigError(name, f"must be ip:port, got {value!r}")
+            if _is_ws_url(value):
+                _check_ws_url(name, value)
+            elif not value.startswith("srv+"):
+                raise ConfigError(name, f"must be ip:port, a host name or a ws:// or wss:// URL, "
+                                        f"got {value!r}")
             return
         host, sep, port_text = value.rpartition(":")
         if not sep:
@@ -761,6 +859,85 @@ def _check_host_port(*, allow_empty: bool, allow_zero: bool) -> Callable[[str, A
             raise ConfigError(name, f"has no host, got {value!r}")
 
     return check
+
+
+def _is_ws_url(value: Any) -> bool:
+    return isinstance(value, str) and value[:6].lower().startswith(("ws://", "wss://"))
+
+
+def _url_parts(url: str) -> tuple[str, str, str]:
+    """Return ``(scheme, host, path)`` of a URL already checked by :func:`_check_ws_url`."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), parts.hostname or "", parts.path
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_ws_url(name: str, value: str) -> None:
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(name, f"is not a valid URL ({exc}), got {value!r}") from None
+    if parts.scheme.lower() not in ("ws", "wss"):
+        raise ConfigError(name, f"must use the ws:// or wss:// scheme, got {value!r}")
+    if not parts.hostname:
+        raise ConfigError(name, f"has no host, got {value!r}")
+    if port == 0:
+        raise ConfigError(name, f"port must be 1..65535, got {value!r}")
+    if parts.username is not None or parts.query or parts.fragment:
+        raise ConfigError(name, f"must not carry user info, a query or a fragment, got {value!r}")
+
+
+def _check_ws_bind(name: str, value: Any) -> None:
+    _require_type(name, value, (str,), "an ip:port string")
+    if not value:
+        return
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(name, f"must be ip:port with a port in 0..65535, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(name, f"write IPv6 as [addr]:port, got {value!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(name, f"must be an IP address and port, got {value!r}") from None
+
+
+def _check_ws_path(name: str, value: Any) -> None:
+    _require_type(name, value, (str,), "a URL path")
+    if not value.startswith("/") or len(value) > 1024 or not value.isprintable() \
+            or any(c in value for c in " ?#"):
+        raise ConfigError(name, f"must be a URL path starting with '/', without spaces, query or "
+                                f"fragment, got {value!r}")
+
+
+def _check_token(name: str, value: Any) -> None:
+    _require_type(name, value, (str,), "a string")
+    if len(value) > 4096:
+        raise ConfigError(name, f"must be at most 4096 characters, got {len(value)}")
+    if any(not (33 <= ord(c) <= 126) for c in value):
+        raise ConfigError(name, "must be printable ASCII without spaces (it travels in an HTTP header)")
+
+
+def _check_tls_context(name: str, value: Any) -> None:
+    if value is not None and not callable(getattr(value, "wrap_socket", None)):
+        raise ConfigError(name, f"must be an ssl.SSLContext or None, got {value!r}")
+
+
+def _check_file(name: str, value: Any) -> None:
+    _require_type(name, value, (str,), "a file path")
+    if value and not os.path.isfile(value):
+        raise ConfigError(name, f"names no readable file: {value!r}")
 
 
 def _check_callable_or_none(name: str, value: Any) -> None:
@@ -792,10 +969,6 @@ def _check_resolver(name: str, value: Any) -> None:
             raise ConfigError(name, f"must have lookup_ip() and lookup_srv(), got {value!r}")
 
 
-def _anything(name: str, value: Any) -> None:
-    return None
-
-
 _DAY = 86400.0
 _RULES: dict[str, Callable[[str, Any], None]] = {
     "node_id": _check_node_id,
@@ -821,9 +994,17 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "resolver": _check_resolver,
     "prefer_ipv6": _boolean,
     "socket_transport_enabled": _boolean,
-    "websocket_provider": _anything,
+    "websocket_bind_addr": _check_ws_bind,
+    "websocket_path": _check_ws_path,
+    "websocket_handshake_timeout": _duration(0.01, 300.0),
+    "websocket_ping_interval": _duration(0.1, 3600.0, allow_zero=True),
     "allow_insecure_websockets": _boolean,
-    "bearer_token": _string(4096),
+    "bearer_token": _check_token,
+    "tls_server_context": _check_tls_context,
+    "tls_client_context": _check_tls_context,
+    "tls_cert_file": _check_file,
+    "tls_key_file": _check_file,
+    "tls_ca_file": _check_file,
     "force_reliable_transport": _boolean,
     "tcp_dial_timeout": _duration(0.001, 300.0),
     "tcp_deadline": _duration(0.001, 300.0),

@@ -2,8 +2,9 @@
 
 :func:`resolve_peer` parses a peer with :meth:`gossip.address.Address.parse` and resolves it
 through a :class:`Resolver`: an IP literal gives itself, a hostname every address it has, an
-``srv+name`` every target of its SRV records (each expanded to all its addresses), and a
-``ws://`` / ``wss://`` URL is returned unchanged (the WebSocket transport resolves it).
+``srv+name`` every target of its SRV records (each expanded to all its addresses), a
+``ws://`` / ``wss://`` URL is returned unchanged (the WebSocket transport resolves its host),
+and ``srv+ws(s)://name/path`` one URL per SRV target.
 
 :class:`DefaultResolver` uses :func:`socket.getaddrinfo` and dnspython; tests pass any object
 with the two :class:`Resolver` methods instead.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import urllib.parse
 from typing import Protocol, runtime_checkable
 
 from gossip.address import Address, format_host_port
@@ -137,19 +139,29 @@ def resolve_peer(text: str, resolver: Resolver, default_port: int) -> list[str]:
     - an IP literal gives itself;
     - a hostname gives one entry per address, all with the given or default port;
     - ``srv+name`` gives the SRV results (their ports);
-    - a ``ws://`` / ``wss://`` URL (or ``srv+`` URL) is returned unchanged, as one element.
+    - a ``ws://`` / ``wss://`` URL is returned unchanged, as one element;
+    - ``srv+wss://name/path`` looks up the SRV records of ``name`` and gives one URL per
+      target, ``wss://ip:port/path`` (with ``wss``, the certificate must then name the IP).
 
     Raises:
         AddressError: ``text`` cannot be parsed.
         TransportError: the resolver failed or found nothing; the message names the peer.
     """
     addr = Address.parse(text, default_port)
-    if addr.kind == "ws" or (addr.kind == "srv" and addr.url):
+    if addr.kind == "ws":
         return [addr.url]
     if addr.kind == "ip":
         return [format_host_port(addr.host, addr.port)]
     try:
-        if addr.kind == "srv":
+        if addr.kind == "srv" and addr.url:
+            # srv+wss://_gossip._tcp.example.com/gossip: the URL's host is the SRV name, and
+            # each record gives a URL with the target's address and port, path kept.
+            parts = urllib.parse.urlsplit(addr.url)
+            pairs = resolver.lookup_srv(addr.host)
+            out = [urllib.parse.urlunsplit((parts.scheme, format_host_port(_check_ip(text, ip), port),
+                                            parts.path, parts.query, ""))
+                   for ip, port in pairs]
+        elif addr.kind == "srv":
             pairs = resolver.lookup_srv(addr.host)
             out = [format_host_port(_check_ip(text, ip), port) for ip, port in pairs]
         else:

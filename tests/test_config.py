@@ -16,7 +16,8 @@ from gossip.errors import ConfigError
 BAD: dict[str, list[Any]] = {
     "node_id": ["not-a-uuid", 42],
     "bind_addr": ["", "127.0.0.1", "127.0.0.1:70000", "example.com:80", "ws://x:1"],
-    "advertise_addr": ["host:0", ":80", "host:notaport"],
+    "advertise_addr": ["host:0", ":80", "host:notaport", "wss://host:0/gossip", "ws://",
+                       "https://host/gossip", "ws://h/gossip?x=1"],
     "application_version": [1.5, "x" * 300],
     "application_version_check": ["yes"],
     "default_port": [0, 70000, True, "80"],
@@ -37,8 +38,17 @@ BAD: dict[str, list[Any]] = {
     "resolver": [object()],
     "prefer_ipv6": [1, "true"],
     "socket_transport_enabled": [None],
+    "websocket_bind_addr": ["localhost:8080", "127.0.0.1", "::1:80", "127.0.0.1:70000", 5],
+    "websocket_path": ["gossip", "/a b", "/x?y", "/x#y", 3],
+    "websocket_handshake_timeout": [0, "5s"],
+    "websocket_ping_interval": [-1, 0.01],
     "allow_insecure_websockets": ["no"],
-    "bearer_token": [5],
+    "bearer_token": [5, "two words", "line\nbreak", "x" * 4097],
+    "tls_server_context": ["server.pem"],
+    "tls_client_context": [object()],
+    "tls_cert_file": ["/no/such/cert.pem", 3],
+    "tls_key_file": ["/no/such/key.pem"],
+    "tls_ca_file": ["/no/such/ca.pem"],
     "force_reliable_transport": [0],
     "tcp_dial_timeout": [0, -1, float("nan"), "2s"],
     "tcp_deadline": [0, 1e9],
@@ -121,7 +131,7 @@ BAD: dict[str, list[Any]] = {
 }
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 # Fields that take anything (an object the library duck-types later).
-FREE = {"websocket_provider"}
+FREE: set[str] = set()
 
 
 def test_every_field_has_a_bad_value_test() -> None:
@@ -168,6 +178,29 @@ def test_preset_numbers_follow_memberlist() -> None:
         ({"msg_history_max_entries": 16, "msg_history_shard_count": 32}, "msg_history_max_entries"),
         ({"max_members_per_message": 2048, "max_members": 1024}, "max_members_per_message"),
         ({"encryption_key": b"k" * 16, "encrypt_outgoing": False}, "encrypt_outgoing"),
+        # A node listens only on what it advertises, and the rest must be able to work.
+        ({"websocket_bind_addr": "127.0.0.1:0"}, "websocket_bind_addr"),
+        ({"advertise_addr": "wss://example.com/gossip"}, "advertise_addr"),
+        ({"tls_cert_file": __file__}, "tls_cert_file"),
+        ({"socket_transport_enabled": False, "websocket_bind_addr": "127.0.0.1:0",
+          "advertise_addr": "10.0.0.1:7946"}, "advertise_addr"),
+        ({"socket_transport_enabled": False, "websocket_bind_addr": "127.0.0.1:0",
+          "advertise_addr": "wss://example.com/gossip"}, "advertise_addr"),
+        ({"socket_transport_enabled": False, "websocket_bind_addr": "127.0.0.1:0",
+          "advertise_addr": "ws://127.0.0.1:9000/gossip", "tls_cert_file": __file__}, "advertise_addr"),
+        ({"socket_transport_enabled": False, "websocket_bind_addr": "127.0.0.1:0",
+          "advertise_addr": "ws://127.0.0.1:9000/other"}, "advertise_addr"),
+        ({"socket_transport_enabled": False, "advertise_addr": "ws://10.0.0.5:80/gossip"},
+         "advertise_addr"),
+        ({"socket_transport_enabled": False, "websocket_bind_addr": "10.1.2.3:0"},
+         "websocket_bind_addr"),
+        ({"socket_transport_enabled": False, "advertise_addr": "wss://example.com/gossip",
+          "tls_cert_file": __file__}, "tls_cert_file"),
+        ({"tls_key_file": __file__}, "tls_key_file"),
+        ({"tls_cert_file": __file__, "tls_server_context": __import__("ssl").create_default_context()},
+         "tls_cert_file"),
+        ({"tls_ca_file": __file__, "tls_client_context": __import__("ssl").create_default_context()},
+         "tls_ca_file"),
     ],
 )
 def test_contradictory_values_are_refused(changes: dict[str, Any], field: str) -> None:
@@ -193,6 +226,24 @@ def test_good_objects_are_accepted() -> None:
                                 secondary_keys=[b"o" * 16], application_version_check=lambda v: True,
                                 advertise_addr="srv+_gossip._tcp.example.com", bind_addr="[::1]:0")
     cfg.validate()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"socket_transport_enabled": False, "websocket_bind_addr": "127.0.0.1:0"},
+        {"socket_transport_enabled": False, "websocket_bind_addr": "0.0.0.0:8080"},
+        {"socket_transport_enabled": False, "websocket_bind_addr": "[::1]:0", "websocket_path": "/g/1"},
+        {"socket_transport_enabled": False, "advertise_addr": "wss://gossip.example.com/gossip"},
+        {"socket_transport_enabled": False, "websocket_bind_addr": "10.0.0.5:8443",
+         "advertise_addr": "wss://node5.example.com:8443/gossip", "tls_cert_file": __file__},
+        {"socket_transport_enabled": False, "websocket_bind_addr": "10.0.0.5:8080",
+         "allow_insecure_websockets": True},
+        {"bearer_token": "s3cr3t-Token_with.chars~+/=", "tls_ca_file": __file__},
+    ],
+)
+def test_websocket_configurations_that_work_are_accepted(changes: dict[str, Any]) -> None:
+    default_config().copy(**changes).validate()
 
 
 @pytest.mark.parametrize(

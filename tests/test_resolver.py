@@ -58,6 +58,30 @@ def test_literals_and_urls_need_no_lookup(text: str, expected: list[str]) -> Non
     assert fake.calls == []
 
 
+def test_srv_url_gives_one_url_per_target() -> None:
+    fake = FakeResolver(srv={"_gossip._tcp.example": [("10.0.0.5", 8443), ("fd00::5", 9443)]})
+    assert resolve_peer("srv+wss://_gossip._tcp.example/gossip", fake, 3500) == [
+        "wss://10.0.0.5:8443/gossip",
+        "wss://[fd00::5]:9443/gossip",
+    ]
+    assert fake.calls == ["srv:_gossip._tcp.example"]
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("ws://127.0.0.1:99999/gossip", "port 99999 is outside"),
+        ("wss://:443/gossip", "no host"),
+        ("ws://user@host/gossip", "user info"),
+        ("ftp://host/gossip", "unsupported scheme 'ftp'"),
+        ("srv+wss://", "URL has no host"),
+    ],
+)
+def test_malformed_urls_say_what_is_wrong(text: str, why: str) -> None:
+    with pytest.raises(AddressError, match=why):
+        resolve_peer(text, FakeResolver(), 3500)
+
+
 def test_hostname_gives_every_address() -> None:
     fake = FakeResolver(hosts={"node.example": ["10.0.0.1", "10.0.0.2", "fd00::1", "10.0.0.1"]})
     assert resolve_peer("node.example:7000", fake, 3500) == [

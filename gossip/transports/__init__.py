@@ -3,6 +3,10 @@
 - :mod:`gossip.transports.base`: the :class:`Transport` / :class:`Connection` protocols,
   :class:`Incoming`, :func:`map_errors`;
 - :mod:`gossip.transports.socket`: :class:`SocketTransport` (UDP + length-prefixed TCP);
+- :mod:`gossip.transports.websocket`: :class:`WebSocketTransport` (ws:// and wss://, on
+  websockets' threaded API);
+- :mod:`gossip.transports.multi`: :class:`MultiTransport`, which routes each send by the
+  destination's scheme (mixed clusters of socket and WebSocket nodes);
 - :mod:`gossip.transports.memory`: :class:`MemoryNetwork` / :class:`MemoryTransport`
   (in-process, with fault hooks, for tests).
 
@@ -34,7 +38,9 @@ if TYPE_CHECKING:
         MemoryStreamConn,
         MemoryTransport,
     )
+    from gossip.transports.multi import MultiTransport
     from gossip.transports.socket import SocketTransport
+    from gossip.transports.websocket import WebSocketTransport
 
 _LAZY = {
     "MemoryConnection": "gossip.transports.memory",
@@ -42,6 +48,8 @@ _LAZY = {
     "MemoryStreamConn": "gossip.transports.memory",
     "MemoryTransport": "gossip.transports.memory",
     "SocketTransport": "gossip.transports.socket",
+    "WebSocketTransport": "gossip.transports.websocket",
+    "MultiTransport": "gossip.transports.multi",
 }
 
 
@@ -72,4 +80,6 @@ __all__ = [
     "MemoryStreamConn",
     "MemoryTransport",
     "SocketTransport",
+    "WebSocketTransport",
+    "MultiTransport",
 ]

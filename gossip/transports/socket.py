@@ -507,6 +507,9 @@ class SocketTransport:
             the engine has accepted one of its frames.
         preauth_buffer_limit: bytes all such connections together may hold buffered.
         frame_timeout: seconds within which a frame must arrive whole once it has begun.
+        listen: False binds nothing at all (no TCP listener, no UDP socket): the transport only
+            dials, and best-effort sends travel as TCP frames (a node that listens on WebSocket
+            only reaches UDP/TCP peers this way).
 
     Attributes are read through :attr:`local_addr`, :attr:`advertise_addr` and :attr:`stats`.
     """
@@ -532,8 +535,11 @@ class SocketTransport:
         preauth_max_frame_size: int = 1024 * 1024,
         preauth_buffer_limit: int = 64 * 1024 * 1024,
         frame_timeout: float = 10.0,
+        listen: bool = True,
     ) -> None:
         self._bind_ip, self._bind_port, self._family = split_host_port(bind_addr)
+        self._listen = listen
+        udp = udp and listen
         if advertise_addr:
             split_host_port(advertise_addr)  # validate early
         if max_udp_size <= 0 or max_udp_size > _UDP_RECV_SIZE:
@@ -681,11 +687,12 @@ class SocketTransport:
         self._on_packets = on_packets
         self._on_stream = on_stream
         try:
-            self._bind()
+            if self._listen:
+                self._bind()
             self._tcp_waker = _Waker()
             sel = selectors.DefaultSelector()
-            assert self._listener is not None
-            sel.register(self._listener, selectors.EVENT_READ, _LISTENER)
+            if self._listener is not None:
+                sel.register(self._listener, selectors.EVENT_READ, _LISTENER)
             sel.register(self._tcp_waker.r, selectors.EVENT_READ, _WAKE)
             self._threads.append(
                 threading.Thread(

@@ -5,6 +5,11 @@ Used by the integration tests (a node that can be killed with SIGKILL) and by
 
     python tests/integration/node_proc.py --join 127.0.0.1:7946 [--preset local|lan]
         [--bind 127.0.0.1:0] [--expect N] [--node-id UUID]
+        [--ws-bind 127.0.0.1:0] [--token T] [--tls-cert F --tls-key F] [--tls-ca F]
+
+``--ws-bind`` makes it a WebSocket-only node (no UDP/TCP listener) advertising its ws:// (or,
+with ``--tls-cert``, wss://) URL; ``--token`` is its bearer token, ``--tls-ca`` the authorities
+it verifies wss:// peers against.
 
 Every line it writes on stdout is one JSON object with an ``event`` field and ``t``, the wall
 clock (``time.time()``) when it happened, so a parent can time events across processes:
@@ -90,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--expect", type=int, default=0, help="report all_alive at this many nodes")
     p.add_argument("--node-id", default="")
     p.add_argument("--sink", type=int, default=0, help="count messages of this type; echo type+1")
+    p.add_argument("--ws-bind", default="", help="listen on WebSocket only, at this ip:port")
+    p.add_argument("--token", default="", help="bearer token of WebSocket connections")
+    p.add_argument("--tls-cert", default="", help="PEM certificate of the wss:// listener")
+    p.add_argument("--tls-key", default="", help="PEM key of --tls-cert")
+    p.add_argument("--tls-ca", default="", help="PEM authorities wss:// peers are verified against")
     p.add_argument("--busy", action="store_true", help="also spin a pure-Python thread for ever")
     args = p.parse_args(argv)
     if args.busy:
@@ -101,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    cfg = Config.preset(args.preset, bind_addr=args.bind, node_id=args.node_id)
+    cfg = Config.preset(args.preset, bind_addr=args.bind, node_id=args.node_id,
+                        bearer_token=args.token, tls_ca_file=args.tls_ca)
+    if args.ws_bind:
+        cfg = cfg.copy(socket_transport_enabled=False, websocket_bind_addr=args.ws_bind,
+                       tls_cert_file=args.tls_cert, tls_key_file=args.tls_key)
     cluster = Cluster(cfg)
     all_alive_sent = threading.Event()
 
