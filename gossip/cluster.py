@@ -120,7 +120,6 @@ class Cluster:
         """
         from .transports.multi import MultiTransport
         from .transports.socket import SocketTransport
-        from .transports.websocket import WebSocketTransport, client_tls_context, server_tls_context
 
         cfg = self.config
         name = self._id.short
@@ -143,6 +142,11 @@ class Cluster:
             )
 
         def websockets(bind: str) -> WebSocketTransport:
+            # Imported here: websockets, ssl and http pull in several MiB that a node which
+            # never meets a WebSocket peer should not pay for.
+            from .transports.websocket import (
+                WebSocketTransport, client_tls_context, server_tls_context)
+
             server_ssl = cfg.tls_server_context
             if server_ssl is None and cfg.tls_cert_file:
                 server_ssl = server_tls_context(cfg.tls_cert_file, cfg.tls_key_file)

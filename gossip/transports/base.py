@@ -41,6 +41,7 @@ __all__ = [
     "map_errors",
     "Deadline",
     "split_host_port",
+    "is_websocket_url",
     "format_addr",
     "OnPackets",
     "OnStream",
@@ -311,6 +312,12 @@ class Deadline:
     def expired(self) -> bool:
         """True once the deadline has passed (never for an unbounded deadline)."""
         return self._end is not None and time.monotonic() >= self._end
+
+
+def is_websocket_url(addr: str) -> bool:
+    """Return True if ``addr`` is a ``ws://`` or ``wss://`` URL (by its scheme only)."""
+    head = addr[:6].lower()
+    return head.startswith("ws://") or head == "wss://"
 
 
 def split_host_port(addr: str) -> tuple[str, int, int]:

@@ -32,8 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gossip.errors import AddressError, ClusterClosed, GossipError, TransportError
-from gossip.transports.base import OnPackets, OnStream, StreamConn, Transport
-from gossip.transports.websocket import is_websocket_url
+from gossip.transports.base import OnPackets, OnStream, StreamConn, Transport, is_websocket_url
 
 __all__ = ["MultiTransport", "Side"]
 

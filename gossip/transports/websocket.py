@@ -105,7 +105,16 @@ from gossip.errors import (
     SendQueueFull,
     TransportError,
 )
-from gossip.transports.base import Deadline, Incoming, OnPackets, OnStream, StreamConn, format_addr, split_host_port
+from gossip.transports.base import (
+    Deadline,
+    Incoming,
+    OnPackets,
+    OnStream,
+    StreamConn,
+    format_addr,
+    is_websocket_url,
+    split_host_port,
+)
 
 __all__ = [
     "WebSocketTransport",
@@ -165,12 +174,6 @@ class Refusal:
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def is_websocket_url(addr: str) -> bool:
-    """Return True if ``addr`` is a ``ws://`` or ``wss://`` URL (by its scheme only)."""
-    head = addr[:6].lower()
-    return head.startswith("ws://") or head == "wss://"
 
 
 def websocket_url(host: str, port: int, path: str = "/gossip", secure: bool = False) -> str:
