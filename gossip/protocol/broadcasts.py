@@ -83,11 +83,14 @@ class BroadcastQueue:
             if count == 0:
                 return
 
-    def get(self, budget: int, limit: int, overhead: int = 1, skip: Callable[[Any], bool] | None = None) -> list[Any]:
+    def get(self, budget: int, limit: int, overhead: int = 1, skip: Callable[[Any], bool] | None = None,
+            count: bool = True) -> list[Any]:
         """Take updates whose sizes (plus ``overhead`` each) fit in ``budget`` bytes.
 
         Each taken update counts one more transmission; one that reaches ``limit`` leaves the
         queue. ``skip`` can exclude items (for example updates about the recipient itself).
+        ``count=False`` takes them without counting: for a recipient that is probably down,
+        which must not use up a transmission that a live member needed.
         """
         self.last_used = 0
         if not self._entries or budget <= 0:
@@ -114,6 +117,9 @@ class BroadcastQueue:
                     break
             if budget - used < 16 or misfits > _MAX_MISFITS:
                 break
+        if not count:
+            self.last_used = used
+            return [e.item for e in taken]
         for entry in taken:
             del self._buckets[entry.transmits][entry.key]
             entry.transmits += 1

@@ -59,6 +59,8 @@ _T_PUSH_PULL_TIMEOUT, _T_LEAVE_RETRY = 11, 12
 # A helper sends its nack at this share of the time the requester still waits (Lifeguard: 80 %).
 _NACK_SHARE = 0.8
 
+_SMALL_CLUSTER = 4  # live peers up to which an update may be sent to every one of them
+
 # Encoded-size budget of the fixed parts of a packet: header (39), encryption (28), the message's
 # own fields and list framing. What is left of the UDP limit carries piggybacked updates.
 _PACKET_OVERHEAD = 160
@@ -507,13 +509,13 @@ class Protocol:
                 probe.nacks += 1
                 self._count("nacks")
         elif t is PushPull:
-            self._on_push_pull(now, msg, reliable)  # type: ignore[arg-type]
+            self._on_push_pull(now, msg, reliable, sender)  # type: ignore[arg-type]
         elif t is PushPullReply:
             if self._push_pulls.pop(msg.seq, None) is None:  # type: ignore[union-attr]
                 self._count("refused_unsolicited_reply")
                 return
             self._solicited = True
-            self._merge_states(now, msg.states)  # type: ignore[union-attr]
+            self._merge_states(now, msg.states, peer=sender)  # type: ignore[union-attr]
         elif t is Join:
             self._on_join(now, msg, reliable, app_version_ok)  # type: ignore[arg-type]
         elif t is JoinReply:
@@ -635,15 +637,29 @@ class Protocol:
 
     def _retransmit_limit(self) -> int:
         n = self.num_members()
-        return retransmit_limit(self.config.retransmit_mult, n)
+        # In a small cluster the log-scaled limit (2 with the local preset) is fewer sends than
+        # there are live peers, and an epidemic that ends early leaves one of them alone with
+        # its suspicion: up to the longest suspicion timeout. Up to _SMALL_CLUSTER live peers,
+        # every update may go to each of them.
+        return max(retransmit_limit(self.config.retransmit_mult, n),
+                   min(self.counts[ALIVE], _SMALL_CLUSTER))
 
     def _take(self, budget: int, limit: int, to: NodeID | None) -> list[Update]:
-        """Take queued updates for one packet: all that fit of the main queue, then low ones."""
+        """Take queued updates for one packet: all that fit of the main queue, then low ones.
+
+        A packet to a member we hold suspect or dead carries them too (it may be alive and
+        must hear what is said of it), but does not count against their retransmit limit:
+        with few members, a handful of transmissions spent on crashed ones would otherwise
+        leave a live member without the news, so that it suspects alone (no confirmation,
+        the longest timeout) or misses a death verdict (Lifeguard's k never reached).
+        """
         skip = _about(to)
-        updates: list[Update] = self.broadcasts.get(budget, limit, skip=skip)
+        m = self.members.get(to) if to is not None else None
+        count = m is None or m.state is ALIVE
+        updates: list[Update] = self.broadcasts.get(budget, limit, skip=skip, count=count)
         left = budget - self.broadcasts.last_used
         if self.broadcasts_low and left > 16:
-            updates += self.broadcasts_low.get(left, limit, skip=skip)
+            updates += self.broadcasts_low.get(left, limit, skip=skip, count=count)
         return updates
 
     def _piggyback(self, extra: Iterable[Update] = (), to: NodeID | None = None) -> tuple[Update, ...]:
@@ -1213,7 +1229,9 @@ class Protocol:
                 updates = self._take(budget, limit, m.node)
                 if updates:
                     self._send(m.addr, Gossip(tuple(updates)))
-                    sent = True
+                    # Only sends to live members use up the queue (see _take): rounds that
+                    # reach nobody alive must not keep the timer going on their own.
+                    sent = sent or m.state is ALIVE
         if sent:
             self._schedule(now + cfg.dissemination_interval, _T_GOSSIP, None)
         else:
@@ -1240,16 +1258,29 @@ class Protocol:
             self._send_push_pull(now, peers[0].addr)
             self._count("push_pulls")
 
-    def _on_push_pull(self, now: float, p: PushPull, reliable: bool) -> None:
+    def _on_push_pull(self, now: float, p: PushPull, reliable: bool, peer: NodeID | None) -> None:
         if not reliable:
             # A full-state exchange only travels on a connection, and is answered on it: a
             # datagram claiming to be one would make us send our whole table to any address.
             self._count("dropped_push_pull_datagram")
             return
-        self._merge_states(now, p.states)
+        self._merge_states(now, p.states, peer=peer)
         self._reply(p.source_addr, PushPullReply(p.seq, self.local_states()), True)
 
-    def _merge_states(self, now: float, states: Iterable[MemberState], catch_up: bool = False) -> None:
+    def _merge_states(self, now: float, states: Iterable[MemberState], catch_up: bool = False,
+                      peer: NodeID | None = None) -> None:
+        """Merge a full state. ``peer`` is the member that sent it: its view of a member as
+        suspect or dead is its own verdict, so it starts (or independently confirms) our
+        suspicion in its name; without it, a node whose only news of a death came by a state
+        exchange would wait the longest suspicion timeout alone."""
+        self.insight.syncing = True
+        try:
+            self._merge_state_list(now, states, catch_up, peer)
+        finally:
+            self.insight.syncing = False
+
+    def _merge_state_list(self, now: float, states: Iterable[MemberState], catch_up: bool,
+                          peer: NodeID | None) -> None:
         per_message = self.config.max_members_per_message
         refused = 0
         for s in states:
@@ -1288,7 +1319,8 @@ class Protocol:
                         m.meta, m.meta_stamp = s.meta, s.meta_stamp
                         self._states_cache = None
                         self._event(EVENT_METADATA, m, m.state, now)
-                self._on_suspect(now, Suspect(s.node, s.incarnation, self.id))
+                accuser = peer if peer is not None and peer != s.node else self.id
+                self._on_suspect(now, Suspect(s.node, s.incarnation, accuser))
         if refused:
             self.stats["refused_members_per_message"] = self.stats.get("refused_members_per_message", 0) + refused
 
@@ -1340,7 +1372,7 @@ class Protocol:
         # The answer to our own join: bounded by max_members only, and it may carry us to the
         # incarnation a previous process under our id reached.
         self._solicited = True
-        self._merge_states(now, r.states, catch_up=True)
+        self._merge_states(now, r.states, catch_up=True, peer=r.states[0].node if r.states else None)
         responder = r.states[0].node if r.states else None
         self._actions.append(JoinResult(addr, True, "", responder))
         # Announce ourselves too (memberlist does): the joined peer is not the only source.

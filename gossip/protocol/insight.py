@@ -62,12 +62,15 @@ class Insight:
         self.hold = cfg.flap_damping_hold
         self.held: dict[NodeID, float] = {}   # damped members (users see them suspect) -> release
         self.source: NodeID | None = None     # the sender of the packet being received
+        self.syncing = False                  # the core is merging a full-state exchange
 
     # ------------------------------------------------------------------ how news arrived
 
     def _via(self, sender: NodeID) -> tuple[NodeID, str, NodeID | None]:
         """Return (who, via, relayed_by) for an accusation by ``sender`` now being handled."""
         src = self.source
+        if self.syncing and src is not None and sender == src:
+            return sender, "sync", src   # the peer's own verdict, from its full state
         if sender == self.core.id:
             # Our own: a failed probe (timer), or a remote verdict from a state exchange, which
             # the core turns into a suspicion of its own: name the peer that held it.
