@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, default_config
+from .config import Config, FrozenConfig, default_config
 from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
 from .errors import ClusterClosed, GossipError, JoinError, TransportError
 from .handlers import (
@@ -69,6 +69,17 @@ stream is closed when it returns (or aborted if it raises)."""
 class Cluster:
     """One member of a gossip cluster.
 
+    Before :meth:`start`, and after :meth:`stop`, the rules are the same for every method:
+
+    * queries answer for a node alone: :meth:`local_node` is in state ``UNKNOWN`` with no
+      address yet (before start; after stop, its last state), :meth:`nodes` holds it alone (or
+      the last membership), the counts and :meth:`stats` are those of that node, and handlers
+      may be registered at any time;
+    * actions that need the running node (:meth:`join`, :meth:`leave`, every send,
+      :meth:`send_to_with_response`, :meth:`open_stream`, :meth:`update_metadata`) raise
+      :class:`~gossip.errors.ClusterClosed`, saying "not started" or "stopped";
+    * :meth:`stop` is allowed at any time and idempotent; a stopped cluster cannot start again.
+
     Args:
         config: the configuration (copied, then validated); default :func:`default_config`.
 
@@ -79,7 +90,8 @@ class Cluster:
     def __init__(self, config: Config | None = None) -> None:
         cfg = (config if config is not None else default_config()).copy()
         cfg.validate()
-        self.config = cfg
+        self._config = cfg
+        self._frozen = cfg.frozen()
         self._id = NodeID.parse(cfg.node_id) if cfg.node_id else NodeID.generate()
         keys = ([cfg.encryption_key] if cfg.encryption_key else []) + list(cfg.secondary_keys)
         self._keyring = Keyring(keys) if keys else None
@@ -100,6 +112,18 @@ class Cluster:
         self._stopped = False
         self.log = logger if cfg.logger is None else cfg.logger
 
+    @property
+    def config(self) -> FrozenConfig:
+        """This cluster's configuration, validated and read-only.
+
+        The engine reads it while running, so it cannot be changed behind ``validate()``'s
+        back: setting a field raises ``AttributeError``. Build a new :class:`Config` (for
+        example ``cluster.config.copy(field=value)``) for another cluster. What may change at
+        run time has its own calls: :attr:`keyring` (key rotation) and
+        :meth:`local_metadata`.
+        """
+        return self._frozen
+
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> Cluster:
@@ -110,7 +134,7 @@ class Cluster:
         self.stop()
 
     def __repr__(self) -> str:
-        addr = self._engine.address or self.config.bind_addr
+        addr = self._engine.address or self._config.bind_addr
         return f"<Cluster {self._id.short} {addr}>"
 
     def _make_transport(self) -> Transport:
@@ -121,7 +145,7 @@ class Cluster:
         from .transports.multi import MultiTransport
         from .transports.socket import SocketTransport
 
-        cfg = self.config
+        cfg = self._config
         name = self._id.short
 
         def sockets(listen: bool) -> SocketTransport:
@@ -209,7 +233,7 @@ class Cluster:
                 return
             transport = self._transport or self._make_transport()
             self._transport = transport
-            self._engine.start(transport, self.config.advertise_addr)
+            self._engine.start(transport, self._config.advertise_addr)
             self._started = True
 
     def stop(self, timeout: float = 5.0, leave: bool = True) -> None:
@@ -230,7 +254,7 @@ class Cluster:
         end = time.monotonic() + timeout
         if leave and not self._left:
             try:
-                engine.leave(min(self.config.leave_timeout, timeout / 2))
+                engine.leave(min(self._config.leave_timeout, timeout / 2))
             except GossipError as exc:
                 self.log.debug("leave during stop failed: %s", exc)
         engine.stop(max(0.0, end - time.monotonic()))
@@ -287,7 +311,7 @@ class Cluster:
         if not plist:
             raise JoinError({})
         random.shuffle(plist)
-        total = self.config.join_timeout if timeout is None else timeout
+        total = self._config.join_timeout if timeout is None else timeout
         end = time.monotonic() + total
         failures: dict[str, str] = {}
         accepted: list[str] = []
@@ -344,14 +368,14 @@ class Cluster:
     def _resolve(self, peer: str) -> list[str]:
         from .resolver import DefaultResolver, resolve_peer
 
-        resolver = self.config.resolver or DefaultResolver(self.config.prefer_ipv6)
+        resolver = self._config.resolver or DefaultResolver(self._config.prefer_ipv6)
         try:
-            return list(resolve_peer(peer, resolver, self.config.default_port))
+            return list(resolve_peer(peer, resolver, self._config.default_port))
         except GossipError:
             # A custom transport may understand addresses no resolver does (in-memory
             # "mem-1:7946"): let it be the judge. The built-in transports take what the
             # resolver returns, so its error (bad URL, unknown host) is the one to report.
-            if self.config.transport is not None and ":" in peer:
+            if self._config.transport is not None and ":" in peer:
                 return [peer]
             raise
 
@@ -365,7 +389,7 @@ class Cluster:
             ClusterClosed: the cluster is not started or is stopped.
         """
         engine = self._eng()
-        engine.leave(self.config.leave_timeout if timeout is None else timeout)
+        engine.leave(self._config.leave_timeout if timeout is None else timeout)
         self._left = True
 
     # ------------------------------------------------------------------ nodes
@@ -410,24 +434,21 @@ class Cluster:
         except GossipError:
             return None
 
-    def _count_state(self, state: NodeState) -> int:
-        return sum(1 for n in self.nodes() if n.state is state)
-
     def num_nodes(self) -> int:
-        """Return the number of known nodes in any state, the local node included."""
-        return len(self.nodes())
+        """Return the number of known nodes in any state, the local node included (O(1))."""
+        return sum(self._engine.state_counts().values())
 
     def num_alive_nodes(self) -> int:
-        """Return the number of alive nodes, the local node included."""
-        return self._count_state(NodeState.ALIVE)
+        """Return the number of alive nodes, the local node included (O(1))."""
+        return self._engine.state_counts()[NodeState.ALIVE]
 
     def num_suspect_nodes(self) -> int:
-        """Return the number of suspect nodes."""
-        return self._count_state(NodeState.SUSPECT)
+        """Return the number of suspect nodes (O(1))."""
+        return self._engine.state_counts()[NodeState.SUSPECT]
 
     def num_dead_nodes(self) -> int:
-        """Return the number of dead nodes (left nodes are not counted)."""
-        return self._count_state(NodeState.DEAD)
+        """Return the number of dead nodes (left nodes are not counted; O(1))."""
+        return self._engine.state_counts()[NodeState.DEAD]
 
     @staticmethod
     def nodes_to_ids(nodes: Iterable[Node]) -> list[NodeID]:
@@ -439,19 +460,24 @@ class Cluster:
         return node.id == self._id
 
     def calc_fan_out(self) -> int:
-        """Return how many peers a broadcast goes to now (alive + suspect, self included)."""
-        n = sum(1 for x in self.nodes() if x.state in (NodeState.ALIVE, NodeState.SUSPECT))
-        return calc_fan_out(n, self.config.fan_out_multiplier)
+        """Return paularlott's fan-out for the cluster's size now (alive + suspect, self
+        included): ``min(n, max(1, min(ceil(log2 n * fan_out_multiplier), 10)))``.
+
+        One hop of a broadcast goes to ``broadcast_redundancy`` times this many peers (twice,
+        by default: see :attr:`Config.broadcast_redundancy`).
+        """
+        counts = self._engine.state_counts()
+        n = counts[NodeState.ALIVE] + counts[NodeState.SUSPECT]
+        return calc_fan_out(n, self._config.fan_out_multiplier)
 
     def calc_payload_size(self, total: int) -> int:
         """Return how many of ``total`` items to carry in one gossip payload."""
-        return calc_payload_size(total, self.config.state_exchange_multiplier)
+        return calc_payload_size(total, self._config.state_exchange_multiplier)
 
     def get_candidates(self) -> list[Node]:
-        """Return up to :meth:`calc_fan_out` random alive or suspect peers (not this node)."""
-        peers = [n for n in self.nodes()[1:] if n.state in (NodeState.ALIVE, NodeState.SUSPECT)]
-        random.shuffle(peers)
-        return peers[: self.calc_fan_out()]
+        """Return up to :meth:`calc_fan_out` random alive or suspect peers (not this node),
+        sampled by the core without building a snapshot of the whole membership."""
+        return self._engine.candidates(self.calc_fan_out())
 
     def health_score(self) -> int:
         """Return the Lifeguard local health score (0 is healthy, higher is worse)."""
@@ -546,7 +572,7 @@ class Cluster:
         Returns None (go on) for paths other than ``config.websocket_path``, so that the host's
         own routes are untouched.
         """
-        if request.path.split("?", 1)[0] != self.config.websocket_path:
+        if request.path.split("?", 1)[0] != self._config.websocket_path:
             return None
         transport = self._websocket_transport() if self._started else None
         if transport is None or self._stopped:

@@ -99,12 +99,15 @@ class Lz4Compressor:
         return result
 
 
-def get_compressor(name: str | None) -> Compressor | None:
-    """Return a compressor by name: ``"lz4"``, or ``None`` for ``"none"``/``""``/``None``.
+def get_compressor(name: str | Compressor | None) -> Compressor | None:
+    """Return a compressor by name: ``"lz4"``, or ``None`` for ``"none"``/``""``/``None``;
+    a :class:`Compressor` object is returned as it is.
 
     Raises:
         ConfigError: the name is unknown.
     """
+    if name is not None and not isinstance(name, str):
+        return name
     if name is None or name in ("none", ""):
         return None
     if name == "lz4":

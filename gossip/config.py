@@ -50,7 +50,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Config", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD"]
+__all__ = ["Config", "FrozenConfig", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD"]
 
 _MiB = 1024 * 1024
 
@@ -103,8 +103,10 @@ class Config:
     """Packet cipher; AES-GCM is the one supported."""
     msg_codec: str = "msgpack"
     """Payload codec: ``"msgpack"`` (default) or ``"json"``."""
-    compressor: str | None = "lz4"
-    """Payload compression: ``"lz4"`` or None."""
+    compressor: Any = "lz4"
+    """Payload compression: ``"lz4"``, None (or ``"none"``), or an object implementing the
+    :class:`gossip.compression.Compressor` protocol (``name``, ``compress``, ``decompress``).
+    Received compressed payloads are always lz4 (the wire's one algorithm)."""
     compress_min_size: int = 256
     """Payloads at least this large are compressed (when it helps)."""
     max_metadata_size: int = 512
@@ -225,7 +227,8 @@ class Config:
     msg_history_max_entries: int = 65536
     """Most (sender, message id) pairs remembered; past it the oldest are forgotten (counted)."""
     node_shard_count: int = 4
-    """Shards of the node table in paularlott (a power of two); kept for compatibility."""
+    """Not used: paularlott shards its node table, this library's is one dict under the core's
+    lock. Accepted (a power of two) so that paularlott configurations load."""
     num_send_workers: int = 8
     """Threads for sends that may have to dial a peer (joins, push/pulls, relays over TCP), so
     that a dial that hangs never delays a datagram."""
@@ -453,6 +456,12 @@ class Config:
             raise ConfigError("preset", f"unknown preset {name!r}; expected lan, wan or local") from None
         return factory(**overrides)
 
+    def frozen(self) -> FrozenConfig:
+        """Return a read-only copy (see :class:`FrozenConfig`)."""
+        out = object.__new__(FrozenConfig)
+        out.__dict__.update(self.copy().__dict__)
+        return out
+
     def copy(self, **changes: Any) -> Config:
         """Return a copy with some fields changed (aliases accepted)."""
         cfg = dataclasses.replace(self)
@@ -649,6 +658,8 @@ class Config:
             if kind is None:
                 continue
             value = getattr(self, f.name)
+            if f.name == "compressor" and value is not None and not isinstance(value, str):
+                continue  # a Compressor object has no text form
             if value is None:
                 if f.name == "encryption_key":
                     continue
@@ -666,8 +677,39 @@ class Config:
         return out
 
 
+class FrozenConfig(Config):
+    """A read-only :class:`Config` (:attr:`gossip.Cluster.config`): setting a field raises
+    ``AttributeError``; :meth:`copy` returns an ordinary, writable Config."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"{name}: this configuration belongs to a Cluster and is read-only; build another "
+            f"with config.copy({name}=...)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{name}: this configuration is read-only")
+
+    def copy(self, **changes: Any) -> Config:
+        """Return a writable copy with some fields changed (aliases accepted)."""
+        plain = object.__new__(Config)
+        plain.__dict__.update(self.__dict__)
+        return Config.copy(plain, **changes)
+
+
 def default_config() -> Config:
-    """Return the default configuration: the LAN preset (paularlott's ``DefaultConfig()``)."""
+    """Return the default configuration: the LAN preset.
+
+    It stands where paularlott's ``DefaultConfig()`` does, but its defaults differ where this
+    library works differently:
+
+    * ``state_sync_interval`` is 30 s (memberlist's push/pull period) instead of 5 s: SWIM
+      disseminates by gossip, the full-state exchange only repairs what gossip missed;
+    * ``msg_codec`` is msgpack and ``compressor`` is lz4, both set (paularlott requires a codec
+      and compresses nothing by default);
+    * the failure-detection timings are memberlist's ``DefaultLANConfig`` (probe 1 s, ack
+      timeout 500 ms, suspicion multiplier 4), which paularlott's own detector does not have;
+    * ``incoming_packet_queue_depth`` is 4096 (per lane) instead of 512.
+    """
     return Config.lan()
 
 
@@ -798,6 +840,15 @@ def _check_codec(name: str, value: Any) -> None:
     for attr in ("encode", "decode", "codec_id", "name"):
         if not hasattr(value, attr):
             raise ConfigError(name, f"must be 'msgpack', 'json' or a Codec object, got {value!r}")
+
+
+def _check_compressor(name: str, value: Any) -> None:
+    if value is None or isinstance(value, str):
+        _choice("lz4", "none", None)(name, value)
+        return
+    for attr in ("compress", "decompress", "name"):
+        if not hasattr(value, attr):
+            raise ConfigError(name, f"must be 'lz4', None or a Compressor object, got {value!r}")
 
 
 def _check_node_id(name: str, value: Any) -> None:
@@ -982,7 +1033,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "secondary_keys": _check_keys,
     "cipher": _choice("aes-gcm"),
     "msg_codec": _check_codec,
-    "compressor": _choice("lz4", "none", None),
+    "compressor": _check_compressor,
     "compress_min_size": _integer(0, 1 << 30),
     "max_metadata_size": _integer(64, 1 << 20),
     "require_encryption": _boolean,

@@ -48,3 +48,51 @@ def test_sending_too_much_is_the_callers_fault() -> None:
 def test_retired_message_type_numbers_stay_retired() -> None:
     assert 10 not in {int(t) for t in gossip.MessageType}
     assert int(gossip.MessageType.STREAM_OPEN_ACK) == 11
+
+
+def test_cluster_config_is_read_only_and_copies_are_not() -> None:
+    c = gossip.Cluster(gossip.Config.local(transport=MemoryNetwork().new_transport()))
+    with pytest.raises(AttributeError, match="read-only"):
+        c.config.probe_interval = 0.001  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="read-only"):
+        c.config.gossip_interval = 0.0  # type: ignore[misc]
+    other = c.config.copy(gossip_interval=2.0)
+    other.gossip_interval = 3.0  # an ordinary Config again
+    assert type(other) is gossip.Config and c.config.gossip_interval != 3.0
+    other.validate()
+
+
+def test_a_compressor_object_is_accepted() -> None:
+    from gossip.compression import Lz4Compressor
+
+    class Counting(Lz4Compressor):
+        calls = 0
+
+        def compress(self, data: bytes) -> bytes:
+            Counting.calls += 1
+            return super().compress(data)
+
+    net = MemoryNetwork()
+    a = gossip.Cluster(gossip.Config.local(transport=net.new_transport(), compressor=Counting()))
+    a._codec.encode(gossip.USER_MSG, bytes(16), 1, 1, b"z" * 1000)
+    assert Counting.calls == 1
+
+
+def test_before_start_queries_describe_a_lone_node_and_actions_raise() -> None:
+    c = gossip.Cluster(gossip.Config.local(transport=MemoryNetwork().new_transport()))
+    me = c.local_node()
+    assert me.state is NodeState.UNKNOWN and [n.id for n in c.nodes()] == [me.id]
+    assert c.alive_nodes() == []
+    assert (c.num_nodes(), c.num_alive_nodes(), c.num_suspect_nodes(), c.num_dead_nodes()) == (1, 0, 0, 0)
+    assert c.get_candidates() == [] and c.health_score() == 0 and c.address == ""
+    assert c.get_node(me.id) is not None and isinstance(c.stats(), dict)
+    node = Node(NodeID.generate(), "mem-1:7946", NodeState.ALIVE, 0, MetadataReader({}, 0))
+    for action in (lambda: c.join("mem-1:7946"), lambda: c.leave(), lambda: c.update_metadata(),
+                   lambda: c.send(gossip.USER_MSG, 1), lambda: c.send_to(node, gossip.USER_MSG, 1),
+                   lambda: c.send_to_with_response(node, gossip.USER_MSG, 1),
+                   lambda: c.open_stream(node, gossip.USER_MSG)):
+        with pytest.raises(gossip.ClusterClosed, match="not started"):
+            action()
+    c.stop()  # allowed before start: the cluster is then stopped for good
+    with pytest.raises(gossip.ClusterClosed):
+        c.start()

@@ -364,6 +364,34 @@ class Engine:
             out.extend(_member_node(m, core.insight) for m in core.members.values())
         return out
 
+    def state_counts(self) -> dict[NodeState, int]:
+        """Return how many known nodes are in each state, the local node included, as users
+        see them (a member held by flap damping counts as suspect). O(1): the core keeps the
+        counts as members change."""
+        out = dict.fromkeys(NodeState, 0)
+        if not self.host.started:
+            out[NodeState.UNKNOWN] = 1
+            return out
+        core = self.host.core
+        with self.host.lock:
+            for state, n in core.counts.items():
+                out[state] += n
+            held = sum(1 for nid in core.insight.held
+                       if (m := core.members.get(nid)) is not None and m.state is NodeState.ALIVE)
+            out[core.state] += 1
+        out[NodeState.ALIVE] -= held
+        out[NodeState.SUSPECT] += held
+        return out
+
+    def candidates(self, k: int) -> list[Node]:
+        """Return up to ``k`` random alive or suspect peers (not this node), sampled by the core."""
+        if not self.host.started or k <= 0:
+            return []
+        core = self.host.core
+        insight = core.insight
+        with self.host.lock:
+            return [_member_node(m, insight) for m in core.random_peers(k, (self.node_id,))]
+
     def get_node(self, node_id: NodeID) -> Node | None:
         """Return the snapshot of ``node_id`` (the local node included), None if unknown."""
         if node_id == self.node_id:
