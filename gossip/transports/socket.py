@@ -1549,14 +1549,19 @@ class SocketTransport:
                 del self._out[conn.key]
         conn.rbuf = bytearray()
         self._account(conn)
+        self._unregister(sel, conn)
+        self._count_lost(conn)
+        self._close_sock(conn)
+
+    @staticmethod
+    def _unregister(sel: selectors.BaseSelector, conn: _Conn) -> None:
+        """Stop watching ``conn`` (I/O thread only)."""
         if conn.events:
             try:
                 sel.unregister(conn.sock)
             except (KeyError, ValueError):
                 pass
             conn.events = 0
-        self._count_lost(conn)
-        self._close_sock(conn)
 
     def _on_writable(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
         if conn.closed:
@@ -1708,12 +1713,7 @@ class SocketTransport:
         self._account(conn)
         with self._lock:
             self._accepted.pop(conn, None)  # the per-source slot moves to the stream
-        if conn.events:
-            try:
-                sel.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
-            conn.events = 0
+        self._unregister(sel, conn)
         stream = _StreamSocket(self, conn.sock, conn.key, conn.ip, self.max_stream_frame_size,
                                leftover, accepted=True,
                                preauth_max_frame_size=self._preauth_frame)
