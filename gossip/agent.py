@@ -17,7 +17,7 @@ Settings are layered, each layer overriding the one before:
 Reading the file needs :mod:`tomllib` (Python 3.11+); on Python 3.10 the ``tomli`` package
 (installed with the library there) stands in for it.
 
-With :mod:`gossip.cli`, the only part of the library that prints.
+It reports through the callables :func:`run_agent` is given; :mod:`gossip.cli` prints.
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ import base64
 import binascii
 import dataclasses
 import importlib
-import sys
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from .config import Config
 from .errors import ConfigError, GossipError, JoinError
@@ -249,20 +248,19 @@ def _set_metadata(cluster: Any, metadata: Mapping[str, Any]) -> None:
             raise CliError(f"metadata {key!r}: {exc}") from None
 
 
-def run_agent(settings: AgentSettings, stop: threading.Event, out: TextIO | None = None,
-              quiet: bool = False) -> int:
+def run_agent(settings: AgentSettings, stop: threading.Event, say: Callable[[str], None],
+              warn: Callable[[str], None], quiet: bool = False) -> int:
     """Run a node (and its HTTP API if asked) until ``stop`` is set; return the exit code.
+
+    What the agent reports goes to ``say`` (progress, membership changes, received messages)
+    and ``warn`` (problems it carries on after); the command line prints them, this module
+    never does.
 
     Raises:
         CliError: the node or the HTTP server cannot start.
     """
     from .cluster import Cluster
     from .httpapi import HttpServer, app
-
-    out = out if out is not None else sys.stdout
-
-    def say(text: str) -> None:
-        print(text, file=out, flush=True)
 
     cluster = Cluster(settings.config)
     _set_metadata(cluster, settings.metadata)
@@ -315,7 +313,7 @@ def run_agent(settings: AgentSettings, stop: threading.Event, out: TextIO | None
                 n = cluster.join(settings.join)
                 say(f"joined through {n} peer(s); {cluster.num_alive_nodes()} alive")
             except JoinError as exc:
-                print(f"warning: {exc}; retrying while alone", file=sys.stderr, flush=True)
+                warn(f"warning: {exc}; retrying while alone")
         stop.wait()
         say("leaving...")
     finally:

@@ -258,7 +258,13 @@ def _agent(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    return run_agent(settings, stop, quiet=args.quiet)
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    def warn(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    return run_agent(settings, stop, say, warn, quiet=args.quiet)
 
 
 # ---------------------------------------------------------------------------------- the client

@@ -12,11 +12,40 @@ import random
 from typing import Any
 
 from gossip.config import Config
-from gossip.messages import MemberState, Message
+from gossip.messages import Alive, Dead, Gossip, MemberState, Message, Suspect
 from gossip.node import NodeID, NodeState
 from gossip.protocol import Protocol
 from gossip.protocol.actions import JoinResult, MemberEvent, Send
 
+
+
+A, B, C = NodeID(int=0xA), NodeID(int=0xB), NodeID(int=0xC)
+"""Three member ids the single-core tests use."""
+
+
+def lone(config: Config | None = None, **kw: Any) -> Protocol:
+    """A core (id 1, at ``self:1``) that knows nobody."""
+    return Protocol(config or Config.lan(), NodeID(int=1), "self:1", random.Random(1), 0.0, **kw)
+
+
+def with_member(state: NodeState = NodeState.ALIVE, inc: int = 5, config: Config | None = None,
+                src: str = "x") -> Protocol:
+    """A core that knows member A at ``inc`` in ``state`` (learnt from ``src``), its actions
+    drained."""
+    core = lone(config)
+    core.receive(0.0, src, Gossip((Alive(A, inc, "a:1"),)))
+    if state is NodeState.SUSPECT:
+        core.receive(0.0, "x", Gossip((Suspect(A, inc, B),)))
+    elif state is NodeState.DEAD:
+        core.receive(0.0, "x", Gossip((Dead(A, inc, B),)))
+    core.actions_to_perform()
+    assert core.members[A].state is state
+    return core
+
+
+def sends(core: Protocol) -> list[Send]:
+    """Drain the core's actions and return its sends."""
+    return [a for a in core.actions_to_perform() if isinstance(a, Send)]
 
 class CoreCluster:
     def __init__(self, n: int, config: Config | None = None, seed: int = 1, bootstrap: bool = True,

@@ -14,31 +14,15 @@ from gossip.node import PROTOCOL_VERSION, NodeID, NodeState
 from gossip.protocol import Protocol
 from gossip.protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, MemberEvent, Send
 
-from .harness import CoreCluster
+from .harness import A, B, C, CoreCluster, lone, sends, with_member
 
 ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
-A, B, C = NodeID(int=0xA), NodeID(int=0xB), NodeID(int=0xC)
 
 
-def lone(config: Config | None = None, **kw: object) -> Protocol:
-    core = Protocol(config or Config.lan(), NodeID(int=1), "self:1", random.Random(1), 0.0, **kw)  # type: ignore[arg-type]
-    return core
 
 
-def with_member(state: NodeState = ALIVE, inc: int = 5) -> Protocol:
-    core = lone()
-    core.receive(0.0, "x", Gossip((Alive(A, inc, "a:1"),)))
-    if state is SUSPECT:
-        core.receive(0.0, "x", Gossip((Suspect(A, inc, B),)))
-    elif state is DEAD:
-        core.receive(0.0, "x", Gossip((Dead(A, inc, B),)))
-    core.actions_to_perform()
-    assert core.members[A].state is state
-    return core
 
 
-def sends(core: Protocol) -> list[Send]:
-    return [a for a in core.actions_to_perform() if isinstance(a, Send)]
 
 
 # -- merge rules --------------------------------------------------------------------------------

@@ -20,32 +20,23 @@ from gossip.protocol import Protocol
 from gossip.protocol.actions import Send
 from gossip.wire import MessageType
 
-from .harness import CoreCluster
+from . import harness
+from .harness import A, B, C, CoreCluster, lone, sends
 
 ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
-A, B, C = NodeID(int=0xA), NodeID(int=0xB), NodeID(int=0xC)
 TOP = MAX_INCARNATION
 JUMP = Config.lan().max_incarnation_jump
 
 
-def lone(config: Config | None = None, **kw: Any) -> Protocol:
-    return Protocol(config or Config.lan(), NodeID(int=1), "self:1", random.Random(1), 0.0, **kw)
+
+
+
+
 
 
 def with_member(state: NodeState = ALIVE, inc: int = 5, config: Config | None = None) -> Protocol:
-    core = lone(config)
-    core.receive(0.0, "a:1", Gossip((Alive(A, inc, "a:1"),)))
-    if state is SUSPECT:
-        core.receive(0.0, "x", Gossip((Suspect(A, inc, B),)))
-    elif state is DEAD:
-        core.receive(0.0, "x", Gossip((Dead(A, inc, B),)))
-    core.actions_to_perform()
-    assert core.members[A].state is state
-    return core
-
-
-def sends(core: Protocol) -> list[Send]:
-    return [a for a in core.actions_to_perform() if isinstance(a, Send)]
+    """As :func:`harness.with_member`, member A introduced by its own host (it showed itself)."""
+    return harness.with_member(state, inc, config, src="a:1")
 
 
 def round_trip(msg: Message) -> Message:
