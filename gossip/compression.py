@@ -59,9 +59,17 @@ class Lz4Compressor:
         if acceleration < 1:
             raise ConfigError("compression", f"lz4 acceleration must be >= 1, got {acceleration}")
         self._acceleration = acceleration
-        import lz4.block  # here, not at module import: a process that never compresses skips it
+        self._lz4: Any = None  # lz4.block, loaded by the first packet compressed or expanded
 
-        self._block: Any = lz4.block
+    @property
+    def _block(self) -> Any:
+        # Loaded here, not at import or construction: a node that never sends or receives a
+        # packet above ``compress_min_size`` never pays for it (about 0.2 MiB).
+        if self._lz4 is None:
+            import lz4.block
+
+            self._lz4 = lz4.block
+        return self._lz4
 
     def __repr__(self) -> str:
         return f"Lz4Compressor(acceleration={self._acceleration})"

@@ -36,7 +36,6 @@ This module imports only :mod:`gossip.errors` and the standard library.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import dataclasses
 import ipaddress
@@ -750,6 +749,8 @@ def _parse_key(text: str) -> bytes:
     text = text.strip()
     if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", text) and len(text) in (32, 48, 64):
         return bytes.fromhex(text)
+    import base64  # here: only a base64 key needs it
+
     return base64.b64decode(text, validate=True)
 
 

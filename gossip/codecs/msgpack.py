@@ -49,7 +49,9 @@ class MsgpackCodec:
         return "MsgpackCodec()"
 
     def _new_packer(self) -> msgpack.Packer:
-        packer = msgpack.Packer(use_bin_type=True, default=_default)
+        # A small first buffer (msgpack's default is 256 KiB per packer, one per thread): it
+        # grows to the largest value packed and stays there.
+        packer = msgpack.Packer(use_bin_type=True, default=_default, buf_size=4096)
         self._local.packer = packer
         return packer
 

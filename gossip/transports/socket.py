@@ -610,6 +610,7 @@ class SocketTransport:
         self._streams: dict[_StreamSocket, None] = {}
         self._preauth_bytes = 0  # I/O thread only
         self._addr_cache: dict[tuple[Any, ...], str] = {}
+        self._udp_view = memoryview(bytearray(_UDP_RECV_SIZE))  # the UDP reader's only
         self._kernel_drops = 0
         self._buffers = (0, 0)  # SO_RCVBUF, SO_SNDBUF granted to the UDP socket
         self._counters = Counters()
@@ -1213,8 +1214,17 @@ class SocketTransport:
         left = deadline.remaining(f"connect to {key}")
         timeout = self._dial_timeout if left is None else min(self._dial_timeout, left)
         self._count("tcp_dials")
+        # ``ip`` is a literal: connect directly (``socket.create_connection`` would look it up
+        # with ``getaddrinfo``, which loads the idna codec, about 0.4 MiB, for a str host).
         with map_errors({OSError: ConnectError}, key, "connect to"):
-            sock = socket.create_connection((ip, port), timeout=timeout)
+            sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                                 socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect((ip, port))
+            except BaseException:
+                sock.close()
+                raise
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
@@ -1436,9 +1446,13 @@ class SocketTransport:
 
     def _read_udp(self, udp: socket.socket) -> None:
         """Read what the socket holds (one burst) and hand it over in one call."""
+        # Datagrams land in one reused buffer and are copied out at their size: receiving into
+        # a fresh 64 KiB object per datagram and shrinking it fragments the heap (it grew by
+        # megabytes under a flood).
         batch: list[Incoming] = []
         now = time.monotonic()
-        recvfrom = udp.recvfrom
+        view = self._udp_view
+        recvfrom_into = udp.recvfrom_into
         src_text = self._udp_src
         first = _SO_RXQ_OVFL is not None
         for _ in range(_UDP_BURST):
@@ -1446,12 +1460,13 @@ class SocketTransport:
                 if first:
                     # recvmsg once per burst brings the kernel's cumulative drop counter along.
                     first = False
-                    data, anc, _flags, src = udp.recvmsg(_UDP_RECV_SIZE, _OVFL_SPACE)
+                    n, anc, _flags, src = udp.recvmsg_into((view,), _OVFL_SPACE)
                     for level, kind, value in anc:
                         if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(value) >= 4:
                             self._kernel_drops = int.from_bytes(value[:4], sys.byteorder)
                 else:
-                    data, src = recvfrom(_UDP_RECV_SIZE)
+                    n, src = recvfrom_into(view)
+                data = bytes(view[:n])
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
