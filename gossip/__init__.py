@@ -19,6 +19,8 @@ at :data:`USER_MSG` (128); 64..127 are reserved for add-on packages.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc, StreamHandlerFunc
 from .config import Config, default_config
 from .engine import ClusterEventHandler, GossipHandler, MetadataHandler, StateHandler
@@ -52,7 +54,6 @@ from .errors import (
     TransportError,
     VersionMismatch,
 )
-from .groups import METADATA_ANY_VALUE, METADATA_CONTAINS_PREFIX, DataNodeGroup, NodeGroup
 from .handlers import EventHandlers, HandlerID
 from .hlc import HLC
 from .metadata import Metadata, MetadataReader
@@ -63,8 +64,38 @@ from .protocol.partition import PartitionHealed, PartitionSuspected
 from .protocol.provenance import Confirmation, Explanation, SuspicionEpisode
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
-from .stream import Stream
 from .wire import RESERVED_MSGS_START, USER_MSG, MessageType
+
+if TYPE_CHECKING:
+    from .groups import METADATA_ANY_VALUE, METADATA_CONTAINS_PREFIX, DataNodeGroup, NodeGroup
+    from .stream import Stream
+
+# Loaded on first use (PEP 562): a node that never streams or groups nodes does not pay for
+# those modules' code.
+_LAZY = {
+    "Stream": ".stream",
+    "NodeGroup": ".groups",
+    "DataNodeGroup": ".groups",
+    "METADATA_ANY_VALUE": ".groups",
+    "METADATA_CONTAINS_PREFIX": ".groups",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the names of :data:`_LAZY` when first asked for."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gossip' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazy ones included."""
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 """The library version."""

@@ -44,13 +44,13 @@ from .protocol.messaging import calc_fan_out, calc_payload_size
 from .protocol.provenance import Explanation
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
-from .stream import Stream
 from .transports.base import Transport
 
 if TYPE_CHECKING:
     from websockets.http11 import Request, Response
     from websockets.sync.server import ServerConnection
 
+    from .stream import Stream
     from .transports.websocket import HostedConnection, Refusal, WebSocketTransport
 
 __all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc", "StreamHandlerFunc"]
@@ -61,7 +61,7 @@ MessageHandlerFunc = Callable[[Node | None, Packet], None]
 """``fn(sender, packet)``: handles a user message; ``sender`` is None for an unknown node."""
 ReplyHandlerFunc = Callable[[Node | None, Packet], Any]
 """``fn(sender, packet) -> reply``: its return value (any codec-able value) is the reply."""
-StreamHandlerFunc = Callable[[Node | None, Packet, Stream], None]
+StreamHandlerFunc = Callable[[Node | None, Packet, "Stream"], None]
 """``fn(sender, packet, stream)``: serves one accepted stream on a stream pool thread; the
 stream is closed when it returns (or aborted if it raises)."""
 

@@ -6,8 +6,10 @@ is counted (:attr:`BoundedQueue.dropped`) and a warning is logged at most once p
 :data:`WARN_INTERVAL` seconds. :meth:`BoundedQueue.put_priority` places an item ahead of every
 normal item (memberlist's high-priority hand-off for alive and refutation messages).
 
-:class:`WorkerPool` runs ``count`` daemon threads that take items from a queue and call a
-handler; a raising handler is logged with its traceback and counted, never fatal.
+:class:`WorkerPool` runs up to ``count`` daemon threads that take items from a queue and call a
+handler; it starts with one and adds one when an item is queued while none is idle
+(:meth:`WorkerPool.grow`), so an idle node holds one thread, not ``count``. A raising handler
+is logged with its traceback and counted, never fatal.
 
 This module imports only :mod:`gossip.errors` from the library.
 """
@@ -188,7 +190,11 @@ class BoundedQueue(Generic[T]):
 
 
 class WorkerPool(Generic[T]):
-    """``count`` named daemon threads feeding items of ``queue`` to ``handler``.
+    """Up to ``count`` named daemon threads feeding items of ``queue`` to ``handler``.
+
+    :meth:`start` starts one thread; a producer calls :meth:`grow` after queueing, which adds
+    a thread while none is idle and fewer than ``count`` run (threads never end before
+    :meth:`stop`, so a burst leaves its threads ready for the next one).
 
     Threads are named ``gossip-<name>-<n>`` (``<name>-<n>`` if ``name`` already starts with
     ``gossip-``). A handler exception is logged with its traceback and counted in
@@ -212,6 +218,7 @@ class WorkerPool(Generic[T]):
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._idle = 0  # threads waiting in get() (written under the lock; grow() peeks)
         prefix = name if name.startswith("gossip-") else f"gossip-{name}"
         self._prefix = prefix
 
@@ -221,17 +228,31 @@ class WorkerPool(Generic[T]):
         return list(self._threads)
 
     def start(self) -> None:
-        """Start the threads (a second call does nothing)."""
+        """Start the first thread (a second call does nothing)."""
         with self._lock:
-            if self._threads:
+            if self._threads or self._stop.is_set():
                 return
-            for n in range(self.count):
-                thread = threading.Thread(
-                    target=self._run, name=f"{self._prefix}-{n}", daemon=True
-                )
-                self._threads.append(thread)
-        for thread in self._threads:
-            thread.start()
+            self._spawn_locked()
+
+    def grow(self) -> None:
+        """Add a thread if none is idle and fewer than ``count`` run (call after a put).
+
+        Cheap when nothing is to be done: one attribute read, no lock.
+        """
+        if self._idle > 0 or len(self._threads) >= self.count or not self._threads:
+            return
+        with self._lock:
+            if (self._idle <= 0 and 0 < len(self._threads) < self.count
+                    and not self._stop.is_set()):
+                self._spawn_locked()
+
+    def _spawn_locked(self) -> None:
+        thread = threading.Thread(
+            target=self._run, name=f"{self._prefix}-{len(self._threads)}", daemon=True
+        )
+        self._threads.append(thread)
+        self._idle += 1  # idle until it has taken its first item
+        thread.start()
 
     def stop(self, timeout: float) -> list[str]:
         """Ask the threads to stop and join them, all within ``timeout`` seconds.
@@ -242,10 +263,11 @@ class WorkerPool(Generic[T]):
         Returns:
             The names of threads still alive after the timeout (logged as a warning).
         """
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
         self._queue.close()
         end = time.monotonic() + max(0.0, timeout)
-        for thread in self._threads:
+        for thread in list(self._threads):
             if thread.ident is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, end - time.monotonic()))
         me = threading.current_thread()
@@ -259,11 +281,20 @@ class WorkerPool(Generic[T]):
         return f"<WorkerPool {self.name} alive={alive}/{self.count} errors={self.errors}>"
 
     def _run(self) -> None:
+        lock = self._lock
+        first = True
         while not self._stop.is_set():
+            if not first:
+                with lock:
+                    self._idle += 1
+            first = False
             try:
                 item = self._queue.get()   # blocks without polling; close() wakes it
             except QueueClosed:
                 return
+            finally:
+                with lock:
+                    self._idle -= 1
             if self._stop.is_set():
                 return
             try:

@@ -301,3 +301,34 @@ def test_gossip_handler_runs_and_can_be_removed() -> None:
         assert calls.acquire(timeout=5.0)
         assert c.remove_gossip_handler(hid) is True
         assert c.remove_gossip_handler(hid) is False
+
+
+def test_an_idle_node_runs_one_send_worker_no_lane_and_no_stream_thread() -> None:
+    """Threads start with the work that needs them: a receive lane with its first user
+    packet, more send workers only while none is idle, the stream pool with a stream."""
+    net = MemoryNetwork(seed=4)
+    a, b = make_cluster(net, 2, num_incoming_workers=8, num_send_workers=8)
+    try:
+        prefix = f"gossip-{b.local_node().id.short}-"
+
+        def roles() -> list[str]:
+            return sorted(t.name[len(prefix):] for t in threading.enumerate()
+                          if t.name.startswith(prefix))
+
+        idle = roles()
+        assert not [r for r in idle if r.startswith(("recv-", "stream"))], idle
+        assert len([r for r in idle if r.startswith("send-")]) == 1, idle
+        assert b.stats()["streams.opened"] == 0 and b.stats()["streams.active"] == 0
+        got: list[str] = []
+        b.handle_func(gossip.USER_MSG, lambda s, p: got.append(p.unmarshal()))
+        target = a.get_node(b.local_node().id)
+        assert target is not None
+        for i in range(20):
+            a.send_to_reliable(target, gossip.USER_MSG, str(i))
+        wait_until(lambda: len(got) == 20, what="20 messages")
+        assert got == [str(i) for i in range(20)]  # one source: one lane, in order
+        lanes = [r for r in roles() if r.startswith("recv-")]
+        assert len(lanes) <= 1, lanes
+    finally:
+        a.stop(timeout=3.0)
+        b.stop(timeout=3.0)

@@ -115,9 +115,10 @@ def test_worker_pool_processes_and_survives_raising_handler() -> None:
     pool.start()
     pool.start()  # no-op
     names = {t.name for t in threading.enumerate()}
-    assert {"gossip-wp-0", "gossip-wp-1"} <= names
+    assert "gossip-wp-0" in names
     for i in range(10):
         q.put(i)
+        pool.grow()
     assert sorted(done.get(timeout=WAIT) for _ in range(10)) == list(range(10))
     assert pool.errors == 5
     assert all(t.is_alive() for t in pool.threads)
@@ -129,11 +130,42 @@ def test_worker_pool_ends_when_queue_closes() -> None:
     q: BoundedQueue[int] = BoundedQueue(10, "drop_oldest", "t")
     pool = WorkerPool("gossip-named", 3, q, lambda _i: None)
     pool.start()
-    assert {t.name for t in pool.threads} == {"gossip-named-0", "gossip-named-1", "gossip-named-2"}
+    assert [t.name for t in pool.threads] == ["gossip-named-0"]
     q.close()
     for t in pool.threads:
         t.join(WAIT)
     assert pool.stop(0.1) == []
+
+
+def test_worker_pool_grows_only_while_no_thread_is_idle_and_never_past_count() -> None:
+    q: BoundedQueue[int] = BoundedQueue(100, "drop_newest", "t")
+    release = threading.Event()
+    busy: queue.Queue[int] = queue.Queue()
+
+    def handler(item: int) -> None:
+        busy.put(item)
+        release.wait(WAIT)
+
+    pool = WorkerPool("grow", 3, q, handler)
+    pool.grow()  # before start: nothing
+    assert pool.threads == []
+    pool.start()
+    assert len(pool.threads) == 1
+    pool.grow()  # its one thread is idle: no second one
+    assert len(pool.threads) == 1
+    for i in range(3):
+        q.put(i)
+        busy.get(timeout=WAIT)  # a thread took it and is now stuck in the handler
+        pool.grow()
+    # three stuck handlers: the third grow() found none idle but the pool was at its limit
+    assert len(pool.threads) == 3
+    for i in range(3, 6):
+        q.put(i)
+        pool.grow()
+    assert len(pool.threads) == 3
+    release.set()
+    assert sorted(busy.get(timeout=WAIT) for _ in range(3)) == [3, 4, 5]
+    assert pool.stop(WAIT) == []
 
 
 def test_worker_pool_reports_stuck_threads() -> None:

@@ -32,7 +32,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import Config
 from ..errors import ClusterClosed
@@ -45,14 +45,16 @@ from ..protocol import JoinResult, MemberEvent, Protocol, Send
 from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
 from ..protocol.insight import CLUSTER_EVENTS, Insight
 from ..protocol.messaging import calc_fan_out
-from ..transports.base import Incoming, Transport
-from ..counters import Counters
+from ..transports.base import Incoming, StreamConn, Transport
+from ..counters import STREAM_COUNTERS, Counters
 from .events import ClusterEventHandler, EventLoop, GossipHandler, MetadataHandler, StateHandler
 from .host import CoreHost
 from .incoming import Receiver, broadcast_ttl
 from .outgoing import Outgoing
 from .scheduler import Scheduler
-from .streams import StreamPool
+
+if TYPE_CHECKING:
+    from .streams import StreamPool
 
 __all__ = ["Engine", "StateHandler", "MetadataHandler", "GossipHandler", "ClusterEventHandler"]
 
@@ -109,7 +111,11 @@ class Engine:
         self.out = Outgoing(config, codec, self.id_bytes, self.hlc, self.counters, self.log,
                             self._join_send_failed, self.prefix)
         self.scheduler = Scheduler(self)
-        self.streams = StreamPool(self)
+        # The stream pool (and the stream layer it imports) is built by the first stream
+        # opened or accepted: a node that never streams does not load it.
+        self._stream_pool: StreamPool | None = None
+        self._stream_lock = threading.Lock()
+        self._streams_closed = False
         self.stop_event = threading.Event()
         self._last_warn: dict[str, float] = {}
         self._join_waiters: dict[str, list[_JoinWaiter]] = {}
@@ -162,6 +168,24 @@ class Engine:
         """
         return self.host.core
 
+    @property
+    def streams(self) -> StreamPool:
+        """The stream pool, built on first use (a stopped engine's is closed at once)."""
+        pool = self._stream_pool
+        if pool is None:
+            from .streams import StreamPool
+
+            with self._stream_lock:
+                pool = self._stream_pool
+                if pool is None:
+                    pool = self._stream_pool = StreamPool(self)
+                    if self._streams_closed:
+                        pool.close()
+        return pool
+
+    def _on_stream(self, conn: StreamConn) -> None:
+        self.streams.on_stream(conn)
+
     def start(self, transport: Transport, advertise_addr: str = "") -> None:
         """Start ``transport``, build the core and start every thread (a second call is a no-op).
 
@@ -174,7 +198,7 @@ class Engine:
         if self._started:
             return
         self.transport = transport
-        transport.start(self.receiver.on_packets, self.streams.on_stream)
+        transport.start(self.receiver.on_packets, self._on_stream)
         self.address = advertise_addr or _loopback_if_any(transport.local_addr)
         now = time.monotonic()
         values, stamp = self.metadata.snapshot()
@@ -204,7 +228,11 @@ class Engine:
         self.closing = True
         deadline = time.monotonic() + max(0.0, timeout)
         self.metadata.remove_listener(self._on_local_metadata)
-        self.streams.close()  # open streams end first: their handlers see ClusterClosed
+        with self._stream_lock:
+            self._streams_closed = True
+            pool = self._stream_pool
+        if pool is not None:
+            pool.close()  # open streams end first: their handlers see ClusterClosed
         try:
             if self.transport is not None:
                 self.transport.close()
@@ -220,7 +248,8 @@ class Engine:
         for w in waiters:
             w.event.set()
         stragglers = self.out.stop(max(0.0, deadline - time.monotonic()))
-        stragglers += self.streams.join(deadline)
+        if pool is not None:
+            stragglers += pool.join(deadline)
         if self._started:
             stragglers += self.receiver.lanes.join(deadline)
             me = threading.current_thread()
@@ -327,7 +356,12 @@ class Engine:
             with receiver.replay_lock:
                 for k, v in receiver.replay.stats.items():
                     out[f"replay.{k}"] = v
-        self.streams.add_stats(out)
+        pool = self._stream_pool
+        if pool is not None:
+            pool.add_stats(out)
+        else:
+            for name in STREAM_COUNTERS:
+                out.setdefault(name, 0)
         out["queue.send"] = self.out.queued
         out["queue.events"] = len(self.events.queue)
         out["queue.incoming"] = sum(self.receiver.lanes.depths())

@@ -105,21 +105,29 @@ class UserLanes:
         self._paused: list[dict[Connection, None]] = [{} for _ in range(n)]
         self._waiting = [False] * n  # the lane's thread sleeps (a put must wake it)
         self._closed = False
+        self._started = False
+        self._running = [False] * n  # a lane's thread starts with its first packet
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
                                           name=f"{prefix}-recv-{i}") for i in range(n)]
 
     def start(self) -> None:
-        """Start the lane threads."""
-        for t in self._threads:
-            t.start()
+        """Let the lanes run: each lane's thread starts with the first packet it gets (a
+        node whose user traffic comes from few sources runs few lane threads)."""
+        self._started = True
+        for lane, (cond, q) in enumerate(zip(self._conds, self._queues)):
+            with cond:
+                if q and not self._running[lane] and not self._closed:
+                    self._running[lane] = True
+                    self._threads[lane].start()
 
     def lane_of(self, src: str) -> int:
         """Return the lane of packets from ``src`` (the same lane every time)."""
         return hash(src) % self.n
 
     def idle(self, lane: int) -> bool:
-        """True if ``lane`` holds nothing and its thread is waiting for work."""
-        return self._waiting[lane] and not self._queues[lane]
+        """True if ``lane`` holds nothing and its thread is waiting for work (or was never
+        needed yet)."""
+        return (self._waiting[lane] or not self._running[lane]) and not self._queues[lane]
 
     def depths(self) -> list[int]:
         """Return how many packets each lane holds."""
@@ -152,6 +160,9 @@ class UserLanes:
             self._bytes[lane] = held
             if self._waiting[lane]:
                 cond.notify()
+            elif not self._running[lane] and self._started and q:
+                self._running[lane] = True
+                self._threads[lane].start()
         if dropped:
             self._counters.inc("dropped.incoming_queue_full", dropped)
 

@@ -124,7 +124,7 @@ class Outgoing:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, transport: Transport) -> None:
-        """Use ``transport`` and start the send workers."""
+        """Use ``transport`` and start the send workers (one; more as the queue needs them)."""
         self.transport = transport
         self._pool = WorkerPool(self._pool_name, self.config.num_send_workers, self._queue,
                                 self._work)
@@ -231,6 +231,9 @@ class Outgoing:
             self._done_one()
             if not self._queue.closed:
                 self.counters.inc("dropped.send_queue_full")
+        pool = self._pool
+        if pool is not None:
+            pool.grow()
 
     def _done_one(self) -> None:
         with self._inflight_cv:

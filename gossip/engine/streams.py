@@ -48,6 +48,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..compression import get_compressor
+from ..counters import STREAM_COUNTERS
 from ..errors import (
     AuthenticationError,
     ClusterClosed,
@@ -85,10 +86,6 @@ if TYPE_CHECKING:
 
 __all__ = ["StreamPool", "STREAM_COUNTERS"]
 
-STREAM_COUNTERS = ("streams.opened", "streams.accepted", "streams.refused",
-                   "streams.open_refused", "streams.active", "streams.bytes_in",
-                   "streams.bytes_out", "streams.handler_errors", "streams.bad_opens")
-"""The stream counters :meth:`gossip.Cluster.stats` always shows."""
 
 _IDLE_LINGER = 2.0  # an idle worker waits this long for another stream before it ends
 _REFUSE_QUEUE = 16  # openings waiting for the refuser; more are cut at once
