@@ -26,7 +26,7 @@ import threading
 import types
 import typing
 from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, Sequence
-from typing import Any, Protocol, TypeVar, Union, get_args, get_origin, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, get_args, get_origin, runtime_checkable
 
 from gossip.errors import ConfigError, DecodeError, LocalProtocolError
 
@@ -392,6 +392,7 @@ def register_codec(codec: Codec, *, replace: bool = False) -> None:
     Raises:
         ConfigError: the id is out of range, or the name or id is taken and *replace* is false.
     """
+    _load_json()  # a clash with the built-in json codec is found as if it were always there
     if not isinstance(codec.codec_id, int) or not 1 <= codec.codec_id <= 255:
         raise ConfigError("codec", f"codec id must be in 1..255, got {codec.codec_id!r}")
     with _registry_lock:
@@ -416,6 +417,8 @@ def get_codec(name_or_id: str | int | Codec) -> Codec:
     """
     if isinstance(name_or_id, str):
         codec = _by_name.get(name_or_id)
+        if codec is None and _load_json():
+            codec = _by_name.get(name_or_id)
         if codec is None:
             raise ConfigError(
                 "codec", f"unknown codec {name_or_id!r} (known: {', '.join(sorted(_by_name))})"
@@ -423,6 +426,8 @@ def get_codec(name_or_id: str | int | Codec) -> Codec:
         return codec
     if isinstance(name_or_id, int):
         codec = _by_id.get(name_or_id)
+        if codec is None and _load_json():
+            codec = _by_id.get(name_or_id)
         if codec is None:
             raise DecodeError(f"unknown codec id {name_or_id}")
         return codec
@@ -431,14 +436,50 @@ def get_codec(name_or_id: str | int | Codec) -> Codec:
 
 def registered_codecs() -> dict[str, Codec]:
     """Return a snapshot of the registry, by name."""
+    _load_json()
     return dict(_by_name)
 
 
-from gossip.codecs.json import JsonCodec  # noqa: E402  (the submodules use the helpers above)
-from gossip.codecs.msgpack import MsgpackCodec  # noqa: E402
+_json_loaded = False
+
+
+def _load_json() -> bool:
+    """Register the json codec (id 2) if it is not yet; True if this call registered it.
+
+    It is loaded by the first lookup that misses, so a node that only speaks msgpack never
+    imports it (nor orjson, nor base64).
+    """
+    global _json_loaded
+    if _json_loaded:
+        return False
+    with _registry_lock:
+        if _json_loaded:
+            return False
+        from gossip.codecs.json import JsonCodec
+
+        codec = JsonCodec()
+        _by_name.setdefault(codec.name, codec)
+        _by_id.setdefault(codec.codec_id, codec)
+        _json_loaded = True
+    return True
+
+
+def __getattr__(name: str) -> Any:
+    """Load :class:`~gossip.codecs.json.JsonCodec` on first access."""
+    if name == "JsonCodec":
+        from gossip.codecs.json import JsonCodec
+
+        return JsonCodec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from gossip.codecs.json import JsonCodec  # noqa: F401  (loaded on first use otherwise)
+
+from gossip.codecs.msgpack import MsgpackCodec  # noqa: E402  (it uses the helpers above)
 
 DEFAULT_CODEC: Codec = MsgpackCodec()
 """The default codec: msgpack (id 1)."""
 
-register_codec(DEFAULT_CODEC)
-register_codec(JsonCodec())
+_by_name[DEFAULT_CODEC.name] = DEFAULT_CODEC
+_by_id[DEFAULT_CODEC.codec_id] = DEFAULT_CODEC

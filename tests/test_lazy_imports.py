@@ -1,0 +1,59 @@
+"""What a node loads: modules it does not use stay unloaded until first use.
+
+Memory per node is a goal of the library (``bench/cluster_bench.py`` measures it); these tests
+pin the imports that keep it low, each in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+UNUSED_BY_A_PLAIN_NODE = [
+    "gossip.stream", "gossip.engine.streams", "gossip.groups", "gossip.codecs.json",
+    "gossip.transports.websocket", "gossip.leader", "gossip.httpapi", "gossip.metrics",
+    "websockets", "ssl", "hashlib", "lz4.block", "orjson", "encodings.idna", "base64",
+]
+
+
+def _run(code: str) -> dict[str, object]:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=60, check=True)
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_a_started_node_that_joins_by_tcp_loads_none_of_the_optional_modules() -> None:
+    got = _run(f"""
+        import json, sys
+        import gossip
+        a = gossip.Cluster(gossip.Config.local(bind_addr="127.0.0.1:0"))
+        b = gossip.Cluster(gossip.Config.local(bind_addr="127.0.0.1:0"))
+        a.start(); b.start()
+        joined = b.join(a.address, timeout=5.0)
+        a.stop(); b.stop()
+        print(json.dumps({{"joined": joined,
+                          "loaded": [m for m in {UNUSED_BY_A_PLAIN_NODE!r} if m in sys.modules]}}))
+    """)
+    assert got["joined"] == 1
+    assert got["loaded"] == []
+
+
+def test_the_lazy_names_load_on_first_use_and_work() -> None:
+    got = _run("""
+        import json, sys
+        import gossip
+        from gossip.codecs import get_codec
+        before = "gossip.stream" in sys.modules or "gossip.groups" in sys.modules
+        names = [gossip.Stream.__name__, gossip.NodeGroup.__name__, gossip.DataNodeGroup.__name__]
+        codec = get_codec(2)
+        value = codec.decode(codec.encode({"k": [1, 2]}))
+        print(json.dumps({"before": before, "names": names, "codec": codec.name,
+                          "value": value, "in_dir": "Stream" in dir(gossip)}))
+    """)
+    assert got["before"] is False
+    assert got["names"] == ["Stream", "NodeGroup", "DataNodeGroup"]
+    assert got["codec"] == "json" and got["value"] == {"k": [1, 2]}
+    assert got["in_dir"] is True
