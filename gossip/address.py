@@ -16,7 +16,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import urllib.parse
 from dataclasses import dataclass
 
 from gossip.errors import AddressError
@@ -213,6 +212,8 @@ class Address:
 
     @classmethod
     def _parse_url(cls, text: str, s: str, allow_zero: bool) -> Address:
+        import urllib.parse  # here: only URLs need it (a node addressed by ip:port never does)
+
         scheme, sep, rest = s.partition("://")
         new_scheme = _SCHEME_MAP.get(scheme.lower())
         if new_scheme is None:

@@ -42,7 +42,6 @@ import ipaddress
 import math
 import os
 import re
-import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -919,6 +918,8 @@ def _is_ws_url(value: Any) -> bool:
 
 def _url_parts(url: str) -> tuple[str, str, str]:
     """Return ``(scheme, host, path)`` of a URL already checked by :func:`_check_ws_url`."""
+    import urllib.parse  # here: only URLs need it (a node addressed by ip:port never does)
+
     parts = urllib.parse.urlsplit(url)
     return parts.scheme.lower(), parts.hostname or "", parts.path
 
@@ -933,6 +934,8 @@ def _is_loopback_host(host: str) -> bool:
 
 
 def _check_ws_url(name: str, value: str) -> None:
+    import urllib.parse  # here: only URLs need it (a node addressed by ip:port never does)
+
     try:
         parts = urllib.parse.urlsplit(value)
         port = parts.port

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-import urllib.parse
 from typing import Protocol, runtime_checkable
 
 from gossip.address import Address, format_host_port
@@ -156,6 +155,8 @@ def resolve_peer(text: str, resolver: Resolver, default_port: int) -> list[str]:
         return [format_host_port(addr.host, addr.port)]
     try:
         if addr.kind == "srv" and addr.url:
+            import urllib.parse  # here: only URLs need it (ip:port peers never do)
+
             # srv+wss://_gossip._tcp.example.com/gossip: the URL's host is the SRV name, and
             # each record gives a URL with the target's address and port, path kept.
             parts = urllib.parse.urlsplit(addr.url)
