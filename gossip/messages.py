@@ -1,4 +1,4 @@
-"""The protocol's own messages as frozen dataclasses, and their plain (codec-ready) forms.
+"""The protocol's own messages as immutable records, and their plain (codec-ready) forms.
 
 Membership updates (:class:`Alive`, :class:`Suspect`, :class:`Dead`) travel piggybacked on
 probes and acks and in gossip rounds; the other messages drive probing, joining and push/pull.
@@ -11,7 +11,6 @@ Pure data: no I/O, no clocks.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any, Union
@@ -30,9 +29,8 @@ __all__ = [
 ]
 
 
-
 class _EmptyMeta(Mapping[str, Any]):
-    """An immutable, hashable empty mapping (a safe dataclass default)."""
+    """An immutable, hashable empty mapping (a safe default)."""
 
     __slots__ = ()
 
@@ -54,6 +52,43 @@ class _EmptyMeta(Mapping[str, Any]):
 
 EMPTY_META: Mapping[str, Any] = _EmptyMeta()
 
+class _Record:
+    """An immutable record with value equality, the base of every message below.
+
+    Each subclass lists its fields in ``__slots__`` and sets them in ``__init__``; equality,
+    hashing and ``repr`` come from here (a frozen dataclass would generate them per class:
+    about 13 KiB more per class, and its code generation is most of this module's import time).
+    """
+
+    __slots__: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple([getattr(self, name) for name in self.__slots__])
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __ne__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() != other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot delete {name!r}")
+
+
 _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
 _I64 = -(1 << 63)
@@ -71,35 +106,69 @@ MAX_META_STRING = 65536
 ``Config.max_metadata_size`` to the whole map)."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Alive:
+class Alive(_Record):
     """``node`` is alive at ``incarnation``, reachable at ``addr``, with this metadata."""
+
+    __slots__ = ("node", "incarnation", "addr", "meta", "meta_stamp", "pv", "av")
 
     node: NodeID
     incarnation: int
     addr: str
-    meta: Mapping[str, Any] = EMPTY_META
-    meta_stamp: int = 0
-    pv: int = PROTOCOL_VERSION
-    av: str = ""
+    meta: Mapping[str, Any]
+    meta_stamp: int
+    pv: int
+    av: str
+
+    def __init__(
+        self,
+        node: NodeID,
+        incarnation: int,
+        addr: str,
+        meta: Mapping[str, Any] = EMPTY_META,
+        meta_stamp: int = 0,
+        pv: int = PROTOCOL_VERSION,
+        av: str = "",
+    ) -> None:
+        init = object.__setattr__
+        init(self, "node", node)
+        init(self, "incarnation", incarnation)
+        init(self, "addr", addr)
+        init(self, "meta", meta)
+        init(self, "meta_stamp", meta_stamp)
+        init(self, "pv", pv)
+        init(self, "av", av)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Suspect:
+class Suspect(_Record):
     """``sender`` suspects ``node`` (at ``incarnation``) of having failed."""
 
+    __slots__ = ("node", "incarnation", "sender")
+
     node: NodeID
     incarnation: int
     sender: NodeID
 
+    def __init__(self, node: NodeID, incarnation: int, sender: NodeID) -> None:
+        init = object.__setattr__
+        init(self, "node", node)
+        init(self, "incarnation", incarnation)
+        init(self, "sender", sender)
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Dead:
+
+class Dead(_Record):
     """``sender`` declares ``node`` dead at ``incarnation``; ``sender == node`` means it left."""
 
+    __slots__ = ("node", "incarnation", "sender")
+
     node: NodeID
     incarnation: int
     sender: NodeID
+
+    def __init__(self, node: NodeID, incarnation: int, sender: NodeID) -> None:
+        init = object.__setattr__
+        init(self, "node", node)
+        init(self, "incarnation", incarnation)
+        init(self, "sender", sender)
 
     @property
     def left(self) -> bool:
@@ -110,41 +179,84 @@ class Dead:
 Update = Union[Alive, Suspect, Dead]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class MemberState:
+class MemberState(_Record):
     """One member's full state, as exchanged by join and push/pull."""
+
+    __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av")
 
     node: NodeID
     addr: str
     state: NodeState
     incarnation: int
-    meta: Mapping[str, Any] = EMPTY_META
-    meta_stamp: int = 0
-    pv: int = PROTOCOL_VERSION
-    av: str = ""
+    meta: Mapping[str, Any]
+    meta_stamp: int
+    pv: int
+    av: str
+
+    def __init__(
+        self,
+        node: NodeID,
+        addr: str,
+        state: NodeState,
+        incarnation: int,
+        meta: Mapping[str, Any] = EMPTY_META,
+        meta_stamp: int = 0,
+        pv: int = PROTOCOL_VERSION,
+        av: str = "",
+    ) -> None:
+        init = object.__setattr__
+        init(self, "node", node)
+        init(self, "addr", addr)
+        init(self, "state", state)
+        init(self, "incarnation", incarnation)
+        init(self, "meta", meta)
+        init(self, "meta_stamp", meta_stamp)
+        init(self, "pv", pv)
+        init(self, "av", av)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Ping:
+class Ping(_Record):
     """Direct probe of ``target``. ``suspect_inc`` >= 0 tells the target it is suspected (buddy)."""
+
+    __slots__ = ("seq", "target", "source_addr", "updates", "suspect_inc")
 
     seq: int
     target: NodeID
     source_addr: str
-    updates: tuple[Update, ...] = ()
-    suspect_inc: int = -1
+    updates: tuple[Update, ...]
+    suspect_inc: int
+
+    def __init__(
+        self,
+        seq: int,
+        target: NodeID,
+        source_addr: str,
+        updates: tuple[Update, ...] = (),
+        suspect_inc: int = -1,
+    ) -> None:
+        init = object.__setattr__
+        init(self, "seq", seq)
+        init(self, "target", target)
+        init(self, "source_addr", source_addr)
+        init(self, "updates", updates)
+        init(self, "suspect_inc", suspect_inc)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Ack:
+class Ack(_Record):
     """Answer to :class:`Ping` ``seq`` (also relayed by ping-req helpers)."""
 
+    __slots__ = ("seq", "updates")
+
     seq: int
-    updates: tuple[Update, ...] = ()
+    updates: tuple[Update, ...]
+
+    def __init__(self, seq: int, updates: tuple[Update, ...] = ()) -> None:
+        init = object.__setattr__
+        init(self, "seq", seq)
+        init(self, "updates", updates)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class PingReq:
+class PingReq(_Record):
     """Ask a helper to ping ``target`` on our behalf and relay the ack (or a nack).
 
     ``timeout`` is how long the requester still waits for an answer, in seconds (its probe
@@ -153,65 +265,142 @@ class PingReq:
     own configuration.
     """
 
+    __slots__ = ("seq", "target", "target_addr", "source_addr", "nack", "timeout")
+
     seq: int
     target: NodeID
     target_addr: str
     source_addr: str
-    nack: bool = True
-    timeout: float = 0.0
+    nack: bool
+    timeout: float
+
+    def __init__(
+        self,
+        seq: int,
+        target: NodeID,
+        target_addr: str,
+        source_addr: str,
+        nack: bool = True,
+        timeout: float = 0.0,
+    ) -> None:
+        init = object.__setattr__
+        init(self, "seq", seq)
+        init(self, "target", target)
+        init(self, "target_addr", target_addr)
+        init(self, "source_addr", source_addr)
+        init(self, "nack", nack)
+        init(self, "timeout", timeout)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Nack:
+class Nack(_Record):
     """A ping-req helper could not reach the target in time (Lifeguard)."""
+
+    __slots__ = ("seq",)
 
     seq: int
 
+    def __init__(self, seq: int) -> None:
+        object.__setattr__(self, "seq", seq)
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Gossip:
+
+class Gossip(_Record):
     """A protocol gossip round: a batch of membership updates."""
+
+    __slots__ = ("updates",)
 
     updates: tuple[Update, ...]
 
+    def __init__(self, updates: tuple[Update, ...]) -> None:
+        object.__setattr__(self, "updates", updates)
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Join:
+
+class Join(_Record):
     """Join request carrying the joiner's own state and versions."""
+
+    __slots__ = ("seq", "source_addr", "states", "pv", "av")
 
     seq: int
     source_addr: str
     states: tuple[MemberState, ...]
-    pv: int = PROTOCOL_VERSION
-    av: str = ""
+    pv: int
+    av: str
+
+    def __init__(
+        self,
+        seq: int,
+        source_addr: str,
+        states: tuple[MemberState, ...],
+        pv: int = PROTOCOL_VERSION,
+        av: str = "",
+    ) -> None:
+        init = object.__setattr__
+        init(self, "seq", seq)
+        init(self, "source_addr", source_addr)
+        init(self, "states", states)
+        init(self, "pv", pv)
+        init(self, "av", av)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class JoinReply:
+class JoinReply(_Record):
     """Answer to :class:`Join`: accepted with the full state, or refused with a reason."""
+
+    __slots__ = ("seq", "accepted", "reason", "states")
 
     seq: int
     accepted: bool
     reason: str
-    states: tuple[MemberState, ...] = ()
+    states: tuple[MemberState, ...]
+
+    def __init__(
+        self,
+        seq: int,
+        accepted: bool,
+        reason: str,
+        states: tuple[MemberState, ...] = (),
+    ) -> None:
+        init = object.__setattr__
+        init(self, "seq", seq)
+        init(self, "accepted", accepted)
+        init(self, "reason", reason)
+        init(self, "states", states)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class PushPull:
+class PushPull(_Record):
     """Anti-entropy: our full state; the receiver merges it and answers with its own."""
+
+    __slots__ = ("seq", "source_addr", "states", "join")
 
     seq: int
     source_addr: str
     states: tuple[MemberState, ...]
-    join: bool = False
+    join: bool
+
+    def __init__(
+        self,
+        seq: int,
+        source_addr: str,
+        states: tuple[MemberState, ...],
+        join: bool = False,
+    ) -> None:
+        init = object.__setattr__
+        init(self, "seq", seq)
+        init(self, "source_addr", source_addr)
+        init(self, "states", states)
+        init(self, "join", join)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class PushPullReply:
+class PushPullReply(_Record):
     """Answer to :class:`PushPull` with the responder's full state."""
+
+    __slots__ = ("seq", "states")
 
     seq: int
     states: tuple[MemberState, ...]
+
+    def __init__(self, seq: int, states: tuple[MemberState, ...]) -> None:
+        init = object.__setattr__
+        init(self, "seq", seq)
+        init(self, "states", states)
 
 
 Message = Union[Ping, Ack, PingReq, Nack, Gossip, Join, JoinReply, PushPull, PushPullReply]
