@@ -228,15 +228,17 @@ class Config:
     """Not used: paularlott shards its node table, this library's is one dict under the core's
     lock. Accepted (a power of two) so that paularlott configurations load."""
     num_send_workers: int = 8
-    """Threads for sends that may have to dial a peer (joins, push/pulls, relays over TCP), so
-    that a dial that hangs never delays a datagram."""
+    """Most threads for sends that may have to dial a peer (joins, push/pulls, relays over TCP),
+    so that a dial that hangs never delays a datagram. One runs from the start; another starts
+    when a send is queued while none is idle."""
     send_queue_size: int = 512
     """Capacity of the send workers' queue; when full the oldest packet is dropped (counted
     as ``dropped.send_queue_full``). User sends do not go through it: they run on the caller's
     thread with back-pressure (see :attr:`send_timeout`)."""
     num_incoming_workers: int = 8
     """User lanes: threads running user message handlers. Packets from one source always go to
-    the same lane, so they are handled in the order they arrived."""
+    the same lane, so they are handled in the order they arrived. A lane's thread starts with
+    its first packet (a node that gets user messages from few peers runs few)."""
     incoming_packet_queue_depth: int = 4096
     """Packets one user lane holds. A datagram finding its lane full is dropped (counted as
     ``dropped.incoming_queue_full``); a frame from a connection is never dropped: reading that
