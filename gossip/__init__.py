@@ -19,8 +19,9 @@ at :data:`USER_MSG` (128); 64..127 are reserved for add-on packages.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_getattr
 from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc, StreamHandlerFunc
 from .config import Config, default_config
 from .engine import ClusterEventHandler, GossipHandler, MetadataHandler, StateHandler
@@ -80,17 +81,7 @@ _LAZY = {
     "METADATA_CONTAINS_PREFIX": ".groups",
 }
 
-
-def __getattr__(name: str) -> Any:
-    """Import the names of :data:`_LAZY` when first asked for."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'gossip' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

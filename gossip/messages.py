@@ -70,11 +70,6 @@ class _Record:
             return NotImplemented
         return self._values() == other._values()
 
-    def __ne__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() != other._values()
-
     def __hash__(self) -> int:
         return hash(self._values())
 

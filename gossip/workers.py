@@ -218,7 +218,7 @@ class WorkerPool(Generic[T]):
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._idle = 0  # threads waiting in get() (written under the lock; grow() peeks)
+        self._idle = 0  # threads not running the handler (written under the lock; grow() peeks)
         prefix = name if name.startswith("gossip-") else f"gossip-{name}"
         self._prefix = prefix
 
@@ -251,7 +251,7 @@ class WorkerPool(Generic[T]):
             target=self._run, name=f"{self._prefix}-{len(self._threads)}", daemon=True
         )
         self._threads.append(thread)
-        self._idle += 1  # idle until it has taken its first item
+        self._idle += 1
         thread.start()
 
     def stop(self, timeout: float) -> list[str]:
@@ -282,24 +282,21 @@ class WorkerPool(Generic[T]):
 
     def _run(self) -> None:
         lock = self._lock
-        first = True
         while not self._stop.is_set():
-            if not first:
-                with lock:
-                    self._idle += 1
-            first = False
             try:
                 item = self._queue.get()   # blocks without polling; close() wakes it
             except QueueClosed:
                 return
-            finally:
-                with lock:
-                    self._idle -= 1
             if self._stop.is_set():
                 return
+            with lock:
+                self._idle -= 1
             try:
                 self._handler(item)
             except Exception:
-                with self._lock:
+                with lock:
                     self.errors += 1
                 _log.error("worker pool %s: handler raised", self.name, exc_info=True)
+            finally:
+                with lock:
+                    self._idle += 1

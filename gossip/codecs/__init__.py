@@ -28,6 +28,7 @@ import typing
 from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, get_args, get_origin, runtime_checkable
 
+from gossip._lazy import lazy_getattr
 from gossip.errors import ConfigError, DecodeError, LocalProtocolError
 
 __all__ = [
@@ -464,13 +465,7 @@ def _load_json() -> bool:
     return True
 
 
-def __getattr__(name: str) -> Any:
-    """Load :class:`~gossip.codecs.json.JsonCodec` on first access."""
-    if name == "JsonCodec":
-        from gossip.codecs.json import JsonCodec
-
-        return JsonCodec
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, {"JsonCodec": "gossip.codecs.json"})
 
 
 if TYPE_CHECKING:

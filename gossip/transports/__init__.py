@@ -15,8 +15,9 @@ Transports never import the protocol core, the packet pipeline or the engine.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from gossip._lazy import lazy_getattr
 from gossip.transports.base import (
     Connection,
     Deadline,
@@ -52,15 +53,8 @@ _LAZY = {
     "MultiTransport": "gossip.transports.multi",
 }
 
-
-def __getattr__(name: str) -> Any:
-    """Import the transport implementations on first use (they pull in sockets and selectors)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+# The transport implementations are imported on first use (they pull in sockets and selectors).
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [
