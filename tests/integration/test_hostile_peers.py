@@ -14,9 +14,7 @@ from gossip.messages import Join, JoinReply, MemberState, PushPull, PushPullRepl
 from gossip.node import PROTOCOL_VERSION
 from gossip.transports.socket import PREAMBLE_FRAMES
 
-from . import scaled, wait_until
-
-BLACKHOLE = "10.255.255.1:9"  # never answers a SYN: a dial to it would hang until its timeout
+from . import loopback_blackhole, scaled, wait_until
 
 
 def _frames(sock: socket.socket, n: int) -> list[bytes]:
@@ -38,6 +36,12 @@ def _frames(sock: socket.socket, n: int) -> list[bytes]:
 
 
 def test_requests_naming_a_dead_address_are_answered_on_their_connection() -> None:
+    with loopback_blackhole() as blackhole:
+        _requests_naming(blackhole)
+
+
+def _requests_naming(blackhole: str) -> None:
+    """Join and push/pull requests whose members sit at ``blackhole`` (nothing answers there)."""
     a = Cluster(Config.local(bind_addr="127.0.0.1:0"))
     b = Cluster(Config.local(bind_addr="127.0.0.1:0"))
     a.start()
@@ -52,9 +56,9 @@ def test_requests_naming_a_dead_address_are_answered_on_their_connection() -> No
         with socket.create_connection((host, int(port)), timeout=scaled(5.0)) as raw:
             raw.sendall(PREAMBLE_FRAMES)
             for i in range(n):
-                fake = MemberState(NodeID.generate(), BLACKHOLE, NodeState.ALIVE, 0)
-                msg = (Join(i + 1, BLACKHOLE, (fake,), PROTOCOL_VERSION) if i % 2 == 0
-                       else PushPull(i + 1, BLACKHOLE, (fake,)))
+                fake = MemberState(NodeID.generate(), blackhole, NodeState.ALIVE, 0)
+                msg = (Join(i + 1, blackhole, (fake,), PROTOCOL_VERSION) if i % 2 == 0
+                       else PushPull(i + 1, blackhole, (fake,)))
                 mt, value = messages.to_wire(msg)
                 data = codec.encode(mt, fake.node.bytes, i + 1, 1, value)
                 raw.sendall(struct.pack(">I", len(data)) + data)
@@ -67,8 +71,8 @@ def test_requests_naming_a_dead_address_are_answered_on_their_connection() -> No
         assert b.get_node(a.local_node().id).state is NodeState.ALIVE  # type: ignore[union-attr]
         # The same requests as datagrams are dropped and counted: they are not answered at all.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            fake = MemberState(NodeID.generate(), BLACKHOLE, NodeState.ALIVE, 0)
-            mt, value = messages.to_wire(Join(99, BLACKHOLE, (fake,), PROTOCOL_VERSION))
+            fake = MemberState(NodeID.generate(), blackhole, NodeState.ALIVE, 0)
+            mt, value = messages.to_wire(Join(99, blackhole, (fake,), PROTOCOL_VERSION))
             udp.sendto(codec.encode(mt, fake.node.bytes, 99, 1, value), (host, int(port)))
         wait_until(lambda: a.stats().get("core.dropped_join_datagram", 0) == 1, 5.0,
                    "the join datagram counted")
