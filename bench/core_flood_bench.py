@@ -28,12 +28,12 @@ from gossip.protocol import Protocol  # noqa: E402
 
 
 def fakes(n: int, start: int = 1 << 64) -> tuple[MemberState, ...]:
-    return tuple(MemberState(NodeID(int=start + i), f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:7946",
+    return tuple(MemberState(NodeID(int=start + i), f"127.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:7946",
                              NodeState.ALIVE, 0) for i in range(n))
 
 
 def core(cfg: Config) -> Protocol:
-    return Protocol(cfg, NodeID(int=1), "10.255.0.1:7946", random.Random(1), 0.0)
+    return Protocol(cfg, NodeID(int=1), "127.255.0.1:7946", random.Random(1), 0.0)
 
 
 def main() -> int:
@@ -42,24 +42,24 @@ def main() -> int:
     args = ap.parse_args()
     print(f"command: python bench/core_flood_bench.py --fakes {args.fakes}")
     cfg = Config.lan()
-    for name, msg in (("push/pull", PushPull(1, "6.6.6.6:1", fakes(args.fakes))),
-                      ("join", Join(1, "6.6.6.6:1", fakes(args.fakes), PROTOCOL_VERSION, ""))):
+    for name, msg in (("push/pull", PushPull(1, "127.6.6.6:1", fakes(args.fakes))),
+                      ("join", Join(1, "127.6.6.6:1", fakes(args.fakes), PROTOCOL_VERSION, ""))):
         mt, value = to_wire(msg)
         t0 = time.perf_counter()
         decoded = from_wire(mt, value)
         t1 = time.perf_counter()
         c = core(cfg)
-        c.receive(1.0, "6.6.6.6:1", decoded, reliable=True)
+        c.receive(1.0, "127.6.6.6:1", decoded, reliable=True)
         t2 = time.perf_counter()
         print(f"{name} with {args.fakes:,} fake members: decode {t1 - t0:.3f} s, core {t2 - t1:.4f} s, "
               f"table took {len(c.members):,}")
     cfg = Config.lan(max_members=1 << 20)
     for n in (10_000, 20_000, 40_000, 80_000):
         c = core(cfg)
-        (seq,) = c.join(0.0, ["10.255.0.2:7946"])
+        (seq,) = c.join(0.0, ["127.255.0.2:7946"])
         reply = JoinReply(seq, True, "", fakes(n))
         t0 = time.perf_counter()
-        c.receive(0.1, "10.255.0.2:7946", reply, reliable=True)
+        c.receive(0.1, "127.255.0.2:7946", reply, reliable=True)
         dt = time.perf_counter() - t0
         print(f"join reply with {n:,} members: {dt:.3f} s ({dt / n * 1e6:.1f} us per member)")
     return 0

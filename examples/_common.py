@@ -300,6 +300,9 @@ def run(example: Example, argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C always interrupts, even when this program inherited SIGINT as ignored (a shell
+    # starts background jobs that way when it has no job control).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cluster = Cluster(build_config(args))
     except gossip.GossipError as exc:

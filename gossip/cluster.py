@@ -372,8 +372,8 @@ class Cluster:
         try:
             return list(resolve_peer(peer, resolver, self._config.default_port))
         except GossipError:
-            # A custom transport may understand addresses no resolver does (in-memory
-            # "mem-1:7946"): let it be the judge. The built-in transports take what the
+            # A custom transport may understand addresses no resolver does: let it be the
+            # judge. The built-in transports take what the
             # resolver returns, so its error (bad URL, unknown host) is the one to report.
             if self._config.transport is not None and ":" in peer:
                 return [peer]

@@ -13,8 +13,8 @@ from gossip.errors import AddressError
 
 GOOD: list[tuple[str, str, str, int, str, str]] = [
     # text, kind, host, port, url, str()
-    ("1.2.3.4:8000", "ip", "1.2.3.4", 8000, "", "1.2.3.4:8000"),
-    ("1.2.3.4", "ip", "1.2.3.4", 3500, "", "1.2.3.4:3500"),
+    ("127.1.2.4:8000", "ip", "127.1.2.4", 8000, "", "127.1.2.4:8000"),
+    ("127.1.2.4", "ip", "127.1.2.4", 3500, "", "127.1.2.4:3500"),
     ("[::1]:8000", "ip", "::1", 8000, "", "[::1]:8000"),
     ("[::1]", "ip", "::1", 3500, "", "[::1]:3500"),
     ("::1", "ip", "::1", 3500, "", "[::1]:3500"),
@@ -25,7 +25,7 @@ GOOD: list[tuple[str, str, str, int, str, str]] = [
     ("my_service:1", "host", "my_service", 1, "", "my_service:1"),
     ("8081", "ip", "127.0.0.1", 8081, "", "127.0.0.1:8081"),
     (":8000", "ip", "127.0.0.1", 8000, "", "127.0.0.1:8000"),
-    ("  10.0.0.1:80  ", "ip", "10.0.0.1", 80, "", "10.0.0.1:80"),
+    ("  127.0.10.1:80  ", "ip", "127.0.10.1", 80, "", "127.0.10.1:80"),
     (
         "srv+_gossip._udp.example.com",
         "srv",
@@ -71,13 +71,13 @@ BAD = [
     "host:65536",
     "host:-1",
     "host:+80",
-    "1.2.3.4:99999999999",
+    "127.1.2.4:99999999999",
     "::1:80:zz",
     "1::2::3",
     "[::1",
     "[::1]x",
     "[::1]:",
-    "[1.2.3.4]:80",
+    "[127.1.2.4]:80",
     "[nothex::1]:80",
     "::1]",
     "host name",
@@ -130,21 +130,21 @@ def test_default_port() -> None:
 
 
 def test_properties() -> None:
-    assert Address.parse("1.2.3.4").is_ip
-    assert Address.parse("1.2.3.4").family == 4
+    assert Address.parse("127.1.2.4").is_ip
+    assert Address.parse("127.1.2.4").family == 4
     assert Address.parse("::1").family == 6
     assert not Address.parse("host").is_ip
     assert Address.parse("host").family == 0
     assert Address.parse("srv+x.y").family == 0
-    assert Address.parse("ws://1.2.3.4/x").family == 0
+    assert Address.parse("ws://127.1.2.4/x").family == 0
 
 
 def test_frozen_and_slotted() -> None:
-    addr = Address.parse("1.2.3.4:5")
+    addr = Address.parse("127.1.2.4:5")
     with pytest.raises(dataclasses.FrozenInstanceError):
         addr.port = 6  # type: ignore[misc]
     assert not hasattr(addr, "__dict__")
-    assert hash(addr) == hash(Address("ip", "1.2.3.4", 5))
+    assert hash(addr) == hash(Address("ip", "127.1.2.4", 5))
 
 
 def test_bad_kind() -> None:
@@ -158,7 +158,7 @@ def test_non_string() -> None:
 
 
 def test_format_host_port() -> None:
-    assert format_host_port("1.2.3.4", 80) == "1.2.3.4:80"
+    assert format_host_port("127.1.2.4", 80) == "127.1.2.4:80"
     assert format_host_port("::1", 80) == "[::1]:80"
     assert format_host_port("host", 1) == "host:1"
 

@@ -36,7 +36,7 @@ cluster_label = "from-file"
 tcp_pings = false
 
 [agent]
-join = ["10.0.0.1:7946"]
+join = ["127.0.10.1:7946"]
 http = "127.0.0.1:1"
 key_file = "{key_file}"
 receive = [129]
@@ -52,7 +52,7 @@ primary = true
     assert cfg.health_check_interval == 7.0 and cfg.ping_timeout == 2.0 and not cfg.tcp_pings
     assert cfg.state_sync_interval == 60.0                      # the wan preset underneath
     assert cfg.cluster_label == "from-file" and cfg.encryption_key == KEY
-    assert s.join == ["10.0.0.1:7946"] and s.http == "127.0.0.1:1" and s.receive == [129]
+    assert s.join == ["127.0.10.1:7946"] and s.http == "127.0.0.1:1" and s.receive == [129]
     assert s.metadata == {"zone": "a", "weight": 3, "ratio": 0.5, "primary": True}
 
     env = {"GOSSIP_CLUSTER_LABEL": "from-env", "GOSSIP_PROBE_INTERVAL": "3s", "GOSSIP_JOIN": "a:1, b:2",

@@ -14,7 +14,7 @@ from gossip.transports.memory import MemoryNetwork
 
 @pytest.mark.parametrize("state", list(NodeState))
 def test_node_properties_and_their_go_aliases_agree(state: NodeState) -> None:
-    node = Node(NodeID.generate(), "10.0.0.1:7946", state, 3, MetadataReader({}, 5))
+    node = Node(NodeID.generate(), "127.0.10.1:7946", state, 3, MetadataReader({}, 5))
     assert node.is_alive == node.alive() == (state is NodeState.ALIVE)
     assert node.is_suspect == node.suspect() == (state is NodeState.SUSPECT)
     assert node.is_dead_or_left == node.dead_or_left() == (state in (NodeState.DEAD,

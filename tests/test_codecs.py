@@ -147,9 +147,9 @@ def test_json_bytes_are_base64_objects() -> None:
 def _member() -> Member:
     return Member(
         name="n1",
-        addr=Address("10.0.0.1", 7946),
+        addr=Address("127.0.10.1", 7946),
         tags={"dc": "eu"},
-        backup=Address("10.0.0.2", 7947),
+        backup=Address("127.0.10.2", 7947),
         history=[Address("a", 1), Address("b", 2)],
         color=Color.BLUE,
         weight=2,
@@ -162,7 +162,7 @@ def test_dataclass_round_trip(codec: Codec) -> None:
     m = _member()
     data = codec.encode(m)
     plain = codec.decode(data)
-    assert plain["addr"] == {"host": "10.0.0.1", "port": 7946}
+    assert plain["addr"] == {"host": "127.0.10.1", "port": 7946}
     assert plain["history"][1] == {"host": "b", "port": 2}
     back = codec.decode_as(data, Member)
     assert back == dataclasses.replace(m, weight=2.0)

@@ -63,7 +63,7 @@ class ScriptedCluster:
 
     # -- what the test calls
     def put(self, nid: NodeID, state: NodeState, meta: dict[str, Any]) -> Node:
-        node = Node(nid, f"10.0.0.{nid.int % 250}:7946", state, 0, MetadataReader(meta, 1))
+        node = Node(nid, f"127.0.10.{nid.int % 250}:7946", state, 0, MetadataReader(meta, 1))
         self.table[nid] = node
         return node
 

@@ -24,14 +24,14 @@ class FakeCluster:
     def __init__(self, stats: dict[str, int], states: list[NodeState] | None = None) -> None:
         self._stats = stats
         self._states = states or [NodeState.ALIVE]
-        self.address = "10.0.0.1:7946"
+        self.address = "127.0.10.1:7946"
         self.rtt = RttHistogram()
 
     def local_node(self) -> Node:
         return self.nodes()[0]
 
     def nodes(self) -> list[Node]:
-        return [Node(NodeID(int=i + 1), f"10.0.0.{i + 1}:7946", s, 0, MetadataReader({}, 0))
+        return [Node(NodeID(int=i + 1), f"127.0.10.{i + 1}:7946", s, 0, MetadataReader({}, 0))
                 for i, s in enumerate(self._states)]
 
     def health_score(self) -> int:
@@ -118,7 +118,7 @@ def test_schema_names_become_labelled_families() -> None:
     assert value(s, "gossip_probe_rtt_seconds_bucket", le="0.0025") == 0
     assert value(s, "gossip_probe_rtt_seconds_bucket", le="0.005") == 1
     assert value(s, "gossip_probe_rtt_seconds_bucket", le="+Inf") == 1
-    assert value(s, "gossip_info", node_id=str(ME), address="10.0.0.1:7946",
+    assert value(s, "gossip_info", node_id=str(ME), address="127.0.10.1:7946",
                  version=__import__("gossip").__version__) == 1
 
 

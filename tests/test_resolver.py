@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from typing import Any
+
 import pytest
 
 from gossip.errors import AddressError, TransportError
@@ -43,8 +46,8 @@ def test_fake_is_a_resolver() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("10.0.0.1:9000", ["10.0.0.1:9000"]),
-        ("10.0.0.1", ["10.0.0.1:3500"]),
+        ("127.0.10.1:9000", ["127.0.10.1:9000"]),
+        ("127.0.10.1", ["127.0.10.1:3500"]),
         ("[::1]:80", ["[::1]:80"]),
         ("::1", ["[::1]:3500"]),
         ("8081", ["127.0.0.1:8081"]),
@@ -59,10 +62,10 @@ def test_literals_and_urls_need_no_lookup(text: str, expected: list[str]) -> Non
 
 
 def test_srv_url_gives_one_url_per_target() -> None:
-    fake = FakeResolver(srv={"_gossip._tcp.example": [("10.0.0.5", 8443), ("fd00::5", 9443)]})
+    fake = FakeResolver(srv={"_gossip._tcp.example": [("127.0.10.5", 8443), ("::ffff:7f00:905", 9443)]})
     assert resolve_peer("srv+wss://_gossip._tcp.example/gossip", fake, 3500) == [
-        "wss://10.0.0.5:8443/gossip",
-        "wss://[fd00::5]:9443/gossip",
+        "wss://127.0.10.5:8443/gossip",
+        "wss://[::ffff:7f00:905]:9443/gossip",
     ]
     assert fake.calls == ["srv:_gossip._tcp.example"]
 
@@ -83,20 +86,20 @@ def test_malformed_urls_say_what_is_wrong(text: str, why: str) -> None:
 
 
 def test_hostname_gives_every_address() -> None:
-    fake = FakeResolver(hosts={"node.example": ["10.0.0.1", "10.0.0.2", "fd00::1", "10.0.0.1"]})
+    fake = FakeResolver(hosts={"node.example": ["127.0.10.1", "127.0.10.2", "::ffff:7f00:901", "127.0.10.1"]})
     assert resolve_peer("node.example:7000", fake, 3500) == [
-        "10.0.0.1:7000",
-        "10.0.0.2:7000",
-        "[fd00::1]:7000",
+        "127.0.10.1:7000",
+        "127.0.10.2:7000",
+        "[::ffff:7f00:901]:7000",
     ]
-    assert resolve_peer("node.example", fake, 4000)[0] == "10.0.0.1:4000"
+    assert resolve_peer("node.example", fake, 4000)[0] == "127.0.10.1:4000"
 
 
 def test_srv_records() -> None:
-    fake = FakeResolver(srv={"_gossip._udp.example": [("10.0.0.5", 7946), ("fd00::5", 7947)]})
+    fake = FakeResolver(srv={"_gossip._udp.example": [("127.0.10.5", 7946), ("::ffff:7f00:905", 7947)]})
     assert resolve_peer("srv+_gossip._udp.example", fake, 3500) == [
-        "10.0.0.5:7946",
-        "[fd00::5]:7947",
+        "127.0.10.5:7946",
+        "[::ffff:7f00:905]:7947",
     ]
 
 
@@ -112,30 +115,49 @@ def test_failures_name_the_peer() -> None:
         resolve_peer("srv+_x._tcp.example", fake, 3500)
 
 
-@pytest.mark.parametrize("text", ["", "   ", "srv+", "1.2.3.4:99999", "[::1", "ftp://x", "a b"])
+@pytest.mark.parametrize("text", ["", "   ", "srv+", "127.1.2.4:99999", "[::1", "ftp://x", "a b"])
 def test_bad_strings(text: str) -> None:
     with pytest.raises(AddressError):
         resolve_peer(text, FakeResolver(), 3500)
 
 
-def test_default_resolver_localhost() -> None:
-    ips = DefaultResolver().lookup_ip("localhost")
-    assert "127.0.0.1" in ips
-    assert len(ips) == len(set(ips))
-    assert ":" not in ips[0]  # IPv4 first by default
-    peers = resolve_peer("localhost:7000", DefaultResolver(), 3500)
-    assert "127.0.0.1:7000" in peers
-    v6_first = DefaultResolver(prefer_ipv6=True).lookup_ip("localhost")
-    if any(":" in ip for ip in v6_first):
-        assert ":" in v6_first[0]
+def _fake_getaddrinfo(table: dict[bytes, list[tuple[int, str]]], calls: list[object]) -> Any:
+    """A stand-in for :func:`socket.getaddrinfo` answering from ``table`` (no system resolver)."""
+    def getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,
+                    flags: int = 0) -> list[tuple[Any, ...]]:
+        calls.append(host)
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(fam, socket.SOCK_STREAM, 6, "", (ip, 0) if fam == socket.AF_INET else (ip, 0, 0, 0))
+                for fam, ip in table[host]]
+    return getaddrinfo
 
 
-def test_default_resolver_errors() -> None:
+def test_default_resolver_orders_and_deduplicates(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+    table = {b"db.internal": [(socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.1"),
+                              (socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "fe80::1%eth0"),
+                              (socket.AF_INET, "127.0.0.2")]}
+    monkeypatch.setattr(socket, "getaddrinfo", _fake_getaddrinfo(table, calls))
+    assert DefaultResolver().lookup_ip("db.internal") == ["127.0.0.1", "127.0.0.2", "::1", "fe80::1"]
+    assert DefaultResolver(prefer_ipv6=True).lookup_ip("db.internal") == [
+        "::1", "fe80::1", "127.0.0.1", "127.0.0.2"]
+    assert resolve_peer("db.internal:7000", DefaultResolver(), 3500)[0] == "127.0.0.1:7000"
+    assert calls == [b"db.internal"] * 3        # an ASCII name goes as bytes (no idna codec)
+
+
+def test_default_resolver_takes_a_literal_without_a_lookup() -> None:
+    assert DefaultResolver().lookup_ip("127.0.0.1") == ["127.0.0.1"]
+    assert DefaultResolver().lookup_ip("::1") == ["::1"]
+
+
+def test_default_resolver_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(AddressError):
         DefaultResolver().lookup_ip("")
     with pytest.raises(AddressError):
         DefaultResolver().lookup_srv("")
-    with pytest.raises(TransportError):
+    monkeypatch.setattr(socket, "getaddrinfo", _fake_getaddrinfo({}, []))
+    with pytest.raises(TransportError, match="cannot resolve 'no-such-host.invalid'"):
         DefaultResolver().lookup_ip("no-such-host.invalid")
 
 
@@ -165,7 +187,7 @@ def test_default_resolver_srv_skips_port_zero_and_dot(monkeypatch: pytest.Monkey
     ]
     monkeypatch.setattr(dns.resolver, "resolve", lambda name, rdtype: records)
     res = DefaultResolver()
-    table = {"a.example": ["10.0.0.1"], "b.example": ["10.0.0.2", "fd00::2"]}
+    table = {"a.example": ["127.0.10.1"], "b.example": ["127.0.10.2", "::ffff:7f00:902"]}
 
     def fake_ip(host: str) -> list[str]:
         if host not in table:
@@ -174,14 +196,14 @@ def test_default_resolver_srv_skips_port_zero_and_dot(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(res, "lookup_ip", fake_ip)
     assert res.lookup_srv("_g._udp.example") == [
-        ("10.0.0.1", 7001),
-        ("10.0.0.2", 7946),
-        ("fd00::2", 7946),
+        ("127.0.10.1", 7001),
+        ("127.0.10.2", 7946),
+        ("::ffff:7f00:902", 7946),
     ]
     assert resolve_peer("srv+_g._udp.example", res, 3500) == [
-        "10.0.0.1:7001",
-        "10.0.0.2:7946",
-        "[fd00::2]:7946",
+        "127.0.10.1:7001",
+        "127.0.10.2:7946",
+        "[::ffff:7f00:902]:7946",
     ]
     monkeypatch.setattr(dns.resolver, "resolve", lambda name, rdtype: records[1:3])
     with pytest.raises(TransportError, match="_g._udp.example"):

@@ -11,6 +11,7 @@ import pytest
 
 from gossip.errors import ClusterClosed, ConnectError, GossipTimeout, MessageTooLarge, SendError
 from gossip.transports import Incoming, MemoryNetwork, MemoryTransport, Transport
+from gossip.transports.memory import memory_address
 
 WAIT = 5.0
 
@@ -58,7 +59,7 @@ def test_protocol_and_addresses(net: MemoryNetwork, trio: tuple[Node, Node, Node
     a, b, c = trio
     assert isinstance(a.t, Transport)
     assert len({a.addr, b.addr, c.addr}) == 3
-    assert a.addr.startswith("mem-") and a.addr.endswith(":7946")
+    assert a.addr == memory_address(1) == "127.77.0.1:7946" and b.addr == "127.77.0.2:7946"
 
 
 def test_best_effort_delivered_on_receiver_thread(trio: tuple[Node, Node, Node]) -> None:

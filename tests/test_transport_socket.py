@@ -351,7 +351,7 @@ def test_bad_addresses(nodes: Callable[..., Node]) -> None:
     from gossip.errors import AddressError
 
     a = nodes()
-    for bad in ("localhost:80", "1.2.3.4", "::1:80", "1.2.3.4:99999", ""):
+    for bad in ("localhost:80", "127.0.0.1", "::1:80", "127.0.0.1:99999", ""):
         with pytest.raises(AddressError):
             a.t.send(bad, b"x")
 

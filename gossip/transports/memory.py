@@ -1,7 +1,9 @@
 """An in-process network for tests: :class:`MemoryNetwork` and :class:`MemoryTransport`.
 
-``MemoryNetwork.new_transport()`` hands out transports with unique addresses
-(``"mem-1:7946"``, ``"mem-2:7946"``...). Packets are delivered to the receiver's ``on_packets``
+``MemoryNetwork.new_transport()`` hands out transports with unique addresses that are loopback
+literals (``"127.77.0.1:7946"``, ``"127.77.0.2:7946"``...), as memberlist's mock network does: a
+peer string given to ``join()`` is then an IP literal that no resolver looks up, and an address
+that escaped the in-memory network by mistake could only reach this machine. Packets are delivered to the receiver's ``on_packets``
 in batches on the *receiver's* delivery thread (``gossip-<name>-delivery``), never on the
 sender's thread, so the engine sees the same threading as with sockets. Reliable sends and
 requests travel over in-process :class:`MemoryConnection` pairs, with the same back-pressure
@@ -45,12 +47,23 @@ from gossip.errors import (
 )
 from gossip.transports.base import Incoming, OnPackets, OnStream, StreamConn
 
-__all__ = ["MemoryNetwork", "MemoryTransport", "MemoryConnection", "MemoryStreamConn", "MEMORY_PORT"]
+__all__ = ["MemoryNetwork", "MemoryTransport", "MemoryConnection", "MemoryStreamConn", "MEMORY_PORT", "memory_address"]
 
 _log = logging.getLogger("gossip.transports.memory")
 
 MEMORY_PORT = 7946
-"""The port every in-memory address carries (``mem-<n>:7946``)."""
+"""The port every in-memory address carries (``127.77.x.y:7946``)."""
+
+
+def memory_address(n: int) -> str:
+    """Return the address of the ``n``-th in-memory transport (``n`` from 1): ``127.77.x.y:7946``.
+
+    Loopback literals (127.77.0.0 upwards, past 127.77.255.255 into 127.78...), so that no name
+    is ever looked up and nothing can leave the machine even if such an address escaped.
+    """
+    if not 1 <= n < (256 - 77) << 16:
+        raise ValueError(f"no in-memory address for transport number {n}")
+    return f"127.{77 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}:{MEMORY_PORT}"
 _JOIN_TIMEOUT = 5.0
 
 
@@ -80,7 +93,7 @@ class MemoryNetwork:
             return dict(self._stats)
 
     def new_transport(self, name: str | None = None, max_udp_size: int = 1400) -> MemoryTransport:
-        """Create a transport with a fresh unique address (``mem-<n>:7946``).
+        """Create a transport with a fresh unique address (:func:`memory_address`).
 
         Args:
             name: node name for the delivery thread (``gossip-<name>-delivery``);
@@ -90,7 +103,7 @@ class MemoryNetwork:
         """
         with self._lock:
             n = next(self._ids)
-        addr = f"mem-{n}:{MEMORY_PORT}"
+        addr = memory_address(n)
         return MemoryTransport(self, addr, name or f"mem-{n}", max_udp_size)
 
     def drop(self, a: str, b: str, probability: float) -> None:
@@ -377,7 +390,7 @@ class MemoryTransport:
 
     @property
     def local_addr(self) -> str:
-        """This transport's unique address (``mem-<n>:7946``)."""
+        """This transport's unique address (:func:`memory_address`)."""
         return self._addr
 
     def link_kind(self, addr: str, reliable: bool) -> str:

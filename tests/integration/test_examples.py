@@ -24,7 +24,17 @@ ID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=REPO_ROOT, PYTHONUNBUFFERED="1")
+    path = os.environ.get("PYTHONPATH", "")
+    return dict(os.environ, PYTHONPATH=REPO_ROOT + (os.pathsep + path if path else ""),
+                PYTHONUNBUFFERED="1")
+
+
+def _as_a_background_job() -> None:
+    """Start the child as a shell without job control starts a background job: SIGINT ignored.
+
+    The examples must still stop on Ctrl-C (they reset SIGINT's disposition themselves).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_example(name: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -52,7 +62,7 @@ class Proc:
             [sys.executable, os.path.join(EXAMPLES, name), *args],
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, env=dict(env(), **(extra_env or {})),
-            cwd=REPO_ROOT)
+            cwd=REPO_ROOT, preexec_fn=_as_a_background_job)
         self.out: list[str] = []
         self.q: queue.Queue[str] = queue.Queue()
         self.t = threading.Thread(target=self._read, daemon=True, name="test-example-reader")

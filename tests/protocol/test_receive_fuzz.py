@@ -36,7 +36,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="GOSSIP_FUZZ_E
 
 ME = NodeID(int=0x5E1F)
 PEERS = [NodeID(int=0x100 + i) for i in range(6)]
-PEER_ADDRS = [f"10.0.0.{i}:7946" for i in range(len(PEERS))]
+PEER_ADDRS = [f"127.0.10.{i}:7946" for i in range(len(PEERS))]
 CODEC = PacketCodec(max_packet_size=32 * 1024 * 1024)
 # Small bounds, so the fuzzer reaches them.
 CONFIG = Config.lan(max_members=200, max_members_per_message=50, max_members_per_source=80,
@@ -107,7 +107,7 @@ def member_states(draw: st.DrawFn, unchecked: bool = False) -> MemberState:
 
 def bulk_states(n: int, start: int, state: NodeState) -> tuple[MemberState, ...]:
     """Many fake members at once (drawing them one by one would be slow)."""
-    return tuple(MemberState(NodeID(int=start + i), f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:1", state, i % 7)
+    return tuple(MemberState(NodeID(int=start + i), f"127.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:1", state, i % 7)
                  for i in range(n))
 
 
@@ -175,7 +175,7 @@ def _unchecked(draw: st.DrawFn, kind: str) -> Message:
 @st.composite
 def steps(draw: st.DrawFn) -> tuple[Message, NodeID, str, bool, bool | None, float]:
     sender = draw(st.one_of(st.just(ME), node_ids))
-    src = draw(st.one_of(st.sampled_from(PEER_ADDRS), st.sampled_from(["6.6.6.6:1", "6.6.6.6:2", "7.7.7.7:9"])))
+    src = draw(st.one_of(st.sampled_from(PEER_ADDRS), st.sampled_from(["127.6.6.6:1", "127.6.6.6:2", "127.7.7.7:9"])))
     return (draw(messages()), sender, src, draw(st.booleans()), draw(st.sampled_from([None, True, False])),
             draw(st.floats(0.0, 3.0)))
 
