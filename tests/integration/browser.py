@@ -31,9 +31,17 @@ __all__ = ["find_chromium", "Chromium", "BrowserError"]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
+         "--no-pings", "--disable-domain-reliability", "--disable-breakpad",
+         "--disable-client-side-phishing-detection", "--disable-features=OptimizationHints,"
+         "MediaRouter,DialMediaRouteProvider,AutofillServerCommunication,Translate",
+         # Every name but loopback's fails to resolve, and anything not bound for loopback goes
+         # to a proxy on loopback where nothing listens: nothing can leave the machine.
+         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+         "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1;localhost;[::1]",
          "--remote-allow-origins=*"]
 """Chromium flags: headless, no sandbox (it refuses to start as root otherwise), and no
-connection of its own to anything (updates, sync, field trials)."""
+connection of its own to anything (updates, sync, field trials, pings): its resolver knows only
+loopback and its proxy is a dead loopback port."""
 
 
 class BrowserError(AssertionError):
@@ -63,9 +71,11 @@ class Chromium:
         profile = workdir / "chromium-profile"
         profile.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "chromium.log"
+        self.net_log_path = workdir / "chromium-netlog.json"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [executable, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+             f"--log-net-log={self.net_log_path}",
              f"--window-size={width},{height}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True)   # its own process group: close() ends its helpers too
@@ -114,6 +124,47 @@ class Chromium:
             return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def net_destinations(self) -> set[str]:
+        """Every address (``host:port``) Chromium sent traffic to, read from its network log.
+
+        That is every TCP connection attempt, and every UDP socket that sent a datagram, by the
+        address it was connected to. A UDP socket that was connected but sent nothing is left
+        out: that is how Chromium asks the kernel which source address a route would use (its
+        IPv6 reachability probe), and it puts nothing on the wire. Read after :meth:`close`;
+        the log is read line by line, as a browser ended by a signal leaves it unterminated.
+        """
+        try:
+            text = self.net_log_path.read_text("utf-8", "replace")
+        except OSError:
+            return set()
+        head, sep, events = text.partition('"events": [')
+        if not sep:
+            return set()
+        types = {v: k for k, v in json.loads(head.rstrip().rstrip(",") + "}")["constants"]
+                 ["logEventTypes"].items()}
+        udp_peer: dict[int, str] = {}
+        udp_sent: set[int] = set()
+        out: set[str] = set()
+        for line in events.splitlines():
+            line = line.strip().rstrip(",")
+            if not line.startswith("{"):
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            kind = types.get(event.get("type"), "")
+            params = event.get("params") or {}
+            source = (event.get("source") or {}).get("id", -1)
+            if kind == "TCP_CONNECT_ATTEMPT" and "address" in params:
+                out.add(params["address"])
+            elif kind == "UDP_CONNECT" and "address" in params:
+                udp_peer[source] = params["address"]
+            elif kind in ("UDP_BYTES_SENT", "UDP_SEND_ERROR"):
+                udp_sent.add(source)
+        out.update(udp_peer[s] for s in udp_sent if s in udp_peer)
+        return out
 
     # ------------------------------------------------------------------ DevTools
 

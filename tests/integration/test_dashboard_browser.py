@@ -34,6 +34,7 @@ from gossip import Config
 
 from . import REPO_ROOT, scaled, wait_until
 from .browser import Chromium, find_chromium
+from gossip_netguard import is_loopback
 
 pytestmark = pytest.mark.integration
 
@@ -179,6 +180,13 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
             target = os.environ.get("GOSSIP_TESTS_SCREENSHOT")
             if target:
                 shutil.copyfile(shot, target)
+
+        # Chromium reached nothing but loopback: its resolver knows no other name and its proxy
+        # is a dead loopback port (its background requests to the vendor end there).
+        reached = browser.net_destinations()
+        assert reached, "chromium's network log names no destination at all"
+        off = sorted(a for a in reached if not is_loopback(a.rpartition(":")[0]))
+        assert not off, f"chromium reached past loopback: {off}"
 
         # The command line prints the same provenance.
         env = {k: v for k, v in os.environ.items() if not k.startswith("GOSSIP_") or k.startswith("GOSSIP_TESTS_")}
