@@ -367,13 +367,18 @@ def test_metadata_change_raises_incarnation_and_spreads() -> None:
 
 
 def test_same_seed_same_actions() -> None:
-    def run() -> list[str]:
+    def run() -> tuple[list[str], set[int]]:
         c = CoreCluster(8, seed=5)
         c.down.add(7)
         c.run(30.0)
-        return [f"{e.at:.6f}{e.node}{e.state}" for _, e in c.events]
+        dead_seen_by = {i for i, e in c.events if e.node == c.cores[7].id and e.state is DEAD}
+        return [f"{i}:{e.at:.6f}{e.node}{e.state}" for i, e in c.events], dead_seen_by
 
-    assert run() == run()
+    first, dead_seen_by = run()
+    # The run did something: the crash of node 7 was detected by every other node...
+    assert dead_seen_by == set(range(7))
+    # ... and the same seed gives the same events, in the same order, at the same times.
+    assert first == run()[0]
 
 
 def test_newer_suspicion_of_a_suspect_restarts_the_timer() -> None:
