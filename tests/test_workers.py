@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from gossip.testing import wait_until
 from gossip.workers import BoundedQueue, QueueClosed, WorkerPool
 
 WAIT = 5.0
@@ -120,6 +121,8 @@ def test_worker_pool_processes_and_survives_raising_handler() -> None:
         q.put(i)
         pool.grow()
     assert sorted(done.get(timeout=WAIT) for _ in range(10)) == list(range(10))
+    # A handler records its item before it raises: the pool counts the error just after.
+    wait_until(lambda: pool.errors >= 5, WAIT, "the five errors counted")
     assert pool.errors == 5
     assert all(t.is_alive() for t in pool.threads)
     assert pool.stop(WAIT) == []

@@ -35,30 +35,46 @@ def _pair(**kw: object) -> tuple[Cluster, Cluster]:
 
 
 def test_reliable_flood_delivers_everything_in_order_and_paces_the_sender() -> None:
-    # Small buffers and lanes, and a handler that starts slow: the sender outruns the receiver
-    # at once, so it must be paced (never dropped) and everything must still arrive, in order.
+    # The receiver's handler blocks until the sender has been paced: its lane fills, the
+    # receiver pauses reading the connection, the kernel buffers and then the sender's
+    # connection buffer fill, and the sender waits. Only then is the handler released, so the
+    # back-pressure is certain whatever the speed of the host, and everything must still
+    # arrive, in order, with nothing dropped.
     a, b = _pair(connection_buffer_size=64 * 1024, incoming_packet_queue_depth=64,
-                 send_timeout=scaled(30.0))
+                 send_timeout=scaled(60.0))
     total = 200_000
+    pad = bytes(96)   # 100-byte payloads: 20 MB in all, far more than every buffer on the path
     got: list[int] = []
     done = threading.Event()
-    slow_start = threading.Event()
+    release = threading.Event()
+    paced = threading.Event()
 
     def handler(sender: Node | None, packet: gossip.Packet) -> None:
-        if not slow_start.is_set():
-            slow_start.wait(scaled(0.5))  # the peer does not keep up for a while
-            slow_start.set()
-        got.append(int.from_bytes(packet.unmarshal(), "big"))
+        release.wait()
+        got.append(int.from_bytes(packet.unmarshal()[:4], "big"))
         if len(got) == total:
             done.set()
 
+    def watch() -> None:
+        end = time.monotonic() + scaled(60.0)
+        while time.monotonic() < end:
+            if (a.stats().get("transport.tcp_send_waits", 0) > 0
+                    and b.stats().get("transport.tcp_paused", 0) > 0):
+                paced.set()
+                break
+            time.sleep(0.01)
+        release.set()
+
+    watcher = threading.Thread(target=watch, name="test-watch-pacing", daemon=True)
     try:
         b.handle_func_no_forward(MT, handler)
         node_b = a.get_node(b.local_node().id)
         assert node_b is not None
+        watcher.start()
         for i in range(total):
-            a.send_to_reliable(node_b, MT, i.to_bytes(4, "big"))
+            a.send_to_reliable(node_b, MT, i.to_bytes(4, "big") + pad)
         assert done.wait(scaled(120.0)), f"only {len(got)} of {total} delivered"
+        assert paced.is_set(), "the sender was never paced and the receiver never paused"
         assert got == list(range(total))
         sa, sb = a.stats(), b.stats()
         assert sa["transport.tcp_send_waits"] > 0       # the sender was paced...
@@ -66,6 +82,9 @@ def test_reliable_flood_delivers_everything_in_order_and_paces_the_sender() -> N
         assert not [k for k in (*sa, *sb) if k.startswith("dropped.") and k != "dropped.kernel_udp"]
         assert sa.get("transport.tcp_frames_lost", 0) == 0
     finally:
+        release.set()
+        if watcher.is_alive():
+            watcher.join(scaled(5.0))
         a.stop(timeout=3.0)
         b.stop(timeout=3.0)
 
