@@ -560,9 +560,10 @@ class Engine:
         core = self.host.core
         ttl = broadcast_ttl(core.counts[NodeState.ALIVE] + 1, self.config.ttl_multiplier)
         msg_id = self.hlc.now()
-        pkt = self.codec.encode(msg_type, self.id_bytes, msg_id, ttl, data)
+        payload = self.codec.codec.encode(data)
+        pkt = self.codec.encode_raw(msg_type, self.id_bytes, msg_id, ttl, payload)
         self.receiver.remember(time.monotonic(), self.id_bytes, msg_id)
-        self._send_all(self.fan_out_addrs((self.node_id, *exclude)), pkt, reliable)
+        self._send_all(self.fan_out_addrs((self.node_id, *exclude)), pkt, reliable, len(payload))
         self.counters.inc("user.broadcasts")
 
     def send_direct(self, nodes: Iterable[Node], msg_type: int, data: Any, reliable: bool) -> None:
@@ -575,17 +576,20 @@ class Engine:
         """
         self.check_open()
         check_user_type(msg_type)
-        pkt = self.codec.encode(msg_type, self.id_bytes, self.hlc.now(), 1, data)
-        self._send_all([n.address for n in nodes if n.id != self.node_id], pkt, reliable)
+        payload = self.codec.codec.encode(data)
+        pkt = self.codec.encode_raw(msg_type, self.id_bytes, self.hlc.now(), 1, payload)
+        self._send_all([n.address for n in nodes if n.id != self.node_id], pkt, reliable,
+                       len(payload))
         self.counters.inc("user.direct")
 
-    def _send_all(self, addrs: list[str], pkt: bytes, reliable: bool) -> None:
-        """Send ``pkt`` to every address; raise the first failure after trying them all."""
+    def _send_all(self, addrs: list[str], pkt: bytes, reliable: bool, payload_size: int) -> None:
+        """Send ``pkt`` (whose payload is ``payload_size`` bytes before compression) to every
+        address; raise the first failure after trying them all."""
         first: Exception | None = None
         sent = 0
         for addr in addrs:
             try:
-                self.out.user(addr, pkt, reliable)
+                self.out.user(addr, pkt, reliable, payload_size)
                 sent += 1
             except ClusterClosed:
                 raise

@@ -51,7 +51,7 @@ from ..protocol.messaging import MessageHistory, max_ttl
 from ..protocol.replay import ReplayGuard
 
 from ..transports.base import Connection, Incoming
-from ..wire import RESERVED_MSGS_START, MessageType
+from ..wire import MAX_DATAGRAM_PAYLOAD, RESERVED_MSGS_START, MessageType
 from ..counters import Counters
 from .outgoing import type_key
 
@@ -61,7 +61,6 @@ if TYPE_CHECKING:
 __all__ = ["Receiver", "UserLanes", "broadcast_ttl"]
 
 _CHUNK = 256  # packets a lane worker takes at once
-_MAX_DATAGRAM_PAYLOAD = 65536  # a datagram decompresses to at most this much ("stays a datagram")
 _INLINE_SLOW = 0.001  # a reply handler slower than this is no longer run on the reader thread
 _SLOW_FOR = 60.0  # ...for this long
 
@@ -237,7 +236,9 @@ class Receiver:
         self.lanes = UserLanes(cfg.num_incoming_workers, cfg.incoming_packet_queue_depth,
                                cfg.incoming_queue_max_bytes, self._user_batch, self.counters,
                                engine.prefix, self.log)
-        self._udp_payload = max(_MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
+        # A datagram decompresses to at most this much: it "stays a datagram" (senders send
+        # bigger payloads over a connection, gossip.engine.outgoing).
+        self._udp_payload = max(MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
         self._slow_until: dict[int, float] = {}  # reply handlers kept off the reader thread
         self._ttl_multiplier = cfg.ttl_multiplier
 
@@ -468,7 +469,7 @@ class Receiver:
             return
         data = self.codec.encode_raw(pkt.msg_type, pkt.sender, pkt.msg_id, ttl, pkt.payload)
         for addr in engine.fan_out_addrs((NodeID(bytes=pkt.sender),)):
-            engine.out.relay(addr, data, inc.reliable)
+            engine.out.relay(addr, data, inc.reliable, len(pkt.payload))
         self.counters.inc("user.relayed")
 
     # ------------------------------------------------------------------ history

@@ -3,8 +3,10 @@
 Three kinds of sends, each on the cheapest thread that cannot be blocked by a slow peer:
 
 * **User sends** (``send_to*``, broadcasts) run on the caller's thread. A best-effort packet
-  that fits in one datagram (``udp_max_packet_size``) goes out as one, at once, and never
-  waits: a full socket buffer drops it and counts it (``dropped.udp_send_buffer_full``), or
+  that fits in one datagram goes out as one, at once, and never waits (it fits when it is at
+  most ``udp_max_packet_size`` bytes *and* its payload, decompressed, is at most
+  :data:`~gossip.wire.MAX_DATAGRAM_PAYLOAD`: a receiver refuses a datagram that expands past
+  it, so such a payload travels over a connection however small it compresses): a full socket buffer drops it and counts it (``dropped.udp_send_buffer_full``), or
   raises, as ``Config.best_effort_full_policy`` says. Every other send (asked to be reliable,
   or too big for a datagram) is queued on the pooled connection to the peer and never drops
   what it accepted: while the connection's buffer is full the caller waits, up to
@@ -47,7 +49,7 @@ from ..hlc import HLC
 from ..packet import PacketCodec
 from ..protocol import Send
 from ..transports.base import Incoming, Transport
-from ..wire import RESERVED_MSGS_START, MessageType
+from ..wire import MAX_DATAGRAM_PAYLOAD, RESERVED_MSGS_START, MessageType
 from ..workers import BoundedQueue, WorkerPool
 from ..counters import Counters
 
@@ -158,8 +160,21 @@ class Outgoing:
 
     def encode_protocol(self, msg: messages.Message) -> tuple[int, bytes]:
         """Return ``(message type, packet)`` for a protocol message."""
+        mt, data, _ = self._encode_sized(msg)
+        return mt, data
+
+    def _encode_sized(self, msg: messages.Message) -> tuple[int, bytes, int]:
+        """Return ``(message type, packet, payload size before compression)``."""
         mt, value = messages.to_wire(msg)
-        return mt, self.codec.encode(mt, self.sender_id, self.hlc.now(), 1, value)
+        payload = self.codec.codec.encode(value)
+        return mt, self.codec.encode_raw(mt, self.sender_id, self.hlc.now(), 1, payload), \
+            len(payload)
+
+    def fits_datagram(self, data: bytes, payload_size: int) -> bool:
+        """True if a packet of ``data`` whose payload is ``payload_size`` bytes before
+        compression may travel as a datagram: it fits ``udp_max_packet_size``, and a receiver
+        will not refuse it for expanding past :data:`~gossip.wire.MAX_DATAGRAM_PAYLOAD`."""
+        return len(data) <= self._udp_max and payload_size <= MAX_DATAGRAM_PAYLOAD
 
     def _count_out(self, kind: str, msg_type: int, size: int) -> None:
         table = self.counters.table()
@@ -200,11 +215,11 @@ class Outgoing:
             return
         if not action.reliable and not self._force_reliable:
             try:
-                mt, data = self.encode_protocol(msg)
+                mt, data, payload_size = self._encode_sized(msg)
             except GossipError as exc:
                 self._count_error(exc, action.addr)
                 return
-            if len(data) <= self._udp_max:
+            if self.fits_datagram(data, payload_size):
                 self._datagram(transport, action.addr, data, mt)
                 return
             self._hand_off(_Out(action.addr, data, None, mt))
@@ -265,8 +280,11 @@ class Outgoing:
 
     # ------------------------------------------------------------------ user sends
 
-    def user(self, addr: str, data: bytes, reliable: bool) -> None:
+    def user(self, addr: str, data: bytes, reliable: bool, payload_size: int) -> None:
         """Send a user packet from the caller's thread (see the module docstring).
+
+        ``payload_size`` is the packet's payload size before compression (it decides, with
+        the packet's size, whether a best-effort packet may travel as a datagram).
 
         Raises:
             SendQueueFull: a send over a connection found no room within ``send_timeout``; or
@@ -278,7 +296,7 @@ class Outgoing:
         transport = self.transport
         if transport is None or self._closing:
             raise ClusterClosed("the cluster is stopped")
-        if not reliable and not self._force_reliable and len(data) <= self._udp_max:
+        if not reliable and not self._force_reliable and self.fits_datagram(data, payload_size):
             try:
                 transport.send(addr, data, False)
             except SendQueueFull:
@@ -305,12 +323,13 @@ class Outgoing:
             raise
         self._count_out(link_kind(transport, addr, True), RESERVED_MSGS_START, len(data))
 
-    def relay(self, addr: str, data: bytes, reliable: bool) -> None:
-        """Send a relayed broadcast: at once as a datagram, else through the send workers."""
+    def relay(self, addr: str, data: bytes, reliable: bool, payload_size: int) -> None:
+        """Send a relayed broadcast: at once as a datagram (when it fits, as :meth:`user`
+        decides), else through the send workers."""
         transport = self.transport
         if transport is None or self._closing:
             return
-        if not reliable and not self._force_reliable and len(data) <= self._udp_max:
+        if not reliable and not self._force_reliable and self.fits_datagram(data, payload_size):
             self._datagram(transport, addr, data, RESERVED_MSGS_START)
             return
         self._hand_off(_Out(addr, data, None, RESERVED_MSGS_START))

