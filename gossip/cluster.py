@@ -682,7 +682,12 @@ class Cluster:
         self._eng().broadcast(msg_type, data, True, tuple(exclude))
 
     def send_to(self, node: Node, msg_type: int, data: Any) -> None:
-        """Send ``data`` to one node (best effort; never relayed further)."""
+        """Send ``data`` to one node (best effort; never relayed further).
+
+        A node known dead or left is not sent to: the send is counted (``dropped.node_dead``,
+        ``dropped.node_left``), or raises :class:`~gossip.errors.NodeUnavailable` under
+        ``best_effort_full_policy="raise"``. The README's send table lists every outcome.
+        """
         self._eng().send_direct((node,), msg_type, data, False)
 
     def send_to_reliable(self, node: Node, msg_type: int, data: Any) -> None:
@@ -690,7 +695,8 @@ class Cluster:
         self._eng().send_direct((node,), msg_type, data, True)
 
     def send_to_peers(self, nodes: Iterable[Node], msg_type: int, data: Any) -> None:
-        """Send ``data`` to each of ``nodes`` (best effort; never relayed further)."""
+        """Send ``data`` to each of ``nodes`` (best effort; never relayed further), as
+        :meth:`send_to` does, then raise the first failure."""
         self._eng().send_direct(nodes, msg_type, data, False)
 
     def send_to_peers_reliable(self, nodes: Iterable[Node], msg_type: int, data: Any) -> None:

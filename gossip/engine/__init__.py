@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import Config
-from ..errors import ClusterClosed
+from ..errors import ClusterClosed, NodeUnavailable
 from ..handlers import EventHandlers, MessageHandlers, check_user_type
 from ..hlc import HLC
 from ..metadata import Metadata, MetadataReader
@@ -569,23 +569,53 @@ class Engine:
     def send_direct(self, nodes: Iterable[Node], msg_type: int, data: Any, reliable: bool) -> None:
         """Send a user message with ttl 1 to each node (never relayed further).
 
+        A best-effort send skips a node known dead or left (by its current state here, else
+        the snapshot's): counted as ``dropped.node_dead`` / ``dropped.node_left``, and raised
+        as :class:`NodeUnavailable` under ``best_effort_full_policy="raise"``.
+
         Raises:
             LocalProtocolError: internal type, or a payload that cannot be encoded.
             SendQueueFull, TransportError: as :meth:`Outgoing.user` (after trying every node).
+            NodeUnavailable: a best-effort send to a node known dead or left (``"raise"``).
             ClusterClosed: the engine is not running.
         """
         self.check_open()
         check_user_type(msg_type)
         payload = self.codec.codec.encode(data)
         pkt = self.codec.encode_raw(msg_type, self.id_bytes, self.hlc.now(), 1, payload)
-        self._send_all([n.address for n in nodes if n.id != self.node_id], pkt, reliable,
-                       len(payload))
+        targets = [n for n in nodes if n.id != self.node_id]
+        first: Exception | None = None
+        if not reliable:
+            targets, first = self._skip_gone(targets)
+        self._send_all([n.address for n in targets], pkt, reliable, len(payload), first)
         self.counters.inc("user.direct")
 
-    def _send_all(self, addrs: list[str], pkt: bytes, reliable: bool, payload_size: int) -> None:
+    def _skip_gone(self, nodes: list[Node]) -> tuple[list[Node], Exception | None]:
+        """Split off the nodes known dead or left; count each, and return the error to raise
+        under the ``"raise"`` policy (else None)."""
+        members = self.host.core.members
+        live: list[Node] = []
+        error: Exception | None = None
+        for n in nodes:
+            # One dict read and one attribute read, atomic without the lock: a state a moment
+            # old is as good as the caller's snapshot.
+            m = members.get(n.id)
+            state = n.state if m is None else m.state
+            if state is not NodeState.DEAD and state is not NodeState.LEAVING:
+                live.append(n)
+                continue
+            name = "dead" if state is NodeState.DEAD else "left"
+            self.counters.inc(f"dropped.node_{name}")
+            if self.config.best_effort_full_policy == "raise" and error is None:
+                error = NodeUnavailable(
+                    f"node {n.id.short}@{n.address} is {name}: the message was not sent",
+                    str(n.id), name)
+        return live, error
+
+    def _send_all(self, addrs: list[str], pkt: bytes, reliable: bool, payload_size: int,
+                  first: Exception | None = None) -> None:
         """Send ``pkt`` (whose payload is ``payload_size`` bytes before compression) to every
-        address; raise the first failure after trying them all."""
-        first: Exception | None = None
+        address; raise the first failure (``first`` if given) after trying them all."""
         sent = 0
         for addr in addrs:
             try:

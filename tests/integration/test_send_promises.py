@@ -10,16 +10,20 @@ wait is bounded.
 
 from __future__ import annotations
 
+import io
+import json
 import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
+from wsgiref.util import setup_testing_defaults
 
 import pytest
 
 import gossip
 from gossip import Cluster, Config, Node, NodeID, NodeState, Packet
 from gossip.errors import MessageTooLarge
+from gossip.httpapi import app
 from gossip.metadata import MetadataReader
 
 from . import scaled, wait_until
@@ -59,6 +63,22 @@ def _node(viewer: Cluster, target: Cluster) -> Node:
     node = viewer.get_node(target.local_node().id)
     assert node is not None
     return node
+
+
+def _post(api: Any, path: str, body: Any) -> tuple[str, Any]:
+    """Call the WSGI app ``api`` with a JSON POST; return the status and the JSON answer."""
+    raw = json.dumps(body).encode()
+    environ: dict[str, Any] = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "",
+                               "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw)}
+    setup_testing_defaults(environ)
+    got: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        got.append(status)
+        return lambda data: None
+
+    result = b"".join(api(environ, start_response))
+    return got[0], json.loads(result)
 
 
 @pytest.fixture
@@ -118,3 +138,61 @@ def test_a_payload_a_receiver_would_refuse_decompressed_raises_at_the_sender(
         a.send(MT, blob)
     assert got == []
     assert "bad_packets.PacketTooLarge" not in b.stats()
+
+
+# ----------------------------------------------------------- best-effort sends to dead or left
+
+
+def test_a_best_effort_send_to_a_dead_or_left_member_raises_or_is_counted() -> None:
+    # a raises under the "raise" policy; c drops under "drop" (the default): both say why.
+    a = Cluster(Config.local(bind_addr="127.0.0.1:0", best_effort_full_policy="raise"))
+    c = Cluster(Config.local(bind_addr="127.0.0.1:0"))
+    rest = _start(2)
+    b, d = rest
+    clusters = [a, c, *rest]
+    try:
+        for x in (a, c):
+            x.start()
+            assert x.join(b.address, timeout=scaled(5.0)) == 1
+        wait_until(lambda: all(x.num_alive_nodes() == 4 for x in clusters), 15.0, "4 alive")
+        got = _collect(a, forward=False)
+        b_id, d_id = b.local_node().id, d.local_node().id
+        d.stop(timeout=3.0)  # leaves gracefully
+        b._crash()           # gone without a word
+        for x in (a, c):
+            wait_until(lambda x=x: (x.get_node(b_id).state is NodeState.DEAD  # type: ignore[union-attr]
+                                    and x.get_node(d_id).state is NodeState.LEAVING),  # type: ignore[union-attr]
+                       30.0, "b is dead and d left, as a and c see it")
+
+        for gone_id, state in ((b_id, "dead"), (d_id, "left")):
+            node = a.get_node(gone_id)
+            assert node is not None
+            with pytest.raises(gossip.NodeUnavailable, match=f"is {state}") as info:
+                a.send_to(node, MT, "hello")
+            assert info.value.state == state and info.value.node_id == str(gone_id)
+            assert isinstance(info.value, gossip.TransportError)
+            assert a.stats()[f"dropped.node_{state}"] == 1
+            c_node = c.get_node(gone_id)
+            assert c_node is not None
+            c.send_to(c_node, MT, "hello")  # the drop policy: no raise, but counted
+            assert c.stats()[f"dropped.node_{state}"] == 1
+
+        # Judged by the state now, not by the caller's old snapshot (taken while b was alive).
+        stale = Node(b_id, a.get_node(b_id).address, NodeState.ALIVE, 0, MetadataReader())  # type: ignore[union-attr]
+        with pytest.raises(gossip.NodeUnavailable):
+            a.send_to(stale, MT, "hello")
+        # The agent's API (and so `gossip send --to`) answers 409 with the reason, not "sent".
+        api = app(c)
+        try:
+            status, answer = _post(api, "/api/send", {"type": MT, "data": "x", "node": str(b_id)})
+        finally:
+            api.close()
+        assert status == "409 Conflict" and f"{b_id.short} is dead" in answer["error"]
+        # send_to_peers sends to the live ones, then raises (or counts) for the others.
+        a_node = c.get_node(a.local_node().id)
+        assert a_node is not None
+        c.send_to_peers([c.get_node(b_id), a_node], MT, "to a")  # type: ignore[list-item]
+        wait_until(lambda: got == ["to a"], 10.0, "a got the message")
+        assert c.stats()["dropped.node_dead"] == 2
+    finally:
+        _stop(clusters)
