@@ -42,6 +42,7 @@ from ..metadata import Metadata, MetadataReader
 from ..node import PROTOCOL_VERSION, Node, NodeID, NodeState
 from ..packet import PacketCodec
 from ..protocol import JoinResult, MemberEvent, Protocol, Send
+from ..protocol.actions import JOIN_NO_ANSWER
 from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
 from ..protocol.insight import CLUSTER_EVENTS, Insight
 from ..protocol.messaging import calc_fan_out
@@ -66,11 +67,26 @@ _WARN_INTERVAL = 10.0
 
 
 class _JoinWaiter:
-    __slots__ = ("event", "result")
+    __slots__ = ("event", "result", "connected", "refused")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.result: JoinResult | None = None
+        self.connected = False  # the join went out on a connection the seed accepted
+        self.refused = ""  # why a packet from the seed was refused here, if one was
+
+
+def _no_answer(waiter: _JoinWaiter, timeout: float) -> str:
+    """Say why a join got no answer, as precisely as the joiner can know it."""
+    if waiter.refused:
+        return (f"no answer within {timeout:.1f}s that this node could read; the seed's packets "
+                f"were refused: {waiter.refused}")
+    if waiter.connected:
+        return (f"no answer within {timeout:.1f}s, though the seed accepted the connection: it "
+                "may have another encryption key or cluster label (its log says so), or be "
+                "overloaded")
+    return (f"no answer within {timeout:.1f}s: the seed may be down, or have another "
+            "encryption key or cluster label")
 
 
 class Engine:
@@ -109,7 +125,7 @@ class Engine:
         self.events = EventLoop(self)
         self.receiver = Receiver(self)
         self.out = Outgoing(config, codec, self.id_bytes, self.hlc, self.counters, self.log,
-                            self._join_send_failed, self.prefix)
+                            self._join_send_failed, self.prefix, self._join_sent)
         self.scheduler = Scheduler(self)
         # The stream pool (and the stream layer it imports) is built by the first stream
         # opened or accepted: a node that never streams does not load it.
@@ -482,10 +498,13 @@ class Engine:
         try:
             self.locked(lambda core: core.join(time.monotonic(), [addr]))
             if not waiter.event.wait(timeout):
-                return JoinResult(addr, False, f"no answer within {timeout:.1f}s")
-            if waiter.result is None:
+                return JoinResult(addr, False, _no_answer(waiter, timeout or 0.0))
+            result = waiter.result
+            if result is None:
                 raise ClusterClosed("the cluster was stopped while joining")
-            return waiter.result
+            if not result.accepted and result.reason == JOIN_NO_ANSWER:  # the core's timer
+                return JoinResult(addr, False, _no_answer(waiter, self.config.join_timeout))
+            return result
         finally:
             with self._join_lock:
                 waiters = self._join_waiters.get(addr, [])
@@ -496,6 +515,28 @@ class Engine:
 
     def _join_send_failed(self, addr: str, reason: str) -> None:
         self._resolve_join(addr, JoinResult(addr, False, reason))
+
+    def _join_sent(self, addr: str) -> None:
+        with self._join_lock:
+            for w in self._join_waiters.get(addr, ()):
+                w.connected = True
+
+    def join_answer_refused(self, src: str, reason: str, on_connection: bool) -> None:
+        """A packet from ``src`` failed authentication or carried another label (``reason``).
+
+        A join waiting on ``src`` notes why; if the packet came on a connection (the answer
+        to the join travels on the join's own connection, which a third party cannot write
+        to as a datagram's source can be forged), the join fails at once with that reason.
+        """
+        if not self._join_waiters:  # one read, no lock: the common case is no join at all
+            return
+        with self._join_lock:
+            waiters = list(self._join_waiters.get(src, ()))
+            for w in waiters:
+                w.refused = reason
+        if on_connection and waiters:
+            self._resolve_join(src, JoinResult(
+                src, False, f"the seed answered, but this node refused its answer: {reason}"))
 
     def _resolve_join(self, addr: str, result: JoinResult) -> None:
         with self._join_lock:

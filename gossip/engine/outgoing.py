@@ -96,12 +96,14 @@ class Outgoing:
         log: the engine's logger.
         on_join_failed: called with ``(addr, reason)`` when a join request could not be sent.
         prefix: the thread name prefix (``gossip-<node>``).
+        on_join_sent: called with ``addr`` when a join request went out on a connection.
     """
 
     def __init__(
         self, config: Config, codec: PacketCodec, sender_id: bytes, hlc: HLC, counters: Counters,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger],
         on_join_failed: Callable[[str, str], None], prefix: str,
+        on_join_sent: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.codec = codec
@@ -111,6 +113,7 @@ class Outgoing:
         self.log = log
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._on_join_failed = on_join_failed
+        self._on_join_sent = on_join_sent
         self.transport: Transport | None = None
         self._udp_max = config.udp_max_packet_size
         self._force_reliable = config.force_reliable_transport
@@ -268,6 +271,8 @@ class Outgoing:
             assert transport is not None
             transport.send(item.addr, data, True, self.config.tcp_deadline)
             self._count_out(link_kind(transport, item.addr, True), mt, len(data))
+            if self._on_join_sent is not None and type(item.msg) is messages.Join:
+                self._on_join_sent(item.addr)
         except GossipError as exc:
             self._count_error(exc, item.addr)
             if type(item.msg) is messages.Join:
