@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
+import pickle
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from gossip import Cluster, Config, JoinError, Keyring
+from gossip import Cluster, Config, JoinError, JoinOutcome, Keyring
 from gossip.packet import PacketCodec
 from gossip.wire import MessageType
 
 from . import loopback_blackhole, scaled, wait_until
+from .tls import make_pki
 
 K1, K2 = os.urandom(32), os.urandom(32)
 
@@ -114,3 +117,36 @@ def test_a_seed_that_never_answers_is_named_as_possibly_down_or_of_another_clust
             joiner.join(addr, timeout=scaled(1.0))
         why = info.value.failures[addr]
         assert "the seed may be down, or have another encryption key or cluster label" in why
+
+
+# ---------------------------------------------------------------------------------- partial joins
+
+
+def test_a_partial_join_lists_every_seed_that_failed_and_warns(
+        tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A wss:// seed whose certificate this node cannot verify (a private CA it was not given),
+    # a seed that is down, and one good seed: the join succeeds, and says what failed.
+    caplog.set_level(logging.WARNING, logger="gossip")
+    pki = make_pki(tmp_path)
+    with _nodes({"socket_transport_enabled": False, "websocket_bind_addr": "127.0.0.1:0",
+                 "tls_cert_file": pki.cert, "tls_key_file": pki.key},
+                {}, {}) as (wss_seed, good_seed, joiner), socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: a dial is refused at once
+        down = f"127.0.0.1:{closed.getsockname()[1]}"
+        assert wss_seed.address.startswith("wss://")
+        outcome = joiner.join([wss_seed.address, good_seed.address, down],
+                              timeout=scaled(10.0))
+        assert outcome == 1 and isinstance(outcome, int)  # what join() always returned
+        assert isinstance(outcome, JoinOutcome) and not outcome.complete
+        assert outcome.joined == (good_seed.address,)
+        assert set(outcome.failures) == {wss_seed.address, down}
+        assert "certificate" in outcome.failures[wss_seed.address].lower()
+        assert "ConnectError" in outcome.failures[down]
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                    and r.getMessage().startswith("joined through 1 of 3 peers")]
+        assert len(warnings) == 1
+        assert wss_seed.address in warnings[0] and down in warnings[0]
+        # A join through every seed it was given is complete, and says nothing.
+        again = joiner.join(good_seed.address, timeout=scaled(5.0))
+        assert again == 1 and again.complete and again.failures == {}
+        assert pickle.loads(pickle.dumps(outcome)).failures == outcome.failures
