@@ -717,8 +717,9 @@ class Cluster:
 
         Raises:
             GossipTimeout: no reply in time (the message names the node).
-            TransportError: the node could not be reached.
-            DecodeError: the reply does not fit ``response_type``.
+            TransportError: the node could not be reached, or closed the connection unanswered.
+            DecodeError, EncryptionError: the reply is malformed, does not fit
+                ``response_type``, or is not authentic (the node seals with another key).
             LocalProtocolError: internal type, or ``payload`` cannot be encoded.
             ClusterClosed: the cluster is not started or is stopped.
         """

@@ -43,6 +43,7 @@ from ..errors import (
     GossipError,
     GossipTimeout,
     RemoteHandlerError,
+    RemoteProtocolError,
     SendQueueFull,
 )
 from ..hlc import HLC
@@ -348,8 +349,11 @@ class Outgoing:
         Raises:
             GossipTimeout: no reply within ``timeout``.
             RemoteHandlerError: the peer's handler raised, or it has no reply handler.
-            DecodeError: the answer is not a reply, or does not fit ``response_type``.
-            TransportError: the peer could not be reached.
+            DecodeError: the answer is malformed, not a reply, or does not fit
+                ``response_type``.
+            EncryptionError: the answer is not authentic (the peer seals with another key).
+            TransportError: the peer could not be reached (:class:`ConnectError`), or closed
+                the connection without answering (:class:`SendError`).
             LocalProtocolError: ``payload`` cannot be encoded.
         """
         transport = self.transport
@@ -363,7 +367,12 @@ class Outgoing:
                 f"no reply from node {label} to message type {msg_type} within {timeout:.3g}s"
             ) from exc
         self.counters.inc("user.requests")
-        pkt = self.codec.decode(raw)
+        try:
+            pkt = self.codec.decode(raw)
+        except RemoteProtocolError as exc:  # every decode error takes one message
+            self.counters.inc(f"bad_packets.{type(exc).__name__}")
+            raise type(exc)(f"node {label} answered message type {msg_type} with a packet "
+                            f"refused here: {exc}") from exc
         if pkt.msg_type == MessageType.REPLY:
             return pkt.unmarshal(response_type)
         if pkt.msg_type == MessageType.REPLY_ERROR:

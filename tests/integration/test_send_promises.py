@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
+import struct
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import pytest
 
 import gossip
-from gossip import Cluster, Config, Node, NodeID, NodeState, Packet
+from gossip import Cluster, Config, Keyring, Node, NodeID, NodeState
 from gossip.errors import MessageTooLarge
 from gossip.httpapi import app
 from gossip.metadata import MetadataReader
+from gossip.packet import PacketCodec
+from gossip.wire import MessageType
 
 from . import scaled, wait_until
 
@@ -196,3 +201,119 @@ def test_a_best_effort_send_to_a_dead_or_left_member_raises_or_is_counted() -> N
         assert c.stats()["dropped.node_dead"] == 2
     finally:
         _stop(clusters)
+
+
+# ----------------------------------------------------------- request / reply: the error paths
+
+
+def _fake_peer(port: int) -> Node:
+    return Node(NodeID.generate(), f"127.0.0.1:{port}", NodeState.ALIVE, 0, MetadataReader())
+
+
+class _RawPeer:
+    """A TCP listener that reads one request frame and then does what a test says: close,
+    answer with given bytes, or hold the connection open without answering until released."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.port = self.listener.getsockname()[1]
+        self.release = threading.Event()
+        self.got_request = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def serve_once(self, answer: bytes | None) -> None:
+        t = threading.Thread(target=self._serve, args=(answer,), daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _serve(self, answer: bytes | None) -> None:
+        self.listener.settimeout(scaled(10.0))
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(scaled(10.0))
+            buf = b""
+            while len(buf) < 4 + 4 or len(buf) < 8 + struct.unpack_from(">I", buf, 4)[0]:
+                chunk = conn.recv(65536)  # the 4-byte preamble, then one length-prefixed frame
+                if not chunk:
+                    return
+                buf += chunk
+            self.got_request.set()
+            if answer is not None:
+                conn.sendall(struct.pack(">I", len(answer)) + answer)
+            else:
+                self.release.wait(scaled(10.0))
+
+    def close(self) -> None:
+        self.release.set()
+        for t in self._threads:
+            t.join(scaled(10.0))
+        self.listener.close()
+
+
+def test_request_error_paths_say_what_went_wrong() -> None:
+    a = Cluster(Config.local(bind_addr="127.0.0.1:0"))
+    a.start()
+    peer = _RawPeer()
+    try:
+        node = _fake_peer(peer.port)
+        # The peer closes the connection without answering: the public SendError (never a
+        # private type), naming the address.
+        peer.serve_once(None)
+        peer.release.set()
+        with pytest.raises(gossip.SendError, match="closed by peer") as closed:
+            a.send_to_with_response(node, MT, "q", timeout=scaled(5.0))
+        assert type(closed.value) is gossip.SendError and f":{peer.port}" in str(closed.value)
+        peer.release.clear()
+        # It answers garbage, then a packet that is not a reply: DecodeError naming the node.
+        peer.serve_once(b"hello")
+        with pytest.raises(gossip.DecodeError, match=f"node {node.id.short}@.*refused here"):
+            a.send_to_with_response(node, MT, "q", timeout=scaled(5.0))
+        assert a.stats()["bad_packets.DecodeError"] == 1
+        peer.serve_once(a._codec.encode(MT, NodeID.generate().bytes, 1, 1, "x"))
+        with pytest.raises(gossip.DecodeError, match="not a reply"):
+            a.send_to_with_response(node, MT, "q", timeout=scaled(5.0))
+        # An answer sealed with a key this node does not hold.
+        sealed = PacketCodec(keyring=Keyring([os.urandom(32)]))
+        peer.serve_once(sealed.encode(int(MessageType.REPLY), NodeID.generate().bytes, 1, 1, "x"))
+        with pytest.raises(gossip.EncryptionError, match=f"node {node.id.short}@"):
+            a.send_to_with_response(node, MT, "q", timeout=scaled(5.0))
+        # It reads the request and never answers: GossipTimeout naming the node.
+        peer.serve_once(None)
+        with pytest.raises(gossip.GossipTimeout, match=f"no reply from node {node.id.short}@"):
+            a.send_to_with_response(node, MT, "q", timeout=0.3)
+        assert peer.got_request.is_set()
+        peer.release.set()
+        # Nobody listens: ConnectError.
+        with socket.socket() as closed_port:
+            closed_port.bind(("127.0.0.1", 0))
+            with pytest.raises(gossip.ConnectError):
+                a.send_to_with_response(_fake_peer(closed_port.getsockname()[1]), MT, "q",
+                                        timeout=scaled(5.0))
+    finally:
+        peer.close()
+        a.stop(timeout=3.0)
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+def test_reply_encoding_errors_reach_the_requester(trio: list[Cluster]) -> None:
+    a, b, _ = trio
+    answers: dict[str, Any] = {"unencodable": object(), "too big": os.urandom(5 << 20),
+                               "wrong shape": {"x": "not an int"}}
+    b.handle_func_with_reply(MT, lambda s, p: answers[p.unmarshal()])
+    node = _node(a, b)
+    with pytest.raises(gossip.RemoteHandlerError, match="could not be encoded.*object"):
+        a.send_to_with_response(node, MT, "unencodable", timeout=scaled(5.0))
+    with pytest.raises(gossip.RemoteHandlerError, match="could not be encoded.*max_packet_size"):
+        a.send_to_with_response(node, MT, "too big", timeout=scaled(5.0))
+    assert b.stats()["user.reply_encode_errors"] == 2
+    # Counted once the answer is written, which may be after the requester read it.
+    wait_until(lambda: b.stats().get("user.error_replies") == 2, 5.0, "two error replies counted")
+    with pytest.raises(gossip.DecodeError):
+        a.send_to_with_response(node, MT, "wrong shape", Point, timeout=scaled(5.0))
