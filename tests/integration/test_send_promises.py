@@ -317,3 +317,84 @@ def test_reply_encoding_errors_reach_the_requester(trio: list[Cluster]) -> None:
     wait_until(lambda: b.stats().get("user.error_replies") == 2, 5.0, "two error replies counted")
     with pytest.raises(gossip.DecodeError):
         a.send_to_with_response(node, MT, "wrong shape", Point, timeout=scaled(5.0))
+
+
+# ----------------------------------------------------------- drops, each made certain
+
+
+def test_frames_accepted_on_a_connection_that_breaks_are_counted_as_lost() -> None:
+    # The peer never reads, so the connection's buffer fills (proven by SendQueueFull); then it
+    # crashes (a reset): what the buffer held is lost, and counted as dropped.connection_lost.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    peer = _fake_peer(listener.getsockname()[1])
+    a = Cluster(Config.local(bind_addr="127.0.0.1:0", connection_buffer_size=64 * 1024,
+                             send_timeout=0.0))
+    a.start()
+    try:
+        accepted = 0
+        with pytest.raises(gossip.SendQueueFull):
+            for _ in range(100_000):
+                a.send_to_reliable(peer, MT, b"y" * 1000)
+                accepted += 1
+        assert accepted > 0 and "dropped.connection_lost" not in a.stats()
+        listener.settimeout(scaled(5.0))
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # with linger 0: a reset, as from a crashed peer's kernel
+        wait_until(lambda: a.stats().get("dropped.connection_lost", 0) > 0, 10.0,
+                   "the frames lost with the connection are counted")
+        assert a.stats()["dropped.connection_lost"] <= accepted
+    finally:
+        a.stop(timeout=3.0)
+        listener.close()
+
+
+class _FullUdpBuffer:
+    """Stands in for a UDP socket whose send buffer is full for user packets: ``sendto``
+    raises what a full non-blocking socket raises (``BlockingIOError``); the rest is the real
+    socket's. The condition is certain, where filling a real loopback buffer is a race."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+
+    def sendto(self, data: bytes, addr: Any) -> int:
+        (msg_type,) = struct.unpack_from(">H", data, 8)  # plain packets: after the prefix
+        if msg_type >= gossip.RESERVED_MSGS_START:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return self.real.sendto(data, addr)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_full_udp_send_buffer_drops_and_counts_or_raises_under_the_raise_policy() -> None:
+    a = Cluster(Config.local(bind_addr="127.0.0.1:0", best_effort_full_policy="raise"))
+    c = Cluster(Config.local(bind_addr="127.0.0.1:0"))
+    b = _start(1)[0]
+    clusters = [a, c, b]
+    try:
+        for x in (a, c):
+            x.start()
+            assert x.join(b.address, timeout=scaled(5.0)) == 1
+        wait_until(lambda: all(x.num_alive_nodes() == 3 for x in clusters), 15.0, "3 alive")
+        got = _collect(b, forward=False)
+        sides = [x._transport.socket for x in (a, c)]  # type: ignore[union-attr]
+        for side in sides:
+            side._udp = _FullUdpBuffer(side._udp)  # type: ignore[union-attr]
+        with pytest.raises(gossip.SendQueueFull, match="UDP send buffer is full"):
+            a.send_to(_node(a, b), MT, "raised")
+        assert a.stats()["dropped.udp_send_buffer_full"] == 1
+        with pytest.raises(gossip.SendQueueFull):
+            a.send_excluding(MT, "broadcast", [c.local_node().id])  # the first hop, as send_to
+        assert a.stats()["dropped.udp_send_buffer_full"] == 2
+        c.send_to(_node(c, b), MT, "dropped")  # the drop policy: no raise, counted
+        assert c.stats()["dropped.udp_send_buffer_full"] == 1
+        for side in sides:
+            side._udp = side._udp.real  # type: ignore[union-attr]
+        a.send_to(_node(a, b), MT, "sent")
+        wait_until(lambda: got == ["sent"], 10.0, "the message sent once the buffer had room")
+    finally:
+        _stop(clusters)
