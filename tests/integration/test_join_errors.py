@@ -44,6 +44,13 @@ def _nodes(*configs: dict[str, Any]) -> Iterator[list[Cluster]]:
             c.stop(timeout=2.0)
 
 
+def _why_not(joiner: Cluster, seed: str, timeout: float) -> str:
+    """Join ``seed``, which must fail; return the reason given for it."""
+    with pytest.raises(JoinError) as info:
+        joiner.join(seed, timeout=scaled(timeout))
+    return info.value.failures[seed]
+
+
 def _refusals(caplog: pytest.LogCaptureFixture, host: str) -> list[str]:
     return [r.getMessage() for r in caplog.records
             if r.levelno == logging.WARNING and r.getMessage().startswith(f"refused packets from {host}:")]
@@ -54,9 +61,7 @@ def test_a_joiner_with_another_key_is_told_and_the_seed_warns_once_per_source(
     caplog.set_level(logging.WARNING, logger="gossip")
     with _nodes({"encryption_key": K1}, {"encryption_key": K2},
                 {"encryption_key": K2}) as (seed, j1, j2):
-        with pytest.raises(JoinError) as info:
-            j1.join(seed.address, timeout=scaled(3.0))
-        why = info.value.failures[seed.address]
+        why = _why_not(j1, seed.address, 3.0)
         assert "accepted the connection" in why
         assert "another encryption key or cluster label" in why
         assert seed.stats().get("bad_packets.AuthenticationError", 0) >= 1
@@ -101,9 +106,7 @@ def test_a_seed_whose_answer_fails_authentication_is_named_exactly(
     caplog.set_level(logging.WARNING, logger="gossip")
     with _nodes({"encryption_key": K2, "secondary_keys": [K1]},
                 {"encryption_key": K1}) as (seed, joiner):
-        with pytest.raises(JoinError) as info:
-            joiner.join(seed.address, timeout=scaled(30.0))
-        why = info.value.failures[seed.address]
+        why = _why_not(joiner, seed.address, 30.0)
         assert "the seed answered, but this node refused its answer" in why
         assert "the seed has another encryption key (AuthenticationError" in why
         assert joiner.stats().get("bad_packets.AuthenticationError", 0) >= 1
@@ -113,9 +116,7 @@ def test_a_seed_whose_answer_fails_authentication_is_named_exactly(
 def test_a_seed_that_never_answers_is_named_as_possibly_down_or_of_another_cluster() -> None:
     # The dial hangs (a loopback blackhole) past the join's timeout: nothing at all is known.
     with _nodes({"tcp_dial_timeout": 30.0}) as (joiner,), loopback_blackhole() as addr:
-        with pytest.raises(JoinError) as info:
-            joiner.join(addr, timeout=scaled(1.0))
-        why = info.value.failures[addr]
+        why = _why_not(joiner, addr, 1.0)
         assert "the seed may be down, or have another encryption key or cluster label" in why
 
 
