@@ -42,8 +42,9 @@ from ..metadata import Metadata, MetadataReader
 from ..node import PROTOCOL_VERSION, Node, NodeID, NodeState
 from ..packet import PacketCodec
 from ..protocol import JoinResult, MemberEvent, Protocol, Send
-from ..protocol.actions import JOIN_NO_ANSWER
-from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
+from ..protocol.actions import (
+    EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, JOIN_NO_ANSWER, Action,
+)
 from ..protocol.insight import CLUSTER_EVENTS, Insight
 from ..protocol.messaging import calc_fan_out
 from ..transports.base import Incoming, StreamConn, Transport

@@ -6,7 +6,8 @@ Three kinds of sends, each on the cheapest thread that cannot be blocked by a sl
   that fits in one datagram goes out as one, at once, and never waits (it fits when it is at
   most ``udp_max_packet_size`` bytes *and* its payload, decompressed, is at most
   :data:`~gossip.wire.MAX_DATAGRAM_PAYLOAD`: a receiver refuses a datagram that expands past
-  it, so such a payload travels over a connection however small it compresses): a full socket buffer drops it and counts it (``dropped.udp_send_buffer_full``), or
+  it, so such a payload travels over a connection however small it compresses). A full
+  socket buffer drops it and counts it (``dropped.udp_send_buffer_full``), or
   raises, as ``Config.best_effort_full_policy`` says. Every other send (asked to be reliable,
   or too big for a datagram) is queued on the pooled connection to the peer and never drops
   what it accepted: while the connection's buffer is full the caller waits, up to
