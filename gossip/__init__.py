@@ -43,6 +43,7 @@ from .errors import (
     MessageTooLarge,
     MetadataError,
     NodeIDError,
+    NodeUnavailable,
     NotFoundError,
     PacketTooLarge,
     ProtocolError,
@@ -57,6 +58,7 @@ from .errors import (
 )
 from .handlers import EventHandlers, HandlerID
 from .hlc import HLC
+from .joining import JoinOutcome
 from .metadata import Metadata, MetadataReader
 from .node import EMPTY_NODE_ID, PROTOCOL_VERSION, Node, NodeID, NodeState
 from .packet import Packet
@@ -93,6 +95,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Cluster",
+    "JoinOutcome",
     "Config",
     "default_config",
     "Node",
@@ -152,6 +155,7 @@ __all__ = [
     "TransportError",
     "ConnectError",
     "SendError",
+    "NodeUnavailable",
     "SendQueueFull",
     "RemoteHandlerError",
     "StreamRefused",

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Config, FrozenConfig, default_config
 from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
 from .errors import ClusterClosed, GossipError, JoinError, TransportError
+from .joining import JoinOutcome
 from .handlers import (
     HANDLER_FORWARD,
     HANDLER_NO_FORWARD,
@@ -288,18 +289,20 @@ class Cluster:
 
     # ------------------------------------------------------------------ join / leave
 
-    def join(self, peers: str | Sequence[str], timeout: float | None = None) -> int:
+    def join(self, peers: str | Sequence[str], timeout: float | None = None) -> JoinOutcome:
         """Join the cluster through ``peers`` (``ip:port``, ``host[:port]``, ``srv+name``...).
 
         Every peer is contacted in parallel; for each, every resolved address is tried in turn.
-        Our own advertised address is skipped. The caller's list is never modified.
+        Our own advertised address is skipped. The caller's list is never modified. When some
+        peers accepted and others failed, a warning names each failure and why.
 
         Args:
             peers: one peer string, or a sequence of them.
             timeout: seconds for the whole join (default ``config.join_timeout``).
 
         Returns:
-            The number of peers that accepted us (0 if the only peers given were ourselves).
+            The number of peers that accepted us (0 if the only peers given were ourselves):
+            a :class:`~gossip.joining.JoinOutcome`, an ``int`` listing the failures too.
 
         Raises:
             JoinError: no peer accepted; ``failures`` maps each peer to why.
@@ -360,10 +363,13 @@ class Cluster:
             for t, p in zip(threads, plist):
                 if t.is_alive() and p not in failures and p not in accepted:
                     failures[p] = "timed out"
-            n = len(accepted)
-            if n == 0 and failures:
+            if not accepted and failures:
                 raise JoinError(failures)
-        return n
+            outcome = JoinOutcome(accepted, failures, skipped)
+        if outcome.failures:
+            self.log.warning("joined through %d of %d peers; could not join %s", outcome, len(plist),
+                             "; ".join(f"{p} ({why})" for p, why in outcome.failures.items()))
+        return outcome
 
     def _resolve(self, peer: str) -> list[str]:
         from .resolver import DefaultResolver, resolve_peer
@@ -682,7 +688,9 @@ class Cluster:
         self._eng().broadcast(msg_type, data, True, tuple(exclude))
 
     def send_to(self, node: Node, msg_type: int, data: Any) -> None:
-        """Send ``data`` to one node (best effort; never relayed further)."""
+        """Send ``data`` to one node (best effort; never relayed further). A node known dead or
+        left is not sent to: counted (``dropped.node_dead``, ``dropped.node_left``), or
+        :class:`~gossip.errors.NodeUnavailable` under ``best_effort_full_policy="raise"``."""
         self._eng().send_direct((node,), msg_type, data, False)
 
     def send_to_reliable(self, node: Node, msg_type: int, data: Any) -> None:
@@ -690,7 +698,7 @@ class Cluster:
         self._eng().send_direct((node,), msg_type, data, True)
 
     def send_to_peers(self, nodes: Iterable[Node], msg_type: int, data: Any) -> None:
-        """Send ``data`` to each of ``nodes`` (best effort; never relayed further)."""
+        """Send ``data`` to each of ``nodes`` as :meth:`send_to`; then raise the first failure."""
         self._eng().send_direct(nodes, msg_type, data, False)
 
     def send_to_peers_reliable(self, nodes: Iterable[Node], msg_type: int, data: Any) -> None:
@@ -709,8 +717,9 @@ class Cluster:
 
         Raises:
             GossipTimeout: no reply in time (the message names the node).
-            TransportError: the node could not be reached.
-            DecodeError: the reply does not fit ``response_type``.
+            TransportError: the node could not be reached, or closed the connection unanswered.
+            DecodeError, EncryptionError: the reply is malformed, does not fit
+                ``response_type``, or is not authentic (the node seals with another key).
             LocalProtocolError: internal type, or ``payload`` cannot be encoded.
             ClusterClosed: the cluster is not started or is stopped.
         """

@@ -31,7 +31,8 @@ was wrong and with which value.
     ├── NotFoundError (LookupError)          an unknown node id, handler id or message type
     ├── TransportError (OSError)             the network failed us
     │   ├── ConnectError
-    │   └── SendError
+    │   ├── SendError
+    │   └── NodeUnavailable                  a best-effort send to a node known dead or left
     ├── GossipTimeout (TimeoutError)         an operation ran out of time
     │   └── SendQueueFull                    a send found no room within its timeout
     └── ClusterClosed (RuntimeError)         the cluster is stopped (or not started)
@@ -65,6 +66,7 @@ __all__ = [
     "TransportError",
     "ConnectError",
     "SendError",
+    "NodeUnavailable",
     "GossipTimeout",
     "SendQueueFull",
     "RemoteHandlerError",
@@ -191,6 +193,25 @@ class ConnectError(TransportError):
 
 class SendError(TransportError):
     """Bytes could not be sent to a peer."""
+
+
+class NodeUnavailable(TransportError):
+    """A best-effort send named a node this node already knows is dead or has left: nothing
+    was sent to it.
+
+    Raised under ``best_effort_full_policy="raise"``; under ``"drop"`` the send is counted
+    instead (``dropped.node_dead`` or ``dropped.node_left`` in :meth:`gossip.Cluster.stats`).
+    Reliable sends still try the node, and raise :class:`ConnectError` if it cannot be reached.
+
+    Attributes:
+        node_id: the node's id, as text.
+        state: ``"dead"`` or ``"left"``.
+    """
+
+    def __init__(self, message: str, node_id: str = "", state: str = "") -> None:
+        self.node_id = node_id
+        self.state = state
+        super().__init__(message)
 
 
 class GossipTimeout(GossipError, TimeoutError):

@@ -52,7 +52,7 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 from .address import Address
 from .cluster import Cluster
 from .errors import AddressError, ClusterClosed, GossipError, LocalProtocolError, TransportError
-from .node import Node, NodeID
+from .node import Node, NodeID, NodeState
 from .packet import Packet
 from .protocol.flap import MemberFlapping
 from .protocol.insight import ClusterEvent
@@ -423,6 +423,13 @@ class ApiApp:
             if not isinstance(target, str):
                 raise _HttpError("400 Bad Request", f"node must be a node id string, got {target!r}")
             node = _find_node(c, target)
+            if not reliable and node.state in (NodeState.DEAD, NodeState.LEAVING):
+                # The library drops such a send (counted) under the default policy: the caller
+                # is told so rather than answered "sent".
+                gone = "dead" if node.state is NodeState.DEAD else "left"
+                raise _HttpError("409 Conflict", f"node {node.id.short} is {gone}: the message "
+                                 "was not sent (a best-effort send skips nodes known dead or "
+                                 "left; a reliable send tries them)")
             (c.send_to_reliable if reliable else c.send_to)(node, msg_type, data)
             return _json_response(start_response, "200 OK", {"sent": "node", "to": str(node.id)})
         except LocalProtocolError as exc:

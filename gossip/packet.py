@@ -36,6 +36,7 @@ from gossip.errors import (
     GossipError,
     LabelMismatch,
     LocalProtocolError,
+    MessageTooLarge,
     PacketTooLarge,
     VersionMismatch,
 )
@@ -298,8 +299,8 @@ class PacketCodec:
         """Encode *payload* with the codec and build a packet.
 
         Raises:
-            LocalProtocolError: an argument is out of range, the payload cannot be encoded,
-                or the packet would exceed ``max_packet_size``.
+            LocalProtocolError: an argument is out of range or the payload cannot be encoded.
+            MessageTooLarge: the packet, or its payload, would exceed ``max_packet_size``.
         """
         return self.encode_raw(msg_type, sender, msg_id, ttl, self._codec.encode(payload))
 
@@ -316,13 +317,20 @@ class PacketCodec:
             payload: codec-encoded bytes (encoded with this codec: the header names it).
 
         Raises:
-            LocalProtocolError: an argument is out of range or the packet would exceed
-                ``max_packet_size``.
+            LocalProtocolError: an argument is out of range.
+            MessageTooLarge: the packet would exceed ``max_packet_size``, or its payload
+                would, once decompressed (a receiver refuses either, so it is never built).
         """
         if len(sender) != NODE_ID_SIZE:
             _check_args(msg_type, sender, msg_id, ttl)
         flags = 0
         size = len(payload)
+        if size > self._max_packet_size:
+            # However small it compresses, a receiver decompresses within max_packet_size only.
+            raise MessageTooLarge(
+                f"payload of {size} bytes exceeds max_packet_size ({self._max_packet_size}) "
+                "(a receiver refuses it even compressed)"
+            )
         compressor = self._compressor
         if compressor is not None and size >= self._compress_min_size:
             compressed = compressor.compress(payload)
@@ -348,7 +356,7 @@ class PacketCodec:
             _check_args(msg_type, sender, msg_id, ttl)
             raise LocalProtocolError(f"cannot pack the packet header: {exc}") from exc
         if len(data) > self._max_packet_size:
-            raise LocalProtocolError(
+            raise MessageTooLarge(
                 f"packet of {len(data)} bytes exceeds max_packet_size ({self._max_packet_size})"
             )
         return data

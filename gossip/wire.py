@@ -49,6 +49,7 @@ __all__ = [
     "NODE_ID_SIZE",
     "MAX_TTL",
     "MAX_MSG_ID",
+    "MAX_DATAGRAM_PAYLOAD",
     "PREFIX_SIZE",
     "INNER_HEADER_SIZE",
     "HEADER_OVERHEAD",
@@ -108,6 +109,11 @@ MAX_TTL = 255
 """The largest ttl (u8)."""
 MAX_MSG_ID = 2**64 - 1
 """The largest message id (u64)."""
+MAX_DATAGRAM_PAYLOAD = 65536
+"""The largest payload a datagram may carry once decompressed: a receiver refuses more
+(:class:`~gossip.errors.PacketTooLarge`), so that a small compressed datagram can never expand
+into a large allocation, and a sender sends a bigger payload over a connection instead, however
+small it compresses."""
 
 PREFIX_STRUCT = struct.Struct(">BBBBI")
 """magic, version, flags, codec id, label tag."""

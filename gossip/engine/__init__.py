@@ -35,14 +35,16 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import Config
-from ..errors import ClusterClosed
+from ..errors import ClusterClosed, NodeUnavailable
 from ..handlers import EventHandlers, MessageHandlers, check_user_type
 from ..hlc import HLC
 from ..metadata import Metadata, MetadataReader
 from ..node import PROTOCOL_VERSION, Node, NodeID, NodeState
 from ..packet import PacketCodec
 from ..protocol import JoinResult, MemberEvent, Protocol, Send
-from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
+from ..protocol.actions import (
+    EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, JOIN_NO_ANSWER, Action,
+)
 from ..protocol.insight import CLUSTER_EVENTS, Insight
 from ..protocol.messaging import calc_fan_out
 from ..transports.base import Incoming, StreamConn, Transport
@@ -66,11 +68,26 @@ _WARN_INTERVAL = 10.0
 
 
 class _JoinWaiter:
-    __slots__ = ("event", "result")
+    __slots__ = ("event", "result", "connected", "refused")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.result: JoinResult | None = None
+        self.connected = False  # the join went out on a connection the seed accepted
+        self.refused = ""  # why a packet from the seed was refused here, if one was
+
+
+def _no_answer(waiter: _JoinWaiter, timeout: float) -> str:
+    """Say why a join got no answer, as precisely as the joiner can know it."""
+    if waiter.refused:
+        return (f"no answer within {timeout:.1f}s that this node could read; the seed's packets "
+                f"were refused: {waiter.refused}")
+    if waiter.connected:
+        return (f"no answer within {timeout:.1f}s, though the seed accepted the connection: it "
+                "may have another encryption key or cluster label (its log says so), or be "
+                "overloaded")
+    return (f"no answer within {timeout:.1f}s: the seed may be down, or have another "
+            "encryption key or cluster label")
 
 
 class Engine:
@@ -109,7 +126,7 @@ class Engine:
         self.events = EventLoop(self)
         self.receiver = Receiver(self)
         self.out = Outgoing(config, codec, self.id_bytes, self.hlc, self.counters, self.log,
-                            self._join_send_failed, self.prefix)
+                            self._join_send_failed, self.prefix, self._join_sent)
         self.scheduler = Scheduler(self)
         # The stream pool (and the stream layer it imports) is built by the first stream
         # opened or accepted: a node that never streams does not load it.
@@ -482,10 +499,13 @@ class Engine:
         try:
             self.locked(lambda core: core.join(time.monotonic(), [addr]))
             if not waiter.event.wait(timeout):
-                return JoinResult(addr, False, f"no answer within {timeout:.1f}s")
-            if waiter.result is None:
+                return JoinResult(addr, False, _no_answer(waiter, timeout or 0.0))
+            result = waiter.result
+            if result is None:
                 raise ClusterClosed("the cluster was stopped while joining")
-            return waiter.result
+            if not result.accepted and result.reason == JOIN_NO_ANSWER:  # the core's timer
+                return JoinResult(addr, False, _no_answer(waiter, self.config.join_timeout))
+            return result
         finally:
             with self._join_lock:
                 waiters = self._join_waiters.get(addr, [])
@@ -496,6 +516,28 @@ class Engine:
 
     def _join_send_failed(self, addr: str, reason: str) -> None:
         self._resolve_join(addr, JoinResult(addr, False, reason))
+
+    def _join_sent(self, addr: str) -> None:
+        with self._join_lock:
+            for w in self._join_waiters.get(addr, ()):
+                w.connected = True
+
+    def join_answer_refused(self, src: str, reason: str, on_connection: bool) -> None:
+        """A packet from ``src`` failed authentication or carried another label (``reason``).
+
+        A join waiting on ``src`` notes why; if the packet came on a connection (the answer
+        to the join travels on the join's own connection, which a third party cannot write
+        to as a datagram's source can be forged), the join fails at once with that reason.
+        """
+        if not self._join_waiters:  # one read, no lock: the common case is no join at all
+            return
+        with self._join_lock:
+            waiters = list(self._join_waiters.get(src, ()))
+            for w in waiters:
+                w.refused = reason
+        if on_connection and waiters:
+            self._resolve_join(src, JoinResult(
+                src, False, f"the seed answered, but this node refused its answer: {reason}"))
 
     def _resolve_join(self, addr: str, result: JoinResult) -> None:
         with self._join_lock:
@@ -560,32 +602,66 @@ class Engine:
         core = self.host.core
         ttl = broadcast_ttl(core.counts[NodeState.ALIVE] + 1, self.config.ttl_multiplier)
         msg_id = self.hlc.now()
-        pkt = self.codec.encode(msg_type, self.id_bytes, msg_id, ttl, data)
+        payload = self.codec.codec.encode(data)
+        pkt = self.codec.encode_raw(msg_type, self.id_bytes, msg_id, ttl, payload)
         self.receiver.remember(time.monotonic(), self.id_bytes, msg_id)
-        self._send_all(self.fan_out_addrs((self.node_id, *exclude)), pkt, reliable)
+        self._send_all(self.fan_out_addrs((self.node_id, *exclude)), pkt, reliable, len(payload))
         self.counters.inc("user.broadcasts")
 
     def send_direct(self, nodes: Iterable[Node], msg_type: int, data: Any, reliable: bool) -> None:
         """Send a user message with ttl 1 to each node (never relayed further).
 
+        A best-effort send skips a node known dead or left (by its current state here, else
+        the snapshot's): counted as ``dropped.node_dead`` / ``dropped.node_left``, and raised
+        as :class:`NodeUnavailable` under ``best_effort_full_policy="raise"``.
+
         Raises:
             LocalProtocolError: internal type, or a payload that cannot be encoded.
             SendQueueFull, TransportError: as :meth:`Outgoing.user` (after trying every node).
+            NodeUnavailable: a best-effort send to a node known dead or left (``"raise"``).
             ClusterClosed: the engine is not running.
         """
         self.check_open()
         check_user_type(msg_type)
-        pkt = self.codec.encode(msg_type, self.id_bytes, self.hlc.now(), 1, data)
-        self._send_all([n.address for n in nodes if n.id != self.node_id], pkt, reliable)
+        payload = self.codec.codec.encode(data)
+        pkt = self.codec.encode_raw(msg_type, self.id_bytes, self.hlc.now(), 1, payload)
+        targets = [n for n in nodes if n.id != self.node_id]
+        first: Exception | None = None
+        if not reliable:
+            targets, first = self._skip_gone(targets)
+        self._send_all([n.address for n in targets], pkt, reliable, len(payload), first)
         self.counters.inc("user.direct")
 
-    def _send_all(self, addrs: list[str], pkt: bytes, reliable: bool) -> None:
-        """Send ``pkt`` to every address; raise the first failure after trying them all."""
-        first: Exception | None = None
+    def _skip_gone(self, nodes: list[Node]) -> tuple[list[Node], Exception | None]:
+        """Split off the nodes known dead or left; count each, and return the error to raise
+        under the ``"raise"`` policy (else None)."""
+        members = self.host.core.members
+        live: list[Node] = []
+        error: Exception | None = None
+        for n in nodes:
+            # One dict read and one attribute read, atomic without the lock: a state a moment
+            # old is as good as the caller's snapshot.
+            m = members.get(n.id)
+            state = n.state if m is None else m.state
+            if state is not NodeState.DEAD and state is not NodeState.LEAVING:
+                live.append(n)
+                continue
+            name = "dead" if state is NodeState.DEAD else "left"
+            self.counters.inc(f"dropped.node_{name}")
+            if self.config.best_effort_full_policy == "raise" and error is None:
+                error = NodeUnavailable(
+                    f"node {n.id.short}@{n.address} is {name}: the message was not sent",
+                    str(n.id), name)
+        return live, error
+
+    def _send_all(self, addrs: list[str], pkt: bytes, reliable: bool, payload_size: int,
+                  first: Exception | None = None) -> None:
+        """Send ``pkt`` (whose payload is ``payload_size`` bytes before compression) to every
+        address; raise the first failure (``first`` if given) after trying them all."""
         sent = 0
         for addr in addrs:
             try:
-                self.out.user(addr, pkt, reliable)
+                self.out.user(addr, pkt, reliable, payload_size)
                 sent += 1
             except ClusterClosed:
                 raise

@@ -26,7 +26,10 @@ instead (:meth:`Connection.pause_reading`), so the sender's own send calls slow 
 resumed once the lane has drained to a quarter.
 
 Every malformed, oversized or unauthenticated packet is counted under ``bad_packets.<Error>``
-and dropped; nothing a peer sends can raise out of here.
+and dropped; nothing a peer sends can raise out of here. A packet that fails authentication or
+carries another cluster label is also logged as a warning, once a minute per source host (for
+a bounded number of hosts at a time): a node with another key or label is an operator's
+mistake to show, not a silence that looks like a dead seed.
 
 This module imports the packet pipeline, the messages, the handlers and the transports'
 interface; the engine wires it up.
@@ -42,7 +45,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import messages
-from ..errors import ClusterClosed, GossipError, LocalProtocolError, RemoteProtocolError, SendQueueFull
+from ..errors import (
+    AuthenticationError,
+    ClusterClosed,
+    EncryptionError,
+    GossipError,
+    LabelMismatch,
+    LocalProtocolError,
+    RemoteProtocolError,
+    SendQueueFull,
+)
 from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, HANDLER_STREAM, MessageHandlers, check_app_version
 from ..messages import Message
 from ..node import NodeID, NodeState
@@ -51,19 +63,75 @@ from ..protocol.messaging import MessageHistory, max_ttl
 from ..protocol.replay import ReplayGuard
 
 from ..transports.base import Connection, Incoming
-from ..wire import RESERVED_MSGS_START, MessageType
+from ..wire import MAX_DATAGRAM_PAYLOAD, RESERVED_MSGS_START, MessageType
 from ..counters import Counters
 from .outgoing import type_key
 
 if TYPE_CHECKING:
     from . import Engine
 
-__all__ = ["Receiver", "UserLanes", "broadcast_ttl"]
+__all__ = ["Receiver", "UserLanes", "SourceWarnings", "broadcast_ttl", "refusal_hint"]
 
 _CHUNK = 256  # packets a lane worker takes at once
-_MAX_DATAGRAM_PAYLOAD = 65536  # a datagram decompresses to at most this much ("stays a datagram")
 _INLINE_SLOW = 0.001  # a reply handler slower than this is no longer run on the reader thread
 _SLOW_FOR = 60.0  # ...for this long
+_REFUSED_WARN_INTERVAL = 60.0  # a source's unauthentic packets are logged at most this often
+_REFUSED_WARN_SOURCES = 256  # ...for at most this many sources at a time
+
+
+def refusal_hint(exc: EncryptionError) -> str:
+    """Say what the sender of a packet refused with ``exc`` most likely has, for an operator:
+    ``"another cluster label"``, ``"another encryption key"``..."""
+    if isinstance(exc, LabelMismatch):
+        return "another cluster label"
+    if isinstance(exc, AuthenticationError):
+        return "another encryption key"
+    return "other encryption settings (one side encrypts, the other does not)"
+
+
+def source_host(src: str) -> str:
+    """Return the host part of ``ip:port`` or ``[v6]:port`` (the whole text otherwise)."""
+    if src.startswith("["):
+        return src[:src.find("]") + 1] or src
+    if src.count(":") == 1:
+        return src.rpartition(":")[0]
+    return src
+
+
+class SourceWarnings:
+    """Decide when a source's refused packets are worth a warning: once per ``interval`` per
+    source, for at most ``max_sources`` sources at a time, so that a flood from many (spoofed)
+    sources cannot flood the log or grow memory. Thread-safe (reader threads share it).
+    """
+
+    def __init__(self, interval: float, max_sources: int) -> None:
+        self._interval = interval
+        self._max = max_sources
+        self._last: dict[str, float] = {}
+        self._full_until = 0.0
+        self._lock = threading.Lock()
+        self.suppressed = 0
+        """Warnings not given because ``max_sources`` sources were already being tracked."""
+
+    def due(self, source: str, now: float) -> bool:
+        """True if a warning about ``source`` should be logged now (then it is remembered)."""
+        with self._lock:
+            last = self._last.get(source)
+            if last is not None:
+                if now - last < self._interval:
+                    return False
+            elif len(self._last) >= self._max:
+                if now < self._full_until:
+                    self.suppressed += 1
+                    return False
+                cutoff = now - self._interval
+                self._last = {k: t for k, t in self._last.items() if t > cutoff}
+                if len(self._last) >= self._max:
+                    self._full_until = min(self._last.values()) + self._interval
+                    self.suppressed += 1
+                    return False
+            self._last[source] = now
+            return True
 
 
 def broadcast_ttl(n_alive: int, multiplier: float = 1.0) -> int:
@@ -237,9 +305,12 @@ class Receiver:
         self.lanes = UserLanes(cfg.num_incoming_workers, cfg.incoming_packet_queue_depth,
                                cfg.incoming_queue_max_bytes, self._user_batch, self.counters,
                                engine.prefix, self.log)
-        self._udp_payload = max(_MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
+        # A datagram decompresses to at most this much: it "stays a datagram" (senders send
+        # bigger payloads over a connection, gossip.engine.outgoing).
+        self._udp_payload = max(MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
         self._slow_until: dict[int, float] = {}  # reply handlers kept off the reader thread
         self._ttl_multiplier = cfg.ttl_multiplier
+        self._refused_warnings = SourceWarnings(_REFUSED_WARN_INTERVAL, _REFUSED_WARN_SOURCES)
 
     # ------------------------------------------------------------------ reader threads
 
@@ -263,6 +334,8 @@ class Receiver:
                 table[key] = table.get(key, 0) + 1
                 if self._debug:
                     self.log.debug("! bad packet from %s: %s", inc.src, exc)
+                if isinstance(exc, EncryptionError):
+                    self._refused(inc, exc)
                 continue
             except Exception:  # a bug in the pipeline must not kill the reader
                 table["errors.decode"] = table.get("errors.decode", 0) + 1
@@ -293,6 +366,19 @@ class Receiver:
             self.lanes.put(lane, items)
         for inc, pkt in inline:
             self._inline(inc, pkt)
+
+    def _refused(self, inc: Incoming, exc: EncryptionError) -> None:
+        """A packet failed authentication or carried another label: warn (rate-limited per
+        source host), and tell a join waiting on that source why its answer never comes."""
+        name = type(exc).__name__
+        host = source_host(inc.src)
+        hint = refusal_hint(exc)
+        if self._refused_warnings.due(host, time.monotonic()):
+            self.log.warning(
+                "refused packets from %s: %s; is it a node with %s? (counted as "
+                "bad_packets.%s; logged at most once a minute per source)", host, exc, hint, name)
+        self.engine.join_answer_refused(inc.src, f"the seed has {hint} ({name}: {exc})",
+                                        inc.conn is not None)
 
     def _inline_ok(self, msg_type: int, lane: int) -> bool:
         """May a request of ``msg_type`` be answered right here on the reader thread?
@@ -468,7 +554,7 @@ class Receiver:
             return
         data = self.codec.encode_raw(pkt.msg_type, pkt.sender, pkt.msg_id, ttl, pkt.payload)
         for addr in engine.fan_out_addrs((NodeID(bytes=pkt.sender),)):
-            engine.out.relay(addr, data, inc.reliable)
+            engine.out.relay(addr, data, inc.reliable, len(pkt.payload))
         self.counters.inc("user.relayed")
 
     # ------------------------------------------------------------------ history

@@ -3,8 +3,11 @@
 Three kinds of sends, each on the cheapest thread that cannot be blocked by a slow peer:
 
 * **User sends** (``send_to*``, broadcasts) run on the caller's thread. A best-effort packet
-  that fits in one datagram (``udp_max_packet_size``) goes out as one, at once, and never
-  waits: a full socket buffer drops it and counts it (``dropped.udp_send_buffer_full``), or
+  that fits in one datagram goes out as one, at once, and never waits (it fits when it is at
+  most ``udp_max_packet_size`` bytes *and* its payload, decompressed, is at most
+  :data:`~gossip.wire.MAX_DATAGRAM_PAYLOAD`: a receiver refuses a datagram that expands past
+  it, so such a payload travels over a connection however small it compresses). A full
+  socket buffer drops it and counts it (``dropped.udp_send_buffer_full``), or
   raises, as ``Config.best_effort_full_policy`` says. Every other send (asked to be reliable,
   or too big for a datagram) is queued on the pooled connection to the peer and never drops
   what it accepted: while the connection's buffer is full the caller waits, up to
@@ -41,13 +44,14 @@ from ..errors import (
     GossipError,
     GossipTimeout,
     RemoteHandlerError,
+    RemoteProtocolError,
     SendQueueFull,
 )
 from ..hlc import HLC
 from ..packet import PacketCodec
 from ..protocol import Send
 from ..transports.base import Incoming, Transport
-from ..wire import RESERVED_MSGS_START, MessageType
+from ..wire import MAX_DATAGRAM_PAYLOAD, RESERVED_MSGS_START, MessageType
 from ..workers import BoundedQueue, WorkerPool
 from ..counters import Counters
 
@@ -94,12 +98,14 @@ class Outgoing:
         log: the engine's logger.
         on_join_failed: called with ``(addr, reason)`` when a join request could not be sent.
         prefix: the thread name prefix (``gossip-<node>``).
+        on_join_sent: called with ``addr`` when a join request went out on a connection.
     """
 
     def __init__(
         self, config: Config, codec: PacketCodec, sender_id: bytes, hlc: HLC, counters: Counters,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger],
         on_join_failed: Callable[[str, str], None], prefix: str,
+        on_join_sent: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.codec = codec
@@ -109,6 +115,7 @@ class Outgoing:
         self.log = log
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._on_join_failed = on_join_failed
+        self._on_join_sent = on_join_sent
         self.transport: Transport | None = None
         self._udp_max = config.udp_max_packet_size
         self._force_reliable = config.force_reliable_transport
@@ -158,8 +165,21 @@ class Outgoing:
 
     def encode_protocol(self, msg: messages.Message) -> tuple[int, bytes]:
         """Return ``(message type, packet)`` for a protocol message."""
+        mt, data, _ = self._encode_sized(msg)
+        return mt, data
+
+    def _encode_sized(self, msg: messages.Message) -> tuple[int, bytes, int]:
+        """Return ``(message type, packet, payload size before compression)``."""
         mt, value = messages.to_wire(msg)
-        return mt, self.codec.encode(mt, self.sender_id, self.hlc.now(), 1, value)
+        payload = self.codec.codec.encode(value)
+        return mt, self.codec.encode_raw(mt, self.sender_id, self.hlc.now(), 1, payload), \
+            len(payload)
+
+    def fits_datagram(self, data: bytes, payload_size: int) -> bool:
+        """True if a packet of ``data`` whose payload is ``payload_size`` bytes before
+        compression may travel as a datagram: it fits ``udp_max_packet_size``, and a receiver
+        will not refuse it for expanding past :data:`~gossip.wire.MAX_DATAGRAM_PAYLOAD`."""
+        return len(data) <= self._udp_max and payload_size <= MAX_DATAGRAM_PAYLOAD
 
     def _count_out(self, kind: str, msg_type: int, size: int) -> None:
         table = self.counters.table()
@@ -200,11 +220,11 @@ class Outgoing:
             return
         if not action.reliable and not self._force_reliable:
             try:
-                mt, data = self.encode_protocol(msg)
+                mt, data, payload_size = self._encode_sized(msg)
             except GossipError as exc:
                 self._count_error(exc, action.addr)
                 return
-            if len(data) <= self._udp_max:
+            if self.fits_datagram(data, payload_size):
                 self._datagram(transport, action.addr, data, mt)
                 return
             self._hand_off(_Out(action.addr, data, None, mt))
@@ -253,6 +273,8 @@ class Outgoing:
             assert transport is not None
             transport.send(item.addr, data, True, self.config.tcp_deadline)
             self._count_out(link_kind(transport, item.addr, True), mt, len(data))
+            if self._on_join_sent is not None and type(item.msg) is messages.Join:
+                self._on_join_sent(item.addr)
         except GossipError as exc:
             self._count_error(exc, item.addr)
             if type(item.msg) is messages.Join:
@@ -265,8 +287,11 @@ class Outgoing:
 
     # ------------------------------------------------------------------ user sends
 
-    def user(self, addr: str, data: bytes, reliable: bool) -> None:
+    def user(self, addr: str, data: bytes, reliable: bool, payload_size: int) -> None:
         """Send a user packet from the caller's thread (see the module docstring).
+
+        ``payload_size`` is the packet's payload size before compression (it decides, with
+        the packet's size, whether a best-effort packet may travel as a datagram).
 
         Raises:
             SendQueueFull: a send over a connection found no room within ``send_timeout``; or
@@ -278,7 +303,7 @@ class Outgoing:
         transport = self.transport
         if transport is None or self._closing:
             raise ClusterClosed("the cluster is stopped")
-        if not reliable and not self._force_reliable and len(data) <= self._udp_max:
+        if not reliable and not self._force_reliable and self.fits_datagram(data, payload_size):
             try:
                 transport.send(addr, data, False)
             except SendQueueFull:
@@ -305,12 +330,13 @@ class Outgoing:
             raise
         self._count_out(link_kind(transport, addr, True), RESERVED_MSGS_START, len(data))
 
-    def relay(self, addr: str, data: bytes, reliable: bool) -> None:
-        """Send a relayed broadcast: at once as a datagram, else through the send workers."""
+    def relay(self, addr: str, data: bytes, reliable: bool, payload_size: int) -> None:
+        """Send a relayed broadcast: at once as a datagram (when it fits, as :meth:`user`
+        decides), else through the send workers."""
         transport = self.transport
         if transport is None or self._closing:
             return
-        if not reliable and not self._force_reliable and len(data) <= self._udp_max:
+        if not reliable and not self._force_reliable and self.fits_datagram(data, payload_size):
             self._datagram(transport, addr, data, RESERVED_MSGS_START)
             return
         self._hand_off(_Out(addr, data, None, RESERVED_MSGS_START))
@@ -324,8 +350,11 @@ class Outgoing:
         Raises:
             GossipTimeout: no reply within ``timeout``.
             RemoteHandlerError: the peer's handler raised, or it has no reply handler.
-            DecodeError: the answer is not a reply, or does not fit ``response_type``.
-            TransportError: the peer could not be reached.
+            DecodeError: the answer is malformed, not a reply, or does not fit
+                ``response_type``.
+            EncryptionError: the answer is not authentic (the peer seals with another key).
+            TransportError: the peer could not be reached (:class:`ConnectError`), or closed
+                the connection without answering (:class:`SendError`).
             LocalProtocolError: ``payload`` cannot be encoded.
         """
         transport = self.transport
@@ -339,7 +368,12 @@ class Outgoing:
                 f"no reply from node {label} to message type {msg_type} within {timeout:.3g}s"
             ) from exc
         self.counters.inc("user.requests")
-        pkt = self.codec.decode(raw)
+        try:
+            pkt = self.codec.decode(raw)
+        except RemoteProtocolError as exc:  # every decode error takes one message
+            self.counters.inc(f"bad_packets.{type(exc).__name__}")
+            raise type(exc)(f"node {label} answered message type {msg_type} with a packet "
+                            f"refused here: {exc}") from exc
         if pkt.msg_type == MessageType.REPLY:
             return pkt.unmarshal(response_type)
         if pkt.msg_type == MessageType.REPLY_ERROR:

@@ -12,7 +12,7 @@ from .flap import MemberFlapping
 from .partition import PartitionHealed, PartitionSuspected
 
 __all__ = ["Send", "MemberEvent", "JoinResult", "Action", "EVENT_STATE", "EVENT_METADATA",
-           "EVENT_REMOVED", "EVENT_CONFLICT"]
+           "EVENT_REMOVED", "EVENT_CONFLICT", "JOIN_NO_ANSWER"]
 
 EVENT_STATE = "state"
 EVENT_METADATA = "metadata"
@@ -60,6 +60,10 @@ class MemberEvent:
     av: str
     at: float
     conflict_addr: str = ""
+
+
+JOIN_NO_ANSWER = "no answer within join_timeout"
+"""The reason of a :class:`JoinResult` whose join got no answer in time (the host may say more)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -39,7 +39,8 @@ from ..messages import (
 )
 from ..node import PROTOCOL_VERSION, NodeID, NodeState
 from .actions import (
-    EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action, JoinResult, MemberEvent, Send,
+    EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, JOIN_NO_ANSWER, Action, JoinResult,
+    MemberEvent, Send,
 )
 from .awareness import Awareness
 from .broadcasts import BroadcastQueue, retransmit_limit
@@ -553,7 +554,7 @@ class Protocol:
             elif kind == _T_JOIN_TIMEOUT:
                 addr = self._joins.pop(key, None)
                 if addr is not None:
-                    self._actions.append(JoinResult(addr, False, "no answer within join_timeout"))
+                    self._actions.append(JoinResult(addr, False, JOIN_NO_ANSWER))
             elif kind == _T_SYNC:
                 self._send_push_pull(now, key)
             elif kind == _T_PUSH_PULL_TIMEOUT:

@@ -815,12 +815,12 @@ class SocketTransport:
                     raise _PeerClosed(str(exc)) from exc
                 reply, clean = self._read_reply(conn, deadline, what)
                 return reply
-            except _PeerClosed:
+            except _PeerClosed as exc:
                 if reused and not retried and not self._closed:
                     retried = True
                     continue
                 self._count("send_errors")
-                raise
+                raise SendError(str(exc)) from exc  # the public type, not the private marker
             finally:
                 with self._lock:
                     self._req_active.pop(conn, None)
