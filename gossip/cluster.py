@@ -147,6 +147,16 @@ class Cluster:
 
         cfg = self._config
         name = self._id.short
+        # The bounds on connections both transports apply (gossip.transports._admission).
+        admission: dict[str, Any] = dict(
+            preauth_timeout=cfg.preauth_timeout, max_rejected_frames=cfg.max_rejected_frames,
+            max_untrusted_per_source=cfg.max_untrusted_connections_per_source,
+            reserved_for_members=cfg.reserved_member_connections,
+            max_member_dials=cfg.max_member_dials,
+            max_member_dials_per_host=cfg.max_member_dials_per_host,
+            max_other_dials=cfg.max_other_dials, max_other_dials_per_host=cfg.max_other_dials_per_host,
+            member_check=self._engine.is_member_host,
+        )
 
         def sockets(listen: bool) -> SocketTransport:
             return SocketTransport(
@@ -163,6 +173,7 @@ class Cluster:
                 preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
                 preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
                 frame_timeout=cfg.tcp_frame_timeout, listen=listen,
+                preauth_buffer_per_source=cfg.tcp_preauth_buffer_per_source, **admission,
             )
 
         def websockets(bind: str) -> WebSocketTransport:
@@ -190,7 +201,8 @@ class Cluster:
                 max_connections_per_source=cfg.tcp_max_connections_per_source,
                 preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
                 preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
-                frame_timeout=cfg.tcp_frame_timeout, ping_interval=cfg.websocket_ping_interval,
+                ping_interval=cfg.websocket_ping_interval,
+                allowed_origins=cfg.websocket_allowed_origins, **admission,
             )
 
         if cfg.socket_transport_enabled:

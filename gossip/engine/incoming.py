@@ -263,6 +263,10 @@ class Receiver:
                 table[key] = table.get(key, 0) + 1
                 if self._debug:
                     self.log.debug("! bad packet from %s: %s", inc.src, exc)
+                if inc.conn is not None:
+                    reject = getattr(inc.conn, "mark_rejected", None)  # too many close it
+                    if reject is not None:
+                        reject()
                 continue
             except Exception:  # a bug in the pipeline must not kill the reader
                 table["errors.decode"] = table.get("errors.decode", 0) + 1
