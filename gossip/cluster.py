@@ -578,8 +578,10 @@ class Cluster:
         transport.serve_connection(websocket)
 
     def websocket_process_request(self, websocket: ServerConnection, request: Request) -> Response | None:
-        """``process_request`` for the host's ``websockets.sync`` server: refuse a gossip
-        handshake with 401 (bad or missing bearer token), 403 or 503 before the upgrade.
+        """``process_request`` for the host's ``websockets.sync`` server: answer a gossip
+        handshake's bearer-token challenge, or refuse it, before the upgrade: 401 with
+        ``WWW-Authenticate`` (the token's challenge, or a missing or wrong proof), 403 (a
+        browser's origin, streams not accepted), 503.
 
         Returns None (go on) for paths other than ``config.websocket_path``, so that the host's
         own routes are untouched.
@@ -589,12 +591,12 @@ class Cluster:
         transport = self._websocket_transport() if self._started else None
         if transport is None or self._stopped:
             return websocket.respond(503, "gossip is not running\n")
-        refusal = transport.screen(request.path, request.headers)
+        refusal = transport.screen(request.path, request.headers, request)
         if refusal is None:
             return None
         response = websocket.respond(refusal.status, refusal.reason + "\n")
-        if refusal.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="gossip"'
+        for name, value in refusal.headers:
+            response.headers[name] = value
         return response
 
     def host_websocket_connection(self, path: str, headers: Any, peer: tuple[str, int] | None,

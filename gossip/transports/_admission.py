@@ -120,7 +120,8 @@ class Admission:
         max_connections: accepted connections held at once.
         max_per_source: accepted connections held at once per remote IP.
         reserved_for_members: of ``max_connections``, slots only members' hosts may take.
-        max_untrusted: connections not yet trusted held at once (members' hosts excepted).
+        max_untrusted: connections not yet trusted held at once (members' hosts excepted; 0:
+            no such bound, the byte budgets bound them).
         max_untrusted_per_source: the same per remote IP (members' hosts excepted).
         preauth_bytes: bytes all untrusted connections may hold buffered (0: not tracked).
         preauth_bytes_per_source: bytes the untrusted connections of one remote IP may hold
@@ -133,14 +134,14 @@ class Admission:
     """
 
     def __init__(self, *, max_connections: int, max_per_source: int, reserved_for_members: int = 0,
-                 max_untrusted: int, max_untrusted_per_source: int, preauth_bytes: int = 0,
+                 max_untrusted: int = 0, max_untrusted_per_source: int, preauth_bytes: int = 0,
                  preauth_bytes_per_source: int = 0, is_member: MemberCheck | None = None) -> None:
         for label, value in (("max_connections", max_connections), ("max_per_source", max_per_source),
-                             ("max_untrusted", max_untrusted),
                              ("max_untrusted_per_source", max_untrusted_per_source)):
             if value < 1:
                 raise ValueError(f"{label} must be >= 1, got {value}")
         for label, value in (("reserved_for_members", reserved_for_members),
+                             ("max_untrusted", max_untrusted),
                              ("preauth_bytes", preauth_bytes),
                              ("preauth_bytes_per_source", preauth_bytes_per_source)):
             if value < 0:
@@ -212,7 +213,7 @@ class Admission:
                 mine = self._untrusted.get(ip)
                 if mine is not None and len(mine) >= self.max_untrusted_per_source:
                     return UNTRUSTED_PER_SOURCE_REFUSED
-                if self._untrusted_total >= self.max_untrusted:
+                if self.max_untrusted and self._untrusted_total >= self.max_untrusted:
                     return UNTRUSTED_REFUSED
             ticket = Ticket(ip, member, owner)
             self._total += 1

@@ -37,9 +37,8 @@ Limits against hostile peers, all counted when they act, kept in
 known members may take, and ``max_connections_per_source`` per remote IP. A connection is
 *untrusted* until the engine accepted one of its frames (:meth:`_Conn.mark_trusted`); until
 then it may announce frames of at most ``preauth_max_frame_size`` bytes, at most
-``max_untrusted_per_source`` such connections per remote IP (and
-``preauth_buffer_limit // preauth_max_frame_size`` in all) are held, members' hosts excepted,
-and it must become trusted within ``preauth_timeout``. The bytes untrusted connections hold
+``max_untrusted_per_source`` such connections per remote IP are held (members' hosts
+excepted), and it must become trusted within ``preauth_timeout``. The bytes untrusted connections hold
 are bounded per remote IP (``preauth_buffer_per_source``) and in all
 (``preauth_buffer_limit``): past either, the connection that holds the most is closed. A
 connection whose frames the engine refused ``max_rejected_frames`` times
@@ -637,7 +636,6 @@ class SocketTransport:
         self._admission = Admission(
             max_connections=max_connections, max_per_source=max_connections_per_source,
             reserved_for_members=reserved_for_members,
-            max_untrusted=max(1, preauth_buffer_limit // self._preauth_frame),
             max_untrusted_per_source=max_untrusted_per_source,
             preauth_bytes=preauth_buffer_limit,
             preauth_bytes_per_source=min(preauth_buffer_per_source, preauth_buffer_limit),

@@ -1426,7 +1426,8 @@ class HostedConnection(_Link):
     - calls :meth:`feed` with each received message (``bytes`` for binary, ``str`` for text);
     - when ``wake`` is called (from any thread), calls :meth:`take_outgoing` and sends what it
       returns, then :meth:`sent`; and stops receiving while :attr:`reading_paused` is true;
-    - closes its connection once :attr:`wants_close` is true (after sending what was taken);
+    - closes its connection once :attr:`wants_close` is true (after sending what was taken),
+      at once and without a closing handshake if :attr:`aborted` is true;
     - calls :meth:`ended` when the connection ends, whatever the reason.
 
     ``wake`` must not block: typically ``loop.call_soon_threadsafe(event.set)``.
@@ -1436,6 +1437,19 @@ class HostedConnection(_Link):
                  wake: Callable[[], None]) -> None:
         super().__init__(transport, peer, kind, True, ip)
         self._wake_host = wake
+        self._aborted = False
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection at once (see :attr:`aborted`)."""
+        self._aborted = True
+        super().abort(reason)
+
+    @property
+    def aborted(self) -> bool:
+        """True once the node dropped the connection (a deadline, too many refused frames, the
+        transport closing): the host should end it without a closing handshake, so that what
+        it buffered for it is freed at once."""
+        return self._aborted
 
     def _kick(self) -> None:
         try:
