@@ -14,10 +14,11 @@
     accepted stream connections ── on_stream ──► the stream pool (gossip.engine.streams)
 
 Protocol traffic therefore has its own lane: a flood of user messages or slow handlers can
-delay no ack. A request (a user packet with ttl 0 on a connection) whose reply handler has been
-fast is answered right on the reader thread when its source's lane is idle: a round trip then
-costs no thread hand-off on this side; a handler once seen slow goes back to the lanes. User handlers run on the lane workers (``num_incoming_workers`` threads); all
-packets from one source go to one lane, so they are handled in the order they arrived.
+delay no ack. User handlers, reply handlers included, run on the lane workers
+(``num_incoming_workers`` threads) and never on a reader thread: a reader also reads the
+protocol's frames and accepts stream connections, and a handler that blocks must hold up
+neither. All packets from one source go to one lane, so they are handled in the order they
+arrived.
 
 Back-pressure on receive: a lane holds at most ``incoming_packet_queue_depth`` packets (and its
 share of ``incoming_queue_max_bytes``). A datagram that finds its lane full is dropped and counted (``dropped.incoming_queue_full``); a
@@ -62,8 +63,6 @@ __all__ = ["Receiver", "UserLanes", "broadcast_ttl"]
 
 _CHUNK = 256  # packets a lane worker takes at once
 _MAX_DATAGRAM_PAYLOAD = 65536  # a datagram decompresses to at most this much ("stays a datagram")
-_INLINE_SLOW = 0.001  # a reply handler slower than this is no longer run on the reader thread
-_SLOW_FOR = 60.0  # ...for this long
 
 
 def broadcast_ttl(n_alive: int, multiplier: float = 1.0) -> int:
@@ -238,7 +237,6 @@ class Receiver:
                                cfg.incoming_queue_max_bytes, self._user_batch, self.counters,
                                engine.prefix, self.log)
         self._udp_payload = max(_MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
-        self._slow_until: dict[int, float] = {}  # reply handlers kept off the reader thread
         self._ttl_multiplier = cfg.ttl_multiplier
 
     # ------------------------------------------------------------------ reader threads
@@ -251,7 +249,6 @@ class Receiver:
         decode = self.codec.decode
         table = self.counters.table()
         protocol: list[tuple[Incoming, Packet]] = []
-        inline: list[tuple[Incoming, Packet]] = []
         lanes: dict[int, list[tuple[Incoming, Packet]]] = {}
         lane_of = self.lanes.lane_of
         udp_payload = self._udp_payload
@@ -286,45 +283,11 @@ class Receiver:
             if mt < RESERVED_MSGS_START:
                 protocol.append((inc, pkt))
                 continue
-            lane = lane_of(inc.src)
-            if pkt.ttl == 0 and conn is not None and lane not in lanes and self._inline_ok(mt, lane):
-                inline.append((inc, pkt))
-            else:
-                lanes.setdefault(lane, []).append((inc, pkt))
+            lanes.setdefault(lane_of(inc.src), []).append((inc, pkt))
         if protocol:
             self._protocol(protocol)
         for lane, items in lanes.items():
             self.lanes.put(lane, items)
-        for inc, pkt in inline:
-            self._inline(inc, pkt)
-
-    def _inline_ok(self, msg_type: int, lane: int) -> bool:
-        """May a request of ``msg_type`` be answered right here on the reader thread?
-
-        Only when its reply handler has been fast so far and the source's lane is empty (so
-        nothing from the same source is overtaken): the answer then costs no thread hand-off,
-        which is most of a round trip's latency. A handler once seen slower than
-        ``_INLINE_SLOW`` is sent to the lanes for a while, so it cannot hold up the reader.
-        """
-        handler = self.handlers.get(msg_type)
-        if handler is None or handler.kind != HANDLER_REPLY:
-            return False
-        if self._slow_until.get(msg_type, 0.0) > time.monotonic():
-            return False
-        return self.lanes.idle(lane)
-
-    def _inline(self, inc: Incoming, pkt: Packet) -> None:
-        start = time.perf_counter()
-        try:
-            self._user_packet(inc, pkt, time.monotonic())
-        except RemoteProtocolError as exc:
-            self.counters.inc(f"bad_packets.{type(exc).__name__}")
-        except Exception:
-            self.counters.inc("errors.inline_reply")
-            self.log.exception("bug: answering a request from %s failed", inc.src)
-        if time.perf_counter() - start > _INLINE_SLOW:
-            self._slow_until[pkt.msg_type] = time.monotonic() + _SLOW_FOR
-            self.counters.inc("user.slow_reply_handlers")
 
     def _protocol(self, items: list[tuple[Incoming, Packet]]) -> None:
         """Decode protocol messages and feed them to the core under one lock acquisition."""
