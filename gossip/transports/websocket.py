@@ -73,6 +73,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
 from websockets.client import ClientProtocol
+from websockets.datastructures import MultipleValuesError
 from websockets.exceptions import (
     ConnectionClosed,
     InvalidHandshake,
@@ -2175,8 +2176,17 @@ class WebSocketTransport:
         """Return ``(channel, refusal, proved)`` for a handshake's path and headers (counted).
 
         ``proved`` is True when the dialer proved the bearer token (``known_proved``: it did,
-        in an earlier screening of this very request, and its nonce is used up).
+        in an earlier screening of this very request, and its nonce is used up). A header that
+        matters given twice is a 400.
         """
+        try:
+            return self._screen_request(path, headers, known_proved)
+        except MultipleValuesError as exc:
+            self._count("ws_handshake_failed")
+            return _FRAMES, Refusal(400, f"Bad Request: the header {exc} is repeated"), False
+
+    def _screen_request(self, path: str, headers: Mapping[str, str] | Any,
+                        known_proved: bool) -> tuple[str, Refusal | None, bool]:
         base = path.split("?", 1)[0]
         if base != self.path:
             self._count("ws_not_found")

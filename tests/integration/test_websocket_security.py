@@ -260,6 +260,20 @@ def test_no_secret_in_the_debug_logs(nodes: Callable[..., Node], caplog: pytest.
     assert "authorization" not in text.lower()
 
 
+def test_a_repeated_header_is_a_bad_request_not_a_dead_reader(nodes: Callable[..., Node]) -> None:
+    b = nodes(bearer_token="dup-headers-token")
+    port = _port(b.url)
+    for name, value in (("Gossip-Channel", "stream"), ("Origin", "https://x.example"),
+                        ("Gossip-Challenge", "c2VjcmV0LW5vbmNlLW9mLWEtY2xpZW50")):
+        raw = handshake_bytes(port, {name: value}).replace(
+            b"\r\n\r\n", f"\r\n{name}: {value}\r\n\r\n".encode(), 1)
+        assert send_handshake(port, raw=raw).startswith(b"HTTP/1.1 400")
+    assert b.stat("ws_handshake_failed") == 3
+    good = nodes(bearer_token="dup-headers-token")
+    good.t.send(b.url, b"still answering", reliable=True)
+    assert b.get().data == b"still answering"
+
+
 # ---------------------------------------------------------------------------------- browsers
 
 
