@@ -563,10 +563,13 @@ class Cluster:
                        max_size=cluster.config.tcp_max_packet_size, compression=None) as server:
                 server.serve_forever()
 
-        Only connections at ``config.websocket_path`` are served; others, and those without the
-        bearer token, are closed with code 1008 and the reason (``process_request`` refuses them
-        earlier, with an HTTP status). It blocks until the connection ends (the server runs
-        each handler on its own thread). A cluster not started closes the connection with 1013.
+        Only connections at ``config.websocket_path`` are served; others, and those without a
+        proof of the bearer token, are closed with code 1008 and the reason
+        (``process_request`` refuses them earlier, with an HTTP status, and carries the token's
+        challenge: pass it whenever a token is set). Without a token, give the server a small
+        ``max_size`` and state it in ``config.websocket_host_max_size``. It blocks until the
+        connection ends (the server runs each handler on its own thread). A cluster not started
+        closes the connection with 1013.
         """
         transport = self._websocket_transport() if self._started else None
         if transport is None or self._stopped:

@@ -143,8 +143,10 @@ class Config:
     allow_insecure_websockets: bool = False
     """Permit plain ``ws://`` to peers that are not on loopback (``wss://`` is always allowed)."""
     bearer_token: str = ""
-    """Token sent as ``Authorization: Bearer <token>`` on every WebSocket dial and required
-    (compared in constant time) on every accepted WebSocket connection; empty disables both."""
+    """Shared secret of the WebSocket connections, never sent: every dial and every accepted
+    connection prove they hold it with a mutual challenge-response (an HMAC of each side's
+    nonce, the listener proving first, so a dial to a stranger shows it nothing usable; see
+    :mod:`gossip.transports._wsauth`); empty disables both."""
     tls_server_context: Any = None
     """``ssl.SSLContext`` of the WebSocket listener, which then serves ``wss://``."""
     tls_client_context: Any = None
