@@ -308,12 +308,14 @@ def _ws_sender(dest: tuple[str, int], packets: list[bytes], rng: random.Random,
     """Send packets as WebSocket messages, with malformed frames among them; reconnect when the
     node closes a connection, and every few hundred messages anyway."""
     sock: socket.socket | None = None
-    for i, data in enumerate(packets):
+    i = tries = 0
+    while i < len(packets):
+        data = packets[i]
         try:
             if sock is None:
                 sock, upgraded = _ws_connect(dest, rng)
                 counts["ws_connections"] += 1
-                if not upgraded:
+                if not upgraded:  # the message goes on the next connection
                     counts["ws_refused"] += 1
                     sock.close()
                     sock = None
@@ -343,11 +345,15 @@ def _ws_sender(dest: tuple[str, int], packets: list[bytes], rng: random.Random,
             if broken or i % 400 == 399:
                 sock.close()  # the node closes a connection after a protocol error anyway
                 sock = None
+            i, tries = i + 1, 0
         except OSError:
             counts["ws_errors"] += 1
             if sock is not None:
                 sock.close()
             sock = None
+            tries += 1
+            if tries >= 3:
+                i, tries = i + 1, 0
     if sock is not None:
         sock.close()
 
@@ -400,9 +406,12 @@ def _stream_sender(dest: tuple[str, int], over_ws: bool, n: int, opens: list[byt
 
 
 def _tcp_sender(addr: tuple[str, int], packets: list[bytes], rng: random.Random, counts: dict[str, int]) -> None:
-    """Send frames over a few connections; reconnect when the node closes one."""
+    """Send frames over a few connections; reconnect when the node closes one (a frame whose
+    write failed is sent again, at most three times)."""
     sock: socket.socket | None = None
-    for i, data in enumerate(packets):
+    i = tries = 0
+    while i < len(packets):
+        data = packets[i]
         try:
             if sock is None:
                 sock = socket.create_connection(addr, timeout=5.0)
@@ -419,11 +428,15 @@ def _tcp_sender(addr: tuple[str, int], packets: list[bytes], rng: random.Random,
             if i % 97 == 0:
                 sock.close()
                 sock = None
+            i, tries = i + 1, 0
         except OSError:
             counts["tcp_errors"] += 1
             if sock is not None:
                 sock.close()
             sock = None
+            tries += 1
+            if tries >= 3:
+                i, tries = i + 1, 0
     if sock is not None:
         sock.close()
 
@@ -463,15 +476,15 @@ def _fuzz_one(name: str, n: int, tcp_share: float, stream_share: float, seed: in
         if not total:
             continue
         distinct = [gen.next(False) for _ in range(min(total, 20_000))]
-        per = max(1, total // 4)
         for k in range(4):                   # four concurrent connections at a time
+            per = total // 4 + (1 if k < total % 4 else 0)
             chunk = [distinct[(k * per + i) % len(distinct)] for i in range(per)]
             t = threading.Thread(target=sender, args=(dest, chunk, random.Random(seed + k), counts))
             t.start()
             tcp_threads.append(t)
     for k in range(2 if n_stream else 0):    # two stream openers at a time
         t = threading.Thread(target=_stream_sender, args=(
-            dest, over_ws, n_stream // 2, opens, _Packets(corpus, random.Random(seed + 10 + k)),
+            dest, over_ws, n_stream // 2 + (n_stream % 2 if k == 0 else 0), opens, _Packets(corpus, random.Random(seed + 10 + k)),
             random.Random(seed + 20 + k), counts))
         t.start()
         tcp_threads.append(t)
@@ -551,8 +564,8 @@ def main() -> int:
     total_unexpected = 0
     total_sent = 0
     for i, name in enumerate(names):
-        r = _fuzz_one(name, args.packets // len(names), args.tcp_share, args.stream_share,
-                      args.seed + i, args.rate)
+        share = args.packets // len(names) + (1 if i < args.packets % len(names) else 0)
+        r = _fuzz_one(name, share, args.tcp_share, args.stream_share, args.seed + i, args.rate)
         st = r["stats"]
         c = r["counts"]
         rate = r["sent"] / r["elapsed"]
