@@ -148,6 +148,16 @@ class Cluster:
 
         cfg = self._config
         name = self._id.short
+        # The bounds on connections both transports apply (gossip.transports._admission).
+        admission: dict[str, Any] = dict(
+            preauth_timeout=cfg.preauth_timeout, max_rejected_frames=cfg.max_rejected_frames,
+            max_untrusted_per_source=cfg.max_untrusted_connections_per_source,
+            reserved_for_members=cfg.reserved_member_connections,
+            max_member_dials=cfg.max_member_dials,
+            max_member_dials_per_host=cfg.max_member_dials_per_host,
+            max_other_dials=cfg.max_other_dials, max_other_dials_per_host=cfg.max_other_dials_per_host,
+            member_check=self._engine.is_member_host,
+        )
 
         def sockets(listen: bool) -> SocketTransport:
             return SocketTransport(
@@ -164,6 +174,7 @@ class Cluster:
                 preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
                 preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
                 frame_timeout=cfg.tcp_frame_timeout, listen=listen,
+                preauth_buffer_per_source=cfg.tcp_preauth_buffer_per_source, **admission,
             )
 
         def websockets(bind: str) -> WebSocketTransport:
@@ -191,7 +202,8 @@ class Cluster:
                 max_connections_per_source=cfg.tcp_max_connections_per_source,
                 preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
                 preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
-                frame_timeout=cfg.tcp_frame_timeout, ping_interval=cfg.websocket_ping_interval,
+                ping_interval=cfg.websocket_ping_interval,
+                allowed_origins=cfg.websocket_allowed_origins, **admission,
             )
 
         if cfg.socket_transport_enabled:
@@ -557,10 +569,13 @@ class Cluster:
                        max_size=cluster.config.tcp_max_packet_size, compression=None) as server:
                 server.serve_forever()
 
-        Only connections at ``config.websocket_path`` are served; others, and those without the
-        bearer token, are closed with code 1008 and the reason (``process_request`` refuses them
-        earlier, with an HTTP status). It blocks until the connection ends (the server runs
-        each handler on its own thread). A cluster not started closes the connection with 1013.
+        Only connections at ``config.websocket_path`` are served; others, and those without a
+        proof of the bearer token, are closed with code 1008 and the reason
+        (``process_request`` refuses them earlier, with an HTTP status, and carries the token's
+        challenge: pass it whenever a token is set). Without a token, give the server a small
+        ``max_size`` and state it in ``config.websocket_host_max_size``. It blocks until the
+        connection ends (the server runs each handler on its own thread). A cluster not started
+        closes the connection with 1013.
         """
         transport = self._websocket_transport() if self._started else None
         if transport is None or self._stopped:
@@ -572,8 +587,10 @@ class Cluster:
         transport.serve_connection(websocket)
 
     def websocket_process_request(self, websocket: ServerConnection, request: Request) -> Response | None:
-        """``process_request`` for the host's ``websockets.sync`` server: refuse a gossip
-        handshake with 401 (bad or missing bearer token), 403 or 503 before the upgrade.
+        """``process_request`` for the host's ``websockets.sync`` server: answer a gossip
+        handshake's bearer-token challenge, or refuse it, before the upgrade: 401 with
+        ``WWW-Authenticate`` (the token's challenge, or a missing or wrong proof), 403 (a
+        browser's origin, streams not accepted), 503.
 
         Returns None (go on) for paths other than ``config.websocket_path``, so that the host's
         own routes are untouched.
@@ -583,12 +600,12 @@ class Cluster:
         transport = self._websocket_transport() if self._started else None
         if transport is None or self._stopped:
             return websocket.respond(503, "gossip is not running\n")
-        refusal = transport.screen(request.path, request.headers)
+        refusal = transport.screen(request.path, request.headers, request)
         if refusal is None:
             return None
         response = websocket.respond(refusal.status, refusal.reason + "\n")
-        if refusal.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="gossip"'
+        for name, value in refusal.headers:
+            response.headers[name] = value
         return response
 
     def host_websocket_connection(self, path: str, headers: Any, peer: tuple[str, int] | None,

@@ -143,8 +143,10 @@ class Config:
     allow_insecure_websockets: bool = False
     """Permit plain ``ws://`` to peers that are not on loopback (``wss://`` is always allowed)."""
     bearer_token: str = ""
-    """Token sent as ``Authorization: Bearer <token>`` on every WebSocket dial and required
-    (compared in constant time) on every accepted WebSocket connection; empty disables both."""
+    """Shared secret of the WebSocket connections, never sent: every dial and every accepted
+    connection prove they hold it with a mutual challenge-response (an HMAC of each side's
+    nonce, the listener proving first, so a dial to a stranger shows it nothing usable; see
+    :mod:`gossip.transports._wsauth`); empty disables both."""
     tls_server_context: Any = None
     """``ssl.SSLContext`` of the WebSocket listener, which then serves ``wss://``."""
     tls_client_context: Any = None
@@ -210,6 +212,50 @@ class Config:
     """Bytes all not-yet-accepted connections together may hold buffered."""
     tcp_frame_timeout: float = 10.0
     """A frame must arrive whole within this long of its first byte (slow trickles are cut)."""
+
+    # -- admission of connections (UDP/TCP and WebSocket alike) ----------------------------
+    # A connection is *trusted* once the engine accepted one of its frames (or, on WebSocket
+    # with a bearer token, once it proved the token); until then the bounds below apply.
+    preauth_timeout: float = 10.0
+    """An accepted connection must become trusted within this long, or it is closed (counted
+    ``transport.tcp_preauth_timeouts`` / ``transport.ws_frame_timeouts``). Frames the engine
+    refuses do not count."""
+    max_rejected_frames: int = 16
+    """An accepted connection is closed once the engine has refused this many of its frames
+    (counted ``transport.tcp_rejected_frames_closed`` / ``ws_rejected_frames_closed``)."""
+    max_untrusted_connections_per_source: int = 8
+    """Accepted connections not yet trusted held at once per remote IP (WebSocket handshakes
+    under way included); hosts of known members are exempt. All of them together are bounded
+    by ``tcp_preauth_buffer_limit // tcp_preauth_max_frame_size``."""
+    tcp_preauth_buffer_per_source: int = 8 * _MiB
+    """Bytes the untrusted TCP connections of one remote IP may hold buffered; beyond it (or
+    beyond ``tcp_preauth_buffer_limit`` for all), the connection holding the most is closed."""
+    reserved_member_connections: int = 64
+    """Of ``tcp_max_connections``, slots that only the hosts of known members may take, so
+    that strangers filling the rest never lock members out."""
+    max_member_dials: int = 1024
+    """Connections this node dials to members' hosts held at once (per transport)."""
+    max_member_dials_per_host: int = 256
+    """The same, per host."""
+    max_other_dials: int = 64
+    """Connections this node dials to hosts that are not members' (seeds, joiners) held at
+    once, apart from the members' budget, so addresses from strangers cannot use it up."""
+    max_other_dials_per_host: int = 4
+    """The same, per host."""
+    max_opening_streams_per_source: int = 4
+    """Accepted stream connections from one remote IP still opening (before their HELLO) at
+    once; more are closed at once (counted ``streams.refused_per_source``)."""
+    websocket_allowed_origins: list[str] = dataclasses.field(default_factory=list)
+    """``Origin`` values (``scheme://host[:port]``) whose WebSocket handshakes are accepted.
+    A handshake that carries an ``Origin`` header (every browser sends one) or a cross-site
+    ``Sec-Fetch-Site`` is refused with 403 unless its origin is listed (counted
+    ``transport.ws_origin_refused``): a web page must not speak gossip to a node."""
+    websocket_host_max_size: int = 0
+    """The largest message the host's WebSocket server accepts, for a node whose connections
+    the host serves (uvicorn ``ws_max_size``, websockets ``max_size``): without a
+    ``bearer_token``, ``validate()`` requires it to be stated and at most
+    ``tcp_preauth_max_frame_size``, since the host buffers a stranger's message whole before
+    the node sees it. 0: not stated."""
 
     # -- user gossip, history and queues --------------------------------------------------
     gossip_interval: float = 5.0
@@ -466,6 +512,7 @@ class Config:
         """Return a copy with some fields changed (aliases accepted)."""
         cfg = dataclasses.replace(self)
         cfg.secondary_keys = list(self.secondary_keys)
+        cfg.websocket_allowed_origins = list(self.websocket_allowed_origins)
         for name, value in changes.items():
             if name not in _FIELD_NAMES and name not in _ALIASES:
                 raise ConfigError(name, "no such Config field")
@@ -511,6 +558,7 @@ class Config:
         if self.secondary_keys and not self.encryption_key:
             raise ConfigError("secondary_keys", "need an encryption_key (the primary) as well")
         self._validate_websocket()
+        self._validate_admission()
         if self.max_metadata_size > self.udp_max_packet_size - ALIVE_OVERHEAD:
             raise ConfigError(
                 "max_metadata_size",
@@ -536,6 +584,24 @@ class Config:
                 "packets it sends (upgrade order: both off, then encrypt_outgoing, then "
                 "require_encryption)",
             )
+
+    def _validate_admission(self) -> None:
+        """Refuse admission bounds that contradict each other."""
+        if self.reserved_member_connections >= self.tcp_max_connections:
+            raise ConfigError(
+                "reserved_member_connections",
+                f"must be < tcp_max_connections ({self.tcp_max_connections}), "
+                f"got {self.reserved_member_connections}")
+        if self.tcp_preauth_buffer_per_source > self.tcp_preauth_buffer_limit:
+            raise ConfigError(
+                "tcp_preauth_buffer_per_source",
+                f"must be <= tcp_preauth_buffer_limit ({self.tcp_preauth_buffer_limit}), "
+                f"got {self.tcp_preauth_buffer_per_source}")
+        for per_host, total in (("max_member_dials_per_host", "max_member_dials"),
+                                ("max_other_dials_per_host", "max_other_dials")):
+            if getattr(self, per_host) > getattr(self, total):
+                raise ConfigError(per_host, f"must be <= {total} ({getattr(self, total)}), "
+                                            f"got {getattr(self, per_host)}")
 
     def _validate_websocket(self) -> None:
         """Refuse transport settings that cannot work together (see socket_transport_enabled)."""
@@ -605,6 +671,16 @@ class Config:
                     "websocket_bind_addr",
                     f"serves plain ws:// on {host}, which is not loopback: peers refuse to dial "
                     "it; set tls_cert_file (wss://), or allow_insecure_websockets=True")
+        if not self.websocket_bind_addr and not self.bearer_token and not (
+                0 < self.websocket_host_max_size <= self.tcp_preauth_max_frame_size):
+            raise ConfigError(
+                "bearer_token",
+                "is required when the host's server carries the node's WebSocket connections "
+                "(ASGI, websocket_handler): the host buffers a stranger's message whole before "
+                "the node sees it. Set a bearer_token (strangers are then refused before the "
+                "upgrade), or give the host's server a small message limit and state it in "
+                f"websocket_host_max_size (at most tcp_preauth_max_frame_size, "
+                f"{self.tcp_preauth_max_frame_size}; got {self.websocket_host_max_size})")
 
     # -- environment -------------------------------------------------------------------------
     @classmethod
@@ -671,7 +747,8 @@ class Config:
             elif isinstance(value, bytes):
                 out[prefix + f.name.upper()] = value.hex()
             elif isinstance(value, list):
-                out[prefix + f.name.upper()] = ",".join(k.hex() for k in value)
+                out[prefix + f.name.upper()] = ",".join(
+                    k if isinstance(k, str) else k.hex() for k in value)
             else:
                 out[prefix + f.name.upper()] = str(value)
         return out
@@ -761,6 +838,10 @@ def _parse_optional_key(text: str) -> bytes | None:
 
 def _parse_keys(text: str) -> list[bytes]:
     return [_parse_key(part) for part in text.split(",") if part.strip()]
+
+
+def _parse_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _parse_optional_str(text: str) -> str | None:
@@ -986,6 +1067,14 @@ def _check_token(name: str, value: Any) -> None:
         raise ConfigError(name, "must be printable ASCII without spaces (it travels in an HTTP header)")
 
 
+def _check_origins(name: str, value: Any) -> None:
+    _require_type(name, value, (list, tuple), "a list of origins")
+    for i, origin in enumerate(value):
+        if not isinstance(origin, str) or not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", origin.lower()):
+            raise ConfigError(f"{name}[{i}]", f"must be an origin such as 'https://app.example.com' "
+                                              f"(scheme://host[:port], no path), got {origin!r}")
+
+
 def _check_tls_context(name: str, value: Any) -> None:
     if value is not None and not callable(getattr(value, "wrap_socket", None)):
         raise ConfigError(name, f"must be an ssl.SSLContext or None, got {value!r}")
@@ -1083,6 +1172,18 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "tcp_preauth_max_frame_size": _integer(1024, 1 << 30),
     "tcp_preauth_buffer_limit": _integer(64 * 1024, 1 << 40),
     "tcp_frame_timeout": _duration(0.01, 3600.0),
+    "preauth_timeout": _duration(0.01, 3600.0),
+    "max_rejected_frames": _integer(1, 1 << 20),
+    "max_untrusted_connections_per_source": _integer(1, 1 << 20),
+    "tcp_preauth_buffer_per_source": _integer(64 * 1024, 1 << 40),
+    "reserved_member_connections": _integer(0, 1 << 20),
+    "max_member_dials": _integer(1, 1 << 20),
+    "max_member_dials_per_host": _integer(1, 1 << 20),
+    "max_other_dials": _integer(1, 1 << 20),
+    "max_other_dials_per_host": _integer(1, 1 << 20),
+    "max_opening_streams_per_source": _integer(1, 65536),
+    "websocket_allowed_origins": _check_origins,
+    "websocket_host_max_size": _integer(0, 1 << 30),
     "gossip_interval": _duration(0.01, _DAY),
     "gossip_max_interval": _duration(0.01, _DAY),
     "msg_history_gc_interval": _duration(0.01, 3600.0),
@@ -1157,6 +1258,8 @@ def _env_kind(name: str, annotation: str) -> Callable[[str], Any] | None:
         return _parse_optional_key
     if name == "secondary_keys":
         return _parse_keys
+    if name == "websocket_allowed_origins":
+        return _parse_list
     if name == "compressor":
         return _parse_optional_str
     if name == "msg_codec":

@@ -47,6 +47,7 @@ from ..protocol.actions import (
 )
 from ..protocol.insight import CLUSTER_EVENTS, Insight
 from ..protocol.messaging import calc_fan_out
+from ..transports._admission import host_of
 from ..transports.base import Incoming, StreamConn, Transport
 from ..counters import STREAM_COUNTERS, Counters
 from .events import ClusterEventHandler, EventLoop, GossipHandler, MetadataHandler, StateHandler
@@ -65,6 +66,7 @@ logger = logging.getLogger("gossip.engine")
 T = TypeVar("T")
 
 _WARN_INTERVAL = 10.0
+_MEMBER_HOSTS_TTL = 2.0  # the hosts of members are recomputed at least this often
 
 
 class _JoinWaiter:
@@ -138,6 +140,7 @@ class Engine:
         self._join_waiters: dict[str, list[_JoinWaiter]] = {}
         self._join_lock = threading.Lock()
         self._node_cache: dict[bytes, tuple[Any, Node, int]] = {}
+        self._member_hosts: tuple[float, frozenset[str]] | None = None
         self._started = False
         self.closing = False
         self._stopped = False
@@ -321,7 +324,33 @@ class Engine:
         """Queue an event for the event thread."""
         self.events.emit(event)
 
+    def is_member_host(self, host: str) -> bool:
+        """Return True if ``host`` is this node's host or that of an alive or suspect member
+        that showed itself.
+
+        The transports ask this to admit connections (slots reserved for members) and to
+        budget their dials (see :mod:`gossip.transports._admission`). The set is rebuilt after
+        membership changes and at least every couple of seconds, never under a transport's
+        lock.
+        """
+        cached = self._member_hosts
+        now = time.monotonic()
+        if cached is None or now - cached[0] > _MEMBER_HOSTS_TTL:
+            hosts = {host_of(self.address)} if self.address else set()
+            if self.host.started:
+                core = self.host.core
+                with self.host.lock:
+                    # Only members that showed themselves (no introducer left): a member
+                    # planted by a stranger's packet never gets a member's admission.
+                    hosts.update(host_of(m.addr) for m in core.members.values()
+                                 if (m.state is NodeState.ALIVE or m.state is NodeState.SUSPECT)
+                                 and getattr(m, "introducer", None) is None)
+            cached = self._member_hosts = (now, frozenset(hosts))
+        return host.lower() in cached[1]
+
     def _on_member_event(self, ev: MemberEvent) -> None:
+        if ev.kind == EVENT_STATE or ev.kind == EVENT_REMOVED:
+            self._member_hosts = None
         if ev.kind == EVENT_STATE:
             self.log.info("node %s@%s: %s -> %s", ev.node.short, ev.addr, ev.prev, ev.state)
             self.emit(("state", _event_node(ev), ev.prev))

@@ -14,10 +14,11 @@
     accepted stream connections ── on_stream ──► the stream pool (gossip.engine.streams)
 
 Protocol traffic therefore has its own lane: a flood of user messages or slow handlers can
-delay no ack. A request (a user packet with ttl 0 on a connection) whose reply handler has been
-fast is answered right on the reader thread when its source's lane is idle: a round trip then
-costs no thread hand-off on this side; a handler once seen slow goes back to the lanes. User handlers run on the lane workers (``num_incoming_workers`` threads); all
-packets from one source go to one lane, so they are handled in the order they arrived.
+delay no ack. User handlers, reply handlers included, run on the lane workers
+(``num_incoming_workers`` threads) and never on a reader thread: a reader also reads the
+protocol's frames and accepts stream connections, and a handler that blocks must hold up
+neither. All packets from one source go to one lane, so they are handled in the order they
+arrived.
 
 Back-pressure on receive: a lane holds at most ``incoming_packet_queue_depth`` packets (and its
 share of ``incoming_queue_max_bytes``). A datagram that finds its lane full is dropped and counted (``dropped.incoming_queue_full``); a
@@ -73,8 +74,6 @@ if TYPE_CHECKING:
 __all__ = ["Receiver", "UserLanes", "SourceWarnings", "broadcast_ttl", "refusal_hint"]
 
 _CHUNK = 256  # packets a lane worker takes at once
-_INLINE_SLOW = 0.001  # a reply handler slower than this is no longer run on the reader thread
-_SLOW_FOR = 60.0  # ...for this long
 _REFUSED_WARN_INTERVAL = 60.0  # a source's unauthentic packets are logged at most this often
 _REFUSED_WARN_SOURCES = 256  # ...for at most this many sources at a time
 
@@ -308,7 +307,6 @@ class Receiver:
         # A datagram decompresses to at most this much: it "stays a datagram" (senders send
         # bigger payloads over a connection, gossip.engine.outgoing).
         self._udp_payload = max(MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
-        self._slow_until: dict[int, float] = {}  # reply handlers kept off the reader thread
         self._ttl_multiplier = cfg.ttl_multiplier
         self._refused_warnings = SourceWarnings(_REFUSED_WARN_INTERVAL, _REFUSED_WARN_SOURCES)
 
@@ -322,7 +320,6 @@ class Receiver:
         decode = self.codec.decode
         table = self.counters.table()
         protocol: list[tuple[Incoming, Packet]] = []
-        inline: list[tuple[Incoming, Packet]] = []
         lanes: dict[int, list[tuple[Incoming, Packet]]] = {}
         lane_of = self.lanes.lane_of
         udp_payload = self._udp_payload
@@ -336,6 +333,10 @@ class Receiver:
                     self.log.debug("! bad packet from %s: %s", inc.src, exc)
                 if isinstance(exc, EncryptionError):
                     self._refused(inc, exc)
+                if inc.conn is not None:
+                    reject = getattr(inc.conn, "mark_rejected", None)  # too many close it
+                    if reject is not None:
+                        reject()
                 continue
             except Exception:  # a bug in the pipeline must not kill the reader
                 table["errors.decode"] = table.get("errors.decode", 0) + 1
@@ -355,17 +356,11 @@ class Receiver:
             if mt < RESERVED_MSGS_START:
                 protocol.append((inc, pkt))
                 continue
-            lane = lane_of(inc.src)
-            if pkt.ttl == 0 and conn is not None and lane not in lanes and self._inline_ok(mt, lane):
-                inline.append((inc, pkt))
-            else:
-                lanes.setdefault(lane, []).append((inc, pkt))
+            lanes.setdefault(lane_of(inc.src), []).append((inc, pkt))
         if protocol:
             self._protocol(protocol)
         for lane, items in lanes.items():
             self.lanes.put(lane, items)
-        for inc, pkt in inline:
-            self._inline(inc, pkt)
 
     def _refused(self, inc: Incoming, exc: EncryptionError) -> None:
         """A packet failed authentication or carried another label: warn (rate-limited per
@@ -379,34 +374,6 @@ class Receiver:
                 "bad_packets.%s; logged at most once a minute per source)", host, exc, hint, name)
         self.engine.join_answer_refused(inc.src, f"the seed has {hint} ({name}: {exc})",
                                         inc.conn is not None)
-
-    def _inline_ok(self, msg_type: int, lane: int) -> bool:
-        """May a request of ``msg_type`` be answered right here on the reader thread?
-
-        Only when its reply handler has been fast so far and the source's lane is empty (so
-        nothing from the same source is overtaken): the answer then costs no thread hand-off,
-        which is most of a round trip's latency. A handler once seen slower than
-        ``_INLINE_SLOW`` is sent to the lanes for a while, so it cannot hold up the reader.
-        """
-        handler = self.handlers.get(msg_type)
-        if handler is None or handler.kind != HANDLER_REPLY:
-            return False
-        if self._slow_until.get(msg_type, 0.0) > time.monotonic():
-            return False
-        return self.lanes.idle(lane)
-
-    def _inline(self, inc: Incoming, pkt: Packet) -> None:
-        start = time.perf_counter()
-        try:
-            self._user_packet(inc, pkt, time.monotonic())
-        except RemoteProtocolError as exc:
-            self.counters.inc(f"bad_packets.{type(exc).__name__}")
-        except Exception:
-            self.counters.inc("errors.inline_reply")
-            self.log.exception("bug: answering a request from %s failed", inc.src)
-        if time.perf_counter() - start > _INLINE_SLOW:
-            self._slow_until[pkt.msg_type] = time.monotonic() + _SLOW_FOR
-            self.counters.inc("user.slow_reply_handlers")
 
     def _protocol(self, items: list[tuple[Incoming, Packet]]) -> None:
         """Decode protocol messages and feed them to the core under one lock acquisition."""
