@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
 from gossip.codecs import DEFAULT_CODEC, Codec, get_codec
@@ -355,12 +356,17 @@ class PacketCodec:
 
     # ---------------------------------------------------------------------------------- decode
 
-    def decode(self, data: bytes, max_payload: int | None = None) -> Packet:
+    def decode(self, data: bytes, max_payload: int | None = None,
+               type_limits: Mapping[int, int] | None = None) -> Packet:
         """Parse and verify wire bytes.
 
         ``max_payload`` lowers the limit on the decompressed payload for this packet: the
         receive path passes the datagram limit for datagrams, so that a small compressed
         datagram can never expand into a large allocation (a datagram stays a datagram).
+        ``type_limits`` lowers it further for some message types (``{type: bytes}``): the
+        receive path caps the protocol messages that are never larger than a datagram. Both
+        are checked against the sizes the header and the compressed block claim, before any
+        payload byte is copied or decompressed, so a refusal costs the same whatever the claim.
 
         Raises:
             PacketTooLarge: the packet, or its decompressed payload, exceeds
@@ -407,11 +413,18 @@ class PacketCodec:
             if have < length:
                 raise DecodeError(f"truncated packet: payload length {length}, only {have} bytes")
             raise DecodeError(f"trailing bytes: payload length {length}, {have} bytes follow")
+        limit = self._max_packet_size
+        if max_payload is not None and max_payload < limit:
+            limit = max_payload
+        if type_limits is not None:
+            cap = type_limits.get(msg_type)
+            if cap is not None and cap < limit:
+                limit = cap
+                if length > cap:
+                    raise PacketTooLarge(
+                        f"payload of {length} bytes exceeds the {cap} bytes of message type {msg_type}")
         payload = inner[start:]
         if flags & FLAG_COMPRESSED:
-            limit = self._max_packet_size
-            if max_payload is not None and max_payload < limit:
-                limit = max_payload
             payload = self._decompressor.decompress(payload, limit)
         return Packet(
             msg_type,

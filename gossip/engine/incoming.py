@@ -26,7 +26,11 @@ instead (:meth:`Connection.pause_reading`), so the sender's own send calls slow 
 resumed once the lane has drained to a quarter.
 
 Every malformed, oversized or unauthenticated packet is counted under ``bad_packets.<Error>``
-and dropped; nothing a peer sends can raise out of here.
+and dropped; nothing a peer sends can raise out of here. Protocol messages that always fit a
+datagram are refused from their header when they claim more (a compressed frame that would
+expand to megabytes costs nothing). Sealed packets are checked against replays on both lanes
+(:mod:`gossip.protocol.replay`: ``replay.*`` and ``user_replay.*``), so a recorded user
+message, request or election heartbeat cannot be played again.
 
 This module imports the packet pipeline, the messages, the handlers and the transports'
 interface; the engine wires it up.
@@ -42,7 +46,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import messages
-from ..errors import ClusterClosed, GossipError, LocalProtocolError, RemoteProtocolError, SendQueueFull
+from ..errors import (
+    ClusterClosed, GossipError, LocalProtocolError, RemoteProtocolError, ReplayedPacket, SendQueueFull,
+)
 from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, HANDLER_STREAM, MessageHandlers, check_app_version
 from ..messages import Message
 from ..node import NodeID, NodeState
@@ -64,6 +70,10 @@ _CHUNK = 256  # packets a lane worker takes at once
 _MAX_DATAGRAM_PAYLOAD = 65536  # a datagram decompresses to at most this much ("stays a datagram")
 _INLINE_SLOW = 0.001  # a reply handler slower than this is no longer run on the reader thread
 _SLOW_FOR = 60.0  # ...for this long
+# Protocol messages that are never larger than a datagram, whatever carries them (a gossip
+# message, corrections included, is filled up to the datagram budget; a join carries one state).
+_DATAGRAM_TYPES = (MessageType.PING, MessageType.ACK, MessageType.PING_REQ, MessageType.NACK,
+                   MessageType.GOSSIP, MessageType.JOIN)
 
 
 def broadcast_ttl(n_alive: int, multiplier: float = 1.0) -> int:
@@ -230,6 +240,12 @@ class Receiver:
         self.replay = (ReplayGuard(cfg.replay_window, cfg.replay_max_entries)
                        if cfg.replay_window > 0 else None)
         self.replay_lock = threading.Lock()
+        # The user lane (user messages, and add-on packages' such as election heartbeats) has
+        # its own guard: a flood of user messages never pushes protocol packets out of theirs.
+        self.user_replay = (ReplayGuard(cfg.replay_window, cfg.replay_max_entries)
+                            if cfg.replay_window > 0 else None)
+        self.user_replay_lock = threading.Lock()
+        self._broadcast_window = min(cfg.replay_window, cfg.msg_history_max_age)
         self._max_states = cfg.max_members + 1
         self._app_version_check = cfg.application_version_check
         self.history_lock = threading.Lock()
@@ -238,6 +254,9 @@ class Receiver:
                                cfg.incoming_queue_max_bytes, self._user_batch, self.counters,
                                engine.prefix, self.log)
         self._udp_payload = max(_MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
+        # Protocol messages built to fit a datagram stay that small on a connection too: a
+        # frame claiming more (a compressed "bomb") is refused from its header alone.
+        self._type_limits = dict.fromkeys(_DATAGRAM_TYPES, self._udp_payload)
         self._slow_until: dict[int, float] = {}  # reply handlers kept off the reader thread
         self._ttl_multiplier = cfg.ttl_multiplier
 
@@ -255,9 +274,12 @@ class Receiver:
         lanes: dict[int, list[tuple[Incoming, Packet]]] = {}
         lane_of = self.lanes.lane_of
         udp_payload = self._udp_payload
+        type_limits = self._type_limits
+        user_guard = self.user_replay
+        hlc_now = 0
         for inc in batch:
             try:
-                pkt = decode(inc.data, None if inc.reliable else udp_payload)
+                pkt = decode(inc.data, None if inc.reliable else udp_payload, type_limits)
             except RemoteProtocolError as exc:
                 key = f"bad_packets.{type(exc).__name__}"
                 table[key] = table.get(key, 0) + 1
@@ -282,6 +304,12 @@ class Receiver:
             if mt < RESERVED_MSGS_START:
                 protocol.append((inc, pkt))
                 continue
+            if user_guard is not None and pkt.encrypted:
+                if not hlc_now:
+                    hlc_now = self.engine.hlc.peek()
+                if not self._fresh(user_guard, pkt, hlc_now, inc):
+                    table["bad_packets.ReplayedPacket"] = table.get("bad_packets.ReplayedPacket", 0) + 1
+                    continue
             lane = lane_of(inc.src)
             if pkt.ttl == 0 and conn is not None and lane not in lanes and self._inline_ok(mt, lane):
                 inline.append((inc, pkt))
@@ -293,6 +321,22 @@ class Receiver:
             self.lanes.put(lane, items)
         for inc, pkt in inline:
             self._inline(inc, pkt)
+
+    def _fresh(self, guard: ReplayGuard, pkt: Packet, now: int, inc: Incoming) -> bool:
+        """Is a sealed user-lane packet new? A direct message or a request (ttl 0 or 1) must be
+        recent and never seen before; a broadcast (ttl 2 and up, which arrives several times
+        by design) must be recent enough that the duplicate history still holds it."""
+        try:
+            with self.user_replay_lock:
+                if pkt.ttl >= 2:
+                    guard.check_fresh(pkt.msg_id, now, self._broadcast_window)
+                else:
+                    guard.check(pkt.sender, pkt.msg_id, now)
+        except ReplayedPacket as exc:
+            if self._debug:
+                self.log.debug("! replayed message from %s: %s", inc.src, exc)
+            return False
+        return True
 
     def _inline_ok(self, msg_type: int, lane: int) -> bool:
         """May a request of ``msg_type`` be answered right here on the reader thread?
@@ -325,7 +369,7 @@ class Receiver:
     def _protocol(self, items: list[tuple[Incoming, Packet]]) -> None:
         """Decode protocol messages and feed them to the core under one lock acquisition."""
         engine = self.engine
-        todo: list[tuple[str, Message, NodeID, bool, bool | None]] = []
+        todo: list[tuple[str, Message, NodeID, bool, bool | None, bool]] = []
         incs: list[Incoming] = []
         guard = self.replay
         for inc, pkt in items:
@@ -349,7 +393,7 @@ class Receiver:
             if type(msg) is messages.Join:
                 # The application's check is user code: it runs here, never under the lock.
                 app_ok = check_app_version(self._app_version_check, msg.av)
-            todo.append((inc.src, msg, NodeID(bytes=pkt.sender), inc.reliable, app_ok))
+            todo.append((inc.src, msg, NodeID(bytes=pkt.sender), inc.reliable, app_ok, pkt.encrypted))
             incs.append(inc)
         if not todo:
             return
