@@ -256,7 +256,7 @@ class Receiver:
         self._udp_payload = max(_MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
         # Protocol messages built to fit a datagram stay that small on a connection too: a
         # frame claiming more (a compressed "bomb") is refused from its header alone.
-        self._type_limits = dict.fromkeys(_DATAGRAM_TYPES, self._udp_payload)
+        self._type_limits: dict[int, int] = {int(t): self._udp_payload for t in _DATAGRAM_TYPES}
         self._slow_until: dict[int, float] = {}  # reply handlers kept off the reader thread
         self._ttl_multiplier = cfg.ttl_multiplier
 
