@@ -213,13 +213,25 @@ class Protocol:
     Members (every bound a ``Config`` field, every refusal counted in :attr:`stats` as
     ``refused_<why>``): the table holds ``max_members``; an unsolicited message brings at most
     ``max_members_per_message`` newcomers, a join its joiner only; a source host may have named
-    at most ``max_members_per_source`` members that have not shown themselves (sent us a packet
-    from their own host, or answered our probe). Until they do, news about them is gossiped
-    after everything else, they are gossip targets, ping-req helpers and push/pull peers only
-    when too few others exist, and once dead they are forgotten after
-    ``gossip_to_the_dead_time``. Replies are merged only when they answer our own join or
-    push/pull. A ping-req is run only for a known member, at its known address, at most
-    ``max_pending_relays`` at once. :meth:`sizes` reports every table.
+    at most ``max_members_per_source`` members that have not shown themselves (sent us a packet,
+    sealed or from their own host; answered our probe; or answered at their address a join or
+    push/pull we sent there), and all sources together ``max_unconfirmed_share`` of the table.
+    Until they show themselves, news about them is gossiped after everything else, they are
+    gossip targets, ping-req helpers and push/pull peers only when too few others exist, they
+    are never dialed (see :meth:`_dialable`: no WebSocket URL, no TCP fallback ping, no state
+    exchange; a datagram probe is how they show themselves), a joiner or a member showing
+    itself takes the place of the oldest of them in a full table, and once dead they are
+    forgotten after ``gossip_to_the_dead_time``. Replies are merged only when they answer our
+    own join or push/pull. A ping-req is run only for a known member, at its known address, at
+    most ``max_pending_relays`` at once. :meth:`sizes` reports every table.
+
+    Answers go where the message came from: on its connection, or as a datagram to its source
+    address, never to an address it merely names (``Ping.source_addr``, ``PingReq.source_addr``)
+    unless that is the address of the sending member, which has shown itself. A leave of a
+    member said by anyone but the member is checked with it at once (a ping carrying the
+    leave): if it was forged, the member refutes within one round trip. A metadata stamp more
+    than ``max_clock_drift`` ahead of ``stamp_clock`` is refused, and our own record seen with a
+    newer stamp than ours makes us reassert our metadata above it.
 
     Args:
         config: a validated :class:`~gossip.Config` (only its protocol knobs are read).
@@ -471,14 +483,14 @@ class Protocol:
         """Replace this node's metadata and announce it (raises the incarnation).
 
         At :data:`~gossip.messages.MAX_INCARNATION` the incarnation stays: peers order
-        metadata by its stamp, so the change still spreads. A ``stamp`` not above the one
+        metadata by its stamp, so the change still spreads. A ``stamp`` below the one
         announced last is raised just above it (the node may have reasserted its metadata
         above a forged stamp: :meth:`_reassert_meta`).
         """
         self._now = now
         self.meta = dict(meta)
         # Never below a stamp we reasserted our metadata at (see _reassert_meta).
-        self.meta_stamp = stamp if stamp > self.meta_stamp else min(self.meta_stamp + 1, MAX_TIMESTAMP)
+        self.meta_stamp = stamp if stamp >= self.meta_stamp else min(self.meta_stamp + 1, MAX_TIMESTAMP)
         if self.incarnation < MAX_INCARNATION:
             self.incarnation += 1
         else:
@@ -567,11 +579,13 @@ class Protocol:
         elif t is PushPull:
             self._on_push_pull(now, msg, reliable, sender)  # type: ignore[arg-type]
         elif t is PushPullReply:
-            if self._push_pulls.pop(msg.seq, None) is None:  # type: ignore[union-attr]
+            asked = self._push_pulls.pop(msg.seq, None)  # type: ignore[union-attr]
+            if asked is None:
                 self._count("refused_unsolicited_reply")
                 return
             self._solicited = True
             self._merge_states(now, msg.states, peer=sender)  # type: ignore[union-attr]
+            self._answered_at(asked, msg.states)  # type: ignore[union-attr]
         elif t is Join:
             self._on_join(now, msg, reliable, app_version_ok)  # type: ignore[arg-type]
         elif t is JoinReply:
@@ -894,6 +908,15 @@ class Protocol:
         must not make us open connections to whatever it names. Datagrams go anywhere: the
         answer to a probe is how a member shows itself."""
         return m.introducer is None or m.vouched or not (self._dial_all or "://" in m.addr)
+
+    def _answered_at(self, addr: str, states: tuple[MemberState, ...]) -> None:
+        """The answer to a request we sent to ``addr`` (a join or a push/pull) came back: its
+        first state is the responder's own, and if it claims ``addr``, the responder has shown
+        itself there (we dialed that address on our own account)."""
+        if states and states[0].addr == addr:
+            m = self.members.get(states[0].node)
+            if m is not None and m.addr == addr:
+                self._confirm(m)
 
     def _shown_at(self, sender: NodeID | None, addr: str) -> bool:
         """True if ``sender`` is a member that has shown itself, at ``addr``."""
@@ -1610,6 +1633,7 @@ class Protocol:
         # incarnation a previous process under our id reached.
         self._solicited = True
         self._merge_states(now, r.states, catch_up=True, peer=r.states[0].node if r.states else None)
+        self._answered_at(addr, r.states)
         responder = r.states[0].node if r.states else None
         self._actions.append(JoinResult(addr, True, "", responder))
         # Announce ourselves too (memberlist does): the joined peer is not the only source.

@@ -267,3 +267,13 @@ def test_a_full_table_of_strangers_gives_way_to_a_joiner() -> None:
     (reply,) = [s.msg for s in sends(core) if isinstance(s.msg, JoinReply)]
     assert reply.accepted and A in core.members and len(core.members) == 24
     assert core.stats["members_evicted_unconfirmed"] == 1
+
+
+def test_the_peer_we_joined_through_has_shown_itself_at_the_address_we_dialed() -> None:
+    core = lone()
+    (seq,) = core.join(0.0, [WS_FAKE])
+    seed = MemberState(A, WS_FAKE, ALIVE, 0)
+    other = MemberState(B, "ws://127.0.0.67:8123/gossip", ALIVE, 0)
+    core.receive(0.1, "127.0.0.66:50000", JoinReply(seq, True, "", (seed, other)), A, True)
+    assert core.members[A].introducer is None          # it answered where we dialed it
+    assert core.members[B].introducer is not None      # the one it named has yet to show itself
