@@ -107,9 +107,10 @@ class Member:
     ``introducer`` is the source host that told us of the member, until the member shows itself
     (a packet from it, sealed or from its own host, or an answer to our probe); None for
     members given by the host (:meth:`Protocol.bootstrap`). Relayed news is no proof: an
-    epidemic spreads fakes as well as it spreads members. ``vouched`` says the news came in a
-    packet sealed with a cluster key, so its address may be dialed before the member shows
-    itself.
+    epidemic spreads fakes as well as it spreads members. ``vouched`` says the news came from
+    inside the cluster (a packet sealed with a cluster key, one from a member that has shown
+    itself, sent from its own host, or the answer to our own join or push/pull), so its address
+    may be dialed before the member shows itself; news from a stranger is not dialed.
     """
 
     __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av",
@@ -128,7 +129,7 @@ class Member:
         self.state_change = now
         self.suspicion: Suspicion | None = None
         self.introducer: str | None = None
-        self.vouched = False       # named in a packet sealed with a cluster key
+        self.vouched = False       # named from inside the cluster (see above)
         self.timer_at = math.inf   # when the pending suspicion timer of this member fires
         self.rtt: float | None = None  # seconds of the last direct probe round trip
 
@@ -313,6 +314,7 @@ class Protocol:
         self._src_host = ""
         self._sender: NodeID | None = None
         self._authenticated = False
+        self._vouching = False            # the message comes from inside the cluster
         self._joining = False             # the message is a join request
         self._unconfirmed_cap = max(1, int(config.max_members * config.max_unconfirmed_share))
         self._dial_all = config.force_reliable_transport
@@ -561,6 +563,10 @@ class Protocol:
             if m is not None and m.introducer is not None and (
                     self._authenticated or self._src_host == _host(m.addr)):
                 self._confirm(m)     # it spoke to us (sealed, or from its own host)
+            self._vouching = self._authenticated or (m is not None and m.introducer is None
+                                                     and self._src_host == _host(m.addr))
+        else:
+            self._vouching = self._authenticated
         t = type(msg)
         self.insight.source = sender   # insight: how accusations reach us
         if t is Ping:
@@ -584,6 +590,7 @@ class Protocol:
                 self._count("refused_unsolicited_reply")
                 return
             self._solicited = True
+            self._vouching = True    # it answered where we sent our own request
             self._merge_states(now, msg.states, peer=sender)  # type: ignore[union-attr]
             self._answered_at(asked, msg.states)  # type: ignore[union-attr]
         elif t is Join:
@@ -838,7 +845,7 @@ class Protocol:
         else:
             # Even a reply to our own request only names the member: the peer may hold fakes.
             self._unconfirm(m)
-        m.vouched = self._authenticated
+        m.vouched = self._vouching
         # A newcomer goes in at a random place of the probe order (SWIM section 4.3): appended,
         # then swapped with a random slot, O(1) as in memberlist.
         if a.node not in self._in_probe_list:
@@ -904,9 +911,10 @@ class Protocol:
     def _dialable(self, m: Member) -> bool:
         """May we send to ``m``'s address? Sending to a WebSocket URL (or to any address, when
         every packet goes over a connection) dials it, and an address learned from an
-        unauthenticated packet is dialed only once its member has shown itself: a fake member
-        must not make us open connections to whatever it names. Datagrams go anywhere: the
-        answer to a probe is how a member shows itself."""
+        unauthenticated packet is dialed only once its member has shown itself, or if a member
+        from inside the cluster named it (see :class:`Member`): a stranger's fake member must
+        not make us open connections to whatever it names. Datagrams go anywhere: the answer to
+        a probe is how a member shows itself."""
         return m.introducer is None or m.vouched or not (self._dial_all or "://" in m.addr)
 
     def _answered_at(self, addr: str, states: tuple[MemberState, ...]) -> None:
@@ -1144,8 +1152,8 @@ class Protocol:
                     self._confirm(m)
                 else:
                     self._unconfirm(m)
-                m.vouched = self._authenticated
-            elif self._authenticated:
+                m.vouched = self._vouching
+            elif self._vouching:
                 m.vouched = True
             m.incarnation = a.incarnation
             m.pv = a.pv
@@ -1632,6 +1640,7 @@ class Protocol:
         # The answer to our own join: bounded by max_members only, and it may carry us to the
         # incarnation a previous process under our id reached.
         self._solicited = True
+        self._vouching = True    # it answered where we sent our own request
         self._merge_states(now, r.states, catch_up=True, peer=r.states[0].node if r.states else None)
         self._answered_at(addr, r.states)
         responder = r.states[0].node if r.states else None

@@ -277,3 +277,21 @@ def test_the_peer_we_joined_through_has_shown_itself_at_the_address_we_dialed() 
     core.receive(0.1, "127.0.0.66:50000", JoinReply(seq, True, "", (seed, other)), A, True)
     assert core.members[A].introducer is None          # it answered where we dialed it
     assert core.members[B].introducer is not None      # the one it named has yet to show itself
+
+
+def test_news_from_a_member_is_dialed_but_not_a_stranger_borrowing_its_id() -> None:
+    core = lone()
+    core.bootstrap(0.0, [MemberState(A, "127.0.0.5:7946", ALIVE, 0)])
+    fake, other = NodeID(int=0xFA4E), NodeID(int=0xFA4F)
+    other_ws = "ws://127.0.0.67:8123/gossip"
+    core.receive(0.0, "127.0.0.9:1", Gossip((Alive(fake, 0, WS_FAKE),)), A)      # A's id, not A's host
+    core.receive(0.0, "127.0.0.5:7946", Gossip((Alive(other, 0, other_ws),)), A)  # A itself
+    assert not core.members[fake].vouched and core.members[other].vouched
+    sends(core)
+    out: set[str] = set()
+    t = 0.0
+    while t < 5.0:
+        t += 0.05
+        core.tick(t)
+        out |= {s.addr for s in sends(core)}
+    assert other_ws in out and WS_FAKE not in out
