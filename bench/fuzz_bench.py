@@ -147,7 +147,7 @@ def _valid_corpus(codec: PacketCodec, target: NodeID, target_addr: str, rng: ran
         m.Gossip((m.Suspect(target, top, me), m.Dead(target, top, target), m.Alive(me, 0, dead_end))),
         m.Gossip(tuple(m.Alive(s.node, 0, s.addr) for s in fakes(25))),
         m.Gossip((m.Alive(me, 1, dead_end, {"k": "v" * 400}, 5),)),
-        m.PingReq(4, NodeID(int=rng.getrandbits(128)), "127.203.0.113:80", dead_end, True, 1e6),
+        m.PingReq(4, NodeID(int=rng.getrandbits(128)), "127.0.0.1:9", dead_end, True, 1e6),
         m.PingReq(5, target, target_addr, dead_end, True, 0.0),
         m.Nack(9),
         m.PushPull(6, dead_end, fakes(3000)),

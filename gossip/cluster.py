@@ -95,7 +95,7 @@ class Cluster:
         self._frozen = cfg.frozen()
         self._id = NodeID.parse(cfg.node_id) if cfg.node_id else NodeID.generate()
         keys = ([cfg.encryption_key] if cfg.encryption_key else []) + list(cfg.secondary_keys)
-        self._keyring = Keyring(keys) if keys else None
+        self._keyring = Keyring(keys, max_sender_keys=cfg.sender_key_cache_size) if keys else None
         self._codec = PacketCodec(
             codec=get_codec(cfg.msg_codec), keyring=self._keyring, label=cfg.cluster_label,
             compressor=get_compressor(cfg.compressor), compress_min_size=cfg.compress_min_size,
@@ -547,7 +547,8 @@ class Cluster:
         """Return the counters of the engine, the transport (``transport.*``) and the core
         (``core.*``): packets, drops, bad packets by reason, handler errors, streams
         (``streams.*``: see :mod:`gossip.engine.streams`)...; with a key,
-        ``keyring.primary_seals`` (packets sealed under the primary key: rotate it well before
+        ``keyring.primary_seals`` (packets this node sealed under its own key derived from the
+        primary key: rotate the key well before any node reaches
         :data:`gossip.security.MAX_SEALS_PER_KEY`)."""
         out = self._engine.stats()
         if self._keyring is not None:

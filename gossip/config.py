@@ -404,6 +404,30 @@ class Config:
     """Fewer lost members than this are never a partition; a partition heals when fewer than
     this many of its members are still lost."""
 
+    # -- forged claims and strangers: bounds of the protocol core and the packet layer -----
+    incarnation_budget: int = 4096
+    """Most this node's own incarnation may rise, in answer to what others say of it, within
+    ``incarnation_budget_window`` (a token bucket that refills evenly). One received message
+    raises it once at most; an accusation beyond the budget is refused (counted as
+    ``core.refused_incarnation_budget``), so forged accusations cannot drive a node to the top
+    of the u32 range, where it could no longer refute. The answer to its own join and its own
+    metadata changes are not counted."""
+    incarnation_budget_window: float = 60.0
+    """The window of ``incarnation_budget``: the bucket refills completely in this time."""
+    max_clock_drift: float = 60.0
+    """Seconds a peer's HLC stamp (metadata stamps) may lie ahead of this node's clock. A
+    metadata stamp further ahead is refused (``core.refused_metadata_stamp``): otherwise one
+    forged stamp near 2**64 would outrank every later write of the real member."""
+    max_unconfirmed_share: float = 0.5
+    """Share of ``max_members`` that members named only by others (not yet shown to exist:
+    no packet from them, no answer to a probe) may fill. Beyond it they are refused
+    (``core.refused_unconfirmed_full``); and when the table is full, a member that shows itself
+    (a join, its own packet) takes the place of the oldest unconfirmed one, so strangers can
+    never keep real joins out."""
+    sender_key_cache_size: int = 4096
+    """Per-sender packet keys (derived from each keyring key) kept ready; a sender beyond it
+    has its key derived again when its next packet arrives."""
+
     # -- aliases ---------------------------------------------------------------------------
     @property
     def probe_interval(self) -> float:
@@ -1242,6 +1266,11 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "partition_threshold": _number(0.01, 1.0),
     "partition_window": _duration(0.01, _DAY),
     "partition_min_members": _integer(1, 1 << 20),
+    "incarnation_budget": _integer(1, 1 << 31),
+    "incarnation_budget_window": _duration(0.1, _DAY),
+    "max_clock_drift": _duration(0.001, _DAY),
+    "max_unconfirmed_share": _number(0.01, 1.0),
+    "sender_key_cache_size": _integer(16, 1 << 20),
 }
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
@@ -1250,7 +1279,8 @@ _ALIASES = {"probe_interval": "health_check_interval", "probe_timeout": "ping_ti
 _DURATION_FIELDS = frozenset(
     name for name, f in Config.__dataclass_fields__.items() if f.type in ("float",)
 ) - {"fan_out_multiplier", "state_exchange_multiplier", "ttl_multiplier",
-     "activity_threshold_percent", "indirect_ping_multiplier", "partition_threshold"}
+     "activity_threshold_percent", "indirect_ping_multiplier", "partition_threshold",
+     "max_unconfirmed_share"}
 
 
 def _env_kind(name: str, annotation: str) -> Callable[[str], Any] | None:

@@ -140,6 +140,11 @@ BAD: dict[str, list[Any]] = {
     "partition_threshold": [0, 1.5, "30%"],
     "partition_window": [0, float("inf")],
     "partition_min_members": [0, 1.0],
+    "incarnation_budget": [0, 1 << 32, True, 1.5],
+    "incarnation_budget_window": [0.0, -1.0, float("inf"), "60"],
+    "max_clock_drift": [0.0, -1.0, float("nan"), 1e9],
+    "max_unconfirmed_share": [0.0, 1.5, float("nan"), "half"],
+    "sender_key_cache_size": [0, 15, 1 << 21, None],
 }
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 # Fields that take anything (an object the library duck-types later).

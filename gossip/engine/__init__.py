@@ -118,7 +118,7 @@ class Engine:
         self.codec = codec
         self.metadata = metadata
         self.rng = rng if rng is not None else random.Random()
-        self.hlc = HLC()
+        self.hlc = HLC(max_drift=config.max_clock_drift)
         self.log = logger if config.logger is None else config.logger
         self.prefix = f"gossip-{node_id.short}"
         self.address = ""
@@ -222,9 +222,11 @@ class Engine:
         self.address = advertise_addr or _loopback_if_any(transport.local_addr)
         now = time.monotonic()
         values, stamp = self.metadata.snapshot()
+        clock = self.metadata.clock
         self.host.install(Protocol(
             self.config, self.node_id, self.address, self.rng, now,
             meta=values, meta_stamp=stamp, app_version=self.config.application_version,
+            stamp_clock=clock.peek,
         ))
         self._started = True
         self.out.start(transport)
@@ -402,6 +404,10 @@ class Engine:
             with receiver.replay_lock:
                 for k, v in receiver.replay.stats.items():
                     out[f"replay.{k}"] = v
+        if receiver.user_replay is not None:
+            with receiver.user_replay_lock:
+                for k, v in receiver.user_replay.stats.items():
+                    out[f"user_replay.{k}"] = v
         pool = self._stream_pool
         if pool is not None:
             pool.add_stats(out)

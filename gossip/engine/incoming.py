@@ -30,7 +30,11 @@ Every malformed, oversized or unauthenticated packet is counted under ``bad_pack
 and dropped; nothing a peer sends can raise out of here. A packet that fails authentication or
 carries another cluster label is also logged as a warning, once a minute per source host (for
 a bounded number of hosts at a time): a node with another key or label is an operator's
-mistake to show, not a silence that looks like a dead seed.
+mistake to show, not a silence that looks like a dead seed. Protocol messages that always fit a
+datagram are refused from their header when they claim more (a compressed frame that would
+expand to megabytes costs nothing). Sealed packets are checked against replays on both lanes
+(:mod:`gossip.protocol.replay`: ``replay.*`` and ``user_replay.*``), so a recorded user
+message, request or election heartbeat cannot be played again.
 
 This module imports the packet pipeline, the messages, the handlers and the transports'
 interface; the engine wires it up.
@@ -54,6 +58,7 @@ from ..errors import (
     LabelMismatch,
     LocalProtocolError,
     RemoteProtocolError,
+    ReplayedPacket,
     SendQueueFull,
 )
 from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, HANDLER_STREAM, MessageHandlers, check_app_version
@@ -74,6 +79,10 @@ if TYPE_CHECKING:
 __all__ = ["Receiver", "UserLanes", "SourceWarnings", "broadcast_ttl", "refusal_hint"]
 
 _CHUNK = 256  # packets a lane worker takes at once
+# Protocol messages that are never larger than a datagram, whatever carries them (a gossip
+# message, corrections included, is filled up to the datagram budget; a join carries one state).
+_DATAGRAM_TYPES = (MessageType.PING, MessageType.ACK, MessageType.PING_REQ, MessageType.NACK,
+                   MessageType.GOSSIP, MessageType.JOIN)
 _REFUSED_WARN_INTERVAL = 60.0  # a source's unauthentic packets are logged at most this often
 _REFUSED_WARN_SOURCES = 256  # ...for at most this many sources at a time
 
@@ -297,6 +306,12 @@ class Receiver:
         self.replay = (ReplayGuard(cfg.replay_window, cfg.replay_max_entries)
                        if cfg.replay_window > 0 else None)
         self.replay_lock = threading.Lock()
+        # The user lane (user messages, and add-on packages' such as election heartbeats) has
+        # its own guard: a flood of user messages never pushes protocol packets out of theirs.
+        self.user_replay = (ReplayGuard(cfg.replay_window, cfg.replay_max_entries)
+                            if cfg.replay_window > 0 else None)
+        self.user_replay_lock = threading.Lock()
+        self._broadcast_window = min(cfg.replay_window, cfg.msg_history_max_age)
         self._max_states = cfg.max_members + 1
         self._app_version_check = cfg.application_version_check
         self.history_lock = threading.Lock()
@@ -307,6 +322,9 @@ class Receiver:
         # A datagram decompresses to at most this much: it "stays a datagram" (senders send
         # bigger payloads over a connection, gossip.engine.outgoing).
         self._udp_payload = max(MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
+        # Protocol messages built to fit a datagram stay that small on a connection too: a
+        # frame claiming more (a compressed "bomb") is refused from its header alone.
+        self._type_limits: dict[int, int] = {int(t): self._udp_payload for t in _DATAGRAM_TYPES}
         self._ttl_multiplier = cfg.ttl_multiplier
         self._refused_warnings = SourceWarnings(_REFUSED_WARN_INTERVAL, _REFUSED_WARN_SOURCES)
 
@@ -323,9 +341,12 @@ class Receiver:
         lanes: dict[int, list[tuple[Incoming, Packet]]] = {}
         lane_of = self.lanes.lane_of
         udp_payload = self._udp_payload
+        type_limits = self._type_limits
+        user_guard = self.user_replay
+        hlc_now = 0
         for inc in batch:
             try:
-                pkt = decode(inc.data, None if inc.reliable else udp_payload)
+                pkt = decode(inc.data, None if inc.reliable else udp_payload, type_limits)
             except RemoteProtocolError as exc:
                 key = f"bad_packets.{type(exc).__name__}"
                 table[key] = table.get(key, 0) + 1
@@ -356,6 +377,12 @@ class Receiver:
             if mt < RESERVED_MSGS_START:
                 protocol.append((inc, pkt))
                 continue
+            if user_guard is not None and pkt.encrypted:
+                if not hlc_now:
+                    hlc_now = self.engine.hlc.peek()
+                if not self._fresh(user_guard, pkt, hlc_now, inc):
+                    table["bad_packets.ReplayedPacket"] = table.get("bad_packets.ReplayedPacket", 0) + 1
+                    continue
             lanes.setdefault(lane_of(inc.src), []).append((inc, pkt))
         if protocol:
             self._protocol(protocol)
@@ -375,10 +402,26 @@ class Receiver:
         self.engine.join_answer_refused(inc.src, f"the seed has {hint} ({name}: {exc})",
                                         inc.conn is not None)
 
+    def _fresh(self, guard: ReplayGuard, pkt: Packet, now: int, inc: Incoming) -> bool:
+        """Is a sealed user-lane packet new? A direct message or a request (ttl 0 or 1) must be
+        recent and never seen before; a broadcast (ttl 2 and up, which arrives several times
+        by design) must be recent enough that the duplicate history still holds it."""
+        try:
+            with self.user_replay_lock:
+                if pkt.ttl >= 2:
+                    guard.check_fresh(pkt.msg_id, now, self._broadcast_window)
+                else:
+                    guard.check(pkt.sender, pkt.msg_id, now)
+        except ReplayedPacket as exc:
+            if self._debug:
+                self.log.debug("! replayed message from %s: %s", inc.src, exc)
+            return False
+        return True
+
     def _protocol(self, items: list[tuple[Incoming, Packet]]) -> None:
         """Decode protocol messages and feed them to the core under one lock acquisition."""
         engine = self.engine
-        todo: list[tuple[str, Message, NodeID, bool, bool | None]] = []
+        todo: list[tuple[str, Message, NodeID, bool, bool | None, bool]] = []
         incs: list[Incoming] = []
         guard = self.replay
         for inc, pkt in items:
@@ -402,7 +445,7 @@ class Receiver:
             if type(msg) is messages.Join:
                 # The application's check is user code: it runs here, never under the lock.
                 app_ok = check_app_version(self._app_version_check, msg.av)
-            todo.append((inc.src, msg, NodeID(bytes=pkt.sender), inc.reliable, app_ok))
+            todo.append((inc.src, msg, NodeID(bytes=pkt.sender), inc.reliable, app_ok, pkt.encrypted))
             incs.append(inc)
         if not todo:
             return
