@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import math
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,7 @@ from .simulation import Simulation
 if TYPE_CHECKING:
     from .scenarios import ScenarioParams
 
-__all__ = ["LeaderSimulation", "run_leader_scenario", "LEADER_DEFAULTS"]
+__all__ = ["LeaderSimulation", "run_leader_scenario", "run_split_scenario", "LEADER_DEFAULTS", "SPLIT_DEFAULTS"]
 
 LEADER_DEFAULTS: dict[str, Any] = {"nodes": 100, "duration": 300.0, "loss": 0.0}
 """Defaults of the ``leader`` scenario (the CLI fills in what is not given)."""
@@ -82,6 +83,11 @@ class LeaderSimulation(Simulation):
         self.on_change: Callable[[bool], None] | None = None
         """Called after every change of who leads (``True``) or of whom a node follows."""
         self.leader_figures: dict[str, Any] = {}
+        self.lead_intervals: list[list[Any]] = []
+        """Every span of leadership as ``[start, end, index]`` (``end`` None while it lasts)."""
+        self._lead_open: dict[int, list[Any]] = {}
+        self.last_heartbeat: dict[int, float] = {}
+        """When each node last sent a heartbeat (virtual time)."""
         self._views: dict[int, list[Peer] | None] = {}
         self._poked: set[int] = set()
         self.on_event = self._member_event
@@ -118,6 +124,7 @@ class LeaderSimulation(Simulation):
             self.follow_count[self.follow.pop(index, None)] -= 1
             if index in self.leading:
                 self.leading.discard(index)
+                self._close_lead(index)
                 self._leaders_changed()
 
     # ------------------------------------------------------------------ views
@@ -192,6 +199,7 @@ class LeaderSimulation(Simulation):
                 self._note(index, a)
 
     def _send_heartbeats(self, index: int, hb: Heartbeat) -> None:
+        self.last_heartbeat[index] = self.now
         for m in self.nodes[index].core.members.values():
             if m.state is not _LEAVING:
                 dst = self.by_id.get(m.node)
@@ -211,10 +219,14 @@ class LeaderSimulation(Simulation):
         if n.event is BECAME_LEADER:
             self.leading.add(index)
             self.elections_won.append((self.now, index))
+            span = [self.now, None, index]
+            self.lead_intervals.append(span)
+            self._lead_open[index] = span
             self._leaders_changed()
         elif n.event is STEPPED_DOWN:
             if index in self.leading:
                 self.leading.discard(index)
+                self._close_lead(index)
                 self._leaders_changed()
         elif n.event is ELECTED or n.event is LOST:
             new = n.node if n.event is ELECTED else None
@@ -223,6 +235,11 @@ class LeaderSimulation(Simulation):
             self.follow_count[new] += 1
             if self.on_change is not None:
                 self.on_change(False)
+
+    def _close_lead(self, index: int) -> None:
+        span = self._lead_open.pop(index, None)
+        if span is not None:
+            span[1] = self.now
 
     def _leaders_changed(self) -> None:
         self.leader_changes += 1
@@ -242,6 +259,32 @@ class LeaderSimulation(Simulation):
         (i,) = self.leading
         return i if self.follow_count[self.nodes[i].id] == len(self.elections) else None
 
+
+    def overlaps(self) -> tuple[int, float, int]:
+        """Check the safety invariant over the whole run: never two leaders at the same instant.
+
+        Returns ``(pairs, seconds, most)``: how many pairs of leadership spans (of different
+        nodes) overlap in virtual time, for how long in all, and the most nodes leading at once.
+        Spans are half-open (a node that steps down at ``t`` no longer leads at ``t``), so a
+        hand-over at one instant is no overlap.
+        """
+        edges: list[tuple[float, int]] = []
+        for start, end, _ in self.lead_intervals:
+            stop = self.now if end is None else end
+            if stop > start:
+                edges.append((start, 1))
+                edges.append((stop, -1))
+        edges.sort()                 # at one instant, ends (-1) come before starts (+1)
+        pairs, seconds, most, level, since = 0, 0.0, 0, 0, 0.0
+        for t, step in edges:
+            if level > 1:
+                seconds += t - since
+            if step > 0:
+                pairs += level       # the new span overlaps every span open now
+            level += step
+            most = max(most, level)
+            since = t
+        return pairs, seconds, most
 
     def summary(self) -> dict[str, Any]:
         """The simulation's figures plus the election's (:attr:`leader_figures`)."""
@@ -383,4 +426,101 @@ def run_leader_scenario(p: ScenarioParams) -> LeaderSimulation:
     sim.schedule(heal_at, heal)
     sim.run_until(p.duration, stop=lambda: track.agreed_at is not None and sim.now >= track.agreed_at + TAIL)
     figures.update(track.finish())
+    return sim
+
+
+SPLIT_DEFAULTS: dict[str, Any] = {"nodes": 5, "duration": 300.0, "loss": 0.0}
+"""Defaults of the ``leader-split`` scenario."""
+
+SPLIT_TAIL = 10.0
+"""Seconds the ``leader-split`` scenario runs on once the healed cluster is one again."""
+
+
+def run_split_scenario(p: ScenarioParams) -> LeaderSimulation:
+    """Run the ``leader-split`` scenario and return the simulation (figures in its summary).
+
+    A small cluster elects a leader; then the network splits at a chosen phase of the leader's
+    heartbeat (``phase``: the fraction of ``check_interval`` after one of its heartbeats; drawn
+    from the seed when None), the leader's side holding ``split`` of the nodes; ``partition_duration``
+    seconds later it heals. ``retention`` overrides ``dead_node_retention_period`` (a split longer
+    than it makes each side forget the other). The run ends :data:`SPLIT_TAIL` seconds after the
+    healed cluster is one again (every node sees every other alive and follows one leader), or
+    at ``duration``.
+
+    Figures: ``overlap_pairs``, ``overlap_s`` and ``leaders_max`` check the safety invariant
+    (never two nodes leading at the same virtual instant, over the whole run);
+    ``elections_leader_side`` and ``elections_other_side`` count the elections won during the
+    split on each side; ``heal_to_agreement_s`` and ``heal_to_one_cluster_s`` time the heal.
+    """
+    assert p.nodes is not None and p.duration is not None
+    if p.nodes < 2:
+        raise ValueError(f"the leader-split scenario needs at least 2 nodes, got {p.nodes}")
+    overrides: dict[str, Any] = {"lifeguard_enabled": p.lifeguard}
+    if p.retention is not None:
+        overrides["dead_node_retention_period"] = p.retention
+    cfg = Config.preset(p.config, **overrides)
+    link = LinkModel(base_latency=p.latency, jitter=p.jitter, loss=p.loss or 0.0, reorder=p.reorder,
+                     burst_loss=p.burst_loss)
+    lc = LeaderConfig(leader_timeout=p.leader_timeout)
+    sim = LeaderSimulation(cfg, p.seed, link, lc)
+    everyone = list(range(p.nodes))
+    for _ in everyone:
+        sim.add_node()
+    sim.bootstrap(everyone)
+    sim.start_elections(everyone)
+    figures = sim.leader_figures
+    sim.run_until(min(p.duration, 60.0), stop=lambda: sim.agreed() is not None)
+    first = sim.agreed()
+    figures["leader_elected_s"] = None if first is None else round(sim.now, 3)
+    if first is None:
+        return sim
+    n_side = max(1, min(p.nodes - 1, round(p.nodes * p.split)))
+    side = {first, *sim.root.sample([i for i in everyone if i != first], n_side - 1)}
+    other = [i for i in everyone if i not in side]
+    phase = sim.root.random() if p.phase is None else p.phase
+    interval = lc.check_interval
+    beat = sim.last_heartbeat.get(first, sim.now)
+    split_at = beat + math.ceil(max(p.warmup, 0.0) / interval + 1) * interval + phase * interval
+    heal_at = split_at + p.partition_duration
+    figures.update(leader_side=len(side), other_side=len(other), phase=round(phase, 4),
+                   split_at_s=round(split_at, 3), heal_at_s=round(heal_at, 3))
+    won_before = [0]
+    healed_at: list[float] = []
+    agreed_at: list[float] = []
+    one_at: list[float] = []
+
+    def split() -> None:
+        sim.net.partition([sorted(side), other])
+        won_before[0] = len(sim.elections_won)
+
+    def heal() -> None:
+        sim.net.heal()
+        healed_at.append(sim.now)
+        won = sim.elections_won[won_before[0]:]
+        figures["elections_leader_side"] = sum(1 for _, i in won if i in side)
+        figures["elections_other_side"] = sum(1 for _, i in won if i not in side)
+        sim.watch_convergence()
+
+    def done() -> bool:
+        if not healed_at:
+            return False
+        if not agreed_at and sim.agreed() is not None:
+            agreed_at.append(sim.now)
+        if not one_at and sim.converged_at is not None:
+            one_at.append(sim.converged_at)
+        if agreed_at and one_at and sim.agreed() is None:
+            agreed_at.clear()   # it did not hold: measure again
+        return bool(agreed_at and one_at) and sim.now >= max(agreed_at[0], one_at[0]) + SPLIT_TAIL
+
+    sim.schedule(split_at, split)
+    sim.schedule(heal_at, heal)
+    sim.run_until(p.duration, stop=done)
+    pairs, seconds, most = sim.overlaps()
+    figures.update(
+        overlap_pairs=pairs, overlap_s=round(seconds, 6), leaders_max=most,
+        heal_to_agreement_s=round(agreed_at[0] - heal_at, 3) if agreed_at else None,
+        heal_to_one_cluster_s=round(one_at[0] - heal_at, 3) if one_at else None,
+        term=max((e.term for e in sim.elections.values()), default=0),
+        elections=len(sim.elections_won),
+    )
     return sim
