@@ -1,9 +1,11 @@
 """The election state machine on a virtual clock, with membership views the test writes.
 
 ``Harness`` hosts N :class:`Election` cores: it ticks each every ``check_interval`` (each from
-its own phase), carries their messages with a fixed latency unless a partition cuts the link,
-and hands each core the view of the membership the test gave that node. It checks after every
-step that no node's term ever goes down. Nothing here reads a clock or sleeps.
+its own phase) and when its lease runs out, carries their messages with a fixed latency unless a
+partition cuts the link (each through ``encode_message`` / msgpack / ``decode_message``, as on
+the wire), and hands each core the view of the membership the test gave that node. It checks
+after every step that no node's term ever goes down, and that no two nodes lead at once.
+Nothing here reads a clock or sleeps.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import pytest
 
 from gossip import ConfigError, NodeID, NodeState
@@ -21,7 +24,9 @@ from gossip.leader import (
     BECAME_LEADER, ELECTED, LOST, STEPPED_DOWN, Election, Heartbeat, LeaderConfig, LeaderEvent, Notify,
     Peer, quorum,
 )
-from gossip.leader.election import SILENT_LEADER_FACTOR, Ack, SendAck, decode_message, encode_message
+from gossip.leader.election import (
+    MAX_TERM, SILENT_LEADER_FACTOR, Ack, SendAck, decode_message, encode_message,
+)
 
 ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
 CFG = LeaderConfig()  # check 1 s, timeout 3 s, 51 %
@@ -42,6 +47,10 @@ class Harness:
         self.cut: set[frozenset[int]] = set()
         self.events: list[tuple[float, int, LeaderEvent, int]] = []
         self.acks_sent = 0
+        self.undecodable = 0
+        self.spans: list[list[Any]] = []          # [start, end | None, node] of each leadership
+        self._open: dict[int, list[Any]] = {}
+        self._deadline: dict[int, float] = {}
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._terms = {i: 0 for i in range(n)}
@@ -64,12 +73,28 @@ class Harness:
     def _send(self, src: int, dst: int, msg: Any) -> None:
         if frozenset((src, dst)) in self.cut:
             return
-        self._at(self.now + self.latency, lambda: self._deliver(dst, src, msg))
+        wire = msgpack.packb(encode_message(msg))       # what a real host puts on the wire
+        self._at(self.now + self.latency, lambda: self._deliver(dst, src, wire))
 
-    def _deliver(self, dst: int, src: int, msg: Any) -> None:
+    def _deliver(self, dst: int, src: int, wire: bytes) -> None:
+        try:
+            msg = decode_message(msgpack.unpackb(wire))
+        except ValueError:
+            self.undecodable += 1   # a real host counts it as malformed and drops it
+            return
+        self.inject(dst, src, msg)
+
+    def inject(self, dst: int, src: int, msg: Any) -> None:
+        """Deliver ``msg`` to ``dst`` now, in the name of node ``src``."""
         if dst in self.running:
             self.cores[dst].receive(self.now, self.ids[src], msg, self.peers(dst))
             self._drain(dst)
+
+    def _wake(self, i: int, when: float) -> None:
+        if i in self.running and self._deadline.get(i) == when:
+            del self._deadline[i]
+            self.cores[i].tick(self.now, self.peers(i))
+            self._drain(i)
 
     def _drain(self, i: int) -> None:
         for a in self.cores[i].actions_to_perform():
@@ -79,13 +104,33 @@ class Harness:
                         self._send(i, j, a)
             elif isinstance(a, SendAck):
                 self.acks_sent += 1
-                self._send(i, self.ids.index(a.node), Ack(a.term))
+                self._send(i, self.ids.index(a.node), Ack(a.term, a.seq))
             else:
                 assert isinstance(a, Notify)
                 self.events.append((self.now, i, a.event, self.ids.index(a.node)))
-        term = self.cores[i].term
+                if a.event is BECAME_LEADER:
+                    span = [self.now, None, i]
+                    self.spans.append(span)
+                    self._open[i] = span
+                elif a.event is STEPPED_DOWN and i in self._open:
+                    self._open.pop(i)[1] = self.now
+        core = self.cores[i]
+        term = core.term
         assert term >= self._terms[i], f"node {i}'s term went down"
+        assert term <= MAX_TERM
         self._terms[i] = term
+        deadline = core.next_deadline()
+        if deadline < math.inf and self._deadline.get(i) != deadline:
+            self._deadline[i] = deadline
+            self._at(deadline, lambda: self._wake(i, deadline))
+        self.assert_one_leader()
+
+    def assert_one_leader(self) -> None:
+        """No two leadership spans overlap (half-open: a hand-over at one instant is fine)."""
+        live = [(s, e if e is not None else math.inf, n) for s, e, n in self.spans]
+        for k, (s1, e1, n1) in enumerate(live):
+            for s2, e2, n2 in live[k + 1:]:
+                assert not (s1 < e2 and s2 < e1), f"nodes {n1} and {n2} led at once: {live}"
 
     def run(self, until: float) -> None:
         while self._heap and self._heap[0][0] <= until:
@@ -119,6 +164,8 @@ class Harness:
 
     def crash(self, i: int) -> None:
         self.running.discard(i)
+        if i in self._open:
+            self._open.pop(i)[1] = self.now
 
     def leaders(self, among: Any = None) -> list[int]:
         return [i for i in (self.running if among is None else among) if self.cores[i].is_leader]
@@ -295,19 +342,34 @@ def test_a_leader_that_sees_a_higher_term_steps_down() -> None:
     assert SendAck(h.ids[2], 6) in acts
 
 
-def test_same_term_two_leaders_resolve_to_the_smaller_id() -> None:
+def test_a_candidate_cut_off_from_the_leader_cannot_win_a_quorum_promised_to_it() -> None:
     h = Harness(3)
     h.partition([0], [2])            # 0 and 2 cannot hear each other; 1 hears both
     h.run_until(lambda: h.cores[0].is_leader, 10.0)
-    h.run_until(lambda: h.cores[2].is_leader, 20.0)  # 2 never heard 0: it stands in the same term
-    assert h.cores[0].term == h.cores[2].term == 1
-    h.run(h.now + 0.1)
-    assert h.followers_of(0, [1]) == [1]            # 1 keeps the smaller id
-    assert h.cores[1].stats["ignored_outranked"] >= 1
+    # 2 never hears 0: it stands in the same term, but 1 acknowledges 0 and promised it.
+    h.run_until(lambda: h.cores[2].stats.get("elections", 0) >= 1, 20.0)
+    assert h.cores[2].candidacy == h.cores[0].term == 1
+    assert h.cores[2].term == 0      # a candidate's term counts once it leads
+    h.run(h.now + 10.0)
+    assert not h.cores[2].is_leader and h.cores[2].stats.get("stepped_down_no_quorum_acked", 0) >= 1
+    assert h.followers_of(0, [1]) == [1]
+    assert h.cores[1].stats["ignored_promised"] >= 1
     h.heal()
-    at = h.run_until(lambda: h.agreed() is not None, h.now + 10.0)
-    assert h.agreed() == 0 and h.cores[0].term == 1
-    assert h.cores[0].stats.get("stepped_down_for_heartbeat", 0) == 0 and at > 0
+    h.run_until(lambda: h.agreed() is not None, h.now + 10.0 + SILENT_LEADER_FACTOR * CFG.leader_timeout)
+    assert h.agreed() == 0 and h.cores[0].stats.get("stepped_down_for_heartbeat", 0) == 0
+
+
+def test_two_candidates_of_one_term_resolve_to_the_smaller_id() -> None:
+    h = Harness(3)
+    for i in (0, 2):                 # both stand at once, neither has heard the other
+        h.cores[i] = Election(h.ids[i], CFG, -10.0)
+        h.cores[i].tick(-10.0, h.peers(i))  # silent, with a quorum, since long ago
+        h.cores[i].tick(0.0, h.peers(i))
+        h._drain(i)
+    assert all(h.cores[i].candidacy == 1 for i in (0, 2)) and not h.leaders()
+    at = h.run_until(lambda: h.agreed() is not None, 10.0)
+    assert h.agreed() == 0 and at < CFG.check_interval
+    assert h.cores[0].stats.get("ignored_outranked", 0) == 1     # 0 does not yield to 2
 
 
 def test_stale_heartbeats_are_ignored_and_not_acknowledged() -> None:
@@ -316,7 +378,14 @@ def test_stale_heartbeats_are_ignored_and_not_acknowledged() -> None:
     follower = h.cores[1]
     follower.receive(h.now, h.ids[2], Heartbeat(0), h.peers(1))
     assert follower.leader == h.ids[0] and follower.actions_to_perform() == []
-    assert follower.stats["ignored_stale_term"] == 1
+    assert follower.stats["ignored_promised"] == 1       # it acknowledged 0 within leader_timeout
+    lone = Election(h.ids[1], CFG, 0.0)
+    lone.receive(1.0, h.ids[0], Heartbeat(4), h.peers(1))
+    assert lone.term == 4 and lone.actions_to_perform() == [SendAck(h.ids[0], 4), Notify(ELECTED, h.ids[0])]
+    lone.receive(1.0 + CFG.leader_timeout, h.ids[2], Heartbeat(3), h.peers(1))   # promise over
+    assert lone.actions_to_perform() == [] and lone.stats["ignored_stale_term"] == 1
+    lone.receive(1.0 + CFG.leader_timeout, h.ids[2], Heartbeat(4, candidate=True), h.peers(1))
+    assert lone.actions_to_perform() == [] and lone.stats["ignored_stale_term"] == 2   # stand above 4
 
 
 def test_a_leader_without_acknowledgements_steps_down_and_holds_off() -> None:
@@ -325,10 +394,15 @@ def test_a_leader_without_acknowledgements_steps_down_and_holds_off() -> None:
     t0 = h.now
     h.partition([0], [1, 2])         # views unchanged: only the missing acks tell
     down = h.run_until(lambda: not h.cores[0].is_leader, t0 + 10.0)
-    assert down - t0 <= CFG.leader_timeout + CFG.check_interval
-    assert h.cores[0].stats["stepped_down_no_quorum_acked"] == 1
-    h.run(down + SILENT_LEADER_FACTOR * CFG.leader_timeout - CFG.check_interval)
+    # The lease counts from the last heartbeat acknowledged, sent before the split.
+    assert down - t0 <= CFG.lease
+    assert h.cores[0].stats["lease_lapsed"] == 1
+    # A candidate again, in the same term; with no quorum answering, it resigns and holds off.
+    gave_up = h.run_until(lambda: h.cores[0].stats.get("stepped_down_no_quorum_acked", 0) == 1, down + 10.0)
+    assert gave_up - down <= CFG.leader_timeout + 2 * CFG.check_interval
+    h.run(gave_up + SILENT_LEADER_FACTOR * CFG.leader_timeout - CFG.check_interval)
     assert not h.cores[0].is_leader  # its view still shows a quorum, but it does not stand
+    assert h.cores[0].stats["elections"] == 1
 
 
 def test_leaving_members_do_not_count_dead_ones_do() -> None:
@@ -382,7 +456,7 @@ def test_stop_resigns_and_followers_elect_without_the_long_wait() -> None:
     core = h.cores[0]
     core.stop(h.now)
     acts = core.actions_to_perform()
-    assert acts == [Heartbeat(1, resign=True, retire=True), Notify(STEPPED_DOWN, h.ids[0])]
+    assert acts == [Heartbeat(1, resign=True, retire=True, leader=h.ids[0]), Notify(STEPPED_DOWN, h.ids[0])]
     for j in range(1, 5):
         h._send(0, j, acts[0])
     h.crash(0)                       # its election is gone; the node itself stays alive in views

@@ -90,6 +90,7 @@ class LeaderSimulation(Simulation):
         """When each node last sent a heartbeat (virtual time)."""
         self._views: dict[int, list[Peer] | None] = {}
         self._poked: set[int] = set()
+        self._deadlines: dict[int, float] = {}
         self.on_event = self._member_event
 
     # ------------------------------------------------------------------ setup
@@ -179,6 +180,7 @@ class LeaderSimulation(Simulation):
             j = self.by_id.get(src_id)
             if m is not None and j is not None:
                 e.receive(self.now, src_id, msg, (Peer(src_id, m.state, self._eligible(j)),))
+                self._drain_election(dst)
             return
         e.receive(self.now, src_id, msg, self.view(dst))
         self._drain_election(dst)
@@ -194,9 +196,22 @@ class LeaderSimulation(Simulation):
             elif isinstance(a, SendAck):
                 dst = self.by_id.get(a.node)
                 if dst is not None:
-                    self._send(index, dst, Ack(a.term))
+                    self._send(index, dst, Ack(a.term, a.seq))
             else:
                 self._note(index, a)
+        deadline = e.next_deadline()
+        if deadline < math.inf and self._deadlines.get(index) != deadline:
+            # A lease ends between ticks: check it exactly then, so leadership ends on time.
+            self._deadlines[index] = deadline
+            self.schedule(deadline, lambda: self._deadline(index, deadline))
+
+    def _deadline(self, index: int, when: float) -> None:
+        e = self.elections.get(index)
+        if e is None or self._deadlines.get(index) != when or not self.nodes[index].running:
+            return
+        del self._deadlines[index]
+        e.tick(self.now, self.view(index))
+        self._drain_election(index)
 
     def _send_heartbeats(self, index: int, hb: Heartbeat) -> None:
         self.last_heartbeat[index] = self.now
