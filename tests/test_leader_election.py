@@ -491,3 +491,138 @@ def test_a_lone_node_leads_itself() -> None:
     h = Harness(1)
     h.run_until(lambda: h.agreed() == 0, 10.0)
     assert h.acks_sent == 0
+
+
+# ---------------------------------------------------------------------- hostile heartbeats
+
+
+def test_a_heartbeat_of_the_top_term_does_not_end_elections() -> None:
+    h = Harness(5)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    # Anyone may send a heartbeat in the name of an eligible member (no key): the largest term
+    # the wire carries, to everyone, leader included.
+    for dst in range(5):
+        h.inject(dst, 3, decode_message(msgpack.unpackb(msgpack.packb(
+            encode_message(Heartbeat(MAX_TERM, leader=h.ids[3]))))))
+    assert all(h.cores[i].term <= 1 + CFG.max_term_jump for i in range(5))
+    # Elections go on: whoever leads next leads in a term every node can still decode.
+    at = h.run_until(lambda: h.agreed() is not None, h.now + 30.0)
+    leader = h.agreed()
+    assert leader is not None and at > 0
+    h.run(h.now + 10.0)
+    h.crash(leader)
+    for i in range(5):
+        h.see(range(5), leader, SUSPECT)
+    h.run_until(lambda: h.agreed() not in (None, leader), h.now + 30.0)
+    assert h.undecodable == 0
+    assert max(c.term for c in h.cores.values()) < MAX_TERM
+
+
+def test_a_resign_counts_only_for_the_current_term() -> None:
+    h = Harness(3)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    h.crash(0)
+    h.see(range(1, 3), 0, SUSPECT)
+    h.run_until(lambda: h.agreed([1, 2]) == 1, h.now + 20.0)
+    term = h.cores[1].term
+    assert term == 2
+    # An old resign of the new leader (its term-1 candidacy, say), replayed to a follower.
+    h.inject(2, 1, Heartbeat(term - 1, resign=True, leader=h.ids[1]))
+    assert h.cores[2].leader == h.ids[1] and h.cores[2].stats["ignored_resign"] == 1
+    h.inject(2, 1, Heartbeat(term, resign=True, leader=h.ids[1]))
+    assert h.cores[2].leader is None
+
+
+def test_a_heartbeat_naming_another_leader_is_ignored() -> None:
+    h = Harness(3)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    h.inject(1, 2, Heartbeat(7, leader=h.ids[0]))
+    assert h.cores[1].term == 1 and h.cores[1].stats["ignored_wrong_leader"] == 1
+
+
+def test_a_fresh_node_catches_up_with_a_term_far_ahead() -> None:
+    cfg = LeaderConfig(max_term_jump=100)
+    core = Election(NodeID(int=2), cfg, 0.0)
+    leader = NodeID(int=1)
+    peers = [Peer(leader, ALIVE), Peer(NodeID(int=2), ALIVE)]
+    t, acked_at = 0.0, None
+    while acked_at is None and t < 60.0:
+        core.receive(t, leader, Heartbeat(250, seq=1), peers)
+        if any(isinstance(a, SendAck) for a in core.actions_to_perform()):
+            acked_at = t
+        t += cfg.check_interval
+    # 100 per leader_timeout window: 100, 200, then 250 in the third window.
+    assert acked_at is not None and 2 * cfg.leader_timeout <= acked_at < 3 * cfg.leader_timeout
+    assert core.term == 250 and core.stats["ignored_term_jump"] >= 2
+
+
+# ---------------------------------------------------------------------- splits and leases
+
+
+def test_a_minority_node_whose_view_is_stale_stands_but_never_leads() -> None:
+    h = Harness(5)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    split = h.now
+    h.partition([3, 4], [0, 1, 2])
+    # The minority's failure detector suspects the leader at once, but still shows the rest
+    # of the majority alive: its view holds a quorum, so it stands.
+    h.see([3, 4], 0, SUSPECT)
+    h.run_until(lambda: h.cores[3].stats.get("elections", 0) >= 1, split + 20.0)
+    h.run(split + 30.0)              # the Harness fails at once if 3 and 0 ever lead together
+    assert h.leaders([3, 4]) == [] and h.agreed([0, 1, 2]) == 0
+    assert h.cores[3].stats.get("stepped_down_no_quorum_acked", 0) >= 1
+
+
+def test_a_leader_split_off_at_any_phase_ends_its_lease_before_another_leads() -> None:
+    for k in range(10):              # the split at every tenth of the heartbeat interval
+        h = Harness(5)
+        h.run_until(lambda: h.agreed() == 0, 10.0)
+        h.run(h.now + 2.0 + k * CFG.check_interval / 10)
+        split = h.now
+        h.partition([0, 1], [2, 3, 4])
+        h.see([2, 3, 4], 0, SUSPECT)  # the majority's detector is as fast as can be
+        h.see([2, 3, 4], 1, SUSPECT)
+        at = h.run_until(lambda: h.agreed([2, 3, 4]) is not None, split + 20.0)
+        old_end = max(e for s, e, n in h.spans if n == 0 and e is not None)
+        assert old_end <= at and old_end - split <= CFG.lease, (k, old_end, at)
+
+
+def test_the_quorum_does_not_shrink_when_the_membership_forgets() -> None:
+    h = Harness(5)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    minority, majority = [0, 1], [2, 3, 4]
+    h.partition(minority, majority)
+    for side, other in ((minority, majority), (majority, minority)):
+        for x in other:
+            h.see(side, x, DEAD)
+    h.run(h.now + 20.0)
+    for side, other in ((minority, majority), (majority, minority)):
+        for x in other:
+            h.forget(side, x)        # dead_node_retention_period passed: forgotten
+    h.run(h.now + 120.0)             # the Harness fails at once on two leaders
+    assert h.leaders(minority) == [] and h.agreed(majority) == 2
+    assert h.cores[0].quorum_base == 5 and h.cores[0].missing == 3
+    assert sorted(h.cores[0].remembered()) == sorted(h.ids)
+
+
+def test_members_gone_for_good_count_until_the_operator_removes_them() -> None:
+    h = Harness(5)
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    for x in (2, 3, 4):              # three crash and are forgotten: two cannot make a quorum
+        h.crash(x)
+        h.forget([0, 1], x)
+    h.run(h.now + 60.0)
+    assert h.leaders() == []
+    for i in (0, 1):
+        assert h.cores[i].remove_members([h.ids[x] for x in (2, 3, 4)]) == 3
+    h.run_until(lambda: h.agreed() is not None, h.now + 60.0)
+
+
+def test_expected_members_sets_the_least_base() -> None:
+    cfg = LeaderConfig(expected_members=5)
+    h = Harness(3, cfg)              # only 3 of the 5 expected exist: quorum(5) = 3, met
+    h.run_until(lambda: h.agreed() == 0, 10.0)
+    assert h.cores[0].quorum_base == 5
+    h2 = Harness(2, cfg)             # 2 of 5: no quorum, nobody leads
+    h2.run(60.0)
+    assert h2.leaders() == []

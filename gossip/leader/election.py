@@ -256,7 +256,7 @@ class LeaderConfig:
             raise ConfigError("max_clock_drift", f"leaves a lease of {self.lease:.3g}s, not more than "
                               f"check_interval ({self.check_interval!r}): raise leader_timeout or "
                               f"lower the drift")
-        integer("max_term_jump", 1, 1 << 40)
+        integer("max_term_jump", 1, MAX_TERM)
         integer("max_remembered", 1, 1 << 24)
 
     @property
