@@ -128,6 +128,9 @@ BAD: dict[str, list[Any]] = {
     "partition_threshold": [0, 1.5, "30%"],
     "partition_window": [0, float("inf")],
     "partition_min_members": [0, 1.0],
+    "reconnect_interval": [-1, 0.001, float("inf"), "30s"],
+    "reconnect_timeout": [-1, float("nan")],
+    "max_reconnect_targets": [-1, 1.5, 1 << 21],
 }
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 # Fields that take anything (an object the library duck-types later).

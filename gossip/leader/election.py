@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -170,6 +171,11 @@ def quorum(n: int, percentage: float) -> int:
     """
     if n <= 0:
         return 0
+    return _quorum(n, percentage)
+
+
+@functools.lru_cache(maxsize=1024)
+def _quorum(n: int, percentage: float) -> int:
     return max(1, math.ceil(Fraction(n) * Fraction(str(percentage)) / 100))
 
 
