@@ -773,6 +773,7 @@ class Protocol:
             plist[-1], plist[j] = plist[j], plist[-1]
         self._states_cache = None
         self._event(EVENT_STATE, m, NodeState.UNKNOWN, now)
+        self.insight.added(now, m)   # insight: a partition's forgotten member may be back
         return m
 
     def _compact_probe_list(self) -> None:
