@@ -7,6 +7,7 @@ tests/sim/test_leader.py); here waits are generous bounded polls and nothing ass
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -169,3 +170,13 @@ def test_event_handler_registration() -> None:
             e.handle_event_func(9, lambda ev, nid: None)  # type: ignore[arg-type]
         assert not e.is_leader() and e.leader() is None and e.term == 0
         e.stop()
+
+
+def test_start_says_an_unencrypted_election_is_not_safe(
+        gossip_cluster_factory: ClusterFactory, caplog: pytest.LogCaptureFixture) -> None:
+    (a,) = gossip_cluster_factory(1)
+    with caplog.at_level(logging.WARNING, logger="gossip.leader"):
+        with LeaderElection(a, FAST) as e:
+            assert not e.authenticated
+    assert any("unencrypted cluster is not safe" in r.getMessage() for r in caplog.records)
+
