@@ -11,6 +11,7 @@ runs that did not become one cluster again, and prints the replay command of eac
     python bench/leader_sweep.py                                    # 600 runs, 15 s splits
     python bench/leader_sweep.py --seeds 200 --partition 60 --retention 4
     python bench/leader_sweep.py --loss 0.1
+    python bench/leader_sweep.py --clock-drift 0.01                 # clocks 1 % fast or slow
 """
 
 from __future__ import annotations
@@ -33,24 +34,33 @@ def main() -> int:
     ap.add_argument("--loss", type=float, default=0.0)
     ap.add_argument("--partition", type=float, default=15.0, help="seconds the split lasts")
     ap.add_argument("--retention", type=float, default=None, help="dead_node_retention_period, s")
+    ap.add_argument("--clock-drift", type=float, default=0.0, help="each node's clock this much fast or slow")
+    ap.add_argument("--max-clock-drift", type=float, default=0.01, help="LeaderConfig.max_clock_drift")
     args = ap.parse_args()
     print(f"command: python bench/leader_sweep.py --seeds {args.seeds} --first-seed {args.first_seed} "
           f"--phases {args.phases} --nodes {args.nodes} --loss {args.loss} --partition {args.partition}"
-          + (f" --retention {args.retention}" if args.retention is not None else ""))
+          + (f" --retention {args.retention}" if args.retention is not None else "")
+          + f" --clock-drift {args.clock_drift} --max-clock-drift {args.max_clock_drift}")
     t0 = time.perf_counter()
     two, no_leader, apart, total = [], [], [], 0
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         phase = (seed % args.phases) / args.phases
         split = (0.4, 0.6)[seed % 2]
         lt = LEADER_TIMEOUTS[seed // 2 % 3]
+        d = args.max_clock_drift
+        if lt * (1 - d) / (1 + d) <= 1.0:            # the lease would not exceed check_interval
+            lt = LEADER_TIMEOUTS[-1]
         r = run_scenario(ScenarioParams(scenario="leader-split", nodes=args.nodes, seed=seed, loss=args.loss,
                                         phase=phase, split=split, leader_timeout=lt,
-                                        partition_duration=args.partition, retention=args.retention))
+                                        partition_duration=args.partition, retention=args.retention,
+                                        clock_drift=args.clock_drift, max_clock_drift=args.max_clock_drift))
         total += 1
         replay = (f"python -m gossip.sim --scenario leader-split --nodes {args.nodes} --seed {seed} "
                   f"--phase {phase:g} --split {split} --leader-timeout {lt} --loss {args.loss} "
                   f"--partition-duration {args.partition}"
-                  + (f" --retention {args.retention}" if args.retention is not None else ""))
+                  + (f" --retention {args.retention}" if args.retention is not None else "")
+                  + (f" --clock-drift {args.clock_drift} --max-clock-drift {args.max_clock_drift}"
+                     if args.clock_drift else ""))
         if r.get("overlap_pairs"):
             two.append((r["overlap_s"], replay))
         if r.get("heal_to_agreement_s") is None:

@@ -404,6 +404,7 @@ class _Survey:
         self.me: Peer | None = None
         self.found: dict[NodeID, Peer] = {}
         extra = 0            # eligible, suspect or dead, never seen alive
+        known = 0            # eligible, alive or suspect or dead
         seen = 0             # remembered members present in the view
         evicted = 0
         for p in members:
@@ -417,6 +418,7 @@ class _Survey:
                 remembered.pop(pid, None)
                 continue
             if state is ALIVE:
+                known += 1
                 self.alive += 1
                 self.reachable += 1
                 if pid < me and pid != skip:
@@ -434,11 +436,13 @@ class _Survey:
                 self.reachable += 1
             elif state is not DEAD:
                 continue
+            known += 1
             if pid in remembered:
                 seen += 1
             else:
                 extra += 1
-        self.base = len(remembered) + extra
+        # (never below the membership in view, even when the bound made us drop some)
+        self.base = max(len(remembered) + extra, known)
         self.missing = max(0, len(remembered) - seen)   # remembered, no longer in the view
         self.evicted = evicted
 

@@ -7,6 +7,13 @@ It ticks every ``check_interval`` (from a random phase) and re-checks soon after
 its membership, as the threaded host does; a leader's heartbeats go directly to every member
 that has not left, dead ones included.
 
+Clocks: with ``clock_drift`` > 0 each node's election reads its own clock, which runs at
+``1 - clock_drift`` or ``1 + clock_drift`` times the virtual time (chosen per node) from an
+arbitrary offset: a lease and a promise last their length on the clock of the node that keeps
+them, and the safety invariant is checked in virtual (real) time. The election assumes rates
+within ``LeaderConfig.max_clock_drift`` of real time; a larger ``clock_drift`` shows what happens
+when that assumption fails.
+
 The ``leader`` scenario (``python -m gossip.sim --scenario leader``):
 
 1. N nodes that know each other elect a leader;
@@ -67,10 +74,15 @@ class LeaderSimulation(Simulation):
     """
 
     def __init__(self, config: Config, seed: int, link: LinkModel | None = None,
-                 leader_config: LeaderConfig | None = None, eligible: set[int] | None = None) -> None:
+                 leader_config: LeaderConfig | None = None, eligible: set[int] | None = None,
+                 clock_drift: float = 0.0) -> None:
         super().__init__(config, seed, link)
         self.leader_config = leader_config or LeaderConfig()
         self.eligible = eligible
+        self.clock_drift = clock_drift
+        self.rates: dict[int, float] = {}
+        """Each node's clock rate (its seconds per virtual second)."""
+        self._offsets: dict[int, float] = {}
         self.elections: dict[int, Election] = {}
         self.leader_rng = random.Random(self.root.getrandbits(64))
         self.leading: set[int] = set()
@@ -100,10 +112,23 @@ class LeaderSimulation(Simulation):
         interval = self.leader_config.check_interval
         for i in indices:
             node = self.nodes[i]
-            self.elections[i] = Election(node.id, self.leader_config, self.now)
+            if self.clock_drift:
+                self.rates[i] = 1.0 + self.leader_rng.choice((-self.clock_drift, self.clock_drift))
+                self._offsets[i] = self.leader_rng.uniform(0.0, 1e6)
+            self.elections[i] = Election(node.id, self.leader_config, self.clock(i))
             self.follow[i] = None
             self.follow_count[None] += 1
             self.schedule(self.now + self.leader_rng.uniform(0, interval), functools.partial(self._tick, i))
+
+    def clock(self, index: int) -> float:
+        """Node ``index``'s own clock now (virtual time, unless clocks drift)."""
+        rate = self.rates.get(index)
+        return self.now if rate is None else self._offsets[index] + rate * self.now
+
+    def _virtual(self, index: int, local: float) -> float:
+        """The virtual time at which node ``index``'s clock shows ``local``."""
+        rate = self.rates.get(index)
+        return local if rate is None else (local - self._offsets[index]) / rate
 
     def crash(self, index: int) -> None:
         """Kill a node without a word; its election dies with it."""
@@ -114,7 +139,7 @@ class LeaderSimulation(Simulation):
         """Stop the node's election (a leader resigns), then leave gracefully, as a host does."""
         e = self.elections.get(index)
         if e is not None and self.nodes[index].running:
-            e.stop(self.now)
+            e.stop(self.clock(index))
             self._drain_election(index)
             self._forget(index)
         super().leave(index, linger)
@@ -159,7 +184,7 @@ class LeaderSimulation(Simulation):
         self._poked.discard(index)
         e = self.elections.get(index)
         if e is not None and self.nodes[index].running:
-            e.tick(self.now, self.view(index))
+            e.tick(self.clock(index), self.view(index))
             self._drain_election(index)
 
     def _tick(self, index: int) -> None:
@@ -167,9 +192,10 @@ class LeaderSimulation(Simulation):
         node = self.nodes[index]
         if e is None or not node.running:
             return
-        e.tick(self.now, self.view(index))
+        e.tick(self.clock(index), self.view(index))
         self._drain_election(index)
-        self.schedule(self.now + self.leader_config.check_interval, lambda: self._tick(index))
+        period = self.leader_config.check_interval / self.rates.get(index, 1.0)
+        self.schedule(self.now + period, lambda: self._tick(index))
 
     def _deliver(self, dst: int, src_id: NodeID, msg: Message) -> None:
         e = self.elections.get(dst)
@@ -179,10 +205,10 @@ class LeaderSimulation(Simulation):
             m = self.nodes[dst].core.members.get(src_id)
             j = self.by_id.get(src_id)
             if m is not None and j is not None:
-                e.receive(self.now, src_id, msg, (Peer(src_id, m.state, self._eligible(j)),))
+                e.receive(self.clock(dst), src_id, msg, (Peer(src_id, m.state, self._eligible(j)),))
                 self._drain_election(dst)
             return
-        e.receive(self.now, src_id, msg, self.view(dst))
+        e.receive(self.clock(dst), src_id, msg, self.view(dst))
         self._drain_election(dst)
 
     def _drain_election(self, index: int) -> None:
@@ -203,14 +229,15 @@ class LeaderSimulation(Simulation):
         if deadline < math.inf and self._deadlines.get(index) != deadline:
             # A lease ends between ticks: check it exactly then, so leadership ends on time.
             self._deadlines[index] = deadline
-            self.schedule(deadline, lambda: self._deadline(index, deadline))
+            self.schedule(max(self.now, self._virtual(index, deadline)), lambda: self._deadline(index, deadline))
 
     def _deadline(self, index: int, when: float) -> None:
         e = self.elections.get(index)
         if e is None or self._deadlines.get(index) != when or not self.nodes[index].running:
             return
         del self._deadlines[index]
-        e.tick(self.now, self.view(index))
+        # (the virtual time of a deadline on a drifting clock is rounded: never tick before it)
+        e.tick(max(self.clock(index), when), self.view(index))
         self._drain_election(index)
 
     def _send_heartbeats(self, index: int, hb: Heartbeat) -> None:
@@ -458,7 +485,9 @@ def run_split_scenario(p: ScenarioParams) -> LeaderSimulation:
     heartbeat (``phase``: the fraction of ``check_interval`` after one of its heartbeats; drawn
     from the seed when None), the leader's side holding ``split`` of the nodes; ``partition_duration``
     seconds later it heals. ``retention`` overrides ``dead_node_retention_period`` (a split longer
-    than it makes each side forget the other). The run ends :data:`SPLIT_TAIL` seconds after the
+    than it makes each side forget the other). ``clock_drift`` makes each node's clock run that
+    much fast or slow (``max_clock_drift`` is what the election assumes). The run ends
+    :data:`SPLIT_TAIL` seconds after the
     healed cluster is one again (every node sees every other alive and follows one leader), or
     at ``duration``.
 
@@ -476,8 +505,8 @@ def run_split_scenario(p: ScenarioParams) -> LeaderSimulation:
     cfg = Config.preset(p.config, **overrides)
     link = LinkModel(base_latency=p.latency, jitter=p.jitter, loss=p.loss or 0.0, reorder=p.reorder,
                      burst_loss=p.burst_loss)
-    lc = LeaderConfig(leader_timeout=p.leader_timeout)
-    sim = LeaderSimulation(cfg, p.seed, link, lc)
+    lc = LeaderConfig(leader_timeout=p.leader_timeout, max_clock_drift=p.max_clock_drift)
+    sim = LeaderSimulation(cfg, p.seed, link, lc, clock_drift=p.clock_drift)
     everyone = list(range(p.nodes))
     for _ in everyone:
         sim.add_node()

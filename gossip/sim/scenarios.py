@@ -76,6 +76,8 @@ class ScenarioParams:
     leader_timeout: float = 3.0
     phase: float | None = None
     retention: float | None = None
+    clock_drift: float = 0.0
+    max_clock_drift: float = 0.01
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
