@@ -52,14 +52,17 @@ The rules:
   (its heartbeats are being lost, or a partition is forming), the wait is
   :data:`SILENT_LEADER_FACTOR` times longer. The smallest id stands first: each alive eligible
   member with a smaller id adds one ``check_interval`` (the silent leader does not count).
-* **Terms only grow, and stay in range.** A node that stands takes the highest term it has
-  seen plus one; a heartbeat of a lower term is ignored (and not acknowledged); a leader or
-  candidate that accepts a heartbeat of a higher term follows its sender. Two candidates of one
-  term resolve to the smaller node id. Heartbeats may raise the term by at most
-  :attr:`LeaderConfig.max_term_jump` per ``leader_timeout``: a heartbeat further ahead raises it
-  by what is left and is not followed (a fresh node catches up with a high term over a few
-  windows; a forged term near the top of the range cannot end elections for good). Terms never
-  pass :data:`MAX_TERM`, the largest the wire carries.
+* **Terms only grow, and stay in range.** A node's term is the highest term of a leader it
+  followed or was. A node that stands proposes a term above every term it has seen or proposed;
+  the term becomes its own only once it leads, so a cut-off minority that stands again and
+  again does not outrank the leader it meets after the heal. A follower acknowledges a candidate
+  only above every leader it knows of, and a leader only at or above it; a leader that holds a
+  lease ignores candidates; a candidate yields to a leader of its term or above, and to a
+  candidate of a higher term (of the same term, to the smaller node id). Heartbeats may raise
+  the term by at most :attr:`LeaderConfig.max_term_jump` per ``leader_timeout``: a heartbeat
+  further ahead raises it by what is left and is not followed (a fresh node catches up with a
+  high term over a few windows; a forged term near the top of the range cannot end elections
+  for good). Terms never pass :data:`MAX_TERM`, the largest the wire carries.
 * **Following.** A heartbeat is accepted from an eligible member that has not left, even one
   the local view holds dead (after a heal, heartbeats arrive before the views merge). Its sender
   is the leader while its heartbeats are fresher than ``leader_timeout`` and say it leads (a
