@@ -64,6 +64,7 @@ class Insight:
         self.held: dict[NodeID, float] = {}   # damped members (users see them suspect) -> release
         self.source: NodeID | None = None     # the sender of the packet being received
         self.syncing = False                  # the core is merging a full-state exchange
+        self.settle_at: float | None = None   # the timer set to end a partition whose returns settle
 
     # ------------------------------------------------------------------ how news arrived
 
@@ -152,7 +153,8 @@ class Insight:
             self._emit(event)
             return
         deadline = self.partitions.deadline
-        if deadline is not None:
+        if deadline is not None and deadline != self.settle_at:
+            self.settle_at = deadline
             self.core._schedule(deadline, self.timer, None)   # end it if no other comes back
 
     def tick(self, now: float) -> None:
