@@ -423,26 +423,35 @@ class _Tracker:
         }
 
 
+def _elect(p: ScenarioParams, cfg: Config, lc: LeaderConfig, clock_drift: float,
+           limit: float) -> tuple[LeaderSimulation, int | None]:
+    """Build ``p.nodes`` nodes that know each other, start their elections and run until they
+    agree on a leader (or ``limit``); return the simulation and the leader."""
+    assert p.nodes is not None
+    link = LinkModel(base_latency=p.latency, jitter=p.jitter, loss=p.loss or 0.0, reorder=p.reorder,
+                     burst_loss=p.burst_loss)
+    sim = LeaderSimulation(cfg, p.seed, link, lc, clock_drift=clock_drift)
+    everyone = list(range(p.nodes))
+    for _ in everyone:
+        sim.add_node()
+    sim.bootstrap(everyone)
+    sim.start_elections(everyone)
+    sim.run_until(limit, stop=lambda: sim.agreed() is not None)
+    first = sim.agreed()
+    sim.leader_figures["leader_elected_s"] = None if first is None else round(sim.now, 3)
+    return sim, first
+
+
 def run_leader_scenario(p: ScenarioParams) -> LeaderSimulation:
     """Run the ``leader`` scenario (see the module documentation) and return the simulation,
     whose :meth:`~LeaderSimulation.summary` carries the election figures."""
     assert p.nodes is not None and p.duration is not None
     if p.nodes < 2:
         raise ValueError(f"the leader scenario needs at least 2 nodes, got {p.nodes}")
-    cfg = Config.preset(p.config, lifeguard_enabled=p.lifeguard)
-    link = LinkModel(base_latency=p.latency, jitter=p.jitter, loss=p.loss or 0.0, reorder=p.reorder,
-                     burst_loss=p.burst_loss)
-    sim = LeaderSimulation(cfg, p.seed, link)
-    everyone = list(range(p.nodes))
-    for _ in everyone:
-        sim.add_node()
-    sim.bootstrap(everyone)
-    sim.start_elections(everyone)
+    sim, first = _elect(p, Config.preset(p.config, lifeguard_enabled=p.lifeguard), LeaderConfig(), 0.0,
+                        p.duration)
     figures = sim.leader_figures
-
-    sim.run_until(p.duration, stop=lambda: sim.agreed() is not None)
-    first = sim.agreed()
-    figures["leader_elected_s"] = None if first is None else round(sim.now, 3)
+    everyone = list(range(p.nodes))
     if first is None:
         return sim
     n_minority = max(1, min(p.nodes - 1, round(p.nodes * MINORITY_SHARE)))
@@ -502,20 +511,10 @@ def run_split_scenario(p: ScenarioParams) -> LeaderSimulation:
     overrides: dict[str, Any] = {"lifeguard_enabled": p.lifeguard}
     if p.retention is not None:
         overrides["dead_node_retention_period"] = p.retention
-    cfg = Config.preset(p.config, **overrides)
-    link = LinkModel(base_latency=p.latency, jitter=p.jitter, loss=p.loss or 0.0, reorder=p.reorder,
-                     burst_loss=p.burst_loss)
     lc = LeaderConfig(leader_timeout=p.leader_timeout, max_clock_drift=p.max_clock_drift)
-    sim = LeaderSimulation(cfg, p.seed, link, lc, clock_drift=p.clock_drift)
-    everyone = list(range(p.nodes))
-    for _ in everyone:
-        sim.add_node()
-    sim.bootstrap(everyone)
-    sim.start_elections(everyone)
+    sim, first = _elect(p, Config.preset(p.config, **overrides), lc, p.clock_drift, min(p.duration, 60.0))
     figures = sim.leader_figures
-    sim.run_until(min(p.duration, 60.0), stop=lambda: sim.agreed() is not None)
-    first = sim.agreed()
-    figures["leader_elected_s"] = None if first is None else round(sim.now, 3)
+    everyone = list(range(p.nodes))
     if first is None:
         return sim
     n_side = max(1, min(p.nodes - 1, round(p.nodes * p.split)))
