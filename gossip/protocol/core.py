@@ -294,9 +294,10 @@ class Protocol:
             self._schedule(now + rng.uniform(0.5, 1.0) * self._push_pull_interval(), _T_PUSH_PULL, None)
         self._schedule(now + rng.uniform(0.5, 1.0) * config.recovery_attempt_interval, _T_MAINTENANCE, None)
         # Forgotten members and seeds, retried slowly for long, so any heal re-merges (reconnect.py).
+        # (No random stagger: a round with nothing to retry draws nothing from rng either.)
         self.reconnect = Reconnector(config.reconnect_timeout, config.max_reconnect_targets)
         if config.reconnect_interval > 0:
-            self._schedule(now + rng.uniform(0.5, 1.0) * config.reconnect_interval, _T_RECONNECT, None)
+            self._schedule(now + config.reconnect_interval, _T_RECONNECT, None)
 
     # ------------------------------------------------------------------ host interface: drains
 
