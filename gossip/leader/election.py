@@ -800,7 +800,7 @@ class Election:
 
     def _hold_lease(self, now: float) -> None:
         """Standing: lead while the acknowledgements give a lease; as a candidate, give up if
-        none comes in time."""
+        none comes soon enough."""
         if self._acks and len(self._acks) > 2 * self._base + 8:   # forget acks of members long gone
             horizon = now - self._lease_len
             self._acks = {k: t for k, t in self._acks.items() if t >= horizon}
