@@ -23,7 +23,9 @@ The rules:
   the small side of a long partition the other side is forgotten, and it must not become a
   majority of what is left. A quorum is :func:`quorum` of the base. paularlott/gossip measures
   it against the nodes it currently sees, which always passes, so both sides of a partition
-  elect.
+  elect. (Members that join one side during a partition count on that side only: enough of
+  them there can give it a quorum the other side does not know it lacks. Grow the cluster while
+  it is whole, or set ``expected_members``.)
 * **A lease, from acknowledgements.** A node that stands becomes a *candidate* of a new term:
   it heartbeats every ``check_interval`` and every follower that accepts a heartbeat
   acknowledges it. It *leads* (:attr:`Election.is_leader`) only while it holds a lease: a quorum
