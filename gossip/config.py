@@ -428,6 +428,19 @@ class Config:
     """Per-sender packet keys (derived from each keyring key) kept ready; a sender beyond it
     has its key derived again when its next packet arrives."""
 
+    # -- reconnect: re-merging after long partitions (gossip.protocol.reconnect) ----------
+    reconnect_interval: float = 30.0
+    """Period at which a node may retry one forgotten member or seed (Serf's
+    ``ReconnectInterval``): after a split longer than ``dead_node_retention_period`` each side has
+    forgotten the other, and only this brings them together again once the network heals.
+    0 turns it off."""
+    reconnect_timeout: float = 24 * 3600.0
+    """How long the address of a member forgotten while dead is retried (Serf's
+    ``ReconnectTimeout``). Only members that showed themselves (spoke from their own address or
+    answered a probe) are retried, and the seeds this node joined through."""
+    max_reconnect_targets: int = 1024
+    """Most forgotten addresses kept for retrying (the longest forgotten are dropped first)."""
+
     # -- aliases ---------------------------------------------------------------------------
     @property
     def probe_interval(self) -> float:
@@ -1271,6 +1284,9 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "max_clock_drift": _duration(0.001, _DAY),
     "max_unconfirmed_share": _number(0.01, 1.0),
     "sender_key_cache_size": _integer(16, 1 << 20),
+    "reconnect_interval": _duration(0.01, _DAY, allow_zero=True),
+    "reconnect_timeout": _duration(0.0, 365 * _DAY),
+    "max_reconnect_targets": _integer(0, 1 << 20),
 }
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))

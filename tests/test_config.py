@@ -145,6 +145,9 @@ BAD: dict[str, list[Any]] = {
     "max_clock_drift": [0.0, -1.0, float("nan"), 1e9],
     "max_unconfirmed_share": [0.0, 1.5, float("nan"), "half"],
     "sender_key_cache_size": [0, 15, 1 << 21, None],
+    "reconnect_interval": [-1, 0.001, float("inf"), "30s"],
+    "reconnect_timeout": [-1, float("nan")],
+    "max_reconnect_targets": [-1, 1.5, 1 << 21],
 }
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 # Fields that take anything (an object the library duck-types later).

@@ -46,6 +46,7 @@ from .actions import (
 from .awareness import Awareness
 from .broadcasts import BroadcastQueue, retransmit_limit
 from .insight import Insight
+from .reconnect import Reconnector
 from .rtt import ProbeRtt, RttHistogram
 from .suspicion import Suspicion, suspicion_timeouts
 
@@ -57,6 +58,7 @@ ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DE
 _T_PROBE, _T_PROBE_TIMEOUT, _T_PROBE_END, _T_RELAY_TIMEOUT = 1, 2, 3, 4
 _T_SUSPICION, _T_GOSSIP, _T_PUSH_PULL, _T_MAINTENANCE, _T_JOIN_TIMEOUT, _T_SYNC = 5, 6, 7, 8, 9, 10
 _T_PUSH_PULL_TIMEOUT, _T_LEAVE_RETRY = 11, 12
+_T_RECONNECT = 13
 
 # A helper sends its nack at this share of the time the requester still waits (Lifeguard: 80 %).
 _NACK_SHARE = 0.8
@@ -341,6 +343,11 @@ class Protocol:
         if config.state_sync_interval > 0:
             self._schedule(now + rng.uniform(0.5, 1.0) * self._push_pull_interval(), _T_PUSH_PULL, None)
         self._schedule(now + rng.uniform(0.5, 1.0) * config.recovery_attempt_interval, _T_MAINTENANCE, None)
+        # Forgotten members and seeds, retried slowly for long, so any heal re-merges (reconnect.py).
+        # (No random stagger: a round with nothing to retry draws nothing from rng either.)
+        self.reconnect = Reconnector(config.reconnect_timeout, config.max_reconnect_targets)
+        if config.reconnect_interval > 0:
+            self._schedule(now + config.reconnect_interval, _T_RECONNECT, None)
 
     # ------------------------------------------------------------------ host interface: drains
 
@@ -400,6 +407,7 @@ class Protocol:
             "probes": len(self._probes), "push_pulls": len(self._push_pulls), "joins": len(self._joins),
             "leave_pending": len(self._leave_pending), "timers": len(self._timers),
             "unconfirmed": len(self._unproven), "probe_list": len(self._probe_list),
+            "reconnect": len(self.reconnect),
         }
 
     def health_score(self) -> int:
@@ -638,6 +646,8 @@ class Protocol:
                 self._push_pulls.pop(key, None)
             elif kind == _T_LEAVE_RETRY:
                 self._leave_retry(now)
+            elif kind == _T_RECONNECT:
+                self._reconnect_round(now)
 
     # ------------------------------------------------------------------ internals: plumbing
 
@@ -837,6 +847,7 @@ class Protocol:
         return True
 
     def _add_member(self, now: float, a: Alive, itself: bool = False) -> Member:
+        self.reconnect.known(a.node)
         m = Member(a.node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp, a.pv, a.av, now)
         self.members[a.node] = m
         self.counts[ALIVE] += 1
@@ -859,6 +870,7 @@ class Protocol:
             plist[-1], plist[j] = plist[j], plist[-1]
         self._states_cache = None
         self._event(EVENT_STATE, m, NodeState.UNKNOWN, now)
+        self.insight.added(now, m)   # insight: a partition's forgotten member may be back
         return m
 
     def _compact_probe_list(self) -> None:
@@ -896,6 +908,8 @@ class Protocol:
             self._unconfirmed.pop(host, None)
 
     def _remove_member(self, now: float, m: Member) -> None:
+        if m.state is DEAD and m.introducer is None:
+            self.reconnect.forgotten(m.node, m.addr, now)   # it existed: retry it after a heal
         self._confirm(m)
         self._gone.pop(m.node, None)
         del self.members[m.node]
@@ -1653,6 +1667,19 @@ class Protocol:
         self._schedule(now + self.config.health_check_interval * self.rng.uniform(1.0, 2.0), _T_SYNC, addr)
 
     # ------------------------------------------------------------------ maintenance
+
+    def _reconnect_round(self, now: float) -> None:
+        """Try one forgotten member or seed (see :mod:`.reconnect`): a push/pull, which merges
+        both views if it answers."""
+        self._schedule(now + self.config.reconnect_interval, _T_RECONNECT, None)
+        if self.state is LEAVING:
+            return
+        in_use = {m.addr for m in self.members.values()}
+        in_use.add(self.addr)
+        target = self.reconnect.pick(now, self.rng, self.join_peers, in_use, self.num_members())
+        if target is not None:
+            self._send_push_pull(now, target)
+            self._count("reconnect_attempts")
 
     def _maintenance(self, now: float) -> None:
         cfg = self.config

@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", type=int, default=0,
                    help="crash/leave: this many other nodes change their metadata at the same moment")
     p.add_argument("--burst-size", type=int, default=200, help="bytes of metadata per burst update")
+    p.add_argument("--leader-timeout", type=float, default=3.0, help="leader-split: the election's leader_timeout, s")
+    p.add_argument("--phase", type=float, help="leader-split: the split's phase in the leader's heartbeat interval, 0..1")
+    p.add_argument("--retention", type=float, help="dead_node_retention_period, s (leader-split)")
+    p.add_argument("--clock-drift", type=float, default=0.0,
+                   help="leader-split: each node's clock runs this much fast or slow (0.01 = 1 %%)")
+    p.add_argument("--max-clock-drift-rate", type=float, default=0.01,
+                   help="leader-split: the drift the election assumes (LeaderConfig.max_clock_drift_rate)")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: readable lines)")
     return p
 
@@ -50,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         starve_delay=args.starve_delay, starve_timer_delay=args.starve_timer_delay,
         partition_duration=args.partition_duration, split=args.split, churn_interval=args.churn_interval,
         quiet_tail=args.quiet_tail, burst=args.burst, burst_size=args.burst_size,
+        leader_timeout=args.leader_timeout, phase=args.phase, retention=args.retention,
+        clock_drift=args.clock_drift, max_clock_drift_rate=args.max_clock_drift_rate,
     )
     result = run_scenario(params)
     if args.json:

@@ -297,7 +297,9 @@ class Simulation:
         if deadline < node.wake_at:
             node.wake_at = deadline
             late = node.starve_timer_delay * node.rng.random() if node.starve_timer_delay else 0.0
-            self._push(deadline + late, _WAKE, (node.index, deadline))
+            # A timer already due (a suspicion shortened by confirmations) runs now: virtual
+            # time never goes back.
+            self._push(max(deadline, self.now) + late, _WAKE, (node.index, deadline))
 
     def run_until(self, end: float, stop: Callable[[], bool] | None = None) -> None:
         """Process events up to virtual time ``end`` (or until ``stop()`` is true)."""
