@@ -83,17 +83,16 @@ def find_node(cluster: Cluster, text: str) -> Node | None:
 # ---------------------------------------------------------------------------------- handlers
 
 
-def on_start_stream(sender: Node | None, packet: Packet, stream: Stream) -> None:
+def on_start_stream(sender: Node, packet: Packet, stream: Stream) -> None:
     """Serve a ping/pong stream: print the opening, read one block, answer it."""
     start = packet.unmarshal(StartMessage)
-    who = sender.id if sender is not None else "an unknown node"
-    print(f"Stream opened by {who}: {start.content}", flush=True)
+    print(f"Stream opened by {sender.id}: {start.content}", flush=True)
     data = stream.read_msg(STREAM_DATA_BLOCK, str)
     print(f"Received stream data: {data}", flush=True)
     stream.write_msg(STREAM_DATA_BLOCK, f"Pong: {data}")
 
 
-def on_send_file(sender: Node | None, packet: Packet, stream: Stream) -> None:
+def on_send_file(sender: Node, packet: Packet, stream: Stream) -> None:
     """Receive a file into a temporary directory, check its sha256, report the verdict."""
     header = packet.unmarshal(FileHeader)
     folder = os.environ.get("GOSSIP_STREAM_DIR") or os.path.join(tempfile.gettempdir(),

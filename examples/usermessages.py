@@ -32,14 +32,15 @@ class UserMessage:
     content: str
 
 
-def on_user_message(sender: Node | None, packet: Packet) -> None:
-    """Print who sent the message (None when the sender is not known yet) and its content."""
+def on_user_message(sender: Node, packet: Packet) -> None:
+    """Print who sent the message and its content (a sender this node does not know yet is in
+    state UNKNOWN, with no address)."""
     try:
         msg = packet.unmarshal(UserMessage)
     except gossip.GossipError as exc:
         print(f"undecodable user message: {exc}", flush=True)
         return
-    who = f"{sender.id} ({sender.address})" if sender is not None else "an unknown node"
+    who = f"{sender.id} ({sender.address or 'not a member yet'})"
     print(f"Received message from {who}: {msg.content}", flush=True)
 
 

@@ -14,9 +14,6 @@ Settings are layered, each layer overriding the one before:
    (``k=v,k=v``);
 4. the command line flags.
 
-Reading the file needs :mod:`tomllib` (Python 3.11+); on Python 3.10 the ``tomli`` package
-(installed with the library there) stands in for it.
-
 It reports through the callables :func:`run_agent` is given; :mod:`gossip.cli` prints.
 """
 
@@ -25,8 +22,8 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import importlib
 import threading
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -72,23 +69,14 @@ def load_toml(path: str) -> dict[str, Any]:
     """Read a TOML file.
 
     Raises:
-        CliError: the file cannot be read or parsed, or no TOML reader is installed.
+        CliError: the file cannot be read or parsed.
     """
-    toml_reader: Any
-    try:
-        toml_reader = importlib.import_module("tomllib")
-    except ModuleNotFoundError:  # Python 3.10: the tomli package has the same API
-        try:
-            toml_reader = importlib.import_module("tomli")
-        except ModuleNotFoundError:
-            raise CliError(f"cannot read {path}: TOML needs Python 3.11+ or the tomli package "
-                           "(pip install tomli)") from None
     try:
         with open(path, "rb") as f:
-            data: dict[str, Any] = toml_reader.load(f)
+            data: dict[str, Any] = tomllib.load(f)
     except OSError as exc:
         raise CliError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except toml_reader.TOMLDecodeError as exc:
+    except tomllib.TOMLDecodeError as exc:
         raise CliError(f"config file {path} is not valid TOML: {exc}") from None
     return data
 
@@ -282,7 +270,7 @@ def run_agent(settings: AgentSettings, stop: threading.Event, say: Callable[[str
 
             api.fallback = dashboard_app(cluster, hub=api.hub)   # the page at /
 
-        def on_message(sender: Node | None, packet: Packet) -> None:
+        def on_message(sender: Node, packet: Packet) -> None:
             if api is not None:
                 api.hub.on_message(sender, packet)
             if not quiet:
@@ -290,8 +278,7 @@ def run_agent(settings: AgentSettings, stop: threading.Event, say: Callable[[str
                     body: object = packet.unmarshal()
                 except GossipError as exc:
                     body = f"<undecodable: {exc}>"
-                who = sender.id.short if sender is not None else "?"
-                say(f"message type {packet.msg_type} from {who}: {body!r}")
+                say(f"message type {packet.msg_type} from {sender.id.short}: {body!r}")
 
         for t in settings.receive:
             try:

@@ -99,6 +99,12 @@ examples:
 }
 
 
+def _version() -> str:
+    from . import __version__
+
+    return f"gossip {__version__} (Python {sys.version.split()[0]})"
+
+
 def _duration(text: str) -> float:
     from .config import parse_duration
 
@@ -157,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="run `gossip COMMAND --help` for each command's options and examples")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log to stderr (-v info, -vv debug)")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help: str, **kw: Any) -> argparse.ArgumentParser:

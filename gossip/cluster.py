@@ -57,13 +57,19 @@ __all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc", "StreamHandlerFu
 
 logger = logging.getLogger("gossip.cluster")
 
-MessageHandlerFunc = Callable[[Node | None, Packet], None]
-"""``fn(sender, packet)``: handles a user message; ``sender`` is None for an unknown node."""
-ReplyHandlerFunc = Callable[[Node | None, Packet], Any]
-"""``fn(sender, packet) -> reply``: its return value (any codec-able value) is the reply."""
-StreamHandlerFunc = Callable[[Node | None, Packet, "Stream"], None]
+MessageHandlerFunc = Callable[[Node, Packet], None]
+"""``fn(sender, packet)``: handles a user message.
+
+``sender`` is always a :class:`Node`: the member that sent it, as this node sees it, or, for a
+sender this node's member table does not hold (one that has not joined yet, or was already
+forgotten), a node in state :attr:`NodeState.UNKNOWN` with no address and empty metadata."""
+ReplyHandlerFunc = Callable[[Node, Packet], Any]
+"""``fn(sender, packet) -> reply``: its return value (any codec-able value) is the reply;
+``sender`` as for :data:`MessageHandlerFunc`."""
+StreamHandlerFunc = Callable[[Node, Packet, "Stream"], None]
 """``fn(sender, packet, stream)``: serves one accepted stream on a stream pool thread; the
-stream is closed when it returns (or aborted if it raises)."""
+stream is closed when it returns (or aborted if it raises); ``sender`` as for
+:data:`MessageHandlerFunc`."""
 
 
 class Cluster:
@@ -640,8 +646,8 @@ class Cluster:
 
         The handler runs on a thread of the stream pool (at most ``max_concurrent_streams`` at
         once; openings beyond are refused), never on a packet worker. ``packet`` is the opening
-        packet (``packet.unmarshal()`` gives the opener's payload); ``sender`` is None when the
-        opener is not a known member. The stream is closed when the handler returns; if it
+        packet (``packet.unmarshal()`` gives the opener's payload); ``sender`` is in state
+        ``UNKNOWN`` when the opener is not a known member. The stream is closed when the handler returns; if it
         raises, the exception is logged and counted (``streams.handler_errors``) and the
         stream is aborted, so the opener's reads raise :class:`~gossip.errors.RemoteHandlerError`.
 

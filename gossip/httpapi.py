@@ -212,14 +212,14 @@ class EventHub:
         kind, data = cluster_event_json(ev)
         self.publish(kind, data)
 
-    def on_message(self, sender: Node | None, packet: Packet) -> None:
+    def on_message(self, sender: Node, packet: Packet) -> None:
         """A message handler (``cluster.handle_func(t, hub.on_message)``) publishing ``message``."""
         try:
             data: object = packet.unmarshal()
         except GossipError as exc:
             data = {"undecodable": str(exc)}
         self.publish("message", {"type": packet.msg_type, "data": data,
-                                 "from": None if sender is None else self._member(sender)})
+                                 "from": self._member(sender)})
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
         """Queue one event for every subscriber (``at`` is set to the wall-clock time)."""

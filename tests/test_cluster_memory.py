@@ -332,3 +332,23 @@ def test_an_idle_node_runs_one_send_worker_no_lane_and_no_stream_thread() -> Non
     finally:
         a.stop(timeout=3.0)
         b.stop(timeout=3.0)
+
+
+def test_a_sender_outside_the_member_table_is_an_unknown_node_not_none() -> None:
+    net = MemoryNetwork(seed=3)
+    server, stranger = Cluster(mem_config(net)), Cluster(mem_config(net))   # never joined
+    got: list[Node] = []
+    server.handle_func(gossip.USER_MSG, lambda sender, packet: got.append(sender))
+    server.handle_func_with_reply(gossip.USER_MSG + 1, lambda sender, packet: sender.id.short)
+    try:
+        server.start()
+        stranger.start()
+        stranger.send_to_reliable(server.local_node(), gossip.USER_MSG, "hi")
+        wait_until(lambda: len(got) == 1, what="the stranger's message")
+        assert got[0].id == stranger.local_node().id and got[0].state is NodeState.UNKNOWN
+        assert got[0].address == "" and got[0].incarnation == 0
+        answer = stranger.send_to_with_response(server.local_node(), gossip.USER_MSG + 1, "who am i")
+        assert answer == stranger.local_node().id.short
+    finally:
+        stranger.stop(timeout=2.0)
+        server.stop(timeout=2.0)
