@@ -3,7 +3,7 @@
 Settings are layered, each layer overriding the one before:
 
 1. the preset (``--preset``, else ``GOSSIP_PRESET``, else ``preset`` in the file, else lan),
-   with the agent's own default bind address ``127.0.0.1:7946``;
+   with the default bind address ``127.0.0.1:7946``;
 2. the TOML file of ``--config``: top-level keys are :class:`~gossip.Config` fields (or their
    aliases) with the values ``GOSSIP_*`` variables accept (durations as ``"200ms"`` or seconds);
    an ``[agent]`` table holds ``join`` (a list), ``http``, ``key_file`` and ``receive`` (a list
@@ -150,7 +150,7 @@ def _apply_file(cfg: Config, data: Mapping[str, Any], path: str) -> Config:
             raise CliError(f"config file {path}: unknown table [{key}] (expected [agent] or [metadata])")
         fields[key] = _toml_value(value)
     try:
-        return Config.from_env(prefix="", environ=fields, base=cfg)
+        return Config.from_env(prefix="", environ=fields, base=cfg, strict=True)
     except ConfigError as exc:
         raise CliError(f"config file {path}: {exc}") from None
 
@@ -176,7 +176,7 @@ def build_settings(args: Any, environ: Mapping[str, str]) -> AgentSettings:
                        "(expected join, http, key_file, receive)")
     preset = args.preset or environ.get("GOSSIP_PRESET") or data.get("preset") or "lan"
     try:
-        cfg = Config.preset(str(preset), bind_addr="127.0.0.1:7946")
+        cfg = Config.preset(str(preset))
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     if data:

@@ -72,6 +72,18 @@ stream is closed when it returns (or aborted if it raises); ``sender`` as for
 :data:`MessageHandlerFunc`."""
 
 
+def _with_host(addr: str, host: str) -> str:
+    """Return ``addr`` (``ip:port`` or a ``ws://``/``wss://`` URL) with its host replaced."""
+    from .address import format_host_port
+
+    if "://" in addr:
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(addr)
+        return parts._replace(netloc=format_host_port(host, parts.port or 0)).geturl()
+    return format_host_port(host, int(addr.rpartition(":")[2]))
+
+
 class Cluster:
     """One member of a gossip cluster.
 
@@ -225,11 +237,16 @@ class Cluster:
 
         The advertised address is ``config.advertise_addr``, else the listener's address: the
         bound ``ip:port``, or for a node that listens on WebSocket only the ``ws://``/``wss://``
-        URL of its ``websocket_bind_addr`` (an unspecified host such as ``0.0.0.0`` is replaced
-        by ``127.0.0.1``, right for loopback use; set ``advertise_addr`` on real networks).
+        URL of its ``websocket_bind_addr``. A node bound to every interface (``0.0.0.0``,
+        ``::``) advertises the address of the interface that carries the default route.
+
+        A node started with ``insecure=True`` and reachable beyond loopback logs a warning
+        saying so.
 
         Raises:
             TransportError: the bind address is in use or invalid.
+            ConfigError: the node binds every interface, has no ``advertise_addr`` and no
+                interface carries a default route.
             ClusterClosed: the cluster was stopped (clusters are not restartable).
         """
         with self._lock:
@@ -237,10 +254,38 @@ class Cluster:
                 raise ClusterClosed("a stopped cluster cannot be restarted")
             if self._started:
                 return
+            any_host = self._advertise_host_for_any()
             transport = self._transport or self._make_transport()
             self._transport = transport
-            self._engine.start(transport, self._config.advertise_addr)
+            advertise = self._config.advertise_addr
+            if any_host:
+                advertise = _with_host(transport.local_addr, any_host)
+            self._engine.start(transport, advertise)
             self._started = True
+        exposed = self._config.exposed_address()
+        if exposed and not self._config.encryption_key:
+            self.log.warning(
+                "insecure=True: node %s is reachable beyond loopback (%s) without encryption; "
+                "anyone who can reach it can join, read members and metadata, send messages and "
+                "forge accusations, leaves and leader heartbeats (set encryption_key to end this)",
+                self._id.short, exposed)
+
+    def _advertise_host_for_any(self) -> str:
+        """The host to advertise in place of an unspecified bind host, or ``""``.
+
+        Raises:
+            ConfigError: no interface carries a default route.
+        """
+        cfg = self._config
+        if cfg.advertise_addr or cfg.transport is not None:
+            return ""
+        bind = cfg.bind_addr if cfg.socket_transport_enabled else cfg.websocket_bind_addr
+        host = bind.rpartition(":")[0].strip("[]")
+        if not bind or host not in ("0.0.0.0", "::"):
+            return ""
+        from .transports import interfaces
+
+        return interfaces.advertise_host(host)
 
     def stop(self, timeout: float = 5.0, leave: bool = True) -> None:
         """Leave gracefully (if ``leave`` and started), then stop every thread and socket.

@@ -39,6 +39,7 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -48,9 +49,14 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Config", "FrozenConfig", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD"]
+__all__ = ["Config", "FrozenConfig", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD",
+           "SECRET_FIELDS"]
 
 _MiB = 1024 * 1024
+_log = logging.getLogger("gossip.config")
+
+SECRET_FIELDS = frozenset({"encryption_key", "secondary_keys", "bearer_token"})
+"""Fields whose values ``repr()`` and error messages never show (only their size)."""
 
 ALIVE_OVERHEAD = 512
 """Bytes of a datagram reserved for an alive message's other fields (packet header, node id,
@@ -68,22 +74,34 @@ class Config:
     # -- identity -------------------------------------------------------------------------
     node_id: str = ""
     """UUID of this node; empty generates a new (time-ordered) one at start."""
-    bind_addr: str = "127.0.0.1:8000"
-    """``ip:port`` to listen on (UDP and TCP). Port 0 picks a free port."""
+    bind_addr: str = "127.0.0.1:7946"
+    """``ip:port`` to listen on (UDP and TCP): an IP address, not a name. Port 0 picks a free
+    port. Any address but loopback needs an ``encryption_key`` (or ``insecure=True``)."""
     advertise_addr: str = ""
-    """Address other nodes use to reach us; empty means the bound address."""
+    """Address other nodes use to reach us; empty means the bound address. A node bound to
+    every interface (``0.0.0.0`` or ``::``) advertises the address of the interface that
+    carries the default route, as memberlist does, and refuses to start if there is none."""
     application_version: str = ""
     """Free-form version of the embedding application, sent at join."""
     application_version_check: Callable[[str], bool] | None = None
     """Called with a joiner's application version; returning False refuses the join."""
-    default_port: int = 3500
-    """Port assumed for peer addresses given without one."""
+    default_port: int = 7946
+    """Port assumed for peer addresses given without one (memberlist's 7946, the port of
+    ``bind_addr`` and of ``gossip agent`` by default too)."""
     cluster_label: str = ""
     """Label bound into every packet: nodes with different labels never talk (at most 255 bytes)."""
 
     # -- security and encoding ------------------------------------------------------------
     encryption_key: bytes | None = None
-    """Primary AES-GCM key (16, 24 or 32 bytes); None disables encryption."""
+    """Primary AES-GCM key (16, 24 or 32 bytes; ``gossip keygen`` makes one); None disables
+    encryption, which only a node on loopback, or one with ``insecure=True``, may do."""
+    insecure: bool = False
+    """Let a node listen on an address other than loopback without an ``encryption_key``.
+
+    Anyone who can reach such a node can then join the cluster, read its members and their
+    metadata, send it messages, and forge accusations, leaves and leader heartbeats: only a
+    network where every host is trusted makes that safe. Without this flag such a node refuses
+    to start; with it, it logs a warning at start. Loopback needs neither key nor flag."""
     secondary_keys: list[bytes] = dataclasses.field(default_factory=list)
     """More keys accepted for decryption (key rotation); require ``encryption_key``."""
     require_encryption: bool = True
@@ -386,6 +404,15 @@ class Config:
     def push_pull_interval(self, value: float) -> None:
         self.state_sync_interval = value
 
+    def __repr__(self) -> str:
+        """Every field, secrets (:data:`SECRET_FIELDS`) shown only by their size."""
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            text = _redacted(value) if f.name in SECRET_FIELDS else repr(value)
+            parts.append(f"{f.name}={text}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     # -- presets ---------------------------------------------------------------------------
     @classmethod
     def lan(cls, **overrides: Any) -> Config:
@@ -529,6 +556,7 @@ class Config:
                 "max_members_per_message",
                 f"must be <= max_members ({self.max_members}), got {self.max_members_per_message}",
             )
+        self._validate_door()
         if self.encryption_key and self.require_encryption and not self.encrypt_outgoing:
             raise ConfigError(
                 "encrypt_outgoing",
@@ -536,6 +564,40 @@ class Config:
                 "packets it sends (upgrade order: both off, then encrypt_outgoing, then "
                 "require_encryption)",
             )
+
+    def exposed_address(self) -> str:
+        """Return the first address this node listens on or advertises that is not loopback
+        (an unspecified host such as ``0.0.0.0`` included), or ``""`` if it keeps to loopback.
+
+        A node given its own ``transport`` is not judged (``""``): where it listens is the
+        transport's business.
+        """
+        if self.transport is not None:
+            return ""
+        candidates = [self.advertise_addr]
+        candidates.append(self.bind_addr if self.socket_transport_enabled else self.websocket_bind_addr)
+        for addr in candidates:
+            if not isinstance(addr, str) or not addr:
+                continue
+            host = _url_parts(addr)[1] if _is_ws_url(addr) else addr.rpartition(":")[0].strip("[]")
+            if host and not _is_loopback_host(host):
+                return addr
+        return ""
+
+    def _validate_door(self) -> None:
+        """Refuse a node reachable from other hosts that has no key, unless told ``insecure``."""
+        if self.encryption_key or self.insecure:
+            return
+        exposed = self.exposed_address()
+        if exposed:
+            raise ConfigError(
+                "encryption_key",
+                f"is not set, yet this node is reachable beyond loopback ({exposed}): anyone who "
+                "can reach it could join the cluster, read its members and forge their state. "
+                "Make a key with `gossip keygen` and give it to every node (encryption_key, "
+                "GOSSIP_ENCRYPTION_KEY, or `gossip agent --key-file`), or set insecure=True "
+                "(GOSSIP_INSECURE=1, `gossip agent --insecure`) to run unencrypted on a network "
+                "where every host is trusted")
 
     def _validate_websocket(self) -> None:
         """Refuse transport settings that cannot work together (see socket_transport_enabled)."""
@@ -613,6 +675,8 @@ class Config:
         prefix: str = "GOSSIP_",
         environ: Mapping[str, str] | None = None,
         base: Config | None = None,
+        *,
+        strict: bool = False,
     ) -> Config:
         """Build a Config from ``GOSSIP_<FIELD>`` environment variables.
 
@@ -620,11 +684,17 @@ class Config:
         Durations accept ``200ms``, ``1.5s``, ``2m``, ``1h``, ``250us`` or plain seconds;
         booleans ``1/0, true/false, yes/no, on/off``; ``encryption_key`` hex or base64;
         ``secondary_keys`` a comma-separated list of keys. Aliases (``GOSSIP_PROBE_INTERVAL``...)
-        work too. Unknown ``GOSSIP_*`` variables are refused, so typos do not pass silently.
+        work too.
+
+        Other ``GOSSIP_*`` variables are ignored (other tools, and this project's own examples,
+        use the prefix too), but one whose name is close to a field's (a typo, such as
+        ``GOSSIP_PROBE_INTERVL``) is logged as a warning naming the field meant. With
+        ``strict`` every name must be a field (how the agent reads a settings file).
 
         Raises:
-            ConfigError: a variable's value cannot be parsed (names the variable and value),
-                or names no field.
+            ConfigError: a variable's value cannot be parsed (names the variable; a secret's
+                value is never repeated), it names a field that cannot be set from text, or
+                (``strict``) it names no field.
         """
         env = os.environ if environ is None else environ
         if base is not None:
@@ -640,13 +710,20 @@ class Config:
             if kind is None:
                 if field_name in _FIELD_NAMES:
                     raise ConfigError(field_name, f"cannot be set from the environment ({key})")
-                raise ConfigError(field_name, f"{key} names no Config field")
+                meant = _near_miss(name)
+                hint = f" (did you mean {prefix}{meant.upper()}?)" if meant else ""
+                if strict:
+                    raise ConfigError(field_name, f"{key} names no Config field{hint}")
+                if meant:
+                    _log.warning("%s names no Config field and is ignored%s", key, hint)
+                continue
             try:
                 value = kind(raw)
             except ConfigError:
                 raise
             except (ValueError, binascii.Error) as exc:
-                raise ConfigError(field_name, f"{key}={raw!r} is not valid: {exc}") from None
+                shown = key if field_name in SECRET_FIELDS else f"{key}={raw!r}"
+                raise ConfigError(field_name, f"{shown} is not valid: {exc}") from None
             setattr(cfg, field_name, value)
         return cfg
 
@@ -747,12 +824,21 @@ def _parse_bool(text: str) -> bool:
 
 
 def _parse_key(text: str) -> bytes:
+    """Parse a key written in hex or base64; errors describe the text, never repeat it."""
     text = text.strip()
     if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", text) and len(text) in (32, 48, 64):
         return bytes.fromhex(text)
     import base64  # here: only a base64 key needs it
 
-    return base64.b64decode(text, validate=True)
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError(f"not a key ({len(text)} characters that are neither 32, 48 or 64 hex "
+                         "digits nor base64; `gossip keygen` makes one)") from None
+    if len(key) not in (16, 24, 32):
+        raise ValueError(f"decodes to {len(key)} bytes; a key is 16, 24 or 32 bytes "
+                         "(`gossip keygen` makes one)")
+    return key
 
 
 def _parse_optional_key(text: str) -> bytes | None:
@@ -765,6 +851,25 @@ def _parse_keys(text: str) -> list[bytes]:
 
 def _parse_optional_str(text: str) -> str | None:
     return text if text.strip() and text.strip().lower() != "none" else None
+
+
+def _near_miss(name: str) -> str | None:
+    """Return the field (or alias) ``name`` is probably a typo of, if any."""
+    import difflib  # here: only an unknown variable needs it
+
+    close = difflib.get_close_matches(name, sorted(set(_ENV_KINDS) | set(_ALIASES)), n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def _redacted(value: Any) -> str:
+    """A secret's repr that shows its presence and size, never its value."""
+    if value is None or value == "" or value == []:
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_redacted(v) for v in value) + "]"
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)}-byte key>"
+    return "'<redacted>'"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -895,7 +1000,8 @@ def _check_host_port(*, allow_empty: bool, allow_zero: bool) -> Callable[[str, A
         host, sep, port_text = value.rpartition(":")
         if not sep:
             host, port_text = value, ""
-        if host.startswith("[") and host.endswith("]"):
+        bracketed = host.startswith("[") and host.endswith("]")
+        if bracketed:
             host = host[1:-1]
         if port_text:
             if not port_text.isdigit() or not (0 if allow_zero else 1) <= int(port_text) <= 65535:
@@ -903,11 +1009,16 @@ def _check_host_port(*, allow_empty: bool, allow_zero: bool) -> Callable[[str, A
                 raise ConfigError(name, f"port must be {lo}..65535, got {value!r}")
         elif name == "bind_addr":
             raise ConfigError(name, f"needs a port (ip:port), got {value!r}")
-        if name == "bind_addr" and host not in ("", "localhost"):
+        if name == "bind_addr":
+            # What the socket transport binds: an IP literal, IPv6 in brackets (no name look-up).
             try:
-                ipaddress.ip_address(host)
+                ip = ipaddress.ip_address(host)
             except ValueError:
-                raise ConfigError(name, f"must be an IP address and port, got {value!r}") from None
+                hint = " (write 127.0.0.1 for this machine only)" if host.lower().startswith("localhost") \
+                    else " (127.0.0.1 for this machine only, 0.0.0.0 for every interface)" if not host else ""
+                raise ConfigError(name, f"must be an IP address and port{hint}, got {value!r}") from None
+            if ip.version == 6 and not bracketed:
+                raise ConfigError(name, f"write IPv6 as [addr]:port, got {value!r}")
         if not host and name != "bind_addr":
             raise ConfigError(name, f"has no host, got {value!r}")
 
@@ -1036,6 +1147,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "default_port": _integer(1, 65535),
     "cluster_label": _string(255),
     "encryption_key": _check_key,
+    "insecure": _boolean,
     "secondary_keys": _check_keys,
     "cipher": _choice("aes-gcm"),
     "msg_codec": _check_codec,
