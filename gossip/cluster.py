@@ -419,6 +419,9 @@ class Cluster:
     def _resolve(self, peer: str) -> list[str]:
         from .resolver import DefaultResolver, resolve_peer
 
+        understands = getattr(self._config.transport, "understands", None)
+        if understands is not None and understands(peer):
+            return [peer]                  # its own kind of address (in-memory): no look-up
         resolver = self._config.resolver or DefaultResolver(self._config.prefer_ipv6)
         try:
             return list(resolve_peer(peer, resolver, self._config.default_port))

@@ -376,6 +376,25 @@ class Config:
     """Fewer lost members than this are never a partition; a partition heals when fewer than
     this many of its members are still lost."""
 
+    # -- the HTTP API and dashboard (gossip.httpapi, gossip agent --http) -------------------
+    # Bounds of the agent's HTTP server and event streams; the node itself never reads them.
+    http_read_timeout: float = 10.0
+    """A client of the HTTP API must send its whole request (line, headers and body) within
+    this long of connecting, or the connection is closed (counted as ``http.read_timeouts``)."""
+    http_max_connections: int = 64
+    """Connections the HTTP API serves at once, event streams included (one thread each);
+    beyond it a connection is answered 503 and closed (``http.refused_busy``)."""
+    http_max_event_streams: int = 16
+    """Event streams (``/api/events``, the dashboard's) open at once; more are answered 503
+    (``http.refused_event_streams``). Less than ``http_max_connections``, so that the API
+    still answers while every stream is taken."""
+    http_event_queue_bytes: int = 1 * _MiB
+    """Bytes of events held for one event-stream client; when a slow client is this far
+    behind its oldest events are dropped (``http.events_dropped``)."""
+    http_event_payload_bytes: int = 4096
+    """Largest message payload shown whole in a ``message`` event (as JSON); a larger one is
+    replaced by its size and a prefix (``http.payloads_truncated``)."""
+
     # -- aliases ---------------------------------------------------------------------------
     @property
     def probe_interval(self) -> float:
@@ -557,6 +576,17 @@ class Config:
                 f"must be <= max_members ({self.max_members}), got {self.max_members_per_message}",
             )
         self._validate_door()
+        if self.http_max_event_streams >= self.http_max_connections:
+            raise ConfigError(
+                "http_max_event_streams",
+                f"must be less than http_max_connections ({self.http_max_connections}): event "
+                f"streams hold their connection, and the API must keep one free; got "
+                f"{self.http_max_event_streams}")
+        if self.http_event_payload_bytes * 4 > self.http_event_queue_bytes:
+            raise ConfigError(
+                "http_event_payload_bytes",
+                f"must be at most a quarter of http_event_queue_bytes ({self.http_event_queue_bytes}), "
+                f"got {self.http_event_payload_bytes}")
         if self.encryption_key and self.require_encryption and not self.encrypt_outgoing:
             raise ConfigError(
                 "encrypt_outgoing",
@@ -1253,6 +1283,11 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "partition_threshold": _number(0.01, 1.0),
     "partition_window": _duration(0.01, _DAY),
     "partition_min_members": _integer(1, 1 << 20),
+    "http_read_timeout": _duration(0.1, 3600.0),
+    "http_max_connections": _integer(2, 1 << 16),
+    "http_max_event_streams": _integer(1, 1 << 16),
+    "http_event_queue_bytes": _integer(64 * 1024, 1 << 30),
+    "http_event_payload_bytes": _integer(64, 1 << 20),
 }
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))

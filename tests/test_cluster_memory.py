@@ -352,3 +352,29 @@ def test_a_sender_outside_the_member_table_is_an_unknown_node_not_none() -> None
     finally:
         stranger.stop(timeout=2.0)
         server.stop(timeout=2.0)
+
+
+def test_joining_an_in_memory_address_asks_no_resolver() -> None:
+    """``mem-1:7946`` is the memory network's own address: a DNS query for ``mem-1`` would
+    leave the machine (and, when the name server is slow, time the join out)."""
+    asked: list[str] = []
+
+    class Recording:
+        def lookup_ip(self, host: str) -> list[str]:
+            asked.append(host)
+            raise gossip.TransportError(f"no such host {host}")
+
+        def lookup_srv(self, name: str) -> list[tuple[str, int]]:
+            asked.append(name)
+            raise gossip.TransportError(f"no such name {name}")
+
+    net = MemoryNetwork(seed=4)
+    a, b = (Cluster(mem_config(net, resolver=Recording())) for _ in range(2))
+    try:
+        a.start()
+        b.start()
+        assert b.join(a.address, timeout=5.0) == 1
+        assert asked == []
+    finally:
+        b.stop(timeout=2.0)
+        a.stop(timeout=2.0)

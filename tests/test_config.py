@@ -130,6 +130,11 @@ BAD: dict[str, list[Any]] = {
     "partition_threshold": [0, 1.5, "30%"],
     "partition_window": [0, float("inf")],
     "partition_min_members": [0, 1.0],
+    "http_read_timeout": [0, -1, "10s"],
+    "http_max_connections": [1, 1 << 17, 64.0],
+    "http_max_event_streams": [0, 64, 1000],
+    "http_event_queue_bytes": [1024, 1 << 31],
+    "http_event_payload_bytes": [10, 1 << 19, 2 << 20],
 }
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 # Fields that take anything (an object the library duck-types later).

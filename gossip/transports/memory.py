@@ -384,6 +384,12 @@ class MemoryTransport:
         """Name the link a packet takes, for the engine's counters: always ``"memory"``."""
         return "memory"
 
+    def understands(self, addr: str) -> bool:
+        """True for an in-memory address (``mem-<n>:7946``): a name no resolver should be
+        asked about (a DNS query for ``mem-1`` would leave the machine)."""
+        name, _, port = addr.partition(":")
+        return name.startswith("mem-") and name[4:].isdigit() and port == str(MEMORY_PORT)
+
     @property
     def stats(self) -> dict[str, int]:
         """Counters: ``callback_errors`` and ``frames_queued`` (a current value)."""

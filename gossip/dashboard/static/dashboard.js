@@ -269,6 +269,10 @@
     $("#local").textContent = `node ${short(d.node)} at ${d.address}`;
     members.clear();
     for (const m of d.members) members.set(m.id, m);
+    if (Array.isArray(d.history)) {          // the recent past, kept by the server
+      samples.splice(0, samples.length, ...d.history.slice(-LIMITS.samples));
+      drawPlots();
+    }
     renderMembers();
     log(`connected: ${d.members.length} members known`, "", d.at);
     if (selected) loadProvenance(selected);
