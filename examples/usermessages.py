@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from _common import Command, Example, run
+from _common import Command, Example, run, say
 
 import gossip
 from gossip import Cluster, Node, Packet
@@ -41,7 +41,7 @@ def on_user_message(sender: Node, packet: Packet) -> None:
         print(f"undecodable user message: {exc}", flush=True)
         return
     who = f"{sender.id} ({sender.address or 'not a member yet'})"
-    print(f"Received message from {who}: {msg.content}", flush=True)
+    say(f"Received message from {who}: {msg.content}")
 
 
 def cmd_gossip(cluster: Cluster, args: list[str]) -> None:

@@ -248,8 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with --watch: stop after this many refreshes")
     members.add_argument("--timeout", type=_duration, default=5.0, help="HTTP timeout (default 5s)")
     members.add_argument("--explain", default=None, metavar="NODE",
-                         help="print a member's suspicion provenance (its id, or a unique start or "
-                              "end of it)")
+                         help="print a member's suspicion provenance (its id or short id)")
 
     send = add("send", "broadcast a message, or send it to one node, through an agent")
     send.add_argument("message", help="the message (a string, or JSON with --json)")
@@ -258,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--type", type=_app_type, default=128,
                       help="message type, 128 and above (default 128, what agents print; others "
                            "only reach nodes that handle them, e.g. agents with --receive TYPE)")
-    send.add_argument("--to", default=None, metavar="NODE", help="node id, or a unique start or end of it (the short id)")
+    send.add_argument("--to", default=None, metavar="NODE",
+                      help="node id, or its short id (the last 8 characters, as tables show)")
     send.add_argument("--reliable", action="store_true", help="over TCP rather than UDP")
     send.add_argument("--json", action="store_true", help="MESSAGE is JSON")
     send.add_argument("--timeout", type=_duration, default=5.0, help="HTTP timeout (default 5s)")
@@ -482,7 +482,7 @@ def format_explanation(x: dict[str, Any]) -> str:
         return _VIA.get(v, v).format(name(relay))
 
     flap = x.get("flap", {})
-    state = {"leaving": "left"}.get(x["state"], x["state"])
+    state = x["state"]
     lines = [f"member {x['short']} ({x['address']}) is {state}, incarnation {x['incarnation']}; "
              f"flap score {flap.get('score', 0)} in {flap.get('window', 0):g}s"
              + ("; flapping" if flap.get("flapping") else "") + ("; damped" if flap.get("damped") else "")]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Config, FrozenConfig, default_config
 from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
-from .errors import ClusterClosed, GossipError, JoinError, TransportError
+from .errors import ClusterClosed, GossipError, JoinError, NodeIDError, TransportError
 from .handlers import (
     HANDLER_FORWARD,
     HANDLER_NO_FORWARD,
@@ -298,6 +298,7 @@ class Cluster:
             self._stopped = True
             engine = self._engine
             started = self._started
+        self._metadata.close("the cluster is stopped: its metadata can no longer change")
         if not started:
             if self._transport is not None:
                 self._transport.close()
@@ -453,7 +454,10 @@ class Cluster:
         return self._engine.local_node()
 
     def local_metadata(self) -> Metadata:
-        """Return the local node's writable metadata; writes propagate automatically."""
+        """Return the local node's writable metadata; writes propagate automatically.
+
+        Writes are allowed before :meth:`start` (they go out with the join); after
+        :meth:`stop` they raise :class:`~gossip.errors.ClusterClosed`."""
         return self._metadata
 
     def update_metadata(self) -> None:
@@ -475,14 +479,28 @@ class Cluster:
     def get_node(self, node_id: NodeID | str) -> Node | None:
         """Return the node with this id, or None if unknown.
 
+        ``node_id`` is a :class:`NodeID`, its full string, or its short id
+        (:attr:`NodeID.short`: the last 8 hex characters, which logs, tables and the command
+        line show).
+
         Raises:
-            NodeIDError: ``node_id`` is a string that is not a UUID.
+            NodeIDError: ``node_id`` is a string that is neither a UUID nor a short id, or a short
+                id that several known nodes share (give the full id).
         """
+        if isinstance(node_id, str) and len(node_id.strip()) == 8:
+            short = node_id.strip().lower()
+            if all(c in "0123456789abcdef" for c in short):
+                matches = [n for n in self.nodes() if n.id.short == short]
+                if len(matches) > 1:
+                    raise NodeIDError(f"{len(matches)} known nodes have the short id {short}: "
+                                      "give the full id")
+                return matches[0] if matches else None
         nid = NodeID.parse(node_id)
         return self._engine.get_node(nid)
 
     def get_node_by_id_string(self, node_id: str) -> Node | None:
-        """Return the node whose id is written ``node_id``, or None (also for a malformed id)."""
+        """Return the node whose id (or short id) is written ``node_id``, or None (also for a
+        malformed id)."""
         try:
             return self.get_node(node_id)
         except GossipError:

@@ -15,7 +15,7 @@ Routes of :func:`app`:
                        of the types the host publishes), and the cluster events ``flapping``,
                        ``partition`` and ``healed`` (:func:`cluster_event_json`); a comment
                        line every 15 s keeps it open
-``GET /api/explain``   ``?node=ID`` (an id, or a unique start or end of one):
+``GET /api/explain``   ``?node=ID`` (an id, its short id, or a unique end of one):
                        :meth:`Cluster.explain` as JSON (:func:`explanation_json`)
 ``POST /api/send``     body ``{"type": 128, "data": ..., "node": id?, "reliable": false}``: sends
                        to one node if ``node`` is given, else broadcasts; answers
@@ -744,7 +744,8 @@ class ApiApp:
 
 
 def find_node(cluster: Cluster, text: str) -> tuple[Node | None, str]:
-    """Find a node by full id, or by a unique start or end of it (``short`` is the end).
+    """Find a node by its full id, its short id (:attr:`NodeID.short`, the end shown in tables)
+    or any unique end of its id.
 
     Returns ``(node, "")``, or ``(None, why)`` when no node or several nodes match.
     """
@@ -754,9 +755,8 @@ def find_node(cluster: Cluster, text: str) -> tuple[Node | None, str]:
         node = None
     if node is not None:
         return node, ""
-    low = text.lower()
-    matches = [n for n in cluster.nodes() if str(n.id).startswith(low) or str(n.id).endswith(low)] \
-        if low else []
+    low = text.strip().lower()
+    matches = [n for n in cluster.nodes() if str(n.id).endswith(low)] if low else []
     if len(matches) == 1:
         return matches[0], ""
     if not matches:

@@ -378,3 +378,20 @@ def test_joining_an_in_memory_address_asks_no_resolver() -> None:
     finally:
         b.stop(timeout=2.0)
         a.stop(timeout=2.0)
+
+
+def test_a_stopped_cluster_refuses_metadata_changes() -> None:
+    net = MemoryNetwork(seed=5)
+    c = Cluster(mem_config(net))
+    md = c.local_metadata()
+    md.set_string("role", "before-start")            # allowed: it goes out with the join
+    c.start()
+    md.set_int("weight", 3)
+    c.stop(timeout=2.0)
+    for write in (lambda: md.set_string("role", "after-stop"), lambda: md.delete("weight"),
+                  lambda: c.local_metadata().set_bool("x", True)):
+        with pytest.raises(gossip.ClusterClosed, match="stopped"):
+            write()
+    assert md.get_string("role") == "before-start" and md.get_int("weight") == 3
+    with pytest.raises(gossip.ClusterClosed):
+        c.update_metadata()

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -22,7 +23,7 @@ import gossip
 import gossip.errors
 from gossip import Cluster, Config, Packet
 from gossip.errors import AddressError, TransportError
-from gossip.httpapi import ApiApp, EventHub, HttpServer, app, parse_listen_addr
+from gossip.httpapi import ApiApp, EventHub, HttpServer, app, explanation_json, parse_listen_addr
 from gossip.transports.memory import MemoryNetwork
 
 
@@ -582,3 +583,29 @@ def test_connections_beyond_the_cap_get_503_at_once(pair: list[Cluster]) -> None
         for s in idle:
             s.close()
         server.stop()
+
+
+def test_a_member_that_left_is_left_everywhere(pair: list[Cluster]) -> None:
+    from gossip import NodeState
+    from gossip.dashboard import app as dashboard_app
+
+    a, b = pair
+    assert NodeState.LEAVING is NodeState.LEFT and str(NodeState.LEAVING) == "left"
+    bid = str(b.local_node().id)
+    b.stop(timeout=2.0)                                   # a graceful leave
+    api = app(a)
+    dash = dashboard_app(a, hub=api.hub)
+    try:
+        wait_for(lambda: a.get_node(bid).state is NodeState.LEFT, what="a to see b leave")  # type: ignore[union-attr]
+        members = {m["id"]: m for m in json_call(api, "GET", "/api/members")[1]["members"]}
+        assert members[bid]["state"] == "left"
+        text = b"".join(call(api, "GET", "/metrics")[2]).decode()
+        assert 'gossip_members{state="left"} 1.0' in text
+        assert dash.sample()["counts"]["left"] == 1 and dash.history()[-1]["counts"]["left"] == 1
+        js = (Path(gossip.__file__).parent / "dashboard" / "static" / "dashboard.js").read_text()
+        assert '"leaving"' not in js and "leaving:" not in js
+        from gossip.cli import format_explanation
+        assert " is left," in format_explanation(explanation_json(a.explain(bid), a))  # type: ignore[arg-type]
+    finally:
+        dash.close()
+        api.close()

@@ -74,7 +74,7 @@ ASSETS = {
 }
 """The files of ``gossip/dashboard/static`` and their content types."""
 
-_STATES = ("alive", "suspect", "dead", "leaving")
+_STATES = ("alive", "suspect", "dead", "left")
 
 
 def _asset(name: str) -> bytes:

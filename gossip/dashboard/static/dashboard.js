@@ -2,9 +2,9 @@
 "use strict";
 (() => {
   const LIMITS = window.GOSSIP_LIMITS || { log_lines: 200, samples: 600 };
-  const STATES = ["alive", "suspect", "dead", "leaving"];
-  const LABEL = { alive: "alive", suspect: "suspect", dead: "dead", leaving: "left", unknown: "gone" };
-  const COLOUR = { alive: "#2e9d5b", suspect: "#d99a00", dead: "#d64545", leaving: "#8a8f98" };
+  const STATES = ["alive", "suspect", "dead", "left"];
+  const LABEL = { alive: "alive", suspect: "suspect", dead: "dead", left: "left", unknown: "gone" };
+  const COLOUR = { alive: "#2e9d5b", suspect: "#d99a00", dead: "#d64545", left: "#8a8f98" };
   const VIA = {
     probe: () => "its own probe failed",
     direct: () => "told directly",
