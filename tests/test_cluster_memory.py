@@ -395,3 +395,32 @@ def test_a_stopped_cluster_refuses_metadata_changes() -> None:
     assert md.get_string("role") == "before-start" and md.get_int("weight") == 3
     with pytest.raises(gossip.ClusterClosed):
         c.update_metadata()
+
+
+def test_get_node_takes_the_short_id_every_table_shows(five: list[Cluster]) -> None:
+    a = five[0]
+    for c in five:
+        node = c.local_node()
+        assert a.get_node(node.id.short) == a.get_node(node.id)
+        assert a.get_node(node.id.short.upper()) == a.get_node(node.id)
+        assert a.get_node_by_id_string(node.id.short) is not None
+    assert a.get_node("0badf00d") is None
+    with pytest.raises(gossip.NodeIDError):
+        a.get_node("not-an-id")
+
+
+def test_a_short_id_two_nodes_share_asks_for_the_full_id() -> None:
+    net = MemoryNetwork(seed=6)
+    ids = ["01900000-0000-7000-8000-0000deadbeef", "01900000-0000-7000-8000-1111deadbeef"]
+    clusters = [Cluster(mem_config(net, node_id=i)) for i in ids]
+    try:
+        for c in clusters:
+            c.start()
+        assert clusters[1].join(clusters[0].address, timeout=5.0) == 1
+        wait_until(lambda: clusters[0].num_alive_nodes() == 2, what="both alive")
+        with pytest.raises(gossip.NodeIDError, match="give the full id"):
+            clusters[0].get_node("deadbeef")
+        assert clusters[0].get_node(ids[1]) is not None
+    finally:
+        for c in clusters:
+            c.stop(timeout=2.0)
