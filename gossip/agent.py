@@ -29,13 +29,12 @@ import binascii
 import dataclasses
 import os
 import secrets
-import stat
 import threading
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .config import Config
+from .config import Config, secret_file_warning
 from .errors import ConfigError, GossipError, JoinError
 from .node import Node, NodeState
 from .packet import Packet
@@ -129,19 +128,6 @@ def read_token_file(path: str) -> str:
     if not token:
         raise CliError(f"the token file {path} is empty")
     return token
-
-
-def secret_file_warning(path: str) -> str | None:
-    """Return a warning if the file ``path`` (a key) can be read by its group or by everyone."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    readers = [who for who, bit in (("its group", stat.S_IRGRP), ("everyone", stat.S_IROTH)) if mode & bit]
-    if not readers:
-        return None
-    return (f"warning: {path} can be read by {' and '.join(readers)} (mode {stat.S_IMODE(mode):04o}); "
-            f"a key file should be readable by its owner only: chmod 600 {path}")
 
 
 def load_toml(path: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, FrozenConfig, default_config
+from .config import Config, FrozenConfig, default_config, secret_file_warning
 from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
 from .errors import ClusterClosed, GossipError, JoinError, NodeIDError, TransportError
 from .handlers import (
@@ -262,6 +262,10 @@ class Cluster:
                 advertise = _with_host(transport.local_addr, any_host)
             self._engine.start(transport, advertise)
             self._started = True
+        tls_key = self._config.tls_key_file or self._config.tls_cert_file
+        warning = secret_file_warning(tls_key) if tls_key else None
+        if warning:
+            self.log.warning("TLS key: %s", warning.removeprefix("warning: "))
         exposed = self._config.exposed_address()
         if exposed and not self._config.encryption_key:
             self.log.warning(

@@ -43,6 +43,7 @@ import logging
 import math
 import os
 import re
+import stat
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,7 +51,7 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = ["Config", "FrozenConfig", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD",
-           "SECRET_FIELDS"]
+           "SECRET_FIELDS", "secret_file_warning"]
 
 _MiB = 1024 * 1024
 _log = logging.getLogger("gossip.config")
@@ -881,6 +882,19 @@ def _parse_keys(text: str) -> list[bytes]:
 
 def _parse_optional_str(text: str) -> str | None:
     return text if text.strip() and text.strip().lower() != "none" else None
+
+
+def secret_file_warning(path: str) -> str | None:
+    """Return a warning if the file ``path`` (a key) can be read by its group or by everyone."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    readers = [who for who, bit in (("its group", stat.S_IRGRP), ("everyone", stat.S_IROTH)) if mode & bit]
+    if not readers:
+        return None
+    return (f"warning: {path} can be read by {' and '.join(readers)} (mode {stat.S_IMODE(mode):04o}); "
+            f"a key file should be readable by its owner only: chmod 600 {path}")
 
 
 def _near_miss(name: str) -> str | None:
