@@ -106,3 +106,12 @@ def test_a_user_program_type_checks_against_the_installed_package(tmp_path: Path
     done = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "app.py"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_pytest_q_ends_with_its_summary_line() -> None:
+    """The project's pytest settings add no ``-q`` of their own: ``pytest -q`` shows the count."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_packaging.py::test_the_suite_runs_on_a_declared_version"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^1 passed", done.stdout, re.M), done.stdout
