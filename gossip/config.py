@@ -39,18 +39,25 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import ipaddress
+import logging
 import math
 import os
 import re
+import stat
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Config", "FrozenConfig", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD"]
+__all__ = ["Config", "FrozenConfig", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD",
+           "SECRET_FIELDS", "secret_file_warning"]
 
 _MiB = 1024 * 1024
+_log = logging.getLogger("gossip.config")
+
+SECRET_FIELDS = frozenset({"encryption_key", "secondary_keys", "bearer_token"})
+"""Fields whose values ``repr()`` and error messages never show (only their size)."""
 
 ALIVE_OVERHEAD = 512
 """Bytes of a datagram reserved for an alive message's other fields (packet header, node id,
@@ -68,22 +75,34 @@ class Config:
     # -- identity -------------------------------------------------------------------------
     node_id: str = ""
     """UUID of this node; empty generates a new (time-ordered) one at start."""
-    bind_addr: str = "127.0.0.1:8000"
-    """``ip:port`` to listen on (UDP and TCP). Port 0 picks a free port."""
+    bind_addr: str = "127.0.0.1:7946"
+    """``ip:port`` to listen on (UDP and TCP): an IP address, not a name. Port 0 picks a free
+    port. Any address but loopback needs an ``encryption_key`` (or ``insecure=True``)."""
     advertise_addr: str = ""
-    """Address other nodes use to reach us; empty means the bound address."""
+    """Address other nodes use to reach us; empty means the bound address. A node bound to
+    every interface (``0.0.0.0`` or ``::``) advertises the address of the interface that
+    carries the default route, as memberlist does, and refuses to start if there is none."""
     application_version: str = ""
     """Free-form version of the embedding application, sent at join."""
     application_version_check: Callable[[str], bool] | None = None
     """Called with a joiner's application version; returning False refuses the join."""
-    default_port: int = 3500
-    """Port assumed for peer addresses given without one."""
+    default_port: int = 7946
+    """Port assumed for peer addresses given without one (memberlist's 7946, the port of
+    ``bind_addr`` and of ``gossip agent`` by default too)."""
     cluster_label: str = ""
     """Label bound into every packet: nodes with different labels never talk (at most 255 bytes)."""
 
     # -- security and encoding ------------------------------------------------------------
     encryption_key: bytes | None = None
-    """Primary AES-GCM key (16, 24 or 32 bytes); None disables encryption."""
+    """Primary AES-GCM key (16, 24 or 32 bytes; ``gossip keygen`` makes one); None disables
+    encryption, which only a node on loopback, or one with ``insecure=True``, may do."""
+    insecure: bool = False
+    """Let a node listen on an address other than loopback without an ``encryption_key``.
+
+    Anyone who can reach such a node can then join the cluster, read its members and their
+    metadata, send it messages, and forge accusations, leaves and leader heartbeats: only a
+    network where every host is trusted makes that safe. Without this flag such a node refuses
+    to start; with it, it logs a warning at start. Loopback needs neither key nor flag."""
     secondary_keys: list[bytes] = dataclasses.field(default_factory=list)
     """More keys accepted for decryption (key rotation); require ``encryption_key``."""
     require_encryption: bool = True
@@ -441,6 +460,25 @@ class Config:
     max_reconnect_targets: int = 1024
     """Most forgotten addresses kept for retrying (the longest forgotten are dropped first)."""
 
+    # -- the HTTP API and dashboard (gossip.httpapi, gossip agent --http) -------------------
+    # Bounds of the agent's HTTP server and event streams; the node itself never reads them.
+    http_read_timeout: float = 10.0
+    """A client of the HTTP API must send its whole request (line, headers and body) within
+    this long of connecting, or the connection is closed (counted as ``http.read_timeouts``)."""
+    http_max_connections: int = 64
+    """Connections the HTTP API serves at once, event streams included (one thread each);
+    beyond it a connection is answered 503 and closed (``http.refused_busy``)."""
+    http_max_event_streams: int = 16
+    """Event streams (``/api/events``, the dashboard's) open at once; more are answered 503
+    (``http.refused_event_streams``). Less than ``http_max_connections``, so that the API
+    still answers while every stream is taken."""
+    http_event_queue_bytes: int = 1 * _MiB
+    """Bytes of events held for one event-stream client; when a slow client is this far
+    behind its oldest events are dropped (``http.events_dropped``)."""
+    http_event_payload_bytes: int = 4096
+    """Largest message payload shown whole in a ``message`` event (as JSON); a larger one is
+    replaced by its size and a prefix (``http.payloads_truncated``)."""
+
     # -- aliases ---------------------------------------------------------------------------
     @property
     def probe_interval(self) -> float:
@@ -468,6 +506,15 @@ class Config:
     @push_pull_interval.setter
     def push_pull_interval(self, value: float) -> None:
         self.state_sync_interval = value
+
+    def __repr__(self) -> str:
+        """Every field, secrets (:data:`SECRET_FIELDS`) shown only by their size."""
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            text = _redacted(value) if f.name in SECRET_FIELDS else repr(value)
+            parts.append(f"{f.name}={text}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     # -- presets ---------------------------------------------------------------------------
     @classmethod
@@ -614,6 +661,18 @@ class Config:
                 "max_members_per_message",
                 f"must be <= max_members ({self.max_members}), got {self.max_members_per_message}",
             )
+        self._validate_door()
+        if self.http_max_event_streams >= self.http_max_connections:
+            raise ConfigError(
+                "http_max_event_streams",
+                f"must be less than http_max_connections ({self.http_max_connections}): event "
+                f"streams hold their connection, and the API must keep one free; got "
+                f"{self.http_max_event_streams}")
+        if self.http_event_payload_bytes * 4 > self.http_event_queue_bytes:
+            raise ConfigError(
+                "http_event_payload_bytes",
+                f"must be at most a quarter of http_event_queue_bytes ({self.http_event_queue_bytes}), "
+                f"got {self.http_event_payload_bytes}")
         if self.encryption_key and self.require_encryption and not self.encrypt_outgoing:
             raise ConfigError(
                 "encrypt_outgoing",
@@ -639,6 +698,40 @@ class Config:
             if getattr(self, per_host) > getattr(self, total):
                 raise ConfigError(per_host, f"must be <= {total} ({getattr(self, total)}), "
                                             f"got {getattr(self, per_host)}")
+
+    def exposed_address(self) -> str:
+        """Return the first address this node listens on or advertises that is not loopback
+        (an unspecified host such as ``0.0.0.0`` included), or ``""`` if it keeps to loopback.
+
+        A node given its own ``transport`` is not judged (``""``): where it listens is the
+        transport's business.
+        """
+        if self.transport is not None:
+            return ""
+        candidates = [self.advertise_addr]
+        candidates.append(self.bind_addr if self.socket_transport_enabled else self.websocket_bind_addr)
+        for addr in candidates:
+            if not isinstance(addr, str) or not addr:
+                continue
+            host = _url_parts(addr)[1] if _is_ws_url(addr) else addr.rpartition(":")[0].strip("[]")
+            if host and not _is_loopback_host(host):
+                return addr
+        return ""
+
+    def _validate_door(self) -> None:
+        """Refuse a node reachable from other hosts that has no key, unless told ``insecure``."""
+        if self.encryption_key or self.insecure:
+            return
+        exposed = self.exposed_address()
+        if exposed:
+            raise ConfigError(
+                "encryption_key",
+                f"is not set, yet this node is reachable beyond loopback ({exposed}): anyone who "
+                "can reach it could join the cluster, read its members and forge their state. "
+                "Make a key with `gossip keygen` and give it to every node (encryption_key, "
+                "GOSSIP_ENCRYPTION_KEY, or `gossip agent --key-file`), or set insecure=True "
+                "(GOSSIP_INSECURE=1, `gossip agent --insecure`) to run unencrypted on a network "
+                "where every host is trusted")
 
     def _validate_websocket(self) -> None:
         """Refuse transport settings that cannot work together (see socket_transport_enabled)."""
@@ -726,6 +819,8 @@ class Config:
         prefix: str = "GOSSIP_",
         environ: Mapping[str, str] | None = None,
         base: Config | None = None,
+        *,
+        strict: bool = False,
     ) -> Config:
         """Build a Config from ``GOSSIP_<FIELD>`` environment variables.
 
@@ -733,11 +828,17 @@ class Config:
         Durations accept ``200ms``, ``1.5s``, ``2m``, ``1h``, ``250us`` or plain seconds;
         booleans ``1/0, true/false, yes/no, on/off``; ``encryption_key`` hex or base64;
         ``secondary_keys`` a comma-separated list of keys. Aliases (``GOSSIP_PROBE_INTERVAL``...)
-        work too. Unknown ``GOSSIP_*`` variables are refused, so typos do not pass silently.
+        work too.
+
+        Other ``GOSSIP_*`` variables are ignored (other tools, and this project's own examples,
+        use the prefix too), but one whose name is close to a field's (a typo, such as
+        ``GOSSIP_PROBE_INTERVL``) is logged as a warning naming the field meant. With
+        ``strict`` every name must be a field (how the agent reads a settings file).
 
         Raises:
-            ConfigError: a variable's value cannot be parsed (names the variable and value),
-                or names no field.
+            ConfigError: a variable's value cannot be parsed (names the variable; a secret's
+                value is never repeated), it names a field that cannot be set from text, or
+                (``strict``) it names no field.
         """
         env = os.environ if environ is None else environ
         if base is not None:
@@ -753,13 +854,20 @@ class Config:
             if kind is None:
                 if field_name in _FIELD_NAMES:
                     raise ConfigError(field_name, f"cannot be set from the environment ({key})")
-                raise ConfigError(field_name, f"{key} names no Config field")
+                meant = _near_miss(name)
+                hint = f" (did you mean {prefix}{meant.upper()}?)" if meant else ""
+                if strict:
+                    raise ConfigError(field_name, f"{key} names no Config field{hint}")
+                if meant:
+                    _log.warning("%s names no Config field and is ignored%s", key, hint)
+                continue
             try:
                 value = kind(raw)
             except ConfigError:
                 raise
             except (ValueError, binascii.Error) as exc:
-                raise ConfigError(field_name, f"{key}={raw!r} is not valid: {exc}") from None
+                shown = key if field_name in SECRET_FIELDS else f"{key}={raw!r}"
+                raise ConfigError(field_name, f"{shown} is not valid: {exc}") from None
             setattr(cfg, field_name, value)
         return cfg
 
@@ -861,12 +969,21 @@ def _parse_bool(text: str) -> bool:
 
 
 def _parse_key(text: str) -> bytes:
+    """Parse a key written in hex or base64; errors describe the text, never repeat it."""
     text = text.strip()
     if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", text) and len(text) in (32, 48, 64):
         return bytes.fromhex(text)
     import base64  # here: only a base64 key needs it
 
-    return base64.b64decode(text, validate=True)
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError(f"not a key ({len(text)} characters that are neither 32, 48 or 64 hex "
+                         "digits nor base64; `gossip keygen` makes one)") from None
+    if len(key) not in (16, 24, 32):
+        raise ValueError(f"decodes to {len(key)} bytes; a key is 16, 24 or 32 bytes "
+                         "(`gossip keygen` makes one)")
+    return key
 
 
 def _parse_optional_key(text: str) -> bytes | None:
@@ -883,6 +1000,38 @@ def _parse_list(text: str) -> list[str]:
 
 def _parse_optional_str(text: str) -> str | None:
     return text if text.strip() and text.strip().lower() != "none" else None
+
+
+def secret_file_warning(path: str) -> str | None:
+    """Return a warning if the file ``path`` (a key) can be read by its group or by everyone."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    readers = [who for who, bit in (("its group", stat.S_IRGRP), ("everyone", stat.S_IROTH)) if mode & bit]
+    if not readers:
+        return None
+    return (f"warning: {path} can be read by {' and '.join(readers)} (mode {stat.S_IMODE(mode):04o}); "
+            f"a key file should be readable by its owner only: chmod 600 {path}")
+
+
+def _near_miss(name: str) -> str | None:
+    """Return the field (or alias) ``name`` is probably a typo of, if any."""
+    import difflib  # here: only an unknown variable needs it
+
+    close = difflib.get_close_matches(name, sorted(set(_ENV_KINDS) | set(_ALIASES)), n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def _redacted(value: Any) -> str:
+    """A secret's repr that shows its presence and size, never its value."""
+    if value is None or value == "" or value == []:
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_redacted(v) for v in value) + "]"
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)}-byte key>"
+    return "'<redacted>'"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1013,7 +1162,8 @@ def _check_host_port(*, allow_empty: bool, allow_zero: bool) -> Callable[[str, A
         host, sep, port_text = value.rpartition(":")
         if not sep:
             host, port_text = value, ""
-        if host.startswith("[") and host.endswith("]"):
+        bracketed = host.startswith("[") and host.endswith("]")
+        if bracketed:
             host = host[1:-1]
         if port_text:
             if not port_text.isdigit() or not (0 if allow_zero else 1) <= int(port_text) <= 65535:
@@ -1021,11 +1171,16 @@ def _check_host_port(*, allow_empty: bool, allow_zero: bool) -> Callable[[str, A
                 raise ConfigError(name, f"port must be {lo}..65535, got {value!r}")
         elif name == "bind_addr":
             raise ConfigError(name, f"needs a port (ip:port), got {value!r}")
-        if name == "bind_addr" and host not in ("", "localhost"):
+        if name == "bind_addr":
+            # What the socket transport binds: an IP literal, IPv6 in brackets (no name look-up).
             try:
-                ipaddress.ip_address(host)
+                ip = ipaddress.ip_address(host)
             except ValueError:
-                raise ConfigError(name, f"must be an IP address and port, got {value!r}") from None
+                hint = " (write 127.0.0.1 for this machine only)" if host.lower().startswith("localhost") \
+                    else " (127.0.0.1 for this machine only, 0.0.0.0 for every interface)" if not host else ""
+                raise ConfigError(name, f"must be an IP address and port{hint}, got {value!r}") from None
+            if ip.version == 6 and not bracketed:
+                raise ConfigError(name, f"write IPv6 as [addr]:port, got {value!r}")
         if not host and name != "bind_addr":
             raise ConfigError(name, f"has no host, got {value!r}")
 
@@ -1162,6 +1317,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "default_port": _integer(1, 65535),
     "cluster_label": _string(255),
     "encryption_key": _check_key,
+    "insecure": _boolean,
     "secondary_keys": _check_keys,
     "cipher": _choice("aes-gcm"),
     "msg_codec": _check_codec,
@@ -1287,6 +1443,11 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "reconnect_interval": _duration(0.01, _DAY, allow_zero=True),
     "reconnect_timeout": _duration(0.0, 365 * _DAY),
     "max_reconnect_targets": _integer(0, 1 << 20),
+    "http_read_timeout": _duration(0.1, 3600.0),
+    "http_max_connections": _integer(2, 1 << 16),
+    "http_max_event_streams": _integer(1, 1 << 16),
+    "http_event_queue_bytes": _integer(64 * 1024, 1 << 30),
+    "http_event_payload_bytes": _integer(64, 1 << 20),
 }
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))

@@ -83,15 +83,18 @@ EMPTY_NODE_ID = NodeID(int=0)
 class NodeState(enum.IntEnum):
     """Lifecycle state of a member, numbered as in paularlott/gossip.
 
-    ``UNKNOWN`` is the state before a node is first seen; ``LEAVING`` is a node that left
-    gracefully (memberlist's "left").
+    ``UNKNOWN`` is the state before a node is first seen; ``LEFT`` is a node that left
+    gracefully, named ``"left"`` everywhere (``str()``, the HTTP API, the command line, the
+    metrics and the dashboard), as in memberlist. ``LEAVING`` is the same member under
+    paularlott's name (``NodeLeaving``): ``NodeState.LEAVING is NodeState.LEFT``.
     """
 
     UNKNOWN = 0
     ALIVE = 1
-    LEAVING = 2
+    LEFT = 2
     DEAD = 3
     SUSPECT = 4
+    LEAVING = 2   # paularlott's name of LEFT (an alias: the same member)
 
     def __str__(self) -> str:
         return self.name.lower()

@@ -405,8 +405,8 @@ class Stream(io.RawIOBase):
     aborts instead (see :meth:`abort`).
 
     Attributes:
-        remote_node: the node at the other end (``None`` on the accepting side when the opener
-            is not a known member).
+        remote_node: the node at the other end (on the accepting side, in state ``UNKNOWN`` when
+            the opener is not a known member).
         msg_type: the message type the stream was opened with.
     """
 

@@ -489,8 +489,12 @@ class Engine:
             m = core.members.get(node_id)
             return None if m is None else _member_node(m, core.insight)
 
-    def node_for_sender(self, sender: bytes) -> Node | None:
-        """Return the snapshot of the node whose 16-byte id is ``sender`` (None if unknown).
+    def node_for_sender(self, sender: bytes) -> Node:
+        """Return the snapshot of the node whose 16-byte id is ``sender``.
+
+        A sender not in the member table (not yet joined, or already forgotten) is returned as
+        a node in state ``UNKNOWN``, with no address and empty metadata, so that handlers are
+        always given a :class:`Node`.
 
         This runs for every user message handled, so snapshots are cached per member and
         reused while the member's address, state, incarnation and metadata stamp are unchanged
@@ -510,7 +514,7 @@ class Engine:
         with self.host.lock:
             m = core.members.get(nid)
             if m is None:
-                return None
+                return Node(nid, "", NodeState.UNKNOWN, 0, _NO_METADATA)
             node = _member_node(m, core.insight)
             stamp = m.meta_stamp
         cache = self._node_cache
@@ -736,6 +740,10 @@ def _loopback_if_any(addr: str) -> str:
 def _event_node(ev: MemberEvent) -> Node:
     return Node(ev.node, ev.addr, ev.state, ev.incarnation, MetadataReader(ev.meta, ev.meta_stamp),
                 ev.pv, ev.av, ev.at)
+
+
+_NO_METADATA = MetadataReader()
+"""The metadata of a sender the member table does not hold."""
 
 
 def _member_node(m: Any, insight: Insight) -> Node:

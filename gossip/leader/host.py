@@ -358,8 +358,8 @@ class LeaderElection:
         with self._lock:
             self._count(name, n)
 
-    def _on_message(self, sender: Node | None, packet: Packet) -> None:
-        if sender is None:
+    def _on_message(self, sender: Node, packet: Packet) -> None:
+        if sender.state is NodeState.UNKNOWN:
             self._count_locked("messages_from_unknown")
             return
         if self._authenticate and not packet.encrypted:

@@ -268,15 +268,23 @@ SCENARIOS["leader-split"] = run_split_scenario
 DEFAULTS["leader-split"] = SPLIT_DEFAULTS
 
 
-def run_scenario(p: ScenarioParams) -> dict[str, Any]:
-    """Run a scenario and return its figures as a JSON-ready dict."""
+def run_scenario(p: ScenarioParams, progress: Callable[[Simulation], None] | None = None) -> dict[str, Any]:
+    """Run a scenario and return its figures as a JSON-ready dict.
+
+    ``progress``, if given, is called every few thousand events with the running simulation
+    (its ``now`` against ``p.duration``); it cannot change the run.
+    """
     if p.scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {p.scenario!r}; expected one of {', '.join(SCENARIOS)}")
     for key, value in DEFAULTS[p.scenario].items():
         if getattr(p, key) is None:
             setattr(p, key, value)
     t0 = Simulation.wall_clock()
-    sim = SCENARIOS[p.scenario](p)
+    previous, Simulation.observer = Simulation.observer, progress
+    try:
+        sim = SCENARIOS[p.scenario](p)
+    finally:
+        Simulation.observer = previous
     wall = Simulation.wall_clock() - t0
     out: dict[str, Any] = {
         "nodes": p.nodes,

@@ -88,6 +88,13 @@ class Simulation:
         link: the network model.
     """
 
+    observer: Callable[[Simulation], None] | None = None
+    """Called with the simulation every :data:`OBSERVE_EVERY` events of :meth:`run_until`, if
+    set (``python -m gossip.sim`` shows its progress this way); it must not change the run."""
+
+    OBSERVE_EVERY = 8192
+    """Events between two calls of :attr:`observer`."""
+
     def __init__(self, config: Config, seed: int, link: LinkModel | None = None) -> None:
         self.config = config
         self.seed = seed
@@ -305,10 +312,14 @@ class Simulation:
         """Process events up to virtual time ``end`` (or until ``stop()`` is true)."""
         heap = self._heap
         nodes = self.nodes
+        observer = Simulation.observer
+        every = self.OBSERVE_EVERY
         while heap and heap[0][0] <= end:
             when, _, kind, data = heapq.heappop(heap)
             self.now = when
             self.events += 1
+            if observer is not None and not self.events % every:
+                observer(self)
             if kind == _DELIVER:
                 index, src, msg, sender, reliable, delayed = data
                 node = nodes[index]

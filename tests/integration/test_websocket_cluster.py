@@ -173,7 +173,7 @@ def test_three_websocket_only_processes_see_a_crash_and_a_leave() -> None:
         assert procs[1].proc.stdin is not None
         procs[1].proc.stdin.write("leave\n")
         procs[1].proc.stdin.flush()
-        logs[0].wait("the leaver leaving", 10.0, event="state", node=ids[1], state="leaving")
+        logs[0].wait("the leaver leaving", 10.0, event="state", node=ids[1], state="left")
     finally:
         for p in procs:
             p.kill()
