@@ -376,8 +376,8 @@ def test_every_step_of_the_encryption_upgrade_is_valid(require: bool, encrypt: b
     ({"bind_addr": "192.0.2.7:7946"}, "192.0.2.7:7946"),
     ({"bind_addr": "127.0.0.1:7946", "advertise_addr": "198.51.100.3:7946"}, "198.51.100.3:7946"),
     ({"socket_transport_enabled": False, "websocket_bind_addr": "0.0.0.0:0"}, "0.0.0.0:0"),
-    ({"socket_transport_enabled": False, "advertise_addr": "wss://node.example.com/gossip"},
-     "wss://node.example.com/gossip"),
+    ({"socket_transport_enabled": False, "advertise_addr": "wss://node.example.com/gossip",
+      "websocket_host_max_size": 512 * 1024}, "wss://node.example.com/gossip"),
 ])
 def test_a_node_reachable_beyond_loopback_needs_a_key_or_insecure(changes: dict[str, Any], exposed: str) -> None:
     cfg = default_config().copy(**changes)
@@ -397,7 +397,8 @@ def test_a_node_reachable_beyond_loopback_needs_a_key_or_insecure(changes: dict[
 @pytest.mark.parametrize("changes", [
     {}, {"bind_addr": "127.0.0.1:0"}, {"bind_addr": "[::1]:0"}, {"bind_addr": "127.8.9.10:7946"},
     {"socket_transport_enabled": False, "websocket_bind_addr": "127.0.0.1:0"},
-    {"socket_transport_enabled": False, "advertise_addr": "ws://localhost:8080/gossip"},
+    {"socket_transport_enabled": False, "advertise_addr": "ws://localhost:8080/gossip",
+     "websocket_host_max_size": 512 * 1024},
 ])
 def test_loopback_stays_keyless(changes: dict[str, Any]) -> None:
     cfg = default_config().copy(**changes)

@@ -80,7 +80,8 @@ def _post(api: Any, path: str, body: Any) -> tuple[str, Any]:
     """Call the WSGI app ``api`` with a JSON POST; return the status and the JSON answer."""
     raw = json.dumps(body).encode()
     environ: dict[str, Any] = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "",
-                               "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw)}
+                               "CONTENT_LENGTH": str(len(raw)), "CONTENT_TYPE": "application/json",
+                               "wsgi.input": io.BytesIO(raw)}
     setup_testing_defaults(environ)
     got: list[str] = []
 
