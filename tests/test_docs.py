@@ -3,8 +3,8 @@
 :func:`code_blocks` reads the fenced blocks of any markdown file (the README today, the pages
 of a docs site later: add them to :data:`DOCUMENTS`). Each ``python`` block runs in a fresh
 namespace that already holds what the prose around the examples speaks of: ``gossip``, a
-started ``cluster`` on loopback that another member has joined, that member as ``node``, and
-its id as ``node_id``. A block that defines ``test_*`` functions is a pytest file and runs as
+started ``cluster`` on loopback that another member has joined, that member as ``node`` (its
+``Cluster`` as ``peer``), and its id as ``node_id``. A block that defines ``test_*`` functions is a pytest file and runs as
 one. A block that cannot run here (it needs other hosts, a certificate, a fixed port) says why
 in an HTML comment on the line before its fence::
 
@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,9 +126,12 @@ def test_a_python_example_runs(block: Block, members: tuple[gossip.Cluster, goss
         assert done.returncode == 0, f"{block.name}:\n{done.stdout}\n{done.stderr}"
         return
     cluster, peer = members
-    namespace = {"__name__": f"example_{block.line}", "gossip": gossip, "cluster": cluster,
-                 "node": peer.local_node(), "node_id": peer.local_node().id}
+    module = types.ModuleType(f"example_{block.path.stem.replace('-', '_')}_{block.line}")
+    module.__dict__.update({"gossip": gossip, "cluster": cluster, "peer": peer,
+                            "node": peer.local_node(), "node_id": peer.local_node().id})
+    namespace = module.__dict__
     code = compile(block.code, f"{block.name}", "exec")
+    monkeypatch.setitem(sys.modules, module.__name__, module)     # dataclasses look their module up
     exec(code, namespace)
     for value in list(namespace.values()):
         close = getattr(value, "close", None)
