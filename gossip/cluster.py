@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from websockets.http11 import Request, Response
     from websockets.sync.server import ServerConnection
 
-    from .stream import Stream
+    from .streams import Stream
     from .transports.websocket import HostedConnection, Refusal, WebSocketTransport
 
 __all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc", "StreamHandlerFunc"]
@@ -831,7 +831,7 @@ class Cluster:
             timeout: seconds for the whole opening (default ``config.stream_open_timeout``).
 
         Returns:
-            The open :class:`~gossip.stream.Stream` (use it as a context manager).
+            The open :class:`~gossip.Stream` (use it as a context manager).
 
         Raises:
             StreamRefused: the node has no stream handler for ``msg_type``, its stream pool is

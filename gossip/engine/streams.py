@@ -28,7 +28,7 @@ stream connections opening at once (arrived, HELLO not yet checked); more are cl
 Every step of an opening runs under ``stream_open_timeout``, counted from the connection's
 arrival: reading the OPEN, writing the ACCEPT and reading the HELLO on the accepting side (the
 HELLO's deadline); dialing, writing the OPEN and reading the answer on the opening side. A failure at any step closes the connection: nothing is left half
-open. The handshake and the framing are described in :mod:`gossip.stream`.
+open. The handshake and the framing are described in :mod:`gossip.streams`.
 
 Counters (in :meth:`gossip.Cluster.stats`): ``streams.opened`` (by this node),
 ``streams.accepted`` (handlers started), ``streams.refused`` (openings this node refused),
@@ -67,7 +67,7 @@ from ..errors import (
 from ..handlers import HANDLER_STREAM, check_user_type
 from ..node import Node
 from ..packet import Packet
-from ..stream import (
+from ..streams import (
     KEY_ID_SIZE,
     SALT_SIZE,
     STATUS_ACCEPTED,
