@@ -19,7 +19,7 @@ writes to a file only its user can read (:func:`token_path`: ``$XDG_RUNTIME_DIR/
 ``~/.gossip``, named after the port); the ``members``, ``send``, ``watch`` and ``dashboard``
 subcommands read it from there.
 
-It reports through the callables :func:`run_agent` is given; :mod:`gossip.cli` prints.
+It reports through the callables :func:`run_agent` is given; :mod:`gossip.cli.main` prints.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .config import Config, secret_file_warning
-from .errors import ConfigError, GossipError, JoinError
-from .node import Node, NodeState
-from .packet import Packet
-from .wire import USER_MSG
+from ..config import Config, secret_file_warning
+from ..errors import ConfigError, GossipError, JoinError
+from ..node import Node, NodeState
+from ..packet import Packet
+from ..wire import USER_MSG
 
 __all__ = ["CliError", "AgentSettings", "build_settings", "read_key_file", "load_toml", "run_agent",
            "AGENT_ENV", "CLIENT_ENV", "config_environ", "token_path", "write_token_file",
@@ -328,10 +328,10 @@ def run_agent(settings: AgentSettings, stop: threading.Event, say: Callable[[str
     Raises:
         CliError: the node or the HTTP server cannot start.
     """
-    from .cluster import Cluster
-    from .dashboard import DashboardApp
-    from .dashboard import app as dashboard_app
-    from .httpapi import HttpServer, app
+    from ..cluster import Cluster
+    from ..dashboard import DashboardApp
+    from ..dashboard import app as dashboard_app
+    from ..httpapi import HttpServer, app
 
     for warning in settings.warnings:
         warn(warning)

@@ -29,12 +29,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .config import Config
-from .node import NodeState
-from .protocol.actions import EVENT_REMOVED, EVENT_STATE, MemberEvent
-from .protocol.suspicion import suspicion_timeouts
-from .sim.network import LinkModel
-from .sim.simulation import Simulation
+from ..config import Config
+from ..node import NodeState
+from ..protocol.actions import EVENT_REMOVED, EVENT_STATE, MemberEvent
+from ..protocol.suspicion import suspicion_timeouts
+from ..sim.network import LinkModel
+from ..sim.simulation import Simulation
 
 __all__ = ["TuneParams", "Candidate", "Outcome", "TuneResult", "candidates", "evaluate", "run_tune",
            "format_report", "ProgressFunc"]

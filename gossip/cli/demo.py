@@ -5,7 +5,7 @@ timings), joins them through the first, broadcasts a message, crashes one node w
 leave and shows the others suspect it and declare it dead. It ends by itself within a hard
 deadline and returns a non-zero exit code, with a message, if some step did not happen in time.
 
-This module (with :mod:`gossip.cli`) is the only part of the library that prints.
+Like the rest of :mod:`gossip.cli`, it prints; the library never does.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from .cluster import Cluster
-from .config import Config
-from .errors import GossipError
-from .node import Node, NodeID, NodeState
-from .packet import Packet
-from .wire import USER_MSG
+from ..cluster import Cluster
+from ..config import Config
+from ..errors import GossipError
+from ..node import Node, NodeID, NodeState
+from ..packet import Packet
+from ..wire import USER_MSG
 
 __all__ = ["run_demo", "DemoFailed"]
 
