@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .agent import CliError
-from .client import DEFAULT_AGENT, dashboard, format_explanation, members, send, watch
+from .client import DEFAULT_AGENT, dashboard, members, send, watch
 
 __all__ = ["main", "main_exit", "build_parser"]
 
