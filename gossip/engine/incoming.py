@@ -52,6 +52,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from .. import messages
+from ..config import Config
+from ..counters import Counters
 from ..errors import (
     AuthenticationError,
     ClusterClosed,
@@ -63,8 +65,6 @@ from ..errors import (
     ReplayedPacket,
     SendQueueFull,
 )
-from ..config import Config
-from ..counters import Counters
 from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, HANDLER_STREAM, MessageHandlers, check_app_version
 from ..hlc import HLC
 from ..messages import Message
