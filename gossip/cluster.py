@@ -251,76 +251,11 @@ class Cluster:
         if not plist:
             raise JoinError({})
         random.shuffle(plist)
-        total = self._config.join_timeout if timeout is None else timeout
-        end = time.monotonic() + total
-        failures: dict[str, str] = {}
-        accepted: list[str] = []
-        skipped: list[str] = []
-        mutex = threading.Lock()
-
-        def join_one(peer: str) -> None:
-            try:
-                addrs = self._resolve(peer)
-            except GossipError as exc:
-                with mutex:
-                    failures[peer] = f"cannot resolve: {exc}"
-                return
-            addrs = [a for a in addrs if a != engine.address]
-            if not addrs:
-                with mutex:
-                    skipped.append(peer)
-                return
-            reasons = []
-            for addr in addrs:
-                left = end - time.monotonic()
-                if left <= 0:
-                    reasons.append(f"{addr}: timed out")
-                    break
-                try:
-                    result = engine.join_addr(addr, left)
-                except ClusterClosed:
-                    reasons.append(f"{addr}: cluster stopped")
-                    break
-                if result.accepted:
-                    with mutex:
-                        accepted.append(peer)
-                    return
-                reasons.append(f"{addr}: {result.reason}" if addr != peer else result.reason)
-            with mutex:
-                failures[peer] = "; ".join(reasons)
-
-        threads = [threading.Thread(target=join_one, args=(p,), daemon=True,
-                                    name=f"gossip-{self._id.short}-join-{i}")
-                   for i, p in enumerate(plist)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(max(0.0, end - time.monotonic()) + 0.5)
-        with mutex:
-            for t, p in zip(threads, plist):
-                if t.is_alive() and p not in failures and p not in accepted:
-                    failures[p] = "timed out"
-            if not accepted and failures:
-                raise JoinError(failures)
-            outcome = JoinOutcome(accepted, failures, skipped)
+        outcome = engine.join(plist, self._config.join_timeout if timeout is None else timeout)
         if outcome.failures:
             self.log.warning("joined through %d of %d peers; could not join %s", outcome, len(plist),
                              "; ".join(f"{p} ({why})" for p, why in outcome.failures.items()))
         return outcome
-
-    def _resolve(self, peer: str) -> list[str]:
-        from .resolver import DefaultResolver, resolve_peer
-
-        resolver = self._config.resolver or DefaultResolver(self._config.prefer_ipv6)
-        try:
-            return list(resolve_peer(peer, resolver, self._config.default_port))
-        except GossipError:
-            # A custom transport may understand addresses no resolver does: let it be the
-            # judge. The built-in transports take what the
-            # resolver returns, so its error (bad URL, unknown host) is the one to report.
-            if self._config.transport is not None and ":" in peer:
-                return [peer]
-            raise
 
     def leave(self, timeout: float | None = None) -> None:
         """Announce that this node leaves, and wait until the announcement has been sent.

@@ -5,9 +5,10 @@ starts and stops them in a fixed order, and carries out what the core decides:
 
 ::
 
-    received packets ─► Receiver ─┐                           ┌─► Outgoing (sends)
-    timers ──────────► Scheduler ─┼─► CoreHost (the lock) ─► perform(actions) ─┼─► EventLoop (events)
-    commands (join, leave...) ────┘                           └─► Joins (answers)
+    received packets ─► Receiver ──┐
+    timers ───────────► Scheduler ─┼─► CoreHost ─► actions ─► perform() ─┬─► Outgoing: sends
+    commands (join, leave...) ─────┘   (the lock)  (released)             ├─► EventLoop: events
+                                                                          └─► Joins: answers
 
 :meth:`Engine.perform` is that step: every action the core returns, from a received packet, a
 timer or a command, is performed there, with the core's lock released.
@@ -31,6 +32,7 @@ from ..counters import STREAM_COUNTERS, Counters
 from ..errors import ClusterClosed
 from ..handlers import EventHandlers, MessageHandlers
 from ..hlc import HLC
+from ..joining import JoinOutcome
 from ..metadata import Metadata
 from ..node import Node, NodeID, NodeState
 from ..packet import PacketCodec
@@ -42,7 +44,7 @@ from . import wiring
 from .events import ClusterEventHandler, EventLoop, GossipHandler, MetadataHandler, StateHandler
 from .host import CoreHost
 from .incoming import Receiver
-from .joins import Joins
+from .joins import Joins, join_peers
 from .members import MemberView, event_node, removed_node
 from .outgoing import Outgoing, UserMessages
 from .scheduler import Scheduler
@@ -101,6 +103,7 @@ class Engine:
         self.message_handlers = MessageHandlers()
         self.members = members = MemberView(host, node_id, metadata, config)
         self.joins = joins = Joins(config.join_timeout)
+        self._resolve = wiring.resolver_for(config)
         self.events = EventLoop(config.gossip_interval, config.gossip_max_interval,
                                 self.stop_event, counters, self.log, self.warn, prefix)
         self.out = out = Outgoing(config, codec, self.id_bytes, self.hlc, counters, self.log,
@@ -413,12 +416,18 @@ class Engine:
         """Return a snapshot of the local node."""
         return self.members.local_node()
 
-    def is_member_host(self, host: str) -> bool:
-        """Return True if ``host`` is this node's or an alive or suspect member's (see
-        :meth:`MemberView.is_member_host`)."""
-        return self.members.is_member_host(host)
-
     # ------------------------------------------------------------------ join / leave / metadata
+
+    def join(self, peers: list[str], timeout: float) -> JoinOutcome:
+        """Join through ``peers`` in parallel (see :func:`.joins.join_peers`).
+
+        Raises:
+            JoinError: no peer accepted.
+            ClusterClosed: the engine is not running.
+        """
+        self.check_open()
+        return join_peers(peers, timeout, resolve=self._resolve, join_addr=self.join_addr,
+                          own_addr=self.address, prefix=self.prefix)
 
     def join_addr(self, addr: str, timeout: float | None) -> JoinResult:
         """Send a join to one resolved address and wait for the answer.

@@ -1,6 +1,12 @@
-"""The joins under way: each caller of ``join`` waits here for the seed's answer.
+"""Joining: every peer contacted in parallel, and each join to an address waiting here for the
+seed's answer.
 
-A join is a command to the core (it sends the join request and sets a timer); the caller then
+:func:`join_peers` runs one thread per peer (``<prefix>-join-<i>``): it resolves the peer and
+tries each of its addresses in turn until one accepts, within one deadline for the whole join,
+and returns a :class:`~gossip.joining.JoinOutcome` (or raises :class:`~gossip.errors.JoinError`
+when no peer accepted).
+
+A join to one address is a command to the core (it sends the join request and sets a timer); the caller then
 waits on a :class:`_JoinWaiter` for whichever comes first:
 
 * the core's :class:`~gossip.protocol.JoinResult` (the seed's answer, or the core's own timer
@@ -13,19 +19,21 @@ waits on a :class:`_JoinWaiter` for whichever comes first:
 
 When no answer comes, the reason says as precisely as the joiner can know why.
 
-This module imports the core's join result alone.
+This module imports the core's join result and the join outcome alone.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
-from ..errors import ClusterClosed
+from ..errors import ClusterClosed, GossipError, JoinError
+from ..joining import JoinOutcome
 from ..protocol import JoinResult
 from ..protocol.actions import JOIN_NO_ANSWER
 
-__all__ = ["Joins"]
+__all__ = ["Joins", "join_peers"]
 
 
 class _JoinWaiter:
@@ -135,3 +143,69 @@ class Joins:
             waiters = [w for ws in self._waiters.values() for w in ws]
         for w in waiters:
             w.event.set()
+
+
+def join_peers(peers: list[str], timeout: float, *, resolve: Callable[[str], list[str]],
+               join_addr: Callable[[str, float], JoinResult], own_addr: str,
+               prefix: str) -> JoinOutcome:
+    """Join through ``peers``, all in parallel, within ``timeout`` seconds in total.
+
+    Each peer is resolved (``resolve(peer)``), ``own_addr`` is skipped, and every address is
+    tried in turn (``join_addr(addr, seconds_left)``) until one accepts.
+
+    Returns:
+        Who accepted, who failed and why, who was skipped (only ourselves).
+
+    Raises:
+        JoinError: no peer accepted; ``failures`` maps each peer to why.
+    """
+    end = time.monotonic() + timeout
+    failures: dict[str, str] = {}
+    accepted: list[str] = []
+    skipped: list[str] = []
+    mutex = threading.Lock()
+
+    def join_one(peer: str) -> None:
+        try:
+            addrs = resolve(peer)
+        except GossipError as exc:
+            with mutex:
+                failures[peer] = f"cannot resolve: {exc}"
+            return
+        addrs = [a for a in addrs if a != own_addr]
+        if not addrs:
+            with mutex:
+                skipped.append(peer)
+            return
+        reasons = []
+        for addr in addrs:
+            left = end - time.monotonic()
+            if left <= 0:
+                reasons.append(f"{addr}: timed out")
+                break
+            try:
+                result = join_addr(addr, left)
+            except ClusterClosed:
+                reasons.append(f"{addr}: cluster stopped")
+                break
+            if result.accepted:
+                with mutex:
+                    accepted.append(peer)
+                return
+            reasons.append(f"{addr}: {result.reason}" if addr != peer else result.reason)
+        with mutex:
+            failures[peer] = "; ".join(reasons)
+
+    threads = [threading.Thread(target=join_one, args=(p,), daemon=True, name=f"{prefix}-join-{i}")
+               for i, p in enumerate(peers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, end - time.monotonic()) + 0.5)
+    with mutex:
+        for t, p in zip(threads, peers):
+            if t.is_alive() and p not in failures and p not in accepted:
+                failures[p] = "timed out"
+        if not accepted and failures:
+            raise JoinError(failures)
+        return JoinOutcome(accepted, failures, skipped)

@@ -3,8 +3,9 @@ and the built-in transport, and the address a node advertises.
 
 The facade (:mod:`gossip.cluster`) builds none of them: it asks here (:func:`keyring_for`,
 :func:`codec_for`), and the engine asks here for its transport at start
-(:func:`build_transport`, :func:`advertise_host_for_any`, :func:`advertised_address`). This is
-the one module that copies ``Config`` fields into the transports' constructors.
+(:func:`build_transport`, :func:`advertise_host_for_any`, :func:`advertised_address`) and for
+the resolver of the peers it joins (:func:`resolver_for`). This is the one module that copies
+``Config`` fields into the transports' constructors.
 
 The built-in transport is a :class:`~gossip.transports.multi.MultiTransport` over a
 :class:`~gossip.transports.socket.SocketTransport` and a
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..codecs import get_codec
 from ..compression import get_compressor
 from ..config import Config
-from ..errors import TransportError
+from ..errors import GossipError, TransportError
 from ..packet import PacketCodec
 from ..security import Keyring
 from ..transports.base import Transport
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from ..transports.websocket import Refusal as Refusal
     from ..transports.websocket import WebSocketTransport as WebSocketTransport
 
-__all__ = ["keyring_for", "codec_for", "build_transport", "advertise_host_for_any",
+__all__ = ["keyring_for", "codec_for", "resolver_for", "build_transport", "advertise_host_for_any",
            "advertised_address", "with_host", "websocket_side", "not_running"]
 
 MemberCheck = Callable[[str], bool]
@@ -58,6 +59,33 @@ def codec_for(cfg: Config, keyring: Keyring | None) -> PacketCodec:
         require_encryption=keyring is not None and cfg.require_encryption,
         encrypt=keyring is not None and cfg.encrypt_outgoing,
     )
+
+
+def resolver_for(cfg: Config) -> Callable[[str], list[str]]:
+    """Return ``resolve(peer)``: the addresses to try for a peer given to ``join``.
+
+    ``config.resolver`` (else the default one, IPv6 first if ``prefer_ipv6``) resolves names,
+    ``srv+`` records and bare hosts (given ``default_port``). A node with its own transport
+    may understand addresses no resolver does: a peer the resolver refuses is then passed on
+    as given, for the transport to judge. The built-in transports take what the resolver
+    returns, so its error (bad URL, unknown host) is the one to report.
+
+    The returned function raises :class:`~gossip.errors.GossipError` for a peer that cannot
+    be resolved.
+    """
+
+    def resolve(peer: str) -> list[str]:
+        from ..resolver import DefaultResolver, resolve_peer  # dnspython: only when joining
+
+        resolver = cfg.resolver or DefaultResolver(cfg.prefer_ipv6)
+        try:
+            return list(resolve_peer(peer, resolver, cfg.default_port))
+        except GossipError:
+            if cfg.transport is not None and ":" in peer:
+                return [peer]
+            raise
+
+    return resolve
 
 
 def build_transport(cfg: Config, name: str, member_check: MemberCheck) -> Transport:

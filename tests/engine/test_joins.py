@@ -108,3 +108,45 @@ def test_stopping_wakes_every_waiter_with_cluster_closed() -> None:
     joins.close()
     wait_for(settled(out))
     assert isinstance(out[0], ClusterClosed)
+
+
+# ---------------------------------------------------------------------------------- join_peers
+
+
+def test_peers_are_joined_in_parallel_and_each_tries_its_addresses_in_turn() -> None:
+    from gossip.engine.joins import join_peers
+    from gossip.errors import AddressError
+
+    addrs = {"seed-a": ["127.0.0.2:7946", "127.0.0.3:7946"], "seed-b": ["127.0.0.4:7946"],
+             "me": ["127.0.0.1:7946"]}
+    tried: list[str] = []
+    both_running = threading.Barrier(2, timeout=WAIT)
+
+    def resolve(peer: str) -> list[str]:
+        if peer == "nowhere":
+            raise AddressError("unknown host")
+        return addrs[peer]
+
+    def join_addr(addr: str, left: float) -> JoinResult:
+        tried.append(addr)
+        if addr in ("127.0.0.3:7946", "127.0.0.4:7946"):
+            both_running.wait()  # seed-a's second address and seed-b's: at the same time
+            return JoinResult(addr, addr.endswith("3:7946"), "" if addr.endswith("3:7946") else "no")
+        return JoinResult(addr, False, "refused")
+
+    outcome = join_peers(["seed-a", "seed-b", "me", "nowhere"], WAIT, resolve=resolve,
+                         join_addr=join_addr, own_addr="127.0.0.1:7946", prefix="gossip-test")
+    assert outcome == 1 and outcome.joined == ("seed-a",) and outcome.skipped == ("me",)
+    assert outcome.failures == {"seed-b": "127.0.0.4:7946: no", "nowhere": "cannot resolve: unknown host"}
+    assert "127.0.0.1:7946" not in tried
+
+
+def test_no_peer_accepting_is_a_join_error_naming_each() -> None:
+    from gossip.engine.joins import join_peers
+    from gossip.errors import JoinError
+
+    with pytest.raises(JoinError) as err:
+        join_peers(["127.0.0.2:7946"], WAIT, resolve=lambda p: [p],
+                   join_addr=lambda addr, left: JoinResult(addr, False, "another label"),
+                   own_addr="", prefix="gossip-test")
+    assert err.value.failures == {"127.0.0.2:7946": "another label"}
