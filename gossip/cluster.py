@@ -11,9 +11,9 @@ manager::
 User message types: 0..63 are the protocol's own, 64..127 are for add-on packages, and
 applications use :data:`USER_MSG` (128) and above.
 
-This module imports the engine and the pure data layers, never a transport: the keyring, the
-codec and the transport are built from the configuration by :mod:`gossip.engine.wiring`. It
-never touches the protocol core's internals except through :meth:`Engine.locked`.
+This module imports the engine and the pure data layers, never a transport: the engine builds
+the keyring, the codec and the transport from the configuration (:mod:`gossip.engine.wiring`).
+It never touches the protocol core's internals except through :meth:`Engine.locked`.
 """
 
 from __future__ import annotations
@@ -99,10 +99,11 @@ class Cluster:
         self._config = cfg
         self._frozen = cfg.frozen()
         self._id = NodeID.parse(cfg.node_id) if cfg.node_id else NodeID.generate()
-        self._keyring = wiring.keyring_for(cfg)
-        self._codec = wiring.codec_for(cfg, self._keyring)
         self._metadata = Metadata(max_size=cfg.max_metadata_size)
-        self._engine = Engine(cfg, self._id, self._codec, self._metadata, random.Random())
+        # The engine builds the codec and its keyring from the configuration (engine.wiring).
+        self._engine = Engine(cfg, self._id, self._metadata, random.Random())
+        self._codec = self._engine.codec
+        self._keyring = self._codec.keyring
         self._started = False
         self._lock = threading.Lock()
         self._left = False

@@ -67,9 +67,10 @@ class Engine:
     Args:
         config: a validated configuration (not copied: the caller owns a private copy).
         node_id: this node's id.
-        codec: the packet pipeline.
         metadata: the local node's writable metadata.
         rng: randomness for the core and peer selection (default: a fresh ``random.Random``).
+        codec: the packet pipeline (default: the one the configuration describes, with its
+            keyring: :func:`.wiring.codec_for`).
 
     The parts, each given what it uses: :attr:`host` (the core and its lock), :attr:`members`
     (snapshots of the member table), :attr:`receiver` (the receive path), :attr:`out` (the send
@@ -82,14 +83,17 @@ class Engine:
         self,
         config: Config,
         node_id: NodeID,
-        codec: PacketCodec,
         metadata: Metadata,
         rng: random.Random | None = None,
+        *,
+        codec: PacketCodec | None = None,
     ) -> None:
         self.config = config
         self.node_id = node_id
         self.id_bytes = node_id.bytes
         self.transport: Transport | None = config.transport
+        if codec is None:
+            codec = wiring.codec_for(config, wiring.keyring_for(config))
         self.codec = codec
         self.metadata = metadata
         self.rng = rng if rng is not None else random.Random()

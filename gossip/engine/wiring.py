@@ -1,11 +1,12 @@
 """From a :class:`~gossip.config.Config` to the parts it describes: the keyring, the packet codec
 and the built-in transport, and the address a node advertises.
 
-The facade (:mod:`gossip.cluster`) builds none of them: it asks here (:func:`keyring_for`,
-:func:`codec_for`), and the engine asks here for its transport at start
-(:func:`build_transport`, :func:`advertise_host_for_any`, :func:`advertised_address`) and for
-the resolver of the peers it joins (:func:`resolver_for`). This is the one module that copies
-``Config`` fields into the transports' constructors.
+The facade (:mod:`gossip.cluster`) builds none of them: the engine asks here for its codec
+(:func:`keyring_for`, :func:`codec_for`), for its transport at start (:func:`build_transport`,
+:func:`advertise_host_for_any`, :func:`advertised_address`) and for the resolver of the peers
+it joins (:func:`resolver_for`). This is the one module that copies ``Config`` fields into the
+transports' constructors. The facade asks here only for the WebSocket side of a running node
+that its host's server hands connections to (:func:`websocket_side`, :func:`not_running`).
 
 The built-in transport is a :class:`~gossip.transports.multi.MultiTransport` over a
 :class:`~gossip.transports.socket.SocketTransport` and a
