@@ -73,7 +73,7 @@ except ImportError:  # pragma: no cover
 from gossip import Cluster, Config, NodeID, NodeState  # noqa: E402
 from gossip import messages as m  # noqa: E402
 from gossip.errors import GossipError  # noqa: E402
-from gossip.stream import encode_open  # noqa: E402
+from gossip.streams import encode_open  # noqa: E402
 from gossip.transports.socket import PREAMBLE_STREAM  # noqa: E402
 from gossip.packet import PacketCodec  # noqa: E402
 from gossip.security import Keyring  # noqa: E402

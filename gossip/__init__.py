@@ -72,12 +72,12 @@ from .wire import RESERVED_MSGS_START, USER_MSG, MessageType
 if TYPE_CHECKING:
     from . import dashboard, httpapi, leader, metrics, sim, testing
     from .groups import METADATA_ANY_VALUE, METADATA_CONTAINS_PREFIX, DataNodeGroup, NodeGroup
-    from .stream import Stream
+    from .streams import Stream
 
 # Loaded on first use (PEP 562): a node that never streams or groups nodes does not pay for
 # those modules' code.
 _LAZY = {
-    "Stream": ".stream",
+    "Stream": ".streams",
     "NodeGroup": ".groups",
     "DataNodeGroup": ".groups",
     "METADATA_ANY_VALUE": ".groups",

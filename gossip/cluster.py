@@ -11,8 +11,9 @@ manager::
 User message types: 0..63 are the protocol's own, 64..127 are for add-on packages, and
 applications use :data:`USER_MSG` (128) and above.
 
-This module imports the engine and the pure data layers; it never touches the protocol core's
-internals except through :meth:`Engine.locked`.
+This module imports the engine and the pure data layers, never a transport: the engine builds
+the keyring, the codec and the transport from the configuration (:mod:`gossip.engine.wiring`).
+It never touches the protocol core's internals except through :meth:`Engine.locked`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Config, FrozenConfig, default_config, secret_file_warning
 from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
-from .errors import ClusterClosed, GossipError, JoinError, NodeIDError, TransportError
+from .engine import wiring
+from .errors import ClusterClosed, GossipError, JoinError, NodeIDError
 from .joining import JoinOutcome
 from .handlers import (
     HANDLER_FORWARD,
@@ -38,21 +40,18 @@ from .handlers import (
 )
 from .metadata import Metadata
 from .node import Node, NodeID, NodeState
-from .packet import Packet, PacketCodec
-from .codecs import get_codec
-from .compression import get_compressor
+from .packet import Packet
 from .protocol.messaging import calc_fan_out, calc_payload_size
 from .protocol.provenance import Explanation
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
-from .transports.base import Transport
 
 if TYPE_CHECKING:
     from websockets.http11 import Request, Response
     from websockets.sync.server import ServerConnection
 
-    from .stream import Stream
-    from .transports.websocket import HostedConnection, Refusal, WebSocketTransport
+    from .engine.wiring import HostedConnection, Refusal, WebSocketTransport
+    from .streams import Stream
 
 __all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc", "StreamHandlerFunc"]
 
@@ -71,18 +70,6 @@ StreamHandlerFunc = Callable[[Node, Packet, "Stream"], None]
 """``fn(sender, packet, stream)``: serves one accepted stream on a stream pool thread; the
 stream is closed when it returns (or aborted if it raises); ``sender`` as for
 :data:`MessageHandlerFunc`."""
-
-
-def _with_host(addr: str, host: str) -> str:
-    """Return ``addr`` (``ip:port`` or a ``ws://``/``wss://`` URL) with its host replaced."""
-    from .address import format_host_port
-
-    if "://" in addr:
-        import urllib.parse
-
-        parts = urllib.parse.urlsplit(addr)
-        return parts._replace(netloc=format_host_port(host, parts.port or 0)).geturl()
-    return format_host_port(host, int(addr.rpartition(":")[2]))
 
 
 class Cluster:
@@ -112,19 +99,11 @@ class Cluster:
         self._config = cfg
         self._frozen = cfg.frozen()
         self._id = NodeID.parse(cfg.node_id) if cfg.node_id else NodeID.generate()
-        keys = ([cfg.encryption_key] if cfg.encryption_key else []) + list(cfg.secondary_keys)
-        self._keyring = Keyring(keys, max_sender_keys=cfg.sender_key_cache_size) if keys else None
-        self._codec = PacketCodec(
-            codec=get_codec(cfg.msg_codec), keyring=self._keyring, label=cfg.cluster_label,
-            compressor=get_compressor(cfg.compressor), compress_min_size=cfg.compress_min_size,
-            max_packet_size=cfg.tcp_max_packet_size,
-            # memberlist's GossipVerifyIncoming / GossipVerifyOutgoing (the upgrade path)
-            require_encryption=self._keyring is not None and cfg.require_encryption,
-            encrypt=self._keyring is not None and cfg.encrypt_outgoing,
-        )
         self._metadata = Metadata(max_size=cfg.max_metadata_size)
-        self._transport: Transport | None = cfg.transport
-        self._engine = Engine(cfg, self._id, self._codec, self._metadata, random.Random())
+        # The engine builds the codec and its keyring from the configuration (engine.wiring).
+        self._engine = Engine(cfg, self._id, self._metadata, random.Random())
+        self._codec = self._engine.codec
+        self._keyring = self._codec.keyring
         self._started = False
         self._lock = threading.Lock()
         self._left = False
@@ -156,94 +135,9 @@ class Cluster:
         addr = self._engine.address or self._config.bind_addr
         return f"<Cluster {self._id.short} {addr}>"
 
-    def _make_transport(self) -> Transport:
-        """Build the router over the socket and WebSocket transports (see :mod:`.transports.multi`).
-
-        The side the node advertises listens; the other only dials, and starts on first use.
-        """
-        from .transports.multi import MultiTransport
-        from .transports.socket import SocketTransport
-
-        cfg = self._config
-        name = self._id.short
-        # The bounds on connections both transports apply (gossip.transports._admission).
-        admission: dict[str, Any] = dict(
-            preauth_timeout=cfg.preauth_timeout, max_rejected_frames=cfg.max_rejected_frames,
-            max_untrusted_per_source=cfg.max_untrusted_connections_per_source,
-            reserved_for_members=cfg.reserved_member_connections,
-            max_member_dials=cfg.max_member_dials,
-            max_member_dials_per_host=cfg.max_member_dials_per_host,
-            max_other_dials=cfg.max_other_dials, max_other_dials_per_host=cfg.max_other_dials_per_host,
-            member_check=self._engine.is_member_host,
-        )
-
-        def sockets(listen: bool) -> SocketTransport:
-            return SocketTransport(
-                cfg.bind_addr if listen else "127.0.0.1:0",
-                advertise_addr=cfg.advertise_addr if listen else "",
-                udp=not cfg.force_reliable_transport, max_udp_size=cfg.udp_max_packet_size,
-                max_frame_size=cfg.tcp_max_packet_size,
-                max_stream_frame_size=cfg.stream_max_packet_size + 1024,
-                dial_timeout=cfg.tcp_dial_timeout, io_timeout=cfg.tcp_deadline, name=name,
-                idle_timeout=cfg.idle_timeout, conn_buffer_size=cfg.connection_buffer_size,
-                recv_buffer_size=cfg.udp_recv_buffer_size, send_buffer_size=cfg.udp_send_buffer_size,
-                max_connections=cfg.tcp_max_connections,
-                max_connections_per_source=cfg.tcp_max_connections_per_source,
-                preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
-                preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
-                frame_timeout=cfg.tcp_frame_timeout, listen=listen,
-                preauth_buffer_per_source=cfg.tcp_preauth_buffer_per_source, **admission,
-            )
-
-        def websockets(bind: str) -> WebSocketTransport:
-            # Imported here: websockets, ssl and http pull in several MiB that a node which
-            # never meets a WebSocket peer should not pay for.
-            from .transports.websocket import (
-                WebSocketTransport, client_tls_context, server_tls_context)
-
-            server_ssl = cfg.tls_server_context
-            if server_ssl is None and cfg.tls_cert_file:
-                server_ssl = server_tls_context(cfg.tls_cert_file, cfg.tls_key_file)
-            client_ssl = cfg.tls_client_context
-            if client_ssl is None and cfg.tls_ca_file:
-                client_ssl = client_tls_context(cfg.tls_ca_file)
-            return WebSocketTransport(
-                bind, path=cfg.websocket_path,
-                advertise_addr=cfg.advertise_addr if not cfg.socket_transport_enabled else "",
-                name=name, server_ssl=server_ssl, client_ssl=client_ssl,
-                bearer_token=cfg.bearer_token, allow_insecure=cfg.allow_insecure_websockets,
-                max_frame_size=cfg.tcp_max_packet_size,
-                max_stream_frame_size=cfg.stream_max_packet_size + 1024,
-                dial_timeout=cfg.tcp_dial_timeout, handshake_timeout=cfg.websocket_handshake_timeout,
-                io_timeout=cfg.tcp_deadline, idle_timeout=cfg.idle_timeout,
-                conn_buffer_size=cfg.connection_buffer_size, max_connections=cfg.tcp_max_connections,
-                max_connections_per_source=cfg.tcp_max_connections_per_source,
-                preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
-                preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
-                ping_interval=cfg.websocket_ping_interval,
-                allowed_origins=cfg.websocket_allowed_origins, **admission,
-            )
-
-        if cfg.socket_transport_enabled:
-            return MultiTransport(socket=sockets(True), websocket=lambda: websockets(""), name=name)
-        try:
-            ws = websockets(cfg.websocket_bind_addr)
-        except (OSError, ValueError) as exc:  # unreadable TLS files, a bad path
-            raise TransportError(f"cannot set up the WebSocket transport: {exc}") from exc
-        return MultiTransport(socket=lambda: sockets(False), websocket=ws, socket_dial_only=True,
-                              name=name)
-
     def _websocket_transport(self) -> WebSocketTransport | None:
-        """The WebSocket side of the built-in transport (None for a custom transport)."""
-        from .transports.multi import MultiTransport
-        from .transports.websocket import WebSocketTransport
-
-        transport = self._transport
-        if isinstance(transport, MultiTransport):
-            side = transport.websocket
-            if isinstance(side, WebSocketTransport):
-                return side
-        return transport if isinstance(transport, WebSocketTransport) else None
+        """The WebSocket side of the running node's transport (None for a custom transport)."""
+        return wiring.websocket_side(self._engine.transport)
 
     def start(self) -> None:
         """Bind the transport and start the background threads (a second call does nothing).
@@ -267,13 +161,7 @@ class Cluster:
                 raise ClusterClosed("a stopped cluster cannot be restarted")
             if self._started:
                 return
-            any_host = self._advertise_host_for_any()
-            transport = self._transport or self._make_transport()
-            self._transport = transport
-            advertise = self._config.advertise_addr
-            if any_host:
-                advertise = _with_host(transport.local_addr, any_host)
-            self._engine.start(transport, advertise)
+            self._engine.start()
             self._started = True
         tls_key = self._config.tls_key_file or self._config.tls_cert_file
         warning = secret_file_warning(tls_key) if tls_key else None
@@ -286,23 +174,6 @@ class Cluster:
                 "anyone who can reach it can join, read members and metadata, send messages and "
                 "forge accusations, leaves and leader heartbeats (set encryption_key to end this)",
                 self._id.short, exposed)
-
-    def _advertise_host_for_any(self) -> str:
-        """The host to advertise in place of an unspecified bind host, or ``""``.
-
-        Raises:
-            ConfigError: no interface carries a default route.
-        """
-        cfg = self._config
-        if cfg.advertise_addr or cfg.transport is not None:
-            return ""
-        bind = cfg.bind_addr if cfg.socket_transport_enabled else cfg.websocket_bind_addr
-        host = bind.rpartition(":")[0].strip("[]")
-        if not bind or host not in ("0.0.0.0", "::"):
-            return ""
-        from .transports import interfaces
-
-        return interfaces.advertise_host(host)
 
     def stop(self, timeout: float = 5.0, leave: bool = True) -> None:
         """Leave gracefully (if ``leave`` and started), then stop every thread and socket.
@@ -317,8 +188,7 @@ class Cluster:
             started = self._started
         self._metadata.close("the cluster is stopped: its metadata can no longer change")
         if not started:
-            if self._transport is not None:
-                self._transport.close()
+            engine.stop(timeout)  # closes a transport it was given, or built before failing
             return
         end = time.monotonic() + timeout
         if leave and not self._left:
@@ -382,76 +252,11 @@ class Cluster:
         if not plist:
             raise JoinError({})
         random.shuffle(plist)
-        total = self._config.join_timeout if timeout is None else timeout
-        end = time.monotonic() + total
-        failures: dict[str, str] = {}
-        accepted: list[str] = []
-        skipped: list[str] = []
-        mutex = threading.Lock()
-
-        def join_one(peer: str) -> None:
-            try:
-                addrs = self._resolve(peer)
-            except GossipError as exc:
-                with mutex:
-                    failures[peer] = f"cannot resolve: {exc}"
-                return
-            addrs = [a for a in addrs if a != engine.address]
-            if not addrs:
-                with mutex:
-                    skipped.append(peer)
-                return
-            reasons = []
-            for addr in addrs:
-                left = end - time.monotonic()
-                if left <= 0:
-                    reasons.append(f"{addr}: timed out")
-                    break
-                try:
-                    result = engine.join_addr(addr, left)
-                except ClusterClosed:
-                    reasons.append(f"{addr}: cluster stopped")
-                    break
-                if result.accepted:
-                    with mutex:
-                        accepted.append(peer)
-                    return
-                reasons.append(f"{addr}: {result.reason}" if addr != peer else result.reason)
-            with mutex:
-                failures[peer] = "; ".join(reasons)
-
-        threads = [threading.Thread(target=join_one, args=(p,), daemon=True,
-                                    name=f"gossip-{self._id.short}-join-{i}")
-                   for i, p in enumerate(plist)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(max(0.0, end - time.monotonic()) + 0.5)
-        with mutex:
-            for t, p in zip(threads, plist):
-                if t.is_alive() and p not in failures and p not in accepted:
-                    failures[p] = "timed out"
-            if not accepted and failures:
-                raise JoinError(failures)
-            outcome = JoinOutcome(accepted, failures, skipped)
+        outcome = engine.join(plist, self._config.join_timeout if timeout is None else timeout)
         if outcome.failures:
             self.log.warning("joined through %d of %d peers; could not join %s", outcome, len(plist),
                              "; ".join(f"{p} ({why})" for p, why in outcome.failures.items()))
         return outcome
-
-    def _resolve(self, peer: str) -> list[str]:
-        from .resolver import DefaultResolver, resolve_peer
-
-        resolver = self._config.resolver or DefaultResolver(self._config.prefer_ipv6)
-        try:
-            return list(resolve_peer(peer, resolver, self._config.default_port))
-        except GossipError:
-            # A custom transport may understand addresses no resolver does: let it be the
-            # judge. The built-in transports take what the
-            # resolver returns, so its error (bad URL, unknown host) is the one to report.
-            if self._config.transport is not None and ":" in peer:
-                return [peer]
-            raise
 
     def leave(self, timeout: float | None = None) -> None:
         """Announce that this node leaves, and wait until the announcement has been sent.
@@ -470,7 +275,7 @@ class Cluster:
 
     def local_node(self) -> Node:
         """Return a snapshot of the local node."""
-        return self._engine.local_node()
+        return self._engine.members.local_node()
 
     def local_metadata(self) -> Metadata:
         """Return the local node's writable metadata; writes propagate automatically.
@@ -489,7 +294,7 @@ class Cluster:
 
     def nodes(self) -> list[Node]:
         """Return snapshots of every known node in any state, the local node first."""
-        return self._engine.nodes()
+        return self._engine.members.nodes()
 
     def alive_nodes(self) -> list[Node]:
         """Return the alive nodes, the local node included."""
@@ -515,7 +320,7 @@ class Cluster:
                                       "give the full id")
                 return matches[0] if matches else None
         nid = NodeID.parse(node_id)
-        return self._engine.get_node(nid)
+        return self._engine.members.get_node(nid)
 
     def get_node_by_id_string(self, node_id: str) -> Node | None:
         """Return the node whose id (or short id) is written ``node_id``, or None (also for a
@@ -527,19 +332,19 @@ class Cluster:
 
     def num_nodes(self) -> int:
         """Return the number of known nodes in any state, the local node included (O(1))."""
-        return sum(self._engine.state_counts().values())
+        return sum(self._engine.members.state_counts().values())
 
     def num_alive_nodes(self) -> int:
         """Return the number of alive nodes, the local node included (O(1))."""
-        return self._engine.state_counts()[NodeState.ALIVE]
+        return self._engine.members.state_counts()[NodeState.ALIVE]
 
     def num_suspect_nodes(self) -> int:
         """Return the number of suspect nodes (O(1))."""
-        return self._engine.state_counts()[NodeState.SUSPECT]
+        return self._engine.members.state_counts()[NodeState.SUSPECT]
 
     def num_dead_nodes(self) -> int:
         """Return the number of dead nodes (left nodes are not counted; O(1))."""
-        return self._engine.state_counts()[NodeState.DEAD]
+        return self._engine.members.state_counts()[NodeState.DEAD]
 
     @staticmethod
     def nodes_to_ids(nodes: Iterable[Node]) -> list[NodeID]:
@@ -557,7 +362,7 @@ class Cluster:
         One hop of a broadcast goes to ``broadcast_redundancy`` times this many peers (twice,
         by default: see :attr:`Config.broadcast_redundancy`).
         """
-        counts = self._engine.state_counts()
+        counts = self._engine.members.state_counts()
         n = counts[NodeState.ALIVE] + counts[NodeState.SUSPECT]
         return calc_fan_out(n, self._config.fan_out_multiplier)
 
@@ -568,7 +373,7 @@ class Cluster:
     def get_candidates(self) -> list[Node]:
         """Return up to :meth:`calc_fan_out` random alive or suspect peers (not this node),
         sampled by the core without building a snapshot of the whole membership."""
-        return self._engine.candidates(self.calc_fan_out())
+        return self._engine.members.candidates(self.calc_fan_out())
 
     def health_score(self) -> int:
         """Return the Lifeguard local health score (0 is healthy, higher is worse)."""
@@ -619,7 +424,7 @@ class Cluster:
     def stats(self) -> dict[str, int]:
         """Return the counters of the engine, the transport (``transport.*``) and the core
         (``core.*``): packets, drops, bad packets by reason, handler errors, streams
-        (``streams.*``: see :mod:`gossip.engine.streams`)...; with a key,
+        (``streams.*``: see :mod:`gossip.engine.stream_pool`)...; with a key,
         ``keyring.primary_seals`` (packets this node sealed under its own key derived from the
         primary key: rotate the key well before any node reaches
         :data:`gossip.security.MAX_SEALS_PER_KEY`)."""
@@ -696,11 +501,9 @@ class Cluster:
         the connection has messages to send or its reading or closing state changed; it must
         not block.
         """
-        from .transports.websocket import Refusal
-
         transport = self._websocket_transport() if self._started else None
         if transport is None or self._stopped:
-            return Refusal(503, "gossip is not running")
+            return wiring.not_running()
         return transport.host_connection(path, headers, peer, wake)
 
     # ------------------------------------------------------------------ message handlers
@@ -831,7 +634,7 @@ class Cluster:
             timeout: seconds for the whole opening (default ``config.stream_open_timeout``).
 
         Returns:
-            The open :class:`~gossip.stream.Stream` (use it as a context manager).
+            The open :class:`~gossip.Stream` (use it as a context manager).
 
         Raises:
             StreamRefused: the node has no stream handler for ``msg_type``, its stream pool is

@@ -14,7 +14,7 @@ Per-sender keys. Packets are sealed with a key derived from the keyring key and 
 node id (HKDF-SHA256, :func:`sender_key`), never with the keyring key itself: ``seal(...,
 sender=id)`` and ``open(..., sender=id)``. Each node therefore seals under its own key, and the
 nonce budget below is one node's, not the whole cluster's (as each stream already has keys of
-its own, :mod:`gossip.stream`). A packet whose sender id was altered fails authentication. The
+its own, :mod:`gossip.streams`). A packet whose sender id was altered fails authentication. The
 derived ciphers are cached per (key, sender), ``max_sender_keys`` of them.
 
 Nonces are 96 random bits, so one key must not seal more than 2**32 messages (NIST SP 800-38D,

@@ -497,7 +497,7 @@ def test_a_near_miss_of_a_field_name_is_warned_about(caplog: pytest.LogCaptureFi
 
 def test_one_default_port_everywhere() -> None:
     from gossip.address import DEFAULT_PORT, Address
-    from gossip.agent import build_settings
+    from gossip.cli.agent import build_settings
     from gossip.cli import build_parser
 
     cfg = Config()

@@ -115,6 +115,6 @@ def test_an_advertise_address_or_a_specific_bind_address_is_never_replaced(
     ("wss://127.0.0.1:8443/g", "2001:db8::42", "wss://[2001:db8::42]:8443/g"),
 ])
 def test_the_bound_port_and_url_keep_everything_but_the_host(local: str, host: str, advertised: str) -> None:
-    from gossip.cluster import _with_host
+    from gossip.engine.wiring import with_host
 
-    assert _with_host(local, host) == advertised
+    assert with_host(local, host) == advertised

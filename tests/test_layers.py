@@ -67,3 +67,107 @@ def test_simulator_never_touches_threads_sockets_or_engine(path: pathlib.Path) -
 def test_pure_data_layer_does_no_io(path: pathlib.Path) -> None:
     assert violations(path, FORBIDDEN["pure"]) == []
     assert "Thread(" not in path.read_text(), f"{path.name} starts a thread"
+
+
+# ---------------------------------------------------------------------------------- the engine's rooms
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(("gossip", *parts))
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each module of the package and the modules of the package it imports (``from pkg import
+    name`` counts as importing ``pkg.name`` when that is a module)."""
+    paths = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1] if node.level else []
+                mod = ".".join(base + ([node.module] if node.module else []))
+                subs = [f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in paths]
+                found = subs or [mod]
+            else:
+                continue
+            for dep in found:
+                while dep and dep not in paths:
+                    dep = dep.rpartition(".")[0]
+                if dep and dep != name:
+                    deps.add(dep)
+        graph[name] = deps
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph``: its strongly connected parts of more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1:
+                out.append(sorted(part))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+ENGINE_ROOMS = ("gossip.engine", "gossip.streams", "gossip.cli", "gossip.sim", "gossip.cluster")
+
+
+def test_no_import_circle_runs_through_the_engine_streams_cli_simulator_or_facade() -> None:
+    assert [c for c in circles(import_graph())
+            if any(m == r or m.startswith(r + ".") for m in c for r in ENGINE_ROOMS)] == []
+
+
+def test_the_facade_imports_no_transport() -> None:
+    # The keyring, the codec and the transport come from gossip.engine.wiring.
+    assert violations(ROOT / "cluster.py", {"gossip.transports"}) == []
+
+
+@pytest.mark.parametrize("path", modules("engine"), ids=str)
+def test_the_engine_never_imports_the_facade_and_no_part_takes_its_owner(path: pathlib.Path) -> None:
+    assert violations(path, {"gossip.cluster", "gossip.cli", "gossip.sim", "gossip.groups",
+                             "gossip.leader"}) == []
+    if path.name not in ("__init__.py", "engine.py"):
+        # A part is given callables or narrow objects: it never imports the Engine...
+        assert "gossip.engine.engine" not in imported(path)
+        assert not (_module_name(path) != "gossip.engine" and "gossip.engine" in imported(path))
+    # ...and nothing in the engine hands a whole object of its own to another: X(self).
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            args = [*node.args, *(k.value for k in node.keywords)]
+            assert not any(isinstance(a, ast.Name) and a.id == "self" for a in args), \
+                f"{path.name}:{node.lineno} hands `self` to {ast.unparse(node.func)}"
+
+
+@pytest.mark.parametrize("path", modules("cli"), ids=str)
+def test_the_command_line_uses_the_public_layers_only(path: pathlib.Path) -> None:
+    assert violations(path, {"gossip.engine", "gossip.transports", "gossip.workers",
+                             "gossip.security"}) == []

@@ -12,7 +12,7 @@ import sys
 import textwrap
 
 UNUSED_BY_A_PLAIN_NODE = [
-    "gossip.stream", "gossip.engine.streams", "gossip.groups", "gossip.codecs.json", "urllib.parse",
+    "gossip.stream", "gossip.streams", "gossip.engine.stream_pool", "gossip.groups", "gossip.codecs.json", "urllib.parse",
     "gossip.transports.websocket", "gossip.leader", "gossip.httpapi", "gossip.metrics",
     "websockets", "ssl", "hashlib", "lz4.block", "orjson", "encodings.idna", "base64",
 ]
@@ -48,7 +48,7 @@ def test_the_lazy_names_load_on_first_use_and_work() -> None:
         import json, sys
         import gossip
         from gossip.codecs import get_codec
-        before = "gossip.stream" in sys.modules or "gossip.groups" in sys.modules
+        before = "gossip.streams" in sys.modules or "gossip.groups" in sys.modules
         names = [gossip.Stream.__name__, gossip.NodeGroup.__name__, gossip.DataNodeGroup.__name__]
         codec = get_codec(2)
         value = codec.decode(codec.encode({"k": [1, 2]}))

@@ -11,23 +11,23 @@
 
 A raising handler is logged and counted; it never stops later events.
 
-This module imports the handler registries and the workers' queue.
+This module imports the handler registries and the workers' queue; the engine hands it its
+settings, its counters and log, and the stop flag it shares with the other threads.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..counters import Counters
 from ..handlers import EventHandlers
 from ..node import Node, NodeState
 from ..protocol.insight import ClusterEvent
 from ..workers import BoundedQueue, QueueClosed
-
-if TYPE_CHECKING:
-    from . import Engine
 
 __all__ = ["EventLoop", "StateHandler", "MetadataHandler", "GossipHandler", "ClusterEventHandler",
            "EVENT_QUEUE_SIZE"]
@@ -50,20 +50,37 @@ Event = tuple[str, Any, Any]
 
 
 class EventLoop:
-    """The event thread and the gossip thread of one engine."""
+    """The event thread and the gossip thread of one engine.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    Args:
+        gossip_interval: the base period of the gossip callbacks.
+        gossip_max_interval: the longest it stretches to while they are slow.
+        stop: set when the engine stops (the gossip thread ends).
+        counters: where dropped events and handler errors are counted.
+        log: the engine's logger.
+        warn: ``warn(key, msg, *args)`` logs a warning at most once per interval per key.
+        prefix: thread names are ``<prefix>-events`` and ``<prefix>-gossip``.
+    """
+
+    def __init__(self, gossip_interval: float, gossip_max_interval: float, stop: threading.Event,
+                 counters: Counters, log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+                 warn: Callable[..., None], prefix: str) -> None:
+        self._base_interval = gossip_interval
+        self._max_interval = gossip_max_interval
+        self._stop = stop
+        self._counters = counters
+        self._log = log
+        self._warn = warn
         self.state_handlers: EventHandlers[StateHandler] = EventHandlers()
         self.metadata_handlers: EventHandlers[MetadataHandler] = EventHandlers()
         self.gossip_handlers: EventHandlers[GossipHandler] = EventHandlers()
         self.cluster_handlers: EventHandlers[ClusterEventHandler] = EventHandlers()
         self.queue: BoundedQueue[Event] = BoundedQueue(
-            EVENT_QUEUE_SIZE, policy="drop_oldest", name=f"{engine.prefix}-events")
-        self.gossip_interval = engine.config.gossip_interval
+            EVENT_QUEUE_SIZE, policy="drop_oldest", name=f"{prefix}-events")
+        self.gossip_interval = gossip_interval
         self.threads = [
-            threading.Thread(target=self._events, daemon=True, name=f"{engine.prefix}-events"),
-            threading.Thread(target=self._gossip, daemon=True, name=f"{engine.prefix}-gossip"),
+            threading.Thread(target=self._events, daemon=True, name=f"{prefix}-events"),
+            threading.Thread(target=self._gossip, daemon=True, name=f"{prefix}-gossip"),
         ]
 
     def start(self) -> None:
@@ -78,10 +95,9 @@ class EventLoop:
     def emit(self, event: Event) -> None:
         """Queue an event; count and warn if the oldest had to go."""
         if not self.queue.put(event) and not self.queue.closed:
-            engine = self.engine
-            engine.counters.inc("dropped.events")
-            engine.warn("events_dropped", "event queue full (%d): handlers are too slow, "
-                        "dropping the oldest events", EVENT_QUEUE_SIZE)
+            self._counters.inc("dropped.events")
+            self._warn("events_dropped", "event queue full (%d): handlers are too slow, "
+                       "dropping the oldest events", EVENT_QUEUE_SIZE)
 
     def _events(self) -> None:
         while True:
@@ -103,13 +119,12 @@ class EventLoop:
         try:
             fn(*args)
         except Exception:
-            self.engine.counters.inc(f"handler_errors.{what}")
-            self.engine.log.exception("%s handler %r raised", what, fn)
+            self._counters.inc(f"handler_errors.{what}")
+            self._log.exception("%s handler %r raised", what, fn)
 
     def _gossip(self) -> None:
-        cfg = self.engine.config
-        base, cap = cfg.gossip_interval, cfg.gossip_max_interval
-        stop = self.engine.stop_event
+        base, cap = self._base_interval, self._max_interval
+        stop = self._stop
         while not stop.wait(self.gossip_interval):
             handlers = self.gossip_handlers.handlers()
             if not handlers:

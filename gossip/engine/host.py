@@ -1,11 +1,14 @@
-"""The one lock around the protocol core, and the two ways in: commands and received messages.
+"""The one lock around the protocol core, and the ways in: commands, received messages, reads.
 
 The core (:class:`~gossip.protocol.Protocol`) is not thread-safe. Every call into it happens
 under :attr:`CoreHost.lock`, which is also the lock of :attr:`CoreHost.wake`, the condition the
-scheduler sleeps on, so a call that brings a timer forward wakes the scheduler without a second
-lock. Nothing but core calls and the draining of its actions happens under the lock: no I/O, no
-user code. The actions are handed back and performed by the caller after the lock is released
-(see :mod:`gossip.engine.outgoing`).
+scheduler sleeps on (:mod:`gossip.engine.scheduler`), so a call that brings a timer forward wakes
+the scheduler without a second lock. Nothing but core calls and the draining of its actions
+happens under the lock: no I/O, no user code. The actions are handed back and performed by the
+caller after the lock is released (:meth:`gossip.engine.Engine.perform`). Reads that produce no
+actions (snapshots of the member table, counters) go through :meth:`CoreHost.read`.
+
+The engine's parts are given this host, never the engine: the lock lives here alone.
 
 This module imports the core and the transports' :class:`Incoming`; it never touches sockets.
 """
@@ -59,6 +62,17 @@ class CoreHost:
     def install(self, core: Protocol) -> None:
         """Set the core (once, at start)."""
         self._core = core
+
+    def read(self, fn: Callable[[Protocol], T]) -> T:
+        """Run ``fn(core)`` under the lock and return its result (for reads: any actions stay
+        queued in the core for the next caller that drains them).
+
+        Raises:
+            ClusterClosed: the engine was never started.
+        """
+        core = self.core
+        with self.lock:
+            return fn(core)
 
     def call(self, fn: Callable[[Protocol], T]) -> tuple[T, list[Action]]:
         """Run ``fn(core)`` under the lock; return its result and the actions it produced.

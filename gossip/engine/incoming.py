@@ -11,7 +11,7 @@
          │      code, never behind a dial)          lane worker: duplicate check, relay,
          │                                          handler, reply on the connection
          ▼
-    accepted stream connections ── on_stream ──► the stream pool (gossip.engine.streams)
+    accepted stream connections ── on_stream ──► the stream pool (gossip.engine.stream_pool)
 
 Protocol traffic therefore has its own lane: a flood of user messages or slow handlers can
 delay no ack. User handlers, reply handlers included, run on the lane workers
@@ -37,7 +37,9 @@ expand to megabytes costs nothing). Sealed packets are checked against replays o
 message, request or election heartbeat cannot be played again.
 
 This module imports the packet pipeline, the messages, the handlers and the transports'
-interface; the engine wires it up.
+interface. The :class:`Receiver` is given its collaborators (the core's host, the member
+snapshots, where to perform the core's actions and to relay broadcasts, whom to tell of a
+refused packet); it never holds the engine.
 """
 
 from __future__ import annotations
@@ -46,10 +48,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from .. import messages
+from ..config import Config
+from ..counters import Counters
 from ..errors import (
     AuthenticationError,
     ClusterClosed,
@@ -62,21 +66,21 @@ from ..errors import (
     SendQueueFull,
 )
 from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, HANDLER_STREAM, MessageHandlers, check_app_version
+from ..hlc import HLC
 from ..messages import Message
-from ..node import NodeID, NodeState
-from ..packet import Packet
-from ..protocol.messaging import MessageHistory, max_ttl
+from ..node import Node, NodeID
+from ..packet import Packet, PacketCodec
+from ..protocol.actions import Action
+from ..protocol.messaging import MessageHistory
 from ..protocol.replay import ReplayGuard
-
 from ..transports.base import Connection, Incoming
 from ..wire import MAX_DATAGRAM_PAYLOAD, RESERVED_MSGS_START, MessageType
-from ..counters import Counters
-from .outgoing import type_key
+from .host import CoreHost
+from .outgoing import broadcast_ttl, type_key
 
-if TYPE_CHECKING:
-    from . import Engine
+__all__ = ["Receiver", "Members", "SeenMessages", "UserLanes", "SourceWarnings", "refusal_hint"]
 
-__all__ = ["Receiver", "UserLanes", "SourceWarnings", "broadcast_ttl", "refusal_hint"]
+Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 _CHUNK = 256  # packets a lane worker takes at once
 # Protocol messages that are never larger than a datagram, whatever carries them (a gossip
@@ -140,15 +144,6 @@ class SourceWarnings:
                     return False
             self._last[source] = now
             return True
-
-
-def broadcast_ttl(n_alive: int, multiplier: float = 1.0) -> int:
-    """Return the ttl a broadcast starts with: one more than its hop limit (:func:`max_ttl`).
-
-    Every hop takes one off and the last hop delivers at 2, so a broadcast never travels with
-    ttl 1, which is reserved for direct messages (never relayed, never remembered).
-    """
-    return min(255, max_ttl(n_alive, multiplier) + 1)
 
 
 class UserLanes:
@@ -290,19 +285,104 @@ class UserLanes:
                 self._log.exception("bug: a user lane failed")
 
 
-class Receiver:
-    """The receive path of one engine; see the module docstring."""
+class Members(Protocol):
+    """What the receive path reads of the member table (:class:`~.members.MemberView`)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        cfg = engine.config
-        self.codec = engine.codec
-        self.counters = engine.counters
-        self.log = engine.log
+    def node_for_sender(self, sender: bytes) -> Node:
+        """The snapshot of the sender of a user message, as handlers are given it."""
+        ...
+
+    def fan_out_addrs(self, exclude: Iterable[NodeID]) -> list[str]:
+        """The addresses one hop of a broadcast goes to."""
+        ...
+
+    def alive_count(self) -> int:
+        """The alive members, this node included."""
+        ...
+
+
+class SeenMessages:
+    """The duplicate history of broadcasts: (sender, id) pairs seen lately; thread-safe.
+
+    ``size`` is the number of entries after the last insert or garbage collection (the
+    scheduler skips the collection at 0).
+    """
+
+    def __init__(self, max_age: float, shards: int, max_entries: int) -> None:
+        self._history = MessageHistory(max_age, shards, max_entries)
+        self._lock = threading.Lock()
+        self.size = 0
+
+    def seen(self, now: float, sender: bytes, msg_id: int) -> bool:
+        """Record ``(sender, msg_id)``; True if it was already there (a duplicate)."""
+        with self._lock:
+            dup = self._history.seen(now, sender, msg_id)
+            if not dup:
+                self.size += 1
+        return dup
+
+    def remember(self, now: float, sender: bytes, msg_id: int) -> None:
+        """Record a message we sent ourselves, so its echoes are dropped."""
+        with self._lock:
+            self._history.seen(now, sender, msg_id)
+            self.size += 1
+
+    def gc(self, now: float) -> None:
+        """Forget (sender, id) pairs past their age (the scheduler calls this)."""
+        with self._lock:
+            self._history.gc(now)
+            self.size = len(self._history)
+
+    @property
+    def evicted(self) -> int:
+        """Entries dropped before their age because the history was full."""
+        return self._history.evicted
+
+
+class Receiver:
+    """The receive path of one engine; see the module docstring.
+
+    Args:
+        config: the validated configuration.
+        codec: the packet pipeline.
+        host: the core's host (protocol messages are fed to the core through it).
+        hlc: the clock that stamps message ids (replay checks, replies).
+        sender_id: this node's id, as bytes (replies are sent as it).
+        handlers: the user message handlers.
+        members: the member snapshots (senders, a broadcast's next hop, the cluster's size).
+        perform: ``perform(actions, inc)`` carries out the core's actions for the packet
+            ``inc`` (lock released; replies go back on its connection).
+        relay: ``relay(addr, packet, reliable, payload_size)`` sends a relayed broadcast.
+        on_refused: ``on_refused(src, reason, on_connection)`` hears of a packet refused for
+            its key or label (a join waiting on ``src`` learns why).
+        counters: where every packet, drop and error is counted.
+        log: the engine's logger.
+        prefix: the thread name prefix (``gossip-<node>``).
+    """
+
+    def __init__(
+        self, config: Config, codec: PacketCodec, host: CoreHost, *, hlc: HLC, sender_id: bytes,
+        handlers: MessageHandlers, members: Members,
+        perform: Callable[[Sequence[Action], Incoming | None], None],
+        relay: Callable[[str, bytes, bool, int], None],
+        on_refused: Callable[[str, str, bool], None], counters: Counters, log: Log, prefix: str,
+    ) -> None:
+        cfg = config
+        self.codec = codec
+        self._host = host
+        self._hlc = hlc
+        self._sender_id = sender_id
+        self._members = members
+        self._perform = perform
+        self._relay_to = relay
+        self._on_refused = on_refused
+        self.counters = counters
+        self.log = log
         self._debug = self.log.isEnabledFor(logging.DEBUG)
-        self.handlers: MessageHandlers = engine.message_handlers
-        self.history = MessageHistory(cfg.msg_history_max_age, cfg.msg_history_shard_count,
-                                      cfg.msg_history_max_entries)
+        self._closing = False
+        self.handlers = handlers
+        self.history = SeenMessages(cfg.msg_history_max_age, cfg.msg_history_shard_count,
+                                    cfg.msg_history_max_entries)
         self.replay = (ReplayGuard(cfg.replay_window, cfg.replay_max_entries)
                        if cfg.replay_window > 0 else None)
         self.replay_lock = threading.Lock()
@@ -314,11 +394,9 @@ class Receiver:
         self._broadcast_window = min(cfg.replay_window, cfg.msg_history_max_age)
         self._max_states = cfg.max_members + 1
         self._app_version_check = cfg.application_version_check
-        self.history_lock = threading.Lock()
-        self.history_size = 0  # entries at the last GC or insert; the scheduler skips GC at 0
         self.lanes = UserLanes(cfg.num_incoming_workers, cfg.incoming_packet_queue_depth,
                                cfg.incoming_queue_max_bytes, self._user_batch, self.counters,
-                               engine.prefix, self.log)
+                               prefix, self.log)
         # A datagram decompresses to at most this much: it "stays a datagram" (senders send
         # bigger payloads over a connection, gossip.engine.outgoing).
         self._udp_payload = max(MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
@@ -328,12 +406,40 @@ class Receiver:
         self._ttl_multiplier = cfg.ttl_multiplier
         self._refused_warnings = SourceWarnings(_REFUSED_WARN_INTERVAL, _REFUSED_WARN_SOURCES)
 
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Let the user lanes run."""
+        self.lanes.start()
+
+    def close(self) -> None:
+        """Take no more packets (the engine stops) and wake the lane threads, which end."""
+        self._closing = True
+        self.lanes.close()
+
+    def join(self, deadline: float) -> list[str]:
+        """Join the lane threads; return the names of those still running at ``deadline``."""
+        return self.lanes.join(deadline)
+
+    def add_stats(self, out: dict[str, int]) -> None:
+        """Put the receive path's own figures into ``out``: the duplicate history's evictions,
+        the replay guards' counters (``replay.*``, ``user_replay.*``) and the lanes' depth."""
+        out["user.history_evicted"] = self.history.evicted
+        if self.replay is not None:
+            with self.replay_lock:
+                for k, v in self.replay.stats.items():
+                    out[f"replay.{k}"] = v
+        if self.user_replay is not None:
+            with self.user_replay_lock:
+                for k, v in self.user_replay.stats.items():
+                    out[f"user_replay.{k}"] = v
+        out["queue.incoming"] = sum(self.lanes.depths())
+
     # ------------------------------------------------------------------ reader threads
 
     def on_packets(self, batch: list[Incoming]) -> None:
         """Transport callback (a reader thread): decode, run protocol packets, queue the rest."""
-        engine = self.engine
-        if engine.closing:
+        if self._closing:
             return
         decode = self.codec.decode
         table = self.counters.table()
@@ -379,7 +485,7 @@ class Receiver:
                 continue
             if user_guard is not None and pkt.encrypted:
                 if not hlc_now:
-                    hlc_now = self.engine.hlc.peek()
+                    hlc_now = self._hlc.peek()
                 if not self._fresh(user_guard, pkt, hlc_now, inc):
                     table["bad_packets.ReplayedPacket"] = table.get("bad_packets.ReplayedPacket", 0) + 1
                     continue
@@ -399,8 +505,7 @@ class Receiver:
             self.log.warning(
                 "refused packets from %s: %s; is it a node with %s? (counted as "
                 "bad_packets.%s; logged at most once a minute per source)", host, exc, hint, name)
-        self.engine.join_answer_refused(inc.src, f"the seed has {hint} ({name}: {exc})",
-                                        inc.conn is not None)
+        self._on_refused(inc.src, f"the seed has {hint} ({name}: {exc})", inc.conn is not None)
 
     def _fresh(self, guard: ReplayGuard, pkt: Packet, now: int, inc: Incoming) -> bool:
         """Is a sealed user-lane packet new? A direct message or a request (ttl 0 or 1) must be
@@ -420,7 +525,6 @@ class Receiver:
 
     def _protocol(self, items: list[tuple[Incoming, Packet]]) -> None:
         """Decode protocol messages and feed them to the core under one lock acquisition."""
-        engine = self.engine
         todo: list[tuple[str, Message, NodeID, bool, bool | None, bool]] = []
         incs: list[Incoming] = []
         guard = self.replay
@@ -434,7 +538,7 @@ class Receiver:
                     # A sealed packet is authentic, but could be a recording: its HLC stamp
                     # must be recent and never seen before.
                     with self.replay_lock:
-                        guard.check(pkt.sender, pkt.msg_id, engine.hlc.now())
+                        guard.check(pkt.sender, pkt.msg_id, self._hlc.now())
                 msg = messages.from_wire(mt, pkt.unmarshal(), max_states=self._max_states)
             except RemoteProtocolError as exc:
                 self.counters.inc(f"bad_packets.{type(exc).__name__}")
@@ -450,15 +554,16 @@ class Receiver:
         if not todo:
             return
         try:
-            results, failed = engine.host.receive(time.monotonic(), todo)
+            results, failed = self._host.receive(time.monotonic(), todo)
         except ClusterClosed:
             return
         for msg, error in failed:
             self.counters.inc("errors.core_receive")
             self.log.error("bug: the core failed on %s", type(msg).__name__, exc_info=error)
+        perform = self._perform
         for inc, actions in zip(incs, results):
             if actions:
-                engine.perform(actions, inc)
+                perform(actions, inc)
 
     # ------------------------------------------------------------------ lane workers
 
@@ -476,23 +581,18 @@ class Receiver:
                 self.log.exception("bug: handling a user packet from %s failed", inc.src)
 
     def _user_packet(self, inc: Incoming, pkt: Packet, now: float) -> None:
-        engine = self.engine
         counters = self.counters
         if pkt.ttl >= 2:
             # Only broadcasts (ttl >= 2 on every hop) can arrive twice, by several paths, so
             # only they are remembered; a direct message (ttl 1) or a request (ttl 0) has one
             # path, and remembering it would only cost memory at high rates.
-            with self.history_lock:
-                dup = self.history.seen(now, pkt.sender, pkt.msg_id)
-                if not dup:
-                    self.history_size += 1
-            if dup:
+            if self.history.seen(now, pkt.sender, pkt.msg_id):
                 counters.inc("user.duplicates")
                 return
         counters.inc("user.received")
         handler = self.handlers.get(pkt.msg_type)
         if handler is not None and handler.kind == HANDLER_STREAM:
-            handler = None  # stream handlers serve streams only (gossip.engine.streams)
+            handler = None  # stream handlers serve streams only (gossip.engine.stream_pool)
         if pkt.ttl > 2 and (handler is None or handler.kind == HANDLER_FORWARD):
             self._relay(inc, pkt)
         request = pkt.ttl == 0 and inc.conn is not None
@@ -502,7 +602,7 @@ class Receiver:
                 self._reply(inc, MessageType.REPLY_ERROR,
                             f"no handler for message type {pkt.msg_type}")
             return
-        sender = engine.node_for_sender(pkt.sender)
+        sender = self._members.node_for_sender(pkt.sender)
         if handler.kind != HANDLER_REPLY:
             try:
                 handler.fn(sender, pkt)
@@ -528,12 +628,12 @@ class Receiver:
     def _reply(self, inc: Incoming, kind: int, value: Any) -> None:
         """Answer a request on its connection, never waiting (a full buffer drops the reply)."""
         codec = self.codec
-        engine = self.engine
+        sender_id, hlc = self._sender_id, self._hlc
         try:
-            data = codec.encode(kind, engine.id_bytes, engine.hlc.now(), 1, value)
+            data = codec.encode(kind, sender_id, hlc.now(), 1, value)
         except LocalProtocolError as exc:
             self.counters.inc("user.reply_encode_errors")
-            data = codec.encode(MessageType.REPLY_ERROR, engine.id_bytes, engine.hlc.now(), 1,
+            data = codec.encode(MessageType.REPLY_ERROR, sender_id, hlc.now(), 1,
                                 f"the reply could not be encoded: {exc}")
             kind = MessageType.REPLY_ERROR
         conn = inc.conn
@@ -555,28 +655,13 @@ class Receiver:
         Broadcasts keep a ttl of at least 2 on every hop (the last hop delivers at 2), so ttl 1
         always means a direct message: see :func:`broadcast_ttl`.
         """
-        engine = self.engine
-        # One dict read, atomic without the lock; a count a moment old is fine for a bound.
-        n_alive = engine.host.core.counts[NodeState.ALIVE] + 1
+        members = self._members
         # Never more hops than the cluster's size calls for, whatever ttl a peer sent.
-        ttl = min(pkt.ttl - 1, broadcast_ttl(n_alive, self._ttl_multiplier))
+        ttl = min(pkt.ttl - 1, broadcast_ttl(members.alive_count(), self._ttl_multiplier))
         if ttl < 2:
             return
         data = self.codec.encode_raw(pkt.msg_type, pkt.sender, pkt.msg_id, ttl, pkt.payload)
-        for addr in engine.fan_out_addrs((NodeID(bytes=pkt.sender),)):
-            engine.out.relay(addr, data, inc.reliable, len(pkt.payload))
+        relay = self._relay_to
+        for addr in members.fan_out_addrs((NodeID(bytes=pkt.sender),)):
+            relay(addr, data, inc.reliable, len(pkt.payload))
         self.counters.inc("user.relayed")
-
-    # ------------------------------------------------------------------ history
-
-    def gc_history(self, now: float) -> None:
-        """Forget (sender, id) pairs past their age (the scheduler calls this)."""
-        with self.history_lock:
-            self.history.gc(now)
-            self.history_size = len(self.history)
-
-    def remember(self, now: float, sender: bytes, msg_id: int) -> None:
-        """Record a message we sent ourselves, so its echoes are dropped."""
-        with self.history_lock:
-            self.history.seen(now, sender, msg_id)
-            self.history_size += 1

@@ -24,7 +24,12 @@ Three kinds of sends, each on the cheapest thread that cannot be blocked by a sl
 Requests (``send_to_with_response``) write and read on the caller's thread, on a dedicated
 connection (:meth:`Outgoing.request`).
 
-This module imports the packet pipeline, the messages and the transports' interface.
+:class:`UserMessages` sits on top: it encodes a user message once and hands it to
+:class:`Outgoing` for each peer of a broadcast's first hop (remembering it, so that its echoes
+are dropped), for each node of a direct send, or as a request.
+
+This module imports the packet pipeline, the messages and the transports' interface; its
+classes are given what they use (never the engine).
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .. import messages
 from ..config import Config
@@ -43,19 +48,23 @@ from ..errors import (
     DecodeError,
     GossipError,
     GossipTimeout,
+    NodeUnavailable,
     RemoteHandlerError,
     RemoteProtocolError,
     SendQueueFull,
 )
+from ..handlers import check_user_type
 from ..hlc import HLC
+from ..node import Node, NodeID, NodeState
 from ..packet import PacketCodec
 from ..protocol import Send
+from ..protocol.messaging import max_ttl
 from ..transports.base import Incoming, Transport
 from ..wire import MAX_DATAGRAM_PAYLOAD, RESERVED_MSGS_START, MessageType
 from ..workers import BoundedQueue, WorkerPool
 from ..counters import Counters
 
-__all__ = ["Outgoing", "type_key", "link_kind"]
+__all__ = ["Outgoing", "UserMessages", "Peers", "type_key", "link_kind", "broadcast_ttl"]
 
 _TYPE_KEYS = {int(t): t.name.lower() for t in MessageType}
 
@@ -65,6 +74,15 @@ def type_key(msg_type: int) -> str:
     if msg_type >= RESERVED_MSGS_START:
         return "user"
     return _TYPE_KEYS.get(msg_type, "unknown")
+
+
+def broadcast_ttl(n_alive: int, multiplier: float = 1.0) -> int:
+    """Return the ttl a broadcast starts with: one more than its hop limit (:func:`max_ttl`).
+
+    Every hop takes one off and the last hop delivers at 2, so a broadcast never travels with
+    ttl 1, which is reserved for direct messages (never relayed, never remembered).
+    """
+    return min(255, max_ttl(n_alive, multiplier) + 1)
 
 
 def link_kind(transport: Transport | None, addr: str, reliable: bool) -> str:
@@ -385,3 +403,145 @@ class Outgoing:
         raise DecodeError(
             f"node {label} answered message type {msg_type} with a packet of type "
             f"{pkt.msg_type}, not a reply")
+
+
+class Peers(Protocol):
+    """What user sends read of the member table (:class:`~.members.MemberView`)."""
+
+    def fan_out_addrs(self, exclude: Iterable[NodeID]) -> list[str]:
+        """The addresses one hop of a broadcast goes to."""
+        ...
+
+    def alive_count(self) -> int:
+        """The alive members, this node included."""
+        ...
+
+    def state_of(self, node_id: NodeID) -> NodeState | None:
+        """The state of a member here, None if unknown."""
+        ...
+
+
+class UserMessages:
+    """User messages as the facade sends them; see the module docstring.
+
+    Args:
+        out: the send path.
+        config: the validated configuration.
+        codec: the packet pipeline.
+        node_id: this node's id (never sent to; its bytes are the sender id).
+        hlc: the clock that stamps message ids.
+        peers: the member table's view for sends.
+        remember: ``remember(now, sender, msg_id)`` records a broadcast this node sent, so
+            that its echoes are dropped.
+        counters: where sends and drops are counted.
+    """
+
+    def __init__(self, out: Outgoing, config: Config, codec: PacketCodec, node_id: NodeID,
+                 hlc: HLC, peers: Peers, remember: Callable[[float, bytes, int], None],
+                 counters: Counters) -> None:
+        self._out = out
+        self._config = config
+        self._codec = codec
+        self._node_id = node_id
+        self._sender_id = node_id.bytes
+        self._hlc = hlc
+        self._peers = peers
+        self._remember = remember
+        self._counters = counters
+
+    def broadcast(self, msg_type: int, data: Any, reliable: bool,
+                  exclude: Iterable[NodeID] = ()) -> None:
+        """Send a user message to a fan-out of random peers, who relay it while the ttl lasts.
+
+        Raises:
+            LocalProtocolError: internal type, or a payload that cannot be encoded.
+            SendQueueFull, TransportError: as :meth:`Outgoing.user`, when no peer took it.
+            ClusterClosed: the engine is not running.
+        """
+        check_user_type(msg_type)
+        ttl = broadcast_ttl(self._peers.alive_count(), self._config.ttl_multiplier)
+        msg_id = self._hlc.now()
+        payload = self._codec.codec.encode(data)
+        pkt = self._codec.encode_raw(msg_type, self._sender_id, msg_id, ttl, payload)
+        self._remember(time.monotonic(), self._sender_id, msg_id)
+        self._send_all(self._peers.fan_out_addrs((self._node_id, *exclude)), pkt, reliable,
+                       len(payload))
+        self._counters.inc("user.broadcasts")
+
+    def send_direct(self, nodes: Iterable[Node], msg_type: int, data: Any, reliable: bool) -> None:
+        """Send a user message with ttl 1 to each node (never relayed further).
+
+        A best-effort send skips a node known dead or left (by its current state here, else
+        the snapshot's): counted as ``dropped.node_dead`` / ``dropped.node_left``, and raised
+        as :class:`NodeUnavailable` under ``best_effort_full_policy="raise"``.
+
+        Raises:
+            LocalProtocolError: internal type, or a payload that cannot be encoded.
+            SendQueueFull, TransportError: as :meth:`Outgoing.user` (after trying every node).
+            NodeUnavailable: a best-effort send to a node known dead or left (``"raise"``).
+            ClusterClosed: the engine is not running.
+        """
+        check_user_type(msg_type)
+        payload = self._codec.codec.encode(data)
+        pkt = self._codec.encode_raw(msg_type, self._sender_id, self._hlc.now(), 1, payload)
+        targets = [n for n in nodes if n.id != self._node_id]
+        first: Exception | None = None
+        if not reliable:
+            targets, first = self._skip_gone(targets)
+        self._send_all([n.address for n in targets], pkt, reliable, len(payload), first)
+        self._counters.inc("user.direct")
+
+    def _skip_gone(self, nodes: list[Node]) -> tuple[list[Node], Exception | None]:
+        """Split off the nodes known dead or left; count each, and return the error to raise
+        under the ``"raise"`` policy (else None)."""
+        state_of = self._peers.state_of
+        live: list[Node] = []
+        error: Exception | None = None
+        for n in nodes:
+            known = state_of(n.id)
+            state = n.state if known is None else known
+            if state is not NodeState.DEAD and state is not NodeState.LEAVING:
+                live.append(n)
+                continue
+            name = "dead" if state is NodeState.DEAD else "left"
+            self._counters.inc(f"dropped.node_{name}")
+            if self._config.best_effort_full_policy == "raise" and error is None:
+                error = NodeUnavailable(
+                    f"node {n.id.short}@{n.address} is {name}: the message was not sent",
+                    str(n.id), name)
+        return live, error
+
+    def _send_all(self, addrs: list[str], pkt: bytes, reliable: bool, payload_size: int,
+                  first: Exception | None = None) -> None:
+        """Send ``pkt`` (whose payload is ``payload_size`` bytes before compression) to every
+        address; raise the first failure (``first`` if given) after trying them all."""
+        sent = 0
+        user = self._out.user
+        for addr in addrs:
+            try:
+                user(addr, pkt, reliable, payload_size)
+                sent += 1
+            except ClusterClosed:
+                raise
+            except Exception as exc:  # GossipError subclasses; re-raised below
+                if first is None:
+                    first = exc
+        self._counters.inc("user.sent", sent)
+        if first is not None:
+            raise first
+
+    def request(self, node: Node, msg_type: int, payload: Any, response_type: type[Any] | None,
+                timeout: float | None) -> Any:
+        """Send a request to ``node`` over a dedicated connection and return its decoded reply.
+
+        Raises:
+            GossipTimeout: no reply within ``timeout`` (default ``tcp_deadline``).
+            RemoteHandlerError: the node's reply handler raised, or it has none for the type.
+            TransportError: the node could not be reached.
+            DecodeError: the reply is malformed or does not fit ``response_type``.
+            LocalProtocolError, ClusterClosed: as :meth:`send_direct`.
+        """
+        check_user_type(msg_type)
+        timeout = self._config.tcp_deadline if timeout is None else timeout
+        return self._out.request(node.address, f"{node.id.short}@{node.address}", msg_type,
+                                 payload, response_type, timeout)

@@ -34,7 +34,7 @@ import functools
 import math
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import Config
 from ..leader.election import (
@@ -44,10 +44,8 @@ from ..leader.election import (
 from ..node import NodeID, NodeState
 from ..protocol.actions import MemberEvent
 from .network import LinkModel
+from .params import ScenarioParams
 from .simulation import Simulation
-
-if TYPE_CHECKING:
-    from .scenarios import ScenarioParams
 
 __all__ = ["LeaderSimulation", "run_leader_scenario", "run_split_scenario", "LEADER_DEFAULTS", "SPLIT_DEFAULTS"]
 

@@ -30,7 +30,6 @@ adds what the attackers sent and what the cores refused (``refused``, by reason)
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable
 from typing import Any
@@ -38,46 +37,12 @@ from typing import Any
 from ..config import Config
 from ..protocol.insight import ClusterEvent
 from ..protocol.partition import PartitionHealed, PartitionSuspected
+from .leader import LEADER_DEFAULTS, SPLIT_DEFAULTS, run_leader_scenario, run_split_scenario
 from .network import LinkModel
+from .params import ScenarioParams
 from .simulation import Simulation
 
 __all__ = ["ScenarioParams", "SCENARIOS", "DEFAULTS", "run_scenario"]
-
-
-@dataclasses.dataclass
-class ScenarioParams:
-    """Everything a scenario run depends on (the CLI has a flag for each)."""
-
-    scenario: str = "crash"
-    nodes: int | None = None
-    seed: int = 1
-    duration: float | None = None
-    loss: float | None = None
-    burst_loss: float = 0.0
-    reorder: float = 0.0
-    latency: float = 0.0005
-    jitter: float = 0.0002
-    lifeguard: bool = True
-    config: str = "lan"
-    warmup: float = 5.0
-    starved: int = 5
-    starve_delay: float = 2.0
-    starve_timer_delay: float = 0.0
-    partition_duration: float = 60.0
-    split: float = 0.5
-    churn_interval: float = 1.0
-    quiet_tail: float = 60.0
-    burst: int = 0
-    burst_size: int = 200
-    forge_rate: float = 50.0
-    flood_rate: float = 20.0
-    flood_size: int = 5000
-    max_members: int = 2048
-    leader_timeout: float = 3.0
-    phase: float | None = None
-    retention: float | None = None
-    clock_drift: float = 0.0
-    max_clock_drift_rate: float = 0.01
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -259,9 +224,7 @@ _register("starve", _starve)
 _register("churn", _churn)
 _register("attack", _attack)
 
-# The leader scenario runs elections beside the cores, in its own module.
-from .leader import LEADER_DEFAULTS, SPLIT_DEFAULTS, run_leader_scenario, run_split_scenario  # noqa: E402
-
+# The leader scenarios run elections beside the cores, in their own module.
 SCENARIOS["leader"] = run_leader_scenario
 DEFAULTS["leader"] = LEADER_DEFAULTS
 SCENARIOS["leader-split"] = run_split_scenario

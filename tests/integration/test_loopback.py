@@ -1,6 +1,6 @@
 """End-to-end behaviour over real UDP/TCP sockets on loopback (127.0.0.1 and ::1).
 
-Complements ``tests/test_cluster_memory.py`` and ``tests/test_engine.py`` (the same behaviours
+Complements ``tests/test_cluster_memory.py`` and ``tests/engine/test_engine.py`` (the same behaviours
 on the in-memory transport) with what only real sockets show: the socket transport's MTU rule
 and TCP framing, hostile datagrams and streams, a crashed *process*, fds and threads released.
 

@@ -392,7 +392,7 @@ def test_a_full_udp_send_buffer_drops_and_counts_or_raises_under_the_raise_polic
     clusters = b, a, c = _start({}, RAISE, {})
     try:
         got = _collect(b, forward=False)
-        sides = [x._transport.socket for x in (a, c)]  # type: ignore[union-attr]
+        sides = [x._engine.transport.socket for x in (a, c)]  # type: ignore[union-attr]
         for side in sides:
             side._udp = _FullUdpBuffer(side._udp)  # type: ignore[union-attr]
         with pytest.raises(gossip.SendQueueFull, match="UDP send buffer is full"):

@@ -15,7 +15,7 @@ from typing import Any
 import gossip
 from gossip import Cluster, Config, NodeID, Packet
 from gossip.packet import PacketCodec
-from gossip.stream import STATUS_ACCEPTED, decode_accept, encode_open
+from gossip.streams import STATUS_ACCEPTED, decode_accept, encode_open
 from gossip.transports.socket import PREAMBLE_STREAM
 from gossip.wire import MessageType
 

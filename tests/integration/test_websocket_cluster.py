@@ -189,7 +189,7 @@ def test_mixed_cluster_of_socket_and_websocket_nodes() -> None:
         assert all(not c.address.startswith("ws") for c in socket_nodes)
         assert all(c.address.startswith("ws://") for c in ws_nodes)
         for c in ws_nodes:  # listens on WebSocket only: its socket side binds nothing
-            transport = c._transport
+            transport = c._engine.transport
             assert isinstance(transport, MultiTransport)
             side = transport.socket
             assert side is None or (isinstance(side, SocketTransport) and side.local_addr == "")

@@ -1,18 +1,21 @@
-"""Engine tests on the in-memory transport: hostile input, handler isolation, MTU rule, stats."""
+"""Engine tests on the in-memory transport: hostile input, handler isolation, MTU rule, stats,
+the address a node advertises and the transport's lifecycle."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 import gossip
 from gossip import Cluster, Config, Node, Packet
-from gossip.engine import Engine
+from gossip.engine import Engine, wiring
+from gossip.transports import interfaces
 from gossip.transports.base import Incoming
-from gossip.transports.memory import MemoryNetwork
+from gossip.transports.memory import MEMORY_PORT, MemoryNetwork
 from gossip.wire import MessageType
 
 
@@ -250,3 +253,64 @@ def test_the_scheduler_survives_a_failing_core() -> None:
     finally:
         a.stop(timeout=2.0)
         b.stop(timeout=2.0)
+
+
+class _ListensOnStart:
+    """A transport that, like the socket transport, knows the address it listens on only once
+    started: bound to every interface (``0.0.0.0``) on the in-memory network's port."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.started = False
+
+    @property
+    def local_addr(self) -> str:
+        return "0.0.0.0:" + self.real.local_addr.rpartition(":")[2] if self.started else ""
+
+    def start(self, on_packets: Any, on_stream: Any = None) -> None:
+        self.real.start(on_packets, on_stream)
+        self.started = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_node_bound_to_every_interface_advertises_the_route_s_host_with_its_bound_port(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The address is taken from the transport once it listens: before start it has none.
+    net = MemoryNetwork(seed=16)
+    built: list[_ListensOnStart] = []
+
+    def build(cfg: Config, name: str, member_check: Any) -> Any:
+        built.append(_ListensOnStart(net.new_transport()))
+        return built[0]
+
+    monkeypatch.setattr(interfaces, "advertise_host", lambda host: "127.0.0.1")
+    monkeypatch.setattr(wiring, "build_transport", build)
+    with Cluster(Config.local(bind_addr="0.0.0.0:0", insecure=True)) as c:
+        assert c.address == f"127.0.0.1:{MEMORY_PORT}"
+        assert c.local_node().address == c.address
+    assert built[0].real.closed
+
+
+def test_a_transport_given_to_a_cluster_that_never_started_is_closed_by_stop() -> None:
+    transport = MemoryNetwork(seed=17).new_transport()
+    c = Cluster(Config.local(transport=transport))
+    c.stop()
+    assert transport.closed
+    with pytest.raises(gossip.ClusterClosed):
+        c.start()
+
+
+def test_a_transport_that_cannot_start_is_closed_by_stop() -> None:
+    class Unbindable(_ListensOnStart):
+        def start(self, on_packets: Any, on_stream: Any = None) -> None:
+            raise gossip.TransportError("address in use")
+
+    transport = Unbindable(MemoryNetwork(seed=18).new_transport())
+    c = Cluster(Config.local(transport=transport))
+    with pytest.raises(gossip.TransportError):
+        c.start()
+    assert not c.running
+    c.stop()
+    assert transport.real.closed

@@ -28,7 +28,7 @@ stream connections opening at once (arrived, HELLO not yet checked); more are cl
 Every step of an opening runs under ``stream_open_timeout``, counted from the connection's
 arrival: reading the OPEN, writing the ACCEPT and reading the HELLO on the accepting side (the
 HELLO's deadline); dialing, writing the OPEN and reading the answer on the opening side. A failure at any step closes the connection: nothing is left half
-open. The handshake and the framing are described in :mod:`gossip.stream`.
+open. The handshake and the framing are described in :mod:`gossip.streams`.
 
 Counters (in :meth:`gossip.Cluster.stats`): ``streams.opened`` (by this node),
 ``streams.accepted`` (handlers started), ``streams.refused`` (openings this node refused),
@@ -38,7 +38,9 @@ Counters (in :meth:`gossip.Cluster.stats`): ``streams.opened`` (by this node),
 authentic, or too slow) and ``streams.refused_per_source`` (connections cut because their host
 had too many openings under way).
 
-This module imports the stream layer, the packet codec and the transports' interface.
+This module imports the stream layer, the packet codec and the transports' interface. The
+pool is given what it uses (the handlers, the member snapshot of a sender, how to dial); it
+never holds the engine.
 """
 
 from __future__ import annotations
@@ -51,10 +53,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..compression import get_compressor
-from ..counters import STREAM_COUNTERS
+from ..config import Config
+from ..counters import STREAM_COUNTERS, Counters
 from ..errors import (
     AuthenticationError,
     ClusterClosed,
@@ -64,10 +67,11 @@ from ..errors import (
     StreamRefused,
     TransportError,
 )
-from ..handlers import HANDLER_STREAM, check_user_type
+from ..handlers import HANDLER_STREAM, MessageHandlers, check_user_type
+from ..hlc import HLC
 from ..node import Node
-from ..packet import Packet
-from ..stream import (
+from ..packet import Packet, PacketCodec
+from ..streams import (
     KEY_ID_SIZE,
     SALT_SIZE,
     STATUS_ACCEPTED,
@@ -87,9 +91,6 @@ from ..stream import (
 from ..transports._admission import host_of
 from ..transports.base import Deadline, StreamConn
 from ..wire import MessageType
-
-if TYPE_CHECKING:
-    from . import Engine
 
 __all__ = ["StreamPool", "STREAM_COUNTERS"]
 
@@ -194,15 +195,42 @@ class _Workers(Generic[I]):
 
 
 class StreamPool:
-    """Accepts and opens the streams of one engine; see the module docstring."""
+    """Accepts and opens the streams of one engine; see the module docstring.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        cfg = engine.config
+    Args:
+        config: the validated configuration.
+        codec: the packet pipeline (OPEN and ACCEPT are packets; its keyring keys streams).
+        sender_id: this node's id, as bytes.
+        hlc: the clock that stamps message ids.
+        handlers: the message handlers (stream handlers serve accepted streams).
+        node_for_sender: ``node_for_sender(sender)`` returns the snapshot of an opener.
+        dial: ``dial(addr, timeout)`` dials a stream connection.
+        check_open: raises :class:`~gossip.errors.ClusterClosed` unless the engine runs.
+        counters: where the ``streams.*`` counters go.
+        log: the engine's logger.
+        warn: ``warn(key, msg, *args)`` logs a warning at most once per interval per key.
+        prefix: the thread name prefix (``gossip-<node>``).
+    """
+
+    def __init__(
+        self, config: Config, codec: PacketCodec, *, sender_id: bytes, hlc: HLC,
+        handlers: MessageHandlers, node_for_sender: Callable[[bytes], Node],
+        dial: Callable[[str, float], StreamConn], check_open: Callable[[], None],
+        counters: Counters, log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        warn: Callable[..., None], prefix: str,
+    ) -> None:
+        cfg = config
         self.config = cfg
-        self.codec = engine.codec
-        self.counters = engine.counters
-        self.log = engine.log
+        self.codec = codec
+        self._sender_id = sender_id
+        self._hlc = hlc
+        self._handlers = handlers
+        self._node_for_sender = node_for_sender
+        self._dial = dial
+        self._check_open = check_open
+        self.counters = counters
+        self.log = log
+        self._warn = warn
         self._debug = self.log.isEnabledFor(logging.DEBUG)
         self._label = self.codec.label.encode("utf-8")
         self._compressor = get_compressor(cfg.compressor)
@@ -211,7 +239,6 @@ class StreamPool:
         self._closing = False
         self._opening: dict[StreamConn, str] = {}  # connections still opening -> their host
         self._opening_per_source: dict[str, int] = {}
-        prefix = engine.prefix
         self._workers: _Workers[StreamConn] = _Workers(
             f"{prefix}-stream", cfg.max_concurrent_streams, 0, self._serve, self._discard,
             self.log)
@@ -247,8 +274,7 @@ class StreamPool:
             self._streams.pop(stream, None)
 
     def _packet(self, msg_type: int, body: bytes) -> bytes:
-        engine = self.engine
-        return self.codec.encode_raw(msg_type, engine.id_bytes, engine.hlc.now(), 1, body)
+        return self.codec.encode_raw(msg_type, self._sender_id, self._hlc.now(), 1, body)
 
     def add_stats(self, out: dict[str, int]) -> None:
         """Put the stream counters into ``out`` (zero when nothing happened yet)."""
@@ -271,8 +297,7 @@ class StreamPool:
             LocalProtocolError: ``msg_type`` is internal or ``payload`` cannot be encoded.
             ClusterClosed: the cluster is not running.
         """
-        engine = self.engine
-        engine.check_open()
+        self._check_open()
         check_user_type(msg_type)
         total = self.config.stream_open_timeout if timeout is None else timeout
         deadline = Deadline(total)
@@ -284,11 +309,8 @@ class StreamPool:
         key = keyring.primary_key if keyring else None
         kid = key_id(key) if key is not None else bytes(KEY_ID_SIZE)
         frame = self._packet(MessageType.STREAM_OPEN, encode_open(msg_type, salt, kid, body))
-        transport = engine.transport
-        if transport is None:
-            raise ClusterClosed("the cluster is not started")
         try:
-            conn = transport.dial_stream(node.address, deadline.remaining(what) or total)
+            conn = self._dial(node.address, deadline.remaining(what) or total)
         except GossipTimeout as exc:
             raise GossipTimeout(f"{what}: could not connect within {total}s") from exc
         stream: Stream | None = None
@@ -348,18 +370,18 @@ class StreamPool:
                 self._opening[conn] = host
         if opening >= self.config.max_opening_streams_per_source:
             self.counters.inc("streams.refused_per_source")
-            self.engine.warn("streams_per_source", "%d stream connections from %s are still "
-                             "opening: cutting new ones (max_opening_streams_per_source)",
-                             opening, host)
+            self._warn("streams_per_source", "%d stream connections from %s are still "
+                       "opening: cutting new ones (max_opening_streams_per_source)",
+                       opening, host)
             conn.close()
             return
         if self._workers.submit(conn):
             return
         if not self._refuser.submit(conn):
             self.counters.inc("streams.refused")
-            self.engine.warn("streams_full", "stream pool full (max_concurrent_streams=%d) and "
-                             "refusals backed up: cutting new stream connections",
-                             self.config.max_concurrent_streams)
+            self._warn("streams_full", "stream pool full (max_concurrent_streams=%d) and "
+                       "refusals backed up: cutting new stream connections",
+                       self.config.max_concurrent_streams)
             self._discard(conn)
 
     def _opened(self, conn: StreamConn) -> None:
@@ -427,9 +449,9 @@ class StreamPool:
                      f"{self.config.max_concurrent_streams})", opened[1].client_salt, deadline)
 
     def _decide(self, req: Any) -> tuple[int, str, Callable[..., Any] | None, bytes | None]:
-        if self._closing or self.engine.closing:
+        if self._closing:
             return STATUS_CLOSING, "the node is stopping", None, None
-        handler = self.engine.message_handlers.get(req.msg_type)
+        handler = self._handlers.get(req.msg_type)
         if handler is None or handler.kind != HANDLER_STREAM:
             return (STATUS_NO_HANDLER, f"no stream handler for message type {req.msg_type}",
                     None, None)
@@ -481,7 +503,7 @@ class StreamPool:
         if trust is not None and not authentic:
             trust()
         self.counters.inc("streams.accepted")
-        sender = self.engine.node_for_sender(pkt.sender)
+        sender = self._node_for_sender(pkt.sender)
         stream.remote_node = sender
         packet = Packet(req.msg_type, pkt.sender, pkt.msg_id, pkt.ttl, req.payload, pkt.codec,
                         pkt.compressed, pkt.encrypted, pkt.size)

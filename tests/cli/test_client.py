@@ -65,7 +65,7 @@ def test_never_suspected_and_flapping() -> None:
 
 
 def test_watch_describes_cluster_events() -> None:
-    from gossip.cli import _describe
+    from gossip.cli.client import _describe
 
     flap = _describe("flapping", {"short": "aaaaaaaa", "address": "h:1", "score": 6, "window": 120.0,
                                   "damped": True, "at": 0.0})

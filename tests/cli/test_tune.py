@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gossip import Config
-from gossip.tune import Candidate, Outcome, TuneParams, TuneResult, _recommend, candidates, evaluate
+from gossip.cli.tune import Candidate, Outcome, TuneParams, TuneResult, _recommend, candidates, evaluate
 
 
 @pytest.mark.parametrize("rtt", [0.0, 0.001, 0.02, 0.1, 0.5, 2.0])

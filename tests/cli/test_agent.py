@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gossip.agent import CliError, build_settings, config_environ, read_key_file
+from gossip.cli.agent import CliError, build_settings, config_environ, read_key_file
 from gossip.cli import build_parser
 
 KEY = bytes(range(32))
@@ -139,7 +139,7 @@ def test_a_key_file_others_can_read_is_warned_about(tmp_path: Path, mode: int, r
 def test_the_agent_reports_its_warnings_at_start(tmp_path: Path) -> None:
     import threading
 
-    from gossip.agent import run_agent
+    from gossip.cli.agent import run_agent
 
     key_file = tmp_path / "cluster.key"
     key_file.write_text(KEY.hex() + "\n")

@@ -6,6 +6,7 @@ Waits are bounded polls or bounded event waits; nothing asserts on wall-clock sp
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -309,3 +310,56 @@ def test_stop_ends_open_streams_and_joins_every_thread(net: MemoryNetwork) -> No
     wait_until(lambda: gossip_threads() == before, f"no gossip thread left ({gossip_threads()})")
     with pytest.raises(ClusterClosed):
         client.open_stream(server.local_node(), T)
+
+
+# ---------------------------------------------------------------------------------- the pool alone
+
+
+class _SilentConn:
+    """An accepted stream connection whose opener never sends its OPEN (until closed)."""
+
+    max_frame_size = 1 << 20
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.closed = threading.Event()
+
+    def recv_frame(self, timeout: float | None = None) -> bytes | None:
+        if not self.closed.wait(timeout):
+            raise GossipTimeout("no OPEN")
+        raise TransportError("closed")
+
+    def send_frame(self, data: bytes, timeout: float | None = None) -> None:
+        raise TransportError("closed")
+
+    def close_write(self) -> None: ...
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_a_pool_given_its_collaborators_cuts_one_host_s_excess_openings() -> None:
+    from gossip.counters import Counters
+    from gossip.engine.stream_pool import StreamPool
+    from gossip.handlers import MessageHandlers
+    from gossip.hlc import HLC
+    from gossip.packet import PacketCodec
+
+    counters, warnings = Counters(), []
+    pool = StreamPool(
+        Config.local(max_opening_streams_per_source=2, stream_open_timeout=30.0), PacketCodec(),
+        sender_id=bytes(16), hlc=HLC(), handlers=MessageHandlers(),
+        node_for_sender=lambda sender: pytest.fail("no opener got that far"),
+        dial=lambda addr, timeout: pytest.fail("nothing dials"), check_open=lambda: None,
+        counters=counters, log=logging.getLogger("gossip.test"),
+        warn=lambda *args: warnings.append(args[0]), prefix="gossip-test")
+    conns = [_SilentConn(f"127.0.0.2:{4000 + i}") for i in range(3)] + [_SilentConn("127.0.0.3:4000")]
+    for conn in conns:
+        pool.on_stream(conn)
+    assert [c.closed.is_set() for c in conns] == [False, False, True, False]  # the third from .2
+    assert counters.snapshot()["streams.refused_per_source"] == 1
+    assert warnings == ["streams_per_source"]
+    pool.close()
+    for conn in conns:
+        conn.close()
+    assert pool.join(time.monotonic() + WAIT) == []

@@ -1,0 +1,515 @@
+"""The :class:`Engine`: one node's parts, built and wired together, and :meth:`Engine.perform`.
+
+The engine builds its parts, hands each the collaborators it uses (never the engine itself),
+starts and stops them in a fixed order, and carries out what the core decides:
+
+::
+
+    received packets ─► Receiver ──┐
+    timers ───────────► Scheduler ─┼─► CoreHost ─► actions ─► perform() ─┬─► Outgoing: sends
+    commands (join, leave...) ─────┘   (the lock)  (released)             ├─► EventLoop: events
+                                                                          └─► Joins: answers
+
+:meth:`Engine.perform` is that step: every action the core returns, from a received packet, a
+timer or a command, is performed there, with the core's lock released.
+
+This module imports the engine's parts, the core and the handler registries; never the
+cluster facade, and no transport but through the interface it is given at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..config import Config
+from ..counters import STREAM_COUNTERS, Counters
+from ..errors import ClusterClosed
+from ..handlers import EventHandlers, MessageHandlers
+from ..hlc import HLC
+from ..joining import JoinOutcome
+from ..metadata import Metadata
+from ..node import Node, NodeID, NodeState
+from ..packet import PacketCodec
+from ..protocol import JoinResult, MemberEvent, Protocol, Send
+from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
+from ..protocol.insight import CLUSTER_EVENTS
+from ..transports.base import Incoming, StreamConn, Transport
+from . import wiring
+from .events import ClusterEventHandler, EventLoop, GossipHandler, MetadataHandler, StateHandler
+from .host import CoreHost
+from .incoming import Receiver
+from .joins import Joins, join_peers
+from .members import MemberView, event_node, removed_node
+from .outgoing import Outgoing, UserMessages
+from .scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from .stream_pool import StreamPool
+
+__all__ = ["Engine"]
+
+logger = logging.getLogger("gossip.engine")
+
+T = TypeVar("T")
+
+_WARN_INTERVAL = 10.0
+
+
+class Engine:
+    """Runs one node: a :class:`~gossip.protocol.Protocol` core driven by threads and a transport.
+
+    Args:
+        config: a validated configuration (not copied: the caller owns a private copy).
+        node_id: this node's id.
+        metadata: the local node's writable metadata.
+        rng: randomness for the core and peer selection (default: a fresh ``random.Random``).
+        codec: the packet pipeline (default: the one the configuration describes, with its
+            keyring: :func:`.wiring.codec_for`).
+
+    The parts, each given what it uses: :attr:`host` (the core and its lock), :attr:`members`
+    (snapshots of the member table), :attr:`receiver` (the receive path), :attr:`out` (the send
+    path) and :attr:`messages` (user sends), :attr:`scheduler` (the protocol clock),
+    :attr:`events` (the event and gossip threads), :attr:`joins` (joins under way) and
+    :attr:`streams` (the stream pool, built on first use).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        node_id: NodeID,
+        metadata: Metadata,
+        rng: random.Random | None = None,
+        *,
+        codec: PacketCodec | None = None,
+    ) -> None:
+        self.config = config
+        self.node_id = node_id
+        self.id_bytes = node_id.bytes
+        self.transport: Transport | None = config.transport
+        if codec is None:
+            codec = wiring.codec_for(config, wiring.keyring_for(config))
+        self.codec = codec
+        self.metadata = metadata
+        self.rng = rng if rng is not None else random.Random()
+        self.hlc = HLC(max_drift=config.max_clock_drift)
+        self.log = logger if config.logger is None else config.logger
+        self.prefix = prefix = f"gossip-{node_id.short}"
+        self.counters = counters = Counters()
+        self.stop_event = threading.Event()
+        self._last_warn: dict[str, float] = {}
+        self.host = host = CoreHost()
+        self.message_handlers = MessageHandlers()
+        self.members = members = MemberView(host, node_id, metadata, config)
+        self.joins = joins = Joins(config.join_timeout)
+        self._resolve = wiring.resolver_for(config)
+        self.events = EventLoop(config.gossip_interval, config.gossip_max_interval,
+                                self.stop_event, counters, self.log, self.warn, prefix)
+        self.out = out = Outgoing(config, codec, self.id_bytes, self.hlc, counters, self.log,
+                                  joins.failed, prefix, joins.sent)
+        self.receiver = receiver = Receiver(
+            config, codec, host, hlc=self.hlc, sender_id=self.id_bytes,
+            handlers=self.message_handlers, members=members, perform=self.perform,
+            relay=out.relay, on_refused=joins.refused, counters=counters, log=self.log,
+            prefix=prefix)
+        self.messages = UserMessages(out, config, codec, node_id, self.hlc, members,
+                                     receiver.history.remember, counters)
+        self.scheduler = Scheduler(
+            host, history=receiver.history, perform=self.perform, metadata=metadata.snapshot,
+            on_metadata=self._local_metadata_sent, stop=self.stop_event,
+            gc_interval=config.msg_history_gc_interval, counters=counters, log=self.log,
+            prefix=prefix)
+        # The stream pool (and the stream layer it imports) is built by the first stream
+        # opened or accepted: a node that never streams does not load it.
+        self._stream_pool: StreamPool | None = None
+        self._stream_lock = threading.Lock()
+        self._streams_closed = False
+        self._started = False
+        self.closing = False
+        self._stopped = False
+
+    # ------------------------------------------------------------------ handler registries
+
+    @property
+    def state_handlers(self) -> EventHandlers[StateHandler]:
+        """The node state change handlers."""
+        return self.events.state_handlers
+
+    @property
+    def metadata_handlers(self) -> EventHandlers[MetadataHandler]:
+        """The metadata change handlers."""
+        return self.events.metadata_handlers
+
+    @property
+    def gossip_handlers(self) -> EventHandlers[GossipHandler]:
+        """The user gossip callbacks."""
+        return self.events.gossip_handlers
+
+    @property
+    def cluster_handlers(self) -> EventHandlers[ClusterEventHandler]:
+        """The cluster event handlers (flapping members, partitions)."""
+        return self.events.cluster_handlers
+
+    @property
+    def gossip_interval(self) -> float:
+        """The current (adaptive) period of the user gossip callbacks."""
+        return self.events.gossip_interval
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def started(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._started and not self.closing
+
+    @property
+    def address(self) -> str:
+        """The advertised address (``""`` before :meth:`start`)."""
+        return self.members.address
+
+    @property
+    def core(self) -> Protocol:
+        """The protocol core (only touch it under ``host.lock``, e.g. through :meth:`locked`).
+
+        Raises:
+            ClusterClosed: the engine was never started.
+        """
+        return self.host.core
+
+    @property
+    def streams(self) -> StreamPool:
+        """The stream pool, built on first use (a stopped engine's is closed at once)."""
+        pool = self._stream_pool
+        if pool is None:
+            from .stream_pool import StreamPool
+
+            with self._stream_lock:
+                pool = self._stream_pool
+                if pool is None:
+                    pool = self._stream_pool = StreamPool(
+                        self.config, self.codec, sender_id=self.id_bytes, hlc=self.hlc,
+                        handlers=self.message_handlers,
+                        node_for_sender=self.members.node_for_sender, dial=self._dial_stream,
+                        check_open=self.check_open, counters=self.counters, log=self.log,
+                        warn=self.warn, prefix=self.prefix)
+                    if self._streams_closed:
+                        pool.close()
+        return pool
+
+    def _dial_stream(self, addr: str, timeout: float) -> StreamConn:
+        transport = self.transport
+        if transport is None or not self._started:
+            raise ClusterClosed("the cluster is not started")
+        return transport.dial_stream(addr, timeout)
+
+    def _on_stream(self, conn: StreamConn) -> None:
+        self.streams.on_stream(conn)
+
+    def start(self, transport: Transport | None = None) -> None:
+        """Start the transport, build the core and start every thread (a second call is a
+        no-op).
+
+        Args:
+            transport: the transport to use; default ``config.transport``, else the built-in
+                one :func:`.wiring.build_transport` makes from the configuration.
+
+        The advertised address is :func:`.wiring.advertised_address`'s: ``advertise_addr``,
+        else the address the transport listens on (for a node bound to every interface, with
+        the host of the interface that carries the default route).
+
+        Raises:
+            ConfigError: the node binds every interface, has no ``advertise_addr`` and no
+                interface carries a default route (nothing was bound).
+            TransportError: the transport could not be built or bind.
+            ClusterClosed: the engine was stopped.
+        """
+        if self._stopped or self.closing:
+            raise ClusterClosed("a stopped cluster cannot be restarted")
+        if self._started:
+            return
+        cfg = self.config
+        any_host = wiring.advertise_host_for_any(cfg)
+        if transport is None:
+            transport = self.transport or wiring.build_transport(
+                cfg, self.node_id.short, self.members.is_member_host)
+        self.transport = transport  # kept before it starts: stop() closes it if it fails
+        transport.start(self.receiver.on_packets, self._on_stream)
+        address = wiring.advertised_address(cfg, transport.local_addr, any_host)
+        self.members.address = address
+        now = time.monotonic()
+        values, stamp = self.metadata.snapshot()
+        clock = self.metadata.clock
+        self.host.install(Protocol(
+            self.config, self.node_id, address, self.rng, now,
+            meta=values, meta_stamp=stamp, app_version=self.config.application_version,
+            stamp_clock=clock.peek,
+        ))
+        self._started = True
+        self.out.start(transport)
+        self.receiver.start()
+        self.scheduler.start()
+        self.events.start()
+        self.metadata.add_listener(self._on_local_metadata)
+        self.emit(("state", self.local_node(), NodeState.UNKNOWN))
+        self.log.info("node %s started at %s", self.node_id.short, address)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop everything in a fixed order; idempotent. Does not leave (the caller does).
+
+        Order: mark closing and take no more input, cut open streams, close the transport
+        (sockets released), close the queues (wake the workers), then join every thread under
+        one deadline. A transport given or built for an engine that never started is closed
+        too.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self.closing = True
+        deadline = time.monotonic() + max(0.0, timeout)
+        self.receiver.close()
+        self.metadata.remove_listener(self._on_local_metadata)
+        with self._stream_lock:
+            self._streams_closed = True
+            pool = self._stream_pool
+        if pool is not None:
+            pool.close()  # open streams end first: their handlers see ClusterClosed
+        try:
+            if self.transport is not None:
+                self.transport.close()
+        except Exception:  # a broken transport must not stop the shutdown
+            self.log.exception("closing the transport failed")
+        self.stop_event.set()
+        self.events.close()
+        if self._started:
+            self.scheduler.stop()
+        self.joins.close()
+        stragglers = self.out.stop(max(0.0, deadline - time.monotonic()))
+        if pool is not None:
+            stragglers += pool.join(deadline)
+        if not self._started:
+            return
+        stragglers += self.receiver.join(deadline)
+        me = threading.current_thread()
+        for t in [self.scheduler.thread, *self.events.threads]:
+            if t is not me and t.ident is not None:
+                t.join(max(0.0, deadline - time.monotonic()))
+                if t.is_alive():
+                    stragglers.append(t.name)
+        if stragglers:
+            self.log.warning("threads still running after stop(): %s", ", ".join(stragglers))
+        self.log.info("node %s stopped", self.node_id.short)
+
+    def check_open(self) -> None:
+        """Raise :class:`ClusterClosed` unless the engine is running."""
+        if not self._started:
+            raise ClusterClosed("the cluster is not started")
+        if self.closing:
+            raise ClusterClosed("the cluster is stopped")
+
+    # ------------------------------------------------------------------ the core's actions
+
+    def locked(self, fn: Callable[[Protocol], T]) -> T:
+        """Run ``fn(core)`` under the core lock, then perform the actions it produced.
+
+        Raises:
+            ClusterClosed: the engine was never started.
+        """
+        result, actions = self.host.call(fn)
+        self.perform(actions)
+        return result
+
+    def perform(self, actions: Sequence[Action], inc: Incoming | None = None) -> None:
+        """Carry out the core's actions, with the core lock released: send, queue events,
+        resolve joins.
+
+        Every action the core returns comes here: from the receive path (``inc`` is the
+        packet whose handling produced them: replies go back on its connection), from the
+        scheduler's timers and from commands (``inc`` is None).
+        """
+        for a in actions:
+            t = type(a)
+            if t is Send:
+                self.out.protocol(a, inc)  # type: ignore[arg-type]
+            elif t is MemberEvent:
+                self._on_member_event(a)  # type: ignore[arg-type]
+            elif t is JoinResult:
+                self.joins.resolve(a.addr, a)  # type: ignore[union-attr, arg-type]
+            elif t in CLUSTER_EVENTS:
+                # The core's clock is the monotonic one; users get wall-clock times.
+                self.log.warning("%s", a)
+                self.emit(("cluster", a.shifted(time.time() - time.monotonic()), None))  # type: ignore[union-attr]
+
+    def _on_member_event(self, ev: MemberEvent) -> None:
+        if ev.kind == EVENT_STATE or ev.kind == EVENT_REMOVED:
+            self.members.changed()
+        if ev.kind == EVENT_STATE:
+            self.log.info("node %s@%s: %s -> %s", ev.node.short, ev.addr, ev.prev, ev.state)
+            self.emit(("state", event_node(ev), ev.prev))
+        elif ev.kind == EVENT_METADATA:
+            self.emit(("metadata", event_node(ev), ev.prev))
+        elif ev.kind == EVENT_REMOVED:
+            # The member was forgotten (left long enough ago, or dead past its retention):
+            # handlers see it go from its last state to UNKNOWN, so removal is never silent.
+            self.log.debug("= node %s@%s forgotten (%s)", ev.node.short, ev.addr, ev.state)
+            self.emit(("state", removed_node(ev), ev.state))
+        elif ev.kind == EVENT_CONFLICT:
+            self.warn("conflict", "node id %s is claimed by %s and %s", ev.node, ev.addr,
+                      ev.conflict_addr)
+
+    def emit(self, event: tuple[str, Any, Any]) -> None:
+        """Queue an event for the event thread."""
+        self.events.emit(event)
+
+    # ------------------------------------------------------------------ stats and logging
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the engine counter ``name``."""
+        self.counters.inc(name, n)
+
+    def stats(self) -> dict[str, int]:
+        """Return the engine, transport and core counters (``transport.*``, ``core.*``) and the
+        current queue depths (``queue.*``)."""
+        out = self.counters.snapshot()
+        tstats = getattr(self.transport, "stats", None)
+        if callable(tstats):
+            tstats = tstats()
+        if isinstance(tstats, dict):
+            for k, v in tstats.items():
+                if isinstance(v, int):
+                    out[f"transport.{k}"] = v
+        drops = out.get("transport.udp_kernel_drops", 0)
+        if drops:
+            out["dropped.kernel_udp"] = drops
+        lost = out.get("transport.tcp_frames_lost", 0)
+        if lost:
+            out["dropped.connection_lost"] = lost
+        if self.host.started:
+            def core_stats(core: Protocol) -> None:
+                for k, v in core.stats.items():
+                    out[f"core.{k}"] = v
+                for k, v in core.sizes().items():
+                    out[f"table.{k}"] = v
+
+            self.host.read(core_stats)
+        self.receiver.add_stats(out)
+        pool = self._stream_pool
+        if pool is not None:
+            pool.add_stats(out)
+        else:
+            for name in STREAM_COUNTERS:
+                out.setdefault(name, 0)
+        out["queue.send"] = self.out.queued
+        out["queue.events"] = len(self.events.queue)
+        return out
+
+    def warn(self, key: str, msg: str, *args: Any) -> None:
+        """Log a warning at most once per interval per ``key``."""
+        now = time.monotonic()
+        if now - self._last_warn.get(key, -math.inf) >= _WARN_INTERVAL:
+            self._last_warn[key] = now
+            self.log.warning(msg, *args)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def local_node(self) -> Node:
+        """Return a snapshot of the local node."""
+        return self.members.local_node()
+
+    # ------------------------------------------------------------------ join / leave / metadata
+
+    def join(self, peers: list[str], timeout: float) -> JoinOutcome:
+        """Join through ``peers`` in parallel (see :func:`.joins.join_peers`).
+
+        Raises:
+            JoinError: no peer accepted.
+            ClusterClosed: the engine is not running.
+        """
+        self.check_open()
+        return join_peers(peers, timeout, resolve=self._resolve, join_addr=self.join_addr,
+                          own_addr=self.address, prefix=self.prefix)
+
+    def join_addr(self, addr: str, timeout: float | None) -> JoinResult:
+        """Send a join to one resolved address and wait for the answer.
+
+        Raises:
+            ClusterClosed: the engine is not running.
+        """
+        self.check_open()
+        return self.joins.wait(addr, timeout, lambda: self.locked(
+            lambda core: core.join(time.monotonic(), [addr])))
+
+    def leave(self, timeout: float) -> None:
+        """Announce a graceful leave and wait (up to ``timeout``) until it has been sent."""
+        if not self._started or self.closing:
+            return
+        end = time.monotonic() + timeout
+        self.locked(lambda core: core.leave(time.monotonic()))
+        if not self.out.wait_flushed(timeout):
+            self.log.warning("leave: the send queue did not flush within %.1fs", timeout)
+        # The leave goes to every member as a ping that it acknowledges; the core repeats it to
+        # those that did not (a lost leave is otherwise a long tail: a survivor suspecting the
+        # leaver alone). The scheduler sends the repeats: wait for the acks, within the timeout.
+        while time.monotonic() < end and self.host.call(lambda core: core.leave_pending())[0]:
+            self.stop_event.wait(0.01)
+
+    def _on_local_metadata(self, md: Metadata) -> None:
+        """Metadata listener: the scheduler propagates after a short coalescing delay."""
+        if self._started:
+            self.scheduler.metadata_written()
+
+    def _local_metadata_sent(self) -> None:
+        self.emit(("metadata", self.local_node(), NodeState.ALIVE))
+
+    def update_metadata(self) -> None:
+        """Propagate the local metadata now and fire the local metadata event."""
+        self.check_open()
+        self.scheduler.metadata_sent()
+        values, stamp = self.metadata.snapshot()
+        self.locked(lambda core: core.set_local_metadata(time.monotonic(), values, stamp))
+        self._local_metadata_sent()
+
+    # ------------------------------------------------------------------ user messages
+
+    def broadcast(self, msg_type: int, data: Any, reliable: bool,
+                  exclude: Iterable[NodeID] = ()) -> None:
+        """Send a user message to a fan-out of random peers (see :meth:`UserMessages.broadcast`).
+
+        Raises:
+            LocalProtocolError: internal type, or a payload that cannot be encoded.
+            SendQueueFull, TransportError: when no peer took it.
+            ClusterClosed: the engine is not running.
+        """
+        self.check_open()
+        self.messages.broadcast(msg_type, data, reliable, exclude)
+
+    def send_direct(self, nodes: Iterable[Node], msg_type: int, data: Any, reliable: bool) -> None:
+        """Send a user message with ttl 1 to each node (see :meth:`UserMessages.send_direct`).
+
+        Raises:
+            LocalProtocolError: internal type, or a payload that cannot be encoded.
+            SendQueueFull, TransportError: after trying every node.
+            NodeUnavailable: a best-effort send to a node known dead or left (``"raise"``).
+            ClusterClosed: the engine is not running.
+        """
+        self.check_open()
+        self.messages.send_direct(nodes, msg_type, data, reliable)
+
+    def request(self, node: Node, msg_type: int, payload: Any, response_type: type[Any] | None,
+                timeout: float | None) -> Any:
+        """Send a request to ``node`` and return its decoded reply (see
+        :meth:`UserMessages.request`).
+
+        Raises:
+            GossipTimeout: no reply within ``timeout`` (default ``tcp_deadline``).
+            RemoteHandlerError: the node's reply handler raised, or it has none for the type.
+            TransportError: the node could not be reached.
+            DecodeError: the reply is malformed or does not fit ``response_type``.
+            LocalProtocolError, ClusterClosed: as :meth:`send_direct`.
+        """
+        self.check_open()
+        return self.messages.request(node, msg_type, payload, response_type, timeout)
