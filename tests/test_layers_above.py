@@ -11,7 +11,12 @@ from test_layers import ROOT, violations
 
 INTERNALS = {"gossip.engine", "gossip.protocol", "gossip.workers", "gossip.security"}
 ABOVE = [ROOT / "groups.py", ROOT / "testing.py", *sorted((ROOT / "leader").glob("*.py")),
-         *sorted((ROOT / "dashboard").glob("*.py"))]
+         *sorted((ROOT / "dashboard").glob("*.py")), ROOT / "placement.py", ROOT / "replicated.py",
+         *sorted((ROOT / "locks").glob("*.py"))]
+
+# The coordination blocks' logic: pure state machines the simulator drives (time and chance
+# passed in; no threads, sockets or clocks; never the host or the cluster).
+PURE_ABOVE = [ROOT / "locks" / name for name in ("messages.py", "base.py", "grantor.py", "requester.py", "core.py")]
 
 
 @pytest.mark.parametrize("path", ABOVE, ids=str)
@@ -25,6 +30,16 @@ def test_election_logic_is_pure() -> None:
     path = ROOT / "leader" / "election.py"
     assert violations(path, {"threading", "time", "socket", "select", "selectors", "asyncio", "random",
                              "gossip.cluster", "gossip.engine", "gossip.transports", "gossip.leader.host"}) == []
+    src = path.read_text()
+    for call in ("time.", "random.", "Thread("):
+        assert call not in src
+
+
+@pytest.mark.parametrize("path", PURE_ABOVE, ids=str)
+def test_coordination_logic_is_pure(path: pathlib.Path) -> None:
+    assert violations(path, {"threading", "time", "socket", "select", "selectors", "asyncio", "random",
+                             "gossip.cluster", "gossip.engine", "gossip.transports", "gossip.locks.service",
+                             "gossip.leader.host"}) == []
     src = path.read_text()
     for call in ("time.", "random.", "Thread("):
         assert call not in src

@@ -132,8 +132,8 @@ def test_owners_bounds_and_errors() -> None:
     with pytest.raises(TypeError):
         ring.owners(42, 1)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        Rendezvous([3.5])  # type: ignore[list-item]
+        Rendezvous([3.5])
     with pytest.raises(TypeError):
-        Rendezvous({"a": "heavy"})  # type: ignore[dict-item]
+        Rendezvous({"a": "heavy"})
     assert Rendezvous({"a": float("nan"), "b": -1, "c": 1}).members == ["c"]
     assert "weighted" in repr(Rendezvous({"a": 1, "b": 2}))

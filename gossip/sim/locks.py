@@ -379,7 +379,10 @@ def run_locks(p: LocksParams, config: Config | None = None) -> LockSimulation:
 
     def granter() -> int | None:
         active = [i for i, c in sim.locks.items() if c.grantor.active]
-        return active[0] if len(active) == 1 else (sim.leaders() or [None])[0]
+        if len(active) == 1:
+            return active[0]
+        leaders = sim.leaders()
+        return leaders[0] if leaders else None
 
     def crash_leader() -> None:
         victim = granter()
