@@ -149,7 +149,8 @@ class LockCore:
         elif isinstance(msg, Wake):
             self.requester.on_wake(now, sender, msg)
         elif isinstance(msg, (Prepare, Accept)):
-            if not self._view.eligible:
+            if not self._view.eligible or (sender != self.id and sender not in self._view.replicas):
+                # only eligible members keep the table, and only they may write to it
                 self._out.count("replica_messages_not_eligible")
                 return
             answer = self.replica.on_prepare(msg) if isinstance(msg, Prepare) else self.replica.on_accept(msg)

@@ -89,7 +89,7 @@ class Requester:
         self._next_handle = 0
         self._next_req = 0
         self._ops: dict[int, _Op] = {}            # by handle
-        self._sent: dict[int, tuple[int, float]] = {}   # req -> (handle, sent at)
+        self._sent: dict[int, tuple[int, float, NodeID]] = {}   # req -> (handle, sent at, to whom)
         self._held: dict[int, _Held] = {}         # handle -> lease
         self._busy_names: dict[str, int] = {}     # name -> the handle that has it (or asks for it)
         self._view = LockView()
@@ -214,7 +214,7 @@ class Requester:
             self._attempt(now, nxt)
 
     def _forget_reqs(self, handle: int) -> None:
-        for req in [r for r, (h, _) in self._sent.items() if h == handle]:
+        for req in [r for r, (h, _, _) in self._sent.items() if h == handle]:
             del self._sent[req]
 
     def _attempt(self, now: float, op: _Op) -> None:
@@ -228,7 +228,7 @@ class Requester:
         self._next_req += 1
         req = self._next_req
         key = op.handle if op.kind is not _Kind.RENEW else -op.handle
-        self._sent[req] = (key, now)
+        self._sent[req] = (key, now, target)
         if op.kind is _Kind.ACQUIRE:
             op.first_req = op.first_req or req
             op.last_req = req
@@ -267,7 +267,10 @@ class Requester:
             if msg.status == "granted" and msg.token is not None:
                 self._out.count("late_grants")   # for a request given up on: the abandon frees it
             return
-        key, sent_at = found
+        key, sent_at, target = found
+        if sender != target:
+            self._out.count("replies_from_elsewhere")   # only the node asked may answer
+            return
         op = self._ops.get(key)
         if op is None:
             del self._sent[msg.req]

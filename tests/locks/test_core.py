@@ -8,7 +8,8 @@ import pytest
 from gossip.locks import LockConfig, TooManyRequests
 from gossip.locks.base import Answered, Failed, Granted, Renewed
 from gossip.locks.grantor import GrantorState
-from gossip.locks.messages import FencingToken, Reply
+from gossip.locks.messages import Accept, Ballot, FencingToken, Record, Reply
+from gossip.node import NodeID
 
 from .harness import LockNet
 
@@ -262,3 +263,20 @@ def test_a_node_that_is_not_the_leader_redirects() -> None:
     g = net.outcome("c", h)
     assert isinstance(g, Granted)
     assert net.nodes["b"].core.stats.get("grants", 0) == 0
+
+
+def test_only_the_node_asked_may_answer_and_only_replicas_may_write() -> None:
+    net = LockNet("abc")
+    net.elect("a", term=1)
+    net.partition("a", "bc")                       # b's request waits at a: no answer comes
+    h = net.acquire("b", "x")
+    b = net.nodes["b"]
+    req = max(b.core.requester._sent)
+    b.core.receive(net.now, net.id("c"), Reply(req, "granted", FencingToken(9, 9), 5.0))
+    assert net.granted("b", h) is None and b.core.stats["replies_from_elsewhere"] == 1
+    stranger = NodeID(int=99)
+    c = net.nodes["c"]
+    c.core.receive(net.now, stranger, Accept(Ballot(9, 0, stranger.hex), (
+        Record("x", FencingToken(9, 1), stranger, 5.0, False, Ballot(9, 0, stranger.hex), 1),)))
+    assert "x" not in c.core.replica.records and c.core.stats["replica_messages_not_eligible"] == 1
+    assert c.core.actions_to_perform() == []
