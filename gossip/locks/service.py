@@ -189,10 +189,8 @@ class LockService:
         self._closed = False
         self._authenticate = self._check_security()
         cluster.handle_func_no_forward(self.config.msg_type, self._on_message)
-        self._hids: list[HandlerID] = [
-            cluster.handle_node_state_change_func(lambda node, prev: self._poke()),
-            cluster.handle_node_metadata_change_func(lambda node: self._poke()),
-        ]
+        self._state_hid: HandlerID = cluster.handle_node_state_change_func(lambda node, prev: self._poke())
+        self._meta_hid: HandlerID = cluster.handle_node_metadata_change_func(lambda node: self._poke())
         self._leader_hids = [election.handle_event_func(ev, self._on_leader_event)
                              for ev in (ELECTED, LOST, BECAME_LEADER, STEPPED_DOWN)]
         try:
@@ -229,9 +227,8 @@ class LockService:
     def _unregister(self) -> None:
         c = self._cluster
         c.unregister_message_type(self.config.msg_type)
-        for hid in self._hids:
-            c.remove_node_state_change_handler(hid)
-            c.remove_node_metadata_change_handler(hid)
+        c.remove_node_state_change_handler(self._state_hid)
+        c.remove_node_metadata_change_handler(self._meta_hid)
         for hid in self._leader_hids:
             self._election.remove_event_handler(hid)
 
