@@ -6,9 +6,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import socket
+
 from gossip import Cluster, Config
+from gossip.hlc import now as hlc_now
 from gossip.leader import LeaderConfig
 from gossip.locks import FencingToken, LockConfig, LockService
+from gossip.locks.messages import Release, encode_message
+from gossip.packet import PacketCodec
 from gossip.replicated import MapConfig, ReplicatedMap
 
 from . import wait_until
@@ -55,6 +60,31 @@ def test_locks_with_fencing_on_an_encrypted_cluster() -> None:
                     tokens.append(lease.token)
             assert tokens == sorted(tokens) and len(set(tokens)) == 3
             assert sum(s.stats().get("messages_unauthenticated", 0) for s in services) == 0
+        finally:
+            for s in services:
+                s.close()
+
+
+def test_a_forged_plain_release_is_refused_on_a_cluster_that_seals_its_packets() -> None:
+    # Half-way through the move to encryption: nodes seal what they send but still open plain
+    # packets. A host without the key sends a plain release in the holder's name: refused.
+    election = LeaderConfig(check_interval=0.1, leader_timeout=0.5, heartbeat_msg_type=66)
+    with cluster(3, encryption_key=KEY, require_encryption=False) as nodes:
+        services = [LockService(c, config=LockConfig(retry_interval=0.05), leader_config=election) for c in nodes]
+        try:
+            lease = services[1].acquire("job", ttl=30.0, timeout=20.0)
+            victim = nodes[1].local_node().id
+            data = PacketCodec().encode(LockConfig().msg_type, victim.bytes, hlc_now(), 1,
+                                        encode_message(Release(1, "job", lease.token, 0, 1 << 40)))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                for c in nodes:
+                    host, _, port = c.address.rpartition(":")
+                    udp.sendto(data, (host, int(port)))
+            wait_until(lambda: sum(s.stats().get("messages_unauthenticated", 0) for s in services) >= 3, 10.0,
+                       "the plain releases to be refused")
+            holder = services[2].holder("job")
+            assert holder is not None and holder.node_id == victim and holder.token == lease.token
+            lease.release()
         finally:
             for s in services:
                 s.close()
