@@ -622,8 +622,11 @@ def _describe(kind: str, ev: dict[str, Any]) -> str:
                 f"live ones) lost within {ev.get('window', 0):g}s: {', '.join(m[-8:] for m in members[:8])}"
                 + (", ..." if len(members) > 8 else ""))
     if kind == "healed":
+        missing = ev.get("missing", [])
         return (f"[{stamp}] partition healed after {ev.get('duration', 0):.1f}s: "
-                f"{len(ev.get('returned', []))} of {len(ev.get('members', []))} members back")
+                f"{len(ev.get('returned', []))} of {len(ev.get('members', []))} members back"
+                + (f"; not back: {', '.join(m[-8:] for m in missing[:8])}" + (", ..." if len(missing) > 8 else "")
+                   if missing else ""))
     return f"[{stamp}] {kind} {json.dumps(ev)}"
 
 

@@ -107,7 +107,7 @@ class Config:
     """More keys accepted for decryption (key rotation); require ``encryption_key``."""
     require_encryption: bool = True
     """With a key: refuse plain packets (memberlist's GossipVerifyIncoming). Turn off, with
-    ``encrypt_outgoing``, to move a running plain cluster to encryption (see the README)."""
+    ``encrypt_outgoing``, to move a running plain cluster to encryption (docs/security.md)."""
     encrypt_outgoing: bool = True
     """With a key: encrypt every packet sent (memberlist's GossipVerifyOutgoing). Off, packets go
     out plain while encrypted ones are still accepted: the first step of an upgrade."""

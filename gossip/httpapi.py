@@ -183,7 +183,7 @@ def cluster_event_json(ev: ClusterEvent) -> tuple[str, dict[str, Any]]:
 
     ``flapping``: ``{"node", "short", "address", "score", "window", "threshold", "damped", "at"}``;
     ``partition``: ``{"members": [id...], "share", "window", "at"}``; ``healed``:
-    ``{"members": [id...], "returned": [id...], "duration", "at"}``.
+    ``{"members": [id...], "returned": [id...], "missing": [id...], "duration", "at"}``.
     """
     if isinstance(ev, MemberFlapping):
         return "flapping", {"node": str(ev.node), "short": ev.node.short, "address": ev.addr,
@@ -194,7 +194,7 @@ def cluster_event_json(ev: ClusterEvent) -> tuple[str, dict[str, Any]]:
                              "window": ev.window, "at": ev.at}
     assert isinstance(ev, PartitionHealed)
     return "healed", {"members": [str(n) for n in ev.members], "returned": [str(n) for n in ev.returned],
-                      "duration": ev.duration, "at": ev.at}
+                      "missing": [str(n) for n in ev.missing], "duration": ev.duration, "at": ev.at}
 
 
 class TooManySubscribers(GossipError):

@@ -139,7 +139,7 @@ class Node:
         """True if the node is dead or has left."""
         return self.state is NodeState.DEAD or self.state is NodeState.LEAVING
 
-    # paularlott/gossip's names, kept as documented aliases (README, "Go names").
+    # paularlott/gossip's names, kept as documented aliases (docs/getting-started.md, "Names").
 
     def alive(self) -> bool:
         """Go-style alias of :attr:`is_alive` (paularlott's ``Alive()``)."""

@@ -3,8 +3,8 @@
 :func:`code_blocks` reads the fenced blocks of any markdown file (the README today, the pages
 of a docs site later: add them to :data:`DOCUMENTS`). Each ``python`` block runs in a fresh
 namespace that already holds what the prose around the examples speaks of: ``gossip``, a
-started ``cluster`` on loopback that another member has joined, that member as ``node``, and
-its id as ``node_id``. A block that defines ``test_*`` functions is a pytest file and runs as
+started ``cluster`` on loopback that another member has joined, that member as ``node`` (its
+``Cluster`` as ``peer``), and its id as ``node_id``. A block that defines ``test_*`` functions is a pytest file and runs as
 one. A block that cannot run here (it needs other hosts, a certificate, a fixed port) says why
 in an HTML comment on the line before its fence::
 
@@ -14,11 +14,15 @@ in an HTML comment on the line before its fence::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import re
+import shlex
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -26,7 +30,7 @@ import pytest
 import gossip
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+DOCUMENTS = [ROOT / "README.md", ROOT / "SECURITY.md", *sorted((ROOT / "docs").rglob("*.md"))]
 _FENCE = re.compile(r"^(`{3,}|~{3,})\s*([\w+-]*)[^\n]*$")
 _NOT_RUN = re.compile(r"^<!--\s*not run:\s*(.+?)\s*-->\s*$")
 
@@ -90,9 +94,17 @@ def test_the_parser_finds_blocks_and_their_notes(tmp_path: Path) -> None:
     assert blocks[0].code == "x = 1\n" and blocks[2].code == "```\nnested\n"
 
 
-def test_the_readme_has_python_examples_that_run() -> None:
-    blocks = [b for b in code_blocks(ROOT / "README.md") if b.lang == "python"]
-    assert len(blocks) >= 8 and sum(not b.not_run for b in blocks) >= 5
+def test_the_readme_is_a_front_door_with_an_example_that_runs() -> None:
+    readme = ROOT / "README.md"
+    assert len(readme.read_text(encoding="utf-8").splitlines()) <= 150
+    blocks = [b for b in code_blocks(readme) if b.lang == "python" and not b.not_run]
+    assert blocks and len(blocks[0].code.strip().splitlines()) <= 20
+
+
+def test_the_manual_has_python_examples_that_run() -> None:
+    pages = [p for p in DOCUMENTS if p.parent.name == "docs"]
+    blocks = [b for p in pages for b in code_blocks(p) if b.lang in ("python", "py")]
+    assert len(pages) >= 12 and sum(not b.not_run for b in blocks) >= 20
 
 
 @pytest.fixture
@@ -124,14 +136,25 @@ def test_a_python_example_runs(block: Block, members: tuple[gossip.Cluster, goss
         assert done.returncode == 0, f"{block.name}:\n{done.stdout}\n{done.stderr}"
         return
     cluster, peer = members
-    namespace = {"__name__": f"example_{block.line}", "gossip": gossip, "cluster": cluster,
-                 "node": peer.local_node(), "node_id": peer.local_node().id}
+    module = types.ModuleType(f"example_{block.path.stem.replace('-', '_')}_{block.line}")
+    module.__dict__.update({"gossip": gossip, "cluster": cluster, "peer": peer,
+                            "node": peer.local_node(), "node_id": peer.local_node().id})
+    namespace = module.__dict__
     code = compile(block.code, f"{block.name}", "exec")
+    monkeypatch.setitem(sys.modules, module.__name__, module)     # dataclasses look their module up
     exec(code, namespace)
     for value in list(namespace.values()):
         close = getattr(value, "close", None)
-        if callable(close) and type(value).__module__.startswith("gossip."):
+        if callable(close) and type(value).__module__.startswith("gossip.") and _takes_no_arguments(close):
             close()             # apps, groups: what the example opened
+
+
+def _takes_no_arguments(fn: object) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()      # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
 def environment_examples() -> list[object]:
@@ -150,3 +173,58 @@ def test_an_environment_example_makes_a_valid_config(example: str) -> None:
     environ = dict(word.split("=", 1) for word in example.split())
     environ = {k: key if v.startswith("$") else v for k, v in environ.items()}   # a key from keygen
     gossip.Config.from_env(environ=environ, strict=True).validate()
+
+
+def _parser(module: str) -> Any:
+    """The argument parser of ``gossip`` (``gossip.cli``) or of ``gossip.sim``."""
+    import importlib
+
+    for name in (module, f"{module}.main", f"{module}.__main__"):
+        try:
+            found = getattr(importlib.import_module(name), "build_parser", None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found()
+    raise AssertionError(f"no build_parser in {module}")
+
+
+def command_lines() -> list[object]:
+    """Each ``gossip ...``, ``python -m gossip ...`` and ``python -m gossip.sim ...`` line of
+    the documents' sh blocks."""
+    found = []
+    for path in DOCUMENTS:
+        for block in code_blocks(path):
+            if block.lang not in ("sh", "bash", "console"):
+                continue
+            for n, line in enumerate(block.code.replace("\\\n", " ").splitlines()):
+                line = line.strip()
+                if re.match(r"(gossip|python -m gossip(\.sim)?)(\s|$)", line):
+                    found.append(pytest.param(line, id=f"{block.name}+{n}"))
+    return found
+
+
+@pytest.mark.parametrize("line", command_lines())
+def test_a_documented_command_line_parses(line: str) -> None:
+    words = shlex.split(line, comments=True)
+    if words[:3] == ["python", "-m", "gossip.sim"]:
+        parser, argv = _parser("gossip.sim"), words[3:]
+    else:
+        parser, argv = _parser("gossip.cli"), words[3:] if words[0] == "python" else words[1:]
+    try:
+        parser.parse_args(argv)
+    except SystemExit as e:
+        raise AssertionError(f"{line!r} does not parse (exit {e.code})") from None
+
+
+def test_the_agent_toml_example_makes_a_valid_config() -> None:
+    import tomllib
+
+    (toml,) = [b for b in code_blocks(ROOT / "docs" / "operating.md") if b.lang == "toml"]
+    data = tomllib.loads(toml.code)
+    assert data["agent"]["join"] and data["metadata"]["role"] == "worker"
+    fields = {k: str(v) for k, v in data.items() if k != "preset" and not isinstance(v, dict)}
+    base = getattr(gossip.Config, data["preset"])()
+    cfg = gossip.Config.from_env(prefix="", environ=fields, base=base, strict=True)   # as the agent reads it
+    cfg.insecure = True                     # the example's key file is not on this machine
+    cfg.validate()

@@ -6,7 +6,7 @@ in the DOM that three alive rows appear, that a node killed with SIGKILL turns d
 within the detection time, that a click on it opens its provenance, and that a reload starts
 with the plots' recent history rather than empty plots. It saves a screenshot
 under the test's tmp dir. With ``GOSSIP_TESTS_SCREENSHOT=docs/dashboard.png`` it also copies it
-there and writes ``members --explain``'s output beside it: how the README's picture and example
+there and writes ``members --explain``'s output beside it: how the manual's picture and example
 are made.
 
 Chromium is Debian's ``chromium`` package, which ``.ci/run`` installs; without it the test is
@@ -230,7 +230,7 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
         assert f"member {c_id[-8:]}" in done.stdout and "is dead" in done.stdout
         assert "suspected by" in done.stdout and "declared dead" in done.stdout, done.stdout
         if target:
-            Path(target).with_suffix(".explain.txt").write_text(done.stdout)   # for the README
+            Path(target).with_suffix(".explain.txt").write_text(done.stdout)   # for the manual (docs/operating.md, docs/membership.md)
     finally:
         for agent in agents:
             agent.stop()

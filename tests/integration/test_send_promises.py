@@ -1,4 +1,4 @@
-"""The send table of the README, kept over real sockets on loopback.
+"""The send table of the manual (docs/messages.md), kept over real sockets on loopback.
 
 Each promise of "Sending messages: what each call promises" is driven the way a user meets it:
 a compressible message bigger than a datagram may expand to, a member known dead, a frame lost

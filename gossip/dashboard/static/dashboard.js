@@ -300,7 +300,8 @@
     log(`${who(d.node)} is flapping: ${d.score} state changes in ${secs(d.window)}${d.damped ? " (damped)" : ""}`, "warn", d.at);
   });
   on("partition", (d) => log(`partition suspected: ${d.members.length} members (${Math.round(d.share * 100)} % of the live ones) lost within ${secs(d.window)}: ${d.members.slice(0, 8).map(who).join(" ")}`, "alert", d.at));
-  on("healed", (d) => log(`partition healed after ${secs(d.duration)}: ${d.returned.length} of ${d.members.length} members back`, "", d.at));
+  on("healed", (d) => log(`partition healed after ${secs(d.duration)}: ${d.returned.length} of ${d.members.length} members back`
+    + ((d.missing || []).length ? `; not back: ${d.missing.slice(0, 8).map((m) => m.slice(-8)).join(", ")}` : ""), "", d.at));
   on("sample", onSample);
   window.addEventListener("resize", drawPlots);
 })();
