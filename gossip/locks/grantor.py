@@ -174,6 +174,7 @@ class Grantor:
         self._promises: dict[NodeID, Promise] = {}
         self._prepare_at = -math.inf               # when to (re)send prepares
         self._leases: dict[str, _Lease] = {}
+        self._soonest = math.inf                   # no lease ends before this (a lower bound)
         self._high: FencingToken = ZERO_TOKEN
         self._seq = 0
         self._writes: dict[int, _Write] = {}
@@ -198,8 +199,7 @@ class Grantor:
             return math.inf
         soonest = self._prepare_at if self.state is GrantorState.PREPARING else math.inf
         if self.state is GrantorState.ACTIVE:
-            for lease in self._leases.values():
-                soonest = min(soonest, lease.expires)
+            soonest = min(soonest, self._soonest)
             if self._writes:
                 soonest = min(soonest, min(w.resend_at for w in self._writes.values()))
         return soonest
@@ -288,6 +288,7 @@ class Grantor:
                 leases[r.name] = _Lease(r.holder, r.token, r.ttl, now + r.ttl, -1, r.version)
                 self._out.count("leases_waited_out")
         self._leases = leases
+        self._soonest = min((x.expires for x in leases.values()), default=math.inf)
         self._promises.clear()
         self.state = GrantorState.ACTIVE
         self._out.count("recoveries")
@@ -438,6 +439,7 @@ class Grantor:
         version = self._write(now, msg.name, token, client, msg.ttl, False, client,
                               Reply(msg.req, "granted", token, msg.ttl))
         self._leases[msg.name] = _Lease(client, token, msg.ttl, now + msg.ttl, msg.req, version)
+        self._soonest = min(self._soonest, now + msg.ttl)
 
     def _next_token(self) -> FencingToken:
         high, term = self._high, self.ballot.term
@@ -483,10 +485,16 @@ class Grantor:
             self._out.send((head,), Wake(name))
 
     def _expire(self, now: float) -> None:
+        if now < self._soonest:
+            return
+        soonest = math.inf
         for name, lease in list(self._leases.items()):
             if lease.expires <= now:
                 self._out.count("leases_expired")
                 self._free(now, name, lease)
+            else:
+                soonest = min(soonest, lease.expires)
+        self._soonest = soonest
 
     # ------------------------------------------------------------------ waiters (fairness)
 
