@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
     from .engine.wiring import HostedConnection, Refusal, WebSocketTransport
     from .streams import Stream
+    from .placement import NodeSource
 
 __all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc", "StreamHandlerFunc"]
 
@@ -696,3 +697,22 @@ class Cluster:
         """Remove a gossip handler; return False if the id is unknown."""
         return self._engine.gossip_handlers.remove(handler_id)
 
+
+    # ------------------------------------------------------------------ placement
+
+    def owners(self, key: str | bytes, n: int = 1, group: NodeSource | None = None) -> list[Node]:
+        """Return the ``n`` alive members that own ``key`` (rendezvous hashing), first owner first.
+
+        Every node that sees the same alive members computes the same owners; when a member
+        leaves only its keys move. ``group`` (a :class:`~gossip.NodeGroup`) narrows the
+        candidates; a member's metadata ``weight`` (an int, default 1) scales its share. See
+        :mod:`gossip.placement`.
+        """
+        from .placement import owners
+
+        return owners(self, key, n, group)
+
+    def owner(self, key: str | bytes, group: NodeSource | None = None) -> Node | None:
+        """Return the alive member that owns ``key`` (:meth:`owners` with ``n=1``), or None."""
+        found = self.owners(key, 1, group)
+        return found[0] if found else None

@@ -13,7 +13,11 @@ from gossip.testing import ClusterFactory, GossipNetwork
 
 
 @pytest.mark.parametrize("module", ["gossip.groups", "gossip.leader", "gossip.leader.election",
-                                    "gossip.leader.host", "gossip.testing", "gossip.sim.leader"])
+                                    "gossip.leader.host", "gossip.testing", "gossip.sim.leader",
+                                    "gossip.placement", "gossip.locks", "gossip.locks.base", "gossip.locks.core",
+                                    "gossip.locks.grantor", "gossip.locks.messages", "gossip.locks.requester",
+                                    "gossip.locks.service", "gossip.replicated", "gossip.replicated.core",
+                                    "gossip.replicated.host", "gossip.sim.locks", "gossip.sim.replicated"])
 def test_public_names_exist_and_are_documented(module: str) -> None:
     mod = importlib.import_module(module)
     assert (mod.__doc__ or "").strip()

@@ -15,6 +15,7 @@ UNUSED_BY_A_PLAIN_NODE = [
     "gossip.stream", "gossip.streams", "gossip.engine.stream_pool", "gossip.groups", "gossip.codecs.json", "urllib.parse",
     "gossip.transports.websocket", "gossip.leader", "gossip.httpapi", "gossip.metrics",
     "websockets", "ssl", "hashlib", "lz4.block", "orjson", "encodings.idna", "base64",
+    "gossip.placement", "gossip.locks", "gossip.replicated",
 ]
 
 

@@ -39,7 +39,7 @@ from ..handlers import EventHandlers, HandlerID
 from ..node import Node, NodeID, NodeState
 from .election import (
     Ack, Action, Election, Heartbeat, LeaderConfig, LeaderEvent, Notify, Peer, SendAck, decode_message,
-    encode_message,
+    encode_message, quorum,
 )
 
 if TYPE_CHECKING:
@@ -238,6 +238,16 @@ class LeaderElection:
         """The highest election term this node has seen (0 before any election)."""
         with self._lock:
             return 0 if self._core is None else self._core.term
+
+    def quorum_size(self) -> int:
+        """Return how many eligible members, this node included, make a quorum now: the
+        quorum percentage of the quorum's base (0 before :meth:`start`). Services that
+        replicate to a quorum (:class:`gossip.locks.LockService`) use the same number, so that
+        any two of their quorums, and any of theirs and the election's, share a member."""
+        with self._lock:
+            if self._core is None:
+                return 0
+            return quorum(self._core.quorum_base, self.config.quorum_percentage)
 
     def quorum_members(self) -> list[NodeID]:
         """Return the members confirmed alive that the quorum is measured against, those the

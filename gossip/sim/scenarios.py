@@ -230,6 +230,11 @@ DEFAULTS["leader"] = LEADER_DEFAULTS
 SCENARIOS["leader-split"] = run_split_scenario
 DEFAULTS["leader-split"] = SPLIT_DEFAULTS
 
+from .locks import LOCKS_DEFAULTS, run_locks_scenario  # noqa: E402
+
+SCENARIOS["locks"] = run_locks_scenario
+DEFAULTS["locks"] = LOCKS_DEFAULTS
+
 
 def run_scenario(p: ScenarioParams, progress: Callable[[Simulation], None] | None = None) -> dict[str, Any]:
     """Run a scenario and return its figures as a JSON-ready dict.

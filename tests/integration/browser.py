@@ -244,7 +244,21 @@ class Chromium:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Close the connection and end Chromium (idempotent)."""
+        """Close the connection and end Chromium (idempotent).
+
+        Chromium is first asked to close through DevTools and given time to exit by itself, so
+        that it finishes its network log (:meth:`net_destinations` reads it); a signal ends it
+        only if it does not.
+        """
+        if self.ws is not None and self.proc.poll() is None:
+            try:
+                self.send("Browser.close", timeout=5.0)
+            except Exception:   # it closes the DevTools connection as it goes: no answer needed
+                pass
+            try:
+                self.proc.wait(scaled(20.0))
+            except subprocess.TimeoutExpired:
+                pass
         if self.ws is not None:
             self.ws = None
             try:
