@@ -67,3 +67,55 @@ def test_simulator_never_touches_threads_sockets_or_engine(path: pathlib.Path) -
 def test_pure_data_layer_does_no_io(path: pathlib.Path) -> None:
     assert violations(path, FORBIDDEN["pure"]) == []
     assert "Thread(" not in path.read_text(), f"{path.name} starts a thread"
+
+
+def module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(("gossip",) + (parts[:-1] if parts[-1] == "__init__" else parts))
+
+
+def import_circles(sub: str) -> list[list[str]]:
+    """Return the import circles among the modules under ``sub`` (each a strongly connected
+    group of two or more modules, or one that imports itself), imports under TYPE_CHECKING
+    included: a circle a type checker needs is still a circle a reader has to untangle."""
+    names = {module_name(p) for p in modules(sub)}
+    graph = {module_name(p): {n for n in imported(p) if n in names} for p in modules(sub)}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:   # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1 or v in graph[v]:
+                circles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return circles
+
+
+@pytest.mark.parametrize("sub", ["protocol"])
+def test_no_import_circles(sub: str) -> None:
+    assert import_circles(sub) == []
+
+
+@pytest.mark.parametrize("path", modules("protocol"), ids=str)
+def test_protocol_modules_stay_readable(path: pathlib.Path) -> None:
+    # One concern per module, and a module a reader can hold in mind (DESIGN.md: rooms).
+    assert len(path.read_text().splitlines()) <= 800

@@ -174,7 +174,7 @@ class Merger:
             m.meta = a.meta
             m.meta_stamp = a.meta_stamp
             meta_changed = True
-            table.states_cache = None
+            table.invalidate()
         if a.incarnation > m.incarnation:
             if a.addr != m.addr:
                 # A new address must be shown too: until then it counts against whoever named
@@ -191,7 +191,7 @@ class Merger:
             m.pv = a.pv
             m.av = a.av
             m.suspicion = None
-            table.states_cache = None
+            table.invalidate()
             self.watcher.alive_again(now, m, a.incarnation)   # insight: refuted, or back from dead
             if m.state is SUSPECT:
                 self.out.count("suspicions_refuted")
@@ -289,7 +289,7 @@ class Merger:
                         self.out.count("refused_metadata_size")
                     else:
                         m.meta, m.meta_stamp = s.meta, s.meta_stamp
-                        self.table.states_cache = None
+                        self.table.invalidate()
                         self.table.event(EVENT_METADATA, m, m.state, now)
                 accuser = peer if peer is not None and peer != s.node else self.id
                 self.on_suspect(now, Suspect(s.node, s.incarnation, accuser))
