@@ -213,7 +213,7 @@ class ClusterCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         """Read the cluster now and return every family with its samples."""
-        from . import __version__
+        from ._version import __version__
 
         c = self.cluster
         info = GaugeMetricFamily("gossip_info", _INFO, labels=("node_id", "address", "version"))
