@@ -45,7 +45,7 @@ from .protocol.messaging import calc_fan_out, calc_payload_size
 from .protocol.provenance import Explanation
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
-from .transports.base import Transport
+from .transports.base import Transport, complete
 
 if TYPE_CHECKING:
     from websockets.http11 import Request, Response
@@ -123,7 +123,7 @@ class Cluster:
             encrypt=self._keyring is not None and cfg.encrypt_outgoing,
         )
         self._metadata = Metadata(max_size=cfg.max_metadata_size)
-        self._transport: Transport | None = cfg.transport
+        self._transport: Transport | None = None if cfg.transport is None else complete(cfg.transport)
         self._engine = Engine(cfg, self._id, self._codec, self._metadata, random.Random())
         self._started = False
         self._lock = threading.Lock()

@@ -378,11 +378,8 @@ class Engine:
         """Return the engine, transport and core counters (``transport.*``, ``core.*``) and the
         current queue depths (``queue.*``)."""
         out = self.counters.snapshot()
-        tstats = getattr(self.transport, "stats", None)
-        if callable(tstats):
-            tstats = tstats()
-        if isinstance(tstats, dict):
-            for k, v in tstats.items():
+        if self.transport is not None:
+            for k, v in self.transport.stats.items():
                 if isinstance(v, int):
                     out[f"transport.{k}"] = v
         drops = out.get("transport.udp_kernel_drops", 0)
