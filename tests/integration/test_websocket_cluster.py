@@ -467,7 +467,7 @@ def test_everything_is_counted_under_ws() -> None:
 
 def _raw_handshake(port: int, extra: dict[str, str]) -> bytes:
     """Send a hand-written opening handshake; return the response head (``b""`` if none)."""
-    from .test_websocket_security import send_handshake
+    from transports.test_websocket_security import send_handshake
 
     return send_handshake(port, extra)
 
@@ -508,7 +508,7 @@ def test_asgi_drops_a_stalled_stranger_at_the_deadline() -> None:
     uvicorn = pytest.importorskip("uvicorn")
     from gossip.contrib.asgi import GossipASGI
 
-    from .test_websocket_security import handshake_bytes, read_head
+    from transports.test_websocket_security import handshake_bytes, read_head
 
     sock, port = _bound_socket()
     limit = 1024 * 1024

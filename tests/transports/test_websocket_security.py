@@ -21,8 +21,10 @@ import pytest
 from gossip.errors import ConnectError
 from gossip.transports import Incoming
 
-from . import scaled, wait_until
+from integration import scaled, wait_until
 from .test_websocket_transport import WAIT, Node, _port, nodes
+
+pytestmark = pytest.mark.integration
 
 __all__ = ["nodes"]  # the fixture, imported for this module's tests
 

@@ -33,8 +33,10 @@ from gossip.errors import (
 from gossip.transports import Incoming, StreamConn, Transport
 from gossip.transports.websocket import END_OF_STREAM, WebSocketTransport, client_tls_context, server_tls_context
 
-from . import gossip_threads, scaled, wait_until
-from .tls import make_pki
+from integration import gossip_threads, scaled, wait_until
+from integration.tls import make_pki
+
+pytestmark = pytest.mark.integration
 
 WAIT = scaled(5.0)
 
