@@ -534,7 +534,7 @@ def test_asgi_drops_a_stalled_stranger_at_the_deadline() -> None:
             size = limit - 4096
             s.sendall(bytes([0x82, 0x80 | 127]) + size.to_bytes(8, "big") + os.urandom(4)
                       + os.urandom(200 * 1024))
-        wait_until(lambda: ws_stat(node, "ws_frame_timeouts") == 3, 10.0, "the deadline fires")
+        wait_until(lambda: ws_stat(node, "ws_preauth_timeouts") == 3, 10.0, "the deadline fires")
         for s in stalled:
             s.settimeout(scaled(5.0))
             got = b""

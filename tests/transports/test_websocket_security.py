@@ -325,7 +325,7 @@ def _idle_upgraded(port: int, source: str) -> socket.socket | None:
 
 def test_one_source_cannot_hold_every_untrusted_slot(nodes: Callable[..., Node]) -> None:
     # With the defaults, 64 connections not yet trusted may be held at once.
-    b = nodes(frame_timeout=scaled(60.0), handshake_timeout=scaled(30.0))
+    b = nodes(preauth_timeout=scaled(60.0), handshake_timeout=scaled(30.0))
     port = _port(b.url)
     held: list[socket.socket] = []
     try:
@@ -344,7 +344,7 @@ def test_one_source_cannot_hold_every_untrusted_slot(nodes: Callable[..., Node])
 
 
 def test_frames_the_engine_refuses_do_not_keep_a_connection_open(nodes: Callable[..., Node]) -> None:
-    b = nodes(frame_timeout=0.5)
+    b = nodes(preauth_timeout=0.5)
     port = _port(b.url)
     sock = _idle_upgraded(port, "127.0.0.2")
     assert sock is not None
@@ -362,11 +362,11 @@ def test_frames_the_engine_refuses_do_not_keep_a_connection_open(nodes: Callable
             except OSError:
                 closed = True
                 break
-            if b.stat("ws_frame_timeouts"):
+            if b.stat("ws_preauth_timeouts"):
                 closed = True
                 break
         assert closed
-        wait_until(lambda: b.stat("ws_frame_timeouts") == 1, 5.0, "the deadline is counted")
+        wait_until(lambda: b.stat("ws_preauth_timeouts") == 1, 5.0, "the deadline is counted")
         assert not b.inbox.empty()  # the garbage reached the engine, which refused it
     finally:
         sock.close()

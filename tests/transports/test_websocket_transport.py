@@ -386,10 +386,10 @@ def test_text_oversized_and_malformed_messages_are_counted_and_dropped(nodes: Ca
 
 
 def test_untrusted_connection_must_deliver_a_frame_in_time(nodes: Callable[..., Node]) -> None:
-    b = nodes(frame_timeout=0.3)
+    b = nodes(preauth_timeout=0.3)
     ws = raw_ws(b.url)
     try:
-        wait_until(lambda: b.stat("ws_frame_timeouts") == 1, 5.0, "the silent connection is cut")
+        wait_until(lambda: b.stat("ws_preauth_timeouts") == 1, 5.0, "the silent connection is cut")
         wait_until(lambda: b.stat("ws_connections") == 0, 5.0, "and released")
     finally:
         ws.close()
