@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from websockets.server import ServerProtocol
-from websockets.sync.client import connect
 from websockets.sync.server import serve
 
 from gossip.errors import (
@@ -33,7 +32,7 @@ from gossip.errors import (
 from gossip.transports import Incoming, StreamConn, Transport
 from gossip.transports.websocket import END_OF_STREAM, WebSocketTransport, client_tls_context, server_tls_context
 
-from integration import gossip_threads, scaled, wait_until
+from integration import gossip_threads, scaled, wait_until, ws_connect
 from integration.tls import make_pki
 
 pytestmark = pytest.mark.integration
@@ -91,7 +90,7 @@ def nodes() -> Iterator[Callable[..., Node]]:
 
 def raw_ws(url: str, **kw: Any) -> Any:
     """A plain websockets client (not ours), for hostile or foreign peers."""
-    return connect(url, compression=None, open_timeout=WAIT, proxy=None, legacy=True, **kw)
+    return ws_connect(url, compression=None, open_timeout=WAIT, **kw)
 
 
 def test_satisfies_the_interface_and_advertises_a_url() -> None:

@@ -41,7 +41,7 @@ from typing import Any, Final
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus, PayloadTooBig
 from websockets.exceptions import ProtocolError as WsProtocolError
-from websockets.frames import BINARY, CONT, TEXT, CloseCode, Frame
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import CLIENT
 from websockets.protocol import OPEN as WS_OPEN
@@ -67,6 +67,7 @@ READ_SIZE: Final = 256 * 1024  # one read's buffer
 CLOSE_TIMEOUT: Final = 1.0  # how long a closing handshake waits for the peer
 JOIN_TIMEOUT: Final = 5.0
 _GROUP = 256 * 1024  # the writer releases buffer room after each group of this many bytes
+BINARY, TEXT, CONT = Opcode.BINARY, Opcode.TEXT, Opcode.CONT
 
 ScreenFn = Callable[[str, Any, bool], "tuple[str, Refusal | None, bool]"]
 
