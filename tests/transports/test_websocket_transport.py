@@ -394,6 +394,23 @@ def test_untrusted_connection_must_deliver_a_frame_in_time(nodes: Callable[..., 
         ws.close()
 
 
+def test_a_message_that_trickles_in_is_cut_at_the_frame_timeout(nodes: Callable[..., Node]) -> None:
+    """frame_timeout means on WebSocket what it means on TCP: a message must arrive whole within
+    it, from its first byte, even on a trusted connection."""
+    b = nodes(frame_timeout=0.5)
+    with raw_ws(b.url) as ws:
+        ws.send(b"first")
+        first = b.get()
+        assert first.conn is not None
+        first.conn.mark_trusted()  # the engine accepted it: no pre-authentication deadline now
+        # The start of a masked 1000-byte binary message, then nothing more.
+        ws.socket.sendall(bytes([0x82, 0x80 | 126]) + (1000).to_bytes(2, "big") + os.urandom(4)
+                          + os.urandom(100))
+        wait_until(lambda: b.stat("ws_frame_timeouts") == 1, 5.0, "the trickle is cut")
+        wait_until(lambda: b.stat("ws_connections") == 0, 5.0, "and released")
+    assert b.stat("ws_preauth_timeouts") == 0 and b.stat("ws_idle_closed") == 0
+
+
 def test_idle_connections_close_and_the_next_send_redials(nodes: Callable[..., Node]) -> None:
     a, b = nodes(idle_timeout=0.3), nodes()
     a.t.send(b.url, b"1", reliable=True)

@@ -30,16 +30,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from gossip.errors import ClusterClosed, GossipTimeout, MessageTooLarge, SendError, SendQueueFull
 from gossip.transports._admission import DialSlot, Ticket
-from gossip.transports.base import Deadline, Incoming
+from gossip.transports.base import Deadline, Incoming, StreamConn
 from gossip.transports.limits import ConnectionLimits
 from gossip.transports.websocket.admission import FRAMES, REQUEST, STREAM
-
-if TYPE_CHECKING:
-    from gossip.transports.websocket.stream import WsStream
 
 __all__ = ["Link", "LinkEnv", "CONNECTING", "OPEN", "CLOSED", "END_OF_STREAM", "Item"]
 
@@ -144,7 +141,7 @@ class Link:
         self.eof = False
         self.clean_end = False
         self.write_closed = False
-        self.stream: WsStream | None = None
+        self.stream: StreamConn | None = None  # the stream riding on it, once made
 
     # ---------------------------------------------------------------- Connection interface
 
