@@ -456,3 +456,22 @@ def test_dials_to_strangers_never_use_up_the_members_budget() -> None:
         for trap in traps:
             trap.close()
 
+
+
+def test_a_request_line_that_never_ends_or_a_silent_close_costs_no_thread(nodes: Callable[..., Node]) -> None:
+    b = nodes()
+    port = _port(b.url)
+    with dial(port) as endless:  # 8 KiB with no end of line: dropped by the accept thread
+        endless.sendall(b"G" * 8192)
+        endless.settimeout(WAIT)
+        try:
+            assert endless.recv(1) == b""
+        except ConnectionResetError:
+            pass
+    with dial(port):
+        pass  # connects and closes without a byte
+    wait_until(lambda: b.stat("ws_handshake_failed") == 2, 5.0, "both are counted")
+    wait_until(lambda: b.stat("ws_connections") == 0 and b.t._admission.connections == 0, 5.0,
+               "and their places given back")
+    assert sorted(gossip_threads_of(b.t.name)) == [f"gossip-{b.t.name}-ws-accept",
+                                                   f"gossip-{b.t.name}-ws-sweep"]
