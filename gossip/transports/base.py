@@ -299,9 +299,9 @@ def complete(transport: Any) -> Transport:
     the engine calls them without asking whether they exist: no counters, ``tcp`` for reliable
     packets and ``udp`` for the others, and no pre-authentication limits to lift or enforce.
     """
-    if isinstance(transport, Transport):
+    if isinstance(transport, Transport) and not callable(transport.stats):
         return transport
-    return _Completed(transport)
+    return _Completed(transport)  # (an older one may have had ``stats()`` as a method too)
 
 
 class _Completed:

@@ -108,3 +108,67 @@ def test_a_cluster_runs_on_an_older_custom_transport() -> None:
         b.start()
         assert b.join(a.address, timeout=5.0) == 1
         assert isinstance(a.stats(), dict)
+
+
+class OldStream:
+    """A stream connection of a transport written before mark_trusted existed."""
+
+    peer = "old:2"
+    max_frame_size = 10
+
+    def send_frame(self, data: bytes, timeout: float | None = None) -> None: ...
+    def recv_frame(self, timeout: float | None = None) -> bytes | None:
+        return None
+
+    def close_write(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class OldWithCounters(OldTransport):
+    """An older transport whose stats is a method and which names its own links."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.on_stream: Any = None
+
+    def start(self, on_packets: Any, on_stream: Any = None) -> None:
+        self.on_packets, self.on_stream = on_packets, on_stream
+
+    def stats(self) -> dict[str, int]:
+        return {"sent": 3}
+
+    def link_kind(self, addr: str, reliable: bool) -> str:
+        return "carrier-pigeon"
+
+    def send(self, addr: str, data: bytes, reliable: bool = False, timeout: float | None = None) -> None:
+        self.calls.append(f"send {addr} {reliable}")
+
+    def request(self, addr: str, data: bytes, timeout: float) -> bytes:
+        self.calls.append(f"request {addr}")
+        return b"reply"
+
+    def dial_stream(self, addr: str, timeout: float) -> StreamConn:
+        self.calls.append(f"dial {addr}")
+        return OldStream()  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_the_completed_transport_delegates_everything_else() -> None:
+    old = OldWithCounters()
+    t = complete(old)
+    assert t.stats == {"sent": 3} and t.link_kind("a", True) == "carrier-pigeon"
+    assert t.local_addr == "old:0" and repr(t) == repr(old)
+    streams: list[StreamConn] = []
+    t.start(lambda batch: None, streams.append)
+    t.send("x:1", b"d", reliable=True)
+    assert t.request("x:1", b"d", 1.0) == b"reply"
+    dialed = t.dial_stream("x:1", 1.0)
+    assert isinstance(dialed, StreamConn)
+    dialed.mark_trusted()  # a no-op the older stream did not have
+    old.on_stream(OldStream())
+    assert isinstance(streams[0], StreamConn) and streams[0].peer == "old:2"
+    t.close()
+    assert old.calls == ["send x:1 True", "request x:1", "dial x:1", "close"]

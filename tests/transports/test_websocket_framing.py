@@ -3,7 +3,9 @@ back by websockets' sans-I/O protocol: what we frame is what any WebSocket peer 
 
 from __future__ import annotations
 
+import pathlib
 import socket
+import ssl
 import threading
 
 import pytest
@@ -13,7 +15,9 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
+from gossip.transports.websocket import client_tls_context, server_tls_context
 from gossip.transports.websocket.framing import SocketReader, binary_frame, send_all
+from integration.tls import make_pki
 
 
 def _parse(wire: bytes, to_server: bool) -> list[Frame]:
@@ -42,6 +46,7 @@ def test_send_all_writes_every_chunk_in_order_through_partial_writes() -> None:
     a, b = socket.socketpair()
     try:
         a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        a.settimeout(10.0)  # a socket with a timeout hands back partial writes
         chunks: list[bytes | bytearray | memoryview] = [bytes([i % 251]) * (i * 37 % 5000 + 1)
                                                          for i in range(1500)]  # > IOV_MAX
         expected = b"".join(bytes(c) for c in chunks)
@@ -59,6 +64,46 @@ def test_send_all_writes_every_chunk_in_order_through_partial_writes() -> None:
         thread.start()
         send_all(a, chunks)
         thread.join(10.0)
+        assert bytes(got) == expected
+    finally:
+        a.close()
+        b.close()
+
+
+def test_send_all_and_the_reader_over_tls(tmp_path: pathlib.Path) -> None:
+    pki = make_pki(tmp_path)
+    raw_a, raw_b = socket.socketpair()
+    server = server_tls_context(pki.cert, pki.key)
+    client = client_tls_context(pki.ca)
+    wrapped: dict[str, ssl.SSLSocket] = {}
+
+    def accept() -> None:
+        wrapped["b"] = server.wrap_socket(raw_b, server_side=True)
+
+    side = threading.Thread(target=accept)
+    side.start()
+    a = client.wrap_socket(raw_a, server_hostname="127.0.0.1")
+    side.join(10.0)
+    b = wrapped["b"]
+    try:
+        # Small chunks are joined, a large one goes with what precedes it.
+        chunks: list[bytes | bytearray | memoryview] = [b"h" * 10, b"p" * 100_000, b"s" * 7] * 3
+        chunks += [b"x" * 600_000, b"y" * 600_000]  # over WRITE_CHUNK once joined
+        expected = b"".join(bytes(c) for c in chunks)
+        got = bytearray()
+
+        def read() -> None:
+            reader = SocketReader(b, 256 * 1024)
+            while len(got) < len(expected):
+                data = reader.read()
+                if not data:
+                    break
+                got.extend(data)
+
+        reader_thread = threading.Thread(target=read)
+        reader_thread.start()
+        send_all(a, chunks)
+        reader_thread.join(10.0)
         assert bytes(got) == expected
     finally:
         a.close()

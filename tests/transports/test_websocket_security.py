@@ -475,3 +475,15 @@ def test_a_request_line_that_never_ends_or_a_silent_close_costs_no_thread(nodes:
                "and their places given back")
     assert sorted(gossip_threads_of(b.t.name)) == [f"gossip-{b.t.name}-ws-accept",
                                                    f"gossip-{b.t.name}-ws-sweep"]
+
+
+def test_a_connection_that_never_sends_its_request_line_is_dropped_in_time(nodes: Callable[..., Node]) -> None:
+    b = nodes(handshake_timeout=0.3)
+    with dial(_port(b.url)) as silent:
+        silent.settimeout(WAIT)
+        try:
+            assert silent.recv(1) == b""
+        except ConnectionResetError:
+            pass
+    assert b.stat("ws_handshake_timeouts") == 1
+    wait_until(lambda: b.t._admission.connections == 0, 5.0, "its place is given back")

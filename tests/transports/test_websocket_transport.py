@@ -22,6 +22,7 @@ from websockets.sync.server import serve
 
 from gossip.errors import (
     AddressError,
+    ClusterClosed,
     ConnectError,
     GossipTimeout,
     MessageTooLarge,
@@ -508,3 +509,44 @@ def test_tls_context_helpers_verify_by_default() -> None:
     ctx = client_tls_context()
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     assert END_OF_STREAM.startswith("gossip:")
+
+
+def test_settings_are_checked_and_the_lifecycle_is_strict() -> None:
+    for bad in ({"path": "gossip"}, {"path": "/a b"}, {"handshake_timeout": 0},
+                {"ping_interval": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            WebSocketTransport("127.0.0.1:0", **bad)  # type: ignore[arg-type]
+    with pytest.raises(AddressError):
+        WebSocketTransport("127.0.0.1:0", advertise_addr="127.0.0.1:80")
+    t = WebSocketTransport("127.0.0.1:0", name="life", advertise_addr="wss://node.example/gossip")
+    assert not t.listening and t.bound_addr == "" and "new" in repr(t)
+    with pytest.raises(ClusterClosed):
+        t.send("ws://127.0.0.1:1/gossip", b"x")  # not started
+    t.start(lambda batch: None)
+    try:
+        assert t.listening and t.bound_addr.startswith("127.0.0.1:")
+        assert t.advertise_addr == "wss://node.example/gossip" and "started" in repr(t)
+        with pytest.raises(TransportError):
+            t.start(lambda batch: None)
+    finally:
+        t.close()
+    with pytest.raises(ClusterClosed):
+        t.start(lambda batch: None)
+    for call in (lambda: t.request("ws://127.0.0.1:1/gossip", b"x", 1.0),
+                 lambda: t.dial_stream("ws://127.0.0.1:1/gossip", 1.0)):
+        with pytest.raises(ClusterClosed):
+            call()
+
+
+def test_a_stream_whose_peer_does_not_read_times_out_and_closes(nodes: Callable[..., Node]) -> None:
+    a, b = nodes(conn_buffer_size=64 * 1024), nodes()
+    s = a.t.dial_stream(b.url, WAIT)
+    peer = b.streams.get(timeout=WAIT)
+    peer.mark_trusted()  # type: ignore[attr-defined]
+    with pytest.raises(GossipTimeout):
+        for _ in range(1000):  # never read: the kernel's buffers, then ours, fill
+            s.send_frame(bytes(64 * 1024), timeout=0.2)
+    with pytest.raises(SendError):
+        s.send_frame(b"after the timeout")  # the stream was closed
+    s.close_write()  # closed already: nothing to do
+    peer.close()
