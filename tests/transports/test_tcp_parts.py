@@ -10,7 +10,14 @@ import threading
 
 import pytest
 
-from gossip.errors import ClusterClosed, MessageTooLarge, SendError, SendQueueFull, TransportError
+from gossip.errors import (
+    AddressError,
+    ClusterClosed,
+    MessageTooLarge,
+    SendError,
+    SendQueueFull,
+    TransportError,
+)
 from gossip.transports._sockets import Waker, close_quietly, plain_ip, set_buffer, shutdown, wait_fd
 from gossip.transports.base import Incoming, StreamConn
 from gossip.transports.socket import SocketTransport
@@ -151,3 +158,49 @@ def test_a_failing_packet_callback_is_counted_and_reading_goes_on() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_settings_and_the_lifecycle_of_the_socket_transport() -> None:
+    with pytest.raises(ValueError, match="max_udp_size"):
+        SocketTransport("127.0.0.1:0", max_udp_size=0)
+    with pytest.raises(AddressError):
+        SocketTransport("127.0.0.1:0", advertise_addr="not an address")
+    t = SocketTransport("127.0.0.1:0", name="life", advertise_addr="127.0.0.9:7946")
+    with pytest.raises(ClusterClosed, match="not started"):
+        t.send("127.0.0.1:9", b"x")
+    with t:
+        t.start(lambda batch: None)
+        assert t.advertise_addr == "127.0.0.9:7946" and t.local_addr.startswith("127.0.0.1:")
+        with pytest.raises(TransportError, match="already started"):
+            t.start(lambda batch: None)
+    with pytest.raises(ClusterClosed):
+        t.send("127.0.0.1:9", b"x")
+
+
+class _Flaky:
+    """A UDP socket whose reads fail as an ICMP error makes them fail, then run dry."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.failures = 2
+
+    def recvmsg_into(self, buffers: object, ancsize: int) -> object:
+        return self.recvfrom_into(buffers)
+
+    def recvfrom_into(self, view: object) -> object:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "port unreachable")
+        raise BlockingIOError(errno.EAGAIN, "dry")
+
+
+def test_a_failing_datagram_read_is_counted_and_reading_goes_on() -> None:
+    counts: dict[str, int] = {}
+    batches: list[list[Incoming]] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        udp = UdpSocket(s, name="u", max_udp_size=100, emit=batches.append,
+                        count=lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n),
+                        stop=threading.Event(), is_closed=lambda: False)
+        udp.sock = _Flaky(s)  # type: ignore[assignment]
+        udp.read_burst()
+    assert counts == {"reader_errors": 2} and batches == []
