@@ -8,6 +8,7 @@ One concern per module, each part given what it needs (never the transport itsel
 - :mod:`.link`: one connection's state, buffers and deadlines, whoever performs its I/O;
 - :mod:`.connection`: our own sockets, driven by websockets' documented sans-I/O protocol;
 - :mod:`.hosted`: connections a host's server carries (:class:`HostedConnection`);
+- :mod:`.requests`: request/reply exchanges on dedicated connections;
 - :mod:`.stream`: a connection dedicated to one stream;
 - :mod:`.framing`: binary frames out, reads in, gathered writes;
 - :mod:`.endpoints`: URLs and TLS contexts;

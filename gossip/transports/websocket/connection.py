@@ -69,7 +69,8 @@ JOIN_TIMEOUT: Final = 5.0
 _GROUP = 256 * 1024  # the writer releases buffer room after each group of this many bytes
 BINARY, TEXT, CONT = Opcode.BINARY, Opcode.TEXT, Opcode.CONT
 
-ScreenFn = Callable[[str, Any, bool], "tuple[str, Refusal | None, bool]"]
+ScreenFn = Callable[[str, Any, bool], tuple[str, Refusal | None, bool]]
+"""Screens an accepted handshake: ``(path, headers, known_proved) -> (channel, refusal, proved)``."""
 
 
 def set_max_size(protocol: Protocol, size: int) -> None:

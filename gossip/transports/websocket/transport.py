@@ -15,7 +15,8 @@
 The parts, each given what it needs (never the transport): :mod:`.listener` (the accept thread),
 :mod:`.admission` (which handshakes are let in), :mod:`.link` (a connection's state, buffers and
 deadlines), :mod:`.connection` (our own sockets, on websockets' sans-I/O protocol),
-:mod:`.hosted` (connections a host's server carries), :mod:`.stream` and :mod:`.framing`.
+:mod:`.hosted` (connections a host's server carries), :mod:`.requests` (request/reply
+exchanges), :mod:`.stream` and :mod:`.framing`.
 
 Threads, every one named ``gossip-<node>-ws-...`` and joined by :meth:`WebSocketTransport.close`:
 ``ws-accept`` (the listener, if any), ``ws-sweep`` (handshake, idle and keepalive deadlines),
@@ -85,6 +86,7 @@ from gossip.transports.websocket.endpoints import parse_peer_url, websocket_url
 from gossip.transports.websocket.hosted import HostedConnection, HostLink
 from gossip.transports.websocket.link import CLOSED, OPEN, Link, LinkEnv
 from gossip.transports.websocket.listener import Listener, Pending
+from gossip.transports.websocket.requests import Requests
 from gossip.transports.websocket.stream import WsStream
 
 __all__ = ["WebSocketTransport"]
@@ -94,7 +96,6 @@ _log = logging.getLogger("gossip.transports.websocket")
 _TICK: Final = 0.25  # the sweeper's period: bounds how late handshake, idle and ping deadlines act
 _JOIN_TIMEOUT: Final = 5.0
 _FLUSH_TIMEOUT: Final = 0.5  # how long close() lets connections write what is queued
-_REQUEST_IDLE_PER_ADDR: Final = 4
 _REDIAL_BACKOFF: Final = 1.0  # best-effort sends do not redial a URL whose dial just failed
 _FAILED_MAX: Final = 4096
 
@@ -222,7 +223,8 @@ class WebSocketTransport:
         self._threaded: dict[SocketLink, None] = {}  # links whose threads close() joins
         self._host_threads: dict[threading.Thread, None] = {}
         self._out: dict[str, SocketLink] = {}
-        self._req_idle: dict[str, list[SocketLink]] = {}
+        self._requests = Requests(dial=self._dial_request_link, wait_open=self._wait_open,
+                                  is_closed=lambda: self._closed)
         self._proved: weakref.WeakValueDictionary[int, Request] = weakref.WeakValueDictionary()
         self._failed: dict[str, tuple[float, str]] = {}
         self._client_default: ssl.SSLContext | None = None
@@ -349,42 +351,8 @@ class WebSocketTransport:
         if len(data) > self.max_frame_size:
             raise MessageTooLarge(
                 f"frame to {addr} is {len(data)} bytes, over max_frame_size {self.max_frame_size}")
-        what = f"request to {addr}"
-        deadline = Deadline(timeout)
         self._count("ws_requests")
-        for attempt in range(2):
-            link, reused = self._request_link(addr)
-            clean = False
-            try:
-                self._wait_open(link, what, deadline)
-                with link.lock:
-                    link.mailbox.clear()
-                    link.expect_reply = True
-                    link.unclean = False
-                try:
-                    link.put(data, deadline, what)
-                except SendError:
-                    if reused and not attempt:
-                        continue
-                    raise
-                with link.lock:
-                    while not link.mailbox:
-                        if link.state is CLOSED:
-                            if reused and not attempt:
-                                break
-                            raise SendError(f"{what}: connection closed before the reply "
-                                            f"({link.error})")
-                        left = deadline.remaining(what)
-                        link.readable.wait(left)
-                    if not link.mailbox:
-                        continue  # a reused connection died before answering: dial once more
-                    reply = link.mailbox.popleft()
-                    link.expect_reply = False
-                    clean = not link.unclean and link.state is OPEN
-                return reply
-            finally:
-                self._release_request_link(addr, link, clean)
-        raise SendError(f"{what}: no connection")  # pragma: no cover - the loop returns or raises
+        return self._requests.request(addr, data, Deadline(timeout))
 
     def dial_stream(self, addr: str, timeout: float) -> StreamConn:
         """Dial a WebSocket connection dedicated to one stream (see :class:`StreamConn`).
@@ -623,12 +591,8 @@ class WebSocketTransport:
         with self._lock:
             if isinstance(link, SocketLink) and self._out.get(link.peer_addr) is link:
                 del self._out[link.peer_addr]
-            idle = self._req_idle.get(link.peer_addr)
-            if idle and link in idle:
-                idle.remove(link)
-                if not idle:
-                    del self._req_idle[link.peer_addr]
             self._links.pop(link, None)
+        self._requests.forget(link)
         if link.ticket is not None:
             self._admission.release(link.ticket)
         self._dials.release(link.slot)
@@ -702,16 +666,7 @@ class WebSocketTransport:
                 raise ClusterClosed(f"transport {self.name} is closed")
             raise ConnectError(f"{what}: {link.error or 'connection closed'}")
 
-    def _request_link(self, addr: str) -> tuple[SocketLink, bool]:
-        with self._lock:
-            idle = self._req_idle.get(addr)
-            while idle:
-                link = idle.pop()
-                if not idle:
-                    del self._req_idle[addr]
-                if link.state is OPEN and not link.closing:
-                    return link, True
-                idle = self._req_idle.get(addr)
+    def _dial_request_link(self, addr: str) -> SocketLink:
         uri = self._check_url(addr)
         link = SocketLink(self._env, self._senv, addr, REQUEST, False, uri=uri)
         link.slot = self._dial_slot(addr)
@@ -721,17 +676,7 @@ class WebSocketTransport:
             self._dials.release(link.slot)
             raise
         link.start()
-        return link, False
-
-    def _release_request_link(self, addr: str, link: SocketLink, clean: bool) -> None:
-        with self._lock:
-            keep = (clean and not self._closed and link.state is OPEN
-                    and len(self._req_idle.get(addr, ())) < _REQUEST_IDLE_PER_ADDR)
-            if keep:
-                link.expect_reply = False
-                self._req_idle.setdefault(addr, []).append(link)
-        if not keep:
-            link.abort("request connection released")
+        return link
 
     def _accept_stream(self, link: Link) -> None:
         """Hand an accepted stream connection to ``on_stream`` (called on its own thread)."""
@@ -789,7 +734,7 @@ class WebSocketTransport:
         """Act on every link's deadlines."""
         with self._lock:
             links = list(self._links)
-            idle_req = {link for idle in self._req_idle.values() for link in idle}
+        idle_req = self._requests.idle()
         for link in links:
             link.tick(now, link in idle_req)
 
