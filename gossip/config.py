@@ -228,16 +228,21 @@ class Config:
     tcp_preauth_max_frame_size: int = 1 * _MiB
     """Largest frame a new connection may announce before one of its frames was accepted."""
     tcp_preauth_buffer_limit: int = 64 * _MiB
-    """Bytes all not-yet-accepted connections together may hold buffered."""
+    """Bytes all not-yet-accepted connections together may hold buffered, on TCP and WebSocket
+    alike: TCP measures what each holds and closes the largest holder when over; WebSocket
+    reserves each one's worst case (``tcp_preauth_max_frame_size``), so at most
+    ``tcp_preauth_buffer_limit // tcp_preauth_max_frame_size`` of them are held."""
     tcp_frame_timeout: float = 10.0
-    """A frame must arrive whole within this long of its first byte (slow trickles are cut)."""
+    """A frame (a WebSocket message) must arrive whole within this long of its first byte, on
+    TCP and WebSocket alike: slow trickles are cut (counted ``transport.tcp_frame_timeouts`` /
+    ``transport.ws_frame_timeouts``)."""
 
     # -- admission of connections (UDP/TCP and WebSocket alike) ----------------------------
     # A connection is *trusted* once the engine accepted one of its frames (or, on WebSocket
     # with a bearer token, once it proved the token); until then the bounds below apply.
     preauth_timeout: float = 10.0
     """An accepted connection must become trusted within this long, or it is closed (counted
-    ``transport.tcp_preauth_timeouts`` / ``transport.ws_frame_timeouts``). Frames the engine
+    ``transport.tcp_preauth_timeouts`` / ``transport.ws_preauth_timeouts``). Frames the engine
     refuses do not count."""
     max_rejected_frames: int = 16
     """An accepted connection is closed once the engine has refused this many of its frames
@@ -247,8 +252,9 @@ class Config:
     under way included); hosts of known members are exempt. All of them together are bounded
     by ``tcp_preauth_buffer_limit // tcp_preauth_max_frame_size``."""
     tcp_preauth_buffer_per_source: int = 8 * _MiB
-    """Bytes the untrusted TCP connections of one remote IP may hold buffered; beyond it (or
-    beyond ``tcp_preauth_buffer_limit`` for all), the connection holding the most is closed."""
+    """Bytes the untrusted connections of one remote IP may hold buffered; beyond it (or beyond
+    ``tcp_preauth_buffer_limit`` for all), the TCP connection holding the most is closed
+    (WebSocket reserves each one's worst case, as for ``tcp_preauth_buffer_limit``)."""
     reserved_member_connections: int = 64
     """Of ``tcp_max_connections``, slots that only the hosts of known members may take, so
     that strangers filling the rest never lock members out."""

@@ -461,9 +461,7 @@ class Receiver:
                 if isinstance(exc, EncryptionError):
                     self._refused(inc, exc)
                 if inc.conn is not None:
-                    reject = getattr(inc.conn, "mark_rejected", None)  # too many close it
-                    if reject is not None:
-                        reject()
+                    inc.conn.mark_rejected()  # too many close it
                 continue
             except Exception:  # a bug in the pipeline must not kill the reader
                 table["errors.decode"] = table.get("errors.decode", 0) + 1
@@ -477,9 +475,7 @@ class Receiver:
             table[key] = table.get(key, 0) + pkt.size
             conn = inc.conn
             if conn is not None:
-                trust = getattr(conn, "mark_trusted", None)
-                if trust is not None:
-                    trust()
+                conn.mark_trusted()
             if mt < RESERVED_MSGS_START:
                 protocol.append((inc, pkt))
                 continue

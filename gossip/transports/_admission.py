@@ -24,7 +24,7 @@ Every refusal has a reason, which the transports count under their prefix (``tcp
 ``dial_refused_members``, ``dial_refused_member_host``, ``dial_refused_others``,
 ``dial_refused_other_host``.
 
-This module imports nothing from :mod:`gossip` (transports are layer L2 I/O).
+This module imports nothing from :mod:`gossip` but the errors (transports are layer L2 I/O).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from typing import Any, Final
+
+from gossip.errors import ConnectError
 
 __all__ = [
     "Admission",
@@ -368,6 +370,23 @@ class DialBudget:
             self._totals[member] += 1
             self._per_host[key] = self._per_host.get(key, 0) + 1
         return DialSlot(host, member)
+
+    def take(self, addr: str, refused: Callable[[str], None]) -> DialSlot:
+        """Take a slot for a dial to ``addr``, or refuse the dial.
+
+        ``refused(reason)`` is called with the reason first (the transport counts it).
+
+        Raises:
+            ConnectError: the budget for ``addr``'s host (member or not) is spent.
+        """
+        slot = self.acquire(addr)
+        if isinstance(slot, str):
+            refused(slot)
+            members, others = self.counts()
+            raise ConnectError(
+                f"connect to {addr}: too many connections dialed ({slot.replace('_', ' ')}; "
+                f"{members} to members, {others} to other hosts)")
+        return slot
 
     def release(self, slot: DialSlot | None) -> None:
         """Give a slot back (idempotent; ``None`` is ignored)."""

@@ -244,6 +244,9 @@ class MemoryConnection:
     def mark_trusted(self) -> None:
         """Nothing to lift: the in-memory transport has no pre-authentication limits."""
 
+    def mark_rejected(self) -> None:
+        """Nothing to count: the in-memory transport closes no connection for refused frames."""
+
     def close(self) -> None:
         """Close both ends (idempotent)."""
         self.closed = True
@@ -341,6 +344,9 @@ class MemoryStreamConn:
             self._bytes -= len(frame)
             self._cond.notify_all()
             return frame
+
+    def mark_trusted(self) -> None:
+        """Nothing to lift: the in-memory transport has no pre-authentication limits."""
 
     def close_write(self) -> None:
         """Half-close: the other end reads what is queued, then ``None``."""
