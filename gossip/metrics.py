@@ -55,7 +55,7 @@ This module sits above the :class:`~gossip.Cluster` and uses only its public API
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 
 from prometheus_client.core import (
     CounterMetricFamily,

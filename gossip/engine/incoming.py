@@ -54,6 +54,7 @@ from typing import Any, Protocol
 from .. import messages
 from ..config import Config
 from ..counters import Counters
+from ..address import host_of
 from ..errors import (
     AuthenticationError,
     ClusterClosed,
@@ -99,15 +100,6 @@ def refusal_hint(exc: EncryptionError) -> str:
     if isinstance(exc, AuthenticationError):
         return "another encryption key"
     return "other encryption settings (one side encrypts, the other does not)"
-
-
-def source_host(src: str) -> str:
-    """Return the host part of ``ip:port`` or ``[v6]:port`` (the whole text otherwise)."""
-    if src.startswith("["):
-        return src[:src.find("]") + 1] or src
-    if src.count(":") == 1:
-        return src.rpartition(":")[0]
-    return src
 
 
 class SourceWarnings:
@@ -495,7 +487,7 @@ class Receiver:
         """A packet failed authentication or carried another label: warn (rate-limited per
         source host), and tell a join waiting on that source why its answer never comes."""
         name = type(exc).__name__
-        host = source_host(inc.src)
+        host = host_of(inc.src)
         hint = refusal_hint(exc)
         if self._refused_warnings.due(host, time.monotonic()):
             self.log.warning(

@@ -88,7 +88,7 @@ from ..streams import (
     encode_open,
     key_id,
 )
-from ..transports._admission import host_of
+from ..address import host_of
 from ..transports.base import Deadline, StreamConn
 from ..wire import MessageType
 

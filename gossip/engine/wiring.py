@@ -21,7 +21,7 @@ the transports when it builds one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..codecs import get_codec
 from ..compression import get_compressor

@@ -50,7 +50,8 @@ from .actions import Action
 from .awareness import Awareness
 from .dissemination import Dissemination
 from .insight import Insight
-from .membership import Inbound, LocalNode, Member, MemberTable, source_host
+from ..address import host_of
+from .membership import Inbound, LocalNode, Member, MemberTable
 from .merge import Merger
 from .outbox import (
     T_GOSSIP, T_INSIGHT, T_JOIN_TIMEOUT, T_LEAVE_RETRY, T_MAINTENANCE, T_PROBE, T_PROBE_END, T_PROBE_TIMEOUT,
@@ -376,7 +377,7 @@ class Protocol:
         docstring).
         """
         inbound = self._inbound
-        inbound.src_host = source_host(src)
+        inbound.src_host = host_of(src)
         inbound.sender = sender
         inbound.authenticated = authenticated
         inbound.solicited = False
@@ -396,10 +397,10 @@ class Protocol:
         if sender is not None:
             m = self.members.get(sender)
             if m is not None and m.introducer is not None and (
-                    inbound.authenticated or inbound.src_host == source_host(m.addr)):
+                    inbound.authenticated or inbound.src_host == host_of(m.addr)):
                 self._table.confirm(m)     # it spoke to us (sealed, or from its own host)
             inbound.vouching = inbound.authenticated or (m is not None and m.introducer is None
-                                                         and inbound.src_host == source_host(m.addr))
+                                                         and inbound.src_host == host_of(m.addr))
         else:
             inbound.vouching = inbound.authenticated
         t = type(msg)

@@ -23,6 +23,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from ..address import host_of
 from ..config import Config
 from ..hlc import COUNTER_BITS, MAX_TIMESTAMP
 from ..messages import MAX_INCARNATION, Alive, Dead, MemberState, Update
@@ -33,18 +34,9 @@ from .outbox import Outbox
 from .reconnect import Reconnector
 from .suspicion import Suspicion
 
-__all__ = ["Member", "Inbound", "MemberTable", "MemberWatcher", "LocalNode", "source_host"]
+__all__ = ["Member", "Inbound", "MemberTable", "MemberWatcher", "LocalNode"]
 
 ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
-
-
-def source_host(addr: str) -> str:
-    """Return the host part of a transport address (``ip:port``, ``[v6]:port``, a ``ws://`` or
-    ``wss://`` URL, or a bare name): what one source controls, whatever port it sends from."""
-    if "://" in addr:
-        addr = addr.partition("://")[2].partition("/")[0]
-    host, sep, port = addr.rpartition(":")
-    return host if sep and port.isdigit() else addr
 
 
 def _index_add(ids: list[NodeID], index: dict[NodeID, int], node: NodeID) -> None:
@@ -107,7 +99,7 @@ class Inbound:
     """The context of the message being handled (set by the core as each one arrives).
 
     Attributes:
-        src_host: the host part of its source address (:func:`source_host`).
+        src_host: the host part of its source address (:func:`gossip.address.host_of`).
         sender: the packet's sender id, when known.
         authenticated: the packet was sealed with a cluster key (``sender`` is authentic).
         vouching: it comes from inside the cluster (see :class:`Member`).
@@ -226,7 +218,7 @@ class MemberTable:
         """True if the message being handled comes from ``a``'s own node: sealed with a cluster
         key (its sender id is authentic), or from the host of its own address."""
         msg = self.inbound
-        return msg.sender == a.node and (msg.authenticated or msg.src_host == source_host(a.addr))
+        return msg.sender == a.node and (msg.authenticated or msg.src_host == host_of(a.addr))
 
     def jump_refused(self, claimed: int, known: int, accusation: bool) -> bool:
         """Return True (and count it) if a claim runs too far ahead of what we know."""

@@ -32,7 +32,8 @@ from ..messages import (
 from ..node import PROTOCOL_VERSION, NodeID, NodeState
 from .actions import EVENT_CONFLICT, EVENT_METADATA
 from .dissemination import Dissemination
-from .membership import Inbound, LocalNode, Member, MemberTable, source_host
+from ..address import host_of
+from .membership import Inbound, LocalNode, Member, MemberTable
 from .outbox import Outbox
 from .suspicion import Suspicions
 
@@ -228,7 +229,7 @@ class Merger:
         table.set_state(now, m, LEAVING if d.left else DEAD)
         self.news.queue(now, d)
         msg = self.inbound
-        if d.left and not (msg.sender == m.node and (msg.authenticated or msg.src_host == source_host(m.addr))):
+        if d.left and not (msg.sender == m.node and (msg.authenticated or msg.src_host == host_of(m.addr))):
             self._check_leave(m, d)
 
     def _check_leave(self, m: Member, d: Dead) -> None:

@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final
 
+from gossip.address import host_of as host_of  # re-exported: the admission counts key on it
 from gossip.errors import ConnectError
 
 __all__ = [
@@ -62,31 +63,6 @@ UNTRUSTED_REFUSED: Final = "untrusted_refused"
 """``max_untrusted`` connections are not trusted yet."""
 UNTRUSTED_PER_SOURCE_REFUSED: Final = "untrusted_per_source_refused"
 """The source IP holds ``max_untrusted_per_source`` connections that are not trusted yet."""
-
-
-def host_of(addr: str) -> str:
-    """Return the host of ``"ip:port"``, ``"[v6]:port"`` or a ``ws(s)://host:port/path`` URL.
-
-    The host comes back lowercased, without IPv6 brackets or a zone; an address with no port
-    is taken as a bare host. It never raises: a malformed address yields what it can.
-    """
-    text = addr.strip()
-    scheme_end = text.find("://")
-    if scheme_end >= 0:
-        text = text[scheme_end + 3:]
-        for sep in "/?#":
-            cut = text.find(sep)
-            if cut >= 0:
-                text = text[:cut]
-        text = text.rpartition("@")[2]
-    if text.startswith("["):
-        end = text.find("]")
-        host = text[1:end] if end > 0 else text[1:]
-    elif text.count(":") == 1:
-        host = text.partition(":")[0]
-    else:
-        host = text  # a bare IPv6 literal or a bare host
-    return host.split("%", 1)[0].lower()
 
 
 class Ticket:

@@ -5,7 +5,6 @@
 - :func:`close_quietly`: ``close()`` that never raises;
 - :func:`wait_fd`: block until a socket is readable or writable, or a timeout passes;
 - :func:`set_buffer`: ask for a socket buffer size and return what the kernel granted;
-- :func:`plain_ip`: an IP as the admission counts know it (IPv4-mapped IPv6 as IPv4, no zone).
 
 This module imports nothing from :mod:`gossip` but :mod:`gossip.transports.base`.
 """
@@ -16,9 +15,8 @@ import errno
 import select
 import socket
 
-from gossip.transports.base import format_addr
 
-__all__ = ["Waker", "shutdown", "close_quietly", "wait_fd", "set_buffer", "plain_ip"]
+__all__ = ["Waker", "shutdown", "close_quietly", "wait_fd", "set_buffer"]
 
 
 class Waker:
@@ -104,8 +102,3 @@ def set_buffer(sock: socket.socket, option: int, size: int) -> int:
         return 0
 
 
-def plain_ip(ip: str) -> str:
-    """Return ``ip`` as the admission counts know it: IPv4-mapped IPv6 as IPv4, no zone."""
-    if not ip:
-        return ip
-    return format_addr(ip, 0).rpartition(":")[0].strip("[]")

@@ -25,13 +25,13 @@ It imports nothing from :mod:`gossip` except :mod:`gossip.errors` (transports ar
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol, cast, runtime_checkable
 
-from gossip.errors import AddressError, GossipError, GossipTimeout
+from gossip.address import format_addr, is_websocket_url, split_ip_port
+from gossip.errors import GossipError, GossipTimeout
 
 __all__ = [
     "Incoming",
@@ -446,59 +446,16 @@ class Deadline:
         return self._end is not None and time.monotonic() >= self._end
 
 
-def is_websocket_url(addr: str) -> bool:
-    """Return True if ``addr`` is a ``ws://`` or ``wss://`` URL (by its scheme only)."""
-    head = addr[:6].lower()
-    return head.startswith("ws://") or head == "wss://"
-
-
 def split_host_port(addr: str) -> tuple[str, int, int]:
-    """Split an ``"ip:port"`` / ``"[v6]:port"`` string into ``(ip, port, family)``.
-
-    Transports take IP literals only: hostnames and SRV names are resolved earlier by
-    :mod:`gossip.resolver`. Port 0 is accepted (for binding).
+    """Split an ``"ip:port"`` / ``"[v6]:port"`` string into ``(ip, port, socket family)``
+    (:func:`gossip.address.split_ip_port`, with the family a socket takes).
 
     Raises:
         AddressError: the string is not an IP literal with a port in 0..65535.
     """
-    if not isinstance(addr, str):
-        raise AddressError(f"invalid transport address {addr!r}: expected a string")
-    host, sep, port_text = addr.strip().rpartition(":")
-    if not sep or not host:
-        raise AddressError(f"invalid transport address {addr!r}: expected ip:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise AddressError(f"invalid transport address {addr!r}: write IPv6 as [addr]:port")
-    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
-        raise AddressError(f"invalid transport address {addr!r}: bad port {port_text!r}")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise AddressError(
-            f"invalid transport address {addr!r}: {host!r} is not an IP literal"
-        ) from None
     import socket  # here: importing the interface must not load the socket machinery
 
-    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    return str(ip), int(port_text), family
-
-
-def format_addr(host: str, port: int) -> str:
-    """Format ``host`` and ``port`` as ``ip:port`` (``[v6]:port`` for IPv6).
-
-    IPv4-mapped IPv6 addresses (``::ffff:1.2.3.4``, seen on dual-stack sockets) become
-    plain IPv4, and scope ids (``%eth0``) are dropped.
-    """
-    host = host.split("%", 1)[0]
-    if ":" in host:
-        try:
-            ip6 = ipaddress.IPv6Address(host)
-        except ValueError:
-            return f"[{host}]:{port}"
-        if ip6.ipv4_mapped is not None:
-            return f"{ip6.ipv4_mapped}:{port}"
-        return f"[{ip6}]:{port}"
-    return f"{host}:{port}"
+    ip, port, version = split_ip_port(addr)
+    return ip, port, socket.AF_INET6 if version == 6 else socket.AF_INET
 
 

@@ -33,14 +33,13 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from gossip.errors import (
     ClusterClosed,
     ConnectError,
     GossipTimeout,
     MessageTooLarge,
-    PacketTooLarge,
     SendError,
     SendQueueFull,
     TransportError,

@@ -15,7 +15,8 @@ from gossip.messages import Alive, MemberState, Message
 from gossip.node import NodeID, NodeState
 from gossip.protocol.actions import MemberEvent, Send
 from gossip.protocol.awareness import Awareness
-from gossip.protocol.membership import Inbound, LocalNode, MemberTable, source_host
+from gossip.address import host_of
+from gossip.protocol.membership import Inbound, LocalNode, MemberTable
 from gossip.protocol.outbox import Outbox
 from gossip.protocol.reconnect import Reconnector
 
@@ -73,7 +74,7 @@ class Parts:
     def message_from(self, src: str, sender: NodeID | None = None, authenticated: bool = False) -> None:
         """Set the context as the core does when a message arrives."""
         msg = self.inbound
-        msg.src_host = source_host(src)
+        msg.src_host = host_of(src)
         msg.sender = sender
         msg.authenticated = authenticated
         msg.solicited = False

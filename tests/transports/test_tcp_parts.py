@@ -18,7 +18,8 @@ from gossip.errors import (
     SendQueueFull,
     TransportError,
 )
-from gossip.transports._sockets import Waker, close_quietly, plain_ip, set_buffer, shutdown, wait_fd
+from gossip.address import plain_ip
+from gossip.transports._sockets import Waker, close_quietly, set_buffer, shutdown, wait_fd
 from gossip.transports.base import Incoming, StreamConn
 from gossip.transports.socket import SocketTransport
 from gossip.transports.tcp.udp import UdpSocket

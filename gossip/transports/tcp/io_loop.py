@@ -33,7 +33,8 @@ from collections.abc import Callable
 from typing import Final
 
 from gossip.transports._admission import Admission, DialBudget, Ticket
-from gossip.transports._sockets import Waker, close_quietly, plain_ip, shutdown
+from gossip.address import plain_ip
+from gossip.transports._sockets import Waker, close_quietly, shutdown
 from gossip.transports.base import Incoming, format_addr
 from gossip.transports.limits import ConnectionLimits
 from gossip.transports.tcp.conn import KIND_IN, KIND_REQ, ConnContext, FrameConn

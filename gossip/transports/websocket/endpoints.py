@@ -16,6 +16,7 @@ import ssl
 from websockets.exceptions import InvalidURI
 from websockets.uri import WebSocketURI, parse_uri
 
+from gossip.address import is_loopback as is_loopback  # re-exported (it was defined here)
 from gossip.errors import AddressError, ConnectError
 from gossip.transports.base import format_addr
 
@@ -68,16 +69,6 @@ def is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def is_loopback(host: str) -> bool:
-    """True if ``host`` is ``localhost`` or a loopback IP literal."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_peer_url(addr: str, allow_insecure: bool) -> WebSocketURI:

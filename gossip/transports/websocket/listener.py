@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Final
 
 from gossip.transports._admission import Ticket
-from gossip.transports._sockets import Waker, close_quietly, plain_ip, shutdown
+from gossip.address import plain_ip
+from gossip.transports._sockets import Waker, close_quietly, shutdown
 from gossip.transports.base import format_addr
 from gossip.transports.websocket.admission import Refusal
 

@@ -68,7 +68,8 @@ from gossip.errors import (
     TransportError,
 )
 from gossip.transports._admission import DialSlot, MemberCheck, Ticket
-from gossip.transports._sockets import plain_ip, shutdown
+from gossip.address import plain_ip
+from gossip.transports._sockets import shutdown
 from gossip.transports.base import (
     Deadline,
     Incoming,
