@@ -28,6 +28,7 @@ from .engine import ClusterEventHandler, GossipHandler, MetadataHandler, StateHa
 from .errors import (
     AddressError,
     AuthenticationError,
+    CipherMismatch,
     ClusterClosed,
     CompressionError,
     ConfigError,
@@ -153,6 +154,7 @@ __all__ = [
     "EncryptionError",
     "AuthenticationError",
     "LabelMismatch",
+    "CipherMismatch",
     "ReplayedPacket",
     "JoinError",
     "NotFoundError",

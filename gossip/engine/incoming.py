@@ -56,6 +56,7 @@ from ..config import Config
 from ..counters import Counters
 from ..errors import (
     AuthenticationError,
+    CipherMismatch,
     ClusterClosed,
     EncryptionError,
     GossipError,
@@ -96,6 +97,8 @@ def refusal_hint(exc: EncryptionError) -> str:
     ``"another cluster label"``, ``"another encryption key"``..."""
     if isinstance(exc, LabelMismatch):
         return "another cluster label"
+    if isinstance(exc, CipherMismatch):
+        return "another cipher (Config.cipher)"
     if isinstance(exc, AuthenticationError):
         return "another encryption key"
     return "other encryption settings (one side encrypts, the other does not)"
