@@ -147,6 +147,13 @@ def test_snappy_round_trips_in_a_cluster_and_a_payload_past_the_limit_is_refused
         lz4.send_to_reliable(snappy_a.local_node(), gossip.USER_MSG, text)  # and the other way
         wait_until(lambda: len(got) == 3, what="the three compressed messages")
         assert sorted(got) == [("back", text, True), ("lz4", text, True), ("snappy", text, True)]
+        # A stream between them: Snappy frames one way, lz4 frames the other.
+        lz4.handle_stream_func(T, _echo)
+        with snappy_a.open_stream(lz4.local_node(), T) as s:
+            assert s.compression
+            s.write_msg(400, text)
+            assert s.read_msg(401) == text[::-1]
+            s.close_write()
 
         # A sender that lies: a Snappy block that expands past tcp_max_packet_size, in a packet
         # well under it. The receiver refuses it from the size the block claims.

@@ -189,3 +189,27 @@ def test_without_pynacl_the_config_says_what_to_install(no_nacl: None) -> None:
     with pytest.raises(ConfigError, match=r"gossip-cluster\[xchacha\]"):
         Keyring([K1], cipher=XC)
     Config.local(encryption_key=K1).validate()   # AES-GCM needs nothing more
+
+
+# ---------------------------------------------------------------------------------- streams
+
+
+@needs_nacl
+def test_stream_frames_are_sealed_with_xchacha_under_the_frame_counter() -> None:
+    from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt as decrypt
+
+    from gossip.streams.sealing import KIND_DATA, Opener, Sealer, derive_stream_keys
+
+    keys = derive_stream_keys(K1, b"c" * 16, b"s" * 16, b"label", XC)
+    assert keys.cipher == XC and len(keys.client_to_server) == 32
+    sealer, opener = Sealer(keys.client_to_server, XC), Opener(keys.client_to_server, "peer", XC)
+    for counter, body in enumerate((b"first", b"second frame")):
+        frame = bytes(sealer.seal(KIND_DATA, body))
+        assert frame[0] == KIND_DATA and len(frame) == 1 + len(body) + TAG_SIZE
+        nonce = bytes(16) + counter.to_bytes(8, "big")       # 24 bytes, never sent
+        assert decrypt(frame[1:], b"gossip-stream-v1" + bytes([KIND_DATA]), nonce,
+                       keys.client_to_server) == body
+        assert bytes(opener.open(KIND_DATA, frame)) == body
+    # A replayed frame (its counter is past) fails.
+    with pytest.raises(AuthenticationError):
+        opener.open(KIND_DATA, frame)
