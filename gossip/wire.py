@@ -43,8 +43,8 @@ Message types: 0..63 are the protocol's own (:class:`MessageType`), 64..127 are 
 packages built on the library (the leader election uses 65), 128..65535 belong to the
 application (:data:`USER_MSG` and up). Numbers are never reused.
 
-This module imports nothing from :mod:`gossip` but :mod:`gossip.security` (for the sealing
-overhead constant).
+This module imports nothing from :mod:`gossip` but :mod:`gossip.errors` and
+:mod:`gossip.security` (for the sealing overhead constant).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from __future__ import annotations
 import struct
 from enum import IntEnum
 
+from gossip.errors import LocalProtocolError
 from gossip.security import OVERHEAD as _SEAL_OVERHEAD
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "FLAG_SNAPPY",
     "KNOWN_FLAGS",
     "TransportType",
+    "is_reliable",
     "NODE_ID_SIZE",
     "MAX_TTL",
     "MAX_MSG_ID",
@@ -118,6 +120,24 @@ class TransportType(IntEnum):
 
     BEST_EFFORT = 0
     RELIABLE = 1
+
+
+def is_reliable(transport: TransportType) -> bool:
+    """Return whether ``transport`` asks for a reliable send.
+
+    Raises:
+        LocalProtocolError: ``transport`` is not a :class:`TransportType` (nor 0 or 1).
+    """
+    if transport is TransportType.BEST_EFFORT:
+        return False
+    if transport is TransportType.RELIABLE:
+        return True
+    try:
+        return TransportType(transport) is TransportType.RELIABLE
+    except (ValueError, TypeError):
+        raise LocalProtocolError(
+            "transport must be TransportType.BEST_EFFORT or TransportType.RELIABLE, "
+            f"got {transport!r}") from None
 
 
 RESERVED_MSGS_START = 64
