@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._lazy import lazy_getattr
+from .address import EMPTY_ADDRESS, Address
 from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc, StreamHandlerFunc
 from .config import Config, default_config
 from .engine import ClusterEventHandler, GossipHandler, MetadataHandler, StateHandler
@@ -104,6 +105,8 @@ __all__ = [
     "Config",
     "default_config",
     "Node",
+    "Address",
+    "EMPTY_ADDRESS",
     "NodeID",
     "EMPTY_NODE_ID",
     "NodeState",
