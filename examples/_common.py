@@ -2,10 +2,13 @@
 
 Mirrors the common setup of paularlott/gossip's examples (section 12.1 of the reference):
 
-* flags ``--port`` (UDP and TCP on ``127.0.0.1``; 0 picks a free port), ``--peers``
-  (comma-separated; it may include this node's own address, which join skips) and
-  ``--node-id`` (a UUID; random if omitted); plus ``--no-prompt`` and ``--run-for SECONDS`` so
-  the examples can run unattended, and ``-v`` for library logging;
+* flags ``--port`` (UDP and TCP on ``127.0.0.1``; 0 picks a free port) or ``--web-port``
+  (WebSocket mode: the node listens on ``127.0.0.1:<web-port>`` and advertises
+  ``ws://127.0.0.1:<web-port>``, with no UDP or TCP listener; 0 picks a free port), ``--peers``
+  (comma-separated ``ip:port`` or ``ws://`` URLs; it may include this node's own address,
+  which join skips) and ``--node-id`` (a UUID; random if omitted); plus ``--no-prompt`` and
+  ``--run-for SECONDS`` so the examples can run unattended, and ``-v`` for library logging.
+  WebSocket and UDP/TCP nodes join one another: each dials the scheme the other advertises;
 * LAN timings (:meth:`gossip.Config.lan`), application version ``"0.0.1"`` with a version check
   that prints the joiner's version and accepts it, and the examples' shared AES-128 key
   ``"1234567890123456"`` (every example node can talk to every other one);
@@ -89,9 +92,12 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--port", type=int, default=8000,
                    help="UDP/TCP port on 127.0.0.1 (default 8000; 0 picks a free port)")
+    p.add_argument("--web-port", type=int, default=None, metavar="PORT",
+                   help="WebSocket mode instead of UDP/TCP: listen on 127.0.0.1:PORT and "
+                        "advertise ws://127.0.0.1:PORT (0 picks a free port; --port is unused)")
     p.add_argument("--peers", default="",
-                   help="comma-separated peers to join, e.g. 127.0.0.1:8000,127.0.0.1:8001 "
-                        "(may include this node, which is skipped)")
+                   help="comma-separated peers to join, e.g. 127.0.0.1:8000,127.0.0.1:8001 or "
+                        "ws://127.0.0.1:8080 (may include this node, which is skipped)")
     p.add_argument("--node-id", default="", help="node id (a UUID; random if omitted)")
     p.add_argument("--no-prompt", action="store_true",
                    help="no interactive console: run until --run-for elapses or Ctrl-C")
@@ -102,6 +108,8 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error(f"--port must be in 0..65535, got {args.port}")
+    if args.web_port is not None and not 0 <= args.web_port <= 65535:
+        p.error(f"--web-port must be in 0..65535, got {args.web_port}")
     if args.run_for is not None and args.run_for < 0:
         p.error("--run-for must be >= 0")
     return args
@@ -114,13 +122,24 @@ def build_config(args: argparse.Namespace) -> Config:
         say(f"application version check: a node with version {version!r} joins; accepted")
         return True
 
-    return Config.lan(
-        bind_addr=f"127.0.0.1:{args.port}",
+    common = dict(
         node_id=args.node_id,
         application_version=APP_VERSION,
         application_version_check=check_version,
         encryption_key=EXAMPLE_KEY,
     )
+    web_port = getattr(args, "web_port", None)
+    if web_port is not None:
+        # WebSocket mode: the node's own listener serves the root path, as the Go examples'
+        # HTTP server does; port 0 advertises the URL of the port it got.
+        return Config.lan(
+            socket_transport_enabled=False,
+            websocket_bind_addr=f"127.0.0.1:{web_port}",
+            websocket_path="/",
+            advertise_addr=f"ws://127.0.0.1:{web_port}" if web_port else "",
+            **common,
+        )
+    return Config.lan(bind_addr=f"127.0.0.1:{args.port}", **common)
 
 
 def format_node_table(nodes: Sequence[Node]) -> str:

@@ -7,6 +7,11 @@ The common setup of every example and nothing more. Run four nodes in four termi
     python examples/basic.py --port 8002 --peers 127.0.0.1:8000,127.0.0.1:8001
     python examples/basic.py --port 8003 --peers 127.0.0.1:8000,127.0.0.1:8001
 
+or in WebSocket mode (``--web-port``: no UDP or TCP, the node advertises a ``ws://`` URL)::
+
+    python examples/basic.py --web-port 8080 --peers ws://127.0.0.1:8080,ws://127.0.0.1:8081
+    python examples/basic.py --web-port 8081 --peers ws://127.0.0.1:8080,ws://127.0.0.1:8081
+
 then type ``peers`` to see membership, ``set-meta zone eu-1`` on one node and ``peers`` on
 another to see the metadata arrive, and ``quit`` (or Ctrl-C) to leave. Unattended::
 

@@ -11,7 +11,7 @@ Start here::
 The public API is what this module exports in ``__all__``: the :class:`Cluster` facade, its
 :class:`Config`, node snapshots (:class:`Node`, :class:`NodeID`, :class:`NodeState`), metadata,
 the received :class:`Packet`, node-to-node streams (:class:`Stream`), handler ids,
-message-type constants, the :class:`Keyring`, node groups (:class:`NodeGroup`,
+message-type constants, :class:`TransportType`, the :class:`Keyring`, node groups (:class:`NodeGroup`,
 :class:`DataNodeGroup`) and the whole :class:`GossipError` tree. Leader election is in
 :mod:`gossip.leader`, the pytest plugin in :mod:`gossip.testing`. User message types start
 at :data:`USER_MSG` (128); 64..127 are reserved for add-on packages.
@@ -22,12 +22,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._lazy import lazy_getattr
+from .address import EMPTY_ADDRESS, Address
 from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc, StreamHandlerFunc
 from .config import Config, default_config
 from .engine import ClusterEventHandler, GossipHandler, MetadataHandler, StateHandler
 from .errors import (
     AddressError,
     AuthenticationError,
+    CipherMismatch,
     ClusterClosed,
     CompressionError,
     ConfigError,
@@ -68,7 +70,7 @@ from .protocol.partition import PartitionHealed, PartitionSuspected
 from .protocol.provenance import Confirmation, Explanation, SuspicionEpisode
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
-from .wire import RESERVED_MSGS_START, USER_MSG, MessageType
+from .wire import RESERVED_MSGS_START, USER_MSG, MessageType, TransportType
 
 if TYPE_CHECKING:
     from . import dashboard, httpapi, leader, metrics, sim, testing
@@ -102,6 +104,8 @@ __all__ = [
     "Config",
     "default_config",
     "Node",
+    "Address",
+    "EMPTY_ADDRESS",
     "NodeID",
     "EMPTY_NODE_ID",
     "NodeState",
@@ -124,6 +128,7 @@ __all__ = [
     "METADATA_ANY_VALUE",
     "METADATA_CONTAINS_PREFIX",
     "MessageType",
+    "TransportType",
     "USER_MSG",
     "RESERVED_MSGS_START",
     "HandlerID",
@@ -152,6 +157,7 @@ __all__ = [
     "EncryptionError",
     "AuthenticationError",
     "LabelMismatch",
+    "CipherMismatch",
     "ReplayedPacket",
     "JoinError",
     "NotFoundError",

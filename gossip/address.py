@@ -9,6 +9,10 @@ Accepted forms (see :meth:`Address.parse`)::
     ws://host:port/path wss://host/path     http://... (-> ws://)   https://... (-> wss://)
 
 Parsing never touches the network: hostnames and SRV names are resolved later by the transport.
+
+An :class:`Address` is immutable (a frozen dataclass): where paularlott/gossip's ``Address.Clear()``
+empties an address in place, use :data:`EMPTY_ADDRESS` instead (``addr = EMPTY_ADDRESS``), and
+:attr:`Address.is_empty` where Go calls ``IsEmpty()``.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from dataclasses import dataclass
 
 from gossip.errors import AddressError
 
-__all__ = ["Address", "DEFAULT_PORT", "KINDS", "format_host_port", "format_addr", "split_ip_port",
-           "is_websocket_url", "host_of", "is_loopback", "plain_ip"]
+__all__ = ["Address", "EMPTY_ADDRESS", "DEFAULT_PORT", "KINDS", "format_host_port",
+           "format_addr", "split_ip_port", "is_websocket_url", "host_of", "is_loopback",
+           "plain_ip"]
 
 _log = logging.getLogger("gossip.address")
 
@@ -29,7 +34,7 @@ DEFAULT_PORT: int = 7946
 """Port used when an address string does not name one (memberlist's 7946, as everywhere in gossip)."""
 
 KINDS: frozenset[str] = frozenset({"ip", "host", "srv", "ws"})
-"""The valid values of :attr:`Address.kind`."""
+"""The valid values of :attr:`Address.kind` (and ``""``, of :data:`EMPTY_ADDRESS` alone)."""
 
 _PORT_RE = re.compile(r"[0-9]{1,5}", re.ASCII)
 _LABEL_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?", re.ASCII)
@@ -91,15 +96,26 @@ def _host_kind(text: str, host: str) -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """A parsed address.
+    """A parsed address; immutable.
 
     Attributes:
         kind: ``"ip"`` (an IP literal), ``"host"`` (a hostname to resolve), ``"srv"`` (a DNS SRV
-            service name, in :attr:`host`) or ``"ws"`` (a WebSocket URL, in :attr:`url`).
+            service name, in :attr:`host`) or ``"ws"`` (a WebSocket URL, in :attr:`url`);
+            ``""`` for :data:`EMPTY_ADDRESS` only.
         host: the IP literal (normalised, without brackets), hostname, SRV name, or URL host.
         port: the port; 0 for ``srv`` addresses (the SRV records give it).
         url: for ``ws`` addresses the full ``ws://`` / ``wss://`` URL; for ``srv+<url>``
             addresses the rewritten URL; otherwise ``""``.
+
+    ``str()`` follows paularlott/gossip's ``Address.String()``: ``ip:port``, then the URL (an
+    address here holds one or the other, so never both joined by ", "), and ``""`` for the
+    empty address; where Go's form could not be parsed back, it keeps the form
+    :meth:`parse` reads (``Address.parse(str(a)) == a``): an IPv6 literal is bracketed
+    (``[::1]:8000``, where Go writes the ambiguous ``::1:8000``), and an SRV name keeps its
+    ``srv+`` prefix.
+
+    Immutable: there is no ``clear()`` (Go's ``Clear()`` empties an address in place); use
+    :data:`EMPTY_ADDRESS`, and :attr:`is_empty` (or ``bool(address)``) to test for it.
     """
 
     kind: str
@@ -109,7 +125,19 @@ class Address:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise AddressError(f"invalid address kind {self.kind!r}: expected one of {sorted(KINDS)}")
+            if self.kind == "" and not self.host and not self.port and not self.url:
+                return  # the empty address
+            raise AddressError(f"invalid address kind {self.kind!r}: expected one of {sorted(KINDS)}"
+                               + (" (or all fields empty)" if self.kind == "" else ""))
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the address names nothing: no host, no port and no URL
+        (:data:`EMPTY_ADDRESS`; paularlott's ``IsEmpty()``)."""
+        return not self.host and not self.port and not self.url
+
+    def __bool__(self) -> bool:
+        return not self.is_empty
 
     @classmethod
     def parse(
@@ -259,6 +287,8 @@ class Address:
             return self.url
         if self.kind == "srv":
             return "srv+" + (self.url or self.host)
+        if self.is_empty:
+            return ""
         return format_host_port(self.host, self.port)
 
 
@@ -364,3 +394,7 @@ def plain_ip(ip: str) -> str:
     if not ip:
         return ip
     return format_addr(ip, 0).rpartition(":")[0].strip("[]")
+
+EMPTY_ADDRESS: Address = Address("", "", 0)
+"""The address that names nothing: ``str()`` is ``""``, :attr:`Address.is_empty` is true.
+Addresses are immutable: use it where paularlott/gossip calls ``Address.Clear()``."""

@@ -45,6 +45,8 @@ from .protocol.messaging import calc_fan_out, calc_payload_size
 from .protocol.provenance import Explanation
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
+from .wire import TransportType
+from .wire import is_reliable as _reliable
 
 if TYPE_CHECKING:
     from websockets.http11 import Request, Response
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
     from .streams import Stream
     from .placement import NodeSource
 
-__all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc", "StreamHandlerFunc"]
+__all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc", "StreamHandlerFunc", "TransportType"]
 
 logger = logging.getLogger("gossip.cluster")
 
@@ -561,18 +563,27 @@ class Cluster:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, msg_type: int, data: Any) -> None:
-        """Broadcast ``data`` to the cluster (best effort, epidemic).
+    def send(self, msg_type: int, data: Any,
+             transport: TransportType = TransportType.BEST_EFFORT) -> None:
+        """Broadcast ``data`` to the cluster (epidemic).
+
+        Args:
+            msg_type: the message type (64 and up).
+            data: any value the codec can encode.
+            transport: :attr:`TransportType.BEST_EFFORT` (datagrams when they fit) or
+                :attr:`TransportType.RELIABLE` (the same as :meth:`send_reliable`).
 
         Raises:
-            LocalProtocolError: internal type, or ``data`` cannot be encoded.
+            LocalProtocolError: internal type, ``data`` cannot be encoded, or ``transport`` is
+                not a :class:`TransportType`.
             ClusterClosed: the cluster is not started or is stopped.
         """
-        self._eng().broadcast(msg_type, data, False)
+        self._eng().broadcast(msg_type, data, _reliable(transport))
 
-    def send_excluding(self, msg_type: int, data: Any, exclude: Iterable[NodeID]) -> None:
+    def send_excluding(self, msg_type: int, data: Any, exclude: Iterable[NodeID],
+                       transport: TransportType = TransportType.BEST_EFFORT) -> None:
         """Like :meth:`send`, never sending directly to the nodes in ``exclude``."""
-        self._eng().broadcast(msg_type, data, False, tuple(exclude))
+        self._eng().broadcast(msg_type, data, _reliable(transport), tuple(exclude))
 
     def send_reliable(self, msg_type: int, data: Any) -> None:
         """Like :meth:`send`, over reliable (TCP) connections."""
@@ -582,19 +593,27 @@ class Cluster:
         """Like :meth:`send_reliable`, never sending directly to the nodes in ``exclude``."""
         self._eng().broadcast(msg_type, data, True, tuple(exclude))
 
-    def send_to(self, node: Node, msg_type: int, data: Any) -> None:
-        """Send ``data`` to one node (best effort; never relayed further). A node known dead or
-        left is not sent to: counted (``dropped.node_dead``, ``dropped.node_left``), or
-        :class:`~gossip.errors.NodeUnavailable` under ``best_effort_full_policy="raise"``."""
-        self._eng().send_direct((node,), msg_type, data, False)
+    def send_to(self, node: Node, msg_type: int, data: Any,
+                transport: TransportType = TransportType.BEST_EFFORT) -> None:
+        """Send ``data`` to one node (never relayed further). A node known dead or left is
+        not sent to: counted (``dropped.node_dead``, ``dropped.node_left``), or
+        :class:`~gossip.errors.NodeUnavailable` under ``best_effort_full_policy="raise"``.
+
+        ``transport=TransportType.RELIABLE`` is the same as :meth:`send_to_reliable`.
+        """
+        self._eng().send_direct((node,), msg_type, data, _reliable(transport))
 
     def send_to_reliable(self, node: Node, msg_type: int, data: Any) -> None:
         """Send ``data`` to one node over a reliable connection."""
         self._eng().send_direct((node,), msg_type, data, True)
 
-    def send_to_peers(self, nodes: Iterable[Node], msg_type: int, data: Any) -> None:
-        """Send ``data`` to each of ``nodes`` as :meth:`send_to`; then raise the first failure."""
-        self._eng().send_direct(nodes, msg_type, data, False)
+    def send_to_peers(self, nodes: Iterable[Node], msg_type: int, data: Any,
+                      transport: TransportType = TransportType.BEST_EFFORT) -> None:
+        """Send ``data`` to each of ``nodes`` as :meth:`send_to`; then raise the first failure.
+
+        ``transport=TransportType.RELIABLE`` is the same as :meth:`send_to_peers_reliable`.
+        """
+        self._eng().send_direct(nodes, msg_type, data, _reliable(transport))
 
     def send_to_peers_reliable(self, nodes: Iterable[Node], msg_type: int, data: Any) -> None:
         """Send ``data`` to each of ``nodes`` over reliable connections."""
@@ -716,3 +735,4 @@ class Cluster:
         """Return the alive member that owns ``key`` (:meth:`owners` with ``n=1``), or None."""
         found = self.owners(key, 1, group)
         return found[0] if found else None
+

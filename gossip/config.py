@@ -95,8 +95,9 @@ class Config:
 
     # -- security and encoding ------------------------------------------------------------
     encryption_key: bytes | None = None
-    """Primary AES-GCM key (16, 24 or 32 bytes; ``gossip keygen`` makes one); None disables
-    encryption, which only a node on loopback, or one with ``insecure=True``, may do."""
+    """Primary encryption key (16, 24 or 32 bytes for AES-GCM, exactly 32 for
+    XChaCha20-Poly1305: see ``cipher``; ``gossip keygen`` makes one); None disables encryption,
+    which only a node on loopback, or one with ``insecure=True``, may do."""
     insecure: bool = False
     """Let a node listen on an address other than loopback without an ``encryption_key``.
 
@@ -118,13 +119,18 @@ class Config:
     replay_max_entries: int = 65536
     """Most (sender, stamp) pairs the replay guard remembers; past it, older stamps are refused."""
     cipher: str = "aes-gcm"
-    """Packet cipher; AES-GCM is the one supported."""
+    """Cipher of packets and streams: ``"aes-gcm"`` (default; 16, 24 or 32-byte keys) or
+    ``"xchacha20-poly1305"`` (32-byte keys only; needs PyNaCl, the extra
+    ``gossip-cluster[xchacha]``). Every node of a cluster uses the same one: a packet sealed
+    with the other is refused and counted (``bad_packets.CipherMismatch``)."""
     msg_codec: str = "msgpack"
     """Payload codec: ``"msgpack"`` (default) or ``"json"``."""
     compressor: Any = "lz4"
-    """Payload compression: ``"lz4"``, None (or ``"none"``), or an object implementing the
-    :class:`gossip.compression.Compressor` protocol (``name``, ``compress``, ``decompress``).
-    Received compressed payloads are always lz4 (the wire's one algorithm)."""
+    """Payload compression: ``"lz4"``, ``"snappy"`` (Snappy's block format, as the Go library
+    writes it; needs cramjam, the extra ``gossip-cluster[snappy]``), None (or ``"none"``), or an
+    object implementing the :class:`gossip.compression.Compressor` protocol (``name``,
+    ``compress``, ``decompress``). Snappy payloads are flagged as such, so a node reads lz4 and
+    Snappy payloads whatever its own compressor (Snappy ones only with cramjam installed)."""
     compress_min_size: int = 256
     """Payloads at least this large are compressed (when it helps)."""
     max_metadata_size: int = 512
@@ -617,6 +623,7 @@ class Config:
         Raises:
             ConfigError: a field is of the wrong type, out of range, or contradicts another.
         """
+        self._validate_cipher_keys()  # first: the per-field rule would speak of AES only
         for f in dataclasses.fields(self):
             rule = _RULES.get(f.name)
             if rule is not None:
@@ -648,6 +655,7 @@ class Config:
             )
         if self.secondary_keys and not self.encryption_key:
             raise ConfigError("secondary_keys", "need an encryption_key (the primary) as well")
+        self._validate_cipher()
         self._validate_websocket()
         self._validate_admission()
         if self.max_metadata_size > self.udp_max_packet_size - ALIVE_OVERHEAD:
@@ -687,6 +695,27 @@ class Config:
                 "packets it sends (upgrade order: both off, then encrypt_outgoing, then "
                 "require_encryption)",
             )
+
+    def _validate_cipher_keys(self) -> None:
+        """XChaCha20-Poly1305 takes 32-byte keys only."""
+        if not isinstance(self.cipher, str) or self.cipher.lower() != "xchacha20-poly1305":
+            return
+        keys = self.secondary_keys if isinstance(self.secondary_keys, (list, tuple)) else []
+        for name, key in (("encryption_key", self.encryption_key),
+                          *((f"secondary_keys[{i}]", k) for i, k in enumerate(keys))):
+            if isinstance(key, (bytes, bytearray)) and len(key) != 32:
+                raise ConfigError(name, f"must be exactly 32 bytes long with cipher "
+                                        f"'xchacha20-poly1305', got {len(key)} bytes")
+
+    def _validate_cipher(self) -> None:
+        """XChaCha20-Poly1305 needs PyNaCl installed."""
+        if str(self.cipher).lower() != "xchacha20-poly1305":
+            return
+        from .security import XCHACHA_EXTRA, cipher_available
+
+        if not cipher_available("xchacha20-poly1305"):
+            raise ConfigError("cipher", "'xchacha20-poly1305' needs PyNaCl (libsodium), which is "
+                                        f"not installed: {XCHACHA_EXTRA}")
 
     def _validate_admission(self) -> None:
         """Refuse admission bounds that contradict each other."""
@@ -1120,11 +1149,16 @@ def _check_codec(name: str, value: Any) -> None:
 
 def _check_compressor(name: str, value: Any) -> None:
     if value is None or isinstance(value, str):
-        _choice("lz4", "none", None)(name, value)
+        _choice("lz4", "snappy", "none", None)(name, value)
+        if isinstance(value, str) and value.lower() == "snappy":
+            from .compression import SNAPPY_EXTRA, snappy_available
+
+            if not snappy_available():
+                raise ConfigError(name, f"'snappy' needs cramjam, which is not installed: {SNAPPY_EXTRA}")
         return
     for attr in ("compress", "decompress", "name"):
         if not hasattr(value, attr):
-            raise ConfigError(name, f"must be 'lz4', None or a Compressor object, got {value!r}")
+            raise ConfigError(name, f"must be 'lz4', 'snappy', None or a Compressor object, got {value!r}")
 
 
 def _check_node_id(name: str, value: Any) -> None:
@@ -1313,7 +1347,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "encryption_key": _check_key,
     "insecure": _boolean,
     "secondary_keys": _check_keys,
-    "cipher": _choice("aes-gcm"),
+    "cipher": _choice("aes-gcm", "xchacha20-poly1305"),
     "msg_codec": _check_codec,
     "compressor": _check_compressor,
     "compress_min_size": _integer(0, 1 << 30),

@@ -23,7 +23,8 @@ was wrong and with which value.
     │       │   └── CompressionError         a compressed payload that does not decompress
     │       ├── EncryptionError              not authentic: wrong key, wrong label, tampered
     │       │   ├── AuthenticationError      (alias kept for the names in STYLE.md)
-    │       │   └── LabelMismatch            packet of another cluster
+    │       │   ├── LabelMismatch            packet of another cluster
+    │       │   └── CipherMismatch           packet sealed with another cipher
     │       └── ReplayedPacket               an authentic packet outside its time window, or seen
     ├── JoinError                            no peer could be joined (names them and why)
     ├── RemoteHandlerError                   a peer's reply handler raised (carries its message)
@@ -60,6 +61,7 @@ __all__ = [
     "EncryptionError",
     "AuthenticationError",
     "LabelMismatch",
+    "CipherMismatch",
     "ReplayedPacket",
     "JoinError",
     "NotFoundError",
@@ -151,6 +153,11 @@ class AuthenticationError(EncryptionError):
 
 class LabelMismatch(EncryptionError):
     """A packet belongs to a cluster with a different label."""
+
+
+class CipherMismatch(EncryptionError):
+    """A packet is sealed with another cipher than this node's (``Config.cipher``: AES-GCM on
+    one side, XChaCha20-Poly1305 on the other); the message names both."""
 
 
 class ReplayedPacket(RemoteProtocolError):

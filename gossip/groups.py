@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from .node import Node, NodeID, NodeState
+from .wire import TransportType, is_reliable
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -332,29 +333,39 @@ class _Group:
         me = self._cluster.local_node().id
         return [e.node for e in self._snapshot() if e.node.id != me]
 
-    def send_to_peers(self, msg_type: int, data: Any) -> int:
+    def send_to_peers(self, msg_type: int, data: Any,
+                      transport: TransportType = TransportType.BEST_EFFORT) -> int:
         """Send ``data`` to every member except the local node, each once (never relayed).
 
         An empty group (or one holding only the local node) sends nothing.
+
+        Args:
+            msg_type: the message type (64 and up).
+            data: any value the codec can encode.
+            transport: :attr:`~gossip.TransportType.BEST_EFFORT`, or
+                :attr:`~gossip.TransportType.RELIABLE` (the same as
+                :meth:`send_to_peers_reliable`).
 
         Returns:
             The number of members the message was sent to.
 
         Raises:
-            LocalProtocolError: ``msg_type`` is internal (below 64) or ``data`` cannot be encoded.
+            LocalProtocolError: ``msg_type`` is internal (below 64), ``data`` cannot be
+                encoded, or ``transport`` is not a :class:`~gossip.TransportType`.
             ClusterClosed: the cluster is not started or is stopped.
         """
+        reliable = is_reliable(transport)   # LocalProtocolError, even for an empty group
         peers = self._peers()
         if peers:
-            self._cluster.send_to_peers(peers, msg_type, data)
+            if reliable:
+                self._cluster.send_to_peers_reliable(peers, msg_type, data)
+            else:
+                self._cluster.send_to_peers(peers, msg_type, data)
         return len(peers)
 
     def send_to_peers_reliable(self, msg_type: int, data: Any) -> int:
         """Like :meth:`send_to_peers`, over reliable connections."""
-        peers = self._peers()
-        if peers:
-            self._cluster.send_to_peers_reliable(peers, msg_type, data)
-        return len(peers)
+        return self.send_to_peers(msg_type, data, transport=TransportType.RELIABLE)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,18 +1,20 @@
-"""The packet pipeline: codec + lz4 + AES-GCM + header, in one pure, thread-safe object.
+"""The packet pipeline: codec + compression + encryption + header, in one pure, thread-safe object.
 
 :class:`PacketCodec` turns ``(msg_type, sender, msg_id, ttl, payload)`` into wire bytes and wire
 bytes back into a :class:`Packet`; the layout is documented in :mod:`gossip.wire`. Encoding:
 
 1. the payload is encoded with the codec (:meth:`PacketCodec.encode`) or given already encoded
    (:meth:`PacketCodec.encode_raw`, for relays that only change the ttl);
-2. it is lz4-compressed if a compressor is set, it is at least ``compress_min_size`` bytes, and
-   compression actually makes it smaller (``FLAG_COMPRESSED``);
+2. it is compressed (lz4, or Snappy) if a compressor is set, it is at least
+   ``compress_min_size`` bytes, and compression actually makes it smaller (``FLAG_COMPRESSED``,
+   with ``FLAG_SNAPPY`` for Snappy: a receiver reads either, whatever its own compressor);
 3. the inner header is prepended; if the keyring has keys, the inner part but the sender id
    is sealed with the sender's key derived from the primary key, and the clear prefix + label
-   as associated data (``FLAG_ENCRYPTED``): every node seals under a key of its own.
+   as associated data (``FLAG_ENCRYPTED``, with ``FLAG_XCHACHA`` for XChaCha20-Poly1305):
+   every node seals under a key of its own.
 
 Decoding trusts nothing. It checks, in this order: the total size (``max_packet_size``), the clear
-prefix (magic, version, flags, codec id, label tag), the encryption policy, authenticity, the
+prefix (magic, version, flags, codec id, label tag, cipher), the encryption policy, authenticity, the
 inner header, the exact payload length, then decompresses within ``max_packet_size``. For *any*
 input bytes, the only exceptions :meth:`PacketCodec.decode` raises are
 :class:`~gossip.errors.RemoteProtocolError` subclasses. The payload stays codec-encoded in the
@@ -30,8 +32,10 @@ from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
 from gossip.codecs import DEFAULT_CODEC, Codec, get_codec
-from gossip.compression import Compressor, Lz4Compressor
+from gossip.compression import Compressor, Lz4Compressor, SnappyCompressor
 from gossip.errors import (
+    CipherMismatch,
+    CompressionError,
     ConfigError,
     DecodeError,
     EncryptionError,
@@ -42,11 +46,13 @@ from gossip.errors import (
     PacketTooLarge,
     VersionMismatch,
 )
-from gossip.security import Keyring, label_tag
+from gossip.security import AES_GCM, OVERHEAD as _AES_SEAL_OVERHEAD, XCHACHA20_POLY1305, Keyring, label_tag
 from gossip.wire import (
     ENCRYPTED_OVERHEAD,
     FLAG_COMPRESSED,
     FLAG_ENCRYPTED,
+    FLAG_SNAPPY,
+    FLAG_XCHACHA,
     HEADER_OVERHEAD,
     INNER_HEADER_STRUCT,
     KNOWN_FLAGS,
@@ -169,11 +175,16 @@ class PacketCodec:
     Args:
         codec: the payload codec for encoding (a :class:`~gossip.codecs.Codec`); defaults to
             msgpack. Decoding uses whichever registered codec the header names.
-        keyring: AES-GCM keys. When it holds keys, every packet is encrypted with the primary.
+        keyring: the keys (and cipher: AES-GCM or XChaCha20-Poly1305). When it holds keys,
+            every packet is encrypted with the primary; packets sealed with the other cipher
+            are refused (:class:`~gossip.errors.CipherMismatch`).
         label: the cluster label; packets of another label are refused (:class:`LabelMismatch`)
             and, when encrypting, the label is authenticated too.
-        compressor: payload compressor, ``None`` to never compress (compressed packets from
-            peers are still decoded, with lz4). Defaults to :class:`Lz4Compressor`.
+        compressor: payload compressor, ``None`` to never compress. Defaults to
+            :class:`Lz4Compressor`. Compressed packets from peers are decoded whatever this is:
+            Snappy ones (``FLAG_SNAPPY``) with :class:`~gossip.compression.SnappyCompressor`
+            (when cramjam is installed), the others with this compressor unless it is Snappy,
+            else lz4.
         compress_min_size: payloads smaller than this are never compressed.
         max_packet_size: the largest packet accepted or produced, and the largest
             decompressed payload accepted.
@@ -196,6 +207,10 @@ class PacketCodec:
         "_tag",
         "_compressor",
         "_decompressor",
+        "_snappy",
+        "_compress_flag",
+        "_cipher_flag",
+        "_cipher",
         "_compress_min_size",
         "_max_packet_size",
         "_require_encryption",
@@ -243,7 +258,14 @@ class PacketCodec:
         if isinstance(compressor, _DefaultCompressor):
             compressor = Lz4Compressor()
         self._compressor: Compressor | None = compressor
-        self._decompressor: Compressor = compressor if compressor is not None else Lz4Compressor()
+        is_snappy = compressor is not None and getattr(compressor, "name", "") == "snappy"
+        # FLAG_COMPRESSED alone: lz4 (or a custom compressor); with FLAG_SNAPPY: Snappy.
+        self._decompressor: Compressor = (
+            compressor if compressor is not None and not is_snappy else Lz4Compressor())
+        self._snappy: Compressor | None = compressor if is_snappy else None
+        self._compress_flag = FLAG_COMPRESSED | (FLAG_SNAPPY if is_snappy else 0)
+        self._cipher = keyring.cipher if keyring is not None else AES_GCM
+        self._cipher_flag = FLAG_XCHACHA if self._cipher == XCHACHA20_POLY1305 else 0
         self._compress_min_size = compress_min_size
         self._max_packet_size = max_packet_size
         self._require_encryption = require_encryption
@@ -253,8 +275,9 @@ class PacketCodec:
         self._prefixes: dict[bytes, tuple[int, Codec, bytes]] = {}
         # flags -> (prefix, aad) for sealing with our codec.
         self._sealing: dict[int, tuple[bytes, bytes]] = {}
-        for flags in (FLAG_ENCRYPTED, FLAG_ENCRYPTED | FLAG_COMPRESSED):
-            prefix = _PREFIX_PACK(MAGIC, WIRE_VERSION, flags, self._codec_id, self._tag)
+        for flags in (FLAG_ENCRYPTED, FLAG_ENCRYPTED | self._compress_flag):
+            prefix = _PREFIX_PACK(MAGIC, WIRE_VERSION, flags | self._cipher_flag, self._codec_id,
+                                  self._tag)
             self._sealing[flags] = (prefix, prefix + label_bytes)
 
     def __repr__(self) -> str:
@@ -297,7 +320,11 @@ class PacketCodec:
     @property
     def overhead(self) -> int:
         """Bytes a packet currently adds to its (possibly compressed) payload."""
-        return ENCRYPTED_OVERHEAD if self._encrypt else HEADER_OVERHEAD
+        if not self._encrypt:
+            return HEADER_OVERHEAD
+        keyring = self._keyring
+        return ENCRYPTED_OVERHEAD - _AES_SEAL_OVERHEAD + (
+            keyring.overhead if keyring is not None else _AES_SEAL_OVERHEAD)
 
     # ---------------------------------------------------------------------------------- encode
 
@@ -344,7 +371,7 @@ class PacketCodec:
             if len(compressed) < size:
                 payload = compressed
                 size = len(compressed)
-                flags = FLAG_COMPRESSED
+                flags = self._compress_flag
         keyring = self._keyring
         try:
             if self._encrypt and keyring:
@@ -442,7 +469,10 @@ class PacketCodec:
                         f"payload of {length} bytes exceeds the {cap} bytes of message type {msg_type}")
         payload = inner[start:]
         if flags & FLAG_COMPRESSED:
-            payload = self._decompressor.decompress(payload, limit)
+            if flags & FLAG_SNAPPY:
+                payload = self._snappy_decompressor().decompress(payload, limit)
+            else:
+                payload = self._decompressor.decompress(payload, limit)
         return Packet(
             msg_type,
             sender,
@@ -455,6 +485,19 @@ class PacketCodec:
             n,
         )
 
+    def _snappy_decompressor(self) -> Compressor:
+        """The Snappy decompressor, made on the first Snappy packet from a node that does not
+        compress with Snappy itself (a benign race: two threads may each make one)."""
+        snappy = self._snappy
+        if snappy is None:
+            try:
+                snappy = self._snappy = SnappyCompressor()
+            except ConfigError:
+                raise CompressionError(
+                    "a Snappy-compressed packet, but Snappy is not installed here "
+                    "(pip install 'gossip-cluster[snappy]')") from None
+        return snappy
+
     def _check_prefix(self, data: bytes) -> tuple[int, Codec, bytes]:
         """Validate a clear prefix not seen before; remember it if it is acceptable."""
         magic, version, flags, codec_id, tag = _PREFIX_UNPACK_FROM(data, 0)
@@ -464,12 +507,20 @@ class PacketCodec:
             raise VersionMismatch(f"unsupported wire version {version}, expected {WIRE_VERSION}")
         if flags & ~KNOWN_FLAGS:
             raise DecodeError(f"unknown flags 0x{flags & ~KNOWN_FLAGS & 0xFF:02x} (flags byte 0x{flags:02x})")
+        if flags & FLAG_XCHACHA and not flags & FLAG_ENCRYPTED:
+            raise DecodeError(f"flag XCHACHA without ENCRYPTED (flags byte 0x{flags:02x})")
+        if flags & FLAG_SNAPPY and not flags & FLAG_COMPRESSED:
+            raise DecodeError(f"flag SNAPPY without COMPRESSED (flags byte 0x{flags:02x})")
         codec = get_codec(codec_id)  # DecodeError if unknown
         if tag != self._tag:
             raise LabelMismatch(
                 f"packet label tag 0x{tag:08x} is not ours (0x{self._tag:08x}, "
                 f"label {self._label!r})"
             )
+        if flags & FLAG_ENCRYPTED and self._keyring and (flags & FLAG_XCHACHA) != self._cipher_flag:
+            theirs = XCHACHA20_POLY1305 if flags & FLAG_XCHACHA else AES_GCM
+            raise CipherMismatch(
+                f"packet sealed with {theirs}, this node uses {self._cipher} (Config.cipher)")
         prefix = data[:PREFIX_SIZE]
         entry = (flags, codec, prefix + self._label_bytes)
         self._prefixes[prefix] = entry

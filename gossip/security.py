@@ -1,8 +1,14 @@
-"""AES-GCM packet sealing with a rotating keyring, and cluster label tags.
+"""Packet sealing (AES-GCM or XChaCha20-Poly1305) with a rotating keyring, and cluster label tags.
 
 Sealed layout (what :meth:`Keyring.seal` returns)::
 
-    nonce (12 random bytes) | ciphertext | tag (16 bytes)
+    nonce (12 random bytes; 24 with XChaCha20-Poly1305) | ciphertext | tag (16 bytes)
+
+Ciphers (:data:`CIPHERS`, ``Keyring(cipher=...)``, ``Config.cipher``): ``"aes-gcm"`` (the
+default; 16, 24 or 32-byte keys, from ``cryptography``) and ``"xchacha20-poly1305"`` (32-byte
+keys only; libsodium's ``crypto_aead_xchacha20poly1305_ietf`` through PyNaCl, the optional
+extra ``gossip-cluster[xchacha]``). Both go through the same keyring, the same per-sender
+keys and the same associated data; a keyring uses one cipher for every key it holds.
 
 The *primary* key seals; every installed key may open, so keys rotate without downtime:
 install the new key everywhere (:meth:`Keyring.add_key`), make it primary everywhere
@@ -17,12 +23,14 @@ nonce budget below is one node's, not the whole cluster's (as each stream alread
 its own, :mod:`gossip.streams`). A packet whose sender id was altered fails authentication. The
 derived ciphers are cached per (key, sender), ``max_sender_keys`` of them.
 
-Nonces are 96 random bits, so one key must not seal more than 2**32 messages (NIST SP 800-38D,
-:data:`MAX_SEALS_PER_KEY`): the keyring counts the seals it made under each key
+AES-GCM nonces are 96 random bits, so one key must not seal more than 2**32 messages (NIST SP
+800-38D, :data:`MAX_SEALS_PER_KEY`): the keyring counts the seals it made under each key
 (:meth:`Keyring.seal_count`, :attr:`Keyring.primary_seals`); with per-sender keys that is this
-node's count under its own key, so an operator can rotate in time.
+node's count under its own key, so an operator can rotate in time. XChaCha20-Poly1305's nonces
+are 192 random bits, which makes a collision negligible however many messages a key seals.
 
-This module imports only :mod:`gossip.errors`.
+This module imports only :mod:`gossip.errors` (``cryptography``, and PyNaCl for XChaCha, on
+first use).
 """
 
 from __future__ import annotations
@@ -51,14 +59,19 @@ _SHA256: Any = None
 _SENDER_KEY_INFO = b"gossip-cluster packet key v1:"
 
 
-def _aead(key: bytes) -> AESGCM:
-    """Return an AES-GCM cipher for ``key``, importing cryptography the first time."""
+def _crypto() -> None:
+    """Import cryptography's AES-GCM and its InvalidTag the first time."""
     global _AESGCM, _InvalidTag
     if _AESGCM is None:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM as _Impl
 
         _AESGCM, _InvalidTag = _Impl, InvalidTag
+
+
+def _aead(key: bytes) -> AESGCM:
+    """Return an AES-GCM cipher for ``key``, importing cryptography the first time."""
+    _crypto()
     aead: AESGCM = _AESGCM(key)
     return aead
 
@@ -104,6 +117,14 @@ def _expand(prk: bytes, sender: bytes, length: int) -> bytes:
 __all__ = [
     "Keyring",
     "label_tag",
+    "cipher_available",
+    "aead_for",
+    "XChaCha20Poly1305",
+    "CIPHERS",
+    "AES_GCM",
+    "XCHACHA20_POLY1305",
+    "XCHACHA_NONCE_SIZE",
+    "XCHACHA_EXTRA",
     "NONCE_SIZE",
     "TAG_SIZE",
     "OVERHEAD",
@@ -113,14 +134,28 @@ __all__ = [
     "sender_key",
 ]
 
+AES_GCM = "aes-gcm"
+"""The default cipher: AES-GCM (``cryptography``), 16, 24 or 32-byte keys."""
+XCHACHA20_POLY1305 = "xchacha20-poly1305"
+"""XChaCha20-Poly1305 (libsodium through PyNaCl), 32-byte keys only."""
+CIPHERS = (AES_GCM, XCHACHA20_POLY1305)
+"""The cipher names a :class:`Keyring` (and ``Config.cipher``) accepts."""
+XCHACHA_EXTRA = "pip install 'gossip-cluster[xchacha]'"
+"""What installs XChaCha20-Poly1305's dependency (PyNaCl)."""
+
 NONCE_SIZE = 12
-"""Bytes of random nonce in front of every sealed message."""
+"""Bytes of random nonce in front of every message sealed with AES-GCM."""
+XCHACHA_NONCE_SIZE = 24
+"""Bytes of random nonce in front of every message sealed with XChaCha20-Poly1305."""
 TAG_SIZE = 16
 """Bytes of GCM authentication tag at the end of every sealed message."""
 OVERHEAD = NONCE_SIZE + TAG_SIZE
-"""Bytes :meth:`Keyring.seal` adds to the plaintext."""
+"""Bytes :meth:`Keyring.seal` adds to the plaintext with AES-GCM (XChaCha20-Poly1305 adds 12
+more: :attr:`Keyring.overhead`)."""
 KEY_SIZES = (16, 24, 32)
-"""Valid AES key lengths in bytes (AES-128, AES-192, AES-256)."""
+"""Valid AES key lengths in bytes (AES-128, AES-192, AES-256); XChaCha20-Poly1305 takes 32."""
+_KEY_SIZES = {AES_GCM: KEY_SIZES, XCHACHA20_POLY1305: (32,)}
+_NONCE_SIZES = {AES_GCM: NONCE_SIZE, XCHACHA20_POLY1305: XCHACHA_NONCE_SIZE}
 MAX_SEALS_PER_KEY = 1 << 32
 """NIST's limit of messages sealed under one key with random 96-bit nonces: rotate before it."""
 DEFAULT_MAX_SENDER_KEYS = 4096
@@ -129,15 +164,104 @@ DEFAULT_MAX_SENDER_KEYS = 4096
 _urandom = os.urandom
 
 
-def _check_key(key: bytes) -> bytes:
+def _check_key(key: bytes, cipher: str = AES_GCM) -> bytes:
     if not isinstance(key, (bytes, bytearray, memoryview)):
         raise ConfigError("encryption_key", f"a key must be bytes, got {type(key).__name__}")
     key = bytes(key)
-    if len(key) not in KEY_SIZES:
+    if len(key) not in _KEY_SIZES[cipher]:
+        if cipher == XCHACHA20_POLY1305:
+            raise ConfigError(
+                "encryption_key",
+                f"an {cipher} key must be exactly 32 bytes long, got {len(key)} bytes")
         raise ConfigError(
             "encryption_key", f"a key must be 16, 24 or 32 bytes long, got {len(key)} bytes"
         )
     return key
+
+
+def _check_cipher(cipher: str) -> str:
+    """Return ``cipher`` if known and usable here; else raise ConfigError(field="cipher")."""
+    if cipher not in CIPHERS:
+        raise ConfigError("cipher", f"unknown cipher {cipher!r} (known: {', '.join(map(repr, CIPHERS))})")
+    if cipher == XCHACHA20_POLY1305 and not cipher_available(cipher):
+        raise ConfigError(
+            "cipher", f"{cipher} needs PyNaCl (libsodium), which is not installed: {XCHACHA_EXTRA}")
+    return cipher
+
+
+def cipher_available(cipher: str) -> bool:
+    """Return True if ``cipher`` (one of :data:`CIPHERS`) can be used in this environment
+    (XChaCha20-Poly1305 needs the ``xchacha`` extra, PyNaCl)."""
+    if cipher != XCHACHA20_POLY1305:
+        return cipher in CIPHERS
+    try:
+        _xchacha_impl()
+    except ImportError:
+        return False
+    return True
+
+
+_XCHACHA: Any = None
+
+
+def _xchacha_impl() -> Any:
+    """Return PyNaCl's bindings (imported the first time; ImportError without PyNaCl)."""
+    global _XCHACHA
+    if _XCHACHA is None:
+        import nacl.bindings
+        import nacl.exceptions
+
+        _XCHACHA = (nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt,
+                    nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt,
+                    nacl.exceptions.CryptoError)
+    return _XCHACHA
+
+
+class XChaCha20Poly1305:
+    """XChaCha20-Poly1305 (IETF, 24-byte nonce) with the interface of ``cryptography``'s
+    ``AESGCM``: ``encrypt(nonce, data, aad)`` returns ciphertext and tag, ``decrypt`` raises
+    ``cryptography.exceptions.InvalidTag`` when the data is not authentic.
+
+    Raises:
+        ImportError: PyNaCl is not installed (the ``xchacha`` extra).
+    """
+
+    __slots__ = ("_key", "_encrypt", "_decrypt", "_error")
+
+    def __init__(self, key: bytes) -> None:
+        self._encrypt, self._decrypt, self._error = _xchacha_impl()
+        _crypto()  # InvalidTag, which decrypt raises and Keyring.open catches
+        if len(key) != 32:
+            raise ValueError(f"an XChaCha20-Poly1305 key is 32 bytes, got {len(key)}")
+        self._key = bytes(key)
+
+    def __repr__(self) -> str:
+        return "XChaCha20Poly1305(<secret>)"
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes:
+        """Return ``data`` sealed under ``nonce`` (24 bytes): ciphertext then the 16-byte tag."""
+        out: bytes = self._encrypt(bytes(data), associated_data, bytes(nonce), self._key)
+        return out
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes:
+        """Return the plaintext of ``data`` (ciphertext and tag) sealed under ``nonce``.
+
+        Raises:
+            cryptography.exceptions.InvalidTag: the data is not authentic (or malformed).
+        """
+        try:
+            out: bytes = self._decrypt(bytes(data), associated_data, bytes(nonce), self._key)
+        except self._error as exc:
+            raise _InvalidTag() from exc
+        return out
+
+
+def aead_for(cipher: str, key: bytes) -> Any:
+    """Return the AEAD of ``cipher`` under ``key``: an ``AESGCM`` or an
+    :class:`XChaCha20Poly1305` (both ``encrypt(nonce, data, aad)`` / ``decrypt(...)``)."""
+    if cipher == XCHACHA20_POLY1305:
+        return XChaCha20Poly1305(key)
+    return _aead(key)
 
 
 def _fingerprint(key: bytes) -> str:
@@ -146,28 +270,34 @@ def _fingerprint(key: bytes) -> str:
 
 
 class Keyring:
-    """AES-GCM keys: one primary key seals, every installed key may open.
+    """Encryption keys of one cipher: one primary key seals, every installed key may open.
 
     Thread-safe: mutations take a lock and publish a new immutable tuple, which readers
-    (:meth:`seal`, :meth:`open`) read without locking. ``AESGCM`` objects are created once per key.
+    (:meth:`seal`, :meth:`open`) read without locking. Cipher objects are created once per key.
     Seals are counted per key, for as long as the keyring lives (removing and re-adding a key
     keeps its count).
 
     Args:
-        keys: keys to install (16, 24 or 32 bytes each). Duplicates are ignored.
+        keys: keys to install (16, 24 or 32 bytes each; 32 with XChaCha20-Poly1305).
+            Duplicates are ignored.
         primary: the key that seals; installed if not in *keys*. Defaults to the first key.
         max_sender_keys: per-sender ciphers kept ready (see the module docstring); past it
             the oldest is derived again when next needed.
+        cipher: ``"aes-gcm"`` (default) or ``"xchacha20-poly1305"`` (:data:`CIPHERS`).
 
     Raises:
-        ConfigError: a key has a bad length (``field="encryption_key"``), or
-            ``max_sender_keys`` is below 1.
+        ConfigError: a key has a bad length for the cipher (``field="encryption_key"``),
+            ``max_sender_keys`` is below 1, or the cipher is unknown or its dependency is not
+            installed (``field="cipher"``; XChaCha20-Poly1305 needs the ``xchacha`` extra).
     """
 
     def __init__(self, keys: Sequence[bytes] = (), primary: bytes | None = None,
-                 max_sender_keys: int = DEFAULT_MAX_SENDER_KEYS) -> None:
+                 max_sender_keys: int = DEFAULT_MAX_SENDER_KEYS, cipher: str = AES_GCM) -> None:
         if max_sender_keys < 1:
             raise ConfigError("sender_key_cache_size", f"must be >= 1, got {max_sender_keys}")
+        self._cipher_name = _check_cipher(cipher)
+        self._nonce_size = _NONCE_SIZES[cipher]
+        self._overhead = self._nonce_size + TAG_SIZE
         self._lock = threading.Lock()
         self._seal_lock = threading.Lock()
         self._seals: dict[bytes, int] = {}
@@ -177,17 +307,34 @@ class Keyring:
         self._prks: dict[bytes, bytes] = {}    # keyring key -> its HKDF pseudorandom key
         ordered: list[bytes] = []
         if primary is not None:
-            ordered.append(_check_key(primary))
+            ordered.append(_check_key(primary, cipher))
         for key in keys:
-            key = _check_key(key)
+            key = _check_key(key, cipher)
             if key not in ordered:
                 ordered.append(key)
         # Entries, primary first. Replaced as a whole on every change (readers never lock).
-        self._entries: tuple[tuple[bytes, AESGCM], ...] = tuple((k, _aead(k)) for k in ordered)
+        self._entries: tuple[tuple[bytes, AESGCM], ...] = tuple(
+            (k, self._new_aead(k)) for k in ordered)
+
+    def _new_aead(self, key: bytes) -> AESGCM:
+        aead: AESGCM = aead_for(self._cipher_name, key)
+        return aead
 
     def __repr__(self) -> str:
         names = ", ".join(_fingerprint(k) for k, _ in self._entries)
-        return f"Keyring(<{len(self._entries)} keys: {names}>)"
+        cipher = "" if self._cipher_name == AES_GCM else f", {self._cipher_name}"
+        return f"Keyring(<{len(self._entries)} keys: {names}>{cipher})"
+
+    @property
+    def cipher(self) -> str:
+        """The cipher every key of this keyring seals and opens with (:data:`CIPHERS`)."""
+        return self._cipher_name
+
+    @property
+    def overhead(self) -> int:
+        """Bytes :meth:`seal` adds to the plaintext: the nonce and the tag (28 with AES-GCM,
+        40 with XChaCha20-Poly1305)."""
+        return self._overhead
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -225,11 +372,11 @@ class Keyring:
         Raises:
             ConfigError: the key has a bad length.
         """
-        key = _check_key(key)
+        key = _check_key(key, self._cipher_name)
         with self._lock:
             if any(k == key for k, _ in self._entries):
                 return
-            self._entries = self._entries + ((key, _aead(key)),)
+            self._entries = self._entries + ((key, self._new_aead(key)),)
 
     def use_key(self, key: bytes) -> None:
         """Make the installed *key* the primary (sealing) key.
@@ -237,7 +384,7 @@ class Keyring:
         Raises:
             ConfigError: the key is not installed, or has a bad length.
         """
-        key = _check_key(key)
+        key = _check_key(key, self._cipher_name)
         with self._lock:
             entries = self._entries
             for i, entry in enumerate(entries):
@@ -255,7 +402,7 @@ class Keyring:
             ConfigError: *key* is the primary key (``use_key`` another one first), or is not
                 installed.
         """
-        key = _check_key(key)
+        key = _check_key(key, self._cipher_name)
         with self._lock:
             entries = self._entries
             for i, (k, _) in enumerate(entries):
@@ -283,7 +430,7 @@ class Keyring:
             prk = self._prks.get(key)
             if prk is None:
                 prk = self._prks[key] = _extract(key)
-            cipher = _aead(_expand(prk, sender, len(key)))
+            cipher = self._new_aead(_expand(prk, sender, len(key)))
             with self._sender_lock:
                 if len(cache) >= self._max_sender_keys:
                     del cache[next(iter(cache))]
@@ -295,7 +442,8 @@ class Keyring:
         *sender*'s key derived from it (see the module docstring).
 
         Returns:
-            ``nonce(12) | ciphertext | tag(16)``, i.e. ``len(plaintext) + OVERHEAD`` bytes.
+            ``nonce(12; 24 with XChaCha) | ciphertext | tag(16)``, i.e.
+            ``len(plaintext) + self.overhead`` bytes.
 
         Raises:
             ConfigError: the keyring is empty.
@@ -307,7 +455,7 @@ class Keyring:
         cipher = self._cipher(key, aead, sender)
         with self._seal_lock:
             self._seals[key] = self._seals.get(key, 0) + 1
-        nonce = _urandom(NONCE_SIZE)
+        nonce = _urandom(self._nonce_size)
         return nonce + cipher.encrypt(nonce, plaintext, aad)
 
     def open(self, data: bytes, aad: bytes, sender: bytes | None = None) -> bytes:
@@ -320,13 +468,15 @@ class Keyring:
                 wrong associated data, wrong sender, or tampered bytes; also when the keyring
                 is empty).
         """
-        if len(data) < OVERHEAD:
+        overhead = self._overhead
+        if len(data) < overhead:
             raise DecodeError(
-                f"sealed data of {len(data)} bytes is shorter than nonce+tag ({OVERHEAD} bytes)"
+                f"sealed data of {len(data)} bytes is shorter than nonce+tag ({overhead} bytes)"
             )
         entries = self._entries
-        nonce = data[:NONCE_SIZE]
-        body = data[NONCE_SIZE:]
+        n = self._nonce_size
+        nonce = data[:n]
+        body = data[n:]
         for key, aead in entries:
             try:
                 result: bytes = self._cipher(key, aead, sender).decrypt(nonce, body, aad)

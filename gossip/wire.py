@@ -7,7 +7,9 @@ big-endian::
     offset size field
     0      1    magic 0xC5                     wrong -> VersionMismatch
     1      1    wire version (1)               other -> VersionMismatch
-    2      1    flags: bit0 COMPRESSED, bit1 ENCRYPTED; other bits -> DecodeError
+    2      1    flags: bit0 COMPRESSED, bit1 ENCRYPTED, bit2 XCHACHA (with ENCRYPTED: sealed
+                with XChaCha20-Poly1305, else AES-GCM), bit3 SNAPPY (with COMPRESSED: a Snappy
+                block, else lz4); other bits, or bit2/bit3 alone -> DecodeError
     3      1    codec id                       unknown -> DecodeError
     4      4    label tag u32                  not ours -> LabelMismatch
 
@@ -24,6 +26,9 @@ big-endian::
     sealed as nonce(12) | ciphertext | tag(16) under the sender's own key (derived from the
     keyring key and the sender id: :func:`gossip.security.sender_key`), with AAD = prefix
     (8 bytes) + label (UTF-8). Altering the sender id changes the key: authentication fails.
+    With XChaCha20-Poly1305 (flag bit2) the nonce is 24 bytes, so the offsets below from 28
+    on move by 12. A packet sealed with the other cipher than ours is refused as
+    ``CipherMismatch`` before any decryption is tried.
     offset size field
     0      16   sender node id (clear)
     16     12   nonce
@@ -38,8 +43,8 @@ Message types: 0..63 are the protocol's own (:class:`MessageType`), 64..127 are 
 packages built on the library (the leader election uses 65), 128..65535 belong to the
 application (:data:`USER_MSG` and up). Numbers are never reused.
 
-This module imports nothing from :mod:`gossip` but :mod:`gossip.security` (for the sealing
-overhead constant).
+This module imports nothing from :mod:`gossip` but :mod:`gossip.errors` and
+:mod:`gossip.security` (for the sealing overhead constant).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from __future__ import annotations
 import struct
 from enum import IntEnum
 
+from gossip.errors import LocalProtocolError
 from gossip.security import OVERHEAD as _SEAL_OVERHEAD
 
 __all__ = [
@@ -58,7 +64,11 @@ __all__ = [
     "WIRE_VERSION",
     "FLAG_COMPRESSED",
     "FLAG_ENCRYPTED",
+    "FLAG_XCHACHA",
+    "FLAG_SNAPPY",
     "KNOWN_FLAGS",
+    "TransportType",
+    "is_reliable",
     "NODE_ID_SIZE",
     "MAX_TTL",
     "MAX_MSG_ID",
@@ -99,6 +109,37 @@ class MessageType(IntEnum):
     STREAM_OPEN = 13
 
 
+class TransportType(IntEnum):
+    """How a message travels (paularlott's ``TransportBestEffort`` / ``TransportReliable``):
+    the ``transport=`` argument of :meth:`gossip.Cluster.send_to` and the other sends.
+
+    ``BEST_EFFORT``: a UDP datagram when it fits ``udp_max_packet_size``, else a frame on a
+    connection (the MTU rule); a WebSocket node sends it on its connection. ``RELIABLE``: always
+    a frame on a reliable connection (TCP or WebSocket), as the ``*_reliable`` methods send.
+    """
+
+    BEST_EFFORT = 0
+    RELIABLE = 1
+
+
+def is_reliable(transport: TransportType) -> bool:
+    """Return whether ``transport`` asks for a reliable send.
+
+    Raises:
+        LocalProtocolError: ``transport`` is not a :class:`TransportType` (nor 0 or 1).
+    """
+    if transport is TransportType.BEST_EFFORT:
+        return False
+    if transport is TransportType.RELIABLE:
+        return True
+    try:
+        return TransportType(transport) is TransportType.RELIABLE
+    except (ValueError, TypeError):
+        raise LocalProtocolError(
+            "transport must be TransportType.BEST_EFFORT or TransportType.RELIABLE, "
+            f"got {transport!r}") from None
+
+
 RESERVED_MSGS_START = 64
 """The first type open to code outside the protocol: 64..127 for add-on packages."""
 USER_MSG = 128
@@ -112,10 +153,14 @@ WIRE_VERSION = 1
 """Second byte of every packet."""
 
 FLAG_COMPRESSED = 0x01
-"""The payload is lz4-compressed (size-prefixed block)."""
+"""The payload is compressed: an lz4 block (size-prefixed), or Snappy with :data:`FLAG_SNAPPY`."""
 FLAG_ENCRYPTED = 0x02
-"""The inner part is sealed with AES-GCM."""
-KNOWN_FLAGS = FLAG_COMPRESSED | FLAG_ENCRYPTED
+"""The inner part is sealed: with AES-GCM, or XChaCha20-Poly1305 with :data:`FLAG_XCHACHA`."""
+FLAG_XCHACHA = 0x04
+"""With :data:`FLAG_ENCRYPTED`: sealed with XChaCha20-Poly1305 (24-byte nonce)."""
+FLAG_SNAPPY = 0x08
+"""With :data:`FLAG_COMPRESSED`: the payload is a Snappy block (its size as a varint)."""
+KNOWN_FLAGS = FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_XCHACHA | FLAG_SNAPPY
 """Every flag bit this version understands; any other bit is refused."""
 
 NODE_ID_SIZE = 16

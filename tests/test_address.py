@@ -211,3 +211,45 @@ def test_ip_port_text_round_trips() -> None:
     assert plain_ip("::ffff:127.0.0.2") == "127.0.0.2" and plain_ip("") == ""
     assert is_websocket_url("WSS://h/x") and is_websocket_url("ws://h") and not is_websocket_url("http://h")
     assert not is_websocket_url(None)
+
+# ---------------------------------------------------------------------------------- Go's Address
+
+
+def test_str_is_gos_string_where_it_can_be_parsed_back() -> None:
+    # paularlott's Address.String(): "ip:port", then the URL; an address here holds one of them.
+    assert str(Address.parse("127.0.0.1:8000")) == "127.0.0.1:8000"
+    assert str(Address.parse("node-1:9000")) == "node-1:9000"
+    assert str(Address.parse("ws://127.0.0.1:8080/gossip")) == "ws://127.0.0.1:8080/gossip"
+    assert f"{Address.parse('127.0.0.1:8000')}" == "127.0.0.1:8000"
+    # Where Go's form is ambiguous it keeps the parseable one: Go writes "::1:8000".
+    assert str(Address.parse("[::1]:8000")) == "[::1]:8000"
+    assert Address.parse(str(Address.parse("[::1]:8000"))) == Address("ip", "::1", 8000)
+
+
+def test_the_empty_address() -> None:
+    import gossip
+    from gossip.address import EMPTY_ADDRESS
+
+    assert gossip.EMPTY_ADDRESS is EMPTY_ADDRESS and gossip.Address is Address
+    assert EMPTY_ADDRESS.is_empty and not EMPTY_ADDRESS and str(EMPTY_ADDRESS) == ""
+    assert Address("", "", 0) == EMPTY_ADDRESS and hash(Address("", "", 0)) == hash(EMPTY_ADDRESS)
+    for text in ("127.0.0.1:1", "host", "srv+_g._tcp.example.com", "ws://127.0.0.1/x"):
+        addr = Address.parse(text)
+        assert not addr.is_empty and addr
+    # Only all-empty fields make the empty address.
+    for fields in (("", "h", 1), ("", "", 1), ("", "", 0, "ws://h/")):
+        with pytest.raises(AddressError, match="or all fields empty"):
+            Address(*fields)  # type: ignore[arg-type]
+    with pytest.raises(AddressError):
+        Address.parse("")     # parsing still refuses empty text
+
+
+def test_addresses_are_immutable_and_the_empty_constant_replaces_clear() -> None:
+    addr = Address.parse("127.0.0.1:8000")
+    assert not hasattr(addr, "clear")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        addr.host = ""  # type: ignore[misc]
+    from gossip.address import EMPTY_ADDRESS
+
+    addr = EMPTY_ADDRESS          # what Go's addr.Clear() does
+    assert addr.is_empty and dataclasses.replace(Address.parse("h:1"), kind="", host="", port=0).is_empty

@@ -28,7 +28,7 @@ BAD: dict[str, list[Any]] = {
     "secondary_keys": [[b"short"], "nope"],
     "cipher": ["chacha20"],
     "msg_codec": ["yaml", 3],
-    "compressor": ["snappy", object(), 5],
+    "compressor": ["zstd", object(), 5],
     "compress_min_size": [-1, 1.5],
     "max_metadata_size": [10, 1 << 21],
     "require_encryption": ["yes", 1],

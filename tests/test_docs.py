@@ -9,6 +9,11 @@ one. A block that cannot run here (it needs other hosts, a certificate, a fixed 
 in an HTML comment on the line before its fence::
 
     <!-- not run: joins hosts on a network -->
+
+A block that needs an optional extra (``xchacha``, ``snappy``) says so the same way, and is
+skipped, saying why, where that extra is not installed (the ``test`` extra installs them)::
+
+    <!-- needs: xchacha -->
 """
 
 from __future__ import annotations
@@ -33,6 +38,16 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", ROOT / "SECURITY.md", *sorted((ROOT / "docs").rglob("*.md"))]
 _FENCE = re.compile(r"^(`{3,}|~{3,})\s*([\w+-]*)[^\n]*$")
 _NOT_RUN = re.compile(r"^<!--\s*not run:\s*(.+?)\s*-->\s*$")
+_NEEDS = re.compile(r"^<!--\s*needs:\s*(\w+)\s*-->\s*$")
+
+
+def _extra_installed(name: str) -> bool:
+    """Whether the optional extra ``name`` is installed (an unknown name is a typo: it fails)."""
+    from gossip.compression import snappy_available
+    from gossip.security import cipher_available
+
+    return {"xchacha": lambda: cipher_available("xchacha20-poly1305"),
+            "snappy": snappy_available}[name]()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +59,7 @@ class Block:
     lang: str
     code: str
     not_run: str         # why it does not run here ("" if it runs)
+    needs: str = ""      # the optional extra it needs ("" if none)
 
     @property
     def name(self) -> str:
@@ -67,7 +83,9 @@ def code_blocks(path: Path) -> list[Block]:
             body.append(lines[i])
             i += 1
         note = _NOT_RUN.match(lines[start - 1]) if start > 0 else None
-        blocks.append(Block(path, start + 1, lang, "\n".join(body) + "\n", note.group(1) if note else ""))
+        needs = _NEEDS.match(lines[start - 1]) if start > 0 else None
+        blocks.append(Block(path, start + 1, lang, "\n".join(body) + "\n", note.group(1) if note else "",
+                            needs.group(1) if needs else ""))
         i += 1
     return blocks
 
@@ -81,16 +99,22 @@ def _python_blocks() -> Iterator[object]:
         for block in code_blocks(path):
             if block.lang in ("python", "py"):
                 marks = [pytest.mark.skip(reason=f"not run: {block.not_run}")] if block.not_run else []
+                if block.needs and not _extra_installed(block.needs):
+                    marks.append(pytest.mark.skip(
+                        reason=f"needs the {block.needs} extra, not installed here "
+                               f"(pip install 'gossip-cluster[{block.needs}]')"))
                 yield pytest.param(block, id=block.name, marks=marks)
 
 
 def test_the_parser_finds_blocks_and_their_notes(tmp_path: Path) -> None:
     doc = tmp_path / "page.md"
     doc.write_text("# t\n\n```python\nx = 1\n```\n\n<!-- not run: needs a network -->\n"
-                   "```python\njoin()\n```\n\n````sh\n```\nnested\n````\n")
+                   "```python\njoin()\n```\n\n````sh\n```\nnested\n````\n\n<!-- needs: snappy -->\n"
+                   "```python\ny = 2\n```\n")
     blocks = code_blocks(doc)
-    assert [(b.line, b.lang, b.not_run) for b in blocks] == [(3, "python", ""), (8, "python", "needs a network"),
-                                                             (12, "sh", "")]
+    assert [(b.line, b.lang, b.not_run, b.needs) for b in blocks] == [
+        (3, "python", "", ""), (8, "python", "needs a network", ""), (12, "sh", "", ""),
+        (18, "python", "", "snappy")]
     assert blocks[0].code == "x = 1\n" and blocks[2].code == "```\nnested\n"
 
 

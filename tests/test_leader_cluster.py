@@ -195,3 +195,51 @@ def test_start_says_an_unencrypted_election_is_not_safe(
             assert not e.authenticated
     assert any("unencrypted cluster is not safe" in r.getMessage() for r in caplog.records)
 
+
+
+def test_the_leaders_group_and_its_sends(gossip_cluster_factory: ClusterFactory) -> None:
+    from gossip import USER_MSG, NodeGroup, TransportType
+
+    clusters = gossip_cluster_factory(4)
+    eligible = {0, 2}
+    for k in eligible:
+        clusters[k].local_metadata().set_string("role", "scheduler")
+    ids = [c.local_node().id for c in clusters]
+    wait_until(lambda: all(c.get_node(ids[k]) is not None
+                           and c.get_node(ids[k]).metadata.get_string("role") == "scheduler"  # type: ignore[union-attr]
+                           for c in clusters for k in eligible), 10.0, "the roles to spread")
+    got: list[tuple[int, str]] = []
+    lock = threading.Lock()
+    for k, c in enumerate(clusters):
+        c.handle_func_no_forward(USER_MSG, lambda s, p, k=k: (lock.acquire(), got.append((k, p.unmarshal())),
+                                                             lock.release()))
+    cfg = LeaderConfig(check_interval=0.1, leader_timeout=0.5, metadata_criteria={"role": "scheduler"})
+    e = LeaderElection(clusters[0], cfg)
+    group = e.get_node_group()
+    # The group exists from construction on (as in Go), holding the eligible members only.
+    assert isinstance(group, NodeGroup) and e.get_node_group() is group
+    wait_until(lambda: {n.id for n in group.get_nodes()} == {ids[0], ids[2]}, 10.0, "the group")
+    with e:
+        e.send_to_peers(USER_MSG, "best effort")
+        e.send_to_peers_reliable(USER_MSG, "reliable")
+        e.send_to_peers(USER_MSG, "reliable too", transport=TransportType.RELIABLE)
+        wait_until(lambda: len(got) == 3, 10.0, "three messages")
+        # Only the other eligible member heard them (the local node is not sent to).
+        assert sorted(got) == [(2, "best effort"), (2, "reliable"), (2, "reliable too")]
+    assert group.closed                        # stop() closes the group
+    from gossip import ClusterClosed
+
+    with pytest.raises(ClusterClosed, match="stopped"):
+        e.send_to_peers(USER_MSG, "too late")
+    # Without criteria every node is eligible: no group, and a send reaches the whole cluster.
+    got.clear()
+    every = LeaderElection(clusters[1], FAST)
+    try:
+        assert every.get_node_group() is None
+        every.send_to_peers(USER_MSG, "to all")
+        wait_until(lambda: len(got) == 3, 10.0, "the broadcast everywhere")
+        every.send_to_peers_reliable(USER_MSG, "to all, reliably")
+        wait_until(lambda: len(got) == 6, 10.0, "the reliable broadcast everywhere")
+        assert sorted(k for k, _ in got) == [0, 0, 2, 2, 3, 3]
+    finally:
+        every.stop()

@@ -12,6 +12,7 @@ from gossip.codecs import JsonCodec, MsgpackCodec
 from gossip.compression import Lz4Compressor
 from gossip.errors import (
     AuthenticationError,
+    CipherMismatch,
     CompressionError,
     ConfigError,
     DecodeError,
@@ -28,6 +29,8 @@ from gossip.wire import (
     ENCRYPTED_OVERHEAD,
     FLAG_COMPRESSED,
     FLAG_ENCRYPTED,
+    FLAG_SNAPPY,
+    FLAG_XCHACHA,
     HEADER_OVERHEAD,
     INNER_HEADER_SIZE,
     KNOWN_FLAGS,
@@ -55,9 +58,8 @@ BIG = {"text": "gossip " * 1500, "blob": b"\x01\x02" * 100}  # ~10 KiB, compress
 
 def test_wire_constants() -> None:
     assert (PREFIX_SIZE, INNER_HEADER_SIZE, HEADER_OVERHEAD, ENCRYPTED_OVERHEAD) == (8, 31, 39, 67)
-    assert (MAGIC, WIRE_VERSION, FLAG_COMPRESSED, FLAG_ENCRYPTED, KNOWN_FLAGS) == (
-        0xC5, 1, 1, 2, 3,
-    )
+    assert (MAGIC, WIRE_VERSION, FLAG_COMPRESSED, FLAG_ENCRYPTED, FLAG_XCHACHA, FLAG_SNAPPY,
+            KNOWN_FLAGS) == (0xC5, 1, 1, 2, 4, 8, 15)
     assert [int(t) for t in MessageType] == [n for n in range(14) if n != 10]  # 10 retired
     assert int(MessageType.STREAM_OPEN_ACK) == 11 and int(MessageType.STREAM_OPEN) == 13
     assert int(MessageType.REPLY) == 0
@@ -278,9 +280,18 @@ def test_bad_prefix_fields(encrypt: bool) -> None:
         pc.decode(_with_byte(data, 0, 0xC4))
     with pytest.raises(VersionMismatch):
         pc.decode(_with_byte(data, 1, 2))
-    for bit in (0x04, 0x08, 0x80):
+    for bit in (0x10, 0x40, 0x80):
         with pytest.raises(DecodeError, match="unknown flags"):
             pc.decode(_with_byte(data, 2, data[2] | bit))
+    # The cipher and Snappy bits mean something only beside ENCRYPTED and COMPRESSED.
+    with pytest.raises(DecodeError, match="SNAPPY without COMPRESSED"):
+        pc.decode(_with_byte(data, 2, data[2] | FLAG_SNAPPY))
+    if encrypt:   # an AES-GCM node refuses a packet that says XChaCha before opening it
+        with pytest.raises(CipherMismatch, match="sealed with xchacha20-poly1305, this node uses aes-gcm"):
+            pc.decode(_with_byte(data, 2, data[2] | FLAG_XCHACHA))
+    else:
+        with pytest.raises(DecodeError, match="XCHACHA without ENCRYPTED"):
+            pc.decode(_with_byte(data, 2, data[2] | FLAG_XCHACHA))
     with pytest.raises(DecodeError, match="unknown codec id"):
         pc.decode(_with_byte(data, 3, 77))
     with pytest.raises(LabelMismatch):

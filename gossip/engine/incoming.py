@@ -57,6 +57,7 @@ from ..counters import Counters
 from ..address import host_of
 from ..errors import (
     AuthenticationError,
+    CipherMismatch,
     ClusterClosed,
     EncryptionError,
     GossipError,
@@ -97,6 +98,8 @@ def refusal_hint(exc: EncryptionError) -> str:
     ``"another cluster label"``, ``"another encryption key"``..."""
     if isinstance(exc, LabelMismatch):
         return "another cluster label"
+    if isinstance(exc, CipherMismatch):
+        return "another cipher (Config.cipher)"
     if isinstance(exc, AuthenticationError):
         return "another encryption key"
     return "other encryption settings (one side encrypts, the other does not)"

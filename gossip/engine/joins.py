@@ -53,10 +53,10 @@ def _no_answer(waiter: _JoinWaiter, timeout: float) -> str:
                 f"were refused: {waiter.refused}")
     if waiter.connected:
         return (f"no answer within {timeout:.1f}s, though the seed accepted the connection: it "
-                "may have another encryption key or cluster label (its log says so), or be "
-                "overloaded")
+                "may have another encryption key or cluster label, or another cipher (its log "
+                "says which), or be overloaded")
     return (f"no answer within {timeout:.1f}s: the seed may be down, or have another "
-            "encryption key or cluster label")
+            "encryption key or cluster label, or another cipher")
 
 
 class Joins:

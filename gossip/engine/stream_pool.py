@@ -338,7 +338,8 @@ class StreamPool:
                 self.counters.inc("streams.open_refused")
                 raise StreamRefused(f"{what} was refused: {acc.reason}", acc.reason)
             keys = (None if key is None
-                    else derive_stream_keys(key, salt, acc.server_salt, self._label))
+                    else derive_stream_keys(key, salt, acc.server_salt, self._label,
+                                            keyring.cipher if keyring else "aes-gcm"))
             stream = self._make_stream(conn, True, keys, codec.codec, msg_type, node)
             stream._send_hello(deadline.remaining(what))
         except GossipTimeout as exc:
@@ -478,8 +479,9 @@ class StreamPool:
             self._refuse(conn, status, reason, req.client_salt, deadline)
             return
         server_salt = os.urandom(SALT_SIZE)
-        keys = None if key is None else derive_stream_keys(key, req.client_salt, server_salt,
-                                                           self._label)
+        keyring = self.codec.keyring
+        keys = None if key is None or keyring is None else derive_stream_keys(
+            key, req.client_salt, server_salt, self._label, keyring.cipher)
         stream = self._make_stream(conn, False, keys, pkt.codec, req.msg_type, None)
         authentic = pkt.encrypted or self.codec.keyring is None
         if authentic:

@@ -45,9 +45,12 @@ MemberCheck = Callable[[str], bool]
 
 
 def keyring_for(cfg: Config) -> Keyring | None:
-    """Return the keyring of ``encryption_key`` and ``secondary_keys``, None without a key."""
+    """Return the keyring of ``encryption_key`` and ``secondary_keys`` (sealing with ``cipher``),
+    None without a key."""
     keys = ([cfg.encryption_key] if cfg.encryption_key else []) + list(cfg.secondary_keys)
-    return Keyring(keys, max_sender_keys=cfg.sender_key_cache_size) if keys else None
+    if not keys:
+        return None
+    return Keyring(keys, max_sender_keys=cfg.sender_key_cache_size, cipher=str(cfg.cipher).lower())
 
 
 def codec_for(cfg: Config, keyring: Keyring | None) -> PacketCodec:

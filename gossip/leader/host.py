@@ -6,6 +6,11 @@ heartbeats; ``gossip-<node>-leader-events`` delivers the events to the applicati
 in order, one at a time, with no lock held. Heartbeats arrive on the cluster's incoming workers
 through a message handler of type ``heartbeat_msg_type``.
 
+The eligible members (those matching ``metadata_criteria``) are a :class:`~gossip.NodeGroup`,
+built with the election and closed by :meth:`LeaderElection.stop`: :meth:`LeaderElection.get_node_group`
+returns it, and :meth:`LeaderElection.send_to_peers` sends to it (to the whole cluster when
+every node is eligible), as paularlott/gossip's ``GetNodeGroup`` and ``SendToPeers`` do.
+
 Heartbeats go directly (never relayed) to every known member that has not left, dead ones
 included: after a partition heals they reach the other side before the membership views have
 merged, which keeps its nodes from standing against a leader that already exists. Followers
@@ -32,11 +37,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ClusterClosed, GossipError
 from ..handlers import EventHandlers, HandlerID
 from ..node import Node, NodeID, NodeState
+from ..wire import TransportType, is_reliable
 from .election import (
     Ack, Action, Election, Heartbeat, LeaderConfig, LeaderEvent, Notify, Peer, SendAck, decode_message,
     encode_message, quorum,
@@ -44,6 +50,7 @@ from .election import (
 
 if TYPE_CHECKING:
     from ..cluster import Cluster
+    from ..groups import NodeGroup
     from ..packet import Packet
 
 __all__ = ["LeaderElection", "LeaderEventHandler"]
@@ -105,6 +112,11 @@ class LeaderElection:
         self._stats: dict[str, int] = {}
         self._authenticate = False
         self._warned_missing = -math.inf
+        self._group: NodeGroup | None = None
+        if self._criteria is not None:
+            from ..groups import NodeGroup  # here: a node that elects no leader never loads it
+
+            self._group = NodeGroup(cluster, self._criteria)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -144,6 +156,8 @@ class LeaderElection:
                 return
             self._stopped = True
             started = self._started
+        if self._group is not None:
+            self._group.close()
         if not started:
             return
         end = time.monotonic() + timeout
@@ -232,6 +246,51 @@ class LeaderElection:
     def has_leader(self) -> bool:
         """Return True if there is a valid leader (the local node or another)."""
         return self._leader is not None
+
+    def get_node_group(self) -> NodeGroup | None:
+        """Return the group of the members eligible to lead (those matching
+        :attr:`LeaderConfig.metadata_criteria`), None when every node is eligible (no criteria).
+
+        The group follows the cluster from the election's construction until :meth:`stop`,
+        which closes it (paularlott's ``GetNodeGroup``).
+        """
+        return self._group
+
+    def send_to_peers(self, msg_type: int, data: Any,
+                      transport: TransportType = TransportType.BEST_EFFORT) -> None:
+        """Send ``data`` to the eligible members (:meth:`get_node_group`) but the local node,
+        each once; without criteria, broadcast it to the cluster (:meth:`gossip.Cluster.send`),
+        as paularlott's ``SendToPeers`` does.
+
+        Args:
+            msg_type: the message type (64 and up; not ``heartbeat_msg_type``, the election's).
+            data: any value the codec can encode.
+            transport: :attr:`~gossip.TransportType.BEST_EFFORT`, or
+                :attr:`~gossip.TransportType.RELIABLE` (the same as
+                :meth:`send_to_peers_reliable`).
+
+        Raises:
+            LocalProtocolError: ``msg_type`` is internal, ``data`` cannot be encoded, or
+                ``transport`` is not a :class:`~gossip.TransportType`.
+            ClusterClosed: the cluster is not running, or this election was stopped while it
+                has a group (its group is closed).
+        """
+        reliable = is_reliable(transport)
+        group = self._group
+        if group is None:
+            if reliable:
+                self._cluster.send_reliable(msg_type, data)
+            else:
+                self._cluster.send(msg_type, data)
+            return
+        if group.closed:
+            raise ClusterClosed("this leader election was stopped: its group of eligible "
+                                "members is closed")
+        group.send_to_peers(msg_type, data, transport=transport)
+
+    def send_to_peers_reliable(self, msg_type: int, data: Any) -> None:
+        """Like :meth:`send_to_peers`, over reliable connections."""
+        self.send_to_peers(msg_type, data, transport=TransportType.RELIABLE)
 
     @property
     def term(self) -> int:

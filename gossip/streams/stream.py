@@ -25,9 +25,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeVar
 
 from ..codecs import Codec
-from ..compression import Compressor, Lz4Compressor
+from ..compression import Compressor, Lz4Compressor, SnappyCompressor
 from ..errors import (
     ClusterClosed,
+    CompressionError,
+    ConfigError,
     DecodeError,
     GossipError,
     GossipTimeout,
@@ -44,6 +46,7 @@ from .sealing import (
     KIND_ABORT,
     KIND_DATA,
     KIND_DATA_LZ4,
+    KIND_DATA_SNAPPY,
     KIND_END,
     KIND_HELLO,
     Opener,
@@ -134,7 +137,8 @@ class Stream(io.RawIOBase):
             codec: the codec of typed messages (the opener's).
             msg_type: the type the stream was opened with.
             remote_node: the node at the other end, if known.
-            compressor: lz4 for written frames (None: off until :meth:`enable_compression`).
+            compressor: lz4 or Snappy for written frames (None: off until
+                :meth:`enable_compression`, which then uses lz4).
             compress_min_size: frames smaller than this are never compressed.
             max_frame_size: the largest frame body written or accepted.
             max_msg_size: the largest typed message payload.
@@ -156,10 +160,16 @@ class Stream(io.RawIOBase):
         else:
             send_key, recv_key = keys.server_to_client, keys.client_to_server
         self._encrypted = keys is not None
-        self._sealer = Sealer(send_key)
-        self._opener = Opener(recv_key, self._peer)
+        cipher = keys.cipher if keys is not None else "aes-gcm"
+        self._sealer = Sealer(send_key, cipher)
+        self._opener = Opener(recv_key, self._peer, cipher)
         self._compressor = compressor
-        self._decompressor: Compressor = compressor if compressor is not None else Lz4Compressor()
+        snappy = compressor is not None and getattr(compressor, "name", "") == "snappy"
+        # DATA_LZ4 frames: lz4 (or a custom compressor); DATA_SNAPPY frames: Snappy.
+        self._decompressor: Compressor = (
+            compressor if compressor is not None and not snappy else Lz4Compressor())
+        self._snappy: Compressor | None = compressor if snappy else None
+        self._compressed_kind = KIND_DATA_SNAPPY if snappy else KIND_DATA_LZ4
         self._compress = compressor is not None
         self._compress_min = compress_min_size
         # Largest body of a frame we accept: our limit, and what the connection can carry.
@@ -195,12 +205,13 @@ class Stream(io.RawIOBase):
 
     @property
     def encrypted(self) -> bool:
-        """True if the stream's frames are sealed with AES-GCM."""
+        """True if the stream's frames are sealed (with the cluster's cipher)."""
         return self._encrypted
 
     @property
     def compression(self) -> bool:
-        """True if written frames are lz4-compressed when that makes them smaller."""
+        """True if written frames are compressed (lz4, or Snappy when the cluster's compressor
+        is Snappy) when that makes them smaller."""
         return self._compress
 
     def __repr__(self) -> str:
@@ -578,7 +589,7 @@ class Stream(io.RawIOBase):
         if self._compress and compressor is not None and len(piece) >= self._compress_min:
             packed = compressor.compress(piece)  # type: ignore[arg-type]
             if len(packed) < len(piece):
-                kind, body = KIND_DATA_LZ4, packed
+                kind, body = self._compressed_kind, packed
         self._send(self._sealer.seal(kind, body), self._timeout)
 
     def _send(self, frame: memoryview, timeout: float | None) -> None:
@@ -669,12 +680,14 @@ class Stream(io.RawIOBase):
                         self._count_in(size)
                         return size
                     body = opener.open(kind, frame)
-                elif kind == KIND_DATA_LZ4:
+                elif kind == KIND_DATA_LZ4 or kind == KIND_DATA_SNAPPY:
                     if opener.body_size(frame) > self._max_frame:
                         raise PacketTooLarge(
                             f"stream frame of {opener.body_size(frame)} bytes from {self._peer} "
                             f"is over the limit of {self._max_frame} bytes")
-                    body = self._decompressor.decompress(
+                    decompressor = (self._decompressor if kind == KIND_DATA_LZ4
+                                    else self._snappy_decompressor())
+                    body = decompressor.decompress(
                         opener.open(kind, frame), self._max_frame)  # type: ignore[arg-type]
                 elif kind == KIND_END:
                     opener.open(kind, frame)
@@ -695,6 +708,17 @@ class Stream(io.RawIOBase):
             self._pending, self._pos = body, 0
             self._count_in(len(body))
             return -1
+
+    def _snappy_decompressor(self) -> Compressor:
+        snappy = self._snappy
+        if snappy is None:
+            try:
+                snappy = self._snappy = SnappyCompressor()
+            except ConfigError:
+                raise CompressionError(
+                    f"a Snappy-compressed frame from {self._peer}, but Snappy is not installed "
+                    "here (pip install 'gossip-cluster[snappy]')") from None
+        return snappy
 
     def _count_in(self, n: int) -> None:
         counters = self._counters

@@ -155,6 +155,37 @@ def test_examples_form_a_cluster_with_console_commands() -> None:
                 p.p.wait()
 
 
+def test_examples_in_websocket_mode_join_each_other() -> None:
+    # --web-port: no UDP/TCP listener, the node listens and advertises ws://127.0.0.1:<port>.
+    procs: list[Proc] = []
+    try:
+        a = Proc("events.py", "--web-port", "0", "--no-prompt", "--run-for", RUN_FOR)
+        procs.append(a)
+        url = a.expect(r"listening on (ws://127\.0\.0\.1:\d+/)").group(1)
+        b = Proc("usermessages.py", "--web-port", "0", "--peers", url, "--run-for", "25", stdin=True)
+        procs.append(b)
+        b_id = b.expect(rf"node ({ID_RE}) listening on ws://127\.0\.0\.1:\d+/").group(1)
+        b.expect("joined the cluster through 1 peer")
+        a.expect(rf"Node {b_id} state changed from unknown to alive")
+        a_id = re.search(rf"node ({ID_RE}) listening", a.text()).group(1)  # type: ignore[union-attr]
+        deadline = time.monotonic() + scaled(15.0)
+        while not re.search(rf"{a_id}\s+ws://127\.0\.0\.1:\d+/\s+alive", b.text()):
+            if time.monotonic() > deadline:
+                pytest.fail(f"'peers' never listed the first node by its ws:// URL:\n{b.text()}")
+            b.send("peers")
+            time.sleep(0.3)
+        b.send("quit")
+        assert b.finish() == 0, b.text()
+        a.expect(rf"Node {b_id} state changed from alive to left")
+        a.p.send_signal(signal.SIGTERM)
+        assert a.finish() == 0, a.text()
+    finally:
+        for p in procs:
+            if p.p.poll() is None:
+                p.p.kill()
+                p.p.wait()
+
+
 def test_stream_example_ping_pong_and_file_copy(tmp_path: pathlib.Path) -> None:
     procs: list[Proc] = []
     try:

@@ -21,6 +21,7 @@ import pytest
 
 from gossip import Cluster, Config, JoinError, JoinOutcome, Keyring
 from gossip.packet import PacketCodec
+from gossip.security import cipher_available
 from gossip.wire import MessageType
 
 from . import loopback_blackhole, scaled, wait_until
@@ -151,3 +152,26 @@ def test_a_partial_join_lists_every_seed_that_failed_and_warns(
         again = joiner.join(good_seed.address, timeout=scaled(5.0))
         assert again == 1 and again.complete and again.failures == {}
         assert pickle.loads(pickle.dumps(outcome)).failures == outcome.failures
+
+
+@pytest.mark.skipif(not cipher_available("xchacha20-poly1305"),
+                    reason="PyNaCl is not installed (the xchacha extra: "
+                           "pip install 'gossip-cluster[xchacha]')")
+@pytest.mark.parametrize("seed_cipher,joiner_cipher", [("aes-gcm", "xchacha20-poly1305"),
+                                                       ("xchacha20-poly1305", "aes-gcm")])
+def test_nodes_of_different_ciphers_cannot_join_and_are_told_why(
+        caplog: pytest.LogCaptureFixture, seed_cipher: str, joiner_cipher: str) -> None:
+    # The same key, the same label: only the cipher differs. The seed refuses the join from its
+    # clear flags, before trying to open it, and says which cipher each side uses.
+    caplog.set_level(logging.WARNING, logger="gossip")
+    with _nodes({"encryption_key": K1, "cipher": seed_cipher},
+                {"encryption_key": K1, "cipher": joiner_cipher}) as (seed, joiner):
+        why = _why_not(joiner, seed.address, 3.0)
+        assert "another cipher" in why
+        assert seed.stats().get("bad_packets.CipherMismatch", 0) >= 1
+        assert seed.stats().get("bad_packets.AuthenticationError", 0) == 0
+        warnings = _refusals(caplog, "127.0.0.1")
+        assert len(warnings) == 1, warnings
+        assert f"packet sealed with {joiner_cipher}, this node uses {seed_cipher}" in warnings[0]
+        assert "is it a node with another cipher (Config.cipher)?" in warnings[0]
+        assert seed.num_nodes() == 1 and joiner.num_nodes() == 1
