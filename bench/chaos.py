@@ -1,0 +1,1148 @@
+"""Chaos on real networks: N node processes, each in its own network namespace, any library.
+
+Usage::
+
+    python bench/chaos.py --scenario kill --nodes 100 --loss 1 --runs 30 \\
+        --driver gossip --driver /tmp/anchors-bin/memberlist-driver [--json] [--seed S]
+
+Every node is a *driver* process (``--driver``; ``gossip`` names this library's own,
+``bench/chaos_driver.py``; anything else is a command, such as the memberlist driver built by
+``build.sh`` beside its ``main.go``) started inside its own namespace on one bridge (see
+``bench/chaos_net.py``: one private range, 10.213.0.0/16, no route anywhere else, everything
+removed on exit). The harness appends ``--name nNNN --bind IP:7946 [--join SEED:7946]
+--probe-interval-ms P --probe-timeout-ms T --gossip-interval-ms G`` and reads the driver's JSON
+lines: ``ready``, a ``view`` every 250 ms (every member not dead or left) and optional
+``state`` changes. Several ``--driver`` values run one after another for each scenario in the
+same invocation, so that the machine's load hits every library alike, with the same seed (the
+same victims, sides and instants).
+
+Scenarios (``--scenario``, repeatable), each printing its pass/fail bar:
+
+* ``kill``: SIGKILL one node per run (then restart it under the same name and address, and wait
+  until the cluster is whole again). Figures: from the kill until the first survivor, and until
+  every survivor, drops it (p50 and p99 over runs), false deaths.
+* ``loss``: ``--loss`` per cent of every frame lost on every link for ``--duration`` s (default
+  5 %, 600 s), with a kill every ``--kill-every`` s. False deaths must be 0.
+* ``partition``: ``--split halves`` cuts the cluster in two for ``--partition-s`` s;
+  ``--split oneway`` makes one node deaf (it sends, it hears nothing). Then heal. Figures:
+  detection across the cut, and ``heal_s``, the time from the heal until every node sees every
+  node again (memberlist has no partition healing of its own: a run that does not heal within
+  ``--heal-timeout`` is reported as not healed, and the cluster is restarted).
+* ``udp-block``: drop one node's UDP, both ways, for ``--block-s`` s; its TCP still flows.
+* ``pause``: SIGSTOP one node for ``--pause-short`` s (0 false deaths), then for
+  ``--pause-long`` s (declared dead, then back after SIGCONT with no manual step; ``rejoin_s``).
+* ``starve``: one node in a CPU cgroup capped at ``--cpu-pct`` per cent of a core for
+  ``--duration`` s (default 300).
+* ``idle``: nothing happens for ``--duration`` s (default 60): CPU and RSS per node.
+
+A *false death* is a node that was not disrupted, leaving some node's view (or reported dead or
+left): counted per (observer, member) episode. ``false_dead`` counts those seen by undisturbed
+observers; ``false_dead_by_victim`` those seen by the disrupted node itself (a paused, starved
+or UDP-blocked node declaring healthy members dead).
+
+Figures are wall-clock times between the harness's action (``time.time()`` after the signal
+or the rule change took effect) and the drivers' timestamps, on one machine's clock. Views come
+every 250 ms; ``state`` lines, when a driver gives them, time a drop exactly. p99 interpolates
+linearly between order statistics. Every result carries the exact command, the date, the load
+average (1-minute figure at start, end and highest during the run), the CPU per node (percent
+of one core, user+system, over the scenario after the cluster formed) and RSS per node.
+
+Replay: ``--seed`` fixes every choice the harness makes (victims, sides, instants); the kernel's
+random loss (nftables ``numgen random``) is not seeded. No delay is added: this kernel has no
+netem, and a user-space delay for every packet of 100 nodes would cost more CPU than the nodes.
+
+Output: progress on stderr; with ``--json`` one JSON object per line per driver and scenario
+(``"kind": "result"``) and one per scenario comparing the drivers (``"kind": "comparison"``);
+otherwise a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import json
+import math
+import os
+import platform
+import random
+import resource
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, IO
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import chaos_net as net  # noqa: E402
+from chaos_net import Lab, LabError  # noqa: E402
+
+SCENARIOS = ("kill", "loss", "partition", "udp-block", "pause", "starve", "idle")
+GOSSIP_DRIVER = [sys.executable, str(HERE / "chaos_driver.py")]
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG = 1
+
+
+class HarnessError(RuntimeError):
+    """The harness could not run a scenario (a node would not start, the cluster never formed)."""
+
+
+def log(msg: str) -> None:
+    """Progress, on stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------- drivers
+
+
+@dataclass(frozen=True)
+class Driver:
+    """A library's driver command and the name its results are reported under."""
+
+    name: str
+    argv: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Driver:
+        """``gossip`` is this library's driver; anything else is a command line."""
+        if text == "gossip":
+            return cls("gossip", tuple(GOSSIP_DRIVER))
+        argv = tuple(shlex.split(text))
+        if not argv:
+            raise SystemExit("--driver: empty command")
+        exe = argv[-1] if Path(argv[0]).name.startswith("python") and len(argv) > 1 else argv[0]
+        name = Path(exe).stem
+        if "memberlist" in name:
+            name = "memberlist"
+        return cls(name, argv)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """The contract's three timings, in milliseconds."""
+
+    probe_ms: int = 1000
+    probe_timeout_ms: int = 500
+    gossip_ms: int = 200
+
+    def args(self) -> list[str]:
+        """The driver flags."""
+        return ["--probe-interval-ms", str(self.probe_ms), "--probe-timeout-ms",
+                str(self.probe_timeout_ms), "--gossip-interval-ms", str(self.gossip_ms)]
+
+    def suspicion_max_s(self, n: int) -> float:
+        """The longest suspicion of LAN defaults (memberlist's and ours): 6 x 4 x log10(n) x probe."""
+        return 6 * 4 * max(1.0, math.log10(max(n, 1))) * self.probe_ms / 1000.0
+
+    def detect_timeout_s(self, n: int) -> float:
+        """How long the harness waits for a detection before calling it missed."""
+        return self.suspicion_max_s(n) + 10 * self.probe_ms / 1000.0 + 20.0
+
+
+# ---------------------------------------------------------------------------------- processes
+
+
+def _pdeathsig() -> None:   # runs in the child before exec: die with the harness
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proc_rss_mib(pid: int) -> float | None:
+    """Resident set size of ``pid`` in MiB (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class LoadSampler:
+    """Reads /proc/loadavg every 2 s on a thread, so a run can report its load."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chaos-loadavg", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def now() -> tuple[float, float, float]:
+        """The 1, 5 and 15 minute load averages now."""
+        with open("/proc/loadavg", encoding="ascii") as f:
+            a, b, c = f.read().split()[:3]
+        return float(a), float(b), float(c)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(2.0):
+            self.samples.append((time.time(), *self.now()))
+
+    def since(self, t0: float) -> list[float]:
+        """1-minute figures sampled since ``t0``."""
+        return [s[1] for s in self.samples if s[0] >= t0]
+
+    def close(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
+
+
+@dataclass
+class NodeProc:
+    """One driver process."""
+
+    index: int
+    name: str
+    popen: subprocess.Popen[str]
+    started: float
+    stderr_path: str
+
+    @property
+    def pid(self) -> int:
+        """The driver's pid (``ip netns exec`` execs the driver: same process)."""
+        return self.popen.pid
+
+    def stderr_tail(self, lines: int = 8) -> str:
+        """The last lines the driver wrote on stderr."""
+        try:
+            with open(self.stderr_path, encoding="utf-8", errors="replace") as f:
+                return "".join(f.readlines()[-lines:]).strip()
+        except OSError:
+            return ""
+
+
+# ---------------------------------------------------------------------------------- observations
+
+
+class Observer:
+    """What every node reports: its view over time, as drop and add transitions.
+
+    Each observer's *presence set* follows its ``view`` lines and its ``state`` lines (dead or
+    left remove a member, alive adds it back). A view older than a state line that removed a
+    member does not add it back. Every change is a transition stamped with the driver's time.
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.lock = threading.Lock()
+        self.names = frozenset(names)
+        self.current: dict[str, NodeProc] = {}
+        self.pres: dict[str, set[str]] = {}
+        self.view_ts: dict[str, float] = {}
+        self.ready: dict[str, float] = {}
+        self.drops: list[tuple[float, str, str, str]] = []      # (ts, observer, member, source)
+        self.last_add: dict[tuple[str, str], float] = {}
+        self.last_state_drop: dict[tuple[str, str], float] = {}
+        self.bad_lines = 0
+
+    def attach(self, proc: NodeProc) -> None:
+        """A (re)started process now reports for its name; its presence set starts empty."""
+        with self.lock:
+            self.current[proc.name] = proc
+            self.pres[proc.name] = set()
+            self.view_ts.pop(proc.name, None)
+            self.ready.pop(proc.name, None)
+
+    def read(self, proc: NodeProc, stream: IO[str]) -> None:
+        """Read ``proc``'s stdout until it closes (runs on one thread per process)."""
+        for raw in stream:
+            try:
+                msg = json.loads(raw)
+                ts = float(msg["ts"])
+                ev = msg["ev"]
+            except (ValueError, KeyError, TypeError):
+                self.bad_lines += 1
+                continue
+            with self.lock:
+                if self.current.get(proc.name) is not proc:
+                    continue
+                if ev == "view":
+                    self._view(proc.name, ts, msg.get("alive") or [])
+                elif ev == "state":
+                    self._state(proc.name, ts, str(msg.get("node")), str(msg.get("state")))
+                elif ev == "ready":
+                    self.ready[proc.name] = ts
+
+    def _view(self, o: str, ts: float, alive: list[str]) -> None:
+        new = self.names.intersection(alive)
+        cur = self.pres[o]
+        for s in cur - new:
+            cur.discard(s)
+            if s != o:
+                self.drops.append((ts, o, s, "view"))
+        for s in new - cur:
+            if ts <= self.last_state_drop.get((o, s), 0.0):
+                continue            # computed before the state line that removed it
+            cur.add(s)
+            self.last_add[(o, s)] = ts
+        self.view_ts[o] = ts
+
+    def _state(self, o: str, ts: float, s: str, state: str) -> None:
+        if s == o or s not in self.names:
+            return
+        cur = self.pres[o]
+        if state in ("dead", "left"):
+            self.last_state_drop[(o, s)] = ts
+            if s in cur:
+                cur.discard(s)
+                self.drops.append((ts, o, s, "state"))
+        elif state == "alive" and s not in cur:
+            cur.add(s)
+            self.last_add[(o, s)] = ts
+
+    # -- queries (main thread) ------------------------------------------------------------
+
+    def is_ready(self, name: str) -> bool:
+        """Whether the current process of ``name`` said ready."""
+        with self.lock:
+            return name in self.ready
+
+    def full(self, observers: Iterable[str], expected: set[str] | frozenset[str],
+             fresh_after: float = 0.0) -> bool:
+        """Whether every observer sees every expected member, in a view newer than ``fresh_after``."""
+        with self.lock:
+            for o in observers:
+                if self.view_ts.get(o, 0.0) <= fresh_after or not expected <= self.pres.get(o, set()):
+                    return False
+            return True
+
+    def full_since(self, observers: Iterable[str], expected: Iterable[str]) -> float:
+        """When the last (observer, member) pair among these became present (call once full)."""
+        exp = list(expected)
+        with self.lock:
+            return max((self.last_add.get((o, s), 0.0) for o in observers for s in exp if s != o),
+                       default=0.0)
+
+    def first_drops(self, subjects: Iterable[str], observers: Iterable[str],
+                    since: float) -> dict[tuple[str, str], float]:
+        """The first drop at or after ``since`` of each (observer, subject) pair asked about."""
+        subj, obs = set(subjects), set(observers)
+        out: dict[tuple[str, str], float] = {}
+        with self.lock:
+            for ts, o, s, _ in self.drops:
+                if ts >= since and s in subj and o in obs and (o, s) not in out:
+                    out[(o, s)] = ts
+        return out
+
+    def drops_between(self, t0: float, t1: float) -> list[tuple[float, str, str, str]]:
+        """Every drop stamped within [t0, t1]."""
+        with self.lock:
+            return [d for d in self.drops if t0 <= d[0] <= t1]
+
+
+@dataclass
+class Excuse:
+    """Drops of ``subjects`` by ``observers`` (None: anyone) within [start, end] are expected."""
+
+    subjects: frozenset[str]
+    observers: frozenset[str] | None
+    start: float
+    end: float = math.inf
+
+    def covers(self, ts: float, o: str, s: str) -> bool:
+        """Whether this excuse covers the drop of ``s`` by ``o`` at ``ts``."""
+        return (self.start <= ts <= self.end and s in self.subjects
+                and (self.observers is None or o in self.observers))
+
+
+# ---------------------------------------------------------------------------------- the nodes
+
+
+class Nodes:
+    """The driver processes of one library in the lab, and what they report."""
+
+    def __init__(self, lab: Lab, driver: Driver, timings: Timings, n: int, logdir: str,
+                 batch: int = 10) -> None:
+        self.lab, self.driver, self.timings, self.n = lab, driver, timings, n
+        self.logdir, self.batch = logdir, batch
+        self.names = [f"n{i:03d}" for i in range(n)]
+        self.obs = Observer(self.names)
+        self.procs: dict[int, NodeProc] = {}
+        self.exits: list[str] = []
+        self.restarts = 0
+
+    def name(self, i: int) -> str:
+        """Node ``i``'s name."""
+        return self.names[i]
+
+    def addr(self, i: int) -> str:
+        """Node ``i``'s ``ip:port``."""
+        return f"{net.address(i)}:{net.PORT}"
+
+    def spawn(self, i: int, join: int | None) -> NodeProc:
+        """Start node ``i`` in its namespace (joining node ``join``); main thread only."""
+        argv = [*self.lab.exec_prefix(i), *self.driver.argv, "--name", self.name(i),
+                "--bind", self.addr(i), *self.timings.args()]
+        if join is not None:
+            argv += ["--join", self.addr(join)]
+        errpath = os.path.join(self.logdir, f"{self.driver.name}-{self.name(i)}.err")
+        with open(errpath, "a", encoding="utf-8") as err:
+            err.write(f"--- {time.strftime('%H:%M:%S')} {shlex.join(argv)}\n")
+            err.flush()
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=err, text=True, bufsize=1, preexec_fn=_pdeathsig)
+        proc = NodeProc(i, self.name(i), popen, time.time(), errpath)
+        self.procs[i] = proc
+        self.obs.attach(proc)
+        assert popen.stdout is not None
+        threading.Thread(target=self.obs.read, args=(proc, popen.stdout), daemon=True,
+                         name=f"chaos-read-{self.name(i)}").start()
+        return proc
+
+    def check_exits(self) -> None:
+        """Raise if a node that should be running has exited."""
+        for i, p in self.procs.items():
+            rc = p.popen.poll()
+            if rc is not None:
+                raise HarnessError(f"{self.driver.name} node {p.name} exited with code {rc}: "
+                                   f"{p.stderr_tail() or '(no stderr)'}")
+
+    def _wait(self, pred: Callable[[], bool], timeout: float, what: str, check: bool = True) -> bool:
+        end = time.monotonic() + timeout
+        while True:
+            if pred():
+                return True
+            if check:
+                self.check_exits()
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.05)
+
+    def start_all(self, timeout: float) -> float:
+        """Start every node (the seed first, then waves joining it); return seconds to converge.
+
+        Raises:
+            HarnessError: a node did not start, or the cluster did not form within ``timeout``.
+        """
+        t_start = time.time()
+        self.spawn(0, None)
+        if not self._wait(lambda: self.obs.is_ready(self.name(0)), 60, "seed ready"):
+            raise HarnessError(f"{self.driver.name}: the seed was not ready within 60 s")
+        for k in range(1, self.n, self.batch):
+            wave = list(range(k, min(self.n, k + self.batch)))
+            for i in wave:
+                self.spawn(i, 0)
+            if not self._wait(lambda: all(self.obs.is_ready(self.name(i)) for i in wave), 90, "wave"):
+                late = [self.name(i) for i in wave if not self.obs.is_ready(self.name(i))]
+                raise HarnessError(f"{self.driver.name}: {late} not ready within 90 s")
+        t_last = time.time()
+        if not self.wait_whole(timeout):
+            raise HarnessError(f"{self.driver.name}: {self.n} nodes did not all see each other "
+                               f"within {timeout:.0f} s of the last start")
+        log(f"{self.driver.name}: {self.n} nodes started in {t_last - t_start:.1f} s, "
+            f"all see all {time.time() - t_last:.1f} s after the last start")
+        return max(0.0, self.obs.full_since(self.names, self.names) - t_last)
+
+    def wait_whole(self, timeout: float, observers: Iterable[str] | None = None,
+                   fresh_after: float = 0.0) -> bool:
+        """Wait until every running node sees every node; False on timeout."""
+        obs = list(observers) if observers is not None else self.names
+        return self._wait(lambda: self.obs.full(obs, set(self.names), fresh_after), timeout, "whole")
+
+    def kill(self, i: int) -> float:
+        """SIGKILL node ``i``; return the time it was sent."""
+        p = self.procs.pop(i)
+        t = time.time()
+        p.popen.kill()
+        p.popen.wait()
+        return t
+
+    def restart(self, i: int, join: int) -> float:
+        """Start node ``i`` again (same name and address); return when it was started."""
+        self.restarts += 1
+        t = time.time()
+        self.spawn(i, join)
+        return t
+
+    def signal(self, i: int, sig: int) -> float:
+        """Send ``sig`` to node ``i``; return when it was sent."""
+        t = time.time()
+        os.kill(self.procs[i].pid, sig)
+        return t
+
+    def cpu(self) -> dict[int, float]:
+        """CPU seconds of every running node, by pid."""
+        out = {}
+        for p in self.procs.values():
+            c = proc_cpu_s(p.pid)
+            if c is not None:
+                out[p.pid] = c
+        return out
+
+    def rss(self) -> list[float]:
+        """RSS (MiB) of every running node."""
+        return [r for p in self.procs.values() if (r := proc_rss_mib(p.pid)) is not None]
+
+    def stop_all(self) -> None:
+        """SIGTERM every node (they leave), SIGKILL what is left after 5 s, reap all."""
+        procs = list(self.procs.values())
+        self.procs.clear()
+        with self.obs.lock:          # what they say from here on (leaving) is not observed
+            self.obs.current.clear()
+        for p in procs:
+            try:
+                if p.popen.poll() is None:
+                    os.kill(p.pid, signal.SIGCONT)
+                    p.popen.terminate()
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + 5.0
+        for p in procs:
+            try:
+                p.popen.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+                p.popen.wait()
+
+
+# ---------------------------------------------------------------------------------- figures
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """The q-quantile (0..1), linear between order statistics; None for no values."""
+    if not values:
+        return None
+    v = sorted(values)
+    pos = (len(v) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def r2(x: float | None) -> float | None:
+    """Round a figure to 2 decimals (None stays None)."""
+    return None if x is None else round(x, 2)
+
+
+@dataclass
+class Outcome:
+    """What one scenario run of one driver measured."""
+
+    detect_first: list[float] = field(default_factory=list)
+    detect_all: list[float] = field(default_factory=list)
+    missed: int = 0
+    heal: list[float | None] = field(default_factory=list)
+    rejoin: list[float | None] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------- scenarios
+
+
+class Scenario:
+    """One scenario with one driver: start the cluster, disrupt it, measure, stop it."""
+
+    def __init__(self, args: argparse.Namespace, lab: Lab, driver: Driver, name: str,
+                 logdir: str, loads: LoadSampler) -> None:
+        self.args, self.lab, self.driver, self.scenario = args, lab, driver, name
+        self.n = args.nodes
+        self.timings = Timings(args.probe_interval_ms, args.probe_timeout_ms, args.gossip_interval_ms)
+        self.loss = args.loss if args.loss is not None else (5.0 if name == "loss" else 0.0)
+        self.runs = args.runs if args.runs is not None else {"kill": 5, "partition": 3, "udp-block": 3,
+                                                             "pause": 3}.get(name, 1)
+        self.duration = args.duration if args.duration is not None else {
+            "loss": 600.0, "starve": 300.0, "idle": 60.0}.get(name, 0.0)
+        self.rng = random.Random(f"{args.seed}-{name}")
+        self.logdir, self.loads = logdir, loads
+        self.excuses: list[Excuse] = []
+        self.victims: set[str] = set()       # disrupted observers (their drops counted apart)
+        self.out = Outcome()
+        self.nodes: Nodes | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def excuse(self, subjects: Iterable[str], observers: Iterable[str] | None, start: float) -> Excuse:
+        """Expect drops of ``subjects`` (by ``observers``, None for anyone) from ``start`` on."""
+        e = Excuse(frozenset(subjects), None if observers is None else frozenset(observers), start)
+        self.excuses.append(e)
+        return e
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, checking every second that no node exited on its own."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(1.0, left))
+            assert self.nodes is not None
+            self.nodes.check_exits()
+
+    def start_cluster(self) -> float:
+        """Start (or restart) the whole cluster; return its convergence time."""
+        if self.nodes is not None:
+            self.nodes.stop_all()
+        old = self.nodes
+        self.nodes = Nodes(self.lab, self.driver, self.timings, self.n, self.logdir, self.args.start_batch)
+        if old is not None:       # keep what the old processes saw, for the false-death count
+            self.nodes.obs.drops = old.obs.drops
+        return self.nodes.start_all(60.0 + 0.5 * self.n)
+
+    def restart_cluster(self, why: str) -> None:
+        """Start the cluster afresh after a run left it split."""
+        self.out.notes.append(f"cluster restarted: {why}")
+        log(f"{self.driver.name}: restarting the cluster: {why}")
+        now = time.time()
+        for e in self.excuses:
+            e.end = min(e.end, now)
+        restart = self.excuse(self.names_all(), None, now)
+        self.start_cluster()
+        self.sleep(self.args.settle)
+        restart.end = time.time()
+
+    def names_all(self) -> list[str]:
+        """Every node's name."""
+        return [f"n{i:03d}" for i in range(self.n)]
+
+    def ensure_whole(self, timeout: float, fresh_after: float = 0.0) -> bool:
+        """Wait until the cluster is whole; restart it if it does not become so."""
+        assert self.nodes is not None
+        if self.nodes.wait_whole(timeout, fresh_after=fresh_after):
+            return True
+        self.restart_cluster(f"not whole within {timeout:.0f} s")
+        return False
+
+    def pick_victim(self) -> int:
+        """A random node other than the seed (the seed is where restarted nodes join)."""
+        return self.rng.randrange(1, self.n)
+
+    def detection(self, subjects: list[str], observers: list[str], t0: float,
+                  timeout: float) -> tuple[float | None, float | None, dict[tuple[str, str], float]]:
+        """Wait until every observer dropped every subject; return (first, all, drops)."""
+        assert self.nodes is not None
+        pairs = {(o, s) for o in observers for s in subjects if o != s}
+
+        obs = self.nodes.obs
+
+        def done() -> bool:
+            return len(obs.first_drops(subjects, observers, t0).keys() & pairs) == len(pairs)
+        self.nodes._wait(done, timeout, "detection")
+        drops = {k: v for k, v in obs.first_drops(subjects, observers, t0).items() if k in pairs}
+        first = min(drops.values()) - t0 if drops else None
+        every = max(drops.values()) - t0 if len(drops) == len(pairs) and pairs else None
+        return first, every, drops
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Run the scenario; return its result object."""
+        t_begin = time.time()
+        load_start = LoadSampler.now()
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        harness_cpu0 = _self_cpu()
+        self.lab.heal()
+        self.lab.set_loss(self.loss)
+        cpu_window: tuple[float, dict[int, float]] | None = None
+        try:
+            converge = self.start_cluster()
+            self.sleep(self.args.settle)
+            assert self.nodes is not None
+            t_measure = time.time()
+            cpu_window = (time.monotonic(), self.nodes.cpu())
+            getattr(self, "_" + self.scenario.replace("-", "_"))()
+            t_end = time.time()
+            cpu_pct, cpu_max = self._cpu_figures(cpu_window)
+            rss = self.nodes.rss()
+        finally:
+            self.lab.unlimit_cpu()
+            if self.nodes is not None:
+                self.nodes.stop_all()
+            self.lab.heal()
+            self.lab.set_loss(0.0)
+        false_dead, by_victim, detail = self._false_deaths(t_measure, t_end)
+        loads = self.loads.since(t_begin)
+        o = self.out
+        res: dict[str, Any] = {
+            "kind": "result", "scenario": self.scenario, "driver": self.driver.name,
+            "nodes": self.n, "loss": self.loss, "runs": self.runs, "seed": self.args.seed,
+            "detect_first_p50_s": r2(pct(o.detect_first, 0.5)),
+            "detect_all_p50_s": r2(pct(o.detect_all, 0.5)),
+            "detect_all_p99_s": r2(pct(o.detect_all, 0.99)),
+            "detect_all_max_s": r2(max(o.detect_all, default=None)),
+            "detections": len(o.detect_all), "missed": o.missed,
+            "false_dead": false_dead, "false_dead_by_victim": by_victim,
+            "heal_s": _worst(o.heal), "heal_p50_s": r2(pct([h for h in o.heal if h is not None], 0.5)),
+            "healed_runs": sum(h is not None for h in o.heal) if o.heal else None,
+            "rejoin_s": _worst(o.rejoin),
+            "cpu_pct_per_node": r2(cpu_pct), "cpu_pct_per_node_max": r2(cpu_max),
+            "rss_mib_per_node": r2(statistics.mean(rss)) if rss else None,
+            "rss_mib_per_node_max": r2(max(rss)) if rss else None,
+            "harness_cpu_pct": r2(100 * (_self_cpu() - harness_cpu0) / max(1e-9, time.time() - t_begin)),
+            "converge_s": r2(converge), "duration_s": round(t_end - t_begin, 1),
+            "loadavg_start": list(load_start), "loadavg_end": list(LoadSampler.now()),
+            "loadavg_max_1m": max(loads, default=load_start[0]),
+            "timings_ms": [self.timings.probe_ms, self.timings.probe_timeout_ms, self.timings.gossip_ms],
+            "command": self.args.command, "driver_cmd": shlex.join(self.driver.argv), "date": date,
+            "restarts": self.nodes.restarts if self.nodes else 0,
+            "false_dead_detail": detail[:20], "run_detail": o.runs, "notes": o.notes,
+        }
+        res.update(self._params())
+        res["goal"], res["pass"] = bar(res)
+        return res
+
+    def _params(self) -> dict[str, Any]:
+        a = self.args
+        return {"kill": {}, "loss": {"duration_s": self.duration, "kill_every_s": a.kill_every},
+                "partition": {"split": a.split, "partition_s": a.partition_s},
+                "udp-block": {"block_s": a.block_s},
+                "pause": {"pause_short_s": a.pause_short, "pause_long_s": a.pause_long},
+                "starve": {"cpu_pct": a.cpu_pct, "starve_s": self.duration},
+                "idle": {"idle_s": self.duration}}[self.scenario]
+
+    def _cpu_figures(self, window: tuple[float, dict[int, float]]) -> tuple[float | None, float | None]:
+        assert self.nodes is not None
+        t0, before = window
+        after = self.nodes.cpu()
+        wall = time.monotonic() - t0
+        per = [100 * (after[pid] - before[pid]) / wall for pid in before if pid in after]
+        if not per or wall <= 0:
+            return None, None
+        return statistics.mean(per), max(per)
+
+    def _false_deaths(self, t0: float, t1: float) -> tuple[int, int, list[dict[str, Any]]]:
+        assert self.nodes is not None
+        false_dead = by_victim = 0
+        detail = []
+        for ts, o, s, src in self.nodes.obs.drops_between(t0, t1):
+            if any(e.covers(ts, o, s) for e in self.excuses):
+                continue
+            if o in self.victims:
+                by_victim += 1
+            else:
+                false_dead += 1
+            detail.append({"t": round(ts - t0, 2), "observer": o, "member": s, "seen_by": src,
+                           "observer_disrupted": o in self.victims})
+        return false_dead, by_victim, detail
+
+    # -- scenarios ----------------------------------------------------------------------------
+
+    def _kill_once(self) -> None:
+        nodes = self.nodes
+        assert nodes is not None
+        v = self.pick_victim()
+        vname = nodes.name(v)
+        survivors = [nodes.name(i) for i in nodes.procs if i != v]
+        t0 = nodes.kill(v)
+        exc = self.excuse([vname], None, t0)
+        first, every, drops = self.detection([vname], survivors, t0, self.timings.detect_timeout_s(self.n))
+        if every is None:
+            self.out.missed += 1
+        else:
+            self.out.detect_all.append(every)
+        if first is not None:
+            self.out.detect_first.append(first)
+        t_restart = nodes.restart(v, 0)
+        whole = nodes.wait_whole(60.0 + 0.2 * self.n)
+        back = nodes.obs.full_since(nodes.names, nodes.names) - t_restart if whole else None
+        exc.end = time.time()
+        self.out.runs.append({"victim": vname, "first_s": r2(first), "all_s": r2(every),
+                              "dropped_by": len(drops), "survivors": len(survivors),
+                              "whole_after_restart_s": r2(back)})
+        log(f"{self.driver.name} {self.scenario}: killed {vname}: first {_fmt(first)}, "
+            f"all {len(drops)}/{len(survivors)} {_fmt(every)}; whole again {_fmt(back)} after restart")
+        if not whole:
+            self.restart_cluster(f"{vname} not back in every view after its restart")
+        else:
+            self.sleep(self.args.settle)
+
+    def _kill(self) -> None:
+        for _ in range(self.runs):
+            self._kill_once()
+
+    def _loss(self) -> None:
+        end = time.monotonic() + self.duration
+        next_kill = time.monotonic() + self.args.kill_every
+        while time.monotonic() < end:
+            if time.monotonic() >= next_kill:
+                self._kill_once()
+                next_kill = time.monotonic() + self.args.kill_every
+            self.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        self.runs = len(self.out.runs)
+
+    def _partition(self) -> None:
+        nodes = self.nodes
+        assert nodes is not None
+        a = self.args
+        for _ in range(self.runs):
+            if a.split == "halves":
+                order = self.rng.sample(range(self.n), self.n)
+                side_a, side_b = order[: self.n // 2], order[self.n // 2:]
+                names_a = [nodes.name(i) for i in side_a]
+                names_b = [nodes.name(i) for i in side_b]
+                t0 = self.lab.partition(side_a, side_b)
+                excuses = [self.excuse(names_b, names_a, t0), self.excuse(names_a, names_b, t0)]
+                # detection across the cut: every node of each side drops every node of the other
+                fa, ea, da = self.detection(names_b, names_a, t0, a.partition_s)
+                fb, eb, db = self.detection(names_a, names_b, t0, max(0.0, t0 + a.partition_s - time.time()))
+                firsts = [x for x in (fa, fb) if x is not None]
+                first = min(firsts) if firsts else None
+                every = max(ea, eb) if ea is not None and eb is not None else None
+                what = f"halves {len(side_a)}/{len(side_b)}"
+                run: dict[str, Any] = {"split": what, "a_drops_all_b_s": r2(ea), "b_drops_all_a_s": r2(eb)}
+            else:
+                v = self.pick_victim()
+                vname = nodes.name(v)
+                others = [nodes.name(i) for i in range(self.n) if i != v]
+                t0 = self.lab.cut_inbound(v)
+                excuses = [self.excuse([vname], None, t0), self.excuse(nodes.names, [vname], t0)]
+                first, every, _ = self.detection([vname], others, t0, a.partition_s)
+                what = f"{vname} deaf"
+                run = {"split": what}
+            if first is not None:
+                self.out.detect_first.append(first)
+            if every is None:
+                self.out.missed += 1
+            else:
+                self.out.detect_all.append(every)
+            rest = t0 + a.partition_s - time.time()
+            if rest > 0:
+                self.sleep(rest)
+            t1 = self.lab.heal()
+            healed = nodes.wait_whole(a.heal_timeout)
+            heal = max(0.0, nodes.obs.full_since(nodes.names, nodes.names) - t1) if healed else None
+            self.out.heal.append(heal)
+            run.update({"detect_first_s": r2(first), "detect_all_s": r2(every), "heal_s": r2(heal)})
+            self.out.runs.append(run)
+            log(f"{self.driver.name} partition ({what}, {a.partition_s:.0f} s): detected first "
+                f"{_fmt(first)} all {_fmt(every)}; healed {_fmt(heal) if healed else 'NOT within %.0f s' % a.heal_timeout}")
+            if healed:
+                for e in excuses:
+                    e.end = time.time()
+                self.sleep(a.settle)
+            else:
+                self.restart_cluster(f"not healed within {a.heal_timeout:.0f} s")
+
+    def _udp_block(self) -> None:
+        nodes = self.nodes
+        assert nodes is not None
+        for _ in range(self.runs):
+            v = self.pick_victim()
+            vname = nodes.name(v)
+            self.victims.add(vname)
+            t0 = self.lab.block_udp(v)
+            self.sleep(self.args.block_s)
+            self.lab.heal()
+            healthy = self.ensure_whole(60.0)
+            drops = [d for d in nodes.obs.drops_between(t0, time.time())
+                     if not any(e.covers(d[0], d[1], d[2]) for e in self.excuses)]
+            self.out.runs.append({"victim": vname, "drops": len(drops), "whole_after": healthy})
+            log(f"{self.driver.name} udp-block {vname} {self.args.block_s:.0f} s: {len(drops)} drops")
+            self.sleep(self.args.settle)
+
+    def _pause(self) -> None:
+        nodes = self.nodes
+        assert nodes is not None
+        a = self.args
+        watch = self.timings.suspicion_max_s(self.n) + 5 * self.timings.probe_ms / 1000.0
+        for _ in range(self.runs):
+            v = self.pick_victim()
+            vname = nodes.name(v)
+            self.victims.add(vname)
+            others = [nodes.name(i) for i in range(self.n) if i != v]
+            # short: no one may drop it
+            t0 = nodes.signal(v, signal.SIGSTOP)
+            time.sleep(a.pause_short)
+            t1 = nodes.signal(v, signal.SIGCONT)
+            self.sleep(watch)
+            short_drops = [d for d in nodes.obs.drops_between(t0, time.time())
+                           if not any(e.covers(d[0], d[1], d[2]) for e in self.excuses)]
+            # long: declared dead, then back by itself after SIGCONT
+            t2 = nodes.signal(v, signal.SIGSTOP)
+            exc = self.excuse([vname], None, t2)
+            time.sleep(a.pause_long)
+            dropped = nodes.obs.first_drops([vname], others, t2)
+            t3 = nodes.signal(v, signal.SIGCONT)
+            whole = nodes.wait_whole(max(60.0, 2 * a.pause_long), fresh_after=t3)
+            back = max(0.0, nodes.obs.full_since(nodes.names, nodes.names) - t3) if whole else None
+            exc.end = time.time()
+            self.out.rejoin.append(back)
+            every = max(dropped.values()) - t2 if len(dropped) == len(others) else None
+            if every is not None:
+                self.out.detect_all.append(every)
+                self.out.detect_first.append(min(dropped.values()) - t2)
+            self.out.runs.append({"victim": vname, "short_pause_drops": len(short_drops),
+                                  "short_pause_s": r2(t1 - t0), "long_pause_dropped_by": len(dropped),
+                                  "long_pause_all_dropped_s": r2(every), "rejoin_s": r2(back)})
+            log(f"{self.driver.name} pause {vname}: {a.pause_short:.0f} s -> {len(short_drops)} drops; "
+                f"{a.pause_long:.0f} s -> dropped by {len(dropped)}/{len(others)}, back in every view "
+                f"{_fmt(back) if whole else 'NOT within timeout'} after SIGCONT")
+            if not whole:
+                self.restart_cluster(f"{vname} not back after SIGCONT")
+            else:
+                self.sleep(a.settle)
+
+    def _starve(self) -> None:
+        nodes = self.nodes
+        assert nodes is not None
+        v = self.pick_victim()
+        vname = nodes.name(v)
+        self.victims.add(vname)
+        how = self.lab.limit_cpu(nodes.procs[v].pid, self.args.cpu_pct)
+        self.out.notes.append(f"{vname} capped: {how}")
+        t0 = time.time()
+        exc = self.excuse([vname], None, t0)
+        log(f"{self.driver.name} starve: {vname} capped at {self.args.cpu_pct:g} % of a core ({how})")
+        cpu0 = proc_cpu_s(nodes.procs[v].pid) or 0.0
+        self.sleep(self.duration)
+        used = 100 * ((proc_cpu_s(nodes.procs[v].pid) or 0.0) - cpu0) / max(1e-9, time.time() - t0)
+        self.lab.unlimit_cpu()
+        dropped = nodes.obs.first_drops([vname], nodes.names, t0)
+        t1 = time.time()
+        whole = self.ensure_whole(60.0)
+        exc.end = t1
+        self.out.runs.append({"victim": vname, "victim_cpu_pct": r2(used),
+                              "victim_dropped_by": len(dropped), "whole_after": whole})
+        log(f"{self.driver.name} starve: {vname} used {used:.1f} % of a core; dropped by {len(dropped)} nodes")
+
+    def _idle(self) -> None:
+        self.sleep(self.duration)
+
+
+def _self_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _worst(values: list[float | None]) -> float | None:
+    if not values or any(v is None for v in values):
+        return None
+    return r2(max(v for v in values if v is not None))
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} s"
+
+
+# ---------------------------------------------------------------------------------- bars
+
+
+def bar(r: dict[str, Any]) -> tuple[str, bool | None]:
+    """The scenario's pass/fail bar (the goals, at LAN timings) and whether this result meets it."""
+    fd = r["false_dead"] + r["false_dead_by_victim"]
+    s = r["scenario"]
+    if s == "kill":
+        ok = fd == 0 and r["missed"] == 0
+        goal = "every kill detected by every survivor, 0 false deaths"
+        if r["timings_ms"][0] == 1000:
+            goal += "; all-survivors p50 <= 9.0 s, p99 <= 11.0 s"
+            ok = ok and (r["detect_all_p50_s"] or 99) <= 9.0 and (r["detect_all_p99_s"] or 99) <= 11.0
+        return goal, ok
+    if s == "loss":
+        return "0 false deaths", fd == 0
+    if s == "partition":
+        ok = r["heal_s"] is not None and r["heal_s"] <= 10.0 and r["false_dead"] == 0
+        return "one cluster again <= 10 s after every heal; 0 false deaths", ok
+    if s == "udp-block":
+        return "0 false deaths (TCP fallback keeps the node alive everywhere)", fd == 0
+    if s == "pause":
+        short = sum(x["short_pause_drops"] for x in r["run_detail"])
+        ok = short == 0 and r["rejoin_s"] is not None and r["rejoin_s"] <= 5.0
+        return "short pause: 0 false deaths; long pause: back in every view <= 5 s after SIGCONT", ok
+    if s == "starve":
+        return "0 false deaths caused by the starved node", fd == 0
+    if s == "idle":
+        ok = fd == 0 and (r["rss_mib_per_node"] or 99) <= 20.0
+        return "RSS per node <= 20 MiB, CPU per node <= memberlist's, 0 false deaths", ok
+    return "", None
+
+
+def compare(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """This library against memberlist in the same invocation, where the goals ask for it."""
+    ours = next((r for r in results if r["driver"] == "gossip"), None)
+    theirs = next((r for r in results if r["driver"] == "memberlist"), None)
+    if ours is None or theirs is None:
+        return None
+    out: dict[str, Any] = {"kind": "comparison", "scenario": ours["scenario"], "nodes": ours["nodes"],
+                           "loss": ours["loss"], "command": ours["command"]}
+    if ours["scenario"] == "kill":
+        checks = [(k, ours[k], theirs[k]) for k in ("detect_all_p50_s", "detect_all_p99_s")]
+    elif ours["scenario"] == "idle":
+        checks = [("cpu_pct_per_node", ours["cpu_pct_per_node"], theirs["cpu_pct_per_node"])]
+    else:
+        return None
+    out["figures"] = {k: {"gossip": a, "memberlist": b} for k, a, b in checks}
+    out["pass"] = all(a is not None and b is not None and a <= b for _, a, b in checks)
+    out["goal"] = "at or below memberlist's in the same run"
+    return out
+
+
+# ---------------------------------------------------------------------------------- output
+
+_COLS = [("scenario", 10), ("driver", 10), ("N", 4), ("loss", 5), ("runs", 4), ("first p50", 9),
+         ("all p50", 8), ("all p99", 8), ("false dead", 10), ("heal max", 8), ("rejoin", 7),
+         ("CPU%/node", 9), ("RSS MiB", 7), ("load 1m", 13), ("pass", 5)]
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The human table, then each result's bar and detail."""
+    def f(x: Any) -> str:
+        return "-" if x is None else (f"{x:.2f}" if isinstance(x, float) else str(x))
+
+    rows = [" | ".join(h.ljust(w) for h, w in _COLS)]
+    rows.append("-+-".join("-" * w for _, w in _COLS))
+    for r in results:
+        if r["kind"] != "result":
+            continue
+        heal = f(r["heal_s"])
+        if r["scenario"] == "partition" and r["heal_s"] is None:
+            heal = f"{r['healed_runs']}/{r['runs']} healed"
+        cells = [r["scenario"] + ("/" + r["split"] if "split" in r else ""), r["driver"], r["nodes"],
+                 f"{r['loss']:g}%", r["runs"], f(r["detect_first_p50_s"]), f(r["detect_all_p50_s"]),
+                 f(r["detect_all_p99_s"]), f"{r['false_dead']}+{r['false_dead_by_victim']}", heal,
+                 f(r["rejoin_s"]), f(r["cpu_pct_per_node"]), f(r["rss_mib_per_node"]),
+                 f"{r['loadavg_start'][0]:.1f}/{r['loadavg_max_1m']:.1f}/{r['loadavg_end'][0]:.1f}",
+                 {True: "PASS", False: "FAIL", None: "-"}[r["pass"]]]
+        rows.append(" | ".join(str(c).ljust(w) for c, (_, w) in zip(cells, _COLS)))
+    rows.append("")
+    rows.append("false dead: by undisturbed observers + by the disrupted node itself; "
+                "load 1m: at start / highest / at end")
+    for r in results:
+        if r["kind"] == "comparison":
+            figs = ", ".join(f"{k} {v['gossip']} vs {v['memberlist']}" for k, v in r["figures"].items())
+            rows.append(f"{r['scenario']} N={r['nodes']}: gossip vs memberlist: {figs}: "
+                        f"{'PASS' if r['pass'] else 'FAIL'} ({r['goal']})")
+        else:
+            rows.append(f"{r['scenario']} {r['driver']}: bar: {r['goal']}: "
+                        f"{ {True: 'PASS', False: 'FAIL', None: '-'}[r['pass']]}; "
+                        f"CPU/node {f(r['cpu_pct_per_node'])} % (max {f(r['cpu_pct_per_node_max'])}), "
+                        f"RSS {f(r['rss_mib_per_node'])} MiB (max {f(r['rss_mib_per_node_max'])}), "
+                        f"harness {f(r['harness_cpu_pct'])} %, {r['date']}")
+            for note in r["notes"]:
+                rows.append(f"    note: {note}")
+            for d in r["false_dead_detail"][:5]:
+                rows.append(f"    false death: +{d['t']} s {d['observer']} dropped {d['member']} ({d['seen_by']})")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Run as root (network namespaces). See the module docstring.")
+    p.add_argument("--scenario", action="append", choices=SCENARIOS, help="repeatable; default kill")
+    p.add_argument("--nodes", type=int, default=6)
+    p.add_argument("--loss", type=float, default=None, help="per cent of frames lost on every link "
+                   "(default 0; 5 for the loss scenario)")
+    p.add_argument("--runs", type=int, default=None, help="disruptions per scenario "
+                   "(default: kill 5, partition/udp-block/pause 3)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--driver", action="append", help="'gossip' (default) or a driver command; repeatable")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--probe-interval-ms", type=int, default=1000)
+    p.add_argument("--probe-timeout-ms", type=int, default=500)
+    p.add_argument("--gossip-interval-ms", type=int, default=200)
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds of loss (600), starve (300) or idle (60)")
+    p.add_argument("--kill-every", type=float, default=60.0, help="loss: seconds between kills")
+    p.add_argument("--split", choices=("halves", "oneway"), default="halves")
+    p.add_argument("--partition-s", type=float, default=30.0)
+    p.add_argument("--heal-timeout", type=float, default=120.0)
+    p.add_argument("--block-s", type=float, default=60.0)
+    p.add_argument("--pause-short", type=float, default=3.0)
+    p.add_argument("--pause-long", type=float, default=30.0)
+    p.add_argument("--cpu-pct", type=float, default=5.0)
+    p.add_argument("--settle", type=float, default=3.0, help="seconds of quiet after each run")
+    p.add_argument("--start-batch", type=int, default=10, help="nodes started at once")
+    p.add_argument("--keep-logs", action="store_true", help="keep the drivers' stderr files")
+    a = p.parse_args(argv)
+    a.scenario = a.scenario or ["kill"]
+    a.driver = a.driver or ["gossip"]
+    minimum = 4 if "partition" in a.scenario else 2
+    if a.nodes < minimum or a.nodes > 1000:
+        p.error(f"--nodes must be in [{minimum}, 1000]")
+    if a.loss is not None and not 0 <= a.loss < 100:
+        p.error("--loss must be in [0, 100)")
+    a.command = shlex.join(["python", "bench/chaos.py", *argv])
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every scenario with every driver; print the results."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    why = net.missing_tools()
+    if why:
+        print("chaos: cannot run here: " + "; ".join(why), file=sys.stderr)
+        return 2
+    drivers = [Driver.parse(d) for d in args.driver]
+    net.install_signal_handlers()
+    removed = net.sweep()
+    if removed:
+        log(f"removed what an earlier run left: {', '.join(removed)}")
+    loads = LoadSampler()
+    logdir = tempfile.mkdtemp(prefix="gchaos-logs-")
+    results: list[dict[str, Any]] = []
+    log(f"{args.command}  (seed {args.seed}; {os.cpu_count()} cores, {platform.release()}, "
+        f"load {LoadSampler.now()}; driver logs in {logdir})")
+    failed = False
+    try:
+        with Lab() as lab:
+            t = time.time()
+            lab.create(args.nodes)
+            log(f"lab: {args.nodes} namespaces on one bridge ({net.NETWORK}) in {time.time() - t:.1f} s")
+            for scenario in args.scenario:
+                batch = []
+                for driver in drivers:
+                    log(f"--- {scenario} with {driver.name} ({args.nodes} nodes)")
+                    try:
+                        res = Scenario(args, lab, driver, scenario, logdir, loads).run()
+                    except (HarnessError, LabError) as exc:
+                        failed = True
+                        log(f"{driver.name} {scenario}: FAILED: {exc}")
+                        res = {"kind": "error", "scenario": scenario, "driver": driver.name,
+                               "nodes": args.nodes, "error": str(exc), "command": args.command}
+                    results.append(res)
+                    if res["kind"] == "result":
+                        batch.append(res)
+                    if args.json:
+                        print(json.dumps(res), flush=True)
+                cmp_ = compare(batch)
+                if cmp_ is not None:
+                    results.append(cmp_)
+                    if args.json:
+                        print(json.dumps(cmp_), flush=True)
+        left = lab.leftovers()
+        if left:
+            log(f"WARNING: namespaces left behind: {left}")
+    finally:
+        loads.close()
+        if not args.keep_logs and not failed:
+            for name in os.listdir(logdir):
+                os.unlink(os.path.join(logdir, name))
+            os.rmdir(logdir)
+        elif os.path.isdir(logdir):
+            log(f"driver logs kept in {logdir}")
+    if not args.json:
+        print(f"command: {args.command}")
+        print(table([r for r in results if r["kind"] != "error"]))
+        for r in results:
+            if r["kind"] == "error":
+                print(f"{r['scenario']} {r['driver']}: ERROR {r['error']}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
