@@ -380,8 +380,9 @@ class Nodes:
         self.names = [f"n{i:03d}" for i in range(n)]
         self.obs = Observer(self.names)
         self.procs: dict[int, NodeProc] = {}
-        self.exits: list[str] = []
         self.restarts = 0
+        self.cpu_base: dict[int, tuple[float, float]] = {}     # pid -> (monotonic, CPU s) at start
+        self.cpu_segments: list[tuple[float, float]] = []      # (wall s, CPU s) of ended windows
 
     def name(self, i: int) -> str:
         """Node ``i``'s name."""
@@ -464,6 +465,7 @@ class Nodes:
     def kill(self, i: int) -> float:
         """SIGKILL node ``i``; return the time it was sent."""
         p = self.procs.pop(i)
+        self._end_cpu(p.pid)
         t = time.time()
         p.popen.kill()
         p.popen.wait()
@@ -482,14 +484,25 @@ class Nodes:
         os.kill(self.procs[i].pid, sig)
         return t
 
-    def cpu(self) -> dict[int, float]:
-        """CPU seconds of every running node, by pid."""
-        out = {}
+    def begin_cpu(self) -> None:
+        """Start measuring the CPU of every running node (nodes started later are not counted:
+        their start-up would weigh on an idle figure)."""
         for p in self.procs.values():
             c = proc_cpu_s(p.pid)
             if c is not None:
-                out[p.pid] = c
-        return out
+                self.cpu_base[p.pid] = (time.monotonic(), c)
+
+    def _end_cpu(self, pid: int) -> None:
+        base = self.cpu_base.pop(pid, None)
+        c = proc_cpu_s(pid)
+        if base is not None and c is not None:
+            self.cpu_segments.append((time.monotonic() - base[0], c - base[1]))
+
+    def end_cpu(self) -> list[tuple[float, float]]:
+        """End the CPU measurement of every node; return every (wall s, CPU s) window."""
+        for pid in list(self.cpu_base):
+            self._end_cpu(pid)
+        return self.cpu_segments
 
     def rss(self) -> list[float]:
         """RSS (MiB) of every running node."""
@@ -497,6 +510,7 @@ class Nodes:
 
     def stop_all(self) -> None:
         """SIGTERM every node (they leave), SIGKILL what is left after 5 s, reap all."""
+        self.end_cpu()
         procs = list(self.procs.values())
         self.procs.clear()
         with self.obs.lock:          # what they say from here on (leaving) is not observed
@@ -571,6 +585,7 @@ class Scenario:
         self.victims: set[str] = set()       # disrupted observers (their drops counted apart)
         self.out = Outcome()
         self.nodes: Nodes | None = None
+        self.cpu_segments: list[tuple[float, float]] = []
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -592,6 +607,7 @@ class Scenario:
         """Start (or restart) the whole cluster; return its convergence time."""
         if self.nodes is not None:
             self.nodes.stop_all()
+            self.cpu_segments += self.nodes.cpu_segments
         old = self.nodes
         self.nodes = Nodes(self.lab, self.driver, self.timings, self.n, self.logdir, self.args.start_batch)
         if old is not None:       # keep what the old processes saw, for the false-death count
@@ -609,6 +625,8 @@ class Scenario:
         self.start_cluster()
         self.sleep(self.args.settle)
         restart.end = time.time()
+        assert self.nodes is not None
+        self.nodes.begin_cpu()
 
     def names_all(self) -> list[str]:
         """Every node's name."""
@@ -652,16 +670,15 @@ class Scenario:
         harness_cpu0 = _self_cpu()
         self.lab.heal()
         self.lab.set_loss(self.loss)
-        cpu_window: tuple[float, dict[int, float]] | None = None
         try:
             converge = self.start_cluster()
             self.sleep(self.args.settle)
             assert self.nodes is not None
             t_measure = time.time()
-            cpu_window = (time.monotonic(), self.nodes.cpu())
+            self.nodes.begin_cpu()
             getattr(self, "_" + self.scenario.replace("-", "_"))()
             t_end = time.time()
-            cpu_pct, cpu_max = self._cpu_figures(cpu_window)
+            cpu_pct, cpu_max = self._cpu_figures()
             rss = self.nodes.rss()
         finally:
             self.lab.unlimit_cpu()
@@ -709,15 +726,16 @@ class Scenario:
                 "starve": {"cpu_pct": a.cpu_pct, "starve_s": self.duration},
                 "idle": {"idle_s": self.duration}}[self.scenario]
 
-    def _cpu_figures(self, window: tuple[float, dict[int, float]]) -> tuple[float | None, float | None]:
+    def _cpu_figures(self) -> tuple[float | None, float | None]:
+        """Percent of a core per node: all nodes' CPU over all their measured seconds, and the
+        busiest node's (windows of 10 s or more)."""
         assert self.nodes is not None
-        t0, before = window
-        after = self.nodes.cpu()
-        wall = time.monotonic() - t0
-        per = [100 * (after[pid] - before[pid]) / wall for pid in before if pid in after]
-        if not per or wall <= 0:
+        segs = self.cpu_segments + self.nodes.end_cpu()
+        wall = sum(w for w, _ in segs)
+        if wall <= 0:
             return None, None
-        return statistics.mean(per), max(per)
+        busiest = [100 * c / w for w, c in segs if w >= 10.0]
+        return 100 * sum(c for _, c in segs) / wall, max(busiest, default=None)
 
     def _false_deaths(self, t0: float, t1: float) -> tuple[int, int, list[dict[str, Any]]]:
         assert self.nodes is not None
