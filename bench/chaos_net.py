@@ -93,6 +93,26 @@ def missing_tools() -> list[str]:
     return out
 
 
+def unavailable() -> str:
+    """Why a lab cannot be made here, or ``""`` when it can (tries a namespace with a bridge
+    and a bridge-family nftables table, then removes it)."""
+    missing = missing_tools()
+    if missing:
+        return "; ".join(missing)
+    ns = f"{PREFIX}{os.getpid()}-probe"
+    try:
+        _run(["ip", "netns", "add", ns])
+        _run(["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])
+        _run(["ip", "netns", "exec", ns, "nft", "-f", "-"],
+             stdin="table bridge gchaos {\n\tchain forward {\n\t\ttype filter hook forward priority 0;"
+                   " policy accept;\n\t\tnumgen random mod 100000 < 1 drop\n\t}\n}\n")
+    except (LabError, OSError, subprocess.SubprocessError) as exc:
+        return f"cannot make a network namespace with a bridge and nftables rules: {exc}"
+    finally:
+        _run(["ip", "netns", "del", ns], check=False)
+    return ""
+
+
 def address(index: int) -> str:
     """The IPv4 address of node ``index``: 10.213.1.1, 10.213.1.2, ... (250 per /24)."""
     net = ipaddress.ip_network(NETWORK)
