@@ -72,7 +72,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,7 @@ class Outcome:
     """What one scenario run of one driver measured."""
 
     detect_first: list[float] = field(default_factory=list)
+    suspect_first: list[float] = field(default_factory=list)
     detect_all: list[float] = field(default_factory=list)
     missed: int = 0
     heal: list[float | None] = field(default_factory=list)
@@ -250,6 +251,7 @@ class Scenario:
         res: dict[str, Any] = {
             "kind": "result", "scenario": self.scenario, "driver": self.driver.name,
             "nodes": self.n, "loss": self.loss, "runs": self.runs, "seed": self.args.seed,
+            "suspect_first_p50_s": r2(pct(o.suspect_first, 0.5)),
             "detect_first_p50_s": r2(pct(o.detect_first, 0.5)),
             "detect_all_p50_s": r2(pct(o.detect_all, 0.5)),
             "detect_all_p99_s": r2(pct(o.detect_all, 0.99)),
@@ -277,7 +279,7 @@ class Scenario:
 
     def _params(self) -> dict[str, Any]:
         a = self.args
-        return {"kill": {}, "loss": {"duration_s": self.duration, "kill_every_s": a.kill_every},
+        return {"kill": {}, "loss": {"loss_s": self.duration, "kill_every_s": a.kill_every},
                 "partition": {"split": a.split, "partition_s": a.partition_s},
                 "udp-block": {"block_s": a.block_s},
                 "pause": {"pause_short_s": a.pause_short, "pause_long_s": a.pause_long},
@@ -327,11 +329,15 @@ class Scenario:
             self.out.detect_all.append(every)
         if first is not None:
             self.out.detect_first.append(first)
+        suspected = nodes.obs.first_suspect(vname, t0)
+        if suspected is not None:
+            self.out.suspect_first.append(suspected - t0)
         t_restart = nodes.restart(v, 0)
         whole = nodes.wait_whole(60.0 + 0.2 * self.n)
         back = nodes.obs.full_since(nodes.names, nodes.names) - t_restart if whole else None
         exc.end = time.time()
-        self.out.runs.append({"victim": vname, "first_s": r2(first), "all_s": r2(every),
+        self.out.runs.append({"victim": vname, "suspected_s": r2(None if suspected is None else suspected - t0),
+                              "first_s": r2(first), "all_s": r2(every),
                               "dropped_by": len(drops), "survivors": len(survivors),
                               "whole_after_restart_s": r2(back)})
         log(f"{self.driver.name} {self.scenario}: killed {vname}: first {_fmt(first)}, "
@@ -610,6 +616,84 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def _f(x: Any, unit: str = "") -> str:
+    return "-" if x is None else (f"{x:.2f}{unit}" if isinstance(x, float) else f"{x}{unit}")
+
+
+def _runs(r: dict[str, Any], key: str) -> str:
+    return ", ".join(_f(x.get(key)) for x in r["run_detail"])
+
+
+# figure label -> what a result shows for it, per scenario (the markdown report)
+_FIGURES: dict[str, list[tuple[str, Callable[[dict[str, Any]], str]]]] = {
+    "kill": [
+        ("every survivor drops it, p50 / p99 (s)",
+         lambda r: f"{_f(r['detect_all_p50_s'])} / {_f(r['detect_all_p99_s'])}"),
+        ("first suspected / first survivor drops it, p50 (s)",
+         lambda r: f"{_f(r.get('suspect_first_p50_s'))} / {_f(r['detect_first_p50_s'])}"),
+        ("false deaths; kills not seen by all", lambda r: f"{r['false_dead'] + r['false_dead_by_victim']}; {r['missed']}"),
+    ],
+    "loss": [
+        ("false deaths", lambda r: str(r["false_dead"] + r["false_dead_by_victim"])),
+        ("kills: every survivor drops it, p50 / max (s)",
+         lambda r: f"{_f(r['detect_all_p50_s'])} / {_f(r['detect_all_max_s'])} ({r['detections']} kills)"),
+    ],
+    "partition": [
+        ("one cluster again after the heal, each run (s)",
+         lambda r: ", ".join(_f(h) if h is not None else "not healed" for h in
+                             [x.get("heal_s") for x in r["run_detail"]])),
+        ("each side drops the other, p50 (s)", lambda r: _f(r["detect_all_p50_s"])),
+        ("false deaths", lambda r: str(r["false_dead"])),
+    ],
+    "udp-block": [
+        ("false deaths (by others + by the blocked node)", lambda r: f"{r['false_dead']} + {r['false_dead_by_victim']}"),
+    ],
+    "pause": [
+        ("short pause: false deaths", lambda r: str(sum(x["short_pause_drops"] for x in r["run_detail"]))),
+        ("long pause: dropped by all after (s)", lambda r: _runs(r, "long_pause_all_dropped_s")),
+        ("long pause: back in every view after SIGCONT (s)", lambda r: _runs(r, "rejoin_s")),
+    ],
+    "starve": [
+        ("false deaths (by healthy nodes + by the starved node)",
+         lambda r: f"{r['false_dead']} + {r['false_dead_by_victim']}"),
+        ("starved node: CPU used (% of a core); dropped by", lambda r: "; ".join(
+            f"{_f(x['victim_cpu_pct'])}; {x['victim_dropped_by']}" for x in r["run_detail"])),
+    ],
+    "idle": [
+        ("CPU per node (% of a core)", lambda r: _f(r["cpu_pct_per_node"])),
+        ("RSS per node (MiB)", lambda r: _f(r["rss_mib_per_node"])),
+    ],
+}
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    """A markdown table: one row per figure, this library's and memberlist's from the same run."""
+    rows = ["| scenario | N | loss | figure | gossip | memberlist | goal met | load 1m (start / max / end) | date | command |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in results:
+        if r.get("kind") == "result":
+            groups.setdefault((r["command"], r["scenario"]), {})[r["driver"]] = r
+    for (command, scenario), by in groups.items():
+        ours, theirs = by.get("gossip"), by.get("memberlist")
+        first = ours or theirs
+        assert first is not None
+        name = scenario + (f" ({first['split']}, {first['partition_s']:g} s)" if scenario == "partition" else "")
+        if scenario == "pause":
+            name += f" ({first['pause_short_s']:g} s / {first['pause_long_s']:g} s)"
+        if scenario in ("loss", "starve", "idle"):
+            name += f" ({first[{'loss': 'loss_s', 'starve': 'starve_s', 'idle': 'idle_s'}[scenario]]:g} s)"
+        loads = "; ".join(f"{x['loadavg_start'][0]:.1f} / {x['loadavg_max_1m']:.1f} / {x['loadavg_end'][0]:.1f}"
+                          for x in (ours, theirs) if x)
+        for label, fig in _FIGURES[scenario]:
+            cells = [name, str(first["nodes"]), f"{first['loss']:g} %", label,
+                     fig(ours) if ours else "", fig(theirs) if theirs else "",
+                     {True: "yes", False: "no", None: "-"}[ours["pass"]] if ours else "",
+                     loads, first["date"], f"`{command}`"]
+            rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 # ---------------------------------------------------------------------------------- main
 
 
@@ -643,6 +727,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=3.0, help="seconds of quiet after each run")
     p.add_argument("--start-batch", type=int, default=10, help="nodes started at once")
     p.add_argument("--keep-logs", action="store_true", help="keep the drivers' stderr files")
+    p.add_argument("--report", nargs="+", metavar="JSONL", help="print a markdown table of the "
+                   "results saved from --json runs, and exit")
     a = p.parse_args(argv)
     a.scenario = a.scenario or ["kill"]
     a.driver = a.driver or ["gossip"]
@@ -659,6 +745,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run every scenario with every driver; print the results."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.report:
+        saved = []
+        for path in args.report:
+            with open(path, encoding="utf-8") as f:
+                saved += [json.loads(line) for line in f if line.strip()]
+        print(markdown(saved))
+        return 0
     net.install_signal_handlers()
     why = "; ".join(net.missing_tools())
     if not why:

@@ -196,6 +196,7 @@ class Observer:
         self.drops: list[tuple[float, str, str, str]] = []      # (ts, observer, member, source)
         self.last_add: dict[tuple[str, str], float] = {}
         self.last_state_drop: dict[tuple[str, str], float] = {}
+        self.suspects: list[tuple[float, str, str]] = []          # (ts, observer, member)
         self.bad_lines = 0
 
     def attach(self, proc: NodeProc) -> None:
@@ -252,6 +253,8 @@ class Observer:
         elif state == "alive" and s not in cur:
             cur.add(s)
             self.last_add[(o, s)] = ts
+        elif state == "suspect":
+            self.suspects.append((ts, o, s))
 
     # -- queries (main thread) ------------------------------------------------------------
 
@@ -286,6 +289,12 @@ class Observer:
                 if ts >= since and s in subj and o in obs and (o, s) not in out:
                     out[(o, s)] = ts
         return out
+
+    def first_suspect(self, subject: str, since: float) -> float | None:
+        """When some node first reported ``subject`` suspect at or after ``since`` (drivers
+        that report suspicions only: memberlist's reports those its own probes raised)."""
+        with self.lock:
+            return min((ts for ts, _, s in self.suspects if s == subject and ts >= since), default=None)
 
     def drops_between(self, t0: float, t1: float) -> list[tuple[float, str, str, str]]:
         """Every drop stamped within [t0, t1]."""
