@@ -338,6 +338,7 @@ class Scenario:
         exc.end = time.time()
         self.out.runs.append({"victim": vname, "suspected_s": r2(None if suspected is None else suspected - t0),
                               "first_s": r2(first), "all_s": r2(every),
+                              "median_survivor_s": r2(pct([t - t0 for t in drops.values()], 0.5)),
                               "dropped_by": len(drops), "survivors": len(survivors),
                               "whole_after_restart_s": r2(back)})
         log(f"{self.driver.name} {self.scenario}: killed {vname}: first {_fmt(first)}, "
