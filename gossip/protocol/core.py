@@ -285,10 +285,14 @@ class Protocol:
         self._self_alive_size = 0
         # First rounds start after a random stagger, so nodes started together do not beat in step.
         self._schedule(now + rng.uniform(0, config.health_check_interval), _T_PROBE, None)
-        # Gossip rounds run only while there is something to gossip (an idle node sleeps).
+        # Gossip rounds run only while there is something to gossip (an idle node sleeps), on
+        # the ticks of a ticker that never stops: an update queued while idle goes out at the
+        # next tick (half an interval later on average, as memberlist's GossipInterval ticker
+        # does), not a whole interval later at every hop.
         self._now = now
         self._gossip_armed = True
-        self._schedule(now + rng.uniform(0, config.dissemination_interval), _T_GOSSIP, None)
+        self._gossip_epoch = now + rng.uniform(0, config.dissemination_interval)
+        self._schedule(self._gossip_epoch, _T_GOSSIP, None)
         if config.state_sync_interval > 0:
             self._schedule(now + rng.uniform(0.5, 1.0) * self._push_pull_interval(), _T_PUSH_PULL, None)
         self._schedule(now + rng.uniform(0.5, 1.0) * config.recovery_attempt_interval, _T_MAINTENANCE, None)
@@ -684,7 +688,13 @@ class Protocol:
             self.broadcasts.queue(update.node, update, size)
         if not self._gossip_armed:
             self._gossip_armed = True
-            self._schedule(self._now + self.config.dissemination_interval, _T_GOSSIP, None)
+            self._schedule(self._next_gossip_tick(self._now), _T_GOSSIP, None)
+
+    def _next_gossip_tick(self, now: float) -> float:
+        """The first tick of this node's gossip ticker at or after ``now``."""
+        interval = self.config.dissemination_interval
+        ticks = max(0, math.ceil((now - self._gossip_epoch) / interval))
+        return self._gossip_epoch + ticks * interval
 
     def _self_alive(self) -> Alive:
         return Alive(self.id, self.incarnation, self.addr, self.meta, self.meta_stamp,
