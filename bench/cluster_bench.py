@@ -447,13 +447,13 @@ def part2(n: int, idle: float, busy: bool = False) -> list[tuple[str, str]]:
         survivors = [c for c in kids if c is not victim]
         t_kill = time.time()
         victim.proc.send_signal(signal.SIGKILL)
-        ok = fleet.wait(lambda: all(_dropped_at(c, victim.id, ("dead", "leaving")) for c in survivors),
+        ok = fleet.wait(lambda: all(_dropped_at(c, victim.id, ("dead", "left")) for c in survivors),
                         120, "every survivor has the killed node dead")
         with fleet.lock:
             t_first_suspect = min((_dropped_at(c, victim.id, ("suspect", "dead"))
                                    for c in survivors if _dropped_at(c, victim.id, ("suspect", "dead"))),
                                   default=0.0)
-            t_all_dead = max(_dropped_at(c, victim.id, ("dead", "leaving")) for c in survivors)
+            t_all_dead = max(_dropped_at(c, victim.id, ("dead", "left")) for c in survivors)
         if ok:
             rows.append(("SIGKILL -> every survivor has it DEAD", f"{t_all_dead - t_kill:.2f} s"))
             if t_first_suspect:
@@ -465,10 +465,10 @@ def part2(n: int, idle: float, busy: bool = False) -> list[tuple[str, str]]:
         rest = [c for c in survivors if c is not leaver]
         t_leave = time.time()
         fleet.command(leaver, "leave")
-        ok = fleet.wait(lambda: all(_dropped_at(c, leaver.id, ("leaving", "dead")) for c in rest),
+        ok = fleet.wait(lambda: all(_dropped_at(c, leaver.id, ("left", "dead")) for c in rest),
                         60, "every remaining node has the leaver dropped")
         with fleet.lock:
-            t_all_left = max(_dropped_at(c, leaver.id, ("leaving", "dead")) for c in rest)
+            t_all_left = max(_dropped_at(c, leaver.id, ("left", "dead")) for c in rest)
         rows.append(("graceful leave -> every node has it LEAVING",
                      f"{t_all_left - t_leave:.2f} s" if ok else "not within 60 s"))
         for r in rows[-3 if t_first_suspect else -2:]:

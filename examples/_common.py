@@ -41,7 +41,7 @@ if _ROOT not in sys.path:
 import gossip  # noqa: E402
 from gossip import Cluster, Config, Node  # noqa: E402
 
-__all__ = ["Command", "Example", "parse_args", "build_config", "run", "format_node_table"]
+__all__ = ["Command", "Example", "parse_args", "build_config", "run", "format_node_table", "say"]
 
 EXAMPLE_KEY = b"1234567890123456"
 """The AES-128 key every example node shares (as in the Go examples)."""
@@ -111,8 +111,7 @@ def build_config(args: argparse.Namespace) -> Config:
     """Return the LAN configuration the examples share, from the parsed flags."""
 
     def check_version(version: str) -> bool:
-        print(f"application version check: a node with version {version!r} joins; accepted",
-              flush=True)
+        say(f"application version check: a node with version {version!r} joins; accepted")
         return True
 
     return Config.lan(
@@ -155,14 +154,11 @@ def _cmd_set_meta(cluster: Cluster, args: list[str]) -> None:
 
 
 def _find_node(cluster: Cluster, text: str) -> Node | None:
+    """The node whose id or short id (its last 8 characters, as printed) is ``text``."""
     node = cluster.get_node_by_id_string(text)
-    if node is not None:
-        return node
-    matches = [n for n in cluster.nodes() if str(n.id).startswith(text.lower())]
-    if len(matches) == 1:
-        return matches[0]
-    print(f"no single node matches {text!r}")
-    return None
+    if node is None:
+        print(f"no single node has the id or short id {text!r}")
+    return node
 
 
 def _cmd_get_meta(cluster: Cluster, args: list[str]) -> None:
@@ -235,6 +231,36 @@ class _Console:
 
 
 _stdin_pending = bytearray()
+_out_lock = threading.Lock()
+_prompting = False   # a "> " prompt ends the last line printed
+
+
+def say(text: str) -> None:
+    """Print a line from a background thread (an event handler) without running it into the
+    console's prompt: the prompt's line is ended first, and the prompt shown again after."""
+    with _out_lock:
+        prefix = "\n" if _prompting else ""
+        suffix = "> " if _prompting else ""
+        sys.stdout.write(f"{prefix}{text}\n{suffix}")
+        sys.stdout.flush()
+
+
+def _prompt() -> None:
+    global _prompting
+    with _out_lock:
+        sys.stdout.write("> ")
+        sys.stdout.flush()
+        _prompting = True
+
+
+def _prompt_answered(ended: bool) -> None:
+    """The user entered a line (or input ended: then end the prompt's line ourselves)."""
+    global _prompting
+    with _out_lock:
+        if ended and _prompting:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        _prompting = False
 
 
 def _read_line(deadline: float | None) -> str | None:
@@ -245,26 +271,32 @@ def _read_line(deadline: float | None) -> str | None:
     arriving at once would otherwise wait for more input.
     """
     if deadline is None:
+        _prompt()
         try:
-            return input("> ") + "\n"
+            line = input() + "\n"
         except EOFError:
+            _prompt_answered(ended=True)
             return None
-    print("> ", end="", flush=True)
+        _prompt_answered(ended=not sys.stdin.isatty())
+        return line
+    _prompt()
     fd = sys.stdin.fileno()
     while True:
         end = _stdin_pending.find(b"\n")
         if end >= 0:
             line = bytes(_stdin_pending[:end + 1])
             del _stdin_pending[:end + 1]
+            _prompt_answered(ended=not sys.stdin.isatty())   # a typed line ended it already
             return line.decode(errors="replace")
         left = deadline - time.monotonic()
         if left <= 0:
-            print()
+            _prompt_answered(ended=True)
             return None
         ready, _, _ = select.select([fd], [], [], min(left, 0.2))
         if ready:
             chunk = os.read(fd, 4096)
             if not chunk:  # end of input; a last line without a newline still counts
+                _prompt_answered(ended=True)
                 if not _stdin_pending:
                     return None
                 line = bytes(_stdin_pending)

@@ -151,10 +151,10 @@ class KVStore:
             chosen = self._data if keys is None else {k: self._data[k] for k in keys if k in self._data}
             return {"e": {k: e.to_wire() for k, e in chosen.items()}}
 
-    def _on_full_sync(self, sender: Node | None, packet: Packet) -> Any:
+    def _on_full_sync(self, sender: Node, packet: Packet) -> Any:
         return self._payload()
 
-    def _on_sync(self, sender: Node | None, packet: Packet) -> None:
+    def _on_sync(self, sender: Node, packet: Packet) -> None:
         try:
             body = packet.unmarshal()
             entries = body["e"]

@@ -17,7 +17,7 @@ Both ends share the examples' key, so every frame is sealed with AES-GCM. Run::
     python examples/stream.py --port 8001 --peers 127.0.0.1:8000
 
 then type ``peers`` to see the node ids, ``stream <id> hello`` and ``send <id> /etc/hosts``
-(the id may be shortened to any unique prefix). Unattended::
+(an id, or its short form: the last 8 characters, which the examples print). Unattended::
 
     python examples/stream.py --port 0 --no-prompt --run-for 2
 """
@@ -31,7 +31,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from _common import Command, Example, run
+from _common import Command, Example, run, say
 
 import gossip
 from gossip import Cluster, Node, Packet, Stream
@@ -69,31 +69,26 @@ class FileVerdict:
 
 
 def find_node(cluster: Cluster, text: str) -> Node | None:
-    """Return the node whose id is ``text`` or starts with it (printing why if none)."""
+    """Return the node whose id or short id (as printed) is ``text`` (printing why if none)."""
     node = cluster.get_node_by_id_string(text)
-    if node is not None:
-        return node
-    matches = [n for n in cluster.nodes() if str(n.id).startswith(text.lower())]
-    if len(matches) == 1:
-        return matches[0]
-    print(f"no single node matches {text!r}", flush=True)
-    return None
+    if node is None:
+        print(f"no single node has the id or short id {text!r}", flush=True)
+    return node
 
 
 # ---------------------------------------------------------------------------------- handlers
 
 
-def on_start_stream(sender: Node | None, packet: Packet, stream: Stream) -> None:
+def on_start_stream(sender: Node, packet: Packet, stream: Stream) -> None:
     """Serve a ping/pong stream: print the opening, read one block, answer it."""
     start = packet.unmarshal(StartMessage)
-    who = sender.id if sender is not None else "an unknown node"
-    print(f"Stream opened by {who}: {start.content}", flush=True)
+    say(f"Stream opened by {sender.id}: {start.content}")
     data = stream.read_msg(STREAM_DATA_BLOCK, str)
-    print(f"Received stream data: {data}", flush=True)
+    say(f"Received stream data: {data}")
     stream.write_msg(STREAM_DATA_BLOCK, f"Pong: {data}")
 
 
-def on_send_file(sender: Node | None, packet: Packet, stream: Stream) -> None:
+def on_send_file(sender: Node, packet: Packet, stream: Stream) -> None:
     """Receive a file into a temporary directory, check its sha256, report the verdict."""
     header = packet.unmarshal(FileHeader)
     folder = os.environ.get("GOSSIP_STREAM_DIR") or os.path.join(tempfile.gettempdir(),
@@ -110,8 +105,8 @@ def on_send_file(sender: Node | None, packet: Packet, stream: Stream) -> None:
             out.write(chunk)
             size += n
     ok = size == header.size and digest.hexdigest() == header.sha256
-    print(f"Received file {header.name!r}: {size} bytes into {path}, "
-          f"sha256 {'ok' if ok else 'MISMATCH'}", flush=True)
+    say(f"Received file {header.name!r}: {size} bytes into {path}, "
+        f"sha256 {'ok' if ok else 'MISMATCH'}")
     stream.write_msg(FILE_RECEIVED, FileVerdict(ok, size, digest.hexdigest(), path))
 
 

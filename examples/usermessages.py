@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from _common import Command, Example, run
+from _common import Command, Example, run, say
 
 import gossip
 from gossip import Cluster, Node, Packet
@@ -32,15 +32,16 @@ class UserMessage:
     content: str
 
 
-def on_user_message(sender: Node | None, packet: Packet) -> None:
-    """Print who sent the message (None when the sender is not known yet) and its content."""
+def on_user_message(sender: Node, packet: Packet) -> None:
+    """Print who sent the message and its content (a sender this node does not know yet is in
+    state UNKNOWN, with no address)."""
     try:
         msg = packet.unmarshal(UserMessage)
     except gossip.GossipError as exc:
         print(f"undecodable user message: {exc}", flush=True)
         return
-    who = f"{sender.id} ({sender.address})" if sender is not None else "an unknown node"
-    print(f"Received message from {who}: {msg.content}", flush=True)
+    who = f"{sender.id} ({sender.address or 'not a member yet'})"
+    say(f"Received message from {who}: {msg.content}")
 
 
 def cmd_gossip(cluster: Cluster, args: list[str]) -> None:

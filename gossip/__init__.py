@@ -70,6 +70,7 @@ from .security import Keyring
 from .wire import RESERVED_MSGS_START, USER_MSG, MessageType
 
 if TYPE_CHECKING:
+    from . import dashboard, httpapi, leader, metrics, sim, testing
     from .groups import METADATA_ANY_VALUE, METADATA_CONTAINS_PREFIX, DataNodeGroup, NodeGroup
     from .stream import Stream
 
@@ -83,12 +84,15 @@ _LAZY = {
     "METADATA_CONTAINS_PREFIX": ".groups",
 }
 
-__getattr__ = lazy_getattr(__name__, _LAZY)
+_SUBMODULES = ("httpapi", "dashboard", "metrics", "leader", "testing", "sim")
+"""Modules reachable as attributes after a bare ``import gossip`` (imported on first use)."""
+
+__getattr__ = lazy_getattr(__name__, _LAZY, _SUBMODULES)
 
 
 def __dir__() -> list[str]:
     """The module's names, the lazy ones included."""
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 __version__ = "0.1.0"
 """The library version."""

@@ -24,8 +24,8 @@ __all__ = ["Address", "DEFAULT_PORT", "KINDS", "format_host_port"]
 
 _log = logging.getLogger("gossip.address")
 
-DEFAULT_PORT: int = 3500
-"""Port used when an address string does not name one."""
+DEFAULT_PORT: int = 7946
+"""Port used when an address string does not name one (memberlist's 7946, as everywhere in gossip)."""
 
 KINDS: frozenset[str] = frozenset({"ip", "host", "srv", "ws"})
 """The valid values of :attr:`Address.kind`."""

@@ -3,19 +3,21 @@
 Settings are layered, each layer overriding the one before:
 
 1. the preset (``--preset``, else ``GOSSIP_PRESET``, else ``preset`` in the file, else lan),
-   with the agent's own default bind address ``127.0.0.1:7946``;
+   with the default bind address ``127.0.0.1:7946``;
 2. the TOML file of ``--config``: top-level keys are :class:`~gossip.Config` fields (or their
    aliases) with the values ``GOSSIP_*`` variables accept (durations as ``"200ms"`` or seconds);
-   an ``[agent]`` table holds ``join`` (a list), ``http``, ``key_file`` and ``receive`` (a list
-   of message types); a ``[metadata]`` table holds this node's metadata (strings, integers,
-   floats, booleans);
+   an ``[agent]`` table holds ``join`` (a list), ``http``, ``http_hosts`` (a list),
+   ``http_token_file``, ``key_file`` and ``receive`` (a list of message types); a
+   ``[metadata]`` table holds this node's metadata (strings, integers, floats, booleans);
 3. ``GOSSIP_<FIELD>`` variables (:meth:`Config.from_env`), plus the agent's ``GOSSIP_JOIN``
-   (comma-separated), ``GOSSIP_HTTP``, ``GOSSIP_KEY_FILE`` and ``GOSSIP_METADATA``
-   (``k=v,k=v``);
+   (comma-separated), ``GOSSIP_HTTP``, ``GOSSIP_HTTP_HOSTS`` (comma-separated),
+   ``GOSSIP_HTTP_TOKEN_FILE``, ``GOSSIP_KEY_FILE`` and ``GOSSIP_METADATA`` (``k=v,k=v``);
 4. the command line flags.
 
-Reading the file needs :mod:`tomllib` (Python 3.11+); on Python 3.10 the ``tomli`` package
-(installed with the library there) stands in for it.
+The HTTP API (``--http``) asks every client for a token that the agent makes at start and
+writes to a file only its user can read (:func:`token_path`: ``$XDG_RUNTIME_DIR/gossip`` or
+``~/.gossip``, named after the port); the ``members``, ``send``, ``watch`` and ``dashboard``
+subcommands read it from there.
 
 It reports through the callables :func:`run_agent` is given; :mod:`gossip.cli` prints.
 """
@@ -25,28 +27,32 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import importlib
+import os
+import secrets
 import threading
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .config import Config
+from .config import Config, secret_file_warning
 from .errors import ConfigError, GossipError, JoinError
 from .node import Node, NodeState
 from .packet import Packet
 from .wire import USER_MSG
 
 __all__ = ["CliError", "AgentSettings", "build_settings", "read_key_file", "load_toml", "run_agent",
-           "AGENT_ENV", "CLIENT_ENV", "config_environ"]
+           "AGENT_ENV", "CLIENT_ENV", "config_environ", "token_path", "write_token_file",
+           "read_token_file", "secret_file_warning"]
 
 
 class CliError(Exception):
     """A problem to report to the user in one line (no traceback)."""
 
 
-AGENT_ENV = ("GOSSIP_JOIN", "GOSSIP_HTTP", "GOSSIP_KEY_FILE", "GOSSIP_METADATA")
+AGENT_ENV = ("GOSSIP_JOIN", "GOSSIP_HTTP", "GOSSIP_HTTP_HOSTS", "GOSSIP_HTTP_TOKEN_FILE",
+             "GOSSIP_KEY_FILE", "GOSSIP_METADATA")
 """Variables the agent reads itself (they name no :class:`Config` field)."""
-CLIENT_ENV = ("GOSSIP_AGENT",)
+CLIENT_ENV = ("GOSSIP_AGENT", "GOSSIP_HTTP_TOKEN_FILE")
 """Variables of the client subcommands (``members``, ``send``, ``watch``)."""
 
 
@@ -66,29 +72,76 @@ class AgentSettings:
     http: str | None
     metadata: dict[str, Any]
     receive: list[int]
+    http_hosts: list[str] = dataclasses.field(default_factory=list)
+    """Host names the HTTP API answers to besides IP addresses and localhost."""
+    http_token_file: str | None = None
+    """Where to write the API token (default :func:`token_path` of the bound port)."""
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Problems found while reading the settings, for the agent to report at start."""
+
+
+def token_path(port: int, environ: Mapping[str, str] | None = None) -> str:
+    """Return where the agent serving its HTTP API on ``port`` writes its token by default:
+    ``$XDG_RUNTIME_DIR/gossip/http-<port>.token``, else ``~/.gossip/http-<port>.token``."""
+    env = os.environ if environ is None else environ
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    folder = os.path.join(runtime, "gossip") if runtime else os.path.join(os.path.expanduser("~"), ".gossip")
+    return os.path.join(folder, f"http-{port}.token")
+
+
+def write_token_file(path: str, token: str) -> None:
+    """Write ``token`` to ``path``, readable by this user only (mode 0600, its folder 0700 if
+    made here), replacing any older token atomically.
+
+    Raises:
+        CliError: the file cannot be written.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise CliError(f"cannot write the HTTP API token to {path}: {exc.strerror or exc}") from None
+
+
+def read_token_file(path: str) -> str:
+    """Read an agent's API token.
+
+    Raises:
+        CliError: the file cannot be read (the message says where it comes from).
+    """
+    try:
+        with open(path, encoding="ascii") as f:
+            token = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CliError(f"cannot read the agent's API token from {path}: {why} (the agent writes it "
+                       "at start; run this as the agent's user, or give --token-file)") from None
+    if not token:
+        raise CliError(f"the token file {path} is empty")
+    return token
 
 
 def load_toml(path: str) -> dict[str, Any]:
     """Read a TOML file.
 
     Raises:
-        CliError: the file cannot be read or parsed, or no TOML reader is installed.
+        CliError: the file cannot be read or parsed.
     """
-    toml_reader: Any
-    try:
-        toml_reader = importlib.import_module("tomllib")
-    except ModuleNotFoundError:  # Python 3.10: the tomli package has the same API
-        try:
-            toml_reader = importlib.import_module("tomli")
-        except ModuleNotFoundError:
-            raise CliError(f"cannot read {path}: TOML needs Python 3.11+ or the tomli package "
-                           "(pip install tomli)") from None
     try:
         with open(path, "rb") as f:
-            data: dict[str, Any] = toml_reader.load(f)
+            data: dict[str, Any] = tomllib.load(f)
     except OSError as exc:
         raise CliError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except toml_reader.TOMLDecodeError as exc:
+    except tomllib.TOMLDecodeError as exc:
         raise CliError(f"config file {path} is not valid TOML: {exc}") from None
     return data
 
@@ -162,7 +215,7 @@ def _apply_file(cfg: Config, data: Mapping[str, Any], path: str) -> Config:
             raise CliError(f"config file {path}: unknown table [{key}] (expected [agent] or [metadata])")
         fields[key] = _toml_value(value)
     try:
-        return Config.from_env(prefix="", environ=fields, base=cfg)
+        return Config.from_env(prefix="", environ=fields, base=cfg, strict=True)
     except ConfigError as exc:
         raise CliError(f"config file {path}: {exc}") from None
 
@@ -182,13 +235,14 @@ def build_settings(args: Any, environ: Mapping[str, str]) -> AgentSettings:
     meta_table = data.get("metadata", {})
     if not isinstance(agent_table, dict) or not isinstance(meta_table, dict):
         raise CliError(f"config file {path}: [agent] and [metadata] must be tables")
-    unknown = sorted(set(agent_table) - {"join", "http", "key_file", "receive"})
+    known = {"join", "http", "http_hosts", "http_token_file", "key_file", "receive"}
+    unknown = sorted(set(agent_table) - known)
     if unknown:
         raise CliError(f"config file {path}: unknown [agent] setting(s) {', '.join(unknown)} "
-                       "(expected join, http, key_file, receive)")
+                       f"(expected {', '.join(sorted(known))})")
     preset = args.preset or environ.get("GOSSIP_PRESET") or data.get("preset") or "lan"
     try:
-        cfg = Config.preset(str(preset), bind_addr="127.0.0.1:7946")
+        cfg = Config.preset(str(preset))
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     if data:
@@ -202,11 +256,17 @@ def build_settings(args: Any, environ: Mapping[str, str]) -> AgentSettings:
         value = getattr(args, flag, None)
         if value is not None:
             setattr(cfg, field, value)
+    if getattr(args, "insecure", False):
+        cfg.insecure = True
 
+    warnings: list[str] = []
     key_file = args.key_file or environ.get("GOSSIP_KEY_FILE") or agent_table.get("key_file")
     if key_file:
         keys = read_key_file(str(key_file))
         cfg.encryption_key, cfg.secondary_keys = keys[0], keys[1:]
+        warning = secret_file_warning(str(key_file))
+        if warning:
+            warnings.append(warning)
 
     if args.join:
         join = list(args.join)
@@ -215,6 +275,14 @@ def build_settings(args: Any, environ: Mapping[str, str]) -> AgentSettings:
     else:
         join = [str(p) for p in agent_table.get("join", [])]
     http = args.http or environ.get("GOSSIP_HTTP") or agent_table.get("http") or None
+    if getattr(args, "http_host", None):
+        http_hosts = list(args.http_host)
+    elif environ.get("GOSSIP_HTTP_HOSTS"):
+        http_hosts = [h.strip() for h in environ["GOSSIP_HTTP_HOSTS"].split(",") if h.strip()]
+    else:
+        http_hosts = [str(h) for h in agent_table.get("http_hosts", [])]
+    token_file = (getattr(args, "http_token_file", None) or environ.get("GOSSIP_HTTP_TOKEN_FILE")
+                  or agent_table.get("http_token_file") or None)
 
     metadata: dict[str, Any] = dict(meta_table)
     if environ.get("GOSSIP_METADATA"):
@@ -227,7 +295,8 @@ def build_settings(args: Any, environ: Mapping[str, str]) -> AgentSettings:
         cfg.validate()
     except ConfigError as exc:
         raise CliError(f"bad configuration: {exc}") from None
-    return AgentSettings(cfg, join, str(http) if http else None, metadata, receive)
+    return AgentSettings(cfg, join, str(http) if http else None, metadata, receive, http_hosts,
+                         str(token_file) if token_file else None, warnings)
 
 
 def _set_metadata(cluster: Any, metadata: Mapping[str, Any]) -> None:
@@ -254,14 +323,18 @@ def run_agent(settings: AgentSettings, stop: threading.Event, say: Callable[[str
 
     What the agent reports goes to ``say`` (progress, membership changes, received messages)
     and ``warn`` (problems it carries on after); the command line prints them, this module
-    never does.
+    never does. ``stop`` is obeyed at every step, a join to seeds that do not answer included.
 
     Raises:
         CliError: the node or the HTTP server cannot start.
     """
     from .cluster import Cluster
+    from .dashboard import DashboardApp
+    from .dashboard import app as dashboard_app
     from .httpapi import HttpServer, app
 
+    for warning in settings.warnings:
+        warn(warning)
     cluster = Cluster(settings.config)
     _set_metadata(cluster, settings.metadata)
 
@@ -275,14 +348,16 @@ def run_agent(settings: AgentSettings, stop: threading.Event, say: Callable[[str
     except GossipError as exc:
         raise CliError(f"cannot start the node on {settings.config.bind_addr}: {exc}") from None
     server: HttpServer | None = None
+    dashboard: DashboardApp | None = None
+    token_file: str | None = None
+    token = secrets.token_urlsafe(32)
     try:
-        api = app(cluster) if settings.http else None
+        api = app(cluster, token=token, allowed_hosts=settings.http_hosts) if settings.http else None
         if api is not None:
-            from .dashboard import app as dashboard_app
+            dashboard = dashboard_app(cluster, hub=api.hub)
+            api.fallback = dashboard                             # the page at /
 
-            api.fallback = dashboard_app(cluster, hub=api.hub)   # the page at /
-
-        def on_message(sender: Node | None, packet: Packet) -> None:
+        def on_message(sender: Node, packet: Packet) -> None:
             if api is not None:
                 api.hub.on_message(sender, packet)
             if not quiet:
@@ -290,8 +365,7 @@ def run_agent(settings: AgentSettings, stop: threading.Event, say: Callable[[str
                     body: object = packet.unmarshal()
                 except GossipError as exc:
                     body = f"<undecodable: {exc}>"
-                who = sender.id.short if sender is not None else "?"
-                say(f"message type {packet.msg_type} from {who}: {body!r}")
+                say(f"message type {packet.msg_type} from {sender.id.short}: {body!r}")
 
         for t in settings.receive:
             try:
@@ -300,25 +374,69 @@ def run_agent(settings: AgentSettings, stop: threading.Event, say: Callable[[str
                 raise CliError(f"cannot receive message type {t}: {exc}") from None
         say(f"node {cluster.local_node().id} listening on {cluster.address}")
         if api is not None and settings.http:
-            server = HttpServer(api, settings.http, on_stop=api.close)
+            cfg = cluster.config
+            server = HttpServer(api, settings.http, on_stop=api.close, read_timeout=cfg.http_read_timeout,
+                                max_connections=cfg.http_max_connections)
             try:
                 server.start()
             except GossipError as exc:
                 raise CliError(str(exc)) from None
-            say(f"http on {server.url} (dashboard at /; /metrics, /api/members, /api/events, /api/send, "
-                "/api/explain)")
+            host, _, port = server.address.rpartition(":")
+            token_file = settings.http_token_file or token_path(int(port))
+            write_token_file(token_file, token)
+            if host in ("0.0.0.0", "[::]"):
+                host = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+            say(f"http on {server.url} (/metrics, /api/members, /api/events, /api/send, /api/explain; "
+                f"clients need the token in {token_file})")
+            say(f"dashboard: http://{host}:{port}{api.login_path()} (opens once, within "
+                f"{api.login_lifetime / 60:g} minutes; `gossip dashboard` prints another)")
         if settings.join:
             say(f"joining {', '.join(settings.join)} ...")
-            try:
-                n = cluster.join(settings.join)
-                say(f"joined through {n} peer(s); {cluster.num_alive_nodes()} alive")
-            except JoinError as exc:
-                warn(f"warning: {exc}; retrying while alone")
+            outcome = _join(cluster, settings.join, stop)
+            if isinstance(outcome, int):
+                say(f"joined through {outcome} peer(s); {cluster.num_alive_nodes()} alive")
+            elif outcome is not None and not stop.is_set():
+                warn(f"warning: {outcome}; retrying while alone")
         stop.wait()
         say("leaving...")
     finally:
         if server is not None:
             server.stop()
+        if dashboard is not None:
+            dashboard.close()
+        if token_file is not None:
+            _remove_token_file(token_file, token)
         cluster.stop()
     return 0
 
+
+def _join(cluster: Any, peers: list[str], stop: threading.Event) -> int | GossipError | None:
+    """Join ``peers`` on a thread of its own, so that ``stop`` is obeyed at once; return the
+    number of peers joined, the error, or None when stopped first (stopping the cluster then
+    ends the join)."""
+    done = threading.Event()
+    outcome: list[int | GossipError] = []
+
+    def run() -> None:
+        try:
+            outcome.append(cluster.join(peers))
+        except GossipError as exc:
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True, name=f"gossip-{cluster.local_node().id.short}-agent-join").start()
+    while not done.is_set() and not stop.is_set():
+        done.wait(0.05)
+    return outcome[0] if outcome and not stop.is_set() else None
+
+
+def _remove_token_file(path: str, token: str) -> None:
+    """Remove the token file, unless another agent has replaced it since."""
+    try:
+        with open(path, encoding="ascii") as f:
+            if f.read().strip() != token:
+                return
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,9 +1,10 @@
 """The ``gossip`` command line (also ``python -m gossip``).
 
-Subcommands: ``agent`` (run a node, with an HTTP API), ``members``, ``send`` and ``watch`` (ask
-an agent through that API), ``keygen``, ``tune`` (pick settings by simulation), ``demo`` and
-``sim``. Every subcommand has ``--help`` with examples; errors are one line on standard error
-with exit code 1, never a traceback.
+Subcommands: ``agent`` (run a node, with an HTTP API), ``members``, ``send``, ``watch`` and
+``dashboard`` (ask an agent through that API, with the token it wrote at start), ``keygen``,
+``tune`` (pick settings by simulation), ``demo`` and ``sim``. Every subcommand has ``--help``
+with examples; errors are one line on standard error with exit code 1, never a traceback;
+Ctrl-C ends any of them at once (exit code 130; the agent leaves the cluster first, exit 0).
 
 With :mod:`gossip.demo` and :mod:`gossip.agent`, the only part of the library that prints.
 """
@@ -36,6 +37,8 @@ DEFAULT_AGENT = "127.0.0.1:7980"
 """Where ``members``, ``send`` and ``watch`` look for an agent's HTTP API by default."""
 
 _AGENT_HELP = f"the agent's HTTP address host:port (default $GOSSIP_AGENT or {DEFAULT_AGENT})"
+_TOKEN_HELP = ("the agent's API token file (default $GOSSIP_HTTP_TOKEN_FILE, or where the agent "
+               "writes it: $XDG_RUNTIME_DIR/gossip/http-PORT.token, else ~/.gossip/http-PORT.token)")
 
 _EXAMPLES = {
     "demo": """\
@@ -45,15 +48,20 @@ examples:
 """,
     "agent": """\
 examples:
-  gossip agent --bind 0.0.0.0:7946 --advertise 10.0.0.5:7946 --http 127.0.0.1:7980
+  gossip keygen --out /etc/gossip/key
+  gossip agent --bind 0.0.0.0:7946 --key-file /etc/gossip/key --http 127.0.0.1:7980
   gossip agent --bind 127.0.0.1:7947 --join 127.0.0.1:7946 --metadata role=worker
-  gossip keygen --out /etc/gossip/key && gossip agent --key-file /etc/gossip/key --label prod
   gossip agent --config /etc/gossip/agent.toml
-  GOSSIP_PRESET=wan GOSSIP_JOIN=seed1:7946,seed2:7946 gossip agent --http :7980
+  GOSSIP_PRESET=wan GOSSIP_JOIN=seed1,seed2 GOSSIP_KEY_FILE=/etc/gossip/key gossip agent --bind 0.0.0.0:7946
 
+A node reachable beyond loopback needs a key (--key-file) or --insecure, which lets anyone who
+reaches it join, read and forge membership. Bound to 0.0.0.0 it advertises the address of the
+interface that carries the default route (--advertise to choose). Peers without a port use 7946.
+With --http, clients need the token the agent writes at start (the path is printed).
 The TOML file holds Config fields at the top level (probe_interval = "2s",
 cluster_label = "prod", ...), an [agent] table (join = [...], http = "...", key_file = "...",
-receive = [128]) and a [metadata] table. Flags beat GOSSIP_* variables, which beat the file.
+receive = [128], http_hosts = [...]) and a [metadata] table. Flags beat GOSSIP_* variables,
+which beat the file.
 """,
     "members": """\
 examples:
@@ -66,9 +74,14 @@ examples:
     "send": """\
 examples:
   gossip send 'hello everyone'                      broadcast type 128
-  gossip send --to 4f2a91c0 --type 130 'just you'   one node (its id, or the short id of
+  gossip send --to 4f2a91c0 'just you'              one node (its id, or the short id of
                                                     `gossip members`)
-  gossip send --json '{"op": "reload"}' --reliable  JSON data, over TCP
+  gossip send --type 130 --json '{"op": "reload"}' --reliable
+                                                    JSON data of type 130, over TCP: agents
+                                                    started with --receive 130 print it
+
+An agent prints (and `gossip watch` shows) the types it receives: 128 unless started with
+--receive. Types below 128 belong to the protocol and add-on packages: refused.
 """,
     "watch": """\
 examples:
@@ -79,7 +92,13 @@ examples:
     "keygen": """\
 examples:
   gossip keygen                     print a new 256-bit key in hex and base64
-  gossip keygen --bytes 16 --out cluster.key
+  gossip keygen --bytes 16 --out cluster.key   write it to a file (mode 0600); print only how
+                                               to use it
+""",
+    "dashboard": """\
+examples:
+  gossip dashboard                  print a link that opens the agent's dashboard (once)
+  gossip dashboard --agent 127.0.0.1:7981
 """,
     "tune": """\
 examples:
@@ -97,6 +116,12 @@ examples:
   gossip sim --scenario starve --nodes 100 --duration 600 --lifeguard off
 """,
 }
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"gossip {__version__} (Python {sys.version.split()[0]})"
 
 
 def _duration(text: str) -> float:
@@ -141,6 +166,14 @@ def _msg_type(text: str) -> int:
     return value
 
 
+def _app_type(text: str) -> int:
+    value = _msg_type(text)
+    if value < 128:
+        raise argparse.ArgumentTypeError(f"message type {value} is reserved for the protocol's "
+                                         "add-on packages (64..127): send 128 and above")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, like every other error of the tool."""
 
@@ -157,11 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="run `gossip COMMAND --help` for each command's options and examples")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log to stderr (-v info, -vv debug)")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, epilog=_EXAMPLES[name],
-                              formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        p = sub.add_parser(name, help=help, description=help, epilog=_EXAMPLES[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        if kw.get("add_help", True):
+            # -v after the subcommand too (`gossip agent -v`); absent, the one before it counts.
+            p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                           help="log to stderr (-v info, -vv debug)")
+        return p
 
     demo = add("demo", "run a small local cluster: joins, a broadcast, a crash")
     demo.add_argument("--nodes", type=int, default=5, help="number of nodes (default 5)")
@@ -181,6 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve /metrics and the JSON API on host:port (port 0: any free)")
     agent.add_argument("--key-file", default=None, metavar="FILE",
                        help="encryption keys, hex or base64, one per line; the first encrypts")
+    agent.add_argument("--insecure", action="store_true",
+                       help="allow a bind or advertise address beyond loopback without a key: "
+                            "anyone who reaches the node can join, read and forge membership")
+    agent.add_argument("--http-host", action="append", default=[], metavar="NAME",
+                       help="a host name the HTTP API answers to besides IP addresses and "
+                            "localhost (repeatable)")
+    agent.add_argument("--http-token-file", default=None, metavar="FILE",
+                       help="where to write the HTTP API's token (default: "
+                            "$XDG_RUNTIME_DIR/gossip/http-PORT.token, else ~/.gossip/...)")
     agent.add_argument("--label", default=None, help="cluster label: nodes with another never talk")
     agent.add_argument("--metadata", action="append", default=[], metavar="K=V",
                        help="metadata of this node (repeatable)")
@@ -191,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     members = add("members", "list the members an agent knows")
     members.add_argument("--agent", default=None, help=_AGENT_HELP)
+    members.add_argument("--token-file", default=None, metavar="FILE", help=_TOKEN_HELP)
     members.add_argument("--json", action="store_true", help="print the API's JSON")
     members.add_argument("--wide", action="store_true", help="full node ids")
     members.add_argument("--watch", action="store_true", help="refresh until interrupted")
@@ -199,20 +248,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with --watch: stop after this many refreshes")
     members.add_argument("--timeout", type=_duration, default=5.0, help="HTTP timeout (default 5s)")
     members.add_argument("--explain", default=None, metavar="NODE",
-                         help="print a member's suspicion provenance (its id, or a unique start or "
-                              "end of it)")
+                         help="print a member's suspicion provenance (its id or short id)")
 
     send = add("send", "broadcast a message, or send it to one node, through an agent")
     send.add_argument("message", help="the message (a string, or JSON with --json)")
     send.add_argument("--agent", default=None, help=_AGENT_HELP)
-    send.add_argument("--type", type=_msg_type, default=128, help="message type (default 128)")
-    send.add_argument("--to", default=None, metavar="NODE", help="node id, or a unique start or end of it (the short id)")
+    send.add_argument("--token-file", default=None, metavar="FILE", help=_TOKEN_HELP)
+    send.add_argument("--type", type=_app_type, default=128,
+                      help="message type, 128 and above (default 128, what agents print; others "
+                           "only reach nodes that handle them, e.g. agents with --receive TYPE)")
+    send.add_argument("--to", default=None, metavar="NODE",
+                      help="node id, or its short id (the last 8 characters, as tables show)")
     send.add_argument("--reliable", action="store_true", help="over TCP rather than UDP")
     send.add_argument("--json", action="store_true", help="MESSAGE is JSON")
     send.add_argument("--timeout", type=_duration, default=5.0, help="HTTP timeout (default 5s)")
 
     watch = add("watch", "print membership, metadata and message events live")
     watch.add_argument("--agent", default=None, help=_AGENT_HELP)
+    watch.add_argument("--token-file", default=None, metavar="FILE", help=_TOKEN_HELP)
     watch.add_argument("--json", action="store_true", help="one JSON object per line")
     watch.add_argument("--count", type=_positive_int, default=None,
                        help="exit after this many events (the initial member list not counted)")
@@ -221,11 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="give up after this long without a byte (default 60s; "
                             "agents send a keep-alive every 15s)")
 
+    dashboard = add("dashboard", "print a link that opens an agent's dashboard in a browser")
+    dashboard.add_argument("--agent", default=None, help=_AGENT_HELP)
+    dashboard.add_argument("--token-file", default=None, metavar="FILE", help=_TOKEN_HELP)
+    dashboard.add_argument("--timeout", type=_duration, default=5.0, help="HTTP timeout (default 5s)")
+
     keygen = add("keygen", "print a new encryption key")
     keygen.add_argument("--bytes", type=int, default=32, choices=[16, 24, 32],
                         help="key size: 16, 24 or 32 bytes (AES-128/192/256; default 32)")
     keygen.add_argument("--out", default=None, metavar="FILE",
-                        help="also write it to FILE (mode 0600; refuses to overwrite)")
+                        help="write it to FILE (mode 0600; refuses to overwrite) instead of "
+                             "printing it")
 
     tune = add("tune", "recommend failure-detector settings by simulating candidates")
     tune.add_argument("--nodes", type=_positive_int, default=500, help="cluster size (default 500)")
@@ -256,8 +315,15 @@ def _agent(args: argparse.Namespace) -> int:
 
     settings = build_settings(args, os.environ)
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt            # a second Ctrl-C: no more waiting
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
     def say(text: str) -> None:
         print(text, flush=True)
 
@@ -270,40 +336,80 @@ def _agent(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- the client
 
 
-def _agent_url(args: argparse.Namespace) -> str:
-    from .errors import AddressError
-    from .httpapi import parse_listen_addr
+class _Client:
+    """An agent's HTTP API, as ``members``, ``send``, ``watch`` and ``dashboard`` ask it."""
 
-    text = args.agent or os.environ.get("GOSSIP_AGENT") or DEFAULT_AGENT
-    try:
-        host, port = parse_listen_addr(text)
-    except AddressError as exc:
-        raise CliError(f"bad agent address: {exc}") from None
-    if port == 0:
-        raise CliError(f"bad agent address {text!r}: no port (the agent's --http port)")
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    def __init__(self, args: argparse.Namespace) -> None:
+        from .agent import read_token_file, token_path
+        from .errors import AddressError
+        from .httpapi import parse_listen_addr
 
+        text = args.agent or os.environ.get("GOSSIP_AGENT") or DEFAULT_AGENT
+        try:
+            host, port = parse_listen_addr(text)
+        except AddressError as exc:
+            raise CliError(f"bad agent address: {exc}") from None
+        if port == 0:
+            raise CliError(f"bad agent address {text!r}: no port (the agent's --http port)")
+        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        self.token_file = (getattr(args, "token_file", None) or os.environ.get("GOSSIP_HTTP_TOKEN_FILE")
+                           or token_path(port))
+        self.headers: dict[str, str] = {}
+        self.no_token = ""
+        try:
+            self.headers["Authorization"] = "Bearer " + read_token_file(self.token_file)
+        except CliError as exc:
+            self.no_token = str(exc)         # said only if the agent asks for a token
 
-def _call(url: str, path: str, timeout: float, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method="GET" if body is None else "POST",
-                                 headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read()
-    except urllib.error.HTTPError as exc:
+    def _refused(self, exc: urllib.error.HTTPError) -> CliError:
         try:
             message = json.loads(exc.read()).get("error", exc.reason)
         except (ValueError, AttributeError):
             message = exc.reason
-        raise CliError(f"the agent at {url} refused: {message}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise CliError(_unreachable(url, exc, timeout)) from None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise CliError(f"the agent at {url} answered something that is not JSON "
-                       "(is it a gossip agent's --http address?)") from None
+        if exc.code == 401:
+            why = self.no_token or (f"the token in {self.token_file} is not this agent's (another agent "
+                                    "on the same port since?); give --token-file")
+            return CliError(f"the agent at {self.url} needs its API token: {why}")
+        if exc.code >= 500:
+            return CliError(f"the agent at {self.url} failed: {message}")
+        return CliError(f"the agent at {self.url} refused: {message}")
+
+    def call(self, path: str, timeout: float, body: Any = None) -> Any:
+        """GET ``path`` (POST ``body`` as JSON) and return the JSON answer.
+
+        Raises:
+            CliError: the agent cannot be reached, refused, failed, or did not answer JSON.
+        """
+        data = None if body is None else json.dumps(body).encode()
+        headers = dict(self.headers, **({"Content-Type": "application/json"} if data is not None else {}))
+        req = urllib.request.Request(self.url + path, data=data, headers=headers,
+                                     method="GET" if body is None else "POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise self._refused(exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise CliError(_unreachable(self.url, exc, timeout)) from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise CliError(f"the agent at {self.url} answered something that is not JSON "
+                           "(is it a gossip agent's --http address?)") from None
+
+    def open(self, path: str, timeout: float) -> Any:
+        """Open a long response (an event stream).
+
+        Raises:
+            CliError: as :meth:`call`.
+        """
+        try:
+            return urllib.request.urlopen(urllib.request.Request(self.url + path, headers=self.headers),
+                                          timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            raise self._refused(exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise CliError(_unreachable(self.url, exc, timeout)) from None
 
 
 def _unreachable(url: str, exc: BaseException, timeout: float) -> str:
@@ -376,7 +482,7 @@ def format_explanation(x: dict[str, Any]) -> str:
         return _VIA.get(v, v).format(name(relay))
 
     flap = x.get("flap", {})
-    state = {"leaving": "left"}.get(x["state"], x["state"])
+    state = x["state"]
     lines = [f"member {x['short']} ({x['address']}) is {state}, incarnation {x['incarnation']}; "
              f"flap score {flap.get('score', 0)} in {flap.get('window', 0):g}s"
              + ("; flapping" if flap.get("flapping") else "") + ("; damped" if flap.get("damped") else "")]
@@ -415,15 +521,16 @@ def format_explanation(x: dict[str, Any]) -> str:
 
 
 def _members(args: argparse.Namespace) -> int:
-    url = _agent_url(args)
+    client = _Client(args)
+    url = client.url
     if args.explain is not None:
-        x = _call(url, "/api/explain?node=" + urllib.parse.quote(args.explain), args.timeout)
+        x = client.call("/api/explain?node=" + urllib.parse.quote(args.explain), args.timeout)
         print(json.dumps(x, indent=2) if args.json else format_explanation(x), flush=True)
         return 0
     refreshes = 0
     tty = sys.stdout.isatty()
     while True:
-        data = _call(url, "/api/members", args.timeout)
+        data = client.call("/api/members", args.timeout)
         if args.json:
             print(json.dumps(data, indent=None if args.watch else 2), flush=True)
         else:
@@ -441,7 +548,7 @@ def _members(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
-    url = _agent_url(args)
+    client = _Client(args)
     if args.json:
         try:
             data: Any = json.loads(args.message)
@@ -452,7 +559,7 @@ def _send(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"type": args.type, "data": data, "reliable": args.reliable}
     if args.to:
         body["node"] = args.to
-    answer = _call(url, "/api/send", args.timeout, body)
+    answer = client.call("/api/send", args.timeout, body)
     if answer.get("sent") == "node":
         print(f"sent type {args.type} to {answer.get('to')}")
     else:
@@ -460,13 +567,9 @@ def _send(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sse_events(url: str, path: str, timeout: float) -> Iterator[tuple[str, dict[str, Any]]]:
-    try:
-        resp = urllib.request.urlopen(url + path, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        raise CliError(f"the agent at {url} refused the event stream: {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise CliError(_unreachable(url, exc, timeout)) from None
+def _sse_events(client: _Client, path: str, timeout: float) -> Iterator[tuple[str, dict[str, Any]]]:
+    url = client.url
+    resp = client.open(path, timeout)
     kind, data = "message", list[str]()
     with resp:
         while True:
@@ -519,16 +622,19 @@ def _describe(kind: str, ev: dict[str, Any]) -> str:
                 f"live ones) lost within {ev.get('window', 0):g}s: {', '.join(m[-8:] for m in members[:8])}"
                 + (", ..." if len(members) > 8 else ""))
     if kind == "healed":
+        missing = ev.get("missing", [])
         return (f"[{stamp}] partition healed after {ev.get('duration', 0):.1f}s: "
-                f"{len(ev.get('returned', []))} of {len(ev.get('members', []))} members back")
+                f"{len(ev.get('returned', []))} of {len(ev.get('members', []))} members back"
+                + (f"; not back: {', '.join(m[-8:] for m in missing[:8])}" + (", ..." if len(missing) > 8 else "")
+                   if missing else ""))
     return f"[{stamp}] {kind} {json.dumps(ev)}"
 
 
 def _watch(args: argparse.Namespace) -> int:
-    url = _agent_url(args)
+    client = _Client(args)
     path = "/api/events" + ("?snapshot=0" if args.no_snapshot else "")
     seen = 0
-    for kind, ev in _sse_events(url, path, args.timeout):
+    for kind, ev in _sse_events(client, path, args.timeout):
         if args.json:
             print(json.dumps({"event": kind, **ev}), flush=True)
         else:
@@ -540,10 +646,21 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    client = _Client(args)
+    answer = client.call("/api/login", args.timeout, {})
+    print(f"{client.url}{answer['path']}")
+    print(f"(opens the dashboard once, within {answer.get('expires_in', 600) / 60:g} minutes: it "
+          "sets a cookie that holds the agent's token for this browser)", file=sys.stderr)
+    return 0
+
+
 def _keygen(args: argparse.Namespace) -> int:
     key = secrets.token_bytes(args.bytes)
     hexkey, b64 = key.hex(), base64.b64encode(key).decode()
     if args.out:
+        # The key goes to the file only: what is printed ends up in terminals' scrollback,
+        # shell logs and CI output.
         try:
             fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -552,11 +669,15 @@ def _keygen(args: argparse.Namespace) -> int:
             raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
         with os.fdopen(fd, "w") as f:
             f.write(hexkey + "\n")
+        print(f"wrote a new {args.bytes * 8}-bit key to {args.out} (mode 0600)")
+        print(f"install: copy {args.out} to every node (readable by the agent's user only) and start "
+              f"each with `gossip agent --key-file {args.out}` (or GOSSIP_KEY_FILE={args.out}; in "
+              f"Python: Config(encryption_key=bytes.fromhex(open({args.out!r}).read().strip())))")
+        return 0
     print(f"hex:    {hexkey}")
     print(f"base64: {b64}")
-    where = args.out or "a file"
-    print(f"install: put one of these in {where} on every node and start each with "
-          f"`gossip agent --key-file {args.out or 'FILE'}` (or set GOSSIP_ENCRYPTION_KEY={hexkey}; "
+    print(f"install: put one of these in a file on every node and start each with "
+          f"`gossip agent --key-file FILE` (or set GOSSIP_ENCRYPTION_KEY={hexkey}; "
           f"in Python: Config(encryption_key=bytes.fromhex(\"{hexkey}\")))")
     return 0
 
@@ -633,7 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
                                 format="%(asctime)s %(name)s %(levelname)s %(message)s")
         commands = {"agent": _agent, "members": _members, "send": _send, "watch": _watch,
-                    "keygen": _keygen, "tune": _tune}
+                    "dashboard": _dashboard, "keygen": _keygen, "tune": _tune}
         if args.command == "demo":
             from .demo import run_demo
 

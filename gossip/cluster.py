@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, FrozenConfig, default_config
+from .config import Config, FrozenConfig, default_config, secret_file_warning
 from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
-from .errors import ClusterClosed, GossipError, JoinError, TransportError
+from .errors import ClusterClosed, GossipError, JoinError, NodeIDError, TransportError
 from .joining import JoinOutcome
 from .handlers import (
     HANDLER_FORWARD,
@@ -58,13 +58,31 @@ __all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc", "StreamHandlerFu
 
 logger = logging.getLogger("gossip.cluster")
 
-MessageHandlerFunc = Callable[[Node | None, Packet], None]
-"""``fn(sender, packet)``: handles a user message; ``sender`` is None for an unknown node."""
-ReplyHandlerFunc = Callable[[Node | None, Packet], Any]
-"""``fn(sender, packet) -> reply``: its return value (any codec-able value) is the reply."""
-StreamHandlerFunc = Callable[[Node | None, Packet, "Stream"], None]
+MessageHandlerFunc = Callable[[Node, Packet], None]
+"""``fn(sender, packet)``: handles a user message.
+
+``sender`` is always a :class:`Node`: the member that sent it, as this node sees it, or, for a
+sender this node's member table does not hold (one that has not joined yet, or was already
+forgotten), a node in state :attr:`NodeState.UNKNOWN` with no address and empty metadata."""
+ReplyHandlerFunc = Callable[[Node, Packet], Any]
+"""``fn(sender, packet) -> reply``: its return value (any codec-able value) is the reply;
+``sender`` as for :data:`MessageHandlerFunc`."""
+StreamHandlerFunc = Callable[[Node, Packet, "Stream"], None]
 """``fn(sender, packet, stream)``: serves one accepted stream on a stream pool thread; the
-stream is closed when it returns (or aborted if it raises)."""
+stream is closed when it returns (or aborted if it raises); ``sender`` as for
+:data:`MessageHandlerFunc`."""
+
+
+def _with_host(addr: str, host: str) -> str:
+    """Return ``addr`` (``ip:port`` or a ``ws://``/``wss://`` URL) with its host replaced."""
+    from .address import format_host_port
+
+    if "://" in addr:
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(addr)
+        return parts._replace(netloc=format_host_port(host, parts.port or 0)).geturl()
+    return format_host_port(host, int(addr.rpartition(":")[2]))
 
 
 class Cluster:
@@ -95,7 +113,7 @@ class Cluster:
         self._frozen = cfg.frozen()
         self._id = NodeID.parse(cfg.node_id) if cfg.node_id else NodeID.generate()
         keys = ([cfg.encryption_key] if cfg.encryption_key else []) + list(cfg.secondary_keys)
-        self._keyring = Keyring(keys) if keys else None
+        self._keyring = Keyring(keys, max_sender_keys=cfg.sender_key_cache_size) if keys else None
         self._codec = PacketCodec(
             codec=get_codec(cfg.msg_codec), keyring=self._keyring, label=cfg.cluster_label,
             compressor=get_compressor(cfg.compressor), compress_min_size=cfg.compress_min_size,
@@ -148,6 +166,16 @@ class Cluster:
 
         cfg = self._config
         name = self._id.short
+        # The bounds on connections both transports apply (gossip.transports._admission).
+        admission: dict[str, Any] = dict(
+            preauth_timeout=cfg.preauth_timeout, max_rejected_frames=cfg.max_rejected_frames,
+            max_untrusted_per_source=cfg.max_untrusted_connections_per_source,
+            reserved_for_members=cfg.reserved_member_connections,
+            max_member_dials=cfg.max_member_dials,
+            max_member_dials_per_host=cfg.max_member_dials_per_host,
+            max_other_dials=cfg.max_other_dials, max_other_dials_per_host=cfg.max_other_dials_per_host,
+            member_check=self._engine.is_member_host,
+        )
 
         def sockets(listen: bool) -> SocketTransport:
             return SocketTransport(
@@ -164,6 +192,7 @@ class Cluster:
                 preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
                 preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
                 frame_timeout=cfg.tcp_frame_timeout, listen=listen,
+                preauth_buffer_per_source=cfg.tcp_preauth_buffer_per_source, **admission,
             )
 
         def websockets(bind: str) -> WebSocketTransport:
@@ -191,7 +220,8 @@ class Cluster:
                 max_connections_per_source=cfg.tcp_max_connections_per_source,
                 preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
                 preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
-                frame_timeout=cfg.tcp_frame_timeout, ping_interval=cfg.websocket_ping_interval,
+                ping_interval=cfg.websocket_ping_interval,
+                allowed_origins=cfg.websocket_allowed_origins, **admission,
             )
 
         if cfg.socket_transport_enabled:
@@ -220,11 +250,16 @@ class Cluster:
 
         The advertised address is ``config.advertise_addr``, else the listener's address: the
         bound ``ip:port``, or for a node that listens on WebSocket only the ``ws://``/``wss://``
-        URL of its ``websocket_bind_addr`` (an unspecified host such as ``0.0.0.0`` is replaced
-        by ``127.0.0.1``, right for loopback use; set ``advertise_addr`` on real networks).
+        URL of its ``websocket_bind_addr``. A node bound to every interface (``0.0.0.0``,
+        ``::``) advertises the address of the interface that carries the default route.
+
+        A node started with ``insecure=True`` and reachable beyond loopback logs a warning
+        saying so.
 
         Raises:
             TransportError: the bind address is in use or invalid.
+            ConfigError: the node binds every interface, has no ``advertise_addr`` and no
+                interface carries a default route.
             ClusterClosed: the cluster was stopped (clusters are not restartable).
         """
         with self._lock:
@@ -232,10 +267,42 @@ class Cluster:
                 raise ClusterClosed("a stopped cluster cannot be restarted")
             if self._started:
                 return
+            any_host = self._advertise_host_for_any()
             transport = self._transport or self._make_transport()
             self._transport = transport
-            self._engine.start(transport, self._config.advertise_addr)
+            advertise = self._config.advertise_addr
+            if any_host:
+                advertise = _with_host(transport.local_addr, any_host)
+            self._engine.start(transport, advertise)
             self._started = True
+        tls_key = self._config.tls_key_file or self._config.tls_cert_file
+        warning = secret_file_warning(tls_key) if tls_key else None
+        if warning:
+            self.log.warning("TLS key: %s", warning.removeprefix("warning: "))
+        exposed = self._config.exposed_address()
+        if exposed and not self._config.encryption_key:
+            self.log.warning(
+                "insecure=True: node %s is reachable beyond loopback (%s) without encryption; "
+                "anyone who can reach it can join, read members and metadata, send messages and "
+                "forge accusations, leaves and leader heartbeats (set encryption_key to end this)",
+                self._id.short, exposed)
+
+    def _advertise_host_for_any(self) -> str:
+        """The host to advertise in place of an unspecified bind host, or ``""``.
+
+        Raises:
+            ConfigError: no interface carries a default route.
+        """
+        cfg = self._config
+        if cfg.advertise_addr or cfg.transport is not None:
+            return ""
+        bind = cfg.bind_addr if cfg.socket_transport_enabled else cfg.websocket_bind_addr
+        host = bind.rpartition(":")[0].strip("[]")
+        if not bind or host not in ("0.0.0.0", "::"):
+            return ""
+        from .transports import interfaces
+
+        return interfaces.advertise_host(host)
 
     def stop(self, timeout: float = 5.0, leave: bool = True) -> None:
         """Leave gracefully (if ``leave`` and started), then stop every thread and socket.
@@ -248,6 +315,7 @@ class Cluster:
             self._stopped = True
             engine = self._engine
             started = self._started
+        self._metadata.close("the cluster is stopped: its metadata can no longer change")
         if not started:
             if self._transport is not None:
                 self._transport.close()
@@ -405,7 +473,10 @@ class Cluster:
         return self._engine.local_node()
 
     def local_metadata(self) -> Metadata:
-        """Return the local node's writable metadata; writes propagate automatically."""
+        """Return the local node's writable metadata; writes propagate automatically.
+
+        Writes are allowed before :meth:`start` (they go out with the join); after
+        :meth:`stop` they raise :class:`~gossip.errors.ClusterClosed`."""
         return self._metadata
 
     def update_metadata(self) -> None:
@@ -427,14 +498,28 @@ class Cluster:
     def get_node(self, node_id: NodeID | str) -> Node | None:
         """Return the node with this id, or None if unknown.
 
+        ``node_id`` is a :class:`NodeID`, its full string, or its short id
+        (:attr:`NodeID.short`: the last 8 hex characters, which logs, tables and the command
+        line show).
+
         Raises:
-            NodeIDError: ``node_id`` is a string that is not a UUID.
+            NodeIDError: ``node_id`` is a string that is neither a UUID nor a short id, or a short
+                id that several known nodes share (give the full id).
         """
+        if isinstance(node_id, str) and len(node_id.strip()) == 8:
+            short = node_id.strip().lower()
+            if all(c in "0123456789abcdef" for c in short):
+                matches = [n for n in self.nodes() if n.id.short == short]
+                if len(matches) > 1:
+                    raise NodeIDError(f"{len(matches)} known nodes have the short id {short}: "
+                                      "give the full id")
+                return matches[0] if matches else None
         nid = NodeID.parse(node_id)
         return self._engine.get_node(nid)
 
     def get_node_by_id_string(self, node_id: str) -> Node | None:
-        """Return the node whose id is written ``node_id``, or None (also for a malformed id)."""
+        """Return the node whose id (or short id) is written ``node_id``, or None (also for a
+        malformed id)."""
         try:
             return self.get_node(node_id)
         except GossipError:
@@ -535,7 +620,8 @@ class Cluster:
         """Return the counters of the engine, the transport (``transport.*``) and the core
         (``core.*``): packets, drops, bad packets by reason, handler errors, streams
         (``streams.*``: see :mod:`gossip.engine.streams`)...; with a key,
-        ``keyring.primary_seals`` (packets sealed under the primary key: rotate it well before
+        ``keyring.primary_seals`` (packets this node sealed under its own key derived from the
+        primary key: rotate the key well before any node reaches
         :data:`gossip.security.MAX_SEALS_PER_KEY`)."""
         out = self._engine.stats()
         if self._keyring is not None:
@@ -557,10 +643,13 @@ class Cluster:
                        max_size=cluster.config.tcp_max_packet_size, compression=None) as server:
                 server.serve_forever()
 
-        Only connections at ``config.websocket_path`` are served; others, and those without the
-        bearer token, are closed with code 1008 and the reason (``process_request`` refuses them
-        earlier, with an HTTP status). It blocks until the connection ends (the server runs
-        each handler on its own thread). A cluster not started closes the connection with 1013.
+        Only connections at ``config.websocket_path`` are served; others, and those without a
+        proof of the bearer token, are closed with code 1008 and the reason
+        (``process_request`` refuses them earlier, with an HTTP status, and carries the token's
+        challenge: pass it whenever a token is set). Without a token, give the server a small
+        ``max_size`` and state it in ``config.websocket_host_max_size``. It blocks until the
+        connection ends (the server runs each handler on its own thread). A cluster not started
+        closes the connection with 1013.
         """
         transport = self._websocket_transport() if self._started else None
         if transport is None or self._stopped:
@@ -572,8 +661,10 @@ class Cluster:
         transport.serve_connection(websocket)
 
     def websocket_process_request(self, websocket: ServerConnection, request: Request) -> Response | None:
-        """``process_request`` for the host's ``websockets.sync`` server: refuse a gossip
-        handshake with 401 (bad or missing bearer token), 403 or 503 before the upgrade.
+        """``process_request`` for the host's ``websockets.sync`` server: answer a gossip
+        handshake's bearer-token challenge, or refuse it, before the upgrade: 401 with
+        ``WWW-Authenticate`` (the token's challenge, or a missing or wrong proof), 403 (a
+        browser's origin, streams not accepted), 503.
 
         Returns None (go on) for paths other than ``config.websocket_path``, so that the host's
         own routes are untouched.
@@ -583,12 +674,12 @@ class Cluster:
         transport = self._websocket_transport() if self._started else None
         if transport is None or self._stopped:
             return websocket.respond(503, "gossip is not running\n")
-        refusal = transport.screen(request.path, request.headers)
+        refusal = transport.screen(request.path, request.headers, request)
         if refusal is None:
             return None
         response = websocket.respond(refusal.status, refusal.reason + "\n")
-        if refusal.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="gossip"'
+        for name, value in refusal.headers:
+            response.headers[name] = value
         return response
 
     def host_websocket_connection(self, path: str, headers: Any, peer: tuple[str, int] | None,
@@ -646,8 +737,8 @@ class Cluster:
 
         The handler runs on a thread of the stream pool (at most ``max_concurrent_streams`` at
         once; openings beyond are refused), never on a packet worker. ``packet`` is the opening
-        packet (``packet.unmarshal()`` gives the opener's payload); ``sender`` is None when the
-        opener is not a known member. The stream is closed when the handler returns; if it
+        packet (``packet.unmarshal()`` gives the opener's payload); ``sender`` is in state
+        ``UNKNOWN`` when the opener is not a known member. The stream is closed when the handler returns; if it
         raises, the exception is logged and counted (``streams.handler_errors``) and the
         stream is aborted, so the opener's reads raise :class:`~gossip.errors.RemoteHandlerError`.
 

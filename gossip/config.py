@@ -39,18 +39,25 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import ipaddress
+import logging
 import math
 import os
 import re
+import stat
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Config", "FrozenConfig", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD"]
+__all__ = ["Config", "FrozenConfig", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD",
+           "SECRET_FIELDS", "secret_file_warning"]
 
 _MiB = 1024 * 1024
+_log = logging.getLogger("gossip.config")
+
+SECRET_FIELDS = frozenset({"encryption_key", "secondary_keys", "bearer_token"})
+"""Fields whose values ``repr()`` and error messages never show (only their size)."""
 
 ALIVE_OVERHEAD = 512
 """Bytes of a datagram reserved for an alive message's other fields (packet header, node id,
@@ -68,27 +75,39 @@ class Config:
     # -- identity -------------------------------------------------------------------------
     node_id: str = ""
     """UUID of this node; empty generates a new (time-ordered) one at start."""
-    bind_addr: str = "127.0.0.1:8000"
-    """``ip:port`` to listen on (UDP and TCP). Port 0 picks a free port."""
+    bind_addr: str = "127.0.0.1:7946"
+    """``ip:port`` to listen on (UDP and TCP): an IP address, not a name. Port 0 picks a free
+    port. Any address but loopback needs an ``encryption_key`` (or ``insecure=True``)."""
     advertise_addr: str = ""
-    """Address other nodes use to reach us; empty means the bound address."""
+    """Address other nodes use to reach us; empty means the bound address. A node bound to
+    every interface (``0.0.0.0`` or ``::``) advertises the address of the interface that
+    carries the default route, as memberlist does, and refuses to start if there is none."""
     application_version: str = ""
     """Free-form version of the embedding application, sent at join."""
     application_version_check: Callable[[str], bool] | None = None
     """Called with a joiner's application version; returning False refuses the join."""
-    default_port: int = 3500
-    """Port assumed for peer addresses given without one."""
+    default_port: int = 7946
+    """Port assumed for peer addresses given without one (memberlist's 7946, the port of
+    ``bind_addr`` and of ``gossip agent`` by default too)."""
     cluster_label: str = ""
     """Label bound into every packet: nodes with different labels never talk (at most 255 bytes)."""
 
     # -- security and encoding ------------------------------------------------------------
     encryption_key: bytes | None = None
-    """Primary AES-GCM key (16, 24 or 32 bytes); None disables encryption."""
+    """Primary AES-GCM key (16, 24 or 32 bytes; ``gossip keygen`` makes one); None disables
+    encryption, which only a node on loopback, or one with ``insecure=True``, may do."""
+    insecure: bool = False
+    """Let a node listen on an address other than loopback without an ``encryption_key``.
+
+    Anyone who can reach such a node can then join the cluster, read its members and their
+    metadata, send it messages, and forge accusations, leaves and leader heartbeats: only a
+    network where every host is trusted makes that safe. Without this flag such a node refuses
+    to start; with it, it logs a warning at start. Loopback needs neither key nor flag."""
     secondary_keys: list[bytes] = dataclasses.field(default_factory=list)
     """More keys accepted for decryption (key rotation); require ``encryption_key``."""
     require_encryption: bool = True
     """With a key: refuse plain packets (memberlist's GossipVerifyIncoming). Turn off, with
-    ``encrypt_outgoing``, to move a running plain cluster to encryption (see the README)."""
+    ``encrypt_outgoing``, to move a running plain cluster to encryption (docs/security.md)."""
     encrypt_outgoing: bool = True
     """With a key: encrypt every packet sent (memberlist's GossipVerifyOutgoing). Off, packets go
     out plain while encrypted ones are still accepted: the first step of an upgrade."""
@@ -143,8 +162,10 @@ class Config:
     allow_insecure_websockets: bool = False
     """Permit plain ``ws://`` to peers that are not on loopback (``wss://`` is always allowed)."""
     bearer_token: str = ""
-    """Token sent as ``Authorization: Bearer <token>`` on every WebSocket dial and required
-    (compared in constant time) on every accepted WebSocket connection; empty disables both."""
+    """Shared secret of the WebSocket connections, never sent: every dial and every accepted
+    connection prove they hold it with a mutual challenge-response (an HMAC of each side's
+    nonce, the listener proving first, so a dial to a stranger shows it nothing usable; see
+    :mod:`gossip.transports._wsauth`); empty disables both."""
     tls_server_context: Any = None
     """``ssl.SSLContext`` of the WebSocket listener, which then serves ``wss://``."""
     tls_client_context: Any = None
@@ -210,6 +231,50 @@ class Config:
     """Bytes all not-yet-accepted connections together may hold buffered."""
     tcp_frame_timeout: float = 10.0
     """A frame must arrive whole within this long of its first byte (slow trickles are cut)."""
+
+    # -- admission of connections (UDP/TCP and WebSocket alike) ----------------------------
+    # A connection is *trusted* once the engine accepted one of its frames (or, on WebSocket
+    # with a bearer token, once it proved the token); until then the bounds below apply.
+    preauth_timeout: float = 10.0
+    """An accepted connection must become trusted within this long, or it is closed (counted
+    ``transport.tcp_preauth_timeouts`` / ``transport.ws_frame_timeouts``). Frames the engine
+    refuses do not count."""
+    max_rejected_frames: int = 16
+    """An accepted connection is closed once the engine has refused this many of its frames
+    (counted ``transport.tcp_rejected_frames_closed`` / ``ws_rejected_frames_closed``)."""
+    max_untrusted_connections_per_source: int = 8
+    """Accepted connections not yet trusted held at once per remote IP (WebSocket handshakes
+    under way included); hosts of known members are exempt. All of them together are bounded
+    by ``tcp_preauth_buffer_limit // tcp_preauth_max_frame_size``."""
+    tcp_preauth_buffer_per_source: int = 8 * _MiB
+    """Bytes the untrusted TCP connections of one remote IP may hold buffered; beyond it (or
+    beyond ``tcp_preauth_buffer_limit`` for all), the connection holding the most is closed."""
+    reserved_member_connections: int = 64
+    """Of ``tcp_max_connections``, slots that only the hosts of known members may take, so
+    that strangers filling the rest never lock members out."""
+    max_member_dials: int = 1024
+    """Connections this node dials to members' hosts held at once (per transport)."""
+    max_member_dials_per_host: int = 256
+    """The same, per host."""
+    max_other_dials: int = 64
+    """Connections this node dials to hosts that are not members' (seeds, joiners) held at
+    once, apart from the members' budget, so addresses from strangers cannot use it up."""
+    max_other_dials_per_host: int = 4
+    """The same, per host."""
+    max_opening_streams_per_source: int = 4
+    """Accepted stream connections from one remote IP still opening (before their HELLO) at
+    once; more are closed at once (counted ``streams.refused_per_source``)."""
+    websocket_allowed_origins: list[str] = dataclasses.field(default_factory=list)
+    """``Origin`` values (``scheme://host[:port]``) whose WebSocket handshakes are accepted.
+    A handshake that carries an ``Origin`` header (every browser sends one) or a cross-site
+    ``Sec-Fetch-Site`` is refused with 403 unless its origin is listed (counted
+    ``transport.ws_origin_refused``): a web page must not speak gossip to a node."""
+    websocket_host_max_size: int = 0
+    """The largest message the host's WebSocket server accepts, for a node whose connections
+    the host serves (uvicorn ``ws_max_size``, websockets ``max_size``): without a
+    ``bearer_token``, ``validate()`` requires it to be stated and at most
+    ``tcp_preauth_max_frame_size``, since the host buffers a stranger's message whole before
+    the node sees it. 0: not stated."""
 
     # -- user gossip, history and queues --------------------------------------------------
     gossip_interval: float = 5.0
@@ -358,6 +423,62 @@ class Config:
     """Fewer lost members than this are never a partition; a partition heals when fewer than
     this many of its members are still lost."""
 
+    # -- forged claims and strangers: bounds of the protocol core and the packet layer -----
+    incarnation_budget: int = 4096
+    """Most this node's own incarnation may rise, in answer to what others say of it, within
+    ``incarnation_budget_window`` (a token bucket that refills evenly). One received message
+    raises it once at most; an accusation beyond the budget is refused (counted as
+    ``core.refused_incarnation_budget``), so forged accusations cannot drive a node to the top
+    of the u32 range, where it could no longer refute. The answer to its own join and its own
+    metadata changes are not counted."""
+    incarnation_budget_window: float = 60.0
+    """The window of ``incarnation_budget``: the bucket refills completely in this time."""
+    max_clock_drift: float = 60.0
+    """Seconds a peer's HLC stamp (metadata stamps) may lie ahead of this node's clock. A
+    metadata stamp further ahead is refused (``core.refused_metadata_stamp``): otherwise one
+    forged stamp near 2**64 would outrank every later write of the real member."""
+    max_unconfirmed_share: float = 0.5
+    """Share of ``max_members`` that members named only by others (not yet shown to exist:
+    no packet from them, no answer to a probe) may fill. Beyond it they are refused
+    (``core.refused_unconfirmed_full``); and when the table is full, a member that shows itself
+    (a join, its own packet) takes the place of the oldest unconfirmed one, so strangers can
+    never keep real joins out."""
+    sender_key_cache_size: int = 4096
+    """Per-sender packet keys (derived from each keyring key) kept ready; a sender beyond it
+    has its key derived again when its next packet arrives."""
+
+    # -- reconnect: re-merging after long partitions (gossip.protocol.reconnect) ----------
+    reconnect_interval: float = 30.0
+    """Period at which a node may retry one forgotten member or seed (Serf's
+    ``ReconnectInterval``): after a split longer than ``dead_node_retention_period`` each side has
+    forgotten the other, and only this brings them together again once the network heals.
+    0 turns it off."""
+    reconnect_timeout: float = 24 * 3600.0
+    """How long the address of a member forgotten while dead is retried (Serf's
+    ``ReconnectTimeout``). Only members that showed themselves (spoke from their own address or
+    answered a probe) are retried, and the seeds this node joined through."""
+    max_reconnect_targets: int = 1024
+    """Most forgotten addresses kept for retrying (the longest forgotten are dropped first)."""
+
+    # -- the HTTP API and dashboard (gossip.httpapi, gossip agent --http) -------------------
+    # Bounds of the agent's HTTP server and event streams; the node itself never reads them.
+    http_read_timeout: float = 10.0
+    """A client of the HTTP API must send its whole request (line, headers and body) within
+    this long of connecting, or the connection is closed (counted as ``http.read_timeouts``)."""
+    http_max_connections: int = 64
+    """Connections the HTTP API serves at once, event streams included (one thread each);
+    beyond it a connection is answered 503 and closed (``http.refused_busy``)."""
+    http_max_event_streams: int = 16
+    """Event streams (``/api/events``, the dashboard's) open at once; more are answered 503
+    (``http.refused_event_streams``). Less than ``http_max_connections``, so that the API
+    still answers while every stream is taken."""
+    http_event_queue_bytes: int = 1 * _MiB
+    """Bytes of events held for one event-stream client; when a slow client is this far
+    behind its oldest events are dropped (``http.events_dropped``)."""
+    http_event_payload_bytes: int = 4096
+    """Largest message payload shown whole in a ``message`` event (as JSON); a larger one is
+    replaced by its size and a prefix (``http.payloads_truncated``)."""
+
     # -- aliases ---------------------------------------------------------------------------
     @property
     def probe_interval(self) -> float:
@@ -385,6 +506,15 @@ class Config:
     @push_pull_interval.setter
     def push_pull_interval(self, value: float) -> None:
         self.state_sync_interval = value
+
+    def __repr__(self) -> str:
+        """Every field, secrets (:data:`SECRET_FIELDS`) shown only by their size."""
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            text = _redacted(value) if f.name in SECRET_FIELDS else repr(value)
+            parts.append(f"{f.name}={text}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     # -- presets ---------------------------------------------------------------------------
     @classmethod
@@ -466,6 +596,7 @@ class Config:
         """Return a copy with some fields changed (aliases accepted)."""
         cfg = dataclasses.replace(self)
         cfg.secondary_keys = list(self.secondary_keys)
+        cfg.websocket_allowed_origins = list(self.websocket_allowed_origins)
         for name, value in changes.items():
             if name not in _FIELD_NAMES and name not in _ALIASES:
                 raise ConfigError(name, "no such Config field")
@@ -511,6 +642,7 @@ class Config:
         if self.secondary_keys and not self.encryption_key:
             raise ConfigError("secondary_keys", "need an encryption_key (the primary) as well")
         self._validate_websocket()
+        self._validate_admission()
         if self.max_metadata_size > self.udp_max_packet_size - ALIVE_OVERHEAD:
             raise ConfigError(
                 "max_metadata_size",
@@ -529,6 +661,18 @@ class Config:
                 "max_members_per_message",
                 f"must be <= max_members ({self.max_members}), got {self.max_members_per_message}",
             )
+        self._validate_door()
+        if self.http_max_event_streams >= self.http_max_connections:
+            raise ConfigError(
+                "http_max_event_streams",
+                f"must be less than http_max_connections ({self.http_max_connections}): event "
+                f"streams hold their connection, and the API must keep one free; got "
+                f"{self.http_max_event_streams}")
+        if self.http_event_payload_bytes * 4 > self.http_event_queue_bytes:
+            raise ConfigError(
+                "http_event_payload_bytes",
+                f"must be at most a quarter of http_event_queue_bytes ({self.http_event_queue_bytes}), "
+                f"got {self.http_event_payload_bytes}")
         if self.encryption_key and self.require_encryption and not self.encrypt_outgoing:
             raise ConfigError(
                 "encrypt_outgoing",
@@ -536,6 +680,58 @@ class Config:
                 "packets it sends (upgrade order: both off, then encrypt_outgoing, then "
                 "require_encryption)",
             )
+
+    def _validate_admission(self) -> None:
+        """Refuse admission bounds that contradict each other."""
+        if self.reserved_member_connections >= self.tcp_max_connections:
+            raise ConfigError(
+                "reserved_member_connections",
+                f"must be < tcp_max_connections ({self.tcp_max_connections}), "
+                f"got {self.reserved_member_connections}")
+        if self.tcp_preauth_buffer_per_source > self.tcp_preauth_buffer_limit:
+            raise ConfigError(
+                "tcp_preauth_buffer_per_source",
+                f"must be <= tcp_preauth_buffer_limit ({self.tcp_preauth_buffer_limit}), "
+                f"got {self.tcp_preauth_buffer_per_source}")
+        for per_host, total in (("max_member_dials_per_host", "max_member_dials"),
+                                ("max_other_dials_per_host", "max_other_dials")):
+            if getattr(self, per_host) > getattr(self, total):
+                raise ConfigError(per_host, f"must be <= {total} ({getattr(self, total)}), "
+                                            f"got {getattr(self, per_host)}")
+
+    def exposed_address(self) -> str:
+        """Return the first address this node listens on or advertises that is not loopback
+        (an unspecified host such as ``0.0.0.0`` included), or ``""`` if it keeps to loopback.
+
+        A node given its own ``transport`` is not judged (``""``): where it listens is the
+        transport's business.
+        """
+        if self.transport is not None:
+            return ""
+        candidates = [self.advertise_addr]
+        candidates.append(self.bind_addr if self.socket_transport_enabled else self.websocket_bind_addr)
+        for addr in candidates:
+            if not isinstance(addr, str) or not addr:
+                continue
+            host = _url_parts(addr)[1] if _is_ws_url(addr) else addr.rpartition(":")[0].strip("[]")
+            if host and not _is_loopback_host(host):
+                return addr
+        return ""
+
+    def _validate_door(self) -> None:
+        """Refuse a node reachable from other hosts that has no key, unless told ``insecure``."""
+        if self.encryption_key or self.insecure:
+            return
+        exposed = self.exposed_address()
+        if exposed:
+            raise ConfigError(
+                "encryption_key",
+                f"is not set, yet this node is reachable beyond loopback ({exposed}): anyone who "
+                "can reach it could join the cluster, read its members and forge their state. "
+                "Make a key with `gossip keygen` and give it to every node (encryption_key, "
+                "GOSSIP_ENCRYPTION_KEY, or `gossip agent --key-file`), or set insecure=True "
+                "(GOSSIP_INSECURE=1, `gossip agent --insecure`) to run unencrypted on a network "
+                "where every host is trusted")
 
     def _validate_websocket(self) -> None:
         """Refuse transport settings that cannot work together (see socket_transport_enabled)."""
@@ -605,6 +801,16 @@ class Config:
                     "websocket_bind_addr",
                     f"serves plain ws:// on {host}, which is not loopback: peers refuse to dial "
                     "it; set tls_cert_file (wss://), or allow_insecure_websockets=True")
+        if not self.websocket_bind_addr and not self.bearer_token and not (
+                0 < self.websocket_host_max_size <= self.tcp_preauth_max_frame_size):
+            raise ConfigError(
+                "bearer_token",
+                "is required when the host's server carries the node's WebSocket connections "
+                "(ASGI, websocket_handler): the host buffers a stranger's message whole before "
+                "the node sees it. Set a bearer_token (strangers are then refused before the "
+                "upgrade), or give the host's server a small message limit and state it in "
+                f"websocket_host_max_size (at most tcp_preauth_max_frame_size, "
+                f"{self.tcp_preauth_max_frame_size}; got {self.websocket_host_max_size})")
 
     # -- environment -------------------------------------------------------------------------
     @classmethod
@@ -613,6 +819,8 @@ class Config:
         prefix: str = "GOSSIP_",
         environ: Mapping[str, str] | None = None,
         base: Config | None = None,
+        *,
+        strict: bool = False,
     ) -> Config:
         """Build a Config from ``GOSSIP_<FIELD>`` environment variables.
 
@@ -620,11 +828,17 @@ class Config:
         Durations accept ``200ms``, ``1.5s``, ``2m``, ``1h``, ``250us`` or plain seconds;
         booleans ``1/0, true/false, yes/no, on/off``; ``encryption_key`` hex or base64;
         ``secondary_keys`` a comma-separated list of keys. Aliases (``GOSSIP_PROBE_INTERVAL``...)
-        work too. Unknown ``GOSSIP_*`` variables are refused, so typos do not pass silently.
+        work too.
+
+        Other ``GOSSIP_*`` variables are ignored (other tools, and this project's own examples,
+        use the prefix too), but one whose name is close to a field's (a typo, such as
+        ``GOSSIP_PROBE_INTERVL``) is logged as a warning naming the field meant. With
+        ``strict`` every name must be a field (how the agent reads a settings file).
 
         Raises:
-            ConfigError: a variable's value cannot be parsed (names the variable and value),
-                or names no field.
+            ConfigError: a variable's value cannot be parsed (names the variable; a secret's
+                value is never repeated), it names a field that cannot be set from text, or
+                (``strict``) it names no field.
         """
         env = os.environ if environ is None else environ
         if base is not None:
@@ -640,13 +854,20 @@ class Config:
             if kind is None:
                 if field_name in _FIELD_NAMES:
                     raise ConfigError(field_name, f"cannot be set from the environment ({key})")
-                raise ConfigError(field_name, f"{key} names no Config field")
+                meant = _near_miss(name)
+                hint = f" (did you mean {prefix}{meant.upper()}?)" if meant else ""
+                if strict:
+                    raise ConfigError(field_name, f"{key} names no Config field{hint}")
+                if meant:
+                    _log.warning("%s names no Config field and is ignored%s", key, hint)
+                continue
             try:
                 value = kind(raw)
             except ConfigError:
                 raise
             except (ValueError, binascii.Error) as exc:
-                raise ConfigError(field_name, f"{key}={raw!r} is not valid: {exc}") from None
+                shown = key if field_name in SECRET_FIELDS else f"{key}={raw!r}"
+                raise ConfigError(field_name, f"{shown} is not valid: {exc}") from None
             setattr(cfg, field_name, value)
         return cfg
 
@@ -671,7 +892,8 @@ class Config:
             elif isinstance(value, bytes):
                 out[prefix + f.name.upper()] = value.hex()
             elif isinstance(value, list):
-                out[prefix + f.name.upper()] = ",".join(k.hex() for k in value)
+                out[prefix + f.name.upper()] = ",".join(
+                    k if isinstance(k, str) else k.hex() for k in value)
             else:
                 out[prefix + f.name.upper()] = str(value)
         return out
@@ -747,12 +969,21 @@ def _parse_bool(text: str) -> bool:
 
 
 def _parse_key(text: str) -> bytes:
+    """Parse a key written in hex or base64; errors describe the text, never repeat it."""
     text = text.strip()
     if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", text) and len(text) in (32, 48, 64):
         return bytes.fromhex(text)
     import base64  # here: only a base64 key needs it
 
-    return base64.b64decode(text, validate=True)
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError(f"not a key ({len(text)} characters that are neither 32, 48 or 64 hex "
+                         "digits nor base64; `gossip keygen` makes one)") from None
+    if len(key) not in (16, 24, 32):
+        raise ValueError(f"decodes to {len(key)} bytes; a key is 16, 24 or 32 bytes "
+                         "(`gossip keygen` makes one)")
+    return key
 
 
 def _parse_optional_key(text: str) -> bytes | None:
@@ -763,8 +994,44 @@ def _parse_keys(text: str) -> list[bytes]:
     return [_parse_key(part) for part in text.split(",") if part.strip()]
 
 
+def _parse_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _parse_optional_str(text: str) -> str | None:
     return text if text.strip() and text.strip().lower() != "none" else None
+
+
+def secret_file_warning(path: str) -> str | None:
+    """Return a warning if the file ``path`` (a key) can be read by its group or by everyone."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    readers = [who for who, bit in (("its group", stat.S_IRGRP), ("everyone", stat.S_IROTH)) if mode & bit]
+    if not readers:
+        return None
+    return (f"warning: {path} can be read by {' and '.join(readers)} (mode {stat.S_IMODE(mode):04o}); "
+            f"a key file should be readable by its owner only: chmod 600 {path}")
+
+
+def _near_miss(name: str) -> str | None:
+    """Return the field (or alias) ``name`` is probably a typo of, if any."""
+    import difflib  # here: only an unknown variable needs it
+
+    close = difflib.get_close_matches(name, sorted(set(_ENV_KINDS) | set(_ALIASES)), n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def _redacted(value: Any) -> str:
+    """A secret's repr that shows its presence and size, never its value."""
+    if value is None or value == "" or value == []:
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_redacted(v) for v in value) + "]"
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)}-byte key>"
+    return "'<redacted>'"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -895,7 +1162,8 @@ def _check_host_port(*, allow_empty: bool, allow_zero: bool) -> Callable[[str, A
         host, sep, port_text = value.rpartition(":")
         if not sep:
             host, port_text = value, ""
-        if host.startswith("[") and host.endswith("]"):
+        bracketed = host.startswith("[") and host.endswith("]")
+        if bracketed:
             host = host[1:-1]
         if port_text:
             if not port_text.isdigit() or not (0 if allow_zero else 1) <= int(port_text) <= 65535:
@@ -903,11 +1171,16 @@ def _check_host_port(*, allow_empty: bool, allow_zero: bool) -> Callable[[str, A
                 raise ConfigError(name, f"port must be {lo}..65535, got {value!r}")
         elif name == "bind_addr":
             raise ConfigError(name, f"needs a port (ip:port), got {value!r}")
-        if name == "bind_addr" and host not in ("", "localhost"):
+        if name == "bind_addr":
+            # What the socket transport binds: an IP literal, IPv6 in brackets (no name look-up).
             try:
-                ipaddress.ip_address(host)
+                ip = ipaddress.ip_address(host)
             except ValueError:
-                raise ConfigError(name, f"must be an IP address and port, got {value!r}") from None
+                hint = " (write 127.0.0.1 for this machine only)" if host.lower().startswith("localhost") \
+                    else " (127.0.0.1 for this machine only, 0.0.0.0 for every interface)" if not host else ""
+                raise ConfigError(name, f"must be an IP address and port{hint}, got {value!r}") from None
+            if ip.version == 6 and not bracketed:
+                raise ConfigError(name, f"write IPv6 as [addr]:port, got {value!r}")
         if not host and name != "bind_addr":
             raise ConfigError(name, f"has no host, got {value!r}")
 
@@ -986,6 +1259,14 @@ def _check_token(name: str, value: Any) -> None:
         raise ConfigError(name, "must be printable ASCII without spaces (it travels in an HTTP header)")
 
 
+def _check_origins(name: str, value: Any) -> None:
+    _require_type(name, value, (list, tuple), "a list of origins")
+    for i, origin in enumerate(value):
+        if not isinstance(origin, str) or not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", origin.lower()):
+            raise ConfigError(f"{name}[{i}]", f"must be an origin such as 'https://app.example.com' "
+                                              f"(scheme://host[:port], no path), got {origin!r}")
+
+
 def _check_tls_context(name: str, value: Any) -> None:
     if value is not None and not callable(getattr(value, "wrap_socket", None)):
         raise ConfigError(name, f"must be an ssl.SSLContext or None, got {value!r}")
@@ -1036,6 +1317,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "default_port": _integer(1, 65535),
     "cluster_label": _string(255),
     "encryption_key": _check_key,
+    "insecure": _boolean,
     "secondary_keys": _check_keys,
     "cipher": _choice("aes-gcm"),
     "msg_codec": _check_codec,
@@ -1083,6 +1365,18 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "tcp_preauth_max_frame_size": _integer(1024, 1 << 30),
     "tcp_preauth_buffer_limit": _integer(64 * 1024, 1 << 40),
     "tcp_frame_timeout": _duration(0.01, 3600.0),
+    "preauth_timeout": _duration(0.01, 3600.0),
+    "max_rejected_frames": _integer(1, 1 << 20),
+    "max_untrusted_connections_per_source": _integer(1, 1 << 20),
+    "tcp_preauth_buffer_per_source": _integer(64 * 1024, 1 << 40),
+    "reserved_member_connections": _integer(0, 1 << 20),
+    "max_member_dials": _integer(1, 1 << 20),
+    "max_member_dials_per_host": _integer(1, 1 << 20),
+    "max_other_dials": _integer(1, 1 << 20),
+    "max_other_dials_per_host": _integer(1, 1 << 20),
+    "max_opening_streams_per_source": _integer(1, 65536),
+    "websocket_allowed_origins": _check_origins,
+    "websocket_host_max_size": _integer(0, 1 << 30),
     "gossip_interval": _duration(0.01, _DAY),
     "gossip_max_interval": _duration(0.01, _DAY),
     "msg_history_gc_interval": _duration(0.01, 3600.0),
@@ -1141,6 +1435,19 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "partition_threshold": _number(0.01, 1.0),
     "partition_window": _duration(0.01, _DAY),
     "partition_min_members": _integer(1, 1 << 20),
+    "incarnation_budget": _integer(1, 1 << 31),
+    "incarnation_budget_window": _duration(0.1, _DAY),
+    "max_clock_drift": _duration(0.001, _DAY),
+    "max_unconfirmed_share": _number(0.01, 1.0),
+    "sender_key_cache_size": _integer(16, 1 << 20),
+    "reconnect_interval": _duration(0.01, _DAY, allow_zero=True),
+    "reconnect_timeout": _duration(0.0, 365 * _DAY),
+    "max_reconnect_targets": _integer(0, 1 << 20),
+    "http_read_timeout": _duration(0.1, 3600.0),
+    "http_max_connections": _integer(2, 1 << 16),
+    "http_max_event_streams": _integer(1, 1 << 16),
+    "http_event_queue_bytes": _integer(64 * 1024, 1 << 30),
+    "http_event_payload_bytes": _integer(64, 1 << 20),
 }
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
@@ -1149,7 +1456,8 @@ _ALIASES = {"probe_interval": "health_check_interval", "probe_timeout": "ping_ti
 _DURATION_FIELDS = frozenset(
     name for name, f in Config.__dataclass_fields__.items() if f.type in ("float",)
 ) - {"fan_out_multiplier", "state_exchange_multiplier", "ttl_multiplier",
-     "activity_threshold_percent", "indirect_ping_multiplier", "partition_threshold"}
+     "activity_threshold_percent", "indirect_ping_multiplier", "partition_threshold",
+     "max_unconfirmed_share"}
 
 
 def _env_kind(name: str, annotation: str) -> Callable[[str], Any] | None:
@@ -1157,6 +1465,8 @@ def _env_kind(name: str, annotation: str) -> Callable[[str], Any] | None:
         return _parse_optional_key
     if name == "secondary_keys":
         return _parse_keys
+    if name == "websocket_allowed_origins":
+        return _parse_list
     if name == "compressor":
         return _parse_optional_str
     if name == "msg_codec":

@@ -17,7 +17,8 @@ __all__ = ["Counters", "STREAM_COUNTERS"]
 
 STREAM_COUNTERS = ("streams.opened", "streams.accepted", "streams.refused",
                    "streams.open_refused", "streams.active", "streams.bytes_in",
-                   "streams.bytes_out", "streams.handler_errors", "streams.bad_opens")
+                   "streams.bytes_out", "streams.handler_errors", "streams.bad_opens",
+                   "streams.refused_per_source")
 """The stream counters :meth:`gossip.Cluster.stats` always shows (zero before any stream)."""
 
 _FOLD_AT = 64  # per-thread tables kept before those of ended threads are folded together

@@ -83,11 +83,10 @@ class _Demo:
                 self.cond.notify_all()
         return handler
 
-    def on_message(self, viewer: str) -> Callable[[Node | None, Packet], None]:
-        def handler(sender: Node | None, packet: Packet) -> None:
+    def on_message(self, viewer: str) -> Callable[[Node, Packet], None]:
+        def handler(sender: Node, packet: Packet) -> None:
             body = packet.unmarshal()
-            origin = self.name(sender.id) if sender is not None else "?"
-            self.say(f"node {viewer} received {body!r} from {origin}", always=True)
+            self.say(f"{viewer} received {body!r} from {self.name(sender.id)}", always=True)
             with self.cond:
                 self.received[viewer] = self.received.get(viewer, 0) + 1
                 self.cond.notify_all()

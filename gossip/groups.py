@@ -23,6 +23,11 @@ node already in the group), no callback runs under a group lock (a callback may 
 the group), callbacks of one group run one at a time in the order the changes happened, sends
 reach the members only, each once, and an empty group sends nothing.
 
+A group is only as trustworthy as the membership and metadata it follows. On an unencrypted
+cluster any host that can send a packet to a node can announce a member with matching metadata,
+and so join any group (and receive what is sent to it): the first group built on such a cluster
+logs a warning saying so. Set ``Config.encryption_key`` where that matters.
+
 This module uses only the public :class:`gossip.Cluster` API.
 """
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -57,6 +63,18 @@ METADATA_CONTAINS_PREFIX = "~"
 """Criteria value prefix: ``"~text"`` means "the value contains ``text``"."""
 
 T = TypeVar("T")
+
+_warned: weakref.WeakSet[Any] = weakref.WeakSet()   # clusters already warned about
+
+
+def _warn_if_unencrypted(cluster: Cluster) -> None:
+    """Warn, once per cluster, that a group on an unencrypted cluster admits any host."""
+    if cluster.keyring is not None or cluster in _warned:
+        return
+    _warned.add(cluster)
+    logger.warning("node groups on an unencrypted cluster admit any host: a host that can send a "
+                   "packet to a node can announce a member with matching metadata and join any "
+                   "group (set Config.encryption_key)")
 
 _ANY, _CONTAINS, _EQUAL = 0, 1, 2
 _MEMBER_STATES = (NodeState.ALIVE, NodeState.SUSPECT)
@@ -170,6 +188,7 @@ class _Group:
         self._pending: collections.deque[tuple[str, Node, Any]] = collections.deque()
         self._delivering = False
         self._closed = False
+        _warn_if_unencrypted(cluster)
         # Register first, then scan: a change that happens during the scan is seen by one or
         # both, and every change is applied from the node's current state, so none is missed.
         self._state_handler: HandlerID = cluster.handle_node_state_change_func(self._on_state)
@@ -356,6 +375,10 @@ class _Group:
 
 class NodeGroup(_Group):
     """The members of ``cluster`` that are alive or suspect and match ``criteria``.
+
+    On an unencrypted cluster any host that can reach a node can become a member of any group
+    by announcing matching metadata (a warning says so when the first group is built); only an
+    encryption key (``Config.encryption_key``) keeps strangers out.
 
     Args:
         cluster: the cluster to follow (started or not: the local node joins the group when the

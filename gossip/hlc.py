@@ -183,6 +183,11 @@ class HLC:
             raise OverflowError("HLC physical part exhausted the 54-bit range")
         return _pack(physical, counter)
 
+    def peek(self) -> int:
+        """Return the current time as a timestamp without issuing it: the wall clock, or the
+        last timestamp issued if that is ahead (what a peer's stamp is compared with)."""
+        return max(_pack(self._wall_physical(), 0), self._last)
+
     def now(self) -> int:
         """Return a new timestamp, strictly greater than every one this clock issued before."""
         with self._lock:

@@ -15,7 +15,7 @@ Routes of :func:`app`:
                        of the types the host publishes), and the cluster events ``flapping``,
                        ``partition`` and ``healed`` (:func:`cluster_event_json`); a comment
                        line every 15 s keeps it open
-``GET /api/explain``   ``?node=ID`` (an id, or a unique start or end of one):
+``GET /api/explain``   ``?node=ID`` (an id, its short id, or a unique end of one):
                        :meth:`Cluster.explain` as JSON (:func:`explanation_json`)
 ``POST /api/send``     body ``{"type": 128, "data": ..., "node": id?, "reliable": false}``: sends
                        to one node if ``node`` is given, else broadcasts; answers
@@ -35,10 +35,15 @@ This module sits above the :class:`~gossip.Cluster` and uses only its public API
 
 from __future__ import annotations
 
+import collections
+import hmac
+import io
+import ipaddress
 import itertools
 import json
 import logging
 import queue
+import secrets
 import socket
 import socketserver
 import threading
@@ -51,7 +56,24 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from .address import Address
 from .cluster import Cluster
-from .errors import AddressError, ClusterClosed, GossipError, LocalProtocolError, TransportError
+from .counters import Counters
+from .errors import (
+    AddressError,
+    ClusterClosed,
+    ConfigError,
+    GossipError,
+    GossipTimeout,
+    JoinError,
+    LocalProtocolError,
+    MetadataError,
+    NodeIDError,
+    NotFoundError,
+    ProtocolError,
+    RemoteHandlerError,
+    SendQueueFull,
+    StreamRefused,
+    TransportError,
+)
 from .node import Node, NodeID, NodeState
 from .packet import Packet
 from .protocol.flap import MemberFlapping
@@ -161,7 +183,7 @@ def cluster_event_json(ev: ClusterEvent) -> tuple[str, dict[str, Any]]:
 
     ``flapping``: ``{"node", "short", "address", "score", "window", "threshold", "damped", "at"}``;
     ``partition``: ``{"members": [id...], "share", "window", "at"}``; ``healed``:
-    ``{"members": [id...], "returned": [id...], "duration", "at"}``.
+    ``{"members": [id...], "returned": [id...], "missing": [id...], "duration", "at"}``.
     """
     if isinstance(ev, MemberFlapping):
         return "flapping", {"node": str(ev.node), "short": ev.node.short, "address": ev.addr,
@@ -172,28 +194,132 @@ def cluster_event_json(ev: ClusterEvent) -> tuple[str, dict[str, Any]]:
                              "window": ev.window, "at": ev.at}
     assert isinstance(ev, PartitionHealed)
     return "healed", {"members": [str(n) for n in ev.members], "returned": [str(n) for n in ev.returned],
-                      "duration": ev.duration, "at": ev.at}
+                      "missing": [str(n) for n in ev.missing], "duration": ev.duration, "at": ev.at}
+
+
+class TooManySubscribers(GossipError):
+    """The event hub already has its most subscribers (``Config.http_max_event_streams``)."""
+
+
+class Subscription:
+    """One subscriber's queue of encoded events, bounded in bytes (see :class:`EventHub`).
+
+    Items are ``(kind, data, encoded)``: the event's kind, its JSON-able data and its
+    server-sent-event bytes. :meth:`get` returns the next one, ``None`` once the hub closed.
+    """
+
+    __slots__ = ("max_bytes", "_items", "_bytes", "_cond", "_closed", "_on_drop")
+
+    def __init__(self, max_bytes: int, on_drop: Callable[[int], None]) -> None:
+        self.max_bytes = max_bytes
+        self._items: collections.deque[tuple[str, dict[str, Any], bytes]] = collections.deque()
+        self._bytes = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+        self._on_drop = on_drop
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the events waiting."""
+        return self._bytes
+
+    def put(self, item: tuple[str, dict[str, Any], bytes]) -> None:
+        """Queue an event, dropping the oldest ones while the queue is over its bytes."""
+        dropped = 0
+        with self._cond:
+            if self._closed:
+                return
+            self._items.append(item)
+            self._bytes += len(item[2])
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                old = self._items.popleft()
+                self._bytes -= len(old[2])
+                dropped += 1
+            self._cond.notify()
+        if dropped:
+            self._on_drop(dropped)
+
+    def get(self, timeout: float | None = None) -> tuple[str, dict[str, Any], bytes] | None:
+        """Return the next event (``None`` when the hub closed).
+
+        Raises:
+            queue.Empty: nothing came within ``timeout`` seconds.
+        """
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout)
+            if self._items:
+                item = self._items.popleft()
+                self._bytes -= len(item[2])
+                return item
+            if self._closed:
+                return None
+        raise queue.Empty
+
+    def close(self) -> None:
+        """End the subscription: :meth:`get` returns ``None`` once the queue is empty."""
+        with self._cond:
+            self._closed = True
+            self._items.clear()
+            self._bytes = 0
+            self._cond.notify_all()
+
+
+class EventStream:
+    """A WSGI response body of server-sent events that gives back its subscription when closed,
+    whether or not the server ever started reading it (a client that left at once)."""
+
+    __slots__ = ("_events", "_unsubscribe")
+
+    def __init__(self, events: Iterator[bytes], unsubscribe: Callable[[], None]) -> None:
+        self._events = events
+        self._unsubscribe = unsubscribe
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._events)
+
+    def close(self) -> None:
+        """End the stream and unsubscribe (idempotent)."""
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+        self._unsubscribe()
 
 
 class EventHub:
     """Fans one cluster's state, metadata, message and cluster events out to any number of
-    subscribers.
+    subscribers (at most ``max_subscribers``).
 
-    Each subscriber has its own bounded queue; when a slow one falls ``max_queue`` events
-    behind, its oldest events are dropped (and counted in :attr:`dropped`), so a stuck client
-    never holds memory or slows the cluster's event thread.
+    Each event is encoded once; each subscriber holds at most ``max_queue_bytes`` of them, and
+    when a slow one falls that far behind its oldest events are dropped (counted in
+    :attr:`dropped`), so a stuck client never holds memory or slows the cluster's event thread.
+    A message payload whose JSON is longer than ``max_payload_bytes`` is replaced by
+    ``{"truncated": true, "bytes": n, "prefix": "..."}`` (counted in :attr:`truncated`).
 
     Args:
         cluster: the cluster whose events to publish (handlers are added at once).
-        max_queue: the bound of each subscriber's queue.
+        max_queue_bytes: the bound of each subscriber's queue (default
+            ``cluster.config.http_event_queue_bytes``).
+        max_subscribers: the most subscribers at once (default ``http_max_event_streams``).
+        max_payload_bytes: the longest message payload shown whole (default
+            ``http_event_payload_bytes``).
     """
 
-    def __init__(self, cluster: Cluster, max_queue: int = 1000) -> None:
+    def __init__(self, cluster: Cluster, max_queue_bytes: int | None = None,
+                 max_subscribers: int | None = None, max_payload_bytes: int | None = None) -> None:
+        cfg = cluster.config
         self.cluster = cluster
-        self.max_queue = max_queue
+        self.max_queue_bytes = cfg.http_event_queue_bytes if max_queue_bytes is None else max_queue_bytes
+        self.max_subscribers = cfg.http_max_event_streams if max_subscribers is None else max_subscribers
+        self.max_payload_bytes = (cfg.http_event_payload_bytes if max_payload_bytes is None
+                                  else max_payload_bytes)
         self.dropped = 0
+        self.truncated = 0
         self._lock = threading.Lock()
-        self._subs: set[queue.Queue[tuple[str, dict[str, Any]] | None]] = set()
+        self._subs: set[Subscription] = set()
         self._closed = False
         self._handlers = (cluster.handle_node_state_change_func(self._on_state),
                           cluster.handle_node_metadata_change_func(self._on_metadata),
@@ -212,50 +338,65 @@ class EventHub:
         kind, data = cluster_event_json(ev)
         self.publish(kind, data)
 
-    def on_message(self, sender: Node | None, packet: Packet) -> None:
+    def on_message(self, sender: Node, packet: Packet) -> None:
         """A message handler (``cluster.handle_func(t, hub.on_message)``) publishing ``message``."""
-        try:
-            data: object = packet.unmarshal()
-        except GossipError as exc:
-            data = {"undecodable": str(exc)}
-        self.publish("message", {"type": packet.msg_type, "data": data,
-                                 "from": None if sender is None else self._member(sender)})
+        data: object
+        limit = self.max_payload_bytes
+        truncated = True
+        if len(packet.payload) > 64 * limit:     # not worth decoding to show a prefix
+            data = {"truncated": True, "bytes": len(packet.payload), "prefix": ""}
+        else:
+            try:
+                data = packet.unmarshal()
+            except GossipError as exc:
+                data = {"undecodable": str(exc)[:200]}
+            text = _dumps(data)
+            truncated = len(text) > limit
+            if truncated:
+                data = {"truncated": True, "bytes": len(text), "prefix": text[:limit]}
+        if truncated:
+            with self._lock:
+                self.truncated += 1
+        self.publish("message", {"type": packet.msg_type, "data": data, "from": self._member(sender)})
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
         """Queue one event for every subscriber (``at`` is set to the wall-clock time)."""
         data = dict(data, at=time.time())
         with self._lock:
             subs = list(self._subs)
-        for q in subs:
-            while True:
-                try:
-                    q.put_nowait((kind, data))
-                    break
-                except queue.Full:
-                    try:
-                        q.get_nowait()
-                        with self._lock:
-                            self.dropped += 1
-                    except queue.Empty:
-                        pass
+        if not subs:
+            return
+        item = (kind, data, _sse(kind, data))
+        for sub in subs:
+            sub.put(item)
 
-    def subscribe(self) -> queue.Queue[tuple[str, dict[str, Any]] | None]:
-        """Return a new subscriber queue; ``None`` on it means the hub closed.
+    def _count_dropped(self, n: int) -> None:
+        with self._lock:
+            self.dropped += n
+
+    def subscribe(self) -> Subscription:
+        """Return a new subscription (its :meth:`~Subscription.get` gives ``None`` once the hub
+        closed).
 
         Raises:
             ClusterClosed: the hub is closed.
+            TooManySubscribers: ``max_subscribers`` are subscribed already.
         """
-        q: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(self.max_queue)
+        sub = Subscription(self.max_queue_bytes, self._count_dropped)
         with self._lock:
             if self._closed:
                 raise ClusterClosed("the event hub is closed")
-            self._subs.add(q)
-        return q
+            if len(self._subs) >= self.max_subscribers:
+                raise TooManySubscribers(f"{len(self._subs)} event streams are open already, the most "
+                                         "allowed (http_max_event_streams); try again later")
+            self._subs.add(sub)
+        return sub
 
-    def unsubscribe(self, q: queue.Queue[tuple[str, dict[str, Any]] | None]) -> None:
-        """Forget a subscriber queue."""
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget a subscription."""
         with self._lock:
-            self._subs.discard(q)
+            self._subs.discard(sub)
+        sub.close()
 
     @property
     def subscribers(self) -> int:
@@ -273,16 +414,8 @@ class EventHub:
         self.cluster.remove_node_state_change_handler(self._handlers[0])
         self.cluster.remove_node_metadata_change_handler(self._handlers[1])
         self.cluster.remove_cluster_event_handler(self._handlers[2])
-        for q in subs:
-            while True:
-                try:
-                    q.put_nowait(None)
-                    break
-                except queue.Full:
-                    try:
-                        q.get_nowait()
-                    except queue.Empty:
-                        pass
+        for sub in subs:
+            sub.close()
 
 
 class _HttpError(Exception):
@@ -292,17 +425,49 @@ class _HttpError(Exception):
         self.headers = headers or []
 
 
+def error_status(exc: GossipError) -> str:
+    """Return the HTTP status that answers a request which failed with ``exc``.
+
+    The caller's mistakes are 4xx (a bad value 400, an unknown node 404); a peer that could
+    not be reached or failed is 502, one that did not answer in time 504; a node that is
+    stopping, or a send that found no room, 503; anything else 500.
+    """
+    if isinstance(exc, (LocalProtocolError, ConfigError, AddressError, NodeIDError, MetadataError)):
+        return "400 Bad Request"
+    if isinstance(exc, NotFoundError):
+        return "404 Not Found"
+    if isinstance(exc, (ClusterClosed, SendQueueFull, TooManySubscribers)):
+        return "503 Service Unavailable"
+    if isinstance(exc, GossipTimeout):
+        return "504 Gateway Timeout"
+    if isinstance(exc, (TransportError, JoinError, RemoteHandlerError, StreamRefused, ProtocolError)):
+        return "502 Bad Gateway"
+    return "500 Internal Server Error"
+
+
 class ApiApp:
-    """The WSGI application of :func:`app` (call :meth:`close` when done with it)."""
+    """The WSGI application of :func:`app` (call :meth:`close` when done with it).
+
+    Every request, the ``fallback``'s included, passes :meth:`check_request` first (see
+    :func:`app`); refusals are counted in :attr:`counters` (``http.refused_*``), which
+    ``/api/stats`` and ``/metrics`` show.
+    """
 
     def __init__(self, cluster: Cluster, hub: EventHub | None, registry: Any,
-                 fallback: WSGIApp | None, keepalive: float) -> None:
+                 fallback: WSGIApp | None, keepalive: float, token: str | None = None,
+                 allowed_hosts: Iterable[str] = (), login_lifetime: float = 600.0) -> None:
         self.cluster = cluster
         self.hub = hub if hub is not None else EventHub(cluster)
         self._own_hub = hub is None
         self.registry = registry
         self.fallback = fallback
         self.keepalive = keepalive
+        self.token = token or None
+        self.allowed_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts if h.strip())
+        self.login_lifetime = login_lifetime
+        self.counters = Counters()
+        self._logins: dict[str, float] = {}
+        self._logins_lock = threading.Lock()
         self._routes: dict[str, dict[str, Callable[[dict[str, Any], StartResponse], Iterable[bytes]]]] = {
             "/metrics": {"GET": self._metrics},
             "/api/members": {"GET": self._members},
@@ -310,10 +475,19 @@ class ApiApp:
             "/api/send": {"POST": self._send},
             "/api/stats": {"GET": self._stats},
             "/api/explain": {"GET": self._explain},
+            "/api/login": {"POST": self._login},
         }
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request."""
+        try:
+            self._check_site(environ)
+            login = self._login_redirect(environ, start_response)
+            if login is not None:
+                return login
+            self._check_auth(environ)
+        except _HttpError as exc:
+            return _json_response(start_response, exc.status, {"error": str(exc)}, exc.headers)
         path = environ.get("PATH_INFO", "") or "/"
         methods = self._routes.get(path.rstrip("/") or "/")
         if methods is None:
@@ -330,13 +504,146 @@ class ApiApp:
             return handler(environ, start_response)
         except _HttpError as exc:
             return _json_response(start_response, exc.status, {"error": str(exc)}, exc.headers)
-        except ClusterClosed as exc:
-            return _json_response(start_response, "503 Service Unavailable", {"error": str(exc)})
+        except GossipError as exc:
+            self.counters.inc(f"http.errors.{type(exc).__name__}")
+            return _json_response(start_response, error_status(exc),
+                                  {"error": str(exc), "kind": type(exc).__name__})
+
+    # ------------------------------------------------------------------ who may ask
+
+    def check_request(self, environ: dict[str, Any]) -> None:
+        """Refuse a request that a web page, rather than the operator, could have made.
+
+        In order: a ``Host`` that is neither an IP address, ``localhost`` nor an allowed host
+        (DNS rebinding: a page whose name now points at this agent); a request a browser marks
+        as coming from another site (``Sec-Fetch-Site``) or carrying another ``Origin``; a
+        missing or wrong token (``Authorization: Bearer`` or the dashboard's cookie), when the
+        app has one; a ``POST`` whose body is not ``application/json`` (a plain form or
+        ``text/plain`` post needs no CORS preflight, a JSON one does).
+
+        Raises:
+            _HttpError: 403, 401 or 415 with the reason.
+        """
+        self._check_site(environ)
+        self._check_auth(environ)
+
+    def _check_site(self, environ: dict[str, Any]) -> None:
+        host = _host_name(environ.get("HTTP_HOST", ""))
+        if host and not self._host_allowed(host):
+            self.counters.inc("http.refused_host")
+            raise _HttpError("403 Forbidden", f"the Host header names {host!r}, which is neither an IP "
+                             "address nor localhost nor an allowed host of this agent (a page may "
+                             "have pointed its own name here); add it with --http-host if it is yours")
+        site = environ.get("HTTP_SEC_FETCH_SITE", "").strip().lower()
+        if site and site not in ("same-origin", "none"):
+            self.counters.inc("http.refused_origin")
+            raise _HttpError("403 Forbidden", f"refused a request a browser made for another site "
+                             f"(Sec-Fetch-Site: {site})")
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is not None and not self._origin_allowed(origin.strip(), environ):
+            self.counters.inc("http.refused_origin")
+            raise _HttpError("403 Forbidden", f"refused a request from the page of another origin "
+                             f"({origin.strip()[:100]!r})")
+
+    def _check_auth(self, environ: dict[str, Any]) -> None:
+        if self.token is not None and not self._authorized(environ):
+            self.counters.inc("http.refused_token")
+            raise _HttpError("401 Unauthorized", "this agent's API needs its token: the agent writes it "
+                             "to a file readable by its user only, which `gossip members`, `send` and "
+                             "`watch` read; `gossip dashboard` prints a login link for the page",
+                             [("WWW-Authenticate", 'Bearer realm="gossip"')])
+        if environ.get("REQUEST_METHOD", "GET").upper() == "POST":
+            ctype = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+            if ctype != "application/json":
+                self.counters.inc("http.refused_content_type")
+                raise _HttpError("415 Unsupported Media Type",
+                                 f"the body must be sent as Content-Type: application/json, not "
+                                 f"{ctype or 'nothing'!r}")
+
+    def _host_allowed(self, host: str) -> bool:
+        if host in ("localhost", "localhost.") or host in self.allowed_hosts:
+            return True
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return True                    # an address, not a name: no DNS rebinding
+
+    def _origin_allowed(self, origin: str, environ: dict[str, Any]) -> bool:
+        parts = urllib.parse.urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return False                # "null" (sandboxed pages, file://) included
+        here = environ.get("HTTP_HOST", "").strip().lower()
+        if here and parts.netloc.lower() == here:
+            return True                 # the page this agent served
+        return (parts.hostname or "") in self.allowed_hosts and bool(self.allowed_hosts)
+
+    def _authorized(self, environ: dict[str, Any]) -> bool:
+        assert self.token is not None
+        given = ""
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        if auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        else:
+            given = _cookies(environ).get(_cookie_name(environ), "")
+        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+
+    # ------------------------------------------------------------------ the dashboard's login
+
+    def login_path(self) -> str:
+        """Return ``/?login=CODE``: a path that, opened once within :attr:`login_lifetime`
+        seconds, sets the token as a cookie (``HttpOnly``, ``SameSite=Strict``) and redirects
+        to ``/``, so that the dashboard page can use the API without the token in its URL."""
+        code = secrets.token_urlsafe(24)
+        now = time.monotonic()
+        with self._logins_lock:
+            self._logins = {c: t for c, t in self._logins.items() if t > now}
+            while len(self._logins) >= 64:            # bounded: the oldest codes go first
+                self._logins.pop(min(self._logins, key=self._logins.__getitem__))
+            self._logins[code] = now + self.login_lifetime
+        return f"/?login={code}"
+
+    def _login_redirect(self, environ: dict[str, Any],
+                        start_response: StartResponse) -> Iterable[bytes] | None:
+        query = environ.get("QUERY_STRING", "")
+        if "login=" not in query or self.token is None:
+            return None
+        params = urllib.parse.parse_qs(query)
+        code = params.pop("login", [""])[-1]
+        with self._logins_lock:
+            expires = self._logins.pop(code, 0.0)
+        if expires < time.monotonic():
+            self.counters.inc("http.refused_login")
+            raise _HttpError("401 Unauthorized", "this login link was used already or has expired; "
+                             "`gossip dashboard` prints a new one")
+        secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
+        cookie = f"{_cookie_name(environ)}={self.token}; Path=/; HttpOnly; SameSite=Strict{secure}"
+        where = urllib.parse.quote(environ.get("SCRIPT_NAME", "") + (environ.get("PATH_INFO") or "/"))
+        rest = urllib.parse.urlencode(params, doseq=True)
+        start_response("303 See Other", [("Location", where + (f"?{rest}" if rest else "")),
+                                         ("Set-Cookie", cookie), ("Cache-Control", "no-store"),
+                                         ("Referrer-Policy", "no-referrer"), ("Content-Length", "0")])
+        return [b""]
+
+    def _login(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self.token is None:
+            raise _HttpError("404 Not Found", "this API has no token: nothing to log in to")
+        return _json_response(start_response, "200 OK", {"path": self.login_path(),
+                                                         "expires_in": self.login_lifetime})
 
     def close(self) -> None:
         """End every event stream (and the hub's cluster handlers, if this app made the hub)."""
         if self._own_hub:
             self.hub.close()
+
+    def stats(self) -> dict[str, int]:
+        """The API's own counters: refusals (``http.refused_*``), errors answered
+        (``http.errors.<Error>``), and the hub's dropped and truncated events."""
+        out = self.counters.snapshot()
+        out["http.events_dropped"] = self.hub.dropped
+        out["http.payloads_truncated"] = self.hub.truncated
+        out["http.event_streams"] = self.hub.subscribers
+        return out
 
     # ------------------------------------------------------------------ routes
 
@@ -371,17 +678,22 @@ class ApiApp:
         return _json_response(start_response, "200 OK", explanation_json(exp, self.cluster))
 
     def _stats(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        return _json_response(start_response, "200 OK", dict(sorted(self.cluster.stats().items())))
+        stats = {**self.cluster.stats(), **self.stats()}
+        return _json_response(start_response, "200 OK", dict(sorted(stats.items())))
 
     def _events(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
         snapshot = query.get("snapshot", ["1"])[-1] not in ("0", "false", "no")
-        q = self.hub.subscribe()
+        try:
+            q = self.hub.subscribe()
+        except TooManySubscribers:
+            self.counters.inc("http.refused_event_streams")
+            raise
         start_response("200 OK", [("Content-Type", "text/event-stream; charset=utf-8"),
                                   ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")])
-        return self._stream(q, snapshot)
+        return EventStream(self._stream(q, snapshot), lambda: self.hub.unsubscribe(q))
 
-    def _stream(self, q: queue.Queue[tuple[str, dict[str, Any]] | None], snapshot: bool) -> Iterator[bytes]:
+    def _stream(self, q: Subscription, snapshot: bool) -> Iterator[bytes]:
         try:
             yield b"retry: 2000\n\n"
             if snapshot:
@@ -394,7 +706,7 @@ class ApiApp:
                     continue
                 if item is None:
                     return
-                yield _sse(*item)
+                yield item[2]
         finally:
             self.hub.unsubscribe(q)
 
@@ -410,34 +722,37 @@ class ApiApp:
         if isinstance(msg_type, bool) or not isinstance(msg_type, int):
             raise _HttpError("400 Bad Request", f"type must be an integer (a user message type, "
                              f"128 and above for applications), got {msg_type!r}")
+        if msg_type < USER_MSG:
+            self.counters.inc("http.refused_reserved_type")
+            raise _HttpError("403 Forbidden", f"type {msg_type} is reserved (below {USER_MSG}: the "
+                             f"protocol's and add-on packages' own, such as leader election); the API "
+                             f"sends application types, {USER_MSG} and above")
         reliable = body.get("reliable", False)
         if not isinstance(reliable, bool):
             raise _HttpError("400 Bad Request", f"reliable must be true or false, got {reliable!r}")
         data = body.get("data")
         target = body.get("node")
         c = self.cluster
-        try:
-            if target is None:
-                (c.send_reliable if reliable else c.send)(msg_type, data)
-                return _json_response(start_response, "200 OK", {"sent": "broadcast"})
-            if not isinstance(target, str):
-                raise _HttpError("400 Bad Request", f"node must be a node id string, got {target!r}")
-            node = _find_node(c, target)
-            if not reliable and node.state in (NodeState.DEAD, NodeState.LEAVING):
-                # The library drops such a send (counted) under the default policy: the caller
-                # is told so rather than answered "sent".
-                gone = "dead" if node.state is NodeState.DEAD else "left"
-                raise _HttpError("409 Conflict", f"node {node.id.short} is {gone}: the message "
-                                 "was not sent (a best-effort send skips nodes known dead or "
-                                 "left; a reliable send tries them)")
-            (c.send_to_reliable if reliable else c.send_to)(node, msg_type, data)
-            return _json_response(start_response, "200 OK", {"sent": "node", "to": str(node.id)})
-        except LocalProtocolError as exc:
-            raise _HttpError("400 Bad Request", str(exc)) from None
+        if target is None:
+            (c.send_reliable if reliable else c.send)(msg_type, data)
+            return _json_response(start_response, "200 OK", {"sent": "broadcast"})
+        if not isinstance(target, str):
+            raise _HttpError("400 Bad Request", f"node must be a node id string, got {target!r}")
+        node = _find_node(c, target)
+        if not reliable and node.state in (NodeState.DEAD, NodeState.LEFT):
+            # The library drops such a send (counted) under the default policy: the caller
+            # is told so rather than answered "sent".
+            gone = "dead" if node.state is NodeState.DEAD else "left"
+            raise _HttpError("409 Conflict", f"node {node.id.short} is {gone}: the message "
+                             "was not sent (a best-effort send skips nodes known dead or "
+                             "left; a reliable send tries them)")
+        (c.send_to_reliable if reliable else c.send_to)(node, msg_type, data)
+        return _json_response(start_response, "200 OK", {"sent": "node", "to": str(node.id)})
 
 
 def find_node(cluster: Cluster, text: str) -> tuple[Node | None, str]:
-    """Find a node by full id, or by a unique start or end of it (``short`` is the end).
+    """Find a node by its full id, its short id (:attr:`NodeID.short`, the end shown in tables)
+    or any unique end of its id.
 
     Returns ``(node, "")``, or ``(None, why)`` when no node or several nodes match.
     """
@@ -447,9 +762,8 @@ def find_node(cluster: Cluster, text: str) -> tuple[Node | None, str]:
         node = None
     if node is not None:
         return node, ""
-    low = text.lower()
-    matches = [n for n in cluster.nodes() if str(n.id).startswith(low) or str(n.id).endswith(low)] \
-        if low else []
+    low = text.strip().lower()
+    matches = [n for n in cluster.nodes() if str(n.id).endswith(low)] if low else []
     if len(matches) == 1:
         return matches[0], ""
     if not matches:
@@ -480,6 +794,29 @@ def _read_json(environ: dict[str, Any]) -> object:
         raise _HttpError("400 Bad Request", f"the body is not JSON: {exc}") from None
 
 
+def _host_name(header: str) -> str:
+    """The host of a ``Host`` header, lowercase, without port, brackets or final dot."""
+    text = header.strip().lower()
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    return text.rpartition(":")[0].rstrip(".") if ":" in text else text.rstrip(".")
+
+
+def _cookies(environ: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in environ.get("HTTP_COOKIE", "").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep:
+            out.setdefault(name, value)
+    return out
+
+
+def _cookie_name(environ: dict[str, Any]) -> str:
+    """The dashboard's cookie; named after the server's port, as cookies ignore ports."""
+    port = "".join(c for c in str(environ.get("SERVER_PORT", "")) if c.isdigit())
+    return f"gossip_token_{port}"
+
+
 def _sse(kind: str, data: dict[str, Any]) -> bytes:
     return f"event: {kind}\ndata: {_dumps(data)}\n\n".encode()
 
@@ -493,17 +830,30 @@ def _json_response(start_response: StartResponse, status: str, value: object,
 
 
 def app(cluster: Cluster, *, hub: EventHub | None = None, registry: Any = None,
-        fallback: WSGIApp | None = None, keepalive: float = _KEEPALIVE) -> ApiApp:
+        fallback: WSGIApp | None = None, keepalive: float = _KEEPALIVE, token: str | None = None,
+        allowed_hosts: Iterable[str] = ()) -> ApiApp:
     """Return the WSGI application serving ``cluster``'s metrics and JSON API.
+
+    Every request (the ``fallback``'s too) must come with a ``Host`` that is an IP address,
+    ``localhost`` or one of ``allowed_hosts``, must not be marked by a browser as coming from
+    another site or origin, and, when ``token`` is set, must carry it (``Authorization: Bearer
+    <token>``, or the cookie a :meth:`ApiApp.login_path` link sets); a ``POST`` must be
+    ``application/json``. So a web page the operator visits can neither read the API (DNS
+    rebinding) nor drive it (cross-site requests). ``gossip agent`` always sets a token.
 
     Args:
         cluster: the cluster to serve.
         hub: the event hub for ``/api/events`` (default: a new one on ``cluster``).
         registry: the Prometheus registry ``/metrics`` exposes (default: a new one holding this
-            cluster's collector and the process, platform and GC collectors).
+            cluster's collector, the API's own counters and the process, platform and GC
+            collectors).
         fallback: a WSGI application for every other path (the dashboard), else 404.
         keepalive: seconds between keep-alive comments on an idle event stream.
+        token: the API token (None: no token is asked, for a host that authenticates itself).
+        allowed_hosts: host names besides IP addresses and ``localhost`` that requests may
+            name in ``Host`` (and pages in ``Origin``).
     """
+    own_registry = registry is None
     if registry is None:
         from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
@@ -514,7 +864,30 @@ def app(cluster: Cluster, *, hub: EventHub | None = None, registry: Any = None,
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
-    return ApiApp(cluster, hub, registry, fallback, keepalive)
+    api = ApiApp(cluster, hub, registry, fallback, keepalive, token=token, allowed_hosts=allowed_hosts)
+    if own_registry:
+        registry.register(_ApiCollector(api))
+    return api
+
+
+class _ApiCollector:
+    """``gossip_http_events_total{event}``: the API's refusals, errors and event losses."""
+
+    def __init__(self, api: ApiApp) -> None:
+        self.api = api
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = self.api.stats()
+        family = CounterMetricFamily("gossip_http_events", "Refusals, errors and event losses of the "
+                                     "HTTP API", labels=("event",))
+        for key, value in sorted(stats.items()):
+            if key != "http.event_streams":
+                family.add_metric((key.removeprefix("http."),), value)
+        yield family
+        yield GaugeMetricFamily("gossip_http_event_streams", "Event streams open now",
+                                value=stats["http.event_streams"])
 
 
 # ---------------------------------------------------------------------------------- the server
@@ -543,11 +916,19 @@ class _Handler(ServerHandler):
 
 
 class _RequestHandler(WSGIRequestHandler):
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.read_timeout)  # each read and write, besides the deadline
+
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s " + format, self.address_string(), *args)
 
     def handle(self) -> None:
-        # wsgiref's own handle(), with a handler that logs instead of printing tracebacks.
+        # wsgiref's own handle(), with a handler that logs instead of printing tracebacks, and
+        # the whole request (body included) read before the application runs, within the
+        # server's read deadline.
         self.raw_requestline = self.rfile.readline(65537)
         if len(self.raw_requestline) > 65536:
             self.requestline = ""
@@ -557,10 +938,29 @@ class _RequestHandler(WSGIRequestHandler):
             return
         if not self.parse_request():
             return
-        handler = _Handler(self.rfile, self.wfile, self.get_stderr(),  # type: ignore[arg-type]
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.send_error(400, "bad Content-Length")
+            return
+        if length > _MAX_BODY:
+            self.send_error(413, f"the body is {length} bytes; at most {_MAX_BODY}")
+            return
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            return                                      # the client left (or ran out of time)
+        self.server.request_read(self.request)
+        handler = _Handler(io.BytesIO(body), self.wfile, self.get_stderr(),  # type: ignore[arg-type]
                            self.get_environ(), multithread=True)
         handler.request_handler = self  # type: ignore[attr-defined]
-        handler.run(self.server.get_app())  # type: ignore[attr-defined]
+        handler.run(self.server.get_app())  # type: ignore[arg-type]
+
+
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+         b"Connection: close\r\n\r\n"
+         b'{"error":"the agent serves as many connections as it may (http_max_connections)"}\n')
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
@@ -568,12 +968,17 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], family: int, name: str) -> None:
+    def __init__(self, addr: tuple[str, int], family: int, name: str, read_timeout: float,
+                 max_connections: int, counters: Counters) -> None:
         self.address_family = family
         self._name = name
         self._ids = itertools.count(1)
         self._threads_lock = threading.Lock()
         self.request_threads: set[threading.Thread] = set()
+        self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        self.counters = counters
+        self._reading: dict[Any, float] = {}           # connections still sending their request
         super().__init__(addr, _RequestHandler)
 
     def server_bind(self) -> None:
@@ -588,8 +993,40 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         t = threading.Thread(target=self._run_request, args=(request, client_address), daemon=True,
                              name=f"gossip-http-{self._name}-{next(self._ids)}")
         with self._threads_lock:
-            self.request_threads.add(t)
+            busy = len(self.request_threads) >= self.max_connections
+            if not busy:
+                self.request_threads.add(t)
+                self._reading[request] = time.monotonic() + self.read_timeout
+        if busy:
+            self.counters.inc("http.refused_busy")
+            try:
+                request.setblocking(False)
+                request.send(_BUSY)                    # a fresh socket's buffer takes it whole
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
         t.start()
+
+    def request_read(self, request: Any) -> None:
+        """The request on this connection arrived whole: its read deadline no longer applies."""
+        with self._threads_lock:
+            self._reading.pop(request, None)
+
+    def service_actions(self) -> None:
+        # Runs on the serving thread between polls: cut connections still sending their
+        # request past the deadline (a trickle of bytes resets no timer).
+        now = time.monotonic()
+        with self._threads_lock:
+            late = [r for r, deadline in self._reading.items() if deadline <= now]
+            for r in late:
+                del self._reading[r]
+        for r in late:
+            self.counters.inc("http.read_timeouts")
+            try:
+                r.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _run_request(self, request: Any, client_address: Any) -> None:
         try:
@@ -597,6 +1034,7 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         finally:
             with self._threads_lock:
                 self.request_threads.discard(threading.current_thread())
+                self._reading.pop(request, None)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("! HTTP request from %s failed", client_address, exc_info=True)
@@ -605,19 +1043,34 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 class HttpServer:
     """Serves a WSGI application on ``host:port`` from background threads.
 
+    Each connection gets a thread, at most ``max_connections`` at once (more are answered 503
+    and closed at once), and must send its whole request within ``read_timeout`` seconds.
+
     Args:
         application: the WSGI application (see :func:`app`).
         addr: ``host:port`` to listen on; port 0 picks a free port.
         on_stop: called first by :meth:`stop`, to end long responses (``ApiApp.close``).
+        read_timeout: the deadline of a request, from connection to its last body byte (and of
+            each read and write after it).
+        max_connections: connections served at once, event streams included.
+        counters: where refusals are counted (``http.refused_busy``, ``http.read_timeouts``);
+            an :class:`ApiApp`'s own by default, if ``application`` is one.
 
     Raises:
         AddressError: ``addr`` is malformed.
     """
 
-    def __init__(self, application: WSGIApp, addr: str, on_stop: Callable[[], None] | None = None) -> None:
+    def __init__(self, application: WSGIApp, addr: str, on_stop: Callable[[], None] | None = None, *,
+                 read_timeout: float = 10.0, max_connections: int = 64,
+                 counters: Counters | None = None) -> None:
         self.application = application
         self.host, self.port = parse_listen_addr(addr)
         self.on_stop = on_stop
+        self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        if counters is None:
+            counters = application.counters if isinstance(application, ApiApp) else Counters()
+        self.counters = counters
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -653,7 +1106,8 @@ class HttpServer:
         try:
             infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
             family, _, _, _, sockaddr = infos[0]
-            server = _Server((str(sockaddr[0]), int(sockaddr[1])), family, str(self.port))
+            server = _Server((str(sockaddr[0]), int(sockaddr[1])), family, str(self.port),
+                             self.read_timeout, self.max_connections, self.counters)
         except OSError as exc:
             raise TransportError(f"cannot listen for HTTP on {self.host}:{self.port}: "
                                  f"{exc.strerror or exc}") from exc

@@ -469,11 +469,26 @@ def to_wire(msg: Message) -> tuple[MessageType, list[Any]]:
 # -- decoding (trusts nothing) ------------------------------------------------------------------
 
 
+def _brief(value: Any) -> str:
+    """Describe a received value for an error message in bounded time, whatever its size.
+
+    A container is named by its type and length, never printed: the repr of a hostile list of
+    millions of items would cost far more than decoding it did.
+    """
+    t = type(value)
+    if t is list or t is dict or t is tuple:
+        return f"a {t.__name__} of {len(value)} items"
+    if t is str or t is bytes:
+        text = repr(value[:60])
+    elif t is int or t is float or t is bool or value is None:
+        text = repr(value)
+    else:
+        return f"a {t.__name__}"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _fail(what: str, value: Any) -> DecodeError:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return DecodeError(f"bad {what}: {text}")
+    return DecodeError(f"bad {what}: {_brief(value)}")
 
 
 def _list(value: Any, n: int, what: str) -> list[Any]:

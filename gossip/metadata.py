@@ -29,7 +29,7 @@ from typing import Any
 
 import msgpack
 
-from gossip.errors import MetadataError
+from gossip.errors import ClusterClosed, MetadataError
 from gossip.hlc import HLC
 from gossip import hlc as _hlc
 
@@ -493,7 +493,7 @@ class Metadata(MetadataReader):
         MetadataError: an initial key or value is invalid, or they exceed ``max_size``.
     """
 
-    __slots__ = ("_clock", "_max_size", "_listeners")
+    __slots__ = ("_clock", "_max_size", "_listeners", "_closed")
 
     def __init__(
         self,
@@ -509,6 +509,7 @@ class Metadata(MetadataReader):
         self._clock: HLC = clock if clock is not None else _hlc.default_clock
         self._max_size = max_size
         self._listeners: tuple[Callable[[Metadata], None], ...] = ()
+        self._closed = ""
         initial: dict[str, Any] = {}
         for k, v in (values or {}).items():
             initial[_check_key(k)] = _normalise(k, v)
@@ -591,7 +592,14 @@ class Metadata(MetadataReader):
         stamp = self._clock.update(current) if current else self._clock.now()
         return stamp if stamp > current else current + 1
 
+    def close(self, reason: str) -> None:
+        """Refuse every later local write (set or delete) with :class:`ClusterClosed`
+        carrying ``reason``; reads and :meth:`apply` still work."""
+        self._closed = reason or "the metadata is closed"
+
     def _set(self, key: str, value: Any) -> Metadata:
+        if self._closed:
+            raise ClusterClosed(self._closed)
         with self._store.lock:
             values, ts = self._store.state
             new = dict(values)
@@ -680,7 +688,13 @@ class Metadata(MetadataReader):
         return self._set(key, format_time(value))
 
     def delete(self, key: str) -> Metadata:
-        """Remove ``key``; does nothing (and does not stamp) if it is absent."""
+        """Remove ``key``; does nothing (and does not stamp) if it is absent.
+
+        Raises:
+            ClusterClosed: the metadata was closed (its cluster stopped).
+        """
+        if self._closed:
+            raise ClusterClosed(self._closed)
         with self._store.lock:
             values, ts = self._store.state
             if key not in values:

@@ -83,15 +83,18 @@ EMPTY_NODE_ID = NodeID(int=0)
 class NodeState(enum.IntEnum):
     """Lifecycle state of a member, numbered as in paularlott/gossip.
 
-    ``UNKNOWN`` is the state before a node is first seen; ``LEAVING`` is a node that left
-    gracefully (memberlist's "left").
+    ``UNKNOWN`` is the state before a node is first seen; ``LEFT`` is a node that left
+    gracefully, named ``"left"`` everywhere (``str()``, the HTTP API, the command line, the
+    metrics and the dashboard), as in memberlist. ``LEAVING`` is the same member under
+    paularlott's name (``NodeLeaving``): ``NodeState.LEAVING is NodeState.LEFT``.
     """
 
     UNKNOWN = 0
     ALIVE = 1
-    LEAVING = 2
+    LEFT = 2
     DEAD = 3
     SUSPECT = 4
+    LEAVING = 2   # paularlott's name of LEFT (an alias: the same member)
 
     def __str__(self) -> str:
         return self.name.lower()
@@ -136,7 +139,7 @@ class Node:
         """True if the node is dead or has left."""
         return self.state is NodeState.DEAD or self.state is NodeState.LEAVING
 
-    # paularlott/gossip's names, kept as documented aliases (README, "Go names").
+    # paularlott/gossip's names, kept as documented aliases (docs/getting-started.md, "Names").
 
     def alive(self) -> bool:
         """Go-style alias of :attr:`is_alive` (paularlott's ``Alive()``)."""

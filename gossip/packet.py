@@ -7,8 +7,9 @@ bytes back into a :class:`Packet`; the layout is documented in :mod:`gossip.wire
    (:meth:`PacketCodec.encode_raw`, for relays that only change the ttl);
 2. it is lz4-compressed if a compressor is set, it is at least ``compress_min_size`` bytes, and
    compression actually makes it smaller (``FLAG_COMPRESSED``);
-3. the inner header is prepended; if the keyring has keys, the inner part is sealed with the
-   primary key and the clear prefix + label as associated data (``FLAG_ENCRYPTED``).
+3. the inner header is prepended; if the keyring has keys, the inner part but the sender id
+   is sealed with the sender's key derived from the primary key, and the clear prefix + label
+   as associated data (``FLAG_ENCRYPTED``): every node seals under a key of its own.
 
 Decoding trusts nothing. It checks, in this order: the total size (``max_packet_size``), the clear
 prefix (magic, version, flags, codec id, label tag), the encryption policy, authenticity, the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
 from gossip.codecs import DEFAULT_CODEC, Codec, get_codec
@@ -46,7 +48,6 @@ from gossip.wire import (
     FLAG_COMPRESSED,
     FLAG_ENCRYPTED,
     HEADER_OVERHEAD,
-    INNER_HEADER_SIZE,
     INNER_HEADER_STRUCT,
     KNOWN_FLAGS,
     MAGIC,
@@ -57,6 +58,8 @@ from gossip.wire import (
     PLAIN_HEADER_STRUCT,
     PREFIX_SIZE,
     PREFIX_STRUCT,
+    SEALED_HEADER_SIZE,
+    SEALED_HEADER_STRUCT,
     WIRE_VERSION,
 )
 
@@ -77,6 +80,9 @@ _INNER_PACK = INNER_HEADER_STRUCT.pack
 _INNER_UNPACK_FROM = INNER_HEADER_STRUCT.unpack_from
 _PREFIX_PACK = PREFIX_STRUCT.pack
 _PREFIX_UNPACK_FROM = PREFIX_STRUCT.unpack_from
+_SEALED_PACK = SEALED_HEADER_STRUCT.pack
+_SEALED_UNPACK_FROM = SEALED_HEADER_STRUCT.unpack_from
+_SENDER_END = PREFIX_SIZE + NODE_ID_SIZE
 _PLAIN_HEADER_SIZE = HEADER_OVERHEAD
 
 
@@ -321,8 +327,9 @@ class PacketCodec:
             MessageTooLarge: the packet would exceed ``max_packet_size``, or its payload
                 would, once decompressed (a receiver refuses either, so it is never built).
         """
-        if len(sender) != NODE_ID_SIZE:
+        if type(sender) is not bytes or len(sender) != NODE_ID_SIZE:
             _check_args(msg_type, sender, msg_id, ttl)
+            sender = bytes(sender)
         flags = 0
         size = len(payload)
         if size > self._max_packet_size:
@@ -342,8 +349,8 @@ class PacketCodec:
         try:
             if self._encrypt and keyring:
                 prefix, aad = self._sealing[flags | FLAG_ENCRYPTED]
-                inner = _INNER_PACK(msg_type, sender, msg_id, ttl, size) + payload
-                data = prefix + keyring.seal(inner, aad)
+                inner = _SEALED_PACK(msg_type, msg_id, ttl, size) + payload
+                data = prefix + sender + keyring.seal(inner, aad, sender)
             else:
                 data = (
                     _PLAIN_PACK(
@@ -363,12 +370,17 @@ class PacketCodec:
 
     # ---------------------------------------------------------------------------------- decode
 
-    def decode(self, data: bytes, max_payload: int | None = None) -> Packet:
+    def decode(self, data: bytes, max_payload: int | None = None,
+               type_limits: Mapping[int, int] | None = None) -> Packet:
         """Parse and verify wire bytes.
 
         ``max_payload`` lowers the limit on the decompressed payload for this packet: the
         receive path passes the datagram limit for datagrams, so that a small compressed
         datagram can never expand into a large allocation (a datagram stays a datagram).
+        ``type_limits`` lowers it further for some message types (``{type: bytes}``): the
+        receive path caps the protocol messages that are never larger than a datagram. Both
+        are checked against the sizes the header and the compressed block claim, before any
+        payload byte is copied or decompressed, so a refusal costs the same whatever the claim.
 
         Raises:
             PacketTooLarge: the packet, or its decompressed payload, exceeds
@@ -395,13 +407,16 @@ class PacketCodec:
             keyring = self._keyring
             if not keyring:
                 raise EncryptionError("received an encrypted packet but no encryption key is set")
-            inner = keyring.open(data[PREFIX_SIZE:], aad)
-            start = INNER_HEADER_SIZE
+            if n < _SENDER_END:
+                raise DecodeError(f"truncated packet: {n} bytes, the sender id ends at {_SENDER_END}")
+            sender = data[PREFIX_SIZE:_SENDER_END]
+            inner = keyring.open(data[_SENDER_END:], aad, sender)
+            start = SEALED_HEADER_SIZE
             if len(inner) < start:
                 raise DecodeError(
                     f"truncated packet: {len(inner)} inner bytes, the header alone is {start}"
                 )
-            msg_type, sender, msg_id, ttl, length = _INNER_UNPACK_FROM(inner, 0)
+            msg_type, msg_id, ttl, length = _SEALED_UNPACK_FROM(inner, 0)
         else:
             if self._require_encryption:
                 raise EncryptionError("received a plain packet but encryption is required")
@@ -415,11 +430,18 @@ class PacketCodec:
             if have < length:
                 raise DecodeError(f"truncated packet: payload length {length}, only {have} bytes")
             raise DecodeError(f"trailing bytes: payload length {length}, {have} bytes follow")
+        limit = self._max_packet_size
+        if max_payload is not None and max_payload < limit:
+            limit = max_payload
+        if type_limits is not None:
+            cap = type_limits.get(msg_type)
+            if cap is not None and cap < limit:
+                limit = cap
+                if length > cap:
+                    raise PacketTooLarge(
+                        f"payload of {length} bytes exceeds the {cap} bytes of message type {msg_type}")
         payload = inner[start:]
         if flags & FLAG_COMPRESSED:
-            limit = self._max_packet_size
-            if max_payload is not None and max_payload < limit:
-                limit = max_payload
             payload = self._decompressor.decompress(payload, limit)
         return Packet(
             msg_type,

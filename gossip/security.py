@@ -10,9 +10,17 @@ install the new key everywhere (:meth:`Keyring.add_key`), make it primary everyw
 context (the packet's clear header and the cluster label) as associated data, so tampering with
 it, or a packet from another cluster, fails authentication.
 
+Per-sender keys. Packets are sealed with a key derived from the keyring key and the sender's
+node id (HKDF-SHA256, :func:`sender_key`), never with the keyring key itself: ``seal(...,
+sender=id)`` and ``open(..., sender=id)``. Each node therefore seals under its own key, and the
+nonce budget below is one node's, not the whole cluster's (as each stream already has keys of
+its own, :mod:`gossip.stream`). A packet whose sender id was altered fails authentication. The
+derived ciphers are cached per (key, sender), ``max_sender_keys`` of them.
+
 Nonces are 96 random bits, so one key must not seal more than 2**32 messages (NIST SP 800-38D,
-:data:`MAX_SEALS_PER_KEY`): the keyring counts the seals made under each key
-(:meth:`Keyring.seal_count`, :attr:`Keyring.primary_seals`) so an operator can rotate in time.
+:data:`MAX_SEALS_PER_KEY`): the keyring counts the seals it made under each key
+(:meth:`Keyring.seal_count`, :attr:`Keyring.primary_seals`); with per-sender keys that is this
+node's count under its own key, so an operator can rotate in time.
 
 This module imports only :mod:`gossip.errors`.
 """
@@ -36,6 +44,11 @@ except ImportError:  # pragma: no cover - every CPython build has _blake2
 # cryptography is imported on first use: a cluster without encryption never pays its ~7 MiB.
 _AESGCM: Any = None
 _InvalidTag: Any = None
+_HKDF: Any = None
+_HKDF_EXPAND: Any = None
+_SHA256: Any = None
+
+_SENDER_KEY_INFO = b"gossip-cluster packet key v1:"
 
 
 def _aead(key: bytes) -> AESGCM:
@@ -52,6 +65,42 @@ def _aead(key: bytes) -> AESGCM:
 
 from gossip.errors import AuthenticationError, ConfigError, DecodeError
 
+
+def _kdf() -> None:
+    global _HKDF, _HKDF_EXPAND, _SHA256
+    if _HKDF is None:
+        from cryptography.hazmat.primitives.hashes import SHA256
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+
+        _HKDF, _HKDF_EXPAND, _SHA256 = HKDF, HKDFExpand, SHA256
+
+
+def sender_key(key: bytes, sender: bytes) -> bytes:
+    """Return the packet key of ``sender`` (a 16-byte node id) under the keyring key ``key``:
+    HKDF-SHA256 (RFC 5869) of the key, no salt, the sender id in the info, as long as the key."""
+    _kdf()
+    derived: bytes = _HKDF(algorithm=_SHA256(), length=len(key), salt=None,
+                           info=_SENDER_KEY_INFO + bytes(sender)).derive(key)
+    return derived
+
+
+def _extract(key: bytes) -> bytes:
+    """HKDF-Extract of ``key`` with no salt (RFC 5869: a salt of hash-length zeros)."""
+    _kdf()
+    from cryptography.hazmat.primitives.hmac import HMAC
+
+    h = HMAC(bytes(32), _SHA256())
+    h.update(key)
+    prk: bytes = h.finalize()
+    return prk
+
+
+def _expand(prk: bytes, sender: bytes, length: int) -> bytes:
+    """HKDF-Expand: with :func:`_extract`, the same key as :func:`sender_key`, at half the cost
+    (the extract step is done once per keyring key)."""
+    okm: bytes = _HKDF_EXPAND(_SHA256(), length, _SENDER_KEY_INFO + sender).derive(prk)
+    return okm
+
 __all__ = [
     "Keyring",
     "label_tag",
@@ -60,6 +109,8 @@ __all__ = [
     "OVERHEAD",
     "KEY_SIZES",
     "MAX_SEALS_PER_KEY",
+    "DEFAULT_MAX_SENDER_KEYS",
+    "sender_key",
 ]
 
 NONCE_SIZE = 12
@@ -72,6 +123,8 @@ KEY_SIZES = (16, 24, 32)
 """Valid AES key lengths in bytes (AES-128, AES-192, AES-256)."""
 MAX_SEALS_PER_KEY = 1 << 32
 """NIST's limit of messages sealed under one key with random 96-bit nonces: rotate before it."""
+DEFAULT_MAX_SENDER_KEYS = 4096
+"""Default number of per-sender ciphers a keyring keeps ready."""
 
 _urandom = os.urandom
 
@@ -103,15 +156,25 @@ class Keyring:
     Args:
         keys: keys to install (16, 24 or 32 bytes each). Duplicates are ignored.
         primary: the key that seals; installed if not in *keys*. Defaults to the first key.
+        max_sender_keys: per-sender ciphers kept ready (see the module docstring); past it
+            the oldest is derived again when next needed.
 
     Raises:
-        ConfigError: a key has a bad length (``field="encryption_key"``).
+        ConfigError: a key has a bad length (``field="encryption_key"``), or
+            ``max_sender_keys`` is below 1.
     """
 
-    def __init__(self, keys: Sequence[bytes] = (), primary: bytes | None = None) -> None:
+    def __init__(self, keys: Sequence[bytes] = (), primary: bytes | None = None,
+                 max_sender_keys: int = DEFAULT_MAX_SENDER_KEYS) -> None:
+        if max_sender_keys < 1:
+            raise ConfigError("sender_key_cache_size", f"must be >= 1, got {max_sender_keys}")
         self._lock = threading.Lock()
         self._seal_lock = threading.Lock()
         self._seals: dict[bytes, int] = {}
+        self._max_sender_keys = max_sender_keys
+        self._sender_keys: dict[tuple[bytes, bytes], AESGCM] = {}
+        self._sender_lock = threading.Lock()
+        self._prks: dict[bytes, bytes] = {}    # keyring key -> its HKDF pseudorandom key
         ordered: list[bytes] = []
         if primary is not None:
             ordered.append(_check_key(primary))
@@ -207,8 +270,29 @@ class Keyring:
                     return
         raise ConfigError("encryption_key", f"key {_fingerprint(key)} is not installed")
 
-    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
-        """Encrypt and authenticate *plaintext* (and *aad*) with the primary key.
+    def _cipher(self, key: bytes, aead: AESGCM, sender: bytes | None) -> AESGCM:
+        """Return the cipher of ``sender`` under ``key`` (``aead``, the key's own, if None)."""
+        if sender is None:
+            return aead
+        if type(sender) is not bytes:
+            sender = bytes(sender)
+        cache = self._sender_keys
+        entry = (key, sender)
+        cipher = cache.get(entry)
+        if cipher is None:
+            prk = self._prks.get(key)
+            if prk is None:
+                prk = self._prks[key] = _extract(key)
+            cipher = _aead(_expand(prk, sender, len(key)))
+            with self._sender_lock:
+                if len(cache) >= self._max_sender_keys:
+                    del cache[next(iter(cache))]
+                cache[entry] = cipher
+        return cipher
+
+    def seal(self, plaintext: bytes, aad: bytes, sender: bytes | None = None) -> bytes:
+        """Encrypt and authenticate *plaintext* (and *aad*) with the primary key, or with
+        *sender*'s key derived from it (see the module docstring).
 
         Returns:
             ``nonce(12) | ciphertext | tag(16)``, i.e. ``len(plaintext) + OVERHEAD`` bytes.
@@ -220,18 +304,21 @@ class Keyring:
         if not entries:
             raise ConfigError("encryption_key", "cannot seal: the keyring is empty")
         key, aead = entries[0]
+        cipher = self._cipher(key, aead, sender)
         with self._seal_lock:
             self._seals[key] = self._seals.get(key, 0) + 1
         nonce = _urandom(NONCE_SIZE)
-        return nonce + aead.encrypt(nonce, plaintext, aad)
+        return nonce + cipher.encrypt(nonce, plaintext, aad)
 
-    def open(self, data: bytes, aad: bytes) -> bytes:
-        """Authenticate and decrypt *data* with the primary key, then every other key.
+    def open(self, data: bytes, aad: bytes, sender: bytes | None = None) -> bytes:
+        """Authenticate and decrypt *data* with the primary key, then every other key (each
+        one, or *sender*'s key derived from it, as :meth:`seal` was given).
 
         Raises:
             DecodeError: *data* is shorter than a nonce and a tag.
             AuthenticationError: no installed key authenticates *data* with *aad* (wrong key,
-                wrong associated data, or tampered bytes; also when the keyring is empty).
+                wrong associated data, wrong sender, or tampered bytes; also when the keyring
+                is empty).
         """
         if len(data) < OVERHEAD:
             raise DecodeError(
@@ -240,9 +327,9 @@ class Keyring:
         entries = self._entries
         nonce = data[:NONCE_SIZE]
         body = data[NONCE_SIZE:]
-        for _, aead in entries:
+        for key, aead in entries:
             try:
-                result: bytes = aead.decrypt(nonce, body, aad)
+                result: bytes = self._cipher(key, aead, sender).decrypt(nonce, body, aad)
                 return result
             except _InvalidTag:
                 continue

@@ -405,8 +405,8 @@ class Stream(io.RawIOBase):
     aborts instead (see :meth:`abort`).
 
     Attributes:
-        remote_node: the node at the other end (``None`` on the accepting side when the opener
-            is not a known member).
+        remote_node: the node at the other end (on the accepting side, in state ``UNKNOWN`` when
+            the opener is not a known member).
         msg_type: the message type the stream was opened with.
     """
 
@@ -670,8 +670,8 @@ class Stream(io.RawIOBase):
                 ``cls``).
             PacketTooLarge: the message announces more than ``tcp_max_packet_size`` bytes.
             LocalProtocolError: ``msg_type`` is internal.
-            GossipTimeout, TransportError, AuthenticationError, RemoteHandlerError,
-            ClusterClosed, ValueError: as :meth:`readinto`.
+            GossipTimeout: as :meth:`readinto`, which also raises TransportError,
+                AuthenticationError, RemoteHandlerError, ClusterClosed and ValueError.
         """
         check_user_type(msg_type)
         header = self._read_exact(MSG_HEADER_SIZE, "message header", allow_eof=True)

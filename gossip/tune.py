@@ -326,6 +326,13 @@ def _steady_run(cfg: Config, p: TuneParams, seed: int) -> dict[str, Any]:
             "observed_s": sim.now}
 
 
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C reaches the whole process group, and only the parent acts."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _task(args: tuple[int, str, Candidate, TuneParams]) -> tuple[int, str, dict[str, Any], float]:
     index, kind, cand, p = args
     t0 = time.perf_counter()
@@ -484,7 +491,6 @@ def run_tune(p: TuneParams, progress: ProgressFunc | None = None) -> TuneResult:
         for t in tasks:
             finished(*_task(t))
     else:
-        import concurrent.futures
         import multiprocessing
 
         # Fork is cheap and needs no importable __main__, but is only safe with no other thread.
@@ -492,10 +498,18 @@ def run_tune(p: TuneParams, progress: ProgressFunc | None = None) -> TuneResult:
 
         ctx = multiprocessing.get_context("fork" if threading.active_count() == 1 and
                                           "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=p.jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_task, t) for t in tasks]
-            for fut in concurrent.futures.as_completed(futures):
-                finished(*fut.result())
+        pool = ctx.Pool(p.jobs, initializer=_ignore_sigint)
+        try:
+            for result in pool.imap_unordered(_task, tasks):
+                finished(*result)
+            pool.close()
+        except BaseException:
+            # Ctrl-C (or a failed run): end the workers now, whatever they are simulating, rather
+            # than wait for every queued run; nothing is left behind.
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
     best, why = _recommend(outcomes, p)
     return TuneResult(p, outcomes, best, why, time.perf_counter() - t0)
 

@@ -11,8 +11,7 @@ big-endian::
     3      1    codec id                       unknown -> DecodeError
     4      4    label tag u32                  not ours -> LabelMismatch
 
-    inner part (31-byte header + payload). If ENCRYPTED, it travels sealed as
-    nonce(12) | ciphertext | tag(16), with AAD = prefix(8 bytes) + label (UTF-8).
+    inner part, plain (31-byte header + payload)
     offset size field
     0      2    message type u16
     2      16   sender node id
@@ -20,6 +19,20 @@ big-endian::
     26     1    ttl u8
     27     4    payload length u32 (as stored: compressed if the flag is set)
     31     n    payload (exactly n bytes)
+
+    inner part, ENCRYPTED: the sender id in clear, then the rest of the header and the payload
+    sealed as nonce(12) | ciphertext | tag(16) under the sender's own key (derived from the
+    keyring key and the sender id: :func:`gossip.security.sender_key`), with AAD = prefix
+    (8 bytes) + label (UTF-8). Altering the sender id changes the key: authentication fails.
+    offset size field
+    0      16   sender node id (clear)
+    16     12   nonce
+    28     2    message type u16      (sealed from here)
+    30     8    message id u64
+    38     1    ttl u8
+    39     4    payload length u32
+    43     n    payload
+    43+n   16   GCM tag
 
 Message types: 0..63 are the protocol's own (:class:`MessageType`), 64..127 are for add-on
 packages built on the library (the leader election uses 65), 128..65535 belong to the
@@ -57,6 +70,8 @@ __all__ = [
     "PREFIX_STRUCT",
     "INNER_HEADER_STRUCT",
     "PLAIN_HEADER_STRUCT",
+    "SEALED_HEADER_STRUCT",
+    "SEALED_HEADER_SIZE",
     "is_internal",
     "is_reserved",
     "is_user",
@@ -121,6 +136,9 @@ INNER_HEADER_STRUCT = struct.Struct(">H16sQBI")
 """msg type, sender, msg id, ttl, payload length."""
 PLAIN_HEADER_STRUCT = struct.Struct(">BBBBIH16sQBI")
 """Prefix and inner header back to back, as in an unencrypted packet."""
+SEALED_HEADER_STRUCT = struct.Struct(">HQBI")
+"""msg type, msg id, ttl, payload length: the inner header of an encrypted packet, whose
+sender id travels in clear ahead of the sealed part."""
 
 PREFIX_SIZE = PREFIX_STRUCT.size
 """Bytes of the clear prefix (8)."""
@@ -130,8 +148,11 @@ HEADER_OVERHEAD = PREFIX_SIZE + INNER_HEADER_SIZE
 """Bytes a plain packet adds to its payload (39)."""
 ENCRYPTED_OVERHEAD = HEADER_OVERHEAD + _SEAL_OVERHEAD
 """Bytes an encrypted packet adds to its payload (67)."""
+SEALED_HEADER_SIZE = SEALED_HEADER_STRUCT.size
+"""Bytes of the sealed inner header of an encrypted packet (15)."""
 
 assert PREFIX_SIZE == 8 and INNER_HEADER_SIZE == 31 and PLAIN_HEADER_STRUCT.size == 39
+assert PREFIX_SIZE + NODE_ID_SIZE + SEALED_HEADER_SIZE + _SEAL_OVERHEAD == ENCRYPTED_OVERHEAD
 
 
 def is_internal(msg_type: int) -> bool:

@@ -27,6 +27,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "sup
 
 import gossip_netguard as netguard  # noqa: E402
 
+# The outermost pytest of a run owns its coverage report; a pytest a test starts in a child
+# process (tests of the test tools) inherits this and leaves the data to the owner.
+_COVERAGE_OWNER = "GOSSIP_TESTS_COVERAGE_OWNER"
+os.environ.setdefault(_COVERAGE_OWNER, str(os.getpid()))
+
 _fd, _LOG = tempfile.mkstemp(prefix="gossip-netguard-", suffix=".log")
 os.close(_fd)
 netguard.install(_LOG)
@@ -96,7 +101,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In the measured run, combine coverage, and fail the session if a module fell under its floor."""
     import gossip_coverage_report as report
 
-    if not report.measuring() or hasattr(session.config, "workerinput"):
+    if not report.measuring() or os.environ.get(_COVERAGE_OWNER) != str(os.getpid()):
         return
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     floors = report.load_floors(os.path.join(root, "tests", "coverage-floors.toml"))

@@ -87,8 +87,8 @@ def test_bad_files_name_the_problem(tmp_path: Path, text: str, words: str) -> No
 
 
 def test_bad_environment_and_flags() -> None:
-    with pytest.raises(CliError, match="environment: .*GOSSIP_NO_SUCH_FIELD names no Config field"):
-        build_settings(agent_args(), {"GOSSIP_NO_SUCH_FIELD": "1"})
+    with pytest.raises(CliError, match="environment: .*GOSSIP_PROBE_INTERVAL=.*not valid"):
+        build_settings(agent_args(), {"GOSSIP_PROBE_INTERVAL": "soon"})
     with pytest.raises(CliError, match="--metadata: 'novalue' is not key=value"):
         build_settings(agent_args("--metadata", "novalue"), {})
     with pytest.raises(CliError, match="cannot read config file"):
@@ -117,3 +117,50 @@ def test_key_files(tmp_path: Path) -> None:
     f.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(CliError, match="is not text"):
         read_key_file(str(f))
+
+
+@pytest.mark.parametrize("mode, readers", [(0o644, "its group and everyone"), (0o640, "its group"),
+                                           (0o604, "everyone")])
+def test_a_key_file_others_can_read_is_warned_about(tmp_path: Path, mode: int, readers: str) -> None:
+    key_file = tmp_path / "cluster.key"
+    key_file.write_text(KEY.hex() + "\n")
+    key_file.chmod(mode)
+    s = build_settings(agent_args("--key-file", str(key_file)), {})
+    assert s.config.encryption_key == KEY
+    [warning] = s.warnings
+    assert str(key_file) in warning and f"can be read by {readers}" in warning
+    assert f"chmod 600 {key_file}" in warning and KEY.hex() not in warning
+    key_file.chmod(0o600)
+    assert build_settings(agent_args("--key-file", str(key_file)), {}).warnings == []
+    key_file.chmod(0o400)
+    assert build_settings(agent_args(), {"GOSSIP_KEY_FILE": str(key_file)}).warnings == []
+
+
+def test_the_agent_reports_its_warnings_at_start(tmp_path: Path) -> None:
+    import threading
+
+    from gossip.agent import run_agent
+
+    key_file = tmp_path / "cluster.key"
+    key_file.write_text(KEY.hex() + "\n")
+    key_file.chmod(0o644)
+    settings = build_settings(agent_args("--key-file", str(key_file), "--bind", "127.0.0.1:0"), {})
+    stop = threading.Event()
+    stop.set()
+    said: list[str] = []
+    warned: list[str] = []
+    assert run_agent(settings, stop, said.append, warned.append) == 0
+    assert any("can be read by" in w for w in warned)
+
+
+def test_http_settings_are_layered_too(tmp_path: Path) -> None:
+    conf = tmp_path / "a.toml"
+    conf.write_text('[agent]\nhttp = "127.0.0.1:0"\nhttp_hosts = ["from-file"]\nhttp_token_file = "/f"\n')
+    s = build_settings(agent_args("--config", str(conf)), {})
+    assert s.http_hosts == ["from-file"] and s.http_token_file == "/f"
+    s = build_settings(agent_args("--config", str(conf)), {"GOSSIP_HTTP_HOSTS": "a.example, b.example",
+                                                          "GOSSIP_HTTP_TOKEN_FILE": "/e"})
+    assert s.http_hosts == ["a.example", "b.example"] and s.http_token_file == "/e"
+    s = build_settings(agent_args("--config", str(conf), "--http-host", "c", "--http-token-file", "/c"), {})
+    assert s.http_hosts == ["c"] and s.http_token_file == "/c"
+    assert build_settings(agent_args("--insecure"), {}).config.insecure is True

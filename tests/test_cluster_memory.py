@@ -332,3 +332,95 @@ def test_an_idle_node_runs_one_send_worker_no_lane_and_no_stream_thread() -> Non
     finally:
         a.stop(timeout=3.0)
         b.stop(timeout=3.0)
+
+
+def test_a_sender_outside_the_member_table_is_an_unknown_node_not_none() -> None:
+    net = MemoryNetwork(seed=3)
+    server, stranger = Cluster(mem_config(net)), Cluster(mem_config(net))   # never joined
+    got: list[Node] = []
+    server.handle_func(gossip.USER_MSG, lambda sender, packet: got.append(sender))
+    server.handle_func_with_reply(gossip.USER_MSG + 1, lambda sender, packet: sender.id.short)
+    try:
+        server.start()
+        stranger.start()
+        stranger.send_to_reliable(server.local_node(), gossip.USER_MSG, "hi")
+        wait_until(lambda: len(got) == 1, what="the stranger's message")
+        assert got[0].id == stranger.local_node().id and got[0].state is NodeState.UNKNOWN
+        assert got[0].address == "" and got[0].incarnation == 0
+        answer = stranger.send_to_with_response(server.local_node(), gossip.USER_MSG + 1, "who am i")
+        assert answer == stranger.local_node().id.short
+    finally:
+        stranger.stop(timeout=2.0)
+        server.stop(timeout=2.0)
+
+
+def test_joining_an_in_memory_address_asks_no_resolver() -> None:
+    """``mem-1:7946`` is the memory network's own address: a DNS query for ``mem-1`` would
+    leave the machine (and, when the name server is slow, time the join out)."""
+    asked: list[str] = []
+
+    class Recording:
+        def lookup_ip(self, host: str) -> list[str]:
+            asked.append(host)
+            raise gossip.TransportError(f"no such host {host}")
+
+        def lookup_srv(self, name: str) -> list[tuple[str, int]]:
+            asked.append(name)
+            raise gossip.TransportError(f"no such name {name}")
+
+    net = MemoryNetwork(seed=4)
+    a, b = (Cluster(mem_config(net, resolver=Recording())) for _ in range(2))
+    try:
+        a.start()
+        b.start()
+        assert b.join(a.address, timeout=5.0) == 1
+        assert asked == []
+    finally:
+        b.stop(timeout=2.0)
+        a.stop(timeout=2.0)
+
+
+def test_a_stopped_cluster_refuses_metadata_changes() -> None:
+    net = MemoryNetwork(seed=5)
+    c = Cluster(mem_config(net))
+    md = c.local_metadata()
+    md.set_string("role", "before-start")            # allowed: it goes out with the join
+    c.start()
+    md.set_int("weight", 3)
+    c.stop(timeout=2.0)
+    for write in (lambda: md.set_string("role", "after-stop"), lambda: md.delete("weight"),
+                  lambda: c.local_metadata().set_bool("x", True)):
+        with pytest.raises(gossip.ClusterClosed, match="stopped"):
+            write()
+    assert md.get_string("role") == "before-start" and md.get_int("weight") == 3
+    with pytest.raises(gossip.ClusterClosed):
+        c.update_metadata()
+
+
+def test_get_node_takes_the_short_id_every_table_shows(five: list[Cluster]) -> None:
+    a = five[0]
+    for c in five:
+        node = c.local_node()
+        assert a.get_node(node.id.short).id == node.id            # type: ignore[union-attr]
+        assert a.get_node(node.id.short.upper()).id == node.id    # type: ignore[union-attr]
+        assert a.get_node_by_id_string(node.id.short) is not None
+    assert a.get_node("0badf00d") is None
+    with pytest.raises(gossip.NodeIDError):
+        a.get_node("not-an-id")
+
+
+def test_a_short_id_two_nodes_share_asks_for_the_full_id() -> None:
+    net = MemoryNetwork(seed=6)
+    ids = ["01900000-0000-7000-8000-0000deadbeef", "01900000-0000-7000-8000-1111deadbeef"]
+    clusters = [Cluster(mem_config(net, node_id=i)) for i in ids]
+    try:
+        for c in clusters:
+            c.start()
+        assert clusters[1].join(clusters[0].address, timeout=5.0) == 1
+        wait_until(lambda: clusters[0].num_alive_nodes() == 2, what="both alive")
+        with pytest.raises(gossip.NodeIDError, match="give the full id"):
+            clusters[0].get_node("deadbeef")
+        assert clusters[0].get_node(ids[1]) is not None
+    finally:
+        for c in clusters:
+            c.stop(timeout=2.0)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import gossip
-from gossip import Cluster, Config, Node, Packet, Stream
+from gossip import Cluster, Config, Node, NodeState, Packet, Stream
 from gossip.errors import (
     ClusterClosed,
     GossipTimeout,
@@ -105,16 +105,18 @@ def test_round_trip_with_opening_payload_sender_and_counters(two: tuple[Cluster,
     assert got_c["streams.active"] == 0
 
 
-def test_unknown_opener_is_served_with_sender_none(net: MemoryNetwork) -> None:
+def test_unknown_opener_is_served_with_an_unknown_node(net: MemoryNetwork) -> None:
     server = start(net)
     stranger = start(net)  # never joined
     try:
-        senders: list[Node | None] = []
+        senders: list[Node] = []
         server.handle_stream_func(T, lambda sender, p, s: senders.append(sender))
         with stranger.open_stream(server.local_node(), T) as s:
             assert s.read() == b""
             assert not s.encrypted
-        assert senders == [None]
+        [sender] = senders
+        assert sender.id == stranger.local_node().id and sender.state is NodeState.UNKNOWN
+        assert sender.address == "" and sender.metadata.get_all() == {}
     finally:
         stranger.stop(timeout=2.0)
         server.stop(timeout=2.0)

@@ -15,7 +15,8 @@ from gossip.errors import ConfigError
 # One bad value for every field (type or range), with the field it must be blamed on.
 BAD: dict[str, list[Any]] = {
     "node_id": ["not-a-uuid", 42],
-    "bind_addr": ["", "127.0.0.1", "127.0.0.1:70000", "example.com:80", "ws://x:1"],
+    "bind_addr": ["", "127.0.0.1", "127.0.0.1:70000", "example.com:80", "ws://x:1", "localhost:8000",
+                  ":7946", "::1:80"],
     "advertise_addr": ["host:0", ":80", "host:notaport", "wss://host:0/gossip", "ws://",
                        "https://host/gossip", "ws://h/gossip?x=1"],
     "application_version": [1.5, "x" * 300],
@@ -23,6 +24,7 @@ BAD: dict[str, list[Any]] = {
     "default_port": [0, 70000, True, "80"],
     "cluster_label": ["x" * 256, 7],
     "encryption_key": [b"short", "0123456789abcdef", b"x" * 33],
+    "insecure": [1, "yes", None],
     "secondary_keys": [[b"short"], "nope"],
     "cipher": ["chacha20"],
     "msg_codec": ["yaml", 3],
@@ -70,6 +72,18 @@ BAD: dict[str, list[Any]] = {
     "tcp_preauth_max_frame_size": [10],
     "tcp_preauth_buffer_limit": [10],
     "tcp_frame_timeout": [0],
+    "preauth_timeout": [0, -1],
+    "max_rejected_frames": [0],
+    "max_untrusted_connections_per_source": [0],
+    "tcp_preauth_buffer_per_source": [10, 65 * 1024 * 1024],
+    "reserved_member_connections": [-1, 1024],
+    "max_member_dials": [0],
+    "max_member_dials_per_host": [0, 2048],
+    "max_other_dials": [0],
+    "max_other_dials_per_host": [0, 65],
+    "max_opening_streams_per_source": [0],
+    "websocket_allowed_origins": ["https://a.example", ["https://a.example/path"], ["*"], [3]],
+    "websocket_host_max_size": [-1],
     "gossip_interval": [0, -5],
     "gossip_max_interval": [0],
     "msg_history_gc_interval": [0],
@@ -128,6 +142,19 @@ BAD: dict[str, list[Any]] = {
     "partition_threshold": [0, 1.5, "30%"],
     "partition_window": [0, float("inf")],
     "partition_min_members": [0, 1.0],
+    "incarnation_budget": [0, 1 << 32, True, 1.5],
+    "incarnation_budget_window": [0.0, -1.0, float("inf"), "60"],
+    "max_clock_drift": [0.0, -1.0, float("nan"), 1e9],
+    "max_unconfirmed_share": [0.0, 1.5, float("nan"), "half"],
+    "sender_key_cache_size": [0, 15, 1 << 21, None],
+    "reconnect_interval": [-1, 0.001, float("inf"), "30s"],
+    "reconnect_timeout": [-1, float("nan")],
+    "max_reconnect_targets": [-1, 1.5, 1 << 21],
+    "http_read_timeout": [0, -1, "10s"],
+    "http_max_connections": [1, 1 << 17, 64.0],
+    "http_max_event_streams": [0, 64, 1000],
+    "http_event_queue_bytes": [1024, 1 << 31],
+    "http_event_payload_bytes": [10, 1 << 19, 2 << 20],
 }
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 # Fields that take anything (an object the library duck-types later).
@@ -201,6 +228,16 @@ def test_preset_numbers_follow_memberlist() -> None:
          "tls_cert_file"),
         ({"tls_ca_file": __file__, "tls_client_context": __import__("ssl").create_default_context()},
          "tls_ca_file"),
+        # The host's server (ASGI...) buffers a stranger's message whole: a token, or a small limit.
+        ({"socket_transport_enabled": False, "advertise_addr": "wss://example.com/gossip"},
+         "bearer_token"),
+        ({"socket_transport_enabled": False, "advertise_addr": "wss://example.com/gossip",
+          "websocket_host_max_size": 12 << 20}, "bearer_token"),
+        ({"reserved_member_connections": 100, "tcp_max_connections": 100},
+         "reserved_member_connections"),
+        ({"tcp_preauth_buffer_per_source": 2 << 20, "tcp_preauth_buffer_limit": 1 << 20},
+         "tcp_preauth_buffer_per_source"),
+        ({"max_other_dials": 8, "max_other_dials_per_host": 9}, "max_other_dials_per_host"),
     ],
 )
 def test_contradictory_values_are_refused(changes: dict[str, Any], field: str) -> None:
@@ -232,13 +269,17 @@ def test_good_objects_are_accepted() -> None:
     "changes",
     [
         {"socket_transport_enabled": False, "websocket_bind_addr": "127.0.0.1:0"},
-        {"socket_transport_enabled": False, "websocket_bind_addr": "0.0.0.0:8080"},
+        {"socket_transport_enabled": False, "websocket_bind_addr": "0.0.0.0:8080", "insecure": True},
         {"socket_transport_enabled": False, "websocket_bind_addr": "[::1]:0", "websocket_path": "/g/1"},
-        {"socket_transport_enabled": False, "advertise_addr": "wss://gossip.example.com/gossip"},
+        {"socket_transport_enabled": False, "advertise_addr": "wss://gossip.example.com/gossip",
+         "bearer_token": "t0ken", "encryption_key": b"k" * 32},
+        {"socket_transport_enabled": False, "advertise_addr": "wss://gossip.example.com/gossip",
+         "websocket_host_max_size": 512 * 1024, "encryption_key": b"k" * 32},
         {"socket_transport_enabled": False, "websocket_bind_addr": "10.0.0.5:8443",
-         "advertise_addr": "wss://node5.example.com:8443/gossip", "tls_cert_file": __file__},
+         "advertise_addr": "wss://node5.example.com:8443/gossip", "tls_cert_file": __file__,
+         "encryption_key": b"k" * 16},
         {"socket_transport_enabled": False, "websocket_bind_addr": "10.0.0.5:8080",
-         "allow_insecure_websockets": True},
+         "allow_insecure_websockets": True, "insecure": True},
         {"bearer_token": "s3cr3t-Token_with.chars~+/=", "tls_ca_file": __file__},
     ],
 )
@@ -289,7 +330,6 @@ def test_from_env_reads_units_aliases_and_presets() -> None:
         ({"GOSSIP_NUM_SEND_WORKERS": "many"}, "num_send_workers"),
         ({"GOSSIP_PREFER_IPV6": "maybe"}, "prefer_ipv6"),
         ({"GOSSIP_ENCRYPTION_KEY": "!!not base64!!"}, "encryption_key"),
-        ({"GOSSIP_PROBE_INTERVL": "1s"}, "probe_intervl"),
         ({"GOSSIP_LOGGER": "x"}, "logger"),
         ({"GOSSIP_PRESET": "moon"}, "preset"),
     ],
@@ -325,3 +365,144 @@ def test_bounds_are_read_from_the_environment() -> None:
 def test_every_step_of_the_encryption_upgrade_is_valid(require: bool, encrypt: bool) -> None:
     Config.lan(encryption_key=b"k" * 32, require_encryption=require, encrypt_outgoing=encrypt).validate()
     Config.lan(require_encryption=require, encrypt_outgoing=encrypt).validate()   # no key: no effect
+
+
+# -------------------------------------------------------------------------------- secure by default
+
+
+@pytest.mark.parametrize("changes, exposed", [
+    ({"bind_addr": "0.0.0.0:7946"}, "0.0.0.0:7946"),
+    ({"bind_addr": "[::]:0"}, "[::]:0"),
+    ({"bind_addr": "192.0.2.7:7946"}, "192.0.2.7:7946"),
+    ({"bind_addr": "127.0.0.1:7946", "advertise_addr": "198.51.100.3:7946"}, "198.51.100.3:7946"),
+    ({"socket_transport_enabled": False, "websocket_bind_addr": "0.0.0.0:0"}, "0.0.0.0:0"),
+    ({"socket_transport_enabled": False, "advertise_addr": "wss://node.example.com/gossip",
+      "websocket_host_max_size": 512 * 1024}, "wss://node.example.com/gossip"),
+])
+def test_a_node_reachable_beyond_loopback_needs_a_key_or_insecure(changes: dict[str, Any], exposed: str) -> None:
+    cfg = default_config().copy(**changes)
+    assert cfg.exposed_address() == exposed
+    with pytest.raises(ConfigError) as info:
+        cfg.validate()
+    assert info.value.field == "encryption_key"
+    text = str(info.value)
+    assert exposed in text and "gossip keygen" in text and "insecure=True" in text
+    assert "GOSSIP_INSECURE=1" in text and "--insecure" in text and "trusted" in text
+    cfg.copy(encryption_key=b"k" * 32).validate()
+    cfg.copy(insecure=True).validate()
+    with pytest.raises(ConfigError):
+        gossip.Cluster(cfg)                      # refused before anything is bound
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"bind_addr": "127.0.0.1:0"}, {"bind_addr": "[::1]:0"}, {"bind_addr": "127.8.9.10:7946"},
+    {"socket_transport_enabled": False, "websocket_bind_addr": "127.0.0.1:0"},
+    {"socket_transport_enabled": False, "advertise_addr": "ws://localhost:8080/gossip",
+     "websocket_host_max_size": 512 * 1024},
+])
+def test_loopback_stays_keyless(changes: dict[str, Any]) -> None:
+    cfg = default_config().copy(**changes)
+    assert cfg.exposed_address() == ""
+    cfg.validate()
+
+
+def test_insecure_comes_from_the_environment() -> None:
+    env = {"GOSSIP_BIND_ADDR": "0.0.0.0:7946"}
+    with pytest.raises(ConfigError, match="encryption_key"):
+        Config.from_env(environ=env).validate()
+    cfg = Config.from_env(environ={**env, "GOSSIP_INSECURE": "1"})
+    assert cfg.insecure is True
+    cfg.validate()
+
+
+def test_an_insecure_node_says_so_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    # Advertised beyond loopback, bound on loopback: nothing is reachable from elsewhere in fact.
+    cfg = Config.local(bind_addr="127.0.0.1:0", advertise_addr="192.0.2.1:7946", insecure=True)
+    with caplog.at_level(logging.WARNING, logger="gossip"):
+        with gossip.Cluster(cfg):
+            pass
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("insecure=True" in m and "192.0.2.1:7946" in m and "without encryption" in m
+               for m in warned), warned
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gossip"):
+        with gossip.Cluster(Config.local(bind_addr="127.0.0.1:0")):
+            pass
+    assert not [r for r in caplog.records if "insecure" in r.getMessage()]
+
+
+# -------------------------------------------------------------------------------- secrets
+
+
+def test_repr_never_shows_keys_or_tokens() -> None:
+    key, old, token = bytes(range(32)), b"\xa5" * 16, "Zm9vYmFyYmF6cXV4"
+    cfg = Config.lan(encryption_key=key, secondary_keys=[old], bearer_token=token)
+    for text in (repr(cfg), str(cfg), repr(cfg.frozen()), repr(gossip.Cluster(cfg).config)):
+        assert key.hex() not in text and repr(key)[2:20] not in text and old.hex() not in text
+        assert repr(old)[2:14] not in text and token not in text
+        assert "encryption_key=<32-byte key>" in text and "secondary_keys=[<16-byte key>]" in text
+        assert "bearer_token='<redacted>'" in text and "cluster_label=''" in text
+    assert "encryption_key=None" in repr(Config()) and "bearer_token=''" in repr(Config())
+
+
+@pytest.mark.parametrize("variable, value, words", [
+    ("GOSSIP_ENCRYPTION_KEY", "c2VjcmV0LW5vdC1hLWtleS14eXo=", "decodes to 20 bytes"),
+    ("GOSSIP_ENCRYPTION_KEY", "c2VjcmV0LW5vdC1hLWtleS14eXo", "not a key"),     # padding dropped
+    ("GOSSIP_ENCRYPTION_KEY", "0123456789abcdef0123456789abcdef0123", "decodes to 27 bytes"),
+    ("GOSSIP_ENCRYPTION_KEY", "c2VjcmV0", "decodes to 6 bytes"),
+    ("GOSSIP_SECONDARY_KEYS", "00" * 16 + ",hunter2hunter2", "not a key"),
+])
+def test_a_bad_key_in_the_environment_is_described_never_echoed(variable: str, value: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(environ={variable: value})
+    text = str(info.value)
+    assert words in text and "gossip keygen" in text and variable in text
+    assert "padding" not in text.lower()
+    for secret in value.split(","):
+        if secret != "00" * 16:
+            assert secret not in text and secret[:8] not in text, text
+
+
+# -------------------------------------------------------------------------------- the environment
+
+
+def test_unrelated_gossip_variables_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"GOSSIP_TOKEN": "t", "GOSSIP_STREAM_DIR": "/tmp/x", "GOSSIP_AGENT": "127.0.0.1:7980",
+           "GOSSIP_WHATEVER_ELSE": "1", "GOSSIP_PROBE_INTERVAL": "2s"}
+    with caplog.at_level(logging.WARNING, logger="gossip.config"):
+        cfg = Config.from_env(environ=env)
+    assert cfg.health_check_interval == 2.0
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("variable, meant", [
+    ("GOSSIP_PROBE_INTERVL", "GOSSIP_PROBE_INTERVAL"),
+    ("GOSSIP_ENCRYPTON_KEY", "GOSSIP_ENCRYPTION_KEY"),
+    ("GOSSIP_CLUSTER_LABLE", "GOSSIP_CLUSTER_LABEL"),
+    ("GOSSIP_BIND_ADR", "GOSSIP_BIND_ADDR"),
+])
+def test_a_near_miss_of_a_field_name_is_warned_about(caplog: pytest.LogCaptureFixture, variable: str,
+                                                     meant: str) -> None:
+    with caplog.at_level(logging.WARNING, logger="gossip.config"):
+        cfg = Config.from_env(environ={variable: "x"})
+    assert cfg == Config.lan()
+    [record] = caplog.records
+    assert variable in record.getMessage() and meant in record.getMessage()
+    with pytest.raises(ConfigError, match=f"names no Config field .*{meant}"):
+        Config.from_env(environ={variable: "x"}, strict=True)
+
+
+# -------------------------------------------------------------------------------- one default port
+
+
+def test_one_default_port_everywhere() -> None:
+    from gossip.address import DEFAULT_PORT, Address
+    from gossip.agent import build_settings
+    from gossip.cli import build_parser
+
+    cfg = Config()
+    assert cfg.default_port == DEFAULT_PORT == 7946
+    assert cfg.bind_addr.endswith(":7946")
+    assert str(Address.parse("127.0.0.1")) == "127.0.0.1:7946"
+    agent = build_settings(build_parser().parse_args(["agent"]), {})
+    assert agent.config.bind_addr == "127.0.0.1:7946" and agent.config.default_port == 7946

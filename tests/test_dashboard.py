@@ -218,6 +218,7 @@ def test_cluster_event_json_forms() -> None:
     assert kind == "partition" and data["members"] == [str(n1), str(n2)] and data["share"] == 0.4
     kind, data = cluster_event_json(PartitionHealed((n1, n2), (n1,), 30.0, 7.0))
     assert kind == "healed" and data["returned"] == [str(n1)] and data["duration"] == 30.0
+    assert data["missing"] == [str(n2)]
 
 
 def test_members_api_carries_the_flap_score(trio: list[Cluster]) -> None:

@@ -74,3 +74,6 @@ def test_watch_describes_cluster_events() -> None:
     assert part.endswith("partition suspected: 2 members (40% of the live ones) lost within 10s: aaaaaaaa, bbbbbbbb")
     healed = _describe("healed", {"members": [A, B], "returned": [A], "duration": 61.25, "at": 0.0})
     assert healed.endswith("partition healed after 61.2s: 1 of 2 members back")
+    healed = _describe("healed", {"members": [A, B], "returned": [A], "missing": [B], "duration": 61.25,
+                                  "at": 0.0})
+    assert healed.endswith("partition healed after 61.2s: 1 of 2 members back; not back: bbbbbbbb")

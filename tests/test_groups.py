@@ -7,6 +7,7 @@ is checked exactly (the real cluster is exercised in test_groups_cluster.py).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 import gossip
-from gossip import DataNodeGroup, MetadataReader, Node, NodeGroup, NodeID, NodeState
+from gossip import Cluster, Config, DataNodeGroup, MetadataReader, Node, NodeGroup, NodeID, NodeState
 from gossip.groups import Criteria
 from gossip.handlers import EventHandlers, HandlerID
 
@@ -31,6 +32,7 @@ class ScriptedCluster:
         self.state_handlers: EventHandlers[Callable[[Node, NodeState], None]] = EventHandlers()
         self.meta_handlers: EventHandlers[Callable[[Node], None]] = EventHandlers()
         self.sent: list[tuple[str, list[NodeID], int, Any]] = []
+        self.keyring = object()     # as if encrypted: no warning about strangers joining groups
         self.put(self.me, ALIVE, {"role": "web"})
 
     # -- what the group calls
@@ -406,3 +408,14 @@ def test_data_initializer_runs_outside_the_lock_and_may_use_the_group() -> None:
     box["g"] = g = DataNodeGroup(c, {"role": "web"}, data_initializer=init)
     c.add(2, ALIVE, WEB)
     assert g.get_node_data(nid(2)) == 1
+
+
+def test_a_group_on_an_unencrypted_cluster_says_any_host_may_join(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="gossip.groups"):
+        with Cluster() as plain:
+            NodeGroup(plain, {"role": "a"})
+            NodeGroup(plain, {"role": "b"})
+        with Cluster(Config(encryption_key=bytes(32))) as sealed:
+            NodeGroup(sealed, {"role": "a"})
+    said = [r for r in caplog.records if "unencrypted cluster admit any host" in r.getMessage()]
+    assert len(said) == 1            # once per cluster, and not for the encrypted one

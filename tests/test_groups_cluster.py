@@ -37,7 +37,7 @@ def test_group_follows_metadata_death_and_leave(gossip_cluster_factory: ClusterF
         wait_until(lambda: g.count() == 0, what="the dead and the departed to leave the group")
         assert sorted(added) == sorted(str(x.local_node().id) for x in (b, c, d))
         assert dict(removed) == {str(b.local_node().id): "alive", str(c.local_node().id): "dead",
-                                 str(d.local_node().id): "leaving"}
+                                 str(d.local_node().id): "left"}
         assert all(t.startswith("gossip-") and t.endswith("-events") for t in threads), threads
 
 

@@ -59,3 +59,19 @@ def test_the_lazy_names_load_on_first_use_and_work() -> None:
     assert got["names"] == ["Stream", "NodeGroup", "DataNodeGroup"]
     assert got["codec"] == "json" and got["value"] == {"k": [1, 2]}
     assert got["in_dir"] is True
+
+
+def test_documented_modules_are_attributes_after_a_bare_import() -> None:
+    got = _run("""
+        import json, sys
+        import gossip
+        before = [m for m in ("gossip.httpapi", "gossip.dashboard", "gossip.metrics") if m in sys.modules]
+        names = [gossip.httpapi.app.__name__, gossip.dashboard.app.__name__,
+                 gossip.metrics.register.__name__, gossip.leader.LeaderElection.__name__,
+                 gossip.testing.wait_until.__name__]
+        print(json.dumps({"before": before, "names": names,
+                          "in_dir": all(m in dir(gossip) for m in ("httpapi", "dashboard"))}))
+    """)
+    assert got["before"] == []
+    assert got["names"] == ["app", "app", "register", "LeaderElection", "wait_until"]
+    assert got["in_dir"] is True

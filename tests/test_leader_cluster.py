@@ -7,6 +7,7 @@ tests/sim/test_leader.py); here waits are generous bounded polls and nothing ass
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -148,7 +149,10 @@ def test_stop_unregisters_its_handlers_and_resigns(gossip_cluster_factory: Clust
             assert again.is_leader()
         assert not again.is_leader() and again.leader_id() is None
         assert steps == [STEPPED_DOWN]       # delivered before stop() returned
-        b.local_metadata().set_string("role", "lead")   # now another may take over
+        # Now another may take over: a stops being eligible (a member that still matches the
+        # criteria counts towards the quorum even while its election is stopped) and b becomes so.
+        a.local_metadata().set_string("role", "none")
+        b.local_metadata().set_string("role", "lead")
         wait_until(lambda: agreed(others) == ids[1], 30.0, "b to lead after a resigned")
         with pytest.raises(Exception, match="cannot be restarted"):
             again.start()
@@ -181,3 +185,13 @@ def test_event_handler_registration() -> None:
             e.handle_event_func(9, lambda ev, nid: None)  # type: ignore[arg-type]
         assert not e.is_leader() and e.leader() is None and e.term == 0
         e.stop()
+
+
+def test_start_says_an_unencrypted_election_is_not_safe(
+        gossip_cluster_factory: ClusterFactory, caplog: pytest.LogCaptureFixture) -> None:
+    (a,) = gossip_cluster_factory(1)
+    with caplog.at_level(logging.WARNING, logger="gossip.leader"):
+        with LeaderElection(a, FAST) as e:
+            assert not e.authenticated
+    assert any("unencrypted cluster is not safe" in r.getMessage() for r in caplog.records)
+

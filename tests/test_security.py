@@ -208,3 +208,48 @@ def test_label_tag() -> None:
     assert label_tag("prod") != label_tag("staging")
     assert label_tag("é") == (int.from_bytes(hashlib.blake2s("é".encode()).digest()[:4], "big") or 1)
     assert label_tag("é") != 0
+
+
+# -- per-sender keys: every node seals under a key of its own --------------------------------------
+
+S1, S2 = bytes(range(16)), bytes(range(16, 32))
+
+
+@pytest.mark.parametrize("key", [K1, K2, K3])
+def test_each_sender_seals_under_its_own_key(key: bytes) -> None:
+    from gossip.security import _aead, sender_key
+
+    ring = Keyring([key])
+    sealed = ring.seal(b"secret", b"aad", S1)
+    assert ring.open(sealed, b"aad", S1) == b"secret"
+    for other in (S2, None):                 # another sender's key, or the keyring key itself
+        with pytest.raises(AuthenticationError):
+            ring.open(sealed, b"aad", other)
+    # The key is HKDF-SHA256 of the keyring key and the sender id, as long as the key.
+    derived = sender_key(key, S1)
+    assert len(derived) == len(key) and derived != sender_key(key, S2) and derived != key
+    assert _aead(derived).decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], b"aad") == b"secret"
+
+
+def test_per_sender_keys_follow_rotation_and_every_installed_key() -> None:
+    ring = Keyring([K1])
+    old = ring.seal(b"old", b"a", S1)
+    ring.add_key(K2)
+    ring.use_key(K2)
+    new = ring.seal(b"new", b"a", S1)
+    assert ring.open(old, b"a", S1) == b"old" and ring.open(new, b"a", S1) == b"new"
+    assert Keyring([K2, K1]).open(old, b"a", S1) == b"old"     # a secondary key opens too
+    ring.remove_key(K1)
+    with pytest.raises(AuthenticationError):
+        ring.open(old, b"a", S1)
+    assert (ring.seal_count(K1), ring.seal_count(K2)) == (1, 1)
+
+
+def test_the_sender_key_cache_is_bounded() -> None:
+    ring = Keyring([K1], max_sender_keys=16)
+    senders = [bytes([i]) * 16 for i in range(40)]
+    sealed = [ring.seal(b"x", b"", s) for s in senders]
+    assert len(ring._sender_keys) <= 16
+    assert all(ring.open(c, b"", s) == b"x" for c, s in zip(sealed, senders))   # derived again
+    with pytest.raises(ConfigError, match="sender_key_cache_size"):
+        Keyring([K1], max_sender_keys=0)

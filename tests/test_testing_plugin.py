@@ -14,15 +14,15 @@ from gossip.testing import ClusterFactory, GossipNetwork, fast_config, gossip_th
 
 pytest_plugins = ["pytester"]
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+MANUAL_PAGE = Path(__file__).resolve().parents[1] / "docs" / "testing.md"
 
 
 def readme_example() -> str:
-    """The application test shown in the README's plugin section."""
-    text = README.read_text()
+    """The application test shown in the manual's plugin section (docs/testing.md)."""
+    text = MANUAL_PAGE.read_text()
     section = text[text.index("## Testing applications"):]
     m = re.search(r"```python\n(.*?)```", section, re.S)
-    assert m is not None, "the README's plugin section has no python example"
+    assert m is not None, "the manual's plugin section has no python example"
     return m.group(1)
 
 

@@ -55,13 +55,17 @@ def wait_until(pred: Callable[[], bool], timeout: float = WAIT) -> bool:
 class Node:
     """A started transport plus the queue its packets land in."""
 
-    def __init__(self, host: str = "127.0.0.1", name: str = "t", **kw: object) -> None:
+    def __init__(self, host: str = "127.0.0.1", name: str = "t", rejecting: bool = False,
+                 **kw: object) -> None:
         self.inbox: queue.Queue[Incoming] = queue.Queue()
+        self.rejecting = rejecting  # refuse every frame, as the engine refuses garbage
         self.t = SocketTransport(format_addr(host, 0), name=name, **kw)  # type: ignore[arg-type]
         self.t.start(self._on_packets)
 
     def _on_packets(self, batch: list[Incoming]) -> None:
         for p in batch:
+            if self.rejecting and p.conn is not None:
+                p.conn.mark_rejected()  # type: ignore[attr-defined]
             self.inbox.put_nowait(p)
 
     @property
@@ -77,7 +81,7 @@ def nodes() -> Iterator[Callable[..., Node]]:
     made: list[Node] = []
 
     def make(host: str = "127.0.0.1", **kw: object) -> Node:
-        node = Node(host, name=f"t{len(made)}", **kw)
+        node = Node(host, name=f"t{len(made)}", **kw)  # type: ignore[arg-type]
         made.append(node)
         return node
 
@@ -416,22 +420,102 @@ def test_a_frame_trickling_in_too_slowly_is_cut(nodes: Callable[..., Node]) -> N
         raw.close()
 
 
-def test_unauthenticated_connections_share_a_bounded_buffer(nodes: Callable[..., Node]) -> None:
+def _raw_from(addr: str, source: str) -> socket.socket:
+    ip, port, _ = split_host_port(addr)
+    return socket.create_connection((ip, port), timeout=WAIT, source_address=(source, 0))
+
+
+def test_the_connection_holding_the_most_is_closed_not_the_newcomer(nodes: Callable[..., Node]) -> None:
     b = nodes(preauth_buffer_limit=200_000, preauth_max_frame_size=150_000)
-    conns = [_raw(b.addr) for _ in range(3)]
+    hog = [_raw_from(b.addr, "127.0.0.2") for _ in range(2)]  # the defaults allow 8 per host
+    newcomer = _raw_from(b.addr, "127.0.0.3")
     try:
-        # Each announces a 150 kB frame and sends 90 kB of it: the second and third push the
-        # shared pre-authentication budget (200 kB) over its limit and are closed.
-        for c in conns:
-            c.sendall(PREAMBLE_FRAMES + struct.pack(">I", 150_000) + bytes(90_000))
-        assert wait_until(lambda: b.t.stats["tcp_preauth_refused"] >= 1)
-        assert not _closed_by_peer(conns[0], 0.2)  # the first fits in the budget
-        assert sum(_closed_by_peer(c, 1.0) for c in conns[1:]) == b.t.stats["tcp_preauth_refused"]
-        assert b.t._preauth_bytes <= 200_000
+        # One host fills the shared pre-authentication budget (200 kB) with two half-sent
+        # frames; a newcomer then sends the start of its own.
+        for c in hog:
+            c.sendall(PREAMBLE_FRAMES + struct.pack(">I", 150_000) + bytes(99_990))
+        assert wait_until(lambda: b.t._admission.held_bytes >= 199_980)
+        newcomer.sendall(PREAMBLE_FRAMES + struct.pack(">I", 150_000) + bytes(60_000))
+        assert wait_until(lambda: b.t.stats["tcp_preauth_buffer_evicted"] == 1)
+        assert sum(_closed_by_peer(c, 1.0) for c in hog) == 1  # the hog loses one of its own
+        assert not _closed_by_peer(newcomer, 0.2)
+        assert b.t._admission.held_bytes <= 200_000
     finally:
-        for c in conns:
+        for c in [*hog, newcomer]:
             c.close()
-    assert wait_until(lambda: b.t._preauth_bytes == 0)  # the budget is returned
+    assert wait_until(lambda: b.t._admission.held_bytes == 0)  # the budget is returned
+
+
+def test_one_source_has_a_budget_of_its_own(nodes: Callable[..., Node]) -> None:
+    b = nodes(preauth_buffer_limit=1_000_000, preauth_buffer_per_source=150_000,
+              preauth_max_frame_size=100_000)
+    hog = [_raw_from(b.addr, "127.0.0.4") for _ in range(3)]
+    other = _raw_from(b.addr, "127.0.0.5")
+    try:
+        for c in hog:
+            c.sendall(PREAMBLE_FRAMES + struct.pack(">I", 100_000) + bytes(60_000))
+        other.sendall(PREAMBLE_FRAMES + struct.pack(">I", 100_000) + bytes(60_000))
+        assert wait_until(lambda: b.t.stats["tcp_preauth_buffer_evicted"] == 1)
+        assert sum(_closed_by_peer(c, 1.0) for c in hog) == 1
+        assert not _closed_by_peer(other, 0.2)
+    finally:
+        for c in [*hog, other]:
+            c.close()
+
+
+def test_an_untrusted_connection_has_a_deadline_whatever_it_sends(nodes: Callable[..., Node]) -> None:
+    b = nodes(preauth_timeout=0.5, idle_timeout=60.0)
+    raw = _raw_from(b.addr, "127.0.0.6")
+    try:
+        raw.sendall(PREAMBLE_FRAMES)
+        closed = False
+        for _ in range(int(200 * FACTOR)):  # a whole frame every 50 ms: never idle, never slow
+            try:
+                raw.sendall(struct.pack(">I", 7) + b"garbage")
+            except OSError:
+                closed = True
+                break
+            if b.t.stats["tcp_preauth_timeouts"]:
+                closed = True
+                break
+            time.sleep(0.05)
+        assert closed and wait_until(lambda: b.t.stats["tcp_preauth_timeouts"] == 1)
+        assert _closed_by_peer(raw)
+    finally:
+        raw.close()
+
+
+def test_a_connection_is_closed_after_too_many_refused_frames(nodes: Callable[..., Node]) -> None:
+    b = nodes(max_rejected_frames=4, rejecting=True)
+    raw = _raw_from(b.addr, "127.0.0.7")
+    try:
+        raw.sendall(PREAMBLE_FRAMES + b"".join(struct.pack(">I", 3) + b"bad" for _ in range(4)))
+        assert wait_until(lambda: b.t.stats["tcp_rejected_frames_closed"] == 1)
+        assert _closed_by_peer(raw)
+    finally:
+        raw.close()
+
+
+def test_untrusted_connections_per_source_and_slots_kept_for_members(nodes: Callable[..., Node]) -> None:
+    b = nodes(max_connections=12, reserved_for_members=4, max_untrusted_per_source=3,
+              member_check=lambda host: host == "127.0.0.1")
+    held: list[socket.socket] = []
+    try:
+        held += [_raw_from(b.addr, "127.0.1.1") for _ in range(3)]
+        extra = _raw_from(b.addr, "127.0.1.1")  # a fourth silent one from the same host
+        assert _closed_by_peer(extra)
+        extra.close()
+        assert b.t.stats["tcp_untrusted_per_source_refused"] == 1
+        for i in range(2, 7):  # 5 more hosts x 3: more than the 8 slots strangers may take
+            held += [_raw_from(b.addr, f"127.0.1.{i}") for _ in range(3)]
+        assert wait_until(lambda: b.t.stats["tcp_rejected_reserved_for_members"] == 18 - 8)
+        # A member's host still gets a slot, and is heard.
+        a = nodes()
+        a.t.send(b.addr, b"from a member", reliable=True)
+        assert b.get().data == b"from a member"
+    finally:
+        for c in held:
+            c.close()
 
 
 def test_idle_request_connections_are_swept(nodes: Callable[..., Node]) -> None:

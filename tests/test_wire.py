@@ -415,3 +415,41 @@ def test_header_layout_is_big_endian() -> None:
     assert data[34] == 9
     assert data[35:39] == (2).to_bytes(4, "big")
     assert data[39:] == b"\xc4\x00"
+
+
+def test_encrypted_packets_are_sealed_under_the_senders_own_key() -> None:
+    # Two nodes of one cluster never share a sealing key, so the AES-GCM nonce budget is one
+    # node's: the sender id travels in clear and the rest is sealed under its derived key.
+    pc = make(keys=(KEY,), label="prod")
+    other = bytes(range(50, 66))
+    data = pc.encode(USER_MSG, SENDER, 7, 1, SMALL)
+    assert data[PREFIX_SIZE:PREFIX_SIZE + 16] == SENDER
+    ring = Keyring([KEY])
+    aad = data[:PREFIX_SIZE] + b"prod"
+    with pytest.raises(AuthenticationError):                 # not the cluster key itself
+        ring.open(data[PREFIX_SIZE + 16:], aad)
+    assert ring.open(data[PREFIX_SIZE + 16:], aad, SENDER)   # the sender's
+    forged = data[:PREFIX_SIZE] + other + data[PREFIX_SIZE + 16:]
+    with pytest.raises(AuthenticationError):                 # another sender id: another key
+        pc.decode(forged)
+    assert pc.decode(data).sender == SENDER
+
+
+def test_type_limits_refuse_a_claimed_payload_before_decompressing() -> None:
+    calls: list[int] = []
+
+    class Spy(Lz4Compressor):
+        def decompress(self, data: bytes, max_size: int) -> bytes:
+            calls.append(max_size)
+            return super().decompress(data, max_size)
+
+    pc = PacketCodec(compressor=Spy())
+    bomb = pc.encode_raw(MessageType.PING, SENDER, 1, 1, b"\xdd\x00\x20\x00\x00" + b"\xc0" * (1 << 21))
+    assert len(bomb) < 12_000
+    with pytest.raises(PacketTooLarge, match="claims"):
+        pc.decode(bomb, None, {MessageType.PING: 65536})
+    assert calls == [65536]             # refused by the size it claims, in the decompressor's check
+    plain = make(compress=False).encode_raw(MessageType.GOSSIP, SENDER, 1, 1, b"\x91\x90" * 40_000)
+    with pytest.raises(PacketTooLarge, match="message type 9"):
+        make().decode(plain, None, {MessageType.GOSSIP: 65536})
+    assert make().decode(plain, None, {MessageType.PING: 65536}).msg_type == MessageType.GOSSIP

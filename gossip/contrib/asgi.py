@@ -19,11 +19,17 @@ are queued in the connection's bounded buffer and written by the connection's co
 the engine wakes with ``loop.call_soon_threadsafe``. While the engine pauses a connection (its
 queues are full), the coroutine stops receiving, so the server's own flow control pushes back.
 
-A handshake that fails the checks (path, bearer token, connection limits) is denied with an
-HTTP status and its reason when the server supports the ASGI "websocket.http.response"
-extension (uvicorn does), else closed with code 1008. The largest message is the server's
-setting (uvicorn ``ws_max_size``, 16 MiB by default); larger gossip frames are refused by the
-node anyway (``tcp_max_packet_size``). Keepalive pings are the server's too (uvicorn
+A handshake that fails the checks (path, a browser's origin, the proof of the bearer token,
+connection limits) is denied with an HTTP status, its reason and headers when the server
+supports the ASGI "websocket.http.response" extension (uvicorn does), else closed with code
+1008. With a bearer token, that extension is needed: the token's challenge travels in a 401's
+``WWW-Authenticate`` header (:mod:`gossip.transports._wsauth`), and a stranger never gets
+past it. The largest message is the server's setting (uvicorn ``ws_max_size``, 16 MiB by
+default), which it buffers whole before the node sees it: without a bearer token,
+``Config.validate()`` requires that setting to be small and stated
+(``websocket_host_max_size``). A connection the node gives up on (no frame it accepts within
+``preauth_timeout``, too many refused frames) is dropped at once, without a closing handshake,
+so the server frees what it buffered for it. Keepalive pings are the server's too (uvicorn
 ``ws_ping_interval``).
 
 Requests of other types (``http``, other paths) go to ``fallback`` if given, else get a 404 (or a
@@ -137,7 +143,10 @@ class GossipASGI:
                 if conn.wants_close or reader.done():
                     break
                 await wakeup.wait()
-            if not reader.done():
+            # A connection the node aborted (an untrusted one past its deadline...) ends without
+            # a closing handshake: the app returns and the server drops the connection at once,
+            # with whatever it buffered for it, instead of waiting for the peer's close frame.
+            if not reader.done() and not conn.aborted:
                 await send({"type": "websocket.close", "code": 1000})
         except Exception as exc:  # the server refuses to send: the client is gone
             _log.debug("! websocket send to %s failed: %s", conn.peer, exc)
@@ -175,8 +184,8 @@ class GossipASGI:
     async def _deny(scope: Scope, send: Send, refusal: Refusal) -> None:
         if "websocket.http.response" in scope.get("extensions", {}):
             headers = [(b"content-type", b"text/plain; charset=utf-8")]
-            if refusal.status == 401:
-                headers.append((b"www-authenticate", b'Bearer realm="gossip"'))
+            headers += [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                        for name, value in refusal.headers]
             await send({"type": "websocket.http.response.start", "status": refusal.status,
                         "headers": headers})
             await send({"type": "websocket.http.response.body", "body": refusal.reason.encode() + b"\n"})

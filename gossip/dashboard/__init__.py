@@ -8,7 +8,7 @@ Mount it anywhere; it serves, relative to where it is mounted:
                         and of probe round trips
 ``GET /dash/<file>``    the page's script and style sheet, shipped in the package
 ``GET /dash/stream``    server-sent events: ``snapshot`` (members, with last RTT and flap
-                        score), then the :class:`~gossip.httpapi.EventHub`'s events (``state``,
+                        score, and ``history``: the recent points of the plots), then the :class:`~gossip.httpapi.EventHub`'s events (``state``,
                         ``metadata``, ``message``, ``flapping``, ``partition``, ``healed``) and a
                         ``sample`` every ``sample_interval`` seconds (members per state, last
                         RTT and flap score per member, the RTT histogram)
@@ -22,17 +22,25 @@ The agent serves it at ``/`` behind its HTTP API (``gossip agent --http ADDR``):
 
 and it mounts in any WSGI host (it honours ``SCRIPT_NAME``; the page uses relative URLs). The
 page fetches nothing else: no fonts, scripts or styles from anywhere but this application. It
-keeps bounded histories (:data:`PAGE_LIMITS`): the last 200 log lines and 600 samples.
+keeps bounded histories (:data:`PAGE_LIMITS`): the last 200 log lines and 600 samples. The
+application keeps the plots' points too (at most 600: members per state, median and largest
+round trip), taken at each state change, each sample and each ``gossip_interval`` tick, so a
+page opened or reloaded starts with the recent past rather than empty plots.
+
+Behind :func:`gossip.httpapi.app` (as in the agent) every request passes the API's checks:
+Host, Origin, and its token, which the page carries as a same-origin cookie.
 
 This package uses only the public :class:`~gossip.Cluster` API and :mod:`gossip.httpapi`.
 """
 
 from __future__ import annotations
 
+import collections
 import importlib.resources
 import json
 import logging
 import queue
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -40,8 +48,17 @@ from typing import Any
 
 from ..cluster import Cluster
 from ..errors import ClusterClosed
-from ..httpapi import EventHub, StartResponse, explanation_json, find_node, node_json
-from ..node import NodeState
+from ..httpapi import (
+    EventHub,
+    EventStream,
+    StartResponse,
+    Subscription,
+    TooManySubscribers,
+    explanation_json,
+    find_node,
+    node_json,
+)
+from ..node import Node, NodeState
 
 __all__ = ["app", "DashboardApp", "PAGE_LIMITS", "ASSETS"]
 
@@ -57,7 +74,7 @@ ASSETS = {
 }
 """The files of ``gossip/dashboard/static`` and their content types."""
 
-_STATES = ("alive", "suspect", "dead", "leaving")
+_STATES = ("alive", "suspect", "dead", "left")
 
 
 def _asset(name: str) -> bytes:
@@ -81,6 +98,12 @@ class DashboardApp:
         self._assets = {name: _asset(name) for name in ASSETS}
         limits = json.dumps(PAGE_LIMITS).encode()
         self._assets["index.html"] = self._assets["index.html"].replace(b"{{LIMITS}}", limits)
+        self._history: collections.deque[dict[str, Any]] = collections.deque(maxlen=PAGE_LIMITS["samples"])
+        self._history_lock = threading.Lock()
+        self._rtt: tuple[float | None, float | None] = (None, None)
+        self._handlers = (cluster.handle_node_state_change_func(self._on_state),
+                          cluster.handle_gossip_func(self._on_tick))
+        self._record(rtt=True)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request."""
@@ -108,9 +131,48 @@ class DashboardApp:
         return _text(start_response, "404 Not Found", f"no such page: {path}")
 
     def close(self) -> None:
-        """End every event stream (and the hub's cluster handlers, if this app made the hub)."""
+        """Remove the cluster handlers; end every event stream (and the hub's cluster handlers,
+        if this app made the hub)."""
+        self.cluster.remove_node_state_change_handler(self._handlers[0])
+        self.cluster.remove_gossip_handler(self._handlers[1])
         if self._own_hub:
             self.hub.close()
+
+    # ------------------------------------------------------------------ the plots' history
+
+    def history(self) -> list[dict[str, Any]]:
+        """Return the recent points of the plots, oldest first: ``{"at", "counts", "med",
+        "max"}`` (members per state; median and largest last round trip to an alive peer)."""
+        with self._history_lock:
+            return list(self._history)
+
+    def _record(self, rtt: bool = False, at: float | None = None) -> None:
+        c = self.cluster
+        if rtt:
+            last = c.probe_rtt().last
+            alive = {n.id for n in c.nodes() if n.state is NodeState.ALIVE and not c.node_is_local(n)}
+            rtts = sorted(v for k, v in last.items() if k in alive)
+            self._rtt = (rtts[(len(rtts) - 1) // 2], rtts[-1]) if rtts else (None, None)
+        alive_n, suspect, dead = c.num_alive_nodes(), c.num_suspect_nodes(), c.num_dead_nodes()
+        left = max(0, c.num_nodes() - alive_n - suspect - dead)
+        point = {"at": time.time() if at is None else at,
+                 "counts": {"alive": alive_n, "suspect": suspect, "dead": dead, _STATES[3]: left},
+                 "med": self._rtt[0], "max": self._rtt[1]}
+        with self._history_lock:
+            h = self._history
+            if rtt and h and point["at"] - h[-1]["at"] < self.sample_interval / 2:
+                h[-1] = point                    # several streams sampling at once: one point
+            else:
+                h.append(point)
+
+    def _on_state(self, node: Node, previous: NodeState) -> None:
+        self._record()
+
+    def _on_tick(self) -> None:
+        with self._history_lock:
+            recent = bool(self._history) and time.time() - self._history[-1]["at"] < self.sample_interval
+        if not recent:
+            self._record(rtt=True)
 
     # ------------------------------------------------------------------ routes
 
@@ -146,24 +208,29 @@ class DashboardApp:
             if n.state is not NodeState.UNKNOWN:
                 counts[str(n.state)] = counts.get(str(n.state), 0) + 1
         probe = c.probe_rtt()
+        self._record(rtt=True)
         return {"at": time.time(), "counts": counts,
                 "rtt": {str(k): v for k, v in probe.last.items()},
                 "flap": {str(k): v for k, v in c.flap_scores().items()},
                 "hist": {"bounds": list(probe.bounds), "counts": list(probe.counts)}}
 
-    def _stream(self, environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
-        q = self.hub.subscribe()
+    def _stream(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            q = self.hub.subscribe()
+        except TooManySubscribers as exc:
+            return _json(start_response, "503 Service Unavailable", {"error": str(exc)})
         start_response("200 OK", [("Content-Type", "text/event-stream; charset=utf-8"),
                                   ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")])
-        return self._events(q)
+        return EventStream(self._events(q), lambda: self.hub.unsubscribe(q))
 
-    def _events(self, q: queue.Queue[tuple[str, dict[str, Any]] | None]) -> Iterator[bytes]:
+    def _events(self, q: Subscription) -> Iterator[bytes]:
         c = self.cluster
         try:
             yield b"retry: 2000\n\n"
             yield _sse("snapshot", {"node": str(c.local_node().id), "address": c.address,
                                     "members": self.members(), "at": time.time(),
-                                    "flap_threshold": c.config.flap_threshold, "limits": PAGE_LIMITS})
+                                    "flap_threshold": c.config.flap_threshold, "limits": PAGE_LIMITS,
+                                    "history": self.history()})
             yield _sse("sample", self.sample())
             next_sample = time.monotonic() + self.sample_interval
             last_byte = time.monotonic()
@@ -176,7 +243,7 @@ class DashboardApp:
                 else:
                     if item is None:
                         return
-                    yield _sse(*item)
+                    yield item[2]
                     last_byte = time.monotonic()
                 now = time.monotonic()
                 if now >= next_sample:

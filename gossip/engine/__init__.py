@@ -47,6 +47,7 @@ from ..protocol.actions import (
 )
 from ..protocol.insight import CLUSTER_EVENTS, Insight
 from ..protocol.messaging import calc_fan_out
+from ..transports._admission import host_of
 from ..transports.base import Incoming, StreamConn, Transport
 from ..counters import STREAM_COUNTERS, Counters
 from .events import ClusterEventHandler, EventLoop, GossipHandler, MetadataHandler, StateHandler
@@ -65,6 +66,7 @@ logger = logging.getLogger("gossip.engine")
 T = TypeVar("T")
 
 _WARN_INTERVAL = 10.0
+_MEMBER_HOSTS_TTL = 2.0  # the hosts of members are recomputed at least this often
 
 
 class _JoinWaiter:
@@ -116,7 +118,7 @@ class Engine:
         self.codec = codec
         self.metadata = metadata
         self.rng = rng if rng is not None else random.Random()
-        self.hlc = HLC()
+        self.hlc = HLC(max_drift=config.max_clock_drift)
         self.log = logger if config.logger is None else config.logger
         self.prefix = f"gossip-{node_id.short}"
         self.address = ""
@@ -138,6 +140,7 @@ class Engine:
         self._join_waiters: dict[str, list[_JoinWaiter]] = {}
         self._join_lock = threading.Lock()
         self._node_cache: dict[bytes, tuple[Any, Node, int]] = {}
+        self._member_hosts: tuple[float, frozenset[str]] | None = None
         self._started = False
         self.closing = False
         self._stopped = False
@@ -219,9 +222,11 @@ class Engine:
         self.address = advertise_addr or _loopback_if_any(transport.local_addr)
         now = time.monotonic()
         values, stamp = self.metadata.snapshot()
+        clock = self.metadata.clock
         self.host.install(Protocol(
             self.config, self.node_id, self.address, self.rng, now,
             meta=values, meta_stamp=stamp, app_version=self.config.application_version,
+            stamp_clock=clock.peek,
         ))
         self._started = True
         self.out.start(transport)
@@ -321,7 +326,33 @@ class Engine:
         """Queue an event for the event thread."""
         self.events.emit(event)
 
+    def is_member_host(self, host: str) -> bool:
+        """Return True if ``host`` is this node's host or that of an alive or suspect member
+        that showed itself.
+
+        The transports ask this to admit connections (slots reserved for members) and to
+        budget their dials (see :mod:`gossip.transports._admission`). The set is rebuilt after
+        membership changes and at least every couple of seconds, never under a transport's
+        lock.
+        """
+        cached = self._member_hosts
+        now = time.monotonic()
+        if cached is None or now - cached[0] > _MEMBER_HOSTS_TTL:
+            hosts = {host_of(self.address)} if self.address else set()
+            if self.host.started:
+                core = self.host.core
+                with self.host.lock:
+                    # Only members that showed themselves (no introducer left): a member
+                    # planted by a stranger's packet never gets a member's admission.
+                    hosts.update(host_of(m.addr) for m in core.members.values()
+                                 if (m.state is NodeState.ALIVE or m.state is NodeState.SUSPECT)
+                                 and getattr(m, "introducer", None) is None)
+            cached = self._member_hosts = (now, frozenset(hosts))
+        return host.lower() in cached[1]
+
     def _on_member_event(self, ev: MemberEvent) -> None:
+        if ev.kind == EVENT_STATE or ev.kind == EVENT_REMOVED:
+            self._member_hosts = None
         if ev.kind == EVENT_STATE:
             self.log.info("node %s@%s: %s -> %s", ev.node.short, ev.addr, ev.prev, ev.state)
             self.emit(("state", _event_node(ev), ev.prev))
@@ -373,6 +404,10 @@ class Engine:
             with receiver.replay_lock:
                 for k, v in receiver.replay.stats.items():
                     out[f"replay.{k}"] = v
+        if receiver.user_replay is not None:
+            with receiver.user_replay_lock:
+                for k, v in receiver.user_replay.stats.items():
+                    out[f"user_replay.{k}"] = v
         pool = self._stream_pool
         if pool is not None:
             pool.add_stats(out)
@@ -454,8 +489,12 @@ class Engine:
             m = core.members.get(node_id)
             return None if m is None else _member_node(m, core.insight)
 
-    def node_for_sender(self, sender: bytes) -> Node | None:
-        """Return the snapshot of the node whose 16-byte id is ``sender`` (None if unknown).
+    def node_for_sender(self, sender: bytes) -> Node:
+        """Return the snapshot of the node whose 16-byte id is ``sender``.
+
+        A sender not in the member table (not yet joined, or already forgotten) is returned as
+        a node in state ``UNKNOWN``, with no address and empty metadata, so that handlers are
+        always given a :class:`Node`.
 
         This runs for every user message handled, so snapshots are cached per member and
         reused while the member's address, state, incarnation and metadata stamp are unchanged
@@ -475,7 +514,7 @@ class Engine:
         with self.host.lock:
             m = core.members.get(nid)
             if m is None:
-                return None
+                return Node(nid, "", NodeState.UNKNOWN, 0, _NO_METADATA)
             node = _member_node(m, core.insight)
             stamp = m.meta_stamp
         cache = self._node_cache
@@ -701,6 +740,10 @@ def _loopback_if_any(addr: str) -> str:
 def _event_node(ev: MemberEvent) -> Node:
     return Node(ev.node, ev.addr, ev.state, ev.incarnation, MetadataReader(ev.meta, ev.meta_stamp),
                 ev.pv, ev.av, ev.at)
+
+
+_NO_METADATA = MetadataReader()
+"""The metadata of a sender the member table does not hold."""
 
 
 def _member_node(m: Any, insight: Insight) -> Node:

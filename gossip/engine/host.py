@@ -74,11 +74,12 @@ class CoreHost:
         return result, actions
 
     def receive(
-        self, now: float, items: Sequence[tuple[str, Message, NodeID, bool, bool | None]]
+        self, now: float, items: Sequence[tuple[str, Message, NodeID, bool, bool | None, bool]]
     ) -> tuple[list[list[Action]], list[tuple[Message, Exception]]]:
-        """Feed received messages ``(src, msg, sender, reliable, app_version_ok)`` under one
-        lock acquisition (``app_version_ok``: the verdict on a join's application version,
-        computed by the caller before, since user code never runs under the lock).
+        """Feed received messages ``(src, msg, sender, reliable, app_version_ok,
+        authenticated)`` under one lock acquisition (``app_version_ok``: the verdict on a
+        join's application version, computed by the caller before, since user code never runs
+        under the lock; ``authenticated``: the packet was sealed with a cluster key).
 
         Returns the actions of each message separately, so that each reply can go back on the
         connection its request came in on, and the messages whose handling raised (a bug in
@@ -88,9 +89,9 @@ class CoreHost:
         out: list[list[Action]] = []
         failed: list[tuple[Message, Exception]] = []
         with self.lock:
-            for src, msg, sender, reliable, app_ok in items:
+            for src, msg, sender, reliable, app_ok, authenticated in items:
                 try:
-                    core.receive(now, src, msg, sender, reliable, app_ok)
+                    core.receive(now, src, msg, sender, reliable, app_ok, authenticated)
                 except Exception as exc:  # keep the reader alive whatever the input
                     failed.append((msg, exc))
                 out.append(core.actions_to_perform())

@@ -14,10 +14,11 @@
     accepted stream connections ── on_stream ──► the stream pool (gossip.engine.streams)
 
 Protocol traffic therefore has its own lane: a flood of user messages or slow handlers can
-delay no ack. A request (a user packet with ttl 0 on a connection) whose reply handler has been
-fast is answered right on the reader thread when its source's lane is idle: a round trip then
-costs no thread hand-off on this side; a handler once seen slow goes back to the lanes. User handlers run on the lane workers (``num_incoming_workers`` threads); all
-packets from one source go to one lane, so they are handled in the order they arrived.
+delay no ack. User handlers, reply handlers included, run on the lane workers
+(``num_incoming_workers`` threads) and never on a reader thread: a reader also reads the
+protocol's frames and accepts stream connections, and a handler that blocks must hold up
+neither. All packets from one source go to one lane, so they are handled in the order they
+arrived.
 
 Back-pressure on receive: a lane holds at most ``incoming_packet_queue_depth`` packets (and its
 share of ``incoming_queue_max_bytes``). A datagram that finds its lane full is dropped and counted (``dropped.incoming_queue_full``); a
@@ -29,7 +30,11 @@ Every malformed, oversized or unauthenticated packet is counted under ``bad_pack
 and dropped; nothing a peer sends can raise out of here. A packet that fails authentication or
 carries another cluster label is also logged as a warning, once a minute per source host (for
 a bounded number of hosts at a time): a node with another key or label is an operator's
-mistake to show, not a silence that looks like a dead seed.
+mistake to show, not a silence that looks like a dead seed. Protocol messages that always fit a
+datagram are refused from their header when they claim more (a compressed frame that would
+expand to megabytes costs nothing). Sealed packets are checked against replays on both lanes
+(:mod:`gossip.protocol.replay`: ``replay.*`` and ``user_replay.*``), so a recorded user
+message, request or election heartbeat cannot be played again.
 
 This module imports the packet pipeline, the messages, the handlers and the transports'
 interface; the engine wires it up.
@@ -53,6 +58,7 @@ from ..errors import (
     LabelMismatch,
     LocalProtocolError,
     RemoteProtocolError,
+    ReplayedPacket,
     SendQueueFull,
 )
 from ..handlers import HANDLER_FORWARD, HANDLER_REPLY, HANDLER_STREAM, MessageHandlers, check_app_version
@@ -73,8 +79,10 @@ if TYPE_CHECKING:
 __all__ = ["Receiver", "UserLanes", "SourceWarnings", "broadcast_ttl", "refusal_hint"]
 
 _CHUNK = 256  # packets a lane worker takes at once
-_INLINE_SLOW = 0.001  # a reply handler slower than this is no longer run on the reader thread
-_SLOW_FOR = 60.0  # ...for this long
+# Protocol messages that are never larger than a datagram, whatever carries them (a gossip
+# message, corrections included, is filled up to the datagram budget; a join carries one state).
+_DATAGRAM_TYPES = (MessageType.PING, MessageType.ACK, MessageType.PING_REQ, MessageType.NACK,
+                   MessageType.GOSSIP, MessageType.JOIN)
 _REFUSED_WARN_INTERVAL = 60.0  # a source's unauthentic packets are logged at most this often
 _REFUSED_WARN_SOURCES = 256  # ...for at most this many sources at a time
 
@@ -298,6 +306,12 @@ class Receiver:
         self.replay = (ReplayGuard(cfg.replay_window, cfg.replay_max_entries)
                        if cfg.replay_window > 0 else None)
         self.replay_lock = threading.Lock()
+        # The user lane (user messages, and add-on packages' such as election heartbeats) has
+        # its own guard: a flood of user messages never pushes protocol packets out of theirs.
+        self.user_replay = (ReplayGuard(cfg.replay_window, cfg.replay_max_entries)
+                            if cfg.replay_window > 0 else None)
+        self.user_replay_lock = threading.Lock()
+        self._broadcast_window = min(cfg.replay_window, cfg.msg_history_max_age)
         self._max_states = cfg.max_members + 1
         self._app_version_check = cfg.application_version_check
         self.history_lock = threading.Lock()
@@ -308,7 +322,9 @@ class Receiver:
         # A datagram decompresses to at most this much: it "stays a datagram" (senders send
         # bigger payloads over a connection, gossip.engine.outgoing).
         self._udp_payload = max(MAX_DATAGRAM_PAYLOAD, cfg.udp_max_packet_size)
-        self._slow_until: dict[int, float] = {}  # reply handlers kept off the reader thread
+        # Protocol messages built to fit a datagram stay that small on a connection too: a
+        # frame claiming more (a compressed "bomb") is refused from its header alone.
+        self._type_limits: dict[int, int] = {int(t): self._udp_payload for t in _DATAGRAM_TYPES}
         self._ttl_multiplier = cfg.ttl_multiplier
         self._refused_warnings = SourceWarnings(_REFUSED_WARN_INTERVAL, _REFUSED_WARN_SOURCES)
 
@@ -322,13 +338,15 @@ class Receiver:
         decode = self.codec.decode
         table = self.counters.table()
         protocol: list[tuple[Incoming, Packet]] = []
-        inline: list[tuple[Incoming, Packet]] = []
         lanes: dict[int, list[tuple[Incoming, Packet]]] = {}
         lane_of = self.lanes.lane_of
         udp_payload = self._udp_payload
+        type_limits = self._type_limits
+        user_guard = self.user_replay
+        hlc_now = 0
         for inc in batch:
             try:
-                pkt = decode(inc.data, None if inc.reliable else udp_payload)
+                pkt = decode(inc.data, None if inc.reliable else udp_payload, type_limits)
             except RemoteProtocolError as exc:
                 key = f"bad_packets.{type(exc).__name__}"
                 table[key] = table.get(key, 0) + 1
@@ -336,6 +354,10 @@ class Receiver:
                     self.log.debug("! bad packet from %s: %s", inc.src, exc)
                 if isinstance(exc, EncryptionError):
                     self._refused(inc, exc)
+                if inc.conn is not None:
+                    reject = getattr(inc.conn, "mark_rejected", None)  # too many close it
+                    if reject is not None:
+                        reject()
                 continue
             except Exception:  # a bug in the pipeline must not kill the reader
                 table["errors.decode"] = table.get("errors.decode", 0) + 1
@@ -355,17 +377,17 @@ class Receiver:
             if mt < RESERVED_MSGS_START:
                 protocol.append((inc, pkt))
                 continue
-            lane = lane_of(inc.src)
-            if pkt.ttl == 0 and conn is not None and lane not in lanes and self._inline_ok(mt, lane):
-                inline.append((inc, pkt))
-            else:
-                lanes.setdefault(lane, []).append((inc, pkt))
+            if user_guard is not None and pkt.encrypted:
+                if not hlc_now:
+                    hlc_now = self.engine.hlc.peek()
+                if not self._fresh(user_guard, pkt, hlc_now, inc):
+                    table["bad_packets.ReplayedPacket"] = table.get("bad_packets.ReplayedPacket", 0) + 1
+                    continue
+            lanes.setdefault(lane_of(inc.src), []).append((inc, pkt))
         if protocol:
             self._protocol(protocol)
         for lane, items in lanes.items():
             self.lanes.put(lane, items)
-        for inc, pkt in inline:
-            self._inline(inc, pkt)
 
     def _refused(self, inc: Incoming, exc: EncryptionError) -> None:
         """A packet failed authentication or carried another label: warn (rate-limited per
@@ -380,38 +402,26 @@ class Receiver:
         self.engine.join_answer_refused(inc.src, f"the seed has {hint} ({name}: {exc})",
                                         inc.conn is not None)
 
-    def _inline_ok(self, msg_type: int, lane: int) -> bool:
-        """May a request of ``msg_type`` be answered right here on the reader thread?
-
-        Only when its reply handler has been fast so far and the source's lane is empty (so
-        nothing from the same source is overtaken): the answer then costs no thread hand-off,
-        which is most of a round trip's latency. A handler once seen slower than
-        ``_INLINE_SLOW`` is sent to the lanes for a while, so it cannot hold up the reader.
-        """
-        handler = self.handlers.get(msg_type)
-        if handler is None or handler.kind != HANDLER_REPLY:
-            return False
-        if self._slow_until.get(msg_type, 0.0) > time.monotonic():
-            return False
-        return self.lanes.idle(lane)
-
-    def _inline(self, inc: Incoming, pkt: Packet) -> None:
-        start = time.perf_counter()
+    def _fresh(self, guard: ReplayGuard, pkt: Packet, now: int, inc: Incoming) -> bool:
+        """Is a sealed user-lane packet new? A direct message or a request (ttl 0 or 1) must be
+        recent and never seen before; a broadcast (ttl 2 and up, which arrives several times
+        by design) must be recent enough that the duplicate history still holds it."""
         try:
-            self._user_packet(inc, pkt, time.monotonic())
-        except RemoteProtocolError as exc:
-            self.counters.inc(f"bad_packets.{type(exc).__name__}")
-        except Exception:
-            self.counters.inc("errors.inline_reply")
-            self.log.exception("bug: answering a request from %s failed", inc.src)
-        if time.perf_counter() - start > _INLINE_SLOW:
-            self._slow_until[pkt.msg_type] = time.monotonic() + _SLOW_FOR
-            self.counters.inc("user.slow_reply_handlers")
+            with self.user_replay_lock:
+                if pkt.ttl >= 2:
+                    guard.check_fresh(pkt.msg_id, now, self._broadcast_window)
+                else:
+                    guard.check(pkt.sender, pkt.msg_id, now)
+        except ReplayedPacket as exc:
+            if self._debug:
+                self.log.debug("! replayed message from %s: %s", inc.src, exc)
+            return False
+        return True
 
     def _protocol(self, items: list[tuple[Incoming, Packet]]) -> None:
         """Decode protocol messages and feed them to the core under one lock acquisition."""
         engine = self.engine
-        todo: list[tuple[str, Message, NodeID, bool, bool | None]] = []
+        todo: list[tuple[str, Message, NodeID, bool, bool | None, bool]] = []
         incs: list[Incoming] = []
         guard = self.replay
         for inc, pkt in items:
@@ -435,7 +445,7 @@ class Receiver:
             if type(msg) is messages.Join:
                 # The application's check is user code: it runs here, never under the lock.
                 app_ok = check_app_version(self._app_version_check, msg.av)
-            todo.append((inc.src, msg, NodeID(bytes=pkt.sender), inc.reliable, app_ok))
+            todo.append((inc.src, msg, NodeID(bytes=pkt.sender), inc.reliable, app_ok, pkt.encrypted))
             incs.append(inc)
         if not todo:
             return

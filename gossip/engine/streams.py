@@ -16,21 +16,27 @@ and ends when none comes. An opening that finds every worker busy is answered "b
 refuser thread (``gossip-<node>-stream-refuse``; a few openings may wait for it, more are cut
 at once): the answer is bound to the opener's salt like an acceptance, so it cannot be replayed.
 
-Until its HELLO has been authenticated, an accepted connection may only carry small frames
-(a transport with a pre-authentication limit offers ``mark_trusted()``, called then), so a
-stranger holding pool slots holds little memory.
+An accepted connection may only carry small frames until its opening is authentic (a
+transport with a pre-authentication limit offers ``mark_trusted()``): that is when the OPEN
+came sealed under a cluster key (or, on a cluster without keys, when it is accepted), and the
+limit is lifted *before* the ACCEPT goes out, so the opener's first full-size frames, which
+may follow its HELLO at once, never meet it; an unsealed OPEN on a cluster with keys lifts it
+only after its HELLO. One remote host may have at most ``max_opening_streams_per_source``
+stream connections opening at once (arrived, HELLO not yet checked); more are closed at once
+(``streams.refused_per_source``), so silent connections from one host cannot hold the pool.
 
-Every step of an opening runs under ``stream_open_timeout``: reading the OPEN, writing the
-ACCEPT and reading the HELLO on the accepting side; dialing, writing the OPEN and reading the
-answer on the opening side. A failure at any step closes the connection: nothing is left half
+Every step of an opening runs under ``stream_open_timeout``, counted from the connection's
+arrival: reading the OPEN, writing the ACCEPT and reading the HELLO on the accepting side (the
+HELLO's deadline); dialing, writing the OPEN and reading the answer on the opening side. A failure at any step closes the connection: nothing is left half
 open. The handshake and the framing are described in :mod:`gossip.stream`.
 
 Counters (in :meth:`gossip.Cluster.stats`): ``streams.opened`` (by this node),
 ``streams.accepted`` (handlers started), ``streams.refused`` (openings this node refused),
 ``streams.open_refused`` (openings peers refused), ``streams.active`` (open now, both kinds),
 ``streams.bytes_in`` / ``streams.bytes_out`` (stream data read and written),
-``streams.handler_errors`` and ``streams.bad_opens`` (openings dropped: malformed, not
-authentic, or too slow).
+``streams.handler_errors``, ``streams.bad_opens`` (openings dropped: malformed, not
+authentic, or too slow) and ``streams.refused_per_source`` (connections cut because their host
+had too many openings under way).
 
 This module imports the stream layer, the packet codec and the transports' interface.
 """
@@ -78,6 +84,7 @@ from ..stream import (
     encode_open,
     key_id,
 )
+from ..transports._admission import host_of
 from ..transports.base import Deadline, StreamConn
 from ..wire import MessageType
 
@@ -202,11 +209,14 @@ class StreamPool:
         self._lock = threading.Lock()
         self._streams: dict[Stream, None] = {}
         self._closing = False
+        self._opening: dict[StreamConn, str] = {}  # connections still opening -> their host
+        self._opening_per_source: dict[str, int] = {}
         prefix = engine.prefix
         self._workers: _Workers[StreamConn] = _Workers(
-            f"{prefix}-stream", cfg.max_concurrent_streams, 0, self._serve, _close_conn, self.log)
+            f"{prefix}-stream", cfg.max_concurrent_streams, 0, self._serve, self._discard,
+            self.log)
         self._refuser: _Workers[StreamConn] = _Workers(
-            f"{prefix}-stream-refuse", 1, _REFUSE_QUEUE, self._refuse_busy, _close_conn,
+            f"{prefix}-stream-refuse", 1, _REFUSE_QUEUE, self._refuse_busy, self._discard,
             self.log)
 
     # ------------------------------------------------------------------ shared
@@ -330,6 +340,19 @@ class StreamPool:
         if self._closing:
             conn.close()
             return
+        host = host_of(conn.peer)
+        with self._lock:
+            opening = self._opening_per_source.get(host, 0)
+            if opening < self.config.max_opening_streams_per_source:
+                self._opening_per_source[host] = opening + 1
+                self._opening[conn] = host
+        if opening >= self.config.max_opening_streams_per_source:
+            self.counters.inc("streams.refused_per_source")
+            self.engine.warn("streams_per_source", "%d stream connections from %s are still "
+                             "opening: cutting new ones (max_opening_streams_per_source)",
+                             opening, host)
+            conn.close()
+            return
         if self._workers.submit(conn):
             return
         if not self._refuser.submit(conn):
@@ -337,7 +360,24 @@ class StreamPool:
             self.engine.warn("streams_full", "stream pool full (max_concurrent_streams=%d) and "
                              "refusals backed up: cutting new stream connections",
                              self.config.max_concurrent_streams)
-            conn.close()
+            self._discard(conn)
+
+    def _opened(self, conn: StreamConn) -> None:
+        """``conn`` is no longer opening (its HELLO was checked, or it failed): its host may
+        open another (idempotent)."""
+        with self._lock:
+            host = self._opening.pop(conn, None)
+            if host is None:
+                return
+            n = self._opening_per_source.get(host, 0) - 1
+            if n > 0:
+                self._opening_per_source[host] = n
+            else:
+                self._opening_per_source.pop(host, None)
+
+    def _discard(self, conn: StreamConn) -> None:
+        self._opened(conn)
+        conn.close()
 
     def _read_open(self, conn: StreamConn, deadline: Deadline) -> tuple[Packet, Any] | None:
         """Read and check the OPEN; None (counted, connection closed) if it is bad."""
@@ -357,7 +397,7 @@ class StreamPool:
         self.counters.inc("streams.bad_opens")
         if self._debug:
             self.log.debug("! stream from %s dropped while opening: %s", conn.peer, exc)
-        conn.close()
+        self._discard(conn)
 
     def _refuse(self, conn: StreamConn, status: int, reason: str, client_salt: bytes,
                 deadline: Deadline) -> None:
@@ -374,7 +414,7 @@ class StreamPool:
         except GossipError:
             pass
         finally:
-            conn.close()
+            self._discard(conn)
 
     def _refuse_busy(self, conn: StreamConn) -> None:
         """Refuser thread: answer an opening that found the pool full."""
@@ -419,6 +459,12 @@ class StreamPool:
         keys = None if key is None else derive_stream_keys(key, req.client_salt, server_salt,
                                                            self._label)
         stream = self._make_stream(conn, False, keys, pkt.codec, req.msg_type, None)
+        trust = getattr(conn, "mark_trusted", None)  # lifts a transport's pre-auth frame limit
+        authentic = pkt.encrypted or self.codec.keyring is None
+        if trust is not None and authentic:
+            # Before the ACCEPT: the opener sends full-size frames right behind its HELLO, and
+            # a reader still holding the small limit would cut the connection (1009).
+            trust()
         try:
             answer = self._packet(MessageType.STREAM_OPEN_ACK,
                                   encode_accept(STATUS_ACCEPTED, req.client_salt, server_salt))
@@ -428,11 +474,11 @@ class StreamPool:
             self._bad_open(conn, exc)
             stream._finish()
             return
+        self._opened(conn)
         if not self._register(stream):
             stream._shutdown()
             return
-        trust = getattr(conn, "mark_trusted", None)  # lifts a transport's pre-auth frame limit
-        if trust is not None:
+        if trust is not None and not authentic:
             trust()
         self.counters.inc("streams.accepted")
         sender = self.engine.node_for_sender(pkt.sender)
@@ -471,7 +517,3 @@ class StreamPool:
         A handler that ignores the errors of its cut stream and goes on running is a straggler.
         """
         return self._workers.join(deadline) + self._refuser.join(deadline)
-
-
-def _close_conn(conn: StreamConn) -> None:
-    conn.close()

@@ -1,4 +1,4 @@
-"""Leader election over a gossip cluster, with a quorum of the known membership.
+"""Leader election over a gossip cluster: a lease from a quorum of the largest membership confirmed.
 
 ::
 
@@ -12,8 +12,10 @@
 
 :class:`LeaderElection` is the threaded host (it uses only the public :class:`gossip.Cluster`
 API); :class:`Election` in :mod:`gossip.leader.election` is the pure state machine it drives,
-which the simulator drives too. The rules (quorum against the known membership, terms that only
-grow, who stands and when) are written at the top of :mod:`gossip.leader.election`.
+which the simulator drives too. The rules (the quorum's base, leases and promises, terms that
+only grow, who stands and when, what the lease assumes of the clocks) are written at the top of
+:mod:`gossip.leader.election`. The election is safe only on an encrypted cluster: without a key,
+any host that can reach a node can make itself leader (:meth:`LeaderElection.start` warns).
 """
 
 from __future__ import annotations

@@ -12,12 +12,22 @@ merged, which keeps its nodes from standing against a leader that already exists
 answer each with an acknowledgement to the leader, which needs a quorum of them to keep leading.
 All election messages are best-effort datagrams of type ``heartbeat_msg_type``.
 
+:meth:`LeaderElection.is_leader` reads the lease against the clock at each call, and the ticker
+wakes when the lease runs out, so leadership ends on time even between two checks.
+
+Authentication: on a cluster with an encryption key that seals what it sends, election messages
+are accepted only from sealed packets, and a heartbeat only from the member it names. Without a
+key, any host that can reach a node can forge heartbeats and acknowledgements, and so make
+itself leader, depose the leader or keep a cut-off leader in office: :meth:`LeaderElection.start`
+says so in a warning.
+
 This module uses only the public :class:`gossip.Cluster` API.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -49,6 +59,12 @@ _HEARTBEAT_STATES = (NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD)
 
 class LeaderElection:
     """Elect one leader among the nodes of a cluster, with a quorum of the known membership.
+
+    Safe only on an encrypted cluster (``Config.encryption_key``): there, election messages are
+    accepted only from sealed packets whose sender is the member the message names. On an
+    unencrypted cluster any host that can send a packet to a node can make itself leader,
+    depose the leader or keep a cut-off leader leading, so two nodes may lead at once;
+    :meth:`start` logs a warning saying so.
 
     Args:
         cluster: the cluster whose nodes elect (started before or after :meth:`start`).
@@ -84,8 +100,11 @@ class LeaderElection:
         self._state_hid: HandlerID | None = None
         self._meta_hid: HandlerID | None = None
         self._is_leader = False
+        self._lease_until = -math.inf
         self._leader: NodeID | None = None
         self._stats: dict[str, int] = {}
+        self._authenticate = False
+        self._warned_missing = -math.inf
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -101,6 +120,7 @@ class LeaderElection:
                 raise ClusterClosed("a stopped LeaderElection cannot be restarted; create a new one")
             if self._started:
                 return
+            self._authenticate = self._check_security()
             self._cluster.handle_func_no_forward(self.config.heartbeat_msg_type, self._on_message)
             self._registered = True
             self._state_hid = self._cluster.handle_node_state_change_func(self._on_membership)
@@ -147,6 +167,28 @@ class LeaderElection:
         if stragglers:
             logger.warning("leader election threads still running after stop(): %s", ", ".join(stragglers))
 
+    def _check_security(self) -> bool:
+        """Return whether election messages can be authenticated; warn when they cannot."""
+        keyring = self._cluster.keyring
+        if keyring is None:
+            logger.warning(
+                "leader election on an unencrypted cluster is not safe: any host that can send a "
+                "packet to a node can make itself leader, depose the leader, or keep a cut-off "
+                "leader leading, so two nodes may lead at once (set Config.encryption_key)")
+            return False
+        if not self._cluster.config.encrypt_outgoing:
+            logger.warning(
+                "leader election accepts plain election messages while encrypt_outgoing is False: "
+                "it is not safe until every node seals what it sends (finish the move to encryption)")
+            return False
+        return True
+
+    @property
+    def authenticated(self) -> bool:
+        """True if election messages are accepted only from sealed packets (an encrypted
+        cluster); False before :meth:`start` and on an unencrypted cluster."""
+        return self._authenticate
+
     def _unregister(self) -> None:
         c = self._cluster
         if self._registered:
@@ -174,8 +216,9 @@ class LeaderElection:
     # ------------------------------------------------------------------ queries
 
     def is_leader(self) -> bool:
-        """Return True if the local node is the leader (as of the last check)."""
-        return self._is_leader
+        """Return True if the local node is the leader now: it holds a lease (a quorum
+        acknowledged it within the lease) that has not run out."""
+        return self._is_leader and time.monotonic() < self._lease_until
 
     def leader_id(self) -> NodeID | None:
         """Return the leader's id, or None when there is no valid leader."""
@@ -195,6 +238,24 @@ class LeaderElection:
         """The highest election term this node has seen (0 before any election)."""
         with self._lock:
             return 0 if self._core is None else self._core.term
+
+    def quorum_members(self) -> list[NodeID]:
+        """Return the members confirmed alive that the quorum is measured against, those the
+        membership has forgotten included (see :meth:`remove_members`)."""
+        with self._lock:
+            return [] if self._core is None else self._core.remembered()
+
+    def remove_members(self, node_ids: list[NodeID]) -> int:
+        """Stop counting members that are gone for good in the quorum; return how many were counted.
+
+        The quorum is measured against every eligible member confirmed alive, even after the
+        failure detector forgets it (``dead_node_retention_period``), so that the small side of a
+        long partition never becomes a majority of what it remembers. Members that crashed and
+        will not return (replaced under new ids) keep counting until removed here, or set
+        :attr:`LeaderConfig.expected_members`. A member seen alive again counts again.
+        """
+        with self._lock:
+            return 0 if self._core is None else self._core.remove_members(node_ids)
 
     def stats(self) -> dict[str, int]:
         """Return the election's counters (heartbeats sent, received, ignored; elections...)."""
@@ -235,6 +296,7 @@ class LeaderElection:
         assert self._lock.locked() and self._core is not None
         core = self._core
         self._is_leader, self._leader = core.is_leader, core.leader
+        self._lease_until = core.lease_until
         rest: list[Action] = []
         for a in core.actions_to_perform():
             if isinstance(a, Notify):
@@ -286,7 +348,7 @@ class LeaderElection:
                 elif isinstance(a, SendAck):
                     leader = self._cluster.get_node(a.node)
                     if leader is not None:
-                        self._cluster.send_to(leader, mt, encode_message(Ack(a.term)))
+                        self._cluster.send_to(leader, mt, encode_message(Ack(a.term, a.seq)))
                         self._count_locked("acks_sent")
             except GossipError as exc:
                 self._count_locked("send_errors")
@@ -296,9 +358,14 @@ class LeaderElection:
         with self._lock:
             self._count(name, n)
 
-    def _on_message(self, sender: Node | None, packet: Packet) -> None:
-        if sender is None:
+    def _on_message(self, sender: Node, packet: Packet) -> None:
+        if sender.state is NodeState.UNKNOWN:
             self._count_locked("messages_from_unknown")
+            return
+        if self._authenticate and not packet.encrypted:
+            self._count_locked("messages_unauthenticated")
+            logger.debug("! plain election message from %s refused: this cluster seals them",
+                         sender.id.short)
             return
         try:
             msg = decode_message(packet.unmarshal())
@@ -306,14 +373,21 @@ class LeaderElection:
             self._count_locked("messages_malformed")
             logger.debug("! malformed election message from %s: %s", sender.id.short, exc)
             return
+        if isinstance(msg, Heartbeat) and msg.leader is not None and msg.leader.bytes != packet.sender:
+            self._count_locked("messages_wrong_leader")
+            logger.debug("! heartbeat from %s names another leader", sender.id.short)
+            return
         if isinstance(msg, Ack):
             # O(1): the core only records it, so only the sender's record is needed.
             crit = self._criteria
             peer = Peer(sender.id, sender.state, crit is None or crit.matches(sender.metadata))
             with self._lock:
                 self._count("acks_received")
-                if self._core is not None and not self._stopped:
-                    self._core.receive(time.monotonic(), sender.id, msg, (peer,))
+                if self._core is None or self._stopped:
+                    return
+                self._core.receive(time.monotonic(), sender.id, msg, (peer,))
+                actions = self._take_actions()
+            self._perform(actions)
             return
         self._count_locked("heartbeats_received")
         self._step(lambda core, now, peers: core.receive(now, sender.id, msg, peers))
@@ -338,7 +412,9 @@ class LeaderElection:
         while True:
             with self._wake:
                 while not self._stopping.is_set() and not self._dirty:
-                    left = next_tick - time.monotonic()
+                    # Wake at the next check, or when the lease runs out if that is sooner.
+                    until = self._lease_until if self._is_leader else math.inf
+                    left = min(next_tick, until) - time.monotonic()
                     if left <= 0:
                         break
                     self._wake.wait(left)
@@ -347,11 +423,29 @@ class LeaderElection:
                 self._dirty = False
             try:
                 self._step(lambda core, now, peers: core.tick(now, peers))
+                self._warn_missing()
             except Exception:
                 logger.exception("bug: leader election tick failed")
             now = time.monotonic()
             while next_tick <= now:
                 next_tick += interval
+
+    def _warn_missing(self) -> None:
+        """Say (once a minute) when members the membership forgot keep the quorum out of reach."""
+        with self._lock:
+            core = self._core
+            if core is None or core.leader is not None or core.sees_quorum or core.missing == 0:
+                return
+            now = time.monotonic()
+            if now - self._warned_missing < 60.0:
+                return
+            self._warned_missing = now
+            missing, base = core.missing, core.quorum_base
+        logger.warning(
+            "leader election has no quorum: %d of the %d members it counts are no longer in the "
+            "membership (forgotten after dead_node_retention_period). If they are gone for good, "
+            "remove them (LeaderElection.remove_members) or set LeaderConfig.expected_members",
+            missing, base)
 
     def _event_loop(self) -> None:
         while True:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..config import Config
+from ..hlc import COUNTER_BITS, MAX_TIMESTAMP
 from ..messages import (
     EMPTY_META, MAX_INCARNATION, Ack, Alive, Dead, Gossip, Join, JoinReply, MemberState, Message, Nack,
     Ping, PingReq, PushPull, PushPullReply, Suspect, Update, metadata_size, update_size,
@@ -45,6 +46,7 @@ from .actions import (
 from .awareness import Awareness
 from .broadcasts import BroadcastQueue, retransmit_limit
 from .insight import Insight
+from .reconnect import Reconnector
 from .rtt import ProbeRtt, RttHistogram
 from .suspicion import Suspicion, suspicion_timeouts
 
@@ -56,6 +58,7 @@ ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DE
 _T_PROBE, _T_PROBE_TIMEOUT, _T_PROBE_END, _T_RELAY_TIMEOUT = 1, 2, 3, 4
 _T_SUSPICION, _T_GOSSIP, _T_PUSH_PULL, _T_MAINTENANCE, _T_JOIN_TIMEOUT, _T_SYNC = 5, 6, 7, 8, 9, 10
 _T_PUSH_PULL_TIMEOUT, _T_LEAVE_RETRY = 11, 12
+_T_RECONNECT = 13
 
 # A helper sends its nack at this share of the time the requester still waits (Lifeguard: 80 %).
 _NACK_SHARE = 0.8
@@ -78,8 +81,10 @@ def _about(node: NodeID | None) -> Callable[[Update], bool] | None:
 
 
 def _host(addr: str) -> str:
-    """Return the host part of a transport address (``ip:port``, ``[v6]:port``, or a bare name):
-    what one source controls, whatever port it sends from."""
+    """Return the host part of a transport address (``ip:port``, ``[v6]:port``, a ``ws://`` or
+    ``wss://`` URL, or a bare name): what one source controls, whatever port it sends from."""
+    if "://" in addr:
+        addr = addr.partition("://")[2].partition("/")[0]
     host, sep, port = addr.rpartition(":")
     return host if sep and port.isdigit() else addr
 
@@ -103,13 +108,16 @@ class Member:
     """The local node's record of one other member (mutable; owned by :class:`Protocol`).
 
     ``introducer`` is the source host that told us of the member, until the member shows itself
-    (a packet from it, from its own host, or an answer to our probe); None for members given
-    by the host (:meth:`Protocol.bootstrap`). Relayed news is no proof: an epidemic spreads
-    fakes as well as it spreads members.
+    (a packet from it, sealed or from its own host, or an answer to our probe); None for
+    members given by the host (:meth:`Protocol.bootstrap`). Relayed news is no proof: an
+    epidemic spreads fakes as well as it spreads members. ``vouched`` says the news came from
+    inside the cluster (a packet sealed with a cluster key, one from a member that has shown
+    itself, sent from its own host, or the answer to our own join or push/pull), so its address
+    may be dialed before the member shows itself; news from a stranger is not dialed.
     """
 
     __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av",
-                 "state_change", "suspicion", "introducer", "timer_at", "rtt")
+                 "state_change", "suspicion", "introducer", "vouched", "timer_at", "rtt")
 
     def __init__(self, node: NodeID, addr: str, state: NodeState, incarnation: int,
                  meta: Mapping[str, Any], meta_stamp: int, pv: int, av: str, now: float) -> None:
@@ -124,6 +132,7 @@ class Member:
         self.state_change = now
         self.suspicion: Suspicion | None = None
         self.introducer: str | None = None
+        self.vouched = False       # named from inside the cluster (see above)
         self.timer_at = math.inf   # when the pending suspicion timer of this member fires
         self.rtt: float | None = None  # seconds of the last direct probe round trip
 
@@ -186,26 +195,47 @@ class Protocol:
       more than ``known + jump`` about a member we hold alive or suspect, is refused
       (``refused_incarnation_jump``), and we do not refute an accusation that would take us
       further than that. Legitimate claims about a node never run ahead of the node itself, so
-      only forged ones (or a previous process under the same id) are refused. Two exceptions:
+      only forged ones (or a previous process under the same id) are refused. Three exceptions:
       alive news about a member we hold dead or left is taken at any incarnation (it moved on
-      while we were apart), and our own state in the answer to our own join may carry us any
-      distance (a restarted process catching up with its previous run);
+      while we were apart); a member's own alive, coming from that member (see
+      :meth:`receive`), is taken at any distance (it is the one that raises it: a victim of
+      forged accusations must not be refused its own refutations); and our own state in the
+      answer to our own join may carry us any distance (a restarted process catching up with
+      its previous run);
+    * our own incarnation rises by time, not by claim: one received message raises it once at
+      most, past the highest accusation it carries, and what others say of us may raise it by
+      ``Config.incarnation_budget`` per ``incarnation_budget_window`` at most (a token bucket
+      that refills evenly; the answer to our own join excepted). An accusation beyond what is
+      left is refused (``refused_incarnation_budget``): we rise as far as the budget allows.
+      Local metadata changes are ours and are not counted;
     * at the very top a node stays at ``MAX_INCARNATION``: metadata changes still spread (they
       are ordered by their HLC stamp, not by the incarnation), but an accusation at the top
-      cannot be outbid (``incarnation_exhausted``). Reaching it takes 2**32 refutations, or a
-      sustained flood of forged accusations of ``max_incarnation_jump`` each that encryption
-      prevents; the way out is a restart under a new node id (the default for a new process).
+      cannot be outbid (``incarnation_exhausted``). With the default budget, forged
+      accusations take years of sustained flooding to get there; the way out is a restart
+      under a new node id (the default for a new process).
 
     Members (every bound a ``Config`` field, every refusal counted in :attr:`stats` as
     ``refused_<why>``): the table holds ``max_members``; an unsolicited message brings at most
     ``max_members_per_message`` newcomers, a join its joiner only; a source host may have named
-    at most ``max_members_per_source`` members that have not shown themselves (sent us a packet
-    from their own host, or answered our probe). Until they do, news about them is gossiped
-    after everything else, they are gossip targets, ping-req helpers and push/pull peers only
-    when too few others exist, and once dead they are forgotten after
-    ``gossip_to_the_dead_time``. Replies are merged only when they answer our own join or
-    push/pull. A ping-req is run only for a known member, at its known address, at most
-    ``max_pending_relays`` at once. :meth:`sizes` reports every table.
+    at most ``max_members_per_source`` members that have not shown themselves (sent us a packet,
+    sealed or from their own host; answered our probe; or answered at their address a join or
+    push/pull we sent there), and all sources together ``max_unconfirmed_share`` of the table.
+    Until they show themselves, news about them is gossiped after everything else, they are
+    gossip targets, ping-req helpers and push/pull peers only when too few others exist, they
+    are never dialed (see :meth:`_dialable`: no WebSocket URL, no TCP fallback ping, no state
+    exchange; a datagram probe is how they show themselves), a joiner or a member showing
+    itself takes the place of the oldest of them in a full table, and once dead they are
+    forgotten after ``gossip_to_the_dead_time``. Replies are merged only when they answer our
+    own join or push/pull. A ping-req is run only for a known member, at its known address, at
+    most ``max_pending_relays`` at once. :meth:`sizes` reports every table.
+
+    Answers go where the message came from: on its connection, or as a datagram to its source
+    address, never to an address it merely names (``Ping.source_addr``, ``PingReq.source_addr``)
+    unless that is the address of the sending member, which has shown itself. A leave of a
+    member said by anyone but the member is checked with it at once (a ping carrying the
+    leave): if it was forged, the member refutes within one round trip. A metadata stamp more
+    than ``max_clock_drift`` ahead of ``stamp_clock`` is refused, and our own record seen with a
+    newer stamp than ours makes us reassert our metadata above it.
 
     Args:
         config: a validated :class:`~gossip.Config` (only its protocol knobs are read).
@@ -216,6 +246,10 @@ class Protocol:
         meta, meta_stamp: the initial local metadata and its HLC stamp.
         app_version: this node's application version string.
         incarnation: the starting incarnation (0 for a fresh process).
+        stamp_clock: returns the current time as an HLC stamp (:mod:`gossip.hlc`), the clock
+            metadata stamps are compared with: a peer's stamp more than
+            ``Config.max_clock_drift`` ahead of it is refused. None (hosts whose stamps are not
+            HLC stamps, such as the simulator's counters) skips that check.
 
     Raises:
         ValueError: ``incarnation`` is outside ``0..MAX_INCARNATION``.
@@ -233,6 +267,7 @@ class Protocol:
         meta_stamp: int = 0,
         app_version: str = "",
         incarnation: int = 0,
+        stamp_clock: Callable[[], int] | None = None,
     ) -> None:
         if not 0 <= incarnation <= MAX_INCARNATION:
             raise ValueError(f"incarnation must be in 0..{MAX_INCARNATION}, got {incarnation}")
@@ -245,6 +280,8 @@ class Protocol:
         self.meta_stamp = meta_stamp
         self.app_version = app_version
         self.state = ALIVE
+        self._stamp_clock = stamp_clock
+        self._drift = int(config.max_clock_drift * 1_000_000) << COUNTER_BITS
         self.lifeguard = config.lifeguard_enabled
         self.awareness = Awareness(config.awareness_max_multiplier if self.lifeguard else 1)
         self.broadcasts = BroadcastQueue(config.broadcast_queue_size)
@@ -274,12 +311,26 @@ class Protocol:
         self._push_pulls: dict[int, str] = {}     # our push/pulls awaiting their reply
         self._leave_pending: dict[int, tuple[Member, int]] = {}   # leave pings: seq -> (member, sent)
         self._unconfirmed: dict[str, int] = {}    # source host -> members only it vouched for
+        self._unproven: dict[NodeID, None] = {}   # those members, oldest first
         self._gone: dict[NodeID, None] = {}       # dead and left members, longest gone first
         # Context of the message being handled (see receive()).
         self._src_host = ""
         self._sender: NodeID | None = None
+        self._authenticated = False
+        self._vouching = False            # the message comes from inside the cluster
+        self._joining = False             # the message is a join request
+        self._unconfirmed_cap = max(1, int(config.max_members * config.max_unconfirmed_share))
+        self._dial_all = config.force_reliable_transport
         self._solicited = False
         self._new_in_msg = 0
+        self._in_receive = False
+        self._refute_to = -1              # the highest accusation about us in the message
+        self._refute_catch_up = False     # ...it is our own join's answer
+        self._refuted_in_msg = False
+        # The incarnation budget: a token bucket of incarnations our own may rise by in answer
+        # to what others say of us (see the class docstring).
+        self._inc_tokens = float(config.incarnation_budget)
+        self._inc_tokens_at = now
         self._states_cache: tuple[MemberState, ...] | None = None
         self._corrected: dict[tuple[NodeID, NodeID], tuple[bool, int]] = {}
         self._self_alive_size = 0
@@ -296,6 +347,11 @@ class Protocol:
         if config.state_sync_interval > 0:
             self._schedule(now + rng.uniform(0.5, 1.0) * self._push_pull_interval(), _T_PUSH_PULL, None)
         self._schedule(now + rng.uniform(0.5, 1.0) * config.recovery_attempt_interval, _T_MAINTENANCE, None)
+        # Forgotten members and seeds, retried slowly for long, so any heal re-merges (reconnect.py).
+        # (No random stagger: a round with nothing to retry draws nothing from rng either.)
+        self.reconnect = Reconnector(config.reconnect_timeout, config.max_reconnect_targets)
+        if config.reconnect_interval > 0:
+            self._schedule(now + config.reconnect_interval, _T_RECONNECT, None)
 
     # ------------------------------------------------------------------ host interface: drains
 
@@ -354,7 +410,8 @@ class Protocol:
             "broadcasts_low": len(self.broadcasts_low), "relays": len(self._relays),
             "probes": len(self._probes), "push_pulls": len(self._push_pulls), "joins": len(self._joins),
             "leave_pending": len(self._leave_pending), "timers": len(self._timers),
-            "unconfirmed": sum(self._unconfirmed.values()), "probe_list": len(self._probe_list),
+            "unconfirmed": len(self._unproven), "probe_list": len(self._probe_list),
+            "reconnect": len(self.reconnect),
         }
 
     def health_score(self) -> int:
@@ -406,6 +463,8 @@ class Protocol:
         left = self._left_update()
         self._queue(left)
         for m in self.alive_peers():
+            if not self._dialable(m):
+                continue
             seq = self._next_seq()
             self._leave_pending[seq] = (m, 1)
             self._send(m.addr, Ping(seq, m.node, self.addr, (left,)))
@@ -439,11 +498,14 @@ class Protocol:
         """Replace this node's metadata and announce it (raises the incarnation).
 
         At :data:`~gossip.messages.MAX_INCARNATION` the incarnation stays: peers order
-        metadata by its stamp, so the change still spreads.
+        metadata by its stamp, so the change still spreads. A ``stamp`` below the one
+        announced last is raised just above it (the node may have reasserted its metadata
+        above a forged stamp: :meth:`_reassert_meta`).
         """
         self._now = now
         self.meta = dict(meta)
-        self.meta_stamp = stamp
+        # Never below a stamp we reasserted our metadata at (see _reassert_meta).
+        self.meta_stamp = stamp if stamp >= self.meta_stamp else min(self.meta_stamp + 1, MAX_TIMESTAMP)
         if self.incarnation < MAX_INCARNATION:
             self.incarnation += 1
         else:
@@ -477,27 +539,47 @@ class Protocol:
     # ------------------------------------------------------------------ input: messages
 
     def receive(self, now: float, src: str, msg: Message, sender: NodeID | None = None,
-                reliable: bool = False, app_version_ok: bool | None = None) -> None:
+                reliable: bool = False, app_version_ok: bool | None = None,
+                authenticated: bool = False) -> None:
         """Handle a decoded protocol message that arrived from transport address ``src``.
 
-        ``sender`` is the packet's sender id when known; ``reliable`` says it came over TCP (a
-        reply then goes back over TCP too). ``app_version_ok`` is the host's verdict on a
-        :class:`~gossip.messages.Join`'s application version (see the class docstring); None
-        when no check is configured.
+        ``sender`` is the packet's sender id when known; ``reliable`` says it came over a
+        connection (a reply then goes back on it). ``app_version_ok`` is the host's verdict on
+        a :class:`~gossip.messages.Join`'s application version (see the class docstring); None
+        when no check is configured. ``authenticated`` says the packet was sealed with a
+        cluster key, so ``sender`` is authentic: a member that speaks for itself in such a
+        packet has shown itself, whatever host it sends from.
 
         Any well-formed message (one :func:`~gossip.messages.from_wire` returns) is safe here:
         nothing it carries makes this method raise, and every refusal is counted in
-        :attr:`stats`.
+        :attr:`stats`. The message raises our incarnation once at most (see the class
+        docstring).
         """
         self._now = now
         self._src_host = _host(src)
         self._sender = sender
+        self._authenticated = authenticated
         self._solicited = False
         self._new_in_msg = 0
+        self._in_receive = True
+        self._refuted_in_msg = False
+        try:
+            self._dispatch(now, src, msg, sender, reliable, app_version_ok)
+        finally:
+            self._in_receive = False
+            self._settle_refutation(now)
+
+    def _dispatch(self, now: float, src: str, msg: Message, sender: NodeID | None, reliable: bool,
+                  app_version_ok: bool | None) -> None:
         if sender is not None:
             m = self.members.get(sender)
-            if m is not None and m.introducer is not None and self._src_host == _host(m.addr):
-                self._confirm(m)     # it spoke to us from its own host
+            if m is not None and m.introducer is not None and (
+                    self._authenticated or self._src_host == _host(m.addr)):
+                self._confirm(m)     # it spoke to us (sealed, or from its own host)
+            self._vouching = self._authenticated or (m is not None and m.introducer is None
+                                                     and self._src_host == _host(m.addr))
+        else:
+            self._vouching = self._authenticated
         t = type(msg)
         self.insight.source = sender   # insight: how accusations reach us
         if t is Ping:
@@ -507,7 +589,7 @@ class Protocol:
         elif t is Gossip:
             self._merge_updates(now, msg.updates, sender)  # type: ignore[union-attr]
         elif t is PingReq:
-            self._on_ping_req(now, src, msg)  # type: ignore[arg-type]
+            self._on_ping_req(now, src, msg, sender, reliable)  # type: ignore[arg-type]
         elif t is Nack:
             probe = self._probes.get(msg.seq)  # type: ignore[union-attr]
             if probe is not None:
@@ -516,11 +598,14 @@ class Protocol:
         elif t is PushPull:
             self._on_push_pull(now, msg, reliable, sender)  # type: ignore[arg-type]
         elif t is PushPullReply:
-            if self._push_pulls.pop(msg.seq, None) is None:  # type: ignore[union-attr]
+            asked = self._push_pulls.pop(msg.seq, None)  # type: ignore[union-attr]
+            if asked is None:
                 self._count("refused_unsolicited_reply")
                 return
             self._solicited = True
+            self._vouching = True    # it answered where we sent our own request
             self._merge_states(now, msg.states, peer=sender)  # type: ignore[union-attr]
+            self._answered_at(asked, msg.states)  # type: ignore[union-attr]
         elif t is Join:
             self._on_join(now, msg, reliable, app_version_ok)  # type: ignore[arg-type]
         elif t is JoinReply:
@@ -565,6 +650,8 @@ class Protocol:
                 self._push_pulls.pop(key, None)
             elif kind == _T_LEAVE_RETRY:
                 self._leave_retry(now)
+            elif kind == _T_RECONNECT:
+                self._reconnect_round(now)
 
     # ------------------------------------------------------------------ internals: plumbing
 
@@ -595,11 +682,13 @@ class Protocol:
         self.stats[name] = self.stats.get(name, 0) + 1
 
     def _sample_known(self, k: int, accept: Callable[[Member], bool], exclude: set[NodeID]) -> list[Member]:
-        """Sample among members that showed themselves first, then among the others."""
+        """Sample among members that showed themselves first, then among the others that may
+        be sent to (see :meth:`_dialable`)."""
         out = self._sample(k, accept, exclude, self._cids)
         if len(out) < k and len(self._cids) < len(self._ids):
             taken = exclude | {m.node for m in out}
-            out += self._sample(k - len(out), lambda m: m.introducer is not None and accept(m), taken)
+            out += self._sample(k - len(out), lambda m: m.introducer is not None and self._dialable(m)
+                                and accept(m), taken)
         return out
 
     def _sample(self, k: int, accept: Callable[[Member], bool], exclude: set[NodeID],
@@ -721,19 +810,25 @@ class Protocol:
         self.insight.state_changed(now, m, prev)   # insight: the state event, flaps, partitions
 
     def _introduces_itself(self, a: Alive) -> bool:
-        """True if the message being handled comes from ``a``'s own node, from its own host."""
-        return self._sender == a.node and self._src_host == _host(a.addr)
+        """True if the message being handled comes from ``a``'s own node: sealed with a cluster
+        key (its sender id is authentic), or from the host of its own address."""
+        return self._sender == a.node and (self._authenticated or self._src_host == _host(a.addr))
 
     def _admit(self, now: float, itself: bool = False) -> bool:
         """Decide whether one more new member may enter the table (counting every refusal).
 
         Unsolicited messages may bring ``max_members_per_message`` newcomers each, and one
         source host may have named ``max_members_per_source`` members that have not shown
-        themselves (a member introducing itself, ``itself``, does not count against that). The
-        table holds ``max_members`` in all; when it is full a dead or left member (the longest
-        gone) makes room, else the newcomer is refused.
+        themselves (a member introducing itself, ``itself``, does not count against that).
+        Members that have not shown themselves fill ``max_unconfirmed_share`` of the table at
+        most (news in a reply to our own request excepted). The table holds ``max_members`` in
+        all; when it is full a dead or left member (the longest gone) makes room; failing that,
+        a member that shows itself, a joiner, or a reply to our own request takes the place of
+        the oldest member nobody has shown to exist, so strangers never keep real members
+        out. Else the newcomer is refused.
         """
         cfg = self.config
+        room = itself or self._solicited or self._joining
         if not self._solicited:
             if self._new_in_msg >= cfg.max_members_per_message:
                 self._count("refused_members_per_message")
@@ -741,16 +836,28 @@ class Protocol:
             if not itself and self._unconfirmed.get(self._src_host, 0) >= cfg.max_members_per_source:
                 self._count("refused_members_per_source")
                 return False
+            if not itself and not self._joining and len(self._unproven) >= self._unconfirmed_cap:
+                oldest = self.members[next(iter(self._unproven))]
+                if oldest.state is not DEAD and oldest.state is not LEAVING:
+                    self._count("refused_unconfirmed_full")
+                    return False
+                self._remove_member(now, oldest)   # a dead stranger holds no place
+                self._count("members_evicted")
         if len(self.members) >= cfg.max_members:
-            if not self._gone:
+            if self._gone:
+                self._remove_member(now, self.members[next(iter(self._gone))])
+                self._count("members_evicted")
+            elif room and self._unproven:
+                self._remove_member(now, self.members[next(iter(self._unproven))])
+                self._count("members_evicted_unconfirmed")
+            else:
                 self._count("refused_members_table_full")
                 return False
-            self._remove_member(now, self.members[next(iter(self._gone))])
-            self._count("members_evicted")
         self._new_in_msg += 1
         return True
 
     def _add_member(self, now: float, a: Alive, itself: bool = False) -> Member:
+        self.reconnect.known(a.node)
         m = Member(a.node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp, a.pv, a.av, now)
         self.members[a.node] = m
         self.counts[ALIVE] += 1
@@ -759,9 +866,8 @@ class Protocol:
             _index_add(self._cids, self._cid_index, a.node)
         else:
             # Even a reply to our own request only names the member: the peer may hold fakes.
-            host = self._src_host
-            m.introducer = host
-            self._unconfirmed[host] = self._unconfirmed.get(host, 0) + 1
+            self._unconfirm(m)
+        m.vouched = self._vouching
         # A newcomer goes in at a random place of the probe order (SWIM section 4.3): appended,
         # then swapped with a random slot, O(1) as in memberlist.
         if a.node not in self._in_probe_list:
@@ -774,6 +880,7 @@ class Protocol:
             plist[-1], plist[j] = plist[j], plist[-1]
         self._states_cache = None
         self._event(EVENT_STATE, m, NodeState.UNKNOWN, now)
+        self.insight.added(now, m)   # insight: a partition's forgotten member may be back
         return m
 
     def _compact_probe_list(self) -> None:
@@ -784,12 +891,25 @@ class Protocol:
         self._in_probe_list = set(plist)
         self._probe_index = done
 
+    def _unconfirm(self, m: Member) -> None:
+        """``m`` was named by the source of the message being handled and has not shown itself
+        (at this address): it counts against that source until it does."""
+        if m.introducer is not None:
+            return
+        if m.node in self._cid_index:
+            _index_remove(self._cids, self._cid_index, m.node)
+        host = self._src_host
+        m.introducer = host
+        self._unconfirmed[host] = self._unconfirmed.get(host, 0) + 1
+        self._unproven[m.node] = None
+
     def _confirm(self, m: Member) -> None:
         """``m`` showed itself to exist: it no longer counts against its introducer."""
         host = m.introducer
         if host is None:
             return
         m.introducer = None
+        self._unproven.pop(m.node, None)
         _index_add(self._cids, self._cid_index, m.node)
         left = self._unconfirmed.get(host, 0) - 1
         if left > 0:
@@ -798,6 +918,8 @@ class Protocol:
             self._unconfirmed.pop(host, None)
 
     def _remove_member(self, now: float, m: Member) -> None:
+        if m.state is DEAD and m.introducer is None:
+            self.reconnect.forgotten(m.node, m.addr, now)   # it existed: retry it after a heal
         self._confirm(m)
         self._gone.pop(m.node, None)
         del self.members[m.node]
@@ -811,11 +933,43 @@ class Protocol:
         self._event(EVENT_REMOVED, m, m.state, now)
         self.insight.forget(now, m)
 
-    def _refute(self, now: float, accused_incarnation: int, catch_up: bool = False) -> None:
-        """Raise our incarnation past the accusation and announce that we are alive.
+    def _dialable(self, m: Member) -> bool:
+        """May we send to ``m``'s address? Sending to a WebSocket URL (or to any address, when
+        every packet goes over a connection) dials it, and an address learned from an
+        unauthenticated packet is dialed only once its member has shown itself, or if a member
+        from inside the cluster named it (see :class:`Member`): a stranger's fake member must
+        not make us open connections to whatever it names. Datagrams go anywhere: the answer to
+        a probe is how a member shows itself."""
+        return m.introducer is None or m.vouched or not (self._dial_all or "://" in m.addr)
 
-        Refused when that would take us more than ``max_incarnation_jump`` ahead (unless
-        ``catch_up``: our own join's answer), and impossible at the top of the range.
+    def _answered_at(self, addr: str, states: tuple[MemberState, ...]) -> None:
+        """The answer to a request we sent to ``addr`` (a join or a push/pull) came back: its
+        first state is the responder's own, and if it claims ``addr``, the responder has shown
+        itself there (we dialed that address on our own account)."""
+        if states and states[0].addr == addr:
+            m = self.members.get(states[0].node)
+            if m is not None and m.addr == addr:
+                self._confirm(m)
+
+    def _shown_at(self, sender: NodeID | None, addr: str) -> bool:
+        """True if ``sender`` is a member that has shown itself, at ``addr``."""
+        m = self.members.get(sender) if sender is not None else None
+        return m is not None and m.introducer is None and m.addr == addr
+
+    def _answer_addr(self, src: str, claimed: str, sender: NodeID | None) -> str:
+        """Return where a datagram answer to the message being handled goes: its source
+        ``src``, unless ``claimed`` (the address it says to answer at) is the address of the
+        member that sent it, which has shown itself. Never an address a packet merely names:
+        that would aim our answers at a third party, or make us dial it."""
+        return claimed if claimed != src and self._shown_at(sender, claimed) else src
+
+    def _refute(self, now: float, accused_incarnation: int, catch_up: bool = False) -> None:
+        """Note an accusation of us (or a claim about us) at ``accused_incarnation``.
+
+        Refused when it lies ``max_incarnation_jump`` or more ahead of our incarnation (unless
+        ``catch_up``: our own join's answer), and impossible at the top of the range. The
+        highest accusation a message carries is answered once, when the message has been
+        handled (:meth:`_settle_refutation`).
         """
         if not catch_up and accused_incarnation - self.incarnation >= self.config.max_incarnation_jump:
             self._count("refused_incarnation_jump")
@@ -823,7 +977,49 @@ class Protocol:
         if accused_incarnation >= MAX_INCARNATION:
             self._count("incarnation_exhausted")
             return
-        self.incarnation = max(self.incarnation, accused_incarnation) + 1
+        if accused_incarnation > self._refute_to:
+            self._refute_to = accused_incarnation
+        if catch_up:
+            self._refute_catch_up = True
+        if not self._in_receive:
+            self._settle_refutation(now)
+
+    def _incarnation_tokens(self, now: float) -> float:
+        """Return the incarnation budget left at ``now`` (the bucket refills evenly)."""
+        cfg = self.config
+        cap = float(cfg.incarnation_budget)
+        elapsed = now - self._inc_tokens_at
+        if elapsed > 0:
+            self._inc_tokens = min(cap, self._inc_tokens + elapsed * cap / cfg.incarnation_budget_window)
+            self._inc_tokens_at = now
+        return self._inc_tokens
+
+    def _settle_refutation(self, now: float) -> None:
+        """Raise our incarnation past the highest accusation noted, and announce that we are
+        alive: once per received message at most, and within the incarnation budget (the
+        answer to our own join excepted). Beyond the budget we rise as far as it allows, and
+        the rest of the accusation is refused (``refused_incarnation_budget``)."""
+        accused, catch_up = self._refute_to, self._refute_catch_up
+        if accused < 0:
+            return
+        self._refute_to, self._refute_catch_up = -1, False
+        if accused < self.incarnation:
+            return
+        if self._refuted_in_msg:
+            self._count("refused_refutations_per_message")
+            return
+        target = accused + 1
+        if not catch_up:
+            tokens = self._incarnation_tokens(now)
+            afford = self.incarnation + int(tokens)
+            if target > afford:
+                self._count("refused_incarnation_budget")
+                if afford <= self.incarnation:
+                    return
+                target = afford
+            self._inc_tokens = tokens - (target - self.incarnation)
+        self._refuted_in_msg = self._in_receive
+        self.incarnation = target
         self._states_cache = None
         self._queue(self._self_alive())
         self._count("refutations")
@@ -866,13 +1062,18 @@ class Protocol:
         incarnation) is corrected once.
         """
         m = self.members.get(peer)
-        if m is None or m.state is not ALIVE:
+        if m is None or m.state is not ALIVE or not self._dialable(m):
             return
         todo = []
+        room = self._budget()   # one datagram's worth: the rest waits for the next stale gossip
         for u in fresher:
             key = (peer, u.node)
             mark = (type(u) is Dead, u.incarnation)
             if self._corrected.get(key) != mark:
+                size = update_size(u)
+                if size > room:
+                    break
+                room -= size
                 self._corrected[key] = mark
                 todo.append(u)
         if todo:
@@ -889,12 +1090,27 @@ class Protocol:
             return True
         return False
 
+    def _stamp_refused(self, stamp: int) -> bool:
+        """Return True (and count it) if a metadata stamp lies more than ``max_clock_drift``
+        ahead of our clock: one forged stamp near 2**64 would outrank every later write."""
+        clock = self._stamp_clock
+        if clock is None or stamp <= clock() + self._drift:
+            return False
+        self._count("refused_metadata_stamp")
+        return True
+
     def _checked_meta(self, a: Alive, m: Member | None) -> Alive:
-        """Return ``a``, or ``a`` with our current metadata for it if its own is too large.
+        """Return ``a``, or ``a`` with our current metadata for it if its own is too large or
+        stamped too far ahead of our clock.
 
         Liveness is kept: a peer configured with a larger ``max_metadata_size`` is still a member.
         """
-        if not a.meta or (m is not None and a.meta_stamp <= m.meta_stamp):
+        if m is not None and a.meta_stamp <= m.meta_stamp:
+            return a
+        if a.meta_stamp and self._stamp_refused(a.meta_stamp):
+            meta, stamp = (m.meta, m.meta_stamp) if m is not None else (EMPTY_META, 0)
+            return Alive(a.node, a.incarnation, a.addr, meta, stamp, a.pv, a.av)
+        if not a.meta:
             return a
         if metadata_size(a.meta) <= self.config.max_metadata_size:
             return a
@@ -906,8 +1122,12 @@ class Protocol:
         if a.node == self.id:
             # Someone speaks of us with an incarnation we did not reach, or another address/
             # metadata at ours: refute so our own record wins.
-            if self.state is not LEAVING and (a.incarnation > self.incarnation or (
-                    a.incarnation == self.incarnation and (a.addr != self.addr or a.meta_stamp != self.meta_stamp))):
+            if self.state is LEAVING:
+                return
+            if a.meta_stamp > self.meta_stamp:
+                self._reassert_meta(now, a.meta_stamp, a.incarnation)
+            elif a.incarnation > self.incarnation or (
+                    a.incarnation == self.incarnation and (a.addr != self.addr or a.meta_stamp != self.meta_stamp)):
                 self._refute(now, a.incarnation)
             return
         m = self.members.get(a.node)
@@ -922,7 +1142,10 @@ class Protocol:
             self._add_member(now, a, itself)
             self._queue(a)
             return
-        if (m.state is ALIVE or m.state is SUSPECT) and self._jump_refused(a.incarnation, m.incarnation, False):
+        if (m.state is ALIVE or m.state is SUSPECT) and not self._introduces_itself(a) \
+                and self._jump_refused(a.incarnation, m.incarnation, False):
+            # (A member's own word on its incarnation is taken at any distance: it is the one
+            # that raises it, and a victim of forged accusations must not flap.)
             return
         if a.addr != m.addr:
             reclaimable = (m.state is DEAD or m.state is LEAVING) and \
@@ -946,8 +1169,18 @@ class Protocol:
             meta_changed = True
             self._states_cache = None
         if a.incarnation > m.incarnation:
+            if a.addr != m.addr:
+                # A new address must be shown too: until then it counts against whoever named
+                # it, and is not dialed (see _dialable).
+                m.addr = a.addr
+                if self._introduces_itself(a):
+                    self._confirm(m)
+                else:
+                    self._unconfirm(m)
+                m.vouched = self._vouching
+            elif self._vouching:
+                m.vouched = True
             m.incarnation = a.incarnation
-            m.addr = a.addr
             m.pv = a.pv
             m.av = a.av
             m.suspicion = None
@@ -962,6 +1195,19 @@ class Protocol:
             self._queue(a)
         if meta_changed:
             self._event(EVENT_METADATA, m, m.state, now)
+
+    def _reassert_meta(self, now: float, stamp: int, incarnation: int = -1, catch_up: bool = False) -> None:
+        """Our own record went round with metadata stamped ``stamp``, newer than ours: someone
+        wrote our metadata in our name. Restamp ours just above it and announce it (with the
+        refutation of ``incarnation`` if that is higher), so every peer takes ours back. A
+        stamp too far ahead of our clock is refused, not outbid."""
+        if stamp >= MAX_TIMESTAMP:
+            self._count("refused_metadata_stamp")
+        elif not self._stamp_refused(stamp):
+            self.meta_stamp = stamp + 1
+            self._states_cache = None
+            self._count("metadata_reasserted")
+        self._refute(now, max(self.incarnation, incarnation), catch_up)
 
     def _accused(self, now: float, incarnation: int, catch_up: bool = False) -> None:
         """Someone suspects us or holds us dead: refute unless it is stale or we are leaving."""
@@ -1068,6 +1314,18 @@ class Protocol:
         self.insight.dead(now, m, d)
         self._set_state(now, m, LEAVING if d.left else DEAD)
         self._queue(d)
+        if d.left and not (self._sender == m.node and (self._authenticated or self._src_host == _host(m.addr))):
+            self._check_leave(m, d)
+
+    def _check_leave(self, m: Member, d: Dead) -> None:
+        """A leave of ``m`` that ``m`` did not tell us itself is an accusation: tell ``m`` at
+        once, in a ping it answers. If it left, its ack says so again; if the leave was forged,
+        it refutes, and its ack brings the refutation back within one round trip (no one
+        gossips to a member that left, so it would otherwise refute only at its next state
+        exchange, and stay out of every view until then)."""
+        self._count("leaves_checked")
+        if self._dialable(m):
+            self._send(m.addr, Ping(self._next_seq(), m.node, self.addr, (d,)))
 
     # ------------------------------------------------------------------ probing (SWIM 4.1)
 
@@ -1089,7 +1347,9 @@ class Protocol:
             self._probe_index += 1
             m = self.members.get(node)
             if m is not None and (m.state is ALIVE or m.state is SUSPECT):
-                return m
+                if self._dialable(m):
+                    return m
+                self._count("skipped_unproven_dials")
         return None
 
     def _probe_round(self, now: float) -> None:
@@ -1131,8 +1391,9 @@ class Protocol:
             self._send(h.addr, PingReq(seq, m.node, m.addr, self.addr, self.lifeguard, window))
         if self.lifeguard:
             probe.expected_nacks = len(helpers)
-        if cfg.tcp_pings:
-            # SWIM over UDP cannot tell a UDP-blocked node from a dead one; TCP can.
+        if cfg.tcp_pings and (m.introducer is None or m.vouched):
+            # SWIM over UDP cannot tell a UDP-blocked node from a dead one; TCP can. (A dial:
+            # never to an address only a stranger named.)
             self._send(m.addr, Ping(seq, m.node, self.addr, (), -1), True)
         self._count("indirect_probes")
 
@@ -1162,6 +1423,7 @@ class Protocol:
             self._accused(now, p.suspect_inc)  # Lifeguard's buddy system
         if p.updates:
             self._merge_updates(now, p.updates, sender)
+        self._settle_refutation(now)   # our answer to an accusation rides on the ack
         extra: tuple[Update, ...] = ()
         if self.state is LEAVING:
             extra = (self._left_update(),)   # whoever still probes us missed our leave
@@ -1170,7 +1432,11 @@ class Protocol:
             if m is not None and m.state is DEAD:
                 # A node we hold dead is probing us: tell it, so it refutes (heals partitions).
                 extra = (Dead(m.node, m.incarnation, self.id),)
-        self._reply(p.source_addr, Ack(p.seq, self._piggyback(extra, sender)), reliable)
+        ack = Ack(p.seq, self._piggyback(extra, sender))
+        if reliable:
+            self._reply(src, ack, True)     # on its connection
+        else:
+            self._send(self._answer_addr(src, p.source_addr, sender), ack)
 
     def _on_ack(self, now: float, a: Ack, sender: NodeID | None = None) -> None:
         if a.updates:
@@ -1200,25 +1466,35 @@ class Protocol:
             return
         self._leave_pending.pop(a.seq, None)
 
-    def _on_ping_req(self, now: float, src: str, r: PingReq) -> None:
+    def _on_ping_req(self, now: float, src: str, r: PingReq, sender: NodeID | None, reliable: bool) -> None:
         cfg = self.config
         if len(self._relays) >= cfg.max_pending_relays:
             self._count("refused_relays_full")
             return
+        # The answers go to the requester later, as datagrams (see _answer_addr); a request
+        # that came on a connection is run only for a member that has shown itself, at its
+        # own address.
+        if reliable:
+            if not self._shown_at(sender, r.source_addr):
+                self._count("refused_ping_req_requester")
+                return
+            requester = r.source_addr
+        else:
+            requester = self._answer_addr(src, r.source_addr, sender)
         m = self.members.get(r.target)
-        if m is None or not (m.state is ALIVE or m.state is SUSPECT):
+        if m is None or not (m.state is ALIVE or m.state is SUSPECT) or not self._dialable(m):
             # We only probe members we know, at the address we know: a ping-req is no way to
             # make us ping arbitrary addresses. A nack tells the requester we are fine.
             self._count("refused_ping_req_target")
             if r.nack:
-                self._send(r.source_addr, Nack(r.seq))
+                self._send(requester, Nack(r.seq))
             return
         # Nack a little before the requester gives up (Lifeguard: at 80 %). The requester says
         # how long it waits; a peer that does not is assumed to run our configuration.
         window = r.timeout if r.timeout > 0 else cfg.health_check_interval - cfg.ping_timeout
         window = min(window, cfg.health_check_interval * cfg.awareness_max_multiplier)
         seq = self._next_seq()
-        self._relays[seq] = _Relay(r.source_addr, r.seq, r.nack)
+        self._relays[seq] = _Relay(requester, r.seq, r.nack)
         self._send(m.addr, Ping(seq, m.node, self.addr))
         self._schedule(now + _NACK_SHARE * window, _T_RELAY_TIMEOUT, seq)
 
@@ -1264,7 +1540,7 @@ class Protocol:
         self._schedule(now + self._push_pull_interval(), _T_PUSH_PULL, None)
         if self.state is LEAVING:
             return
-        peers = self._sample_known(1, lambda m: m.state is ALIVE, set())
+        peers = self._sample_known(1, lambda m: m.state is ALIVE and (m.introducer is None or m.vouched), set())
         if peers:
             self._send_push_pull(now, peers[0].addr)
             self._count("push_pulls")
@@ -1301,7 +1577,9 @@ class Protocol:
             if s.node == self.id:
                 if self.state is LEAVING:
                     continue
-                if s.state is not ALIVE and s.incarnation >= self.incarnation:
+                if s.meta_stamp > self.meta_stamp:
+                    self._reassert_meta(now, s.meta_stamp, s.incarnation, catch_up)
+                elif s.state is not ALIVE and s.incarnation >= self.incarnation:
                     self._refute(now, s.incarnation, catch_up)
                 elif s.incarnation > self.incarnation:
                     self._refute(now, s.incarnation, catch_up)
@@ -1323,7 +1601,7 @@ class Protocol:
                 # A remote verdict is only a suspicion here (memberlist's rule): if the node is
                 # alive it will hear of it and refute; stale deaths never spread as deaths.
                 m = self.members.get(s.node)
-                if m is not None and s.meta_stamp > m.meta_stamp:
+                if m is not None and s.meta_stamp > m.meta_stamp and not self._stamp_refused(s.meta_stamp):
                     if s.meta and metadata_size(s.meta) > self.config.max_metadata_size:
                         self._count("refused_metadata_size")
                     else:
@@ -1363,7 +1641,11 @@ class Protocol:
         if len(j.states) > 1:
             # A joiner sends its own state only; anything more is not its to vouch for.
             self._count("refused_join_extra_states")
-        self._merge_states(now, (joiner,))
+        self._joining = True   # a joiner is given room in a full table (see _admit)
+        try:
+            self._merge_states(now, (joiner,))
+        finally:
+            self._joining = False
         if joiner.node not in self.members:
             # Refused by the table's bounds (or its state was not alive): say so, rather than
             # answer "accepted" to a joiner nobody here will know.
@@ -1383,7 +1665,9 @@ class Protocol:
         # The answer to our own join: bounded by max_members only, and it may carry us to the
         # incarnation a previous process under our id reached.
         self._solicited = True
+        self._vouching = True    # it answered where we sent our own request
         self._merge_states(now, r.states, catch_up=True, peer=r.states[0].node if r.states else None)
+        self._answered_at(addr, r.states)
         responder = r.states[0].node if r.states else None
         self._actions.append(JoinResult(addr, True, "", responder))
         # Announce ourselves too (memberlist does): the joined peer is not the only source.
@@ -1393,6 +1677,19 @@ class Protocol:
         self._schedule(now + self.config.health_check_interval * self.rng.uniform(1.0, 2.0), _T_SYNC, addr)
 
     # ------------------------------------------------------------------ maintenance
+
+    def _reconnect_round(self, now: float) -> None:
+        """Try one forgotten member or seed (see :mod:`.reconnect`): a push/pull, which merges
+        both views if it answers."""
+        self._schedule(now + self.config.reconnect_interval, _T_RECONNECT, None)
+        if self.state is LEAVING:
+            return
+        in_use = {m.addr for m in self.members.values()}
+        in_use.add(self.addr)
+        target = self.reconnect.pick(now, self.rng, self.join_peers, in_use, self.num_members())
+        if target is not None:
+            self._send_push_pull(now, target)
+            self._count("reconnect_attempts")
 
     def _maintenance(self, now: float) -> None:
         cfg = self.config

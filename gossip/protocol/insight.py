@@ -57,12 +57,14 @@ class Insight:
         self.book = ProvenanceBook(cfg.suspicion_history_size)
         self.flaps = FlapTracker(cfg.flap_window, cfg.flap_threshold)
         self.partitions = PartitionDetector(cfg.partition_threshold, cfg.partition_window,
-                                            cfg.partition_min_members)
+                                            cfg.partition_min_members,
+                                            max(cfg.partition_window, cfg.state_sync_interval))
         self.damping = cfg.flap_damping
         self.hold = cfg.flap_damping_hold
         self.held: dict[NodeID, float] = {}   # damped members (users see them suspect) -> release
         self.source: NodeID | None = None     # the sender of the packet being received
         self.syncing = False                  # the core is merging a full-state exchange
+        self.settle_at: float | None = None   # the timer set to end a partition whose returns settle
 
     # ------------------------------------------------------------------ how news arrived
 
@@ -133,20 +135,33 @@ class Insight:
             event = self.partitions.back(node, now)
         elif state is LEAVING:
             event = self.partitions.back(node, now, gone=True)
-        if event is not None:
-            self._emit(event)
+        self._partition_event(now, event)
+
+    def added(self, now: float, m: Member) -> None:
+        """The core added ``m`` (new, or forgotten before): a partition's member may be back."""
+        self._partition_event(now, self.partitions.back(m.node, now))
 
     def forget(self, now: float, m: Member) -> None:
         """The core forgot ``m``."""
         self.book.forget(m.node)
         self.flaps.forget(m.node)
         self.held.pop(m.node, None)
-        event = self.partitions.back(m.node, now, gone=True)
+        self._partition_event(now, self.partitions.back(m.node, now, gone=True))
+
+    def _partition_event(self, now: float, event: PartitionSuspected | PartitionHealed | None) -> None:
         if event is not None:
             self._emit(event)
+            return
+        deadline = self.partitions.deadline
+        if deadline is not None and deadline != self.settle_at:
+            self.settle_at = deadline
+            self.core._schedule(deadline, self.timer, None)   # end it if no other comes back
 
     def tick(self, now: float) -> None:
-        """Release damped members whose hold ran out."""
+        """Release damped members whose hold ran out; end a partition whose returns settled."""
+        event = self.partitions.settle_check(now)
+        if event is not None:
+            self._emit(event)
         for node, until in list(self.held.items()):
             if until <= now:
                 del self.held[node]

@@ -10,10 +10,13 @@ The rule, as this node sees the cluster:
   (the alive and suspect members now, plus those of the set that are dead since), a partition
   is suspected: :class:`PartitionSuspected` names them. While it lasts, members lost later
   join it.
-* The partition is healed when fewer than ``partition_min_members`` of its members are still
-  suspect or dead (the same bound below which losing members is never called a partition);
-  members that leave or are forgotten meanwhile drop out of it. :class:`PartitionHealed` gives
-  its duration and members.
+* The partition is over when none of its members is still suspect or dead: each came back
+  alive, left, or was forgotten. As a member that crashed during the partition may stay dead
+  for ``dead_node_retention_period``, it is also over once members came back and ``settle``
+  seconds passed without another return (``max(partition_window, state_sync_interval)``: by
+  then the views have merged). :class:`PartitionHealed` then names who came back and who did
+  not; a partition whose members were all forgotten or left, none back, ends without it.
+  A member forgotten during the partition that appears again before it is over counts as back.
 
 This node itself is never a member of the partition it sees: on the small side of a split the
 rest of the cluster looks lost, and that side reports the partition too.
@@ -59,10 +62,11 @@ class PartitionSuspected:
 
 @dataclasses.dataclass(frozen=True)
 class PartitionHealed:
-    """The members of a suspected partition came back.
+    """A suspected partition is over: its members came back (see :attr:`missing` for those
+    that did not).
 
     Attributes:
-        members: every member the partition held (those that came back and any still lost).
+        members: every member the partition held, in the order they were lost.
         returned: the members that are alive again.
         duration: seconds from :class:`PartitionSuspected` to now.
         at: when it healed (the host's clock; wall-clock time for a Cluster).
@@ -73,13 +77,24 @@ class PartitionHealed:
     duration: float
     at: float
 
+    @property
+    def missing(self) -> tuple[NodeID, ...]:
+        """The members that did not come back: still suspect or dead, left, or forgotten."""
+        back = set(self.returned)
+        return tuple(n for n in self.members if n not in back)
+
     def shifted(self, offset: float) -> PartitionHealed:
         """Return a copy with its time moved by ``offset`` seconds."""
         return dataclasses.replace(self, at=self.at + offset)
 
     def __str__(self) -> str:
-        return (f"partition healed after {self.duration:.1f}s: {len(self.returned)} of its "
+        text = (f"partition healed after {self.duration:.1f}s: {len(self.returned)} of its "
                 f"{len(self.members)} members are back")
+        missing = self.missing
+        if missing:
+            text += ("; not back: " + ", ".join(n.short for n in missing[:8])
+                     + (", ..." if len(missing) > 8 else ""))
+        return text
 
 
 class PartitionDetector:
@@ -89,18 +104,24 @@ class PartitionDetector:
         threshold: the share of live members whose loss is a partition (0..1].
         window: seconds within which they must be lost.
         min_members: fewer lost members than this are never a partition.
+        settle: seconds after the last return with no other, after which a partition some of
+            whose members came back is over (default: ``window``).
     """
 
-    __slots__ = ("threshold", "window", "min_members", "_lost", "_since", "_members", "_down")
+    __slots__ = ("threshold", "window", "min_members", "settle", "_lost", "_since", "_members",
+                 "_down", "_returned", "_last_return")
 
-    def __init__(self, threshold: float, window: float, min_members: int) -> None:
+    def __init__(self, threshold: float, window: float, min_members: int, settle: float | None = None) -> None:
         self.threshold = threshold
         self.window = window
         self.min_members = min_members
+        self.settle = window if settle is None else settle
         self._lost: dict[NodeID, float] = {}       # lost within the window, still down
         self._since: float | None = None           # the partition's start, None when none
         self._members: dict[NodeID, None] = {}     # the partition's members, in order
         self._down: set[NodeID] = set()            # its members still down
+        self._returned: dict[NodeID, None] = {}    # its members alive again, in order
+        self._last_return = 0.0
 
     @property
     def active(self) -> bool:
@@ -123,6 +144,7 @@ class PartitionDetector:
         if self._since is not None:
             if node not in self._members:
                 self._members[node] = None
+            self._returned.pop(node, None)
             self._down.add(node)
             return None
         self._lost[node] = now
@@ -143,20 +165,45 @@ class PartitionDetector:
     def back(self, node: NodeID, now: float, gone: bool = False) -> PartitionHealed | None:
         """A member is alive again (or, with ``gone``, left or was forgotten).
 
-        Returns the event when this heals the partition.
+        Returns the event when this ends the partition (no member of it is still down).
         """
         self._lost.pop(node, None)
         if self._since is None or node not in self._members:
             return None
         self._down.discard(node)
         if gone:
-            del self._members[node]
-        if len(self._down) >= self.min_members:
+            self._returned.pop(node, None)
+        else:
+            self._returned[node] = None
+            self._last_return = now
+        if self._down:
             return None
+        return self._end(now)
+
+    @property
+    def deadline(self) -> float | None:
+        """When :meth:`settle` may end the partition (None: not before a member returns)."""
+        if self._since is None or not self._returned or not self._down:
+            return None
+        return self._last_return + self.settle
+
+    def settle_check(self, now: float) -> PartitionHealed | None:
+        """End the partition if members came back and none for ``settle`` seconds (the rest
+        are taken as crashed or still cut off); return the event then."""
+        deadline = self.deadline
+        if deadline is None or now < deadline:
+            return None
+        return self._end(now)
+
+    def _end(self, now: float) -> PartitionHealed | None:
+        assert self._since is not None
         members = tuple(self._members)
-        returned = tuple(n for n in members if n not in self._down)
-        healed = PartitionHealed(members, returned, now - self._since, now)
+        returned = tuple(self._returned)
+        since = self._since
         self._since = None
         self._members = {}
         self._down = set()
-        return healed
+        self._returned = {}
+        if not returned:
+            return None   # all left or were forgotten: it did not heal
+        return PartitionHealed(members, returned, now - since, now)

@@ -1,13 +1,25 @@
-"""``python -m gossip.sim``: run one simulated scenario and print its figures."""
+"""``python -m gossip.sim``: run one simulated scenario and print its figures.
+
+On a terminal, progress (virtual time, events, wall time) is shown on standard error while it
+runs. The figures end with a ``replay:`` line naming every flag that differs from its default,
+so that running it gives the same run (the same ``trace_hash``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from .scenarios import DEFAULTS, SCENARIOS, ScenarioParams, run_scenario
+from .simulation import Simulation
+
+_OUTPUT_ONLY = frozenset({"json"})
+"""Flags that change how the figures are printed, not the run."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,13 +48,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", type=int, default=0,
                    help="crash/leave: this many other nodes change their metadata at the same moment")
     p.add_argument("--burst-size", type=int, default=200, help="bytes of metadata per burst update")
+    p.add_argument("--leader-timeout", type=float, default=3.0, help="leader-split: the election's leader_timeout, s")
+    p.add_argument("--phase", type=float, help="leader-split: the split's phase in the leader's heartbeat interval, 0..1")
+    p.add_argument("--retention", type=float, help="dead_node_retention_period, s (leader-split)")
+    p.add_argument("--clock-drift", type=float, default=0.0,
+                   help="leader-split: each node's clock runs this much fast or slow (0.01 = 1 %%)")
+    p.add_argument("--max-clock-drift-rate", type=float, default=0.01,
+                   help="leader-split: the drift the election assumes (LeaderConfig.max_clock_drift_rate)")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: readable lines)")
     return p
 
 
+def replay_command(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> str:
+    """Return the command that runs ``args`` again: the scenario, the seed, and every flag
+    whose value differs from its default (output-only flags such as ``--json`` left out)."""
+    parser = parser or build_parser()
+    words = ["python", "-m", "gossip.sim", "--scenario", args.scenario, "--seed", str(args.seed)]
+    for dest, value in vars(args).items():      # every flag, in the order of --help
+        if dest in ("scenario", "seed") or dest in _OUTPUT_ONLY:
+            continue
+        if value is None or value == parser.get_default(dest):
+            continue
+        flag = "--" + dest.replace("_", "-")
+        words += [flag] if value is True else [flag, repr(value) if isinstance(value, float) else str(value)]
+    return shlex.join(words)
+
+
+def progress_printer(out: TextIO, duration: float) -> Callable[[Simulation], None]:
+    """Return an observer that redraws one progress line on ``out`` (a terminal)."""
+    start = time.monotonic()
+
+    def show(sim: Simulation) -> None:
+        share = min(0.99, sim.now / duration) if duration > 0 else 0.0
+        out.write(f"\r  {sim.now:7.1f}s of ~{duration:g}s virtual ({share:3.0%})  "
+                  f"{sim.events:>11,} events  {time.monotonic() - start:6.1f}s  ")
+        out.flush()
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the simulator command; return the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     params = ScenarioParams(
         scenario=args.scenario, nodes=args.nodes, seed=args.seed, duration=args.duration, loss=args.loss,
         burst_loss=args.burst_loss, reorder=args.reorder, latency=args.latency, jitter=args.jitter,
@@ -50,15 +98,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         starve_delay=args.starve_delay, starve_timer_delay=args.starve_timer_delay,
         partition_duration=args.partition_duration, split=args.split, churn_interval=args.churn_interval,
         quiet_tail=args.quiet_tail, burst=args.burst, burst_size=args.burst_size,
+        leader_timeout=args.leader_timeout, phase=args.phase, retention=args.retention,
+        clock_drift=args.clock_drift, max_clock_drift_rate=args.max_clock_drift_rate,
     )
-    result = run_scenario(params)
+    progress = None
+    if sys.stderr.isatty():
+        defaults = DEFAULTS.get(args.scenario, {})
+        duration = args.duration if args.duration is not None else defaults.get("duration", 0.0)
+        progress = progress_printer(sys.stderr, float(duration or 0.0))
+    try:
+        result = run_scenario(params, progress)
+    finally:
+        if progress is not None:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
             print(f"{key:>22}: {value}")
-        print(f"\nreplay: python -m gossip.sim --scenario {args.scenario} --seed {args.seed}"
-              + (f" --nodes {args.nodes}" if args.nodes else ""))
+        print(f"\nreplay: {replay_command(args, parser)}")
     return 0
 
 

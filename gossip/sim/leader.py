@@ -7,6 +7,13 @@ It ticks every ``check_interval`` (from a random phase) and re-checks soon after
 its membership, as the threaded host does; a leader's heartbeats go directly to every member
 that has not left, dead ones included.
 
+Clocks: with ``clock_drift`` > 0 each node's election reads its own clock, which runs at
+``1 - clock_drift`` or ``1 + clock_drift`` times the virtual time (chosen per node) from an
+arbitrary offset: a lease and a promise last their length on the clock of the node that keeps
+them, and the safety invariant is checked in virtual (real) time. The election assumes rates
+within ``LeaderConfig.max_clock_drift_rate`` of real time; a larger ``clock_drift`` shows what happens
+when that assumption fails.
+
 The ``leader`` scenario (``python -m gossip.sim --scenario leader``):
 
 1. N nodes that know each other elect a leader;
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import math
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -41,7 +49,7 @@ from .simulation import Simulation
 if TYPE_CHECKING:
     from .scenarios import ScenarioParams
 
-__all__ = ["LeaderSimulation", "run_leader_scenario", "LEADER_DEFAULTS"]
+__all__ = ["LeaderSimulation", "run_leader_scenario", "run_split_scenario", "LEADER_DEFAULTS", "SPLIT_DEFAULTS"]
 
 LEADER_DEFAULTS: dict[str, Any] = {"nodes": 100, "duration": 300.0, "loss": 0.0}
 """Defaults of the ``leader`` scenario (the CLI fills in what is not given)."""
@@ -66,10 +74,15 @@ class LeaderSimulation(Simulation):
     """
 
     def __init__(self, config: Config, seed: int, link: LinkModel | None = None,
-                 leader_config: LeaderConfig | None = None, eligible: set[int] | None = None) -> None:
+                 leader_config: LeaderConfig | None = None, eligible: set[int] | None = None,
+                 clock_drift: float = 0.0) -> None:
         super().__init__(config, seed, link)
         self.leader_config = leader_config or LeaderConfig()
         self.eligible = eligible
+        self.clock_drift = clock_drift
+        self.rates: dict[int, float] = {}
+        """Each node's clock rate (its seconds per virtual second)."""
+        self._offsets: dict[int, float] = {}
         self.elections: dict[int, Election] = {}
         self.leader_rng = random.Random(self.root.getrandbits(64))
         self.leading: set[int] = set()
@@ -82,8 +95,14 @@ class LeaderSimulation(Simulation):
         self.on_change: Callable[[bool], None] | None = None
         """Called after every change of who leads (``True``) or of whom a node follows."""
         self.leader_figures: dict[str, Any] = {}
+        self.lead_intervals: list[list[Any]] = []
+        """Every span of leadership as ``[start, end, index]`` (``end`` None while it lasts)."""
+        self._lead_open: dict[int, list[Any]] = {}
+        self.last_heartbeat: dict[int, float] = {}
+        """When each node last sent a heartbeat (virtual time)."""
         self._views: dict[int, list[Peer] | None] = {}
         self._poked: set[int] = set()
+        self._deadlines: dict[int, float] = {}
         self.on_event = self._member_event
 
     # ------------------------------------------------------------------ setup
@@ -93,10 +112,23 @@ class LeaderSimulation(Simulation):
         interval = self.leader_config.check_interval
         for i in indices:
             node = self.nodes[i]
-            self.elections[i] = Election(node.id, self.leader_config, self.now)
+            if self.clock_drift:
+                self.rates[i] = 1.0 + self.leader_rng.choice((-self.clock_drift, self.clock_drift))
+                self._offsets[i] = self.leader_rng.uniform(0.0, 1e6)
+            self.elections[i] = Election(node.id, self.leader_config, self.clock(i))
             self.follow[i] = None
             self.follow_count[None] += 1
             self.schedule(self.now + self.leader_rng.uniform(0, interval), functools.partial(self._tick, i))
+
+    def clock(self, index: int) -> float:
+        """Node ``index``'s own clock now (virtual time, unless clocks drift)."""
+        rate = self.rates.get(index)
+        return self.now if rate is None else self._offsets[index] + rate * self.now
+
+    def _virtual(self, index: int, local: float) -> float:
+        """The virtual time at which node ``index``'s clock shows ``local``."""
+        rate = self.rates.get(index)
+        return local if rate is None else (local - self._offsets[index]) / rate
 
     def crash(self, index: int) -> None:
         """Kill a node without a word; its election dies with it."""
@@ -107,7 +139,7 @@ class LeaderSimulation(Simulation):
         """Stop the node's election (a leader resigns), then leave gracefully, as a host does."""
         e = self.elections.get(index)
         if e is not None and self.nodes[index].running:
-            e.stop(self.now)
+            e.stop(self.clock(index))
             self._drain_election(index)
             self._forget(index)
         super().leave(index, linger)
@@ -118,6 +150,7 @@ class LeaderSimulation(Simulation):
             self.follow_count[self.follow.pop(index, None)] -= 1
             if index in self.leading:
                 self.leading.discard(index)
+                self._close_lead(index)
                 self._leaders_changed()
 
     # ------------------------------------------------------------------ views
@@ -151,7 +184,7 @@ class LeaderSimulation(Simulation):
         self._poked.discard(index)
         e = self.elections.get(index)
         if e is not None and self.nodes[index].running:
-            e.tick(self.now, self.view(index))
+            e.tick(self.clock(index), self.view(index))
             self._drain_election(index)
 
     def _tick(self, index: int) -> None:
@@ -159,9 +192,10 @@ class LeaderSimulation(Simulation):
         node = self.nodes[index]
         if e is None or not node.running:
             return
-        e.tick(self.now, self.view(index))
+        e.tick(self.clock(index), self.view(index))
         self._drain_election(index)
-        self.schedule(self.now + self.leader_config.check_interval, lambda: self._tick(index))
+        period = self.leader_config.check_interval / self.rates.get(index, 1.0)
+        self.schedule(self.now + period, lambda: self._tick(index))
 
     def _deliver(self, dst: int, src_id: NodeID, msg: Message) -> None:
         e = self.elections.get(dst)
@@ -171,9 +205,10 @@ class LeaderSimulation(Simulation):
             m = self.nodes[dst].core.members.get(src_id)
             j = self.by_id.get(src_id)
             if m is not None and j is not None:
-                e.receive(self.now, src_id, msg, (Peer(src_id, m.state, self._eligible(j)),))
+                e.receive(self.clock(dst), src_id, msg, (Peer(src_id, m.state, self._eligible(j)),))
+                self._drain_election(dst)
             return
-        e.receive(self.now, src_id, msg, self.view(dst))
+        e.receive(self.clock(dst), src_id, msg, self.view(dst))
         self._drain_election(dst)
 
     def _drain_election(self, index: int) -> None:
@@ -187,11 +222,26 @@ class LeaderSimulation(Simulation):
             elif isinstance(a, SendAck):
                 dst = self.by_id.get(a.node)
                 if dst is not None:
-                    self._send(index, dst, Ack(a.term))
+                    self._send(index, dst, Ack(a.term, a.seq))
             else:
                 self._note(index, a)
+        deadline = e.next_deadline()
+        if deadline < math.inf and self._deadlines.get(index) != deadline:
+            # A lease ends between ticks: check it exactly then, so leadership ends on time.
+            self._deadlines[index] = deadline
+            self.schedule(max(self.now, self._virtual(index, deadline)), lambda: self._deadline(index, deadline))
+
+    def _deadline(self, index: int, when: float) -> None:
+        e = self.elections.get(index)
+        if e is None or self._deadlines.get(index) != when or not self.nodes[index].running:
+            return
+        del self._deadlines[index]
+        # (the virtual time of a deadline on a drifting clock is rounded: never tick before it)
+        e.tick(max(self.clock(index), when), self.view(index))
+        self._drain_election(index)
 
     def _send_heartbeats(self, index: int, hb: Heartbeat) -> None:
+        self.last_heartbeat[index] = self.now
         for m in self.nodes[index].core.members.values():
             if m.state is not _LEAVING:
                 dst = self.by_id.get(m.node)
@@ -211,10 +261,14 @@ class LeaderSimulation(Simulation):
         if n.event is BECAME_LEADER:
             self.leading.add(index)
             self.elections_won.append((self.now, index))
+            span = [self.now, None, index]
+            self.lead_intervals.append(span)
+            self._lead_open[index] = span
             self._leaders_changed()
         elif n.event is STEPPED_DOWN:
             if index in self.leading:
                 self.leading.discard(index)
+                self._close_lead(index)
                 self._leaders_changed()
         elif n.event is ELECTED or n.event is LOST:
             new = n.node if n.event is ELECTED else None
@@ -223,6 +277,11 @@ class LeaderSimulation(Simulation):
             self.follow_count[new] += 1
             if self.on_change is not None:
                 self.on_change(False)
+
+    def _close_lead(self, index: int) -> None:
+        span = self._lead_open.pop(index, None)
+        if span is not None:
+            span[1] = self.now
 
     def _leaders_changed(self) -> None:
         self.leader_changes += 1
@@ -242,6 +301,32 @@ class LeaderSimulation(Simulation):
         (i,) = self.leading
         return i if self.follow_count[self.nodes[i].id] == len(self.elections) else None
 
+
+    def overlaps(self) -> tuple[int, float, int]:
+        """Check the safety invariant over the whole run: never two leaders at the same instant.
+
+        Returns ``(pairs, seconds, most)``: how many pairs of leadership spans (of different
+        nodes) overlap in virtual time, for how long in all, and the most nodes leading at once.
+        Spans are half-open (a node that steps down at ``t`` no longer leads at ``t``), so a
+        hand-over at one instant is no overlap.
+        """
+        edges: list[tuple[float, int]] = []
+        for start, end, _ in self.lead_intervals:
+            stop = self.now if end is None else end
+            if stop > start:
+                edges.append((start, 1))
+                edges.append((stop, -1))
+        edges.sort()                 # at one instant, ends (-1) come before starts (+1)
+        pairs, seconds, most, level, since = 0, 0.0, 0, 0, 0.0
+        for t, step in edges:
+            if level > 1:
+                seconds += t - since
+            if step > 0:
+                pairs += level       # the new span overlaps every span open now
+            level += step
+            most = max(most, level)
+            since = t
+        return pairs, seconds, most
 
     def summary(self) -> dict[str, Any]:
         """The simulation's figures plus the election's (:attr:`leader_figures`)."""
@@ -338,26 +423,35 @@ class _Tracker:
         }
 
 
+def _elect(p: ScenarioParams, cfg: Config, lc: LeaderConfig, clock_drift: float,
+           limit: float) -> tuple[LeaderSimulation, int | None]:
+    """Build ``p.nodes`` nodes that know each other, start their elections and run until they
+    agree on a leader (or ``limit``); return the simulation and the leader."""
+    assert p.nodes is not None
+    link = LinkModel(base_latency=p.latency, jitter=p.jitter, loss=p.loss or 0.0, reorder=p.reorder,
+                     burst_loss=p.burst_loss)
+    sim = LeaderSimulation(cfg, p.seed, link, lc, clock_drift=clock_drift)
+    everyone = list(range(p.nodes))
+    for _ in everyone:
+        sim.add_node()
+    sim.bootstrap(everyone)
+    sim.start_elections(everyone)
+    sim.run_until(limit, stop=lambda: sim.agreed() is not None)
+    first = sim.agreed()
+    sim.leader_figures["leader_elected_s"] = None if first is None else round(sim.now, 3)
+    return sim, first
+
+
 def run_leader_scenario(p: ScenarioParams) -> LeaderSimulation:
     """Run the ``leader`` scenario (see the module documentation) and return the simulation,
     whose :meth:`~LeaderSimulation.summary` carries the election figures."""
     assert p.nodes is not None and p.duration is not None
     if p.nodes < 2:
         raise ValueError(f"the leader scenario needs at least 2 nodes, got {p.nodes}")
-    cfg = Config.preset(p.config, lifeguard_enabled=p.lifeguard)
-    link = LinkModel(base_latency=p.latency, jitter=p.jitter, loss=p.loss or 0.0, reorder=p.reorder,
-                     burst_loss=p.burst_loss)
-    sim = LeaderSimulation(cfg, p.seed, link)
-    everyone = list(range(p.nodes))
-    for _ in everyone:
-        sim.add_node()
-    sim.bootstrap(everyone)
-    sim.start_elections(everyone)
+    sim, first = _elect(p, Config.preset(p.config, lifeguard_enabled=p.lifeguard), LeaderConfig(), 0.0,
+                        p.duration)
     figures = sim.leader_figures
-
-    sim.run_until(p.duration, stop=lambda: sim.agreed() is not None)
-    first = sim.agreed()
-    figures["leader_elected_s"] = None if first is None else round(sim.now, 3)
+    everyone = list(range(p.nodes))
     if first is None:
         return sim
     n_minority = max(1, min(p.nodes - 1, round(p.nodes * MINORITY_SHARE)))
@@ -383,4 +477,93 @@ def run_leader_scenario(p: ScenarioParams) -> LeaderSimulation:
     sim.schedule(heal_at, heal)
     sim.run_until(p.duration, stop=lambda: track.agreed_at is not None and sim.now >= track.agreed_at + TAIL)
     figures.update(track.finish())
+    return sim
+
+
+SPLIT_DEFAULTS: dict[str, Any] = {"nodes": 5, "duration": 300.0, "loss": 0.0}
+"""Defaults of the ``leader-split`` scenario."""
+
+SPLIT_TAIL = 10.0
+"""Seconds the ``leader-split`` scenario runs on once the healed cluster is one again."""
+
+
+def run_split_scenario(p: ScenarioParams) -> LeaderSimulation:
+    """Run the ``leader-split`` scenario and return the simulation (figures in its summary).
+
+    A small cluster elects a leader; then the network splits at a chosen phase of the leader's
+    heartbeat (``phase``: the fraction of ``check_interval`` after one of its heartbeats; drawn
+    from the seed when None), the leader's side holding ``split`` of the nodes; ``partition_duration``
+    seconds later it heals. ``retention`` overrides ``dead_node_retention_period`` (a split longer
+    than it makes each side forget the other). ``clock_drift`` makes each node's clock run that
+    much fast or slow (``max_clock_drift_rate`` is what the election assumes). The run ends
+    :data:`SPLIT_TAIL` seconds after the
+    healed cluster is one again (every node sees every other alive and follows one leader), or
+    at ``duration``.
+
+    Figures: ``overlap_pairs``, ``overlap_s`` and ``leaders_max`` check the safety invariant
+    (never two nodes leading at the same virtual instant, over the whole run);
+    ``elections_leader_side`` and ``elections_other_side`` count the elections won during the
+    split on each side; ``heal_to_agreement_s`` and ``heal_to_one_cluster_s`` time the heal.
+    """
+    assert p.nodes is not None and p.duration is not None
+    if p.nodes < 2:
+        raise ValueError(f"the leader-split scenario needs at least 2 nodes, got {p.nodes}")
+    overrides: dict[str, Any] = {"lifeguard_enabled": p.lifeguard}
+    if p.retention is not None:
+        overrides["dead_node_retention_period"] = p.retention
+    lc = LeaderConfig(leader_timeout=p.leader_timeout, max_clock_drift_rate=p.max_clock_drift_rate)
+    sim, first = _elect(p, Config.preset(p.config, **overrides), lc, p.clock_drift, min(p.duration, 60.0))
+    figures = sim.leader_figures
+    everyone = list(range(p.nodes))
+    if first is None:
+        return sim
+    n_side = max(1, min(p.nodes - 1, round(p.nodes * p.split)))
+    side = {first, *sim.root.sample([i for i in everyone if i != first], n_side - 1)}
+    other = [i for i in everyone if i not in side]
+    phase = sim.root.random() if p.phase is None else p.phase
+    interval = lc.check_interval
+    beat = sim.last_heartbeat.get(first, sim.now)
+    split_at = beat + math.ceil(max(p.warmup, 0.0) / interval + 1) * interval + phase * interval
+    heal_at = split_at + p.partition_duration
+    figures.update(leader_side=len(side), other_side=len(other), phase=round(phase, 4),
+                   split_at_s=round(split_at, 3), heal_at_s=round(heal_at, 3))
+    won_before = [0]
+    healed_at: list[float] = []
+    agreed_at: list[float] = []
+    one_at: list[float] = []
+
+    def split() -> None:
+        sim.net.partition([sorted(side), other])
+        won_before[0] = len(sim.elections_won)
+
+    def heal() -> None:
+        sim.net.heal()
+        healed_at.append(sim.now)
+        won = sim.elections_won[won_before[0]:]
+        figures["elections_leader_side"] = sum(1 for _, i in won if i in side)
+        figures["elections_other_side"] = sum(1 for _, i in won if i not in side)
+        sim.watch_convergence()
+
+    def done() -> bool:
+        if not healed_at:
+            return False
+        if not agreed_at and sim.agreed() is not None:
+            agreed_at.append(sim.now)
+        if not one_at and sim.converged_at is not None:
+            one_at.append(sim.converged_at)
+        if agreed_at and one_at and sim.agreed() is None:
+            agreed_at.clear()   # it did not hold: measure again
+        return bool(agreed_at and one_at) and sim.now >= max(agreed_at[0], one_at[0]) + SPLIT_TAIL
+
+    sim.schedule(split_at, split)
+    sim.schedule(heal_at, heal)
+    sim.run_until(p.duration, stop=done)
+    pairs, seconds, most = sim.overlaps()
+    figures.update(
+        overlap_pairs=pairs, overlap_s=round(seconds, 6), leaders_max=most,
+        heal_to_agreement_s=round(agreed_at[0] - heal_at, 3) if agreed_at else None,
+        heal_to_one_cluster_s=round(one_at[0] - heal_at, 3) if one_at else None,
+        term=max((e.term for e in sim.elections.values()), default=0),
+        elections=len(sim.elections_won),
+    )
     return sim

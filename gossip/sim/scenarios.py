@@ -17,6 +17,10 @@ starve     100     5 nodes handle every packet 2 s late, for 10 minutes
 churn      500     every second a node joins, leaves or crashes, for 10 minutes
 attack     100     a forger of accusations and a flooder of fake members, for 2 minutes
 leader     100     nodes elect a leader; 60/40 split (leader on the 40 %) for 60 s; heal
+leader-    5       a leader is elected; the network splits at a given phase of its heartbeat
+split              (``phase``), its side holding ``split`` of the nodes, for
+                   ``partition_duration`` (longer than ``retention`` to make the sides forget
+                   each other); heal; never two leaders at once, one cluster again
 =========  ======  ==========================================================================
 
 The ``attack`` bar is 0 live members declared dead and every table within its bound
@@ -69,6 +73,11 @@ class ScenarioParams:
     flood_rate: float = 20.0
     flood_size: int = 5000
     max_members: int = 2048
+    leader_timeout: float = 3.0
+    phase: float | None = None
+    retention: float | None = None
+    clock_drift: float = 0.0
+    max_clock_drift_rate: float = 0.01
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -251,21 +260,31 @@ _register("churn", _churn)
 _register("attack", _attack)
 
 # The leader scenario runs elections beside the cores, in its own module.
-from .leader import LEADER_DEFAULTS, run_leader_scenario  # noqa: E402
+from .leader import LEADER_DEFAULTS, SPLIT_DEFAULTS, run_leader_scenario, run_split_scenario  # noqa: E402
 
 SCENARIOS["leader"] = run_leader_scenario
 DEFAULTS["leader"] = LEADER_DEFAULTS
+SCENARIOS["leader-split"] = run_split_scenario
+DEFAULTS["leader-split"] = SPLIT_DEFAULTS
 
 
-def run_scenario(p: ScenarioParams) -> dict[str, Any]:
-    """Run a scenario and return its figures as a JSON-ready dict."""
+def run_scenario(p: ScenarioParams, progress: Callable[[Simulation], None] | None = None) -> dict[str, Any]:
+    """Run a scenario and return its figures as a JSON-ready dict.
+
+    ``progress``, if given, is called every few thousand events with the running simulation
+    (its ``now`` against ``p.duration``); it cannot change the run.
+    """
     if p.scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {p.scenario!r}; expected one of {', '.join(SCENARIOS)}")
     for key, value in DEFAULTS[p.scenario].items():
         if getattr(p, key) is None:
             setattr(p, key, value)
     t0 = Simulation.wall_clock()
-    sim = SCENARIOS[p.scenario](p)
+    previous, Simulation.observer = Simulation.observer, progress
+    try:
+        sim = SCENARIOS[p.scenario](p)
+    finally:
+        Simulation.observer = previous
     wall = Simulation.wall_clock() - t0
     out: dict[str, Any] = {
         "nodes": p.nodes,

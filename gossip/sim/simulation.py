@@ -88,6 +88,13 @@ class Simulation:
         link: the network model.
     """
 
+    observer: Callable[[Simulation], None] | None = None
+    """Called with the simulation every :data:`OBSERVE_EVERY` events of :meth:`run_until`, if
+    set (``python -m gossip.sim`` shows its progress this way); it must not change the run."""
+
+    OBSERVE_EVERY = 8192
+    """Events between two calls of :attr:`observer`."""
+
     def __init__(self, config: Config, seed: int, link: LinkModel | None = None) -> None:
         self.config = config
         self.seed = seed
@@ -297,16 +304,22 @@ class Simulation:
         if deadline < node.wake_at:
             node.wake_at = deadline
             late = node.starve_timer_delay * node.rng.random() if node.starve_timer_delay else 0.0
-            self._push(deadline + late, _WAKE, (node.index, deadline))
+            # A timer already due (a suspicion shortened by confirmations) runs now: virtual
+            # time never goes back.
+            self._push(max(deadline, self.now) + late, _WAKE, (node.index, deadline))
 
     def run_until(self, end: float, stop: Callable[[], bool] | None = None) -> None:
         """Process events up to virtual time ``end`` (or until ``stop()`` is true)."""
         heap = self._heap
         nodes = self.nodes
+        observer = Simulation.observer
+        every = self.OBSERVE_EVERY
         while heap and heap[0][0] <= end:
             when, _, kind, data = heapq.heappop(heap)
             self.now = when
             self.events += 1
+            if observer is not None and not self.events % every:
+                observer(self)
             if kind == _DELIVER:
                 index, src, msg, sender, reliable, delayed = data
                 node = nodes[index]

@@ -31,13 +31,22 @@ broke with them still buffered are counted (``tcp_frames_lost``).
 Reading can be paused per connection (:meth:`_Conn.pause_reading`): the I/O thread then stops
 reading it, the kernel buffers fill, and the peer's writers wait in turn.
 
-Limits against hostile peers, all counted when they act: at most ``max_connections`` accepted
-connections and ``max_connections_per_source`` per remote IP; a connection that has not yet
-delivered a frame the engine accepted (:meth:`_Conn.mark_trusted`) may announce frames of at
-most ``preauth_max_frame_size`` bytes, and all such connections together may buffer at most
-``preauth_buffer_limit`` bytes; a frame (or the preamble) must arrive whole within
+Limits against hostile peers, all counted when they act, kept in
+:class:`gossip.transports._admission.Admission` (shared with the WebSocket transport): at most
+``max_connections`` accepted connections, of which ``reserved_for_members`` only the hosts of
+known members may take, and ``max_connections_per_source`` per remote IP. A connection is
+*untrusted* until the engine accepted one of its frames (:meth:`_Conn.mark_trusted`); until
+then it may announce frames of at most ``preauth_max_frame_size`` bytes, at most
+``max_untrusted_per_source`` such connections per remote IP are held (members' hosts
+excepted), and it must become trusted within ``preauth_timeout``. The bytes untrusted connections hold
+are bounded per remote IP (``preauth_buffer_per_source``) and in all
+(``preauth_buffer_limit``): past either, the connection that holds the most is closed. A
+connection whose frames the engine refused ``max_rejected_frames`` times
+(:meth:`_Conn.mark_rejected`) is closed. A frame (or the preamble) must arrive whole within
 ``frame_timeout`` of its first byte, however slowly its bytes trickle in; idle connections are
-closed after ``idle_timeout``, idle request connections included.
+closed after ``idle_timeout``, idle request connections included. Dials to members' hosts and
+to any other hosts have separate budgets, each capped per host
+(:class:`~gossip.transports._admission.DialBudget`).
 
 ``request()`` uses connections that are *not* registered with the selector: the calling thread
 writes the request and reads the single reply itself, against one deadline, so a reply is never
@@ -64,6 +73,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from gossip.counters import Counters
+from gossip.transports._admission import Admission, DialBudget, DialSlot, MemberCheck, Ticket
 from gossip.errors import (
     ClusterClosed,
     ConnectError,
@@ -172,7 +182,8 @@ class _Conn:
     __slots__ = (
         "_transport", "sock", "key", "ip", "kind", "cond", "wq", "wbytes", "wlens", "written",
         "writing", "want_write", "rbuf", "last_active", "closed", "paused", "events", "trusted",
-        "partial_since", "greeted", "counted", "last_queued", "greeting",
+        "partial_since", "greeted", "last_queued", "greeting", "ticket", "slot", "rejected",
+        "accepted_at",
     )
 
     def __init__(
@@ -198,9 +209,12 @@ class _Conn:
         self.trusted = kind != _KIND_IN  # we dialed it: no pre-authentication limits
         self.partial_since = 0.0  # when the unfinished frame (or preamble) in rbuf began
         self.greeted = kind != _KIND_IN  # the preamble has been read
-        self.counted = 0  # bytes of rbuf counted against the pre-authentication budget
         self.last_queued = 0.0  # when the last frame was queued (for corking)
         self.greeting = b""  # the preamble, sent in front of the first frame (dialed conns)
+        self.ticket: Ticket | None = None  # accepted: its place in the admission counts
+        self.slot: DialSlot | None = None  # dialed: its place in the dial budget
+        self.rejected = 0  # frames the engine refused
+        self.accepted_at = self.last_active
 
     @property
     def peer(self) -> str:
@@ -236,6 +250,10 @@ class _Conn:
         if not self.trusted:
             self._transport._trust(self)
 
+    def mark_rejected(self) -> None:
+        """The engine refused a frame from this connection (too many close it)."""
+        self._transport._rejected(self)
+
     def close(self) -> None:
         """Close this connection (idempotent)."""
         self._transport._drop(self)
@@ -263,13 +281,16 @@ class _StreamSocket:
     def __init__(
         self, transport: SocketTransport, sock: socket.socket, peer: str, ip: str,
         max_frame_size: int, leftover: bytes = b"", accepted: bool = False,
-        preauth_max_frame_size: int = 0,
+        preauth_max_frame_size: int = 0, ticket: Ticket | None = None,
+        slot: DialSlot | None = None,
     ) -> None:
         self._transport = transport
         self.sock = sock
         self._peer = peer
         self.ip = ip
         self.accepted = accepted  # True for streams this transport accepted (per-source slot)
+        self.ticket = ticket  # accepted: its place in the admission counts
+        self.slot = slot  # dialed: its place in the dial budget
         self.max_frame_size = max_frame_size
         # An accepted stream may announce only small frames until the stream layer has
         # authenticated its opening (mark_trusted): a stranger cannot make us allocate much.
@@ -293,6 +314,8 @@ class _StreamSocket:
     def mark_trusted(self) -> None:
         """Lift the pre-authentication frame limit: the stream's opening was authenticated."""
         self._limit = self.max_frame_size
+        if self.ticket is not None:
+            self._transport._admission.trust(self.ticket)
 
     def send_frame(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
         """Write one frame; see :meth:`StreamConn.send_frame`.
@@ -515,6 +538,20 @@ class SocketTransport:
         listen: False binds nothing at all (no TCP listener, no UDP socket): the transport only
             dials, and best-effort sends travel as TCP frames (a node that listens on WebSocket
             only reaches UDP/TCP peers this way).
+        preauth_timeout: an accepted connection must become trusted within this long.
+        max_rejected_frames: an accepted or pooled connection is closed once the engine
+            refused this many of its frames.
+        max_untrusted_per_source: untrusted accepted connections per remote IP (members'
+            hosts excepted).
+        preauth_buffer_per_source: bytes the untrusted connections of one remote IP may hold.
+        reserved_for_members: of ``max_connections``, slots only members' hosts may take.
+        max_member_dials, max_member_dials_per_host: connections dialed to members' hosts, in
+            all and per host.
+        max_other_dials, max_other_dials_per_host: connections dialed to other hosts, in all
+            and per host.
+        member_check: ``member_check(host)`` tells whether ``host`` is a known member's
+            (see :mod:`gossip.transports._admission`); None: accepted sources are strangers,
+            dialed hosts members.
 
     Attributes are read through :attr:`local_addr`, :attr:`advertise_addr` and :attr:`stats`.
     """
@@ -541,6 +578,16 @@ class SocketTransport:
         preauth_buffer_limit: int = 64 * 1024 * 1024,
         frame_timeout: float = 10.0,
         listen: bool = True,
+        preauth_timeout: float = 10.0,
+        max_rejected_frames: int = 16,
+        max_untrusted_per_source: int = 8,
+        preauth_buffer_per_source: int = 8 * 1024 * 1024,
+        reserved_for_members: int = 0,
+        max_member_dials: int = 1024,
+        max_member_dials_per_host: int = 256,
+        max_other_dials: int = 64,
+        max_other_dials_per_host: int = 4,
+        member_check: MemberCheck | None = None,
     ) -> None:
         self._bind_ip, self._bind_port, self._family = split_host_port(bind_addr)
         self._listen = listen
@@ -558,6 +605,7 @@ class SocketTransport:
             ("io_timeout", io_timeout),
             ("idle_timeout", idle_timeout),
             ("frame_timeout", frame_timeout),
+            ("preauth_timeout", preauth_timeout),
         ):
             if value <= 0:
                 raise ValueError(f"{label} must be > 0, got {value}")
@@ -565,7 +613,8 @@ class SocketTransport:
                              ("max_connections", max_connections),
                              ("max_connections_per_source", max_connections_per_source),
                              ("preauth_max_frame_size", preauth_max_frame_size),
-                             ("preauth_buffer_limit", preauth_buffer_limit)):
+                             ("preauth_buffer_limit", preauth_buffer_limit),
+                             ("max_rejected_frames", max_rejected_frames)):
             if count < 1:
                 raise ValueError(f"{label} must be >= 1, got {count}")
         self._advertise = advertise_addr
@@ -580,11 +629,21 @@ class SocketTransport:
         self._conn_buffer = conn_buffer_size
         self._rcvbuf_ask = recv_buffer_size
         self._sndbuf_ask = send_buffer_size
-        self._max_conns = max_connections
-        self._max_per_source = max_connections_per_source
         self._preauth_frame = min(preauth_max_frame_size, max_frame_size)
-        self._preauth_limit = preauth_buffer_limit
         self._frame_timeout = frame_timeout
+        self._preauth_timeout = preauth_timeout
+        self._max_rejected = max_rejected_frames
+        self._admission = Admission(
+            max_connections=max_connections, max_per_source=max_connections_per_source,
+            reserved_for_members=reserved_for_members,
+            max_untrusted_per_source=max_untrusted_per_source,
+            preauth_bytes=preauth_buffer_limit,
+            preauth_bytes_per_source=min(preauth_buffer_per_source, preauth_buffer_limit),
+            is_member=member_check)
+        self._dials = DialBudget(
+            max_members=max_member_dials, max_per_member_host=max_member_dials_per_host,
+            max_others=max_other_dials, max_per_other_host=max_other_dials_per_host,
+            is_member=member_check)
 
         self._lock = threading.Lock()  # guards every table below and the flags
         self._started = False
@@ -600,7 +659,6 @@ class SocketTransport:
         self._udp_waker: _Waker | None = None
         self._threads: list[threading.Thread] = []
         self._accepted: dict[_Conn, None] = {}
-        self._per_source: dict[str, int] = {}
         self._out: dict[str, _Conn] = {}
         self._pending_add: list[_Conn] = []  # dialed conns the I/O loop must register
         self._pending_update: list[_Conn] = []  # conns whose read/write interest changed
@@ -608,7 +666,6 @@ class SocketTransport:
         self._req_idle: dict[str, list[_Conn]] = {}
         self._req_active: dict[_Conn, None] = {}
         self._streams: dict[_StreamSocket, None] = {}
-        self._preauth_bytes = 0  # I/O thread only
         self._addr_cache: dict[tuple[Any, ...], str] = {}
         self._udp_view = memoryview(bytearray(_UDP_RECV_SIZE))  # the UDP reader's only
         self._kernel_drops = 0
@@ -627,6 +684,16 @@ class SocketTransport:
                 "tcp_accepts",
                 "tcp_rejected",
                 "tcp_rejected_per_source",
+                "tcp_rejected_reserved_for_members",
+                "tcp_untrusted_refused",
+                "tcp_untrusted_per_source_refused",
+                "tcp_preauth_timeouts",
+                "tcp_preauth_buffer_evicted",
+                "tcp_rejected_frames_closed",
+                "tcp_dial_refused_members",
+                "tcp_dial_refused_member_host",
+                "tcp_dial_refused_others",
+                "tcp_dial_refused_other_host",
                 "tcp_dials",
                 "tcp_bad_frames",
                 "tcp_bad_preamble",
@@ -797,8 +864,14 @@ class SocketTransport:
             conn = self._take_idle(key)
             reused = conn is not None
             if conn is None:
-                sock = self._dial(ip, port, key, deadline)
+                slot = self._dial_slot(key)
+                try:
+                    sock = self._dial(ip, port, key, deadline)
+                except BaseException:
+                    self._dials.release(slot)
+                    raise
                 conn = _Conn(self, sock, key, ip, _KIND_REQ)
+                conn.slot = slot
                 conn.greeting = PREAMBLE_FRAMES
             with self._lock:
                 if self._closed:
@@ -846,12 +919,18 @@ class SocketTransport:
         self._check_open()
         ip, port, _family = split_host_port(addr)
         key = format_addr(ip, port)
-        sock = self._dial(ip, port, key, Deadline(timeout))
-        stream = _StreamSocket(self, sock, key, ip, self.max_stream_frame_size)
+        slot = self._dial_slot(key)
+        try:
+            sock = self._dial(ip, port, key, Deadline(timeout))
+        except BaseException:
+            self._dials.release(slot)
+            raise
+        stream = _StreamSocket(self, sock, key, ip, self.max_stream_frame_size, slot=slot)
         stream.greeting = PREAMBLE_STREAM
         with self._lock:
             if self._closed:
                 sock.close()
+                self._dials.release(slot)
                 raise ClusterClosed(f"transport {self._name} is closed")
             self._streams[stream] = None
         self._count("streams_dialed")
@@ -1190,23 +1269,46 @@ class SocketTransport:
             conn = self._out.get(key)
             if conn is not None and not conn.closed:
                 return conn
-        sock = self._dial(ip, port, key, Deadline(self._dial_timeout))
+        slot = self._dial_slot(key)
+        try:
+            sock = self._dial(ip, port, key, Deadline(self._dial_timeout))
+        except BaseException:
+            self._dials.release(slot)
+            raise
         new = _Conn(self, sock, key, ip, _KIND_OUT)
+        new.slot = slot
         new.greeting = PREAMBLE_FRAMES
         with self._lock:
             if self._closed:
                 sock.close()
+                self._dials.release(slot)
                 raise ClusterClosed(f"transport {self._name} is closed")
             conn = self._out.get(key)
             if conn is not None and not conn.closed:
                 # another thread dialed concurrently; keep theirs
                 sock.close()
+                self._dials.release(slot)
                 return conn
             self._out[key] = new
             self._pending_add.append(new)
         if self._tcp_waker is not None:
             self._tcp_waker.wake()
         return new
+
+    def _dial_slot(self, key: str) -> DialSlot:
+        """Take a place in the dial budget for a connection to ``key``.
+
+        Raises:
+            ConnectError: the budget for ``key``'s host (member or not) is spent (counted).
+        """
+        slot = self._dials.acquire(key)
+        if isinstance(slot, str):
+            self._count(f"tcp_{slot}")
+            members, others = self._dials.counts()
+            raise ConnectError(
+                f"connect to {key}: too many connections dialed ({slot.replace('_', ' ')}; "
+                f"{members} to members, {others} to other hosts)")
+        return slot
 
     def _dial(self, ip: str, port: int, key: str, deadline: Deadline) -> socket.socket:
         """Connect to ``ip:port``; the caller sends the connection's preamble with its first
@@ -1316,6 +1418,16 @@ class SocketTransport:
 
     def _trust(self, conn: _Conn) -> None:
         conn.trusted = True
+        if conn.ticket is not None:
+            self._admission.trust(conn.ticket)
+
+    def _rejected(self, conn: _Conn) -> None:
+        """The engine refused a frame of ``conn``: close it once it has had too many."""
+        conn.rejected += 1
+        if conn.rejected == self._max_rejected and not conn.closed:
+            self._count("tcp_rejected_frames_closed")
+            _log.debug("%s ! %s: %d frames refused; closing", self._name, conn.key, conn.rejected)
+            self._drop(conn)
 
     def _count_lost(self, conn: _Conn) -> None:
         """Count the frames still queued on a connection that is going away."""
@@ -1358,7 +1470,11 @@ class SocketTransport:
             self._close_sock(conn)
 
     def _close_sock(self, conn: _Conn) -> None:
-        """Close the socket (its writers were already failed by shutdown)."""
+        """Close the socket (its writers were already failed by shutdown) and give its place
+        in the admission counts or the dial budget back."""
+        if conn.ticket is not None:
+            self._admission.release(conn.ticket)
+        self._dials.release(conn.slot)
         _shutdown(conn.sock)
         try:
             conn.sock.close()
@@ -1367,22 +1483,14 @@ class SocketTransport:
 
     def _stream_closed(self, stream: _StreamSocket) -> None:
         with self._lock:
-            known = stream in self._streams
-            if known:
-                del self._streams[stream]
-                if stream.accepted:
-                    self._release_source_locked(stream.ip)
+            self._streams.pop(stream, None)
+        if stream.ticket is not None:
+            self._admission.release(stream.ticket)
+        self._dials.release(stream.slot)
         try:
             stream.sock.close()
         except OSError:  # pragma: no cover - close() of a socket does not fail here
             pass
-
-    def _release_source_locked(self, ip: str) -> None:
-        n = self._per_source.get(ip, 0) - 1
-        if n > 0:
-            self._per_source[ip] = n
-        else:
-            self._per_source.pop(ip, None)
 
     def _all_conns_locked(self, active: bool = True) -> list[_Conn]:
         """Every connection the transport knows; ``active=False`` leaves out the request
@@ -1557,13 +1665,10 @@ class SocketTransport:
         """Unregister and close a connection (I/O thread only)."""
         with self._lock:
             conn.closed = True
-            if conn in self._accepted:
-                del self._accepted[conn]
-                self._release_source_locked(conn.ip)
+            self._accepted.pop(conn, None)
             if self._out.get(conn.key) is conn:
                 del self._out[conn.key]
         conn.rbuf = bytearray()
-        self._account(conn)
         self._unregister(sel, conn)
         self._count_lost(conn)
         self._close_sock(conn)
@@ -1598,43 +1703,41 @@ class SocketTransport:
                     self._count("reader_errors")
                     _log.debug("%s ! accept failed", self._name, exc_info=True)
                 return
-            ip = src[0].split("%", 1)[0]
+            ip = format_addr(src[0], 0).rpartition(":")[0].strip("[]")  # IPv4-mapped: plain
             peer = format_addr(src[0], src[1])
-            with self._lock:
-                total = len(self._accepted) + len(self._streams)
-                mine = self._per_source.get(ip, 0)
-                refuse = ""
-                if total >= self._max_conns:
-                    refuse = "tcp_rejected"
-                elif mine >= self._max_per_source:
-                    refuse = "tcp_rejected_per_source"
-                else:
-                    self._per_source[ip] = mine + 1
-            if refuse:
-                self._count(refuse)
-                _log.debug("%s ! rejecting %s: too many connections (%s)", self._name, peer, refuse)
+            conn = _Conn(self, sock, peer, ip, _KIND_IN)
+            ticket = self._admission.admit(ip, conn)
+            if isinstance(ticket, str):
+                self._count(f"tcp_{ticket}")
+                _log.debug("%s ! rejecting %s: too many connections (%s)", self._name, peer, ticket)
                 sock.close()
                 continue
+            conn.ticket = ticket
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
-                with self._lock:
-                    self._release_source_locked(ip)
-                sock.close()
+                self._close_sock(conn)
                 continue
-            conn = _Conn(self, sock, peer, ip, _KIND_IN)
             with self._lock:
                 self._accepted[conn] = None
             self._set_events(sel, conn)
             self._count("tcp_accepts")
 
-    def _account(self, conn: _Conn) -> None:
-        """Bring the pre-authentication budget up to date with ``conn``'s buffer (I/O thread)."""
-        want = 0 if conn.trusted else len(conn.rbuf)
-        if want != conn.counted:
-            self._preauth_bytes += want - conn.counted
-            conn.counted = want
+    def _account(self, sel: selectors.BaseSelector, conn: _Conn) -> bool:
+        """Tell the admission counts what ``conn`` holds buffered now (I/O thread); close the
+        connections that hold the most of a budget it overfills. Return False if ``conn``
+        itself was closed."""
+        ticket = conn.ticket
+        if ticket is None or ticket.trusted:
+            return True
+        victims = self._admission.hold(ticket, len(conn.rbuf))
+        for victim in victims:
+            self._count("tcp_preauth_buffer_evicted")
+            _log.debug("%s ! %s holds the most of the pre-authentication budget; closing",
+                       self._name, victim.key)
+            self._close_registered(sel, victim)
+        return conn not in victims
 
     def _read_conn(self, sel: selectors.BaseSelector, conn: _Conn, now: float) -> None:
         if conn.paused:
@@ -1652,14 +1755,8 @@ class SocketTransport:
             return
         conn.last_active = now
         conn.rbuf += chunk
-        if not conn.trusted:
-            self._account(conn)
-            if self._preauth_bytes > self._preauth_limit:
-                self._count("tcp_preauth_refused")
-                _log.debug("%s ! %s: unauthenticated connections hold too much; closing",
-                           self._name, conn.key)
-                self._close_registered(sel, conn)
-                return
+        if not conn.trusted and not self._account(sel, conn):
+            return
         if not conn.greeted:
             if len(conn.rbuf) < _PREAMBLE_SIZE:
                 conn.partial_since = conn.partial_since or now
@@ -1719,28 +1816,31 @@ class SocketTransport:
             if conn.paused:
                 self._count("tcp_paused")
                 self._set_events(sel, conn)
-        self._account(conn)
+        self._account(sel, conn)
 
     def _accept_stream(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
         """Hand an accepted connection whose preamble says "stream" to ``on_stream``."""
         leftover = bytes(conn.rbuf[_PREAMBLE_SIZE:])
         conn.rbuf = bytearray()
-        self._account(conn)
+        ticket = conn.ticket
+        if ticket is not None:
+            self._admission.hold(ticket, 0)  # the stream reads for itself, within its limit
         with self._lock:
-            self._accepted.pop(conn, None)  # the per-source slot moves to the stream
+            self._accepted.pop(conn, None)
         self._unregister(sel, conn)
+        conn.ticket = None  # the connection's place in the counts moves to the stream
         stream = _StreamSocket(self, conn.sock, conn.key, conn.ip, self.max_stream_frame_size,
                                leftover, accepted=True,
-                               preauth_max_frame_size=self._preauth_frame)
+                               preauth_max_frame_size=self._preauth_frame, ticket=ticket)
         callback = self._on_stream
         with self._lock:
             if callback is None or self._closed:
-                self._release_source_locked(conn.ip)
                 callback = None
             else:
                 self._streams[stream] = None
         if callback is None:
             self._count("streams_refused")
+            conn.ticket = ticket
             self._close_sock(conn)
             return
         self._count("streams_accepted")
@@ -1752,9 +1852,11 @@ class SocketTransport:
             stream.close()
 
     def _sweep(self, sel: selectors.BaseSelector, now: float) -> None:
-        """Close idle connections and those whose frame has been arriving for too long."""
+        """Close idle connections, those whose frame has been arriving for too long, and
+        accepted ones not trusted in time."""
         idle_limit = now - self._idle_timeout
         frame_limit = now - self._frame_timeout
+        trust_limit = now - self._preauth_timeout
         with self._lock:
             conns = list(self._accepted) + list(self._out.values())
             stale_req: list[_Conn] = []
@@ -1771,7 +1873,14 @@ class SocketTransport:
             conn.closed = True
             self._close_sock(conn)
         for conn in conns:
-            if conn.partial_since and conn.partial_since < frame_limit:
+            if conn.closed:
+                continue
+            if not conn.trusted and conn.accepted_at < trust_limit:
+                self._count("tcp_preauth_timeouts")
+                _log.debug("%s ! %s: no frame accepted within %.1fs; closing", self._name,
+                           conn.key, self._preauth_timeout)
+                self._close_registered(sel, conn)
+            elif conn.partial_since and conn.partial_since < frame_limit:
                 self._count("tcp_frame_timeouts")
                 _log.debug("%s ! %s: a frame did not arrive whole within %.1fs; closing",
                            self._name, conn.key, self._frame_timeout)

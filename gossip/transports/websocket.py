@@ -67,11 +67,13 @@ import ssl
 import struct
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
 from websockets.client import ClientProtocol
+from websockets.datastructures import MultipleValuesError
 from websockets.exceptions import (
     ConnectionClosed,
     InvalidHandshake,
@@ -81,7 +83,7 @@ from websockets.exceptions import (
 )
 from websockets.exceptions import ProtocolError as WsProtocolError
 from websockets.frames import BINARY, CONT, TEXT, CloseCode, Frame
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import CLIENT, OPEN, Event
 from websockets.server import ServerProtocol
 from websockets.sync.client import ClientConnection
@@ -105,6 +107,8 @@ from gossip.errors import (
     SendQueueFull,
     TransportError,
 )
+from gossip.transports import _wsauth as wsauth
+from gossip.transports._admission import Admission, DialBudget, DialSlot, MemberCheck, Ticket
 from gossip.transports.base import (
     Deadline,
     Incoming,
@@ -153,21 +157,25 @@ _REDIAL_BACKOFF = 1.0  # best-effort sends do not redial a URL whose dial failed
 _FAILED_MAX = 4096
 _DRAIN = 64  # messages a host-served connection takes at once after a blocking receive
 _USER_AGENT = "gossip"
+_REQUEST_LINE_MAX = 8192  # an accepted connection's request line must fit in this much
 
 class Refusal:
-    """Why a handshake was refused: an HTTP status and a reason for the body.
+    """Why a handshake was refused: an HTTP status, a reason for the body, and headers.
 
     Attributes:
-        status: the HTTP status (401 bad or missing token, 404 wrong path, 403 streams not
-            accepted, 400 bad channel, 503 shutting down).
+        status: the HTTP status (401 no or bad proof of the token, or the token's challenge;
+            403 a browser's origin or streams not accepted; 404 wrong path; 400 bad channel;
+            503 shutting down or too many connections).
         reason: a one-line explanation, sent as the response body.
+        headers: response headers to send with it (a 401's ``WWW-Authenticate``).
     """
 
-    __slots__ = ("status", "reason")
+    __slots__ = ("status", "reason", "headers")
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> None:
         self.status = status
         self.reason = reason
+        self.headers = headers or []
 
     def __repr__(self) -> str:
         return f"Refusal({self.status}, {self.reason!r})"
@@ -220,6 +228,13 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _plain_ip(ip: str) -> str:
+    """An IP as the admission counts know it: IPv4-mapped IPv6 as IPv4, no zone."""
+    if not ip:
+        return ip
+    return format_addr(ip, 0).rpartition(":")[0].strip("[]")
 
 
 def _is_loopback(host: str) -> bool:
@@ -376,6 +391,20 @@ class _Reads:
         return getattr(self._sock, name)
 
 
+class _Pending:
+    """An accepted connection waiting, without a thread, for its request line."""
+
+    __slots__ = ("sock", "ip", "peer", "ticket", "since", "buf")
+
+    def __init__(self, sock: socket.socket, ip: str, peer: str, ticket: Ticket) -> None:
+        self.sock = sock
+        self.ip = ip
+        self.peer = peer
+        self.ticket = ticket
+        self.since = time.monotonic()
+        self.buf = bytearray()
+
+
 class _Waker:
     """A socketpair whose read end wakes the accept loop's selector."""
 
@@ -431,7 +460,9 @@ class _Link:
         self.error = ""
         self.ready = threading.Event()
         self.trusted = not accepted
-        self.counted_untrusted = False
+        self.ticket: Ticket | None = None  # accepted: its place in the admission counts
+        self.slot: DialSlot | None = None  # dialed: its place in the dial budget
+        self.rejected = 0  # frames the engine refused
         self.paused = False
         self.flow_paused = False
         now = time.monotonic()
@@ -440,7 +471,6 @@ class _Link:
         self.last_rx = now  # any frame received (pings and pongs included)
         self.last_frame = now  # a data message sent or received (idle timeout)
         self.ping_sent = 0.0
-        self.delivered_any = False
         self.max_out = transport.max_stream_frame_size if kind == _STREAM else transport.max_frame_size
         self.max_in = self.max_out if self.trusted else min(self.max_out, transport._preauth_frame)
         # request connections
@@ -505,6 +535,10 @@ class _Link:
             self.max_in = self.max_out
             self.t._trusted(self)
             self._raise_limit()
+
+    def mark_rejected(self) -> None:
+        """The engine refused a frame from this connection (too many close it)."""
+        self.t._rejected(self)
 
     def close(self) -> None:
         """Close this connection gracefully (idempotent): queued frames go first."""
@@ -635,7 +669,6 @@ class _Link:
         """Hand received binary messages to what rides on this connection."""
         now = time.monotonic()
         self.last_rx = self.last_frame = now
-        self.delivered_any = True
         kind = self.kind
         t = self.t
         if kind == _FRAMES:
@@ -778,11 +811,21 @@ class _GossipWs:
             link.last_rx = time.monotonic()  # ping, pong, close: the peer is alive
 
     def recv_events(self) -> None:
-        """Run websockets' reader loop, then tell the link that reading ended."""
+        """Run websockets' reader loop (after the bytes read before this thread existed), then
+        tell the link that reading ended."""
+        link = self._gossip
         try:
+            prefix, link.prefix = link.prefix, b""
+            if prefix:
+                with self.protocol_mutex:
+                    self.protocol.receive_data(prefix)
+                    events = self.protocol.events_received()
+                    self.send_data()
+                for event in events:
+                    self.process_event(event)
             super().recv_events()  # type: ignore[misc]
         finally:
-            self._gossip.reader_exited()
+            link.reader_exited()
 
     def close_socket(self) -> None:
         """Shut the socket down (failing a blocked write at once), then close it."""
@@ -817,9 +860,11 @@ class _SyncLink(_Link):
     """A connection we dialed or accepted ourselves, on websockets' threaded connection."""
 
     def __init__(self, transport: WebSocketTransport, peer: str, kind: str, accepted: bool, *,
-                 sock: socket.socket | None = None, ip: str = "", uri: WebSocketURI | None = None) -> None:
+                 sock: socket.socket | None = None, ip: str = "", uri: WebSocketURI | None = None,
+                 prefix: bytes = b"") -> None:
         super().__init__(transport, peer, kind, accepted, ip)
         self.sock = sock
+        self.prefix = prefix  # bytes read from an accepted socket before its thread started
         self.uri = uri
         self.ws: _ClientWs | _ServerWs | None = None
         self.wire: deque[bytes | bytearray | memoryview] = deque()  # for the writer (under lock)
@@ -881,7 +926,7 @@ class _SyncLink(_Link):
     def _on_request(self, ws: _ServerWs, request: Request) -> None:
         """Answer the opening handshake of an accepted connection (reader thread)."""
         t = self.t
-        kind, refusal = t._screen(request.path, request.headers)
+        kind, refusal, proved = t._screen(request.path, request.headers)
         protocol = ws.protocol
         with ws.protocol_mutex:
             if refusal is None:
@@ -889,7 +934,7 @@ class _SyncLink(_Link):
                     # Small frames only until the stream layer authenticated the opening
                     # (mark_trusted), as on TCP.
                     self.max_out = t.max_stream_frame_size
-                if t.bearer_token:
+                if proved:
                     self.trusted = True  # it proved it holds the cluster's token
                 self.max_in = self.max_out if self.trusted else min(self.max_out, t._preauth_frame)
                 protocol.max_message_size = self.max_in
@@ -898,8 +943,8 @@ class _SyncLink(_Link):
                     self.kind = kind
             else:
                 response = protocol.reject(refusal.status, refusal.reason + "\n")
-                if refusal.status == 401:
-                    response.headers["WWW-Authenticate"] = 'Bearer realm="gossip"'
+                for name, value in refusal.headers:
+                    response.headers[name] = value
             ws.response = response
             protocol.send_response(response)
             ws.send_data()
@@ -973,13 +1018,9 @@ class _SyncLink(_Link):
         finally:
             self._teardown()
 
-    def _open_dialed(self) -> None:
+    def _connect(self, u: WebSocketURI, deadline: Deadline, what: str) -> socket.socket:
+        """Open the TCP connection (and TLS) of a dial; it is :attr:`sock` until replaced."""
         t = self.t
-        u = self.uri
-        assert u is not None
-        what = f"connect to {self.peer_addr}"
-        deadline = Deadline(t._handshake_timeout)
-        t._count("ws_dials")
         left = deadline.remaining(what)
         assert left is not None
         sock = socket.create_connection((u.host, u.port), timeout=min(t._dial_timeout, left))
@@ -993,14 +1034,87 @@ class _SyncLink(_Link):
             sock = ctx.wrap_socket(sock, server_hostname=u.host)
             self.sock = sock
         sock.settimeout(None)
+        return sock
+
+    def _challenge(self, u: WebSocketURI, deadline: Deadline, what: str, channel: str) -> str:
+        """The first request of a dial with a bearer token: have the listener prove it holds
+        the token, then return the ``Gossip-Auth`` value that proves we do.
+
+        Nothing but a fresh random nonce goes out before the listener's proof is checked.
+
+        Raises:
+            ConnectError: the listener did not prove the token (counted ``ws_server_unproven``)
+                or the connection failed.
+            InvalidStatus: the listener answered neither 401 nor 101.
+        """
+        t = self.t
+        token = t.bearer_token
+        cnonce = wsauth.new_client_nonce()
+        sock = self._connect(u, deadline, what)
+        response: Response | None = None
+        try:
+            protocol = ClientProtocol(u, max_size=self.max_in, logger=_wslog)
+            request = protocol.connect()
+            request.headers["User-Agent"] = _USER_AGENT
+            request.headers[wsauth.CHALLENGE_HEADER] = cnonce
+            if channel == _STREAM:
+                request.headers[CHANNEL_HEADER] = _STREAM
+            protocol.send_request(request)
+            sock.sendall(b"".join(protocol.data_to_send()))
+            while response is None:
+                sock.settimeout(deadline.remaining(what))
+                data = sock.recv(65536)
+                if data:
+                    protocol.receive_data(data)
+                else:
+                    protocol.receive_eof()
+                for event in protocol.events_received():
+                    if isinstance(event, Response):
+                        response = event
+                if response is None and (not data or protocol.handshake_exc is not None):
+                    raise ConnectError(f"{what}: the connection closed during the handshake")
+        finally:
+            _shutdown(sock)
+            sock.close()
+            self.sock = None
+        if response.status_code == 101:
+            t._count("ws_server_unproven")
+            raise ConnectError(
+                f"{what}: the server accepted without proving it holds the bearer token (it has "
+                "none, or it is not a node of this cluster)")
+        if response.status_code != 401:
+            raise InvalidStatus(response)
+        challenge = wsauth.parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        if challenge is None:
+            raise InvalidStatus(response)
+        snonce, proof = challenge
+        if not wsauth.verify(wsauth.server_proof(token, cnonce, snonce), proof):
+            t._count("ws_server_unproven")
+            raise ConnectError(
+                f"{what}: the server did not prove it holds the bearer token (another token, "
+                "or not a node of this cluster); nothing was sent to it")
+        return wsauth.auth_value(snonce, cnonce, wsauth.client_proof(token, cnonce, snonce, channel))
+
+    def _open_dialed(self) -> None:
+        t = self.t
+        u = self.uri
+        assert u is not None
+        what = f"connect to {self.peer_addr}"
+        deadline = Deadline(t._handshake_timeout)
+        t._count("ws_dials")
+        channel = _STREAM if self.kind == _STREAM else _FRAMES
+        proof = self._challenge(u, deadline, what, channel) if t.bearer_token else ""
+        if self.state is _CLOSED:
+            raise ConnectError(f"{what}: the transport is closing")
+        sock = self._connect(u, deadline, what)
         protocol = ClientProtocol(u, max_size=self.max_in, logger=_wslog)
         ws = _ClientWs(self, _reader_socket(sock), protocol)
         self.ws = ws
         request = protocol.connect()
         headers = request.headers
         headers["User-Agent"] = _USER_AGENT
-        if t.bearer_token:
-            headers["Authorization"] = f"Bearer {t.bearer_token}"
+        if proof:
+            headers[wsauth.AUTH_HEADER] = proof
         if self.kind == _STREAM:
             headers[CHANNEL_HEADER] = _STREAM
         with ws.protocol_mutex:
@@ -1313,7 +1427,8 @@ class HostedConnection(_Link):
     - calls :meth:`feed` with each received message (``bytes`` for binary, ``str`` for text);
     - when ``wake`` is called (from any thread), calls :meth:`take_outgoing` and sends what it
       returns, then :meth:`sent`; and stops receiving while :attr:`reading_paused` is true;
-    - closes its connection once :attr:`wants_close` is true (after sending what was taken);
+    - closes its connection once :attr:`wants_close` is true (after sending what was taken),
+      at once and without a closing handshake if :attr:`aborted` is true;
     - calls :meth:`ended` when the connection ends, whatever the reason.
 
     ``wake`` must not block: typically ``loop.call_soon_threadsafe(event.set)``.
@@ -1323,6 +1438,19 @@ class HostedConnection(_Link):
                  wake: Callable[[], None]) -> None:
         super().__init__(transport, peer, kind, True, ip)
         self._wake_host = wake
+        self._aborted = False
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection at once (see :attr:`aborted`)."""
+        self._aborted = True
+        super().abort(reason)
+
+    @property
+    def aborted(self) -> bool:
+        """True once the node dropped the connection (a deadline, too many refused frames, the
+        transport closing): the host should end it without a closing handshake, so that what
+        it buffered for it is freed at once."""
+        return self._aborted
 
     def _kick(self) -> None:
         try:
@@ -1520,8 +1648,8 @@ class WebSocketTransport:
         server_ssl: TLS context of the listener (``wss://``); None serves plain ``ws://``.
         client_ssl: TLS context for dialing ``wss://`` peers; None verifies against the
             system's certificate authorities.
-        bearer_token: sent on every dial and required on every accepted connection (``""``:
-            neither).
+        bearer_token: proved on every dial and required on every accepted connection, never
+            sent (``""``: neither); see :mod:`gossip.transports._wsauth`.
         allow_insecure: permit plain ``ws://`` to hosts that are not on loopback.
         max_frame_size: largest frame (message) sent or accepted on frame connections.
         max_stream_frame_size: largest frame on a stream connection.
@@ -1535,12 +1663,26 @@ class WebSocketTransport:
         max_connections_per_source: accepted connections held at once per remote IP.
         preauth_max_frame_size: the largest message an accepted connection may send before the
             engine accepted one of its frames (or it proved the bearer token).
-        preauth_buffer_limit: bounds the connections not yet trusted to
-            ``preauth_buffer_limit // preauth_max_frame_size`` (their worst-case buffering).
-        frame_timeout: an accepted connection not yet trusted must deliver its first frame
-            within this long of its handshake.
+        preauth_buffer_limit: bounds the connections not yet trusted (handshakes under way
+            included) to ``preauth_buffer_limit // preauth_max_frame_size`` (their worst-case
+            buffering), members' hosts excepted.
+        preauth_timeout: an accepted connection must become trusted (deliver a frame the engine
+            accepts, or prove the bearer token) within this long of its arrival.
+        frame_timeout: the older name of ``preauth_timeout`` (used if given).
         ping_interval: a connection silent this long is pinged, and dropped when it stays
             silent twice as long (0 disables).
+        max_rejected_frames: a connection is closed once the engine refused this many of its
+            frames.
+        max_untrusted_per_source: connections not yet trusted per remote IP (members' hosts
+            excepted).
+        reserved_for_members: of ``max_connections``, slots only members' hosts may take.
+        max_member_dials, max_member_dials_per_host: connections dialed to members' hosts, in
+            all and per host.
+        max_other_dials, max_other_dials_per_host: connections dialed to other hosts.
+        member_check: ``member_check(host)`` tells whether ``host`` is a known member's (see
+            :mod:`gossip.transports._admission`).
+        allowed_origins: ``Origin`` values whose handshakes are accepted; any other handshake
+            that carries an ``Origin`` (a browser's) or ``Sec-Fetch-*`` header is refused.
     """
 
     def __init__(
@@ -1565,9 +1707,21 @@ class WebSocketTransport:
         max_connections_per_source: int = 64,
         preauth_max_frame_size: int = 1024 * 1024,
         preauth_buffer_limit: int = 64 * 1024 * 1024,
-        frame_timeout: float = 10.0,
+        frame_timeout: float | None = None,
         ping_interval: float = 10.0,
+        preauth_timeout: float = 10.0,
+        max_rejected_frames: int = 16,
+        max_untrusted_per_source: int = 8,
+        reserved_for_members: int = 0,
+        max_member_dials: int = 1024,
+        max_member_dials_per_host: int = 256,
+        max_other_dials: int = 64,
+        max_other_dials_per_host: int = 4,
+        member_check: MemberCheck | None = None,
+        allowed_origins: list[str] | tuple[str, ...] = (),
     ) -> None:
+        if frame_timeout is not None:
+            preauth_timeout = frame_timeout
         if bind_addr:
             self._bind_ip, self._bind_port, self._family = split_host_port(bind_addr)
         else:
@@ -1582,12 +1736,13 @@ class WebSocketTransport:
                             ("max_connections", max_connections),
                             ("max_connections_per_source", max_connections_per_source),
                             ("preauth_max_frame_size", preauth_max_frame_size),
-                            ("preauth_buffer_limit", preauth_buffer_limit)):
+                            ("preauth_buffer_limit", preauth_buffer_limit),
+                            ("max_rejected_frames", max_rejected_frames)):
             if size < 1:
                 raise ValueError(f"{label} must be >= 1, got {size}")
         for label, value in (("dial_timeout", dial_timeout), ("handshake_timeout", handshake_timeout),
                              ("io_timeout", io_timeout), ("idle_timeout", idle_timeout),
-                             ("frame_timeout", frame_timeout)):
+                             ("preauth_timeout", preauth_timeout)):
             if value <= 0:
                 raise ValueError(f"{label} must be > 0, got {value}")
         if ping_interval < 0:
@@ -1606,12 +1761,21 @@ class WebSocketTransport:
         self._io_timeout = io_timeout
         self._idle_timeout = idle_timeout
         self._conn_buffer = conn_buffer_size
-        self._max_conns = max_connections
-        self._max_per_source = max_connections_per_source
         self._preauth_frame = min(preauth_max_frame_size, max_frame_size)
-        self._max_untrusted = max(1, preauth_buffer_limit // self._preauth_frame)
-        self._frame_timeout = frame_timeout
+        self._preauth_timeout = preauth_timeout
         self._ping_interval = ping_interval
+        self._max_rejected = max_rejected_frames
+        self._origins = frozenset(o.strip().lower() for o in allowed_origins)
+        self._admission = Admission(
+            max_connections=max_connections, max_per_source=max_connections_per_source,
+            reserved_for_members=reserved_for_members,
+            max_untrusted=max(1, preauth_buffer_limit // self._preauth_frame),
+            max_untrusted_per_source=max_untrusted_per_source, is_member=member_check)
+        self._dials = DialBudget(
+            max_members=max_member_dials, max_per_member_host=max_member_dials_per_host,
+            max_others=max_other_dials, max_per_other_host=max_other_dials_per_host,
+            is_member=member_check)
+        self._nonces = wsauth.ServerNonces(2 * handshake_timeout + 1.0)
 
         self._lock = threading.Lock()  # guards the tables below and the flags
         self._ids = itertools.count(1)
@@ -1629,16 +1793,20 @@ class WebSocketTransport:
         self._host_threads: dict[threading.Thread, None] = {}
         self._out: dict[str, _SyncLink] = {}
         self._req_idle: dict[str, list[_SyncLink]] = {}
-        self._per_source: dict[str, int] = {}
-        self._accepted = 0
-        self._untrusted = 0
+        self._pending: dict[socket.socket, _Pending] = {}  # accept thread only
+        self._proved: weakref.WeakValueDictionary[int, Request] = weakref.WeakValueDictionary()
         self._failed: dict[str, tuple[float, str]] = {}
         self._client_default: ssl.SSLContext | None = None
         self._stats_lock = threading.Lock()
         self._stats: dict[str, int] = dict.fromkeys(
             (
                 "ws_sent", "ws_received", "ws_accepts", "ws_dials", "ws_dial_failures",
-                "ws_rejected", "ws_rejected_per_source", "ws_preauth_refused", "ws_auth_refused",
+                "ws_rejected", "ws_rejected_per_source", "ws_rejected_reserved_for_members",
+                "ws_untrusted_refused", "ws_untrusted_per_source_refused", "ws_auth_refused",
+                "ws_auth_challenges", "ws_server_unproven", "ws_origin_refused",
+                "ws_rejected_frames_closed", "ws_dial_refused_members",
+                "ws_dial_refused_member_host", "ws_dial_refused_others",
+                "ws_dial_refused_other_host",
                 "ws_not_found", "ws_handshake_failed", "ws_handshake_timeouts",
                 "ws_frame_timeouts", "ws_insecure_refused", "ws_text_dropped", "ws_too_large",
                 "ws_protocol_errors", "ws_ping_timeouts", "ws_idle_closed", "ws_frames_lost",
@@ -1810,7 +1978,12 @@ class WebSocketTransport:
         self._check_open()
         uri = self._check_url(addr)
         link = _SyncLink(self, addr, _STREAM, False, uri=uri)
-        self._register(link)
+        link.slot = self._dial_slot(addr)
+        try:
+            self._register(link)
+        except BaseException:
+            self._dials.release(link.slot)
+            raise
         link.start()
         self._wait_open(link, f"open stream to {addr}", Deadline(timeout))
         self._count("ws_streams_dialed")
@@ -1877,17 +2050,23 @@ class WebSocketTransport:
 
     # ------------------------------------------------------------------ embedding
 
-    def screen(self, path: str, headers: Mapping[str, str] | Any) -> Refusal | None:
+    def screen(self, path: str, headers: Mapping[str, str] | Any,
+               request: Request | None = None) -> Refusal | None:
         """Decide whether an opening handshake for ``path`` with ``headers`` is acceptable.
 
-        Checks the path, the bearer token (constant time) and the channel; every refusal is
-        counted. Used by our own listener, by :meth:`gossip.Cluster.websocket_process_request`
-        and by the ASGI bridge.
+        Checks the path, a browser's origin, the proof of the bearer token (its challenge is a
+        401 :class:`Refusal` whose headers carry it) and the channel; every refusal is counted.
+        Used by :meth:`gossip.Cluster.websocket_process_request`; our own listener and the ASGI
+        bridge screen the same way. Pass the websockets ``request`` when the same request is
+        served later by :meth:`serve_connection` (its proof is then not asked twice).
 
         Returns:
             None to accept, else the :class:`Refusal` to answer with.
         """
-        return self._screen(path, headers)[1]
+        _kind, refusal, proved = self._screen(path, headers)
+        if refusal is None and proved and request is not None:
+            self._proved[id(request)] = request
+        return refusal
 
     def serve_connection(self, ws: ServerConnection) -> None:
         """Serve one connection accepted by the host's ``websockets.sync`` server until it ends.
@@ -1906,26 +2085,27 @@ class WebSocketTransport:
         request = ws.request
         path = request.path if request is not None else ""
         headers: Any = request.headers if request is not None else {}
-        kind, refusal = self._screen(path, headers)
+        known = request is not None and self._proved.pop(id(request), None) is request
+        kind, refusal, proved = self._screen(path, headers, known)
         try:
             remote = ws.remote_address
             ip, port = str(remote[0]), int(remote[1])
         except (OSError, TypeError, IndexError):
             ip, port = "", 0
+        ip = _plain_ip(ip)
         peer = format_addr(ip, port) if ip else "host-connection"
-        if refusal is None:
-            refusal = self._admit(ip)
-        if refusal is not None:
+        admitted: Ticket | Refusal = refusal if refusal is not None else self._admit(ip)
+        if isinstance(admitted, Refusal):
             try:
-                ws.close(CloseCode.POLICY_VIOLATION, refusal.reason[:120])
+                ws.close(CloseCode.POLICY_VIOLATION, admitted.reason[:120])
             except Exception:
                 pass
             return
         link = _HostLink(self, ws, kind, peer, ip)
-        if self.bearer_token:
+        if proved:
             link.trusted = True
             link.max_in = link.max_out
-        self._register_accepted(link)
+        self._register_accepted(link, admitted)
         with self._lock:
             self._host_threads[link.thread] = None
         try:
@@ -1945,17 +2125,16 @@ class WebSocketTransport:
         """
         if self._closed or not self._started:
             return Refusal(503, "gossip is not running")
-        kind, refusal = self._screen(path, headers)
-        ip, port = (str(peer[0]), int(peer[1])) if peer else ("", 0)
-        if refusal is None:
-            refusal = self._admit(ip)
-        if refusal is not None:
-            return refusal
+        kind, refusal, proved = self._screen(path, headers)
+        ip, port = (_plain_ip(str(peer[0])), int(peer[1])) if peer else ("", 0)
+        admitted: Ticket | Refusal = refusal if refusal is not None else self._admit(ip)
+        if isinstance(admitted, Refusal):
+            return admitted
         link = HostedConnection(self, kind, format_addr(ip, port) if ip else "hosted-connection", ip, wake)
-        if self.bearer_token:
+        if proved:
             link.trusted = True
             link.max_in = link.max_out
-        self._register_accepted(link)
+        self._register_accepted(link, admitted)
         return link
 
     # ------------------------------------------------------------------ internals: checks
@@ -1992,48 +2171,91 @@ class WebSocketTransport:
             ctx = self._client_default = ssl.create_default_context()
         return ctx
 
-    def _screen(self, path: str, headers: Mapping[str, str] | Any) -> tuple[str, Refusal | None]:
-        """Return ``(channel, refusal)`` for a handshake's path and headers (counted)."""
+    def _screen(self, path: str, headers: Mapping[str, str] | Any,
+                known_proved: bool = False) -> tuple[str, Refusal | None, bool]:
+        """Return ``(channel, refusal, proved)`` for a handshake's path and headers (counted).
+
+        ``proved`` is True when the dialer proved the bearer token (``known_proved``: it did,
+        in an earlier screening of this very request, and its nonce is used up). A header that
+        matters given twice is a 400.
+        """
+        try:
+            return self._screen_request(path, headers, known_proved)
+        except MultipleValuesError as exc:
+            self._count("ws_handshake_failed")
+            return _FRAMES, Refusal(400, f"Bad Request: the header {exc} is repeated"), False
+
+    def _screen_request(self, path: str, headers: Mapping[str, str] | Any,
+                        known_proved: bool) -> tuple[str, Refusal | None, bool]:
         base = path.split("?", 1)[0]
         if base != self.path:
             self._count("ws_not_found")
-            return _FRAMES, Refusal(404, f"Not Found: gossip listens on {self.path}")
-        token = self.bearer_token
-        if token:
-            auth = headers.get("Authorization") or ""
-            if not auth.startswith("Bearer "):
-                self._count("ws_auth_refused")
-                return _FRAMES, Refusal(401, "Invalid authorization header")
-            given = auth[7:].strip()
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                self._count("ws_auth_refused")
-                return _FRAMES, Refusal(401, "Invalid bearer token")
+            return _FRAMES, Refusal(404, f"Not Found: gossip listens on {self.path}"), False
+        origin = headers.get("Origin")
+        if origin is not None or headers.get("Sec-Fetch-Site") is not None \
+                or headers.get("Sec-Fetch-Mode") is not None:
+            # A browser's handshake: a web page must not speak gossip to a node.
+            if origin is None or origin.strip().lower() not in self._origins:
+                self._count("ws_origin_refused")
+                shown = (origin or "none")[:80]
+                return _FRAMES, Refusal(403, f"Forbidden: a handshake from origin {shown!r} is "
+                                             "refused (not in websocket_allowed_origins)"), False
         channel = (headers.get(CHANNEL_HEADER) or _FRAMES).strip().lower()
+        kind = _STREAM if channel == _STREAM else _FRAMES
+        token = self.bearer_token
+        if token and not known_proved:
+            refusal = self._check_proof(token, headers, channel)
+            if refusal is not None:
+                return kind, refusal, False
+        proved = bool(token)
         if channel == _STREAM:
             if self._on_stream is None:
                 self._count("ws_streams_refused")
-                return _STREAM, Refusal(403, "streams are not accepted here")
-            return _STREAM, None
+                return _STREAM, Refusal(403, "streams are not accepted here"), proved
+            return _STREAM, None, proved
         if channel != _FRAMES:
             self._count("ws_handshake_failed")
-            return _FRAMES, Refusal(400, f"unknown {CHANNEL_HEADER} {channel[:40]!r}")
-        return _FRAMES, None
+            return _FRAMES, Refusal(400, f"unknown {CHANNEL_HEADER} {channel[:40]!r}"), proved
+        return _FRAMES, None, proved
 
-    def _admit(self, ip: str) -> Refusal | None:
+    def _check_proof(self, token: str, headers: Mapping[str, str] | Any,
+                     channel: str) -> Refusal | None:
+        """Check the dialer's proof of the token, or answer its challenge (a 401 either way)."""
+        auth = headers.get(wsauth.AUTH_HEADER)
+        if auth is not None:
+            parsed = wsauth.parse_auth(auth)
+            why = "malformed proof"
+            if parsed is not None:
+                snonce, cnonce, proof = parsed
+                if not wsauth.verify(wsauth.client_proof(token, cnonce, snonce, channel), proof):
+                    why = "wrong proof of the bearer token"
+                else:
+                    why = self._nonces.accept(snonce)
+                    if not why:
+                        return None
+            self._count("ws_auth_refused")
+            return Refusal(401, f"Unauthorized: {why}",
+                           [("WWW-Authenticate", wsauth.challenge_value())])
+        cnonce = (headers.get(wsauth.CHALLENGE_HEADER) or "").strip()
+        if not wsauth.valid_client_nonce(cnonce):
+            self._count("ws_auth_refused")
+            return Refusal(401, "Unauthorized: this node requires proof of the bearer token",
+                           [("WWW-Authenticate", wsauth.challenge_value())])
+        # The dialer's first request: prove we hold the token, and challenge it.
+        self._count("ws_auth_challenges")
+        snonce = self._nonces.issue()
+        value = wsauth.challenge_value(snonce, wsauth.server_proof(token, cnonce, snonce))
+        return Refusal(401, "Unauthorized: prove the bearer token", [("WWW-Authenticate", value)])
+
+    def _admit(self, ip: str) -> Ticket | Refusal:
         """Apply the accepted-connection limits to a new connection from ``ip`` (counted)."""
-        with self._lock:
-            if self._closed:
-                return Refusal(503, "shutting down")
-            if self._accepted >= self._max_conns:
-                counter = "ws_rejected"
-            elif self._per_source.get(ip, 0) >= self._max_per_source:
-                counter = "ws_rejected_per_source"
-            elif self._untrusted >= self._max_untrusted and not self.bearer_token:
-                counter = "ws_preauth_refused"
-            else:
-                return None
-        self._count(counter)
-        return Refusal(503, "too many connections")
+        if self._closed:
+            return Refusal(503, "shutting down")
+        ticket = self._admission.admit(ip)
+        if isinstance(ticket, str):
+            self._count(f"ws_{ticket}")
+            return Refusal(503, "too many connections")
+        return ticket
 
     # ------------------------------------------------------------------ internals: tables
 
@@ -2061,24 +2283,30 @@ class WebSocketTransport:
             self._links[link] = None
             self._threaded[link] = None
 
-    def _register_accepted(self, link: _Link) -> None:
-        """Count an accepted connection against the limits (``_admit`` said yes)."""
+    def _register_accepted(self, link: _Link, ticket: Ticket) -> None:
+        """Track an accepted connection (``_admit`` gave it ``ticket``)."""
+        link.ticket = ticket
+        ticket.owner = link
+        if link.trusted:
+            self._admission.trust(ticket)
         with self._lock:
             self._links[link] = None
             if isinstance(link, _SyncLink):
                 self._threaded[link] = None
-            self._accepted += 1
-            self._per_source[link.ip] = self._per_source.get(link.ip, 0) + 1
-            if not link.trusted:
-                self._untrusted += 1
-                link.counted_untrusted = True
         self._count("ws_accepts")
 
     def _trusted(self, link: _Link) -> None:
-        with self._lock:
-            if link.counted_untrusted:
-                link.counted_untrusted = False
-                self._untrusted -= 1
+        if link.ticket is not None:
+            self._admission.trust(link.ticket)
+
+    def _rejected(self, link: _Link) -> None:
+        """The engine refused a frame of ``link``: close it once it has had too many."""
+        link.rejected += 1
+        if link.rejected == self._max_rejected:
+            self._count("ws_rejected_frames_closed")
+            _log.debug("%s ! %s: %d frames refused; closing", self.name, link.peer_addr,
+                       link.rejected)
+            link.abort(f"{link.rejected} frames refused")
 
     def _link_closed(self, link: _Link) -> None:
         """A connection closed: forget it as a pooled or idle connection, release its slots."""
@@ -2090,17 +2318,10 @@ class WebSocketTransport:
                 idle.remove(link)
                 if not idle:
                     del self._req_idle[link.peer_addr]
-            if link.accepted and link in self._links:
-                self._accepted -= 1
-                n = self._per_source.get(link.ip, 0) - 1
-                if n > 0:
-                    self._per_source[link.ip] = n
-                else:
-                    self._per_source.pop(link.ip, None)
-                if link.counted_untrusted:
-                    link.counted_untrusted = False
-                    self._untrusted -= 1
             self._links.pop(link, None)
+        if link.ticket is not None:
+            self._admission.release(link.ticket)
+        self._dials.release(link.slot)
 
     def _link_done(self, link: _Link) -> None:
         """A connection's threads are finished: stop tracking them."""
@@ -2108,6 +2329,21 @@ class WebSocketTransport:
             self._links.pop(link, None)
             if isinstance(link, _SyncLink) and not self._closed:
                 self._threaded.pop(link, None)
+
+    def _dial_slot(self, addr: str) -> DialSlot:
+        """Take a place in the dial budget for a connection to ``addr``.
+
+        Raises:
+            ConnectError: the budget for ``addr``'s host (member or not) is spent (counted).
+        """
+        slot = self._dials.acquire(addr)
+        if isinstance(slot, str):
+            self._count(f"ws_{slot}")
+            members, others = self._dials.counts()
+            raise ConnectError(
+                f"connect to {addr}: too many connections dialed ({slot.replace('_', ' ')}; "
+                f"{members} to members, {others} to other hosts)")
+        return slot
 
     def _dial_failed(self, addr: str, reason: str) -> None:
         with self._lock:
@@ -2126,16 +2362,17 @@ class WebSocketTransport:
                 if failed is not None and time.monotonic() - failed[0] < _REDIAL_BACKOFF:
                     raise SendError(f"send to {addr}: unreachable just now ({failed[1]})")
         uri = self._check_url(addr)
+        slot = self._dial_slot(addr)  # outside the lock: it asks the engine about members
         with self._lock:
             if self._closed:
+                self._dials.release(slot)
                 raise ClusterClosed(f"transport {self.name} is closed")
             link = self._out.get(addr)
             if link is not None and link.state is not _CLOSED and not link.closing:
+                self._dials.release(slot)
                 return link
-            dialed = len(self._links) - self._accepted
-            if dialed >= self._max_conns:
-                raise ConnectError(f"connect to {addr}: too many connections ({dialed})")
             link = _SyncLink(self, addr, _FRAMES, False, uri=uri)
+            link.slot = slot
             self._out[addr] = link
             self._links[link] = None
             self._threaded[link] = None
@@ -2179,7 +2416,12 @@ class WebSocketTransport:
                 idle = self._req_idle.get(addr)
         uri = self._check_url(addr)
         link = _SyncLink(self, addr, _REQUEST, False, uri=uri)
-        self._register(link)
+        link.slot = self._dial_slot(addr)
+        try:
+            self._register(link)
+        except BaseException:
+            self._dials.release(link.slot)
+            raise
         link.start()
         return link, False
 
@@ -2242,21 +2484,28 @@ class WebSocketTransport:
         try:
             while not self._stop.is_set():
                 try:
-                    events = sel.select(timeout=1.0)
+                    events = sel.select(timeout=_TICK)
                 except OSError:
                     if self._stop.is_set():
                         break
                     raise
                 for key, _mask in events:
                     if key.data == "listener":
-                        self._accept(listener)
+                        self._accept(sel, listener)
+                    elif isinstance(key.data, _Pending):
+                        self._pending_readable(sel, key.data)
+                self._pending_deadlines(sel, time.monotonic())
         except Exception:
             if not self._stop.is_set():
                 _log.error("%s ! websocket accept loop failed", self.name, exc_info=True)
         finally:
+            for pend in list(self._pending.values()):
+                self._drop_pending(sel, pend)
             sel.close()
 
-    def _accept(self, listener: socket.socket) -> None:
+    def _accept(self, sel: selectors.BaseSelector, listener: socket.socket) -> None:
+        """Admit new connections; each waits in the selector, with no thread, until its
+        request line (or, over TLS, its first bytes) has arrived."""
         for _ in range(64):
             try:
                 sock, src = listener.accept()
@@ -2266,22 +2515,78 @@ class WebSocketTransport:
                 if not self._stop.is_set():
                     _log.debug("%s ! accept failed", self.name, exc_info=True)
                 return
-            ip = src[0].split("%", 1)[0]
+            ip = _plain_ip(src[0])
             peer = format_addr(src[0], src[1])
-            refusal = self._admit(ip)
-            if refusal is not None:
-                _log.debug("%s ! refusing %s: %s", self.name, peer, refusal.reason)
+            ticket = self._admit(ip)
+            if isinstance(ticket, Refusal):
+                _log.debug("%s ! refusing %s: %s", self.name, peer, ticket.reason)
                 sock.close()
                 continue
+            pend = _Pending(sock, ip, peer, ticket)
+            ticket.owner = pend
             try:
-                sock.setblocking(True)
+                sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
+                sel.register(sock, selectors.EVENT_READ, pend)
+            except (OSError, ValueError):
+                self._admission.release(ticket)
                 sock.close()
                 continue
-            link = _SyncLink(self, peer, _FRAMES, True, sock=sock, ip=ip)
-            self._register_accepted(link)
-            link.start()
+            self._pending[sock] = pend
+
+    def _pending_readable(self, sel: selectors.BaseSelector, pend: _Pending) -> None:
+        """A connection waiting for its request line can be read (accept thread)."""
+        if self.server_ssl is None:
+            try:
+                data = pend.sock.recv(_REQUEST_LINE_MAX - len(pend.buf))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._count("ws_handshake_failed")
+                self._drop_pending(sel, pend)
+                return
+            pend.buf += data
+            if b"\n" not in pend.buf:
+                if len(pend.buf) >= _REQUEST_LINE_MAX:
+                    self._count("ws_handshake_failed")
+                    _log.debug("%s ! %s: no request line in %d bytes", self.name, pend.peer,
+                               len(pend.buf))
+                    self._drop_pending(sel, pend)
+                return
+        self._pending.pop(pend.sock, None)
+        try:
+            sel.unregister(pend.sock)
+            pend.sock.setblocking(True)
+        except (OSError, KeyError, ValueError):
+            self._admission.release(pend.ticket)
+            pend.sock.close()
+            return
+        link = _SyncLink(self, pend.peer, _FRAMES, True, sock=pend.sock, ip=pend.ip,
+                         prefix=bytes(pend.buf))
+        link.created = pend.since
+        self._register_accepted(link, pend.ticket)
+        link.start()
+
+    def _pending_deadlines(self, sel: selectors.BaseSelector, now: float) -> None:
+        """Close connections whose request line did not come within the handshake timeout."""
+        limit = now - self._handshake_timeout
+        for pend in [p for p in self._pending.values() if p.since < limit]:
+            self._count("ws_handshake_timeouts")
+            _log.debug("%s ! %s: no request line within %.1fs", self.name, pend.peer,
+                       self._handshake_timeout)
+            self._drop_pending(sel, pend)
+
+    def _drop_pending(self, sel: selectors.BaseSelector, pend: _Pending) -> None:
+        self._pending.pop(pend.sock, None)
+        try:
+            sel.unregister(pend.sock)
+        except (KeyError, ValueError):
+            pass
+        self._admission.release(pend.ticket)
+        _shutdown(pend.sock)
+        pend.sock.close()
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(_TICK):
@@ -2309,10 +2614,10 @@ class WebSocketTransport:
             if isinstance(link, _SyncLink) and link.close_sent and now - link.close_sent > _CLOSE_TIMEOUT:
                 link.abort("no close frame from the peer")
                 continue
-            if link.accepted and not link.trusted and not link.delivered_any \
-                    and link.kind == _FRAMES and now - link.opened_at > self._frame_timeout:
+            if link.accepted and not link.trusted and now - link.created > self._preauth_timeout:
+                # Frames the engine refused do not count: only an accepted one trusts a link.
                 self._count("ws_frame_timeouts")
-                link.abort("no frame within the frame timeout")
+                link.abort("no frame accepted within the pre-authentication timeout")
                 continue
             busy = link.queued or (link.kind == _REQUEST and link.expect_reply)
             if link.kind != _STREAM and not busy and not link.closing \

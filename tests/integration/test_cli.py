@@ -2,7 +2,10 @@
 
 Two agents run for the whole module: A (flags: key file, label, metadata) and B (a TOML file
 for its settings, the label from ``GOSSIP_CLUSTER_LABEL``), both with their HTTP API on a free
-port. Every wait is bounded and scaled by ``GOSSIP_TESTS_TIMEOUT_FACTOR``.
+port. Every process runs with ``XDG_RUNTIME_DIR`` set to this module's own folder, where the
+agents write their API tokens and the client subcommands read them. Every wait is bounded and
+scaled by ``GOSSIP_TESTS_TIMEOUT_FACTOR``; a process sent SIGINT has SIGINT's default action
+(a test runner started in the background may have it ignored).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +34,7 @@ from gossip import Cluster, Config
 from gossip.sim import Simulation
 from gossip.sim.network import LinkModel
 
-from . import REPO_ROOT, scaled, wait_until
+from . import REPO_ROOT, loopback_blackhole, scaled, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +45,20 @@ def gossip_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "gossip", *args]
 
 
+RUNTIME_DIR = tempfile.mkdtemp(prefix="gossip-cli-test-")
+"""Where this module's agents write their API tokens ($XDG_RUNTIME_DIR of every process)."""
+
+
 def env(**extra: str) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("GOSSIP_") or k.startswith("GOSSIP_TESTS_")}
     e["PYTHONPATH"] = REPO_ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    e["XDG_RUNTIME_DIR"] = RUNTIME_DIR
     e.update(extra)
     return e
+
+
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run(*args: str, timeout: float = 20.0, **extra_env: str) -> subprocess.CompletedProcess[str]:
@@ -53,11 +67,13 @@ def run(*args: str, timeout: float = 20.0, **extra_env: str) -> subprocess.Compl
 
 
 class Proc:
-    """A long-running ``gossip`` subprocess whose output lines are collected as they come."""
+    """A long-running ``gossip`` subprocess whose output lines are collected as they come
+    (in a session of its own, as a terminal's foreground job: :meth:`interrupt` is Ctrl-C)."""
 
     def __init__(self, *args: str, **extra_env: str) -> None:
         self.p = subprocess.Popen(gossip_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env=env(**extra_env), cwd=REPO_ROOT)
+                                  text=True, env=env(**extra_env), cwd=REPO_ROOT,
+                                  start_new_session=True, preexec_fn=default_sigint)
         self.lines: list[str] = []
         self.err: list[str] = []
         self._readers = [threading.Thread(target=self._read, args=(self.p.stdout, self.lines), daemon=True),
@@ -88,6 +104,18 @@ class Proc:
         wait_until(seen, timeout, f"a line matching {pattern!r} (got {self.lines[-5:]}, {self.err[-5:]})")
         return found[0]
 
+    def interrupt(self) -> None:
+        """Ctrl-C: SIGINT to the whole process group, as a terminal sends it."""
+        os.killpg(self.p.pid, signal.SIGINT)
+
+    def group_gone(self) -> bool:
+        """True once no process of this command's group is left (its workers included)."""
+        try:
+            os.killpg(self.p.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
     def stop(self, timeout: float = 10.0) -> int:
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
@@ -101,13 +129,23 @@ class Proc:
         return self.p.returncode
 
 
+def token_of(url: str) -> str:
+    """The API token the agent serving ``url`` wrote at start."""
+    port = url.rstrip("/").rsplit(":", 1)[1].split("/")[0]
+    return Path(RUNTIME_DIR, "gossip", f"http-{port}.token").read_text().strip()
+
+
+def authed(url: str) -> urllib.request.Request:
+    return urllib.request.Request(url, headers={"Authorization": "Bearer " + token_of(url)})
+
+
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=scaled(5.0)) as r:
+    with urllib.request.urlopen(authed(url), timeout=scaled(5.0)) as r:
         return json.loads(r.read())
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(url + "/metrics", timeout=scaled(5.0)) as r:
+    with urllib.request.urlopen(authed(url + "/metrics"), timeout=scaled(5.0)) as r:
         text = r.read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
@@ -194,19 +232,28 @@ def test_console_script_runs() -> None:
 # -------------------------------------------------------------------------------- keygen
 
 
-def test_keygen_prints_one_key_in_hex_and_base64(keygen: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    path, done = keygen
+def test_keygen_prints_one_key_in_hex_and_base64() -> None:
+    done = run("keygen")
     hexkey = re.search(r"^hex:\s+([0-9a-f]+)$", done.stdout, re.M)
     b64 = re.search(r"^base64:\s+(\S+)$", done.stdout, re.M)
     assert hexkey and b64
     key = bytes.fromhex(hexkey.group(1))
     assert len(key) == 32 and base64.b64decode(b64.group(1)) == key
-    assert path.read_text().strip() == hexkey.group(1)
-    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
     assert "--key-file" in done.stdout and "GOSSIP_ENCRYPTION_KEY" in done.stdout
+
+
+def test_keygen_out_writes_the_key_and_never_prints_it(keygen: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    path, done = keygen
+    key = path.read_text().strip()
+    assert len(bytes.fromhex(key)) == 32
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+    raw = bytes.fromhex(key)
+    for form in (key, key.upper(), base64.b64encode(raw).decode(), base64.b64encode(raw).decode()[:16]):
+        assert form not in done.stdout and form not in done.stderr
+    assert str(path) in done.stdout and "--key-file" in done.stdout and "0600" in done.stdout
     again = run("keygen", "--out", str(path))
     assert again.returncode == 1 and again.stderr.startswith("error: ") and "exists" in again.stderr
-    assert path.read_text().strip() == hexkey.group(1)   # not overwritten
+    assert path.read_text().strip() == key   # not overwritten
 
 
 # -------------------------------------------------------------------------------- members
@@ -257,12 +304,12 @@ def test_members_explain(agents: Agents) -> None:
 
 
 def test_agent_serves_the_dashboard_at_the_root(agents: Agents) -> None:
-    with urllib.request.urlopen(agents.a_url + "/", timeout=scaled(5.0)) as r:
+    with urllib.request.urlopen(authed(agents.a_url + "/"), timeout=scaled(5.0)) as r:
         assert r.headers["Content-Type"].startswith("text/html")
         assert b'src="dash/dashboard.js"' in r.read()
-    with urllib.request.urlopen(agents.a_url + "/dash/dashboard.js", timeout=scaled(5.0)) as r:
+    with urllib.request.urlopen(authed(agents.a_url + "/dash/dashboard.js"), timeout=scaled(5.0)) as r:
         assert r.headers["Content-Type"].startswith("text/javascript") and b"EventSource" in r.read()
-    with urllib.request.urlopen(agents.a_url + "/dash/stream", timeout=scaled(5.0)) as r:
+    with urllib.request.urlopen(authed(agents.a_url + "/dash/stream"), timeout=scaled(5.0)) as r:
         assert r.readline() == b"retry: 2000\n" and r.readline() == b"\n"
         assert r.readline() == b"event: snapshot\n"
         snap = json.loads(r.readline().removeprefix(b"data: "))
@@ -415,3 +462,158 @@ def test_tune_recommends_a_config_the_simulator_confirms() -> None:
     quiet.run_until(600.0)
     summary = quiet.summary()
     assert summary["false_dead"] == 0 and summary["live_nodes"] == 30
+
+
+# -------------------------------------------------------------------------------- the API's token
+
+
+def test_the_api_needs_the_token_the_agent_wrote(agents: Agents, tmp_path: Path) -> None:
+    port = agents.a_url.rsplit(":", 1)[1]
+    token_file = Path(RUNTIME_DIR, "gossip", f"http-{port}.token")
+    assert oct(token_file.stat().st_mode & 0o777) == oct(0o600)
+    assert oct(token_file.parent.stat().st_mode & 0o777) == oct(0o700)
+    assert any(str(token_file) in line for line in agents.a.lines)        # the agent said where
+    assert all(token_file.read_text().strip() not in line for line in agents.a.lines)
+    for path in ("/api/members", "/metrics", "/api/events", "/"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(agents.a_url + path, timeout=scaled(5.0))
+        assert err.value.code == 401
+    # Another user's view: no token file readable here.
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("not-the-token\n")
+    done = run("members", "--agent", addr_of(agents.a_url), "--token-file", str(wrong))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "needs its API token" in done.stderr and "--token-file" in done.stderr
+    done = run("members", "--agent", addr_of(agents.a_url), GOSSIP_HTTP_TOKEN_FILE=str(tmp_path / "none"))
+    assert done.returncode == 1 and "cannot read the agent's API token" in done.stderr
+
+
+def test_gossip_dashboard_prints_a_one_time_login_link(agents: Agents) -> None:
+    done = run("dashboard", "--agent", addr_of(agents.a_url))
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip()
+    assert link.startswith(agents.a_url + "/?login=") and token_of(agents.a_url) not in link
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as first:
+        opener.open(link, timeout=scaled(5.0))
+    assert first.value.code == 303
+    cookie = first.value.headers["Set-Cookie"].split(";")[0]
+    page = urllib.request.Request(agents.a_url + "/", headers={"Cookie": cookie})
+    with urllib.request.urlopen(page, timeout=scaled(5.0)) as r:
+        assert b"dash/dashboard.js" in r.read()
+    with pytest.raises(urllib.error.HTTPError) as again:
+        opener.open(link, timeout=scaled(5.0))
+    assert again.value.code == 401
+
+
+# -------------------------------------------------------------------------------- errors of the API
+
+
+def test_a_reliable_send_to_an_unreachable_node_is_one_clear_line(agents: Agents) -> None:
+    gone = Cluster(Config.local(bind_addr="127.0.0.1:0", encryption_key=bytes.fromhex(agents.key.decode()),
+                                cluster_label=LABEL))
+    gone.start()
+    try:
+        assert gone.join(agents.a_addr, timeout=scaled(5.0)) == 1
+        gone_id = str(gone.local_node().id)
+        wait_until(lambda: any(m["id"] == gone_id for m in get_json(agents.a_url + "/api/members")["members"]),
+                   10.0, "A to know the node")
+    finally:
+        gone._crash()                          # its sockets close: connections are refused
+    done = run("send", "--agent", addr_of(agents.a_url), "--to", gone_id[-8:], "--reliable", "lost")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: the agent at ")
+    assert "failed" in done.stderr or "refused" in done.stderr
+    assert any(w in done.stderr.lower() for w in ("connect", "refused", "no known node", "dead"))
+    time.sleep(0.2)
+    assert not any("Traceback" in line or "bug:" in line for line in agents.a.err), agents.a.err[-5:]
+
+
+# -------------------------------------------------------------------------------- small things
+
+
+def test_verbose_is_accepted_after_the_subcommand_too() -> None:
+    done = run("members", "-v", "--agent", f"127.0.0.1:{closed_port()}")
+    assert done.returncode == 1 and "cannot reach the agent" in done.stderr, done.stderr
+    done = run("agent", "-vv", "--bind", "300.1.1.1:0")
+    assert done.returncode == 1 and "bind_addr" in done.stderr, done.stderr
+    done = run("-v", "keygen", "-v")
+    assert done.returncode == 0 and "hex:" in done.stdout
+
+
+def test_an_agent_beyond_loopback_without_a_key_refuses_and_says_what_to_do() -> None:
+    done = run("agent", "--bind", "0.0.0.0:0")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "gossip keygen" in done.stderr and "--key-file" in done.stderr and "--insecure" in done.stderr
+    assert "listening" not in done.stdout
+
+
+def test_send_help_sends_only_types_an_agent_receives() -> None:
+    helptext = run("send", "--help").stdout
+    for t in re.findall(r"--type (\d+)", helptext):
+        assert int(t) == 128 or f"--receive {t}" in helptext, t
+    done = run("send", "--type", "65", "x")
+    assert done.returncode == 2 and "reserved" in done.stderr
+
+
+# -------------------------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_ends_an_agent_joining_a_seed_that_never_answers() -> None:
+    with loopback_blackhole() as silent:
+        agent = Proc("agent", "--preset", "local", "--bind", "127.0.0.1:0", "--join", silent,
+                     GOSSIP_JOIN_TIMEOUT="120s")
+        try:
+            agent.wait_line(r"joining ")
+            time.sleep(0.3)                      # well inside the join's 120 s
+            agent.interrupt()
+            agent.p.wait(scaled(20.0))
+        finally:
+            agent.stop()
+    assert agent.p.returncode == 0, agent.err[-5:]
+    assert any("leaving..." in line for line in agent.lines)
+    assert not any("retrying while alone" in line for line in agent.err + agent.lines)
+    wait_until(agent.group_gone, 10.0, "no process of the agent left")
+
+
+def test_ctrl_c_ends_tune_and_its_workers() -> None:
+    tune = Proc("tune", "--nodes", "1000", "--jobs", "2", "--seed", "3")
+    try:
+        wait_until(lambda: any("simulating" in line for line in tune.err), 30.0, "tune to start its workers")
+        time.sleep(1.0)                          # the workers are simulating (the whole run: minutes)
+        tune.interrupt()
+        tune.p.wait(scaled(20.0))
+    finally:
+        if tune.p.poll() is None:
+            os.killpg(tune.p.pid, signal.SIGKILL)
+        tune.stop()
+    assert tune.p.returncode == 130, tune.err[-5:]
+    assert not any("Traceback" in line for line in tune.err), tune.err[-10:]
+    wait_until(tune.group_gone, 10.0, "no worker process left")
+
+
+@pytest.mark.parametrize("args, ready", [
+    (("demo", "--nodes", "4"), r"starting 4 nodes"),
+    (("watch", "--timeout", "60s"), None),
+    (("members", "--watch", "--interval", "1s"), None),
+])
+def test_ctrl_c_ends_every_other_command(agents: Agents, args: tuple[str, ...], ready: str | None) -> None:
+    extra = ("--agent", addr_of(agents.a_url)) if args[0] in ("watch", "members") else ()
+    proc = Proc(*args, *extra)
+    try:
+        if ready is None:
+            wait_until(lambda: len(proc.lines) > 0, 15.0, f"{args[0]} to print")
+        else:
+            proc.wait_line(ready)
+        proc.interrupt()
+        proc.p.wait(scaled(20.0))
+    finally:
+        proc.stop()
+    assert proc.p.returncode in (0, 130), (proc.p.returncode, proc.err[-5:])
+    assert not any("Traceback" in line for line in proc.err), proc.err[-10:]
+    wait_until(proc.group_gone, 10.0, "no process left")

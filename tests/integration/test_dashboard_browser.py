@@ -1,10 +1,12 @@
 """The dashboard in a real browser: headless Chromium on a page served by an agent, over loopback.
 
-Three agents (processes) form a cluster; Chromium loads the page of the first. The test checks
+Three agents (processes) form a cluster; Chromium opens the one-time login link the first
+prints (which sets the API token as a same-origin cookie) and loads its page. The test checks
 in the DOM that three alive rows appear, that a node killed with SIGKILL turns dead on the page
-within the detection time, and that a click on it opens its provenance. It saves a screenshot
+within the detection time, that a click on it opens its provenance, and that a reload starts
+with the plots' recent history rather than empty plots. It saves a screenshot
 under the test's tmp dir. With ``GOSSIP_TESTS_SCREENSHOT=docs/dashboard.png`` it also copies it
-there and writes ``members --explain``'s output beside it: how the README's picture and example
+there and writes ``members --explain``'s output beside it: how the manual's picture and example
 are made.
 
 Chromium is Debian's ``chromium`` package, which ``.ci/run`` installs; without it the test is
@@ -22,8 +24,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO, Any
@@ -50,12 +54,22 @@ def chromium() -> str:
     return exe
 
 
+RUNTIME_DIR = tempfile.mkdtemp(prefix="gossip-browser-test-")
+"""$XDG_RUNTIME_DIR of the agents and the command line: where the API tokens are."""
+
+
+def environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOSSIP_") or k.startswith("GOSSIP_TESTS_")}
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["XDG_RUNTIME_DIR"] = RUNTIME_DIR
+    return env
+
+
 class Agent:
     """A ``gossip agent`` process whose output lines are collected as they come."""
 
     def __init__(self, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GOSSIP_") or k.startswith("GOSSIP_TESTS_")}
-        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        env = environment()
         self.p = subprocess.Popen([sys.executable, "-m", "gossip", "agent", "--preset", "local",
                                    "--bind", "127.0.0.1:0", *args],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -101,7 +115,10 @@ class Agent:
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=scaled(5.0)) as r:
+    port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+    token = Path(RUNTIME_DIR, "gossip", f"http-{port}.token").read_text().strip()
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=scaled(5.0)) as r:
         return json.loads(r.read())
 
 
@@ -121,6 +138,11 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
         agents.append(a)
         a_id, a_addr = a.wait_line(r"node (\S+) listening on (\S+)").groups()
         url = a.wait_line(r"http on (http://\S+)").group(1)
+        login = a.wait_line(r"dashboard: (http://\S+)").group(1)
+        assert login.startswith(url + "/?login=")
+        with pytest.raises(urllib.error.HTTPError) as refused:     # no token, no page
+            urllib.request.urlopen(url + "/", timeout=scaled(5.0))
+        assert refused.value.code == 401
         ids = [a_id]
         for role, zone in (("worker", "eu-west-1b"), ("cache", "eu-west-1c")):
             x = Agent("--join", a_addr, "--metadata", f"role={role}", "--metadata", f"zone={zone}")
@@ -131,7 +153,9 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
                    20.0, "the agent sees three alive members")
 
         with Chromium(exe, tmp_path, width=1280, height=720) as browser:
-            browser.navigate(url + "/")
+            browser.navigate(login)                 # sets the cookie, then redirects to /
+            browser.wait_for("location.search === '' && location.pathname === '/'", 10.0,
+                             "the redirect from the login link")
             rows = "[...document.querySelectorAll('#members tbody tr')]"
             browser.wait_for(f"{rows}.length === 3 && {rows}.every(r => r.dataset.state === 'alive')",
                              15.0, "three alive rows")
@@ -172,6 +196,15 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
             # A few more points on the plots after the death, then the picture.
             after = browser.evaluate(points)
             browser.wait_for(f"{points} >= {after + 3}", 10.0, "three more plot points")
+
+            # A reload starts with the recent history, the death in it, not with empty plots.
+            shown = browser.evaluate(points)
+            browser.navigate(url + "/")             # the cookie is kept: no new login
+            browser.wait_for(f"{rows}.length === 3", 15.0, "the page back after a reload")
+            # The snapshot that filled the table brought the history: more points than the
+            # live samples of the first second could give.
+            assert browser.evaluate(points) >= min(shown, 8), (browser.evaluate(points), shown)
+            assert browser.evaluate("document.querySelector('#conn').textContent") == "live"
             shot = browser.screenshot(tmp_path / "dashboard.png")
             data = shot.read_bytes()
             assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
@@ -189,8 +222,7 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
         assert not off, f"chromium reached past loopback: {off}"
 
         # The command line prints the same provenance.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GOSSIP_") or k.startswith("GOSSIP_TESTS_")}
-        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        env = environment()
         done = subprocess.run([sys.executable, "-m", "gossip", "members", "--agent", url.removeprefix("http://"),
                                "--explain", c_id[-8:]], capture_output=True, text=True,
                               timeout=scaled(20.0), env=env, cwd=REPO_ROOT)
@@ -198,7 +230,7 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
         assert f"member {c_id[-8:]}" in done.stdout and "is dead" in done.stdout
         assert "suspected by" in done.stdout and "declared dead" in done.stdout, done.stdout
         if target:
-            Path(target).with_suffix(".explain.txt").write_text(done.stdout)   # for the README
+            Path(target).with_suffix(".explain.txt").write_text(done.stdout)   # for the manual (docs/operating.md, docs/membership.md)
     finally:
         for agent in agents:
             agent.stop()

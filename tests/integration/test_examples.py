@@ -141,7 +141,7 @@ def test_examples_form_a_cluster_with_console_commands() -> None:
         c.expect("quit")
         c.send("quit")
         assert c.finish() == 0, c.text()
-        a.expect(rf"Node {c_id} state changed from alive to leaving")
+        a.expect(rf"Node {c_id} state changed from alive to left")
         a.p.send_signal(signal.SIGINT)  # Ctrl-C: leaves and stops
         b.p.send_signal(signal.SIGTERM)
         assert a.finish() == 0, a.text()
@@ -175,7 +175,7 @@ def test_stream_example_ping_pong_and_file_copy(tmp_path: pathlib.Path) -> None:
         data = os.urandom(3 * 1024 * 1024 + 11)
         with open(path, "wb") as f:
             f.write(data)
-        b.send(f"send {a_id} {path}")
+        b.send(f"send {a_id[-8:]} {path}")        # the short id, as the examples print it
         b.expect(rf"Sent {len(data)} bytes of .*payload\.bin to \S+: verified")
         a.expect(rf"Received file 'payload\.bin': {len(data)} bytes into .*, sha256 ok")
         with open(os.path.join(received, "payload.bin"), "rb") as f:
@@ -198,3 +198,29 @@ def test_gossip_demo_ends_by_itself_and_reports_the_dead_node() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert re.search(r"node-\d+ is dead for every survivor", res.stdout), res.stdout
     assert "demo finished" in res.stdout
+    received = re.findall(r"^\[ *[\d.]+s\] (node-\d+) received 'hello from node-1' from node-1$", res.stdout, re.M)
+    assert sorted(received) == ["node-2", "node-3", "node-4", "node-5"], res.stdout
+    assert "node node-" not in res.stdout
+
+
+def test_event_lines_never_run_into_the_console_prompt() -> None:
+    a = Proc("events.py", "--port", "0", "--run-for", RUN_FOR, stdin=True)   # with its prompt
+    b = None
+    try:
+        addr = a.expect(r"listening on (127\.0\.0\.1:\d+)").group(1)
+        a.expect("type help for the commands")
+        b = Proc("events.py", "--port", "0", "--peers", addr, "--no-prompt", "--run-for", RUN_FOR)
+        b_id = b.expect(rf"node ({ID_RE}) listening").group(1)
+        a.expect(rf"Node {b_id} state changed from unknown to alive")     # printed under the prompt
+        assert a.p.stdin is not None
+        a.p.stdin.close()                                                  # end of input: leave
+        assert a.finish() == 0, a.text()
+        lines = a.text().splitlines()
+        assert any(line.startswith(f"Node {b_id} state changed") for line in lines), lines
+        assert "leaving the cluster..." in lines and "stopped" in lines, lines
+        assert not [line for line in lines if line.startswith("> ") and len(line) > 2], lines
+    finally:
+        for p in (a, b):
+            if p is not None and p.p.poll() is None:
+                p.p.kill()
+                p.p.wait()

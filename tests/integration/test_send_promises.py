@@ -1,4 +1,4 @@
-"""The send table of the README, kept over real sockets on loopback.
+"""The send table of the manual (docs/messages.md), kept over real sockets on loopback.
 
 Each promise of "Sending messages: what each call promises" is driven the way a user meets it:
 a compressible message bigger than a datagram may expand to, a member known dead, a frame lost
@@ -80,7 +80,8 @@ def _post(api: Any, path: str, body: Any) -> tuple[str, Any]:
     """Call the WSGI app ``api`` with a JSON POST; return the status and the JSON answer."""
     raw = json.dumps(body).encode()
     environ: dict[str, Any] = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "",
-                               "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw)}
+                               "CONTENT_LENGTH": str(len(raw)), "CONTENT_TYPE": "application/json",
+                               "wsgi.input": io.BytesIO(raw)}
     setup_testing_defaults(environ)
     got: list[str] = []
 

@@ -173,7 +173,7 @@ def test_three_websocket_only_processes_see_a_crash_and_a_leave() -> None:
         assert procs[1].proc.stdin is not None
         procs[1].proc.stdin.write("leave\n")
         procs[1].proc.stdin.flush()
-        logs[0].wait("the leaver leaving", 10.0, event="state", node=ids[1], state="leaving")
+        logs[0].wait("the leaver leaving", 10.0, event="state", node=ids[1], state="left")
     finally:
         for p in procs:
             p.kill()
@@ -252,11 +252,13 @@ def test_wrong_or_missing_token_is_refused_counted_and_nothing_joins() -> None:
     try:
         for c in (wrong, missing, right):
             c.start()
-        with pytest.raises(JoinError, match="401: Invalid bearer token"):
+        # The owner proves its token first: a node with another one stops there, sends nothing.
+        with pytest.raises(JoinError, match="did not prove it holds the bearer token"):
             wrong.join(owner.address, timeout=scaled(5.0))
-        with pytest.raises(JoinError, match="401: Invalid authorization header"):
+        assert ws_stat(wrong, "ws_server_unproven") >= 1
+        with pytest.raises(JoinError, match="401: Unauthorized: this node requires proof"):
             missing.join(owner.address, timeout=scaled(5.0))
-        assert ws_stat(owner, "ws_auth_refused") >= 2
+        assert ws_stat(owner, "ws_auth_refused") >= 1
         assert owner.num_nodes() == 1 and wrong.num_nodes() == 1 and missing.num_nodes() == 1
         assert right.join(owner.address, timeout=scaled(5.0)) == 1  # the token opens the door
         wait_converged([owner, right])
@@ -307,11 +309,21 @@ def test_hostile_websocket_input_is_counted_and_the_cluster_keeps_working() -> N
         rng = random.Random(1234)
         bad_before = bad_packets(target)
         with connect(url, compression=None, proxy=None, legacy=True, open_timeout=scaled(5.0)) as ws:
-            for _ in range(20):
-                ws.send(rng.randbytes(rng.randint(1, 1200)))   # garbage gossip frames
             ws.send("a text message")
-        wait_until(lambda: bad_packets(target) >= bad_before + 20, 5.0,
-                   "the 20 garbage messages are counted as bad packets")
+            for _ in range(12):
+                ws.send(rng.randbytes(rng.randint(1, 1200)))   # garbage gossip frames
+        wait_until(lambda: bad_packets(target) >= bad_before + 12, 5.0,
+                   "the 12 garbage messages are counted as bad packets")
+        # More garbage than max_rejected_frames (16) on one connection: it is closed.
+        with connect(url, compression=None, proxy=None, legacy=True, open_timeout=scaled(5.0)) as ws:
+            try:
+                for _ in range(40):
+                    ws.send(rng.randbytes(rng.randint(1, 1200)))
+                ws.recv(timeout=scaled(5.0))
+            except Exception:
+                pass
+            wait_until(lambda: ws_stat(target, "ws_rejected_frames_closed") == 1, 5.0,
+                       "the connection that sent only garbage is closed")
         with connect(url, compression=None, proxy=None, legacy=True, open_timeout=scaled(5.0)) as ws:
             ws.send(rng.randbytes(64 * 1024 + 1))   # over the pre-authentication limit
             wait_until(lambda: ws_stat(target, "ws_too_large") == 1, 5.0,
@@ -386,10 +398,11 @@ def test_node_behind_the_asgi_app_joins_socket_nodes() -> None:
 
 def test_node_behind_the_hosts_websockets_server(two_socket_nodes: list[Cluster]) -> None:
     sock, port = _bound_socket()
-    node = Cluster(Config.local(socket_transport_enabled=False,
+    # No token: the host's server must take only small messages, and say so.
+    node = Cluster(Config.local(socket_transport_enabled=False, websocket_host_max_size=256 * 1024,
                                 advertise_addr=f"ws://127.0.0.1:{port}/gossip"))
     server = serve(node.websocket_handler, sock=sock, process_request=node.websocket_process_request,
-                   compression=None, max_size=node.config.tcp_max_packet_size)
+                   compression=None, max_size=node.config.websocket_host_max_size)
     thread = threading.Thread(target=server.serve_forever, name="test-host-server")
     try:
         node.start()
@@ -447,3 +460,96 @@ def test_everything_is_counted_under_ws() -> None:
         assert not any(k.startswith(("packets_out.udp.", "packets_in.udp.")) for k in stats)
     finally:
         stop_all(clusters)
+
+
+# ---------------------------------------------------------------------------------- embedding, hostile
+
+
+def _raw_handshake(port: int, extra: dict[str, str]) -> bytes:
+    """Send a hand-written opening handshake; return the response head (``b""`` if none)."""
+    from .test_websocket_security import send_handshake
+
+    return send_handshake(port, extra)
+
+
+def test_process_request_answers_the_tokens_challenge_and_refuses_browsers() -> None:
+    token = "pr0cess-request-t0ken"
+    sock, port = _bound_socket()
+    node = Cluster(Config.local(socket_transport_enabled=False, bearer_token=token,
+                                advertise_addr=f"ws://127.0.0.1:{port}/gossip"))
+    server = serve(node.websocket_handler, sock=sock, process_request=node.websocket_process_request,
+                   compression=None, max_size=node.config.tcp_max_packet_size)
+    thread = threading.Thread(target=server.serve_forever, name="test-host-server")
+    peer = Cluster(Config.local(bind_addr="127.0.0.1:0", bearer_token=token))
+    try:
+        node.start()
+        thread.start()
+        peer.start()
+        bare = _raw_handshake(port, {})
+        assert bare.startswith(b"HTTP/1.1 401") and b'WWW-Authenticate: Gossip-HMAC realm="gossip"' in bare
+        asked = _raw_handshake(port, {"Gossip-Challenge": "c2VjcmV0LW5vbmNlLW9mLWEtY2xpZW50"})
+        assert asked.startswith(b"HTTP/1.1 401") and b"nonce=" in asked and b"proof=" in asked
+        browser = _raw_handshake(port, {"Origin": "https://intranet.example.com",
+                                        "Sec-Fetch-Site": "cross-site"})
+        assert browser.startswith(b"HTTP/1.1 403")
+        assert ws_stat(node, "ws_origin_refused") == 1 and ws_stat(node, "ws_auth_refused") == 1
+        # A node holding the token gets through process_request and the handler alike.
+        assert peer.join(node.address, timeout=scaled(5.0)) == 1
+        wait_converged([node, peer])
+        pairs_answer([node, peer], gossip.USER_MSG + 31)
+    finally:
+        peer.stop(timeout=3.0)
+        node.stop(timeout=3.0)
+        server.shutdown()
+        thread.join(scaled(10.0))
+
+
+def test_asgi_drops_a_stalled_stranger_at_the_deadline() -> None:
+    uvicorn = pytest.importorskip("uvicorn")
+    from gossip.contrib.asgi import GossipASGI
+
+    from .test_websocket_security import handshake_bytes, read_head
+
+    sock, port = _bound_socket()
+    limit = 1024 * 1024
+    node = Cluster(Config.local(socket_transport_enabled=False, websocket_host_max_size=limit,
+                                preauth_timeout=0.5, advertise_addr=f"ws://127.0.0.1:{port}/gossip"))
+    server = uvicorn.Server(uvicorn.Config(GossipASGI(node), log_level="warning", lifespan="off",
+                                           ws="websockets-sansio", ws_max_size=limit))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn")
+    stalled: list[socket.socket] = []
+    try:
+        node.start()
+        thread.start()
+        wait_until(lambda: server.started, 10.0, "uvicorn is serving")
+        browser = _raw_handshake(port, {"Origin": "https://forum.example.org", "Sec-Fetch-Site": "cross-site"})
+        assert browser.startswith(b"HTTP/1.1 403")  # the bridge checks origins too
+        for i in range(3):
+            s = socket.create_connection(("127.0.0.1", port), timeout=scaled(5.0),
+                                         source_address=(f"127.0.0.{20 + i}", 0))
+            stalled.append(s)
+            s.sendall(handshake_bytes(port))
+            assert read_head(s).startswith(b"HTTP/1.1 101")
+            # The start of a message just under the server's limit, then nothing more.
+            size = limit - 4096
+            s.sendall(bytes([0x82, 0x80 | 127]) + size.to_bytes(8, "big") + os.urandom(4)
+                      + os.urandom(200 * 1024))
+        wait_until(lambda: ws_stat(node, "ws_frame_timeouts") == 3, 10.0, "the deadline fires")
+        for s in stalled:
+            s.settimeout(scaled(5.0))
+            got = b""
+            try:
+                while chunk := s.recv(4096):
+                    got += chunk
+            except ConnectionResetError:
+                pass
+            # Dropped at once: no closing handshake that would wait for the stalled peer.
+            assert got == b"", got[:20]
+        wait_until(lambda: ws_stat(node, "ws_connections") == 0, 5.0, "every slot is released")
+    finally:
+        for s in stalled:
+            s.close()
+        node.stop(timeout=3.0)
+        server.should_exit = True
+        thread.join(scaled(10.0))
+        sock.close()

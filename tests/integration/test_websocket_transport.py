@@ -43,15 +43,19 @@ class Node:
     """A started WebSocket transport, the packets it received and the streams it accepted."""
 
     def __init__(self, name: str, bind: str = "127.0.0.1:0", reply: bool = False,
-                 streams: bool = True, **kw: Any) -> None:
+                 streams: bool = True, rejecting: bool = False, **kw: Any) -> None:
         self.inbox: queue.Queue[Incoming] = queue.Queue()
         self.streams: queue.Queue[StreamConn] = queue.Queue()
         self.reply = reply
+        self.rejecting = rejecting  # refuse every frame, as the engine refuses garbage
         self.t = WebSocketTransport(bind, name=name, **kw)
         self.t.start(self._on_packets, self.streams.put if streams else None)
 
     def _on_packets(self, batch: list[Incoming]) -> None:
         for p in batch:
+            if self.rejecting and p.conn is not None:
+                p.conn.mark_rejected()  # type: ignore[attr-defined]
+                continue
             if self.reply and p.data.startswith(b"ask:"):
                 assert p.conn is not None
                 p.conn.send_frame(b"answer:" + p.data[4:], 0)
@@ -241,18 +245,31 @@ def test_streams_are_refused_without_a_stream_callback(nodes: Callable[..., Node
     assert b.stat("ws_streams_refused") == 1
 
 
-def test_bearer_token_refusals_are_401_with_a_reason_and_counted(nodes: Callable[..., Node]) -> None:
-    b = nodes(bearer_token="right-token")
-    good = nodes(bearer_token="right-token")
-    wrong = nodes(bearer_token="wrong-token")
+def test_bearer_token_is_proved_both_ways_and_refusals_are_counted(nodes: Callable[..., Node]) -> None:
+    b = nodes(bearer_token="token-of-b")
+    good = nodes(bearer_token="token-of-b")
+    wrong = nodes(bearer_token="token-of-someone-else")
     missing = nodes()
-    with pytest.raises(ConnectError, match="401: Invalid bearer token"):
+    # The listener proves its token first: a dialer with another token stops there.
+    with pytest.raises(ConnectError, match="did not prove it holds the bearer token"):
         wrong.t.send(b.url, b"x", reliable=True)
-    with pytest.raises(ConnectError, match="401: Invalid authorization header"):
+    assert wrong.stat("ws_server_unproven") == 1 and b.stat("ws_auth_challenges") == 1
+    # A dialer without a token is told what is missing.
+    with pytest.raises(ConnectError, match="401: Unauthorized: this node requires proof"):
         missing.t.request(b.url, b"x", WAIT)
-    assert b.stat("ws_auth_refused") == 2 and b.inbox.empty()
+    assert b.stat("ws_auth_refused") == 1 and b.inbox.empty()
+    # A dialer with the token does not talk to a listener that cannot prove it has one.
+    with pytest.raises(ConnectError, match="accepted without proving"):
+        good.t.send(missing.url, b"x", reliable=True)
+    assert missing.inbox.empty()
     good.t.send(b.url, b"let in", reliable=True)
     assert b.get().data == b"let in"
+    stream = good.t.dial_stream(b.url, WAIT)  # a stream's channel is proved the same way
+    peer = b.streams.get(timeout=WAIT)
+    stream.send_frame(b"on a stream")
+    assert peer.recv_frame(WAIT) == b"on a stream"
+    stream.close()
+    peer.close()
 
 
 # The documentation range 192.0.2.0/24 is named to the transport only to be refused there: the

@@ -121,7 +121,9 @@ class CoreCluster:
             t = min(t_msg, t_tick)
             if t > end:
                 break
-            self.now = t
+            # A timer already due (a suspicion shortened by confirmations) runs now: virtual
+            # time never goes back.
+            self.now = max(self.now, t)
             if t_msg <= t_tick:
                 _, _, j, (i, a) = heapq.heappop(self._q)
                 if j in self.down or (i, j) in self.cut_links:

@@ -108,7 +108,7 @@ def test_old_accusation_is_not_refuted() -> None:
 
 def test_buddy_ping_makes_suspect_refute_at_once() -> None:
     core = lone()
-    core.receive(0.0, "x", Ping(7, core.id, "p:1", (), suspect_inc=0))
+    core.receive(0.0, "p:1", Ping(7, core.id, "p:1", (), suspect_inc=0))
     assert core.incarnation == 1
     ack = sends(core)[0]
     assert ack.addr == "p:1" and isinstance(ack.msg, Ack) and ack.msg.seq == 7

@@ -244,15 +244,15 @@ def test_one_source_cannot_introduce_more_than_its_share() -> None:
 
 
 def test_the_whole_table_is_bounded_and_dead_members_make_room() -> None:
-    cfg = Config.lan(max_members=64, max_members_per_message=64)
+    cfg = Config.lan(max_members=64, max_members_per_message=64, max_unconfirmed_share=1.0)
     core = lone(cfg)
     for k in range(10):
-        core.receive(0.0, f"127.0.10.{k}:1", PushPull(k, f"127.0.10.{k}:1", fakes(50, start=1000 * (k + 1))), reliable=True)
+        core.receive(0.0, f"127.0.0.{k}:1", PushPull(k, f"127.0.0.{k}:1", fakes(50, start=1000 * (k + 1))), reliable=True)
     assert len(core.members) == 64
-    assert core.stats["refused_members_table_full"] == 500 - 64
+    assert core.stats["refused_unconfirmed_full"] == 500 - 64
     victim = next(iter(core.members))
     core.receive(1.0, "x", Gossip((Dead(victim, 0, B),)))
-    core.receive(2.0, "127.10.1.1:1", Gossip((Alive(A, 0, "a:1"),)))
+    core.receive(2.0, "127.1.1.1:1", Gossip((Alive(A, 0, "a:1"),)))
     assert A in core.members and victim not in core.members and len(core.members) == 64
     assert core.stats["members_evicted"] == 1
 
@@ -501,9 +501,11 @@ def test_a_member_introducing_itself_is_admitted_past_its_hosts_share() -> None:
 
 
 def test_a_joiner_the_table_cannot_take_is_refused_not_accepted() -> None:
+    # A table full of members that showed themselves has no room; one full of members nobody
+    # showed to exist would (see test_attacks.py).
     cfg = Config.lan(max_members=16, max_members_per_message=16)
     core = lone(cfg)
-    core.receive(0.0, "127.9.9.9:1", PushPull(1, "127.9.9.9:1", fakes(16)), reliable=True)
+    core.bootstrap(0.0, fakes(16))
     sends(core)
     core.receive(0.0, "a:1", Join(2, "a:1", (MemberState(A, "a:1", ALIVE, 0),), PROTOCOL_VERSION, ""), sender=A, reliable=True)
     (reply,) = [s.msg for s in sends(core) if isinstance(s.msg, JoinReply)]

@@ -282,11 +282,70 @@ def test_partition_detector_needs_both_the_share_and_the_count() -> None:
     assert ev.share == pytest.approx(3 / 9)
     assert det.lost(ids[3], 3.0, 9, dead.__contains__) is None       # joins the partition
     assert det.back(ids[0], 4.0) is None                             # 3 still down
-    healed = det.back(ids[2], 5.0, gone=True)                        # left: drops out; 2 down
+    assert det.back(ids[2], 5.0, gone=True) is None                  # left; 2 still down
+    assert det.back(ids[1], 6.0) is None and det.active              # 1 still down
+    healed = det.back(ids[3], 7.0)                                   # the last one: over
     assert isinstance(healed, PartitionHealed) and not det.active
-    assert healed.members == (ids[0], ids[1], ids[3]) and healed.returned == (ids[0],)
-    assert healed.duration == 3.0
-    assert det.back(ids[1], 6.0) is None                             # over: nothing more
+    assert healed.members == tuple(ids[:4]) and healed.returned == (ids[0], ids[1], ids[3])
+    assert healed.missing == (ids[2],) and healed.duration == 5.0
+    assert "3 of its 4 members are back; not back: " in str(healed)
+    assert det.back(ids[2], 8.0) is None                             # over: nothing more
+
+
+def test_a_partition_heals_when_it_is_over_not_at_the_first_return() -> None:
+    ids = [NodeID(int=i) for i in range(1, 11)]
+    never = lambda n: False  # noqa: E731
+    det = PartitionDetector(threshold=0.3, window=10.0, min_members=3, settle=30.0)
+    for i in range(5):
+        det.lost(ids[i], 0.0, 10 - i, never)
+    assert det.active
+    assert det.back(ids[0], 50.0) is None            # the first of five is back: not over
+    assert det.deadline == 80.0
+    assert det.back(ids[1], 60.0) is None and det.deadline == 90.0
+    assert det.settle_check(89.0) is None
+    for i in (2, 3):
+        assert det.back(ids[i], 61.0) is None
+    # ids[4] crashed meanwhile: 30 s after the last return the partition is over without it.
+    healed = det.settle_check(91.0)
+    assert isinstance(healed, PartitionHealed) and not det.active
+    assert healed.returned == tuple(ids[:4]) and healed.missing == (ids[4],)
+    assert det.settle_check(200.0) is None
+    # All forgotten, none back: it ends without an event.
+    det2 = PartitionDetector(threshold=0.3, window=10.0, min_members=3)
+    for i in range(3):
+        det2.lost(ids[i], 0.0, 7, never)
+    assert det2.back(ids[0], 9.0, gone=True) is None and det2.back(ids[1], 9.0, gone=True) is None
+    assert det2.back(ids[2], 9.0, gone=True) is None and not det2.active
+
+
+def test_partition_healed_waits_for_the_side_and_names_the_member_that_crashed() -> None:
+    cfg = Config.local(state_sync_interval=5.0)
+    cc = CoreCluster(7, cfg, seed=4)
+    near, far, crashed = [0, 1, 2], [3, 4, 5, 6], 6
+    for a in near:
+        for b in far:
+            cc.cut(a, b)
+    cc.run(20.0)
+
+    def events() -> list[PartitionSuspected | PartitionHealed]:
+        return [a for j, a in cc.join_results if j == 0 and isinstance(a, (PartitionSuspected, PartitionHealed))]
+
+    assert [type(e) for e in events()] == [PartitionSuspected]
+    cc.down.add(crashed)             # one of the far side crashes during the split
+    cc.heal()
+    t0 = cc.now
+    behind: list[int] = []           # far members not yet back when the heal was announced
+    while cc.now < t0 + 60.0 and not any(isinstance(e, PartitionHealed) for e in events()):
+        cc.run(0.01)
+        if any(isinstance(e, PartitionHealed) for e in events()):
+            behind = [j for j in far if j != crashed and cc.state(0, j) is not ALIVE]
+    healed = [e for e in events() if isinstance(e, PartitionHealed)]
+    assert len(healed) == 1, events()
+    assert behind == []              # not announced while members were still on their way back
+    ids = {j: cc.cores[j].id for j in far}
+    # (near members that the far side's stale views accused join the partition, and come back)
+    assert {ids[j] for j in far if j != crashed} <= set(healed[0].returned)
+    assert healed[0].missing == (ids[crashed],)
 
 
 def test_partition_detector_window_and_share() -> None:

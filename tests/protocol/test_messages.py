@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gossip.messages import EMPTY_META, Ack, Alive, Dead, Gossip, Ping, Suspect, from_wire, to_wire
+from gossip.errors import DecodeError
 from gossip.node import NodeID
+from gossip.wire import MessageType
 
 A = NodeID.parse("00000000-0000-4000-8000-00000000000a")
 B = NodeID.parse("00000000-0000-4000-8000-00000000000b")
@@ -46,3 +48,14 @@ def test_a_message_survives_its_wire_form() -> None:
     g = Gossip((Alive(A, 1, "127.0.0.1:1", {"k": "v"}, 5), Suspect(B, 2, A), Dead(B, 3, B)))
     mt, plain = to_wire(g)
     assert from_wire(mt, plain) == g
+
+
+def test_a_huge_malformed_value_is_described_not_printed() -> None:
+    # The error message of a refused message is built in bounded time: a hostile list of
+    # millions of items (a compressed frame expands to that) is named by its length.
+    for value in ([None] * 3_000_000, [[]] * 3_000_000, {"k": [0] * 1_000_000}, "x" * 5_000_000):
+        with pytest.raises(DecodeError) as info:
+            from_wire(MessageType.PING, value)
+        assert len(str(info.value)) < 120
+    with pytest.raises(DecodeError, match="a list of 3000000 items"):
+        from_wire(MessageType.GOSSIP, [[0] * 3_000_000])

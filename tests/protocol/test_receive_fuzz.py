@@ -36,7 +36,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="GOSSIP_FUZZ_E
 
 ME = NodeID(int=0x5E1F)
 PEERS = [NodeID(int=0x100 + i) for i in range(6)]
-PEER_ADDRS = [f"127.0.10.{i}:7946" for i in range(len(PEERS))]
+PEER_ADDRS = [f"127.0.0.{i}:7946" for i in range(len(PEERS))]
 CODEC = PacketCodec(max_packet_size=32 * 1024 * 1024)
 # Small bounds, so the fuzzer reaches them.
 CONFIG = Config.lan(max_members=200, max_members_per_message=50, max_members_per_source=80,
@@ -270,3 +270,55 @@ def test_unchecked_hosts_cannot_push_the_core_out_of_range(script: list[Message]
         core.tick(now)
         check_invariants(core)
         check_sends_decode(core)
+
+
+# -- the incarnation budget: what others say of us raises our incarnation by time, not by claim --
+
+BUDGET = CONFIG.copy(incarnation_budget=300, incarnation_budget_window=5.0)
+about_me = st.integers(0, 6000)
+
+
+@st.composite
+def accusations(draw: st.DrawFn) -> Message:
+    """Messages that speak of us, at incarnations anywhere near where we may have climbed."""
+    def update() -> Update:
+        kind = draw(st.sampled_from([Suspect, Dead, Alive]))
+        if kind is Alive:
+            return Alive(ME, draw(about_me), draw(st.sampled_from(["self:1", "127.0.0.99:1"])), {}, draw(stamps))
+        return kind(ME, draw(about_me), draw(st.sampled_from([PEERS[1], ME])))  # type: ignore[no-any-return]
+
+    kind = draw(st.sampled_from(["gossip", "ping", "push_pull", "ack"]))
+    ups = tuple(update() for _ in range(draw(st.integers(1, 40))))
+    if kind == "gossip":
+        return Gossip(ups)
+    if kind == "ack":
+        return Ack(draw(seqs), ups)
+    if kind == "ping":
+        return Ping(draw(good_seqs), ME, PEER_ADDRS[1], ups, draw(st.one_of(st.just(-1), about_me)))
+    mine = tuple(MemberState(ME, "self:1", draw(states), draw(about_me), {}, draw(stamps)) for _ in range(3))
+    return PushPull(draw(good_seqs), PEER_ADDRS[1], mine)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.one_of(accusations(), messages()), st.booleans(), st.floats(0.0, 1.0)),
+                min_size=1, max_size=40), st.integers(0, 2**32))
+def test_no_sequence_of_messages_from_one_source_outruns_the_incarnation_budget(
+        script: list[tuple[Message, bool, float]], seed: int) -> None:
+    # One peer (one id, one address) says whatever it likes of us, as fast as it likes: our
+    # incarnation rises at most once per message, and by no more than the budget allows
+    # (a full bucket, then its refill). No join is pending, so no answer may catch us up.
+    core = Protocol(BUDGET, ME, "self:1", random.Random(seed), 0.0)
+    core.bootstrap(0.0, [MemberState(p, a, NodeState.ALIVE, 3) for p, a in zip(PEERS, PEER_ADDRS)])
+    cap, window = BUDGET.incarnation_budget, BUDGET.incarnation_budget_window
+    start, now = core.incarnation, 0.0
+    for msg, reliable, dt in script:
+        decoded = through_the_wire(msg, PEERS[1])
+        before = core.stats.get("refutations", 0)
+        if decoded is not None:
+            core.receive(now, PEER_ADDRS[1], decoded, PEERS[1], reliable)
+        assert core.stats.get("refutations", 0) - before <= 1
+        assert core.incarnation - start <= cap + now * cap / window
+        check_invariants(core)
+        now += dt
+        core.tick(now)
+        assert core.incarnation - start <= cap + now * cap / window

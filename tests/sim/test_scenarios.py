@@ -141,8 +141,8 @@ def test_attack_evicts_nobody_and_fills_no_table_past_its_bound() -> None:
     assert r["queue_max"] <= cfg.broadcast_queue_size and r["relays_max"] <= cfg.max_pending_relays, r
     assert r["incarnation_max"] < 2**32 - 1, r
     refused = r["refused"]
-    for reason in ("refused_incarnation_jump", "refused_members_per_message", "refused_members_per_source",
-                   "refused_members_table_full", "refused_unsolicited_reply", "refused_ping_req_target"):
+    for reason in ("refused_incarnation_jump", "refused_members_per_message", "refused_unconfirmed_full",
+                   "refused_unsolicited_reply", "refused_ping_req_target"):
         assert refused.get(reason, 0) > 0, (reason, refused)
 
 

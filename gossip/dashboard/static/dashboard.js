@@ -2,9 +2,9 @@
 "use strict";
 (() => {
   const LIMITS = window.GOSSIP_LIMITS || { log_lines: 200, samples: 600 };
-  const STATES = ["alive", "suspect", "dead", "leaving"];
-  const LABEL = { alive: "alive", suspect: "suspect", dead: "dead", leaving: "left", unknown: "gone" };
-  const COLOUR = { alive: "#2e9d5b", suspect: "#d99a00", dead: "#d64545", leaving: "#8a8f98" };
+  const STATES = ["alive", "suspect", "dead", "left"];
+  const LABEL = { alive: "alive", suspect: "suspect", dead: "dead", left: "left", unknown: "gone" };
+  const COLOUR = { alive: "#2e9d5b", suspect: "#d99a00", dead: "#d64545", left: "#8a8f98" };
   const VIA = {
     probe: () => "its own probe failed",
     direct: () => "told directly",
@@ -269,6 +269,10 @@
     $("#local").textContent = `node ${short(d.node)} at ${d.address}`;
     members.clear();
     for (const m of d.members) members.set(m.id, m);
+    if (Array.isArray(d.history)) {          // the recent past, kept by the server
+      samples.splice(0, samples.length, ...d.history.slice(-LIMITS.samples));
+      drawPlots();
+    }
     renderMembers();
     log(`connected: ${d.members.length} members known`, "", d.at);
     if (selected) loadProvenance(selected);
@@ -296,7 +300,8 @@
     log(`${who(d.node)} is flapping: ${d.score} state changes in ${secs(d.window)}${d.damped ? " (damped)" : ""}`, "warn", d.at);
   });
   on("partition", (d) => log(`partition suspected: ${d.members.length} members (${Math.round(d.share * 100)} % of the live ones) lost within ${secs(d.window)}: ${d.members.slice(0, 8).map(who).join(" ")}`, "alert", d.at));
-  on("healed", (d) => log(`partition healed after ${secs(d.duration)}: ${d.returned.length} of ${d.members.length} members back`, "", d.at));
+  on("healed", (d) => log(`partition healed after ${secs(d.duration)}: ${d.returned.length} of ${d.members.length} members back`
+    + ((d.missing || []).length ? `; not back: ${d.missing.slice(0, 8).map((m) => m.slice(-8)).join(", ")}` : ""), "", d.at));
   on("sample", onSample);
   window.addEventListener("resize", drawPlots);
 })();
