@@ -69,6 +69,7 @@ import resource
 import shlex
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -270,6 +271,7 @@ class Scenario:
             "loadavg_max_1m": max(loads, default=load_start[0]),
             "timings_ms": [self.timings.probe_ms, self.timings.probe_timeout_ms, self.timings.gossip_ms],
             "command": self.args.command, "driver_cmd": shlex.join(self.driver.argv), "date": date,
+            "code": self.args.code,
             "restarts": self.nodes.restarts if self.nodes else 0,
             "false_dead_detail": detail[:20], "run_detail": o.runs, "notes": o.notes,
         }
@@ -742,7 +744,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if a.loss is not None and not 0 <= a.loss < 100:
         p.error("--loss must be in [0, 100)")
     a.command = shlex.join(["python", "bench/chaos.py", *argv])
+    a.code = _code_version()
     return a
+
+
+def _code_version() -> str:
+    """The commit of this library the run measured (``+changes`` if its files differ from it)."""
+    root = str(HERE.parent)
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "gossip"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+changes" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:
