@@ -749,11 +749,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _code_version() -> str:
-    """The commit of this library the run measured (``+changes`` if its files differ from it)."""
+    """The last commit of this library's code (``gossip/``) the run measured (``+changes`` if
+    its files differ from it)."""
     root = str(HERE.parent)
     try:
-        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
+        head = subprocess.run(["git", "-C", root, "log", "-1", "--format=%h", "--", "gossip"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "gossip"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
