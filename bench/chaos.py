@@ -85,7 +85,7 @@ if str(HERE) not in sys.path:
 import chaos_net as net  # noqa: E402
 from chaos_net import Lab, LabError  # noqa: E402
 from chaos_nodes import (Driver, Excuse, HarnessError, LoadSampler, Nodes, Timings,  # noqa: E402
-                         log, proc_cpu_s)
+                         _pdeathsig, log, proc_cpu_s)
 
 SCENARIOS = ("kill", "loss", "partition", "udp-block", "pause", "starve", "idle")
 
@@ -146,6 +146,7 @@ class Scenario:
         self.out = Outcome()
         self.nodes: Nodes | None = None
         self.cpu_segments: list[tuple[float, float]] = []
+        self.hog: subprocess.Popen[bytes] | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -241,6 +242,7 @@ class Scenario:
             cpu_pct, cpu_max = self._cpu_figures()
             rss = self.nodes.rss()
         finally:
+            self._stop_hog()
             self.lab.unlimit_cpu()
             if self.nodes is not None:
                 self.nodes.stop_all()
@@ -285,7 +287,7 @@ class Scenario:
                 "partition": {"split": a.split, "partition_s": a.partition_s},
                 "udp-block": {"block_s": a.block_s},
                 "pause": {"pause_short_s": a.pause_short, "pause_long_s": a.pause_long},
-                "starve": {"cpu_pct": a.cpu_pct, "starve_s": self.duration},
+                "starve": {"cpu_pct": a.cpu_pct, "starve_s": self.duration, "starve_hog": a.starve_hog},
                 "idle": {"idle_s": self.duration}}[self.scenario]
 
     def _cpu_figures(self) -> tuple[float | None, float | None]:
@@ -483,6 +485,13 @@ class Scenario:
         vname = nodes.name(v)
         self.victims.add(vname)
         how = self.lab.limit_cpu(nodes.procs[v].pid, self.args.cpu_pct)
+        if self.args.starve_hog:
+            # The node's host is busy too: a process that never sleeps shares the node's quota
+            # (in the node's namespace and cgroup; it dies with the harness or the namespace).
+            self.hog = subprocess.Popen([*self.lab.exec_prefix(v), sys.executable, "-c", "while True: pass"],
+                                        stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig)
+            self.lab.add_to_cpu_limit(self.hog.pid)
+            how += ", shared with a busy loop"
         self.out.notes.append(f"{vname} capped: {how}")
         t0 = time.time()
         exc = self.excuse([vname], None, t0)
@@ -490,6 +499,7 @@ class Scenario:
         cpu0 = proc_cpu_s(nodes.procs[v].pid) or 0.0
         self.sleep(self.duration)
         used = 100 * ((proc_cpu_s(nodes.procs[v].pid) or 0.0) - cpu0) / max(1e-9, time.time() - t0)
+        self._stop_hog()
         self.lab.unlimit_cpu()
         dropped = nodes.obs.first_drops([vname], nodes.names, t0)
         t1 = time.time()
@@ -498,6 +508,12 @@ class Scenario:
         self.out.runs.append({"victim": vname, "victim_cpu_pct": r2(used),
                               "victim_dropped_by": len(dropped), "whole_after": whole})
         log(f"{self.driver.name} starve: {vname} used {used:.1f} % of a core; dropped by {len(dropped)} nodes")
+
+    def _stop_hog(self) -> None:
+        if self.hog is not None:
+            self.hog.kill()
+            self.hog.wait()
+            self.hog = None
 
     def _idle(self) -> None:
         self.sleep(self.duration)
@@ -688,6 +704,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         name = scenario + (f" ({first['split']}, {first['partition_s']:g} s)" if scenario == "partition" else "")
         if scenario == "pause":
             name += f" ({first['pause_short_s']:g} s / {first['pause_long_s']:g} s)"
+        if scenario == "starve" and first.get("starve_hog"):
+            name += " with a busy loop"
         if scenario in ("loss", "starve", "idle"):
             name += f" ({first[{'loss': 'loss_s', 'starve': 'starve_s', 'idle': 'idle_s'}[scenario]]:g} s)"
         loads = "; ".join(f"{x['loadavg_start'][0]:.1f} / {x['loadavg_max_1m']:.1f} / {x['loadavg_end'][0]:.1f}"
@@ -730,6 +748,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pause-short", type=float, default=3.0)
     p.add_argument("--pause-long", type=float, default=30.0)
     p.add_argument("--cpu-pct", type=float, default=5.0)
+    p.add_argument("--starve-hog", action="store_true",
+                   help="starve: a busy loop shares the starved node's CPU quota")
     p.add_argument("--settle", type=float, default=3.0, help="seconds of quiet after each run")
     p.add_argument("--start-batch", type=int, default=10, help="nodes started at once")
     p.add_argument("--keep-logs", action="store_true", help="keep the drivers' stderr files")

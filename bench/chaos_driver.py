@@ -20,7 +20,8 @@ and maps the contract's three timings onto it: the probe interval onto ``probe_i
 (``health_check_interval``), the probe timeout onto ``probe_timeout`` (``ping_timeout``), and
 the gossip interval onto ``dissemination_interval`` (memberlist's ``GossipInterval``: the
 period of the protocol's own gossip rounds; ``gossip_interval`` is the period of user gossip
-callbacks, unrelated). Every other field keeps its LAN default. A node carries its contract
+callbacks, unrelated). Packets are not encrypted (``insecure=True``: the nodes share a private
+bridge, and memberlist's driver runs without a key too). Every other field keeps its LAN default. A node carries its contract
 name in its metadata (``name``); its node id is generated at each start, as a restarted
 process's would be. The view is kept from the cluster's state and metadata events (the public
 event API), not by listing every member four times a second, so that the CPU a node uses is the
@@ -107,9 +108,10 @@ def _parse(argv: list[str]) -> dict[str, Any]:
 
 
 def _config(opts: dict[str, Any]) -> Config:
-    """The LAN preset with the contract's three timings."""
+    """The LAN preset with the contract's three timings, unencrypted like memberlist's driver."""
     return Config.lan(
         bind_addr=opts["bind"],
+        insecure=True,      # the harness's private bridge; memberlist's driver has no key either
         health_check_interval=opts["probe-interval-ms"] / 1000.0,
         ping_timeout=opts["probe-timeout-ms"] / 1000.0,
         dissemination_interval=opts["gossip-interval-ms"] / 1000.0,

@@ -399,6 +399,12 @@ class Lab:
             return f"cgroup v2 cpu.max={quota} {period}"
         raise LabError("no writable cgroup cpu controller (cgroup v1 cpu or v2 cpu.max)")
 
+    def add_to_cpu_limit(self, pid: int) -> None:
+        """Put process ``pid`` in the cgroup of :meth:`limit_cpu` too (it shares the quota)."""
+        if not self._cgroup:
+            raise LabError("no CPU limit is set")
+        self._write(self._cgroup, "cgroup.procs", str(pid))
+
     def unlimit_cpu(self) -> None:
         """Remove the CPU cgroup (its processes go back to the root group)."""
         if self._cgroup:
