@@ -691,7 +691,7 @@ _FIGURES: dict[str, list[_Fig]] = {
 def markdown(results: list[dict[str, Any]]) -> str:
     """A markdown table: one row per figure, this library's and memberlist's from the same run."""
     rows = ["| scenario | N | loss | figure | goal | gossip | memberlist | load 1m: start / max / end "
-            "(gossip; memberlist) | date | command |",
+            "(gossip; memberlist) | date, code | command |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for r in results:
@@ -713,7 +713,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         for label, goal, fig in _FIGURES[scenario]:
             cells = [name, str(first["nodes"]), f"{first['loss']:g} %", label, goal,
                      fig(ours) if ours else "", fig(theirs) if theirs else "",
-                     loads, first["date"], f"`{command}`"]
+                     loads, first["date"] + (f", code {first['code']}" if first.get("code") else ""),
+                     f"`{command}`"]
             rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
