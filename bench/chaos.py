@@ -32,7 +32,8 @@ Scenarios (``--scenario``, repeatable), each printing its pass/fail bar:
 * ``pause``: SIGSTOP one node for ``--pause-short`` s (0 false deaths), then for
   ``--pause-long`` s (declared dead, then back after SIGCONT with no manual step; ``rejoin_s``).
 * ``starve``: one node in a CPU cgroup capped at ``--cpu-pct`` per cent of a core for
-  ``--duration`` s (default 300).
+  ``--duration`` s (default 300); with ``--starve-hog`` a busy loop shares that quota (a node
+  on a busy host), since an idle node alone rarely reaches a 5 % cap.
 * ``idle``: nothing happens for ``--duration`` s (default 60): CPU and RSS per node.
 
 A *false death* is a node that was not disrupted, leaving some node's view (or reported dead or
