@@ -694,11 +694,16 @@ def markdown(results: list[dict[str, Any]]) -> str:
     rows = ["| scenario | N | loss | figure | goal | gossip | memberlist | load 1m: start / max / end "
             "(gossip; memberlist) | date, code | command |",
             "|---|---|---|---|---|---|---|---|---|---|"]
-    groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for r in results:
+    groups: list[tuple[str, str, dict[str, dict[str, Any]]]] = []
+    current: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in results:     # one invocation gives each driver's result in turn, for each scenario
         if r.get("kind") == "result":
-            groups.setdefault((r["command"], r["scenario"]), {})[r["driver"]] = r
-    for (command, scenario), by in groups.items():
+            key = (r["command"], r["scenario"])
+            if key not in current or r["driver"] in current[key]:   # (the same command again)
+                current[key] = {}
+                groups.append((*key, current[key]))
+            current[key][r["driver"]] = r
+    for command, scenario, by in groups:
         ours, theirs = by.get("gossip"), by.get("memberlist")
         first = ours or theirs
         assert first is not None
