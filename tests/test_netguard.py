@@ -137,3 +137,40 @@ def test_a_child_process_is_guarded_and_reports(reports: Callable[[], list[str]]
     assert done.returncode == 3, done.stdout + done.stderr
     got = reports()
     assert len(got) == 1 and GROUP in got[0] and "[pid " in got[0]
+
+
+def test_a_child_started_inside_an_allow_block_may_reach_its_network(
+        reports: Callable[[], list[str]]) -> None:
+    # The chaos harness's nodes run in network namespaces the test makes: they are the suite's
+    # grandchildren and must be allowed what the test declared, and nothing more.
+    code = textwrap.dedent(f"""
+        import socket, sys
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 0)
+        try:
+            s.sendto(b"x", ({GROUP!r}, 9))
+        except PermissionError as e:
+            print("refused:", e)
+            sys.exit(3)
+        try:
+            s.sendto(b"x", ("239.255.78.1", 9))
+        except PermissionError as e:
+            sys.exit(0)
+        sys.exit(4)
+    """)
+
+    def child() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, env=netguard.child_env())
+
+    with netguard.allow("239.255.77.0/24"):
+        inside = child()
+        with netguard.allow("239.255.77.0/25", transport_only=True):
+            assert netguard.child_env()[netguard.ALLOW_ENV] == "239.255.77.0/24"   # not transport-only ones
+    assert inside.returncode == 0, inside.stdout + inside.stderr
+    got = reports()
+    assert len(got) == 1 and "239.255.78.1" in got[0]
+    after = child()
+    assert after.returncode == 3, after.stdout + after.stderr
+    assert netguard.ALLOW_ENV not in netguard.child_env()
+    assert len(reports()) == 1

@@ -19,6 +19,7 @@ Pure data: no clock, no threads, no I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 from ..config import Config
@@ -68,11 +69,25 @@ class Dissemination:
         # waits behind everything else: a flood of fake members cannot hold up a refutation.
         self.broadcasts_low = BroadcastQueue(config.broadcast_queue_size)
         self.armed = True   # a gossip timer is pending
+        self._epoch = 0.0   # the first tick of this node's gossip ticker
         self._corrected: dict[tuple[NodeID, NodeID], tuple[bool, int]] = {}
 
     def start(self, now: float, stagger: float) -> None:
-        """Set the first gossip round, ``stagger`` seconds from ``now``."""
-        self.out.schedule(now + stagger, T_GOSSIP, None)
+        """Set the first gossip round, ``stagger`` seconds from ``now``.
+
+        Gossip rounds run only while there is something to gossip (an idle node sleeps), on
+        the ticks of a ticker that never stops: an update queued while idle goes out at the
+        next tick (half an interval later on average, as memberlist's GossipInterval ticker
+        does), not a whole interval later at every hop.
+        """
+        self._epoch = now + stagger
+        self.out.schedule(self._epoch, T_GOSSIP, None)
+
+    def next_tick(self, now: float) -> float:
+        """Return the first tick of this node's gossip ticker at or after ``now``."""
+        interval = self.config.dissemination_interval
+        ticks = max(0, math.ceil((now - self._epoch) / interval))
+        return self._epoch + ticks * interval
 
     def forget(self, node: NodeID) -> None:
         """Drop the queued news about ``node`` (it was forgotten)."""
@@ -116,7 +131,7 @@ class Dissemination:
             self.broadcasts.queue(update.node, update, size)
         if not self.armed:
             self.armed = True
-            self.out.schedule(now + self.config.dissemination_interval, T_GOSSIP, None)
+            self.out.schedule(self.next_tick(now), T_GOSSIP, None)
 
     def take(self, budget: int, limit: int, to: NodeID | None) -> list[Update]:
         """Take queued updates for one packet: all that fit of the main queue, then low ones.

@@ -13,7 +13,9 @@ installs it when ``GOSSIP_TESTS_NETGUARD_LOG`` names a file, and each refused at
 appended to that file as one line, which the parent test reads back.
 
 A test that needs another network (one inside a network namespace it creates and removes)
-declares it: ``allow("10.200.0.0/24")`` for the guarded block. A test that hands the transports
+declares it: ``allow("10.200.0.0/24")`` for the guarded block. Processes started inside the
+block may reach it too: the block names its networks in ``GOSSIP_TESTS_NETGUARD_ALLOW``, which
+a child's guard reads when it is installed. A test that hands the transports
 an address off loopback only to see it refused before any socket is used declares it with
 ``allow(..., transport_only=True)``: the transports' entry points let it through, every socket
 call still refuses it. Name lookups are allowed in a block of ``allow_names()``.
@@ -33,11 +35,15 @@ from typing import Any
 
 __all__ = [
     "OffLoopbackError", "install", "installed", "is_loopback", "check", "allow", "allow_names",
-    "take_violations", "take_reports", "child_env", "LOG_ENV", "GUARD_DIR",
+    "take_violations", "take_reports", "child_env", "LOG_ENV", "ALLOW_ENV", "GUARD_DIR",
 ]
 
 LOG_ENV = "GOSSIP_TESTS_NETGUARD_LOG"
 """Environment variable naming the file a guarded child process reports refusals to."""
+
+ALLOW_ENV = "GOSSIP_TESTS_NETGUARD_ALLOW"
+"""Environment variable naming (comma-separated CIDRs) the networks a guarded child may reach:
+set by :func:`allow` for the processes started inside its block."""
 
 GUARD_DIR = os.path.dirname(os.path.abspath(__file__))
 """The directory holding this module and its ``sitecustomize.py`` (put on a child's path)."""
@@ -45,6 +51,7 @@ GUARD_DIR = os.path.dirname(os.path.abspath(__file__))
 _lock = threading.Lock()
 _violations: list[str] = []
 _allowed: list[tuple[int, bytes, int, bool]] = []   # (family, network, prefix, transport only)
+_allowed_text: list[str] = []                      # networks allowed to children (ALLOW_ENV)
 _names_allowed = 0
 _installed = False
 _log_path: str | None = None
@@ -216,6 +223,9 @@ def install(log_path: str | None = None) -> None:
         if _installed:
             return
         _installed = True
+        # A parent's allow() block named these networks for the processes it starts.
+        inherited = [n for n in os.environ.get(ALLOW_ENV, "").split(",") if n.strip()]
+        _allowed.extend(_entries(inherited, False))
     _wrap_socket_methods()
     _wrap_resolver()
 
@@ -295,23 +305,38 @@ def allow(*networks: str, transport_only: bool = False) -> Iterator[None]:
     With ``transport_only``, only the transports' entry points let them through: a test that
     checks a transport refuses such an address before any socket is touched.
     """
-    entries = []
-    for net in networks:
-        addr, _, bits = net.partition("/")
-        lit = _literal(addr)
-        if lit is None:
-            raise ValueError(f"not a network: {net!r}")
-        family, packed = lit
-        prefix = int(bits) if bits else len(packed) * 8
-        entries.append((family, packed, prefix, transport_only))
+    entries = _entries(networks, transport_only)
     with _lock:
         _allowed.extend(entries)
+        if not transport_only:
+            _allowed_text.extend(n.strip() for n in networks)
+            os.environ[ALLOW_ENV] = ",".join(_allowed_text)
     try:
         yield
     finally:
         with _lock:
             for e in entries:
                 _allowed.remove(e)
+            if not transport_only:
+                for n in networks:
+                    _allowed_text.remove(n.strip())
+                if _allowed_text:
+                    os.environ[ALLOW_ENV] = ",".join(_allowed_text)
+                else:
+                    os.environ.pop(ALLOW_ENV, None)
+
+
+def _entries(networks: tuple[str, ...] | list[str], transport_only: bool) -> list[tuple[int, bytes, int, bool]]:
+    entries = []
+    for net in networks:
+        addr, _, bits = net.strip().partition("/")
+        lit = _literal(addr)
+        if lit is None:
+            raise ValueError(f"not a network: {net!r}")
+        family, packed = lit
+        prefix = int(bits) if bits else len(packed) * 8
+        entries.append((family, packed, prefix, transport_only))
+    return entries
 
 
 @contextmanager
