@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             r = results.get(kind)
             if r:
                 share = 100 * r["msgs"]["rate"] / tcp["msgs"]["rate"]
-                print(f"{kind} user messages: {share:.0f} % of the TCP rate (goal: >= 60 %)")
+                print(f"{kind} user messages: {share:.0f} % of the TCP rate (goal: >= 78 %)")
     if "wss" in results:
         print(f"wss stream: {results['wss']['stream']['mb_s']:,.0f} MB/s on the StreamConn, "
               f"{results['wss']['layer']['mb_s']:,.0f} MB/s through a Stream (goal: >= 600 MB/s)")

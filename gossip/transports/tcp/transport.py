@@ -94,8 +94,9 @@ class SocketTransport:
         udp: False (force-reliable) opens no UDP socket; best-effort sends then use TCP.
         max_udp_size: largest datagram :meth:`send` accepts (bigger: :class:`MessageTooLarge`).
         name: node name used in thread names (``gossip-<name>-udp-reader``) and logs.
-        recv_buffer_size, send_buffer_size: ``SO_RCVBUF``/``SO_SNDBUF`` asked for the UDP
-            socket (0 keeps the system default).
+        recv_buffer_size: ``SO_RCVBUF`` asked for the UDP socket (0 keeps the system
+            default).
+        send_buffer_size: ``SO_SNDBUF`` asked for the UDP socket (0 keeps the system default).
         listen: False binds nothing at all (no TCP listener, no UDP socket): the transport only
             dials, and best-effort sends travel as TCP frames (a node that listens on WebSocket
             only reaches UDP/TCP peers this way).
