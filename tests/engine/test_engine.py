@@ -316,3 +316,32 @@ def test_a_transport_that_cannot_start_is_closed_by_stop() -> None:
     assert not c.running
     c.stop()
     assert transport.real.closed
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_warning_repeats_at_most_once_an_interval_per_key(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from gossip.engine import engine as engine_module
+
+    net = MemoryNetwork(seed=3)
+    c = Cluster(Config.local(transport=net.new_transport()))
+    clock = _Clock()
+    monkeypatch.setattr(engine_module, "time", clock)
+    eng = c._engine
+    with caplog.at_level("WARNING", logger=eng.log.name):
+        eng.warn("a", "first %s", 1)
+        eng.warn("a", "again %s", 2)            # same key, same instant: kept quiet
+        eng.warn("b", "other %s", 3)            # another key has its own interval
+        clock.now += engine_module._WARN_INTERVAL - 0.01
+        eng.warn("a", "too soon %s", 4)
+        clock.now += 0.01
+        eng.warn("a", "later %s", 5)            # a whole interval on: said again
+    said = [r.getMessage() for r in caplog.records if r.name == eng.log.name]
+    assert said == ["first 1", "other 3", "later 5"]

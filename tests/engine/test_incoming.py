@@ -174,3 +174,36 @@ def test_its_figures_are_added_to_the_stats(rig: Rig) -> None:
     rig.receiver.add_stats(out)
     assert out["queue.incoming"] == 0 and out["user.history_evicted"] == 0
     assert any(k.startswith("replay.") for k in out) and any(k.startswith("user_replay.") for k in out)
+
+
+class _BrokenMembers(Members):
+    """A member table whose snapshot fails once: a bug below the user lane, not a handler's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def node_for_sender(self, sender: bytes) -> Node:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("snapshot failed")
+        return super().node_for_sender(sender)
+
+
+def test_a_failure_in_the_user_lane_is_counted_and_the_lane_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    r = Rig()
+    r.members = _BrokenMembers()
+    r.receiver._members = r.members  # type: ignore[attr-defined]
+    got: list[Any] = []
+    r.handlers.register(MT, HANDLER_FORWARD, lambda sender, pkt: got.append(pkt.unmarshal()))
+    try:
+        with caplog.at_level(logging.ERROR, logger="gossip.test"):
+            r.receiver.on_packets([datagram(r.codec.encode(MT, PEER.bytes, 5, 1, "lost"))])
+            r.receiver.on_packets([datagram(r.codec.encode(MT, PEER.bytes, 6, 1, "next"))])
+            wait_until(lambda: got == ["next"], "the next message")
+        assert r.stat("errors.lane_worker") == 1
+        assert any("handling a user packet" in rec.getMessage() for rec in caplog.records)
+    finally:
+        r.receiver.close()
+        assert r.receiver.join(time.monotonic() + WAIT) == []

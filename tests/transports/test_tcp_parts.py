@@ -205,3 +205,59 @@ def test_a_failing_datagram_read_is_counted_and_reading_goes_on() -> None:
         udp.sock = _Flaky(s)  # type: ignore[assignment]
         udp.read_burst()
     assert counts == {"reader_errors": 2} and batches == []
+
+
+class _Stingy:
+    """A stream socket that takes a few bytes per write and is now and then full."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.calls = 0
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def sendmsg(self, buffers: list[bytes]) -> int:
+        return self.real.send(b"".join(bytes(b) for b in buffers)[:3])  # not even the header
+
+    def send(self, view: memoryview) -> int:
+        self.calls += 1
+        if self.calls % 3 == 0:
+            raise BlockingIOError(errno.EAGAIN, "full")
+        return self.real.send(view[:1000])
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_a_stream_frame_written_in_pieces_arrives_whole_and_in_order() -> None:
+    from gossip.transports.tcp.stream import StreamSocket
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    closed: list[object] = []
+    writer = StreamSocket(a, "127.0.0.1:1", "127.0.0.1", 1 << 20,
+                          on_closed=closed.append, trust=lambda ticket: None)
+    reader = StreamSocket(b, "127.0.0.1:2", "127.0.0.1", 1 << 20,
+                          on_closed=closed.append, trust=lambda ticket: None)
+    stingy = _Stingy(a)
+    writer.sock = stingy  # type: ignore[assignment]
+    frames = [bytes([i]) * (5000 + i) for i in range(3)]
+    done = threading.Event()
+
+    def write() -> None:
+        for frame in frames:
+            writer.send_frame(frame, timeout=WAIT)
+        done.set()
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    try:
+        got = [bytes(reader.recv_frame(timeout=WAIT) or b"") for _ in frames]
+        t.join(WAIT)
+        assert done.is_set() and got == frames
+        assert stingy.calls > len(frames) * 5  # the frames really went out in pieces
+    finally:
+        writer.close()
+        reader.close()
