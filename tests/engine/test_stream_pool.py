@@ -363,3 +363,27 @@ def test_a_pool_given_its_collaborators_cuts_one_host_s_excess_openings() -> Non
     for conn in conns:
         conn.close()
     assert pool.join(time.monotonic() + WAIT) == []
+
+
+def test_when_refusals_back_up_new_stream_connections_are_cut_and_counted(
+        net: MemoryNetwork, caplog: pytest.LogCaptureFixture) -> None:
+    """The pool is full and the refuser's queue too: connections that never say what they want
+    (each costs the refuser up to a second) are cut at once, counted and warned about."""
+    server = start(net, max_concurrent_streams=1)
+    silent = [net.new_transport() for _ in range(40)]
+    conns: list[StreamConn] = []
+    try:
+        for t in silent:     # each from its own host, so the per-source limit plays no part
+            t.start(lambda batch: None)
+        with caplog.at_level(logging.WARNING, logger="gossip"):
+            for t in silent:
+                conns.append(t.dial_stream(server.address, WAIT))
+            wait_until(lambda: stream_stats(server)["streams.refused"] >= 1, "a cut connection")
+        assert any("refusals backed up" in r.getMessage() for r in caplog.records)
+        assert stream_stats(server)["streams.refused_per_source"] == 0
+    finally:
+        for c in conns:
+            c.close()
+        for t in silent:
+            t.close()
+        server.stop(timeout=2.0)
