@@ -97,9 +97,16 @@ class Cluster:
     def __init__(self, config: Config | None = None) -> None:
         cfg = (config if config is not None else default_config()).copy()
         cfg.validate()
+        self._id = NodeID.parse(cfg.node_id) if cfg.node_id else NodeID.generate()
+        if cfg.wire_protocol == "memberlist":
+            # memberlist names members: the id derives from the name (gossip.memberlist.identity)
+            from .memberlist.identity import name_to_id
+
+            if not cfg.name:
+                cfg.name = str(self._id)
+            self._id = name_to_id(cfg.name)
         self._config = cfg
         self._frozen = cfg.frozen()
-        self._id = NodeID.parse(cfg.node_id) if cfg.node_id else NodeID.generate()
         self._metadata = Metadata(max_size=cfg.max_metadata_size)
         # The engine builds the codec and its keyring from the configuration (engine.wiring).
         self._engine = Engine(cfg, self._id, self._metadata, random.Random())

@@ -237,8 +237,9 @@ class Engine:
         cfg = self.config
         any_host = wiring.advertise_host_for_any(cfg)
         if transport is None:
+            extra = (self.codec,) if cfg.wire_protocol == "memberlist" else ()
             transport = self.transport or wiring.build_transport(
-                cfg, self.node_id.short, self.members.is_member_host)
+                cfg, self.node_id.short, self.members.is_member_host, *extra)
         self.transport = transport  # kept before it starts: stop() closes it if it fails
         transport.start(self.receiver.on_packets, self._on_stream)
         address = wiring.advertised_address(cfg, transport.local_addr, any_host)
