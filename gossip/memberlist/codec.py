@@ -127,7 +127,7 @@ class Alive(NamedTuple):
     node: str
     addr: bytes
     port: int
-    meta: bytes
+    meta: bytes | None  # None: Go's nil slice (msgpack nil); b"": an empty one
     vsn: bytes
 
 
@@ -145,7 +145,7 @@ class PushNodeState(NamedTuple):
     name: str
     addr: bytes
     port: int
-    meta: bytes
+    meta: bytes | None  # None: Go's nil slice
     incarnation: int
     state: int
     vsn: bytes
@@ -192,7 +192,7 @@ def _source(d: dict[str, Any], addr: bytes, port: int, node: str) -> dict[str, A
 
 
 def _state(s: PushNodeState) -> dict[str, Any]:
-    return {"Name": s.name, "Addr": s.addr, "Port": s.port, "Meta": s.meta or None,
+    return {"Name": s.name, "Addr": s.addr, "Port": s.port, "Meta": s.meta,
             "Incarnation": s.incarnation, "State": s.state, "Vsn": s.vsn}
 
 
@@ -234,7 +234,7 @@ def _encode(msg: Message) -> bytes:
     if t is Alive:
         assert isinstance(msg, Alive)
         return b"\x04" + _pack({"Incarnation": msg.incarnation, "Node": msg.node, "Addr": msg.addr,
-                                "Port": msg.port, "Meta": msg.meta or None, "Vsn": msg.vsn})
+                                "Port": msg.port, "Meta": msg.meta, "Vsn": msg.vsn})
     if t is PushPull:
         assert isinstance(msg, PushPull)
         parts = [b"\x06", _pack({"Nodes": len(msg.states), "UserStateLen": len(msg.user_state),
@@ -321,6 +321,9 @@ class _Body:
             raise self._bad(name)
         return v
 
+    def raw_or_nil(self, name: str, max_len: int) -> bytes | None:
+        return None if self.d.get(name) is None else self.raw(name, max_len)
+
     def text(self, name: str, max_len: int = _MAX_NAME) -> str:
         try:
             return self.raw(name, max_len).decode("utf-8")
@@ -367,12 +370,12 @@ def _indirect(b: _Body) -> IndirectPing:
 
 def _alive(b: _Body) -> Alive:
     return Alive(b.uint("Incarnation", _U32), b.text("Node"), b.raw("Addr", 16),
-                 b.uint("Port", _U16), b.raw("Meta", META_MAX_SIZE), b.vsn("Vsn"))
+                 b.uint("Port", _U16), b.raw_or_nil("Meta", META_MAX_SIZE), b.vsn("Vsn"))
 
 
 def _node_state(b: _Body) -> PushNodeState:
     return PushNodeState(b.text("Name"), b.raw("Addr", 16), b.uint("Port", _U16),
-                         b.raw("Meta", META_MAX_SIZE), b.uint("Incarnation", _U32),
+                         b.raw_or_nil("Meta", META_MAX_SIZE), b.uint("Incarnation", _U32),
                          b.uint("State", 255), b.vsn("Vsn"))
 
 

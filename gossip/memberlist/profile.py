@@ -346,7 +346,7 @@ class MemberlistCodec:
         if isinstance(msg, ml.Alive):
             nid = names.id_of(msg.node)
             addr, pv = self._learn(msg.node, msg.addr, msg.port, msg.vsn)
-            return core.Alive(nid, msg.incarnation, addr, decode_meta(msg.meta), msg.incarnation, pv, "")
+            return core.Alive(nid, msg.incarnation, addr, decode_meta(msg.meta or b""), msg.incarnation, pv, "")
         assert isinstance(msg, (ml.Suspect, ml.Dead))
         nid = names.id_of(msg.node)
         sender = names.id_of(msg.sender) if msg.sender else nid
@@ -360,7 +360,7 @@ class MemberlistCodec:
             return None
         nid = self.names.id_of(s.name)
         addr, pv = self._learn(s.name, s.addr, s.port, s.vsn)
-        return [nid.bytes, addr, int(state), s.incarnation, decode_meta(s.meta), s.incarnation, pv, ""]
+        return [nid.bytes, addr, int(state), s.incarnation, decode_meta(s.meta or b""), s.incarnation, pv, ""]
 
 
 def is_stream_type(data: bytes) -> bool:
