@@ -43,7 +43,7 @@ from ..wire import USER_MSG, MessageType
 from . import codec as ml
 from .identity import NameTable, compatible, decode_meta, encode_meta, join_addr, our_vsn, split_addr
 
-__all__ = ["MemberlistCodec", "REPLY_ENVELOPE", "envelope"]
+__all__ = ["MemberlistCodec", "REPLY_ENVELOPE", "envelope", "wire_inc", "core_inc"]
 
 REPLY_ENVELOPE = 0xF0
 """First byte of the transport's local reply envelope (not a memberlist type)."""
@@ -52,6 +52,19 @@ _STATE_TO_ML = {NodeState.ALIVE: ml.NodeStateType.ALIVE, NodeState.SUSPECT: ml.N
                 NodeState.DEAD: ml.NodeStateType.DEAD, NodeState.LEFT: ml.NodeStateType.LEFT}
 _ML_TO_STATE = {int(v): k for k, v in _STATE_TO_ML.items()}
 _PENDING = 256  # push/pull requests remembered for their answers
+_U32 = 0xFFFFFFFF
+
+
+def wire_inc(inc: int) -> int:
+    """The incarnation memberlist sees for the core's ``inc``: one more. memberlist starts a
+    node at 1 and takes an alive message of incarnation 0 from a newcomer as no news (it
+    keeps the newcomer dead), so the core's first incarnation, 0, must travel as 1."""
+    return min(inc + 1, _U32)
+
+
+def core_inc(inc: int) -> int:
+    """The core's incarnation for memberlist's ``inc`` (the inverse of :func:`wire_inc`)."""
+    return max(inc - 1, 0)
 
 
 def envelope(request: bytes, answer: bytes) -> bytes:
@@ -153,7 +166,7 @@ class MemberlistCodec:
             target = self.names.name_of(msg.target)
             parts = [ml.encode(ml.Ping(msg.seq, target, ip, port, me))]
             if msg.suspect_inc >= 0:
-                parts.append(ml.encode(ml.Suspect(msg.suspect_inc, target, me)))
+                parts.append(ml.encode(ml.Suspect(wire_inc(msg.suspect_inc), target, me)))
             return self._many(parts + [self._update(u) for u in msg.updates])
         if t is core.Ack:
             assert isinstance(msg, core.Ack)
@@ -203,12 +216,13 @@ class MemberlistCodec:
         names = self.names
         if type(u) is core.Alive:
             ip, port = split_addr(u.addr)
-            return ml.encode(ml.Alive(u.incarnation, names.name_of(u.node), ip, port,
+            return ml.encode(ml.Alive(wire_inc(u.incarnation), names.name_of(u.node), ip, port,
                                       self._meta(u.meta), self._vsn_of(u.node)))
         if type(u) is core.Suspect:
-            return ml.encode(ml.Suspect(u.incarnation, names.name_of(u.node), names.name_of(u.sender)))
+            return ml.encode(ml.Suspect(wire_inc(u.incarnation), names.name_of(u.node),
+                                        names.name_of(u.sender)))
         assert type(u) is core.Dead
-        return ml.encode(ml.Dead(u.incarnation, names.name_of(u.node), names.name_of(u.sender)))
+        return ml.encode(ml.Dead(wire_inc(u.incarnation), names.name_of(u.node), names.name_of(u.sender)))
 
     def _meta(self, meta: Mapping[str, Any]) -> bytes:
         return encode_meta(meta, self.serf)
@@ -216,7 +230,8 @@ class MemberlistCodec:
     def _state(self, s: core.MemberState) -> ml.PushNodeState:
         ip, port = split_addr(s.addr)
         return ml.PushNodeState(self.names.name_of(s.node), ip, port, self._meta(s.meta),
-                                s.incarnation, int(_STATE_TO_ML.get(s.state, ml.NodeStateType.DEAD)),
+                                wire_inc(s.incarnation),
+                                int(_STATE_TO_ML.get(s.state, ml.NodeStateType.DEAD)),
                                 self._vsn_of(s.node))
 
     # ------------------------------------------------------------------ memberlist -> core
@@ -346,13 +361,14 @@ class MemberlistCodec:
         if isinstance(msg, ml.Alive):
             nid = names.id_of(msg.node)
             addr, pv = self._learn(msg.node, msg.addr, msg.port, msg.vsn)
-            return core.Alive(nid, msg.incarnation, addr, decode_meta(msg.meta or b""), msg.incarnation, pv, "")
+            inc = core_inc(msg.incarnation)
+            return core.Alive(nid, inc, addr, decode_meta(msg.meta or b""), inc, pv, "")
         assert isinstance(msg, (ml.Suspect, ml.Dead))
         nid = names.id_of(msg.node)
         sender = names.id_of(msg.sender) if msg.sender else nid
         if isinstance(msg, ml.Suspect):
-            return core.Suspect(nid, msg.incarnation, sender)
-        return core.Dead(nid, msg.incarnation, sender)
+            return core.Suspect(nid, core_inc(msg.incarnation), sender)
+        return core.Dead(nid, core_inc(msg.incarnation), sender)
 
     def _core_state(self, s: ml.PushNodeState) -> list[Any] | None:
         state = _ML_TO_STATE.get(s.state)
@@ -360,7 +376,8 @@ class MemberlistCodec:
             return None
         nid = self.names.id_of(s.name)
         addr, pv = self._learn(s.name, s.addr, s.port, s.vsn)
-        return [nid.bytes, addr, int(state), s.incarnation, decode_meta(s.meta or b""), s.incarnation, pv, ""]
+        inc = core_inc(s.incarnation)
+        return [nid.bytes, addr, int(state), inc, decode_meta(s.meta or b""), inc, pv, ""]
 
 
 def is_stream_type(data: bytes) -> bool:

@@ -77,8 +77,11 @@ class GoNode:
             args += ["--key", key]
         if meta:
             args += ["--meta", meta]
+        log = os.environ.get("GOSSIP_MLNODE_LOG")  # a file to append memberlist's log to
+        if log:
+            args.append("--log-stderr")
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+                                     stderr=open(log, "a") if log else subprocess.DEVNULL, text=True)
         self.lines: list[dict[str, Any]] = []
         self.alive: list[str] = []
         self.msgs: list[str] = []
