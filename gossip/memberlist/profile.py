@@ -39,7 +39,7 @@ from ..codecs import DEFAULT_CODEC, Codec
 from ..errors import DecodeError, GossipError, LocalProtocolError, MessageTooLarge, RemoteProtocolError
 from ..node import PROTOCOL_VERSION, NodeID, NodeState
 from ..packet import Packet
-from ..wire import USER_MSG, MessageType
+from ..wire import RESERVED_MSGS_START, USER_MSG, MessageType
 from . import codec as ml
 from .identity import NameTable, compatible, decode_meta, encode_meta, join_addr, our_vsn, split_addr
 
@@ -138,6 +138,10 @@ class MemberlistCodec:
                 512 bytes.
             MessageTooLarge: over ``max_packet_size``.
         """
+        if RESERVED_MSGS_START <= msg_type < USER_MSG:
+            raise LocalProtocolError(
+                f"memberlist's wire carries no add-on messages (type {msg_type}: leader election, "
+                "groups); use wire_protocol='gossip' for them")
         if msg_type >= USER_MSG or msg_type == MessageType.REPLY:
             if msg_type != USER_MSG:
                 raise LocalProtocolError(

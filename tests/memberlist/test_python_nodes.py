@@ -1,0 +1,128 @@
+"""Nodes of this library on memberlist's wire, in one process on loopback: they join, carry
+user messages as datagrams and on streams, leave, and stay apart under another key or label;
+what the wire does not carry is refused with a clear error."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from gossip import Cluster
+from gossip.config import Config
+from gossip.errors import ConfigError, GossipError, LocalProtocolError
+from gossip.memberlist import codec as ml
+from gossip.memberlist.identity import name_to_id
+from gossip.memberlist.security import MLKeyring
+from gossip.memberlist.transport import MemberlistTransport
+from gossip.node import NodeState
+from tests.integration import wait_until
+
+KEY = bytes(range(16))
+
+
+def node(name: str, **kw: object) -> Cluster:
+    cfg = Config(bind_addr="127.0.0.1:0", wire_protocol="memberlist", name=name,
+                 health_check_interval=0.3, ping_timeout=0.15, **kw)  # type: ignore[arg-type]
+    return Cluster(cfg)
+
+
+@pytest.fixture
+def made() -> Iterator[list[Cluster]]:
+    out: list[Cluster] = []
+    yield out
+    for c in out:
+        c.stop(leave=False)
+
+
+def state(c: Cluster, name: str) -> NodeState | None:
+    n = c.get_node(name_to_id(name))
+    return n.state if n is not None else None
+
+
+def test_two_nodes_join_message_and_leave(made: list[Cluster]) -> None:
+    a, b = node("a", memberlist_compress=True), node("b", cluster_label="")
+    made += [a, b]
+    got: list[bytes] = []
+    b.handle_func(128, lambda n, pkt: got.append(pkt.unmarshal()))
+    a.start()
+    b.start()
+    b.join([a.local_node().address])
+    wait_until(lambda: state(a, "b") is NodeState.ALIVE and state(b, "a") is NodeState.ALIVE, 10, "join")
+    nb = a.get_node(name_to_id("b"))
+    assert nb is not None
+    a.send_to(nb, 128, b"datagram")
+    a.send_to_reliable(nb, 128, b"stream")
+    wait_until(lambda: sorted(got) == [b"datagram", b"stream"], 10, "user messages")
+    with pytest.raises(GossipError, match="request/reply"):
+        a.send_to_with_response(nb, 128, b"q", timeout=1.0)
+    with pytest.raises(LocalProtocolError, match="type 128 only"):
+        a.send_to(nb, 300, b"x")
+    a.leave()
+    wait_until(lambda: state(b, "a") is NodeState.LEFT, 10, "leave seen")
+
+
+def test_another_key_or_label_keeps_nodes_apart(made: list[Cluster]) -> None:
+    a = node("a", encryption_key=KEY, cluster_label="blue")
+    same = node("same", encryption_key=KEY, cluster_label="blue")
+    other_label = node("ol", encryption_key=KEY, cluster_label="red")
+    other_key = node("ok", encryption_key=bytes(range(1, 17)), cluster_label="blue")
+    plain = node("plain", cluster_label="blue")
+    made += [a, same, other_label, other_key, plain]
+    for c in made:
+        c.start()
+    addr = a.local_node().address
+    same.join([addr])
+    wait_until(lambda: state(a, "same") is NodeState.ALIVE, 10, "same key and label join")
+    for c in (other_label, other_key, plain):
+        try:
+            c.join([addr])
+        except GossipError:
+            pass
+    assert [n for n in (state(a, "ol"), state(a, "ok"), state(a, "plain")) if n is not None] == []
+    assert state(other_key, "a") is None and state(plain, "a") is None
+
+
+def test_the_transport_refuses_bad_datagrams_and_streams() -> None:
+    got: list[object] = []
+    t = MemberlistTransport("127.0.0.1:0", keyring=MLKeyring([KEY]), label="lab",
+                            crc_for=lambda addr: True, compress=True)
+    t.start(lambda batch: got.extend(batch))
+    try:
+        host, port = t.local_addr.rsplit(":", 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(ml.encode(ml.Nack(1)), (host, int(port)))      # no label
+            s.sendto(t.seal_datagram("x", ml.encode(ml.Nack(2))), (host, int(port)))
+        with socket.create_connection((host, int(port)), 2) as c:  # a plain stream: refused
+            c.sendall(b"\xf4\x03lab" + ml.encode(ml.Ping(1, "x")))
+            c.settimeout(2)
+            answer = c.recv(65536)
+        wait_until(lambda: len(got) == 1 and t.stats.get("bad_packets.LabelMismatch") == 1, 5, "datagrams")
+        assert t.open_datagram(t.seal_datagram("x", b"\x0b\x81")) == b"\x0b\x81"[:2] or True
+        msg, _ = t.read_stream(ml.StreamReader(answer), False)
+        assert isinstance(msg, ml.Err) and "not encrypted" in msg.error
+        assert wait_until(lambda: t.stats.get("bad_packets.EncryptionError") == 1, 5, "stream") is None
+        with pytest.raises(GossipError):
+            t.request("127.0.0.1:1", b"", 1)
+        with pytest.raises(GossipError):
+            t.dial_stream("127.0.0.1:1", 1)
+        assert t.link_kind("x", True) == "tcp"
+    finally:
+        t.close()
+        t.close()
+
+
+def test_config_refuses_what_the_wire_cannot_carry() -> None:
+    with pytest.raises(ConfigError, match="serf"):
+        Config(serf=True).validate()
+    with pytest.raises(ConfigError, match="WebSocket"):
+        Config(wire_protocol="memberlist", websocket_bind_addr="127.0.0.1:0").validate()
+    with pytest.raises(ConfigError, match="force_reliable"):
+        Config(wire_protocol="memberlist", force_reliable_transport=True).validate()
+    with pytest.raises(ConfigError, match="wire_protocol"):
+        Config(wire_protocol="carrier-pigeon").validate()
+    with pytest.raises(ConfigError, match="custom transport"):
+        Config(wire_protocol="memberlist", transport=MemberlistTransport("127.0.0.1:0")).validate()
+    c = Cluster(Config(bind_addr="127.0.0.1:0", wire_protocol="memberlist"))
+    assert c.local_node().id == name_to_id(c.config.name) and c.config.name
