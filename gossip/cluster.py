@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Config, FrozenConfig, default_config, secret_file_warning
 from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
 from .engine import wiring
-from .errors import ClusterClosed, GossipError, JoinError, NodeIDError
+from .errors import ClusterClosed, ConfigError, GossipError, JoinError, NodeIDError
 from .joining import JoinOutcome
 from .handlers import (
     HANDLER_FORWARD,
@@ -45,12 +45,14 @@ from .protocol.messaging import calc_fan_out, calc_payload_size
 from .protocol.provenance import Explanation
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
+from .wire import USER_MSG
 
 if TYPE_CHECKING:
     from websockets.http11 import Request, Response
     from websockets.sync.server import ServerConnection
 
     from .engine.wiring import HostedConnection, Refusal, WebSocketTransport
+    from .memberlist.serf import Serf
     from .streams import Stream
     from .placement import NodeSource
 
@@ -112,6 +114,7 @@ class Cluster:
         self._engine = Engine(cfg, self._id, self._metadata, random.Random())
         self._codec = self._engine.codec
         self._keyring = self._codec.keyring
+        self._serf = _serf_for(self) if cfg.serf else None
         self._started = False
         self._lock = threading.Lock()
         self._left = False
@@ -201,6 +204,8 @@ class Cluster:
         end = time.monotonic() + timeout
         if leave and not self._left:
             try:
+                if self._serf is not None:
+                    self._serf.leaving()
                 engine.leave(min(self._config.leave_timeout, timeout / 2))
             except GossipError as exc:
                 self.log.debug("leave during stop failed: %s", exc)
@@ -276,6 +281,8 @@ class Cluster:
             ClusterClosed: the cluster is not started or is stopped.
         """
         engine = self._eng()
+        if self._serf is not None:
+            self._serf.leaving()
         engine.leave(self._config.leave_timeout if timeout is None else timeout)
         self._left = True
 
@@ -656,6 +663,30 @@ class Cluster:
         """
         return self._eng().streams.open(node, msg_type, payload, timeout)
 
+    # ------------------------------------------------------------------ Serf
+
+    def handle_serf_event_func(self, fn: Callable[[str, bytes], None]) -> None:
+        """Call ``fn(name, payload)`` for each Serf user event (``Config.serf``).
+
+        Raises:
+            ConfigError: the node is not a Serf member.
+        """
+        self._serf_on().add_handler(fn)
+
+    def serf_event(self, name: str, payload: bytes = b"") -> None:
+        """Send a Serf user event to every live member (Serf agents pass it on).
+
+        Raises:
+            ConfigError: the node is not a Serf member.
+            LocalProtocolError: name and payload over Serf's 9 KiB.
+        """
+        self._serf_on().event(name, payload)
+
+    def _serf_on(self) -> Serf:
+        if self._serf is None:
+            raise ConfigError("serf", "Serf events need Config(wire_protocol='memberlist', serf=True)")
+        return self._serf
+
     # ------------------------------------------------------------------ event handlers
 
     def handle_node_state_change_func(self, fn: StateHandler) -> HandlerID:
@@ -723,3 +754,14 @@ class Cluster:
         """Return the alive member that owns ``key`` (:meth:`owners` with ``n=1``), or None."""
         found = self.owners(key, 1, group)
         return found[0] if found else None
+
+
+def _serf_for(cluster: Cluster) -> Serf:
+    """Build a Serf member on the cluster's public API (memberlist user messages)."""
+    from .memberlist.serf import Serf as _Serf
+
+    serf = _Serf(cluster.config.name, lambda node, data: cluster.send_to_reliable(node, USER_MSG, data),
+                 cluster.alive_nodes)
+    cluster.handle_func(USER_MSG, lambda node, pkt: serf.on_message(pkt.unmarshal()))
+    cluster.handle_node_state_change_func(serf.on_state)
+    return serf

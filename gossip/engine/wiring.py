@@ -27,6 +27,7 @@ from ..codecs import get_codec
 from ..compression import get_compressor
 from ..config import Config
 from ..errors import GossipError, TransportError
+from ..node import NodeID
 from ..packet import PacketCodec
 from ..security import Keyring
 from ..transports.base import Transport
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from ..transports.websocket import Refusal as Refusal
     from ..transports.websocket import WebSocketTransport as WebSocketTransport
 
-__all__ = ["keyring_for", "codec_for", "resolver_for", "build_transport", "advertise_host_for_any",
+__all__ = ["keyring_for", "codec_for", "names_for", "resolver_for", "build_transport", "advertise_host_for_any",
            "advertised_address", "with_host", "websocket_side", "not_running"]
 
 MemberCheck = Callable[[str], bool]
@@ -70,6 +71,15 @@ def codec_for(cfg: Config, keyring: Keyring | None) -> PacketCodec:
         require_encryption=keyring is not None and cfg.require_encryption,
         encrypt=keyring is not None and cfg.encrypt_outgoing,
     )
+
+
+def names_for(codec: object) -> Callable[[NodeID], str] | None:
+    """Return ``name_of(node_id)`` for a wire that names members (memberlist's), else None."""
+    if isinstance(codec, PacketCodec):
+        return None
+    from ..memberlist.profile import MemberlistCodec
+
+    return codec.names.name_of if isinstance(codec, MemberlistCodec) else None
 
 
 def resolver_for(cfg: Config) -> Callable[[str], list[str]]:
@@ -138,7 +148,7 @@ def _memberlist_transport(cfg: Config, name: str, codec: object) -> Transport:
 
     keys = ([cfg.encryption_key] if cfg.encryption_key else []) + list(cfg.secondary_keys)
     crc_for = codec.wants_crc if isinstance(codec, MemberlistCodec) else None
-    return MemberlistTransport(  # type: ignore[return-value]
+    return MemberlistTransport(
         cfg.bind_addr, keyring=MLKeyring(keys) if keys else None, label=cfg.cluster_label,
         encryption_version=cfg.memberlist_encryption_version, crc_for=crc_for,
         compress=cfg.memberlist_compress, require_encryption=cfg.require_encryption,

@@ -406,7 +406,7 @@ def decode(data: bytes, max_states: int = MAX_STATES) -> Message:
     if t == MsgType.USER:
         return User(data[1:])
     if t == MsgType.PUSH_PULL:
-        return read_stream(StreamReader(data), max_states=max_states)[0]  # type: ignore[return-value]
+        return read_stream(StreamReader(data), max_states=max_states)[0]
     entry = _BODIES.get(t)
     if entry is None:
         raise DecodeError(f"unknown memberlist message type {t}")
