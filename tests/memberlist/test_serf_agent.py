@@ -111,7 +111,7 @@ def test_serf_sees_us_alive_with_tags_events_pass_and_a_leave_is_left(
     agent.serf("event", "deploy", "v1")
     assert wait_for(lambda: events == [("deploy", b"v1")], 10), events
     py.serf_event("from-py", b"hello")
-    assert wait_for(lambda: sink.exists() and sink.read_bytes() == b"hello", 10)
+    assert wait_for(lambda: sink.exists() and sink.read_bytes().strip() == b"hello", 10), sink.exists() and sink.read_bytes()
     py.leave()
     assert wait_for(lambda: agent.status("py1") == "left", 10), agent.members()
 
