@@ -126,3 +126,53 @@ def test_config_refuses_what_the_wire_cannot_carry() -> None:
         Config(wire_protocol="memberlist", transport=MemberlistTransport("127.0.0.1:0")).validate()
     c = Cluster(Config(bind_addr="127.0.0.1:0", wire_protocol="memberlist"))
     assert c.local_node().id == name_to_id(c.config.name) and c.config.name
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_streams_and_datagrams_between_two_transports(version: int) -> None:
+    """A ping on a stream is answered on it, a push/pull answer comes back in its envelope, a
+    user message goes as memberlist's stream form; datagrams carry CRC, LZW and encryption."""
+    ring = MLKeyring([KEY])
+    a_in: list[object] = []
+    b_in: list[object] = []
+
+    def answer(batch: list[object]) -> None:
+        for inc in batch:
+            b_in.append(inc)
+            data = inc.data  # type: ignore[attr-defined]
+            if inc.conn is not None and data[0] == ml.MsgType.PING:  # type: ignore[attr-defined]
+                inc.conn.send_frame(ml.compound([ml.encode(ml.Ack(ml.decode(data).seq)),  # type: ignore[attr-defined,union-attr]
+                                                 ml.encode(ml.Nack(9))]))
+            elif inc.conn is not None and data[0] == ml.MsgType.PUSH_PULL:  # type: ignore[attr-defined]
+                inc.conn.send_frame(ml.encode(ml.PushPull(False, ())))  # type: ignore[attr-defined]
+
+    a = MemberlistTransport("127.0.0.1:0", keyring=ring, label="l", encryption_version=version,
+                            crc_for=lambda addr: True, compress=True)
+    b = MemberlistTransport("127.0.0.1:0", keyring=ring, label="l", encryption_version=version,
+                            compress=True)
+    a.start(lambda batch: a_in.extend(batch))
+    b.start(answer)  # type: ignore[arg-type]
+    try:
+        a.send(b.local_addr, ml.encode(ml.Ping(5, "b")), reliable=True)
+        wait_until(lambda: len(a_in) == 1, 5, "the ack")
+        assert ml.decode(a_in[0].data) == ml.Ack(5)  # type: ignore[attr-defined]
+        pp = ml.encode(ml.PushPull(True, ()))
+        a.send(b.local_addr, pp, reliable=True)
+        wait_until(lambda: len(a_in) == 2, 5, "the push/pull answer")
+        assert a_in[1].data[0] == 0xF0 and pp in a_in[1].data  # type: ignore[attr-defined]
+        a.send(b.local_addr, b"\x08" + b"u" * 3000, reliable=True)
+        a.send(b.local_addr, ml.encode(ml.Suspect(1, "x", "y")), reliable=True)  # goes as a datagram
+        a.send(b.local_addr, ml.encode(ml.Nack(1)))
+        wait_until(lambda: len(b_in) == 5, 5, "b's packets")
+        datas = sorted(i.data for i in b_in)  # type: ignore[attr-defined]
+        assert b"\x08" + b"u" * 3000 in datas
+        assert any(ml.unpack(d) == [ml.encode(ml.Nack(1))] for d in datas)  # with its CRC
+        assert any(ml.unpack(d) == [ml.encode(ml.Suspect(1, "x", "y"))] for d in datas)
+        with pytest.raises(GossipError):
+            a.send("127.0.0.1:1", ml.encode(ml.Ping(1, "x")), reliable=True, timeout=1)
+        assert b.stats.get("streams_in") == 3
+    finally:
+        a.close()
+        b.close()
+    with pytest.raises(GossipError):
+        a.send(b.local_addr, b"\x0b\x80")
