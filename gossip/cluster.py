@@ -709,7 +709,9 @@ class Cluster:
         Events are :class:`~gossip.protocol.flap.MemberFlapping` (a member's flap score reached
         ``config.flap_threshold``), :class:`~gossip.protocol.partition.PartitionSuspected` (a
         large share of the live members was lost within ``config.partition_window``) and
-        :class:`~gossip.protocol.partition.PartitionHealed` (they came back). They are delivered
+        :class:`~gossip.protocol.partition.PartitionHealed` (they came back) and
+        :class:`~gossip.protocol.actions.MemberRefused` (a member speaks no protocol version
+        in common with ours: on memberlist's wire, its version range). They are delivered
         in order with the state and metadata events, never concurrently, right after the state
         change that caused them; their times are wall-clock seconds.
         """

@@ -176,3 +176,23 @@ def test_streams_and_datagrams_between_two_transports(version: int) -> None:
         b.close()
     with pytest.raises(GossipError):
         a.send(b.local_addr, b"\x0b\x80")
+
+
+def test_a_member_without_a_common_version_is_refused_with_an_event(made: list[Cluster]) -> None:
+    import gossip
+
+    a = node("a")
+    made.append(a)
+    events: list[object] = []
+    a.handle_cluster_event_func(events.append)
+    a.start()
+    host, port = a.local_node().address.rsplit(":", 1)
+    old = ml.encode(ml.Alive(1, "old", b"\x7f\x00\x00\x01", 9, b"", bytes([1, 1, 1, 0, 0, 0])))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(3):
+            s.sendto(old, (host, int(port)))
+    wait_until(lambda: len(events) == 1, 5, "the refusal")
+    ev = events[0]
+    assert isinstance(ev, gossip.MemberRefused) and ev.node == name_to_id("old")
+    assert "no protocol version in common" in str(ev)
+    assert state(a, "old") is None and len(events) == 1  # told once
