@@ -92,6 +92,9 @@ class MemberlistCodec:
         self._vsns: dict[str, bytes] = {}       # name -> the Vsn it announced
         self._addr_names: dict[str, str] = {}   # "ip:port" -> name
         self._pending: OrderedDict[bytes, deque[tuple[bool, int]]] = OrderedDict()
+        # Our own metadata stamps by incarnation: memberlist carries no stamp, so an echo of our
+        # alive gets back the stamp we sent it with (else we would refute our own echo).
+        self._own_stamps: OrderedDict[int, int] = OrderedDict()
         self._lock = threading.Lock()
         self.refused_versions = 0
 
@@ -216,9 +219,23 @@ class MemberlistCodec:
             return self.vsn
         return self._vsns.get(self.names.name_of(node), self.vsn)
 
+    def _own_stamp(self, node: NodeID, inc: int, stamp: int) -> None:
+        if node == self.names.own_id:
+            with self._lock:
+                self._own_stamps[inc] = stamp
+                self._own_stamps.move_to_end(inc)
+                while len(self._own_stamps) > 64:
+                    self._own_stamps.popitem(last=False)
+
+    def _stamp_of(self, node: NodeID, inc: int) -> int:
+        if node == self.names.own_id:
+            return self._own_stamps.get(inc, inc)
+        return inc
+
     def _update(self, u: core.Update) -> bytes:
         names = self.names
         if type(u) is core.Alive:
+            self._own_stamp(u.node, u.incarnation, u.meta_stamp)
             ip, port = split_addr(u.addr)
             return ml.encode(ml.Alive(wire_inc(u.incarnation), names.name_of(u.node), ip, port,
                                       self._meta(u.meta), self._vsn_of(u.node)))
@@ -232,6 +249,7 @@ class MemberlistCodec:
         return encode_meta(meta, self.serf)
 
     def _state(self, s: core.MemberState) -> ml.PushNodeState:
+        self._own_stamp(s.node, s.incarnation, s.meta_stamp)
         ip, port = split_addr(s.addr)
         return ml.PushNodeState(self.names.name_of(s.node), ip, port, self._meta(s.meta),
                                 wire_inc(s.incarnation),
@@ -366,7 +384,7 @@ class MemberlistCodec:
             nid = names.id_of(msg.node)
             addr, pv = self._learn(msg.node, msg.addr, msg.port, msg.vsn)
             inc = core_inc(msg.incarnation)
-            return core.Alive(nid, inc, addr, decode_meta(msg.meta or b""), inc, pv, "")
+            return core.Alive(nid, inc, addr, decode_meta(msg.meta or b""), self._stamp_of(nid, inc), pv, "")
         assert isinstance(msg, (ml.Suspect, ml.Dead))
         nid = names.id_of(msg.node)
         sender = names.id_of(msg.sender) if msg.sender else nid
@@ -381,7 +399,7 @@ class MemberlistCodec:
         nid = self.names.id_of(s.name)
         addr, pv = self._learn(s.name, s.addr, s.port, s.vsn)
         inc = core_inc(s.incarnation)
-        return [nid.bytes, addr, int(state), inc, decode_meta(s.meta or b""), inc, pv, ""]
+        return [nid.bytes, addr, int(state), inc, decode_meta(s.meta or b""), self._stamp_of(nid, inc), pv, ""]
 
 
 def is_stream_type(data: bytes) -> bool:

@@ -1,13 +1,15 @@
 """A node on memberlist's wire with real Go memberlist nodes (tests/memberlist/go/mlnode), on
 loopback: join both ways, failure detection both ways, graceful leave, user messages both ways,
-encryption, and a wrong key keeping the clusters apart. Skipped when Go or Debian's memberlist
+metadata changes, encryption, and a wrong key keeping the clusters apart. Skipped when Go or Debian's memberlist
 package is missing (.ci/install-go-tools installs them)."""
 
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 
+import msgpack
 import pytest
 
 from gossip import Cluster
@@ -78,6 +80,24 @@ def test_join_user_messages_both_ways_and_graceful_leave(binary: str, nodes: lis
     py.leave()
     assert wait_for(lambda: go.alive == ["go1"], 10), go.alive
     assert any(ev.get("node") == "py1" and ev.get("state") == "dead" for ev in go.lines)
+
+
+def test_a_metadata_change_reaches_go_and_our_incarnation_settles(binary: str, nodes: list[object]) -> None:
+    go = GoNode(binary, "go1")
+    go2 = GoNode(binary, "go2", join=go.addr)
+    nodes += [go, go2]
+    assert go.wait_ready() and go2.wait_ready()
+    py = py_node("py1")
+    nodes.append(py)
+    py.start()
+    py.join([go.addr])
+    assert wait_for(lambda: go2.alive == ["go1", "go2", "py1"], 10), go2.alive
+    py.local_metadata().set_string("zone", "a")
+    want = base64.b64encode(msgpack.packb({"zone": "a"})).decode()
+    assert wait_for(lambda: any(ev.get("node") == "py1" and ev.get("meta") == want for ev in go2.lines), 10)
+    settled = py.local_node().incarnation
+    time.sleep(2.0)  # Go echoes our alive back: that must not start a refutation loop
+    assert py.local_node().incarnation == settled <= 2
 
 
 def test_go_leave_is_seen_as_left(binary: str, nodes: list[object]) -> None:

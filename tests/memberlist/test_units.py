@@ -353,3 +353,14 @@ def test_user_messages_and_refusals() -> None:
         me.decode_all(ml.encode(ml.Err("x")), "x")
     assert me.codec is DEFAULT_CODEC and me.max_packet_size == 100 and me.keyring is None
     assert zlib.crc32(b"") == 0
+
+
+def test_an_echo_of_our_own_alive_keeps_the_metadata_stamp_we_sent() -> None:
+    """memberlist carries no metadata stamp: an echo of our alive must not look like another
+    version of our metadata (we would refute it, and the echo of the refutation, forever)."""
+    me = MemberlistCodec("me")
+    up = core.Alive(me.own_id, 3, "127.0.0.1:9", {"k": "v"}, 123456789)
+    data = me.encode(MessageType.GOSSIP, bytes(16), 0, 1, core.to_wire(core.Gossip((up,)))[1])
+    (back,) = me.decode_all(data, "127.0.0.1:7000")
+    g = core.from_wire(back.msg_type, back.unmarshal())
+    assert isinstance(g, core.Gossip) and g.updates[0] == up

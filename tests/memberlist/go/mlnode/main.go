@@ -84,7 +84,9 @@ func (events) NotifyJoin(n *memberlist.Node) {
 	emitState(n.Name, "alive", map[string]interface{}{"meta": base64.StdEncoding.EncodeToString(n.Meta)})
 }
 func (events) NotifyLeave(n *memberlist.Node)  { emitState(n.Name, "dead", nil) }
-func (events) NotifyUpdate(n *memberlist.Node) {}
+func (events) NotifyUpdate(n *memberlist.Node) {
+	emitState(n.Name, "update", map[string]interface{}{"meta": base64.StdEncoding.EncodeToString(n.Meta)})
+}
 
 // delegate carries user messages and our metadata.
 type delegate struct{ meta []byte }
