@@ -36,7 +36,7 @@ import msgpack
 
 from .. import messages as core
 from ..codecs import DEFAULT_CODEC, Codec
-from ..errors import DecodeError, GossipError, LocalProtocolError, MessageTooLarge, RemoteProtocolError
+from ..errors import DecodeError, LocalProtocolError, MessageTooLarge, RemoteProtocolError
 from ..node import PROTOCOL_VERSION, NodeID, NodeState
 from ..packet import Packet
 from ..wire import RESERVED_MSGS_START, USER_MSG, MessageType
@@ -412,5 +412,3 @@ def expects_answer(data: bytes) -> bool:
     """True if a stream message is answered on its stream (push/pull, ping)."""
     return bool(data) and data[0] in (ml.MsgType.PUSH_PULL, ml.MsgType.PING)
 
-
-_ = GossipError

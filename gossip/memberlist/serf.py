@@ -172,6 +172,8 @@ class Serf:
         """A member changed state: greet a newly alive one with our join intent."""
         if node.state is not NodeState.ALIVE or node.id.bytes in self._greeted:
             return
+        if len(self._greeted) >= _MAX_SEEN * 16:
+            self._greeted.clear()  # bounded: a member greeted twice only hears an old intent
         self._greeted.add(node.id.bytes)
         if not self._join_time:
             self._join_time = self.clock.increment()
