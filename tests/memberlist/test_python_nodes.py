@@ -196,3 +196,12 @@ def test_a_member_without_a_common_version_is_refused_with_an_event(made: list[C
     assert isinstance(ev, gossip.MemberRefused) and ev.node == name_to_id("old")
     assert "no protocol version in common" in str(ev)
     assert state(a, "old") is None and len(events) == 1  # told once
+
+
+def test_leader_election_is_refused_on_memberlists_wire() -> None:
+    from gossip.leader import LeaderElection
+
+    c = node("solo")
+    with pytest.raises(ConfigError, match="leader election needs wire_protocol='gossip'"):
+        LeaderElection(c)
+    c.stop()
