@@ -65,6 +65,7 @@ from .joining import JoinOutcome
 from .metadata import Metadata, MetadataReader
 from .node import EMPTY_NODE_ID, PROTOCOL_VERSION, Node, NodeID, NodeState
 from .packet import Packet
+from .protocol.actions import MemberRefused
 from .protocol.flap import MemberFlapping
 from .protocol.partition import PartitionHealed, PartitionSuspected
 from .protocol.provenance import Confirmation, Explanation, SuspicionEpisode
@@ -119,6 +120,7 @@ __all__ = [
     "SuspicionEpisode",
     "Confirmation",
     "MemberFlapping",
+    "MemberRefused",
     "PartitionSuspected",
     "PartitionHealed",
     "ClusterEventHandler",

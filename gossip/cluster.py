@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Config, FrozenConfig, default_config, secret_file_warning
 from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
 from .engine import wiring
-from .errors import ClusterClosed, GossipError, JoinError, NodeIDError
+from .errors import ClusterClosed, ConfigError, GossipError, JoinError, NodeIDError
 from .joining import JoinOutcome
 from .handlers import (
     HANDLER_FORWARD,
@@ -45,7 +45,7 @@ from .protocol.messaging import calc_fan_out, calc_payload_size
 from .protocol.provenance import Explanation
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
-from .wire import TransportType
+from .wire import USER_MSG, TransportType
 from .wire import is_reliable as _reliable
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from websockets.sync.server import ServerConnection
 
     from .engine.wiring import HostedConnection, Refusal, WebSocketTransport
+    from .memberlist.serf import Serf
     from .streams import Stream
     from .placement import NodeSource
 
@@ -99,14 +100,22 @@ class Cluster:
     def __init__(self, config: Config | None = None) -> None:
         cfg = (config if config is not None else default_config()).copy()
         cfg.validate()
+        self._id = NodeID.parse(cfg.node_id) if cfg.node_id else NodeID.generate()
+        if cfg.wire_protocol == "memberlist":
+            # memberlist names members: the id derives from the name (gossip.memberlist.identity)
+            from .memberlist.identity import name_to_id
+
+            if not cfg.name:
+                cfg.name = str(self._id)
+            self._id = name_to_id(cfg.name)
         self._config = cfg
         self._frozen = cfg.frozen()
-        self._id = NodeID.parse(cfg.node_id) if cfg.node_id else NodeID.generate()
         self._metadata = Metadata(max_size=cfg.max_metadata_size)
         # The engine builds the codec and its keyring from the configuration (engine.wiring).
         self._engine = Engine(cfg, self._id, self._metadata, random.Random())
         self._codec = self._engine.codec
         self._keyring = self._codec.keyring
+        self._serf = _serf_for(self) if cfg.serf else None
         self._started = False
         self._lock = threading.Lock()
         self._left = False
@@ -196,6 +205,8 @@ class Cluster:
         end = time.monotonic() + timeout
         if leave and not self._left:
             try:
+                if self._serf is not None:
+                    self._serf.leaving()
                 engine.leave(min(self._config.leave_timeout, timeout / 2))
             except GossipError as exc:
                 self.log.debug("leave during stop failed: %s", exc)
@@ -271,6 +282,8 @@ class Cluster:
             ClusterClosed: the cluster is not started or is stopped.
         """
         engine = self._eng()
+        if self._serf is not None:
+            self._serf.leaving()
         engine.leave(self._config.leave_timeout if timeout is None else timeout)
         self._left = True
 
@@ -668,6 +681,30 @@ class Cluster:
         """
         return self._eng().streams.open(node, msg_type, payload, timeout)
 
+    # ------------------------------------------------------------------ Serf
+
+    def handle_serf_event_func(self, fn: Callable[[str, bytes], None]) -> None:
+        """Call ``fn(name, payload)`` for each Serf user event (``Config.serf``).
+
+        Raises:
+            ConfigError: the node is not a Serf member.
+        """
+        self._serf_on().add_handler(fn)
+
+    def serf_event(self, name: str, payload: bytes = b"") -> None:
+        """Send a Serf user event to every live member (Serf agents pass it on).
+
+        Raises:
+            ConfigError: the node is not a Serf member.
+            LocalProtocolError: name and payload over Serf's 9 KiB.
+        """
+        self._serf_on().event(name, payload)
+
+    def _serf_on(self) -> Serf:
+        if self._serf is None:
+            raise ConfigError("serf", "Serf events need Config(wire_protocol='memberlist', serf=True)")
+        return self._serf
+
     # ------------------------------------------------------------------ event handlers
 
     def handle_node_state_change_func(self, fn: StateHandler) -> HandlerID:
@@ -690,7 +727,9 @@ class Cluster:
         Events are :class:`~gossip.protocol.flap.MemberFlapping` (a member's flap score reached
         ``config.flap_threshold``), :class:`~gossip.protocol.partition.PartitionSuspected` (a
         large share of the live members was lost within ``config.partition_window``) and
-        :class:`~gossip.protocol.partition.PartitionHealed` (they came back). They are delivered
+        :class:`~gossip.protocol.partition.PartitionHealed` (they came back) and
+        :class:`~gossip.protocol.actions.MemberRefused` (a member speaks no protocol version
+        in common with ours: on memberlist's wire, its version range). They are delivered
         in order with the state and metadata events, never concurrently, right after the state
         change that caused them; their times are wall-clock seconds.
         """
@@ -736,3 +775,13 @@ class Cluster:
         found = self.owners(key, 1, group)
         return found[0] if found else None
 
+
+def _serf_for(cluster: Cluster) -> Serf:
+    """Build a Serf member on the cluster's public API (memberlist user messages)."""
+    from .memberlist.serf import Serf as _Serf
+
+    serf = _Serf(cluster.config.name, lambda node, data: cluster.send_to_reliable(node, USER_MSG, data),
+                 cluster.alive_nodes)
+    cluster.handle_func(USER_MSG, lambda node, pkt: serf.on_message(pkt.unmarshal()))
+    cluster.handle_node_state_change_func(serf.on_state)
+    return serf

@@ -76,6 +76,23 @@ class Config:
     # -- identity -------------------------------------------------------------------------
     node_id: str = ""
     """UUID of this node; empty generates a new (time-ordered) one at start."""
+    name: str = ""
+    """This member's name on memberlist's wire (``wire_protocol="memberlist"``), unique in the
+    cluster; its node id derives from it (:mod:`gossip.memberlist.identity`). Empty: the node
+    id's text (``node_id``, or a generated one)."""
+    wire_protocol: str = "gossip"
+    """``"gossip"`` (this library's wire) or ``"memberlist"`` (hashicorp/memberlist's, byte for
+    byte: joins Go memberlist programs and Serf agents; see docs/memberlist-wire.md, which
+    lists what it does not carry)."""
+    serf: bool = False
+    """On memberlist's wire: speak as a Serf member (Serf's delegate versions, tags in
+    ``Meta``). Needs ``wire_protocol="memberlist"``."""
+    memberlist_compress: bool = False
+    """On memberlist's wire: LZW-compress what we send when it gets smaller (memberlist's
+    ``EnableCompression``). Compressed messages are always decoded."""
+    memberlist_encryption_version: int = 1
+    """On memberlist's wire: AES-GCM message format 0 (padded) or 1; memberlist speaks 1 from
+    protocol version 2."""
     bind_addr: str = "127.0.0.1:7946"
     """``ip:port`` to listen on (UDP and TCP): an IP address, not a name. Port 0 picks a free
     port. Any address but loopback needs an ``encryption_key`` (or ``insecure=True``)."""
@@ -617,6 +634,24 @@ class Config:
         return cfg
 
     # -- validation --------------------------------------------------------------------------
+    def _validate_wire(self) -> None:
+        """memberlist's wire carries less than ours: refuse what it cannot carry."""
+        if self.wire_protocol != "memberlist":
+            if self.serf:
+                raise ConfigError("serf", "Serf membership needs wire_protocol='memberlist'")
+            return
+        if not self.socket_transport_enabled or self.websocket_bind_addr:
+            raise ConfigError("wire_protocol", "memberlist's wire runs on UDP and TCP only, not "
+                              "WebSocket (socket_transport_enabled=True, no websocket_bind_addr)")
+        if self.transport is not None:
+            raise ConfigError("wire_protocol", "memberlist's wire brings its own transport; "
+                              "a custom transport is not supported on it")
+        if self.force_reliable_transport:
+            raise ConfigError("force_reliable_transport",
+                              "memberlist's wire sends probes and gossip as UDP datagrams")
+        if len(self.cluster_label.encode("utf-8")) > 255:
+            raise ConfigError("cluster_label", "a memberlist label is at most 255 bytes")
+
     def validate(self) -> None:
         """Check every field; raise :class:`~gossip.errors.ConfigError` naming the first bad one.
 
@@ -631,6 +666,7 @@ class Config:
         self._validate_relations()
 
     def _validate_relations(self) -> None:
+        self._validate_wire()
         if self.ping_timeout >= self.health_check_interval:
             raise ConfigError(
                 "ping_timeout",
@@ -1344,6 +1380,11 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "application_version_check": _check_callable_or_none,
     "default_port": _integer(1, 65535),
     "cluster_label": _string(255),
+    "name": _string(512),
+    "wire_protocol": _choice("gossip", "memberlist"),
+    "serf": _boolean,
+    "memberlist_compress": _boolean,
+    "memberlist_encryption_version": _integer(0, 1),
     "encryption_key": _check_key,
     "insecure": _boolean,
     "secondary_keys": _check_keys,

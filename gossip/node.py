@@ -113,6 +113,8 @@ class Node:
         protocol_version: gossip protocol version it speaks.
         application_version: the embedding application's version string.
         state_changed_at: monotonic time (seconds) of the last state change, as seen locally.
+        name: the member's name: on memberlist's wire the name it goes by (``Config.name``);
+            on this library's wire, which names members by id, the id's text.
     """
 
     id: NodeID
@@ -123,6 +125,11 @@ class Node:
     protocol_version: int = PROTOCOL_VERSION
     application_version: str = ""
     state_changed_at: float = 0.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", str(self.id))
 
     @property
     def is_alive(self) -> bool:

@@ -498,6 +498,12 @@ class PacketCodec:
                     "(pip install 'gossip-cluster[snappy]')") from None
         return snappy
 
+    def decode_all(self, data: bytes, src: str = "", max_payload: int | None = None,
+                   type_limits: Mapping[int, int] | None = None) -> list[Packet]:
+        """Return the packets in ``data``: one on this wire (see :meth:`decode`); a wire
+        profile that bundles messages returns several (``src``: where it came from)."""
+        return [self.decode(data, max_payload, type_limits)]
+
     def _check_prefix(self, data: bytes) -> tuple[int, Codec, bytes]:
         """Validate a clear prefix not seen before; remember it if it is acceptable."""
         magic, version, flags, codec_id, tag = _PREFIX_UNPACK_FROM(data, 0)

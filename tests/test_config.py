@@ -15,6 +15,11 @@ from gossip.errors import ConfigError
 # One bad value for every field (type or range), with the field it must be blamed on.
 BAD: dict[str, list[Any]] = {
     "node_id": ["not-a-uuid", 42],
+    "name": [5, "x" * 513],
+    "wire_protocol": ["", "serf", None],
+    "serf": ["yes", 1],
+    "memberlist_compress": ["yes"],
+    "memberlist_encryption_version": [2, -1, "1"],
     "bind_addr": ["", "127.0.0.1", "127.0.0.1:70000", "example.com:80", "ws://x:1", "localhost:8000",
                   ":7946", "::1:80"],
     "advertise_addr": ["host:0", ":80", "host:notaport", "wss://host:0/gossip", "ws://",

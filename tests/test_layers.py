@@ -188,3 +188,21 @@ LONG_MODULES_ALLOWED = {"config.py"}
                                   if str(p.relative_to(ROOT)) not in LONG_MODULES_ALLOWED], ids=str)
 def test_modules_stay_readable(path: pathlib.Path) -> None:
     assert len(path.read_text().splitlines()) <= 800
+
+
+# ---------------------------------------------------------------------------------- memberlist's wire
+
+MEMBERLIST_PURE = [p for p in modules("memberlist") if p.name not in ("transport.py", "serf.py")]
+
+
+@pytest.mark.parametrize("path", MEMBERLIST_PURE, ids=str)
+def test_memberlists_codec_and_profile_are_pure_data(path: pathlib.Path) -> None:
+    """The wire profile encodes and decodes (the core's messages among them): no I/O, no
+    engine, no facade; its transport alone touches sockets, and Serf sits above the Cluster."""
+    assert violations(path, FORBIDDEN["pure"] - {"gossip.protocol"} | {"time"}) == []
+    assert "Thread(" not in path.read_text()
+
+
+@pytest.mark.parametrize("path", [ROOT / "memberlist" / "transport.py", ROOT / "memberlist" / "serf.py"], ids=str)
+def test_memberlists_transport_and_serf_never_take_the_engine_or_the_facade(path: pathlib.Path) -> None:
+    assert violations(path, {"gossip.engine", "gossip.cluster", "gossip.protocol"}) == []

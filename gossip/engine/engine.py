@@ -107,7 +107,7 @@ class Engine:
         self._last_warn: dict[str, float] = {}
         self.host = host = CoreHost()
         self.message_handlers = MessageHandlers()
-        self.members = members = MemberView(host, node_id, metadata, config)
+        self.members = members = MemberView(host, node_id, metadata, config, wiring.names_for(codec))
         self.joins = joins = Joins(config.join_timeout)
         self._resolve = wiring.resolver_for(config)
         self.events = EventLoop(config.gossip_interval, config.gossip_max_interval,
@@ -237,8 +237,9 @@ class Engine:
         cfg = self.config
         any_host = wiring.advertise_host_for_any(cfg)
         if transport is None:
+            extra = (self.codec,) if cfg.wire_protocol == "memberlist" else ()
             transport = self.transport or wiring.build_transport(
-                cfg, self.node_id.short, self.members.is_member_host)
+                cfg, self.node_id.short, self.members.is_member_host, *extra)
         self.transport = transport  # kept before it starts: stop() closes it if it fails
         transport.start(self.receiver.on_packets, self._on_stream)
         address = wiring.advertised_address(cfg, transport.local_addr, any_host)
@@ -351,14 +352,14 @@ class Engine:
             self.members.changed()
         if ev.kind == EVENT_STATE:
             self.log.info("node %s@%s: %s -> %s", ev.node.short, ev.addr, ev.prev, ev.state)
-            self.emit(("state", event_node(ev), ev.prev))
+            self.emit(("state", event_node(ev, self.members.name_of), ev.prev))
         elif ev.kind == EVENT_METADATA:
-            self.emit(("metadata", event_node(ev), ev.prev))
+            self.emit(("metadata", event_node(ev, self.members.name_of), ev.prev))
         elif ev.kind == EVENT_REMOVED:
             # The member was forgotten (left long enough ago, or dead past its retention):
             # handlers see it go from its last state to UNKNOWN, so removal is never silent.
             self.log.debug("= node %s@%s forgotten (%s)", ev.node.short, ev.addr, ev.state)
-            self.emit(("state", removed_node(ev), ev.state))
+            self.emit(("state", removed_node(ev, self.members.name_of), ev.state))
         elif ev.kind == EVENT_CONFLICT:
             self.warn("conflict", "node id %s is claimed by %s and %s", ev.node, ev.addr,
                       ev.conflict_addr)

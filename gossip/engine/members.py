@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..config import Config
@@ -38,21 +38,29 @@ _NO_METADATA = MetadataReader()
 """The metadata of a sender the member table does not hold."""
 
 
-def event_node(ev: MemberEvent) -> Node:
+NameOf = Callable[[NodeID], str]
+"""``name_of(node_id)``: a member's name (memberlist's wire names members)."""
+
+def _name(nid: NodeID, name_of: NameOf | None) -> str:
+    return name_of(nid) if name_of is not None else ""
+
+
+def event_node(ev: MemberEvent, name_of: NameOf | None = None) -> Node:
     """Return the snapshot a member event carries."""
     return Node(ev.node, ev.addr, ev.state, ev.incarnation, MetadataReader(ev.meta, ev.meta_stamp),
-                ev.pv, ev.av, ev.at)
+                ev.pv, ev.av, ev.at, _name(ev.node, name_of))
 
 
-def removed_node(ev: MemberEvent) -> Node:
+def removed_node(ev: MemberEvent, name_of: NameOf | None = None) -> Node:
     """Return the snapshot of a forgotten member: its last one, in state ``UNKNOWN``."""
-    return dataclasses.replace(event_node(ev), state=NodeState.UNKNOWN)
+    return dataclasses.replace(event_node(ev, name_of), state=NodeState.UNKNOWN)
 
 
-def _member_node(m: Any, insight: Insight) -> Node:
+def _member_node(m: Any, insight: Insight, name_of: NameOf | None = None) -> Node:
     # The state users are shown: suspect while flap damping holds a member (gossip.protocol.flap).
     return Node(m.node, m.addr, insight.shown_state(m.node, m.state), m.incarnation,
-                MetadataReader(m.meta, m.meta_stamp), m.pv, m.av, m.state_change)
+                MetadataReader(m.meta, m.meta_stamp), m.pv, m.av, m.state_change,
+                _name(m.node, name_of))
 
 
 class MemberView:
@@ -63,11 +71,14 @@ class MemberView:
         node_id: this node's id.
         metadata: this node's metadata (read for its own snapshot).
         config: the validated configuration (the application version, the fan-out settings).
+        name_of: members' names, on a wire that names them (None: by id).
 
     :attr:`address` is this node's advertised address, set by the engine at start.
     """
 
-    def __init__(self, host: CoreHost, node_id: NodeID, metadata: Metadata, config: Config) -> None:
+    def __init__(self, host: CoreHost, node_id: NodeID, metadata: Metadata, config: Config,
+                 name_of: NameOf | None = None) -> None:
+        self.name_of = name_of
         self._host = host
         self.node_id = node_id
         self._id_bytes = node_id.bytes
@@ -87,17 +98,19 @@ class MemberView:
         host = self._host
         if not host.started:
             return Node(self.node_id, self.address, NodeState.UNKNOWN, 0,
-                        MetadataReader(values, stamp), PROTOCOL_VERSION, self._app_version)
+                        MetadataReader(values, stamp), PROTOCOL_VERSION, self._app_version,
+                        name=_name(self.node_id, self.name_of))
         core = host.core
         return Node(self.node_id, self.address, core.state, core.incarnation,
-                    MetadataReader(values, stamp), PROTOCOL_VERSION, self._app_version)
+                    MetadataReader(values, stamp), PROTOCOL_VERSION, self._app_version,
+                    name=_name(self.node_id, self.name_of))
 
     def nodes(self) -> list[Node]:
         """Return snapshots of every known node, the local node first."""
         out = [self.local_node()]
         if self._host.started:
             out.extend(self._host.read(
-                lambda core: [_member_node(m, core.insight) for m in core.members.values()]))
+                lambda core: [_member_node(m, core.insight, self.name_of) for m in core.members.values()]))
         return out
 
     def state_counts(self) -> dict[NodeState, int]:
@@ -126,7 +139,7 @@ class MemberView:
         if not self._host.started or k <= 0:
             return []
         exclude = (self.node_id,)
-        return self._host.read(lambda core: [_member_node(m, core.insight)
+        return self._host.read(lambda core: [_member_node(m, core.insight, self.name_of)
                                              for m in core.random_peers(k, exclude)])
 
     def get_node(self, node_id: NodeID) -> Node | None:
@@ -138,7 +151,7 @@ class MemberView:
 
         def find(core: Protocol) -> Node | None:
             m = core.members.get(node_id)
-            return None if m is None else _member_node(m, core.insight)
+            return None if m is None else _member_node(m, core.insight, self.name_of)
 
         return self._host.read(find)
 
@@ -172,7 +185,7 @@ class MemberView:
             m = core.members.get(nid)
             if m is None:
                 return Node(nid, "", NodeState.UNKNOWN, 0, _NO_METADATA)
-            node = _member_node(m, core.insight)
+            node = _member_node(m, core.insight, self.name_of)
             stamp = m.meta_stamp
         cache = self._node_cache
         if len(cache) > 2 * len(core.members) + 64:

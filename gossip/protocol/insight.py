@@ -25,7 +25,7 @@ from typing import Union
 from ..config import Config
 from ..messages import Dead, Suspect
 from ..node import NodeID, NodeState
-from .actions import EVENT_STATE, MemberEvent
+from .actions import EVENT_STATE, MemberEvent, MemberRefused
 from .flap import FlapTracker, MemberFlapping
 from .membership import LocalNode, Member
 from .outbox import T_INSIGHT, Outbox
@@ -34,10 +34,10 @@ from .provenance import Explanation, ProvenanceBook
 
 __all__ = ["Insight", "ClusterEvent", "CLUSTER_EVENTS"]
 
-ClusterEvent = Union[MemberFlapping, PartitionSuspected, PartitionHealed]
+ClusterEvent = Union[MemberFlapping, PartitionSuspected, PartitionHealed, MemberRefused]
 """An event about the cluster beyond one member's state change."""
 
-CLUSTER_EVENTS = (MemberFlapping, PartitionSuspected, PartitionHealed)
+CLUSTER_EVENTS = (MemberFlapping, PartitionSuspected, PartitionHealed, MemberRefused)
 """The :data:`ClusterEvent` classes, for ``isinstance`` checks."""
 
 ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING

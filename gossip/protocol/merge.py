@@ -30,7 +30,7 @@ from ..messages import (
     EMPTY_META, MAX_INCARNATION, Alive, Dead, MemberState, Ping, Suspect, Update, metadata_size,
 )
 from ..node import PROTOCOL_VERSION, NodeID, NodeState
-from .actions import EVENT_CONFLICT, EVENT_METADATA
+from .actions import EVENT_CONFLICT, EVENT_METADATA, MemberRefused
 from .dissemination import Dissemination
 from ..address import host_of
 from .membership import Inbound, LocalNode, Member, MemberTable
@@ -83,6 +83,7 @@ class Merger:
         self.on_suspect = suspicions.on_suspect
         self.news = news
         self.watcher = watcher
+        self.refused: set[NodeID] = set()   # members told of as refused (bounded)
 
     # ------------------------------------------------------------------ updates
 
@@ -142,6 +143,10 @@ class Merger:
         if m is None:
             if a.pv != PROTOCOL_VERSION:
                 self.out.count("refused_protocol_version")
+                if a.node not in self.refused and len(self.refused) < 1024:
+                    self.refused.add(a.node)
+                    self.out.emit(MemberRefused(a.node, a.addr, "no protocol version in common (it "
+                                                f"announces {a.pv}, we speak {PROTOCOL_VERSION})", now))
                 return
             itself = table.introduces_itself(a)
             if not table.admit(now, itself):
