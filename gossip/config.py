@@ -408,7 +408,14 @@ class Config:
     leave_attempts: int = 4
     """Times a leaving node tells each member, until the member acknowledges (LAN: within 0.6 s)."""
     join_timeout: float = 10.0
-    """How long :meth:`gossip.Cluster.join` waits for the peers' answers."""
+    """How long :meth:`gossip.Cluster.join` waits for the peers' answers (in the background:
+    how long each attempt waits)."""
+    join_retry_interval: float = 1.0
+    """A join in the background (``join(peers, background=True)``) waits up to this long
+    before its second attempt, then twice as long before each next one (jittered: each wait
+    is drawn from the upper half of its bound), up to :attr:`join_retry_max_interval`."""
+    join_retry_max_interval: float = 60.0
+    """The longest wait between two attempts of a join in the background."""
 
     # -- insight: provenance, flaps, partitions (gossip.protocol.insight) -----------------
     suspicion_history_size: int = 8
@@ -634,6 +641,12 @@ class Config:
             raise ConfigError(
                 "gossip_max_interval",
                 f"must be >= gossip_interval ({self.gossip_interval}s), got {self.gossip_max_interval}s",
+            )
+        if self.join_retry_max_interval < self.join_retry_interval:
+            raise ConfigError(
+                "join_retry_max_interval",
+                f"must be >= join_retry_interval ({self.join_retry_interval}s), "
+                f"got {self.join_retry_max_interval}s",
             )
         if self.udp_max_packet_size > self.tcp_max_packet_size:
             raise ConfigError(
@@ -1421,6 +1434,8 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "leave_timeout": _duration(0.0, 3600.0),
     "leave_attempts": _integer(1, 100),
     "join_timeout": _duration(0.01, 3600.0),
+    "join_retry_interval": _duration(0.001, 3600.0),
+    "join_retry_max_interval": _duration(0.001, _DAY),
     "suspicion_history_size": _integer(1, 1024),
     "flap_window": _duration(0.1, _DAY),
     "flap_threshold": _integer(2, 64),

@@ -134,6 +134,8 @@ BAD: dict[str, list[Any]] = {
     "leave_timeout": [-1],
     "leave_attempts": [0, 101, 2.5],
     "join_timeout": [0],
+    "join_retry_interval": [0, -1, "1s", 7200.0],
+    "join_retry_max_interval": [0, -1, "1m"],
     "suspicion_history_size": [0, 2000, 1.5],
     "flap_window": [0, -1, "60s"],
     "flap_threshold": [1, 65, 2.5],
@@ -196,6 +198,7 @@ def test_preset_numbers_follow_memberlist() -> None:
     [
         ({"ping_timeout": 2.0, "health_check_interval": 1.0}, "ping_timeout"),
         ({"gossip_interval": 10.0, "gossip_max_interval": 5.0}, "gossip_max_interval"),
+        ({"join_retry_interval": 10.0, "join_retry_max_interval": 5.0}, "join_retry_max_interval"),
         ({"udp_max_packet_size": 60000, "tcp_max_packet_size": 50000}, "udp_max_packet_size"),
         ({"tcp_max_packet_size": 9 << 20}, "tcp_max_packet_size"),
         ({"secondary_keys": [b"k" * 16]}, "secondary_keys"),

@@ -32,7 +32,7 @@ from ..counters import STREAM_COUNTERS, Counters
 from ..errors import ClusterClosed
 from ..handlers import EventHandlers, MessageHandlers
 from ..hlc import HLC
-from ..joining import JoinOutcome
+from ..joining import Backoff, JoinOutcome, JoinStatus
 from ..metadata import Metadata
 from ..node import Node, NodeID, NodeState
 from ..packet import PacketCodec
@@ -48,6 +48,7 @@ from .joins import Joins, join_peers
 from .members import MemberView, event_node, removed_node
 from .outgoing import Outgoing, UserMessages
 from .scheduler import Scheduler
+from .seeds import SeedJoiner
 
 if TYPE_CHECKING:
     from .stream_pool import StreamPool
@@ -110,6 +111,7 @@ class Engine:
         self.members = members = MemberView(host, node_id, metadata, config)
         self.joins = joins = Joins(config.join_timeout)
         self._resolve = wiring.resolver_for(config)
+        self.seeds = self._new_seed_joiner()
         self.events = EventLoop(config.gossip_interval, config.gossip_max_interval,
                                 self.stop_event, counters, self.log, self.warn, prefix)
         self.out = out = Outgoing(config, codec, self.id_bytes, self.hlc, counters, self.log,
@@ -136,6 +138,17 @@ class Engine:
         self._stopped = False
 
     # ------------------------------------------------------------------ handler registries
+
+    def _new_seed_joiner(self) -> SeedJoiner:
+        cfg = self.config
+        rng = random.Random(self.rng.random())
+        return SeedJoiner(self.join, self._isolated, lambda ev: self.emit(("cluster", ev, None)),
+                          Backoff(cfg.join_retry_interval, cfg.join_retry_max_interval, rng),
+                          cfg.join_timeout, rng, self.log, self.prefix)
+
+    def _isolated(self) -> bool:
+        counts = self.members.state_counts()
+        return counts[NodeState.ALIVE] + counts[NodeState.SUSPECT] <= 1  # this node alone
 
     @property
     def state_handlers(self) -> EventHandlers[StateHandler]:
@@ -286,6 +299,7 @@ class Engine:
         except Exception:  # a broken transport must not stop the shutdown
             self.log.exception("closing the transport failed")
         self.stop_event.set()
+        self.seeds.close()  # never waited for: a lookup under way ends it when it returns
         self.events.close()
         if self._started:
             self.scheduler.stop()
@@ -352,6 +366,8 @@ class Engine:
         if ev.kind == EVENT_STATE:
             self.log.info("node %s@%s: %s -> %s", ev.node.short, ev.addr, ev.prev, ev.state)
             self.emit(("state", event_node(ev), ev.prev))
+            if ev.state is NodeState.DEAD or ev.state is NodeState.LEFT:
+                self.seeds.member_lost()
         elif ev.kind == EVENT_METADATA:
             self.emit(("metadata", event_node(ev), ev.prev))
         elif ev.kind == EVENT_REMOVED:
@@ -432,6 +448,17 @@ class Engine:
         return join_peers(peers, timeout, resolve=self._resolve, join_addr=self.join_addr,
                           own_addr=self.address, prefix=self.prefix)
 
+    def join_in_background(self, peers: list[str]) -> JoinStatus:
+        """Join through ``peers`` in the background (see :class:`.seeds.SeedJoiner`).
+
+        Raises:
+            ClusterClosed: the engine is not running.
+        """
+        self.check_open()
+        if self.seeds.closed:  # the node left, and joins again
+            self.seeds = self._new_seed_joiner()
+        return self.seeds.add(peers)
+
     def join_addr(self, addr: str, timeout: float | None) -> JoinResult:
         """Send a join to one resolved address and wait for the answer.
 
@@ -447,6 +474,7 @@ class Engine:
         if not self._started or self.closing:
             return
         end = time.monotonic() + timeout
+        self.seeds.close()  # a node that left does not go back to its seeds
         self.locked(lambda core: core.leave(time.monotonic()))
         if not self.out.wait_flushed(timeout):
             self.log.warning("leave: the send queue did not flush within %.1fs", timeout)
