@@ -325,6 +325,23 @@ class Config:
     """SWIM probe interval: one member is probed per interval (alias ``probe_interval``)."""
     ping_timeout: float = 0.5
     """Time to wait for a direct ack before asking helpers (alias ``probe_timeout``)."""
+    adaptive_ping_timeout: bool = False
+    """Give each member its own direct-probe timeout, from its recent round trips: the
+    :attr:`adaptive_ping_percentile` of its last :attr:`adaptive_ping_samples` times
+    :attr:`adaptive_ping_factor`, clamped between :attr:`ping_timeout` and
+    :attr:`ping_timeout_max` (Lifeguard's awareness still stretches it). A member behind a
+    steady slow link is then not probed indirectly at every round; a fast one keeps
+    ``ping_timeout``, so its crash is found as fast as before."""
+    ping_timeout_max: float = 0.0
+    """The longest adaptive direct-probe timeout; 0 is halfway between :attr:`ping_timeout`
+    and :attr:`health_check_interval` (the rest of the round is left to the helpers). Must be
+    at least ``ping_timeout`` and shorter than ``health_check_interval``."""
+    adaptive_ping_percentile: float = 0.9
+    """The quantile (0.5..1) of a member's recent round trips its adaptive timeout starts from."""
+    adaptive_ping_factor: float = 1.5
+    """How far above that quantile the adaptive timeout lies (1..10)."""
+    adaptive_ping_samples: int = 16
+    """Round trips kept per member for its adaptive timeout (4..1024; memory per member)."""
     enable_indirect_pings: bool = True
     """Ask ``indirect_checks`` helpers to probe a member whose direct ack is late."""
     suspect_retention_period: float = 300.0
@@ -504,6 +521,14 @@ class Config:
         self.health_check_interval = value
 
     @property
+    def effective_ping_timeout_max(self) -> float:
+        """:attr:`ping_timeout_max`, or for 0 halfway between ``ping_timeout`` and
+        ``health_check_interval``."""
+        if self.ping_timeout_max > 0:
+            return self.ping_timeout_max
+        return (self.ping_timeout + self.health_check_interval) / 2
+
+    @property
     def probe_timeout(self) -> float:
         """SWIM name of :attr:`ping_timeout`."""
         return self.ping_timeout
@@ -641,6 +666,13 @@ class Config:
             raise ConfigError(
                 "gossip_max_interval",
                 f"must be >= gossip_interval ({self.gossip_interval}s), got {self.gossip_max_interval}s",
+            )
+        if self.ping_timeout_max and not (
+                self.ping_timeout <= self.ping_timeout_max < self.health_check_interval):
+            raise ConfigError(
+                "ping_timeout_max",
+                f"must be 0, or >= ping_timeout ({self.ping_timeout}s) and shorter than "
+                f"health_check_interval ({self.health_check_interval}s), got {self.ping_timeout_max}s",
             )
         if self.join_retry_max_interval < self.join_retry_interval:
             raise ConfigError(
@@ -1399,6 +1431,11 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "health_check_interval": _duration(0.01, 3600.0),
     "ping_timeout": _duration(0.001, 3600.0),
     "enable_indirect_pings": _boolean,
+    "adaptive_ping_timeout": _boolean,
+    "ping_timeout_max": _duration(0.001, 3600.0, allow_zero=True),
+    "adaptive_ping_percentile": _number(0.5, 1.0),
+    "adaptive_ping_factor": _number(1.0, 10.0),
+    "adaptive_ping_samples": _integer(4, 1024),
     "suspect_retention_period": _duration(0.01, 30 * _DAY),
     "recovery_attempt_interval": _duration(0.01, _DAY),
     "dead_node_retention_period": _duration(0.0, 365 * _DAY),
@@ -1466,6 +1503,7 @@ _DURATION_FIELDS = frozenset(
     name for name, f in Config.__dataclass_fields__.items() if f.type in ("float",)
 ) - {"fan_out_multiplier", "state_exchange_multiplier", "ttl_multiplier",
      "activity_threshold_percent", "indirect_ping_multiplier", "partition_threshold",
+     "adaptive_ping_percentile", "adaptive_ping_factor",
      "max_unconfirmed_share"}
 
 
