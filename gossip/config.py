@@ -140,6 +140,15 @@ class Config:
     """Resolver for peer host names and ``srv+`` names; None uses the system and dnspython."""
     prefer_ipv6: bool = False
     """Try IPv6 addresses first when a name resolves to both families."""
+    dialer: Any = None
+    """``dialer(host, port, timeout) -> socket``: makes the connected stream socket of every
+    dial of the built-in transports (TCP, and the TCP under WebSocket), for overlay networks
+    and tests (paularlott's ``DialHook``); it raises ``OSError`` when it cannot connect. None
+    connects directly. See :data:`gossip.transports._sockets.DialHook`."""
+    listener: Any = None
+    """``listener(kind, host, port) -> socket``: makes the bound sockets the built-in transports
+    listen on, ``kind`` being ``"tcp"``, ``"udp"`` or ``"websocket"`` (paularlott's
+    ``ListenHook``). None binds directly. See :data:`gossip.transports._sockets.ListenHook`."""
 
     # -- transport ------------------------------------------------------------------------
     socket_transport_enabled: bool = True
@@ -667,6 +676,10 @@ class Config:
                 "gossip_max_interval",
                 f"must be >= gossip_interval ({self.gossip_interval}s), got {self.gossip_max_interval}s",
             )
+        for hook in ("dialer", "listener"):
+            if getattr(self, hook) is not None and self.transport is not None:
+                raise ConfigError(hook, "is used by the built-in transports; a custom transport "
+                                        "makes its own sockets")
         if self.ping_timeout_max and not (
                 self.ping_timeout <= self.ping_timeout_max < self.health_check_interval):
             raise ConfigError(
@@ -1371,6 +1384,8 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "logger": _check_logger,
     "resolver": _check_resolver,
     "prefer_ipv6": _boolean,
+    "dialer": _check_callable_or_none,
+    "listener": _check_callable_or_none,
     "socket_transport_enabled": _boolean,
     "websocket_bind_addr": _check_ws_bind,
     "websocket_path": _check_ws_path,

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from gossip.transports.memory import MemoryNetwork
+
 import gossip
 from gossip.config import Config, default_config, format_duration, parse_duration
 from gossip.errors import ConfigError
@@ -38,6 +40,8 @@ BAD: dict[str, list[Any]] = {
     "transport": [object()],
     "logger": ["stdout"],
     "resolver": [object()],
+    "dialer": ["socket.create_connection", 42],
+    "listener": [object()],
     "prefer_ipv6": [1, "true"],
     "socket_transport_enabled": [None],
     "websocket_bind_addr": ["localhost:8080", "127.0.0.1", "::1:80", "127.0.0.1:70000", 5],
@@ -205,6 +209,8 @@ def test_preset_numbers_follow_memberlist() -> None:
         ({"gossip_interval": 10.0, "gossip_max_interval": 5.0}, "gossip_max_interval"),
         ({"join_retry_interval": 10.0, "join_retry_max_interval": 5.0}, "join_retry_max_interval"),
         ({"ping_timeout": 0.5, "ping_timeout_max": 0.4}, "ping_timeout_max"),
+        ({"dialer": lambda h, p, t: None, "transport": MemoryNetwork().new_transport()}, "dialer"),
+        ({"listener": lambda k, h, p: None, "transport": MemoryNetwork().new_transport()}, "listener"),
         ({"health_check_interval": 1.0, "ping_timeout_max": 1.0}, "ping_timeout_max"),
         ({"udp_max_packet_size": 60000, "tcp_max_packet_size": 50000}, "udp_max_packet_size"),
         ({"tcp_max_packet_size": 9 << 20}, "tcp_max_packet_size"),
