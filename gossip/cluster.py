@@ -244,6 +244,12 @@ class Cluster:
         Our own advertised address is skipped. The caller's list is never modified. When some
         peers accepted and others failed, a warning names each failure and why.
 
+        A ``mcast://group[:port]`` seed starts multicast discovery on that group (as
+        ``config.discovery = "multicast"`` does on ``config.multicast_group``): this node
+        announces itself there and joins the members of its cluster it hears. A join through
+        such seeds alone waits for the first member discovery joins; beside other peers, or in
+        the background, discovery goes on by itself.
+
         With ``background=True`` it returns at once and joins on a thread of its own: it
         retries until a peer accepts, waiting longer after each failed attempt (doubling from
         ``config.join_retry_interval`` up to ``config.join_retry_max_interval``, jittered),
@@ -275,6 +281,17 @@ class Cluster:
         plist = [p.strip() for p in plist if p and p.strip()]
         if not plist:
             raise JoinError({})
+        groups = [p for p in plist if p[:8].lower() == "mcast://"]
+        if groups:  # multicast discovery; a join through groups alone waits for its first join
+            plist = [p for p in plist if p not in groups]
+            wait = None if background or plist else timeout or self._config.join_timeout
+            found = engine.join_multicast(groups, wait)
+            if not plist:
+                return engine.seeds.status() if background else found
+            if not background:
+                outcome = self.join(plist, timeout)
+                return JoinOutcome(outcome.joined, {**outcome.failures, **found.failures},
+                                   outcome.skipped)
         if background:
             return engine.join_in_background(plist)
         random.shuffle(plist)

@@ -500,6 +500,26 @@ class Config:
     max_reconnect_targets: int = 1024
     """Most forgotten addresses kept for retrying (the longest forgotten are dropped first)."""
 
+    # -- multicast discovery (gossip.engine.discovery) -----------------------------------
+    discovery: str = ""
+    """``"multicast"``: announce this node on :attr:`multicast_group` and join the members of
+    its cluster (same label, same key) heard there, without seeds; ``""``: seeds only. A
+    ``mcast://group:port`` seed given to :meth:`gossip.Cluster.join` does the same."""
+    multicast_group: str = "239.192.79.46"
+    """The IPv4 multicast group of discovery (239.0.0.0/8 is for private use)."""
+    multicast_port: int = 7947
+    """The UDP port of the multicast group (0: any free port; tests then read it back)."""
+    multicast_interval: float = 5.0
+    """Seconds between two announcements of this node (jittered by up to a quarter)."""
+    multicast_ttl: int = 1
+    """Time to live of the announcements: 1 stays on the local network, 0 on this host."""
+    multicast_interface: str = ""
+    """IPv4 address of the interface to announce and listen on (``""``: the host of
+    ``bind_addr`` if it names one, else the system's choice)."""
+    multicast_max_peers: int = 256
+    """Addresses heard by discovery that are remembered (each is joined at most once per
+    :attr:`multicast_interval`); the oldest are forgotten first."""
+
     # -- the HTTP API and dashboard (gossip.httpapi, gossip agent --http) -------------------
     # Bounds of the agent's HTTP server and event streams; the node itself never reads them.
     http_read_timeout: float = 10.0
@@ -1330,6 +1350,25 @@ def _check_file(name: str, value: Any) -> None:
         raise ConfigError(name, f"names no readable file: {value!r}")
 
 
+def _check_multicast_group(name: str, value: Any) -> None:
+    _require_type(name, value, (str,), "an IPv4 multicast address")
+    try:
+        ip = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ConfigError(name, f"must be an IPv4 multicast address (224.0.0.0/4), got {value!r}") from None
+    if not ip.is_multicast:
+        raise ConfigError(name, f"must be an IPv4 multicast address (224.0.0.0/4), got {value!r}")
+
+
+def _check_ipv4_or_empty(name: str, value: Any) -> None:
+    _require_type(name, value, (str,), "an IPv4 address")
+    if value:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ConfigError(name, f"must be an IPv4 address or empty, got {value!r}") from None
+
+
 def _check_callable_or_none(name: str, value: Any) -> None:
     if value is not None and not callable(value):
         raise ConfigError(name, f"must be callable or None, got {value!r}")
@@ -1385,6 +1424,13 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "resolver": _check_resolver,
     "prefer_ipv6": _boolean,
     "dialer": _check_callable_or_none,
+    "discovery": _choice("", "multicast"),
+    "multicast_group": _check_multicast_group,
+    "multicast_port": _integer(0, 65535),
+    "multicast_interval": _duration(0.01, 3600.0),
+    "multicast_ttl": _integer(0, 255),
+    "multicast_interface": _check_ipv4_or_empty,
+    "multicast_max_peers": _integer(1, 1 << 16),
     "listener": _check_callable_or_none,
     "socket_transport_enabled": _boolean,
     "websocket_bind_addr": _check_ws_bind,
