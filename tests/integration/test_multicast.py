@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -17,7 +18,7 @@ import pytest
 from gossip import Cluster, Config
 from gossip.announce import encode
 from gossip.engine.discovery import parse_multicast_seed
-from gossip.errors import AddressError, JoinError
+from gossip.errors import AddressError, JoinError, TransportError
 
 from . import wait_until
 
@@ -164,3 +165,13 @@ def test_multicast_seeds_parse() -> None:
     for bad in ("mcast://10.0.0.1:1", "mcast://239.1.2.3:x", "mcast://239.1.2.3:70000"):
         with pytest.raises(AddressError):
             parse_multicast_seed(bad, 7947)
+
+
+def test_a_group_that_cannot_be_joined_fails_the_start_and_leaves_nothing_open() -> None:
+    before = {t.name for t in threading.enumerate()}
+    c = Cluster(mcast(multicast_port=0, multicast_interface="192.0.2.1"))  # no such interface here
+    with pytest.raises(TransportError, match="cannot join multicast group"):
+        c.start()
+    c.stop()
+    wait_until(lambda: not ({t.name for t in threading.enumerate()} - before), 10,
+               "every thread of the failed start ended")
