@@ -491,7 +491,7 @@ class Engine:
                 return found
             iface = cfg.multicast_interface
             if not iface:
-                host = self.address.rpartition(":")[0]
+                host = cfg.bind_addr.rpartition(":")[0] if cfg.socket_transport_enabled else ""
                 iface = host if host.count(".") == 3 and host != "0.0.0.0" else ""
             sock = MulticastSocket(group, port, iface, cfg.multicast_ttl)
             keyring = self.codec.keyring
