@@ -62,7 +62,8 @@ class SeedJoiner:
     Args:
         attempt: one join through the given peers (see :data:`Attempt`).
         isolated: whether this node has no live peer left.
-        emit: hands a cluster event to the event thread.
+        emit: hands a cluster event to the event thread (called under the joiner's lock: it
+            must not block, nor call back into the joiner).
         backoff: the waits between attempts.
         timeout: seconds each attempt may take (``Config.join_timeout``).
         rng: shuffles the seeds before each attempt.
@@ -191,27 +192,27 @@ class SeedJoiner:
             except GossipError as exc:  # a transport refusing outright: retried like the rest
                 failures = {p: str(exc) for p in peers}
             else:
-                with self._lock:
+                event = JoinSucceeded(outcome.joined, dict(outcome.failures), attempt, rejoin,
+                                      self._wall())
+                self._log.info("%s", event)
+                with self._lock:  # whoever sees the new state finds the event queued
                     if self._closed:
                         return False
                     self._state = JOIN_JOINED
                     self._joined = outcome.joined
                     self._last_error = ""
-                event = JoinSucceeded(outcome.joined, dict(outcome.failures), attempt, rejoin,
-                                      self._wall())
-                self._log.info("%s", event)
-                self._emit(event)
+                    self._emit(event)
                 return True
             delay = self._backoff.next()
             reason = _reason(failures)
+            failed = JoinAttemptFailed(reason, failures, attempt, delay, rejoin, self._wall())
+            self._log.info("%s", failed)
             with self._lock:
                 if self._closed:
                     return False
                 self._last_error = reason
                 self._next_at = self._clock() + delay
-            failed = JoinAttemptFailed(reason, failures, attempt, delay, rejoin, self._wall())
-            self._log.info("%s", failed)
-            self._emit(failed)
+                self._emit(failed)
             self._wait(self._wake, delay)
 
     def _watch_until_alone(self) -> bool:
