@@ -61,7 +61,7 @@ from .errors import (
 from .handlers import EventHandlers, HandlerID
 from ._version import __version__
 from .hlc import HLC
-from .joining import JoinOutcome
+from .joining import JoinAttemptFailed, JoinOutcome, JoinStatus, JoinSucceeded
 from .metadata import Metadata, MetadataReader
 from .node import EMPTY_NODE_ID, PROTOCOL_VERSION, Node, NodeID, NodeState
 from .packet import Packet
@@ -102,6 +102,9 @@ def __dir__() -> list[str]:
 __all__ = [
     "Cluster",
     "JoinOutcome",
+    "JoinStatus",
+    "JoinSucceeded",
+    "JoinAttemptFailed",
     "Config",
     "default_config",
     "Node",

@@ -23,13 +23,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .config import Config, FrozenConfig, default_config, secret_file_warning
 from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
 from .engine import wiring
 from .errors import ClusterClosed, ConfigError, GossipError, JoinError, NodeIDError
-from .joining import JoinOutcome
+from .joining import JOIN_IDLE, JoinOutcome, JoinStatus
 from .handlers import (
     HANDLER_FORWARD,
     HANDLER_NO_FORWARD,
@@ -241,23 +241,52 @@ class Cluster:
 
     # ------------------------------------------------------------------ join / leave
 
-    def join(self, peers: str | Sequence[str], timeout: float | None = None) -> JoinOutcome:
+    @overload
+    def join(self, peers: str | Sequence[str], timeout: float | None = None, *,
+             background: Literal[False] = False) -> JoinOutcome: ...
+
+    @overload
+    def join(self, peers: str | Sequence[str], timeout: float | None = None, *,
+             background: Literal[True]) -> JoinStatus: ...
+
+    def join(self, peers: str | Sequence[str], timeout: float | None = None, *,
+             background: bool = False) -> JoinOutcome | JoinStatus:
         """Join the cluster through ``peers`` (``ip:port``, ``host[:port]``, ``srv+name``...).
 
         Every peer is contacted in parallel; for each, every resolved address is tried in turn.
         Our own advertised address is skipped. The caller's list is never modified. When some
         peers accepted and others failed, a warning names each failure and why.
 
+        A ``mcast://group[:port]`` seed starts multicast discovery on that group (as
+        ``config.discovery = "multicast"`` does on ``config.multicast_group``): this node
+        announces itself there and joins the members of its cluster it hears. A join through
+        such seeds alone waits for the first member discovery joins; beside other peers, or in
+        the background, discovery goes on by itself.
+
+        With ``background=True`` it returns at once and joins on a thread of its own: it
+        retries until a peer accepts, waiting longer after each failed attempt (doubling from
+        ``config.join_retry_interval`` up to ``config.join_retry_max_interval``, jittered),
+        resolves every name and ``srv+`` record again at each attempt, and stops when joined
+        or when the cluster stops or leaves. The peers stay this node's seeds: a node that
+        later loses every live peer joins them again the same way. :meth:`join_status` says
+        what it is doing; the cluster events :class:`~gossip.joining.JoinSucceeded` and
+        :class:`~gossip.joining.JoinAttemptFailed` (with why) reach
+        :meth:`handle_cluster_event_func`'s handlers.
+
         Args:
             peers: one peer string, or a sequence of them.
-            timeout: seconds for the whole join (default ``config.join_timeout``).
+            timeout: seconds for the whole join (default ``config.join_timeout``); ignored in
+                the background, where each attempt takes at most ``config.join_timeout``.
+            background: join on a background thread, retrying until joined.
 
         Returns:
             The number of peers that accepted us (0 if the only peers given were ourselves):
-            a :class:`~gossip.joining.JoinOutcome`, an ``int`` listing the failures too.
+            a :class:`~gossip.joining.JoinOutcome`, an ``int`` listing the failures too. In the
+            background, the :class:`~gossip.joining.JoinStatus` as it starts.
 
         Raises:
-            JoinError: no peer accepted; ``failures`` maps each peer to why.
+            JoinError: no peer accepted (no peer given, in the background); ``failures`` maps
+                each peer to why.
             ClusterClosed: the cluster is not started or is stopped.
         """
         engine = self._eng()
@@ -265,12 +294,37 @@ class Cluster:
         plist = [p.strip() for p in plist if p and p.strip()]
         if not plist:
             raise JoinError({})
+        groups = [p for p in plist if p[:8].lower() == "mcast://"]
+        if groups:  # multicast discovery; a join through groups alone waits for its first join
+            plist = [p for p in plist if p not in groups]
+            wait = None if background or plist else timeout or self._config.join_timeout
+            found = engine.join_multicast(groups, wait)
+            if not plist:
+                return engine.seeds.status() if background else found
+            if not background:
+                outcome = self.join(plist, timeout)
+                return JoinOutcome(outcome.joined, {**outcome.failures, **found.failures},
+                                   outcome.skipped)
+        if background:
+            return engine.join_in_background(plist)
         random.shuffle(plist)
         outcome = engine.join(plist, self._config.join_timeout if timeout is None else timeout)
         if outcome.failures:
             self.log.warning("joined through %d of %d peers; could not join %s", outcome, len(plist),
                              "; ".join(f"{p} ({why})" for p, why in outcome.failures.items()))
         return outcome
+
+    def join_status(self) -> JoinStatus:
+        """Return what the join in the background is doing (see :meth:`join`).
+
+        Its ``state`` is ``"idle"`` (none asked for), ``"joining"``, ``"joined"``,
+        ``"rejoining"`` (every peer was lost: back to the seeds) or ``"stopped"``; it also
+        gives the seeds, the attempts made, the last failure's reason and the seconds until the
+        next attempt.
+        """
+        if not self._started:
+            return JoinStatus(JOIN_IDLE)
+        return self._engine.seeds.status()
 
     def leave(self, timeout: float | None = None) -> None:
         """Announce that this node leaves, and wait until the announcement has been sent.
@@ -727,9 +781,11 @@ class Cluster:
         Events are :class:`~gossip.protocol.flap.MemberFlapping` (a member's flap score reached
         ``config.flap_threshold``), :class:`~gossip.protocol.partition.PartitionSuspected` (a
         large share of the live members was lost within ``config.partition_window``) and
-        :class:`~gossip.protocol.partition.PartitionHealed` (they came back) and
+        :class:`~gossip.protocol.partition.PartitionHealed` (they came back),
         :class:`~gossip.protocol.actions.MemberRefused` (a member speaks no protocol version
-        in common with ours: on memberlist's wire, its version range). They are delivered
+        in common with ours: on memberlist's wire, its version range), and from a join in
+        the background :class:`~gossip.joining.JoinSucceeded` and
+        :class:`~gossip.joining.JoinAttemptFailed` (see :meth:`join`). They are delivered
         in order with the state and metadata events, never concurrently, right after the state
         change that caused them; their times are wall-clock seconds.
         """

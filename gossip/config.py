@@ -163,6 +163,15 @@ class Config:
     """Resolver for peer host names and ``srv+`` names; None uses the system and dnspython."""
     prefer_ipv6: bool = False
     """Try IPv6 addresses first when a name resolves to both families."""
+    dialer: Any = None
+    """``dialer(host, port, timeout) -> socket``: makes the connected stream socket of every
+    dial of the built-in transports (TCP, and the TCP under WebSocket), for overlay networks
+    and tests (paularlott's ``DialHook``); it raises ``OSError`` when it cannot connect. None
+    connects directly. See :data:`gossip.transports._sockets.DialHook`."""
+    listener: Any = None
+    """``listener(kind, host, port) -> socket``: makes the bound sockets the built-in transports
+    listen on, ``kind`` being ``"tcp"``, ``"udp"`` or ``"websocket"`` (paularlott's
+    ``ListenHook``). None binds directly. See :data:`gossip.transports._sockets.ListenHook`."""
 
     # -- transport ------------------------------------------------------------------------
     socket_transport_enabled: bool = True
@@ -348,6 +357,23 @@ class Config:
     """SWIM probe interval: one member is probed per interval (alias ``probe_interval``)."""
     ping_timeout: float = 0.5
     """Time to wait for a direct ack before asking helpers (alias ``probe_timeout``)."""
+    adaptive_ping_timeout: bool = False
+    """Give each member its own direct-probe timeout, from its recent round trips: the
+    :attr:`adaptive_ping_percentile` of its last :attr:`adaptive_ping_samples` times
+    :attr:`adaptive_ping_factor`, clamped between :attr:`ping_timeout` and
+    :attr:`ping_timeout_max` (Lifeguard's awareness still stretches it). A member behind a
+    steady slow link is then not probed indirectly at every round; a fast one keeps
+    ``ping_timeout``, so its crash is found as fast as before."""
+    ping_timeout_max: float = 0.0
+    """The longest adaptive direct-probe timeout; 0 is halfway between :attr:`ping_timeout`
+    and :attr:`health_check_interval` (the rest of the round is left to the helpers). Must be
+    at least ``ping_timeout`` and shorter than ``health_check_interval``."""
+    adaptive_ping_percentile: float = 0.9
+    """The quantile (0.5..1) of a member's recent round trips its adaptive timeout starts from."""
+    adaptive_ping_factor: float = 1.5
+    """How far above that quantile the adaptive timeout lies (1..10)."""
+    adaptive_ping_samples: int = 16
+    """Round trips kept per member for its adaptive timeout (4..1024; memory per member)."""
     enable_indirect_pings: bool = True
     """Ask ``indirect_checks`` helpers to probe a member whose direct ack is late."""
     suspect_retention_period: float = 300.0
@@ -431,7 +457,14 @@ class Config:
     leave_attempts: int = 4
     """Times a leaving node tells each member, until the member acknowledges (LAN: within 0.6 s)."""
     join_timeout: float = 10.0
-    """How long :meth:`gossip.Cluster.join` waits for the peers' answers."""
+    """How long :meth:`gossip.Cluster.join` waits for the peers' answers (in the background:
+    how long each attempt waits)."""
+    join_retry_interval: float = 1.0
+    """A join in the background (``join(peers, background=True)``) waits up to this long
+    before its second attempt, then twice as long before each next one (jittered: each wait
+    is drawn from the upper half of its bound), up to :attr:`join_retry_max_interval`."""
+    join_retry_max_interval: float = 60.0
+    """The longest wait between two attempts of a join in the background."""
 
     # -- insight: provenance, flaps, partitions (gossip.protocol.insight) -----------------
     suspicion_history_size: int = 8
@@ -490,6 +523,26 @@ class Config:
     max_reconnect_targets: int = 1024
     """Most forgotten addresses kept for retrying (the longest forgotten are dropped first)."""
 
+    # -- multicast discovery (gossip.engine.discovery) -----------------------------------
+    discovery: str = ""
+    """``"multicast"``: announce this node on :attr:`multicast_group` and join the members of
+    its cluster (same label, same key) heard there, without seeds; ``""``: seeds only. A
+    ``mcast://group:port`` seed given to :meth:`gossip.Cluster.join` does the same."""
+    multicast_group: str = "239.192.79.46"
+    """The IPv4 multicast group of discovery (239.0.0.0/8 is for private use)."""
+    multicast_port: int = 7947
+    """The UDP port of the multicast group (0: any free port; tests then read it back)."""
+    multicast_interval: float = 5.0
+    """Seconds between two announcements of this node (jittered by up to a quarter)."""
+    multicast_ttl: int = 1
+    """Time to live of the announcements: 1 stays on the local network, 0 on this host."""
+    multicast_interface: str = ""
+    """IPv4 address of the interface to announce and listen on (``""``: the host of
+    ``bind_addr`` if it names one, else the system's choice)."""
+    multicast_max_peers: int = 256
+    """Addresses heard by discovery that are remembered (each is joined at most once per
+    :attr:`multicast_interval`); the oldest are forgotten first."""
+
     # -- the HTTP API and dashboard (gossip.httpapi, gossip agent --http) -------------------
     # Bounds of the agent's HTTP server and event streams; the node itself never reads them.
     http_read_timeout: float = 10.0
@@ -518,6 +571,14 @@ class Config:
     @probe_interval.setter
     def probe_interval(self, value: float) -> None:
         self.health_check_interval = value
+
+    @property
+    def effective_ping_timeout_max(self) -> float:
+        """:attr:`ping_timeout_max`, or for 0 halfway between ``ping_timeout`` and
+        ``health_check_interval``."""
+        if self.ping_timeout_max > 0:
+            return self.ping_timeout_max
+        return (self.ping_timeout + self.health_check_interval) / 2
 
     @property
     def probe_timeout(self) -> float:
@@ -677,6 +738,23 @@ class Config:
             raise ConfigError(
                 "gossip_max_interval",
                 f"must be >= gossip_interval ({self.gossip_interval}s), got {self.gossip_max_interval}s",
+            )
+        for hook in ("dialer", "listener"):
+            if getattr(self, hook) is not None and self.transport is not None:
+                raise ConfigError(hook, "is used by the built-in transports; a custom transport "
+                                        "makes its own sockets")
+        if self.ping_timeout_max and not (
+                self.ping_timeout <= self.ping_timeout_max < self.health_check_interval):
+            raise ConfigError(
+                "ping_timeout_max",
+                f"must be 0, or >= ping_timeout ({self.ping_timeout}s) and shorter than "
+                f"health_check_interval ({self.health_check_interval}s), got {self.ping_timeout_max}s",
+            )
+        if self.join_retry_max_interval < self.join_retry_interval:
+            raise ConfigError(
+                "join_retry_max_interval",
+                f"must be >= join_retry_interval ({self.join_retry_interval}s), "
+                f"got {self.join_retry_max_interval}s",
             )
         if self.udp_max_packet_size > self.tcp_max_packet_size:
             raise ConfigError(
@@ -1342,6 +1420,25 @@ def _check_file(name: str, value: Any) -> None:
         raise ConfigError(name, f"names no readable file: {value!r}")
 
 
+def _check_multicast_group(name: str, value: Any) -> None:
+    _require_type(name, value, (str,), "an IPv4 multicast address")
+    try:
+        ip = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ConfigError(name, f"must be an IPv4 multicast address (224.0.0.0/4), got {value!r}") from None
+    if not ip.is_multicast:
+        raise ConfigError(name, f"must be an IPv4 multicast address (224.0.0.0/4), got {value!r}")
+
+
+def _check_ipv4_or_empty(name: str, value: Any) -> None:
+    _require_type(name, value, (str,), "an IPv4 address")
+    if value:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ConfigError(name, f"must be an IPv4 address or empty, got {value!r}") from None
+
+
 def _check_callable_or_none(name: str, value: Any) -> None:
     if value is not None and not callable(value):
         raise ConfigError(name, f"must be callable or None, got {value!r}")
@@ -1401,6 +1498,15 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "logger": _check_logger,
     "resolver": _check_resolver,
     "prefer_ipv6": _boolean,
+    "dialer": _check_callable_or_none,
+    "discovery": _choice("", "multicast"),
+    "multicast_group": _check_multicast_group,
+    "multicast_port": _integer(0, 65535),
+    "multicast_interval": _duration(0.01, 3600.0),
+    "multicast_ttl": _integer(0, 255),
+    "multicast_interface": _check_ipv4_or_empty,
+    "multicast_max_peers": _integer(1, 1 << 16),
+    "listener": _check_callable_or_none,
     "socket_transport_enabled": _boolean,
     "websocket_bind_addr": _check_ws_bind,
     "websocket_path": _check_ws_path,
@@ -1461,6 +1567,11 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "health_check_interval": _duration(0.01, 3600.0),
     "ping_timeout": _duration(0.001, 3600.0),
     "enable_indirect_pings": _boolean,
+    "adaptive_ping_timeout": _boolean,
+    "ping_timeout_max": _duration(0.001, 3600.0, allow_zero=True),
+    "adaptive_ping_percentile": _number(0.5, 1.0),
+    "adaptive_ping_factor": _number(1.0, 10.0),
+    "adaptive_ping_samples": _integer(4, 1024),
     "suspect_retention_period": _duration(0.01, 30 * _DAY),
     "recovery_attempt_interval": _duration(0.01, _DAY),
     "dead_node_retention_period": _duration(0.0, 365 * _DAY),
@@ -1496,6 +1607,8 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "leave_timeout": _duration(0.0, 3600.0),
     "leave_attempts": _integer(1, 100),
     "join_timeout": _duration(0.01, 3600.0),
+    "join_retry_interval": _duration(0.001, 3600.0),
+    "join_retry_max_interval": _duration(0.001, _DAY),
     "suspicion_history_size": _integer(1, 1024),
     "flap_window": _duration(0.1, _DAY),
     "flap_threshold": _integer(2, 64),
@@ -1526,6 +1639,7 @@ _DURATION_FIELDS = frozenset(
     name for name, f in Config.__dataclass_fields__.items() if f.type in ("float",)
 ) - {"fan_out_multiplier", "state_exchange_multiplier", "ttl_multiplier",
      "activity_threshold_percent", "indirect_ping_multiplier", "partition_threshold",
+     "adaptive_ping_percentile", "adaptive_ping_factor",
      "max_unconfirmed_share"}
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from gossip.transports.memory import MemoryNetwork
+
 import gossip
 from gossip.config import Config, default_config, format_duration, parse_duration
 from gossip.errors import ConfigError
@@ -43,6 +45,15 @@ BAD: dict[str, list[Any]] = {
     "transport": [object()],
     "logger": ["stdout"],
     "resolver": [object()],
+    "dialer": ["socket.create_connection", 42],
+    "listener": [object()],
+    "discovery": ["mdns", 1],
+    "multicast_group": ["127.0.0.1", "ff02::1", "x", 5],
+    "multicast_port": [-1, 70000, "7947"],
+    "multicast_interval": [0, -1],
+    "multicast_ttl": [-1, 256],
+    "multicast_interface": ["eth0", "::1", 1],
+    "multicast_max_peers": [0, 1 << 20],
     "prefer_ipv6": [1, "true"],
     "socket_transport_enabled": [None],
     "websocket_bind_addr": ["localhost:8080", "127.0.0.1", "::1:80", "127.0.0.1:70000", 5],
@@ -139,6 +150,13 @@ BAD: dict[str, list[Any]] = {
     "leave_timeout": [-1],
     "leave_attempts": [0, 101, 2.5],
     "join_timeout": [0],
+    "adaptive_ping_timeout": [1, "yes"],
+    "ping_timeout_max": [-1, "1s"],
+    "adaptive_ping_percentile": [0.4, 1.1, "p99"],
+    "adaptive_ping_factor": [0.9, 11, "x"],
+    "adaptive_ping_samples": [3, 2000, 4.5],
+    "join_retry_interval": [0, -1, "1s", 7200.0],
+    "join_retry_max_interval": [0, -1, "1m"],
     "suspicion_history_size": [0, 2000, 1.5],
     "flap_window": [0, -1, "60s"],
     "flap_threshold": [1, 65, 2.5],
@@ -201,6 +219,11 @@ def test_preset_numbers_follow_memberlist() -> None:
     [
         ({"ping_timeout": 2.0, "health_check_interval": 1.0}, "ping_timeout"),
         ({"gossip_interval": 10.0, "gossip_max_interval": 5.0}, "gossip_max_interval"),
+        ({"join_retry_interval": 10.0, "join_retry_max_interval": 5.0}, "join_retry_max_interval"),
+        ({"ping_timeout": 0.5, "ping_timeout_max": 0.4}, "ping_timeout_max"),
+        ({"dialer": lambda h, p, t: None, "transport": MemoryNetwork().new_transport()}, "dialer"),
+        ({"listener": lambda k, h, p: None, "transport": MemoryNetwork().new_transport()}, "listener"),
+        ({"health_check_interval": 1.0, "ping_timeout_max": 1.0}, "ping_timeout_max"),
         ({"udp_max_packet_size": 60000, "tcp_max_packet_size": 50000}, "udp_max_packet_size"),
         ({"tcp_max_packet_size": 9 << 20}, "tcp_max_packet_size"),
         ({"secondary_keys": [b"k" * 16]}, "secondary_keys"),

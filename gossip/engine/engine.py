@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import Config
 from ..counters import STREAM_COUNTERS, Counters
-from ..errors import ClusterClosed
+from ..errors import ClusterClosed, GossipError, JoinError
 from ..handlers import EventHandlers, MessageHandlers
 from ..hlc import HLC
-from ..joining import JoinOutcome
+from ..joining import Backoff, JoinOutcome, JoinStatus
 from ..metadata import Metadata
 from ..node import Node, NodeID, NodeState
 from ..packet import PacketCodec
@@ -48,8 +48,10 @@ from .joins import Joins, join_peers
 from .members import MemberView, event_node, removed_node
 from .outgoing import Outgoing, UserMessages
 from .scheduler import Scheduler
+from .seeds import SeedJoiner
 
 if TYPE_CHECKING:
+    from .discovery import MulticastDiscovery
     from .stream_pool import StreamPool
 
 __all__ = ["Engine"]
@@ -110,6 +112,9 @@ class Engine:
         self.members = members = MemberView(host, node_id, metadata, config, wiring.names_for(codec))
         self.joins = joins = Joins(config.join_timeout)
         self._resolve = wiring.resolver_for(config)
+        self.seeds = self._new_seed_joiner()
+        self.discoveries: dict[tuple[str, int], MulticastDiscovery] = {}
+        self._discovery_lock = threading.Lock()
         self.events = EventLoop(config.gossip_interval, config.gossip_max_interval,
                                 self.stop_event, counters, self.log, self.warn, prefix)
         self.out = out = Outgoing(config, codec, self.id_bytes, self.hlc, counters, self.log,
@@ -136,6 +141,17 @@ class Engine:
         self._stopped = False
 
     # ------------------------------------------------------------------ handler registries
+
+    def _new_seed_joiner(self) -> SeedJoiner:
+        cfg = self.config
+        rng = random.Random(self.rng.random())
+        return SeedJoiner(self.join, self._isolated, lambda ev: self.emit(("cluster", ev, None)),
+                          Backoff(cfg.join_retry_interval, cfg.join_retry_max_interval, rng),
+                          cfg.join_timeout, rng, self.log, self.prefix)
+
+    def _isolated(self) -> bool:
+        counts = self.members.state_counts()
+        return counts[NodeState.ALIVE] + counts[NodeState.SUSPECT] <= 1  # this node alone
 
     @property
     def state_handlers(self) -> EventHandlers[StateHandler]:
@@ -259,6 +275,12 @@ class Engine:
         self.events.start()
         self.metadata.add_listener(self._on_local_metadata)
         self.emit(("state", self.local_node(), NodeState.UNKNOWN))
+        if cfg.discovery == "multicast":
+            try:
+                self.discover(cfg.multicast_group, cfg.multicast_port)
+            except BaseException:
+                self.stop(0.0)
+                raise
         self.log.info("node %s started at %s", self.node_id.short, address)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -287,6 +309,11 @@ class Engine:
         except Exception:  # a broken transport must not stop the shutdown
             self.log.exception("closing the transport failed")
         self.stop_event.set()
+        self.seeds.close()  # never waited for: a lookup under way ends it when it returns
+        with self._discovery_lock:
+            discoveries = list(self.discoveries.values())
+        for d in discoveries:
+            d.close()
         self.events.close()
         if self._started:
             self.scheduler.stop()
@@ -298,7 +325,7 @@ class Engine:
             return
         stragglers += self.receiver.join(deadline)
         me = threading.current_thread()
-        for t in [self.scheduler.thread, *self.events.threads]:
+        for t in [self.scheduler.thread, *self.events.threads, *(d.thread for d in discoveries)]:
             if t is not me and t.ident is not None:
                 t.join(max(0.0, deadline - time.monotonic()))
                 if t.is_alive():
@@ -353,6 +380,8 @@ class Engine:
         if ev.kind == EVENT_STATE:
             self.log.info("node %s@%s: %s -> %s", ev.node.short, ev.addr, ev.prev, ev.state)
             self.emit(("state", event_node(ev, self.members.name_of), ev.prev))
+            if ev.state is NodeState.DEAD or ev.state is NodeState.LEFT:
+                self.seeds.member_lost()
         elif ev.kind == EVENT_METADATA:
             self.emit(("metadata", event_node(ev, self.members.name_of), ev.prev))
         elif ev.kind == EVENT_REMOVED:
@@ -433,6 +462,101 @@ class Engine:
         return join_peers(peers, timeout, resolve=self._resolve, join_addr=self.join_addr,
                           own_addr=self.address, prefix=self.prefix)
 
+    def join_in_background(self, peers: list[str]) -> JoinStatus:
+        """Join through ``peers`` in the background (see :class:`.seeds.SeedJoiner`).
+
+        Raises:
+            ClusterClosed: the engine is not running.
+        """
+        self.check_open()
+        if self.seeds.closed:  # the node left, and joins again
+            self.seeds = self._new_seed_joiner()
+        return self.seeds.add(peers)
+
+    def discover(self, group: str, port: int) -> MulticastDiscovery:
+        """Announce this node on the multicast group ``group:port`` and join the members of
+        its cluster heard there (see :mod:`.discovery`); a group already in use is reused.
+
+        Raises:
+            TransportError: the group cannot be joined.
+            ClusterClosed: the engine is not running.
+        """
+        from ..transports.multicast import MulticastSocket
+        from .discovery import MulticastDiscovery
+
+        self.check_open()
+        cfg = self.config
+        with self._discovery_lock:
+            found = self.discoveries.get((group, port))
+            if found is not None:
+                return found
+            iface = cfg.multicast_interface
+            if not iface:
+                host = cfg.bind_addr.rpartition(":")[0] if cfg.socket_transport_enabled else ""
+                iface = host if host.count(".") == 3 and host != "0.0.0.0" else ""
+            sock = MulticastSocket(group, port, iface, cfg.multicast_ttl)
+            keyring = self.codec.keyring
+            d = MulticastDiscovery(
+                sock, self.id_bytes, lambda: self.address, cfg.cluster_label,
+                (lambda: keyring.keys) if keyring is not None else (lambda: ()),
+                self._holds_live, lambda addr: self.join([addr], cfg.join_timeout),
+                interval=cfg.multicast_interval, max_peers=cfg.multicast_max_peers,
+                counters=self.counters, rng=random.Random(self.rng.random()), log=self.log,
+                prefix=self.prefix)
+            self.discoveries[(group, port)] = d
+            if port == 0:
+                self.discoveries[(group, sock.port)] = d
+        d.start()
+        return d
+
+    def join_multicast(self, seeds: list[str], wait: float | None) -> JoinOutcome:
+        """Start discovery on each ``mcast://group[:port]`` seed (see :meth:`discover`).
+
+        With ``wait`` (seconds), wait until discovery joined a first member (or one that heard
+        this node's announcement joined it).
+
+        Returns:
+            The seeds whose discovery joined someone (none without ``wait``), and why each
+            other failed.
+
+        Raises:
+            JoinError: a seed is not a multicast group or cannot be joined; or, with ``wait``,
+                no member was joined in time.
+            ClusterClosed: the engine is not running, or stopped while waiting.
+        """
+        from .discovery import parse_multicast_seed
+
+        failures: dict[str, str] = {}
+        found = []
+        for seed in seeds:
+            try:
+                found.append(self.discover(*parse_multicast_seed(seed, self.config.multicast_port)))
+            except ClusterClosed:
+                raise
+            except GossipError as exc:
+                failures[seed] = str(exc)
+        if failures and (wait is None or not found):
+            raise JoinError(failures)
+        if wait is None:
+            return JoinOutcome((), {})
+        end = time.monotonic() + wait
+
+        def joined() -> bool:  # we joined someone, or someone who heard us joined us
+            return any(d.joined.is_set() for d in found) or not self._isolated()
+
+        while time.monotonic() < end and not joined():
+            if self.stop_event.wait(0.02):
+                raise ClusterClosed("the cluster was stopped while joining")
+        if joined():
+            return JoinOutcome([s for s in seeds if s not in failures], failures)
+        for seed in seeds:
+            failures.setdefault(seed, f"no member of this cluster announced itself within {wait:.1f}s")
+        raise JoinError(failures)
+
+    def _holds_live(self, node: bytes) -> bool:
+        n = self.members.get_node(NodeID(bytes=node))
+        return n is not None and n.state in (NodeState.ALIVE, NodeState.SUSPECT)
+
     def join_addr(self, addr: str, timeout: float | None) -> JoinResult:
         """Send a join to one resolved address and wait for the answer.
 
@@ -448,6 +572,7 @@ class Engine:
         if not self._started or self.closing:
             return
         end = time.monotonic() + timeout
+        self.seeds.close()  # a node that left does not go back to its seeds
         self.locked(lambda core: core.leave(time.monotonic()))
         if not self.out.wait_flushed(timeout):
             self.log.warning("leave: the send queue did not flush within %.1fs", timeout)

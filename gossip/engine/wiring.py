@@ -167,6 +167,7 @@ def _sockets(cfg: Config, name: str, member_check: MemberCheck, listen: bool) ->
         udp=not cfg.force_reliable_transport, max_udp_size=cfg.udp_max_packet_size,
         name=name, recv_buffer_size=cfg.udp_recv_buffer_size,
         send_buffer_size=cfg.udp_send_buffer_size, listen=listen,
+        dialer=cfg.dialer, listener=cfg.listener,
     )
 
 
@@ -190,6 +191,7 @@ def _websockets(cfg: Config, name: str, member_check: MemberCheck, bind: str) ->
         handshake_timeout=cfg.websocket_handshake_timeout,
         ping_interval=cfg.websocket_ping_interval,
         allowed_origins=cfg.websocket_allowed_origins,
+        dialer=cfg.dialer, listener=cfg.listener,
     )
 
 

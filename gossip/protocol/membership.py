@@ -31,6 +31,7 @@ from ..node import PROTOCOL_VERSION, NodeID, NodeState
 from .actions import EVENT_REMOVED, EVENT_STATE, MemberEvent
 from .awareness import Awareness
 from .outbox import Outbox
+from .rtt import RttWindow
 from .reconnect import Reconnector
 from .suspicion import Suspicion
 
@@ -67,7 +68,7 @@ class Member:
     """
 
     __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av",
-                 "state_change", "suspicion", "introducer", "vouched", "timer_at", "rtt")
+                 "state_change", "suspicion", "introducer", "vouched", "timer_at", "rtt", "rtts")
 
     def __init__(self, node: NodeID, addr: str, state: NodeState, incarnation: int,
                  meta: Mapping[str, Any], meta_stamp: int, pv: int, av: str, now: float) -> None:
@@ -85,6 +86,7 @@ class Member:
         self.vouched = False       # named from inside the cluster (see above)
         self.timer_at = math.inf   # when the pending suspicion timer of this member fires
         self.rtt: float | None = None  # seconds of the last direct probe round trip
+        self.rtts: RttWindow | None = None  # its recent round trips (adaptive ping timeout)
 
     def to_state(self) -> MemberState:
         """Return the record as exchanged by push/pull."""
