@@ -12,6 +12,7 @@ Pure data: no I/O, no clocks.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Union
 
@@ -22,10 +23,11 @@ from .node import PROTOCOL_VERSION, NodeID, NodeState
 from .wire import MessageType
 
 __all__ = [
-    "Alive", "Suspect", "Dead", "Update", "MemberState",
+    "Alive", "Suspect", "Dead", "Forget", "Update", "MemberState",
     "Ping", "Ack", "PingReq", "Nack", "Gossip", "Join", "JoinReply", "PushPull", "PushPullReply",
     "Message", "to_wire", "from_wire", "update_size", "encode_update", "metadata_size", "EMPTY_META",
     "MAX_INCARNATION", "MAX_STATES", "MAX_UPDATES", "MAX_META_KEY_LENGTH", "MAX_META_STRING",
+    "NO_TAGS", "MAX_TAGS", "MAX_TAG_LENGTH", "TAG_PATTERN", "tags_size", "check_tag",
 ]
 
 
@@ -101,10 +103,44 @@ MAX_META_STRING = 65536
 ``Config.max_metadata_size`` to the whole map)."""
 
 
-class Alive(_Record):
-    """``node`` is alive at ``incarnation``, reachable at ``addr``, with this metadata."""
+NO_TAGS: frozenset[str] = frozenset()
+"""The empty tag set (a member without tags)."""
+MAX_TAGS = 64
+"""The most tags one member may carry (checked locally by ``Config.validate`` and
+:func:`check_tag`, and at decode)."""
+MAX_TAG_LENGTH = 64
+"""The longest tag, in characters."""
+TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/=+-]*")
+"""What a tag looks like: ASCII letters, digits and ``. _ : / = + -``, starting with a letter or
+a digit (so a tag is safe in a log line, a URL path and a shell word)."""
 
-    __slots__ = ("node", "incarnation", "addr", "meta", "meta_stamp", "pv", "av")
+
+def check_tag(tag: object) -> str | None:
+    """Return why ``tag`` is not a valid tag, or None if it is."""
+    if type(tag) is not str:
+        return f"a tag is a str, got {type(tag).__name__}"
+    if not 0 < len(tag) <= MAX_TAG_LENGTH:
+        return f"a tag has 1..{MAX_TAG_LENGTH} characters, got {len(tag)}"
+    if TAG_PATTERN.fullmatch(tag) is None:
+        return f"tag {tag!r} has characters outside {TAG_PATTERN.pattern}"
+    return None
+
+
+def tags_size(tags: frozenset[str]) -> int:
+    """Return the bytes ``tags`` add to a member's record (msgpack), counted against
+    ``Config.max_metadata_size`` with the metadata (0 for no tags)."""
+    if not tags:
+        return 0
+    return len(msgpack.packb(sorted(tags), use_bin_type=True))
+
+
+class Alive(_Record):
+    """``node`` is alive at ``incarnation``, reachable at ``addr``, with this metadata and tags.
+
+    ``tags`` travel with the metadata: both are ordered by ``meta_stamp``.
+    """
+
+    __slots__ = ("node", "incarnation", "addr", "meta", "meta_stamp", "pv", "av", "tags")
 
     node: NodeID
     incarnation: int
@@ -113,6 +149,7 @@ class Alive(_Record):
     meta_stamp: int
     pv: int
     av: str
+    tags: frozenset[str]
 
     def __init__(
         self,
@@ -123,6 +160,7 @@ class Alive(_Record):
         meta_stamp: int = 0,
         pv: int = PROTOCOL_VERSION,
         av: str = "",
+        tags: frozenset[str] = NO_TAGS,
     ) -> None:
         init = object.__setattr__
         init(self, "node", node)
@@ -132,6 +170,7 @@ class Alive(_Record):
         init(self, "meta_stamp", meta_stamp)
         init(self, "pv", pv)
         init(self, "av", av)
+        init(self, "tags", tags)
 
 
 class Suspect(_Record):
@@ -171,13 +210,33 @@ class Dead(_Record):
         return self.sender == self.node
 
 
-Update = Union[Alive, Suspect, Dead]
+class Forget(_Record):
+    """``sender`` forgets ``node``, dead or left at ``incarnation``: every member drops its record
+    at once (an operator's word that the node will not come back).
+
+    A member that holds ``node`` alive or suspect refuses it: a live member is never forgotten.
+    """
+
+    __slots__ = ("node", "incarnation", "sender")
+
+    node: NodeID
+    incarnation: int
+    sender: NodeID
+
+    def __init__(self, node: NodeID, incarnation: int, sender: NodeID) -> None:
+        init = object.__setattr__
+        init(self, "node", node)
+        init(self, "incarnation", incarnation)
+        init(self, "sender", sender)
+
+
+Update = Union[Alive, Suspect, Dead, Forget]
 
 
 class MemberState(_Record):
     """One member's full state, as exchanged by join and push/pull."""
 
-    __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av")
+    __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av", "tags")
 
     node: NodeID
     addr: str
@@ -187,6 +246,7 @@ class MemberState(_Record):
     meta_stamp: int
     pv: int
     av: str
+    tags: frozenset[str]
 
     def __init__(
         self,
@@ -198,6 +258,7 @@ class MemberState(_Record):
         meta_stamp: int = 0,
         pv: int = PROTOCOL_VERSION,
         av: str = "",
+        tags: frozenset[str] = NO_TAGS,
     ) -> None:
         init = object.__setattr__
         init(self, "node", node)
@@ -208,6 +269,7 @@ class MemberState(_Record):
         init(self, "meta_stamp", meta_stamp)
         init(self, "pv", pv)
         init(self, "av", av)
+        init(self, "tags", tags)
 
 
 class Ping(_Record):
@@ -402,15 +464,25 @@ Message = Union[Ping, Ack, PingReq, Nack, Gossip, Join, JoinReply, PushPull, Pus
 
 # -- encoding -------------------------------------------------------------------------------------
 
-_ALIVE, _SUSPECT, _DEAD = 0, 1, 2
+_ALIVE, _SUSPECT, _DEAD, _FORGET = 0, 1, 2, 3
+
+# Tags ride as an optional last field of an alive update and of a member state: a member
+# without tags is encoded exactly as before tags existed (8 fields), so peers of the same wire
+# version that predate tags read it; a member's tags (a 9th field, a sorted list) are read only
+# by peers that know them (an older peer refuses that message as malformed: see docs).
 
 
 def encode_update(u: Update) -> list[Any]:
     """Return the plain list form of a membership update."""
     if type(u) is Alive:
-        return [_ALIVE, u.node.bytes, u.incarnation, u.addr, dict(u.meta), u.meta_stamp, u.pv, u.av]
+        out = [_ALIVE, u.node.bytes, u.incarnation, u.addr, dict(u.meta), u.meta_stamp, u.pv, u.av]
+        if u.tags:
+            out.append(sorted(u.tags))
+        return out
     if type(u) is Suspect:
         return [_SUSPECT, u.node.bytes, u.incarnation, u.sender.bytes]
+    if type(u) is Forget:
+        return [_FORGET, u.node.bytes, u.incarnation, u.sender.bytes]
     assert type(u) is Dead
     return [_DEAD, u.node.bytes, u.incarnation, u.sender.bytes]
 
@@ -428,7 +500,10 @@ def metadata_size(meta: Mapping[str, Any]) -> int:
 
 
 def _encode_state(s: MemberState) -> list[Any]:
-    return [s.node.bytes, s.addr, int(s.state), s.incarnation, dict(s.meta), s.meta_stamp, s.pv, s.av]
+    out = [s.node.bytes, s.addr, int(s.state), s.incarnation, dict(s.meta), s.meta_stamp, s.pv, s.av]
+    if s.tags:
+        out.append(sorted(s.tags))
+    return out
 
 
 def to_wire(msg: Message) -> tuple[MessageType, list[Any]]:
@@ -549,6 +624,23 @@ def _meta(value: Any) -> Mapping[str, Any]:
     return value
 
 
+def _tags(value: Any) -> frozenset[str]:
+    """Check a peer's tags: a list of at most :data:`MAX_TAGS` valid tags (:func:`check_tag`)."""
+    if type(value) is not list or not 0 < len(value) <= MAX_TAGS:
+        raise _fail("tag list", value)
+    for t in value:
+        if check_tag(t) is not None:
+            raise _fail("tag", t)
+    return frozenset(value)
+
+
+def _optional_tags(value: list[Any], n: int, what: str) -> frozenset[str]:
+    """Return the tags of a record of ``n`` fields that may carry them as field ``n + 1``."""
+    if type(value) is not list or len(value) not in (n, n + 1):
+        raise _fail(f"{what} (expected a list of {n} or {n + 1})", value)
+    return _tags(value[n]) if len(value) > n else NO_TAGS
+
+
 def _seq(value: Any) -> int:
     return _uint(value, "seq", _U32)
 
@@ -572,16 +664,20 @@ def decode_update(value: Any) -> Update:
         raise _fail("update", value)
     kind = value[0]
     if kind == _ALIVE and type(kind) is int:
-        _list(value, 8, "alive update")
+        tags = _optional_tags(value, 8, "alive update")
         return Alive(_node(value[1], "node id"), _uint(value[2], "incarnation", _U32),
                      _str(value[3], "address"), _meta(value[4]), _uint(value[5], "metadata stamp"),
-                     _uint(value[6], "protocol version", 0xFFFF), _str(value[7], "application version", 255))
+                     _uint(value[6], "protocol version", 0xFFFF), _str(value[7], "application version", 255),
+                     tags)
     if kind == _SUSPECT and type(kind) is int:
         _list(value, 4, "suspect update")
         return Suspect(_node(value[1], "node id"), _uint(value[2], "incarnation", _U32), _node(value[3], "sender id"))
     if kind == _DEAD and type(kind) is int:
         _list(value, 4, "dead update")
         return Dead(_node(value[1], "node id"), _uint(value[2], "incarnation", _U32), _node(value[3], "sender id"))
+    if kind == _FORGET and type(kind) is int:
+        _list(value, 4, "forget update")
+        return Forget(_node(value[1], "node id"), _uint(value[2], "incarnation", _U32), _node(value[3], "sender id"))
     raise _fail("update kind", kind)
 
 
@@ -592,10 +688,12 @@ def _updates(value: Any) -> tuple[Update, ...]:
 
 
 def _decode_state(value: Any) -> MemberState:
-    v = _list(value, 8, "member state")
+    tags = _optional_tags(value, 8, "member state")
+    v = value
     return MemberState(_node(v[0], "node id"), _str(v[1], "address"), _state(v[2]),
                        _uint(v[3], "incarnation", _U32), _meta(v[4]), _uint(v[5], "metadata stamp"),
-                       _uint(v[6], "protocol version", 0xFFFF), _str(v[7], "application version", 255))
+                       _uint(v[6], "protocol version", 0xFFFF), _str(v[7], "application version", 255),
+                       tags)
 
 
 def _states(value: Any, max_states: int) -> tuple[MemberState, ...]:
