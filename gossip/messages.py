@@ -12,7 +12,6 @@ Pure data: no I/O, no clocks.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Union
 
@@ -20,6 +19,7 @@ import msgpack
 
 from .errors import DecodeError
 from .node import PROTOCOL_VERSION, NodeID, NodeState
+from .tags import MAX_TAG_LENGTH, MAX_TAGS, NO_TAGS, TAG_PATTERN, check_tag, tags_size
 from .wire import MessageType
 
 __all__ = [
@@ -101,37 +101,6 @@ MAX_META_KEY_LENGTH = 255
 MAX_META_STRING = 65536
 """Longest metadata string value accepted at decode, in characters (the core then applies
 ``Config.max_metadata_size`` to the whole map)."""
-
-
-NO_TAGS: frozenset[str] = frozenset()
-"""The empty tag set (a member without tags)."""
-MAX_TAGS = 64
-"""The most tags one member may carry (checked locally by ``Config.validate`` and
-:func:`check_tag`, and at decode)."""
-MAX_TAG_LENGTH = 64
-"""The longest tag, in characters."""
-TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/=+-]*")
-"""What a tag looks like: ASCII letters, digits and ``. _ : / = + -``, starting with a letter or
-a digit (so a tag is safe in a log line, a URL path and a shell word)."""
-
-
-def check_tag(tag: object) -> str | None:
-    """Return why ``tag`` is not a valid tag, or None if it is."""
-    if type(tag) is not str:
-        return f"a tag is a str, got {type(tag).__name__}"
-    if not 0 < len(tag) <= MAX_TAG_LENGTH:
-        return f"a tag has 1..{MAX_TAG_LENGTH} characters, got {len(tag)}"
-    if TAG_PATTERN.fullmatch(tag) is None:
-        return f"tag {tag!r} has characters outside {TAG_PATTERN.pattern}"
-    return None
-
-
-def tags_size(tags: frozenset[str]) -> int:
-    """Return the bytes ``tags`` add to a member's record (msgpack), counted against
-    ``Config.max_metadata_size`` with the metadata (0 for no tags)."""
-    if not tags:
-        return 0
-    return len(msgpack.packb(sorted(tags), use_bin_type=True))
 
 
 class Alive(_Record):
