@@ -7,7 +7,7 @@ big-endian::
     offset size field
     0      1    magic 0xC5                     wrong -> VersionMismatch
     1      1    wire version (1)               other -> VersionMismatch
-    2      1    flags: bit0 COMPRESSED, bit1 ENCRYPTED; other bits -> DecodeError
+    2      1    flags: bit0 COMPRESSED, bit1 ENCRYPTED, bit2 TAGGED; other bits -> DecodeError
     3      1    codec id                       unknown -> DecodeError
     4      4    label tag u32                  not ours -> LabelMismatch
 
@@ -20,6 +20,13 @@ big-endian::
     27     4    payload length u32 (as stored: compressed if the flag is set)
     31     n    payload (exactly n bytes)
 
+    TAGGED (a broadcast only members holding the tag handle and relay): the header is followed
+    by the tag, ``1 byte L (1..64) | L bytes of ASCII`` (:func:`gossip.tags.check_tag`), and
+    then by the payload; the payload length counts the payload alone. Sealed with the rest
+    when the packet is encrypted. Only members that advertise the tag are sent such a packet,
+    and a node that predates tags advertises none, so it never receives one (it would refuse
+    the unknown flag).
+
     inner part, ENCRYPTED: the sender id in clear, then the rest of the header and the payload
     sealed as nonce(12) | ciphertext | tag(16) under the sender's own key (derived from the
     keyring key and the sender id: :func:`gossip.security.sender_key`), with AAD = prefix
@@ -31,7 +38,7 @@ big-endian::
     30     8    message id u64
     38     1    ttl u8
     39     4    payload length u32
-    43     n    payload
+    43     n    payload (after the tag when TAGGED, as above)
     43+n   16   GCM tag
 
 Message types: 0..63 are the protocol's own (:class:`MessageType`), 64..127 are for add-on
@@ -58,6 +65,7 @@ __all__ = [
     "WIRE_VERSION",
     "FLAG_COMPRESSED",
     "FLAG_ENCRYPTED",
+    "FLAG_TAGGED",
     "KNOWN_FLAGS",
     "NODE_ID_SIZE",
     "MAX_TTL",
@@ -115,7 +123,9 @@ FLAG_COMPRESSED = 0x01
 """The payload is lz4-compressed (size-prefixed block)."""
 FLAG_ENCRYPTED = 0x02
 """The inner part is sealed with AES-GCM."""
-KNOWN_FLAGS = FLAG_COMPRESSED | FLAG_ENCRYPTED
+FLAG_TAGGED = 0x04
+"""A tag follows the inner header: only members holding it handle and relay the packet."""
+KNOWN_FLAGS = FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_TAGGED
 """Every flag bit this version understands; any other bit is refused."""
 
 NODE_ID_SIZE = 16

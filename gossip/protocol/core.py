@@ -284,12 +284,16 @@ class Protocol:
         """Return the alive and suspect members other than this node."""
         return [m for m in self.members.values() if m.state is ALIVE or m.state is SUSPECT]
 
-    def random_peers(self, k: int, exclude: Iterable[NodeID] = (), states: tuple[NodeState, ...] = (ALIVE, SUSPECT)) -> list[Member]:
-        """Return up to ``k`` distinct random members in ``states``, excluding ``exclude``.
+    def random_peers(self, k: int, exclude: Iterable[NodeID] = (), states: tuple[NodeState, ...] = (ALIVE, SUSPECT),
+                     tag: str | None = None) -> list[Member]:
+        """Return up to ``k`` distinct random members in ``states``, excluding ``exclude`` (and,
+        with ``tag``, only members that hold it).
 
         Members that showed themselves come first; the others only fill up what is missing, so
         a table full of fake members does not swallow the fan-out.
         """
+        if tag is not None:
+            return self._table.sample_known(k, lambda m: m.state in states and tag in m.tags, set(exclude))
         return self._table.sample_known(k, lambda m: m.state in states, set(exclude))
 
     def sizes(self) -> dict[str, int]:

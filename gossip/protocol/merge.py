@@ -23,7 +23,7 @@ Pure data: no clock, no threads, no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..config import Config
 from ..messages import (
