@@ -146,7 +146,7 @@ class Protocol:
         meta, meta_stamp: the initial local metadata and its HLC stamp.
         app_version: this node's application version string.
         incarnation: the starting incarnation (0 for a fresh process).
-        tags: this node's tags (validated by the host: :func:`gossip.messages.check_tag`);
+        tags: this node's tags (validated by the host: :func:`gossip.tags.check_tags`);
             they travel with the metadata, under its stamp.
         stamp_clock: returns the current time as an HLC stamp (:mod:`gossip.hlc`), the clock
             metadata stamps are compared with: a peer's stamp more than
