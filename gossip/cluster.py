@@ -333,14 +333,14 @@ class Cluster:
         return [n for n in self.nodes() if tag in n.tags and n.state in
                 (NodeState.ALIVE, NodeState.SUSPECT)]
 
-    def forget_node(self, node_id: NodeID | str) -> bool:
+    def forget_node(self, node_id: Node | NodeID | str) -> bool:
         """Remove a dead or left member's record from every node's table at once, rather than
         after ``dead_node_retention_period``: the operator's word that it will not come back.
 
         The removal is gossiped; each member applies it only if it holds the node dead or
         left too, and only from inside the cluster (a sealed packet, or a member speaking from
-        its own host). If the node does come back, it joins as a new member. ``node_id`` as
-        for :meth:`get_node`.
+        its own host). If the node does come back, it joins as a new member. ``node_id`` is a
+        :class:`Node`, or an id as for :meth:`get_node`.
 
         Returns:
             True if the record was removed here, False if this node does not know it.
@@ -351,7 +351,7 @@ class Cluster:
             ClusterClosed: the cluster is not started or is stopped.
         """
         engine = self._eng()
-        node = self.get_node(node_id)
+        node = self.get_node(node_id.id if isinstance(node_id, Node) else node_id)
         if node is None:
             return False
         try:

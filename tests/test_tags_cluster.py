@@ -72,4 +72,5 @@ def test_forget_node_refusals(gossip_cluster_factory: ClusterFactory) -> None:
     b.stop()
     wait_until(lambda: (n := a.get_node(b.local_node().id)) is not None and n.is_dead_or_left, what="b left")
     assert a.forget_node(str(b.local_node().id)) is True
+    assert a.forget_node(b.local_node()) is False   # a Node is accepted too
     assert a.get_node(b.local_node().id) is None and a.num_nodes() == 1

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gossip.config import Config
+from gossip.errors import DecodeError
 from gossip.messages import Alive, Dead, Forget, Gossip, Ping, from_wire, to_wire
-from gossip.node import NodeState
+from gossip.node import NodeID, NodeState
 from gossip.protocol.actions import EVENT_REMOVED, MemberEvent
 
 from .harness import A, B, CoreCluster, lone, sends, with_member
@@ -111,10 +112,12 @@ def test_forgotten_marks_expire_and_are_bounded() -> None:
     assert not core._table.forgotten
     table = core._table
     for k in range(3):   # more marks than max_members: the oldest go
-        table.forgotten[B if k == 0 else A] = (0, 0.0)
+        table.forgotten[NodeID(int=100 + k)] = (0, 0.0)
     core.receive(5.0, "x", Gossip((Alive(B, 0, "b:1"), Dead(B, 0, A))))
+    assert B in core.members                   # news of another member passes the marks
     core.forget(5.0, B)
-    assert len(table.forgotten) <= cfg.max_members
+    assert len(table.forgotten) == cfg.max_members and B in table.forgotten
+    assert NodeID(int=100) not in table.forgotten and NodeID(int=101) not in table.forgotten
 
 
 def test_a_forget_of_this_node_is_refuted() -> None:
@@ -130,3 +133,5 @@ def test_forget_round_trips_on_the_wire() -> None:
     assert from_wire(t, v) == Gossip((f,))
     t, v = to_wire(Ping(1, A, "a:1", (f,)))
     assert from_wire(t, v).updates == (f,)
+    with pytest.raises(DecodeError, match="forget update"):
+        from_wire(t, [1, A.bytes, "a:1", [[3, A.bytes, 3]], -1])

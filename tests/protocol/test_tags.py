@@ -86,6 +86,16 @@ def test_malformed_tags_are_refused_at_decode(tags: object) -> None:
     value = [[[0, A.bytes, 1, "a:1", {}, 0, 1, "", tags]]]
     with pytest.raises(DecodeError):
         from_wire(9, msgpack.unpackb(msgpack.packb(value)))
+    with pytest.raises(DecodeError, match="expected a list of 8 or 9"):
+        from_wire(9, [[[0, A.bytes, 1, "a:1", {}, 0, 1, "", ["gpu"], "more"]]])
+
+
+def test_tags_of_a_dead_member_are_taken_from_a_full_state() -> None:
+    core = lone()
+    core.receive(0.0, "a:1", Gossip((Alive(A, 1, "a:1", {}, 5),)), sender=A)
+    core.receive(1.0, "a:1", PushPull(1, "a:1", (MemberState(A, "a:1", NodeState.DEAD, 1, {"k": 1}, 9, tags=GPU),)),
+                 sender=A, reliable=True)
+    assert core.members[A].tags == GPU and core.members[A].meta_stamp == 9
 
 
 def test_check_tag() -> None:
