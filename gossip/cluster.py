@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from .config import Config, FrozenConfig, default_config, secret_file_warning
 from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
 from .engine import wiring
-from .errors import ClusterClosed, ConfigError, GossipError, JoinError, NodeIDError
+from .errors import (ClusterClosed, ConfigError, GossipError, JoinError, MetadataError,
+                     NodeAliveError, NodeIDError)
 from .joining import JOIN_IDLE, JoinOutcome, JoinStatus
 from .handlers import (
     HANDLER_FORWARD,
@@ -45,6 +46,7 @@ from .protocol.messaging import calc_fan_out, calc_payload_size
 from .protocol.provenance import Explanation
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
+from .tags import check_tags, tags_size
 from .wire import USER_MSG, TransportType
 from .wire import is_reliable as _reliable
 
@@ -111,6 +113,8 @@ class Cluster:
         self._config = cfg
         self._frozen = cfg.frozen()
         self._metadata = Metadata(max_size=cfg.max_metadata_size)
+        if cfg.tags:
+            self._metadata.reserve(tags_size(cfg.tags))   # tags count against the bound
         # The engine builds the codec and its keyring from the configuration (engine.wiring).
         self._engine = Engine(cfg, self._id, self._metadata, random.Random())
         self._codec = self._engine.codec
@@ -120,6 +124,7 @@ class Cluster:
         self._lock = threading.Lock()
         self._left = False
         self._stopped = False
+        self._tags_lock = threading.RLock()
         self.log = logger if cfg.logger is None else cfg.logger
 
     @property
@@ -362,9 +367,72 @@ class Cluster:
         """
         self._eng().update_metadata()
 
+    def set_tags(self, tags: Iterable[str]) -> None:
+        """Replace this node's tags (``Config.tags`` at start); the change spreads like a
+        metadata write, and tagged broadcasts reach this node from then on for the tags it
+        holds, never for those it dropped. Allowed before :meth:`start`.
+
+        Raises:
+            MetadataError: a tag is invalid (see ``Config.tags``), or the tags and the metadata
+                together exceed ``max_metadata_size``.
+            ClusterClosed: the cluster is stopped.
+        """
+        new, why = check_tags(tags if isinstance(tags, (str, set, frozenset, list, tuple)) else list(tags))
+        if why is not None:
+            raise MetadataError(why)
+        with self._tags_lock:
+            self._engine.set_tags(new)
+
+    def add_tag(self, tag: str) -> None:
+        """Add ``tag`` to this node's tags (see :meth:`set_tags`)."""
+        with self._tags_lock:
+            self.set_tags(self._engine.members.tags | {tag})
+
+    def remove_tag(self, tag: str) -> None:
+        """Remove ``tag`` from this node's tags, if it holds it (see :meth:`set_tags`)."""
+        with self._tags_lock:
+            self.set_tags(self._engine.members.tags - {tag})
+
     def nodes(self) -> list[Node]:
         """Return snapshots of every known node in any state, the local node first."""
         return self._engine.members.nodes()
+
+    def nodes_by_tag(self, tag: str) -> list[Node]:
+        """Return the alive and suspect nodes that hold ``tag`` (those a tagged broadcast
+        reaches), the local node first if it holds it."""
+        return [n for n in self.nodes() if tag in n.tags and n.state in
+                (NodeState.ALIVE, NodeState.SUSPECT)]
+
+    def forget_node(self, node_id: Node | NodeID | str) -> bool:
+        """Remove a dead or left member's record from every node's table at once, rather than
+        after ``dead_node_retention_period``: the operator's word that it will not come back.
+
+        The removal is gossiped; each member applies it only if it holds the node dead or
+        left too, and only from inside the cluster (a sealed packet, or a member speaking from
+        its own host). If the node does come back, it joins as a new member. ``node_id`` is a
+        :class:`Node`, or an id as for :meth:`get_node`.
+
+        Returns:
+            True if the record was removed here, False if this node does not know it.
+
+        Raises:
+            NodeAliveError: the node is this one, or is held alive or suspect.
+            NodeIDError: ``node_id`` is not a node id.
+            GossipError: on memberlist's wire, which carries no removal (memberlist reaps dead
+                members itself).
+            ClusterClosed: the cluster is not started or is stopped.
+        """
+        engine = self._eng()
+        if self._config.wire_protocol == "memberlist":
+            raise GossipError("forget_node: memberlist's wire carries no removal (its members "
+                              "reap dead members after their own retention)")
+        node = self.get_node(node_id.id if isinstance(node_id, Node) else node_id)
+        if node is None:
+            return False
+        try:
+            return engine.forget(node.id)
+        except ValueError as exc:
+            raise NodeAliveError(str(exc)) from None
 
     def alive_nodes(self) -> list[Node]:
         """Return the alive nodes, the local node included."""
@@ -659,6 +727,20 @@ class Cluster:
     def send_reliable_excluding(self, msg_type: int, data: Any, exclude: Iterable[NodeID]) -> None:
         """Like :meth:`send_reliable`, never sending directly to the nodes in ``exclude``."""
         self._eng().broadcast(msg_type, data, True, tuple(exclude))
+
+    def send_tagged(self, tag: str, msg_type: int, data: Any) -> None:
+        """Broadcast ``data`` to the nodes holding ``tag`` (best effort, epidemic): only they
+        are sent it, and only they handle and relay it (as paularlott's ``SendTagged``).
+
+        Raises:
+            LocalProtocolError: internal type, an invalid tag, or ``data`` cannot be encoded.
+            ClusterClosed: the cluster is not started or is stopped.
+        """
+        self._eng().broadcast(msg_type, data, False, tag=tag)
+
+    def send_tagged_reliable(self, tag: str, msg_type: int, data: Any) -> None:
+        """Like :meth:`send_tagged`, over reliable (TCP) connections."""
+        self._eng().broadcast(msg_type, data, True, tag=tag)
 
     def send_to(self, node: Node, msg_type: int, data: Any,
                 transport: TransportType = TransportType.BEST_EFFORT) -> None:

@@ -31,7 +31,8 @@ validated so existing configurations load, and documented as such on each field
 ``suspect_attempt_interval``, ``refutation_threshold``, ``max_parallel_suspect_evaluations``,
 ``indirect_ping_multiplier``).
 
-This module imports only :mod:`gossip.errors` and the standard library.
+This module imports only :mod:`gossip.errors`, :mod:`gossip.address`, :mod:`gossip.tags` and
+the standard library.
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from .address import is_loopback, is_websocket_url
 from .errors import ConfigError
+from .tags import check_tags, tags_size
 
 __all__ = ["Config", "FrozenConfig", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD",
            "SECRET_FIELDS", "secret_file_warning"]
@@ -104,6 +106,13 @@ class Config:
     """Free-form version of the embedding application, sent at join."""
     application_version_check: Callable[[str], bool] | None = None
     """Called with a joiner's application version; returning False refuses the join."""
+    tags: Collection[str] = frozenset()
+    """This node's tags (a set of words such as ``{"gpu", "zone=eu-1"}``): carried in its member
+    record, so that members are found by tag (``Cluster.nodes_by_tag``) and tagged broadcasts
+    reach only those that hold it (``Cluster.send_tagged``). At most 64 tags of 1..64 ASCII
+    letters, digits and ``. _ : / = + -`` (a letter or digit first); they count against
+    ``max_metadata_size``. Changed at run time with ``Cluster.set_tags``. ``GOSSIP_TAGS`` is a
+    comma-separated list."""
     default_port: int = 7946
     """Port assumed for peer addresses given without one (memberlist's 7946, the port of
     ``bind_addr`` and of ``gossip agent`` by default too)."""
@@ -688,6 +697,8 @@ class Config:
         cfg = dataclasses.replace(self)
         cfg.secondary_keys = list(self.secondary_keys)
         cfg.websocket_allowed_origins = list(self.websocket_allowed_origins)
+        if isinstance(self.tags, (set, list)):
+            cfg.tags = frozenset(self.tags)
         for name, value in changes.items():
             if name not in _FIELD_NAMES and name not in _ALIASES:
                 raise ConfigError(name, "no such Config field")
@@ -712,6 +723,14 @@ class Config:
                               "memberlist's wire sends probes and gossip as UDP datagrams")
         if len(self.cluster_label.encode("utf-8")) > 255:
             raise ConfigError("cluster_label", "a memberlist label is at most 255 bytes")
+        if str(self.cipher).lower() != "aes-gcm":
+            raise ConfigError("cipher", "memberlist's wire seals with AES-GCM only")
+        if str(self.compressor).lower() == "snappy":
+            raise ConfigError("compressor", "memberlist's wire compresses with LZW "
+                              "(memberlist_compress), not Snappy")
+        if self.tags:
+            raise ConfigError("tags", "memberlist's wire carries no tags (with serf=True, Serf's "
+                              "tags travel in the member's metadata)")
 
     def validate(self) -> None:
         """Check every field; raise :class:`~gossip.errors.ConfigError` naming the first bad one.
@@ -779,6 +798,10 @@ class Config:
                 f"({self.udp_max_packet_size - ALIVE_OVERHEAD}: an alive message with it must fit "
                 f"one datagram), got {self.max_metadata_size}",
             )
+        if tags_size(self.tags) > self.max_metadata_size:
+            raise ConfigError(
+                "tags", f"take {tags_size(self.tags)} bytes encoded, over max_metadata_size "
+                        f"({self.max_metadata_size}), which they count against")
         if self.msg_history_max_entries < self.msg_history_shard_count:
             raise ConfigError(
                 "msg_history_max_entries",
@@ -1041,6 +1064,8 @@ class Config:
                 out[prefix + f.name.upper()] = format_duration(value)
             elif isinstance(value, bytes):
                 out[prefix + f.name.upper()] = value.hex()
+            elif isinstance(value, (set, frozenset)):
+                out[prefix + f.name.upper()] = ",".join(sorted(value))
             elif isinstance(value, list):
                 out[prefix + f.name.upper()] = ",".join(
                     k if isinstance(k, str) else k.hex() for k in value)
@@ -1409,6 +1434,12 @@ def _check_origins(name: str, value: Any) -> None:
                                               f"(scheme://host[:port], no path), got {origin!r}")
 
 
+def _check_tags(name: str, value: Any) -> None:
+    _, why = check_tags(value)
+    if why is not None:
+        raise ConfigError(name, why)
+
+
 def _check_tls_context(name: str, value: Any) -> None:
     if value is not None and not callable(getattr(value, "wrap_socket", None)):
         raise ConfigError(name, f"must be an ssl.SSLContext or None, got {value!r}")
@@ -1475,6 +1506,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "advertise_addr": _check_host_port(allow_empty=True, allow_zero=False),
     "application_version": _string(255),
     "application_version_check": _check_callable_or_none,
+    "tags": _check_tags,
     "default_port": _integer(1, 65535),
     "cluster_label": _string(255),
     "name": _string(512),
@@ -1650,6 +1682,8 @@ def _env_kind(name: str, annotation: str) -> Callable[[str], Any] | None:
         return _parse_keys
     if name == "websocket_allowed_origins":
         return _parse_list
+    if name == "tags":
+        return lambda text: frozenset(_parse_list(text))
     if name == "compressor":
         return _parse_optional_str
     if name == "msg_codec":

@@ -27,6 +27,7 @@ BAD: dict[str, list[Any]] = {
     "advertise_addr": ["host:0", ":80", "host:notaport", "wss://host:0/gossip", "ws://",
                        "https://host/gossip", "ws://h/gossip?x=1"],
     "application_version": [1.5, "x" * 300],
+    "tags": ["gpu", {"bad tag"}, {""}, {"x" * 65}, [3], {f"t{i}" for i in range(65)}, None],
     "application_version_check": ["yes"],
     "default_port": [0, 70000, True, "80"],
     "cluster_label": ["x" * 256, 7],
@@ -252,6 +253,10 @@ def test_preset_numbers_follow_memberlist() -> None:
         ({"socket_transport_enabled": False, "advertise_addr": "wss://example.com/gossip",
           "tls_cert_file": __file__}, "tls_cert_file"),
         ({"tls_key_file": __file__}, "tls_key_file"),
+        ({"wire_protocol": "memberlist", "cipher": "xchacha20-poly1305", "encryption_key": b"k" * 32},
+         "cipher"),
+        ({"wire_protocol": "memberlist", "compressor": "snappy"}, "compressor"),
+        ({"wire_protocol": "memberlist", "tags": {"db"}}, "tags"),
         ({"tls_cert_file": __file__, "tls_server_context": __import__("ssl").create_default_context()},
          "tls_cert_file"),
         ({"tls_ca_file": __file__, "tls_client_context": __import__("ssl").create_default_context()},
@@ -534,3 +539,13 @@ def test_one_default_port_everywhere() -> None:
     assert str(Address.parse("127.0.0.1")) == "127.0.0.1:7946"
     agent = build_settings(build_parser().parse_args(["agent"]), {})
     assert agent.config.bind_addr == "127.0.0.1:7946" and agent.config.default_port == 7946
+
+
+def test_tags_are_validated_against_the_metadata_bound_and_read_from_the_environment() -> None:
+    cfg = Config.local(tags={f"tag-{i:03d}" for i in range(60)}, max_metadata_size=256)
+    with pytest.raises(ConfigError, match="tags.*max_metadata_size"):
+        cfg.validate()
+    env = Config.from_env(environ={"GOSSIP_TAGS": "gpu, zone=eu-1"})
+    assert set(env.tags) == {"gpu", "zone=eu-1"}
+    env.validate()
+    assert env.copy(tags={"a", "b"}).to_env()["GOSSIP_TAGS"] == "a,b"

@@ -19,7 +19,7 @@ FORBIDDEN = {
              "gossip.cluster", "gossip.protocol"},
 }
 PURE = ["errors.py", "counters.py", "config.py", "node.py", "hlc.py", "metadata.py", "messages.py", "wire.py", "codecs",
-        "compression.py", "security.py", "packet.py", "address.py", "announce.py"]
+        "compression.py", "security.py", "packet.py", "address.py", "announce.py", "tags.py"]
 
 
 def modules(sub: str) -> list[pathlib.Path]:

@@ -36,6 +36,7 @@ from ..joining import Backoff, JoinOutcome, JoinStatus
 from ..metadata import Metadata
 from ..node import Node, NodeID, NodeState
 from ..packet import PacketCodec
+from ..tags import tags_size
 from ..protocol import JoinResult, MemberEvent, Protocol, Send
 from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
 from ..protocol.insight import CLUSTER_EVENTS
@@ -266,7 +267,7 @@ class Engine:
         self.host.install(Protocol(
             self.config, self.node_id, address, self.rng, now,
             meta=values, meta_stamp=stamp, app_version=self.config.application_version,
-            stamp_clock=clock.peek,
+            stamp_clock=clock.peek, tags=self.members.tags,
         ))
         self._started = True
         self.out.start(transport)
@@ -598,11 +599,41 @@ class Engine:
         self.locked(lambda core: core.set_local_metadata(time.monotonic(), values, stamp))
         self._local_metadata_sent()
 
+    def set_tags(self, tags: frozenset[str]) -> None:
+        """Replace this node's tags (validated by the caller) and, if running, propagate them
+        now with the metadata under a new stamp (they count against its size bound).
+
+        Raises:
+            MetadataError: the metadata and the tags together exceed ``max_metadata_size``.
+            ClusterClosed: the metadata was closed (the cluster stopped).
+        """
+        values, stamp = self.metadata.reserve(tags_size(tags))
+        self.members.tags = tags
+        if not self._started or self.closing:
+            return
+        self.scheduler.metadata_sent()
+        self.locked(lambda core: core.set_local_metadata(time.monotonic(), values, stamp, tags))
+        self._local_metadata_sent()
+
+    def forget(self, node: NodeID) -> bool:
+        """Forget a dead or left member everywhere (see :meth:`Protocol.forget`).
+
+        Raises:
+            ValueError: ``node`` is this node or a member held alive or suspect.
+            ClusterClosed: the engine is not running.
+        """
+        self.check_open()
+        forgotten = self.locked(lambda core: core.forget(time.monotonic(), node))
+        if forgotten:
+            self.log.info("node %s forgotten", node.short)
+        return forgotten
+
     # ------------------------------------------------------------------ user messages
 
     def broadcast(self, msg_type: int, data: Any, reliable: bool,
-                  exclude: Iterable[NodeID] = ()) -> None:
-        """Send a user message to a fan-out of random peers (see :meth:`UserMessages.broadcast`).
+                  exclude: Iterable[NodeID] = (), tag: str | None = None) -> None:
+        """Send a user message to a fan-out of random peers (see :meth:`UserMessages.broadcast`);
+        with ``tag``, to members holding it only.
 
         Raises:
             LocalProtocolError: internal type, or a payload that cannot be encoded.
@@ -610,7 +641,7 @@ class Engine:
             ClusterClosed: the engine is not running.
         """
         self.check_open()
-        self.messages.broadcast(msg_type, data, reliable, exclude)
+        self.messages.broadcast(msg_type, data, reliable, exclude, tag)
 
     def send_direct(self, nodes: Iterable[Node], msg_type: int, data: Any, reliable: bool) -> None:
         """Send a user message with ttl 1 to each node (see :meth:`UserMessages.send_direct`).

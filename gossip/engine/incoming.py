@@ -287,8 +287,11 @@ class Members(Protocol):
         """The snapshot of the sender of a user message, as handlers are given it."""
         ...
 
-    def fan_out_addrs(self, exclude: Iterable[NodeID]) -> list[str]:
-        """The addresses one hop of a broadcast goes to."""
+    tags: frozenset[str]
+    """This node's tags (a tagged broadcast is handled and relayed only if it holds the tag)."""
+
+    def fan_out_addrs(self, exclude: Iterable[NodeID], tag: str | None = None) -> list[str]:
+        """The addresses one hop of a broadcast goes to (members holding ``tag``, if given)."""
         ...
 
     def alive_count(self) -> int:
@@ -580,6 +583,11 @@ class Receiver:
 
     def _user_packet(self, inc: Incoming, pkt: Packet, now: float) -> None:
         counters = self.counters
+        if pkt.tag is not None and pkt.tag not in self._members.tags:
+            # A tagged broadcast for members holding a tag we do not (or no longer) hold:
+            # neither handled nor relayed.
+            counters.inc("user.tag_not_held")
+            return
         if pkt.ttl >= 2:
             # Only broadcasts (ttl >= 2 on every hop) can arrive twice, by several paths, so
             # only they are remembered; a direct message (ttl 1) or a request (ttl 0) has one
@@ -658,8 +666,8 @@ class Receiver:
         ttl = min(pkt.ttl - 1, broadcast_ttl(members.alive_count(), self._ttl_multiplier))
         if ttl < 2:
             return
-        data = self.codec.encode_raw(pkt.msg_type, pkt.sender, pkt.msg_id, ttl, pkt.payload)
+        data = self.codec.encode_raw(pkt.msg_type, pkt.sender, pkt.msg_id, ttl, pkt.payload, pkt.tag)
         relay = self._relay_to
-        for addr in members.fan_out_addrs((NodeID(bytes=pkt.sender),)):
+        for addr in members.fan_out_addrs((NodeID(bytes=pkt.sender),), pkt.tag):
             relay(addr, data, inc.reliable, len(pkt.payload))
         self.counters.inc("user.relayed")

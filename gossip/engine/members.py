@@ -48,7 +48,7 @@ def _name(nid: NodeID, name_of: NameOf | None) -> str:
 def event_node(ev: MemberEvent, name_of: NameOf | None = None) -> Node:
     """Return the snapshot a member event carries."""
     return Node(ev.node, ev.addr, ev.state, ev.incarnation, MetadataReader(ev.meta, ev.meta_stamp),
-                ev.pv, ev.av, ev.at, _name(ev.node, name_of))
+                ev.pv, ev.av, ev.at, _name(ev.node, name_of), ev.tags)
 
 
 def removed_node(ev: MemberEvent, name_of: NameOf | None = None) -> Node:
@@ -60,7 +60,7 @@ def _member_node(m: Any, insight: Insight, name_of: NameOf | None = None) -> Nod
     # The state users are shown: suspect while flap damping holds a member (gossip.protocol.flap).
     return Node(m.node, m.addr, insight.shown_state(m.node, m.state), m.incarnation,
                 MetadataReader(m.meta, m.meta_stamp), m.pv, m.av, m.state_change,
-                _name(m.node, name_of))
+                _name(m.node, name_of), m.tags)
 
 
 class MemberView:
@@ -73,7 +73,8 @@ class MemberView:
         config: the validated configuration (the application version, the fan-out settings).
         name_of: members' names, on a wire that names them (None: by id).
 
-    :attr:`address` is this node's advertised address, set by the engine at start.
+    :attr:`address` is this node's advertised address, set by the engine at start;
+    :attr:`tags` this node's tags (replaced whole, never mutated: read without a lock).
     """
 
     def __init__(self, host: CoreHost, node_id: NodeID, metadata: Metadata, config: Config,
@@ -87,6 +88,7 @@ class MemberView:
         self._fan_out_multiplier = config.fan_out_multiplier
         self._redundancy = config.broadcast_redundancy
         self.address = ""
+        self.tags: frozenset[str] = frozenset(config.tags)
         self._node_cache: dict[bytes, tuple[Any, Node, int]] = {}
         self._member_hosts: tuple[float, frozenset[str]] | None = None
 
@@ -99,11 +101,11 @@ class MemberView:
         if not host.started:
             return Node(self.node_id, self.address, NodeState.UNKNOWN, 0,
                         MetadataReader(values, stamp), PROTOCOL_VERSION, self._app_version,
-                        name=_name(self.node_id, self.name_of))
+                        name=_name(self.node_id, self.name_of), tags=self.tags)
         core = host.core
         return Node(self.node_id, self.address, core.state, core.incarnation,
                     MetadataReader(values, stamp), PROTOCOL_VERSION, self._app_version,
-                    name=_name(self.node_id, self.name_of))
+                    name=_name(self.node_id, self.name_of), tags=self.tags)
 
     def nodes(self) -> list[Node]:
         """Return snapshots of every known node, the local node first."""
@@ -215,8 +217,9 @@ class MemberView:
         m = self._host.core.members.get(node_id)
         return None if m is None else m.state
 
-    def fan_out_addrs(self, exclude: Iterable[NodeID]) -> list[str]:
-        """Return the addresses of the random peers one hop of a broadcast goes to.
+    def fan_out_addrs(self, exclude: Iterable[NodeID], tag: str | None = None) -> list[str]:
+        """Return the addresses of the random peers one hop of a broadcast goes to (with
+        ``tag``, among the alive and suspect members that hold it).
 
         Each hop sends to ``broadcast_redundancy`` x ``calc_fan_out`` peers: with the single
         fan-out of paularlott/gossip, 2-10 % of broadcasts miss a node at 32-1,000 nodes; twice
@@ -231,7 +234,7 @@ class MemberView:
         # inline rather than through CoreHost.read, whose closure costs ~5 % of the call.
         with host.lock:
             k = calc_fan_out(core.num_members(), self._fan_out_multiplier) * self._redundancy
-            return [m.addr for m in core.random_peers(k, exclude)]
+            return [m.addr for m in core.random_peers(k, exclude, tag=tag)]
 
     # ------------------------------------------------------------------ for the transports
 

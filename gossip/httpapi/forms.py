@@ -36,6 +36,7 @@ def node_json(node: Node, rtt: float | None = None, local: bool = False, flap: i
         "state": str(node.state),
         "incarnation": node.incarnation,
         "metadata": node.metadata.get_all_as_string(),
+        "tags": sorted(node.tags),
         "rtt": rtt,
         "flap": flap,
         "local": local,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgpack
@@ -52,6 +52,7 @@ _STATE_TO_ML = {NodeState.ALIVE: ml.NodeStateType.ALIVE, NodeState.SUSPECT: ml.N
                 NodeState.DEAD: ml.NodeStateType.DEAD, NodeState.LEFT: ml.NodeStateType.LEFT}
 _ML_TO_STATE = {int(v): k for k, v in _STATE_TO_ML.items()}
 _PENDING = 256  # push/pull requests remembered for their answers
+_CARRIED = (core.Alive, core.Suspect, core.Dead)  # the updates this wire has a form for
 _U32 = 0xFFFFFFFF
 
 
@@ -174,10 +175,10 @@ class MemberlistCodec:
             parts = [ml.encode(ml.Ping(msg.seq, target, ip, port, me))]
             if msg.suspect_inc >= 0:
                 parts.append(ml.encode(ml.Suspect(wire_inc(msg.suspect_inc), target, me)))
-            return self._many(parts + [self._update(u) for u in msg.updates])
+            return self._many(parts + self._updates(msg.updates))
         if t is core.Ack:
             assert isinstance(msg, core.Ack)
-            return self._many([ml.encode(ml.Ack(msg.seq))] + [self._update(u) for u in msg.updates])
+            return self._many([ml.encode(ml.Ack(msg.seq))] + self._updates(msg.updates))
         if t is core.PingReq:
             assert isinstance(msg, core.PingReq)
             tip, tport = split_addr(msg.target_addr)
@@ -189,7 +190,10 @@ class MemberlistCodec:
             return ml.encode(ml.Nack(msg.seq))
         if t is core.Gossip:
             assert isinstance(msg, core.Gossip)
-            return self._many([self._update(u) for u in msg.updates])
+            parts = self._updates(msg.updates)
+            if not parts:
+                raise LocalProtocolError("no update of this gossip travels on memberlist's wire")
+            return self._many(parts)
         if t is core.Join or t is core.PushPull:
             assert isinstance(msg, (core.Join, core.PushPull))
             join = t is core.Join or bool(getattr(msg, "join", False))
@@ -231,6 +235,11 @@ class MemberlistCodec:
         if node == self.names.own_id:
             return self._own_stamps.get(inc, inc)
         return inc
+
+    def _updates(self, updates: Iterable[core.Update]) -> list[bytes]:
+        """The updates memberlist's wire carries (alive, suspect, dead), encoded; others (a
+        removal) have no form on it and stay behind."""
+        return [self._update(u) for u in updates if type(u) in _CARRIED]
 
     def _update(self, u: core.Update) -> bytes:
         names = self.names

@@ -60,6 +60,7 @@ class MemberEvent:
     av: str
     at: float
     conflict_addr: str = ""
+    tags: frozenset[str] = frozenset()
 
 
 JOIN_NO_ANSWER = "no answer within join_timeout"

@@ -198,3 +198,14 @@ def test_close_releases_what_it_holds(gossip_cluster_factory: ClusterFactory) ->
         from gossip.errors import ClusterClosed
         with pytest.raises(ClusterClosed):
             b.acquire("y")
+
+
+def test_a_group_that_selects_by_tag_is_refused(gossip_cluster_factory: ClusterFactory) -> None:
+    from gossip import NodeGroup
+    from gossip.errors import ConfigError
+    from gossip.groups import Criteria
+
+    (a,) = gossip_cluster_factory(1)
+    with NodeGroup(a, Criteria({"role": "locks"}, tags={"gpu"})) as group:
+        with pytest.raises(ConfigError, match="tags"):
+            LockService(a, group)

@@ -59,6 +59,8 @@ def test_two_nodes_join_message_and_leave(made: list[Cluster]) -> None:
         a.send_to_with_response(nb, 128, b"q", timeout=1.0)
     with pytest.raises(LocalProtocolError, match="type 128 only"):
         a.send_to(nb, 300, b"x")
+    with pytest.raises(GossipError, match="carries no removal"):
+        a.forget_node(nb)
     a.leave()
     wait_until(lambda: state(b, "a") is NodeState.LEFT, 10, "leave seen")
 

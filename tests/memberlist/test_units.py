@@ -364,3 +364,15 @@ def test_an_echo_of_our_own_alive_keeps_the_metadata_stamp_we_sent() -> None:
     (back,) = me.decode_all(data, "127.0.0.1:7000")
     g = core.from_wire(back.msg_type, back.unmarshal())
     assert isinstance(g, core.Gossip) and g.updates[0] == up
+
+
+def test_a_removal_has_no_form_on_this_wire_and_stays_behind() -> None:
+    me = MemberlistCodec("me")
+    peer = ident.name_to_id("go1")
+    forget = core.Forget(peer, 3, me.own_id)
+    # Beside other updates it is left out; alone, the gossip cannot travel and says so.
+    data = me.encode(MessageType.ACK, bytes(16), 0, 1, core.to_wire(
+        core.Ack(7, (forget, core.Dead(peer, 1, me.own_id))))[1])
+    assert [type(ml.decode(p)) for p in ml.unpack(data)] == [ml.Ack, ml.Dead]
+    with pytest.raises(LocalProtocolError, match="no update of this gossip"):
+        me.encode(MessageType.GOSSIP, bytes(16), 0, 1, core.to_wire(core.Gossip((forget,)))[1])
