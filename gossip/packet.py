@@ -110,13 +110,16 @@ class Packet:
         compressed: the payload travelled compressed.
         encrypted: the packet travelled encrypted.
         size: the number of wire bytes.
+        reliable: the packet arrived on a connection (TCP, WebSocket, in-memory), not as a
+            datagram (set by the receive path before a handler sees the packet).
     """
 
     __slots__ = ("msg_type", "sender", "msg_id", "ttl", "payload", "codec", "compressed",
-                 "encrypted", "size")
+                 "encrypted", "size", "reliable")
 
     def __init__(self, msg_type: int, sender: bytes, msg_id: int, ttl: int, payload: bytes,
-                 codec: Codec, compressed: bool, encrypted: bool, size: int) -> None:
+                 codec: Codec, compressed: bool, encrypted: bool, size: int,
+                 reliable: bool = False) -> None:
         self.msg_type = msg_type
         self.sender = sender
         self.msg_id = msg_id
@@ -126,6 +129,7 @@ class Packet:
         self.compressed = compressed
         self.encrypted = encrypted
         self.size = size
+        self.reliable = reliable
 
     def __repr__(self) -> str:
         return (f"Packet(msg_type={self.msg_type}, sender={self.sender.hex()}, "
