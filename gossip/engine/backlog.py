@@ -11,10 +11,13 @@ dials it), the frame goes here instead, and the caller gets a future:
 * a few engine threads (``gossip-<node>-backlog-<n>``, at most ``num_send_workers``, started
   when needed and ended after a moment idle) each serve one address at a time: they hand its
   frames to the transport in order, each waiting for room up to the end of its own
-  ``send_timeout``, and complete each frame's future (:class:`~gossip.errors.SendQueueFull`
-  when the time ran out, exactly as a blocking send raises it);
-* cancelling a frame's future before its turn takes it out of the queue: nothing of it is
-  held or sent.
+  ``send_timeout`` (in slices of :data:`SLICE` seconds), and complete each frame's future
+  (:class:`~gossip.errors.SendQueueFull` when the time ran out, exactly as a blocking send
+  raises it);
+* cancelling a frame's future before the transport took it takes it back: out of the queue at
+  once, or, for the frame whose turn it is, at the end of the current slice. Nothing of it is
+  held or sent. (A cancellation that comes while the transport is taking the frame is too
+  late: the frame leaves.)
 
 No thread waits per pending call: a thread waits per address whose connection is full, and
 every frame queued behind it waits without one.
@@ -34,11 +37,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from ..errors import ClusterClosed
+from ..errors import ClusterClosed, SendQueueFull
 
 __all__ = ["Backlog", "all_done"]
 
 _IDLE_LINGER = 2.0  # an idle thread waits this long for another address before it ends
+SLICE = 0.05
+"""Seconds a frame waits for room in the transport at a time, between looks at whether its
+caller cancelled it."""
 
 
 class _Waiting:
@@ -55,15 +61,19 @@ class Backlog:
 
     Args:
         send: ``send(addr, data, timeout)`` hands one frame to the transport, waiting up to
-            ``timeout`` seconds for room (raises as the transport does).
+            ``timeout`` seconds for room (raises as the transport does:
+            :class:`~gossip.errors.SendQueueFull` when there was none).
         max_threads: the most threads serving addresses at once.
         log: the engine's logger.
         prefix: the thread name prefix (``gossip-<node>``).
+        on_timeout: called when a frame's ``send_timeout`` ran out without room.
     """
 
     def __init__(self, send: Callable[[str, bytes, float], None], max_threads: int,
-                 log: logging.Logger | logging.LoggerAdapter[logging.Logger], prefix: str) -> None:
+                 log: logging.Logger | logging.LoggerAdapter[logging.Logger], prefix: str,
+                 on_timeout: Callable[[], None] | None = None) -> None:
         self._send = send
+        self._on_timeout = on_timeout
         self._max_threads = max(1, max_threads)
         self._log = log
         self._name = f"{prefix}-backlog"
@@ -151,15 +161,26 @@ class Backlog:
                     del self._queues[addr]
                     return
                 item = q.popleft()
-            fut = item.future
-            if not fut.set_running_or_notify_cancel():
-                continue
+            self._hand_over(addr, item)
+
+    def _hand_over(self, addr: str, item: _Waiting) -> None:
+        """Give one frame to the transport, waiting for room in slices; settle its future."""
+        fut = item.future
+        while not fut.cancelled():
+            left = item.end - time.monotonic()
             try:
-                self._send(addr, item.data, max(0.0, item.end - time.monotonic()))
+                self._send(addr, item.data, max(0.0, min(left, SLICE)))
+            except SendQueueFull as exc:
+                if left > SLICE and not self._closed:
+                    continue
+                if self._on_timeout is not None:
+                    self._on_timeout()
+                _settle(fut, exc)
             except BaseException as exc:
-                fut.set_exception(exc)
+                _settle(fut, exc)
             else:
-                fut.set_result(None)
+                _settle(fut)
+            return
 
     def close(self) -> None:
         """Fail every waiting frame with :class:`ClusterClosed` and wake the threads."""
@@ -184,9 +205,17 @@ class Backlog:
 
 
 def _fail(fut: Future[Any], exc: BaseException) -> None:
+    _settle(fut, exc)
+
+
+def _settle(fut: Future[Any], exc: BaseException | None = None) -> None:
+    """Complete ``fut`` (with ``exc`` if given) unless its caller cancelled it meanwhile."""
     try:
-        fut.set_exception(exc)
-    except InvalidStateError:  # cancelled meanwhile
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(None)
+    except InvalidStateError:
         pass
 
 

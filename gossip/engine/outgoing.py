@@ -162,7 +162,8 @@ class Outgoing:
         # will neither dial nor wait (a connection idle for idle_timeout may be closed).
         self._warm: dict[str, float] = {}
         self._warm_for = config.idle_timeout / 2
-        self.backlog = Backlog(self._send_waiting, config.num_send_workers, log, prefix)
+        self.backlog = Backlog(self._send_slice, config.num_send_workers, log, prefix,
+                               lambda: counters.inc("user.send_timeouts"))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -353,7 +354,11 @@ class Outgoing:
             return
         # Over a connection (asked for, or because the packet is too big for a datagram), a
         # send is reliable: it waits for room, up to send_timeout, and never drops.
-        self._send_waiting(addr, data, self.config.send_timeout)
+        try:
+            self._send_slice(addr, data, self.config.send_timeout)
+        except SendQueueFull:
+            self.counters.inc("user.send_timeouts")
+            raise
 
     def _user_datagram(self, transport: Transport, addr: str, data: bytes) -> None:
         """Send a user datagram: never waits; a full buffer drops it or raises, as the
@@ -372,16 +377,15 @@ class Outgoing:
             return
         self._count_out(link_kind(transport, addr, False), RESERVED_MSGS_START, len(data))
 
-    def _send_waiting(self, addr: str, data: bytes, timeout: float) -> None:
+    def _send_slice(self, addr: str, data: bytes, timeout: float) -> None:
         """Queue a frame on the pooled connection to ``addr``, waiting up to ``timeout`` for
-        room (dials if needed)."""
+        room (dials if needed); :class:`SendQueueFull` if there was none (not counted here)."""
         transport = self.transport
         if transport is None or self._closing:
             raise ClusterClosed("the cluster is stopped")
         try:
             transport.send(addr, data, True, timeout)
         except SendQueueFull:
-            self.counters.inc("user.send_timeouts")
             raise
         except GossipError as exc:
             self._warm.pop(addr, None)
