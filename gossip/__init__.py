@@ -57,6 +57,7 @@ from .errors import (
     VersionMismatch,
 )
 from .handlers import EventHandlers, HandlerID
+from ._version import __version__
 from .hlc import HLC
 from .joining import JoinOutcome
 from .metadata import Metadata, MetadataReader
@@ -94,8 +95,6 @@ def __dir__() -> list[str]:
     """The module's names, the lazy ones included."""
     return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
-__version__ = "0.1.0"
-"""The library version."""
 
 __all__ = [
     "Cluster",

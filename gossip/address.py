@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from gossip.errors import AddressError
 
-__all__ = ["Address", "DEFAULT_PORT", "KINDS", "format_host_port"]
+__all__ = ["Address", "DEFAULT_PORT", "KINDS", "format_host_port", "format_addr", "split_ip_port",
+           "is_websocket_url", "host_of", "is_loopback", "plain_ip"]
 
 _log = logging.getLogger("gossip.address")
 
@@ -259,3 +260,107 @@ class Address:
         if self.kind == "srv":
             return "srv+" + (self.url or self.host)
         return format_host_port(self.host, self.port)
+
+
+# ---------------------------------------------------------------------------------- address text
+# The one home of the text forms every layer reads: the core (whose host a packet came from),
+# the engine, the transports (ip:port literals) and the configuration. Pure string work: no
+# lookups, no sockets.
+
+
+def is_websocket_url(addr: object) -> bool:
+    """Return True if ``addr`` is a ``ws://`` or ``wss://`` URL (by its scheme only)."""
+    if not isinstance(addr, str):
+        return False
+    head = addr[:6].lower()
+    return head.startswith("ws://") or head == "wss://"
+
+
+def split_ip_port(addr: str) -> tuple[str, int, int]:
+    """Split an ``"ip:port"`` / ``"[v6]:port"`` string into ``(ip, port, IP version)``.
+
+    Only IP literals: hostnames and SRV names are resolved earlier (:mod:`gossip.resolver`).
+    Port 0 is accepted (for binding).
+
+    Raises:
+        AddressError: the string is not an IP literal with a port in 0..65535.
+    """
+    if not isinstance(addr, str):
+        raise AddressError(f"invalid transport address {addr!r}: expected a string")
+    host, sep, port_text = addr.strip().rpartition(":")
+    if not sep or not host:
+        raise AddressError(f"invalid transport address {addr!r}: expected ip:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise AddressError(f"invalid transport address {addr!r}: write IPv6 as [addr]:port")
+    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+        raise AddressError(f"invalid transport address {addr!r}: bad port {port_text!r}")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise AddressError(
+            f"invalid transport address {addr!r}: {host!r} is not an IP literal"
+        ) from None
+    return str(ip), int(port_text), ip.version
+
+
+def format_addr(host: str, port: int) -> str:
+    """Format ``host`` and ``port`` as ``ip:port`` (``[v6]:port`` for IPv6).
+
+    IPv4-mapped IPv6 addresses (``::ffff:1.2.3.4``, seen on dual-stack sockets) become
+    plain IPv4, and scope ids (``%eth0``) are dropped.
+    """
+    host = host.split("%", 1)[0]
+    if ":" in host:
+        try:
+            ip6 = ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"[{host}]:{port}"
+        if ip6.ipv4_mapped is not None:
+            return f"{ip6.ipv4_mapped}:{port}"
+        return f"[{ip6}]:{port}"
+    return f"{host}:{port}"
+
+
+def host_of(addr: str) -> str:
+    """Return the host of ``"ip:port"``, ``"[v6]:port"`` or a ``ws(s)://host:port/path`` URL:
+    what one source controls, whatever port it sends from.
+
+    The host comes back lowercased, without IPv6 brackets or a zone; an address with no port
+    is taken as a bare host. It never raises: a malformed address yields what it can.
+    """
+    text = addr.strip()
+    scheme_end = text.find("://")
+    if scheme_end >= 0:
+        text = text[scheme_end + 3:]
+        for sep in "/?#":
+            cut = text.find(sep)
+            if cut >= 0:
+                text = text[:cut]
+        text = text.rpartition("@")[2]
+    if text.startswith("["):
+        end = text.find("]")
+        host = text[1:end] if end > 0 else text[1:]
+    elif text.count(":") == 1:
+        host = text.partition(":")[0]
+    else:
+        host = text  # a bare IPv6 literal or a bare host
+    return host.split("%", 1)[0].lower()
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` is ``localhost`` or a loopback IP literal (127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_ip(ip: str) -> str:
+    """Return ``ip`` as counts of sources know it: IPv4-mapped IPv6 as IPv4, no zone."""
+    if not ip:
+        return ip
+    return format_addr(ip, 0).rpartition(":")[0].strip("[]")

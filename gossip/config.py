@@ -48,6 +48,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .address import is_loopback, is_websocket_url
 from .errors import ConfigError
 
 __all__ = ["Config", "FrozenConfig", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD",
@@ -228,16 +229,21 @@ class Config:
     tcp_preauth_max_frame_size: int = 1 * _MiB
     """Largest frame a new connection may announce before one of its frames was accepted."""
     tcp_preauth_buffer_limit: int = 64 * _MiB
-    """Bytes all not-yet-accepted connections together may hold buffered."""
+    """Bytes all not-yet-accepted connections together may hold buffered, on TCP and WebSocket
+    alike: TCP measures what each holds and closes the largest holder when over; WebSocket
+    reserves each one's worst case (``tcp_preauth_max_frame_size``), so at most
+    ``tcp_preauth_buffer_limit // tcp_preauth_max_frame_size`` of them are held."""
     tcp_frame_timeout: float = 10.0
-    """A frame must arrive whole within this long of its first byte (slow trickles are cut)."""
+    """A frame (a WebSocket message) must arrive whole within this long of its first byte, on
+    TCP and WebSocket alike: slow trickles are cut (counted ``transport.tcp_frame_timeouts`` /
+    ``transport.ws_frame_timeouts``)."""
 
     # -- admission of connections (UDP/TCP and WebSocket alike) ----------------------------
     # A connection is *trusted* once the engine accepted one of its frames (or, on WebSocket
     # with a bearer token, once it proved the token); until then the bounds below apply.
     preauth_timeout: float = 10.0
     """An accepted connection must become trusted within this long, or it is closed (counted
-    ``transport.tcp_preauth_timeouts`` / ``transport.ws_frame_timeouts``). Frames the engine
+    ``transport.tcp_preauth_timeouts`` / ``transport.ws_preauth_timeouts``). Frames the engine
     refuses do not count."""
     max_rejected_frames: int = 16
     """An accepted connection is closed once the engine has refused this many of its frames
@@ -247,8 +253,9 @@ class Config:
     under way included); hosts of known members are exempt. All of them together are bounded
     by ``tcp_preauth_buffer_limit // tcp_preauth_max_frame_size``."""
     tcp_preauth_buffer_per_source: int = 8 * _MiB
-    """Bytes the untrusted TCP connections of one remote IP may hold buffered; beyond it (or
-    beyond ``tcp_preauth_buffer_limit`` for all), the connection holding the most is closed."""
+    """Bytes the untrusted connections of one remote IP may hold buffered; beyond it (or beyond
+    ``tcp_preauth_buffer_limit`` for all), the TCP connection holding the most is closed
+    (WebSocket reserves each one's worst case, as for ``tcp_preauth_buffer_limit``)."""
     reserved_member_connections: int = 64
     """Of ``tcp_max_connections``, slots that only the hosts of known members may take, so
     that strangers filling the rest never lock members out."""
@@ -719,8 +726,8 @@ class Config:
         for addr in candidates:
             if not isinstance(addr, str) or not addr:
                 continue
-            host = _url_parts(addr)[1] if _is_ws_url(addr) else addr.rpartition(":")[0].strip("[]")
-            if host and not _is_loopback_host(host):
+            host = _url_parts(addr)[1] if is_websocket_url(addr) else addr.rpartition(":")[0].strip("[]")
+            if host and not is_loopback(host):
                 return addr
         return ""
 
@@ -750,7 +757,7 @@ class Config:
             raise ConfigError("tls_ca_file", "set either tls_ca_file or tls_client_context, not both")
         if self.transport is not None:
             return
-        ws_advertise = _is_ws_url(self.advertise_addr)
+        ws_advertise = is_websocket_url(self.advertise_addr)
         if self.socket_transport_enabled:
             if self.websocket_bind_addr:
                 raise ConfigError(
@@ -795,14 +802,14 @@ class Config:
                     "advertise_addr",
                     f"has the path {path or '/'!r}, but gossip WebSocket connections are served "
                     f"at websocket_path {self.websocket_path!r}")
-            if scheme == "ws" and not self.allow_insecure_websockets and not _is_loopback_host(host):
+            if scheme == "ws" and not self.allow_insecure_websockets and not is_loopback(host):
                 raise ConfigError(
                     "advertise_addr",
                     f"is plain ws:// on {host}, which is not loopback: peers refuse to dial it; "
                     "advertise wss://, or set allow_insecure_websockets=True")
         elif not tls_server and not self.allow_insecure_websockets:
             host = self.websocket_bind_addr.rpartition(":")[0].strip("[]")
-            if host not in ("", "0.0.0.0", "::") and not _is_loopback_host(host):
+            if host not in ("", "0.0.0.0", "::") and not is_loopback(host):
                 raise ConfigError(
                     "websocket_bind_addr",
                     f"serves plain ws:// on {host}, which is not loopback: peers refuse to dial "
@@ -1159,7 +1166,7 @@ def _check_host_port(*, allow_empty: bool, allow_zero: bool) -> Callable[[str, A
         if value.startswith(("ws://", "wss://", "http://", "https://", "srv+")):
             if name == "bind_addr":
                 raise ConfigError(name, f"must be ip:port, got {value!r}")
-            if _is_ws_url(value):
+            if is_websocket_url(value):
                 _check_ws_url(name, value)
             elif not value.startswith("srv+"):
                 raise ConfigError(name, f"must be ip:port, a host name or a ws:// or wss:// URL, "
@@ -1193,25 +1200,12 @@ def _check_host_port(*, allow_empty: bool, allow_zero: bool) -> Callable[[str, A
     return check
 
 
-def _is_ws_url(value: Any) -> bool:
-    return isinstance(value, str) and value[:6].lower().startswith(("ws://", "wss://"))
-
-
 def _url_parts(url: str) -> tuple[str, str, str]:
     """Return ``(scheme, host, path)`` of a URL already checked by :func:`_check_ws_url`."""
     import urllib.parse  # here: only URLs need it (a node addressed by ip:port never does)
 
     parts = urllib.parse.urlsplit(url)
     return parts.scheme.lower(), parts.hostname or "", parts.path
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_ws_url(name: str, value: str) -> None:

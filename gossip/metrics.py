@@ -55,7 +55,7 @@ This module sits above the :class:`~gossip.Cluster` and uses only its public API
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -213,7 +213,7 @@ class ClusterCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         """Read the cluster now and return every family with its samples."""
-        from . import __version__
+        from ._version import __version__
 
         c = self.cluster
         info = GaugeMetricFamily("gossip_info", _INFO, labels=("node_id", "address", "version"))

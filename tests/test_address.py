@@ -8,6 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gossip.address import (
+    format_addr, host_of, is_loopback, is_websocket_url, plain_ip, split_ip_port,
+)
 from gossip.address import Address, format_host_port
 from gossip.errors import AddressError
 
@@ -175,3 +178,36 @@ def test_any_text_parses_or_raises_address_error(text: str) -> None:
     assert addr.kind in {"ip", "host", "srv", "ws"}
     assert 0 <= addr.port <= 65535
     assert Address.parse(str(addr)) == addr
+
+
+# ---------------------------------------------------------------------------------- address text
+
+
+@pytest.mark.parametrize("addr, host", [
+    ("127.0.0.1:7946", "127.0.0.1"), ("[::1]:7946", "::1"), ("[fe80::1%lo]:80", "fe80::1"),
+    ("ws://Node1.Example:8080/gossip", "node1.example"), ("wss://user@[::1]:443/x?y#z", "::1"),
+    ("n12", "n12"), ("::1", "::1"), ("mem-3", "mem-3"),
+])
+def test_host_of_is_what_one_source_controls(addr: str, host: str) -> None:
+    assert host_of(addr) == host
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("127.0.0.1", True), ("127.9.9.9", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("LOCALHOST.", True), ("10.0.0.1", False), ("0.0.0.0", False), ("example.com", False), ("", False),
+])
+def test_is_loopback(host: str, expected: bool) -> None:
+    assert is_loopback(host) is expected
+
+
+def test_ip_port_text_round_trips() -> None:
+    assert split_ip_port("127.0.0.1:80") == ("127.0.0.1", 80, 4)
+    assert split_ip_port("[::1]:0") == ("::1", 0, 6)
+    for bad in ("localhost:80", "::1:80", "127.0.0.1", "127.0.0.1:65536", ":80"):
+        with pytest.raises(AddressError):
+            split_ip_port(bad)
+    assert format_addr("::ffff:127.0.0.2", 9) == "127.0.0.2:9"
+    assert format_addr("fe80::1%eth0", 9) == "[fe80::1]:9"
+    assert plain_ip("::ffff:127.0.0.2") == "127.0.0.2" and plain_ip("") == ""
+    assert is_websocket_url("WSS://h/x") and is_websocket_url("ws://h") and not is_websocket_url("http://h")
+    assert not is_websocket_url(None)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..config import Config, secret_file_warning
-from ..errors import ConfigError, GossipError, JoinError
+from ..errors import ConfigError, GossipError
 from ..node import Node, NodeState
 from ..packet import Packet
 from ..wire import USER_MSG

@@ -114,7 +114,7 @@ examples:
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return f"gossip {__version__} (Python {sys.version.split()[0]})"
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import importlib
 from types import ModuleType
 
-from gossip.codecs import dataclass_fields, from_builtin, is_dataclass_instance
+from gossip.codecs.base import dataclass_fields, from_builtin, is_dataclass_instance
 from gossip.errors import DecodeError, LocalProtocolError
 
 __all__ = ["JsonCodec", "BYTES_KEY"]

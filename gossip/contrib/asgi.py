@@ -200,7 +200,7 @@ class GossipASGI:
             elif kind == "websocket.disconnect":
                 code: int | None = message.get("code")
                 conn.ended(code)
-                conn._kick()
+                conn.kick()
                 return code
 
     @staticmethod

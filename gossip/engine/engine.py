@@ -40,7 +40,7 @@ from ..packet import Packet, PacketCodec
 from ..protocol import JoinResult, MemberEvent, Protocol, Send
 from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
 from ..protocol.insight import CLUSTER_EVENTS
-from ..transports.base import Incoming, StreamConn, Transport
+from ..transports.base import Incoming, StreamConn, Transport, complete
 from . import wiring
 from .deadlines import Deadlines
 from .events import ClusterEventHandler, EventLoop, GossipHandler, MetadataHandler, StateHandler
@@ -101,7 +101,9 @@ class Engine:
         self.config = config
         self.node_id = node_id
         self.id_bytes = node_id.bytes
-        self.transport: Transport | None = config.transport
+        # A custom transport written before the interface's optional members is completed
+        # once (gossip.transports.base.complete), so the engine never probes for them.
+        self.transport: Transport | None = None if config.transport is None else complete(config.transport)
         if codec is None:
             codec = wiring.codec_for(config, wiring.keyring_for(config))
         self.codec = codec
@@ -390,11 +392,8 @@ class Engine:
         """Return the engine, transport and core counters (``transport.*``, ``core.*``) and the
         current queue depths (``queue.*``)."""
         out = self.counters.snapshot()
-        tstats = getattr(self.transport, "stats", None)
-        if callable(tstats):
-            tstats = tstats()
-        if isinstance(tstats, dict):
-            for k, v in tstats.items():
+        if self.transport is not None:
+            for k, v in self.transport.stats.items():
                 if isinstance(v, int):
                     out[f"transport.{k}"] = v
         drops = out.get("transport.udp_kernel_drops", 0)

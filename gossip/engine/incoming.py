@@ -55,6 +55,7 @@ from typing import Any, Protocol
 from .. import messages
 from ..config import Config
 from ..counters import Counters
+from ..address import host_of
 from ..errors import (
     AuthenticationError,
     ClusterClosed,
@@ -100,15 +101,6 @@ def refusal_hint(exc: EncryptionError) -> str:
     if isinstance(exc, AuthenticationError):
         return "another encryption key"
     return "other encryption settings (one side encrypts, the other does not)"
-
-
-def source_host(src: str) -> str:
-    """Return the host part of ``ip:port`` or ``[v6]:port`` (the whole text otherwise)."""
-    if src.startswith("["):
-        return src[:src.find("]") + 1] or src
-    if src.count(":") == 1:
-        return src.rpartition(":")[0]
-    return src
 
 
 class SourceWarnings:
@@ -467,9 +459,7 @@ class Receiver:
                 if isinstance(exc, EncryptionError):
                     self._refused(inc, exc)
                 if inc.conn is not None:
-                    reject = getattr(inc.conn, "mark_rejected", None)  # too many close it
-                    if reject is not None:
-                        reject()
+                    inc.conn.mark_rejected()  # too many close it
                 continue
             except Exception:  # a bug in the pipeline must not kill the reader
                 table["errors.decode"] = table.get("errors.decode", 0) + 1
@@ -483,9 +473,7 @@ class Receiver:
             table[key] = table.get(key, 0) + pkt.size
             conn = inc.conn
             if conn is not None:
-                trust = getattr(conn, "mark_trusted", None)
-                if trust is not None:
-                    trust()
+                conn.mark_trusted()
             if mt < RESERVED_MSGS_START:
                 protocol.append((inc, pkt))
                 continue
@@ -505,7 +493,7 @@ class Receiver:
         """A packet failed authentication or carried another label: warn (rate-limited per
         source host), and tell a join waiting on that source why its answer never comes."""
         name = type(exc).__name__
-        host = source_host(inc.src)
+        host = host_of(inc.src)
         hint = refusal_hint(exc)
         if self._refused_warnings.due(host, time.monotonic()):
             self.log.warning(

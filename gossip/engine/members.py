@@ -27,7 +27,7 @@ from ..node import PROTOCOL_VERSION, Node, NodeID, NodeState
 from ..protocol import MemberEvent, Protocol
 from ..protocol.insight import Insight
 from ..protocol.messaging import calc_fan_out
-from ..transports._admission import host_of
+from ..address import host_of
 from .host import CoreHost
 
 __all__ = ["MemberView", "event_node", "removed_node"]

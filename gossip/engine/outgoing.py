@@ -99,11 +99,9 @@ def broadcast_ttl(n_alive: int, multiplier: float = 1.0) -> int:
 
 def link_kind(transport: Transport | None, addr: str, reliable: bool) -> str:
     """Return the name of the link a packet to ``addr`` takes (``udp``, ``tcp``, ``memory``...)."""
-    fn = getattr(transport, "link_kind", None)
-    if callable(fn):
-        kind: str = fn(addr, reliable)
-        return kind
-    return "tcp" if reliable else "udp"
+    if transport is None:
+        return "tcp" if reliable else "udp"
+    return transport.link_kind(addr, reliable)
 
 
 @dataclass(slots=True)

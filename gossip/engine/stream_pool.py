@@ -98,7 +98,7 @@ from ..streams import (
     encode_open,
     key_id,
 )
-from ..transports._admission import host_of
+from ..address import host_of
 from ..transports.base import Deadline, StreamConn
 from ..wire import MessageType
 
@@ -582,12 +582,12 @@ class StreamPool:
         keys = None if key is None else derive_stream_keys(key, req.client_salt, server_salt,
                                                            self._label)
         stream = self._make_stream(conn, False, keys, pkt.codec, req.msg_type, None)
-        trust = getattr(conn, "mark_trusted", None)  # lifts a transport's pre-auth frame limit
         authentic = pkt.encrypted or self.codec.keyring is None
-        if trust is not None and authentic:
-            # Before the ACCEPT: the opener sends full-size frames right behind its HELLO, and
-            # a reader still holding the small limit would cut the connection (1009).
-            trust()
+        if authentic:
+            # Lifts the transport's pre-auth frame limit before the ACCEPT: the opener sends
+            # full-size frames right behind its HELLO, and a reader still holding the small
+            # limit would cut the connection (1009).
+            conn.mark_trusted()
         try:
             answer = self._packet(MessageType.STREAM_OPEN_ACK,
                                   encode_accept(STATUS_ACCEPTED, req.client_salt, server_salt))
@@ -601,8 +601,8 @@ class StreamPool:
         if not self._register(stream):
             stream._shutdown()
             return
-        if trust is not None and not authentic:
-            trust()
+        if not authentic:
+            conn.mark_trusted()
         self.counters.inc("streams.accepted")
         sender = self._node_for_sender(pkt.sender)
         stream.remote_node = sender

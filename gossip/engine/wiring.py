@@ -21,7 +21,7 @@ the transports when it builds one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..codecs import get_codec
 from ..compression import get_compressor
@@ -128,44 +128,23 @@ def build_transport(cfg: Config, name: str, member_check: MemberCheck) -> Transp
                           socket_dial_only=True, name=name)
 
 
-def _admission(cfg: Config, member_check: MemberCheck) -> dict[str, Any]:
-    """The bounds on connections both transports apply (gossip.transports._admission)."""
-    return dict(
-        preauth_timeout=cfg.preauth_timeout, max_rejected_frames=cfg.max_rejected_frames,
-        max_untrusted_per_source=cfg.max_untrusted_connections_per_source,
-        reserved_for_members=cfg.reserved_member_connections,
-        max_member_dials=cfg.max_member_dials,
-        max_member_dials_per_host=cfg.max_member_dials_per_host,
-        max_other_dials=cfg.max_other_dials, max_other_dials_per_host=cfg.max_other_dials_per_host,
-        member_check=member_check,
-    )
-
-
 def _sockets(cfg: Config, name: str, member_check: MemberCheck, listen: bool) -> SocketTransport:
+    from ..transports.limits import limits_from_config
     from ..transports.socket import SocketTransport
 
     return SocketTransport(
-        cfg.bind_addr if listen else "127.0.0.1:0",
-        advertise_addr=cfg.advertise_addr if listen else "",
+        cfg.bind_addr if listen else "127.0.0.1:0", limits=limits_from_config(cfg),
+        member_check=member_check, advertise_addr=cfg.advertise_addr if listen else "",
         udp=not cfg.force_reliable_transport, max_udp_size=cfg.udp_max_packet_size,
-        max_frame_size=cfg.tcp_max_packet_size,
-        max_stream_frame_size=cfg.stream_max_packet_size + 1024,
-        dial_timeout=cfg.tcp_dial_timeout, io_timeout=cfg.tcp_deadline, name=name,
-        idle_timeout=cfg.idle_timeout, conn_buffer_size=cfg.connection_buffer_size,
-        recv_buffer_size=cfg.udp_recv_buffer_size, send_buffer_size=cfg.udp_send_buffer_size,
-        max_connections=cfg.tcp_max_connections,
-        max_connections_per_source=cfg.tcp_max_connections_per_source,
-        preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
-        preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
-        frame_timeout=cfg.tcp_frame_timeout, listen=listen,
-        preauth_buffer_per_source=cfg.tcp_preauth_buffer_per_source,
-        **_admission(cfg, member_check),
+        name=name, recv_buffer_size=cfg.udp_recv_buffer_size,
+        send_buffer_size=cfg.udp_send_buffer_size, listen=listen,
     )
 
 
 def _websockets(cfg: Config, name: str, member_check: MemberCheck, bind: str) -> WebSocketTransport:
     # Imported here: websockets, ssl and http pull in several MiB that a node which never
     # meets a WebSocket peer should not pay for.
+    from ..transports.limits import limits_from_config
     from ..transports.websocket import WebSocketTransport, client_tls_context, server_tls_context
 
     server_ssl = cfg.tls_server_context
@@ -175,20 +154,13 @@ def _websockets(cfg: Config, name: str, member_check: MemberCheck, bind: str) ->
     if client_ssl is None and cfg.tls_ca_file:
         client_ssl = client_tls_context(cfg.tls_ca_file)
     return WebSocketTransport(
-        bind, path=cfg.websocket_path,
+        bind, limits=limits_from_config(cfg), member_check=member_check, path=cfg.websocket_path,
         advertise_addr=cfg.advertise_addr if not cfg.socket_transport_enabled else "",
         name=name, server_ssl=server_ssl, client_ssl=client_ssl,
         bearer_token=cfg.bearer_token, allow_insecure=cfg.allow_insecure_websockets,
-        max_frame_size=cfg.tcp_max_packet_size,
-        max_stream_frame_size=cfg.stream_max_packet_size + 1024,
-        dial_timeout=cfg.tcp_dial_timeout, handshake_timeout=cfg.websocket_handshake_timeout,
-        io_timeout=cfg.tcp_deadline, idle_timeout=cfg.idle_timeout,
-        conn_buffer_size=cfg.connection_buffer_size, max_connections=cfg.tcp_max_connections,
-        max_connections_per_source=cfg.tcp_max_connections_per_source,
-        preauth_max_frame_size=cfg.tcp_preauth_max_frame_size,
-        preauth_buffer_limit=cfg.tcp_preauth_buffer_limit,
+        handshake_timeout=cfg.websocket_handshake_timeout,
         ping_interval=cfg.websocket_ping_interval,
-        allowed_origins=cfg.websocket_allowed_origins, **_admission(cfg, member_check),
+        allowed_origins=cfg.websocket_allowed_origins,
     )
 
 

@@ -1,16 +1,17 @@
 """What the core learns about its members beyond their state: provenance, flaps, partitions.
 
-:class:`Insight` is the one object the protocol core calls into, from a few places
-(the calls to ``self.insight`` in :mod:`.core`). It composes
+:class:`Insight` watches the core's parts: the member table tells it of every state change,
+addition and removal; the suspicions and the merge rules of every accusation, confirmation,
+refutation and verdict (its methods are their watcher hooks). It composes
 
 * :class:`~.provenance.ProvenanceBook`: who accused each member, who confirmed, how it ended;
 * :class:`~.flap.FlapTracker`: flap scores, :class:`~.flap.MemberFlapping`, and damping;
 * :class:`~.partition.PartitionDetector`: :class:`~.partition.PartitionSuspected` and
   :class:`~.partition.PartitionHealed`.
 
-Its events are actions like the core's own (drained with ``actions_to_perform()``), emitted
-right after the state change that caused them. Hosts deliver them to users in that order:
-the engine on its event thread (``Cluster.handle_cluster_event_func``), the simulator to its
+Its events are actions like the core's own (drained with ``actions_to_perform()``), written to
+the core's outbox right after the state change that caused them. Hosts deliver them to users
+in that order: the engine on its event thread (``Cluster.handle_cluster_event_func``), the simulator to its
 ``on_cluster_event`` observer.
 
 Pure logic: no clock, no threads, no I/O.
@@ -18,17 +19,18 @@ Pure logic: no clock, no threads, no I/O.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Union
+from collections.abc import Mapping
+from typing import Union
 
+from ..config import Config
 from ..messages import Dead, Suspect
 from ..node import NodeID, NodeState
 from .actions import EVENT_STATE, MemberEvent
 from .flap import FlapTracker, MemberFlapping
+from .membership import LocalNode, Member
+from .outbox import T_INSIGHT, Outbox
 from .partition import PartitionDetector, PartitionHealed, PartitionSuspected
 from .provenance import Explanation, ProvenanceBook
-
-if TYPE_CHECKING:
-    from .core import Member, Protocol
 
 __all__ = ["Insight", "ClusterEvent", "CLUSTER_EVENTS"]
 
@@ -42,18 +44,25 @@ ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DE
 
 
 class Insight:
-    """The bookkeeping of one core.
+    """The bookkeeping of one core (watcher of its member table, suspicions and merge rules).
 
     Args:
-        core: the protocol core it serves (read: ``config``, ``id``, ``members``, ``counts``;
-            it appends actions and sets timers of kind ``timer`` through the core).
-        timer: the core's timer kind for :meth:`tick`.
+        config: the protocol's configuration (the ``flap_*``, ``partition_*`` and
+            ``suspicion_history_size`` fields).
+        out: the core's outbox: events go there, and timers of kind ``T_INSIGHT``
+            (:meth:`tick` runs them).
+        local: this node's own record.
+        members: the member table's members, read only.
+        counts: the member table's count of members by state, read only.
     """
 
-    def __init__(self, core: Protocol, timer: int) -> None:
-        cfg = core.config
-        self.core = core
-        self.timer = timer
+    def __init__(self, config: Config, out: Outbox, local: LocalNode, members: Mapping[NodeID, Member],
+                 counts: Mapping[NodeState, int]) -> None:
+        cfg = config
+        self.out = out
+        self.local = local
+        self.members = members
+        self.counts = counts
         self.book = ProvenanceBook(cfg.suspicion_history_size)
         self.flaps = FlapTracker(cfg.flap_window, cfg.flap_threshold)
         self.partitions = PartitionDetector(cfg.partition_threshold, cfg.partition_window,
@@ -73,7 +82,7 @@ class Insight:
         src = self.source
         if self.syncing and src is not None and sender == src:
             return sender, "sync", src   # the peer's own verdict, from its full state
-        if sender == self.core.id:
+        if sender == self.local.id:
             # Our own: a failed probe (timer), or a remote verdict from a state exchange, which
             # the core turns into a suspicion of its own: name the peer that held it.
             return (sender, "probe", None) if src is None else (src, "sync", src)
@@ -81,7 +90,7 @@ class Insight:
             return sender, "direct", None
         return sender, "gossip", src
 
-    # ------------------------------------------------------------------ hooks (from the core)
+    # ------------------------------------------------------------------ hooks (from the parts)
 
     def suspected(self, now: float, m: Member, s: Suspect) -> None:
         """A suspicion of ``m`` started (``m.suspicion`` is the new one)."""
@@ -110,7 +119,7 @@ class Insight:
     def dead(self, now: float, m: Member, d: Dead | None) -> None:
         """``m`` is declared dead: by this node's suspicion timer (``d`` None) or by ``d``."""
         if d is None:
-            self.book.dead(m.node, now, m.incarnation, self.core.id, True, False, "probe", None)
+            self.book.dead(m.node, now, m.incarnation, self.local.id, True, False, "probe", None)
             return
         who, via, relay = self._via(d.sender)
         self.book.dead(m.node, now, d.incarnation, d.sender, False, d.left, via, relay)
@@ -126,10 +135,9 @@ class Insight:
                                       self.damping, now))
         event: PartitionSuspected | PartitionHealed | None = None
         if prev is ALIVE and (state is SUSPECT or state is DEAD):
-            core = self.core
-            members = core.members
+            members = self.members
             event = self.partitions.lost(
-                node, now, core.counts[ALIVE] + core.counts[SUSPECT],
+                node, now, self.counts[ALIVE] + self.counts[SUSPECT],
                 lambda n: (x := members.get(n)) is not None and x.state is DEAD)
         elif state is ALIVE:
             event = self.partitions.back(node, now)
@@ -138,11 +146,11 @@ class Insight:
         self._partition_event(now, event)
 
     def added(self, now: float, m: Member) -> None:
-        """The core added ``m`` (new, or forgotten before): a partition's member may be back."""
+        """The table added ``m`` (new, or forgotten before): a partition's member may be back."""
         self._partition_event(now, self.partitions.back(m.node, now))
 
     def forget(self, now: float, m: Member) -> None:
-        """The core forgot ``m``."""
+        """The table forgot ``m``."""
         self.book.forget(m.node)
         self.flaps.forget(m.node)
         self.held.pop(m.node, None)
@@ -155,7 +163,7 @@ class Insight:
         deadline = self.partitions.deadline
         if deadline is not None and deadline != self.settle_at:
             self.settle_at = deadline
-            self.core._schedule(deadline, self.timer, None)   # end it if no other comes back
+            self.out.schedule(deadline, T_INSIGHT, None)   # end it if no other comes back
 
     def tick(self, now: float) -> None:
         """Release damped members whose hold ran out; end a partition whose returns settled."""
@@ -165,7 +173,7 @@ class Insight:
         for node, until in list(self.held.items()):
             if until <= now:
                 del self.held[node]
-                m = self.core.members.get(node)
+                m = self.members.get(node)
                 if m is not None and m.state is ALIVE:
                     self._state_event(now, m, ALIVE, SUSPECT)
 
@@ -190,7 +198,7 @@ class Insight:
 
     def _hold(self, now: float, node: NodeID) -> None:
         self.held[node] = now + self.hold
-        self.core._schedule(now + self.hold, self.timer, None)
+        self.out.schedule(now + self.hold, T_INSIGHT, None)
 
     def shown_state(self, node: NodeID, state: NodeState) -> NodeState:
         """The state users are shown for a member in ``state`` (suspect while damping holds it)."""
@@ -199,21 +207,21 @@ class Insight:
     # ------------------------------------------------------------------ output and queries
 
     def _emit(self, event: ClusterEvent) -> None:
-        self.core._actions.append(event)
+        self.out.emit(event)
 
     def _state_event(self, now: float, m: Member, state: NodeState, prev: NodeState) -> None:
-        self.core._actions.append(MemberEvent(EVENT_STATE, m.node, m.addr, state, prev, m.incarnation,
-                                              m.meta, m.meta_stamp, m.pv, m.av, now))
+        self.out.emit(MemberEvent(EVENT_STATE, m.node, m.addr, state, prev, m.incarnation,
+                                  m.meta, m.meta_stamp, m.pv, m.av, now))
 
     def explain(self, now: float, node: NodeID) -> Explanation | None:
         """Return why ``node`` is in its state (None if the core does not know it)."""
-        core = self.core
+        local = self.local
         flaps = self.flaps
         size = self.book.history_size
-        if node == core.id:
-            return Explanation(node, core.addr, core.state, core.incarnation, True, (), size, 0,
+        if node == local.id:
+            return Explanation(node, local.addr, local.state, local.incarnation, True, (), size, 0,
                                flaps.window, False, False, now)
-        m = core.members.get(node)
+        m = self.members.get(node)
         if m is None:
             return None
         return Explanation(node, m.addr, m.state, m.incarnation, False, self.book.episodes(node), size,

@@ -7,16 +7,31 @@ confirmations (other members suspecting the same node) arrive:
 
 where ``k`` is the number of confirmations expected (memberlist: ``suspicion_mult - 2``, and 0
 when the cluster is too small to provide them, in which case the timeout is ``min``).
+
+:func:`new_suspicion` sizes one for a cluster of ``n`` members from the configuration.
+:class:`Suspicions` runs them in a core: the merge rule for ``suspect`` news (start a
+suspicion, or count an independent confirmation), one pending timer per suspected member,
+and the death verdict when it fires. It works on any member table that offers what
+:class:`SuspectTable` lists (the core's :class:`~.membership.MemberTable`), and writes to the
+outbox it is given.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
+from typing import Generic, Protocol, TypeVar
 
-from ..node import NodeID
+from ..config import Config
+from ..messages import Dead, Suspect, Update
+from ..node import NodeID, NodeState
+from .outbox import T_SUSPICION, Outbox
 
-__all__ = ["remaining_suspicion_time", "suspicion_timeouts", "Suspicion"]
+__all__ = ["remaining_suspicion_time", "suspicion_timeouts", "Suspicion", "new_suspicion", "Suspicions",
+           "Suspected", "SuspectTable", "SuspicionWatcher"]
+
+ALIVE, SUSPECT, DEAD = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD
 
 
 def suspicion_timeouts(
@@ -77,3 +92,168 @@ class Suspicion:
             return False
         self.confirmers.add(sender)
         return True
+
+
+def new_suspicion(config: Config, n: int, incarnation: int, now: float, accuser: NodeID) -> Suspicion:
+    """Return a suspicion started at ``now`` by ``accuser`` in a cluster of ``n`` members.
+
+    Its timeouts come from :func:`suspicion_timeouts`, capped at ``suspect_retention_period``;
+    it expects ``suspicion_mult - 2`` confirmations with Lifeguard, none without it or when
+    the cluster is too small to provide them.
+    """
+    low, high = suspicion_timeouts(n, config.health_check_interval, config.suspicion_mult,
+                                   config.suspicion_max_timeout_mult)
+    cap = config.suspect_retention_period
+    low, high = min(low, cap), min(high, cap)
+    k = config.suspicion_mult - 2
+    if not config.lifeguard_enabled or n - 2 < k:
+        k = 0
+    return Suspicion(incarnation, now, k, low, high, accuser)
+
+
+class Suspected(Protocol):
+    """What :class:`Suspicions` reads and writes of a member record."""
+
+    node: NodeID
+    state: NodeState
+    incarnation: int
+    suspicion: Suspicion | None
+    timer_at: float   # when the pending suspicion timer of this member fires (inf: none)
+
+
+M = TypeVar("M", bound=Suspected)
+M_contra = TypeVar("M_contra", bound=Suspected, contravariant=True)
+
+
+class SuspectTable(Protocol[M]):
+    """What :class:`Suspicions` uses of the member table."""
+
+    @property
+    def members(self) -> Mapping[NodeID, M]:
+        """Every member by id."""
+
+    def num_members(self) -> int:
+        """The alive and suspect members, this node included."""
+
+    def set_state(self, now: float, m: M, state: NodeState) -> None:
+        """Move ``m`` to ``state``."""
+
+    def jump_refused(self, claimed: int, known: int, accusation: bool) -> bool:
+        """True (counted) if a claim runs too far ahead of what is known."""
+
+    def invalidate(self) -> None:
+        """A record of the full state changed."""
+
+
+class SuspicionWatcher(Protocol[M_contra]):
+    """What :class:`Suspicions` tells as suspicions run (:class:`~.insight.Insight`)."""
+
+    def suspected(self, now: float, m: M_contra, s: Suspect) -> None:
+        """A suspicion of ``m`` started."""
+
+    def confirmed(self, now: float, m: M_contra, s: Suspect) -> None:
+        """An independent confirmation of ``m``'s suspicion counted."""
+
+    def dead(self, now: float, m: M_contra, d: Dead | None) -> None:
+        """``m`` is declared dead (``d`` None: by this node's own timer)."""
+
+
+class Suspicions(Generic[M]):
+    """The running suspicions of one core (the records live on the members themselves).
+
+    Args:
+        config: the protocol's configuration.
+        out: where timers and counters go.
+        node_id: this node's id (the sender of its own death verdicts).
+        table: the member table.
+        watcher: told of every suspicion, confirmation and verdict.
+        announce: queues an update for dissemination (``announce(now, update)``).
+        accused: called with ``(now, incarnation)`` when the suspect is this node itself.
+    """
+
+    def __init__(self, config: Config, out: Outbox, node_id: NodeID, table: SuspectTable[M],
+                 watcher: SuspicionWatcher[M], announce: Callable[[float, Update], None],
+                 accused: Callable[[float, int], None]) -> None:
+        self.config = config
+        self.out = out
+        self.id = node_id
+        self.table = table
+        self.members = table.members
+        self.watcher = watcher
+        self._announce = announce
+        self._accused = accused
+
+    def on_suspect(self, now: float, s: Suspect) -> None:
+        """Merge ``suspect(s.node, s.incarnation)`` (SWIM section 4.2): it wins over alive at
+        an incarnation up to its own; on a suspect member it is an independent confirmation
+        (Lifeguard), or, at a higher incarnation, a new suspicion."""
+        if s.node == self.id:
+            self._accused(now, s.incarnation)
+            return
+        m = self.members.get(s.node)
+        if m is None or s.incarnation < m.incarnation:
+            return
+        if m.state is not ALIVE and m.state is not SUSPECT:
+            return
+        if self.table.jump_refused(s.incarnation, m.incarnation, True):
+            return
+        if m.state is SUSPECT:
+            if s.incarnation > m.incarnation:
+                # The member refuted (raised its incarnation) after we suspected it and we missed
+                # its alive message (a newer update about it replaced that one in the gossip
+                # queues). Our suspicion is void; this one is new. memberlist only confirms the
+                # old suspicion here and can declare a member dead that has long refuted it.
+                m.incarnation = s.incarnation
+                self.start(now, m, s.sender)
+                self.watcher.suspected(now, m, s)   # insight: the old one ends refuted
+                self.table.invalidate()
+                self._announce(now, s)
+                return
+            susp = m.suspicion
+            if susp is not None and susp.confirm(s.sender):
+                self.arm(m)
+                self._announce(now, s)
+                self.watcher.confirmed(now, m, s)
+            return
+        m.incarnation = s.incarnation
+        self.start(now, m, s.sender)
+        self.watcher.suspected(now, m, s)
+        self.out.count("suspicions_started")
+        self.table.set_state(now, m, SUSPECT)
+        self._announce(now, s)
+
+    def start(self, now: float, m: M, accuser: NodeID) -> None:
+        """Start a new suspicion of ``m`` (replacing any), accused by ``accuser``."""
+        m.suspicion = new_suspicion(self.config, self.table.num_members(), m.incarnation, now, accuser)
+        self.arm(m)
+
+    def arm(self, m: M) -> None:
+        """Make sure a timer fires at the suspicion's deadline: one pending timer per member,
+        whatever the number of suspicions and confirmations a flood of accusations brings."""
+        assert m.suspicion is not None
+        deadline = m.suspicion.deadline()
+        if deadline < m.timer_at:
+            m.timer_at = deadline
+            self.out.schedule(deadline, T_SUSPICION, m.node)
+
+    def fire(self, now: float, node: NodeID, when: float) -> None:
+        """The suspicion timer of ``node`` set for ``when`` fired: declare it dead if its
+        suspicion has run out."""
+        m = self.members.get(node)
+        if m is None or when != m.timer_at:
+            return  # superseded by an earlier timer, or the member was forgotten
+        m.timer_at = math.inf
+        if m.state is not SUSPECT or m.suspicion is None:
+            return
+        deadline = m.suspicion.deadline()
+        if deadline > now + 1e-9:
+            self.arm(m)   # the suspicion was replaced by a later one
+            return
+        if m.suspicion.k > 0 and len(m.suspicion.confirmers) < m.suspicion.k:
+            self.out.count("degraded_timeout")
+        m.suspicion = None
+        d = Dead(m.node, m.incarnation, self.id)
+        self.out.count("suspicions_confirmed")
+        self.watcher.dead(now, m, None)   # insight: by our timer
+        self.table.set_state(now, m, DEAD)
+        self._announce(now, d)

@@ -21,7 +21,7 @@ import msgpack
 
 from ..config import Config
 from ..messages import Alive, Gossip, JoinReply, MemberState, Message, Ping, Ack, PushPull, PushPullReply, Join, \
-    Suspect, Dead, Update
+    Update
 from ..node import NodeID, NodeState
 from ..protocol import Protocol
 from ..protocol.actions import EVENT_REMOVED, EVENT_STATE, JoinResult, MemberEvent, Send

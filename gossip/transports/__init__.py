@@ -2,14 +2,19 @@
 
 - :mod:`gossip.transports.base`: the :class:`Transport` / :class:`Connection` protocols,
   :class:`Incoming`, :func:`map_errors`;
-- :mod:`gossip.transports.socket`: :class:`SocketTransport` (UDP + length-prefixed TCP);
+- :mod:`gossip.transports.limits`: :class:`~gossip.transports.limits.ConnectionLimits`, the
+  bounds the socket and WebSocket transports share (one default, one check, one meaning);
+- :mod:`gossip.transports.socket`: :class:`SocketTransport` (UDP + length-prefixed TCP; its
+  parts are in :mod:`gossip.transports.tcp`);
 - :mod:`gossip.transports.websocket`: :class:`WebSocketTransport` (ws:// and wss://, on
-  websockets' threaded API);
+  websockets' sans-I/O protocol over our own sockets and threads);
 - :mod:`gossip.transports.multi`: :class:`MultiTransport`, which routes each send by the
   destination's scheme (mixed clusters of socket and WebSocket nodes);
 - :mod:`gossip.transports.memory`: :class:`MemoryNetwork` / :class:`MemoryTransport`
   (in-process, with fault hooks, for tests).
 
+Below them, shared by both socket-based transports: :mod:`gossip.transports._admission`
+(connection counts and dial budgets) and :mod:`gossip.transports._sockets` (socket plumbing).
 Transports never import the protocol core, the packet pipeline or the engine.
 """
 

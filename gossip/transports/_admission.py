@@ -24,7 +24,7 @@ Every refusal has a reason, which the transports count under their prefix (``tcp
 ``dial_refused_members``, ``dial_refused_member_host``, ``dial_refused_others``,
 ``dial_refused_other_host``.
 
-This module imports nothing from :mod:`gossip` (transports are layer L2 I/O).
+This module imports nothing from :mod:`gossip` but the errors (transports are layer L2 I/O).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from typing import Any, Final
+
+from gossip.address import host_of as host_of  # re-exported: the admission counts key on it
+from gossip.errors import ConnectError
 
 __all__ = [
     "Admission",
@@ -60,31 +63,6 @@ UNTRUSTED_REFUSED: Final = "untrusted_refused"
 """``max_untrusted`` connections are not trusted yet."""
 UNTRUSTED_PER_SOURCE_REFUSED: Final = "untrusted_per_source_refused"
 """The source IP holds ``max_untrusted_per_source`` connections that are not trusted yet."""
-
-
-def host_of(addr: str) -> str:
-    """Return the host of ``"ip:port"``, ``"[v6]:port"`` or a ``ws(s)://host:port/path`` URL.
-
-    The host comes back lowercased, without IPv6 brackets or a zone; an address with no port
-    is taken as a bare host. It never raises: a malformed address yields what it can.
-    """
-    text = addr.strip()
-    scheme_end = text.find("://")
-    if scheme_end >= 0:
-        text = text[scheme_end + 3:]
-        for sep in "/?#":
-            cut = text.find(sep)
-            if cut >= 0:
-                text = text[:cut]
-        text = text.rpartition("@")[2]
-    if text.startswith("["):
-        end = text.find("]")
-        host = text[1:end] if end > 0 else text[1:]
-    elif text.count(":") == 1:
-        host = text.partition(":")[0]
-    else:
-        host = text  # a bare IPv6 literal or a bare host
-    return host.split("%", 1)[0].lower()
 
 
 class Ticket:
@@ -368,6 +346,23 @@ class DialBudget:
             self._totals[member] += 1
             self._per_host[key] = self._per_host.get(key, 0) + 1
         return DialSlot(host, member)
+
+    def take(self, addr: str, refused: Callable[[str], None]) -> DialSlot:
+        """Take a slot for a dial to ``addr``, or refuse the dial.
+
+        ``refused(reason)`` is called with the reason first (the transport counts it).
+
+        Raises:
+            ConnectError: the budget for ``addr``'s host (member or not) is spent.
+        """
+        slot = self.acquire(addr)
+        if isinstance(slot, str):
+            refused(slot)
+            members, others = self.counts()
+            raise ConnectError(
+                f"connect to {addr}: too many connections dialed ({slot.replace('_', ' ')}; "
+                f"{members} to members, {others} to other hosts)")
+        return slot
 
     def release(self, slot: DialSlot | None) -> None:
         """Give a slot back (idempotent; ``None`` is ignored)."""

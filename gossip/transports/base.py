@@ -25,13 +25,13 @@ It imports nothing from :mod:`gossip` except :mod:`gossip.errors` (transports ar
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
-from gossip.errors import AddressError, GossipError, GossipTimeout
+from gossip.address import format_addr, is_websocket_url, split_ip_port
+from gossip.errors import GossipError, GossipTimeout
 
 __all__ = [
     "Incoming",
@@ -46,6 +46,7 @@ __all__ = [
     "OnPackets",
     "OnStream",
     "ErrorMapping",
+    "complete",
 ]
 
 
@@ -117,6 +118,22 @@ class Connection(Protocol):
         """Read from this connection again (idempotent; safe from any thread)."""
         ...
 
+    def mark_trusted(self) -> None:
+        """The engine accepted a frame from this connection: lift its pre-authentication limits
+        (the smaller frame limit, the deadline to become trusted, the untrusted counts).
+
+        Idempotent; a transport without such limits does nothing.
+        """
+        ...
+
+    def mark_rejected(self) -> None:
+        """The engine refused a frame from this connection (it did not decode or authenticate).
+
+        A transport closes a connection once it has had ``max_rejected_frames`` of them
+        (:class:`gossip.transports.limits.ConnectionLimits`); one without that bound does nothing.
+        """
+        ...
+
     def close(self) -> None:
         """Close the connection (idempotent)."""
         ...
@@ -172,6 +189,11 @@ class StreamConn(Protocol):
         """
         ...
 
+    def mark_trusted(self) -> None:
+        """The stream layer authenticated the stream's opening: lift the pre-authentication
+        frame limit of an accepted stream (idempotent; nothing to do on a dialed one)."""
+        ...
+
     def close_write(self) -> None:
         """Close the writing side: the peer's :meth:`recv_frame` returns ``None`` after the rest."""
         ...
@@ -210,6 +232,16 @@ class Transport(Protocol):
     @property
     def local_addr(self) -> str:
         """The bound address (the real port if 0 was asked); valid after :meth:`start`."""
+        ...
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """A snapshot of the transport's counters (the engine shows them as ``transport.*``)."""
+        ...
+
+    def link_kind(self, addr: str, reliable: bool) -> str:
+        """Name the link a packet to ``addr`` takes, for the engine's counters (``udp``,
+        ``tcp``, ``ws``, ``memory``...)."""
         ...
 
     def send(
@@ -256,6 +288,106 @@ class Transport(Protocol):
 
 
 ErrorMapping = Mapping[type[BaseException], type[GossipError]]
+
+
+def complete(transport: Any) -> Transport:
+    """Return ``transport`` with the whole :class:`Transport` interface.
+
+    Every transport of this package implements it. A custom one written before :attr:`~Transport.stats`,
+    :meth:`~Transport.link_kind`, :meth:`Connection.mark_trusted`, :meth:`Connection.mark_rejected`
+    and :meth:`StreamConn.mark_trusted` were part of the interface is wrapped once, here, so that
+    the engine calls them without asking whether they exist: no counters, ``tcp`` for reliable
+    packets and ``udp`` for the others, and no pre-authentication limits to lift or enforce.
+    """
+    if isinstance(transport, Transport) and not callable(transport.stats):
+        return transport
+    return _Completed(transport)  # (an older one may have had ``stats()`` as a method too)
+
+
+class _Completed:
+    """A custom transport with the interface's defaults filled in (see :func:`complete`)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    @property
+    def local_addr(self) -> str:
+        addr: str = self._inner.local_addr
+        return addr
+
+    @property
+    def stats(self) -> dict[str, int]:
+        stats = getattr(self._inner, "stats", None)
+        if callable(stats):
+            stats = stats()
+        return dict(stats) if isinstance(stats, dict) else {}
+
+    def link_kind(self, addr: str, reliable: bool) -> str:
+        fn = getattr(self._inner, "link_kind", None)
+        if callable(fn):
+            kind: str = fn(addr, reliable)
+            return kind
+        return "tcp" if reliable else "udp"
+
+    def start(self, on_packets: OnPackets, on_stream: OnStream | None = None) -> None:
+        def packets(batch: list[Incoming]) -> None:
+            for inc in batch:
+                if inc.conn is not None and not isinstance(inc.conn, Connection):
+                    inc.conn = cast(Connection, _CompletedConn(inc.conn))
+            on_packets(batch)
+
+        def stream(conn: StreamConn) -> None:
+            assert on_stream is not None
+            on_stream(conn if isinstance(conn, StreamConn) else cast(StreamConn, _CompletedStream(conn)))
+
+        self._inner.start(packets, None if on_stream is None else stream)
+
+    def send(self, addr: str, data: bytes, reliable: bool = False,
+             timeout: float | None = None) -> None:
+        self._inner.send(addr, data, reliable, timeout)
+
+    def request(self, addr: str, data: bytes, timeout: float) -> bytes:
+        reply: bytes = self._inner.request(addr, data, timeout)
+        return reply
+
+    def dial_stream(self, addr: str, timeout: float) -> StreamConn:
+        conn = self._inner.dial_stream(addr, timeout)
+        return conn if isinstance(conn, StreamConn) else cast(StreamConn, _CompletedStream(conn))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+
+class _CompletedConn:
+    """A custom transport's connection with no-op ``mark_trusted`` and ``mark_rejected``."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def mark_trusted(self) -> None:
+        fn = getattr(self._inner, "mark_trusted", None)
+        if callable(fn):
+            fn()
+
+    def mark_rejected(self) -> None:
+        fn = getattr(self._inner, "mark_rejected", None)
+        if callable(fn):
+            fn()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _CompletedStream(_CompletedConn):
+    """A custom transport's stream connection with a no-op ``mark_trusted``."""
+
+
 
 
 @contextmanager
@@ -314,59 +446,16 @@ class Deadline:
         return self._end is not None and time.monotonic() >= self._end
 
 
-def is_websocket_url(addr: str) -> bool:
-    """Return True if ``addr`` is a ``ws://`` or ``wss://`` URL (by its scheme only)."""
-    head = addr[:6].lower()
-    return head.startswith("ws://") or head == "wss://"
-
-
 def split_host_port(addr: str) -> tuple[str, int, int]:
-    """Split an ``"ip:port"`` / ``"[v6]:port"`` string into ``(ip, port, family)``.
-
-    Transports take IP literals only: hostnames and SRV names are resolved earlier by
-    :mod:`gossip.resolver`. Port 0 is accepted (for binding).
+    """Split an ``"ip:port"`` / ``"[v6]:port"`` string into ``(ip, port, socket family)``
+    (:func:`gossip.address.split_ip_port`, with the family a socket takes).
 
     Raises:
         AddressError: the string is not an IP literal with a port in 0..65535.
     """
-    if not isinstance(addr, str):
-        raise AddressError(f"invalid transport address {addr!r}: expected a string")
-    host, sep, port_text = addr.strip().rpartition(":")
-    if not sep or not host:
-        raise AddressError(f"invalid transport address {addr!r}: expected ip:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise AddressError(f"invalid transport address {addr!r}: write IPv6 as [addr]:port")
-    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
-        raise AddressError(f"invalid transport address {addr!r}: bad port {port_text!r}")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise AddressError(
-            f"invalid transport address {addr!r}: {host!r} is not an IP literal"
-        ) from None
     import socket  # here: importing the interface must not load the socket machinery
 
-    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    return str(ip), int(port_text), family
-
-
-def format_addr(host: str, port: int) -> str:
-    """Format ``host`` and ``port`` as ``ip:port`` (``[v6]:port`` for IPv6).
-
-    IPv4-mapped IPv6 addresses (``::ffff:1.2.3.4``, seen on dual-stack sockets) become
-    plain IPv4, and scope ids (``%eth0``) are dropped.
-    """
-    host = host.split("%", 1)[0]
-    if ":" in host:
-        try:
-            ip6 = ipaddress.IPv6Address(host)
-        except ValueError:
-            return f"[{host}]:{port}"
-        if ip6.ipv4_mapped is not None:
-            return f"{ip6.ipv4_mapped}:{port}"
-        return f"[{ip6}]:{port}"
-    return f"{host}:{port}"
+    ip, port, version = split_ip_port(addr)
+    return ip, port, socket.AF_INET6 if version == 6 else socket.AF_INET
 
 

@@ -33,14 +33,13 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from gossip.errors import (
     ClusterClosed,
     ConnectError,
     GossipTimeout,
     MessageTooLarge,
-    PacketTooLarge,
     SendError,
     SendQueueFull,
     TransportError,
@@ -244,6 +243,9 @@ class MemoryConnection:
     def mark_trusted(self) -> None:
         """Nothing to lift: the in-memory transport has no pre-authentication limits."""
 
+    def mark_rejected(self) -> None:
+        """Nothing to count: the in-memory transport closes no connection for refused frames."""
+
     def close(self) -> None:
         """Close both ends (idempotent)."""
         self.closed = True
@@ -341,6 +343,9 @@ class MemoryStreamConn:
             self._bytes -= len(frame)
             self._cond.notify_all()
             return frame
+
+    def mark_trusted(self) -> None:
+        """Nothing to lift: the in-memory transport has no pre-authentication limits."""
 
     def close_write(self) -> None:
         """Half-close: the other end reads what is queued, then ``None``."""

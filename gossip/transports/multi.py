@@ -29,7 +29,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from gossip.errors import AddressError, ClusterClosed, GossipError, TransportError
 from gossip.transports.base import OnPackets, OnStream, StreamConn, Transport, is_websocket_url
@@ -154,22 +153,17 @@ class MultiTransport:
         if self._dial_only:
             return "tcp"
         side = self._sides["socket"]
-        fn = getattr(side, "link_kind", None)
-        if callable(fn):
-            kind: str = fn(addr, reliable)
-            return kind
-        return "tcp" if reliable else "udp"
+        if side is None:
+            return "tcp" if reliable else "udp"
+        return side.link_kind(addr, reliable)
 
     @property
     def stats(self) -> dict[str, int]:
         """Both sides' counters merged, plus ``tcp_out_*`` (the dial-only sender)."""
         out: dict[str, int] = {}
         for side in self._sides.values():
-            stats: Any = getattr(side, "stats", None)
-            if callable(stats):
-                stats = stats()
-            if isinstance(stats, dict):
-                for k, v in stats.items():
+            if side is not None:
+                for k, v in side.stats.items():
                     if isinstance(v, int):
                         out[k] = out.get(k, 0) + v
         with self._stats_lock:

@@ -12,7 +12,7 @@ import pytest
 
 import gossip
 from gossip import Cluster, Config
-from gossip.engine.incoming import SourceWarnings, source_host
+from gossip.engine.incoming import SourceWarnings
 from gossip.transports.memory import MemoryNetwork
 
 MT = gossip.USER_MSG + 61
@@ -35,12 +35,6 @@ def test_source_warnings_track_a_bounded_number_of_sources() -> None:
     assert not w.due("127.0.1.1", 30.0)  # still full: every entry is fresh
     assert w.due("127.0.1.1", 61.0)  # expired entries make room
     assert len(w._last) == 1
-
-
-def test_source_host_drops_the_port() -> None:
-    assert source_host("127.0.0.1:7946") == "127.0.0.1"
-    assert source_host("[::1]:7946") == "[::1]"
-    assert source_host("mem-3") == "mem-3"
 
 
 def _wait(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:

@@ -13,11 +13,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from contextlib import ExitStack, contextmanager
 
 import pytest
 
-__all__ = ["FACTOR", "scaled", "wait_until", "gossip_threads", "loopback_blackhole", "REPO_ROOT"]
+__all__ = ["FACTOR", "scaled", "wait_until", "gossip_threads", "loopback_blackhole", "REPO_ROOT",
+           "ws_connect"]
 
 FACTOR = float(os.environ.get("GOSSIP_TESTS_TIMEOUT_FACTOR", "1") or "1")
 """Multiplier applied to every timeout of the integration tests."""
@@ -91,3 +93,22 @@ def loopback_blackhole(host: str = "127.0.0.1") -> Iterator[str]:
             if err:
                 raise OSError(err, f"dial to the blackhole failed: {os.strerror(err)}")
         raise RuntimeError("the blackhole's accept queue never filled")
+
+
+def ws_connect(url: str, **kw: Any) -> Any:
+    """Open a plain ``websockets`` client connection (not ours), for hostile or foreign peers.
+
+    Works with every release of websockets the library supports: ``proxy=None`` (no proxy from
+    the environment) and ``legacy=True`` (connect directly) are passed where the installed
+    release knows them.
+    """
+    import inspect
+
+    from websockets.sync.client import connect
+
+    params = inspect.signature(connect).parameters
+    if "proxy" in params:
+        kw.setdefault("proxy", None)
+    if "legacy" in params:
+        kw.setdefault("legacy", True)
+    return connect(url, **kw)

@@ -394,7 +394,7 @@ def test_a_full_udp_send_buffer_drops_and_counts_or_raises_under_the_raise_polic
         got = _collect(b, forward=False)
         sides = [x._engine.transport.socket for x in (a, c)]  # type: ignore[union-attr]
         for side in sides:
-            side._udp = _FullUdpBuffer(side._udp)  # type: ignore[union-attr]
+            side._udp.sock = _FullUdpBuffer(side._udp.sock)  # type: ignore[union-attr]
         with pytest.raises(gossip.SendQueueFull, match="UDP send buffer is full"):
             a.send_to(_node(a, b), MT, "raised")
         assert a.stats()["dropped.udp_send_buffer_full"] == 1
@@ -404,7 +404,7 @@ def test_a_full_udp_send_buffer_drops_and_counts_or_raises_under_the_raise_polic
         c.send_to(_node(c, b), MT, "dropped")  # the drop policy: no raise, counted
         assert c.stats()["dropped.udp_send_buffer_full"] == 1
         for side in sides:
-            side._udp = side._udp.real  # type: ignore[union-attr]
+            side._udp.sock = side._udp.sock.real  # type: ignore[union-attr]
         a.send_to(_node(a, b), MT, "sent")
         wait_until(lambda: got == ["sent"], 10.0, "the message sent once the buffer had room")
     finally:

@@ -21,7 +21,7 @@ from gossip.wire import MessageType
 
 from . import scaled, wait_until
 from .test_loopback import node_of, stop_all, wait_converged
-from .test_websocket_security import handshake_bytes, read_head
+from transports.test_websocket_security import handshake_bytes, read_head
 
 ECHO = gossip.USER_MSG + 43
 SINK = gossip.USER_MSG + 44

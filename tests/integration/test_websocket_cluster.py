@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from websockets.sync.client import connect
 from websockets.sync.server import serve
 
 import gossip
@@ -29,7 +28,7 @@ from gossip.errors import TransportError
 from gossip.transports.multi import MultiTransport
 from gossip.transports.socket import SocketTransport
 
-from . import gossip_threads, scaled, wait_until
+from . import gossip_threads, scaled, wait_until, ws_connect
 from .test_loopback import NodeProcess, all_see, broadcast_exactly_once, node_of, open_fds, stop_all, wait_converged
 from .tls import make_pki
 
@@ -308,14 +307,14 @@ def test_hostile_websocket_input_is_counted_and_the_cluster_keeps_working() -> N
         wait_converged(clusters)
         rng = random.Random(1234)
         bad_before = bad_packets(target)
-        with connect(url, compression=None, proxy=None, legacy=True, open_timeout=scaled(5.0)) as ws:
+        with ws_connect(url, compression=None, open_timeout=scaled(5.0)) as ws:
             ws.send("a text message")
             for _ in range(12):
                 ws.send(rng.randbytes(rng.randint(1, 1200)))   # garbage gossip frames
         wait_until(lambda: bad_packets(target) >= bad_before + 12, 5.0,
                    "the 12 garbage messages are counted as bad packets")
         # More garbage than max_rejected_frames (16) on one connection: it is closed.
-        with connect(url, compression=None, proxy=None, legacy=True, open_timeout=scaled(5.0)) as ws:
+        with ws_connect(url, compression=None, open_timeout=scaled(5.0)) as ws:
             try:
                 for _ in range(40):
                     ws.send(rng.randbytes(rng.randint(1, 1200)))
@@ -324,7 +323,7 @@ def test_hostile_websocket_input_is_counted_and_the_cluster_keeps_working() -> N
                 pass
             wait_until(lambda: ws_stat(target, "ws_rejected_frames_closed") == 1, 5.0,
                        "the connection that sent only garbage is closed")
-        with connect(url, compression=None, proxy=None, legacy=True, open_timeout=scaled(5.0)) as ws:
+        with ws_connect(url, compression=None, open_timeout=scaled(5.0)) as ws:
             ws.send(rng.randbytes(64 * 1024 + 1))   # over the pre-authentication limit
             wait_until(lambda: ws_stat(target, "ws_too_large") == 1, 5.0,
                        "the oversized message is counted")
@@ -385,8 +384,7 @@ def test_node_behind_the_asgi_app_joins_socket_nodes() -> None:
         broadcast_exactly_once(everyone, 1, gossip.USER_MSG + 27)
         # Without the token the handshake is denied with 401 and the reason, and counted.
         with pytest.raises(Exception, match="401"):
-            connect(f"ws://127.0.0.1:{port}/gossip", proxy=None, legacy=True,
-                    open_timeout=scaled(5.0)).close()
+            ws_connect(f"ws://127.0.0.1:{port}/gossip", open_timeout=scaled(5.0)).close()
         assert ws_stat(node, "ws_auth_refused") == 1
     finally:
         stop_all(peers)
@@ -413,11 +411,10 @@ def test_node_behind_the_hosts_websockets_server(two_socket_nodes: list[Cluster]
         pairs_answer(everyone, gossip.USER_MSG + 28)
         # Another path is the host's business: process_request leaves it alone, the handler
         # refuses it.
-        with connect(f"ws://127.0.0.1:{port}/not-gossip", proxy=None, legacy=True,
-                     open_timeout=scaled(5.0)) as ws:
+        with ws_connect(f"ws://127.0.0.1:{port}/not-gossip", open_timeout=scaled(5.0)) as ws:
             with pytest.raises(Exception):
                 ws.recv(timeout=scaled(5.0))
-            assert ws.close_code == 1008
+            assert ws.protocol.close_code == 1008  # (ws.close_code from websockets 14 on)
     finally:
         node.stop(timeout=3.0)
         server.shutdown()
@@ -467,7 +464,7 @@ def test_everything_is_counted_under_ws() -> None:
 
 def _raw_handshake(port: int, extra: dict[str, str]) -> bytes:
     """Send a hand-written opening handshake; return the response head (``b""`` if none)."""
-    from .test_websocket_security import send_handshake
+    from transports.test_websocket_security import send_handshake
 
     return send_handshake(port, extra)
 
@@ -508,7 +505,7 @@ def test_asgi_drops_a_stalled_stranger_at_the_deadline() -> None:
     uvicorn = pytest.importorskip("uvicorn")
     from gossip.contrib.asgi import GossipASGI
 
-    from .test_websocket_security import handshake_bytes, read_head
+    from transports.test_websocket_security import handshake_bytes, read_head
 
     sock, port = _bound_socket()
     limit = 1024 * 1024
@@ -534,7 +531,7 @@ def test_asgi_drops_a_stalled_stranger_at_the_deadline() -> None:
             size = limit - 4096
             s.sendall(bytes([0x82, 0x80 | 127]) + size.to_bytes(8, "big") + os.urandom(4)
                       + os.urandom(200 * 1024))
-        wait_until(lambda: ws_stat(node, "ws_frame_timeouts") == 3, 10.0, "the deadline fires")
+        wait_until(lambda: ws_stat(node, "ws_preauth_timeouts") == 3, 10.0, "the deadline fires")
         for s in stalled:
             s.settimeout(scaled(5.0))
             got = b""

@@ -207,7 +207,7 @@ def test_one_push_pull_with_60000_fake_members_does_not_fill_the_table() -> None
     core.receive(0.0, "evil:1", PushPull(1, "evil:1", fakes(60_000)), reliable=True)
     assert len(core.members) == cfg.max_members_per_message
     assert core.stats["refused_members_per_message"] == 60_000 - cfg.max_members_per_message
-    assert len(core._probe_list) == len(core.members) == len(set(core._probe_list))
+    assert len(core._table.probe_list) == len(core.members) == len(set(core._table.probe_list))
     reply = [s.msg for s in sends(core) if isinstance(s.msg, PushPullReply)]
     assert len(reply) == 1
 
@@ -229,18 +229,18 @@ def test_one_source_cannot_introduce_more_than_its_share() -> None:
     assert core.stats["refused_members_per_source"] == 5 * 60 - 100
     # Relayed news about them is no proof they exist ...
     core.receive(0.0, "127.7.7.7:1", PushPull(9, "127.7.7.7:1", fakes(10, start=1000)), reliable=True)
-    assert core._unconfirmed == {"127.6.6.6": 100}
+    assert core._table.unconfirmed == {"127.6.6.6": 100}
     # ... a packet from one of them, from its own host, is; so is an answer to our probe.
     core.receive(0.0, "127.9.0.0:7946", Gossip(()), sender=NodeID(int=1000))
-    assert core._unconfirmed == {"127.6.6.6": 99}
+    assert core._table.unconfirmed == {"127.6.6.6": 99}
     core.tick(5.0)
     ping = next(s.msg for s in sends(core) if isinstance(s.msg, Ping))
     core.receive(5.0, "elsewhere:1", Ack(ping.seq))
     confirmed = 1 + (ping.target != NodeID(int=1000))
-    assert core._unconfirmed == {"127.6.6.6": 100 - confirmed}
+    assert core._table.unconfirmed == {"127.6.6.6": 100 - confirmed}
     core.receive(6.0, "127.6.6.6:1", PushPull(10, "127.6.6.6:1", fakes(20, start=9000)), reliable=True)
     assert len(core.members) == 100 + confirmed
-    assert core._unconfirmed == {"127.6.6.6": 100}
+    assert core._table.unconfirmed == {"127.6.6.6": 100}
 
 
 def test_the_whole_table_is_bounded_and_dead_members_make_room() -> None:
@@ -298,8 +298,8 @@ def test_newcomers_go_to_random_places_of_the_probe_order() -> None:
         core = Protocol(Config.lan(), NodeID(int=1), "self:1", random.Random(seed), 0.0)
         core.bootstrap(0.0, fakes(50))
         core.receive(0.0, "a:1", Gossip((Alive(A, 0, "a:1"),)))
-        assert sorted(core._probe_list) == sorted(core.members)
-        positions.add(core._probe_list.index(A))
+        assert sorted(core._table.probe_list) == sorted(core.members)
+        positions.add(core._table.probe_list.index(A))
     assert len(positions) > 10
 
 
@@ -342,8 +342,8 @@ def test_oversize_metadata_from_a_peer_is_dropped_and_its_liveness_kept() -> Non
     assert all(len(dict(u.meta)) == 0 for u, _ in queued if isinstance(u, Alive))
 
 
-def wakeups(core: Protocol, seconds: float) -> int:
-    n, end = 0, core._now + seconds
+def wakeups(core: Protocol, now: float, seconds: float) -> int:
+    n, end = 0, now + seconds
     while core.next_deadline() <= end:
         core.tick(core.next_deadline())
         core.actions_to_perform()
@@ -353,14 +353,14 @@ def wakeups(core: Protocol, seconds: float) -> int:
 
 def test_an_update_that_cannot_fit_a_datagram_never_sits_in_the_queue() -> None:
     core = with_member(ALIVE, 5)
-    wakeups(core, 30.0)                               # let the queue drain
+    wakeups(core, 0.0, 30.0)                          # let the queue drain
     big = Alive(B, 0, "b" * 1020 + ":1", {"m": "x" * 400}, 1)   # within every decoder bound ...
     round_trip(Gossip((big,)))
     core.receive(40.0, "x", Gossip((big,)))                     # ... but too large to gossip
     assert core.stats["refused_broadcast_oversize"] == 1
     assert all(u.node != B for u, _ in core.broadcasts.items() + core.broadcasts_low.items())
     # An idle node wakes for its probes, not five times a second for an unsendable update.
-    assert wakeups(core, 10.0) <= 25
+    assert wakeups(core, 40.0, 10.0) <= 25
 
 
 def test_news_only_about_the_one_peer_does_not_keep_the_gossip_timer_running() -> None:
@@ -368,7 +368,7 @@ def test_news_only_about_the_one_peer_does_not_keep_the_gossip_timer_running() -
     c.run(30.0)
     c.cores[0].receive(c.now, "n1", Gossip((Alive(c.cores[1].id, 1, "n1"),)))   # news about n1 itself
     assert len(c.cores[0].broadcasts) == 1
-    assert wakeups(c.cores[0], 10.0) <= 25
+    assert wakeups(c.cores[0], c.now, 10.0) <= 25
 
 
 # -- nacks ------------------------------------------------------------------------------------------
@@ -418,7 +418,7 @@ def test_pending_relays_are_bounded() -> None:
     cfg = core.config
     for i in range(cfg.max_pending_relays + 50):
         core.receive(0.0, f"req{i}:1", PingReq(i, A, "a:1", f"req{i}:1", True, 0.5))
-    assert len(core._relays) == cfg.max_pending_relays
+    assert len(core._probe.relays) == cfg.max_pending_relays
     assert core.stats["refused_relays_full"] == 50
 
 

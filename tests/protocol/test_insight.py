@@ -155,8 +155,9 @@ def test_history_is_bounded_per_member_and_forgotten_with_the_member() -> None:
     assert [e.incarnation for e in exp.episodes] == [2, 3, 4]                # the oldest two went
     assert all(e.outcome == "refuted" for e in exp.episodes)
     core.receive(60.0, "a:1", Gossip((Dead(A, 5, A),)), A)                  # A leaves...
-    core.tick(60.0 + core.config.gossip_to_the_dead_time + core.config.recovery_attempt_interval + 1)
-    assert A not in core.members and core.insight.explain(core._now, A) is None   # ...and is forgotten
+    later = 60.0 + core.config.gossip_to_the_dead_time + core.config.recovery_attempt_interval + 1
+    core.tick(later)
+    assert A not in core.members and core.insight.explain(later, A) is None   # ...and is forgotten
     assert A not in set(core.insight.book.members())
 
 

@@ -46,7 +46,7 @@ def test_provenance_of_a_crash_names_the_real_first_accuser_and_the_confirmers()
                 for u in getattr(a.msg, "updates", ()):
                     if isinstance(u, Suspect) and u.node == vid and u.sender == core.id:
                         accused_at.setdefault(core.id, sim.now)
-        core._actions[:0] = actions
+        core._out.actions[:0] = actions
         drain(node)  # type: ignore[arg-type]
 
     sim._drain = spy  # type: ignore[method-assign]

@@ -21,8 +21,10 @@ import pytest
 from gossip.errors import ConnectError
 from gossip.transports import Incoming
 
-from . import scaled, wait_until
+from integration import scaled, wait_until
 from .test_websocket_transport import WAIT, Node, _port, nodes
+
+pytestmark = pytest.mark.integration
 
 __all__ = ["nodes"]  # the fixture, imported for this module's tests
 
@@ -323,7 +325,7 @@ def _idle_upgraded(port: int, source: str) -> socket.socket | None:
 
 def test_one_source_cannot_hold_every_untrusted_slot(nodes: Callable[..., Node]) -> None:
     # With the defaults, 64 connections not yet trusted may be held at once.
-    b = nodes(frame_timeout=scaled(60.0), handshake_timeout=scaled(30.0))
+    b = nodes(preauth_timeout=scaled(60.0), handshake_timeout=scaled(30.0))
     port = _port(b.url)
     held: list[socket.socket] = []
     try:
@@ -342,7 +344,7 @@ def test_one_source_cannot_hold_every_untrusted_slot(nodes: Callable[..., Node])
 
 
 def test_frames_the_engine_refuses_do_not_keep_a_connection_open(nodes: Callable[..., Node]) -> None:
-    b = nodes(frame_timeout=0.5)
+    b = nodes(preauth_timeout=0.5)
     port = _port(b.url)
     sock = _idle_upgraded(port, "127.0.0.2")
     assert sock is not None
@@ -360,11 +362,11 @@ def test_frames_the_engine_refuses_do_not_keep_a_connection_open(nodes: Callable
             except OSError:
                 closed = True
                 break
-            if b.stat("ws_frame_timeouts"):
+            if b.stat("ws_preauth_timeouts"):
                 closed = True
                 break
         assert closed
-        wait_until(lambda: b.stat("ws_frame_timeouts") == 1, 5.0, "the deadline is counted")
+        wait_until(lambda: b.stat("ws_preauth_timeouts") == 1, 5.0, "the deadline is counted")
         assert not b.inbox.empty()  # the garbage reached the engine, which refused it
     finally:
         sock.close()
@@ -454,3 +456,34 @@ def test_dials_to_strangers_never_use_up_the_members_budget() -> None:
         for trap in traps:
             trap.close()
 
+
+
+def test_a_request_line_that_never_ends_or_a_silent_close_costs_no_thread(nodes: Callable[..., Node]) -> None:
+    b = nodes()
+    port = _port(b.url)
+    with dial(port) as endless:  # 8 KiB with no end of line: dropped by the accept thread
+        endless.sendall(b"G" * 8192)
+        endless.settimeout(WAIT)
+        try:
+            assert endless.recv(1) == b""
+        except ConnectionResetError:
+            pass
+    with dial(port):
+        pass  # connects and closes without a byte
+    wait_until(lambda: b.stat("ws_handshake_failed") == 2, 5.0, "both are counted")
+    wait_until(lambda: b.stat("ws_connections") == 0 and b.t._admission.connections == 0, 5.0,
+               "and their places given back")
+    assert sorted(gossip_threads_of(b.t.name)) == [f"gossip-{b.t.name}-ws-accept",
+                                                   f"gossip-{b.t.name}-ws-sweep"]
+
+
+def test_a_connection_that_never_sends_its_request_line_is_dropped_in_time(nodes: Callable[..., Node]) -> None:
+    b = nodes(handshake_timeout=0.3)
+    with dial(_port(b.url)) as silent:
+        silent.settimeout(WAIT)
+        try:
+            assert silent.recv(1) == b""
+        except ConnectionResetError:
+            pass
+    assert b.stat("ws_handshake_timeouts") == 1
+    wait_until(lambda: b.t._admission.connections == 0, 5.0, "its place is given back")

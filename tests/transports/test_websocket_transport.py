@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 from websockets.server import ServerProtocol
-from websockets.sync.client import connect
 from websockets.sync.server import serve
 
 from gossip.errors import (
     AddressError,
+    ClusterClosed,
     ConnectError,
     GossipTimeout,
     MessageTooLarge,
@@ -33,8 +33,10 @@ from gossip.errors import (
 from gossip.transports import Incoming, StreamConn, Transport
 from gossip.transports.websocket import END_OF_STREAM, WebSocketTransport, client_tls_context, server_tls_context
 
-from . import gossip_threads, scaled, wait_until
-from .tls import make_pki
+from integration import gossip_threads, scaled, wait_until, ws_connect
+from integration.tls import make_pki
+
+pytestmark = pytest.mark.integration
 
 WAIT = scaled(5.0)
 
@@ -89,7 +91,7 @@ def nodes() -> Iterator[Callable[..., Node]]:
 
 def raw_ws(url: str, **kw: Any) -> Any:
     """A plain websockets client (not ours), for hostile or foreign peers."""
-    return connect(url, compression=None, open_timeout=WAIT, proxy=None, legacy=True, **kw)
+    return ws_connect(url, compression=None, open_timeout=WAIT, **kw)
 
 
 def test_satisfies_the_interface_and_advertises_a_url() -> None:
@@ -384,13 +386,30 @@ def test_text_oversized_and_malformed_messages_are_counted_and_dropped(nodes: Ca
 
 
 def test_untrusted_connection_must_deliver_a_frame_in_time(nodes: Callable[..., Node]) -> None:
-    b = nodes(frame_timeout=0.3)
+    b = nodes(preauth_timeout=0.3)
     ws = raw_ws(b.url)
     try:
-        wait_until(lambda: b.stat("ws_frame_timeouts") == 1, 5.0, "the silent connection is cut")
+        wait_until(lambda: b.stat("ws_preauth_timeouts") == 1, 5.0, "the silent connection is cut")
         wait_until(lambda: b.stat("ws_connections") == 0, 5.0, "and released")
     finally:
         ws.close()
+
+
+def test_a_message_that_trickles_in_is_cut_at_the_frame_timeout(nodes: Callable[..., Node]) -> None:
+    """frame_timeout means on WebSocket what it means on TCP: a message must arrive whole within
+    it, from its first byte, even on a trusted connection."""
+    b = nodes(frame_timeout=0.5)
+    with raw_ws(b.url) as ws:
+        ws.send(b"first")
+        first = b.get()
+        assert first.conn is not None
+        first.conn.mark_trusted()  # the engine accepted it: no pre-authentication deadline now
+        # The start of a masked 1000-byte binary message, then nothing more.
+        ws.socket.sendall(bytes([0x82, 0x80 | 126]) + (1000).to_bytes(2, "big") + os.urandom(4)
+                          + os.urandom(100))
+        wait_until(lambda: b.stat("ws_frame_timeouts") == 1, 5.0, "the trickle is cut")
+        wait_until(lambda: b.stat("ws_connections") == 0, 5.0, "and released")
+    assert b.stat("ws_preauth_timeouts") == 0 and b.stat("ws_idle_closed") == 0
 
 
 def test_idle_connections_close_and_the_next_send_redials(nodes: Callable[..., Node]) -> None:
@@ -490,3 +509,44 @@ def test_tls_context_helpers_verify_by_default() -> None:
     ctx = client_tls_context()
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     assert END_OF_STREAM.startswith("gossip:")
+
+
+def test_settings_are_checked_and_the_lifecycle_is_strict() -> None:
+    for bad in ({"path": "gossip"}, {"path": "/a b"}, {"handshake_timeout": 0},
+                {"ping_interval": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            WebSocketTransport("127.0.0.1:0", **bad)  # type: ignore[arg-type]
+    with pytest.raises(AddressError):
+        WebSocketTransport("127.0.0.1:0", advertise_addr="127.0.0.1:80")
+    t = WebSocketTransport("127.0.0.1:0", name="life", advertise_addr="wss://node.example/gossip")
+    assert not t.listening and t.bound_addr == "" and "new" in repr(t)
+    with pytest.raises(ClusterClosed):
+        t.send("ws://127.0.0.1:1/gossip", b"x")  # not started
+    t.start(lambda batch: None)
+    try:
+        assert t.listening and t.bound_addr.startswith("127.0.0.1:")
+        assert t.advertise_addr == "wss://node.example/gossip" and "started" in repr(t)
+        with pytest.raises(TransportError):
+            t.start(lambda batch: None)
+    finally:
+        t.close()
+    with pytest.raises(ClusterClosed):
+        t.start(lambda batch: None)
+    for call in (lambda: t.request("ws://127.0.0.1:1/gossip", b"x", 1.0),
+                 lambda: t.dial_stream("ws://127.0.0.1:1/gossip", 1.0)):
+        with pytest.raises(ClusterClosed):
+            call()
+
+
+def test_a_stream_whose_peer_does_not_read_times_out_and_closes(nodes: Callable[..., Node]) -> None:
+    a, b = nodes(conn_buffer_size=64 * 1024), nodes()
+    s = a.t.dial_stream(b.url, WAIT)
+    peer = b.streams.get(timeout=WAIT)
+    peer.mark_trusted()  # type: ignore[attr-defined]
+    with pytest.raises(GossipTimeout):
+        for _ in range(1000):  # never read: the kernel's buffers, then ours, fill
+            s.send_frame(bytes(64 * 1024), timeout=0.2)
+    with pytest.raises(SendError):
+        s.send_frame(b"after the timeout")  # the stream was closed
+    s.close_write()  # closed already: nothing to do
+    peer.close()

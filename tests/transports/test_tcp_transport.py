@@ -1,4 +1,5 @@
-"""Integration tests of :class:`gossip.transports.socket.SocketTransport` on loopback."""
+"""Integration tests of :class:`gossip.transports.socket.SocketTransport` on loopback
+(:mod:`gossip.transports.tcp`)."""
 
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ def test_redial_after_peer_closes(nodes: Callable[..., Node]) -> None:
     first = b.get()
     assert first.conn is not None
     first.conn.close()  # b drops the accepted connection
-    assert wait_until(lambda: a.t.stats["tcp_dials"] == 1 and not a.t._out)
+    assert wait_until(lambda: a.t.stats["tcp_dials"] == 1 and a.t._loop.counts()[1] == 0)
     a.t.send(b.addr, b"two", reliable=True)
     assert b.get().data == b"two"
     assert a.t.stats["tcp_dials"] == 2
@@ -388,7 +389,7 @@ def test_connections_per_source_are_capped(nodes: Callable[..., Node]) -> None:
         extra.close()
         assert b.t.stats["tcp_rejected_per_source"] == 1
         held.pop().close()  # a slot frees up when a connection goes
-        assert wait_until(lambda: len(b.t._accepted) == 2)
+        assert wait_until(lambda: b.t._loop.counts()[0] == 2)
         again = _raw(b.addr)
         again.sendall(PREAMBLE_FRAMES + struct.pack(">I", 2) + b"ok")
         assert b.get().data == b"ok"
@@ -524,8 +525,8 @@ def test_idle_request_connections_are_swept(nodes: Callable[..., Node]) -> None:
     thread = _responder(b, stop)
     try:
         assert a.t.request(b.addr, b"q", timeout=WAIT) == b"re:q"
-        assert a.t._req_idle  # kept for reuse...
-        assert wait_until(lambda: not a.t._req_idle)  # ...until idle too long
+        assert a.t._requests.idle_count()  # kept for reuse...
+        assert wait_until(lambda: not a.t._requests.idle_count())  # ...until idle too long
         assert a.t.stats["tcp_idle_closed"] >= 1
     finally:
         stop.set()

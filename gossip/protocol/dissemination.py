@@ -1,0 +1,198 @@
+"""Dissemination: membership updates spread by gossip and by piggybacking (SWIM section 4).
+
+:class:`Dissemination` keeps two transmit-limited queues (:class:`~.broadcasts.BroadcastQueue`):
+news about members that showed themselves, and, behind it, news about members only their
+introducer named, so a flood of fake members cannot hold up a refutation. Updates leave
+
+* in gossip rounds (``dissemination_interval``) to ``dissemination_fan_out`` random members,
+  alive ones, suspect ones, and the recently dead (``gossip_to_the_dead_time``), which run only
+  while something is queued (an idle node sleeps);
+* piggybacked on pings and acks (:meth:`Dissemination.piggyback`);
+* as a correction to a peer that gossiped an accusation older than what we know
+  (:meth:`Dissemination.correct`).
+
+Each update goes out ``retransmit_limit`` times (log-scaled with the cluster's size, and at
+least once to each live peer in a small cluster), within one datagram's byte budget.
+
+Pure data: no clock, no threads, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from ..config import Config
+from ..messages import Alive, Dead, Gossip, Update, update_size
+from ..node import NodeID, NodeState
+from .broadcasts import BroadcastQueue, retransmit_limit
+from .membership import Member, MemberTable
+from .outbox import T_GOSSIP, Outbox
+
+__all__ = ["Dissemination", "PACKET_OVERHEAD", "SMALL_CLUSTER"]
+
+ALIVE, SUSPECT, DEAD = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD
+
+SMALL_CLUSTER = 4  # live peers up to which an update may be sent to every one of them
+
+# Encoded-size budget of the fixed parts of a packet: header (39), encryption (28), the message's
+# own fields and list framing. What is left of the UDP limit carries piggybacked updates.
+PACKET_OVERHEAD = 160
+
+_CORRECTIONS_KEPT = 4096   # (peer, member) corrections remembered before the memory is cleared
+
+
+def _about(node: NodeID | None) -> Callable[[Update], bool] | None:
+    """Return a filter skipping alive updates about ``node``: sending a member news of its own
+    liveness is a wasted transmission (accusations about it are kept: it must refute them)."""
+    if node is None:
+        return None
+    return lambda u: type(u) is Alive and u.node == node
+
+
+class Dissemination:
+    """The update queues of one core and the rounds that empty them.
+
+    Args:
+        config: the protocol's configuration.
+        out: where sends, timers and counters go.
+        table: the member table (gossip targets, who may be dialed, the cluster's size).
+    """
+
+    def __init__(self, config: Config, out: Outbox, table: MemberTable) -> None:
+        self.config = config
+        self.out = out
+        self.table = table
+        self.members = table.members
+        self.broadcasts = BroadcastQueue(config.broadcast_queue_size)
+        # News about members nobody has shown us exist yet (only their introducer named them)
+        # waits behind everything else: a flood of fake members cannot hold up a refutation.
+        self.broadcasts_low = BroadcastQueue(config.broadcast_queue_size)
+        self.armed = True   # a gossip timer is pending
+        self._corrected: dict[tuple[NodeID, NodeID], tuple[bool, int]] = {}
+
+    def start(self, now: float, stagger: float) -> None:
+        """Set the first gossip round, ``stagger`` seconds from ``now``."""
+        self.out.schedule(now + stagger, T_GOSSIP, None)
+
+    def forget(self, node: NodeID) -> None:
+        """Drop the queued news about ``node`` (it was forgotten)."""
+        self.broadcasts.invalidate(node)
+        self.broadcasts_low.invalidate(node)
+
+    # ------------------------------------------------------------------ budgets
+
+    def budget(self) -> int:
+        """Return the bytes of updates one datagram may carry."""
+        return self.config.udp_max_packet_size - PACKET_OVERHEAD
+
+    def retransmit_limit(self) -> int:
+        """Return how many times each update is sent."""
+        table = self.table
+        n = table.num_members()
+        # In a small cluster the log-scaled limit (2 with the local preset) is fewer sends than
+        # there are live peers, and an epidemic that ends early leaves one of them alone with
+        # its suspicion: up to the longest suspicion timeout. Up to SMALL_CLUSTER live peers,
+        # every update may go to each of them.
+        return max(retransmit_limit(self.config.retransmit_mult, n),
+                   min(table.counts[ALIVE], SMALL_CLUSTER))
+
+    # ------------------------------------------------------------------ in and out
+
+    def queue(self, now: float, update: Update) -> None:
+        """Queue ``update`` for dissemination (replacing older news about its member), and make
+        sure a gossip round is pending."""
+        size = update_size(update)
+        if size > self.budget():
+            # It would never fit a datagram: queued, it would sit there for ever and keep the
+            # gossip timer running. Full-state exchanges still carry the member.
+            self.out.count("refused_broadcast_oversize")
+            return
+        m = self.members.get(update.node)
+        if m is not None and m.introducer is not None:
+            self.broadcasts.invalidate(update.node)
+            self.broadcasts_low.queue(update.node, update, size)
+        else:
+            self.broadcasts_low.invalidate(update.node)
+            self.broadcasts.queue(update.node, update, size)
+        if not self.armed:
+            self.armed = True
+            self.out.schedule(now + self.config.dissemination_interval, T_GOSSIP, None)
+
+    def take(self, budget: int, limit: int, to: NodeID | None) -> list[Update]:
+        """Take queued updates for one packet: all that fit of the main queue, then low ones.
+
+        A packet to a member we hold suspect or dead carries them too (it may be alive and
+        must hear what is said of it), but does not count against their retransmit limit:
+        with few members, a handful of transmissions spent on crashed ones would otherwise
+        leave a live member without the news, so that it suspects alone (no confirmation,
+        the longest timeout) or misses a death verdict (Lifeguard's k never reached).
+        """
+        skip = _about(to)
+        m = self.members.get(to) if to is not None else None
+        count = m is None or m.state is ALIVE
+        updates: list[Update] = self.broadcasts.get(budget, limit, skip=skip, count=count)
+        left = budget - self.broadcasts.last_used
+        if self.broadcasts_low and left > 16:
+            updates += self.broadcasts_low.get(left, limit, skip=skip, count=count)
+        return updates
+
+    def piggyback(self, extra: Iterable[Update] = (), to: NodeID | None = None) -> tuple[Update, ...]:
+        """Return ``extra`` followed by the queued updates that fit a packet to ``to``."""
+        updates = self.take(self.budget(), self.retransmit_limit(), to)
+        extra = tuple(extra)
+        return extra + tuple(updates) if extra else tuple(updates)
+
+    def round(self, now: float) -> None:
+        """Run a gossip round: queued updates to ``dissemination_fan_out`` random members."""
+        cfg = self.config
+        sent = False
+        if (self.broadcasts or self.broadcasts_low) and self.table.ids:
+            dead_window = cfg.gossip_to_the_dead_time
+
+            def gossipable(m: Member) -> bool:
+                if m.state is ALIVE or m.state is SUSPECT:
+                    return True
+                return m.state is DEAD and now - m.state_change < dead_window
+
+            budget, limit = self.budget(), self.retransmit_limit()
+            for m in self.table.sample_known(cfg.dissemination_fan_out, gossipable, set()):
+                updates = self.take(budget, limit, m.node)
+                if updates:
+                    self.out.send(m.addr, Gossip(tuple(updates)))
+                    # Only sends to live members use up the queue (see take): rounds that
+                    # reach nobody alive must not keep the timer going on their own.
+                    sent = sent or m.state is ALIVE
+        if sent:
+            self.out.schedule(now + cfg.dissemination_interval, T_GOSSIP, None)
+        else:
+            # Nothing could go out (an empty queue, nobody to send to, or only news about the
+            # peers themselves): sleep until the next queued update instead of spinning.
+            self.armed = False
+
+    def correct(self, peer: NodeID, fresher: list[Update]) -> None:
+        """Tell ``peer``, which just gossiped stale accusations, what we know is newer.
+
+        Bounded epidemics miss a node now and then; a node that missed a refutation would let
+        its old suspicion run out and declare a live member dead. Each (peer, member,
+        incarnation) is corrected once.
+        """
+        m = self.members.get(peer)
+        if m is None or m.state is not ALIVE or not self.table.dialable(m):
+            return
+        todo = []
+        room = self.budget()   # one datagram's worth: the rest waits for the next stale gossip
+        for u in fresher:
+            key = (peer, u.node)
+            mark = (type(u) is Dead, u.incarnation)
+            if self._corrected.get(key) != mark:
+                size = update_size(u)
+                if size > room:
+                    break
+                room -= size
+                self._corrected[key] = mark
+                todo.append(u)
+        if todo:
+            if len(self._corrected) > _CORRECTIONS_KEPT:
+                self._corrected.clear()
+            self.out.count("corrections")
+            self.out.send(m.addr, Gossip(tuple(todo)))

@@ -1,0 +1,693 @@
+"""The member table, how a newcomer is admitted to it, and this node's own record.
+
+* :class:`Member`: the local node's record of one other member;
+* :class:`Inbound`: what the core knows of the message it is handling (who sent it, from
+  which host, whether it answers our own request), read by admission and the merge rules;
+* :class:`MemberTable`: every member, indexed for random sampling and the probe order, with
+  the bounds on who may enter it (see :meth:`MemberTable.admit`) and the rule for when a
+  member has shown itself to exist (:meth:`MemberTable.confirm`);
+* :class:`LocalNode`: this node's id, address, metadata and incarnation, and how it answers
+  what others say of it: refutation, the incarnation budget, metadata reasserted over a
+  forged stamp.
+
+Every table is bounded by a ``Config`` field and every refusal counted in the outbox's stats
+(``refused_<why>``); :class:`~.core.Protocol` documents the bounds as a whole.
+
+Pure data: no clock, no threads, no I/O; ``now`` and the random source are passed in.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from ..address import host_of
+from ..config import Config
+from ..hlc import COUNTER_BITS, MAX_TIMESTAMP
+from ..messages import MAX_INCARNATION, Alive, Dead, MemberState, Update
+from ..node import PROTOCOL_VERSION, NodeID, NodeState
+from .actions import EVENT_REMOVED, EVENT_STATE, MemberEvent
+from .awareness import Awareness
+from .outbox import Outbox
+from .reconnect import Reconnector
+from .suspicion import Suspicion
+
+__all__ = ["Member", "Inbound", "MemberTable", "MemberWatcher", "LocalNode"]
+
+ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
+
+
+def _index_add(ids: list[NodeID], index: dict[NodeID, int], node: NodeID) -> None:
+    """Add ``node`` to a list kept with its positions (O(1), for random sampling)."""
+    index[node] = len(ids)
+    ids.append(node)
+
+
+def _index_remove(ids: list[NodeID], index: dict[NodeID, int], node: NodeID) -> None:
+    """Remove ``node`` by moving the last element into its slot (O(1))."""
+    idx = index.pop(node)
+    last = ids.pop()
+    if last != node:
+        ids[idx] = last
+        index[last] = idx
+
+
+class Member:
+    """The local node's record of one other member (mutable; owned by :class:`MemberTable`).
+
+    ``introducer`` is the source host that told us of the member, until the member shows itself
+    (a packet from it, sealed or from its own host, or an answer to our probe); None for
+    members given by the host (:meth:`~.core.Protocol.bootstrap`). Relayed news is no proof: an
+    epidemic spreads fakes as well as it spreads members. ``vouched`` says the news came from
+    inside the cluster (a packet sealed with a cluster key, one from a member that has shown
+    itself, sent from its own host, or the answer to our own join or push/pull), so its address
+    may be dialed before the member shows itself; news from a stranger is not dialed.
+    """
+
+    __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av",
+                 "state_change", "suspicion", "introducer", "vouched", "timer_at", "rtt")
+
+    def __init__(self, node: NodeID, addr: str, state: NodeState, incarnation: int,
+                 meta: Mapping[str, Any], meta_stamp: int, pv: int, av: str, now: float) -> None:
+        self.node = node
+        self.addr = addr
+        self.state = state
+        self.incarnation = incarnation
+        self.meta = meta
+        self.meta_stamp = meta_stamp
+        self.pv = pv
+        self.av = av
+        self.state_change = now
+        self.suspicion: Suspicion | None = None
+        self.introducer: str | None = None
+        self.vouched = False       # named from inside the cluster (see above)
+        self.timer_at = math.inf   # when the pending suspicion timer of this member fires
+        self.rtt: float | None = None  # seconds of the last direct probe round trip
+
+    def to_state(self) -> MemberState:
+        """Return the record as exchanged by push/pull."""
+        return MemberState(self.node, self.addr, self.state, self.incarnation, self.meta,
+                           self.meta_stamp, self.pv, self.av)
+
+    def __repr__(self) -> str:
+        return f"Member({self.node.short}@{self.addr} {self.state.name} inc={self.incarnation})"
+
+
+class Inbound:
+    """The context of the message being handled (set by the core as each one arrives).
+
+    Attributes:
+        src_host: the host part of its source address (:func:`gossip.address.host_of`).
+        sender: the packet's sender id, when known.
+        authenticated: the packet was sealed with a cluster key (``sender`` is authentic).
+        vouching: it comes from inside the cluster (see :class:`Member`).
+        joining: it is a join request (a joiner is given room in a full table).
+        solicited: it answers our own join or push/pull.
+        new_in_msg: newcomers it brought to the table so far.
+    """
+
+    __slots__ = ("src_host", "sender", "authenticated", "vouching", "joining", "solicited", "new_in_msg")
+
+    def __init__(self) -> None:
+        self.src_host = ""
+        self.sender: NodeID | None = None
+        self.authenticated = False
+        self.vouching = False
+        self.joining = False
+        self.solicited = False
+        self.new_in_msg = 0
+
+
+class MemberWatcher(Protocol):
+    """What the table tells about its members as they change (:class:`~.insight.Insight`)."""
+
+    def state_changed(self, now: float, m: Member, prev: NodeState) -> None:
+        """``m`` went from ``prev`` to ``m.state``."""
+
+    def added(self, now: float, m: Member) -> None:
+        """``m`` entered the table."""
+
+    def forget(self, now: float, m: Member) -> None:
+        """``m`` left the table."""
+
+
+class MemberTable:
+    """Every member this node knows (itself excluded), with its indices and admission bounds.
+
+    Args:
+        config: the protocol's configuration (``max_members`` and the admission bounds).
+        rng: the core's random source (sampling, the probe order).
+        out: where member events and counters go.
+        inbound: the context of the message being handled.
+        reconnect: told of members forgotten while dead, and of members back.
+
+    Call :meth:`watch` once the parts that follow the table exist.
+    """
+
+    def __init__(self, config: Config, rng: random.Random, out: Outbox, inbound: Inbound,
+                 reconnect: Reconnector) -> None:
+        self.config = config
+        self.rng = rng
+        self.out = out
+        self.inbound = inbound
+        self.reconnect = reconnect
+        self.members: dict[NodeID, Member] = {}
+        self.counts: dict[NodeState, int] = {ALIVE: 0, SUSPECT: 0, DEAD: 0, LEAVING: 0}
+        self.ids: list[NodeID] = []          # every member, for random sampling
+        self._id_index: dict[NodeID, int] = {}
+        self.cids: list[NodeID] = []         # the members that showed themselves (introducer None)
+        self._cid_index: dict[NodeID, int] = {}
+        self.probe_list: list[NodeID] = []   # the probe order (SWIM section 4.3)
+        self._in_probe_list: set[NodeID] = set()
+        self._probe_index = 0
+        self.unconfirmed: dict[str, int] = {}     # source host -> members only it vouched for
+        self.unproven: dict[NodeID, None] = {}    # those members, oldest first
+        self._gone: dict[NodeID, None] = {}       # dead and left members, longest gone first
+        self._unconfirmed_cap = max(1, int(config.max_members * config.max_unconfirmed_share))
+        self._dial_all = config.force_reliable_transport
+        self.states_cache: tuple[MemberState, ...] | None = None
+        self._watcher: MemberWatcher | None = None
+        self._forget_news: Callable[[NodeID], None] = lambda node: None
+
+    def watch(self, watcher: MemberWatcher, forget_news: Callable[[NodeID], None]) -> None:
+        """Tell ``watcher`` of every change from now on, and call ``forget_news`` with each
+        member forgotten (its queued updates are void)."""
+        self._watcher = watcher
+        self._forget_news = forget_news
+
+    # ------------------------------------------------------------------ queries
+
+    def num_members(self) -> int:
+        """Return the number of alive and suspect members, this node included."""
+        return self.counts[ALIVE] + self.counts[SUSPECT] + 1
+
+    def full_state(self, local: LocalNode) -> tuple[MemberState, ...]:
+        """Return the full state (``local`` first, then every member) for a state exchange."""
+        if self.states_cache is None:
+            self.states_cache = (local.self_state(),) + tuple(m.to_state() for m in self.members.values())
+        return self.states_cache
+
+    def invalidate(self) -> None:
+        """A record of the full state changed (see :meth:`full_state`)."""
+        self.states_cache = None
+
+    def dialable(self, m: Member) -> bool:
+        """May we send to ``m``'s address? Sending to a WebSocket URL (or to any address, when
+        every packet goes over a connection) dials it, and an address learned from an
+        unauthenticated packet is dialed only once its member has shown itself, or if a member
+        from inside the cluster named it (see :class:`Member`): a stranger's fake member must
+        not make us open connections to whatever it names. Datagrams go anywhere: the answer to
+        a probe is how a member shows itself."""
+        return m.introducer is None or m.vouched or not (self._dial_all or "://" in m.addr)
+
+    def shown_at(self, sender: NodeID | None, addr: str) -> bool:
+        """True if ``sender`` is a member that has shown itself, at ``addr``."""
+        m = self.members.get(sender) if sender is not None else None
+        return m is not None and m.introducer is None and m.addr == addr
+
+    def answer_addr(self, src: str, claimed: str, sender: NodeID | None) -> str:
+        """Return where a datagram answer to the message being handled goes: its source
+        ``src``, unless ``claimed`` (the address it says to answer at) is the address of the
+        member that sent it, which has shown itself. Never an address a packet merely names:
+        that would aim our answers at a third party, or make us dial it."""
+        return claimed if claimed != src and self.shown_at(sender, claimed) else src
+
+    def introduces_itself(self, a: Alive) -> bool:
+        """True if the message being handled comes from ``a``'s own node: sealed with a cluster
+        key (its sender id is authentic), or from the host of its own address."""
+        msg = self.inbound
+        return msg.sender == a.node and (msg.authenticated or msg.src_host == host_of(a.addr))
+
+    def jump_refused(self, claimed: int, known: int, accusation: bool) -> bool:
+        """Return True (and count it) if a claim runs too far ahead of what we know."""
+        jump = self.config.max_incarnation_jump
+        if claimed - known >= jump if accusation else claimed - known > jump:
+            self.out.count("refused_incarnation_jump")
+            return True
+        return False
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample_known(self, k: int, accept: Callable[[Member], bool], exclude: set[NodeID]) -> list[Member]:
+        """Sample among members that showed themselves first, then among the others that may
+        be sent to (see :meth:`dialable`)."""
+        out = self.sample(k, accept, exclude, self.cids)
+        if len(out) < k and len(self.cids) < len(self.ids):
+            taken = exclude | {m.node for m in out}
+            out += self.sample(k - len(out), lambda m: m.introducer is not None and self.dialable(m)
+                               and accept(m), taken)
+        return out
+
+    def sample(self, k: int, accept: Callable[[Member], bool], exclude: set[NodeID],
+               ids: list[NodeID] | None = None) -> list[Member]:
+        """Return up to ``k`` distinct random members of ``ids`` (default: all) that ``accept``
+        takes, excluding ``exclude``."""
+        if ids is None:
+            ids = self.ids
+        n = len(ids)
+        if k <= 0 or n == 0:
+            return []
+        out: list[Member] = []
+        seen: set[NodeID] = set()
+        if n <= 4 * k + 8:
+            order = list(ids)
+            self.rng.shuffle(order)
+            for node in order:
+                m = self.members[node]
+                if node not in exclude and accept(m):
+                    out.append(m)
+                    if len(out) == k:
+                        break
+            return out
+        # Large table: rejection sampling, then a full scan if too few were accepted.
+        for _ in range(6 * k):
+            node = ids[self.rng.randrange(n)]
+            if node in seen:
+                continue
+            seen.add(node)
+            m = self.members[node]
+            if node not in exclude and accept(m):
+                out.append(m)
+                if len(out) == k:
+                    return out
+        rest = [self.members[i] for i in ids if i not in seen and i not in exclude and accept(self.members[i])]
+        self.rng.shuffle(rest)
+        out.extend(rest[: k - len(out)])
+        return out
+
+    def next_probe_target(self) -> Member | None:
+        """Return the next live member in the probe order that may be probed, or None.
+
+        The order is a shuffled round robin (SWIM section 4.3): at its end, forgotten members
+        are dropped and it is shuffled again. Members that may not be dialed are skipped
+        (``skipped_unproven_dials``).
+        """
+        plist = self.probe_list
+        for _ in range(len(plist) + 1):
+            if self._probe_index >= len(plist):
+                # Wrap: drop forgotten members and reshuffle (SWIM's round-robin bound).
+                plist[:] = [n for n in plist if n in self.members]
+                self._in_probe_list = set(plist)
+                self.rng.shuffle(plist)
+                self._probe_index = 0
+                if not plist:
+                    return None
+            node = plist[self._probe_index]
+            self._probe_index += 1
+            m = self.members.get(node)
+            if m is not None and (m.state is ALIVE or m.state is SUSPECT):
+                if self.dialable(m):
+                    return m
+                self.out.count("skipped_unproven_dials")
+        return None
+
+    # ------------------------------------------------------------------ changes
+
+    def event(self, kind: str, m: Member, prev: NodeState, now: float, conflict_addr: str = "") -> None:
+        """Emit a :class:`~.actions.MemberEvent` about ``m``."""
+        self.out.emit(MemberEvent(kind, m.node, m.addr, m.state, prev, m.incarnation, m.meta,
+                                  m.meta_stamp, m.pv, m.av, now, conflict_addr))
+
+    def set_state(self, now: float, m: Member, state: NodeState) -> None:
+        """Move ``m`` to ``state`` (the watcher emits the state event)."""
+        prev = m.state
+        if prev is state:
+            return
+        self.counts[prev] -= 1
+        self.counts[state] += 1
+        if state is DEAD or state is LEAVING:
+            self._gone.pop(m.node, None)
+            self._gone[m.node] = None
+        elif prev is DEAD or prev is LEAVING:
+            del self._gone[m.node]
+        m.state = state
+        m.state_change = now
+        self.states_cache = None
+        assert self._watcher is not None
+        self._watcher.state_changed(now, m, prev)   # insight: the state event, flaps, partitions
+
+    def admit(self, now: float, itself: bool = False) -> bool:
+        """Decide whether one more new member may enter the table (counting every refusal).
+
+        Unsolicited messages may bring ``max_members_per_message`` newcomers each, and one
+        source host may have named ``max_members_per_source`` members that have not shown
+        themselves (a member introducing itself, ``itself``, does not count against that).
+        Members that have not shown themselves fill ``max_unconfirmed_share`` of the table at
+        most (news in a reply to our own request excepted). The table holds ``max_members`` in
+        all; when it is full a dead or left member (the longest gone) makes room; failing that,
+        a member that shows itself, a joiner, or a reply to our own request takes the place of
+        the oldest member nobody has shown to exist, so strangers never keep real members
+        out. Else the newcomer is refused.
+        """
+        cfg = self.config
+        msg = self.inbound
+        count = self.out.count
+        room = itself or msg.solicited or msg.joining
+        if not msg.solicited:
+            if msg.new_in_msg >= cfg.max_members_per_message:
+                count("refused_members_per_message")
+                return False
+            if not itself and self.unconfirmed.get(msg.src_host, 0) >= cfg.max_members_per_source:
+                count("refused_members_per_source")
+                return False
+            if not itself and not msg.joining and len(self.unproven) >= self._unconfirmed_cap:
+                oldest = self.members[next(iter(self.unproven))]
+                if oldest.state is not DEAD and oldest.state is not LEAVING:
+                    count("refused_unconfirmed_full")
+                    return False
+                self.remove(now, oldest)   # a dead stranger holds no place
+                count("members_evicted")
+        if len(self.members) >= cfg.max_members:
+            if self._gone:
+                self.remove(now, self.members[next(iter(self._gone))])
+                count("members_evicted")
+            elif room and self.unproven:
+                self.remove(now, self.members[next(iter(self.unproven))])
+                count("members_evicted_unconfirmed")
+            else:
+                count("refused_members_table_full")
+                return False
+        msg.new_in_msg += 1
+        return True
+
+    def add(self, now: float, a: Alive, itself: bool = False) -> Member:
+        """Add the member ``a`` announces (admitted by :meth:`admit`), alive."""
+        self.reconnect.known(a.node)
+        m = Member(a.node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp, a.pv, a.av, now)
+        self.members[a.node] = m
+        self.counts[ALIVE] += 1
+        _index_add(self.ids, self._id_index, a.node)
+        if itself:
+            _index_add(self.cids, self._cid_index, a.node)
+        else:
+            # Even a reply to our own request only names the member: the peer may hold fakes.
+            self.unconfirm(m)
+        m.vouched = self.inbound.vouching
+        # A newcomer goes in at a random place of the probe order (SWIM section 4.3): appended,
+        # then swapped with a random slot, O(1) as in memberlist.
+        if a.node not in self._in_probe_list:
+            plist = self.probe_list
+            if len(plist) > 2 * len(self.members) + 16:
+                self._compact_probe_list()
+            self._in_probe_list.add(a.node)
+            plist.append(a.node)
+            j = self.rng.randrange(len(plist))
+            plist[-1], plist[j] = plist[j], plist[-1]
+        self.states_cache = None
+        self.event(EVENT_STATE, m, NodeState.UNKNOWN, now)
+        assert self._watcher is not None
+        self._watcher.added(now, m)   # insight: a partition's forgotten member may be back
+        return m
+
+    def _compact_probe_list(self) -> None:
+        """Drop forgotten members from the probe order, keeping the position of the round."""
+        plist = self.probe_list
+        done = sum(1 for n in plist[: self._probe_index] if n in self.members)
+        plist[:] = [n for n in plist if n in self.members]
+        self._in_probe_list = set(plist)
+        self._probe_index = done
+
+    def bootstrap(self, now: float, states: Iterable[MemberState], self_id: NodeID) -> None:
+        """Add the alive members of ``states`` (other than ``self_id``) without events, as
+        members that showed themselves, then shuffle the probe order."""
+        for s in states:
+            if s.node != self_id and s.node not in self.members and s.state is ALIVE:
+                m = Member(s.node, s.addr, ALIVE, s.incarnation, s.meta, s.meta_stamp, s.pv, s.av, now)
+                self.members[s.node] = m
+                self.counts[ALIVE] += 1
+                _index_add(self.ids, self._id_index, s.node)
+                _index_add(self.cids, self._cid_index, s.node)
+                if s.node not in self._in_probe_list:
+                    self._in_probe_list.add(s.node)
+                    self.probe_list.append(s.node)
+        self.rng.shuffle(self.probe_list)
+        self.states_cache = None
+
+    def unconfirm(self, m: Member) -> None:
+        """``m`` was named by the source of the message being handled and has not shown itself
+        (at this address): it counts against that source until it does."""
+        if m.introducer is not None:
+            return
+        if m.node in self._cid_index:
+            _index_remove(self.cids, self._cid_index, m.node)
+        host = self.inbound.src_host
+        m.introducer = host
+        self.unconfirmed[host] = self.unconfirmed.get(host, 0) + 1
+        self.unproven[m.node] = None
+
+    def confirm(self, m: Member) -> None:
+        """``m`` showed itself to exist: it no longer counts against its introducer."""
+        host = m.introducer
+        if host is None:
+            return
+        m.introducer = None
+        self.unproven.pop(m.node, None)
+        _index_add(self.cids, self._cid_index, m.node)
+        left = self.unconfirmed.get(host, 0) - 1
+        if left > 0:
+            self.unconfirmed[host] = left
+        else:
+            self.unconfirmed.pop(host, None)
+
+    def answered_at(self, addr: str, states: tuple[MemberState, ...]) -> None:
+        """The answer to a request we sent to ``addr`` (a join or a push/pull) came back: its
+        first state is the responder's own, and if it claims ``addr``, the responder has shown
+        itself there (we dialed that address on our own account)."""
+        if states and states[0].addr == addr:
+            m = self.members.get(states[0].node)
+            if m is not None and m.addr == addr:
+                self.confirm(m)
+
+    def remove(self, now: float, m: Member) -> None:
+        """Forget ``m`` (its queued news too)."""
+        if m.state is DEAD and m.introducer is None:
+            self.reconnect.forgotten(m.node, m.addr, now)   # it existed: retry it after a heal
+        self.confirm(m)
+        self._gone.pop(m.node, None)
+        del self.members[m.node]
+        self.counts[m.state] -= 1
+        _index_remove(self.ids, self._id_index, m.node)
+        if m.node in self._cid_index:
+            _index_remove(self.cids, self._cid_index, m.node)
+        self._forget_news(m.node)
+        self.states_cache = None
+        self.event(EVENT_REMOVED, m, m.state, now)
+        assert self._watcher is not None
+        self._watcher.forget(now, m)
+
+    def expire(self, now: float) -> None:
+        """Forget members that left long enough ago, and the dead past their retention.
+
+        Members nobody but their introducer ever vouched for are forgotten as soon as left
+        ones are: a flood of fake members does not linger for the whole retention period.
+        """
+        cfg = self.config
+        for m in [m for m in self.members.values() if m.state is DEAD or m.state is LEAVING]:
+            age = now - m.state_change
+            short = m.state is LEAVING or m.introducer is not None
+            if (short and age >= cfg.gossip_to_the_dead_time) or age >= cfg.dead_node_retention_period:
+                self.remove(now, m)
+
+
+class LocalNode:
+    """This node's own record, and how it answers what others say of it.
+
+    Incarnation rules (see :class:`~.core.Protocol`): only this node raises its incarnation;
+    an accusation is refuted with ``alive(self, i + 1)``, once per received message at most
+    (:meth:`settle`, called when the message has been handled), within a token bucket of
+    ``Config.incarnation_budget`` per ``incarnation_budget_window`` (the answer to our own
+    join excepted), never past ``MAX_INCARNATION``.
+
+    Args:
+        config: the protocol's configuration.
+        out: where counters go.
+        node_id, addr, meta, meta_stamp, app_version, incarnation: the initial record.
+        now: the current time (the incarnation budget starts full).
+        stamp_clock: the HLC clock metadata stamps are checked against (None: no check).
+        awareness: the local health score (a refutation raises it, with Lifeguard).
+        announce: queues an update for dissemination (``announce(now, update)``).
+        changed: called when the record changes (the cached full state is void).
+    """
+
+    def __init__(self, config: Config, out: Outbox, node_id: NodeID, addr: str, now: float, *,
+                 meta: Mapping[str, Any], meta_stamp: int, app_version: str, incarnation: int,
+                 stamp_clock: Callable[[], int] | None, awareness: Awareness,
+                 announce: Callable[[float, Update], None], changed: Callable[[], None]) -> None:
+        self.config = config
+        self.out = out
+        self.id = node_id
+        self.addr = addr
+        self.incarnation = incarnation
+        self.meta: Mapping[str, Any] = dict(meta)
+        self.meta_stamp = meta_stamp
+        self.app_version = app_version
+        self.state = ALIVE
+        self.lifeguard = config.lifeguard_enabled
+        self.awareness = awareness
+        self._announce = announce
+        self._changed = changed
+        self._stamp_clock = stamp_clock
+        self._drift = int(config.max_clock_drift * 1_000_000) << COUNTER_BITS
+        self.in_receive = False
+        self.refuted_in_msg = False
+        self._refute_to = -1              # the highest accusation about us in the message
+        self._refute_catch_up = False     # ...it is our own join's answer
+        # The incarnation budget: a token bucket of incarnations our own may rise by in answer
+        # to what others say of us.
+        self._inc_tokens = float(config.incarnation_budget)
+        self._inc_tokens_at = now
+
+    # ------------------------------------------------------------------ the record
+
+    def self_state(self) -> MemberState:
+        """Return this node's own state as it would be exchanged."""
+        return MemberState(self.id, self.addr, self.state, self.incarnation, self.meta,
+                           self.meta_stamp, PROTOCOL_VERSION, self.app_version)
+
+    def self_alive(self) -> Alive:
+        """Return the update announcing this node alive as it is now."""
+        return Alive(self.id, self.incarnation, self.addr, self.meta, self.meta_stamp,
+                     PROTOCOL_VERSION, self.app_version)
+
+    def left_update(self) -> Dead:
+        """Return the update announcing that this node left."""
+        return Dead(self.id, self.incarnation, self.id)
+
+    def set_address(self, addr: str) -> None:
+        """Change the address this node advertises."""
+        self.addr = addr
+        self._changed()
+
+    def leaving(self) -> None:
+        """This node leaves: nothing said of it is refuted any more."""
+        self.state = LEAVING
+        self._changed()
+
+    def set_metadata(self, now: float, meta: Mapping[str, Any], stamp: int) -> None:
+        """Replace this node's metadata and announce it (see
+        :meth:`~.core.Protocol.set_local_metadata`)."""
+        self.meta = dict(meta)
+        # Never below a stamp we reasserted our metadata at (see reassert_meta).
+        self.meta_stamp = stamp if stamp >= self.meta_stamp else min(self.meta_stamp + 1, MAX_TIMESTAMP)
+        if self.incarnation < MAX_INCARNATION:
+            self.incarnation += 1
+        else:
+            self.out.count("incarnation_exhausted")
+        self._changed()
+        self._announce(now, self.self_alive())
+
+    def stamp_refused(self, stamp: int) -> bool:
+        """Return True (and count it) if a metadata stamp lies more than ``max_clock_drift``
+        ahead of our clock: one forged stamp near 2**64 would outrank every later write."""
+        clock = self._stamp_clock
+        if clock is None or stamp <= clock() + self._drift:
+            return False
+        self.out.count("refused_metadata_stamp")
+        return True
+
+    # ------------------------------------------------------------------ what others say of us
+
+    def claimed_alive(self, now: float, a: Alive) -> None:
+        """Someone speaks of us alive: refute an incarnation we did not reach, or another
+        address or metadata at ours, so our own record wins."""
+        if self.state is LEAVING:
+            return
+        if a.meta_stamp > self.meta_stamp:
+            self.reassert_meta(now, a.meta_stamp, a.incarnation)
+        elif a.incarnation > self.incarnation or (
+                a.incarnation == self.incarnation and (a.addr != self.addr or a.meta_stamp != self.meta_stamp)):
+            self.refute(now, a.incarnation)
+
+    def claimed_state(self, now: float, s: MemberState, catch_up: bool) -> None:
+        """A full state carries our own record ``s``: refute it if it is not ours."""
+        if self.state is LEAVING:
+            return
+        if s.meta_stamp > self.meta_stamp:
+            self.reassert_meta(now, s.meta_stamp, s.incarnation, catch_up)
+        elif s.state is not ALIVE and s.incarnation >= self.incarnation:
+            self.refute(now, s.incarnation, catch_up)
+        elif s.incarnation > self.incarnation:
+            self.refute(now, s.incarnation, catch_up)
+
+    def accused(self, now: float, incarnation: int, catch_up: bool = False) -> None:
+        """Someone suspects us or holds us dead: refute unless it is stale or we are leaving."""
+        if self.state is not LEAVING and incarnation >= self.incarnation:
+            self.refute(now, incarnation, catch_up)
+
+    def reassert_meta(self, now: float, stamp: int, incarnation: int = -1, catch_up: bool = False) -> None:
+        """Our own record went round with metadata stamped ``stamp``, newer than ours: someone
+        wrote our metadata in our name. Restamp ours just above it and announce it (with the
+        refutation of ``incarnation`` if that is higher), so every peer takes ours back. A
+        stamp too far ahead of our clock is refused, not outbid."""
+        if stamp >= MAX_TIMESTAMP:
+            self.out.count("refused_metadata_stamp")
+        elif not self.stamp_refused(stamp):
+            self.meta_stamp = stamp + 1
+            self._changed()
+            self.out.count("metadata_reasserted")
+        self.refute(now, max(self.incarnation, incarnation), catch_up)
+
+    def refute(self, now: float, accused_incarnation: int, catch_up: bool = False) -> None:
+        """Note an accusation of us (or a claim about us) at ``accused_incarnation``.
+
+        Refused when it lies ``max_incarnation_jump`` or more ahead of our incarnation (unless
+        ``catch_up``: our own join's answer), and impossible at the top of the range. The
+        highest accusation a message carries is answered once, when the message has been
+        handled (:meth:`settle`).
+        """
+        if not catch_up and accused_incarnation - self.incarnation >= self.config.max_incarnation_jump:
+            self.out.count("refused_incarnation_jump")
+            return
+        if accused_incarnation >= MAX_INCARNATION:
+            self.out.count("incarnation_exhausted")
+            return
+        if accused_incarnation > self._refute_to:
+            self._refute_to = accused_incarnation
+        if catch_up:
+            self._refute_catch_up = True
+        if not self.in_receive:
+            self.settle(now)
+
+    def _incarnation_tokens(self, now: float) -> float:
+        """Return the incarnation budget left at ``now`` (the bucket refills evenly)."""
+        cfg = self.config
+        cap = float(cfg.incarnation_budget)
+        elapsed = now - self._inc_tokens_at
+        if elapsed > 0:
+            self._inc_tokens = min(cap, self._inc_tokens + elapsed * cap / cfg.incarnation_budget_window)
+            self._inc_tokens_at = now
+        return self._inc_tokens
+
+    def settle(self, now: float) -> None:
+        """Raise our incarnation past the highest accusation noted, and announce that we are
+        alive: once per received message at most, and within the incarnation budget (the
+        answer to our own join excepted). Beyond the budget we rise as far as it allows, and
+        the rest of the accusation is refused (``refused_incarnation_budget``)."""
+        accused, catch_up = self._refute_to, self._refute_catch_up
+        if accused < 0:
+            return
+        self._refute_to, self._refute_catch_up = -1, False
+        if accused < self.incarnation:
+            return
+        if self.refuted_in_msg:
+            self.out.count("refused_refutations_per_message")
+            return
+        target = accused + 1
+        if not catch_up:
+            tokens = self._incarnation_tokens(now)
+            afford = self.incarnation + int(tokens)
+            if target > afford:
+                self.out.count("refused_incarnation_budget")
+                if afford <= self.incarnation:
+                    return
+                target = afford
+            self._inc_tokens = tokens - (target - self.incarnation)
+        self.refuted_in_msg = self.in_receive
+        self.incarnation = target
+        self._changed()
+        self._announce(now, self.self_alive())
+        self.out.count("refutations")
+        if self.lifeguard:
+            self.awareness.apply_delta(1)

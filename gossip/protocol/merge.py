@@ -1,0 +1,299 @@
+"""The merge rules: what an update or a full state about a member does to our table.
+
+For updates about member M (SWIM section 4.2, as memberlist applies them):
+
+* ``alive(M, i)`` wins over anything about M at an incarnation below ``i``;
+* ``suspect(M, i)`` wins over ``alive(M, j)`` when ``i >= j`` (:meth:`.Suspicions.on_suspect`);
+* ``dead(M, i)`` (or left, when M announced it) wins over alive and suspect when ``i >= j``;
+* only M raises its own incarnation: what is said of this node goes to
+  :class:`~.membership.LocalNode`, which refutes it.
+
+A full state (push/pull, join) is merged member by member with the same rules, except that a
+remote verdict of suspect or dead is only a suspicion here: if the member is alive it will
+hear of it and refute, and stale deaths never spread as deaths.
+
+:class:`Merger` also bounds what one message may do: newcomers go through the table's
+admission (:meth:`~.membership.MemberTable.admit`), incarnations may not jump further than
+``max_incarnation_jump``, metadata too large or stamped too far ahead is not taken, and a peer
+that gossips an accusation older than what we know is corrected.
+
+Pure data: no clock, no threads, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from ..config import Config
+from ..messages import (
+    EMPTY_META, MAX_INCARNATION, Alive, Dead, MemberState, Ping, Suspect, Update, metadata_size,
+)
+from ..node import PROTOCOL_VERSION, NodeID, NodeState
+from .actions import EVENT_CONFLICT, EVENT_METADATA
+from .dissemination import Dissemination
+from ..address import host_of
+from .membership import Inbound, LocalNode, Member, MemberTable
+from .outbox import Outbox
+from .suspicion import Suspicions
+
+__all__ = ["Merger", "MergeWatcher"]
+
+ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
+
+
+class MergeWatcher(Protocol):
+    """What :class:`Merger` tells as it merges (:class:`~.insight.Insight`)."""
+
+    syncing: bool
+    """Set while a full state is merged."""
+
+    def alive_again(self, now: float, m: Member, incarnation: int) -> None:
+        """``m`` is known alive at a higher ``incarnation`` (before its state changes)."""
+
+    def dead(self, now: float, m: Member, d: Dead | None) -> None:
+        """``m`` is declared dead by ``d``."""
+
+
+class Merger:
+    """Merges updates and full states into the member table.
+
+    Args:
+        config: the protocol's configuration.
+        out: where sends and counters go.
+        table: the member table.
+        inbound: the context of the message being handled.
+        local: this node's own record (what is said of us goes there).
+        suspicions: the suspect rule.
+        news: dissemination (merged news is passed on; stale gossip corrected).
+        watcher: told of returns and verdicts.
+    """
+
+    def __init__(self, config: Config, out: Outbox, table: MemberTable, inbound: Inbound,
+                 local: LocalNode, suspicions: Suspicions[Member], news: Dissemination,
+                 watcher: MergeWatcher) -> None:
+        self.config = config
+        self.out = out
+        self.table = table
+        self.members = table.members
+        self.inbound = inbound
+        self.local = local
+        self.id = local.id
+        self.suspicions = suspicions
+        self.on_suspect = suspicions.on_suspect
+        self.news = news
+        self.watcher = watcher
+
+    # ------------------------------------------------------------------ updates
+
+    def updates(self, now: float, updates: Iterable[Update], peer: NodeID | None = None) -> None:
+        """Merge the updates of a gossip, ping or ack ``peer`` sent."""
+        stale: list[Update] = []
+        for u in updates:
+            if not 0 <= u.incarnation <= MAX_INCARNATION:
+                self.out.count("refused_incarnation_range")   # a host that skipped the decoder
+                continue
+            t = type(u)
+            if t is Alive:
+                self.on_alive(now, u)  # type: ignore[arg-type]
+                continue
+            if t is Suspect:
+                self.on_suspect(now, u)  # type: ignore[arg-type]
+            else:
+                self.on_dead(now, u)  # type: ignore[arg-type]
+            m = self.members.get(u.node)
+            if peer is None or m is None:
+                continue
+            if m.state is ALIVE and u.incarnation < m.incarnation:
+                stale.append(Alive(m.node, m.incarnation, m.addr, m.meta, m.meta_stamp, m.pv, m.av))
+            elif m.state is LEAVING and u.incarnation <= m.incarnation and not (t is Dead and u.left):  # type: ignore[union-attr]
+                # The peer missed the leave and now suspects the leaver on its own: it would
+                # wait out a whole suspicion timeout with no one to confirm it. Tell it.
+                stale.append(Dead(m.node, m.incarnation, m.node))
+        if stale:
+            self.news.correct(peer, stale)  # type: ignore[arg-type]
+
+    def _checked_meta(self, a: Alive, m: Member | None) -> Alive:
+        """Return ``a``, or ``a`` with our current metadata for it if its own is too large or
+        stamped too far ahead of our clock.
+
+        Liveness is kept: a peer configured with a larger ``max_metadata_size`` is still a member.
+        """
+        if m is not None and a.meta_stamp <= m.meta_stamp:
+            return a
+        if a.meta_stamp and self.local.stamp_refused(a.meta_stamp):
+            meta, stamp = (m.meta, m.meta_stamp) if m is not None else (EMPTY_META, 0)
+            return Alive(a.node, a.incarnation, a.addr, meta, stamp, a.pv, a.av)
+        if not a.meta:
+            return a
+        if metadata_size(a.meta) <= self.config.max_metadata_size:
+            return a
+        self.out.count("refused_metadata_size")
+        meta, stamp = (m.meta, m.meta_stamp) if m is not None else (EMPTY_META, 0)
+        return Alive(a.node, a.incarnation, a.addr, meta, stamp, a.pv, a.av)
+
+    def on_alive(self, now: float, a: Alive) -> None:
+        """Merge ``alive(a.node, a.incarnation)``: admit a newcomer, or update a member."""
+        if a.node == self.id:
+            self.local.claimed_alive(now, a)
+            return
+        table = self.table
+        m = self.members.get(a.node)
+        if m is None:
+            if a.pv != PROTOCOL_VERSION:
+                self.out.count("refused_protocol_version")
+                return
+            itself = table.introduces_itself(a)
+            if not table.admit(now, itself):
+                return
+            a = self._checked_meta(a, None)
+            table.add(now, a, itself)
+            self.news.queue(now, a)
+            return
+        if (m.state is ALIVE or m.state is SUSPECT) and not table.introduces_itself(a) \
+                and table.jump_refused(a.incarnation, m.incarnation, False):
+            # (A member's own word on its incarnation is taken at any distance: it is the one
+            # that raises it, and a victim of forged accusations must not flap.)
+            return
+        if a.addr != m.addr:
+            reclaimable = (m.state is DEAD or m.state is LEAVING) and \
+                now - m.state_change >= self.config.dead_node_reclaim_time
+            if not reclaimable:
+                if a.incarnation >= m.incarnation:
+                    self.out.count("conflicts")
+                    table.event(EVENT_CONFLICT, m, m.state, now, conflict_addr=a.addr)
+                return
+            if a.incarnation <= m.incarnation:
+                # A new process reclaiming the id: it starts over, so let its record replace ours.
+                if m.incarnation >= MAX_INCARNATION:
+                    self.out.count("incarnation_exhausted")
+                    return
+                a = Alive(a.node, m.incarnation + 1, a.addr, a.meta, a.meta_stamp, a.pv, a.av)
+        a = self._checked_meta(a, m)
+        meta_changed = False
+        if a.meta_stamp > m.meta_stamp:
+            m.meta = a.meta
+            m.meta_stamp = a.meta_stamp
+            meta_changed = True
+            table.invalidate()
+        if a.incarnation > m.incarnation:
+            if a.addr != m.addr:
+                # A new address must be shown too: until then it counts against whoever named
+                # it, and is not dialed (see MemberTable.dialable).
+                m.addr = a.addr
+                if table.introduces_itself(a):
+                    table.confirm(m)
+                else:
+                    table.unconfirm(m)
+                m.vouched = self.inbound.vouching
+            elif self.inbound.vouching:
+                m.vouched = True
+            m.incarnation = a.incarnation
+            m.pv = a.pv
+            m.av = a.av
+            m.suspicion = None
+            table.invalidate()
+            self.watcher.alive_again(now, m, a.incarnation)   # insight: refuted, or back from dead
+            if m.state is SUSPECT:
+                self.out.count("suspicions_refuted")
+            if m.state is not ALIVE:
+                table.set_state(now, m, ALIVE)
+            self.news.queue(now, a)
+        elif meta_changed:
+            self.news.queue(now, a)
+        if meta_changed:
+            table.event(EVENT_METADATA, m, m.state, now)
+
+    def on_dead(self, now: float, d: Dead) -> None:
+        """Merge ``dead(d.node, d.incarnation)`` (a leave when ``d.left``)."""
+        if d.node == self.id:
+            self.local.accused(now, d.incarnation)
+            return
+        table = self.table
+        m = self.members.get(d.node)
+        if m is None or d.incarnation < m.incarnation:
+            return
+        if m.state is DEAD or m.state is LEAVING:
+            if d.left and m.state is DEAD and d.incarnation >= m.incarnation:
+                if table.jump_refused(d.incarnation, m.incarnation, True):
+                    return
+                # The node itself said it left: more precise than our dead verdict.
+                m.incarnation = d.incarnation
+                table.set_state(now, m, LEAVING)
+            return
+        if table.jump_refused(d.incarnation, m.incarnation, True):
+            return
+        m.incarnation = d.incarnation
+        m.suspicion = None
+        self.watcher.dead(now, m, d)
+        table.set_state(now, m, LEAVING if d.left else DEAD)
+        self.news.queue(now, d)
+        msg = self.inbound
+        if d.left and not (msg.sender == m.node and (msg.authenticated or msg.src_host == host_of(m.addr))):
+            self._check_leave(m, d)
+
+    def _check_leave(self, m: Member, d: Dead) -> None:
+        """A leave of ``m`` that ``m`` did not tell us itself is an accusation: tell ``m`` at
+        once, in a ping it answers. If it left, its ack says so again; if the leave was forged,
+        it refutes, and its ack brings the refutation back within one round trip (no one
+        gossips to a member that left, so it would otherwise refute only at its next state
+        exchange, and stay out of every view until then)."""
+        self.out.count("leaves_checked")
+        if self.table.dialable(m):
+            self.out.send(m.addr, Ping(self.out.next_seq(), m.node, self.local.addr, (d,)))
+
+    # ------------------------------------------------------------------ full states
+
+    def states(self, now: float, states: Iterable[MemberState], catch_up: bool = False,
+               peer: NodeID | None = None) -> None:
+        """Merge a full state. ``peer`` is the member that sent it: its view of a member as
+        suspect or dead is its own verdict, so it starts (or independently confirms) our
+        suspicion in its name; without it, a node whose only news of a death came by a state
+        exchange would wait the longest suspicion timeout alone."""
+        self.watcher.syncing = True
+        try:
+            self._state_list(now, states, catch_up, peer)
+        finally:
+            self.watcher.syncing = False
+
+    def _state_list(self, now: float, states: Iterable[MemberState], catch_up: bool,
+                    peer: NodeID | None) -> None:
+        per_message = self.config.max_members_per_message
+        msg = self.inbound
+        refused = 0
+        for s in states:
+            if not 0 <= s.incarnation <= MAX_INCARNATION:
+                self.out.count("refused_incarnation_range")
+                continue
+            if s.node == self.id:
+                self.local.claimed_state(now, s, catch_up)
+                continue
+            if s.state is ALIVE:
+                m = self.members.get(s.node)
+                if m is not None and s.incarnation <= m.incarnation and s.meta_stamp <= m.meta_stamp \
+                        and s.addr == m.addr:
+                    continue  # nothing newer (the common case of a full-state exchange)
+                if m is None and not msg.solicited and msg.new_in_msg >= per_message:
+                    refused += 1   # the rest of a flood costs a lookup each, no more
+                    continue
+                self.on_alive(now, Alive(s.node, s.incarnation, s.addr, s.meta, s.meta_stamp, s.pv, s.av))
+            elif s.state is LEAVING:
+                if s.node not in self.members:
+                    continue
+                self.on_dead(now, Dead(s.node, s.incarnation, s.node))
+            elif s.state is DEAD or s.state is SUSPECT:
+                # A remote verdict is only a suspicion here (memberlist's rule): if the node is
+                # alive it will hear of it and refute; stale deaths never spread as deaths.
+                m = self.members.get(s.node)
+                if m is not None and s.meta_stamp > m.meta_stamp and not self.local.stamp_refused(s.meta_stamp):
+                    if s.meta and metadata_size(s.meta) > self.config.max_metadata_size:
+                        self.out.count("refused_metadata_size")
+                    else:
+                        m.meta, m.meta_stamp = s.meta, s.meta_stamp
+                        self.table.invalidate()
+                        self.table.event(EVENT_METADATA, m, m.state, now)
+                accuser = peer if peer is not None and peer != s.node else self.id
+                self.on_suspect(now, Suspect(s.node, s.incarnation, accuser))
+        if refused:
+            stats = self.out.stats
+            stats["refused_members_per_message"] = stats.get("refused_members_per_message", 0) + refused

@@ -1,0 +1,231 @@
+"""Request/reply exchanges of the socket transport, each on a connection dedicated to it.
+
+:class:`Requests` serves :meth:`SocketTransport.request`: the calling thread writes the request
+and reads the single reply itself, against one deadline, on a connection that is *not*
+registered with the I/O loop, so a reply is never mistaken for an unsolicited frame. After a
+clean exchange the connection goes back to a small per-address idle pool; one idle for a while
+is checked before reuse, one idle for ``idle_timeout`` is closed (:meth:`Requests.sweep`, called
+by the I/O loop once per tick). A pooled connection the peer has closed meanwhile is replaced by
+a new dial once.
+
+It is given the connection context, a dialer, the dial budget and a counter; it never holds the
+transport.
+
+This module imports nothing from :mod:`gossip` but the errors and :mod:`gossip.transports`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from gossip.errors import ClusterClosed, GossipTimeout, SendError
+from gossip.transports._admission import DialSlot
+from gossip.transports._sockets import wait_fd
+from gossip.transports.base import Deadline
+from gossip.transports.tcp.conn import KIND_REQ, ConnContext, FrameConn
+from gossip.transports.tcp.frames import FRAME_HEADER_SIZE, HEADER, PREAMBLE_FRAMES
+
+__all__ = ["Requests"]
+
+_READ_CHUNK = 256 * 1024
+IDLE_PER_ADDR: Final = 4  # idle request connections kept per address
+PEEK_AFTER: Final = 1.0  # an idle request connection unused this long is checked before reuse
+
+Dial = Callable[[str, int, str, Deadline], socket.socket]
+"""``dial(ip, port, key, deadline)``: a connected, non-blocking socket (or ConnectError)."""
+
+
+class _PeerClosed(SendError):
+    """The peer closed a connection before sending any reply byte (a stale pooled conn)."""
+
+
+class Requests:
+    """Request connections of one socket transport; see the module docstring.
+
+    Args:
+        ctx: the context of the connections (limits, counter, closing).
+        idle_timeout: idle connections unused this long are closed.
+        dial: opens a connection (see :data:`Dial`).
+        take_slot: takes a place in the dial budget for an address (or raises ConnectError).
+        release: closes a connection's socket and gives its slot back.
+    """
+
+    def __init__(self, ctx: ConnContext, *, idle_timeout: float, dial: Dial,
+                 take_slot: Callable[[str], DialSlot], release_slot: Callable[[DialSlot], None],
+                 release: Callable[[FrameConn], None]) -> None:
+        self._ctx = ctx
+        self._idle_timeout = idle_timeout
+        self._dial = dial
+        self._take_slot = take_slot
+        self._release_slot = release_slot
+        self._release = release
+        self._lock = threading.Lock()  # guards the tables and the flag
+        self._closed = False
+        self._idle: dict[str, list[FrameConn]] = {}
+        self._active: dict[FrameConn, None] = {}
+
+    def request(self, ip: str, port: int, key: str, data: bytes, timeout: float) -> bytes:
+        """Write ``data`` as one frame to ``key`` and return the single reply frame.
+
+        Raises:
+            GossipTimeout: no whole reply within ``timeout`` seconds.
+            ConnectError, SendError, ClusterClosed: the exchange failed.
+        """
+        ctx = self._ctx
+        frame = HEADER.pack(len(data)) + data
+        deadline = Deadline(timeout)
+        what = f"request to {key}"
+        ctx.count("requests", 1)
+        retried = False
+        while True:
+            conn = self._take_idle(key)
+            reused = conn is not None
+            if conn is None:
+                slot = self._take_slot(key)
+                try:
+                    sock = self._dial(ip, port, key, deadline)
+                except BaseException:
+                    self._release_slot(slot)
+                    raise
+                conn = FrameConn(ctx, sock, key, ip, KIND_REQ, PREAMBLE_FRAMES)
+                conn.slot = slot
+            with self._lock:
+                if self._closed:
+                    conn.closed = True
+                    self._release(conn)
+                    raise ClusterClosed(f"{what}: transport {ctx.name} is closed")
+                self._active[conn] = None
+            clean = False
+            try:
+                try:
+                    conn.write_all(frame, deadline, what)
+                except SendError as exc:
+                    # a write failing on a reused connection means the peer closed it
+                    raise _PeerClosed(str(exc)) from exc
+                reply, clean = self._read_reply(conn, deadline, what)
+                return reply
+            except _PeerClosed as exc:
+                if reused and not retried and not ctx.is_closed():
+                    retried = True
+                    continue
+                ctx.count("send_errors", 1)
+                raise SendError(str(exc)) from exc  # the public type, not the private marker
+            finally:
+                with self._lock:
+                    self._active.pop(conn, None)
+                    keep = (clean and not self._closed
+                            and len(self._idle.get(key, ())) < IDLE_PER_ADDR)
+                    if keep:
+                        conn.last_active = time.monotonic()
+                        self._idle.setdefault(key, []).append(conn)
+                if not keep:
+                    conn.closed = True
+                    self._release(conn)
+
+    def _read_reply(self, conn: FrameConn, deadline: Deadline, what: str) -> tuple[bytes, bool]:
+        """Read one frame from a request connection; return ``(frame, clean)``.
+
+        ``clean`` is False when more bytes than the one frame arrived (the connection must
+        then not be reused).
+        """
+        ctx = self._ctx
+        limit = ctx.max_frame_size
+        buf = bytearray()
+        while True:
+            if len(buf) >= FRAME_HEADER_SIZE:
+                (size,) = HEADER.unpack_from(buf)
+                if size == 0 or size > limit:
+                    ctx.count("tcp_bad_frames", 1)
+                    raise SendError(f"{what}: bad reply frame length {size}")
+                end = FRAME_HEADER_SIZE + size
+                if len(buf) >= end:
+                    return bytes(buf[FRAME_HEADER_SIZE:end]), len(buf) == end
+            try:
+                chunk = conn.sock.recv(_READ_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                try:
+                    wait_fd(conn.sock, False, deadline.remaining(what))
+                except GossipTimeout:  # a TimeoutError, hence an OSError: keep it as is
+                    raise
+                except (OSError, ValueError) as exc:
+                    raise SendError(f"{what}: {exc}") from exc
+                continue
+            except (OSError, ValueError) as exc:
+                if ctx.is_closed():
+                    raise ClusterClosed(f"{what}: transport {ctx.name} is closed") from exc
+                if not buf:
+                    raise _PeerClosed(f"{what}: {exc}") from exc
+                raise SendError(f"{what}: {exc}") from exc
+            if not chunk:
+                if ctx.is_closed():
+                    raise ClusterClosed(f"{what}: transport {ctx.name} is closed")
+                if not buf:
+                    raise _PeerClosed(f"{what}: connection closed by peer")
+                raise SendError(f"{what}: connection closed in the middle of the reply")
+            buf += chunk
+
+    def _take_idle(self, key: str) -> FrameConn | None:
+        """Pop a live idle request connection to ``key``, closing stale ones."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                if not idle:
+                    return None
+                conn = idle.pop()
+                if not idle:
+                    del self._idle[key]
+            idle_for = now - conn.last_active
+            alive = idle_for < self._idle_timeout
+            if alive and idle_for > PEEK_AFTER:
+                # A connection used a moment ago is taken as it is (a closed one fails at once
+                # and is replaced); one idle for longer is checked first.
+                try:
+                    # peek without blocking: b"" means the peer closed, data is unexpected
+                    conn.sock.recv(1, socket.MSG_PEEK)
+                    alive = False
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    alive = False
+            if alive:
+                return conn
+            conn.closed = True
+            self._release(conn)
+
+    def sweep(self, now: float) -> None:
+        """Close the idle connections unused for ``idle_timeout`` (counted ``tcp_idle_closed``)."""
+        idle_limit = now - self._idle_timeout
+        stale: list[FrameConn] = []
+        with self._lock:
+            for key in list(self._idle):
+                idle = self._idle[key]
+                keep = [c for c in idle if c.last_active >= idle_limit]
+                stale += [c for c in idle if c.last_active < idle_limit]
+                if keep:
+                    self._idle[key] = keep
+                else:
+                    del self._idle[key]
+        for conn in stale:
+            self._ctx.count("tcp_idle_closed", 1)
+            conn.closed = True
+            self._release(conn)
+
+    def idle_count(self) -> int:
+        """Idle request connections held now."""
+        with self._lock:
+            return sum(len(v) for v in self._idle.values())
+
+    def shut(self) -> tuple[list[FrameConn], list[FrameConn]]:
+        """The transport closes: refuse new exchanges; return ``(active, idle)`` connections
+        (the idle ones are forgotten; the active ones are closed by their requesters)."""
+        with self._lock:
+            self._closed = True
+            active = list(self._active)
+            idle = [c for conns in self._idle.values() for c in conns]
+            self._idle.clear()
+        return active, idle

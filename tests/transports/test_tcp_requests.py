@@ -1,0 +1,182 @@
+"""Request/reply exchanges of the socket transport (:mod:`gossip.transports.tcp.requests`) against
+a peer that misbehaves on purpose: a raw TCP server on loopback answers each request as told."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from gossip.errors import ClusterClosed, GossipTimeout, SendError
+from gossip.transports.socket import SocketTransport
+from gossip.transports.tcp import requests as requests_mod
+from gossip.transports.tcp.frames import PREAMBLE_FRAMES, encode_frame, parse_frames
+
+pytestmark = pytest.mark.integration
+
+Answer = Callable[[socket.socket, bytes], bool]
+"""``answer(conn, request) -> keep``: reply (or not) on ``conn``; False closes it."""
+
+
+class Peer:
+    """A raw TCP server answering every request frame with ``answer``."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.addr = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.accepted = 0
+        self.conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._run, name="test-peer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = bytearray()
+        greeted = False
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+                if not greeted:
+                    if len(buf) < 4:
+                        continue
+                    assert bytes(buf[:4]) == PREAMBLE_FRAMES
+                    del buf[:4]
+                    greeted = True
+                frames, used, _bad = parse_frames(buf, 1 << 20)
+                del buf[:used]
+                for frame in frames:
+                    if not self.answer(conn, frame):
+                        conn.close()
+                        return
+        except OSError:
+            return
+
+    def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
+        self.listener.close()
+        for c in self.conns:
+            c.close()
+        self._thread.join(5.0)
+
+
+@pytest.fixture
+def transport() -> Iterator[SocketTransport]:
+    t = SocketTransport("127.0.0.1:0", name="req")
+    t.start(lambda batch: None)
+    yield t
+    t.close()
+
+
+def echo(conn: socket.socket, frame: bytes) -> bool:
+    conn.sendall(encode_frame(b"re:" + frame))
+    return True
+
+
+def test_a_pooled_connection_the_peer_closed_is_replaced_by_one_new_dial(
+        transport: SocketTransport, monkeypatch: pytest.MonkeyPatch) -> None:
+    closed_after_first = {"n": 0}
+
+    def once_then_close(conn: socket.socket, frame: bytes) -> bool:
+        conn.sendall(encode_frame(b"re:" + frame))
+        closed_after_first["n"] += 1
+        if closed_after_first["n"] == 1:
+            conn.shutdown(socket.SHUT_RDWR)  # the idle connection dies in the pool
+            return False
+        return True
+
+    peer = Peer(once_then_close)
+    try:
+        assert transport.request(peer.addr, b"1", 5.0) == b"re:1"
+        assert transport._requests.idle_count() == 1
+        monkeypatch.setattr(requests_mod, "PEEK_AFTER", 0.0)  # check every idle one before reuse
+        assert transport.request(peer.addr, b"2", 5.0) == b"re:2"
+        assert peer.accepted == 2 and transport.stats["tcp_dials"] == 2
+    finally:
+        peer.close()
+
+
+def test_a_reused_connection_found_dead_on_write_is_redialed_once(transport: SocketTransport) -> None:
+    def answer_then_reset(conn: socket.socket, frame: bytes) -> bool:
+        conn.sendall(encode_frame(b"re:" + frame))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        return False  # closed with a reset right after answering
+
+    peer = Peer(answer_then_reset)
+    try:
+        assert transport.request(peer.addr, b"a", 5.0) == b"re:a"
+        # Taken from the pool at once (no peek): the write or the read finds it dead, and the
+        # request goes out once more on a new connection.
+        assert transport.request(peer.addr, b"b", 5.0) == b"re:b"
+        assert peer.accepted == 2
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("reply, error", [
+    ((0).to_bytes(4, "big"), "bad reply frame length 0"),
+    (encode_frame(b"whole reply")[:8], "in the middle of the reply"),
+])
+def test_a_malformed_or_cut_reply_is_an_error_and_the_connection_is_not_kept(
+        transport: SocketTransport, reply: bytes, error: str) -> None:
+    def bad(conn: socket.socket, frame: bytes) -> bool:
+        conn.sendall(reply)
+        return False
+
+    peer = Peer(bad)
+    try:
+        with pytest.raises(SendError, match=error):
+            transport.request(peer.addr, b"x", 5.0)
+        assert transport._requests.idle_count() == 0
+    finally:
+        peer.close()
+
+
+def test_no_reply_is_a_timeout(transport: SocketTransport) -> None:
+    peer = Peer(lambda conn, frame: True)  # reads, never answers
+    try:
+        with pytest.raises(GossipTimeout):
+            transport.request(peer.addr, b"x", 0.2)
+        assert transport._requests.idle_count() == 0
+    finally:
+        peer.close()
+
+
+def test_two_frames_for_one_request_leave_the_connection_out_of_the_pool(transport: SocketTransport) -> None:
+    def twice(conn: socket.socket, frame: bytes) -> bool:
+        conn.sendall(encode_frame(b"one") + encode_frame(b"two"))
+        return True
+
+    peer = Peer(twice)
+    try:
+        assert transport.request(peer.addr, b"x", 5.0) == b"one"
+        assert transport._requests.idle_count() == 0  # what came after is not a reply to anything
+    finally:
+        peer.close()
+
+
+def test_a_request_after_close_is_refused(transport: SocketTransport) -> None:
+    peer = Peer(echo)
+    try:
+        transport.close()
+        with pytest.raises(ClusterClosed):
+            transport.request(peer.addr, b"x", 1.0)
+    finally:
+        peer.close()
