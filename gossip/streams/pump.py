@@ -165,6 +165,8 @@ class StreamPump:
                 raise self._read_error
             if self._eof and not self._chunks:
                 return b""
+            if self._finished and not self._reading:  # closed or cut: nothing will come
+                raise self._closed_error()
             self._start_reader_locked()
             return None
 
@@ -183,6 +185,9 @@ class StreamPump:
                 return fut
             if self._eof and not self._chunks:
                 fut.set_result(b"")
+                return fut
+            if self._finished and not self._reading:  # closed or cut: nothing will come
+                fut.set_exception(self._closed_error())
                 return fut
             self._readers.append((n, fut))
             self._start_reader_locked()
@@ -235,8 +240,11 @@ class StreamPump:
                        and self._read_error is None):
                     cond.wait()
                 if self._finished or self._read_error is not None:
-                    self._reading = self._read_error is None and not self._finished
-                    return
+                    self._reading = False
+                    waiting = [f for _, f in self._readers if self._read_error is None]
+                    if waiting:
+                        self._readers.clear()
+                    break
             try:
                 chunk = stream.read(self._window)
             except GossipTimeout as exc:
@@ -265,6 +273,11 @@ class StreamPump:
                 _settle(f, data)
             if not chunk:
                 return
+        # Cut or closed while reads waited (they came after shutdown() failed the others).
+        if waiting:
+            closed = self._closed_error()
+            for f in waiting:
+                _settle(f, exc=closed)
 
     # ------------------------------------------------------------------ writing
 
