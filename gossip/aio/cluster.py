@@ -129,21 +129,25 @@ class Cluster:
         are cancelled.
         """
         end = time.monotonic() + timeout
-        if leave and self.sync.running and not self._left:
-            cfg = self.sync.config
-            try:
-                await wait(self._engine.leave_nowait(min(cfg.leave_timeout, timeout / 2)))
-            except Exception as exc:  # a leave that fails must not stop the shutdown
-                logger.debug("leave during stop failed: %s", exc)
-            self._left = True
-        for d in list(self._dispatchers.values()):
-            d.close()
-        for sub in list(self._subscriptions):
-            sub.end()
-        # Every thread was told to end: joining them is short, and waits for no peer.
-        self.sync.stop(timeout=max(0.0, end - time.monotonic()), leave=False)
-        for d in list(self._dispatchers.values()):
-            d.cancel_tasks()
+        try:
+            if leave and self.sync.running and not self._left:
+                cfg = self.sync.config
+                self._left = True
+                try:
+                    await wait(self._engine.leave_nowait(min(cfg.leave_timeout, timeout / 2)))
+                except Exception as exc:  # a leave that fails must not stop the shutdown
+                    logger.debug("leave during stop failed: %s", exc)
+        finally:
+            # Also when the leave's await was cancelled (a cancelled main() that stops its
+            # cluster on the way out): the threads and sockets go regardless.
+            for d in list(self._dispatchers.values()):
+                d.close()
+            for sub in list(self._subscriptions):
+                sub.end()
+            # Every thread was told to end: joining them is short, and waits for no peer.
+            self.sync.stop(timeout=max(0.0, end - time.monotonic()), leave=False)
+            for d in list(self._dispatchers.values()):
+                d.cancel_tasks()
 
     def _eng(self) -> Engine:
         self._engine.check_open()
