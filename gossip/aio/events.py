@@ -8,7 +8,8 @@ oldest event, and the consumer's next item is one :class:`EventsLost` saying how
 (they were the oldest, so the marker stands where they were), followed by what remained, in
 order.
 
-This module imports the node snapshot and the cluster event types (from :mod:`gossip`).
+This module imports the node snapshot and the cluster event types (where :mod:`gossip` takes
+them from; not the package root, which imports this package).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Union
 
-from .. import MemberFlapping, PartitionHealed, PartitionSuspected
+from ..protocol.flap import MemberFlapping
+from ..protocol.partition import PartitionHealed, PartitionSuspected
 from ..node import Node, NodeState
 
 if TYPE_CHECKING:
