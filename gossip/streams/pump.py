@@ -339,7 +339,9 @@ class StreamPump:
         """
         fut: Future[None] = Future()
         with self._cond:
-            dropped = [f for _, _, f in self._wq if f is not None] + list(self._writers)
+            dropped = [f for k, _, f in self._wq if f is not None and k in (_WRITE, _CLOSE_WRITE)]
+            dropped += self._writers
+            closes = [f for k, _, f in self._wq if f is not None and k in (_CLOSE, _ABORT)]
             self._wq.clear()
             self._writers.clear()
             self._queued = 0
@@ -349,6 +351,8 @@ class StreamPump:
             self._wake_writer_locked()
         for f in dropped:
             _settle(f, exc=ValueError("the stream was aborted"))
+        for f in closes:  # a close or an abort never fails: this abort ends the stream
+            _settle(f)
         if busy:
             self.stream.abort(reason)
         return fut
