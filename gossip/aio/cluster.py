@@ -359,7 +359,9 @@ class Cluster:
         the reply leaves when the handler ends.
 
         Raises:
-            as :meth:`handle_func`.
+            LocalProtocolError: ``msg_type`` is internal (below 64).
+            HandlerExistsError: ``msg_type`` already has a handler.
+            RuntimeError: called with no running event loop.
         """
         self._register(msg_type, HANDLER_REPLY, handler)
 
@@ -373,7 +375,9 @@ class Cluster:
         most ``max_concurrent_streams`` run at once.
 
         Raises:
-            as :meth:`handle_func`.
+            LocalProtocolError: ``msg_type`` is internal (below 64).
+            HandlerExistsError: ``msg_type`` already has a handler.
+            RuntimeError: called with no running event loop.
         """
         if _is_coroutine_function(handler):
             fn: Callable[..., Any] = stream_handler(self._engine, self._loop(), handler)

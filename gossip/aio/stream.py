@@ -107,7 +107,7 @@ class AsyncStream:
 
         Raises:
             asyncio.IncompleteReadError: the stream ended first (``partial`` holds what came).
-            the errors of :meth:`read`.
+            GossipError: as :meth:`read` raises (a timeout, a broken connection, an abort).
         """
         parts: list[bytes] = []
         got = 0
@@ -149,7 +149,8 @@ class AsyncStream:
         ``b""``. Reading goes on. Idempotent.
 
         Raises:
-            as :meth:`write`.
+            GossipError: as :meth:`write` raises (a timeout, a broken connection, a stop).
+            ValueError: the stream is closed.
         """
         await wait(self._pump.close_write_nowait())
 
@@ -161,7 +162,8 @@ class AsyncStream:
         Raises:
             LocalProtocolError: ``msg_type`` is internal, ``obj`` cannot be encoded, or the
                 message is over ``tcp_max_packet_size`` bytes.
-            the errors of :meth:`write`.
+            GossipError: as :meth:`write` raises (a timeout, a broken connection, a stop).
+            ValueError: the stream is closed, or closed for writing.
         """
         await self.write(self._pump.pack_msg(msg_type, obj))
 
@@ -173,7 +175,7 @@ class AsyncStream:
             EOFError: the stream ended cleanly before a message began.
             DecodeError: the message is of another type, ends early, or does not decode.
             PacketTooLarge: the message announces more than ``tcp_max_packet_size`` bytes.
-            the errors of :meth:`read`.
+            GossipError: as :meth:`read` raises (a timeout, a broken connection, an abort).
         """
         try:
             header = await self.readexactly(MSG_HEADER_SIZE)
