@@ -465,7 +465,8 @@ class Cluster:
             ClusterClosed: the cluster is not started or is stopped.
         """
         pkt = await wait(self._eng().request_nowait(node, msg_type, payload, timeout))
-        return reply_value(pkt, response_type, f"{node.id.short}@{node.address}", msg_type)
+        return reply_value(pkt, response_type, lambda: f"{node.id.short}@{node.address}",
+                           msg_type)
 
     async def open_stream(self, node: Node, msg_type: int, payload: Any = None,
                           timeout: float | None = None) -> AsyncStream:

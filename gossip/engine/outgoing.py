@@ -691,8 +691,9 @@ class UserMessages:
         timeout = self._config.tcp_deadline if timeout is None else timeout
         msg_id = self._hlc.now()
         data = self._codec.encode(msg_type, self._sender_id, msg_id, 0, payload)
-        what = f"request of message type {msg_type} to node {node.id.short}@{node.address}"
-        reply = replies.expect(node.id.bytes, msg_id, timeout, what)
+        reply = replies.expect(  # the name is made only for a timeout's message
+            node.id.bytes, msg_id, timeout,
+            lambda: f"request of message type {msg_type} to node {node.id.short}@{node.address}")
         try:
             sending = self._out.user_nowait(node.address, data, True, len(data))
         except BaseException:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
@@ -43,8 +44,10 @@ REMEMBER_ENDED = 4096
 Key = tuple[bytes, int]
 
 
-def reply_value(pkt: Packet, response_type: type[Any] | None, label: str, msg_type: int) -> Any:
-    """Return the value of the reply ``pkt`` to a request of ``msg_type`` sent to ``label``.
+def reply_value(pkt: Packet, response_type: type[Any] | None, label: str | Callable[[], str],
+                msg_type: int) -> Any:
+    """Return the value of the reply ``pkt`` to a request of ``msg_type`` sent to ``label``
+    (the node's text, or a function that returns it: called only for an error's message).
 
     Raises:
         RemoteHandlerError: the answer is an error (the node's handler raised, or it has no
@@ -53,6 +56,8 @@ def reply_value(pkt: Packet, response_type: type[Any] | None, label: str, msg_ty
     """
     if pkt.msg_type == MessageType.REPLY:
         return pkt.unmarshal(response_type)
+    if callable(label):
+        label = label()
     if pkt.msg_type == MessageType.REPLY_ERROR:
         text = pkt.unmarshal()
         remote = text if isinstance(text, str) else repr(text)
@@ -82,11 +87,12 @@ class Replies:
         """The requests waiting now."""
         return len(self._waiters)
 
-    def expect(self, node_id: bytes, msg_id: int, timeout: float, what: str) -> Future[Packet]:
+    def expect(self, node_id: bytes, msg_id: int, timeout: float,
+               what: str | Callable[[], str]) -> Future[Packet]:
         """Wait for the reply of ``node_id`` to the request ``msg_id``, for ``timeout`` seconds.
 
-        ``what`` names the request in the timeout's message. Cancelling the returned future
-        forgets the waiter at once.
+        ``what`` names the request in the timeout's message (or is a function that returns the
+        name, called only then). Cancelling the returned future forgets the waiter at once.
 
         Raises:
             ClusterClosed: the engine is stopping.
@@ -99,7 +105,8 @@ class Replies:
             self._waiters[key] = fut
 
         def expire() -> None:
-            _set_exception(fut, GossipTimeout(f"{what}: no reply within {timeout:.3g}s"))
+            name = what() if callable(what) else what
+            _set_exception(fut, GossipTimeout(f"{name}: no reply within {timeout:.3g}s"))
 
         alarm = self._deadlines.after(timeout, expire)
         fut.add_done_callback(lambda f: self._release(key, f, alarm))
