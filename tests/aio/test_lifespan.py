@@ -117,3 +117,65 @@ def test_a_startup_that_fails_is_reported_to_the_server() -> None:
             assert "Error" in sent[0]["message"]
 
     run(main())
+
+
+def test_with_lifespan_reports_a_failed_shutdown_and_ignores_other_openings() -> None:
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    @contextlib.asynccontextmanager
+    async def fails_at_exit(app: Any) -> AsyncIterator[dict[str, Any]]:
+        yield {}
+        raise RuntimeError("could not stop")
+
+    async def main() -> None:
+        sent = await drive(with_lifespan(App(), fails_at_exit))
+        assert [m["type"] for m in sent] == ["lifespan.startup.complete",
+                                             "lifespan.shutdown.failed"]
+        assert "could not stop" in sent[1]["message"]
+        # A lifespan scope that does not open with a startup is left alone.
+        got: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "lifespan.shutdown"}
+
+        async def send(message: Any) -> None:
+            got.append(message)
+
+        await with_lifespan(App(), fails_at_exit)({"type": "lifespan"}, receive, send)
+        assert got == []
+
+    run(main())
+
+
+def test_the_bridge_answers_what_is_not_its_own() -> None:
+    from gossip.contrib.asgi import GossipASGI
+
+    async def main() -> None:
+        node = gossip.aio.Cluster(local())
+        bridge = GossipASGI(node)  # the asyncio face's sync side is the cluster bridged
+        assert bridge.cluster is node.sync
+        out: list[dict[str, Any]] = []
+        inbox: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return inbox.pop(0) if inbox else {"type": "websocket.connect"}
+
+        async def send(message: Any) -> None:
+            out.append(dict(message))
+
+        await bridge({"type": "http", "path": "/"}, receive, send)
+        assert out[0]["status"] == 404
+        out.clear()
+        await bridge({"type": "websocket", "path": "/elsewhere"}, receive, send)
+        assert out == [{"type": "websocket.close", "code": 1008, "reason": "not a gossip path"}]
+        out.clear()
+        inbox.extend([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+        await bridge({"type": "lifespan"}, receive, send)
+        assert [m["type"] for m in out] == ["lifespan.startup.complete",
+                                            "lifespan.shutdown.complete"]
+        app = App()
+        await GossipASGI(node.sync, fallback=app)({"type": "http", "path": "/x"}, receive, send)
+        assert app.calls == ["http"]
+
+    run(main())
