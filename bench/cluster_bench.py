@@ -4,6 +4,7 @@ Usage::
 
     python bench/cluster_bench.py [--seconds 5] [--nodes 32] [--idle 30] [--skip-procs]
                                   [--skip-messages] [--busy]
+    python bench/cluster_bench.py --aio [--seconds 5] [--stream-mib 256] [--repeat 3]
 
 Part 1, two nodes on 127.0.0.1 (``Config.lan()``), the receiver in its own process as in a real
 deployment. One thread calls the send function back to back for ``--seconds``, with no window
@@ -31,12 +32,22 @@ that spins for ever, competing for the interpreter lock (a CPU-starved host):
 * graceful leave: seconds from asking another node to leave until every remaining node has it
   LEAVING (or DEAD).
 
+``--aio`` measures, instead, the blocking API against :mod:`gossip.aio` in the same run, on
+the same node and the same connection to the same receiving process, with the same loop shape
+(one caller, back to back, no window: a thread's loop, then one coroutine's): reliable 64 B
+messages per second (``send_to_reliable``), request/reply per second and their p50
+(``send_to_with_response``), and stream MB/s (``open_stream``, 1 MiB writes, half-close, a
+typed answer); each the best of ``--repeat`` alternating runs, with CPU seconds per unit, the
+losses and drop counters, the load average, and the asyncio figure as a share of the blocking
+one (the goal is at least 80 %).
+
 This is a measurement, never a test: figures depend on the machine and its load.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -57,6 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import gossip  # noqa: E402
+import gossip.aio  # noqa: E402
 from gossip import Cluster, Config, Node, Packet  # noqa: E402
 
 NODE_PROC = ROOT / "tests" / "integration" / "node_proc.py"
@@ -126,16 +138,12 @@ class _Remote:
             self.proc.kill()
 
 
-def _flood(a: Cluster, r: _Remote, send: Any, seconds: float) -> dict[str, Any]:
-    """Call ``send()`` back to back from this thread for ``seconds``, as a user's loop does (no
-    window, no pacing), then wait until deliveries stop; count what was lost and where."""
-    s0, r0 = a.stats(), r.ask("stats")["stats"]
-    rc0, c0 = r.ask("usage")["cpu"], _cpu()
-    base = r.count()
+def _send_loop(send: Any, seconds: float) -> tuple[int, int, dict[str, int]]:
+    """Call ``send()`` back to back from this thread for ``seconds``; return (sent, accepted,
+    raised by type)."""
     sent = accepted = 0
     raised: dict[str, int] = {}
-    start = time.perf_counter()
-    end = start + seconds
+    end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         sent += 1
         try:
@@ -143,6 +151,19 @@ def _flood(a: Cluster, r: _Remote, send: Any, seconds: float) -> dict[str, Any]:
             accepted += 1
         except gossip.GossipError as exc:
             raised[type(exc).__name__] = raised.get(type(exc).__name__, 0) + 1
+    return sent, accepted, raised
+
+
+def _flood(a: Cluster, r: _Remote, send: Any, seconds: float,
+           loop: Any = _send_loop) -> dict[str, Any]:
+    """Call ``send()`` back to back from this thread for ``seconds``, as a user's loop does (no
+    window, no pacing), then wait until deliveries stop; count what was lost and where.
+    ``loop(send, seconds)`` runs the sending loop (another shape: :func:`_aio_send_loop`)."""
+    s0, r0 = a.stats(), r.ask("stats")["stats"]
+    rc0, c0 = r.ask("usage")["cpu"], _cpu()
+    base = r.count()
+    start = time.perf_counter()
+    sent, accepted, raised = loop(send, seconds)
     send_s = time.perf_counter() - start
     c1 = _cpu()
     prev, last_change = -1, time.perf_counter()
@@ -184,28 +205,47 @@ def _flood_rows(label: str, r: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _round_trips(a: Cluster, node_b: Node, seconds: float, mtype: int) -> dict[str, Any]:
-    """Send requests to ``node_b`` (which answers ``mtype``) one at a time for ``seconds``."""
+def _round_trips(a: Cluster, node_b: Node, seconds: float, mtype: int,
+                 aio: gossip.aio.Cluster | None = None) -> dict[str, Any]:
+    """Send requests to ``node_b`` (which answers ``mtype``) one at a time for ``seconds``;
+    with ``aio``, from one coroutine awaiting ``aio.send_to_with_response``."""
     lat: list[float] = []
     errors = 0
     payload = b"x" * 64
+    c0 = _cpu()
     start = time.perf_counter()
     end = start + seconds
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        try:
-            a.send_to_with_response(node_b, mtype, payload, timeout=2.0)
-            lat.append(time.perf_counter() - t0)
-        except gossip.GossipError:
-            errors += 1
+    if aio is None:
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            try:
+                a.send_to_with_response(node_b, mtype, payload, timeout=2.0)
+                lat.append(time.perf_counter() - t0)
+            except gossip.GossipError:
+                errors += 1
+    else:
+        async def ask() -> int:
+            failed = 0
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                try:
+                    await aio.send_to_with_response(node_b, mtype, payload, timeout=2.0)
+                    lat.append(time.perf_counter() - t0)
+                except gossip.GossipError:
+                    failed += 1
+            return failed
+
+        errors = asyncio.run(ask())
     elapsed = time.perf_counter() - start
+    cpu = _cpu() - c0
     lat.sort()
 
     def pct(p: float) -> float:
         return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
 
     return {"n": len(lat), "rate": len(lat) / elapsed, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-            "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"), "errors": errors}
+            "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"), "errors": errors,
+            "cpu_1k": cpu / max(1, len(lat)) * 1e3}
 
 
 def _import_ms(runs: int = 7) -> float:
@@ -253,6 +293,136 @@ def part1(seconds: float) -> list[tuple[str, str]]:
                  ("import gossip", f"{_import_ms():.0f} ms (median of 7 fresh interpreters)")]
         for k, v in rows[-4:]:
             print(f"   {k}: {v}", flush=True)
+    finally:
+        a.stop(timeout=3.0)
+        remote.close()
+    return rows
+
+
+# ---------------------------------------------------------------------------------- --aio
+
+
+def _aio_send_loop(send: Any, seconds: float) -> tuple[int, int, dict[str, int]]:
+    """:func:`_send_loop`'s shape on an event loop: one coroutine awaiting ``send()`` back to
+    back for ``seconds`` (``send`` returns an awaitable)."""
+    async def run() -> tuple[int, int, dict[str, int]]:
+        sent = accepted = 0
+        raised: dict[str, int] = {}
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            sent += 1
+            try:
+                await send()
+                accepted += 1
+            except gossip.GossipError as exc:
+                raised[type(exc).__name__] = raised.get(type(exc).__name__, 0) + 1
+        return sent, accepted, raised
+
+    return asyncio.run(run())
+
+
+def _stream_once(a: Cluster, node_b: Node, mtype: int, mib: int,
+                 aio: gossip.aio.Cluster | None = None) -> dict[str, Any]:
+    """Open a stream to ``node_b`` (which reads it to the end and answers the byte count),
+    write ``mib`` MiB in 1 MiB writes, half-close, read the answer: MB/s from the opening to
+    the answer, and this process's CPU seconds per 100 MB."""
+    block = os.urandom(1 << 20)
+    total = mib << 20
+    c0, t0 = _cpu(), time.perf_counter()
+    if aio is None:
+        with a.open_stream(node_b, mtype, None) as st:
+            for _ in range(mib):
+                st.write(block)
+            st.close_write()
+            n = st.read_msg(mtype)
+    else:
+        async def run() -> Any:
+            async with await aio.open_stream(node_b, mtype, None) as ast:
+                for _ in range(mib):
+                    await ast.write(block)
+                await ast.close_write()
+                return await ast.read_msg(mtype)
+
+        n = asyncio.run(run())
+    elapsed, cpu = time.perf_counter() - t0, _cpu() - c0
+    return {"mb_s": total / elapsed / 1e6, "whole": n == total,
+            "cpu_100mb": cpu / (total / 1e8)}
+
+
+def part_aio(seconds: float, mib: int, repeat: int) -> list[tuple[str, str]]:
+    """The blocking API and ``gossip.aio`` in the same run, on the same node and connection,
+    with the same loop shape (one caller, back to back, no window)."""
+    print(f"== --aio: the blocking API and gossip.aio on one node, the receiver in its own "
+          f"process; {seconds:g} s per case, streams of {mib} MiB, best of {repeat}", flush=True)
+    mtype = gossip.USER_MSG
+    remote = _Remote(mtype)
+    a = Cluster(Config.lan(bind_addr="127.0.0.1:0"))
+    a.start()
+    aio = gossip.aio.Cluster.from_cluster(a)
+    rows: list[tuple[str, str]] = []
+    ratios: list[tuple[str, float]] = []
+
+    def show(new: list[tuple[str, str]]) -> None:
+        for k, v in new:
+            print(f"   {k}: {v}", flush=True)
+        rows.extend(new)
+
+    try:
+        a.join(remote.addr, timeout=5.0)
+        node_b = a.get_node(gossip.NodeID.parse(remote.id))
+        assert node_b is not None
+        small = b"x" * 64
+        # reliable 64 B: best of ``repeat`` alternating runs of each
+        floods: dict[str, list[dict[str, Any]]] = {"blocking": [], "asyncio": []}
+        for _ in range(repeat):
+            floods["blocking"].append(_flood(
+                a, remote, lambda: a.send_to_reliable(node_b, mtype, small), seconds))
+            floods["asyncio"].append(_flood(
+                a, remote, lambda: aio.send_to_reliable(node_b, mtype, small), seconds,
+                loop=_aio_send_loop))
+        best = {k: max(v, key=lambda r: r["rate"]) for k, v in floods.items()}
+        for k in ("blocking", "asyncio"):
+            r = best[k]
+            losses = {**{f"sender {x}": y for x, y in r["sender_losses"].items()},
+                      **{f"receiver {x}": y for x, y in r["receiver_losses"].items()}}
+            raised = ", ".join(f"{v:,} {x}" for x, v in r["raised"].items()) or "none"
+            show([(f"reliable 64 B, {k}: delivered/s",
+                   f"{r['rate']:,.0f}  ({r['delivered']:,} of {r['accepted']:,} accepted; "
+                   f"lost {r['loss_pct']:.2f} %; raised {raised}; drop counters "
+                   f"{', '.join(f'{x} {y:,}' for x, y in losses.items()) or 'none'}; "
+                   f"CPU s per 10k: sender {r['sender_cpu_10k']:.3f}, "
+                   f"receiver {r['receiver_cpu_10k']:.3f})")])
+        ratios.append(("reliable 64 B msgs/s", best["asyncio"]["rate"] / best["blocking"]["rate"]))
+
+        rts: dict[str, list[dict[str, Any]]] = {"blocking": [], "asyncio": []}
+        for _ in range(repeat):
+            rts["blocking"].append(_round_trips(a, node_b, seconds, mtype + 1))
+            rts["asyncio"].append(_round_trips(a, node_b, seconds, mtype + 1, aio=aio))
+        rbest = {k: max(v, key=lambda r: r["rate"]) for k, v in rts.items()}
+        for k in ("blocking", "asyncio"):
+            r = rbest[k]
+            show([(f"request/reply 64 B, {k}",
+                   f"{r['rate']:,.0f}/s, p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms  "
+                   f"({r['n']:,} ok, {r['errors']} errors; CPU s per 1k {r['cpu_1k']:.3f})")])
+        ratios.append(("request/reply per second", rbest["asyncio"]["rate"] / rbest["blocking"]["rate"]))
+        ratios.append(("request/reply p50 (blocking p50 / asyncio p50)",
+                       rbest["blocking"]["p50_ms"] / rbest["asyncio"]["p50_ms"]))
+
+        sts: dict[str, list[dict[str, Any]]] = {"blocking": [], "asyncio": []}
+        for _ in range(repeat):
+            sts["blocking"].append(_stream_once(a, node_b, mtype + 2, mib))
+            sts["asyncio"].append(_stream_once(a, node_b, mtype + 2, mib, aio=aio))
+        sbest = {k: max(v, key=lambda r: r["mb_s"]) for k, v in sts.items()}
+        for k in ("blocking", "asyncio"):
+            r = sbest[k]
+            whole = all(x["whole"] for x in sts[k])
+            show([(f"stream {mib} MiB, {k}",
+                   f"{r['mb_s']:,.0f} MB/s  (every byte arrived: {whole}; "
+                   f"CPU s per 100 MB {r['cpu_100mb']:.3f})")])
+        ratios.append(("stream MB/s", sbest["asyncio"]["mb_s"] / sbest["blocking"]["mb_s"]))
+        for label, ratio in ratios:
+            verdict = "meets" if ratio >= 0.8 else "BELOW"
+            show([(f"asyncio / blocking, {label}", f"{ratio * 100:.0f} %  ({verdict} the 80 % goal)")])
     finally:
         a.stop(timeout=3.0)
         remote.close()
@@ -490,15 +660,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-messages", action="store_true", help="skip part 1 (the messages)")
     p.add_argument("--busy", action="store_true",
                    help="part 2 with every process also spinning a pure-Python thread")
+    p.add_argument("--aio", action="store_true",
+                   help="only the blocking API against gossip.aio, in this one run")
+    p.add_argument("--stream-mib", type=int, default=256, help="MiB per stream with --aio")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each case with --aio (best kept)")
     args = p.parse_args(argv)
     cmd = "python " + " ".join(shlex.quote(a) for a in
                                ["bench/cluster_bench.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"gossip {gossip.__version__} on Python {platform.python_version()}, "
           f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs", flush=True)
+    load0 = os.getloadavg()
+    print(f"load average at the start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}", flush=True)
     rows: list[tuple[str, str]] = []
-    if not args.skip_messages:
+    if args.aio:
+        rows += part_aio(args.seconds, args.stream_mib, args.repeat)
+        load1 = os.getloadavg()
+        rows.append(("load average (start; end)", f"{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; "
+                                                  f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}"))
+    if not args.skip_messages and not args.aio:
         rows += part1(args.seconds)
-    if not args.skip_procs:
+    if not args.skip_procs and not args.aio:
         if args.nodes < 3:
             p.error("--nodes must be at least 3")
         rows += part2(args.nodes, args.idle, args.busy)

@@ -75,7 +75,7 @@ from .security import Keyring
 from .wire import RESERVED_MSGS_START, USER_MSG, MessageType, TransportType
 
 if TYPE_CHECKING:
-    from . import dashboard, httpapi, leader, metrics, sim, testing
+    from . import aio, dashboard, httpapi, leader, metrics, sim, testing
     from .groups import METADATA_ANY_VALUE, METADATA_CONTAINS_PREFIX, DataNodeGroup, NodeGroup
     from .streams import Stream
 
@@ -89,7 +89,7 @@ _LAZY = {
     "METADATA_CONTAINS_PREFIX": ".groups",
 }
 
-_SUBMODULES = ("httpapi", "dashboard", "metrics", "leader", "testing", "sim")
+_SUBMODULES = ("httpapi", "dashboard", "metrics", "leader", "testing", "sim", "aio")
 """Modules reachable as attributes after a bare ``import gossip`` (imported on first use)."""
 
 __getattr__ = lazy_getattr(__name__, _LAZY, _SUBMODULES)

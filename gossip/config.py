@@ -357,6 +357,12 @@ class Config:
     ``dropped.incoming_queue_full``); a frame from a connection is never dropped: reading that
     connection pauses until the lane drains, which slows the sender down. (paularlott's 512
     is too few for one fast sender's bursts.)"""
+    async_handler_limit: int = 1024
+    """Messages of one type that an asyncio handler (:mod:`gossip.aio`) holds at once: waiting
+    for its loop, or running there. Past it, a datagram is dropped (counted as
+    ``dropped.async_handler_full``) and a message that came over a connection waits on its
+    user lane until one ends (counted as ``async.handler_waits``), which pauses that connection
+    and so the sender, as a slow blocking handler does."""
     incoming_queue_max_bytes: int = 32 * _MiB
     """Bytes of user packets all lanes together hold (split evenly); beyond it, as when a lane
     is full."""
@@ -1595,6 +1601,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "send_queue_size": _integer(1, 1 << 20),
     "num_incoming_workers": _integer(1, 256),
     "incoming_packet_queue_depth": _integer(1, 1 << 20),
+    "async_handler_limit": _integer(1, 1 << 20),
     "incoming_queue_max_bytes": _integer(64 * 1024, 1 << 40),
     "health_check_interval": _duration(0.01, 3600.0),
     "ping_timeout": _duration(0.001, 3600.0),

@@ -120,14 +120,16 @@ class Packet:
         size: the number of wire bytes.
         tag: the tag of a tagged broadcast (only members holding it handle and relay it), or
             None.
+        reliable: the packet arrived on a connection (TCP, WebSocket, in-memory), not as a
+            datagram (set by the receive path before a handler sees the packet).
     """
 
     __slots__ = ("msg_type", "sender", "msg_id", "ttl", "payload", "codec", "compressed",
-                 "encrypted", "size", "tag")
+                 "encrypted", "size", "tag", "reliable")
 
     def __init__(self, msg_type: int, sender: bytes, msg_id: int, ttl: int, payload: bytes,
                  codec: Codec, compressed: bool, encrypted: bool, size: int,
-                 tag: str | None = None) -> None:
+                 tag: str | None = None, reliable: bool = False) -> None:
         self.msg_type = msg_type
         self.sender = sender
         self.msg_id = msg_id
@@ -138,6 +140,7 @@ class Packet:
         self.encrypted = encrypted
         self.size = size
         self.tag = tag
+        self.reliable = reliable
 
     def __repr__(self) -> str:
         tag = "" if self.tag is None else f", tag={self.tag!r}"

@@ -112,6 +112,7 @@ BAD: dict[str, list[Any]] = {
     "send_queue_size": [0],
     "num_incoming_workers": [0],
     "incoming_packet_queue_depth": [0],
+    "async_handler_limit": [0, 1 << 21, 2.5],
     "incoming_queue_max_bytes": [100, "1MB"],
     "health_check_interval": [0, float("inf")],
     "ping_timeout": [0],

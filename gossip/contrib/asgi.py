@@ -34,21 +34,43 @@ so the server frees what it buffered for it. Keepalive pings are the server's to
 
 Requests of other types (``http``, other paths) go to ``fallback`` if given, else get a 404 (or a
 close). The cluster's lifecycle stays the host's: this app neither starts nor stops it.
+
+The cluster can live and die with the application instead: :func:`lifespan` is a lifespan for
+Starlette's and FastAPI's ``lifespan=`` (and :func:`with_lifespan` runs one for any other ASGI
+app). It starts a :class:`gossip.aio.Cluster` when the server starts the app, joins seeds if
+given, exposes it as ``app.state.gossip`` (and in the lifespan state, ``request.state.gossip``),
+and stops it, leaving gracefully, when the server shuts the app down::
+
+    cluster = gossip.aio.Cluster(gossip.Config.local(bind_addr="127.0.0.1:0"))
+    app = FastAPI(lifespan=gossip.contrib.asgi.lifespan(cluster, join=["127.0.0.1:7946"]))
+
+With a node that listens through the server itself, the WebSocket bridge and the lifespan
+share the one cluster, in one process::
+
+    app = Starlette(routes=[WebSocketRoute("/gossip", GossipASGI(cluster))],
+                    lifespan=gossip.contrib.asgi.lifespan(cluster))
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, AsyncContextManager
 
 from websockets.datastructures import Headers
 
 from gossip.cluster import Cluster
+from gossip.config import Config
+from gossip.errors import JoinError
 from gossip.transports.websocket import HostedConnection, Refusal
 
-__all__ = ["GossipASGI", "Scope", "Receive", "Send", "ASGIApp"]
+if TYPE_CHECKING:
+    from gossip.aio import Cluster as AsyncCluster
+
+__all__ = ["GossipASGI", "lifespan", "with_lifespan", "Lifespan", "Scope", "Receive", "Send",
+           "ASGIApp"]
 
 _log = logging.getLogger("gossip.contrib.asgi")
 
@@ -66,12 +88,13 @@ class GossipASGI:
     """Serve ``cluster``'s WebSocket connections as an ASGI application (see the module doc).
 
     Args:
-        cluster: a started (or soon started) cluster that listens on WebSocket through its host.
+        cluster: a started (or soon started) cluster that listens on WebSocket through its host
+            (a :class:`gossip.Cluster`, or a :class:`gossip.aio.Cluster`: its ``sync`` side).
         fallback: the ASGI application for everything else (HTTP requests, other paths).
     """
 
-    def __init__(self, cluster: Cluster, fallback: ASGIApp | None = None) -> None:
-        self.cluster = cluster
+    def __init__(self, cluster: Cluster | AsyncCluster, fallback: ASGIApp | None = None) -> None:
+        self.cluster: Cluster = cluster if isinstance(cluster, Cluster) else cluster.sync
         self.fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -191,3 +214,87 @@ class GossipASGI:
             await send({"type": "websocket.http.response.body", "body": refusal.reason.encode() + b"\n"})
         else:
             await send({"type": "websocket.close", "code": 1008, "reason": refusal.reason[:120]})
+
+
+Lifespan = Callable[[Any], AsyncContextManager[dict[str, Any]]]
+"""A lifespan as Starlette and FastAPI take it: ``lifespan(app)`` is an async context manager
+that yields the lifespan state."""
+
+
+def lifespan(cluster: Config | Cluster | AsyncCluster, *, join: Sequence[str] = (),
+             name: str = "gossip") -> Lifespan:
+    """Return a lifespan that runs ``cluster`` with the application.
+
+    On startup the cluster starts (built first from ``cluster`` if it is a
+    :class:`~gossip.Config`), joins ``join`` if given (a failure is logged, not fatal: the
+    seeds may start later and join this node), and is set as ``app.state.<name>`` (when the app
+    has a ``state``, as Starlette's and FastAPI's do) and in the lifespan state (``name`` ->
+    the cluster; Starlette copies it into ``request.state``). On shutdown it stops, leaving
+    gracefully. The cluster is a :class:`gossip.aio.Cluster` (a :class:`gossip.Cluster` given
+    is wrapped: :meth:`gossip.aio.Cluster.from_cluster`).
+
+    Use it as ``Starlette(lifespan=lifespan(cluster))`` or ``FastAPI(lifespan=lifespan(cluster))``,
+    or for any ASGI app through :func:`with_lifespan`.
+    """
+
+    @contextlib.asynccontextmanager
+    async def run(app: Any) -> AsyncIterator[dict[str, Any]]:
+        from gossip.aio import Cluster as AsyncCluster
+
+        if isinstance(cluster, Config):
+            node = AsyncCluster(cluster)
+        elif isinstance(cluster, Cluster):
+            node = AsyncCluster.from_cluster(cluster)
+        else:
+            node = cluster
+        await node.start()
+        try:
+            if join:
+                try:
+                    await node.join(list(join))
+                except JoinError as exc:
+                    _log.warning("gossip: could not join %s at startup: %s", ", ".join(join), exc)
+            state = getattr(app, "state", None)
+            if state is not None:
+                setattr(state, name, node)
+            yield {name: node}
+        finally:
+            await node.stop()
+
+    return run
+
+
+def with_lifespan(app: ASGIApp, span: Lifespan) -> ASGIApp:
+    """Return an ASGI app that runs ``span`` (a :func:`lifespan`) for the ASGI lifespan protocol
+    and hands every other connection to ``app``: for an app without a ``lifespan=`` of its own.
+
+    The lifespan state goes into ``scope["state"]`` when the server offers it (uvicorn does),
+    from where the server copies it into every request's scope.
+    """
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "lifespan":
+            await app(scope, receive, send)
+            return
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        cm = span(app)
+        try:
+            state = await cm.__aenter__()
+        except Exception as exc:
+            await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+            return
+        shared = scope.get("state")
+        if isinstance(shared, dict):
+            shared.update(state)
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        try:
+            await cm.__aexit__(None, None, None)
+        except Exception as exc:
+            await send({"type": "lifespan.shutdown.failed", "message": f"{type(exc).__name__}: {exc}"})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+    return serve

@@ -25,6 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import Config
@@ -35,19 +36,21 @@ from ..hlc import HLC
 from ..joining import Backoff, JoinOutcome, JoinStatus
 from ..metadata import Metadata
 from ..node import Node, NodeID, NodeState
-from ..packet import PacketCodec
+from ..packet import Packet, PacketCodec
 from ..tags import tags_size
 from ..protocol import JoinResult, MemberEvent, Protocol, Send
 from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
 from ..protocol.insight import CLUSTER_EVENTS
 from ..transports.base import Incoming, StreamConn, Transport, complete
 from . import wiring
+from .deadlines import Deadlines
 from .events import ClusterEventHandler, EventLoop, GossipHandler, MetadataHandler, StateHandler
 from .host import CoreHost
 from .incoming import Receiver
-from .joins import Joins, join_peers
+from .joins import Joins, join_peers, join_peers_nowait
 from .members import MemberView, event_node, removed_node
 from .outgoing import Outgoing, UserMessages
+from .replies import Replies
 from .scheduler import Scheduler
 from .seeds import SeedJoiner
 
@@ -62,6 +65,7 @@ logger = logging.getLogger("gossip.engine")
 T = TypeVar("T")
 
 _WARN_INTERVAL = 10.0
+_LEAVE_POLL = 0.01  # how often a leave that does not block checks for its acknowledgements
 
 
 class Engine:
@@ -78,8 +82,14 @@ class Engine:
     The parts, each given what it uses: :attr:`host` (the core and its lock), :attr:`members`
     (snapshots of the member table), :attr:`receiver` (the receive path), :attr:`out` (the send
     path) and :attr:`messages` (user sends), :attr:`scheduler` (the protocol clock),
-    :attr:`events` (the event and gossip threads), :attr:`joins` (joins under way) and
-    :attr:`streams` (the stream pool, built on first use).
+    :attr:`events` (the event and gossip threads), :attr:`joins` (joins under way),
+    :attr:`deadlines` (the deadlines of calls that do not block), :attr:`replies` (requests
+    waiting for their replies) and :attr:`streams` (the stream pool, built on first use).
+
+    Every call that waits for the network or a peer has a form that does not block its caller
+    (``*_nowait``): it returns a :class:`concurrent.futures.Future` that the engine's threads
+    complete, and cancelling that future releases what the engine holds for it. The asyncio
+    face (:mod:`gossip.aio`) is built on them.
     """
 
     def __init__(
@@ -112,6 +122,8 @@ class Engine:
         self.message_handlers = MessageHandlers()
         self.members = members = MemberView(host, node_id, metadata, config, wiring.names_for(codec))
         self.joins = joins = Joins(config.join_timeout)
+        self.deadlines = deadlines = Deadlines(counters, self.log, prefix)
+        self.replies = replies = Replies(deadlines, counters)
         self._resolve = wiring.resolver_for(config)
         self.seeds = self._new_seed_joiner()
         self.discoveries: dict[tuple[str, int], MulticastDiscovery] = {}
@@ -124,9 +136,9 @@ class Engine:
             config, codec, host, hlc=self.hlc, sender_id=self.id_bytes,
             handlers=self.message_handlers, members=members, perform=self.perform,
             relay=out.relay, on_refused=joins.refused, counters=counters, log=self.log,
-            prefix=prefix)
+            prefix=prefix, on_reply=replies.resolve)
         self.messages = UserMessages(out, config, codec, node_id, self.hlc, members,
-                                     receiver.history.remember, counters)
+                                     receiver.history.remember, counters, replies)
         self.scheduler = Scheduler(
             host, history=receiver.history, perform=self.perform, metadata=metadata.snapshot,
             on_metadata=self._local_metadata_sent, stop=self.stop_event,
@@ -319,7 +331,10 @@ class Engine:
         if self._started:
             self.scheduler.stop()
         self.joins.close()
+        self.replies.close()
+        self.deadlines.close()
         stragglers = self.out.stop(max(0.0, deadline - time.monotonic()))
+        stragglers += self.deadlines.join(deadline)
         if pool is not None:
             stragglers += pool.join(deadline)
         if not self._started:
@@ -568,6 +583,25 @@ class Engine:
         return self.joins.wait(addr, timeout, lambda: self.locked(
             lambda core: core.join(time.monotonic(), [addr])))
 
+    def join_nowait(self, peers: list[str], timeout: float) -> Future[JoinOutcome]:
+        """:meth:`join` without blocking: return a future of its outcome (see
+        :func:`.joins.join_peers_nowait`); it fails with :class:`JoinError` when no peer
+        accepted. Cancelling it releases the joins under way.
+
+        Raises:
+            ClusterClosed: the engine is not running.
+        """
+        self.check_open()
+        return join_peers_nowait(peers, timeout, resolve=self._resolve,
+                                 needs_lookup=wiring.needs_lookup,
+                                 expect_join=self._expect_join, own_addr=self.address,
+                                 deadlines=self.deadlines, prefix=self.prefix)
+
+    def _expect_join(self, addr: str) -> Future[JoinResult]:
+        self.check_open()
+        return self.joins.expect(addr, lambda: self.locked(
+            lambda core: core.join(time.monotonic(), [addr])))
+
     def leave(self, timeout: float) -> None:
         """Announce a graceful leave and wait (up to ``timeout``) until it has been sent."""
         if not self._started or self.closing:
@@ -582,6 +616,41 @@ class Engine:
         # leaver alone). The scheduler sends the repeats: wait for the acks, within the timeout.
         while time.monotonic() < end and self.host.call(lambda core: core.leave_pending())[0]:
             self.stop_event.wait(0.01)
+
+    def leave_nowait(self, timeout: float) -> Future[None]:
+        """:meth:`leave` without blocking: announce the leave now and return a future that
+        completes once it went out and was acknowledged, or ``timeout`` passed (never fails).
+
+        It checks every few milliseconds on the deadlines thread, as :meth:`leave` does on its
+        caller's.
+        """
+        done: Future[None] = Future()
+        if not self._started or self.closing:
+            done.set_result(None)
+            return done
+        end = time.monotonic() + timeout
+        self.locked(lambda core: core.leave(time.monotonic()))
+
+        def check() -> None:
+            if done.done():
+                return
+            pending = False
+            if not self.closing and time.monotonic() < end:
+                try:
+                    pending = (self.out.unsent > 0
+                               or self.host.call(lambda core: core.leave_pending())[0])
+                except ClusterClosed:
+                    pending = False
+            if pending:
+                self.deadlines.after(_LEAVE_POLL, check)
+                return
+            try:
+                done.set_result(None)
+            except InvalidStateError:  # cancelled
+                pass
+
+        self.deadlines.after(0.0, check)
+        return done
 
     def _on_local_metadata(self, md: Metadata) -> None:
         """Metadata listener: the scheduler propagates after a short coalescing delay."""
@@ -669,3 +738,27 @@ class Engine:
         """
         self.check_open()
         return self.messages.request(node, msg_type, payload, response_type, timeout)
+
+    # ------------------------------------------------------------------ calls that never block
+
+    def broadcast_nowait(self, msg_type: int, data: Any, reliable: bool,
+                         exclude: Iterable[NodeID] = ()) -> Future[None] | None:
+        """:meth:`broadcast` without blocking (see :meth:`UserMessages.broadcast_nowait`):
+        None when it went out at once, else a future for the packets still waiting."""
+        self.check_open()
+        return self.messages.broadcast_nowait(msg_type, data, reliable, exclude)
+
+    def send_direct_nowait(self, nodes: Iterable[Node], msg_type: int, data: Any,
+                           reliable: bool) -> Future[None] | None:
+        """:meth:`send_direct` without blocking (see :meth:`UserMessages.send_direct_nowait`):
+        None when it went out at once, else a future for the packets still waiting."""
+        self.check_open()
+        return self.messages.send_direct_nowait(nodes, msg_type, data, reliable)
+
+    def request_nowait(self, node: Node, msg_type: int, payload: Any,
+                       timeout: float | None) -> Future[Packet]:
+        """:meth:`request` without blocking: a future of the reply packet (see
+        :meth:`UserMessages.request_nowait`; decode it with
+        :func:`~gossip.engine.replies.reply_value`)."""
+        self.check_open()
+        return self.messages.request_nowait(node, msg_type, payload, timeout)

@@ -48,6 +48,7 @@ import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -356,6 +357,9 @@ class Receiver:
         counters: where every packet, drop and error is counted.
         log: the engine's logger.
         prefix: the thread name prefix (``gossip-<node>``).
+        on_reply: ``on_reply(packet)`` takes every reply that arrives on a connection (the
+            answers to requests sent on pooled connections: :mod:`.replies`); None counts them
+            as ``dropped.stray_replies``.
     """
 
     def __init__(
@@ -364,6 +368,7 @@ class Receiver:
         perform: Callable[[Sequence[Action], Incoming | None], None],
         relay: Callable[[str, bytes, bool, int], None],
         on_refused: Callable[[str, str, bool], None], counters: Counters, log: Log, prefix: str,
+        on_reply: Callable[[Packet], None] | None = None,
     ) -> None:
         cfg = config
         self.codec = codec
@@ -374,6 +379,7 @@ class Receiver:
         self._perform = perform
         self._relay_to = relay
         self._on_refused = on_refused
+        self._on_reply = on_reply
         self.counters = counters
         self.log = log
         self._debug = self.log.isEnabledFor(logging.DEBUG)
@@ -532,7 +538,11 @@ class Receiver:
         for inc, pkt in items:
             mt = pkt.msg_type
             if mt == MessageType.REPLY or mt == MessageType.REPLY_ERROR:
-                self.counters.inc("dropped.stray_replies")
+                on_reply = self._on_reply
+                if on_reply is not None and inc.conn is not None:
+                    on_reply(pkt)  # matched to its request, or counted (a late reply)
+                else:
+                    self.counters.inc("dropped.stray_replies")
                 continue
             try:
                 if guard is not None and pkt.encrypted:
@@ -596,6 +606,7 @@ class Receiver:
                 counters.inc("user.duplicates")
                 return
         counters.inc("user.received")
+        pkt.reliable = inc.reliable
         handler = self.handlers.get(pkt.msg_type)
         if handler is not None and handler.kind == HANDLER_STREAM:
             handler = None  # stream handlers serve streams only (gossip.engine.stream_pool)
@@ -605,7 +616,7 @@ class Receiver:
         if handler is None:
             counters.inc("user.unhandled")
             if request:
-                self._reply(inc, MessageType.REPLY_ERROR,
+                self._reply(inc, pkt.msg_id, MessageType.REPLY_ERROR,
                             f"no handler for message type {pkt.msg_type}")
             return
         sender = self._members.node_for_sender(pkt.sender)
@@ -616,7 +627,7 @@ class Receiver:
                 counters.inc("handler_errors.message")
                 self.log.exception("message handler for type %d raised", pkt.msg_type)
             if request:
-                self._reply(inc, MessageType.REPLY_ERROR,
+                self._reply(inc, pkt.msg_id, MessageType.REPLY_ERROR,
                             f"message type {pkt.msg_type} has no reply handler")
             return
         if inc.conn is None:
@@ -628,18 +639,43 @@ class Receiver:
             counters.inc("handler_errors.reply")
             self.log.exception("reply handler for type %d raised", pkt.msg_type)
             value, kind = f"{type(exc).__name__}: {exc}", MessageType.REPLY_ERROR
+        if isinstance(value, Future):
+            # A reply computed elsewhere (an asyncio handler on its loop): answered when it is
+            # done, by the thread that completes it, never waiting; the lane goes on meanwhile.
+            value.add_done_callback(lambda f: self._deferred_reply(inc, pkt, f, request))
+            return
         if request:
-            self._reply(inc, kind, value)
+            self._reply(inc, pkt.msg_id, kind, value)
 
-    def _reply(self, inc: Incoming, kind: int, value: Any) -> None:
-        """Answer a request on its connection, never waiting (a full buffer drops the reply)."""
+    def _deferred_reply(self, inc: Incoming, pkt: Packet, done: Future[Any],
+                        request: bool) -> None:
+        """Answer a request whose reply handler returned a future, now done."""
+        if done.cancelled():
+            self.counters.inc("handler_errors.reply")
+            value: Any = "the reply handler was cancelled"
+            kind = MessageType.REPLY_ERROR
+        elif (exc := done.exception()) is not None:
+            self.counters.inc("handler_errors.reply")
+            self.log.error("reply handler for type %d raised", pkt.msg_type, exc_info=exc)
+            value, kind = f"{type(exc).__name__}: {exc}", MessageType.REPLY_ERROR
+        else:
+            value, kind = done.result(), MessageType.REPLY
+        if request and not self._closing:
+            self._reply(inc, pkt.msg_id, kind, value)
+
+    def _reply(self, inc: Incoming, request_id: int, kind: int, value: Any) -> None:
+        """Answer a request on its connection, never waiting (a full buffer drops the reply).
+
+        The reply carries the request's message id: a requester that sent several requests on
+        one connection matches each reply to its request by it (:mod:`.replies`).
+        """
         codec = self.codec
-        sender_id, hlc = self._sender_id, self._hlc
+        sender_id = self._sender_id
         try:
-            data = codec.encode(kind, sender_id, hlc.now(), 1, value)
+            data = codec.encode(kind, sender_id, request_id, 1, value)
         except LocalProtocolError as exc:
             self.counters.inc("user.reply_encode_errors")
-            data = codec.encode(MessageType.REPLY_ERROR, sender_id, hlc.now(), 1,
+            data = codec.encode(MessageType.REPLY_ERROR, sender_id, request_id, 1,
                                 f"the reply could not be encoded: {exc}")
             kind = MessageType.REPLY_ERROR
         conn = inc.conn

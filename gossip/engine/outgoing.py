@@ -24,6 +24,16 @@ Three kinds of sends, each on the cheapest thread that cannot be blocked by a sl
 Requests (``send_to_with_response``) write and read on the caller's thread, on a dedicated
 connection (:meth:`Outgoing.request`).
 
+Sends that must never block their caller (the asyncio face, :mod:`gossip.aio`) use the
+``*_nowait`` variants: they return None when the packet went out at once, else a
+:class:`concurrent.futures.Future` that the engine's threads complete. A reliable packet goes
+straight onto the pooled connection when one is known to be open and has room (no wait, no
+dial: :meth:`Outgoing.user_nowait`); otherwise it waits in the :class:`~.backlog.Backlog`,
+behind any earlier packet to the same address, for room or for the connection to be dialed,
+up to ``send_timeout``. A request sent so (:meth:`UserMessages.request_nowait`) travels on the
+pooled connection too, and its reply is matched to it by the request's message id
+(:mod:`.replies`).
+
 :class:`UserMessages` sits on top: it encodes a user message once and hands it to
 :class:`Outgoing` for each peer of a broadcast's first hop (remembering it, so that its echoes
 are dropped), for each node of a direct send, or as a request.
@@ -38,6 +48,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,28 +56,29 @@ from .. import messages
 from ..config import Config
 from ..errors import (
     ClusterClosed,
-    DecodeError,
     GossipError,
     GossipTimeout,
     NodeUnavailable,
-    RemoteHandlerError,
     RemoteProtocolError,
     SendQueueFull,
 )
 from ..handlers import check_user_type
 from ..hlc import HLC
 from ..node import Node, NodeID, NodeState
-from ..packet import PacketCodec
+from ..packet import Packet, PacketCodec
 from ..protocol import Send
 from ..protocol.messaging import max_ttl
 from ..transports.base import Incoming, Transport
 from ..wire import MAX_DATAGRAM_PAYLOAD, RESERVED_MSGS_START, MessageType
 from ..workers import BoundedQueue, WorkerPool
 from ..counters import Counters
+from .backlog import Backlog, all_done
+from .replies import Replies, reply_value
 
 __all__ = ["Outgoing", "UserMessages", "Peers", "type_key", "link_kind", "broadcast_ttl"]
 
 _TYPE_KEYS = {int(t): t.name.lower() for t in MessageType}
+_WARM_MAX = 4096  # addresses remembered as having an open pooled connection
 
 
 def type_key(msg_type: int) -> str:
@@ -143,6 +155,13 @@ class Outgoing:
         self._inflight = 0
         self._inflight_cv = threading.Condition()
         self._closing = False
+        # Addresses whose pooled connection was open at the last reliable send (and when): a
+        # non-blocking send only hands a frame to the transport itself when the transport
+        # will neither dial nor wait (a connection idle for idle_timeout may be closed).
+        self._warm: dict[str, float] = {}
+        self._warm_for = config.idle_timeout / 2
+        self.backlog = Backlog(self._send_slice, config.num_send_workers, log, prefix,
+                               lambda: counters.inc("user.send_timeouts"))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -154,17 +173,26 @@ class Outgoing:
         self._pool.start()
 
     def stop(self, timeout: float) -> list[str]:
-        """Stop the send workers; return the names of those still running after ``timeout``."""
+        """Stop the send workers and the backlog's threads (its frames fail with
+        ClusterClosed); return the names of those still running after ``timeout``."""
         self._closing = True
+        end = time.monotonic() + timeout
         self._queue.close()
+        self.backlog.close()
         with self._inflight_cv:
             self._inflight_cv.notify_all()
-        return self._pool.stop(timeout) if self._pool is not None else []
+        stragglers = self._pool.stop(timeout) if self._pool is not None else []
+        return stragglers + self.backlog.join(end)
 
     @property
     def queued(self) -> int:
         """Packets waiting for a send worker."""
         return len(self._queue)
+
+    @property
+    def unsent(self) -> int:
+        """Packets handed to the send workers and not yet given to the transport."""
+        return self._inflight
 
     def wait_flushed(self, timeout: float) -> bool:
         """Wait until every packet handed to the send workers went to the transport."""
@@ -320,31 +348,95 @@ class Outgoing:
         if transport is None or self._closing:
             raise ClusterClosed("the cluster is stopped")
         if not reliable and not self._force_reliable and self.fits_datagram(data, payload_size):
-            try:
-                transport.send(addr, data, False)
-            except SendQueueFull:
-                self.counters.inc("dropped.udp_send_buffer_full")
-                if self._raise_when_full:
-                    raise
-                return
-            except GossipError as exc:
-                self._count_error(exc, addr)
-                if self._raise_when_full:
-                    raise
-                return
-            self._count_out(link_kind(transport, addr, False), RESERVED_MSGS_START, len(data))
+            self._user_datagram(transport, addr, data)
             return
         # Over a connection (asked for, or because the packet is too big for a datagram), a
         # send is reliable: it waits for room, up to send_timeout, and never drops.
         try:
-            transport.send(addr, data, True, self.config.send_timeout)
+            self._send_slice(addr, data, self.config.send_timeout)
         except SendQueueFull:
             self.counters.inc("user.send_timeouts")
             raise
+
+    def _user_datagram(self, transport: Transport, addr: str, data: bytes) -> None:
+        """Send a user datagram: never waits; a full buffer drops it or raises, as the
+        ``best_effort_full_policy`` says."""
+        try:
+            transport.send(addr, data, False)
+        except SendQueueFull:
+            self.counters.inc("dropped.udp_send_buffer_full")
+            if self._raise_when_full:
+                raise
+            return
         except GossipError as exc:
             self._count_error(exc, addr)
+            if self._raise_when_full:
+                raise
+            return
+        self._count_out(link_kind(transport, addr, False), RESERVED_MSGS_START, len(data))
+
+    def _send_slice(self, addr: str, data: bytes, timeout: float) -> None:
+        """Queue a frame on the pooled connection to ``addr``, waiting up to ``timeout`` for
+        room (dials if needed); :class:`SendQueueFull` if there was none (not counted here)."""
+        transport = self.transport
+        if transport is None or self._closing:
+            raise ClusterClosed("the cluster is stopped")
+        try:
+            transport.send(addr, data, True, timeout)
+        except SendQueueFull:
             raise
+        except GossipError as exc:
+            self._warm.pop(addr, None)
+            self._count_error(exc, addr)
+            raise
+        self._mark_warm(addr)
         self._count_out(link_kind(transport, addr, True), RESERVED_MSGS_START, len(data))
+
+    def _mark_warm(self, addr: str) -> None:
+        warm = self._warm
+        if len(warm) >= _WARM_MAX and addr not in warm:
+            warm.clear()
+        warm[addr] = time.monotonic()
+
+    def user_nowait(self, addr: str, data: bytes, reliable: bool,
+                    payload_size: int) -> Future[None] | None:
+        """Send a user packet without ever blocking the caller (see the module docstring).
+
+        Returns None when the packet went out at once (a datagram, or a frame queued on an open
+        pooled connection that had room), else a future that completes once the transport took
+        the frame, or fails as :meth:`user` raises (:class:`SendQueueFull` after
+        ``send_timeout``). A packet to an address with packets still waiting goes behind them.
+        Cancelling the future before the frame went to the transport takes it back.
+
+        Raises:
+            SendQueueFull, TransportError: a datagram under the ``"raise"`` policy; or the open
+                connection refused the frame (it broke).
+            ClusterClosed: the engine is stopping.
+        """
+        transport = self.transport
+        if transport is None or self._closing:
+            raise ClusterClosed("the cluster is stopped")
+        if not reliable and not self._force_reliable and self.fits_datagram(data, payload_size):
+            self._user_datagram(transport, addr, data)
+            return None
+        backlog = self.backlog
+        if not backlog.busy(addr):
+            warm = self._warm.get(addr)
+            if warm is not None and time.monotonic() - warm < self._warm_for:
+                try:
+                    transport.send(addr, data, True, 0)  # an open connection: no dial, no wait
+                except SendQueueFull:
+                    pass  # no room now: wait for it below
+                except GossipError as exc:
+                    self._warm.pop(addr, None)
+                    self._count_error(exc, addr)
+                    raise
+                else:
+                    self._mark_warm(addr)
+                    self._count_out(link_kind(transport, addr, True), RESERVED_MSGS_START,
+                                    len(data))
+                    return None
+        return backlog.put(addr, data, self.config.send_timeout)
 
     def relay(self, addr: str, data: bytes, reliable: bool, payload_size: int) -> None:
         """Send a relayed broadcast: at once as a datagram (when it fits, as :meth:`user`
@@ -390,17 +482,7 @@ class Outgoing:
             self.counters.inc(f"bad_packets.{type(exc).__name__}")
             raise type(exc)(f"node {label} answered message type {msg_type} with a packet "
                             f"refused here: {exc}") from exc
-        if pkt.msg_type == MessageType.REPLY:
-            return pkt.unmarshal(response_type)
-        if pkt.msg_type == MessageType.REPLY_ERROR:
-            text = pkt.unmarshal()
-            remote = text if isinstance(text, str) else repr(text)
-            raise RemoteHandlerError(
-                f"node {label} could not answer message type {msg_type}: {remote}",
-                remote, msg_type)
-        raise DecodeError(
-            f"node {label} answered message type {msg_type} with a packet of type "
-            f"{pkt.msg_type}, not a reply")
+        return reply_value(pkt, response_type, label, msg_type)
 
 
 class Peers(Protocol):
@@ -432,11 +514,12 @@ class UserMessages:
         remember: ``remember(now, sender, msg_id)`` records a broadcast this node sent, so
             that its echoes are dropped.
         counters: where sends and drops are counted.
+        replies: the requests waiting for their replies (for :meth:`request_nowait`).
     """
 
     def __init__(self, out: Outgoing, config: Config, codec: PacketCodec, node_id: NodeID,
                  hlc: HLC, peers: Peers, remember: Callable[[float, bytes, int], None],
-                 counters: Counters) -> None:
+                 counters: Counters, replies: Replies | None = None) -> None:
         self._out = out
         self._config = config
         self._codec = codec
@@ -446,6 +529,7 @@ class UserMessages:
         self._peers = peers
         self._remember = remember
         self._counters = counters
+        self._replies = replies
 
     def broadcast(self, msg_type: int, data: Any, reliable: bool,
                   exclude: Iterable[NodeID] = (), tag: str | None = None) -> None:
@@ -459,15 +543,34 @@ class UserMessages:
             SendQueueFull, TransportError: as :meth:`Outgoing.user`, when no peer took it.
             ClusterClosed: the engine is not running.
         """
+        addrs, pkt, size = self._broadcast_packet(msg_type, data, exclude, tag)
+        self._send_all(addrs, pkt, reliable, size)
+        self._counters.inc("user.broadcasts" if tag is None else "user.tagged_broadcasts")
+
+    def broadcast_nowait(self, msg_type: int, data: Any, reliable: bool,
+                         exclude: Iterable[NodeID] = (), tag: str | None = None) -> Future[None] | None:
+        """:meth:`broadcast` without blocking: None when every first-hop packet went out at
+        once, else a future for those that wait (see :meth:`Outgoing.user_nowait`).
+
+        Raises:
+            as :meth:`broadcast` (for the packets that did not wait).
+        """
+        addrs, pkt, size = self._broadcast_packet(msg_type, data, exclude, tag)
+        waiting = self._send_all_nowait(addrs, pkt, reliable, size)
+        self._counters.inc("user.broadcasts" if tag is None else "user.tagged_broadcasts")
+        return waiting
+
+    def _broadcast_packet(self, msg_type: int, data: Any, exclude: Iterable[NodeID],
+                          tag: str | None = None) -> tuple[list[str], bytes, int]:
+        """Encode a broadcast, remember it, and return its first hop's addresses, the packet
+        and its payload size."""
         check_user_type(msg_type)
         ttl = broadcast_ttl(self._peers.alive_count(), self._config.ttl_multiplier)
         msg_id = self._hlc.now()
         payload = self._codec.codec.encode(data)
         pkt = self._codec.encode_raw(msg_type, self._sender_id, msg_id, ttl, payload, tag)
         self._remember(time.monotonic(), self._sender_id, msg_id)
-        self._send_all(self._peers.fan_out_addrs((self._node_id, *exclude), tag), pkt, reliable,
-                       len(payload))
-        self._counters.inc("user.broadcasts" if tag is None else "user.tagged_broadcasts")
+        return self._peers.fan_out_addrs((self._node_id, *exclude), tag), pkt, len(payload)
 
     def send_direct(self, nodes: Iterable[Node], msg_type: int, data: Any, reliable: bool) -> None:
         """Send a user message with ttl 1 to each node (never relayed further).
@@ -482,6 +585,28 @@ class UserMessages:
             NodeUnavailable: a best-effort send to a node known dead or left (``"raise"``).
             ClusterClosed: the engine is not running.
         """
+        addrs, pkt, size, first = self._direct_packet(nodes, msg_type, data, reliable)
+        self._send_all(addrs, pkt, reliable, size, first)
+        self._counters.inc("user.direct")
+
+    def send_direct_nowait(self, nodes: Iterable[Node], msg_type: int, data: Any,
+                           reliable: bool) -> Future[None] | None:
+        """:meth:`send_direct` without blocking: None when every packet went out at once (the
+        first failure raised after trying every node), else a future for the packets that wait,
+        which fails with the first failure (see :meth:`Outgoing.user_nowait`).
+
+        Raises:
+            as :meth:`send_direct` (for the packets that did not wait).
+        """
+        addrs, pkt, size, first = self._direct_packet(nodes, msg_type, data, reliable)
+        waiting = self._send_all_nowait(addrs, pkt, reliable, size, first)
+        self._counters.inc("user.direct")
+        return waiting
+
+    def _direct_packet(self, nodes: Iterable[Node], msg_type: int, data: Any,
+                       reliable: bool) -> tuple[list[str], bytes, int, Exception | None]:
+        """Encode a direct message; return the addresses to send it to, the packet, its
+        payload size and the error to raise for the nodes skipped (else None)."""
         check_user_type(msg_type)
         payload = self._codec.codec.encode(data)
         pkt = self._codec.encode_raw(msg_type, self._sender_id, self._hlc.now(), 1, payload)
@@ -489,8 +614,7 @@ class UserMessages:
         first: Exception | None = None
         if not reliable:
             targets, first = self._skip_gone(targets)
-        self._send_all([n.address for n in targets], pkt, reliable, len(payload), first)
-        self._counters.inc("user.direct")
+        return [n.address for n in targets], pkt, len(payload), first
 
     def _skip_gone(self, nodes: list[Node]) -> tuple[list[Node], Exception | None]:
         """Split off the nodes known dead or left; count each, and return the error to raise
@@ -546,3 +670,81 @@ class UserMessages:
         timeout = self._config.tcp_deadline if timeout is None else timeout
         return self._out.request(node.address, f"{node.id.short}@{node.address}", msg_type,
                                  payload, response_type, timeout)
+
+    def request_nowait(self, node: Node, msg_type: int, payload: Any,
+                       timeout: float | None) -> Future[Packet]:
+        """Send a request to ``node`` on the pooled connection, without blocking; the future's
+        result is the reply packet (decode it with :func:`~.replies.reply_value`).
+
+        The request waits (for room, or for the connection to be dialed) like a reliable
+        message; its reply is matched to it by its message id (:mod:`.replies`). The future
+        fails with :class:`~gossip.errors.GossipTimeout` after ``timeout`` (default
+        ``tcp_deadline``; the time spent waiting to be sent counts), or as the send failed.
+        Cancelling it forgets the waiter and takes back the request if it was not sent yet.
+
+        Raises:
+            LocalProtocolError: internal type, or ``payload`` cannot be encoded.
+            TransportError: the open connection refused the request (it broke).
+            ClusterClosed: the engine is not running.
+        """
+        check_user_type(msg_type)
+        replies = self._replies
+        if replies is None:
+            raise ClusterClosed("this engine sends no requests without blocking")
+        timeout = self._config.tcp_deadline if timeout is None else timeout
+        msg_id = self._hlc.now()
+        data = self._codec.encode(msg_type, self._sender_id, msg_id, 0, payload)
+        reply = replies.expect(  # the name is made only for a timeout's message
+            node.id.bytes, msg_id, timeout,
+            lambda: f"request of message type {msg_type} to node {node.id.short}@{node.address}")
+        try:
+            sending = self._out.user_nowait(node.address, data, True, len(data))
+        except BaseException:
+            reply.cancel()
+            raise
+        self._counters.inc("user.requests")
+        if sending is not None:
+            def sent(f: Future[None]) -> None:
+                if not f.cancelled() and f.exception() is not None:
+                    _fail(reply, f.exception())
+
+            sending.add_done_callback(sent)
+            reply.add_done_callback(lambda _: sending.cancel())  # a request not sent yet stays
+        return reply
+
+    def _send_all_nowait(self, addrs: list[str], pkt: bytes, reliable: bool, payload_size: int,
+                         first: Exception | None = None) -> Future[None] | None:
+        """:meth:`_send_all` without blocking: None if every packet went out (or failed) at
+        once, else a future for those waiting."""
+        sent = 0
+        waiting: list[Future[None]] = []
+        user = self._out.user_nowait
+        for addr in addrs:
+            try:
+                f = user(addr, pkt, reliable, payload_size)
+            except ClusterClosed:
+                raise
+            except Exception as exc:  # GossipError subclasses; re-raised below
+                if first is None:
+                    first = exc
+                continue
+            if f is None:
+                sent += 1
+            else:
+                waiting.append(f)
+        self._counters.inc("user.sent", sent)
+        if not waiting:
+            if first is not None:
+                raise first
+            return None
+        return all_done(waiting, first, lambda: self._counters.inc("user.sent"))
+
+
+def _fail(fut: Future[Any], exc: BaseException | None) -> None:
+    """Fail ``fut`` with ``exc`` unless it is done already."""
+    if exc is None:
+        return
+    try:
+        fut.set_exception(exc)
+    except Exception:  # InvalidStateError: the reply came, or the caller cancelled
+        pass

@@ -30,6 +30,14 @@ arrival: reading the OPEN, writing the ACCEPT and reading the HELLO on the accep
 HELLO's deadline); dialing, writing the OPEN and reading the answer on the opening side. A failure at any step closes the connection: nothing is left half
 open. The handshake and the framing are described in :mod:`gossip.streams`.
 
+Streams used without blocking (:mod:`gossip.aio`) are driven by a
+:class:`~gossip.streams.pump.StreamPump` (:meth:`StreamPool.pump`): a stream opened so
+(:meth:`StreamPool.open_nowait`) is dialed and opened on a thread of its own
+(``gossip-<node>-astream-<n>-w``), which then serves its writes; an accepted stream whose
+handler runs elsewhere lends the pool's worker as its writer. Either way its reads run on a
+reader thread (``...-r``) started by its first read. Stopping the engine cuts them all and joins
+their threads.
+
 Counters (in :meth:`gossip.Cluster.stats`): ``streams.opened`` (by this node),
 ``streams.accepted`` (handlers started), ``streams.refused`` (openings this node refused),
 ``streams.open_refused`` (openings peers refused), ``streams.active`` (open now, both kinds),
@@ -47,13 +55,15 @@ from __future__ import annotations
 
 from _operator import _compare_digest  # hmac.compare_digest without importing hmac (OpenSSL)
 
+import itertools
 import logging
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from concurrent.futures import Future, InvalidStateError
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..compression import get_compressor
 from ..config import Config
@@ -91,6 +101,9 @@ from ..streams import (
 from ..address import host_of
 from ..transports.base import Deadline, StreamConn
 from ..wire import MessageType
+
+if TYPE_CHECKING:
+    from ..streams.pump import StreamPump
 
 __all__ = ["StreamPool", "STREAM_COUNTERS"]
 
@@ -245,6 +258,10 @@ class StreamPool:
         self._refuser: _Workers[StreamConn] = _Workers(
             f"{prefix}-stream-refuse", 1, _REFUSE_QUEUE, self._refuse_busy, self._discard,
             self.log)
+        self._prefix = prefix
+        self._pump_ids = itertools.count(1)
+        self._pumps: dict[StreamPump, None] = {}
+        self._threads: dict[threading.Thread, None] = {}  # pumps' and openers' threads
 
     # ------------------------------------------------------------------ shared
 
@@ -355,6 +372,90 @@ class StreamPool:
         if self._debug:
             self.log.debug("> %s opened (type %d)", what, msg_type)
         return stream
+
+    # ------------------------------------------------------------------ streams that never block
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> threading.Thread:
+        def run() -> None:
+            try:
+                target()
+            except Exception:
+                self.log.exception("bug: a stream thread failed")
+            finally:
+                with self._lock:
+                    self._threads.pop(threading.current_thread(), None)
+
+        t = threading.Thread(target=run, name=name, daemon=True)
+        with self._lock:
+            self._threads[t] = None
+        t.start()
+        return t
+
+    def pump(self, stream: Stream, writer_lent: bool = False) -> StreamPump:
+        """Return a :class:`~gossip.streams.pump.StreamPump` driving ``stream`` (an open stream
+        of this pool): its reads and writes then complete futures on threads of its own.
+
+        ``writer_lent``: the calling thread will serve its writes
+        (:meth:`~gossip.streams.pump.StreamPump.serve_writes`), as the worker of an accepted
+        stream does while its handler runs elsewhere.
+        """
+        from ..streams.pump import StreamPump
+
+        name = f"{self._prefix}-astream-{next(self._pump_ids)}"
+        pump = StreamPump(stream, self._spawn, name, writer_lent=writer_lent)
+        with self._lock:
+            closing = self._closing
+            if not closing:
+                self._pumps[pump] = None
+        if closing:
+            pump.shutdown()
+        stream_close = stream._on_close
+
+        def forget(s: Stream) -> None:
+            with self._lock:
+                self._pumps.pop(pump, None)
+            pump.shutdown()
+            if stream_close is not None:
+                stream_close(s)
+
+        stream._on_close = forget
+        return pump
+
+    def open_nowait(self, node: Node, msg_type: int, payload: Any,
+                    timeout: float | None) -> Future[StreamPump]:
+        """:meth:`open` without blocking: the stream is dialed and opened on a thread of its
+        own, which then serves its writes; the future's result is its
+        :class:`~gossip.streams.pump.StreamPump` (or it fails as :meth:`open` raises).
+        Cancelling the future closes the stream if the opening completes anyway.
+
+        Raises:
+            LocalProtocolError: ``msg_type`` is internal.
+            ClusterClosed: the cluster is not running.
+        """
+        self._check_open()
+        check_user_type(msg_type)
+        fut: Future[StreamPump] = Future()
+        name = f"{self._prefix}-astream-{next(self._pump_ids)}"
+
+        def run() -> None:
+            try:
+                stream = self.open(node, msg_type, payload, timeout)
+            except BaseException as exc:
+                try:
+                    fut.set_exception(exc)
+                except InvalidStateError:  # cancelled meanwhile: nothing was opened
+                    pass
+                return
+            pump = self.pump(stream, writer_lent=True)
+            try:
+                fut.set_result(pump)
+            except InvalidStateError:  # the caller gave up while the stream opened
+                stream.close()
+                return
+            pump.serve_writes(idle=_IDLE_LINGER)
+
+        self._spawn(f"{name}-w", run)
+        return fut
 
     # ------------------------------------------------------------------ accepting (server side)
 
@@ -508,7 +609,7 @@ class StreamPool:
         sender = self._node_for_sender(pkt.sender)
         stream.remote_node = sender
         packet = Packet(req.msg_type, pkt.sender, pkt.msg_id, pkt.ttl, req.payload, pkt.codec,
-                        pkt.compressed, pkt.encrypted, pkt.size)
+                        pkt.compressed, pkt.encrypted, pkt.size, reliable=True)
         if self._debug:
             self.log.debug("< stream from %s accepted (type %d)", conn.peer, req.msg_type)
         try:
@@ -530,8 +631,11 @@ class StreamPool:
         with self._lock:
             self._closing = True
             streams = list(self._streams)
+            pumps = list(self._pumps)
         for stream in streams:
             stream._shutdown()
+        for pump in pumps:
+            pump.shutdown()
         self._workers.close()
         self._refuser.close()
 
@@ -540,4 +644,11 @@ class StreamPool:
 
         A handler that ignores the errors of its cut stream and goes on running is a straggler.
         """
-        return self._workers.join(deadline) + self._refuser.join(deadline)
+        stragglers = self._workers.join(deadline) + self._refuser.join(deadline)
+        with self._lock:
+            threads = list(self._threads)
+        me = threading.current_thread()
+        for t in threads:
+            if t is not me:
+                t.join(max(0.0, deadline - time.monotonic()))
+        return stragglers + [t.name for t in threads if t.is_alive() and t is not me]

@@ -111,6 +111,18 @@ def resolver_for(cfg: Config) -> Callable[[str], list[str]]:
     return resolve
 
 
+def needs_lookup(peer: str) -> bool:
+    """True if resolving ``peer`` (as :func:`resolver_for`'s function does) may block on a name
+    lookup: a hostname or an SRV name. IP literals, URLs and peers that do not parse (refused
+    at once) never do."""
+    from ..address import Address
+
+    try:
+        return Address.parse(peer, 1).kind not in ("ip", "ws")
+    except GossipError:
+        return False
+
+
 def build_transport(cfg: Config, name: str, member_check: MemberCheck,
                     codec: object = None) -> Transport:
     """Build the router over the socket and WebSocket transports (see :mod:`.transports.multi`),

@@ -359,13 +359,22 @@ class Stream(io.RawIOBase):
                 encoded message is over ``tcp_max_packet_size`` bytes.
             GossipTimeout, SendError, ClusterClosed, ValueError: as :meth:`write`.
         """
+        self.write(self.pack_msg(msg_type, obj))
+
+    def pack_msg(self, msg_type: int, obj: Any) -> bytes:
+        """Return the bytes :meth:`write_msg` writes for ``obj``: its header and payload.
+
+        Raises:
+            LocalProtocolError: ``msg_type`` is internal, ``obj`` cannot be encoded, or the
+                encoded message is over ``tcp_max_packet_size`` bytes.
+        """
         check_user_type(msg_type)
         payload = self._codec.encode(obj)
         if len(payload) > self._max_msg:
             raise LocalProtocolError(
                 f"stream message of {len(payload)} bytes is over the limit of {self._max_msg} "
                 "bytes (tcp_max_packet_size)")
-        self.write(_MSG_HEADER.pack(msg_type, len(payload)) + payload)
+        return _MSG_HEADER.pack(msg_type, len(payload)) + payload
 
     def read_msg(self, msg_type: int, cls: type[T] | None = None) -> Any:
         """Read one typed message of ``msg_type`` and decode it (as ``cls`` if given).
@@ -386,13 +395,34 @@ class Stream(io.RawIOBase):
         header = self._read_exact(MSG_HEADER_SIZE, "message header", allow_eof=True)
         if header is None:
             raise EOFError(f"stream from {self._peer} ended: no message of type {msg_type}")
-        got, length = _MSG_HEADER.unpack(header)
-        if length > self._max_msg:
-            self._break_read(PacketTooLarge(
-                f"stream message from {self._peer} announces {length} bytes, over the limit "
-                f"of {self._max_msg} bytes"))
+        try:
+            got, length = self.msg_header(header)
+        except PacketTooLarge as exc:
+            self._break_read(exc)
         payload = self._read_exact(length, f"message of {length} bytes")
         assert payload is not None
+        return self.unpack_msg(msg_type, got, payload, cls)
+
+    def msg_header(self, header: bytes) -> tuple[int, int]:
+        """Return ``(message type, payload length)`` from a typed message's header.
+
+        Raises:
+            PacketTooLarge: the message announces more than ``tcp_max_packet_size`` bytes.
+        """
+        got, length = _MSG_HEADER.unpack(header)
+        if length > self._max_msg:
+            raise PacketTooLarge(
+                f"stream message from {self._peer} announces {length} bytes, over the limit "
+                f"of {self._max_msg} bytes")
+        return got, length
+
+    def unpack_msg(self, msg_type: int, got: int, payload: bytes, cls: type[T] | None) -> Any:
+        """Decode the payload of a typed message of type ``got`` read for ``msg_type``.
+
+        Raises:
+            DecodeError: ``got`` is not ``msg_type``, or the payload does not decode (as
+                ``cls``).
+        """
         if got != msg_type:
             raise DecodeError(f"unexpected message type: expected {msg_type}, got {got}")
         try:

@@ -24,7 +24,9 @@ clock (``time.time()``) when it happened, so a parent can time events across pro
   in answer to the stdin command ``usage`` (CPU time is user + system of this process);
 * ``{"event": "left"}`` after the stdin command ``leave`` (then it stops and exits);
 * ``{"event": "count", "n": N}`` in answer to ``count``: user messages of type ``--sink`` received
-  so far (with ``--sink T``, type T is counted and type T+1 is answered with its own payload);
+  so far (with ``--sink T``, type T is counted, type T+1 is answered with its own payload, and
+  a stream of type T+2 is read to its end, then answered with a typed message T+2 holding the
+  byte count);
 * ``{"event": "stats", "stats": {...}}`` in answer to ``stats``: the node's ``Cluster.stats()``.
 
 With ``--busy``, the process also runs a pure-Python thread that spins for ever, competing for
@@ -140,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
                 received[0] += 1
         cluster.handle_func_no_forward(args.sink, count)
         cluster.handle_func_with_reply(args.sink + 1, lambda sender, packet: packet.unmarshal())
+
+        def drain(sender: Node | None, packet: Any, stream: Any) -> None:
+            buf = bytearray(1 << 20)
+            n = 0
+            while got := stream.readinto(buf):
+                n += got
+            stream.write_msg(args.sink + 2, n)
+        cluster.handle_stream_func(args.sink + 2, drain)
     try:
         cluster.start()
     except GossipError as exc:
