@@ -243,3 +243,17 @@ def test_the_leaders_group_and_its_sends(gossip_cluster_factory: ClusterFactory)
         assert sorted(k for k, _ in got) == [0, 0, 2, 2, 3, 3]
     finally:
         every.stop()
+
+
+def test_members_gone_for_good_can_be_removed_from_the_quorum(
+        gossip_cluster_factory: ClusterFactory) -> None:
+    clusters = gossip_cluster_factory(3)
+    idle = LeaderElection(clusters[0], FAST)
+    assert idle.remove_members([clusters[1].local_node().id]) == 0   # not started: nothing counted
+    with elections(clusters) as es:
+        wait_until(lambda: agreed(es) is not None, 20.0, "a leader")
+        gone = clusters[2].local_node().id
+        # Every started election counts the three members; a node removed for good counts once,
+        # and removing it again or removing a stranger counts nothing.
+        assert es[0].remove_members([gone]) == 1
+        assert es[0].remove_members([gone, NodeID(int=0xDEAD)]) == 0

@@ -139,6 +139,33 @@ def test_a_fake_member_at_a_websocket_url_is_not_dialed() -> None:
         assert nothing_waiting(srv), "the node dialed a fake member's URL"
 
 
+
+def test_a_flood_of_pings_naming_distinct_urls_opens_no_connection() -> None:
+    """Item 6 of the review: pings with distinct ``ws://`` source URLs made the node dial each
+    one. Now every ping is answered at its source, and no URL a ping names is dialed."""
+    with Cluster(local()) as node, udp() as attacker, ExitStack() as stack:
+        me = node.local_node().id
+        servers = [stack.enter_context(fake_ws_server()) for _ in range(8)]
+        for seq in range(1, 301):
+            srv = servers[seq % len(servers)]
+            url = "ws://127.0.0.%d:%d/gossip/%d" % (1 + seq % 3 if seq % 3 else 1,
+                                                     srv.getsockname()[1], seq)
+            attacker.sendto(packet(node, Ping(seq, me, url), msg_id=seq), host_port(node.address))
+        # The barrier: a last ping, and every ack up to its own counted on the way.
+        attacker.sendto(packet(node, Ping(999_999, me, own_addr(attacker))), host_port(node.address))
+        acks = 0
+        while True:
+            msg = recv_msg(attacker, node)
+            if isinstance(msg, Ack):
+                if msg.seq == 999_999:
+                    break
+                acks += 1
+        assert acks == 300, "each ping is answered at its source"
+        assert all(nothing_waiting(srv) for srv in servers), "the node dialed a URL a ping named"
+        assert not [k for k, v in node.stats().items()
+                    if "dial" in k and k.startswith("transport.") and v and "refused" not in k]
+
+
 # -- 7. a forged leave ---------------------------------------------------------------------------
 
 def test_a_forged_leave_is_refuted_within_one_round_trip() -> None:

@@ -12,6 +12,8 @@ import queue
 import socket
 from typing import Any
 
+import pytest
+
 import gossip
 from gossip import Cluster, Config, NodeID, Packet
 from gossip.packet import PacketCodec
@@ -28,10 +30,11 @@ SINK = gossip.USER_MSG + 44
 MiB = 1024 * 1024
 
 
-def test_silent_stream_connections_from_one_host_cannot_hold_the_pool() -> None:
+@pytest.mark.parametrize("key", [None, bytes(range(16))], ids=["plain", "encrypted"])
+def test_silent_stream_connections_from_one_host_cannot_hold_the_pool(key: bytes | None) -> None:
     target = Cluster(Config.local(bind_addr="127.0.0.1:0", max_concurrent_streams=6,
-                                  stream_open_timeout=scaled(30.0)))
-    opener = Cluster(Config.local(bind_addr="127.0.0.1:0"))
+                                  stream_open_timeout=scaled(30.0), encryption_key=key))
+    opener = Cluster(Config.local(bind_addr="127.0.0.1:0", encryption_key=key))
 
     def echo(sender: gossip.Node | None, packet: Packet, stream: Any) -> None:
         stream.write(stream.read())

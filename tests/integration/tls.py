@@ -71,4 +71,5 @@ def make_pki(directory: pathlib.Path, ip: str = "127.0.0.1") -> Pki:
     pathlib.Path(paths.cert).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pathlib.Path(paths.key).write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    pathlib.Path(paths.key).chmod(0o600)   # as a key file should be (the node warns otherwise)
     return paths
