@@ -44,6 +44,7 @@ from .errors import (
     LocalProtocolError,
     MessageTooLarge,
     MetadataError,
+    NodeAliveError,
     NodeIDError,
     NodeUnavailable,
     NotFoundError,
@@ -61,10 +62,11 @@ from .errors import (
 from .handlers import EventHandlers, HandlerID
 from ._version import __version__
 from .hlc import HLC
-from .joining import JoinOutcome
+from .joining import JoinAttemptFailed, JoinOutcome, JoinStatus, JoinSucceeded
 from .metadata import Metadata, MetadataReader
 from .node import EMPTY_NODE_ID, PROTOCOL_VERSION, Node, NodeID, NodeState
 from .packet import Packet
+from .protocol.actions import MemberRefused
 from .protocol.flap import MemberFlapping
 from .protocol.partition import PartitionHealed, PartitionSuspected
 from .protocol.provenance import Confirmation, Explanation, SuspicionEpisode
@@ -101,6 +103,9 @@ def __dir__() -> list[str]:
 __all__ = [
     "Cluster",
     "JoinOutcome",
+    "JoinStatus",
+    "JoinSucceeded",
+    "JoinAttemptFailed",
     "Config",
     "default_config",
     "Node",
@@ -119,6 +124,7 @@ __all__ = [
     "SuspicionEpisode",
     "Confirmation",
     "MemberFlapping",
+    "MemberRefused",
     "PartitionSuspected",
     "PartitionHealed",
     "ClusterEventHandler",
@@ -148,6 +154,7 @@ __all__ = [
     "LocalProtocolError",
     "MessageTooLarge",
     "NodeIDError",
+    "NodeAliveError",
     "HandlerExistsError",
     "RemoteProtocolError",
     "DecodeError",

@@ -23,13 +23,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .config import Config, FrozenConfig, default_config, secret_file_warning
 from .engine import ClusterEventHandler, Engine, GossipHandler, MetadataHandler, StateHandler
 from .engine import wiring
-from .errors import ClusterClosed, GossipError, JoinError, NodeIDError
-from .joining import JoinOutcome
+from .errors import (ClusterClosed, ConfigError, GossipError, JoinError, MetadataError,
+                     NodeAliveError, NodeIDError)
+from .joining import JOIN_IDLE, JoinOutcome, JoinStatus
 from .handlers import (
     HANDLER_FORWARD,
     HANDLER_NO_FORWARD,
@@ -45,7 +46,8 @@ from .protocol.messaging import calc_fan_out, calc_payload_size
 from .protocol.provenance import Explanation
 from .protocol.rtt import ProbeRtt
 from .security import Keyring
-from .wire import TransportType
+from .tags import check_tags, tags_size
+from .wire import USER_MSG, TransportType
 from .wire import is_reliable as _reliable
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from websockets.sync.server import ServerConnection
 
     from .engine.wiring import HostedConnection, Refusal, WebSocketTransport
+    from .memberlist.serf import Serf
     from .streams import Stream
     from .placement import NodeSource
 
@@ -99,18 +102,29 @@ class Cluster:
     def __init__(self, config: Config | None = None) -> None:
         cfg = (config if config is not None else default_config()).copy()
         cfg.validate()
+        self._id = NodeID.parse(cfg.node_id) if cfg.node_id else NodeID.generate()
+        if cfg.wire_protocol == "memberlist":
+            # memberlist names members: the id derives from the name (gossip.memberlist.identity)
+            from .memberlist.identity import name_to_id
+
+            if not cfg.name:
+                cfg.name = str(self._id)
+            self._id = name_to_id(cfg.name)
         self._config = cfg
         self._frozen = cfg.frozen()
-        self._id = NodeID.parse(cfg.node_id) if cfg.node_id else NodeID.generate()
         self._metadata = Metadata(max_size=cfg.max_metadata_size)
+        if cfg.tags:
+            self._metadata.reserve(tags_size(cfg.tags))   # tags count against the bound
         # The engine builds the codec and its keyring from the configuration (engine.wiring).
         self._engine = Engine(cfg, self._id, self._metadata, random.Random())
         self._codec = self._engine.codec
         self._keyring = self._codec.keyring
+        self._serf = _serf_for(self) if cfg.serf else None
         self._started = False
         self._lock = threading.Lock()
         self._left = False
         self._stopped = False
+        self._tags_lock = threading.RLock()
         self.log = logger if cfg.logger is None else cfg.logger
 
     @property
@@ -196,6 +210,8 @@ class Cluster:
         end = time.monotonic() + timeout
         if leave and not self._left:
             try:
+                if self._serf is not None:
+                    self._serf.leaving()
                 engine.leave(min(self._config.leave_timeout, timeout / 2))
             except GossipError as exc:
                 self.log.debug("leave during stop failed: %s", exc)
@@ -230,23 +246,52 @@ class Cluster:
 
     # ------------------------------------------------------------------ join / leave
 
-    def join(self, peers: str | Sequence[str], timeout: float | None = None) -> JoinOutcome:
+    @overload
+    def join(self, peers: str | Sequence[str], timeout: float | None = None, *,
+             background: Literal[False] = False) -> JoinOutcome: ...
+
+    @overload
+    def join(self, peers: str | Sequence[str], timeout: float | None = None, *,
+             background: Literal[True]) -> JoinStatus: ...
+
+    def join(self, peers: str | Sequence[str], timeout: float | None = None, *,
+             background: bool = False) -> JoinOutcome | JoinStatus:
         """Join the cluster through ``peers`` (``ip:port``, ``host[:port]``, ``srv+name``...).
 
         Every peer is contacted in parallel; for each, every resolved address is tried in turn.
         Our own advertised address is skipped. The caller's list is never modified. When some
         peers accepted and others failed, a warning names each failure and why.
 
+        A ``mcast://group[:port]`` seed starts multicast discovery on that group (as
+        ``config.discovery = "multicast"`` does on ``config.multicast_group``): this node
+        announces itself there and joins the members of its cluster it hears. A join through
+        such seeds alone waits for the first member discovery joins; beside other peers, or in
+        the background, discovery goes on by itself.
+
+        With ``background=True`` it returns at once and joins on a thread of its own: it
+        retries until a peer accepts, waiting longer after each failed attempt (doubling from
+        ``config.join_retry_interval`` up to ``config.join_retry_max_interval``, jittered),
+        resolves every name and ``srv+`` record again at each attempt, and stops when joined
+        or when the cluster stops or leaves. The peers stay this node's seeds: a node that
+        later loses every live peer joins them again the same way. :meth:`join_status` says
+        what it is doing; the cluster events :class:`~gossip.joining.JoinSucceeded` and
+        :class:`~gossip.joining.JoinAttemptFailed` (with why) reach
+        :meth:`handle_cluster_event_func`'s handlers.
+
         Args:
             peers: one peer string, or a sequence of them.
-            timeout: seconds for the whole join (default ``config.join_timeout``).
+            timeout: seconds for the whole join (default ``config.join_timeout``); ignored in
+                the background, where each attempt takes at most ``config.join_timeout``.
+            background: join on a background thread, retrying until joined.
 
         Returns:
             The number of peers that accepted us (0 if the only peers given were ourselves):
-            a :class:`~gossip.joining.JoinOutcome`, an ``int`` listing the failures too.
+            a :class:`~gossip.joining.JoinOutcome`, an ``int`` listing the failures too. In the
+            background, the :class:`~gossip.joining.JoinStatus` as it starts.
 
         Raises:
-            JoinError: no peer accepted; ``failures`` maps each peer to why.
+            JoinError: no peer accepted (no peer given, in the background); ``failures`` maps
+                each peer to why.
             ClusterClosed: the cluster is not started or is stopped.
         """
         engine = self._eng()
@@ -254,12 +299,37 @@ class Cluster:
         plist = [p.strip() for p in plist if p and p.strip()]
         if not plist:
             raise JoinError({})
+        groups = [p for p in plist if p[:8].lower() == "mcast://"]
+        if groups:  # multicast discovery; a join through groups alone waits for its first join
+            plist = [p for p in plist if p not in groups]
+            wait = None if background or plist else timeout or self._config.join_timeout
+            found = engine.join_multicast(groups, wait)
+            if not plist:
+                return engine.seeds.status() if background else found
+            if not background:
+                outcome = self.join(plist, timeout)
+                return JoinOutcome(outcome.joined, {**outcome.failures, **found.failures},
+                                   outcome.skipped)
+        if background:
+            return engine.join_in_background(plist)
         random.shuffle(plist)
         outcome = engine.join(plist, self._config.join_timeout if timeout is None else timeout)
         if outcome.failures:
             self.log.warning("joined through %d of %d peers; could not join %s", outcome, len(plist),
                              "; ".join(f"{p} ({why})" for p, why in outcome.failures.items()))
         return outcome
+
+    def join_status(self) -> JoinStatus:
+        """Return what the join in the background is doing (see :meth:`join`).
+
+        Its ``state`` is ``"idle"`` (none asked for), ``"joining"``, ``"joined"``,
+        ``"rejoining"`` (every peer was lost: back to the seeds) or ``"stopped"``; it also
+        gives the seeds, the attempts made, the last failure's reason and the seconds until the
+        next attempt.
+        """
+        if not self._started:
+            return JoinStatus(JOIN_IDLE)
+        return self._engine.seeds.status()
 
     def leave(self, timeout: float | None = None) -> None:
         """Announce that this node leaves, and wait until the announcement has been sent.
@@ -271,6 +341,8 @@ class Cluster:
             ClusterClosed: the cluster is not started or is stopped.
         """
         engine = self._eng()
+        if self._serf is not None:
+            self._serf.leaving()
         engine.leave(self._config.leave_timeout if timeout is None else timeout)
         self._left = True
 
@@ -295,9 +367,72 @@ class Cluster:
         """
         self._eng().update_metadata()
 
+    def set_tags(self, tags: Iterable[str]) -> None:
+        """Replace this node's tags (``Config.tags`` at start); the change spreads like a
+        metadata write, and tagged broadcasts reach this node from then on for the tags it
+        holds, never for those it dropped. Allowed before :meth:`start`.
+
+        Raises:
+            MetadataError: a tag is invalid (see ``Config.tags``), or the tags and the metadata
+                together exceed ``max_metadata_size``.
+            ClusterClosed: the cluster is stopped.
+        """
+        new, why = check_tags(tags if isinstance(tags, (str, set, frozenset, list, tuple)) else list(tags))
+        if why is not None:
+            raise MetadataError(why)
+        with self._tags_lock:
+            self._engine.set_tags(new)
+
+    def add_tag(self, tag: str) -> None:
+        """Add ``tag`` to this node's tags (see :meth:`set_tags`)."""
+        with self._tags_lock:
+            self.set_tags(self._engine.members.tags | {tag})
+
+    def remove_tag(self, tag: str) -> None:
+        """Remove ``tag`` from this node's tags, if it holds it (see :meth:`set_tags`)."""
+        with self._tags_lock:
+            self.set_tags(self._engine.members.tags - {tag})
+
     def nodes(self) -> list[Node]:
         """Return snapshots of every known node in any state, the local node first."""
         return self._engine.members.nodes()
+
+    def nodes_by_tag(self, tag: str) -> list[Node]:
+        """Return the alive and suspect nodes that hold ``tag`` (those a tagged broadcast
+        reaches), the local node first if it holds it."""
+        return [n for n in self.nodes() if tag in n.tags and n.state in
+                (NodeState.ALIVE, NodeState.SUSPECT)]
+
+    def forget_node(self, node_id: Node | NodeID | str) -> bool:
+        """Remove a dead or left member's record from every node's table at once, rather than
+        after ``dead_node_retention_period``: the operator's word that it will not come back.
+
+        The removal is gossiped; each member applies it only if it holds the node dead or
+        left too, and only from inside the cluster (a sealed packet, or a member speaking from
+        its own host). If the node does come back, it joins as a new member. ``node_id`` is a
+        :class:`Node`, or an id as for :meth:`get_node`.
+
+        Returns:
+            True if the record was removed here, False if this node does not know it.
+
+        Raises:
+            NodeAliveError: the node is this one, or is held alive or suspect.
+            NodeIDError: ``node_id`` is not a node id.
+            GossipError: on memberlist's wire, which carries no removal (memberlist reaps dead
+                members itself).
+            ClusterClosed: the cluster is not started or is stopped.
+        """
+        engine = self._eng()
+        if self._config.wire_protocol == "memberlist":
+            raise GossipError("forget_node: memberlist's wire carries no removal (its members "
+                              "reap dead members after their own retention)")
+        node = self.get_node(node_id.id if isinstance(node_id, Node) else node_id)
+        if node is None:
+            return False
+        try:
+            return engine.forget(node.id)
+        except ValueError as exc:
+            raise NodeAliveError(str(exc)) from None
 
     def alive_nodes(self) -> list[Node]:
         """Return the alive nodes, the local node included."""
@@ -593,6 +728,20 @@ class Cluster:
         """Like :meth:`send_reliable`, never sending directly to the nodes in ``exclude``."""
         self._eng().broadcast(msg_type, data, True, tuple(exclude))
 
+    def send_tagged(self, tag: str, msg_type: int, data: Any) -> None:
+        """Broadcast ``data`` to the nodes holding ``tag`` (best effort, epidemic): only they
+        are sent it, and only they handle and relay it (as paularlott's ``SendTagged``).
+
+        Raises:
+            LocalProtocolError: internal type, an invalid tag, or ``data`` cannot be encoded.
+            ClusterClosed: the cluster is not started or is stopped.
+        """
+        self._eng().broadcast(msg_type, data, False, tag=tag)
+
+    def send_tagged_reliable(self, tag: str, msg_type: int, data: Any) -> None:
+        """Like :meth:`send_tagged`, over reliable (TCP) connections."""
+        self._eng().broadcast(msg_type, data, True, tag=tag)
+
     def send_to(self, node: Node, msg_type: int, data: Any,
                 transport: TransportType = TransportType.BEST_EFFORT) -> None:
         """Send ``data`` to one node (never relayed further). A node known dead or left is
@@ -668,6 +817,30 @@ class Cluster:
         """
         return self._eng().streams.open(node, msg_type, payload, timeout)
 
+    # ------------------------------------------------------------------ Serf
+
+    def handle_serf_event_func(self, fn: Callable[[str, bytes], None]) -> None:
+        """Call ``fn(name, payload)`` for each Serf user event (``Config.serf``).
+
+        Raises:
+            ConfigError: the node is not a Serf member.
+        """
+        self._serf_on().add_handler(fn)
+
+    def serf_event(self, name: str, payload: bytes = b"") -> None:
+        """Send a Serf user event to every live member (Serf agents pass it on).
+
+        Raises:
+            ConfigError: the node is not a Serf member.
+            LocalProtocolError: name and payload over Serf's 9 KiB.
+        """
+        self._serf_on().event(name, payload)
+
+    def _serf_on(self) -> Serf:
+        if self._serf is None:
+            raise ConfigError("serf", "Serf events need Config(wire_protocol='memberlist', serf=True)")
+        return self._serf
+
     # ------------------------------------------------------------------ event handlers
 
     def handle_node_state_change_func(self, fn: StateHandler) -> HandlerID:
@@ -690,7 +863,11 @@ class Cluster:
         Events are :class:`~gossip.protocol.flap.MemberFlapping` (a member's flap score reached
         ``config.flap_threshold``), :class:`~gossip.protocol.partition.PartitionSuspected` (a
         large share of the live members was lost within ``config.partition_window``) and
-        :class:`~gossip.protocol.partition.PartitionHealed` (they came back). They are delivered
+        :class:`~gossip.protocol.partition.PartitionHealed` (they came back),
+        :class:`~gossip.protocol.actions.MemberRefused` (a member speaks no protocol version
+        in common with ours: on memberlist's wire, its version range), and from a join in
+        the background :class:`~gossip.joining.JoinSucceeded` and
+        :class:`~gossip.joining.JoinAttemptFailed` (see :meth:`join`). They are delivered
         in order with the state and metadata events, never concurrently, right after the state
         change that caused them; their times are wall-clock seconds.
         """
@@ -736,3 +913,13 @@ class Cluster:
         found = self.owners(key, 1, group)
         return found[0] if found else None
 
+
+def _serf_for(cluster: Cluster) -> Serf:
+    """Build a Serf member on the cluster's public API (memberlist user messages)."""
+    from .memberlist.serf import Serf as _Serf
+
+    serf = _Serf(cluster.config.name, lambda node, data: cluster.send_to_reliable(node, USER_MSG, data),
+                 cluster.alive_nodes)
+    cluster.handle_func(USER_MSG, lambda node, pkt: serf.on_message(pkt.unmarshal()))
+    cluster.handle_node_state_change_func(serf.on_state)
+    return serf

@@ -31,7 +31,8 @@ validated so existing configurations load, and documented as such on each field
 ``suspect_attempt_interval``, ``refutation_threshold``, ``max_parallel_suspect_evaluations``,
 ``indirect_ping_multiplier``).
 
-This module imports only :mod:`gossip.errors` and the standard library.
+This module imports only :mod:`gossip.errors`, :mod:`gossip.address`, :mod:`gossip.tags` and
+the standard library.
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from .address import is_loopback, is_websocket_url
 from .errors import ConfigError
+from .tags import check_tags, tags_size
 
 __all__ = ["Config", "FrozenConfig", "default_config", "parse_duration", "format_duration", "ALIVE_OVERHEAD",
            "SECRET_FIELDS", "secret_file_warning"]
@@ -76,6 +78,23 @@ class Config:
     # -- identity -------------------------------------------------------------------------
     node_id: str = ""
     """UUID of this node; empty generates a new (time-ordered) one at start."""
+    name: str = ""
+    """This member's name on memberlist's wire (``wire_protocol="memberlist"``), unique in the
+    cluster; its node id derives from it (:mod:`gossip.memberlist.identity`). Empty: the node
+    id's text (``node_id``, or a generated one)."""
+    wire_protocol: str = "gossip"
+    """``"gossip"`` (this library's wire) or ``"memberlist"`` (hashicorp/memberlist's, byte for
+    byte: joins Go memberlist programs and Serf agents; see docs/memberlist-wire.md, which
+    lists what it does not carry)."""
+    serf: bool = False
+    """On memberlist's wire: speak as a Serf member (Serf's delegate versions, tags in
+    ``Meta``). Needs ``wire_protocol="memberlist"``."""
+    memberlist_compress: bool = False
+    """On memberlist's wire: LZW-compress what we send when it gets smaller (memberlist's
+    ``EnableCompression``). Compressed messages are always decoded."""
+    memberlist_encryption_version: int = 1
+    """On memberlist's wire: AES-GCM message format 0 (padded) or 1; memberlist speaks 1 from
+    protocol version 2."""
     bind_addr: str = "127.0.0.1:7946"
     """``ip:port`` to listen on (UDP and TCP): an IP address, not a name. Port 0 picks a free
     port. Any address but loopback needs an ``encryption_key`` (or ``insecure=True``)."""
@@ -87,6 +106,13 @@ class Config:
     """Free-form version of the embedding application, sent at join."""
     application_version_check: Callable[[str], bool] | None = None
     """Called with a joiner's application version; returning False refuses the join."""
+    tags: Collection[str] = frozenset()
+    """This node's tags (a set of words such as ``{"gpu", "zone=eu-1"}``): carried in its member
+    record, so that members are found by tag (``Cluster.nodes_by_tag``) and tagged broadcasts
+    reach only those that hold it (``Cluster.send_tagged``). At most 64 tags of 1..64 ASCII
+    letters, digits and ``. _ : / = + -`` (a letter or digit first); they count against
+    ``max_metadata_size``. Changed at run time with ``Cluster.set_tags``. ``GOSSIP_TAGS`` is a
+    comma-separated list."""
     default_port: int = 7946
     """Port assumed for peer addresses given without one (memberlist's 7946, the port of
     ``bind_addr`` and of ``gossip agent`` by default too)."""
@@ -146,6 +172,15 @@ class Config:
     """Resolver for peer host names and ``srv+`` names; None uses the system and dnspython."""
     prefer_ipv6: bool = False
     """Try IPv6 addresses first when a name resolves to both families."""
+    dialer: Any = None
+    """``dialer(host, port, timeout) -> socket``: makes the connected stream socket of every
+    dial of the built-in transports (TCP, and the TCP under WebSocket), for overlay networks
+    and tests (paularlott's ``DialHook``); it raises ``OSError`` when it cannot connect. None
+    connects directly. See :data:`gossip.transports._sockets.DialHook`."""
+    listener: Any = None
+    """``listener(kind, host, port) -> socket``: makes the bound sockets the built-in transports
+    listen on, ``kind`` being ``"tcp"``, ``"udp"`` or ``"websocket"`` (paularlott's
+    ``ListenHook``). None binds directly. See :data:`gossip.transports._sockets.ListenHook`."""
 
     # -- transport ------------------------------------------------------------------------
     socket_transport_enabled: bool = True
@@ -331,6 +366,23 @@ class Config:
     """SWIM probe interval: one member is probed per interval (alias ``probe_interval``)."""
     ping_timeout: float = 0.5
     """Time to wait for a direct ack before asking helpers (alias ``probe_timeout``)."""
+    adaptive_ping_timeout: bool = False
+    """Give each member its own direct-probe timeout, from its recent round trips: the
+    :attr:`adaptive_ping_percentile` of its last :attr:`adaptive_ping_samples` times
+    :attr:`adaptive_ping_factor`, clamped between :attr:`ping_timeout` and
+    :attr:`ping_timeout_max` (Lifeguard's awareness still stretches it). A member behind a
+    steady slow link is then not probed indirectly at every round; a fast one keeps
+    ``ping_timeout``, so its crash is found as fast as before."""
+    ping_timeout_max: float = 0.0
+    """The longest adaptive direct-probe timeout; 0 is halfway between :attr:`ping_timeout`
+    and :attr:`health_check_interval` (the rest of the round is left to the helpers). Must be
+    at least ``ping_timeout`` and shorter than ``health_check_interval``."""
+    adaptive_ping_percentile: float = 0.9
+    """The quantile (0.5..1) of a member's recent round trips its adaptive timeout starts from."""
+    adaptive_ping_factor: float = 1.5
+    """How far above that quantile the adaptive timeout lies (1..10)."""
+    adaptive_ping_samples: int = 16
+    """Round trips kept per member for its adaptive timeout (4..1024; memory per member)."""
     enable_indirect_pings: bool = True
     """Ask ``indirect_checks`` helpers to probe a member whose direct ack is late."""
     suspect_retention_period: float = 300.0
@@ -414,7 +466,14 @@ class Config:
     leave_attempts: int = 4
     """Times a leaving node tells each member, until the member acknowledges (LAN: within 0.6 s)."""
     join_timeout: float = 10.0
-    """How long :meth:`gossip.Cluster.join` waits for the peers' answers."""
+    """How long :meth:`gossip.Cluster.join` waits for the peers' answers (in the background:
+    how long each attempt waits)."""
+    join_retry_interval: float = 1.0
+    """A join in the background (``join(peers, background=True)``) waits up to this long
+    before its second attempt, then twice as long before each next one (jittered: each wait
+    is drawn from the upper half of its bound), up to :attr:`join_retry_max_interval`."""
+    join_retry_max_interval: float = 60.0
+    """The longest wait between two attempts of a join in the background."""
 
     # -- insight: provenance, flaps, partitions (gossip.protocol.insight) -----------------
     suspicion_history_size: int = 8
@@ -473,6 +532,26 @@ class Config:
     max_reconnect_targets: int = 1024
     """Most forgotten addresses kept for retrying (the longest forgotten are dropped first)."""
 
+    # -- multicast discovery (gossip.engine.discovery) -----------------------------------
+    discovery: str = ""
+    """``"multicast"``: announce this node on :attr:`multicast_group` and join the members of
+    its cluster (same label, same key) heard there, without seeds; ``""``: seeds only. A
+    ``mcast://group:port`` seed given to :meth:`gossip.Cluster.join` does the same."""
+    multicast_group: str = "239.192.79.46"
+    """The IPv4 multicast group of discovery (239.0.0.0/8 is for private use)."""
+    multicast_port: int = 7947
+    """The UDP port of the multicast group (0: any free port; tests then read it back)."""
+    multicast_interval: float = 5.0
+    """Seconds between two announcements of this node (jittered by up to a quarter)."""
+    multicast_ttl: int = 1
+    """Time to live of the announcements: 1 stays on the local network, 0 on this host."""
+    multicast_interface: str = ""
+    """IPv4 address of the interface to announce and listen on (``""``: the host of
+    ``bind_addr`` if it names one, else the system's choice)."""
+    multicast_max_peers: int = 256
+    """Addresses heard by discovery that are remembered (each is joined at most once per
+    :attr:`multicast_interval`); the oldest are forgotten first."""
+
     # -- the HTTP API and dashboard (gossip.httpapi, gossip agent --http) -------------------
     # Bounds of the agent's HTTP server and event streams; the node itself never reads them.
     http_read_timeout: float = 10.0
@@ -501,6 +580,14 @@ class Config:
     @probe_interval.setter
     def probe_interval(self, value: float) -> None:
         self.health_check_interval = value
+
+    @property
+    def effective_ping_timeout_max(self) -> float:
+        """:attr:`ping_timeout_max`, or for 0 halfway between ``ping_timeout`` and
+        ``health_check_interval``."""
+        if self.ping_timeout_max > 0:
+            return self.ping_timeout_max
+        return (self.ping_timeout + self.health_check_interval) / 2
 
     @property
     def probe_timeout(self) -> float:
@@ -610,6 +697,8 @@ class Config:
         cfg = dataclasses.replace(self)
         cfg.secondary_keys = list(self.secondary_keys)
         cfg.websocket_allowed_origins = list(self.websocket_allowed_origins)
+        if isinstance(self.tags, (set, list)):
+            cfg.tags = frozenset(self.tags)
         for name, value in changes.items():
             if name not in _FIELD_NAMES and name not in _ALIASES:
                 raise ConfigError(name, "no such Config field")
@@ -617,6 +706,32 @@ class Config:
         return cfg
 
     # -- validation --------------------------------------------------------------------------
+    def _validate_wire(self) -> None:
+        """memberlist's wire carries less than ours: refuse what it cannot carry."""
+        if self.wire_protocol != "memberlist":
+            if self.serf:
+                raise ConfigError("serf", "Serf membership needs wire_protocol='memberlist'")
+            return
+        if not self.socket_transport_enabled or self.websocket_bind_addr:
+            raise ConfigError("wire_protocol", "memberlist's wire runs on UDP and TCP only, not "
+                              "WebSocket (socket_transport_enabled=True, no websocket_bind_addr)")
+        if self.transport is not None:
+            raise ConfigError("wire_protocol", "memberlist's wire brings its own transport; "
+                              "a custom transport is not supported on it")
+        if self.force_reliable_transport:
+            raise ConfigError("force_reliable_transport",
+                              "memberlist's wire sends probes and gossip as UDP datagrams")
+        if len(self.cluster_label.encode("utf-8")) > 255:
+            raise ConfigError("cluster_label", "a memberlist label is at most 255 bytes")
+        if str(self.cipher).lower() != "aes-gcm":
+            raise ConfigError("cipher", "memberlist's wire seals with AES-GCM only")
+        if str(self.compressor).lower() == "snappy":
+            raise ConfigError("compressor", "memberlist's wire compresses with LZW "
+                              "(memberlist_compress), not Snappy")
+        if self.tags:
+            raise ConfigError("tags", "memberlist's wire carries no tags (with serf=True, Serf's "
+                              "tags travel in the member's metadata)")
+
     def validate(self) -> None:
         """Check every field; raise :class:`~gossip.errors.ConfigError` naming the first bad one.
 
@@ -631,6 +746,7 @@ class Config:
         self._validate_relations()
 
     def _validate_relations(self) -> None:
+        self._validate_wire()
         if self.ping_timeout >= self.health_check_interval:
             raise ConfigError(
                 "ping_timeout",
@@ -641,6 +757,23 @@ class Config:
             raise ConfigError(
                 "gossip_max_interval",
                 f"must be >= gossip_interval ({self.gossip_interval}s), got {self.gossip_max_interval}s",
+            )
+        for hook in ("dialer", "listener"):
+            if getattr(self, hook) is not None and self.transport is not None:
+                raise ConfigError(hook, "is used by the built-in transports; a custom transport "
+                                        "makes its own sockets")
+        if self.ping_timeout_max and not (
+                self.ping_timeout <= self.ping_timeout_max < self.health_check_interval):
+            raise ConfigError(
+                "ping_timeout_max",
+                f"must be 0, or >= ping_timeout ({self.ping_timeout}s) and shorter than "
+                f"health_check_interval ({self.health_check_interval}s), got {self.ping_timeout_max}s",
+            )
+        if self.join_retry_max_interval < self.join_retry_interval:
+            raise ConfigError(
+                "join_retry_max_interval",
+                f"must be >= join_retry_interval ({self.join_retry_interval}s), "
+                f"got {self.join_retry_max_interval}s",
             )
         if self.udp_max_packet_size > self.tcp_max_packet_size:
             raise ConfigError(
@@ -665,6 +798,10 @@ class Config:
                 f"({self.udp_max_packet_size - ALIVE_OVERHEAD}: an alive message with it must fit "
                 f"one datagram), got {self.max_metadata_size}",
             )
+        if tags_size(self.tags) > self.max_metadata_size:
+            raise ConfigError(
+                "tags", f"take {tags_size(self.tags)} bytes encoded, over max_metadata_size "
+                        f"({self.max_metadata_size}), which they count against")
         if self.msg_history_max_entries < self.msg_history_shard_count:
             raise ConfigError(
                 "msg_history_max_entries",
@@ -927,6 +1064,8 @@ class Config:
                 out[prefix + f.name.upper()] = format_duration(value)
             elif isinstance(value, bytes):
                 out[prefix + f.name.upper()] = value.hex()
+            elif isinstance(value, (set, frozenset)):
+                out[prefix + f.name.upper()] = ",".join(sorted(value))
             elif isinstance(value, list):
                 out[prefix + f.name.upper()] = ",".join(
                     k if isinstance(k, str) else k.hex() for k in value)
@@ -1295,6 +1434,12 @@ def _check_origins(name: str, value: Any) -> None:
                                               f"(scheme://host[:port], no path), got {origin!r}")
 
 
+def _check_tags(name: str, value: Any) -> None:
+    _, why = check_tags(value)
+    if why is not None:
+        raise ConfigError(name, why)
+
+
 def _check_tls_context(name: str, value: Any) -> None:
     if value is not None and not callable(getattr(value, "wrap_socket", None)):
         raise ConfigError(name, f"must be an ssl.SSLContext or None, got {value!r}")
@@ -1304,6 +1449,25 @@ def _check_file(name: str, value: Any) -> None:
     _require_type(name, value, (str,), "a file path")
     if value and not os.path.isfile(value):
         raise ConfigError(name, f"names no readable file: {value!r}")
+
+
+def _check_multicast_group(name: str, value: Any) -> None:
+    _require_type(name, value, (str,), "an IPv4 multicast address")
+    try:
+        ip = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ConfigError(name, f"must be an IPv4 multicast address (224.0.0.0/4), got {value!r}") from None
+    if not ip.is_multicast:
+        raise ConfigError(name, f"must be an IPv4 multicast address (224.0.0.0/4), got {value!r}")
+
+
+def _check_ipv4_or_empty(name: str, value: Any) -> None:
+    _require_type(name, value, (str,), "an IPv4 address")
+    if value:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ConfigError(name, f"must be an IPv4 address or empty, got {value!r}") from None
 
 
 def _check_callable_or_none(name: str, value: Any) -> None:
@@ -1342,8 +1506,14 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "advertise_addr": _check_host_port(allow_empty=True, allow_zero=False),
     "application_version": _string(255),
     "application_version_check": _check_callable_or_none,
+    "tags": _check_tags,
     "default_port": _integer(1, 65535),
     "cluster_label": _string(255),
+    "name": _string(512),
+    "wire_protocol": _choice("gossip", "memberlist"),
+    "serf": _boolean,
+    "memberlist_compress": _boolean,
+    "memberlist_encryption_version": _integer(0, 1),
     "encryption_key": _check_key,
     "insecure": _boolean,
     "secondary_keys": _check_keys,
@@ -1360,6 +1530,15 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "logger": _check_logger,
     "resolver": _check_resolver,
     "prefer_ipv6": _boolean,
+    "dialer": _check_callable_or_none,
+    "discovery": _choice("", "multicast"),
+    "multicast_group": _check_multicast_group,
+    "multicast_port": _integer(0, 65535),
+    "multicast_interval": _duration(0.01, 3600.0),
+    "multicast_ttl": _integer(0, 255),
+    "multicast_interface": _check_ipv4_or_empty,
+    "multicast_max_peers": _integer(1, 1 << 16),
+    "listener": _check_callable_or_none,
     "socket_transport_enabled": _boolean,
     "websocket_bind_addr": _check_ws_bind,
     "websocket_path": _check_ws_path,
@@ -1420,6 +1599,11 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "health_check_interval": _duration(0.01, 3600.0),
     "ping_timeout": _duration(0.001, 3600.0),
     "enable_indirect_pings": _boolean,
+    "adaptive_ping_timeout": _boolean,
+    "ping_timeout_max": _duration(0.001, 3600.0, allow_zero=True),
+    "adaptive_ping_percentile": _number(0.5, 1.0),
+    "adaptive_ping_factor": _number(1.0, 10.0),
+    "adaptive_ping_samples": _integer(4, 1024),
     "suspect_retention_period": _duration(0.01, 30 * _DAY),
     "recovery_attempt_interval": _duration(0.01, _DAY),
     "dead_node_retention_period": _duration(0.0, 365 * _DAY),
@@ -1455,6 +1639,8 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "leave_timeout": _duration(0.0, 3600.0),
     "leave_attempts": _integer(1, 100),
     "join_timeout": _duration(0.01, 3600.0),
+    "join_retry_interval": _duration(0.001, 3600.0),
+    "join_retry_max_interval": _duration(0.001, _DAY),
     "suspicion_history_size": _integer(1, 1024),
     "flap_window": _duration(0.1, _DAY),
     "flap_threshold": _integer(2, 64),
@@ -1485,6 +1671,7 @@ _DURATION_FIELDS = frozenset(
     name for name, f in Config.__dataclass_fields__.items() if f.type in ("float",)
 ) - {"fan_out_multiplier", "state_exchange_multiplier", "ttl_multiplier",
      "activity_threshold_percent", "indirect_ping_multiplier", "partition_threshold",
+     "adaptive_ping_percentile", "adaptive_ping_factor",
      "max_unconfirmed_share"}
 
 
@@ -1495,6 +1682,8 @@ def _env_kind(name: str, annotation: str) -> Callable[[str], Any] | None:
         return _parse_keys
     if name == "websocket_allowed_origins":
         return _parse_list
+    if name == "tags":
+        return lambda text: frozenset(_parse_list(text))
     if name == "compressor":
         return _parse_optional_str
     if name == "msg_codec":

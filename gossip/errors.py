@@ -11,6 +11,7 @@ was wrong and with which value.
     ├── ConfigError (ValueError)             a Config field out of range or contradictory
     ├── AddressError (ValueError)            an address string that cannot be parsed
     ├── NodeIDError (ValueError)             a string or bytes that is not a node id (UUID)
+    ├── NodeAliveError (ValueError)          forget_node named a live member (or this node)
     ├── MetadataError (ValueError)           bad metadata key/value, or metadata too large
     ├── ProtocolError
     │   ├── LocalProtocolError               the caller misused the API (bad message type, ...)
@@ -53,6 +54,7 @@ __all__ = [
     "HandlerExistsError",
     "MessageTooLarge",
     "NodeIDError",
+    "NodeAliveError",
     "RemoteProtocolError",
     "DecodeError",
     "VersionMismatch",
@@ -122,6 +124,11 @@ class MessageTooLarge(LocalProtocolError):
 
 class NodeIDError(GossipError, ValueError):
     """A string or bytes value that is not a node id (a UUID, or 16 bytes)."""
+
+class NodeAliveError(GossipError, ValueError):
+    """:meth:`gossip.Cluster.forget_node` named a member held alive or suspect, or this node:
+    only a dead or left member can be forgotten."""
+
 
 class RemoteProtocolError(ProtocolError):
     """A peer sent bytes or a message we refuse."""

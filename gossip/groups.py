@@ -13,6 +13,9 @@ Criteria map a metadata key to what its value must be; every key must match:
 * ``"~text"`` (:data:`METADATA_CONTAINS_PREFIX`): the value, as a string, contains ``text``;
 * anything else: the value, as a string (:meth:`gossip.MetadataReader.get_string`), is equal.
 
+A :class:`Criteria` may also name tags (``Criteria({"role": "worker"}, tags={"gpu"})``): a node
+matches only if it holds every one of them (:attr:`gossip.Node.tags`).
+
 Membership: a node is in the group while it is alive or suspect and matches. It joins when it
 starts matching (a metadata change) or comes alive, and leaves when it stops matching, is
 declared dead, leaves the cluster or is forgotten. The local node is a member like any other
@@ -87,17 +90,23 @@ class Criteria:
     Args:
         criteria: metadata key to expected value (see the module documentation), or another
             :class:`Criteria`; an empty mapping matches every node.
+        tags: tags a node must all hold (:attr:`gossip.Node.tags`) to match, besides its
+            metadata; added to those of ``criteria`` when it is a :class:`Criteria`.
 
     Raises:
-        TypeError: ``criteria`` is not a mapping of strings to strings.
+        TypeError: ``criteria`` is not a mapping of strings to strings, or ``tags`` is a string.
         ValueError: a key is empty, a value is empty, or a value is ``"~"`` with no text.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_tags")
 
-    def __init__(self, criteria: Mapping[str, str] | Criteria) -> None:
+    def __init__(self, criteria: Mapping[str, str] | Criteria, tags: Iterable[str] = ()) -> None:
+        if isinstance(tags, str):
+            raise TypeError(f"tags must be a collection of tags, not the string {tags!r}")
+        self._tags = frozenset(tags)
         if isinstance(criteria, Criteria):
             self._items: tuple[tuple[str, int, str], ...] = criteria._items
+            self._tags |= criteria._tags
             return
         if not isinstance(criteria, Mapping):
             raise TypeError(f"criteria must be a mapping of metadata key to expected value, "
@@ -142,8 +151,14 @@ class Criteria:
         return True
 
     def matches_node(self, node: Node) -> bool:
-        """Return True if ``node``'s metadata satisfies every criterion (whatever its state)."""
-        return self.matches(node.metadata)
+        """Return True if ``node`` holds every tag and its metadata satisfies every criterion
+        (whatever its state)."""
+        return self._tags <= node.tags and self.matches(node.metadata)
+
+    @property
+    def tags(self) -> frozenset[str]:
+        """The tags a node must all hold to match."""
+        return self._tags
 
     def as_dict(self) -> dict[str, str]:
         """Return the criteria as the mapping they were built from."""
@@ -154,7 +169,8 @@ class Criteria:
         return out
 
     def __repr__(self) -> str:
-        return f"Criteria({self.as_dict()!r})"
+        tags = f", tags={sorted(self._tags)!r}" if self._tags else ""
+        return f"Criteria({self.as_dict()!r}{tags})"
 
 
 def _node_id(ref: Node | NodeID | str) -> NodeID:
@@ -206,7 +222,7 @@ class _Group:
         self._reconcile(node.id, True)
 
     def _wants(self, node: Node | None) -> bool:
-        return node is not None and node.state in _MEMBER_STATES and self._criteria.matches(node.metadata)
+        return node is not None and node.state in _MEMBER_STATES and self._criteria.matches_node(node)
 
     def _reconcile(self, node_id: NodeID, metadata_changed: bool) -> None:
         """Bring ``node_id``'s membership in line with its current state in the cluster.

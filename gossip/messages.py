@@ -19,13 +19,15 @@ import msgpack
 
 from .errors import DecodeError
 from .node import PROTOCOL_VERSION, NodeID, NodeState
+from .tags import MAX_TAG_LENGTH, MAX_TAGS, NO_TAGS, TAG_PATTERN, check_tag, tags_size
 from .wire import MessageType
 
 __all__ = [
-    "Alive", "Suspect", "Dead", "Update", "MemberState",
+    "Alive", "Suspect", "Dead", "Forget", "Update", "MemberState",
     "Ping", "Ack", "PingReq", "Nack", "Gossip", "Join", "JoinReply", "PushPull", "PushPullReply",
     "Message", "to_wire", "from_wire", "update_size", "encode_update", "metadata_size", "EMPTY_META",
     "MAX_INCARNATION", "MAX_STATES", "MAX_UPDATES", "MAX_META_KEY_LENGTH", "MAX_META_STRING",
+    "NO_TAGS", "MAX_TAGS", "MAX_TAG_LENGTH", "TAG_PATTERN", "tags_size", "check_tag",
 ]
 
 
@@ -102,9 +104,12 @@ MAX_META_STRING = 65536
 
 
 class Alive(_Record):
-    """``node`` is alive at ``incarnation``, reachable at ``addr``, with this metadata."""
+    """``node`` is alive at ``incarnation``, reachable at ``addr``, with this metadata and tags.
 
-    __slots__ = ("node", "incarnation", "addr", "meta", "meta_stamp", "pv", "av")
+    ``tags`` travel with the metadata: both are ordered by ``meta_stamp``.
+    """
+
+    __slots__ = ("node", "incarnation", "addr", "meta", "meta_stamp", "pv", "av", "tags")
 
     node: NodeID
     incarnation: int
@@ -113,6 +118,7 @@ class Alive(_Record):
     meta_stamp: int
     pv: int
     av: str
+    tags: frozenset[str]
 
     def __init__(
         self,
@@ -123,6 +129,7 @@ class Alive(_Record):
         meta_stamp: int = 0,
         pv: int = PROTOCOL_VERSION,
         av: str = "",
+        tags: frozenset[str] = NO_TAGS,
     ) -> None:
         init = object.__setattr__
         init(self, "node", node)
@@ -132,6 +139,7 @@ class Alive(_Record):
         init(self, "meta_stamp", meta_stamp)
         init(self, "pv", pv)
         init(self, "av", av)
+        init(self, "tags", tags)
 
 
 class Suspect(_Record):
@@ -171,13 +179,33 @@ class Dead(_Record):
         return self.sender == self.node
 
 
-Update = Union[Alive, Suspect, Dead]
+class Forget(_Record):
+    """``sender`` forgets ``node``, dead or left at ``incarnation``: every member drops its record
+    at once (an operator's word that the node will not come back).
+
+    A member that holds ``node`` alive or suspect refuses it: a live member is never forgotten.
+    """
+
+    __slots__ = ("node", "incarnation", "sender")
+
+    node: NodeID
+    incarnation: int
+    sender: NodeID
+
+    def __init__(self, node: NodeID, incarnation: int, sender: NodeID) -> None:
+        init = object.__setattr__
+        init(self, "node", node)
+        init(self, "incarnation", incarnation)
+        init(self, "sender", sender)
+
+
+Update = Union[Alive, Suspect, Dead, Forget]
 
 
 class MemberState(_Record):
     """One member's full state, as exchanged by join and push/pull."""
 
-    __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av")
+    __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av", "tags")
 
     node: NodeID
     addr: str
@@ -187,6 +215,7 @@ class MemberState(_Record):
     meta_stamp: int
     pv: int
     av: str
+    tags: frozenset[str]
 
     def __init__(
         self,
@@ -198,6 +227,7 @@ class MemberState(_Record):
         meta_stamp: int = 0,
         pv: int = PROTOCOL_VERSION,
         av: str = "",
+        tags: frozenset[str] = NO_TAGS,
     ) -> None:
         init = object.__setattr__
         init(self, "node", node)
@@ -208,6 +238,7 @@ class MemberState(_Record):
         init(self, "meta_stamp", meta_stamp)
         init(self, "pv", pv)
         init(self, "av", av)
+        init(self, "tags", tags)
 
 
 class Ping(_Record):
@@ -402,15 +433,25 @@ Message = Union[Ping, Ack, PingReq, Nack, Gossip, Join, JoinReply, PushPull, Pus
 
 # -- encoding -------------------------------------------------------------------------------------
 
-_ALIVE, _SUSPECT, _DEAD = 0, 1, 2
+_ALIVE, _SUSPECT, _DEAD, _FORGET = 0, 1, 2, 3
+
+# Tags ride as an optional last field of an alive update and of a member state: a member
+# without tags is encoded exactly as before tags existed (8 fields), so peers of the same wire
+# version that predate tags read it; a member's tags (a 9th field, a sorted list) are read only
+# by peers that know them (an older peer refuses that message as malformed: see docs).
 
 
 def encode_update(u: Update) -> list[Any]:
     """Return the plain list form of a membership update."""
     if type(u) is Alive:
-        return [_ALIVE, u.node.bytes, u.incarnation, u.addr, dict(u.meta), u.meta_stamp, u.pv, u.av]
+        out = [_ALIVE, u.node.bytes, u.incarnation, u.addr, dict(u.meta), u.meta_stamp, u.pv, u.av]
+        if u.tags:
+            out.append(sorted(u.tags))
+        return out
     if type(u) is Suspect:
         return [_SUSPECT, u.node.bytes, u.incarnation, u.sender.bytes]
+    if type(u) is Forget:
+        return [_FORGET, u.node.bytes, u.incarnation, u.sender.bytes]
     assert type(u) is Dead
     return [_DEAD, u.node.bytes, u.incarnation, u.sender.bytes]
 
@@ -428,7 +469,10 @@ def metadata_size(meta: Mapping[str, Any]) -> int:
 
 
 def _encode_state(s: MemberState) -> list[Any]:
-    return [s.node.bytes, s.addr, int(s.state), s.incarnation, dict(s.meta), s.meta_stamp, s.pv, s.av]
+    out = [s.node.bytes, s.addr, int(s.state), s.incarnation, dict(s.meta), s.meta_stamp, s.pv, s.av]
+    if s.tags:
+        out.append(sorted(s.tags))
+    return out
 
 
 def to_wire(msg: Message) -> tuple[MessageType, list[Any]]:
@@ -549,6 +593,23 @@ def _meta(value: Any) -> Mapping[str, Any]:
     return value
 
 
+def _tags(value: Any) -> frozenset[str]:
+    """Check a peer's tags: a list of at most :data:`MAX_TAGS` valid tags (:func:`check_tag`)."""
+    if type(value) is not list or not 0 < len(value) <= MAX_TAGS:
+        raise _fail("tag list", value)
+    for t in value:
+        if check_tag(t) is not None:
+            raise _fail("tag", t)
+    return frozenset(value)
+
+
+def _optional_tags(value: list[Any], n: int, what: str) -> frozenset[str]:
+    """Return the tags of a record of ``n`` fields that may carry them as field ``n + 1``."""
+    if type(value) is not list or len(value) not in (n, n + 1):
+        raise _fail(f"{what} (expected a list of {n} or {n + 1})", value)
+    return _tags(value[n]) if len(value) > n else NO_TAGS
+
+
 def _seq(value: Any) -> int:
     return _uint(value, "seq", _U32)
 
@@ -572,16 +633,20 @@ def decode_update(value: Any) -> Update:
         raise _fail("update", value)
     kind = value[0]
     if kind == _ALIVE and type(kind) is int:
-        _list(value, 8, "alive update")
+        tags = _optional_tags(value, 8, "alive update")
         return Alive(_node(value[1], "node id"), _uint(value[2], "incarnation", _U32),
                      _str(value[3], "address"), _meta(value[4]), _uint(value[5], "metadata stamp"),
-                     _uint(value[6], "protocol version", 0xFFFF), _str(value[7], "application version", 255))
+                     _uint(value[6], "protocol version", 0xFFFF), _str(value[7], "application version", 255),
+                     tags)
     if kind == _SUSPECT and type(kind) is int:
         _list(value, 4, "suspect update")
         return Suspect(_node(value[1], "node id"), _uint(value[2], "incarnation", _U32), _node(value[3], "sender id"))
     if kind == _DEAD and type(kind) is int:
         _list(value, 4, "dead update")
         return Dead(_node(value[1], "node id"), _uint(value[2], "incarnation", _U32), _node(value[3], "sender id"))
+    if kind == _FORGET and type(kind) is int:
+        _list(value, 4, "forget update")
+        return Forget(_node(value[1], "node id"), _uint(value[2], "incarnation", _U32), _node(value[3], "sender id"))
     raise _fail("update kind", kind)
 
 
@@ -592,10 +657,12 @@ def _updates(value: Any) -> tuple[Update, ...]:
 
 
 def _decode_state(value: Any) -> MemberState:
-    v = _list(value, 8, "member state")
+    tags = _optional_tags(value, 8, "member state")
+    v = value
     return MemberState(_node(v[0], "node id"), _str(v[1], "address"), _state(v[2]),
                        _uint(v[3], "incarnation", _U32), _meta(v[4]), _uint(v[5], "metadata stamp"),
-                       _uint(v[6], "protocol version", 0xFFFF), _str(v[7], "application version", 255))
+                       _uint(v[6], "protocol version", 0xFFFF), _str(v[7], "application version", 255),
+                       tags)
 
 
 def _states(value: Any, max_states: int) -> tuple[MemberState, ...]:

@@ -493,7 +493,7 @@ class Metadata(MetadataReader):
         MetadataError: an initial key or value is invalid, or they exceed ``max_size``.
     """
 
-    __slots__ = ("_clock", "_max_size", "_listeners", "_closed")
+    __slots__ = ("_clock", "_max_size", "_listeners", "_closed", "_reserved")
 
     def __init__(
         self,
@@ -510,6 +510,7 @@ class Metadata(MetadataReader):
         self._max_size = max_size
         self._listeners: tuple[Callable[[Metadata], None], ...] = ()
         self._closed = ""
+        self._reserved = 0
         initial: dict[str, Any] = {}
         for k, v in (values or {}).items():
             initial[_check_key(k)] = _normalise(k, v)
@@ -579,14 +580,36 @@ class Metadata(MetadataReader):
         except (TypeError, ValueError, OverflowError) as exc:
             raise MetadataError(f"metadata cannot be encoded: {exc}") from None
 
-    def _check_size(self, values: Mapping[str, Any]) -> None:
+    def _check_size(self, values: Mapping[str, Any], reserved: int | None = None) -> None:
         if self._max_size:
             size = self._encoded_size(values)
-            if size > self._max_size:
+            extra = self._reserved if reserved is None else reserved
+            if size + extra > self._max_size:
+                beside = f" beside {extra} bytes of tags" if extra else ""
                 raise MetadataError(
-                    f"metadata would be {size} bytes encoded, over the limit of "
+                    f"metadata would be {size} bytes encoded{beside}, over the limit of "
                     f"{self._max_size} bytes"
                 )
+
+    def reserve(self, nbytes: int) -> tuple[dict[str, Any], int]:
+        """Set aside ``nbytes`` of ``max_size`` for what travels with the metadata (the node's
+        tags), and give the current values a new stamp, as a write would: what changed with
+        them is ordered after every earlier write. Returns ``(values, stamp)``; listeners are
+        not called (the caller propagates).
+
+        Raises:
+            MetadataError: the current values and ``nbytes`` together exceed ``max_size``.
+            ClusterClosed: the metadata is closed.
+        """
+        if self._closed:
+            raise ClusterClosed(self._closed)
+        with self._store.lock:
+            values, ts = self._store.state
+            self._check_size(values, nbytes)
+            self._reserved = nbytes
+            stamp = self._next_stamp(ts)
+            self._store.state = (values, stamp)
+            return dict(values), stamp
 
     def _next_stamp(self, current: int) -> int:
         stamp = self._clock.update(current) if current else self._clock.now()

@@ -113,6 +113,9 @@ class Node:
         protocol_version: gossip protocol version it speaks.
         application_version: the embedding application's version string.
         state_changed_at: monotonic time (seconds) of the last state change, as seen locally.
+        name: the member's name: on memberlist's wire the name it goes by (``Config.name``);
+            on this library's wire, which names members by id, the id's text.
+        tags: its tags (``Config.tags``; see :meth:`has_tag`).
     """
 
     id: NodeID
@@ -123,6 +126,17 @@ class Node:
     protocol_version: int = PROTOCOL_VERSION
     application_version: str = ""
     state_changed_at: float = 0.0
+    name: str = ""
+    tags: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", str(self.id))
+
+    def has_tag(self, tag: str) -> bool:
+        """True if the node holds ``tag`` (it receives broadcasts sent with
+        :meth:`gossip.Cluster.send_tagged` to that tag)."""
+        return tag in self.tags
 
     @property
     def is_alive(self) -> bool:

@@ -47,11 +47,13 @@ from gossip.errors import (
     VersionMismatch,
 )
 from gossip.security import AES_GCM, OVERHEAD as _AES_SEAL_OVERHEAD, XCHACHA20_POLY1305, Keyring, label_tag
+from gossip.tags import MAX_TAG_LENGTH, check_tag
 from gossip.wire import (
     ENCRYPTED_OVERHEAD,
     FLAG_COMPRESSED,
     FLAG_ENCRYPTED,
     FLAG_SNAPPY,
+    FLAG_TAGGED,
     FLAG_XCHACHA,
     HEADER_OVERHEAD,
     INNER_HEADER_STRUCT,
@@ -116,13 +118,16 @@ class Packet:
         compressed: the payload travelled compressed.
         encrypted: the packet travelled encrypted.
         size: the number of wire bytes.
+        tag: the tag of a tagged broadcast (only members holding it handle and relay it), or
+            None.
     """
 
     __slots__ = ("msg_type", "sender", "msg_id", "ttl", "payload", "codec", "compressed",
-                 "encrypted", "size")
+                 "encrypted", "size", "tag")
 
     def __init__(self, msg_type: int, sender: bytes, msg_id: int, ttl: int, payload: bytes,
-                 codec: Codec, compressed: bool, encrypted: bool, size: int) -> None:
+                 codec: Codec, compressed: bool, encrypted: bool, size: int,
+                 tag: str | None = None) -> None:
         self.msg_type = msg_type
         self.sender = sender
         self.msg_id = msg_id
@@ -132,12 +137,14 @@ class Packet:
         self.compressed = compressed
         self.encrypted = encrypted
         self.size = size
+        self.tag = tag
 
     def __repr__(self) -> str:
+        tag = "" if self.tag is None else f", tag={self.tag!r}"
         return (f"Packet(msg_type={self.msg_type}, sender={self.sender.hex()}, "
                 f"msg_id={self.msg_id}, ttl={self.ttl}, payload={len(self.payload)} bytes, "
                 f"codec={self.codec.name!r}, compressed={self.compressed}, "
-                f"encrypted={self.encrypted}, size={self.size})")
+                f"encrypted={self.encrypted}, size={self.size}{tag})")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Packet):
@@ -271,11 +278,13 @@ class PacketCodec:
         self._require_encryption = require_encryption
         self._encrypt = encrypt
         # Clear prefix bytes -> (flags, codec, aad); filled on first sight of each valid prefix
-        # (at most 4 flag combinations x 255 codec ids), so decoding looks the prefix up once.
+        # (at most 8 flag combinations x 255 codec ids), so decoding looks the prefix up once.
         self._prefixes: dict[bytes, tuple[int, Codec, bytes]] = {}
         # flags -> (prefix, aad) for sealing with our codec.
         self._sealing: dict[int, tuple[bytes, bytes]] = {}
-        for flags in (FLAG_ENCRYPTED, FLAG_ENCRYPTED | self._compress_flag):
+        cf = self._compress_flag
+        for flags in (FLAG_ENCRYPTED, FLAG_ENCRYPTED | cf, FLAG_ENCRYPTED | FLAG_TAGGED,
+                      FLAG_ENCRYPTED | cf | FLAG_TAGGED):
             prefix = _PREFIX_PACK(MAGIC, WIRE_VERSION, flags | self._cipher_flag, self._codec_id,
                                   self._tag)
             self._sealing[flags] = (prefix, prefix + label_bytes)
@@ -328,17 +337,19 @@ class PacketCodec:
 
     # ---------------------------------------------------------------------------------- encode
 
-    def encode(self, msg_type: int, sender: bytes, msg_id: int, ttl: int, payload: Any) -> bytes:
-        """Encode *payload* with the codec and build a packet.
+    def encode(self, msg_type: int, sender: bytes, msg_id: int, ttl: int, payload: Any,
+               tag: str | None = None) -> bytes:
+        """Encode *payload* with the codec and build a packet (tagged if ``tag`` is given).
 
         Raises:
             LocalProtocolError: an argument is out of range or the payload cannot be encoded.
             MessageTooLarge: the packet, or its payload, would exceed ``max_packet_size``.
         """
-        return self.encode_raw(msg_type, sender, msg_id, ttl, self._codec.encode(payload))
+        return self.encode_raw(msg_type, sender, msg_id, ttl, self._codec.encode(payload), tag)
 
     def encode_raw(
-        self, msg_type: int, sender: bytes, msg_id: int, ttl: int, payload: bytes
+        self, msg_type: int, sender: bytes, msg_id: int, ttl: int, payload: bytes,
+        tag: str | None = None,
     ) -> bytes:
         """Build a packet around an already codec-encoded payload.
 
@@ -348,9 +359,10 @@ class PacketCodec:
             msg_id: 0..2**64-1.
             ttl: 0..255.
             payload: codec-encoded bytes (encoded with this codec: the header names it).
+            tag: the tag of a tagged broadcast (:func:`gossip.tags.check_tag`), or None.
 
         Raises:
-            LocalProtocolError: an argument is out of range.
+            LocalProtocolError: an argument is out of range, or ``tag`` is not a valid tag.
             MessageTooLarge: the packet would exceed ``max_packet_size``, or its payload
                 would, once decompressed (a receiver refuses either, so it is never built).
         """
@@ -372,6 +384,13 @@ class PacketCodec:
                 payload = compressed
                 size = len(compressed)
                 flags = self._compress_flag
+        if tag is not None:
+            why = check_tag(tag)
+            if why is not None:
+                raise LocalProtocolError(why)
+            flags |= FLAG_TAGGED
+            raw_tag = tag.encode("ascii")
+            payload = bytes((len(raw_tag),)) + raw_tag + payload
         keyring = self._keyring
         try:
             if self._encrypt and keyring:
@@ -452,6 +471,9 @@ class PacketCodec:
             if n < start:
                 raise DecodeError(f"truncated packet: {n} bytes, the header alone is {start}")
             msg_type, sender, msg_id, ttl, length = _INNER_UNPACK_FROM(inner, PREFIX_SIZE)
+        tag = None
+        if flags & FLAG_TAGGED:
+            tag, start = _read_tag(inner, start)
         have = len(inner) - start
         if have != length:
             if have < length:
@@ -483,6 +505,7 @@ class PacketCodec:
             bool(flags & FLAG_COMPRESSED),
             bool(flags & FLAG_ENCRYPTED),
             n,
+            tag,
         )
 
     def _snappy_decompressor(self) -> Compressor:
@@ -497,6 +520,12 @@ class PacketCodec:
                     "a Snappy-compressed packet, but Snappy is not installed here "
                     "(pip install 'gossip-cluster[snappy]')") from None
         return snappy
+
+    def decode_all(self, data: bytes, src: str = "", max_payload: int | None = None,
+                   type_limits: Mapping[int, int] | None = None) -> list[Packet]:
+        """Return the packets in ``data``: one on this wire (see :meth:`decode`); a wire
+        profile that bundles messages returns several (``src``: where it came from)."""
+        return [self.decode(data, max_payload, type_limits)]
 
     def _check_prefix(self, data: bytes) -> tuple[int, Codec, bytes]:
         """Validate a clear prefix not seen before; remember it if it is acceptable."""
@@ -525,6 +554,24 @@ class PacketCodec:
         entry = (flags, codec, prefix + self._label_bytes)
         self._prefixes[prefix] = entry
         return entry
+
+
+def _read_tag(inner: bytes, start: int) -> tuple[str, int]:
+    """Read the tag of a tagged packet at ``start``; return it and where the payload starts."""
+    if len(inner) <= start:
+        raise DecodeError("truncated packet: the tag of a tagged packet is missing")
+    n = inner[start]
+    end = start + 1 + n
+    if not 0 < n <= MAX_TAG_LENGTH or len(inner) < end:
+        raise DecodeError(f"bad tag length {n} in a tagged packet")
+    try:
+        tag = inner[start + 1:end].decode("ascii")
+    except UnicodeDecodeError:
+        raise DecodeError("a tag that is not ASCII in a tagged packet") from None
+    why = check_tag(tag)
+    if why is not None:
+        raise DecodeError(f"bad tag in a tagged packet: {why}")
+    return tag, end
 
 
 def _check_args(msg_type: int, sender: bytes, msg_id: int, ttl: int) -> None:

@@ -9,7 +9,7 @@ big-endian::
     1      1    wire version (1)               other -> VersionMismatch
     2      1    flags: bit0 COMPRESSED, bit1 ENCRYPTED, bit2 XCHACHA (with ENCRYPTED: sealed
                 with XChaCha20-Poly1305, else AES-GCM), bit3 SNAPPY (with COMPRESSED: a Snappy
-                block, else lz4); other bits, or bit2/bit3 alone -> DecodeError
+                block, else lz4), bit4 TAGGED; other bits, or bit2/bit3 alone -> DecodeError
     3      1    codec id                       unknown -> DecodeError
     4      4    label tag u32                  not ours -> LabelMismatch
 
@@ -21,6 +21,13 @@ big-endian::
     26     1    ttl u8
     27     4    payload length u32 (as stored: compressed if the flag is set)
     31     n    payload (exactly n bytes)
+
+    TAGGED (a broadcast only members holding the tag handle and relay): the header is followed
+    by the tag, ``1 byte L (1..64) | L bytes of ASCII`` (:func:`gossip.tags.check_tag`), and
+    then by the payload; the payload length counts the payload alone. Sealed with the rest
+    when the packet is encrypted. Only members that advertise the tag are sent such a packet,
+    and a node that predates tags advertises none, so it never receives one (it would refuse
+    the unknown flag).
 
     inner part, ENCRYPTED: the sender id in clear, then the rest of the header and the payload
     sealed as nonce(12) | ciphertext | tag(16) under the sender's own key (derived from the
@@ -36,7 +43,7 @@ big-endian::
     30     8    message id u64
     38     1    ttl u8
     39     4    payload length u32
-    43     n    payload
+    43     n    payload (after the tag when TAGGED, as above)
     43+n   16   GCM tag
 
 Message types: 0..63 are the protocol's own (:class:`MessageType`), 64..127 are for add-on
@@ -66,6 +73,7 @@ __all__ = [
     "FLAG_ENCRYPTED",
     "FLAG_XCHACHA",
     "FLAG_SNAPPY",
+    "FLAG_TAGGED",
     "KNOWN_FLAGS",
     "TransportType",
     "is_reliable",
@@ -160,7 +168,9 @@ FLAG_XCHACHA = 0x04
 """With :data:`FLAG_ENCRYPTED`: sealed with XChaCha20-Poly1305 (24-byte nonce)."""
 FLAG_SNAPPY = 0x08
 """With :data:`FLAG_COMPRESSED`: the payload is a Snappy block (its size as a varint)."""
-KNOWN_FLAGS = FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_XCHACHA | FLAG_SNAPPY
+FLAG_TAGGED = 0x10
+"""A tag follows the inner header: only members holding it handle and relay the packet."""
+KNOWN_FLAGS = FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_XCHACHA | FLAG_SNAPPY | FLAG_TAGGED
 """Every flag bit this version understands; any other bit is refused."""
 
 NODE_ID_SIZE = 16

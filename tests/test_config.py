@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from gossip.transports.memory import MemoryNetwork
+
 import gossip
 from gossip.config import Config, default_config, format_duration, parse_duration
 from gossip.errors import ConfigError
@@ -15,11 +17,17 @@ from gossip.errors import ConfigError
 # One bad value for every field (type or range), with the field it must be blamed on.
 BAD: dict[str, list[Any]] = {
     "node_id": ["not-a-uuid", 42],
+    "name": [5, "x" * 513],
+    "wire_protocol": ["", "serf", None],
+    "serf": ["yes", 1],
+    "memberlist_compress": ["yes"],
+    "memberlist_encryption_version": [2, -1, "1"],
     "bind_addr": ["", "127.0.0.1", "127.0.0.1:70000", "example.com:80", "ws://x:1", "localhost:8000",
                   ":7946", "::1:80"],
     "advertise_addr": ["host:0", ":80", "host:notaport", "wss://host:0/gossip", "ws://",
                        "https://host/gossip", "ws://h/gossip?x=1"],
     "application_version": [1.5, "x" * 300],
+    "tags": ["gpu", {"bad tag"}, {""}, {"x" * 65}, [3], {f"t{i}" for i in range(65)}, None],
     "application_version_check": ["yes"],
     "default_port": [0, 70000, True, "80"],
     "cluster_label": ["x" * 256, 7],
@@ -38,6 +46,15 @@ BAD: dict[str, list[Any]] = {
     "transport": [object()],
     "logger": ["stdout"],
     "resolver": [object()],
+    "dialer": ["socket.create_connection", 42],
+    "listener": [object()],
+    "discovery": ["mdns", 1],
+    "multicast_group": ["127.0.0.1", "ff02::1", "x", 5],
+    "multicast_port": [-1, 70000, "7947"],
+    "multicast_interval": [0, -1],
+    "multicast_ttl": [-1, 256],
+    "multicast_interface": ["eth0", "::1", 1],
+    "multicast_max_peers": [0, 1 << 20],
     "prefer_ipv6": [1, "true"],
     "socket_transport_enabled": [None],
     "websocket_bind_addr": ["localhost:8080", "127.0.0.1", "::1:80", "127.0.0.1:70000", 5],
@@ -134,6 +151,13 @@ BAD: dict[str, list[Any]] = {
     "leave_timeout": [-1],
     "leave_attempts": [0, 101, 2.5],
     "join_timeout": [0],
+    "adaptive_ping_timeout": [1, "yes"],
+    "ping_timeout_max": [-1, "1s"],
+    "adaptive_ping_percentile": [0.4, 1.1, "p99"],
+    "adaptive_ping_factor": [0.9, 11, "x"],
+    "adaptive_ping_samples": [3, 2000, 4.5],
+    "join_retry_interval": [0, -1, "1s", 7200.0],
+    "join_retry_max_interval": [0, -1, "1m"],
     "suspicion_history_size": [0, 2000, 1.5],
     "flap_window": [0, -1, "60s"],
     "flap_threshold": [1, 65, 2.5],
@@ -196,6 +220,11 @@ def test_preset_numbers_follow_memberlist() -> None:
     [
         ({"ping_timeout": 2.0, "health_check_interval": 1.0}, "ping_timeout"),
         ({"gossip_interval": 10.0, "gossip_max_interval": 5.0}, "gossip_max_interval"),
+        ({"join_retry_interval": 10.0, "join_retry_max_interval": 5.0}, "join_retry_max_interval"),
+        ({"ping_timeout": 0.5, "ping_timeout_max": 0.4}, "ping_timeout_max"),
+        ({"dialer": lambda h, p, t: None, "transport": MemoryNetwork().new_transport()}, "dialer"),
+        ({"listener": lambda k, h, p: None, "transport": MemoryNetwork().new_transport()}, "listener"),
+        ({"health_check_interval": 1.0, "ping_timeout_max": 1.0}, "ping_timeout_max"),
         ({"udp_max_packet_size": 60000, "tcp_max_packet_size": 50000}, "udp_max_packet_size"),
         ({"tcp_max_packet_size": 9 << 20}, "tcp_max_packet_size"),
         ({"secondary_keys": [b"k" * 16]}, "secondary_keys"),
@@ -224,6 +253,10 @@ def test_preset_numbers_follow_memberlist() -> None:
         ({"socket_transport_enabled": False, "advertise_addr": "wss://example.com/gossip",
           "tls_cert_file": __file__}, "tls_cert_file"),
         ({"tls_key_file": __file__}, "tls_key_file"),
+        ({"wire_protocol": "memberlist", "cipher": "xchacha20-poly1305", "encryption_key": b"k" * 32},
+         "cipher"),
+        ({"wire_protocol": "memberlist", "compressor": "snappy"}, "compressor"),
+        ({"wire_protocol": "memberlist", "tags": {"db"}}, "tags"),
         ({"tls_cert_file": __file__, "tls_server_context": __import__("ssl").create_default_context()},
          "tls_cert_file"),
         ({"tls_ca_file": __file__, "tls_client_context": __import__("ssl").create_default_context()},
@@ -506,3 +539,13 @@ def test_one_default_port_everywhere() -> None:
     assert str(Address.parse("127.0.0.1")) == "127.0.0.1:7946"
     agent = build_settings(build_parser().parse_args(["agent"]), {})
     assert agent.config.bind_addr == "127.0.0.1:7946" and agent.config.default_port == 7946
+
+
+def test_tags_are_validated_against_the_metadata_bound_and_read_from_the_environment() -> None:
+    cfg = Config.local(tags={f"tag-{i:03d}" for i in range(60)}, max_metadata_size=256)
+    with pytest.raises(ConfigError, match="tags.*max_metadata_size"):
+        cfg.validate()
+    env = Config.from_env(environ={"GOSSIP_TAGS": "gpu, zone=eu-1"})
+    assert set(env.tags) == {"gpu", "zone=eu-1"}
+    env.validate()
+    assert env.copy(tags={"a", "b"}).to_env()["GOSSIP_TAGS"] == "a,b"

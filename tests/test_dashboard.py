@@ -219,6 +219,16 @@ def test_cluster_event_json_forms() -> None:
     kind, data = cluster_event_json(PartitionHealed((n1, n2), (n1,), 30.0, 7.0))
     assert kind == "healed" and data["returned"] == [str(n1)] and data["duration"] == 30.0
     assert data["missing"] == [str(n2)]
+    kind, data = cluster_event_json(gossip.JoinSucceeded(("127.0.0.1:1",), {}, 3, True, 8.0))
+    assert kind == "joined" and data == {"joined": ["127.0.0.1:1"], "failures": {}, "attempt": 3,
+                                         "rejoin": True, "at": 8.0}
+    kind, data = cluster_event_json(gossip.JoinAttemptFailed(
+        "127.0.0.1:1: refused", {"127.0.0.1:1": "refused"}, 2, 1.5, False, 9.0))
+    assert kind == "join_failed" and data["reason"] == "127.0.0.1:1: refused"
+    assert data["retry_in"] == 1.5 and data["failures"] == {"127.0.0.1:1": "refused"}
+    kind, data = cluster_event_json(gossip.MemberRefused(n2, "127.0.0.2:7946", "no version", 4.0))
+    assert kind == "refused" and data == {"node": str(n2), "short": n2.short,
+                                          "address": "127.0.0.2:7946", "reason": "no version", "at": 4.0}
 
 
 def test_members_api_carries_the_flap_score(trio: list[Cluster]) -> None:

@@ -7,6 +7,7 @@ is checked exactly (the real cluster is exercised in test_groups_cluster.py).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ import gossip
 from gossip import Cluster, Config, DataNodeGroup, MetadataReader, Node, NodeGroup, NodeID, NodeState
 from gossip.groups import Criteria
 from gossip.handlers import EventHandlers, HandlerID
+from gossip.testing import wait_until
 
 ALIVE, SUSPECT, DEAD, LEAVING, UNKNOWN = (NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD,
                                           NodeState.LEAVING, NodeState.UNKNOWN)
@@ -419,3 +421,26 @@ def test_a_group_on_an_unencrypted_cluster_says_any_host_may_join(caplog: pytest
             NodeGroup(sealed, {"role": "a"})
     said = [r for r in caplog.records if "unencrypted cluster admit any host" in r.getMessage()]
     assert len(said) == 1            # once per cluster, and not for the encrypted one
+
+
+def test_criteria_by_tag() -> None:
+    c = Criteria({"role": "web"}, tags={"gpu"})
+    meta = MetadataReader({"role": "web"}, 1)
+    node = Node(NodeID(int=5), "127.0.0.1:1", ALIVE, 0, meta)
+    assert not c.matches_node(node)
+    assert c.matches_node(dataclasses.replace(node, tags=frozenset({"gpu", "eu"})))
+    assert Criteria(c, tags=["eu"]).tags == {"gpu", "eu"} and "tags=['gpu']" in repr(c)
+    with pytest.raises(TypeError):
+        Criteria({}, tags="gpu")
+
+
+def test_a_group_by_tag_follows_tag_changes(gossip_cluster_factory: Any) -> None:
+    a, b = gossip_cluster_factory(2)
+    with NodeGroup(a, Criteria({}, tags={"gpu"})) as gpus:
+        assert gpus.count() == 0
+        b.add_tag("gpu")
+        wait_until(lambda: gpus.count() == 1, what="b joins the group")
+        a.add_tag("gpu")
+        wait_until(lambda: gpus.count() == 2, what="a joins the group")
+        b.remove_tag("gpu")
+        wait_until(lambda: [n.id for n in gpus.get_nodes()] == [a.local_node().id], what="b leaves the group")

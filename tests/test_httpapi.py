@@ -609,3 +609,36 @@ def test_a_member_that_left_is_left_everywhere(pair: list[Cluster]) -> None:
     finally:
         dash.close()
         api.close()
+
+
+def test_forget_and_tagged_send_through_the_api(pair: list[Cluster]) -> None:
+    a, b = pair
+    got: list[Any] = []
+    b.handle_func(130, lambda sender, packet: got.append(packet.unmarshal()))
+    b.add_tag("gpu")
+    token = "t0k3n-" + "y" * 30
+    api = app(a, token=token)
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        bid = str(b.local_node().id)
+        wait_for(lambda: a.nodes_by_tag("gpu") != [], what="b's tag to reach a")
+        members = {m["id"]: m for m in json_call(api, "GET", "/api/members", headers=auth)[1]["members"]}
+        assert members[bid]["tags"] == ["gpu"]
+        status, data = json_call(api, "POST", "/api/send", {"type": 130, "data": "t", "tag": "gpu"}, headers=auth)
+        assert (status, data) == ("200 OK", {"sent": "tagged", "tag": "gpu"})
+        wait_for(lambda: got == ["t"], what="the tagged message")
+        for body in ({"data": 1, "tag": 3}, {"data": 1, "tag": "gpu", "node": bid}):
+            assert json_call(api, "POST", "/api/send", body, headers=auth)[0] == "400 Bad Request"
+        assert json_call(api, "POST", "/api/forget", {"node": bid})[0] == "401 Unauthorized"
+        status, data = json_call(api, "POST", "/api/forget", {"node": bid}, headers=auth)
+        assert status == "409 Conflict" and "only a dead or left" in data["error"]
+        for body in ({"node": 3}, {"id": bid}, [bid]):
+            assert json_call(api, "POST", "/api/forget", body, headers=auth)[0] == "400 Bad Request"
+        assert json_call(api, "POST", "/api/forget", {"node": "0000dead"}, headers=auth)[0] == "404 Not Found"
+        b.stop(timeout=2.0)
+        wait_for(lambda: a.get_node(bid).state is gossip.NodeState.LEFT, what="b left")  # type: ignore[union-attr]
+        status, data = json_call(api, "POST", "/api/forget", {"node": bid[-8:]}, headers=auth)
+        assert (status, data) == ("200 OK", {"forgotten": bid})
+        assert a.get_node(bid) is None
+    finally:
+        api.close()

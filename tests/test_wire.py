@@ -26,6 +26,7 @@ from gossip.errors import (
 from gossip.packet import Packet, PacketCodec
 from gossip.security import Keyring
 from gossip.wire import (
+    FLAG_TAGGED,
     ENCRYPTED_OVERHEAD,
     FLAG_COMPRESSED,
     FLAG_ENCRYPTED,
@@ -61,7 +62,7 @@ BIG = {"text": "gossip " * 1500, "blob": b"\x01\x02" * 100}  # ~10 KiB, compress
 def test_wire_constants() -> None:
     assert (PREFIX_SIZE, INNER_HEADER_SIZE, HEADER_OVERHEAD, ENCRYPTED_OVERHEAD) == (8, 31, 39, 67)
     assert (MAGIC, WIRE_VERSION, FLAG_COMPRESSED, FLAG_ENCRYPTED, FLAG_XCHACHA, FLAG_SNAPPY,
-            KNOWN_FLAGS) == (0xC5, 1, 1, 2, 4, 8, 15)
+            FLAG_TAGGED, KNOWN_FLAGS) == (0xC5, 1, 1, 2, 4, 8, 16, 31)
     assert [int(t) for t in MessageType] == [n for n in range(14) if n != 10]  # 10 retired
     assert int(MessageType.STREAM_OPEN_ACK) == 11 and int(MessageType.STREAM_OPEN) == 13
     assert int(MessageType.REPLY) == 0
@@ -293,7 +294,7 @@ def test_bad_prefix_fields(encrypt: bool) -> None:
         pc.decode(_with_byte(data, 0, 0xC4))
     with pytest.raises(VersionMismatch):
         pc.decode(_with_byte(data, 1, 2))
-    for bit in (0x10, 0x40, 0x80):
+    for bit in (0x20, 0x40, 0x80):
         with pytest.raises(DecodeError, match="unknown flags"):
             pc.decode(_with_byte(data, 2, data[2] | bit))
     # The cipher and Snappy bits mean something only beside ENCRYPTED and COMPRESSED.
@@ -305,6 +306,9 @@ def test_bad_prefix_fields(encrypt: bool) -> None:
     else:
         with pytest.raises(DecodeError, match="XCHACHA without ENCRYPTED"):
             pc.decode(_with_byte(data, 2, data[2] | FLAG_XCHACHA))
+    # Claiming a tag the packet was not built with: refused (sealed: the prefix is authenticated).
+    with pytest.raises(EncryptionError if encrypt else DecodeError):
+        pc.decode(_with_byte(data, 2, data[2] | FLAG_TAGGED))
     with pytest.raises(DecodeError, match="unknown codec id"):
         pc.decode(_with_byte(data, 3, 77))
     with pytest.raises(LabelMismatch):
@@ -477,3 +481,35 @@ def test_type_limits_refuse_a_claimed_payload_before_decompressing() -> None:
     with pytest.raises(PacketTooLarge, match="message type 9"):
         make().decode(plain, None, {MessageType.GOSSIP: 65536})
     assert make().decode(plain, None, {MessageType.PING: 65536}).msg_type == MessageType.GOSSIP
+
+
+# ------------------------------------------------------------------------------------ tags
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+@pytest.mark.parametrize("payload", [SMALL, BIG])
+def test_tagged_packets_round_trip_and_relay(encrypt: bool, payload: Any) -> None:
+    pc = make(keys=(KEY,) if encrypt else ())
+    data = pc.encode(USER_MSG, SENDER, 9, 4, payload, tag="zone=eu-1")
+    pkt = pc.decode(data)
+    assert pkt.tag == "zone=eu-1" and pkt.unmarshal() == payload and "tag='zone=eu-1'" in repr(pkt)
+    relayed = pc.decode(pc.encode_raw(pkt.msg_type, pkt.sender, pkt.msg_id, 3, pkt.payload, pkt.tag))
+    assert relayed.tag == "zone=eu-1" and relayed.ttl == 3 and relayed.payload == pkt.payload
+    assert pc.decode(pc.encode(USER_MSG, SENDER, 9, 4, payload)).tag is None
+    for n in range(len(data)):   # every truncation is refused
+        with pytest.raises(RemoteProtocolError):
+            pc.decode(data[:n])
+
+
+def test_a_bad_tag_is_refused_on_both_sides() -> None:
+    pc = make()
+    for bad in ("", "x" * 65, "two words", "é"):
+        with pytest.raises(LocalProtocolError):
+            pc.encode(USER_MSG, SENDER, 1, 3, SMALL, tag=bad)
+    good = pc.encode(USER_MSG, SENDER, 1, 3, SMALL, tag="gpu")
+    at = HEADER_OVERHEAD
+    assert good[at] == 3 and good[at + 1:at + 4] == b"gpu"
+    for data in (_with_byte(good, at, 0), _with_byte(good, at, 65), _with_byte(good, at + 1, ord(" ")),
+                 _with_byte(good, at + 1, 0xC3)):
+        with pytest.raises(DecodeError, match="tag"):
+            pc.decode(data)

@@ -258,6 +258,8 @@ def build_settings(args: Any, environ: Mapping[str, str]) -> AgentSettings:
             setattr(cfg, field, value)
     if getattr(args, "insecure", False):
         cfg.insecure = True
+    if getattr(args, "tag", None):
+        cfg.tags = frozenset(args.tag)
 
     warnings: list[str] = []
     key_file = args.key_file or environ.get("GOSSIP_KEY_FILE") or agent_table.get("key_file")

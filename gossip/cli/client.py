@@ -255,11 +255,24 @@ def send(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"type": args.type, "data": data, "reliable": args.reliable}
     if args.to:
         body["node"] = args.to
+    if getattr(args, "tag", None):
+        if args.to:
+            raise CliError("--tag is for broadcasts: give --tag or --to, not both")
+        body["tag"] = args.tag
     answer = client.call("/api/send", args.timeout, body)
     if answer.get("sent") == "node":
         print(f"sent type {args.type} to {answer.get('to')}")
+    elif answer.get("sent") == "tagged":
+        print(f"broadcast type {args.type} to the nodes tagged {answer.get('tag')}")
     else:
         print(f"broadcast type {args.type}")
+    return 0
+
+
+def forget(args: argparse.Namespace) -> int:
+    client = _Client(args)
+    answer = client.call("/api/forget", args.timeout, {"node": args.node})
+    print(f"forgot {answer.get('forgotten')}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """The ``gossip`` command line (also ``python -m gossip``).
 
-Subcommands: ``agent`` (run a node, with an HTTP API), ``members``, ``send``, ``watch`` and
-``dashboard`` (ask an agent through that API, with the token it wrote at start), ``keygen``,
+Subcommands: ``agent`` (run a node, with an HTTP API), ``members``, ``send``, ``forget``,
+``watch`` and ``dashboard`` (ask an agent through that API, with the token it wrote at start), ``keygen``,
 ``tune`` (pick settings by simulation), ``demo`` and ``sim``. Every subcommand has ``--help``
 with examples; errors are one line on standard error with exit code 1, never a traceback;
 Ctrl-C ends any of them at once (exit code 130; the agent leaves the cluster first, exit 0).
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .agent import CliError
-from .client import DEFAULT_AGENT, dashboard, members, send, watch
+from .client import DEFAULT_AGENT, dashboard, forget, members, send, watch
 
 __all__ = ["main", "main_exit", "build_parser"]
 
@@ -74,9 +74,17 @@ examples:
   gossip send --type 130 --json '{"op": "reload"}' --reliable
                                                     JSON data of type 130, over TCP: agents
                                                     started with --receive 130 print it
+  gossip send --tag gpu 'for the gpu nodes'         only nodes tagged gpu (agent --tag gpu)
+                                                    receive and relay it
 
 An agent prints (and `gossip watch` shows) the types it receives: 128 unless started with
 --receive. Types below 128 belong to the protocol and add-on packages: refused.
+""",
+    "forget": """\
+examples:
+  gossip forget 4f2a91c0            drop a dead or left member from every node's table now,
+                                    rather than after dead_node_retention_period; refused
+                                    for a member held alive or suspect
 """,
     "watch": """\
 examples:
@@ -227,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--label", default=None, help="cluster label: nodes with another never talk")
     agent.add_argument("--metadata", action="append", default=[], metavar="K=V",
                        help="metadata of this node (repeatable)")
+    agent.add_argument("--tag", action="append", default=[], metavar="TAG",
+                       help="a tag of this node (repeatable): tagged broadcasts reach it")
     agent.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
     agent.add_argument("--receive", action="append", type=_msg_type, default=[], metavar="TYPE",
                        help="print and publish user messages of this type (default 128; repeatable)")
@@ -255,8 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--to", default=None, metavar="NODE",
                       help="node id, or its short id (the last 8 characters, as tables show)")
     send.add_argument("--reliable", action="store_true", help="over TCP rather than UDP")
+    send.add_argument("--tag", default=None, metavar="TAG",
+                      help="broadcast to the nodes holding this tag only")
     send.add_argument("--json", action="store_true", help="MESSAGE is JSON")
     send.add_argument("--timeout", type=_duration, default=5.0, help="HTTP timeout (default 5s)")
+
+    forget_cmd = add("forget", "remove a dead or left member from every node's table, through an agent")
+    forget_cmd.add_argument("node", metavar="NODE", help="node id, or its short id")
+    forget_cmd.add_argument("--agent", default=None, help=_AGENT_HELP)
+    forget_cmd.add_argument("--token-file", default=None, metavar="FILE", help=_TOKEN_HELP)
+    forget_cmd.add_argument("--timeout", type=_duration, default=5.0, help="HTTP timeout (default 5s)")
 
     watch = add("watch", "print membership, metadata and message events live")
     watch.add_argument("--agent", default=None, help=_AGENT_HELP)
@@ -429,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
                                 format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        commands = {"agent": _agent, "members": members, "send": send, "watch": watch,
+        commands = {"agent": _agent, "members": members, "send": send, "forget": forget, "watch": watch,
                     "dashboard": dashboard, "keygen": _keygen, "tune": _tune}
         if args.command == "demo":
             from .demo import run_demo

@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import Config
 from ..counters import STREAM_COUNTERS, Counters
-from ..errors import ClusterClosed
+from ..errors import ClusterClosed, GossipError, JoinError
 from ..handlers import EventHandlers, MessageHandlers
 from ..hlc import HLC
-from ..joining import JoinOutcome
+from ..joining import Backoff, JoinOutcome, JoinStatus
 from ..metadata import Metadata
 from ..node import Node, NodeID, NodeState
 from ..packet import PacketCodec
+from ..tags import tags_size
 from ..protocol import JoinResult, MemberEvent, Protocol, Send
 from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
 from ..protocol.insight import CLUSTER_EVENTS
@@ -48,8 +49,10 @@ from .joins import Joins, join_peers
 from .members import MemberView, event_node, removed_node
 from .outgoing import Outgoing, UserMessages
 from .scheduler import Scheduler
+from .seeds import SeedJoiner
 
 if TYPE_CHECKING:
+    from .discovery import MulticastDiscovery
     from .stream_pool import StreamPool
 
 __all__ = ["Engine"]
@@ -107,9 +110,12 @@ class Engine:
         self._last_warn: dict[str, float] = {}
         self.host = host = CoreHost()
         self.message_handlers = MessageHandlers()
-        self.members = members = MemberView(host, node_id, metadata, config)
+        self.members = members = MemberView(host, node_id, metadata, config, wiring.names_for(codec))
         self.joins = joins = Joins(config.join_timeout)
         self._resolve = wiring.resolver_for(config)
+        self.seeds = self._new_seed_joiner()
+        self.discoveries: dict[tuple[str, int], MulticastDiscovery] = {}
+        self._discovery_lock = threading.Lock()
         self.events = EventLoop(config.gossip_interval, config.gossip_max_interval,
                                 self.stop_event, counters, self.log, self.warn, prefix)
         self.out = out = Outgoing(config, codec, self.id_bytes, self.hlc, counters, self.log,
@@ -136,6 +142,17 @@ class Engine:
         self._stopped = False
 
     # ------------------------------------------------------------------ handler registries
+
+    def _new_seed_joiner(self) -> SeedJoiner:
+        cfg = self.config
+        rng = random.Random(self.rng.random())
+        return SeedJoiner(self.join, self._isolated, lambda ev: self.emit(("cluster", ev, None)),
+                          Backoff(cfg.join_retry_interval, cfg.join_retry_max_interval, rng),
+                          cfg.join_timeout, rng, self.log, self.prefix)
+
+    def _isolated(self) -> bool:
+        counts = self.members.state_counts()
+        return counts[NodeState.ALIVE] + counts[NodeState.SUSPECT] <= 1  # this node alone
 
     @property
     def state_handlers(self) -> EventHandlers[StateHandler]:
@@ -237,8 +254,9 @@ class Engine:
         cfg = self.config
         any_host = wiring.advertise_host_for_any(cfg)
         if transport is None:
+            extra = (self.codec,) if cfg.wire_protocol == "memberlist" else ()
             transport = self.transport or wiring.build_transport(
-                cfg, self.node_id.short, self.members.is_member_host)
+                cfg, self.node_id.short, self.members.is_member_host, *extra)
         self.transport = transport  # kept before it starts: stop() closes it if it fails
         transport.start(self.receiver.on_packets, self._on_stream)
         address = wiring.advertised_address(cfg, transport.local_addr, any_host)
@@ -249,7 +267,7 @@ class Engine:
         self.host.install(Protocol(
             self.config, self.node_id, address, self.rng, now,
             meta=values, meta_stamp=stamp, app_version=self.config.application_version,
-            stamp_clock=clock.peek,
+            stamp_clock=clock.peek, tags=self.members.tags,
         ))
         self._started = True
         self.out.start(transport)
@@ -258,6 +276,12 @@ class Engine:
         self.events.start()
         self.metadata.add_listener(self._on_local_metadata)
         self.emit(("state", self.local_node(), NodeState.UNKNOWN))
+        if cfg.discovery == "multicast":
+            try:
+                self.discover(cfg.multicast_group, cfg.multicast_port)
+            except BaseException:
+                self.stop(0.0)
+                raise
         self.log.info("node %s started at %s", self.node_id.short, address)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -286,6 +310,11 @@ class Engine:
         except Exception:  # a broken transport must not stop the shutdown
             self.log.exception("closing the transport failed")
         self.stop_event.set()
+        self.seeds.close()  # never waited for: a lookup under way ends it when it returns
+        with self._discovery_lock:
+            discoveries = list(self.discoveries.values())
+        for d in discoveries:
+            d.close()
         self.events.close()
         if self._started:
             self.scheduler.stop()
@@ -297,7 +326,7 @@ class Engine:
             return
         stragglers += self.receiver.join(deadline)
         me = threading.current_thread()
-        for t in [self.scheduler.thread, *self.events.threads]:
+        for t in [self.scheduler.thread, *self.events.threads, *(d.thread for d in discoveries)]:
             if t is not me and t.ident is not None:
                 t.join(max(0.0, deadline - time.monotonic()))
                 if t.is_alive():
@@ -351,14 +380,16 @@ class Engine:
             self.members.changed()
         if ev.kind == EVENT_STATE:
             self.log.info("node %s@%s: %s -> %s", ev.node.short, ev.addr, ev.prev, ev.state)
-            self.emit(("state", event_node(ev), ev.prev))
+            self.emit(("state", event_node(ev, self.members.name_of), ev.prev))
+            if ev.state is NodeState.DEAD or ev.state is NodeState.LEFT:
+                self.seeds.member_lost()
         elif ev.kind == EVENT_METADATA:
-            self.emit(("metadata", event_node(ev), ev.prev))
+            self.emit(("metadata", event_node(ev, self.members.name_of), ev.prev))
         elif ev.kind == EVENT_REMOVED:
             # The member was forgotten (left long enough ago, or dead past its retention):
             # handlers see it go from its last state to UNKNOWN, so removal is never silent.
             self.log.debug("= node %s@%s forgotten (%s)", ev.node.short, ev.addr, ev.state)
-            self.emit(("state", removed_node(ev), ev.state))
+            self.emit(("state", removed_node(ev, self.members.name_of), ev.state))
         elif ev.kind == EVENT_CONFLICT:
             self.warn("conflict", "node id %s is claimed by %s and %s", ev.node, ev.addr,
                       ev.conflict_addr)
@@ -432,6 +463,101 @@ class Engine:
         return join_peers(peers, timeout, resolve=self._resolve, join_addr=self.join_addr,
                           own_addr=self.address, prefix=self.prefix)
 
+    def join_in_background(self, peers: list[str]) -> JoinStatus:
+        """Join through ``peers`` in the background (see :class:`.seeds.SeedJoiner`).
+
+        Raises:
+            ClusterClosed: the engine is not running.
+        """
+        self.check_open()
+        if self.seeds.closed:  # the node left, and joins again
+            self.seeds = self._new_seed_joiner()
+        return self.seeds.add(peers)
+
+    def discover(self, group: str, port: int) -> MulticastDiscovery:
+        """Announce this node on the multicast group ``group:port`` and join the members of
+        its cluster heard there (see :mod:`.discovery`); a group already in use is reused.
+
+        Raises:
+            TransportError: the group cannot be joined.
+            ClusterClosed: the engine is not running.
+        """
+        from ..transports.multicast import MulticastSocket
+        from .discovery import MulticastDiscovery
+
+        self.check_open()
+        cfg = self.config
+        with self._discovery_lock:
+            found = self.discoveries.get((group, port))
+            if found is not None:
+                return found
+            iface = cfg.multicast_interface
+            if not iface:
+                host = cfg.bind_addr.rpartition(":")[0] if cfg.socket_transport_enabled else ""
+                iface = host if host.count(".") == 3 and host != "0.0.0.0" else ""
+            sock = MulticastSocket(group, port, iface, cfg.multicast_ttl)
+            keyring = self.codec.keyring
+            d = MulticastDiscovery(
+                sock, self.id_bytes, lambda: self.address, cfg.cluster_label,
+                (lambda: keyring.keys) if keyring is not None else (lambda: ()),
+                self._holds_live, lambda addr: self.join([addr], cfg.join_timeout),
+                interval=cfg.multicast_interval, max_peers=cfg.multicast_max_peers,
+                counters=self.counters, rng=random.Random(self.rng.random()), log=self.log,
+                prefix=self.prefix)
+            self.discoveries[(group, port)] = d
+            if port == 0:
+                self.discoveries[(group, sock.port)] = d
+        d.start()
+        return d
+
+    def join_multicast(self, seeds: list[str], wait: float | None) -> JoinOutcome:
+        """Start discovery on each ``mcast://group[:port]`` seed (see :meth:`discover`).
+
+        With ``wait`` (seconds), wait until discovery joined a first member (or one that heard
+        this node's announcement joined it).
+
+        Returns:
+            The seeds whose discovery joined someone (none without ``wait``), and why each
+            other failed.
+
+        Raises:
+            JoinError: a seed is not a multicast group or cannot be joined; or, with ``wait``,
+                no member was joined in time.
+            ClusterClosed: the engine is not running, or stopped while waiting.
+        """
+        from .discovery import parse_multicast_seed
+
+        failures: dict[str, str] = {}
+        found = []
+        for seed in seeds:
+            try:
+                found.append(self.discover(*parse_multicast_seed(seed, self.config.multicast_port)))
+            except ClusterClosed:
+                raise
+            except GossipError as exc:
+                failures[seed] = str(exc)
+        if failures and (wait is None or not found):
+            raise JoinError(failures)
+        if wait is None:
+            return JoinOutcome((), {})
+        end = time.monotonic() + wait
+
+        def joined() -> bool:  # we joined someone, or someone who heard us joined us
+            return any(d.joined.is_set() for d in found) or not self._isolated()
+
+        while time.monotonic() < end and not joined():
+            if self.stop_event.wait(0.02):
+                raise ClusterClosed("the cluster was stopped while joining")
+        if joined():
+            return JoinOutcome([s for s in seeds if s not in failures], failures)
+        for seed in seeds:
+            failures.setdefault(seed, f"no member of this cluster announced itself within {wait:.1f}s")
+        raise JoinError(failures)
+
+    def _holds_live(self, node: bytes) -> bool:
+        n = self.members.get_node(NodeID(bytes=node))
+        return n is not None and n.state in (NodeState.ALIVE, NodeState.SUSPECT)
+
     def join_addr(self, addr: str, timeout: float | None) -> JoinResult:
         """Send a join to one resolved address and wait for the answer.
 
@@ -447,6 +573,7 @@ class Engine:
         if not self._started or self.closing:
             return
         end = time.monotonic() + timeout
+        self.seeds.close()  # a node that left does not go back to its seeds
         self.locked(lambda core: core.leave(time.monotonic()))
         if not self.out.wait_flushed(timeout):
             self.log.warning("leave: the send queue did not flush within %.1fs", timeout)
@@ -472,11 +599,41 @@ class Engine:
         self.locked(lambda core: core.set_local_metadata(time.monotonic(), values, stamp))
         self._local_metadata_sent()
 
+    def set_tags(self, tags: frozenset[str]) -> None:
+        """Replace this node's tags (validated by the caller) and, if running, propagate them
+        now with the metadata under a new stamp (they count against its size bound).
+
+        Raises:
+            MetadataError: the metadata and the tags together exceed ``max_metadata_size``.
+            ClusterClosed: the metadata was closed (the cluster stopped).
+        """
+        values, stamp = self.metadata.reserve(tags_size(tags))
+        self.members.tags = tags
+        if not self._started or self.closing:
+            return
+        self.scheduler.metadata_sent()
+        self.locked(lambda core: core.set_local_metadata(time.monotonic(), values, stamp, tags))
+        self._local_metadata_sent()
+
+    def forget(self, node: NodeID) -> bool:
+        """Forget a dead or left member everywhere (see :meth:`Protocol.forget`).
+
+        Raises:
+            ValueError: ``node`` is this node or a member held alive or suspect.
+            ClusterClosed: the engine is not running.
+        """
+        self.check_open()
+        forgotten = self.locked(lambda core: core.forget(time.monotonic(), node))
+        if forgotten:
+            self.log.info("node %s forgotten", node.short)
+        return forgotten
+
     # ------------------------------------------------------------------ user messages
 
     def broadcast(self, msg_type: int, data: Any, reliable: bool,
-                  exclude: Iterable[NodeID] = ()) -> None:
-        """Send a user message to a fan-out of random peers (see :meth:`UserMessages.broadcast`).
+                  exclude: Iterable[NodeID] = (), tag: str | None = None) -> None:
+        """Send a user message to a fan-out of random peers (see :meth:`UserMessages.broadcast`);
+        with ``tag``, to members holding it only.
 
         Raises:
             LocalProtocolError: internal type, or a payload that cannot be encoded.
@@ -484,7 +641,7 @@ class Engine:
             ClusterClosed: the engine is not running.
         """
         self.check_open()
-        self.messages.broadcast(msg_type, data, reliable, exclude)
+        self.messages.broadcast(msg_type, data, reliable, exclude, tag)
 
     def send_direct(self, nodes: Iterable[Node], msg_type: int, data: Any, reliable: bool) -> None:
         """Send a user message with ttl 1 to each node (see :meth:`UserMessages.send_direct`).

@@ -39,8 +39,8 @@ MetadataHandler = Callable[[Node], None]
 GossipHandler = Callable[[], None]
 """``fn()``: called on the gossip thread every ``gossip_interval``."""
 ClusterEventHandler = Callable[[ClusterEvent], None]
-"""``fn(event)``: called on the event thread with a ``MemberFlapping``, ``PartitionSuspected``
-or ``PartitionHealed``."""
+"""``fn(event)``: called on the event thread with a ``MemberFlapping``, ``PartitionSuspected``,
+``PartitionHealed`` or ``MemberRefused``."""
 
 EVENT_QUEUE_SIZE = 65536
 """Events held for the event thread before the oldest are dropped."""

@@ -287,8 +287,11 @@ class Members(Protocol):
         """The snapshot of the sender of a user message, as handlers are given it."""
         ...
 
-    def fan_out_addrs(self, exclude: Iterable[NodeID]) -> list[str]:
-        """The addresses one hop of a broadcast goes to."""
+    tags: frozenset[str]
+    """This node's tags (a tagged broadcast is handled and relayed only if it holds the tag)."""
+
+    def fan_out_addrs(self, exclude: Iterable[NodeID], tag: str | None = None) -> list[str]:
+        """The addresses one hop of a broadcast goes to (members holding ``tag``, if given)."""
         ...
 
     def alive_count(self) -> int:
@@ -436,18 +439,16 @@ class Receiver:
         """Transport callback (a reader thread): decode, run protocol packets, queue the rest."""
         if self._closing:
             return
-        decode = self.codec.decode
+        decode_all = self.codec.decode_all
         table = self.counters.table()
         protocol: list[tuple[Incoming, Packet]] = []
         lanes: dict[int, list[tuple[Incoming, Packet]]] = {}
-        lane_of = self.lanes.lane_of
         udp_payload = self._udp_payload
         type_limits = self._type_limits
-        user_guard = self.user_replay
         hlc_now = 0
         for inc in batch:
             try:
-                pkt = decode(inc.data, None if inc.reliable else udp_payload, type_limits)
+                pkts = decode_all(inc.data, inc.src, None if inc.reliable else udp_payload, type_limits)
             except RemoteProtocolError as exc:
                 key = f"bad_packets.{type(exc).__name__}"
                 table[key] = table.get(key, 0) + 1
@@ -462,29 +463,38 @@ class Receiver:
                 table["errors.decode"] = table.get("errors.decode", 0) + 1
                 self.log.exception("bug: decoding a packet from %s failed", inc.src)
                 continue
-            mt = pkt.msg_type
-            name = "user" if mt >= RESERVED_MSGS_START else type_key(mt)
-            key = f"packets_in.{inc.transport}.{name}"
-            table[key] = table.get(key, 0) + 1
-            key = f"bytes_in.{inc.transport}.{name}"
-            table[key] = table.get(key, 0) + pkt.size
-            conn = inc.conn
-            if conn is not None:
-                conn.mark_trusted()
-            if mt < RESERVED_MSGS_START:
-                protocol.append((inc, pkt))
-                continue
-            if user_guard is not None and pkt.encrypted:
-                if not hlc_now:
-                    hlc_now = self._hlc.peek()
-                if not self._fresh(user_guard, pkt, hlc_now, inc):
-                    table["bad_packets.ReplayedPacket"] = table.get("bad_packets.ReplayedPacket", 0) + 1
-                    continue
-            lanes.setdefault(lane_of(inc.src), []).append((inc, pkt))
+            for pkt in pkts:
+                hlc_now = self._sort(inc, pkt, table, protocol, lanes, hlc_now)
         if protocol:
             self._protocol(protocol)
         for lane, items in lanes.items():
             self.lanes.put(lane, items)
+
+    def _sort(self, inc: Incoming, pkt: Packet, table: dict[str, int],
+              protocol: list[tuple[Incoming, Packet]],
+              lanes: dict[int, list[tuple[Incoming, Packet]]], hlc_now: int) -> int:
+        """Count one decoded packet and put it on the protocol lane or its user lane."""
+        mt = pkt.msg_type
+        name = "user" if mt >= RESERVED_MSGS_START else type_key(mt)
+        key = f"packets_in.{inc.transport}.{name}"
+        table[key] = table.get(key, 0) + 1
+        key = f"bytes_in.{inc.transport}.{name}"
+        table[key] = table.get(key, 0) + pkt.size
+        conn = inc.conn
+        if conn is not None:
+            conn.mark_trusted()
+        if mt < RESERVED_MSGS_START:
+            protocol.append((inc, pkt))
+            return hlc_now
+        user_guard = self.user_replay
+        if user_guard is not None and pkt.encrypted:
+            if not hlc_now:
+                hlc_now = self._hlc.peek()
+            if not self._fresh(user_guard, pkt, hlc_now, inc):
+                table["bad_packets.ReplayedPacket"] = table.get("bad_packets.ReplayedPacket", 0) + 1
+                return hlc_now
+        lanes.setdefault(self.lanes.lane_of(inc.src), []).append((inc, pkt))
+        return hlc_now
 
     def _refused(self, inc: Incoming, exc: EncryptionError) -> None:
         """A packet failed authentication or carried another label: warn (rate-limited per
@@ -573,6 +583,11 @@ class Receiver:
 
     def _user_packet(self, inc: Incoming, pkt: Packet, now: float) -> None:
         counters = self.counters
+        if pkt.tag is not None and pkt.tag not in self._members.tags:
+            # A tagged broadcast for members holding a tag we do not (or no longer) hold:
+            # neither handled nor relayed.
+            counters.inc("user.tag_not_held")
+            return
         if pkt.ttl >= 2:
             # Only broadcasts (ttl >= 2 on every hop) can arrive twice, by several paths, so
             # only they are remembered; a direct message (ttl 1) or a request (ttl 0) has one
@@ -651,8 +666,8 @@ class Receiver:
         ttl = min(pkt.ttl - 1, broadcast_ttl(members.alive_count(), self._ttl_multiplier))
         if ttl < 2:
             return
-        data = self.codec.encode_raw(pkt.msg_type, pkt.sender, pkt.msg_id, ttl, pkt.payload)
+        data = self.codec.encode_raw(pkt.msg_type, pkt.sender, pkt.msg_id, ttl, pkt.payload, pkt.tag)
         relay = self._relay_to
-        for addr in members.fan_out_addrs((NodeID(bytes=pkt.sender),)):
+        for addr in members.fan_out_addrs((NodeID(bytes=pkt.sender),), pkt.tag):
             relay(addr, data, inc.reliable, len(pkt.payload))
         self.counters.inc("user.relayed")

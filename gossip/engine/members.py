@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..config import Config
@@ -38,21 +38,29 @@ _NO_METADATA = MetadataReader()
 """The metadata of a sender the member table does not hold."""
 
 
-def event_node(ev: MemberEvent) -> Node:
+NameOf = Callable[[NodeID], str]
+"""``name_of(node_id)``: a member's name (memberlist's wire names members)."""
+
+def _name(nid: NodeID, name_of: NameOf | None) -> str:
+    return name_of(nid) if name_of is not None else ""
+
+
+def event_node(ev: MemberEvent, name_of: NameOf | None = None) -> Node:
     """Return the snapshot a member event carries."""
     return Node(ev.node, ev.addr, ev.state, ev.incarnation, MetadataReader(ev.meta, ev.meta_stamp),
-                ev.pv, ev.av, ev.at)
+                ev.pv, ev.av, ev.at, _name(ev.node, name_of), ev.tags)
 
 
-def removed_node(ev: MemberEvent) -> Node:
+def removed_node(ev: MemberEvent, name_of: NameOf | None = None) -> Node:
     """Return the snapshot of a forgotten member: its last one, in state ``UNKNOWN``."""
-    return dataclasses.replace(event_node(ev), state=NodeState.UNKNOWN)
+    return dataclasses.replace(event_node(ev, name_of), state=NodeState.UNKNOWN)
 
 
-def _member_node(m: Any, insight: Insight) -> Node:
+def _member_node(m: Any, insight: Insight, name_of: NameOf | None = None) -> Node:
     # The state users are shown: suspect while flap damping holds a member (gossip.protocol.flap).
     return Node(m.node, m.addr, insight.shown_state(m.node, m.state), m.incarnation,
-                MetadataReader(m.meta, m.meta_stamp), m.pv, m.av, m.state_change)
+                MetadataReader(m.meta, m.meta_stamp), m.pv, m.av, m.state_change,
+                _name(m.node, name_of), m.tags)
 
 
 class MemberView:
@@ -63,11 +71,15 @@ class MemberView:
         node_id: this node's id.
         metadata: this node's metadata (read for its own snapshot).
         config: the validated configuration (the application version, the fan-out settings).
+        name_of: members' names, on a wire that names them (None: by id).
 
-    :attr:`address` is this node's advertised address, set by the engine at start.
+    :attr:`address` is this node's advertised address, set by the engine at start;
+    :attr:`tags` this node's tags (replaced whole, never mutated: read without a lock).
     """
 
-    def __init__(self, host: CoreHost, node_id: NodeID, metadata: Metadata, config: Config) -> None:
+    def __init__(self, host: CoreHost, node_id: NodeID, metadata: Metadata, config: Config,
+                 name_of: NameOf | None = None) -> None:
+        self.name_of = name_of
         self._host = host
         self.node_id = node_id
         self._id_bytes = node_id.bytes
@@ -76,6 +88,7 @@ class MemberView:
         self._fan_out_multiplier = config.fan_out_multiplier
         self._redundancy = config.broadcast_redundancy
         self.address = ""
+        self.tags: frozenset[str] = frozenset(config.tags)
         self._node_cache: dict[bytes, tuple[Any, Node, int]] = {}
         self._member_hosts: tuple[float, frozenset[str]] | None = None
 
@@ -87,17 +100,19 @@ class MemberView:
         host = self._host
         if not host.started:
             return Node(self.node_id, self.address, NodeState.UNKNOWN, 0,
-                        MetadataReader(values, stamp), PROTOCOL_VERSION, self._app_version)
+                        MetadataReader(values, stamp), PROTOCOL_VERSION, self._app_version,
+                        name=_name(self.node_id, self.name_of), tags=self.tags)
         core = host.core
         return Node(self.node_id, self.address, core.state, core.incarnation,
-                    MetadataReader(values, stamp), PROTOCOL_VERSION, self._app_version)
+                    MetadataReader(values, stamp), PROTOCOL_VERSION, self._app_version,
+                    name=_name(self.node_id, self.name_of), tags=self.tags)
 
     def nodes(self) -> list[Node]:
         """Return snapshots of every known node, the local node first."""
         out = [self.local_node()]
         if self._host.started:
             out.extend(self._host.read(
-                lambda core: [_member_node(m, core.insight) for m in core.members.values()]))
+                lambda core: [_member_node(m, core.insight, self.name_of) for m in core.members.values()]))
         return out
 
     def state_counts(self) -> dict[NodeState, int]:
@@ -126,7 +141,7 @@ class MemberView:
         if not self._host.started or k <= 0:
             return []
         exclude = (self.node_id,)
-        return self._host.read(lambda core: [_member_node(m, core.insight)
+        return self._host.read(lambda core: [_member_node(m, core.insight, self.name_of)
                                              for m in core.random_peers(k, exclude)])
 
     def get_node(self, node_id: NodeID) -> Node | None:
@@ -138,7 +153,7 @@ class MemberView:
 
         def find(core: Protocol) -> Node | None:
             m = core.members.get(node_id)
-            return None if m is None else _member_node(m, core.insight)
+            return None if m is None else _member_node(m, core.insight, self.name_of)
 
         return self._host.read(find)
 
@@ -172,7 +187,7 @@ class MemberView:
             m = core.members.get(nid)
             if m is None:
                 return Node(nid, "", NodeState.UNKNOWN, 0, _NO_METADATA)
-            node = _member_node(m, core.insight)
+            node = _member_node(m, core.insight, self.name_of)
             stamp = m.meta_stamp
         cache = self._node_cache
         if len(cache) > 2 * len(core.members) + 64:
@@ -202,8 +217,9 @@ class MemberView:
         m = self._host.core.members.get(node_id)
         return None if m is None else m.state
 
-    def fan_out_addrs(self, exclude: Iterable[NodeID]) -> list[str]:
-        """Return the addresses of the random peers one hop of a broadcast goes to.
+    def fan_out_addrs(self, exclude: Iterable[NodeID], tag: str | None = None) -> list[str]:
+        """Return the addresses of the random peers one hop of a broadcast goes to (with
+        ``tag``, among the alive and suspect members that hold it).
 
         Each hop sends to ``broadcast_redundancy`` x ``calc_fan_out`` peers: with the single
         fan-out of paularlott/gossip, 2-10 % of broadcasts miss a node at 32-1,000 nodes; twice
@@ -218,7 +234,7 @@ class MemberView:
         # inline rather than through CoreHost.read, whose closure costs ~5 % of the call.
         with host.lock:
             k = calc_fan_out(core.num_members(), self._fan_out_multiplier) * self._redundancy
-            return [m.addr for m in core.random_peers(k, exclude)]
+            return [m.addr for m in core.random_peers(k, exclude, tag=tag)]
 
     # ------------------------------------------------------------------ for the transports
 

@@ -406,8 +406,8 @@ class Outgoing:
 class Peers(Protocol):
     """What user sends read of the member table (:class:`~.members.MemberView`)."""
 
-    def fan_out_addrs(self, exclude: Iterable[NodeID]) -> list[str]:
-        """The addresses one hop of a broadcast goes to."""
+    def fan_out_addrs(self, exclude: Iterable[NodeID], tag: str | None = None) -> list[str]:
+        """The addresses one hop of a broadcast goes to (members holding ``tag``, if given)."""
         ...
 
     def alive_count(self) -> int:
@@ -448,8 +448,11 @@ class UserMessages:
         self._counters = counters
 
     def broadcast(self, msg_type: int, data: Any, reliable: bool,
-                  exclude: Iterable[NodeID] = ()) -> None:
+                  exclude: Iterable[NodeID] = (), tag: str | None = None) -> None:
         """Send a user message to a fan-out of random peers, who relay it while the ttl lasts.
+
+        With ``tag``, a tagged broadcast: only members holding the tag are sent it, and only
+        they handle and relay it (see :mod:`gossip.wire`, ``FLAG_TAGGED``).
 
         Raises:
             LocalProtocolError: internal type, or a payload that cannot be encoded.
@@ -460,11 +463,11 @@ class UserMessages:
         ttl = broadcast_ttl(self._peers.alive_count(), self._config.ttl_multiplier)
         msg_id = self._hlc.now()
         payload = self._codec.codec.encode(data)
-        pkt = self._codec.encode_raw(msg_type, self._sender_id, msg_id, ttl, payload)
+        pkt = self._codec.encode_raw(msg_type, self._sender_id, msg_id, ttl, payload, tag)
         self._remember(time.monotonic(), self._sender_id, msg_id)
-        self._send_all(self._peers.fan_out_addrs((self._node_id, *exclude)), pkt, reliable,
+        self._send_all(self._peers.fan_out_addrs((self._node_id, *exclude), tag), pkt, reliable,
                        len(payload))
-        self._counters.inc("user.broadcasts")
+        self._counters.inc("user.broadcasts" if tag is None else "user.tagged_broadcasts")
 
     def send_direct(self, nodes: Iterable[Node], msg_type: int, data: Any, reliable: bool) -> None:
         """Send a user message with ttl 1 to each node (never relayed further).

@@ -27,6 +27,7 @@ from ..codecs import get_codec
 from ..compression import get_compressor
 from ..config import Config
 from ..errors import GossipError, TransportError
+from ..node import NodeID
 from ..packet import PacketCodec
 from ..security import Keyring
 from ..transports.base import Transport
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from ..transports.websocket import Refusal as Refusal
     from ..transports.websocket import WebSocketTransport as WebSocketTransport
 
-__all__ = ["keyring_for", "codec_for", "resolver_for", "build_transport", "advertise_host_for_any",
+__all__ = ["keyring_for", "codec_for", "names_for", "resolver_for", "build_transport", "advertise_host_for_any",
            "advertised_address", "with_host", "websocket_side", "not_running"]
 
 MemberCheck = Callable[[str], bool]
@@ -45,8 +46,10 @@ MemberCheck = Callable[[str], bool]
 
 
 def keyring_for(cfg: Config) -> Keyring | None:
-    """Return the keyring of ``encryption_key`` and ``secondary_keys`` (sealing with ``cipher``),
-    None without a key."""
+    """Return the keyring of ``encryption_key`` and ``secondary_keys`` (sealing with
+    ``cipher``), None without a key (and on memberlist's wire, whose transport holds the keys)."""
+    if cfg.wire_protocol == "memberlist":
+        return None
     keys = ([cfg.encryption_key] if cfg.encryption_key else []) + list(cfg.secondary_keys)
     if not keys:
         return None
@@ -54,7 +57,14 @@ def keyring_for(cfg: Config) -> Keyring | None:
 
 
 def codec_for(cfg: Config, keyring: Keyring | None) -> PacketCodec:
-    """Return the packet pipeline the configuration asks for, sealing with ``keyring``."""
+    """Return the packet pipeline the configuration asks for, sealing with ``keyring``
+    (on memberlist's wire, its profile: :class:`~gossip.memberlist.profile.MemberlistCodec`,
+    which the engine uses the same way)."""
+    if cfg.wire_protocol == "memberlist":
+        from ..memberlist.profile import MemberlistCodec
+
+        return MemberlistCodec(cfg.name, serf=cfg.serf,  # type: ignore[return-value]
+                               max_states=cfg.max_members + 1)
     return PacketCodec(
         codec=get_codec(cfg.msg_codec), keyring=keyring, label=cfg.cluster_label,
         compressor=get_compressor(cfg.compressor), compress_min_size=cfg.compress_min_size,
@@ -63,6 +73,15 @@ def codec_for(cfg: Config, keyring: Keyring | None) -> PacketCodec:
         require_encryption=keyring is not None and cfg.require_encryption,
         encrypt=keyring is not None and cfg.encrypt_outgoing,
     )
+
+
+def names_for(codec: object) -> Callable[[NodeID], str] | None:
+    """Return ``name_of(node_id)`` for a wire that names members (memberlist's), else None."""
+    if isinstance(codec, PacketCodec):
+        return None
+    from ..memberlist.profile import MemberlistCodec
+
+    return codec.names.name_of if isinstance(codec, MemberlistCodec) else None
 
 
 def resolver_for(cfg: Config) -> Callable[[str], list[str]]:
@@ -92,8 +111,10 @@ def resolver_for(cfg: Config) -> Callable[[str], list[str]]:
     return resolve
 
 
-def build_transport(cfg: Config, name: str, member_check: MemberCheck) -> Transport:
-    """Build the router over the socket and WebSocket transports (see :mod:`.transports.multi`).
+def build_transport(cfg: Config, name: str, member_check: MemberCheck,
+                    codec: object = None) -> Transport:
+    """Build the router over the socket and WebSocket transports (see :mod:`.transports.multi`),
+    or on memberlist's wire its own transport (:mod:`gossip.memberlist.transport`).
 
     The side the node advertises listens; the other only dials, and starts on first use.
 
@@ -101,10 +122,13 @@ def build_transport(cfg: Config, name: str, member_check: MemberCheck) -> Transp
         cfg: the validated configuration.
         name: the node's short id (thread names, logs).
         member_check: tells the transports which hosts are members' (their admission).
+        codec: the engine's codec (on memberlist's wire: which peers take a CRC).
 
     Raises:
         TransportError: the WebSocket side cannot be set up (unreadable TLS files, a bad path).
     """
+    if cfg.wire_protocol == "memberlist":
+        return _memberlist_transport(cfg, name, codec)
     from ..transports.multi import MultiTransport
 
     if cfg.socket_transport_enabled:
@@ -119,6 +143,20 @@ def build_transport(cfg: Config, name: str, member_check: MemberCheck) -> Transp
                           socket_dial_only=True, name=name)
 
 
+def _memberlist_transport(cfg: Config, name: str, codec: object) -> Transport:
+    from ..memberlist.profile import MemberlistCodec
+    from ..memberlist.security import MLKeyring
+    from ..memberlist.transport import MemberlistTransport
+
+    keys = ([cfg.encryption_key] if cfg.encryption_key else []) + list(cfg.secondary_keys)
+    crc_for = codec.wants_crc if isinstance(codec, MemberlistCodec) else None
+    return MemberlistTransport(
+        cfg.bind_addr, keyring=MLKeyring(keys) if keys else None, label=cfg.cluster_label,
+        encryption_version=cfg.memberlist_encryption_version, crc_for=crc_for,
+        compress=cfg.memberlist_compress, require_encryption=cfg.require_encryption,
+        tcp_timeout=cfg.tcp_deadline + cfg.tcp_dial_timeout, name=name)
+
+
 def _sockets(cfg: Config, name: str, member_check: MemberCheck, listen: bool) -> SocketTransport:
     from ..transports.limits import limits_from_config
     from ..transports.socket import SocketTransport
@@ -129,6 +167,7 @@ def _sockets(cfg: Config, name: str, member_check: MemberCheck, listen: bool) ->
         udp=not cfg.force_reliable_transport, max_udp_size=cfg.udp_max_packet_size,
         name=name, recv_buffer_size=cfg.udp_recv_buffer_size,
         send_buffer_size=cfg.udp_send_buffer_size, listen=listen,
+        dialer=cfg.dialer, listener=cfg.listener,
     )
 
 
@@ -152,6 +191,7 @@ def _websockets(cfg: Config, name: str, member_check: MemberCheck, bind: str) ->
         handshake_timeout=cfg.websocket_handshake_timeout,
         ping_interval=cfg.websocket_ping_interval,
         allowed_origins=cfg.websocket_allowed_origins,
+        dialer=cfg.dialer, listener=cfg.listener,
     )
 
 

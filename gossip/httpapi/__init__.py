@@ -13,7 +13,8 @@ Routes of :func:`app`:
                        with ``?snapshot=0``), then ``state`` (``{"node": member, "previous": state}``),
                        ``metadata`` (``{"node": member}``), ``message`` events (user messages
                        of the types the host publishes), and the cluster events ``flapping``,
-                       ``partition`` and ``healed`` (:func:`cluster_event_json`); a comment
+                       ``partition``, ``healed``, ``joined`` and ``join_failed``
+                       (:func:`cluster_event_json`); a comment
                        line every 15 s keeps it open
 ``GET /api/explain``   ``?node=ID`` (an id, its short id, or a unique end of one):
                        :meth:`Cluster.explain` as JSON (:func:`explanation_json`)

@@ -24,6 +24,7 @@ from ..errors import (
     JoinError,
     LocalProtocolError,
     MetadataError,
+    NodeAliveError,
     NodeIDError,
     NotFoundError,
     ProtocolError,
@@ -100,6 +101,7 @@ class ApiApp:
             "/api/members": {"GET": self._members},
             "/api/events": {"GET": self._events},
             "/api/send": {"POST": self._send},
+            "/api/forget": {"POST": self._forget},
             "/api/stats": {"GET": self._stats},
             "/api/explain": {"GET": self._explain},
             "/api/login": {"POST": self._login},
@@ -341,10 +343,10 @@ class ApiApp:
         body = _read_json(environ)
         if not isinstance(body, dict):
             raise _HttpError("400 Bad Request", "the body must be a JSON object")
-        unknown = sorted(set(body) - {"type", "data", "node", "reliable"})
+        unknown = sorted(set(body) - {"type", "data", "node", "reliable", "tag"})
         if unknown:
             raise _HttpError("400 Bad Request", f"unknown field(s): {', '.join(unknown)}; "
-                             "expected type, data, node, reliable")
+                             "expected type, data, node, reliable, tag")
         msg_type = body.get("type", USER_MSG)
         if isinstance(msg_type, bool) or not isinstance(msg_type, int):
             raise _HttpError("400 Bad Request", f"type must be an integer (a user message type, "
@@ -359,7 +361,14 @@ class ApiApp:
             raise _HttpError("400 Bad Request", f"reliable must be true or false, got {reliable!r}")
         data = body.get("data")
         target = body.get("node")
+        tag = body.get("tag")
         c = self.cluster
+        if tag is not None:
+            if not isinstance(tag, str) or target is not None:
+                raise _HttpError("400 Bad Request", "tag must be a string, and is for broadcasts "
+                                 "(not with node)")
+            (c.send_tagged_reliable if reliable else c.send_tagged)(tag, msg_type, data)
+            return _json_response(start_response, "200 OK", {"sent": "tagged", "tag": tag})
         if target is None:
             (c.send_reliable if reliable else c.send)(msg_type, data)
             return _json_response(start_response, "200 OK", {"sent": "broadcast"})
@@ -375,6 +384,22 @@ class ApiApp:
                              "left; a reliable send tries them)")
         (c.send_to_reliable if reliable else c.send_to)(node, msg_type, data)
         return _json_response(start_response, "200 OK", {"sent": "node", "to": str(node.id)})
+
+
+    def _forget(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """``{"node": ID}``: forget a dead or left member everywhere (:meth:`Cluster.forget_node`);
+        409 for a member held alive or suspect, 404 for an unknown one."""
+        body = _read_json(environ)
+        if not isinstance(body, dict) or set(body) != {"node"} or not isinstance(body["node"], str):
+            raise _HttpError("400 Bad Request", 'the body must be {"node": "<id or short id>"}')
+        node = _find_node(self.cluster, body["node"])
+        try:
+            forgotten = self.cluster.forget_node(node.id)
+        except NodeAliveError as exc:
+            raise _HttpError("409 Conflict", str(exc)) from None
+        if not forgotten:
+            raise _HttpError("404 Not Found", f"no known node has id {body['node']!r}")
+        return _json_response(start_response, "200 OK", {"forgotten": str(node.id)})
 
 
 def find_node(cluster: Cluster, text: str) -> tuple[Node | None, str]:

@@ -6,7 +6,9 @@ import json
 from typing import Any
 
 from ..cluster import Cluster
+from ..joining import JoinAttemptFailed, JoinSucceeded
 from ..node import Node, NodeID
+from ..protocol.actions import MemberRefused
 from ..protocol.flap import MemberFlapping
 from ..protocol.insight import ClusterEvent
 from ..protocol.partition import PartitionHealed, PartitionSuspected
@@ -34,6 +36,7 @@ def node_json(node: Node, rtt: float | None = None, local: bool = False, flap: i
         "state": str(node.state),
         "incarnation": node.incarnation,
         "metadata": node.metadata.get_all_as_string(),
+        "tags": sorted(node.tags),
         "rtt": rtt,
         "flap": flap,
         "local": local,
@@ -94,7 +97,10 @@ def cluster_event_json(ev: ClusterEvent) -> tuple[str, dict[str, Any]]:
 
     ``flapping``: ``{"node", "short", "address", "score", "window", "threshold", "damped", "at"}``;
     ``partition``: ``{"members": [id...], "share", "window", "at"}``; ``healed``:
-    ``{"members": [id...], "returned": [id...], "missing": [id...], "duration", "at"}``.
+    ``{"members": [id...], "returned": [id...], "missing": [id...], "duration", "at"}``;
+    ``joined``: ``{"joined": [peer...], "failures", "attempt", "rejoin", "at"}``;
+    ``join_failed``: ``{"reason", "failures", "attempt", "retry_in", "rejoin", "at"}``;
+    ``refused``: ``{"node", "short", "address", "reason", "at"}``.
     """
     if isinstance(ev, MemberFlapping):
         return "flapping", {"node": str(ev.node), "short": ev.node.short, "address": ev.addr,
@@ -103,6 +109,16 @@ def cluster_event_json(ev: ClusterEvent) -> tuple[str, dict[str, Any]]:
     if isinstance(ev, PartitionSuspected):
         return "partition", {"members": [str(n) for n in ev.members], "share": ev.share,
                              "window": ev.window, "at": ev.at}
+    if isinstance(ev, JoinSucceeded):
+        return "joined", {"joined": list(ev.joined), "failures": dict(ev.failures),
+                          "attempt": ev.attempt, "rejoin": ev.rejoin, "at": ev.at}
+    if isinstance(ev, JoinAttemptFailed):
+        return "join_failed", {"reason": ev.reason, "failures": dict(ev.failures),
+                               "attempt": ev.attempt, "retry_in": ev.retry_in,
+                               "rejoin": ev.rejoin, "at": ev.at}
+    if isinstance(ev, MemberRefused):
+        return "refused", {"node": str(ev.node), "short": ev.node.short, "address": ev.addr,
+                           "reason": ev.reason, "at": ev.at}
     assert isinstance(ev, PartitionHealed)
     return "healed", {"members": [str(n) for n in ev.members], "returned": [str(n) for n in ev.returned],
                       "missing": [str(n) for n in ev.missing], "duration": ev.duration, "at": ev.at}

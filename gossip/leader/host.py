@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ClusterClosed, GossipError
+from ..errors import ClusterClosed, ConfigError, GossipError
 from ..handlers import EventHandlers, HandlerID
 from ..node import Node, NodeID, NodeState
 from ..wire import TransportType, is_reliable
@@ -77,6 +77,9 @@ class LeaderElection:
         cluster: the cluster whose nodes elect (started before or after :meth:`start`).
         config: the election settings (default :class:`LeaderConfig()`).
 
+    Raises:
+        ConfigError: the cluster speaks memberlist's wire, which carries no election messages.
+
     Use it as a context manager, or call :meth:`start` and :meth:`stop`::
 
         with LeaderElection(cluster) as election:
@@ -87,6 +90,9 @@ class LeaderElection:
     """
 
     def __init__(self, cluster: Cluster, config: LeaderConfig | None = None) -> None:
+        if cluster.config.wire_protocol != "gossip":
+            raise ConfigError("wire_protocol", "leader election needs wire_protocol='gossip': "
+                              "memberlist's wire carries no election messages")
         self._cluster = cluster
         self.config = config if config is not None else LeaderConfig()
         self._criteria = self.config.criteria()

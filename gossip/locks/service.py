@@ -25,7 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ClusterClosed, GossipError, GossipTimeout
+from ..errors import ClusterClosed, ConfigError, GossipError, GossipTimeout
 from ..groups import Criteria
 from ..leader import BECAME_LEADER, ELECTED, LOST, STEPPED_DOWN, LeaderConfig, LeaderElection, LeaderEvent
 from ..node import Node, NodeID, NodeState
@@ -151,7 +151,8 @@ class LockService:
 
     Args:
         cluster: the cluster (started before or after).
-        group: the nodes that keep the table and may lead (its criteria); None: all nodes.
+        group: the nodes that keep the table and may lead (its criteria); None: all nodes. Its
+            criteria are metadata only: the election that picks the leader matches metadata.
         config: the lock service's settings.
         election: the leader election to follow (started by its owner, with the same criteria);
             None: the service runs its own, of type ``config.election_msg_type``, with
@@ -162,7 +163,8 @@ class LockService:
 
     Raises:
         HandlerExistsError: ``config.msg_type`` (or the election's type) already has a handler.
-        ConfigError: ``leader_config`` is invalid.
+        ConfigError: ``leader_config`` is invalid, or ``group`` selects by tag (the leader
+            election matches metadata only: select the lock nodes by a metadata key).
     """
 
     def __init__(self, cluster: Cluster, group: NodeGroup | None = None, config: LockConfig | None = None,
@@ -170,6 +172,9 @@ class LockService:
         self._cluster = cluster
         self.config = config if config is not None else LockConfig()
         self._owned = election is None
+        if group is not None and group.criteria.tags:
+            raise ConfigError("group", "a lock service's group selects by metadata only (the leader "
+                                       f"election matches metadata), not by tags {sorted(group.criteria.tags)}")
         if election is None:
             lc = leader_config if leader_config is not None else LeaderConfig(
                 heartbeat_msg_type=self.config.election_msg_type)

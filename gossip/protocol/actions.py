@@ -11,7 +11,7 @@ from ..node import NodeID, NodeState
 from .flap import MemberFlapping
 from .partition import PartitionHealed, PartitionSuspected
 
-__all__ = ["Send", "MemberEvent", "JoinResult", "Action", "EVENT_STATE", "EVENT_METADATA",
+__all__ = ["Send", "MemberEvent", "JoinResult", "MemberRefused", "Action", "EVENT_STATE", "EVENT_METADATA",
            "EVENT_REMOVED", "EVENT_CONFLICT", "JOIN_NO_ANSWER"]
 
 EVENT_STATE = "state"
@@ -60,6 +60,7 @@ class MemberEvent:
     av: str
     at: float
     conflict_addr: str = ""
+    tags: frozenset[str] = frozenset()
 
 
 JOIN_NO_ANSWER = "no answer within join_timeout"
@@ -76,4 +77,30 @@ class JoinResult:
     node: NodeID | None = None
 
 
-Action = Union[Send, MemberEvent, JoinResult, MemberFlapping, PartitionSuspected, PartitionHealed]
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemberRefused:
+    """A member was refused because it speaks no protocol version we speak (on memberlist's
+    wire: its ``Vsn`` range does not overlap versions 2..5). Told once per member.
+
+    Attributes:
+        node: the member.
+        addr: its address.
+        reason: why, in words.
+        at: when (the host's clock; wall-clock time for a Cluster).
+    """
+
+    node: NodeID
+    addr: str
+    reason: str
+    at: float
+
+    def shifted(self, offset: float) -> MemberRefused:
+        """Return a copy with its time moved by ``offset`` seconds."""
+        return dataclasses.replace(self, at=self.at + offset)
+
+    def __str__(self) -> str:
+        return f"member {self.node.short}@{self.addr} refused: {self.reason}"
+
+
+Action = Union[Send, MemberEvent, JoinResult, MemberFlapping, PartitionSuspected, PartitionHealed,
+               MemberRefused]

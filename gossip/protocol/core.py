@@ -42,7 +42,7 @@ from typing import Any
 
 from ..config import Config
 from ..messages import (
-    EMPTY_META, MAX_INCARNATION, Ack, Gossip, Join, JoinReply, MemberState, Message, Nack, Ping, PingReq,
+    EMPTY_META, MAX_INCARNATION, NO_TAGS, Ack, Forget, Gossip, Join, JoinReply, MemberState, Message, Nack, Ping, PingReq,
     PushPull, PushPullReply,
 )
 from ..node import NodeID, NodeState
@@ -146,6 +146,8 @@ class Protocol:
         meta, meta_stamp: the initial local metadata and its HLC stamp.
         app_version: this node's application version string.
         incarnation: the starting incarnation (0 for a fresh process).
+        tags: this node's tags (validated by the host: :func:`gossip.tags.check_tags`);
+            they travel with the metadata, under its stamp.
         stamp_clock: returns the current time as an HLC stamp (:mod:`gossip.hlc`), the clock
             metadata stamps are compared with: a peer's stamp more than
             ``Config.max_clock_drift`` ahead of it is refused. None (hosts whose stamps are not
@@ -168,6 +170,7 @@ class Protocol:
         app_version: str = "",
         incarnation: int = 0,
         stamp_clock: Callable[[], int] | None = None,
+        tags: frozenset[str] = NO_TAGS,
     ) -> None:
         if not 0 <= incarnation <= MAX_INCARNATION:
             raise ValueError(f"incarnation must be in 0..{MAX_INCARNATION}, got {incarnation}")
@@ -192,7 +195,8 @@ class Protocol:
         local = self._local = LocalNode(config, out, node_id, addr, now, meta=meta, meta_stamp=meta_stamp,
                                         app_version=app_version, incarnation=incarnation,
                                         stamp_clock=stamp_clock, awareness=self.awareness,
-                                        announce=news.queue, changed=table.invalidate)
+                                        announce=news.queue, changed=table.invalidate,
+                                        tags=frozenset(tags))
         self.insight = Insight(config, out, local, table.members, table.counts)  # provenance, flaps, partitions
         table.watch(self.insight, news.forget)
         suspicions = self._suspicions = Suspicions(config, out, node_id, table, self.insight, news.queue,
@@ -231,6 +235,11 @@ class Protocol:
     def meta_stamp(self) -> int:
         """The HLC stamp of this node's metadata."""
         return self._local.meta_stamp
+
+    @property
+    def tags(self) -> frozenset[str]:
+        """This node's tags (see :meth:`set_local_metadata`)."""
+        return self._local.tags
 
     @property
     def app_version(self) -> str:
@@ -275,12 +284,16 @@ class Protocol:
         """Return the alive and suspect members other than this node."""
         return [m for m in self.members.values() if m.state is ALIVE or m.state is SUSPECT]
 
-    def random_peers(self, k: int, exclude: Iterable[NodeID] = (), states: tuple[NodeState, ...] = (ALIVE, SUSPECT)) -> list[Member]:
-        """Return up to ``k`` distinct random members in ``states``, excluding ``exclude``.
+    def random_peers(self, k: int, exclude: Iterable[NodeID] = (), states: tuple[NodeState, ...] = (ALIVE, SUSPECT),
+                     tag: str | None = None) -> list[Member]:
+        """Return up to ``k`` distinct random members in ``states``, excluding ``exclude`` (and,
+        with ``tag``, only members that hold it).
 
         Members that showed themselves come first; the others only fill up what is missing, so
         a table full of fake members does not swallow the fan-out.
         """
+        if tag is not None:
+            return self._table.sample_known(k, lambda m: m.state in states and tag in m.tags, set(exclude))
         return self._table.sample_known(k, lambda m: m.state in states, set(exclude))
 
     def sizes(self) -> dict[str, int]:
@@ -336,15 +349,44 @@ class Protocol:
         """Return True while members have not yet acknowledged our leave (and may be retried)."""
         return bool(self._sync.leave_pending)
 
-    def set_local_metadata(self, now: float, meta: Mapping[str, Any], stamp: int) -> None:
-        """Replace this node's metadata and announce it (raises the incarnation).
+    def set_local_metadata(self, now: float, meta: Mapping[str, Any], stamp: int,
+                           tags: frozenset[str] | None = None) -> None:
+        """Replace this node's metadata, and its tags unless ``tags`` is None, and announce them
+        (raises the incarnation). Tags are ordered with the metadata, by ``stamp``.
 
         At :data:`~gossip.messages.MAX_INCARNATION` the incarnation stays: peers order
         metadata by its stamp, so the change still spreads. A ``stamp`` below the one
         announced last is raised just above it (the node may have reasserted its metadata
         above a forged stamp: :meth:`.LocalNode.reassert_meta`).
         """
-        self._local.set_metadata(now, meta, stamp)
+        self._local.set_metadata(now, meta, stamp, tags)
+
+    def forget(self, now: float, node: NodeID) -> bool:
+        """Drop the record of ``node``, dead or left, at once, and gossip the forget so every
+        member drops it (:class:`~gossip.messages.Forget`; each applies it only if it holds the
+        node dead or left too, and only from inside the cluster).
+
+        Stale news about the node from third parties is refused for
+        ``dead_node_retention_period`` (``refused_forgotten``); the node's own word is taken,
+        so if it comes back it joins as a new member.
+
+        Returns:
+            True if the node was forgotten, False if this node does not know it.
+
+        Raises:
+            ValueError: ``node`` is this node, or a member held alive or suspect.
+        """
+        if node == self.id:
+            raise ValueError("the local node cannot be forgotten")
+        m = self.members.get(node)
+        if m is None:
+            return False
+        if m.state is ALIVE or m.state is SUSPECT:
+            raise ValueError(f"node {node} is {m.state}: only a dead or left member can be forgotten")
+        self._out.count("members_forgotten")
+        self._table.forget(now, m)
+        self._news.queue(now, Forget(node, m.incarnation, self.id))
+        return True
 
     def bootstrap(self, now: float, states: Iterable[MemberState]) -> None:
         """Fill the table with members known to be alive, without events or gossip.

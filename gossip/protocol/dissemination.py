@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Iterable
 
 from ..config import Config
-from ..messages import Alive, Dead, Gossip, Update, update_size
+from ..messages import Alive, Dead, Forget, Gossip, Update, update_size
 from ..node import NodeID, NodeState
 from .broadcasts import BroadcastQueue, retransmit_limit
 from .membership import Member, MemberTable
@@ -48,6 +48,16 @@ def _about(node: NodeID | None) -> Callable[[Update], bool] | None:
     if node is None:
         return None
     return lambda u: type(u) is Alive and u.node == node
+
+
+def _not_on_probes(node: NodeID | None) -> Callable[[Update], bool]:
+    """Return the filter of updates piggybacked on a ping or an ack to ``node``: as
+    :func:`_about`, and never a :class:`~gossip.messages.Forget`, which travels in gossip
+    messages only (a peer too old to read one refuses the message that carries it, and a
+    refused probe would make it suspect us)."""
+    if node is None:
+        return lambda u: type(u) is Forget
+    return lambda u: type(u) is Forget or (type(u) is Alive and u.node == node)
 
 
 class Dissemination:
@@ -133,7 +143,8 @@ class Dissemination:
             self.armed = True
             self.out.schedule(self.next_tick(now), T_GOSSIP, None)
 
-    def take(self, budget: int, limit: int, to: NodeID | None) -> list[Update]:
+    def take(self, budget: int, limit: int, to: NodeID | None,
+             skip: Callable[[Update], bool] | None = None) -> list[Update]:
         """Take queued updates for one packet: all that fit of the main queue, then low ones.
 
         A packet to a member we hold suspect or dead carries them too (it may be alive and
@@ -142,7 +153,8 @@ class Dissemination:
         leave a live member without the news, so that it suspects alone (no confirmation,
         the longest timeout) or misses a death verdict (Lifeguard's k never reached).
         """
-        skip = _about(to)
+        if skip is None:
+            skip = _about(to)
         m = self.members.get(to) if to is not None else None
         count = m is None or m.state is ALIVE
         updates: list[Update] = self.broadcasts.get(budget, limit, skip=skip, count=count)
@@ -153,7 +165,7 @@ class Dissemination:
 
     def piggyback(self, extra: Iterable[Update] = (), to: NodeID | None = None) -> tuple[Update, ...]:
         """Return ``extra`` followed by the queued updates that fit a packet to ``to``."""
-        updates = self.take(self.budget(), self.retransmit_limit(), to)
+        updates = self.take(self.budget(), self.retransmit_limit(), to, _not_on_probes(to))
         extra = tuple(extra)
         return extra + tuple(updates) if extra else tuple(updates)
 

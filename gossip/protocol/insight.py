@@ -23,9 +23,10 @@ from collections.abc import Mapping
 from typing import Union
 
 from ..config import Config
+from ..joining import JoinAttemptFailed, JoinSucceeded
 from ..messages import Dead, Suspect
 from ..node import NodeID, NodeState
-from .actions import EVENT_STATE, MemberEvent
+from .actions import EVENT_STATE, MemberEvent, MemberRefused
 from .flap import FlapTracker, MemberFlapping
 from .membership import LocalNode, Member
 from .outbox import T_INSIGHT, Outbox
@@ -34,10 +35,13 @@ from .provenance import Explanation, ProvenanceBook
 
 __all__ = ["Insight", "ClusterEvent", "CLUSTER_EVENTS"]
 
-ClusterEvent = Union[MemberFlapping, PartitionSuspected, PartitionHealed]
-"""An event about the cluster beyond one member's state change."""
+ClusterEvent = Union[MemberFlapping, PartitionSuspected, PartitionHealed, MemberRefused,
+                     JoinSucceeded, JoinAttemptFailed]
+"""An event about the cluster beyond one member's state change (the join events come from the
+engine's join in the background, never from the core)."""
 
-CLUSTER_EVENTS = (MemberFlapping, PartitionSuspected, PartitionHealed)
+CLUSTER_EVENTS = (MemberFlapping, PartitionSuspected, PartitionHealed, MemberRefused,
+                  JoinSucceeded, JoinAttemptFailed)
 """The :data:`ClusterEvent` classes, for ``isinstance`` checks."""
 
 ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
@@ -206,7 +210,7 @@ class Insight:
 
     # ------------------------------------------------------------------ output and queries
 
-    def _emit(self, event: ClusterEvent) -> None:
+    def _emit(self, event: MemberFlapping | PartitionSuspected | PartitionHealed) -> None:
         self.out.emit(event)
 
     def _state_event(self, now: float, m: Member, state: NodeState, prev: NodeState) -> None:

@@ -26,11 +26,12 @@ from typing import Any, Protocol
 from ..address import host_of
 from ..config import Config
 from ..hlc import COUNTER_BITS, MAX_TIMESTAMP
-from ..messages import MAX_INCARNATION, Alive, Dead, MemberState, Update
+from ..messages import MAX_INCARNATION, NO_TAGS, Alive, Dead, MemberState, Update
 from ..node import PROTOCOL_VERSION, NodeID, NodeState
 from .actions import EVENT_REMOVED, EVENT_STATE, MemberEvent
 from .awareness import Awareness
 from .outbox import Outbox
+from .rtt import RttWindow
 from .reconnect import Reconnector
 from .suspicion import Suspicion
 
@@ -67,10 +68,12 @@ class Member:
     """
 
     __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av",
-                 "state_change", "suspicion", "introducer", "vouched", "timer_at", "rtt")
+                 "state_change", "suspicion", "introducer", "vouched", "timer_at", "rtt", "rtts",
+                 "tags")
 
     def __init__(self, node: NodeID, addr: str, state: NodeState, incarnation: int,
-                 meta: Mapping[str, Any], meta_stamp: int, pv: int, av: str, now: float) -> None:
+                 meta: Mapping[str, Any], meta_stamp: int, pv: int, av: str, now: float,
+                 tags: frozenset[str] = NO_TAGS) -> None:
         self.node = node
         self.addr = addr
         self.state = state
@@ -85,11 +88,18 @@ class Member:
         self.vouched = False       # named from inside the cluster (see above)
         self.timer_at = math.inf   # when the pending suspicion timer of this member fires
         self.rtt: float | None = None  # seconds of the last direct probe round trip
+        self.rtts: RttWindow | None = None  # its recent round trips (adaptive ping timeout)
+        self.tags = tags               # ordered with the metadata, by meta_stamp
 
     def to_state(self) -> MemberState:
         """Return the record as exchanged by push/pull."""
         return MemberState(self.node, self.addr, self.state, self.incarnation, self.meta,
-                           self.meta_stamp, self.pv, self.av)
+                           self.meta_stamp, self.pv, self.av, self.tags)
+
+    def to_alive(self) -> Alive:
+        """Return the alive update that says what we know of the member."""
+        return Alive(self.node, self.incarnation, self.addr, self.meta, self.meta_stamp, self.pv,
+                     self.av, self.tags)
 
     def __repr__(self) -> str:
         return f"Member({self.node.short}@{self.addr} {self.state.name} inc={self.incarnation})"
@@ -165,6 +175,10 @@ class MemberTable:
         self.unconfirmed: dict[str, int] = {}     # source host -> members only it vouched for
         self.unproven: dict[NodeID, None] = {}    # those members, oldest first
         self._gone: dict[NodeID, None] = {}       # dead and left members, longest gone first
+        # Members forgotten by an operator (Protocol.forget): id -> (incarnation, when), oldest
+        # first, kept for dead_node_retention_period and at most max_members, so that stale
+        # news about them from third parties cannot bring them back (see merge.Merger.on_alive).
+        self.forgotten: dict[NodeID, tuple[int, float]] = {}
         self._unconfirmed_cap = max(1, int(config.max_members * config.max_unconfirmed_share))
         self._dial_all = config.force_reliable_transport
         self.states_cache: tuple[MemberState, ...] | None = None
@@ -308,7 +322,7 @@ class MemberTable:
     def event(self, kind: str, m: Member, prev: NodeState, now: float, conflict_addr: str = "") -> None:
         """Emit a :class:`~.actions.MemberEvent` about ``m``."""
         self.out.emit(MemberEvent(kind, m.node, m.addr, m.state, prev, m.incarnation, m.meta,
-                                  m.meta_stamp, m.pv, m.av, now, conflict_addr))
+                                  m.meta_stamp, m.pv, m.av, now, conflict_addr, m.tags))
 
     def set_state(self, now: float, m: Member, state: NodeState) -> None:
         """Move ``m`` to ``state`` (the watcher emits the state event)."""
@@ -375,7 +389,7 @@ class MemberTable:
     def add(self, now: float, a: Alive, itself: bool = False) -> Member:
         """Add the member ``a`` announces (admitted by :meth:`admit`), alive."""
         self.reconnect.known(a.node)
-        m = Member(a.node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp, a.pv, a.av, now)
+        m = Member(a.node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp, a.pv, a.av, now, a.tags)
         self.members[a.node] = m
         self.counts[ALIVE] += 1
         _index_add(self.ids, self._id_index, a.node)
@@ -414,7 +428,8 @@ class MemberTable:
         members that showed themselves, then shuffle the probe order."""
         for s in states:
             if s.node != self_id and s.node not in self.members and s.state is ALIVE:
-                m = Member(s.node, s.addr, ALIVE, s.incarnation, s.meta, s.meta_stamp, s.pv, s.av, now)
+                m = Member(s.node, s.addr, ALIVE, s.incarnation, s.meta, s.meta_stamp, s.pv, s.av, now,
+                           s.tags)
                 self.members[s.node] = m
                 self.counts[ALIVE] += 1
                 _index_add(self.ids, self._id_index, s.node)
@@ -460,9 +475,10 @@ class MemberTable:
             if m is not None and m.addr == addr:
                 self.confirm(m)
 
-    def remove(self, now: float, m: Member) -> None:
-        """Forget ``m`` (its queued news too)."""
-        if m.state is DEAD and m.introducer is None:
+    def remove(self, now: float, m: Member, for_good: bool = False) -> None:
+        """Forget ``m`` (its queued news too). ``for_good``: an operator forgot it
+        (:meth:`forget`), so its address is not retried after a heal."""
+        if m.state is DEAD and m.introducer is None and not for_good:
             self.reconnect.forgotten(m.node, m.addr, now)   # it existed: retry it after a heal
         self.confirm(m)
         self._gone.pop(m.node, None)
@@ -477,6 +493,30 @@ class MemberTable:
         assert self._watcher is not None
         self._watcher.forget(now, m)
 
+    def forget(self, now: float, m: Member) -> None:
+        """Remove ``m`` (dead or left) for good, and remember for ``dead_node_retention_period``
+        that it was forgotten at its incarnation (see :meth:`forgotten_refuses`)."""
+        self.remove(now, m, for_good=True)
+        self.reconnect.known(m.node)   # not retried either, if it was forgotten before
+        forgotten = self.forgotten
+        forgotten.pop(m.node, None)
+        forgotten[m.node] = (m.incarnation, now)
+        while len(forgotten) > self.config.max_members:
+            del forgotten[next(iter(forgotten))]
+
+    def forgotten_refuses(self, a: Alive) -> bool:
+        """True (and counted) if ``a`` is stale news about a member forgotten lately: told by a
+        third party, at no more than the incarnation it was forgotten at. The member's own word
+        is always taken: a forgotten node that comes back joins as new."""
+        entry = self.forgotten.get(a.node)
+        if entry is None:
+            return False
+        if self.introduces_itself(a) or a.incarnation > entry[0]:
+            del self.forgotten[a.node]
+            return False
+        self.out.count("refused_forgotten")
+        return True
+
     def expire(self, now: float) -> None:
         """Forget members that left long enough ago, and the dead past their retention.
 
@@ -484,6 +524,12 @@ class MemberTable:
         ones are: a flood of fake members does not linger for the whole retention period.
         """
         cfg = self.config
+        forgotten = self.forgotten
+        while forgotten:
+            node, (_, at) = next(iter(forgotten.items()))
+            if now - at < cfg.dead_node_retention_period:
+                break
+            del forgotten[node]
         for m in [m for m in self.members.values() if m.state is DEAD or m.state is LEAVING]:
             age = now - m.state_change
             short = m.state is LEAVING or m.introducer is not None
@@ -514,7 +560,8 @@ class LocalNode:
     def __init__(self, config: Config, out: Outbox, node_id: NodeID, addr: str, now: float, *,
                  meta: Mapping[str, Any], meta_stamp: int, app_version: str, incarnation: int,
                  stamp_clock: Callable[[], int] | None, awareness: Awareness,
-                 announce: Callable[[float, Update], None], changed: Callable[[], None]) -> None:
+                 announce: Callable[[float, Update], None], changed: Callable[[], None],
+                 tags: frozenset[str] = NO_TAGS) -> None:
         self.config = config
         self.out = out
         self.id = node_id
@@ -522,6 +569,7 @@ class LocalNode:
         self.incarnation = incarnation
         self.meta: Mapping[str, Any] = dict(meta)
         self.meta_stamp = meta_stamp
+        self.tags = tags
         self.app_version = app_version
         self.state = ALIVE
         self.lifeguard = config.lifeguard_enabled
@@ -544,12 +592,12 @@ class LocalNode:
     def self_state(self) -> MemberState:
         """Return this node's own state as it would be exchanged."""
         return MemberState(self.id, self.addr, self.state, self.incarnation, self.meta,
-                           self.meta_stamp, PROTOCOL_VERSION, self.app_version)
+                           self.meta_stamp, PROTOCOL_VERSION, self.app_version, self.tags)
 
     def self_alive(self) -> Alive:
         """Return the update announcing this node alive as it is now."""
         return Alive(self.id, self.incarnation, self.addr, self.meta, self.meta_stamp,
-                     PROTOCOL_VERSION, self.app_version)
+                     PROTOCOL_VERSION, self.app_version, self.tags)
 
     def left_update(self) -> Dead:
         """Return the update announcing that this node left."""
@@ -565,10 +613,13 @@ class LocalNode:
         self.state = LEAVING
         self._changed()
 
-    def set_metadata(self, now: float, meta: Mapping[str, Any], stamp: int) -> None:
-        """Replace this node's metadata and announce it (see
+    def set_metadata(self, now: float, meta: Mapping[str, Any], stamp: int,
+                     tags: frozenset[str] | None = None) -> None:
+        """Replace this node's metadata (and its tags, unless None) and announce them (see
         :meth:`~.core.Protocol.set_local_metadata`)."""
         self.meta = dict(meta)
+        if tags is not None:
+            self.tags = frozenset(tags)
         # Never below a stamp we reasserted our metadata at (see reassert_meta).
         self.meta_stamp = stamp if stamp >= self.meta_stamp else min(self.meta_stamp + 1, MAX_TIMESTAMP)
         if self.incarnation < MAX_INCARNATION:

@@ -23,14 +23,15 @@ Pure data: no clock, no threads, no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..config import Config
 from ..messages import (
-    EMPTY_META, MAX_INCARNATION, Alive, Dead, MemberState, Ping, Suspect, Update, metadata_size,
+    EMPTY_META, MAX_INCARNATION, NO_TAGS, Alive, Dead, Forget, MemberState, Ping, Suspect, Update,
+    metadata_size, tags_size,
 )
 from ..node import PROTOCOL_VERSION, NodeID, NodeState
-from .actions import EVENT_CONFLICT, EVENT_METADATA
+from .actions import EVENT_CONFLICT, EVENT_METADATA, MemberRefused
 from .dissemination import Dissemination
 from ..address import host_of
 from .membership import Inbound, LocalNode, Member, MemberTable
@@ -83,6 +84,7 @@ class Merger:
         self.on_suspect = suspicions.on_suspect
         self.news = news
         self.watcher = watcher
+        self.refused: set[NodeID] = set()   # members told of as refused (bounded)
 
     # ------------------------------------------------------------------ updates
 
@@ -99,13 +101,16 @@ class Merger:
                 continue
             if t is Suspect:
                 self.on_suspect(now, u)  # type: ignore[arg-type]
+            elif t is Forget:
+                self.on_forget(now, u)  # type: ignore[arg-type]
+                continue
             else:
                 self.on_dead(now, u)  # type: ignore[arg-type]
             m = self.members.get(u.node)
             if peer is None or m is None:
                 continue
             if m.state is ALIVE and u.incarnation < m.incarnation:
-                stale.append(Alive(m.node, m.incarnation, m.addr, m.meta, m.meta_stamp, m.pv, m.av))
+                stale.append(m.to_alive())
             elif m.state is LEAVING and u.incarnation <= m.incarnation and not (t is Dead and u.left):  # type: ignore[union-attr]
                 # The peer missed the leave and now suspects the leaver on its own: it would
                 # wait out a whole suspicion timeout with no one to confirm it. Tell it.
@@ -113,24 +118,28 @@ class Merger:
         if stale:
             self.news.correct(peer, stale)  # type: ignore[arg-type]
 
+    def oversize(self, meta: Any, tags: frozenset[str]) -> bool:
+        """True (and counted) if metadata and tags together exceed ``max_metadata_size``."""
+        if not meta and not tags:
+            return False
+        if (metadata_size(meta) if meta else 0) + tags_size(tags) <= self.config.max_metadata_size:
+            return False
+        self.out.count("refused_metadata_size")
+        return True
+
     def _checked_meta(self, a: Alive, m: Member | None) -> Alive:
-        """Return ``a``, or ``a`` with our current metadata for it if its own is too large or
-        stamped too far ahead of our clock.
+        """Return ``a``, or ``a`` with our current metadata and tags for it if its own are too
+        large (together: tags count against the metadata bound) or stamped too far ahead of our
+        clock.
 
         Liveness is kept: a peer configured with a larger ``max_metadata_size`` is still a member.
         """
         if m is not None and a.meta_stamp <= m.meta_stamp:
             return a
-        if a.meta_stamp and self.local.stamp_refused(a.meta_stamp):
-            meta, stamp = (m.meta, m.meta_stamp) if m is not None else (EMPTY_META, 0)
-            return Alive(a.node, a.incarnation, a.addr, meta, stamp, a.pv, a.av)
-        if not a.meta:
-            return a
-        if metadata_size(a.meta) <= self.config.max_metadata_size:
-            return a
-        self.out.count("refused_metadata_size")
-        meta, stamp = (m.meta, m.meta_stamp) if m is not None else (EMPTY_META, 0)
-        return Alive(a.node, a.incarnation, a.addr, meta, stamp, a.pv, a.av)
+        if (a.meta_stamp and self.local.stamp_refused(a.meta_stamp)) or self.oversize(a.meta, a.tags):
+            meta, stamp, tags = (m.meta, m.meta_stamp, m.tags) if m is not None else (EMPTY_META, 0, NO_TAGS)
+            return Alive(a.node, a.incarnation, a.addr, meta, stamp, a.pv, a.av, tags)
+        return a
 
     def on_alive(self, now: float, a: Alive) -> None:
         """Merge ``alive(a.node, a.incarnation)``: admit a newcomer, or update a member."""
@@ -142,6 +151,12 @@ class Merger:
         if m is None:
             if a.pv != PROTOCOL_VERSION:
                 self.out.count("refused_protocol_version")
+                if a.node not in self.refused and len(self.refused) < 1024:
+                    self.refused.add(a.node)
+                    self.out.emit(MemberRefused(a.node, a.addr, "no protocol version in common (it "
+                                                f"announces {a.pv}, we speak {PROTOCOL_VERSION})", now))
+                return
+            if table.forgotten and table.forgotten_refuses(a):
                 return
             itself = table.introduces_itself(a)
             if not table.admit(now, itself):
@@ -168,12 +183,13 @@ class Merger:
                 if m.incarnation >= MAX_INCARNATION:
                     self.out.count("incarnation_exhausted")
                     return
-                a = Alive(a.node, m.incarnation + 1, a.addr, a.meta, a.meta_stamp, a.pv, a.av)
+                a = Alive(a.node, m.incarnation + 1, a.addr, a.meta, a.meta_stamp, a.pv, a.av, a.tags)
         a = self._checked_meta(a, m)
         meta_changed = False
         if a.meta_stamp > m.meta_stamp:
             m.meta = a.meta
             m.meta_stamp = a.meta_stamp
+            m.tags = a.tags
             meta_changed = True
             table.invalidate()
         if a.incarnation > m.incarnation:
@@ -232,6 +248,35 @@ class Merger:
         if d.left and not (msg.sender == m.node and (msg.authenticated or msg.src_host == host_of(m.addr))):
             self._check_leave(m, d)
 
+    def on_forget(self, now: float, f: Forget) -> None:
+        """Merge ``forget(f.node, f.incarnation)``: drop a dead or left member's record at once
+        and pass the news on.
+
+        Refused (and counted) when it comes from outside the cluster (``refused_forget_stranger``:
+        a packet neither sealed with a cluster key nor sent by a member from its own host),
+        when we hold the member alive or suspect (``refused_forget_live``: a live member is never
+        forgotten), or when we know it at a higher incarnation (it came back since). A forget
+        of this node is an accusation: it refutes, and comes back everywhere as new.
+        """
+        if f.node == self.id:
+            self.local.accused(now, f.incarnation)
+            return
+        m = self.members.get(f.node)
+        if m is None:
+            return   # already forgotten (or never known): the news stops here
+        if not self.inbound.vouching:
+            self.out.count("refused_forget_stranger")
+            return
+        if m.state is ALIVE or m.state is SUSPECT:
+            self.out.count("refused_forget_live")
+            return
+        if f.incarnation < m.incarnation:
+            self.out.count("refused_forget_stale")
+            return
+        self.out.count("members_forgotten")
+        self.table.forget(now, m)
+        self.news.queue(now, f)
+
     def _check_leave(self, m: Member, d: Dead) -> None:
         """A leave of ``m`` that ``m`` did not tell us itself is an accusation: tell ``m`` at
         once, in a ping it answers. If it left, its ack says so again; if the leave was forged,
@@ -276,7 +321,7 @@ class Merger:
                 if m is None and not msg.solicited and msg.new_in_msg >= per_message:
                     refused += 1   # the rest of a flood costs a lookup each, no more
                     continue
-                self.on_alive(now, Alive(s.node, s.incarnation, s.addr, s.meta, s.meta_stamp, s.pv, s.av))
+                self.on_alive(now, Alive(s.node, s.incarnation, s.addr, s.meta, s.meta_stamp, s.pv, s.av, s.tags))
             elif s.state is LEAVING:
                 if s.node not in self.members:
                     continue
@@ -286,10 +331,8 @@ class Merger:
                 # alive it will hear of it and refute; stale deaths never spread as deaths.
                 m = self.members.get(s.node)
                 if m is not None and s.meta_stamp > m.meta_stamp and not self.local.stamp_refused(s.meta_stamp):
-                    if s.meta and metadata_size(s.meta) > self.config.max_metadata_size:
-                        self.out.count("refused_metadata_size")
-                    else:
-                        m.meta, m.meta_stamp = s.meta, s.meta_stamp
+                    if not self.oversize(s.meta, s.tags):
+                        m.meta, m.meta_stamp, m.tags = s.meta, s.meta_stamp, s.tags
                         self.table.invalidate()
                         self.table.event(EVENT_METADATA, m, m.state, now)
                 accuser = peer if peer is not None and peer != s.node else self.id

@@ -2,7 +2,8 @@
 
 Each probe round (``health_check_interval``, stretched by the local health score) pings the
 next member of the shuffled round-robin probe order. If no ack comes within ``ping_timeout``
-(stretched likewise), ``indirect_checks`` helpers are asked to ping it for us (ping-req), and
+(with ``adaptive_ping_timeout``, the member's own, drawn from its recent round trips:
+:func:`~.rtt.adaptive_timeout`; stretched likewise), ``indirect_checks`` helpers are asked to ping it for us (ping-req), and
 with ``tcp_pings`` it is pinged once more over a connection. If nothing has come back when the
 round ends, the member is suspected (:meth:`.Suspicions.on_suspect`).
 
@@ -26,9 +27,9 @@ from ..config import Config
 from ..messages import MAX_INCARNATION, Ack, Dead, Nack, Ping, PingReq, Suspect, Update
 from ..node import NodeID, NodeState
 from .awareness import Awareness
-from .membership import LocalNode, MemberTable
+from .membership import LocalNode, Member, MemberTable
 from .outbox import T_PROBE, T_PROBE_END, T_PROBE_TIMEOUT, T_RELAY_TIMEOUT, Outbox
-from .rtt import RttHistogram
+from .rtt import RttHistogram, RttWindow, adaptive_timeout
 
 __all__ = ["Prober", "NACK_SHARE"]
 
@@ -127,10 +128,20 @@ class Prober:
         if buddy >= 0:
             extra = (Suspect(m.node, m.incarnation, self.id),)
         self.out.send(m.addr, Ping(seq, m.node, self.local.addr, self._piggyback(extra, m.node), buddy))
-        timeout = self.awareness.scale(self.config.ping_timeout)
+        timeout = self.awareness.scale(self.ping_timeout(m))
         self.out.schedule(now + timeout, T_PROBE_TIMEOUT, seq)
         self.out.schedule(now + interval, T_PROBE_END, seq)
         self.out.count("probes")
+
+    def ping_timeout(self, m: Member) -> float:
+        """Return how long a direct ping of ``m`` waits before helpers are asked (before
+        Lifeguard's scaling): ``ping_timeout``, or with ``adaptive_ping_timeout`` the one its
+        recent round trips call for (:func:`~.rtt.adaptive_timeout`)."""
+        cfg = self.config
+        if not cfg.adaptive_ping_timeout:
+            return cfg.ping_timeout
+        return adaptive_timeout(m.rtts, cfg.ping_timeout, cfg.effective_ping_timeout_max,
+                                cfg.adaptive_ping_percentile, cfg.adaptive_ping_factor)
 
     def timeout(self, now: float, seq: int) -> None:
         """The direct ping ``seq`` went unanswered: ask helpers (and a connection) to reach it."""
@@ -197,6 +208,10 @@ class Prober:
                     if m is not None:
                         m.rtt = now - probe.sent_at
                         self.rtt.record(m.rtt)
+                        if self.config.adaptive_ping_timeout:
+                            if m.rtts is None:
+                                m.rtts = RttWindow()
+                            m.rtts.add(m.rtt, self.config.adaptive_ping_samples)
             return
         relay = self.relays.get(a.seq)
         if relay is not None and not relay.done:

@@ -329,7 +329,7 @@ class ReplicatedMap:
 
     def _on_state(self, node: Node, prev: NodeState) -> None:
         if node.state is NodeState.ALIVE and prev is not NodeState.ALIVE and node.id != self._me:
-            if self._criteria is None or self._criteria.matches(node.metadata):
+            if self._criteria is None or self._criteria.matches_node(node):
                 with self._lock:
                     self._sync_with.append(node.id)    # a newcomer (or one back): sync with it now
                     self._cond.notify_all()
@@ -337,7 +337,7 @@ class ReplicatedMap:
     def _peers(self) -> list[NodeID]:
         crit = self._criteria
         return [n.id for n in self._cluster.nodes()
-                if n.state is NodeState.ALIVE and n.id != self._me and (crit is None or crit.matches(n.metadata))]
+                if n.state is NodeState.ALIVE and n.id != self._me and (crit is None or crit.matches_node(n))]
 
     def _run(self) -> None:
         while True:

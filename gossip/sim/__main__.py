@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leader-split: each node's clock runs this much fast or slow (0.01 = 1 %%)")
     p.add_argument("--max-clock-drift-rate", type=float, default=0.01,
                    help="leader-split: the drift the election assumes (LeaderConfig.max_clock_drift_rate)")
+    p.add_argument("--slow-rtt", type=float, default=0.3,
+                   help="slow: the slow member's round trip, s (ping_timeout is 0.2 s)")
+    p.add_argument("--adaptive-ping", action="store_true",
+                   help="Config.adaptive_ping_timeout: each member's probe timeout from its round trips")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: readable lines)")
     return p
 
@@ -100,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_tail=args.quiet_tail, burst=args.burst, burst_size=args.burst_size,
         leader_timeout=args.leader_timeout, phase=args.phase, retention=args.retention,
         clock_drift=args.clock_drift, max_clock_drift_rate=args.max_clock_drift_rate,
+        slow_rtt=args.slow_rtt, adaptive_ping=args.adaptive_ping,
     )
     progress = None
     if sys.stderr.isatty():

@@ -8,7 +8,9 @@
   bad durations ``burst_good`` and ``burst_bad``;
 * reliable packets (TCP) are never lost at random (TCP retransmits) but take one extra
   round trip, and like all packets they cannot cross a partition or reach a crashed node;
-* partitions: nodes are coloured; packets between different colours are dropped.
+* partitions: nodes are coloured; packets between different colours are dropped;
+* slow nodes: :attr:`SimNetwork.slow` adds a fixed delay to every packet to or from a node (a
+  steady slow link: a round trip with it is twice that longer).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class SimNetwork:
         self.model = model
         self.rng = rng
         self.colour: dict[int, int] = {}
+        self.slow: dict[int, float] = {}
         self._burst_state: dict[int, tuple[bool, float]] = {}
         self.dropped = 0
         self.dropped_partition = 0
@@ -91,4 +94,7 @@ class SimNetwork:
             d += 2 * m.base_latency
         if m.reorder and rng.random() < m.reorder:
             d += rng.uniform(0, m.reorder_delay)
+        slow = self.slow
+        if slow:
+            d += slow.get(src, 0.0) + slow.get(dst, 0.0)
         return d

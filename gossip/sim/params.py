@@ -48,3 +48,5 @@ class ScenarioParams:
     retention: float | None = None
     clock_drift: float = 0.0
     max_clock_drift_rate: float = 0.01
+    slow_rtt: float = 0.3
+    adaptive_ping: bool = False

@@ -17,6 +17,10 @@ starve     100     5 nodes handle every packet 2 s late, for 10 minutes
 churn      500     every second a node joins, leaves or crashes, for 10 minutes
 attack     100     a forger of accusations and a flooder of fake members, for 2 minutes
 leader     100     nodes elect a leader; 60/40 split (leader on the 40 %) for 60 s; heal
+slow       20      one member answers every packet ``slow_rtt`` (0.3 s) late against a 0.2 s
+                   ``ping_timeout`` (``adaptive_ping`` switches adaptive timeouts on); after 120 s
+                   of steady state a normal member crashes; indirect probes, false suspicions
+                   and the crash's detection time are measured
 leader-    5       a leader is elected; the network splits at a given phase of its heartbeat
 split              (``phase``), its side holding ``split`` of the nodes, for
                    ``partition_duration`` (longer than ``retention`` to make the sides forget
@@ -54,7 +58,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "starve": {"nodes": 100, "duration": 600.0, "loss": 0.0},
     "churn": {"nodes": 500, "duration": 600.0, "loss": 0.0},
     "attack": {"nodes": 100, "duration": 120.0, "loss": 0.0},
+    "slow": {"nodes": 20, "duration": 180.0, "loss": 0.0},
 }
+
+SLOW_PING_TIMEOUT = 0.2
+"""The ``ping_timeout`` of the ``slow`` scenario (the local preset's), below the slow round trip."""
+SLOW_STEADY = 120.0
+"""Seconds of steady state in the ``slow`` scenario before a normal member crashes."""
 
 
 def _make(p: ScenarioParams) -> Simulation:
@@ -63,6 +73,8 @@ def _make(p: ScenarioParams) -> Simulation:
         # Tables sized for the cluster, so the flood reaches the bound within the run.
         cfg = cfg.copy(max_members=p.max_members, max_members_per_message=max(1, p.max_members // 4),
                        max_members_per_source=max(1, p.max_members // 2))
+    if p.scenario == "slow":
+        cfg = cfg.copy(ping_timeout=SLOW_PING_TIMEOUT, adaptive_ping_timeout=p.adaptive_ping)
     link = LinkModel(base_latency=p.latency, jitter=p.jitter, loss=p.loss or 0.0, reorder=p.reorder,
                      burst_loss=p.burst_loss)
     return Simulation(cfg, p.seed, link)
@@ -203,6 +215,41 @@ def _attack(p: ScenarioParams, sim: Simulation) -> None:
     sim.run_until(p.duration)
 
 
+def _slow(p: ScenarioParams, sim: Simulation) -> None:
+    assert p.nodes is not None and p.duration is not None
+    slow = sim.root.randrange(p.nodes)
+    sim.net.slow[slow] = p.slow_rtt / 2
+    victim = sim.root.choice([i for i in range(p.nodes) if i != slow])
+    crash_at = p.warmup + SLOW_STEADY
+    steady: dict[str, int] = {}
+
+    def indirect() -> int:
+        return sum(n.core.stats.get("indirect_probes", 0) for n in sim.nodes if n.running)
+
+    def mark() -> None:
+        steady["indirect_start"] = indirect()
+        steady["false_suspect_start"] = sim.false_suspect_events
+
+    def crash() -> None:
+        steady["indirect_probes"] = indirect() - steady["indirect_start"]
+        steady["false_suspect_events"] = sim.false_suspect_events - steady["false_suspect_start"]
+        sim.crash(victim)
+
+    sim.schedule(p.warmup, mark)
+    sim.schedule(crash_at, crash)
+
+    def done() -> bool:
+        target = sim.targets.get(victim)
+        return sim.now > crash_at and target is not None and target.all is not None
+
+    sim.run_until(max(p.duration, crash_at + 1.0), stop=done)
+    # Per second of steady state: the slow member is probed about once a second in all.
+    sim.extra.update(slow_member=slow, slow_rtt=p.slow_rtt, adaptive_ping=p.adaptive_ping,
+                     steady_s=SLOW_STEADY,
+                     steady_indirect_probes=steady.get("indirect_probes"),
+                     steady_false_suspect_events=steady.get("false_suspect_events"))
+
+
 SCENARIOS: dict[str, Callable[[ScenarioParams], Simulation]] = {}
 
 
@@ -223,6 +270,7 @@ _register("partition", _partition)
 _register("starve", _starve)
 _register("churn", _churn)
 _register("attack", _attack)
+_register("slow", _slow)
 
 # The leader scenarios run elections beside the cores, in their own module.
 SCENARIOS["leader"] = run_leader_scenario

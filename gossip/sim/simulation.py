@@ -26,6 +26,7 @@ from ..node import NodeID, NodeState
 from ..protocol import Protocol
 from ..protocol.actions import EVENT_REMOVED, EVENT_STATE, JoinResult, MemberEvent, Send
 from ..protocol.insight import CLUSTER_EVENTS, ClusterEvent
+from ..tags import tags_size
 from ..wire import HEADER_OVERHEAD
 from .network import LinkModel, SimNetwork
 
@@ -258,15 +259,29 @@ class Simulation:
         if d is not None:
             self._push(self.now + d, _DELIVER, (dst, src_addr, msg, sender, reliable, False))
 
-    def set_metadata(self, index: int, meta: dict[str, Any]) -> None:
-        """Make a node change its metadata now (it raises its incarnation and gossips it)."""
+    def set_metadata(self, index: int, meta: dict[str, Any], tags: frozenset[str] | None = None) -> None:
+        """Make a node change its metadata (and its tags, unless None) now: it raises its
+        incarnation and gossips them."""
         node = self.nodes[index]
         if not node.running:
             return
         stamp = node.core.meta_stamp + 1
-        node.core.set_local_metadata(self.now, meta, stamp)
+        node.core.set_local_metadata(self.now, meta, stamp, tags)
         self._drain(node)
         self._reschedule(node)
+
+    def forget(self, index: int, target: int) -> bool:
+        """Make node ``index`` forget member ``target`` (dead or left) now, as an operator's
+        ``forget_node`` does; return whether it knew it.
+
+        Raises:
+            ValueError: ``target`` is held alive or suspect by ``index`` (or is ``index``).
+        """
+        node = self.nodes[index]
+        done = node.core.forget(self.now, self.nodes[target].id)
+        self._drain(node)
+        self._reschedule(node)
+        return done
 
     def join(self, index: int, seeds: list[int]) -> None:
         """Make a node join through the given seed nodes."""
@@ -431,7 +446,7 @@ class Simulation:
         if hit is not None and hit[0] is u:
             return hit[1]
         if isinstance(u, Alive):
-            size = 40 + len(u.addr) + self._meta_size(u.meta)
+            size = 40 + len(u.addr) + self._meta_size(u.meta) + tags_size(u.tags)
         else:
             size = 42
         if len(self._size_cache) > 200_000:

@@ -164,3 +164,10 @@ def test_http_settings_are_layered_too(tmp_path: Path) -> None:
     s = build_settings(agent_args("--config", str(conf), "--http-host", "c", "--http-token-file", "/c"), {})
     assert s.http_hosts == ["c"] and s.http_token_file == "/c"
     assert build_settings(agent_args("--insecure"), {}).config.insecure is True
+
+
+def test_tags_from_flags_the_environment_and_the_file(tmp_path: Path) -> None:
+    assert build_settings(agent_args("--tag", "gpu", "--tag", "eu"), {}).config.tags == {"gpu", "eu"}
+    assert set(build_settings(agent_args(), {"GOSSIP_TAGS": "a,b"}).config.tags) == {"a", "b"}
+    with pytest.raises(CliError, match="tags"):
+        build_settings(agent_args("--tag", "not a tag"), {})

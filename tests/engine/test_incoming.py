@@ -53,12 +53,15 @@ class Members:
     def __init__(self, alive: int = 10) -> None:
         self.alive = alive
         self.excluded: list[tuple[NodeID, ...]] = []
+        self.tags: frozenset[str] = frozenset()
+        self.asked_tags: list[str | None] = []
 
     def node_for_sender(self, sender: bytes) -> Node:
         return Node(NodeID(bytes=sender), SRC, NodeState.ALIVE, 3, MetadataReader())
 
-    def fan_out_addrs(self, exclude: Iterable[NodeID]) -> list[str]:
+    def fan_out_addrs(self, exclude: Iterable[NodeID], tag: str | None = None) -> list[str]:
         self.excluded.append(tuple(exclude))
+        self.asked_tags.append(tag)
         return ["127.0.0.3:7002", "127.0.0.4:7003"]
 
     def alive_count(self) -> int:
@@ -152,6 +155,21 @@ def test_a_broadcast_is_relayed_once_with_one_hop_less_and_its_echo_is_dropped(r
     assert [(addr, p.ttl, p.msg_id, p.sender) for addr, p, _ in rig.relayed] == [
         ("127.0.0.3:7002", ttl - 1, 9, PEER.bytes), ("127.0.0.4:7003", ttl - 1, 9, PEER.bytes)]
     assert rig.members.excluded == [(PEER,)]  # never back to its origin
+
+
+def test_a_tagged_broadcast_is_handled_and_relayed_only_by_a_node_holding_the_tag(rig: Rig) -> None:
+    got: list[Any] = []
+    rig.handlers.register(MT, HANDLER_FORWARD, lambda sender, pkt: got.append((pkt.unmarshal(), pkt.tag)))
+    ttl = broadcast_ttl(rig.members.alive)
+    rig.receiver.on_packets([datagram(rig.codec.encode(MT, PEER.bytes, 21, ttl, "not for us", tag="gpu"))])
+    wait_until(lambda: rig.stat("user.tag_not_held") == 1, "the refusal")
+    assert got == [] and rig.relayed == [] and rig.stat("user.received") == 0
+    rig.members.tags = frozenset({"gpu"})
+    rig.receiver.on_packets([datagram(rig.codec.encode(MT, PEER.bytes, 22, ttl, "for us", tag="gpu"))])
+    wait_until(lambda: len(rig.relayed) == 2, "the relays")
+    assert got == [("for us", "gpu")]
+    assert rig.members.asked_tags == ["gpu"]          # the next hop: members holding the tag
+    assert {p.tag for _, p, _ in rig.relayed} == {"gpu"}
 
 
 def test_a_relay_never_travels_further_than_the_cluster_s_size_calls_for(rig: Rig) -> None:

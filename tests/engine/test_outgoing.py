@@ -49,7 +49,7 @@ class Peers:
         self.states: dict[NodeID, NodeState] = {A: NodeState.ALIVE, B: NodeState.DEAD}
         self.excluded: list[tuple[NodeID, ...]] = []
 
-    def fan_out_addrs(self, exclude: Iterable[NodeID]) -> list[str]:
+    def fan_out_addrs(self, exclude: Iterable[NodeID], tag: str | None = None) -> list[str]:
         self.excluded.append(tuple(exclude))
         return [ADDR[A], ADDR[C]]
 

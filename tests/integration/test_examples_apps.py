@@ -1,4 +1,4 @@
-"""The kv and leader examples run as documented: three processes each, on loopback."""
+"""The kv, leader and tagged examples run as documented: several processes each, on loopback."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def stop_all(procs: list[Proc]) -> None:
             p.p.wait()
 
 
-@pytest.mark.parametrize("name", ["kv.py", "leader.py"])
+@pytest.mark.parametrize("name", ["kv.py", "leader.py", "tagged.py"])
 def test_example_runs_unattended_and_exits_cleanly(name: str) -> None:
     res = run_example(name, "--port", "0", "--no-prompt", "--run-for", "2")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -114,5 +114,31 @@ def test_leader_elects_one_and_replaces_a_killed_leader() -> None:
         assert "I stepped down" in winner.text()
         other.send("quit")
         assert other.finish() == 0, other.text()
+    finally:
+        stop_all(procs)
+
+
+def test_tagged_reaches_the_holders_only_and_a_node_that_gains_the_tag() -> None:
+    procs: list[Proc] = []
+    try:
+        a = Proc("tagged.py", "--port", "0", "--run-for", "60", stdin=True)
+        procs.append(a)
+        addr = a.expect(r"listening on (127\.0\.0\.1:\d+)").group(1)
+        b = Proc("tagged.py", "--port", "0", "--peers", addr, "--tags", "gpu", "--run-for", "60", stdin=True)
+        c = Proc("tagged.py", "--port", "0", "--peers", addr, "--run-for", "60", stdin=True)
+        procs += [b, c]
+        b.expect("this node's tags: gpu")
+        c.expect("joined the cluster")
+        poll(a, "send gpu first", r"sent to the 1 other node\(s\) tagged gpu")
+        b.expect(r"\[gpu\] from \w+: first")
+        c.send("tag gpu")
+        c.expect("tags: gpu")
+        poll(a, "send gpu second", r"sent to the 2 other node\(s\) tagged gpu")
+        c.expect(r"\[gpu\] from \w+: second")
+        for p in (a, b, c):
+            p.send("quit")
+        for p in (a, b, c):
+            assert p.finish() == 0, p.text()
+        assert "[gpu]" not in a.text() and "first" not in c.text()
     finally:
         stop_all(procs)

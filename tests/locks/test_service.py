@@ -243,3 +243,14 @@ def test_without_an_eligible_leader_questions_time_out_and_sends_to_strangers_ar
     finally:
         svc.close()
         group.close()
+
+
+def test_a_group_that_selects_by_tag_is_refused(gossip_cluster_factory: ClusterFactory) -> None:
+    from gossip import NodeGroup
+    from gossip.errors import ConfigError
+    from gossip.groups import Criteria
+
+    (a,) = gossip_cluster_factory(1)
+    with NodeGroup(a, Criteria({"role": "locks"}, tags={"gpu"})) as group:
+        with pytest.raises(ConfigError, match="tags"):
+            LockService(a, group)

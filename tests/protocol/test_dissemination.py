@@ -33,10 +33,16 @@ def run_rounds(p: Parts, news: Dissemination, until: float) -> list[tuple[float,
 
 def test_an_update_goes_to_fan_out_members_a_limited_number_of_times_then_rounds_sleep() -> None:
     p, news = gossiping(20)
+    news.start(0.0, 0.05)                       # the ticker beats at 0.05 + k * interval
+    heapq.heappop(p.out.timers)
     news.armed = False                          # as after an idle round
     update = Suspect(node(3), 0, SELF)
     news.queue(1.0, update)
-    assert p.timers(T_GOSSIP) == [(1.0 + p.config.dissemination_interval, None)]
+    # The update waits for the ticker's next beat, not a whole interval from now.
+    interval = p.config.dissemination_interval
+    tick = news.next_tick(1.0)
+    assert p.timers(T_GOSSIP) == [(tick, None)] and 1.0 <= tick < 1.0 + interval
+    assert abs((tick - 0.05) / interval - round((tick - 0.05) / interval)) < 1e-9
     sent = run_rounds(p, news, 60.0)
     assert all(g.updates == (update,) for _, _, g in sent)
     assert len(sent) == news.retransmit_limit()             # log-scaled retransmissions
@@ -46,7 +52,8 @@ def test_an_update_goes_to_fan_out_members_a_limited_number_of_times_then_rounds
     assert all(len(tos) <= p.config.dissemination_fan_out for tos in per_round.values())
     assert not news.armed and p.timers(T_GOSSIP) == []      # nothing left: no timer spins
     news.queue(70.0, update)
-    assert p.timers(T_GOSSIP) == [(70.0 + p.config.dissemination_interval, None)]
+    assert p.timers(T_GOSSIP) == [(news.next_tick(70.0), None)]
+    assert 70.0 <= news.next_tick(70.0) < 70.0 + interval
 
 
 def test_in_a_small_cluster_every_live_peer_may_hear_each_update() -> None:

@@ -37,7 +37,7 @@ from typing import Any, Final
 from gossip.counters import Counters
 from gossip.errors import ClusterClosed, ConnectError, MessageTooLarge, SendError, TransportError
 from gossip.transports._admission import DialSlot, MemberCheck, Ticket
-from gossip.transports._sockets import close_quietly, shutdown
+from gossip.transports._sockets import DialHook, ListenHook, close_quietly, dial_socket, listen_socket, shutdown
 from gossip.transports.base import (
     Deadline,
     Incoming,
@@ -100,6 +100,10 @@ class SocketTransport:
         listen: False binds nothing at all (no TCP listener, no UDP socket): the transport only
             dials, and best-effort sends travel as TCP frames (a node that listens on WebSocket
             only reaches UDP/TCP peers this way).
+        dialer: makes the socket of every TCP dial (``Config.dialer``; see
+            :data:`~gossip.transports._sockets.DialHook`); None dials directly.
+        listener: makes the TCP listener and the UDP socket (``Config.listener``; see
+            :data:`~gossip.transports._sockets.ListenHook`); None binds directly.
         **overrides: fields of :class:`ConnectionLimits` (``idle_timeout=...``), applied to
             ``limits``.
 
@@ -122,9 +126,13 @@ class SocketTransport:
         recv_buffer_size: int = 4 * _MiB,
         send_buffer_size: int = 1 * _MiB,
         listen: bool = True,
+        dialer: DialHook | None = None,
+        listener: ListenHook | None = None,
         **overrides: Any,
     ) -> None:
         self._bind_ip, self._bind_port, self._family = split_host_port(bind_addr)
+        self._dialer = dialer
+        self._listener = listener
         if advertise_addr:
             split_host_port(advertise_addr)  # validate early
         if max_udp_size <= 0 or max_udp_size > UDP_RECV_SIZE:
@@ -371,26 +379,24 @@ class SocketTransport:
         attempts = _BIND_ATTEMPTS if self._bind_port == 0 else 1
         last: OSError | None = None
         for _ in range(attempts):
-            tcp = socket.socket(self._family, socket.SOCK_STREAM)
+            tcp: socket.socket | None = None
             udp: socket.socket | None = None
             try:
-                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                tcp.bind((self._bind_ip, self._bind_port))
+                tcp = listen_socket(self._listener, "tcp", self._family, self._bind_ip, self._bind_port)
                 port = tcp.getsockname()[1]
                 if self._use_udp:
-                    udp = socket.socket(self._family, socket.SOCK_DGRAM)
-                    udp.bind((self._bind_ip, port))
+                    udp = listen_socket(self._listener, "udp", self._family, self._bind_ip, port)
                     udp.setblocking(False)
                 tcp.listen(512)
                 tcp.setblocking(False)
             except OSError as exc:
-                tcp.close()
-                if udp is not None:
-                    udp.close()
+                close_quietly(tcp)
+                close_quietly(udp)
                 last = exc
                 if exc.errno == errno.EADDRINUSE:
                     continue
                 break
+            assert tcp is not None
             self._loop.listener = tcp
             self._local_addr = format_addr(self._bind_ip, port)
             if udp is not None:
@@ -486,16 +492,15 @@ class SocketTransport:
         # ``ip`` is a literal: connect directly (``socket.create_connection`` would look it up
         # with ``getaddrinfo``, which loads the idna codec, about 0.4 MiB, for a str host).
         with map_errors({OSError: ConnectError}, key, "connect to"):
-            sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET,
-                                 socket.SOCK_STREAM)
-            try:
-                sock.settimeout(timeout)
-                sock.connect((ip, port))
-            except BaseException:
-                sock.close()
-                raise
+            sock = dial_socket(self._dialer, ip, port, timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            if self._dialer is None:
+                sock.close()
+                raise ConnectError(f"connect to {key}: {exc}") from exc
+            # a hook's socket (a Unix socket, a tunnel) may not take TCP options
+        try:
             sock.setblocking(False)
         except OSError as exc:
             sock.close()

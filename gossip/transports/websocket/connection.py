@@ -51,7 +51,7 @@ from websockets.uri import WebSocketURI
 
 from gossip.errors import ConnectError, GossipError, GossipTimeout
 from gossip.transports import _wsauth as wsauth
-from gossip.transports._sockets import close_quietly, shutdown
+from gossip.transports._sockets import DialHook, close_quietly, dial_socket, shutdown
 from gossip.transports.base import Deadline
 from gossip.transports.websocket.admission import CHANNEL_HEADER, FRAMES, STREAM, Refusal
 from gossip.transports.websocket.framing import Chunk, SocketReader, binary_frame, send_all
@@ -99,6 +99,7 @@ class SocketEnv:
         bearer_token: the token proved on every dial (``""``: none).
         screen: screens an accepted handshake (:class:`~.admission.Screen`).
         dial_failed: a dial to an address failed, and why.
+        dialer: makes the TCP socket of a dial (``Config.dialer``), or None.
     """
 
     dial_timeout: float
@@ -107,6 +108,7 @@ class SocketEnv:
     bearer_token: str
     screen: ScreenFn
     dial_failed: Callable[[str, str], None]
+    dialer: DialHook | None = None
 
 
 class SocketLink(Link):
@@ -165,12 +167,20 @@ class SocketLink(Link):
         """Open the TCP connection (and TLS) of a dial; it is :attr:`sock` until replaced."""
         left = deadline.remaining(what)
         assert left is not None
-        sock = socket.create_connection((u.host, u.port),
-                                        timeout=min(self.senv.dial_timeout, left))
+        timeout = min(self.senv.dial_timeout, left)
+        hook = self.senv.dialer
+        if hook is None:
+            sock = socket.create_connection((u.host, u.port), timeout=timeout)
+        else:
+            sock = dial_socket(hook, u.host, u.port, timeout)
         self.sock = sock
         if self.state is CLOSED:
             raise ConnectError(f"{what}: the transport is closing")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            if hook is None:
+                raise  # a hook's socket (a Unix socket, a tunnel) may not take TCP options
         if u.secure:
             sock.settimeout(deadline.remaining(what))
             sock = self.senv.client_ssl().wrap_socket(sock, server_hostname=u.host)

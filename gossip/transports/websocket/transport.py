@@ -69,7 +69,7 @@ from gossip.errors import (
 )
 from gossip.transports._admission import DialSlot, MemberCheck, Ticket
 from gossip.address import plain_ip
-from gossip.transports._sockets import shutdown
+from gossip.transports._sockets import DialHook, ListenHook, close_quietly, listen_socket, shutdown
 from gossip.transports.base import (
     Deadline,
     Incoming,
@@ -143,6 +143,10 @@ class WebSocketTransport:
             silent twice as long (0 disables).
         allowed_origins: ``Origin`` values whose handshakes are accepted; any other handshake
             that carries an ``Origin`` (a browser's) or ``Sec-Fetch-*`` header is refused.
+        dialer: makes the TCP socket of every dial (``Config.dialer``; see
+            :data:`~gossip.transports._sockets.DialHook`); None connects directly.
+        listener: makes the listening socket (``Config.listener``, called with
+            ``"websocket"``); None binds directly.
         **overrides: fields of :class:`ConnectionLimits` (``idle_timeout=...``), applied to
             ``limits``.
 
@@ -168,6 +172,8 @@ class WebSocketTransport:
         handshake_timeout: float = 5.0,
         ping_interval: float = 10.0,
         allowed_origins: list[str] | tuple[str, ...] = (),
+        dialer: DialHook | None = None,
+        listener: ListenHook | None = None,
         **overrides: Any,
     ) -> None:
         if bind_addr:
@@ -209,7 +215,8 @@ class WebSocketTransport:
         self._senv = SocketEnv(
             dial_timeout=limits.dial_timeout, server_ssl=server_ssl,
             client_ssl=self._client_context, bearer_token=bearer_token, screen=self._screen,
-            dial_failed=self._dial_failed)
+            dial_failed=self._dial_failed, dialer=dialer)
+        self._listen_hook = listener
 
         self._lock = threading.Lock()  # guards the tables below and the flags
         self._started = False
@@ -698,14 +705,14 @@ class WebSocketTransport:
     # ------------------------------------------------------------------ internals: threads
 
     def _bind(self) -> None:
-        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        sock: socket.socket | None = None
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._bind_ip, self._bind_port))
+            sock = listen_socket(self._listen_hook, "websocket", self._family, self._bind_ip,
+                                 self._bind_port)
             sock.listen(512)
             sock.setblocking(False)
         except OSError as exc:
-            sock.close()
+            close_quietly(sock)
             where = format_addr(self._bind_ip, self._bind_port)
             raise TransportError(f"cannot bind {where}: {exc}") from exc
         self._listener = Listener(
