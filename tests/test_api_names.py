@@ -3,6 +3,8 @@ classes that say whose fault it is."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 import gossip
@@ -23,11 +25,25 @@ def test_node_properties_and_their_go_aliases_agree(state: NodeState) -> None:
     assert node.metadata.get_timestamp() == node.metadata.timestamp == 5
 
 
+def test_node_id_parse_takes_text_a_uuid_or_16_bytes() -> None:
+    nid = NodeID.generate()
+    assert NodeID.parse(nid) is nid                           # already a NodeID: as is
+    plain = uuid.UUID(str(nid))
+    assert type(plain) is uuid.UUID
+    for form in (str(nid), plain, nid.bytes):
+        parsed = NodeID.parse(form)
+        assert parsed == nid and type(parsed) is NodeID
+    assert NodeID.parse(bytearray(nid.bytes)) == nid      # type: ignore[arg-type]
+    assert repr(nid) == f"NodeID('{nid}')" and nid.short == nid.hex[-8:]
+
+
 def test_a_malformed_node_id_is_a_node_id_error() -> None:
     for bad in ("not-a-uuid", b"short", "", "1234"):
         with pytest.raises(NodeIDError):
             NodeID.parse(bad)
     assert issubclass(NodeIDError, ValueError) and not issubclass(NodeIDError, gossip.AddressError)
+    with pytest.raises(NodeIDError):
+        NodeID.parse(None)                                    # type: ignore[arg-type]
     with pytest.raises(NodeIDError):
         gossip.Cluster(gossip.Config.local(transport=MemoryNetwork().new_transport())).get_node("x")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Optional
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Dict, Literal, NewType, Optional
 
 import pytest
 
@@ -277,3 +278,87 @@ def test_unresolvable_hints_are_local_errors() -> None:
 
     with pytest.raises(LocalProtocolError):
         MsgpackCodec().decode_as(MsgpackCodec().encode({"x": 1}), Broken)
+
+
+UserId = NewType("UserId", int)
+
+
+@dataclasses.dataclass
+class Checked:
+    low: int
+    high: int
+    span: int = dataclasses.field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.low > self.high:
+            raise ValueError("low above high")
+        self.span = self.high - self.low
+
+
+@pytest.mark.parametrize("value, target, expected", [
+    (5, Any, 5),
+    ([1, "x"], object, [1, "x"]),
+    (3, float, 3.0),
+    (bytearray(b"ab"), bytes, b"ab"),
+    (memoryview(b"cd"), bytes, b"cd"),
+    (None, int | str | None, None),
+    ("s", int | str | None, "s"),
+    ((1, 2), list, [1, 2]),
+    ([1, 2], Sequence[int], [1, 2]),
+    ([1, 2, 2], set[int], {1, 2}),
+    ([1, 2], frozenset, frozenset({1, 2})),
+    ([1, 2], tuple, (1, 2)),
+    ([], tuple[()], ()),
+    ({"a": 1}, dict, {"a": 1}),
+    ({"a": 1}, Dict, {"a": 1}),
+    ({"a": 1}, Mapping[str, int], {"a": 1}),
+    ("b", Literal["a", "b"], "b"),
+    (None, None, None),
+    (4, UserId, 4),
+    (7, Annotated[int, "meta"], 7),
+    (7, Annotated[int, ["unhashable"]], 7),
+    ({"low": 1, "high": 4, "span": 99}, Checked, Checked(1, 4)),
+    (1 + 2j, complex, 1 + 2j),                           # unknown annotation: as is
+])
+def test_from_builtin_converts(value: Any, target: Any, expected: Any) -> None:
+    got = from_builtin(value, target)
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize("value, target", [
+    ("1.5", float), (True, float),
+    ("ab", bytes),
+    (1.5, int | str),
+    ("x", list[int]), ({"a": 1}, tuple[int, ...]),
+    ([1], tuple[()]),
+    ("x", dict[str, int]), ([("a", 1)], dict),
+    ({"a": "1"}, dict[str, int]),
+    ("c", Literal["a", "b"]),
+    (0, None),
+    ("4", UserId),
+    ({"low": 5, "high": 1}, Checked),                   # __post_init__ refuses
+    ({"low": 1}, Checked),
+])
+def test_from_builtin_refuses(value: Any, target: Any) -> None:
+    with pytest.raises(DecodeError):
+        from_builtin(value, target)
+
+
+def test_from_builtin_hands_back_an_instance_as_is_and_to_builtin_walks_dicts() -> None:
+    addr = Address("127.0.0.1", 1)
+    assert from_builtin(addr, Address) is addr
+    assert to_builtin({"a": (1, addr)}) == {"a": [1, {"host": "127.0.0.1", "port": 1}]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Labels:
+    names: frozenset  # type: ignore[type-arg]  # a bare annotation, as users write it
+    seen: set  # type: ignore[type-arg]
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=ids)
+def test_bare_set_annotations_decode_to_sets(codec: Codec) -> None:
+    got = codec.decode_as(codec.encode({"names": ["a", "b"], "seen": [1, 1]}), Labels)
+    assert got.names == frozenset({"a", "b"}) and got.seen == {1}
+    assert isinstance(got.names, frozenset) and isinstance(got.seen, set)
+    hash(got.names)                                      # a frozen dataclass's field hashes

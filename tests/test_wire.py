@@ -41,7 +41,9 @@ from gossip.wire import (
     USER_MSG,
     WIRE_VERSION,
     MessageType,
+    TransportType,
     is_internal,
+    is_reliable,
     is_reserved,
     is_user,
     type_name,
@@ -72,6 +74,17 @@ def test_type_helpers() -> None:
     assert is_user(USER_MSG) and is_user(MAX_MSG_TYPE) and not is_user(127)
     assert not is_user(65536) and not is_internal(-1)
     assert type_name(1) == "PING" and type_name(300) == "user:300" and type_name(70) == "reserved:70"
+    # A retired protocol type and numbers outside every range are named, not refused.
+    assert type_name(10) == "unknown:10" and type_name(70000) == "unknown:70000"
+
+
+def test_is_reliable_takes_the_enum_or_its_integers_and_refuses_anything_else() -> None:
+    assert is_reliable(TransportType.RELIABLE) is True
+    assert is_reliable(TransportType.BEST_EFFORT) is False
+    assert is_reliable(1) is True and is_reliable(0) is False          # type: ignore[arg-type]
+    for bad in (2, -1, "reliable", None, 1.5):
+        with pytest.raises(LocalProtocolError, match="TransportType"):
+            is_reliable(bad)                                          # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------- round trips

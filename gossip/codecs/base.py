@@ -313,8 +313,7 @@ def _build_converter(tp: Any) -> _Converter:
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return _sequence_converter(tp, _converter_for(args[0]), tuple)
-        if args == ((),):
-            return _fixed_tuple_converter(tp, [])
+        # tuple[()] has no args on Python 3.11: a fixed tuple of none.
         return _fixed_tuple_converter(tp, [_converter_for(a) for a in args])
     if origin in (dict, Mapping, MutableMapping):
         if args:
@@ -324,6 +323,8 @@ def _build_converter(tp: Any) -> _Converter:
         return _sequence_converter(tp, _identity, list)
     if tp is tuple:
         return _sequence_converter(tp, _identity, tuple)
+    if tp in (set, frozenset):
+        return _sequence_converter(tp, _identity, tp)
     if tp in (dict, Mapping):
         return _mapping_converter(tp, _identity, _identity)
     if tp is float:

@@ -120,8 +120,9 @@ class ReplayGuard:
     def _raise_floor(self, sender: bytes, stamp: int, low: int) -> None:
         """Remember that ``sender``'s pairs up to ``stamp`` are forgotten (bounded)."""
         floors = self._floors
-        if stamp > floors.get(sender, -1):
-            floors[sender] = stamp
+        # Pairs leave the heap oldest first, so ``stamp`` is above the sender's floor already;
+        # max() keeps a floor from ever going down all the same.
+        floors[sender] = max(stamp, floors.get(sender, -1))
         if len(floors) > self.max_entries:
             # Floors below the window say nothing the window does not; past that, the highest
             # of the dropped ones becomes everyone's floor.

@@ -412,7 +412,7 @@ def map_errors(mapping: ErrorMapping, peer: str = "", action: str = "") -> Itera
         for src_type, dst_type in mapping.items():
             if isinstance(exc, src_type):
                 what = f"{action} {peer}".strip() or "transport"
-                raise dst_type(f"{what}: {exc or type(exc).__name__}") from exc
+                raise dst_type(f"{what}: {str(exc) or type(exc).__name__}") from exc
         raise
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from gossip.errors import ConfigError
 from gossip.locks import LockConfig, TooManyRequests
 from gossip.locks.base import Answered, Failed, Granted, Renewed
 from gossip.locks.grantor import GrantorState
@@ -280,3 +281,29 @@ def test_only_the_node_asked_may_answer_and_only_replicas_may_write() -> None:
         Record("x", FencingToken(9, 1), stranger, 5.0, False, Ballot(9, 0, stranger.hex), 1),)))
     assert "x" not in c.core.replica.records and c.core.stats["replica_messages_not_eligible"] == 1
     assert c.core.actions_to_perform() == []
+
+
+@pytest.mark.parametrize("field, value", [
+    ("msg_type", 63), ("msg_type", 65536), ("msg_type", True), ("msg_type", 67.0),
+    ("election_msg_type", 10),
+    ("retry_interval", 0.0), ("retry_interval", float("nan")), ("retry_interval", "1"),
+    ("write_timeout", 601.0), ("write_timeout", False),
+    ("min_ttl", float("inf")), ("max_ttl", 0.0),
+    ("max_locks", 0), ("max_waiters", (1 << 20) + 1), ("max_requests", 1.0),
+    ("max_requests", True),
+])
+def test_a_lock_config_out_of_range_names_its_field(field: str, value: object) -> None:
+    with pytest.raises(ConfigError) as err:
+        LockConfig(**{field: value})                  # type: ignore[arg-type]
+    assert err.value.field == field
+
+
+def test_a_lock_config_refuses_equal_types_and_a_max_ttl_below_min_ttl() -> None:
+    with pytest.raises(ConfigError) as same:
+        LockConfig(msg_type=100, election_msg_type=100)
+    assert same.value.field == "election_msg_type"
+    with pytest.raises(ConfigError) as ttl:
+        LockConfig(min_ttl=10.0, max_ttl=5.0)
+    assert ttl.value.field == "max_ttl"
+    ok = LockConfig(msg_type=65535, election_msg_type=64, min_ttl=5, max_ttl=5)
+    assert ok.max_ttl == ok.min_ttl == 5                 # the bounds themselves are valid

@@ -14,10 +14,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from gossip import Cluster, GossipTimeout, USER_MSG
+from gossip import Cluster, GossipTimeout, NodeGroup, NodeID, NodeState, USER_MSG
+from gossip.codecs import MsgpackCodec
 from gossip.leader import LeaderConfig
 from gossip.locks import FencingToken, LockConfig
+from gossip.locks.base import Send
+from gossip.locks.messages import Wake
 from gossip.locks.service import Lease, LockLost, LockRefused, LockService
+from gossip.metadata import MetadataReader
+from gossip.node import Node
+from gossip.packet import Packet
 from gossip.testing import ClusterFactory, GossipNetwork, wait_until
 
 ELECTION = LeaderConfig(check_interval=0.1, leader_timeout=0.5, heartbeat_msg_type=66)
@@ -198,6 +204,45 @@ def test_close_releases_what_it_holds(gossip_cluster_factory: ClusterFactory) ->
         from gossip.errors import ClusterClosed
         with pytest.raises(ClusterClosed):
             b.acquire("y")
+
+
+def _lock_packet(svc: LockService, sender: NodeID, body: object, encrypted: bool) -> Packet:
+    codec = MsgpackCodec()
+    return Packet(svc.config.msg_type, sender.bytes, 1, 1, codec.encode(body), codec, False,
+                  encrypted, 100)
+
+
+def test_the_lock_receive_path_refuses_and_counts(gossip_cluster_factory: ClusterFactory) -> None:
+    (c,) = gossip_cluster_factory(1, encryption_key=bytes(range(32)))
+    other = NodeID.generate()
+    alive = Node(other, "127.0.0.1:7946", NodeState.ALIVE, 1, MetadataReader({}, 1))
+    unknown = Node(other, "127.0.0.1:7946", NodeState.UNKNOWN, 1, MetadataReader({}, 1))
+    with services([c]) as (svc,):
+        assert svc.authenticated
+        svc._on_message(unknown, _lock_packet(svc, other, {"kind": "x"}, True))
+        svc._on_message(alive, _lock_packet(svc, other, {"kind": "x"}, False))
+        svc._on_message(alive, _lock_packet(svc, other, {"kind": "nonsense"}, True))
+        svc._on_message(alive, _lock_packet(svc, other, [1, 2], True))
+        stats = svc.stats()
+        assert (stats["messages_from_unknown"], stats["messages_unauthenticated"],
+                stats["messages_malformed"]) == (1, 1, 2)
+
+
+def test_without_an_eligible_leader_questions_time_out_and_sends_to_strangers_are_skipped(
+        gossip_cluster_factory: ClusterFactory) -> None:
+    (c,) = gossip_cluster_factory(1)
+    group = NodeGroup(c, {"role": "lock-keeper"})     # nobody matches: no leader, ever
+    svc = LockService(c, group=group, config=FAST, leader_config=ELECTION)
+    try:
+        with pytest.raises(GossipTimeout, match="no answer from the lock leader"):
+            svc.holder("report", timeout=0.0)
+        with pytest.raises(GossipTimeout, match="not acquired"):
+            svc.acquire("report", ttl=1.0, timeout=0.0)
+        svc._perform([Send((NodeID.generate(),), Wake("report"))])   # not a member: nothing sent
+        assert svc.stats().get("send_errors", 0) == 0
+    finally:
+        svc.close()
+        group.close()
 
 
 def test_a_group_that_selects_by_tag_is_refused(gossip_cluster_factory: ClusterFactory) -> None:

@@ -3,10 +3,14 @@ of it, and a custom transport written before they were is completed once, at the
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+import pytest
+
 import gossip
-from gossip.transports.base import Connection, Incoming, StreamConn, Transport, complete
+from gossip.transports.base import (Connection, Deadline, ErrorMapping, Incoming, StreamConn, Transport,
+                                    complete, map_errors)
 from gossip.transports.memory import MemoryNetwork
 from gossip.transports.multi import MultiTransport
 from gossip.transports.socket import SocketTransport
@@ -172,3 +176,70 @@ def test_the_completed_transport_delegates_everything_else() -> None:
     assert isinstance(streams[0], StreamConn) and streams[0].peer == "old:2"
     t.close()
     assert old.calls == ["send x:1 True", "request x:1", "dial x:1", "close"]
+
+
+class HalfConn(OldConn):
+    """A connection that had mark_trusted already, but not mark_rejected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def mark_trusted(self) -> None:
+        self.calls.append("trusted")
+
+
+class OtherHalfConn(OldConn):
+    """A connection that had mark_rejected already, but not mark_trusted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def mark_rejected(self) -> None:
+        self.calls.append("rejected")
+
+
+def test_a_completed_connection_forwards_the_marks_it_has() -> None:
+    old = OldTransport()
+    t = complete(old)
+    got: list[Incoming] = []
+    t.start(got.extend)
+    half, other = HalfConn(), OtherHalfConn()
+    old.on_packets([Incoming(b"a", "old:1", True, half, 0.0),        # type: ignore[arg-type]
+                    Incoming(b"b", "old:2", True, other, 0.0)])      # type: ignore[arg-type]
+    for inc in got:
+        assert isinstance(inc.conn, Connection)
+        inc.conn.mark_trusted()
+        inc.conn.mark_rejected()
+    assert half.calls == ["trusted"] and other.calls == ["rejected"]
+
+
+def test_map_errors_translates_the_first_matching_type_and_lets_others_through() -> None:
+    mapping: ErrorMapping = {socket.timeout: gossip.GossipTimeout, OSError: gossip.SendError}
+    with pytest.raises(gossip.GossipTimeout, match="send to 127.0.0.1:9: slow") as t:
+        with map_errors(mapping, "127.0.0.1:9", "send to"):
+            raise socket.timeout("slow")
+    assert isinstance(t.value.__cause__, socket.timeout)
+    with pytest.raises(gossip.SendError, match="^transport: ConnectionResetError$"):
+        with map_errors(mapping):
+            raise ConnectionResetError()                             # no message, no peer
+    own = gossip.DecodeError("already ours")
+    with pytest.raises(gossip.DecodeError) as passed:
+        with map_errors(mapping, "p", "a"):
+            raise own
+    assert passed.value is own                                       # unchanged
+    with pytest.raises(KeyError):
+        with map_errors(mapping, "p", "a"):
+            raise KeyError("not mapped")
+
+
+def test_a_deadline_spreads_one_timeout_and_an_unbounded_one_never_expires() -> None:
+    never = Deadline(None)
+    assert never.remaining() is None and not never.expired
+    spent = Deadline(-1.0)                                           # clamped to 0: spent at once
+    assert spent.expired
+    with pytest.raises(gossip.GossipTimeout, match="^dial: timed out$"):
+        spent.remaining("dial")
+    left = Deadline(3600.0).remaining()
+    assert left is not None and 3500.0 < left <= 3600.0

@@ -19,10 +19,11 @@ from gossip.errors import (
     TransportError,
 )
 from gossip.address import plain_ip
+from gossip.testing import wait_until
 from gossip.transports._sockets import Waker, close_quietly, set_buffer, shutdown, wait_fd
 from gossip.transports.base import Incoming, StreamConn
 from gossip.transports.socket import SocketTransport
-from gossip.transports.tcp.udp import UdpSocket
+from gossip.transports.tcp.udp import ADDR_CACHE_MAX, UdpSocket
 
 pytestmark = pytest.mark.integration
 
@@ -261,3 +262,91 @@ def test_a_stream_frame_written_in_pieces_arrives_whole_and_in_order() -> None:
     finally:
         writer.close()
         reader.close()
+
+
+def _udp_socket(s: socket.socket, counts: dict[str, int], batches: list[list[Incoming]],
+                stop: threading.Event) -> UdpSocket:
+    return UdpSocket(s, name="u", max_udp_size=100, emit=batches.append,
+                     count=lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n),
+                     stop=stop, is_closed=lambda: False)
+
+
+def test_datagrams_are_read_in_bursts_with_the_kernels_drop_count() -> None:
+    counts: dict[str, int] = {}
+    batches: list[list[Incoming]] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        udp = _udp_socket(s, counts, batches, threading.Event())
+        udp.set_buffers(1 << 16, 0)
+        assert udp.buffers[0] > 0
+        sender.bind(("127.0.0.1", 0))
+        for i in range(3):
+            sender.sendto(b"d%d" % i, s.getsockname())
+
+        def read() -> bool:
+            udp.read_burst()
+            return sum(len(b) for b in batches) >= 3
+
+        wait_until(read, WAIT, "three datagrams read")
+        src = "127.0.0.1:%d" % sender.getsockname()[1]
+    got = [p for b in batches for p in b]
+    assert [p.data for p in got] == [b"d0", b"d1", b"d2"]
+    assert all(p.src == src and not p.reliable and p.transport == "udp" for p in got)
+    assert counts == {"udp_received": 3} and udp.kernel_drops == 0
+
+
+def test_a_read_failing_while_stopping_ends_the_burst_uncounted() -> None:
+    counts: dict[str, int] = {}
+    batches: list[list[Incoming]] = []
+    stop = threading.Event()
+    stop.set()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        udp = _udp_socket(s, counts, batches, stop)
+        flaky = _Flaky(s)
+        udp.sock = flaky  # type: ignore[assignment]
+        udp.read_burst()
+    assert counts == {} and batches == [] and flaky.failures == 1   # one read, then it stopped
+
+
+def test_the_source_cache_is_bounded() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        udp = _udp_socket(s, {}, [], threading.Event())
+        for port in range(1, ADDR_CACHE_MAX + 1):
+            udp.source(("127.0.0.1", port))
+        assert len(udp._addr_cache) == ADDR_CACHE_MAX
+        assert udp.source(("::1", 7)) == "[::1]:7"        # full: emptied, then this one kept
+        assert udp._addr_cache == {("::1", 7): "[::1]:7"}
+
+
+class _FailingSelector:
+    """A selector whose select fails; the second failure comes as the transport stops."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.calls = 0
+        self.closed = False
+
+    def select(self, timeout: float | None = None) -> list[object]:
+        self.calls += 1
+        if self.calls == 2:
+            self.stop.set()
+        raise OSError(errno.EBADF, "bad file descriptor")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_reader_loop_counts_an_error_and_ends_quietly_when_stopped() -> None:
+    counts: dict[str, int] = {}
+    stop = threading.Event()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        udp = _udp_socket(s, counts, [], stop)
+        udp.waker = Waker()
+        sel = _FailingSelector(stop)
+        try:
+            udp.run(sel)  # type: ignore[arg-type]
+        finally:
+            udp.waker.close()
+    assert counts == {"reader_errors": 1} and sel.calls == 2 and sel.closed
