@@ -8,6 +8,7 @@ convergence, detection times and false positives are computed exactly.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import heapq
 import math
@@ -27,6 +28,7 @@ from ..protocol import Protocol
 from ..protocol.actions import EVENT_REMOVED, EVENT_STATE, JoinResult, MemberEvent, Send
 from ..protocol.insight import CLUSTER_EVENTS, ClusterEvent
 from ..wire import HEADER_OVERHEAD
+from .compact import CompactStore, Registry
 from .network import LinkModel, SimNetwork
 
 __all__ = ["Simulation", "SimNode"]
@@ -66,6 +68,16 @@ class SimNode:
         self.relays_max = max(self.relays_max, sizes["relays"])
 
 
+def _members(view: bytearray) -> list[int]:
+    """Return the observers a view's bytes mark (see ``Simulation.alive_view``)."""
+    out = []
+    i = view.find(1)
+    while i >= 0:
+        out.append(i)
+        i = view.find(1, i + 1)
+    return out
+
+
 class _Target:
     """Per-target bookkeeping for detection after a crash or a leave."""
 
@@ -86,6 +98,9 @@ class Simulation:
         config: the protocol configuration every node uses.
         seed: the one seed all randomness derives from.
         link: the network model.
+        compact: keep every core's member table in arrays (:mod:`gossip.sim.compact`): the
+            same protocol and the same run, about a tenth of the memory per (node, member)
+            pair, somewhat slower.
     """
 
     observer: Callable[[Simulation], None] | None = None
@@ -95,8 +110,10 @@ class Simulation:
     OBSERVE_EVERY = 8192
     """Events between two calls of :attr:`observer`."""
 
-    def __init__(self, config: Config, seed: int, link: LinkModel | None = None) -> None:
+    def __init__(self, config: Config, seed: int, link: LinkModel | None = None, compact: bool = False) -> None:
         self.config = config
+        # Compact member tables (gossip.sim.compact): the same cores, a fraction of the memory.
+        self.registry: Registry | None = Registry() if compact else None
         self.seed = seed
         self.root = random.Random(seed)
         self.net = SimNetwork(link or LinkModel(), random.Random(self.root.getrandbits(64)))
@@ -106,8 +123,9 @@ class Simulation:
         self.by_id: dict[NodeID, int] = {}
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = 0
-        # observers' views: target -> observers that see it ALIVE; observer -> live targets it sees alive
-        self.alive_view: dict[int, set[int]] = {}
+        # observers' views: target -> a byte per observer, 1 if it sees the target ALIVE;
+        # observer -> live targets it sees alive
+        self.alive_view: dict[int, bytearray] = {}
         self.view_count: dict[int, int] = {}
         self.live: set[int] = set()
         self.good_pairs = 0
@@ -143,12 +161,16 @@ class Simulation:
         node_id = NodeID(int=self.root.getrandbits(128))
         rng = random.Random(self.root.getrandbits(64))
         addr = f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}:7946"
-        core = Protocol(self.config, node_id, addr, rng, self.now)
+        store = None
+        if self.registry is not None:
+            self.registry.intern(node_id, addr)
+            store = CompactStore(self.registry)
+        core = Protocol(self.config, node_id, addr, rng, self.now, store=store)
         node = SimNode(index, node_id, core, rng, self.now)
         self.nodes.append(node)
         self.by_addr[addr] = index
         self.by_id[node_id] = index
-        self.alive_view[index] = set()
+        self.alive_view[index] = bytearray()
         self.view_count[index] = 0
         self._account_live()
         self.live.add(index)
@@ -170,15 +192,19 @@ class Simulation:
 
     def _view_alive(self, observer: int, target: int, alive: bool) -> None:
         view = self.alive_view[target]
-        if alive:
-            if observer in view:
+        if observer >= len(view):
+            if not alive:
                 return
-            view.add(observer)
+            view.extend(bytes(max(observer + 1, len(self.nodes)) - len(view)))
+        if alive:
+            if view[observer]:
+                return
+            view[observer] = 1
             delta = 1
         else:
-            if observer not in view:
+            if not view[observer]:
                 return
-            view.discard(observer)
+            view[observer] = 0
             delta = -1
         if observer in self.live and target in self.live:
             self.good_pairs += delta
@@ -192,7 +218,7 @@ class Simulation:
         if index not in self.live:
             return
         self._account_live()
-        for observer in self.alive_view[index]:
+        for observer in _members(self.alive_view[index]):
             if observer in self.live and observer != index:
                 self.good_pairs -= 1
                 self.view_count[observer] -= 1
@@ -276,7 +302,7 @@ class Simulation:
         self._reschedule(node)
 
     def _track_target(self, index: int) -> None:
-        remaining = {o for o in self.alive_view[index] if o in self.live and o != index}
+        remaining = {o for o in _members(self.alive_view[index]) if o in self.live and o != index}
         # Suspect is not "dropped": count observers that hold it suspect too.
         for o in self.live:
             if o != index:
@@ -310,6 +336,20 @@ class Simulation:
 
     def run_until(self, end: float, stop: Callable[[], bool] | None = None) -> None:
         """Process events up to virtual time ``end`` (or until ``stop()`` is true)."""
+        # Millions of long-lived records: the default collector thresholds would rescan them
+        # all every few thousand allocations (a third of the wall time of a 1,000-node join).
+        thresholds = gc.get_threshold()
+        gc.set_threshold(*self.GC_THRESHOLDS)
+        try:
+            self._run(end, stop)
+        finally:
+            gc.set_threshold(*thresholds)
+        self._account_live()
+
+    GC_THRESHOLDS = (100_000, 50, 1000)
+    """The collector's thresholds while :meth:`run_until` runs (the previous ones come back after)."""
+
+    def _run(self, end: float, stop: Callable[[], bool] | None) -> None:
         heap = self._heap
         nodes = self.nodes
         observer = Simulation.observer
@@ -351,7 +391,6 @@ class Simulation:
                 break
         else:
             self.now = max(self.now, end)
-        self._account_live()
 
     # ------------------------------------------------------------------ actions
 
