@@ -8,8 +8,9 @@ index entries each. :class:`CompactStore` keeps the same records as arrays inste
 * a :class:`Registry` shared by every core of a simulation numbers each member id once (and
   holds the address it was first seen at);
 * each core's table is a struct of arrays indexed by those numbers: the state and the
-  ``vouched`` flag a byte each, the incarnation and the time of the last state change eight
-  bytes each, the insertion order and the positions in the id lists four bytes each; fields
+  ``vouched`` flag a byte each, the incarnation (a u32, as on the wire) four bytes, the time
+  of the last state change eight, the insertion order and the positions in the id lists four
+  bytes each; fields
   that are nearly always at their default (the metadata, its stamp, versions, an address
   other than the registered one, a running suspicion, the introducer, a pending timer, the
   last round trip) live in small dicts holding only the exceptions;
@@ -80,7 +81,7 @@ class CompactMembers(MutableMapping[NodeID, Member]):
         self.reg = reg
         self.st = bytearray()            # state code
         self.vouched = bytearray()
-        self.inc = array("q")
+        self.inc = array("I")
         self.changed = array("d")
         self.pos = array("i")            # position in ``order``, -1: absent
         self.order = array("i")          # registry numbers in insertion order, -1: removed

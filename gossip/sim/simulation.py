@@ -183,10 +183,31 @@ class Simulation:
         for i in indices:
             node = self.nodes[i]
             node.core.bootstrap(self.now, states)
-            for j in indices:
-                if j != i:
-                    self._view_alive(i, j, True)
             self._reschedule(node)
+        self._view_all_alive(indices)
+
+    def _view_all_alive(self, indices: list[int]) -> None:
+        """Mark every node of ``indices`` as seeing every other one alive (after a bootstrap)."""
+        size = len(self.nodes)
+        mark = bytearray(size)
+        for i in indices:
+            mark[i] = 1
+        live = sorted({i for i in indices if i in self.live})
+        fresh: set[int] = set()       # live targets whose view was empty
+        for j in sorted(set(indices)):
+            view = self.alive_view[j]
+            if view.find(1) >= 0:       # not a fresh view: one pair at a time
+                for i in indices:
+                    if i != j:
+                        self._view_alive(i, j, True)
+                continue
+            view[:] = mark
+            view[j] = 0
+            if j in self.live:
+                fresh.add(j)
+                self.good_pairs += len(live) - 1
+        for i in live:
+            self.view_count[i] += len(fresh) - (i in fresh)
 
     # ------------------------------------------------------------------ view bookkeeping
 
