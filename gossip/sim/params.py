@@ -48,3 +48,4 @@ class ScenarioParams:
     retention: float | None = None
     clock_drift: float = 0.0
     max_clock_drift_rate: float = 0.01
+    tables: str = "auto"

@@ -40,7 +40,7 @@ ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DE
 class SimNode:
     """One simulated process: a protocol core plus its fate (running, crashed, left, starved)."""
 
-    __slots__ = ("index", "id", "addr", "core", "running", "left", "starve_delay", "starve_timer_delay",
+    __slots__ = ("index", "id", "addr", "core", "running", "left", "starve_delay", "starve_spread", "starve_timer_delay",
                  "wake_at", "rng", "started_at", "table_max", "queue_max", "relays_max")
 
     def __init__(self, index: int, node_id: NodeID, core: Protocol, rng: random.Random, now: float) -> None:
@@ -51,6 +51,7 @@ class SimNode:
         self.running = True
         self.left = False
         self.starve_delay = 0.0
+        self.starve_spread = 0.0
         self.starve_timer_delay = 0.0
         self.wake_at = math.inf
         self.rng = rng
@@ -117,6 +118,8 @@ class Simulation:
         self.seed = seed
         self.root = random.Random(seed)
         self.net = SimNetwork(link or LinkModel(), random.Random(self.root.getrandbits(64)))
+        # Per-packet starvation delays draw from their own source (the others' draws unchanged).
+        self._starve_rng = random.Random(f"starve-{seed}")
         self.now = 0.0
         self.nodes: list[SimNode] = []
         self.by_addr: dict[str, int] = {}
@@ -288,9 +291,13 @@ class Simulation:
     def _stop(self, index: int) -> None:
         self.nodes[index].running = False
 
-    def starve(self, index: int, delay: float, timer_delay: float = 0.0) -> None:
-        """Make a node handle every message ``delay`` s late (timers up to ``timer_delay`` late)."""
+    def starve(self, index: int, delay: float, timer_delay: float = 0.0, spread: float = 0.0) -> None:
+        """Make a node handle every message ``delay`` s late (timers up to ``timer_delay`` late).
+
+        With ``spread``, each message is late by ``delay`` plus a uniform draw in
+        ``[0, spread)`` (from the simulation's own starvation random source)."""
         self.nodes[index].starve_delay = delay
+        self.nodes[index].starve_spread = spread
         self.nodes[index].starve_timer_delay = timer_delay
 
     def inject(self, dst: int, src_addr: str, msg: Message, sender: NodeID, reliable: bool = False) -> None:
@@ -388,7 +395,10 @@ class Simulation:
                     continue
                 if node.starve_delay and not delayed:
                     # A starved node's receive path is backlogged: it sees the packet late.
-                    self._push(when + node.starve_delay, _DELIVER, (index, src, msg, sender, reliable, True))
+                    late = node.starve_delay
+                    if node.starve_spread:
+                        late += node.starve_spread * self._starve_rng.random()
+                    self._push(when + late, _DELIVER, (index, src, msg, sender, reliable, True))
                     continue
                 node.core.receive(when, src, msg, sender, reliable)
                 if self.track_sizes:
