@@ -138,6 +138,10 @@ class MemberTable:
         """A record of the full state changed (see :meth:`full_state`)."""
         self.states_cache = None
 
+    def gone(self) -> Iterable[NodeID]:
+        """Return the dead and left members (longest gone first)."""
+        return self._gone
+
     def dialable(self, m: Member) -> bool:
         """May we send to ``m``'s address? Sending to a WebSocket URL (or to any address, when
         every packet goes over a connection) dials it, and an address learned from an
@@ -186,9 +190,10 @@ class MemberTable:
         return out
 
     def sample(self, k: int, accept: Callable[[Member], bool], exclude: set[NodeID],
-               ids: IdList | None = None) -> list[Member]:
+               ids: IdList | None = None, among: Iterable[NodeID] | None = None) -> list[Member]:
         """Return up to ``k`` distinct random members of ``ids`` (default: all) that ``accept``
-        takes, excluding ``exclude``."""
+        takes, excluding ``exclude``. ``among``, if given, holds every member ``accept`` may
+        take (such as :meth:`gone`): a large table is then not scanned whole."""
         if ids is None:
             ids = self.ids
         n = len(ids)
@@ -217,7 +222,13 @@ class MemberTable:
                 out.append(m)
                 if len(out) == k:
                     return out
-        rest = [self.members[i] for i in ids if i not in seen and i not in exclude and accept(self.members[i])]
+        if among is None:
+            rest = [self.members[i] for i in ids if i not in seen and i not in exclude and accept(self.members[i])]
+        else:   # the same members in the same order (that of ``ids``), from the few candidates
+            members = self.members
+            found = [i for i in among if i in ids and i not in seen and i not in exclude and accept(members[i])]
+            found.sort(key=ids.index)
+            rest = [members[i] for i in found]
         self.rng.shuffle(rest)
         out.extend(rest[: k - len(out)])
         return out
@@ -235,7 +246,7 @@ class MemberTable:
                 # Wrap: drop forgotten members and reshuffle (SWIM's round-robin bound).
                 plist[:] = [n for n in plist if n in self.members]
                 self._in_probe_list = self.store.id_set(plist)
-                self.rng.shuffle(plist)
+                self.store.shuffle(self.rng, plist)
                 self._probe_index = 0
                 if not plist:
                     return None
@@ -357,17 +368,18 @@ class MemberTable:
     def bootstrap(self, now: float, states: Iterable[MemberState], self_id: NodeID) -> None:
         """Add the alive members of ``states`` (other than ``self_id``) without events, as
         members that showed themselves, then shuffle the probe order."""
+        fresh: dict[NodeID, MemberState] = {}
+        members = self.members
+        known = len(members) > 0
+        me = self_id.int
         for s in states:
-            if s.node != self_id and s.node not in self.members and s.state is ALIVE:
-                self.store.new_member(self.members, s.node, s.addr, ALIVE, s.incarnation, s.meta, s.meta_stamp,
-                                      s.pv, s.av, now)
-                self.counts[ALIVE] += 1
-                self.ids.add(s.node)
-                self.cids.add(s.node)
-                if s.node not in self._in_probe_list:
-                    self._in_probe_list.add(s.node)
-                    self.probe_list.append(s.node)
-        self.rng.shuffle(self.probe_list)
+            node = s.node
+            if s.state is ALIVE and node.int != me and node not in fresh and not (known and node in members):
+                fresh[node] = s
+        self.store.bulk_add(self.members, self.ids, self.cids, self.probe_list, self._in_probe_list,
+                            list(fresh.values()), now)
+        self.counts[ALIVE] += len(fresh)
+        self.store.shuffle(self.rng, self.probe_list)
         self.states_cache = None
 
     def unconfirm(self, m: Member) -> None:
@@ -429,11 +441,18 @@ class MemberTable:
         ones are: a flood of fake members does not linger for the whole retention period.
         """
         cfg = self.config
-        for m in [m for m in self.members.values() if m.state is DEAD or m.state is LEAVING]:
+        due = []
+        for node in self._gone:      # the dead and left members: no scan of the whole table
+            m = self.members[node]
             age = now - m.state_change
             short = m.state is LEAVING or m.introducer is not None
             if (short and age >= cfg.gossip_to_the_dead_time) or age >= cfg.dead_node_retention_period:
-                self.remove(now, m)
+                due.append(m)
+        if len(due) > 1:             # forgotten in table order
+            rank = {node: i for i, node in enumerate(self.members)}
+            due.sort(key=lambda m: rank[m.node])
+        for m in due:
+            self.remove(now, m)
 
 
 class LocalNode:

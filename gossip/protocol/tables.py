@@ -20,7 +20,8 @@ Pure data: no clock, no threads, no I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, MutableSequence
+import random
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, MutableSequence, Sequence
 from typing import Any, Protocol
 
 from ..messages import MemberState
@@ -89,6 +90,9 @@ class IdList(Protocol):
     def __getitem__(self, i: int) -> NodeID:
         """The id at position ``i``."""
 
+    def index(self, node: NodeID) -> int:
+        """The position of ``node`` (KeyError if absent)."""
+
     def __iter__(self) -> Iterator[NodeID]:
         """The ids in list order."""
 
@@ -126,6 +130,17 @@ class TableStore(Protocol):
     def id_set(self, ids: Iterable[NodeID] = ()) -> IdSet:
         """Return a new :class:`IdSet` holding ``ids``."""
 
+    def bulk_add(self, members: MutableMapping[NodeID, Member], ids: IdList, cids: IdList,
+                 probe: MutableSequence[NodeID], in_probe: IdSet, states: Sequence[MemberState],
+                 now: float) -> None:
+        """Enter alive members that showed themselves, all at once: each of ``states`` (absent
+        from ``members``, distinct) into ``members``, ``ids`` and ``cids``, and at the end of
+        ``probe`` (and into ``in_probe``) unless ``in_probe`` holds it."""
+
+    def shuffle(self, rng: random.Random, order: MutableSequence[NodeID]) -> None:
+        """Shuffle ``order`` in place as ``rng.shuffle(order)`` would (the same draws, the same
+        permutation)."""
+
 
 class ObjectIdList:
     """:class:`IdList` as a list with a dict of positions."""
@@ -157,6 +172,10 @@ class ObjectIdList:
 
     def __getitem__(self, i: int) -> NodeID:
         return self._ids[i]
+
+    def index(self, node: NodeID) -> int:
+        """The position of ``node``."""
+        return self._index[node]
 
     def __iter__(self) -> Iterator[NodeID]:
         return iter(self._ids)
@@ -190,3 +209,19 @@ class ObjectStore:
     def id_set(self, ids: Iterable[NodeID] = ()) -> IdSet:
         """Return a set."""
         return set(ids)
+
+    def bulk_add(self, members: MutableMapping[NodeID, Member], ids: IdList, cids: IdList,
+                 probe: MutableSequence[NodeID], in_probe: IdSet, states: Sequence[MemberState],
+                 now: float) -> None:
+        """Enter each of ``states`` in turn (see :meth:`TableStore.bulk_add`)."""
+        for s in states:
+            self.new_member(members, s.node, s.addr, s.state, s.incarnation, s.meta, s.meta_stamp, s.pv, s.av, now)
+            ids.add(s.node)
+            cids.add(s.node)
+            if s.node not in in_probe:
+                in_probe.add(s.node)
+                probe.append(s.node)
+
+    def shuffle(self, rng: random.Random, order: MutableSequence[NodeID]) -> None:
+        """``rng.shuffle(order)``."""
+        rng.shuffle(order)
