@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from gossip.sim.__main__ import main
 from gossip.sim.grid import GridCell, format_row, grid_cells, run_cell
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,18 +37,23 @@ def test_grid_cells_and_rows() -> None:
     assert format_row(row).split() == ["50", "1%", "5%", "3", "on", "3", "0.00", "1.50", "-", "3"]
 
 
-def test_cli_prints_one_json_line_per_cell() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "gossip.sim", "--scenario", "lifeguard-grid", "--nodes", "8", "--loss", "0.01",
-         "--grid-starved", "0.1", "--seeds", "1", "--duration", "25", "--json"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, check=True)
-    rows = [json.loads(line) for line in out.stdout.splitlines()]
+def test_cli_prints_one_json_line_per_cell(capsys: pytest.CaptureFixture[str]) -> None:
+    flags = ["--scenario", "lifeguard-grid", "--nodes", "8", "--loss", "0.01", "--seeds", "1", "--duration", "25"]
+    assert main([*flags, "--grid-starved", "0.1", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["lifeguard"] for r in rows] == [True, False]
     keys = {"nodes", "loss", "starved", "lifeguard", "seeds", "false_dead_per_run", "false_suspect_per_run",
             "detect_all_s"}
     assert all(keys <= r.keys() and r["nodes"] == 8 and r["seeds"] == 1 for r in rows)
-    text = subprocess.run(
-        [sys.executable, "-m", "gossip.sim", "--scenario", "lifeguard-grid", "--nodes", "8", "--loss", "0.01",
-         "--grid-starved", "0", "--seeds", "1", "--duration", "25"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, check=True).stdout
-    assert "false" not in text and "lifeguard" in text.splitlines()[0] and "replay: python -m gossip.sim" in text
+    assert main([*flags, "--grid-starved", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "false" not in text and "lifeguard" in text.splitlines()[0]
+    assert "replay: python -m gossip.sim --scenario lifeguard-grid" in text
+
+
+def test_python_m_gossip_sim_runs_the_grid() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "gossip.sim", "--scenario", "lifeguard-grid", "--nodes", "6", "--loss", "0.01",
+         "--grid-starved", "0", "--seeds", "1", "--duration", "15", "--json"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, check=True)
+    assert len(out.stdout.splitlines()) == 2
