@@ -456,8 +456,35 @@ def encode_update(u: Update) -> list[Any]:
     return [_DEAD, u.node.bytes, u.incarnation, u.sender.bytes]
 
 
+def _int_size(v: int) -> int:
+    """Return the msgpack size of the integer ``v`` (its smallest encoding)."""
+    if v >= 0:
+        return 1 if v < 0x80 else 2 if v <= 0xFF else 3 if v <= 0xFFFF else 5 if v <= 0xFFFFFFFF else 9
+    return 1 if v >= -32 else 2 if v >= -0x80 else 3 if v >= -0x8000 else 5 if v >= -0x80000000 else 9
+
+
+def _str_size(text: str) -> int:
+    """Return the msgpack size of the string ``text``."""
+    n = len(text) if text.isascii() else len(text.encode("utf-8"))
+    return n + (1 if n < 32 else 2 if n <= 0xFF else 3 if n <= 0xFFFF else 5)
+
+
 def update_size(u: Update) -> int:
-    """Return the encoded size of an update in bytes (msgpack), for packet budgets."""
+    """Return the encoded size of an update in bytes (msgpack), for packet budgets.
+
+    Counted field by field (the size :func:`encode_update` packs to, without packing it): an
+    array header, the kind, 16-byte ids, integers and strings at their msgpack sizes, and the
+    metadata map packed (one byte when empty)."""
+    kind = type(u)
+    if kind is Alive:
+        a: Alive = u  # type: ignore[assignment]
+        if type(a.incarnation) is int and type(a.meta_stamp) is int and type(a.pv) is int \
+                and type(a.addr) is str and type(a.av) is str:
+            meta = 1 if not a.meta else len(msgpack.packb(dict(a.meta), use_bin_type=True))
+            return (2 + 18 + _int_size(a.incarnation) + _str_size(a.addr) + meta + _int_size(a.meta_stamp)
+                    + _int_size(a.pv) + _str_size(a.av))
+    elif type(u.incarnation) is int:
+        return 2 + 18 + _int_size(u.incarnation) + 18
     return len(msgpack.packb(encode_update(u), use_bin_type=True))
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from ..config import Config
@@ -52,6 +52,7 @@ from .dissemination import Dissemination
 from .insight import Insight
 from ..address import host_of
 from .membership import Inbound, LocalNode, Member, MemberTable
+from .tables import TableStore
 from .merge import Merger
 from .outbox import (
     T_GOSSIP, T_INSIGHT, T_JOIN_TIMEOUT, T_LEAVE_RETRY, T_MAINTENANCE, T_PROBE, T_PROBE_END, T_PROBE_TIMEOUT,
@@ -152,6 +153,8 @@ class Protocol:
             metadata stamps are compared with: a peer's stamp more than
             ``Config.max_clock_drift`` ahead of it is refused. None (hosts whose stamps are not
             HLC stamps, such as the simulator's counters) skips that check.
+        store: where the member table keeps its records (:mod:`.tables`; None: the ordinary
+            dict of :class:`Member` objects). The simulator passes a compact one.
 
     Raises:
         ValueError: ``incarnation`` is outside ``0..MAX_INCARNATION``.
@@ -171,6 +174,7 @@ class Protocol:
         incarnation: int = 0,
         stamp_clock: Callable[[], int] | None = None,
         tags: frozenset[str] = NO_TAGS,
+        store: TableStore | None = None,
     ) -> None:
         if not 0 <= incarnation <= MAX_INCARNATION:
             raise ValueError(f"incarnation must be in 0..{MAX_INCARNATION}, got {incarnation}")
@@ -186,8 +190,8 @@ class Protocol:
         self._timers = out.timers
         self.stats: dict[str, int] = out.stats
         inbound = self._inbound = Inbound()
-        table = self._table = MemberTable(config, rng, out, inbound, self.reconnect)
-        self.members: dict[NodeID, Member] = table.members
+        table = self._table = MemberTable(config, rng, out, inbound, self.reconnect, store)
+        self.members: MutableMapping[NodeID, Member] = table.members
         self.counts: dict[NodeState, int] = table.counts
         news = self._news = Dissemination(config, out, table)
         self.broadcasts = news.broadcasts

@@ -18,9 +18,8 @@ Pure data: no clock, no threads, no I/O; ``now`` and the random source are passe
 
 from __future__ import annotations
 
-import math
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, MutableSequence
 from typing import Any, Protocol
 
 from ..address import host_of
@@ -31,78 +30,12 @@ from ..node import PROTOCOL_VERSION, NodeID, NodeState
 from .actions import EVENT_REMOVED, EVENT_STATE, MemberEvent
 from .awareness import Awareness
 from .outbox import Outbox
-from .rtt import RttWindow
 from .reconnect import Reconnector
-from .suspicion import Suspicion
+from .tables import IdList, IdSet, Member, ObjectStore, TableStore
 
 __all__ = ["Member", "Inbound", "MemberTable", "MemberWatcher", "LocalNode"]
 
 ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
-
-
-def _index_add(ids: list[NodeID], index: dict[NodeID, int], node: NodeID) -> None:
-    """Add ``node`` to a list kept with its positions (O(1), for random sampling)."""
-    index[node] = len(ids)
-    ids.append(node)
-
-
-def _index_remove(ids: list[NodeID], index: dict[NodeID, int], node: NodeID) -> None:
-    """Remove ``node`` by moving the last element into its slot (O(1))."""
-    idx = index.pop(node)
-    last = ids.pop()
-    if last != node:
-        ids[idx] = last
-        index[last] = idx
-
-
-class Member:
-    """The local node's record of one other member (mutable; owned by :class:`MemberTable`).
-
-    ``introducer`` is the source host that told us of the member, until the member shows itself
-    (a packet from it, sealed or from its own host, or an answer to our probe); None for
-    members given by the host (:meth:`~.core.Protocol.bootstrap`). Relayed news is no proof: an
-    epidemic spreads fakes as well as it spreads members. ``vouched`` says the news came from
-    inside the cluster (a packet sealed with a cluster key, one from a member that has shown
-    itself, sent from its own host, or the answer to our own join or push/pull), so its address
-    may be dialed before the member shows itself; news from a stranger is not dialed.
-    """
-
-    __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av",
-                 "state_change", "suspicion", "introducer", "vouched", "timer_at", "rtt", "rtts",
-                 "tags")
-
-    def __init__(self, node: NodeID, addr: str, state: NodeState, incarnation: int,
-                 meta: Mapping[str, Any], meta_stamp: int, pv: int, av: str, now: float,
-                 tags: frozenset[str] = NO_TAGS) -> None:
-        self.node = node
-        self.addr = addr
-        self.state = state
-        self.incarnation = incarnation
-        self.meta = meta
-        self.meta_stamp = meta_stamp
-        self.pv = pv
-        self.av = av
-        self.state_change = now
-        self.suspicion: Suspicion | None = None
-        self.introducer: str | None = None
-        self.vouched = False       # named from inside the cluster (see above)
-        self.timer_at = math.inf   # when the pending suspicion timer of this member fires
-        self.rtt: float | None = None  # seconds of the last direct probe round trip
-        self.rtts: RttWindow | None = None  # its recent round trips (adaptive ping timeout)
-        self.tags = tags               # ordered with the metadata, by meta_stamp
-
-    def to_state(self) -> MemberState:
-        """Return the record as exchanged by push/pull."""
-        return MemberState(self.node, self.addr, self.state, self.incarnation, self.meta,
-                           self.meta_stamp, self.pv, self.av, self.tags)
-
-    def to_alive(self) -> Alive:
-        """Return the alive update that says what we know of the member."""
-        return Alive(self.node, self.incarnation, self.addr, self.meta, self.meta_stamp, self.pv,
-                     self.av, self.tags)
-
-    def __repr__(self) -> str:
-        return f"Member({self.node.short}@{self.addr} {self.state.name} inc={self.incarnation})"
 
 
 class Inbound:
@@ -157,20 +90,19 @@ class MemberTable:
     """
 
     def __init__(self, config: Config, rng: random.Random, out: Outbox, inbound: Inbound,
-                 reconnect: Reconnector) -> None:
+                 reconnect: Reconnector, store: TableStore | None = None) -> None:
         self.config = config
+        self.store = store = store if store is not None else ObjectStore()
         self.rng = rng
         self.out = out
         self.inbound = inbound
         self.reconnect = reconnect
-        self.members: dict[NodeID, Member] = {}
+        self.members: MutableMapping[NodeID, Member] = store.members()
         self.counts: dict[NodeState, int] = {ALIVE: 0, SUSPECT: 0, DEAD: 0, LEAVING: 0}
-        self.ids: list[NodeID] = []          # every member, for random sampling
-        self._id_index: dict[NodeID, int] = {}
-        self.cids: list[NodeID] = []         # the members that showed themselves (introducer None)
-        self._cid_index: dict[NodeID, int] = {}
-        self.probe_list: list[NodeID] = []   # the probe order (SWIM section 4.3)
-        self._in_probe_list: set[NodeID] = set()
+        self.ids: IdList = store.id_list()    # every member, for random sampling
+        self.cids: IdList = store.id_list()   # the members that showed themselves (introducer None)
+        self.probe_list: MutableSequence[NodeID] = store.probe_order()   # the probe order (SWIM section 4.3)
+        self._in_probe_list: IdSet = store.id_set()
         self._probe_index = 0
         self.unconfirmed: dict[str, int] = {}     # source host -> members only it vouched for
         self.unproven: dict[NodeID, None] = {}    # those members, oldest first
@@ -199,13 +131,20 @@ class MemberTable:
 
     def full_state(self, local: LocalNode) -> tuple[MemberState, ...]:
         """Return the full state (``local`` first, then every member) for a state exchange."""
-        if self.states_cache is None:
-            self.states_cache = (local.self_state(),) + tuple(m.to_state() for m in self.members.values())
-        return self.states_cache
+        states = self.states_cache
+        if states is None:
+            states = (local.self_state(),) + tuple(m.to_state() for m in self.members.values())
+            if self.store.cache_states:
+                self.states_cache = states
+        return states
 
     def invalidate(self) -> None:
         """A record of the full state changed (see :meth:`full_state`)."""
         self.states_cache = None
+
+    def gone(self) -> Iterable[NodeID]:
+        """Return the dead and left members (longest gone first)."""
+        return self._gone
 
     def dialable(self, m: Member) -> bool:
         """May we send to ``m``'s address? Sending to a WebSocket URL (or to any address, when
@@ -255,9 +194,10 @@ class MemberTable:
         return out
 
     def sample(self, k: int, accept: Callable[[Member], bool], exclude: set[NodeID],
-               ids: list[NodeID] | None = None) -> list[Member]:
+               ids: IdList | None = None, among: Iterable[NodeID] | None = None) -> list[Member]:
         """Return up to ``k`` distinct random members of ``ids`` (default: all) that ``accept``
-        takes, excluding ``exclude``."""
+        takes, excluding ``exclude``. ``among``, if given, holds every member ``accept`` may
+        take (such as :meth:`gone`): a large table is then not scanned whole."""
         if ids is None:
             ids = self.ids
         n = len(ids)
@@ -286,7 +226,13 @@ class MemberTable:
                 out.append(m)
                 if len(out) == k:
                     return out
-        rest = [self.members[i] for i in ids if i not in seen and i not in exclude and accept(self.members[i])]
+        if among is None:
+            rest = [self.members[i] for i in ids if i not in seen and i not in exclude and accept(self.members[i])]
+        else:   # the same members in the same order (that of ``ids``), from the few candidates
+            members = self.members
+            found = [i for i in among if i in ids and i not in seen and i not in exclude and accept(members[i])]
+            found.sort(key=ids.index)
+            rest = [members[i] for i in found]
         self.rng.shuffle(rest)
         out.extend(rest[: k - len(out)])
         return out
@@ -303,8 +249,8 @@ class MemberTable:
             if self._probe_index >= len(plist):
                 # Wrap: drop forgotten members and reshuffle (SWIM's round-robin bound).
                 plist[:] = [n for n in plist if n in self.members]
-                self._in_probe_list = set(plist)
-                self.rng.shuffle(plist)
+                self._in_probe_list = self.store.id_set(plist)
+                self.store.shuffle(self.rng, plist)
                 self._probe_index = 0
                 if not plist:
                     return None
@@ -389,12 +335,12 @@ class MemberTable:
     def add(self, now: float, a: Alive, itself: bool = False) -> Member:
         """Add the member ``a`` announces (admitted by :meth:`admit`), alive."""
         self.reconnect.known(a.node)
-        m = Member(a.node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp, a.pv, a.av, now, a.tags)
-        self.members[a.node] = m
+        m = self.store.new_member(self.members, a.node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp,
+                                  a.pv, a.av, now, a.tags)
         self.counts[ALIVE] += 1
-        _index_add(self.ids, self._id_index, a.node)
+        self.ids.add(a.node)
         if itself:
-            _index_add(self.cids, self._cid_index, a.node)
+            self.cids.add(a.node)
         else:
             # Even a reply to our own request only names the member: the peer may hold fakes.
             self.unconfirm(m)
@@ -420,24 +366,24 @@ class MemberTable:
         plist = self.probe_list
         done = sum(1 for n in plist[: self._probe_index] if n in self.members)
         plist[:] = [n for n in plist if n in self.members]
-        self._in_probe_list = set(plist)
+        self._in_probe_list = self.store.id_set(plist)
         self._probe_index = done
 
     def bootstrap(self, now: float, states: Iterable[MemberState], self_id: NodeID) -> None:
         """Add the alive members of ``states`` (other than ``self_id``) without events, as
         members that showed themselves, then shuffle the probe order."""
+        fresh: dict[NodeID, MemberState] = {}
+        members = self.members
+        known = len(members) > 0
+        me = self_id.int
         for s in states:
-            if s.node != self_id and s.node not in self.members and s.state is ALIVE:
-                m = Member(s.node, s.addr, ALIVE, s.incarnation, s.meta, s.meta_stamp, s.pv, s.av, now,
-                           s.tags)
-                self.members[s.node] = m
-                self.counts[ALIVE] += 1
-                _index_add(self.ids, self._id_index, s.node)
-                _index_add(self.cids, self._cid_index, s.node)
-                if s.node not in self._in_probe_list:
-                    self._in_probe_list.add(s.node)
-                    self.probe_list.append(s.node)
-        self.rng.shuffle(self.probe_list)
+            node = s.node
+            if s.state is ALIVE and node.int != me and node not in fresh and not (known and node in members):
+                fresh[node] = s
+        self.store.bulk_add(self.members, self.ids, self.cids, self.probe_list, self._in_probe_list,
+                            list(fresh.values()), now)
+        self.counts[ALIVE] += len(fresh)
+        self.store.shuffle(self.rng, self.probe_list)
         self.states_cache = None
 
     def unconfirm(self, m: Member) -> None:
@@ -445,8 +391,8 @@ class MemberTable:
         (at this address): it counts against that source until it does."""
         if m.introducer is not None:
             return
-        if m.node in self._cid_index:
-            _index_remove(self.cids, self._cid_index, m.node)
+        if m.node in self.cids:
+            self.cids.remove(m.node)
         host = self.inbound.src_host
         m.introducer = host
         self.unconfirmed[host] = self.unconfirmed.get(host, 0) + 1
@@ -459,7 +405,7 @@ class MemberTable:
             return
         m.introducer = None
         self.unproven.pop(m.node, None)
-        _index_add(self.cids, self._cid_index, m.node)
+        self.cids.add(m.node)
         left = self.unconfirmed.get(host, 0) - 1
         if left > 0:
             self.unconfirmed[host] = left
@@ -484,9 +430,9 @@ class MemberTable:
         self._gone.pop(m.node, None)
         del self.members[m.node]
         self.counts[m.state] -= 1
-        _index_remove(self.ids, self._id_index, m.node)
-        if m.node in self._cid_index:
-            _index_remove(self.cids, self._cid_index, m.node)
+        self.ids.remove(m.node)
+        if m.node in self.cids:
+            self.cids.remove(m.node)
         self._forget_news(m.node)
         self.states_cache = None
         self.event(EVENT_REMOVED, m, m.state, now)
@@ -530,11 +476,18 @@ class MemberTable:
             if now - at < cfg.dead_node_retention_period:
                 break
             del forgotten[node]
-        for m in [m for m in self.members.values() if m.state is DEAD or m.state is LEAVING]:
+        due = []
+        for node in self._gone:      # the dead and left members: no scan of the whole table
+            m = self.members[node]
             age = now - m.state_change
             short = m.state is LEAVING or m.introducer is not None
             if (short and age >= cfg.gossip_to_the_dead_time) or age >= cfg.dead_node_retention_period:
-                self.remove(now, m)
+                due.append(m)
+        if len(due) > 1:             # forgotten in table order
+            rank = {node: i for i, node in enumerate(self.members)}
+            due.sort(key=lambda m: rank[m.node])
+        for m in due:
+            self.remove(now, m)
 
 
 class LocalNode:

@@ -302,7 +302,7 @@ class Sync:
             self.out.count("rejoins")
         # Recovery: exchange state with one dead member; if it answers, both learn of the other's
         # verdict, refute, and the two sides of a healed partition merge again.
-        dead = table.sample(1, lambda m: m.state is DEAD, set(), table.cids)
+        dead = table.sample(1, lambda m: m.state is DEAD, set(), table.cids, table.gone())
         if dead:
             self.send_push_pull(now, dead[0].addr)
             self.out.count("recovery_attempts")

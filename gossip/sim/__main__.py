@@ -15,18 +15,21 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from .scenarios import DEFAULTS, SCENARIOS, ScenarioParams, run_scenario
+from .grid import GRID_LOSS, GRID_NODES, GRID_STARVED, HEADER, format_row, grid_cells, run_grid
+from .scenarios import COMPACT_FROM, DEFAULTS, SCENARIOS, ScenarioParams, run_scenario
 from .simulation import Simulation
 
-_OUTPUT_ONLY = frozenset({"json"})
-"""Flags that change how the figures are printed, not the run."""
+_OUTPUT_ONLY = frozenset({"json", "tables"})
+"""Flags that change how the figures are printed (or the memory used), not the run."""
+
+GRID = "lifeguard-grid"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the simulator command."""
     p = argparse.ArgumentParser(prog="python -m gossip.sim",
                                 description="Run a deterministic simulated gossip cluster.")
-    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="crash")
+    p.add_argument("--scenario", choices=sorted([*SCENARIOS, GRID]), default="crash")
     p.add_argument("--nodes", type=int, help="cluster size (scenario default if omitted)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--duration", type=float, help="virtual seconds (scenario default if omitted)")
@@ -59,7 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="slow: the slow member's round trip, s (ping_timeout is 0.2 s)")
     p.add_argument("--adaptive-ping", action="store_true",
                    help="Config.adaptive_ping_timeout: each member's probe timeout from its round trips")
-    p.add_argument("--json", action="store_true", help="print one JSON object (default: readable lines)")
+    p.add_argument("--seeds", type=int, default=10,
+                   help="lifeguard-grid: runs per cell (seeds --seed, --seed + 1, ...)")
+    p.add_argument("--grid-starved", type=float, nargs="+",
+                   help="lifeguard-grid: shares of starved nodes (default 0 0.01 0.05 0.1)")
+    p.add_argument("--tables", choices=("auto", "objects", "compact"), default="auto",
+                   help="member tables: ordinary objects, or compact arrays (auto: compact from "
+                        f"{COMPACT_FROM} nodes); the run is the same, memory and speed differ")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (lifeguard-grid: one per cell and line)")
     return p
 
 
@@ -95,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the simulator command; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.scenario == GRID:
+        return _grid(args, parser)
     params = ScenarioParams(
         scenario=args.scenario, nodes=args.nodes, seed=args.seed, duration=args.duration, loss=args.loss,
         burst_loss=args.burst_loss, reorder=args.reorder, latency=args.latency, jitter=args.jitter,
@@ -104,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_tail=args.quiet_tail, burst=args.burst, burst_size=args.burst_size,
         leader_timeout=args.leader_timeout, phase=args.phase, retention=args.retention,
         clock_drift=args.clock_drift, max_clock_drift_rate=args.max_clock_drift_rate,
-        slow_rtt=args.slow_rtt, adaptive_ping=args.adaptive_ping,
+        slow_rtt=args.slow_rtt, adaptive_ping=args.adaptive_ping, tables=args.tables,
     )
     progress = None
     if sys.stderr.isatty():
@@ -122,6 +135,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         for key, value in result.items():
             print(f"{key:>22}: {value}")
+        print(f"\nreplay: {replay_command(args, parser)}")
+    return 0
+
+
+def _grid(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the Lifeguard grid (``--nodes`` and ``--loss`` narrow it to one size or loss)."""
+    nodes = (args.nodes,) if args.nodes else GRID_NODES
+    loss = (args.loss,) if args.loss is not None else GRID_LOSS
+    starved = tuple(args.grid_starved) if args.grid_starved else GRID_STARVED
+    kw = {"duration": args.duration} if args.duration is not None else {}
+    seeds = range(args.seed, args.seed + args.seeds)
+    if not args.json:
+        print(HEADER)
+
+    def show(row: dict[str, object]) -> None:
+        print(json.dumps(row) if args.json else format_row(row), flush=True)
+
+    run_grid(grid_cells(nodes, loss, starved, config=args.config, **kw), seeds, show)
+    if not args.json:
         print(f"\nreplay: {replay_command(args, parser)}")
     return 0
 

@@ -50,3 +50,4 @@ class ScenarioParams:
     max_clock_drift_rate: float = 0.01
     slow_rtt: float = 0.3
     adaptive_ping: bool = False
+    tables: str = "auto"

@@ -46,7 +46,11 @@ from .network import LinkModel
 from .params import ScenarioParams
 from .simulation import Simulation
 
-__all__ = ["ScenarioParams", "SCENARIOS", "DEFAULTS", "run_scenario"]
+__all__ = ["ScenarioParams", "SCENARIOS", "DEFAULTS", "run_scenario", "COMPACT_FROM"]
+
+COMPACT_FROM = 2000
+"""``tables="auto"`` keeps the member tables compact (:mod:`gossip.sim.compact`) from this many
+nodes on: the same run in a fraction of the memory, somewhat slower."""
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -77,7 +81,11 @@ def _make(p: ScenarioParams) -> Simulation:
         cfg = cfg.copy(ping_timeout=SLOW_PING_TIMEOUT, adaptive_ping_timeout=p.adaptive_ping)
     link = LinkModel(base_latency=p.latency, jitter=p.jitter, loss=p.loss or 0.0, reorder=p.reorder,
                      burst_loss=p.burst_loss)
-    return Simulation(cfg, p.seed, link)
+    if p.tables not in ("auto", "objects", "compact"):
+        raise ValueError(f"tables must be auto, objects or compact, got {p.tables!r}")
+    compact = p.tables == "compact" or (p.tables == "auto" and (p.nodes or 0) >= COMPACT_FROM
+                                        and p.scenario != "attack")
+    return Simulation(cfg, p.seed, link, compact=compact)
 
 
 def _bootstrapped(p: ScenarioParams) -> Simulation:

@@ -8,6 +8,7 @@ convergence, detection times and false positives are computed exactly.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import heapq
 import math
@@ -28,6 +29,7 @@ from ..protocol.actions import EVENT_REMOVED, EVENT_STATE, JoinResult, MemberEve
 from ..protocol.insight import CLUSTER_EVENTS, ClusterEvent
 from ..tags import tags_size
 from ..wire import HEADER_OVERHEAD
+from .compact import CompactStore, Registry
 from .network import LinkModel, SimNetwork
 
 __all__ = ["Simulation", "SimNode"]
@@ -39,7 +41,7 @@ ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DE
 class SimNode:
     """One simulated process: a protocol core plus its fate (running, crashed, left, starved)."""
 
-    __slots__ = ("index", "id", "addr", "core", "running", "left", "starve_delay", "starve_timer_delay",
+    __slots__ = ("index", "id", "addr", "core", "running", "left", "starve_delay", "starve_spread", "starve_timer_delay",
                  "wake_at", "rng", "started_at", "table_max", "queue_max", "relays_max")
 
     def __init__(self, index: int, node_id: NodeID, core: Protocol, rng: random.Random, now: float) -> None:
@@ -50,6 +52,7 @@ class SimNode:
         self.running = True
         self.left = False
         self.starve_delay = 0.0
+        self.starve_spread = 0.0
         self.starve_timer_delay = 0.0
         self.wake_at = math.inf
         self.rng = rng
@@ -65,6 +68,16 @@ class SimNode:
         self.table_max = max(self.table_max, sizes["members"])
         self.queue_max = max(self.queue_max, sizes["broadcasts"], sizes["broadcasts_low"])
         self.relays_max = max(self.relays_max, sizes["relays"])
+
+
+def _members(view: bytearray) -> list[int]:
+    """Return the observers a view's bytes mark (see ``Simulation.alive_view``)."""
+    out = []
+    i = view.find(1)
+    while i >= 0:
+        out.append(i)
+        i = view.find(1, i + 1)
+    return out
 
 
 class _Target:
@@ -87,6 +100,9 @@ class Simulation:
         config: the protocol configuration every node uses.
         seed: the one seed all randomness derives from.
         link: the network model.
+        compact: keep every core's member table in arrays (:mod:`gossip.sim.compact`): the
+            same protocol and the same run, about a tenth of the memory per (node, member)
+            pair, somewhat slower.
     """
 
     observer: Callable[[Simulation], None] | None = None
@@ -96,19 +112,24 @@ class Simulation:
     OBSERVE_EVERY = 8192
     """Events between two calls of :attr:`observer`."""
 
-    def __init__(self, config: Config, seed: int, link: LinkModel | None = None) -> None:
+    def __init__(self, config: Config, seed: int, link: LinkModel | None = None, compact: bool = False) -> None:
         self.config = config
+        # Compact member tables (gossip.sim.compact): the same cores, a fraction of the memory.
+        self.registry: Registry | None = Registry() if compact else None
         self.seed = seed
         self.root = random.Random(seed)
         self.net = SimNetwork(link or LinkModel(), random.Random(self.root.getrandbits(64)))
+        # Per-packet starvation delays draw from their own source (the others' draws unchanged).
+        self._starve_rng = random.Random(f"starve-{seed}")
         self.now = 0.0
         self.nodes: list[SimNode] = []
         self.by_addr: dict[str, int] = {}
         self.by_id: dict[NodeID, int] = {}
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = 0
-        # observers' views: target -> observers that see it ALIVE; observer -> live targets it sees alive
-        self.alive_view: dict[int, set[int]] = {}
+        # observers' views: target -> a byte per observer, 1 if it sees the target ALIVE;
+        # observer -> live targets it sees alive
+        self.alive_view: dict[int, bytearray] = {}
         self.view_count: dict[int, int] = {}
         self.live: set[int] = set()
         self.good_pairs = 0
@@ -144,12 +165,16 @@ class Simulation:
         node_id = NodeID(int=self.root.getrandbits(128))
         rng = random.Random(self.root.getrandbits(64))
         addr = f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}:7946"
-        core = Protocol(self.config, node_id, addr, rng, self.now)
+        store = None
+        if self.registry is not None:
+            self.registry.intern(node_id, addr)
+            store = CompactStore(self.registry)
+        core = Protocol(self.config, node_id, addr, rng, self.now, store=store)
         node = SimNode(index, node_id, core, rng, self.now)
         self.nodes.append(node)
         self.by_addr[addr] = index
         self.by_id[node_id] = index
-        self.alive_view[index] = set()
+        self.alive_view[index] = bytearray()
         self.view_count[index] = 0
         self._account_live()
         self.live.add(index)
@@ -162,24 +187,49 @@ class Simulation:
         for i in indices:
             node = self.nodes[i]
             node.core.bootstrap(self.now, states)
-            for j in indices:
-                if j != i:
-                    self._view_alive(i, j, True)
             self._reschedule(node)
+        self._view_all_alive(indices)
+
+    def _view_all_alive(self, indices: list[int]) -> None:
+        """Mark every node of ``indices`` as seeing every other one alive (after a bootstrap)."""
+        size = len(self.nodes)
+        mark = bytearray(size)
+        for i in indices:
+            mark[i] = 1
+        live = sorted({i for i in indices if i in self.live})
+        fresh: set[int] = set()       # live targets whose view was empty
+        for j in sorted(set(indices)):
+            view = self.alive_view[j]
+            if view.find(1) >= 0:       # not a fresh view: one pair at a time
+                for i in indices:
+                    if i != j:
+                        self._view_alive(i, j, True)
+                continue
+            view[:] = mark
+            view[j] = 0
+            if j in self.live:
+                fresh.add(j)
+                self.good_pairs += len(live) - 1
+        for i in live:
+            self.view_count[i] += len(fresh) - (i in fresh)
 
     # ------------------------------------------------------------------ view bookkeeping
 
     def _view_alive(self, observer: int, target: int, alive: bool) -> None:
         view = self.alive_view[target]
-        if alive:
-            if observer in view:
+        if observer >= len(view):
+            if not alive:
                 return
-            view.add(observer)
+            view.extend(bytes(max(observer + 1, len(self.nodes)) - len(view)))
+        if alive:
+            if view[observer]:
+                return
+            view[observer] = 1
             delta = 1
         else:
-            if observer not in view:
+            if not view[observer]:
                 return
-            view.discard(observer)
+            view[observer] = 0
             delta = -1
         if observer in self.live and target in self.live:
             self.good_pairs += delta
@@ -193,7 +243,7 @@ class Simulation:
         if index not in self.live:
             return
         self._account_live()
-        for observer in self.alive_view[index]:
+        for observer in _members(self.alive_view[index]):
             if observer in self.live and observer != index:
                 self.good_pairs -= 1
                 self.view_count[observer] -= 1
@@ -242,9 +292,13 @@ class Simulation:
     def _stop(self, index: int) -> None:
         self.nodes[index].running = False
 
-    def starve(self, index: int, delay: float, timer_delay: float = 0.0) -> None:
-        """Make a node handle every message ``delay`` s late (timers up to ``timer_delay`` late)."""
+    def starve(self, index: int, delay: float, timer_delay: float = 0.0, spread: float = 0.0) -> None:
+        """Make a node handle every message ``delay`` s late (timers up to ``timer_delay`` late).
+
+        With ``spread``, each message is late by ``delay`` plus a uniform draw in
+        ``[0, spread)`` (from the simulation's own starvation random source)."""
         self.nodes[index].starve_delay = delay
+        self.nodes[index].starve_spread = spread
         self.nodes[index].starve_timer_delay = timer_delay
 
     def inject(self, dst: int, src_addr: str, msg: Message, sender: NodeID, reliable: bool = False) -> None:
@@ -291,7 +345,7 @@ class Simulation:
         self._reschedule(node)
 
     def _track_target(self, index: int) -> None:
-        remaining = {o for o in self.alive_view[index] if o in self.live and o != index}
+        remaining = {o for o in _members(self.alive_view[index]) if o in self.live and o != index}
         # Suspect is not "dropped": count observers that hold it suspect too.
         for o in self.live:
             if o != index:
@@ -325,6 +379,20 @@ class Simulation:
 
     def run_until(self, end: float, stop: Callable[[], bool] | None = None) -> None:
         """Process events up to virtual time ``end`` (or until ``stop()`` is true)."""
+        # Millions of long-lived records: the default collector thresholds would rescan them
+        # all every few thousand allocations (a third of the wall time of a 1,000-node join).
+        thresholds = gc.get_threshold()
+        gc.set_threshold(*self.GC_THRESHOLDS)
+        try:
+            self._run(end, stop)
+        finally:
+            gc.set_threshold(*thresholds)
+        self._account_live()
+
+    GC_THRESHOLDS = (100_000, 50, 1000)
+    """The collector's thresholds while :meth:`run_until` runs (the previous ones come back after)."""
+
+    def _run(self, end: float, stop: Callable[[], bool] | None) -> None:
         heap = self._heap
         nodes = self.nodes
         observer = Simulation.observer
@@ -342,7 +410,10 @@ class Simulation:
                     continue
                 if node.starve_delay and not delayed:
                     # A starved node's receive path is backlogged: it sees the packet late.
-                    self._push(when + node.starve_delay, _DELIVER, (index, src, msg, sender, reliable, True))
+                    late = node.starve_delay
+                    if node.starve_spread:
+                        late += node.starve_spread * self._starve_rng.random()
+                    self._push(when + late, _DELIVER, (index, src, msg, sender, reliable, True))
                     continue
                 node.core.receive(when, src, msg, sender, reliable)
                 if self.track_sizes:
@@ -366,7 +437,6 @@ class Simulation:
                 break
         else:
             self.now = max(self.now, end)
-        self._account_live()
 
     # ------------------------------------------------------------------ actions
 

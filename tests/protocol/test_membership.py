@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gossip.config import Config
 from gossip.messages import MAX_INCARNATION, Alive, Dead, MemberState, Suspect
-from gossip.node import NodeState
+from gossip.node import NodeID, NodeState
 from gossip.protocol.actions import EVENT_REMOVED, EVENT_STATE
 
 from .parts import ALIVE, DEAD, LEAVING, SELF, Parts, addr, node
@@ -198,3 +200,40 @@ def test_the_announcement_carries_the_new_incarnation(update: Suspect | Dead) ->
     ((_, alive),) = p.news.named("queue")
     assert alive == p.local.self_alive() and alive.incarnation == 1
     assert p.local.state is not LEAVING
+
+
+def _table_with_dead(n: int, dead: list[int], seed: int) -> Any:
+    import random as _random
+
+    from gossip.messages import MemberState as _MS
+    from gossip.protocol import Protocol as _P
+
+    core = _P(Config.lan(), NodeID(int=10_000), "127.0.0.1:7946", _random.Random(seed), 0.0)
+    ids = [NodeID(int=i + 1) for i in range(n)]
+    core.bootstrap(0.0, [_MS(node, f"127.0.0.{i % 250 + 1}:7946", NodeState.ALIVE, 0) for i, node in enumerate(ids)])
+    table = core._table
+    for i in dead:
+        table.set_state(1.0 + i, table.members[ids[i]], NodeState.DEAD)
+    return table
+
+
+def test_sampling_among_the_gone_draws_as_the_full_scan_does() -> None:
+    import random as _random
+
+    for seed in range(30):
+        dead = _random.Random(seed).sample(range(200), seed % 5)
+        a, b = _table_with_dead(200, dead, seed), _table_with_dead(200, dead, seed)
+        for _ in range(20):
+            x = a.sample(1, lambda m: m.state is NodeState.DEAD, set(), a.cids)
+            y = b.sample(1, lambda m: m.state is NodeState.DEAD, set(), b.cids, b.gone())
+            assert [m.node for m in x] == [m.node for m in y]
+            assert a.rng.random() == b.rng.random()
+
+
+def test_expiry_forgets_the_due_in_table_order() -> None:
+    table = _table_with_dead(50, [30, 4, 17], 1)
+    order = [m.node for m in table.members.values() if m.state is NodeState.DEAD]
+    table.out.drain()
+    table.expire(1e9)
+    removed = [a.node for a in table.out.drain() if getattr(a, "kind", None) == EVENT_REMOVED]
+    assert removed == order and len(table.members) == 47 and not list(table.gone())
