@@ -12,6 +12,7 @@ This module imports nothing from :mod:`gossip` but the socket helpers and the er
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 
@@ -43,11 +44,8 @@ class MulticastSocket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                except OSError:  # pragma: no cover - kernels without it
-                    pass
+            with contextlib.suppress(AttributeError, OSError):  # platforms and kernels without it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((group, port))  # the group's address: only its datagrams arrive here
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
                             struct.pack("4s4s", socket.inet_aton(group), iface))
