@@ -331,7 +331,7 @@ def _serve(cluster: Cluster, example: Example, args: argparse.Namespace) -> None
         done.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return
     console = _Console(cluster, example)
-    print("type help for the commands")
+    say("type help for the commands")
     while True:
         line = _read_line(deadline)
         if line is None:
@@ -365,25 +365,28 @@ def run(example: Example, argv: Sequence[str] | None = None) -> int:
             example.setup(cluster)
         cluster.start()
         me = cluster.local_node()
-        print(f"{example.name}: node {me.id} listening on {cluster.address}", flush=True)
+        # Every line from here on goes out through say(): the event handlers print already
+        # (from the cluster's threads), and print() writes a line's text and its end separately.
+        say(f"{example.name}: node {me.id} listening on {cluster.address}")
         peers = [p.strip() for p in args.peers.split(",") if p.strip()]
         if peers:
             try:
                 n = cluster.join(peers)
                 if n:
-                    print(f"joined the cluster through {n} peer(s)", flush=True)
+                    say(f"joined the cluster through {n} peer(s)")
                 else:
-                    print("no other peer given: starting a new cluster", flush=True)
+                    say("no other peer given: starting a new cluster")
             except gossip.JoinError as exc:
                 # Keep running: others may join through us, and we re-join when isolated.
-                print(f"join failed: {exc}", flush=True)
+                say(f"join failed: {exc}")
         else:
-            print("no --peers: starting a new cluster", flush=True)
+            say("no --peers: starting a new cluster")
         if example.joined is not None:
             example.joined(cluster)
         _serve(cluster, example, args)
     except KeyboardInterrupt:
-        print("\ninterrupted", flush=True)
+        _prompt_answered(ended=True)
+        say("interrupted")
     except gossip.GossipError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = 1
@@ -393,10 +396,10 @@ def run(example: Example, argv: Sequence[str] | None = None) -> int:
                 example.stopping(cluster)
             except KeyboardInterrupt:
                 pass
-        print("leaving the cluster...", flush=True)
+        say("leaving the cluster...")
         try:
             cluster.stop()
         except KeyboardInterrupt:
             pass
-        print("stopped", flush=True)
+        say("stopped")
     return code

@@ -5,13 +5,17 @@ polls."""
 from __future__ import annotations
 
 import threading
+import types
+from collections.abc import Sequence
 
 import pytest
 
-from gossip import Cluster
+from gossip import Cluster, NodeID
 from gossip.errors import ClusterClosed
 from gossip.replicated import Changed, MapConfig, MapFull, ReplicatedMap
-from gossip.testing import ClusterFactory, GossipNetwork, wait_until
+from gossip.replicated import host as map_host
+from gossip.replicated.core import MapCore
+from gossip.testing import ClusterFactory, GossipNetwork, scaled, wait_until
 
 FAST = MapConfig(sync_interval=0.2)
 
@@ -85,6 +89,49 @@ def test_a_late_joiner_receives_the_whole_map(gossip_cluster_factory: ClusterFac
     finally:
         for m in ms:
             m.close()
+
+
+def test_a_new_map_syncs_at_once_even_if_its_thread_is_already_waiting(
+        gossip_cluster_factory: ClusterFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The map's thread may reach its wait (until the first periodic round, up to a whole
+    # sync_interval away) before the constructor goes on: the first round must not wait for it.
+    (a,) = gossip_cluster_factory(1)
+    (b,) = gossip_cluster_factory(1, join=False, converge=False)
+    first = ReplicatedMap(b, "config", MapConfig(sync_interval=3600.0))
+    first.set("colour", "blue")
+    b.join([a.address])
+    gossip_cluster_factory.wait_converged()
+    # b syncs with a as a comes alive, before a has the map: a drops it, and only a's own
+    # first round can bring it the key.
+    wait_until(lambda: a.stats().get("user.unhandled", 0) >= 1, 10.0, "b's digest dropped by a")
+    settled = threading.Event()      # the new thread waits for its deadline, or has run a round
+    real_deadline, real_tick = MapCore.next_deadline, MapCore.tick
+
+    def next_deadline(core: MapCore) -> float:
+        settled.set()
+        return real_deadline(core)
+
+    def tick(core: MapCore, now: float, peers: Sequence[NodeID]) -> None:
+        real_tick(core, now, peers)
+        settled.set()
+
+    class Thread(threading.Thread):
+        def start(self) -> None:
+            super().start()
+            settled.wait(scaled(5.0))
+
+    monkeypatch.setattr(MapCore, "next_deadline", next_deadline)
+    monkeypatch.setattr(MapCore, "tick", tick)
+    monkeypatch.setattr(map_host, "threading", types.SimpleNamespace(
+        Lock=threading.Lock, Condition=threading.Condition, Thread=Thread))
+    late = ReplicatedMap(a, "config", MapConfig(sync_interval=3600.0))
+    try:
+        assert settled.is_set()
+        wait_until(lambda: late.get("colour") == "blue", 10.0, "the new map fetched the key")
+        assert late.stats().get("syncs_started", 0) >= 1
+    finally:
+        late.close()
+        first.close()
 
 
 def test_bounds_names_and_closing(gossip_cluster_factory: ClusterFactory) -> None:

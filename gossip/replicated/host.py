@@ -158,7 +158,9 @@ class ReplicatedMap:
         self._events: collections.deque[Changed] = collections.deque()
         self._handlers: EventHandlers[ChangeHandler] = EventHandlers()
         self._stats: dict[str, int] = {}
-        self._sync_with: list[NodeID] = []
+        # A first round at once (a late joiner fetches all), queued before the thread starts:
+        # queued after, it could find the thread already waiting for the periodic round.
+        self._sync_with: list[NodeID] = [self._me]
         self._closed = False
         self._hub = _attach(cluster, self)
         if not self._hub.authenticate:
@@ -167,8 +169,6 @@ class ReplicatedMap:
         self._state_hid = cluster.handle_node_state_change_func(self._on_state)
         self._thread = threading.Thread(target=self._run, name=f"gossip-{self._me.short}-map", daemon=True)
         self._thread.start()
-        with self._lock:
-            self._sync_with.append(self._me)        # a first round at once: a late joiner fetches all
 
     # ------------------------------------------------------------------ reads
 

@@ -255,3 +255,57 @@ def test_event_lines_never_run_into_the_console_prompt() -> None:
             if p is not None and p.p.poll() is None:
                 p.p.kill()
                 p.p.wait()
+
+
+_OUTPUT_RACE = r'''
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+import _common
+
+printing, handler_wrote = threading.Event(), threading.Event()
+
+
+class Stdout:
+    """Lets an event handler's line come while the main thread is printing its status line,
+    as a busy machine may (each write is its own system call when unbuffered)."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, text):
+        self.real.write(text)
+        self.real.flush()
+        if threading.current_thread() is not threading.main_thread():
+            handler_wrote.set()
+        elif "listening on" in text:
+            printing.set()
+            if not text.endswith("\n"):
+                handler_wrote.wait(10)
+        return len(text)
+
+    def flush(self):
+        self.real.flush()
+
+
+def setup(cluster):
+    def handler():
+        printing.wait(10)
+        _common.say("a line from an event handler")
+    threading.Thread(target=handler, daemon=True).start()
+
+
+sys.stdout = Stdout(sys.stdout)
+sys.exit(_common.run(_common.Example(name="race", description="race", setup=setup),
+                     ["--port", "0", "--no-prompt", "--run-for", "0"]))
+'''
+
+
+def test_a_line_from_an_event_handler_never_lands_inside_a_status_line() -> None:
+    # Tests and scripts read the address from the "listening on" line: an event handler's
+    # line printed in the middle of it would make the port read as another number.
+    res = subprocess.run([sys.executable, "-c", _OUTPUT_RACE, EXAMPLES], stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=scaled(30.0), env=env(), cwd=REPO_ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    assert any(re.fullmatch(rf"race: node {ID_RE} listening on 127\.0\.0\.1:\d+", line) for line in lines), lines
+    assert "a line from an event handler" in lines, lines
