@@ -106,8 +106,8 @@ class _Demo:
             self.names[c.local_node().id] = label
             c.handle_node_state_change_func(self.on_state(label))
             c.handle_func(USER_MSG, self.on_message(label))
+            self.clusters.append(c)             # before start(): a Ctrl-C inside it still stops c
             c.start()
-            self.clusters.append(c)
             self.say(f"{label} ({c.local_node().id.short}) listening on {c.address}")
         seed = self.clusters[0]
         for c in self.clusters[1:]:

@@ -331,7 +331,7 @@ def _agent(args: argparse.Namespace) -> int:
 
     def on_signal(signum: int, frame: Any) -> None:
         if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt            # a second Ctrl-C: no more waiting
+            raise Interrupted                  # a second Ctrl-C: no more waiting
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
@@ -434,8 +434,34 @@ def _sim(argv: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------------- entry points
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, raised by the command line's own SIGINT handler.
+
+    A subclass on purpose: CPython 3.11 marks a plain ``KeyboardInterrupt`` that passes
+    through an ``exec()`` of a string (dataclasses build their methods that way, while a
+    module is imported) as unhandled for good, and then ends the process by SIGINT after
+    ``main`` has caught it and returned 130. Only the exact type is marked.
+    """
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (errors are one line on stderr, code 1)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread() \
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous = signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from ..errors import GossipError
 
     argv = list(sys.argv[1:] if argv is None else argv)

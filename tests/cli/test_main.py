@@ -80,3 +80,36 @@ def test_tune_refuses_a_malformed_starve_and_out_of_range_params(
     assert main(["tune", "--nodes", "4", "--quiet"]) == 1
     assert "error: --nodes must be 5..20000, got 4" in capsys.readouterr().err
     assert fake_tune == []                              # nothing simulated
+
+
+def test_ctrl_c_inside_generated_code_still_exits_130(tmp_path: Any) -> None:
+    """A Ctrl-C that lands while a module is being imported (dataclasses run ``exec()`` on a
+    string to build their methods) made CPython end the process by SIGINT (-2) after ``main``
+    had caught it and returned 130. The command line raises its own subclass, which CPython
+    does not mark; here the signal is sent from inside an ``exec()`` so that it lands there.
+    Run with ``-m``, as ``python -m gossip`` is: ``-c`` exits by another path that hides it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import gossip.cli.demo as demo\n"
+        "def fake(*args, **kw):\n"
+        "    exec('import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(10**6): pass')\n"
+        "    return 0\n"
+        "demo.run_demo = fake\n"
+        "from gossip.cli import main\n"
+        "sys.exit(main(['demo']))\n"
+    )
+    (tmp_path / "ctrl_c_probe.py").write_text(script)
+    proc = subprocess.run([sys.executable, "-m", "ctrl_c_probe"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 130, (proc.returncode, proc.stderr[-2000:])
+
+
+def test_main_restores_the_sigint_handler_it_found() -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["keygen"]) == 0
+    assert signal.getsignal(signal.SIGINT) is before
