@@ -453,6 +453,43 @@ def test_a_peer_that_stops_answering_pings_is_dropped(nodes: Callable[..., Node]
         listener.close()
 
 
+def test_a_peer_that_closes_with_a_reason_but_keeps_its_socket_open_is_reported_by_its_reason(
+        nodes: Callable[..., Node]) -> None:
+    """A server that refuses after the upgrade with a close frame (1008 and its reason), then
+    neither reads nor ends the TCP connection (websockets 13's threaded server can be slow to):
+    the request fails with the peer's code and reason, not with 'no close frame'."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"ws://127.0.0.1:{listener.getsockname()[1]}/gossip"
+    held: list[socket.socket] = []
+
+    def refuse() -> None:
+        sock, _ = listener.accept()
+        held.append(sock)
+        proto = ServerProtocol()
+        events: list[Any] = []
+        while not events:
+            proto.receive_data(sock.recv(4096))
+            events = proto.events_received()
+        proto.send_response(proto.accept(events[0]))
+        sock.sendall(b"".join(proto.data_to_send()))
+        while not proto.events_received():        # the request frame has come: refuse now
+            proto.receive_data(sock.recv(4096))
+        proto.send_close(1008, "Not Found: gossip listens on /elsewhere")
+        sock.sendall(b"".join(proto.data_to_send()))  # then never read, never close
+
+    server = threading.Thread(target=refuse)
+    server.start()
+    a = nodes()
+    try:
+        with pytest.raises(TransportError, match="1008 Not Found: gossip listens on /elsewhere"):
+            a.t.request(url, b"x", WAIT)
+    finally:
+        server.join(WAIT)
+        for s in held:
+            s.close()
+        listener.close()
+
+
 def test_connections_served_by_the_hosts_websockets_server(nodes: Callable[..., Node]) -> None:
     host = nodes(bind="", reply=True)
     server = serve(host.t.serve_connection, "127.0.0.1", 0, compression=None)

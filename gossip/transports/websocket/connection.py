@@ -694,7 +694,11 @@ class SocketLink(Link):
 
     def _overdue(self, now: float) -> bool:
         if self.close_sent and now - self.close_sent > CLOSE_TIMEOUT:
-            self.abort("no close frame from the peer")
+            # The peer's close frame may have come (it started the closing handshake) and
+            # only its end of the TCP connection be late: then its code and reason are the news.
+            proto = self.proto
+            self.abort((peer_close_reason(proto) if proto is not None else "")
+                       or "no close frame from the peer")
             return True
         limit = self.env.limits.frame_timeout
         since = self.partial_since
