@@ -475,6 +475,8 @@ class Receiver:
             self._protocol(protocol)
         for lane, items in lanes.items():
             self.lanes.put(lane, items)
+        if batch and batch[0].transport == "http":
+            _http_done(batch, lanes)
 
     def _sort(self, inc: Incoming, pkt: Packet, table: dict[str, int],
               protocol: list[tuple[Incoming, Packet]],
@@ -581,8 +583,9 @@ class Receiver:
     def _user_batch(self, items: list[tuple[Incoming, Packet]]) -> None:
         now = time.monotonic()
         for inc, pkt in items:
+            deferred = False
             try:
-                self._user_packet(inc, pkt, now)
+                deferred = bool(self._user_packet(inc, pkt, now))
             except RemoteProtocolError as exc:
                 self.counters.inc(f"bad_packets.{type(exc).__name__}")
             except ClusterClosed:
@@ -590,8 +593,11 @@ class Receiver:
             except Exception:
                 self.counters.inc("errors.lane_worker")
                 self.log.exception("bug: handling a user packet from %s failed", inc.src)
+            if not deferred and inc.transport == "http":
+                _handled(inc)
 
-    def _user_packet(self, inc: Incoming, pkt: Packet, now: float) -> None:
+    def _user_packet(self, inc: Incoming, pkt: Packet, now: float) -> bool | None:
+        """Handle one user packet; True if its reply is deferred (a future not done yet)."""
         counters = self.counters
         if pkt.tag is not None and pkt.tag not in self._members.tags:
             # A tagged broadcast for members holding a tag we do not (or no longer) hold:
@@ -643,7 +649,7 @@ class Receiver:
             # A reply computed elsewhere (an asyncio handler on its loop): answered when it is
             # done, by the thread that completes it, never waiting; the lane goes on meanwhile.
             value.add_done_callback(lambda f: self._deferred_reply(inc, pkt, f, request))
-            return
+            return True
         if request:
             self._reply(inc, pkt.msg_id, kind, value)
 
@@ -662,6 +668,8 @@ class Receiver:
             value, kind = done.result(), MessageType.REPLY
         if request and not self._closing:
             self._reply(inc, pkt.msg_id, kind, value)
+        if inc.transport == "http":
+            _handled(inc)
 
     def _reply(self, inc: Incoming, request_id: int, kind: int, value: Any) -> None:
         """Answer a request on its connection, never waiting (a full buffer drops the reply).
@@ -707,3 +715,20 @@ class Receiver:
         for addr in members.fan_out_addrs((NodeID(bytes=pkt.sender),), pkt.tag):
             relay(addr, data, inc.reliable, len(pkt.payload))
         self.counters.inc("user.relayed")
+
+
+def _handled(inc: Incoming) -> None:
+    """Tell an HTTP exchange that the engine is done with one of its frames: its response (the
+    answers sent on it) can go (:mod:`gossip.transports.http_server`)."""
+    done = getattr(inc.conn, "handled", None)
+    if done is not None:
+        done()
+
+
+def _http_done(batch: list[Incoming], lanes: dict[int, list[tuple[Incoming, Packet]]]) -> None:
+    """The frames of an HTTP batch that went to no user lane are done with once the reader
+    returns (protocol packets were run, refused ones dropped); the lanes finish the others."""
+    queued = {id(inc) for items in lanes.values() for inc, _ in items}
+    for inc in batch:
+        if id(inc) not in queued:
+            _handled(inc)
