@@ -596,21 +596,21 @@ class Receiver:
             if not deferred and inc.transport == "http":
                 _handled(inc)
 
-    def _user_packet(self, inc: Incoming, pkt: Packet, now: float) -> bool | None:
+    def _user_packet(self, inc: Incoming, pkt: Packet, now: float) -> bool:
         """Handle one user packet; True if its reply is deferred (a future not done yet)."""
         counters = self.counters
         if pkt.tag is not None and pkt.tag not in self._members.tags:
             # A tagged broadcast for members holding a tag we do not (or no longer) hold:
             # neither handled nor relayed.
             counters.inc("user.tag_not_held")
-            return
+            return False
         if pkt.ttl >= 2:
             # Only broadcasts (ttl >= 2 on every hop) can arrive twice, by several paths, so
             # only they are remembered; a direct message (ttl 1) or a request (ttl 0) has one
             # path, and remembering it would only cost memory at high rates.
             if self.history.seen(now, pkt.sender, pkt.msg_id):
                 counters.inc("user.duplicates")
-                return
+                return False
         counters.inc("user.received")
         pkt.reliable = inc.reliable
         handler = self.handlers.get(pkt.msg_type)
@@ -624,7 +624,7 @@ class Receiver:
             if request:
                 self._reply(inc, pkt.msg_id, MessageType.REPLY_ERROR,
                             f"no handler for message type {pkt.msg_type}")
-            return
+            return False
         sender = self._members.node_for_sender(pkt.sender)
         if handler.kind != HANDLER_REPLY:
             try:
@@ -635,7 +635,7 @@ class Receiver:
             if request:
                 self._reply(inc, pkt.msg_id, MessageType.REPLY_ERROR,
                             f"message type {pkt.msg_type} has no reply handler")
-            return
+            return False
         if inc.conn is None:
             counters.inc("user.reply_without_connection")
         try:
@@ -652,6 +652,7 @@ class Receiver:
             return True
         if request:
             self._reply(inc, pkt.msg_id, kind, value)
+        return False
 
     def _deferred_reply(self, inc: Incoming, pkt: Packet, done: Future[Any],
                         request: bool) -> None:

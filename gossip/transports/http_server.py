@@ -179,7 +179,18 @@ class Exchanges:
         self._count = count
         self._replays = http_frames.ReplayCache(65536)
         self._replay_lock = threading.Lock()
+        self._open: set[Exchange] = set()
+        self._closed = False
         self.on_packets: OnPackets | None = None
+
+    def close(self) -> None:
+        """Stop serving: every exchange waiting for the engine answers at once (idempotent)."""
+        with self._replay_lock:
+            self._closed = True
+            self.on_packets = None
+            open_now = list(self._open)
+        for exchange in open_now:
+            exchange.close()
 
     def refuse(self, status: int, reason: str, why: str) -> Response:
         """Count ``reason`` and return the refusal (the connection is then closed)."""
@@ -240,13 +251,21 @@ class Exchanges:
         if frames:
             exchange = Exchange(peer, len(frames), self.limits.conn_buffer_size, on_trusted,
                                 on_rejected, self._count)
-            now = time.monotonic()
-            on_packets([Incoming(f, peer, True, exchange, now, "http") for f in frames])
+            with self._replay_lock:
+                if self._closed:
+                    return self.refuse(503, "refused_not_running", "gossip is not running")
+                self._open.add(exchange)
             try:
-                wait = min(float(headers.get("gossip-wait", "0") or 0), self.reply_wait)
-            except ValueError:
-                wait = 0.0
-            replies = exchange.wait(max(0.0, wait), headers.get("gossip-exchange", "") == "request")
+                now = time.monotonic()
+                on_packets([Incoming(f, peer, True, exchange, now, "http") for f in frames])
+                try:
+                    wait = min(float(headers.get("gossip-wait", "0") or 0), self.reply_wait)
+                except ValueError:
+                    wait = 0.0
+                replies = exchange.wait(max(0.0, wait), headers.get("gossip-exchange", "") == "request")
+            finally:
+                with self._replay_lock:
+                    self._open.discard(exchange)
         out = http_frames.pack_frames(replies)
         extra = [("Content-Type", CONTENT_TYPE)]
         if self.token:
@@ -392,9 +411,13 @@ class Listener:
                 if not reader.peek(1):
                     return  # the client closed its keep-alive connection
                 conn.read_deadline = time.monotonic() + self._limits.frame_timeout
-                sock.settimeout(self._limits.frame_timeout)
+                sock.settimeout(self._limits.frame_timeout + _SWEEP * 5)  # the sweep cuts first
                 if not self._one(conn, sock, reader):
                     return
+        except TimeoutError:
+            if conn.read_deadline is not None:
+                conn.read_deadline = None
+                self._count("frame_timeouts")
         except (OSError, _Cut, ValueError):
             pass
         except Exception:  # a bug must not leak the connection's slot

@@ -344,7 +344,7 @@ class HTTPTransport:
             self._closed = True
             peers = list(self._peers.values())
             senders = list(self._senders)
-        self.exchanges.on_packets = None
+        self.exchanges.close()
         if self._listener is not None:
             self._listener.close()
         for peer in peers:
