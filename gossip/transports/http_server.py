@@ -202,9 +202,12 @@ class Exchanges:
               on_rejected: Callable[[], None] = lambda: None) -> Response:
         """Answer one request; ``headers`` has lower-case names, ``read_body(n)`` reads the body.
 
-        Never raises for what the request holds: every refusal is a response.
+        ``path`` is ``""`` for a request a host's server routed here (its path is not judged);
+        ``trusted`` says whether the connection is (a host's connections never are, so their
+        bodies are bounded by the pre-authentication frame limit). Never raises for what the
+        request holds: every refusal is a response.
         """
-        if path.split("?", 1)[0] != self.path:
+        if path and path.split("?", 1)[0] != self.path:  # "": a host's server routed it here
             return self.refuse(404, "refused_path", "not a gossip path")
         if method != "POST":
             return self.refuse(405, "refused_method", "gossip takes POST only")
