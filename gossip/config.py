@@ -179,7 +179,7 @@ class Config:
     connects directly. See :data:`gossip.transports._sockets.DialHook`."""
     listener: Any = None
     """``listener(kind, host, port) -> socket``: makes the bound sockets the built-in transports
-    listen on, ``kind`` being ``"tcp"``, ``"udp"`` or ``"websocket"`` (paularlott's
+    listen on, ``kind`` being ``"tcp"``, ``"udp"``, ``"websocket"`` or ``"http"`` (paularlott's
     ``ListenHook``). None binds directly. See :data:`gossip.transports._sockets.ListenHook`."""
 
     # -- transport ------------------------------------------------------------------------

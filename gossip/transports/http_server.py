@@ -382,8 +382,8 @@ class Listener:
                     close_quietly(sock)
                     return
                 self._conns[conn] = thread
+                thread.start()   # under the lock: close() never sees a thread it cannot join
             self._count("accepted")
-            thread.start()
 
     def _sweep_loop(self) -> None:
         while not self._closed.wait(_SWEEP):

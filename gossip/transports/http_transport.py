@@ -109,6 +109,9 @@ class _Peer:
         self.cv = threading.Condition(threading.Lock())
         self.sender: threading.Thread | None = None
         self.idle: list[http.client.HTTPConnection] = []
+        self.ready: http.client.HTTPConnection | None = None   # dialed by a sender, for the thread
+        self.connected = False   # the sender thread's last POST went through
+        self.active: http.client.HTTPConnection | None = None   # the sender's POST under way
         self.failed_at = 0.0
 
 
@@ -164,7 +167,8 @@ class HTTPTransport:
         auth_window: how far a request's time may be from this node's clock (bearer token).
         max_frames_per_body: frames one POST may carry.
         allowed_origins: browser origins whose requests are served (normally none).
-        dialer, listener: the socket hooks (:mod:`gossip.transports._sockets`).
+        dialer: the dial hook (:data:`gossip.transports._sockets.DialHook`).
+        listener: the listen hook, asked for kind ``"http"``.
     """
 
     def __init__(self, bind_addr: str = "", *, path: str = "/gossip",
@@ -274,6 +278,19 @@ class HTTPTransport:
         if peer.failed_at and time.monotonic() - peer.failed_at < _BACKOFF:
             self._count("dropped_peer_down")
             raise ConnectError(f"HTTP peer {addr} was unreachable less than {_BACKOFF:.0f}s ago")
+        if reliable and not peer.connected and peer.ready is None:
+            # The first reliable send to a peer dials it here, as TCP does, so that a refused
+            # connection or certificate is the sender's error (a best-effort one never waits).
+            try:
+                dialed: http.client.HTTPConnection | None = self._connect(peer.target, self.limits.dial_timeout)
+            except ConnectError:
+                peer.failed_at = time.monotonic()
+                raise
+            with peer.cv:
+                if peer.ready is None:
+                    peer.ready, dialed = dialed, None
+            if dialed is not None:
+                dialed.close()
         wait = timeout if reliable else 0.0
         end = None if wait is None else time.monotonic() + wait
         limit = self.limits.conn_buffer_size
@@ -355,6 +372,15 @@ class HTTPTransport:
                 peer.cv.notify_all()
             for conn in idle:
                 conn.close()
+            if peer.ready is not None:
+                peer.ready.close()
+                peer.ready = None
+            active = peer.active
+            if active is not None and active.sock is not None:
+                try:
+                    active.sock.shutdown(socket.SHUT_RDWR)   # a POST waiting for its answer ends now
+                except OSError:
+                    pass
         me = threading.current_thread()
         for t in senders:
             if t is not me:
@@ -440,13 +466,16 @@ class HTTPTransport:
                         size += len(frame)
                     peer.queued -= size
                     peer.cv.notify_all()
+                    if conn is None:
+                        conn, peer.ready = peer.ready, None
                 try:
                     frames, conn = self._post(peer, conn, batch, request=False, wait=self._reply_wait,
-                                              deadline=None)
+                                              deadline=None, track=True)
                 except ClusterClosed:
                     return
                 except GossipError as exc:
                     conn = None
+                    peer.connected = False
                     self._count("frames_lost", len(batch))
                     self._count("send_errors")
                     _log.debug("%s ! POST to %s failed: %s", self._name, peer.target.url, exc)
@@ -459,9 +488,11 @@ class HTTPTransport:
                             peer.cv.notify_all()
                     continue
                 peer.failed_at = 0.0
+                peer.connected = conn is not None
                 self._count("frames_sent", len(batch))
                 self._deliver(peer.target.url, frames)
         finally:
+            peer.connected = False
             if conn is not None:
                 conn.close()
             with self._lock:
@@ -486,8 +517,10 @@ class HTTPTransport:
         return conn
 
     def _post(self, peer: _Peer, conn: http.client.HTTPConnection | None, frames: list[bytes],
-              request: bool, wait: float, deadline: float | None) -> tuple[list[bytes], http.client.HTTPConnection | None]:
-        """POST ``frames`` and return the response's frames and the connection to keep (or None)."""
+              request: bool, wait: float, deadline: float | None,
+              track: bool = False) -> tuple[list[bytes], http.client.HTTPConnection | None]:
+        """POST ``frames`` and return the response's frames and the connection to keep (or None);
+        ``track``: the connection is the peer's sender's (close() cuts it)."""
         if self._closed:
             raise ClusterClosed(f"HTTP transport {self._name} is closed")
         target = peer.target
@@ -512,6 +545,11 @@ class HTTPTransport:
                 io = left + self.limits.io_timeout
             assert conn.sock is not None
             conn.sock.settimeout(io)
+            if track:
+                peer.active = conn
+                if self._closed:
+                    conn.close()
+                    raise ClusterClosed(f"HTTP transport {self._name} is closed")
             try:
                 conn.request("POST", target.path, body=body, headers=headers)
                 resp = conn.getresponse()
@@ -535,7 +573,12 @@ class HTTPTransport:
                 raise GossipTimeout(f"POST to {target.url}: timed out") from exc
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
+                if self._closed:
+                    raise ClusterClosed(f"HTTP transport {self._name} is closed") from exc
                 raise SendError(f"POST to {target.url} failed: {exc}") from exc
+            finally:
+                if track:
+                    peer.active = None
             break
         else:  # pragma: no cover - the loop always breaks or raises
             raise SendError(f"POST to {target.url} failed")

@@ -6,16 +6,18 @@ Clusters use :meth:`gossip.Config.local` on port 0. Every wait is bounded (:func
 
 from __future__ import annotations
 
+import pathlib
 import threading
 from typing import Any
 
 import pytest
 
-from gossip import Cluster, Config, NodeState
+from gossip import Cluster, Config, JoinError, NodeState
 from gossip.errors import StreamRefused
 
 from . import scaled, wait_until
 from .test_loopback import node_of, stop_all, wait_converged
+from .tls import make_pki
 
 HTTP = {"socket_transport_enabled": False, "http_bind_addr": "127.0.0.1:0"}
 WS = {"socket_transport_enabled": False, "websocket_bind_addr": "127.0.0.1:0"}
@@ -132,3 +134,36 @@ def test_stream_to_http_node_is_refused_with_its_reason() -> None:
             clusters[0].open_stream(node_of(clusters[0], clusters[1]), 203, b"")
     finally:
         stop_all(clusters)
+
+
+def test_https_cluster_with_a_private_ca_and_a_bearer_token(tmp_path: pathlib.Path) -> None:
+    pki = make_pki(tmp_path)
+    tls = {"tls_cert_file": pki.cert, "tls_key_file": pki.key, "tls_ca_file": pki.ca,
+           "bearer_token": "http-s3cret"}
+    clusters = start("hh", **tls)
+    socket_node = Cluster(Config.local(bind_addr="127.0.0.1:0", tls_ca_file=pki.ca, bearer_token="http-s3cret"))
+    no_token = Cluster(Config.local(bind_addr="127.0.0.1:0", tls_ca_file=pki.ca))
+    no_ca = Cluster(Config.local(bind_addr="127.0.0.1:0", bearer_token="http-s3cret"))
+    try:
+        assert all(c.address.startswith("https://127.0.0.1:") for c in clusters)
+        socket_node.start()
+        assert socket_node.join(clusters[1].address, timeout=scaled(5.0)) == 1
+        clusters.append(socket_node)
+        wait_converged(clusters, scaled(20.0))
+        for i, c in enumerate(clusters):
+            c.handle_func_with_reply(204, lambda s, p, i=i: i)
+        for i, a in enumerate(clusters):
+            for j, b in enumerate(clusters):
+                if i != j:
+                    assert a.send_to_with_response(node_of(a, b), 204, None, timeout=scaled(5.0)) == j
+        no_token.start()
+        with pytest.raises(JoinError):
+            no_token.join(clusters[0].address, timeout=scaled(3.0))
+        assert clusters[0].stats()["transport.http_auth_refused"] >= 1
+        no_ca.start()
+        with pytest.raises(JoinError, match="(?i)certificate"):
+            no_ca.join(clusters[0].address, timeout=scaled(3.0))
+        assert no_token.num_nodes() == 1 and no_ca.num_nodes() == 1
+    finally:
+        stop_all([*clusters, no_token, no_ca] if socket_node in clusters
+                 else [*clusters, socket_node, no_token, no_ca])

@@ -32,7 +32,7 @@ from gossip.transports.base import Incoming
 from gossip.transports.http_transport import HTTPTransport
 from gossip.transports.limits import ConnectionLimits
 
-from integration import loopback_blackhole, wait_until
+from integration import wait_until
 
 FAST = ConnectionLimits(frame_timeout=0.3, preauth_timeout=0.6, max_frame_size=64 * 1024,
                         preauth_max_frame_size=8 * 1024, max_rejected_frames=2, idle_timeout=5.0)
@@ -274,32 +274,58 @@ def test_an_unreachable_peer_is_counted_and_not_dialed_again_at_once() -> None:
     client.start(Engine())
     url = f"http://127.0.0.1:{port}/gossip"
     try:
-        client.send(url, b"ok", reliable=True, timeout=1.0)
+        client.send(url, b"ok", reliable=False)   # queued; the sender thread's dial fails
         wait_until(lambda: client.stats.get("http_frames_lost", 0) == 1, 5.0, "the frame counted lost")
-        with pytest.raises(ConnectError):
+        with pytest.raises(ConnectError, match="unreachable"):
             client.send(url, b"ok", reliable=True, timeout=1.0)
-        with pytest.raises(ConnectError):
+        assert client.stats["http_dropped_peer_down"] == 1
+        with pytest.raises(ConnectError, match="refused"):
             client.request(url, b"ping", timeout=1.0)
     finally:
         client.close()
 
 
-def test_a_full_queue_refuses_best_effort_sends_at_once() -> None:
-    client = HTTPTransport(limits=FAST.replace(conn_buffer_size=1024, dial_timeout=5.0), name="cli")
+def test_a_reliable_send_dials_at_once_and_reports_why_it_cannot() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = HTTPTransport(limits=FAST, name="cli")
     client.start(Engine())
     try:
-        with loopback_blackhole() as blackhole:
-            url = f"http://{blackhole}/gossip"
-            client.send(url, b"x" * 600, reliable=False)   # the sender takes it and hangs dialing
-            wait_until(lambda: client._peers[url].queued == 0, 5.0, "the sender took the first frame")
-            client.send(url, b"x" * 600, reliable=False)
-            with pytest.raises(SendQueueFull):
-                client.send(url, b"x" * 600, reliable=False)
-            with pytest.raises(SendQueueFull):
-                client.send(url, b"x" * 600, reliable=True, timeout=0.05)
-            assert client.stats["http_dropped_queue_full"] == 2
+        with pytest.raises(ConnectError, match="refused"):
+            client.send(f"http://127.0.0.1:{port}/gossip", b"ok", reliable=True, timeout=1.0)
+        assert client.stats["http_dial_errors"] == 1
     finally:
         client.close()
+
+
+class Silent(Engine):
+    """An engine that never says it is done: each POST is held for the reply wait."""
+
+    def __call__(self, batch: list[Incoming]) -> None:
+        for inc in batch:
+            self.got.put(inc)
+
+
+def test_a_full_queue_refuses_best_effort_sends_at_once_and_paces_reliable_ones() -> None:
+    server = HTTPTransport("127.0.0.1:0", limits=FAST, reply_wait=3.0, name="srv")
+    client = HTTPTransport(limits=FAST.replace(conn_buffer_size=1024), name="cli")
+    silent = Silent()
+    server.start(silent)
+    client.start(Engine())
+    try:
+        url = server.local_addr
+        client.send(url, b"ok" * 300, reliable=True, timeout=1.0)   # POSTed, held by the server
+        silent.next()
+        client.send(url, b"ok" * 300, reliable=False)              # queued behind it
+        with pytest.raises(SendQueueFull):
+            client.send(url, b"ok" * 300, reliable=False)
+        with pytest.raises(SendQueueFull):
+            client.send(url, b"ok" * 300, reliable=True, timeout=0.05)
+        assert client.stats["http_dropped_queue_full"] == 2
+    finally:
+        client.close()
+        server.close()
 
 
 def test_addresses_streams_and_lifecycle() -> None:
