@@ -977,6 +977,13 @@ class Config:
                 raise ConfigError("advertise_addr", f"is plain http:// on {host}, which is not "
                                                     "loopback: peers refuse to dial it; advertise "
                                                     "https://, or set allow_insecure_http=True")
+        elif self.http_bind_addr and not self.allow_insecure_http and not (
+                self.tls_server_context is not None or self.tls_cert_file):
+            host = self.http_bind_addr.rpartition(":")[0].strip("[]")
+            if host not in ("", "0.0.0.0", "::") and not is_loopback(host):
+                raise ConfigError("http_bind_addr", f"serves plain http:// on {host}, which is not "
+                                                    "loopback: peers refuse to dial it; set "
+                                                    "tls_cert_file (https://), or allow_insecure_http=True")
 
     def _validate_websocket(self) -> None:
         """Refuse transport settings that cannot work together (see socket_transport_enabled)."""
