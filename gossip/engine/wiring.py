@@ -22,7 +22,7 @@ the transports when it builds one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..codecs import get_codec
 from ..compression import get_compressor
@@ -194,21 +194,32 @@ def _sockets(cfg: Config, name: str, member_check: MemberCheck, listen: bool) ->
     )
 
 
+def _tls(cfg: Config, listens: bool) -> tuple[Any, Any]:
+    """Return the ``(server, client)`` TLS contexts the configuration asks for (the server's
+    None unless the transport ``listens``)."""
+    server_ssl = cfg.tls_server_context if listens else None
+    if listens and server_ssl is None and cfg.tls_cert_file:
+        from ..transports.websocket.endpoints import server_tls_context
+
+        server_ssl = server_tls_context(cfg.tls_cert_file, cfg.tls_key_file)
+    client_ssl = cfg.tls_client_context
+    if client_ssl is None and cfg.tls_ca_file:
+        from ..transports.websocket.endpoints import client_tls_context
+
+        client_ssl = client_tls_context(cfg.tls_ca_file)
+    return server_ssl, client_ssl
+
+
 def _websockets(cfg: Config, name: str, member_check: MemberCheck, bind: str) -> WebSocketTransport:
     # Imported here: websockets, ssl and http pull in several MiB that a node which never
     # meets a WebSocket peer should not pay for.
     from ..transports.limits import limits_from_config
-    from ..transports.websocket import WebSocketTransport, client_tls_context, server_tls_context
+    from ..transports.websocket import WebSocketTransport
 
-    server_ssl = cfg.tls_server_context
-    if server_ssl is None and cfg.tls_cert_file:
-        server_ssl = server_tls_context(cfg.tls_cert_file, cfg.tls_key_file)
-    client_ssl = cfg.tls_client_context
-    if client_ssl is None and cfg.tls_ca_file:
-        client_ssl = client_tls_context(cfg.tls_ca_file)
+    server_ssl, client_ssl = _tls(cfg, True)
     return WebSocketTransport(
         bind, limits=limits_from_config(cfg), member_check=member_check, path=cfg.websocket_path,
-        advertise_addr=cfg.advertise_addr if not cfg.socket_transport_enabled else "",
+        advertise_addr=cfg.advertise_addr if not cfg.socket_transport_enabled and not cfg.listens_on_http() else "",
         name=name, server_ssl=server_ssl, client_ssl=client_ssl,
         bearer_token=cfg.bearer_token, allow_insecure=cfg.allow_insecure_websockets,
         handshake_timeout=cfg.websocket_handshake_timeout,
@@ -222,18 +233,7 @@ def _http(cfg: Config, name: str, member_check: MemberCheck, bind: str) -> HTTPT
     from ..transports.http_transport import HTTPTransport
     from ..transports.limits import limits_from_config
 
-    server_ssl = None
-    if bind:
-        server_ssl = cfg.tls_server_context
-        if server_ssl is None and cfg.tls_cert_file:
-            from ..transports.websocket import server_tls_context
-
-            server_ssl = server_tls_context(cfg.tls_cert_file, cfg.tls_key_file)
-    client_ssl = cfg.tls_client_context
-    if client_ssl is None and cfg.tls_ca_file:
-        from ..transports.websocket import client_tls_context
-
-        client_ssl = client_tls_context(cfg.tls_ca_file)
+    server_ssl, client_ssl = _tls(cfg, bool(bind))
     return HTTPTransport(
         bind, path=cfg.http_path, limits=limits_from_config(cfg), member_check=member_check,
         advertise_addr=cfg.advertise_addr if cfg.listens_on_http() and bind == cfg.http_bind_addr else "",

@@ -20,22 +20,21 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
+from gossip.transports.http_server import REASONS
+
 __all__ = ["Serve", "wsgi_app", "asgi_app", "reason_of"]
 
 Serve = Callable[[str, str, Mapping[str, str], Callable[[int], bytes], str],
                  tuple[int, list[tuple[str, str]], bytes, bool]]
 """``serve(method, path, headers, read_body, peer)``: see the module docstring."""
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 411: "Length Required", 413: "Content Too Large",
-            503: "Service Unavailable"}
 
 _BODY_TIMEOUT = 60.0
 
 
 def reason_of(status: int) -> str:
     """The reason phrase of ``status``."""
-    return _REASONS.get(status, "Error")
+    return REASONS.get(status, "Error")
 
 
 def _peer(host: object, port: object) -> str:

@@ -48,7 +48,7 @@ from gossip.transports._sockets import close_quietly, shutdown
 from gossip.transports.base import Incoming, OnPackets
 from gossip.transports.limits import ConnectionLimits
 
-__all__ = ["Exchange", "Exchanges", "Listener", "Response", "CONTENT_TYPE"]
+__all__ = ["Exchange", "Exchanges", "Listener", "Response", "CONTENT_TYPE", "REASONS"]
 
 _log = logging.getLogger("gossip.transports.http")
 
@@ -483,13 +483,14 @@ class Listener:
 
     def _write(self, sock: socket.socket, response: Response, keep: bool = False) -> None:
         status, headers, body, _ = response
-        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", f"Content-Length: {len(body)}",
+        head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", f"Content-Length: {len(body)}",
                 f"Connection: {'keep-alive' if keep else 'close'}"]
         head += [f"{k}: {v}" for k, v in headers]
         sock.settimeout(self._limits.io_timeout)
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+REASONS: dict[int, str] = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
             405: "Method Not Allowed", 411: "Length Required", 413: "Content Too Large",
             431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+"""The reason phrases of the statuses the transport answers."""
