@@ -379,3 +379,32 @@ def test_close_joins_every_thread(pair: tuple[HTTPTransport, Engine, HTTPTranspo
     server.close()
     left = [t.name for t in threading.enumerate() if "-http-" in t.name and t.is_alive()]
     assert left == []
+
+
+def test_random_and_mutated_bodies_never_break_the_listener(pair: tuple[HTTPTransport, Engine, HTTPTransport, Engine]) -> None:
+    import random
+
+    server, se, client, _ = pair
+    rng = random.Random(7)
+    good = http_frames.pack_frames([b"ok-1", b"ok-22"])
+    host, port = "127.0.0.1", port_of(server)
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    statuses = set()
+    try:
+        for i in range(200):
+            body = bytearray(good if i % 2 else rng.randbytes(rng.randrange(0, 64)))
+            for _ in range(rng.randrange(0, 4)):
+                if body:
+                    body[rng.randrange(len(body))] = rng.randrange(256)
+            conn.request("POST", "/gossip", body=bytes(body))
+            resp = conn.getresponse()
+            resp.read()
+            statuses.add(resp.status)
+            if resp.will_close:
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=5)
+    finally:
+        conn.close()
+    assert statuses <= {200, 400}
+    assert server.stats.get("http_errors", 0) == 0
+    assert client.request(server.local_addr, b"ping", timeout=5.0) == b"pong:ping"   # still serving
