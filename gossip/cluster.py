@@ -933,7 +933,7 @@ class Cluster:
             ConfigError: the cluster is not encrypted, ``encrypt_outgoing`` is off, or the key
                 has a bad length for the cipher (never quoting the key).
             LocalProtocolError: a rotation is already running here, or bad timeout/drain.
-            ClusterClosed: the cluster is not started or is stopped.
+            ClusterClosed: the cluster is not started, or is stopped during the rotation.
         """
         from .rotation import rotate_key
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, GossipError, LocalProtocolError
+from .errors import ClusterClosed, ConfigError, GossipError, LocalProtocolError
 from .node import Node, NodeState
 from .security import Keyring, _check_key
 from .wire import RESERVED_MSGS_START
@@ -61,6 +61,7 @@ __all__ = [
     "key_fingerprint",
     "new_rotation_id",
     "rotate_key",
+    "check_rotation",
     "MAX_RETIRED_KEYS",
 ]
 
@@ -171,6 +172,7 @@ class RotationMember:
         self._baseline: int = -1           # secondary opens at the last switch / remove check
         self._salt = os.urandom(16)
         self._retired: deque[bytes] = deque(maxlen=MAX_RETIRED_KEYS)
+        self.running = threading.Lock()    # held by the rotation this node coordinates
 
     # ------------------------------------------------------------------ the network side
 
@@ -295,13 +297,16 @@ def _unhex(value: object, size: int) -> bytes | None:
 
 # ---------------------------------------------------------------------------------- coordinator
 
-_rotating = threading.Lock()
+def check_rotation(cluster: Cluster, new_key: bytes, timeout: float = 30.0,
+                   drain: float = 1.0) -> bytes:
+    """Check that ``cluster`` can rotate to ``new_key``; return the key as bytes.
 
-
-def rotate_key(cluster: Cluster, member: RotationMember, new_key: bytes, *,
-               progress: RotationProgress | None = None, timeout: float = 30.0,
-               drain: float = 1.0, force: bool = False) -> RotationReport:
-    """Rotate the whole cluster to ``new_key`` (see :meth:`gossip.Cluster.rotate_key`)."""
+    Raises:
+        ConfigError: the cluster is not encrypted (``field="encryption_key"``), does not
+            encrypt what it sends (``"encrypt_outgoing"``), or the key's length does not fit
+            the cipher (the message gives the length, never the key).
+        LocalProtocolError: ``timeout`` is not positive or ``drain`` is negative.
+    """
     keyring = cluster.keyring
     if keyring is None:
         raise ConfigError("encryption_key", "the cluster is not encrypted: there is no key to "
@@ -309,15 +314,22 @@ def rotate_key(cluster: Cluster, member: RotationMember, new_key: bytes, *,
     if not cluster.config.encrypt_outgoing:
         raise ConfigError("encrypt_outgoing", "is False: the new key would travel unencrypted; "
                           "finish moving the cluster to encryption first")
-    new_key = _check_key(new_key, keyring.cipher)
-    if timeout <= 0 or drain < 0:
+    if not timeout > 0 or not drain >= 0:
         raise LocalProtocolError(f"timeout must be > 0 and drain >= 0, got {timeout!r}, {drain!r}")
-    if not _rotating.acquire(blocking=False):
-        raise LocalProtocolError("a key rotation is already running in this process")
+    return _check_key(new_key, keyring.cipher)
+
+
+def rotate_key(cluster: Cluster, member: RotationMember, new_key: bytes, *,
+               progress: RotationProgress | None = None, timeout: float = 30.0,
+               drain: float = 1.0, force: bool = False) -> RotationReport:
+    """Rotate the whole cluster to ``new_key`` (see :meth:`gossip.Cluster.rotate_key`)."""
+    new_key = check_rotation(cluster, new_key, timeout, drain)
+    if not member.running.acquire(blocking=False):
+        raise LocalProtocolError("a key rotation is already running on this node")
     try:
         return _Rotation(cluster, member, new_key, progress, timeout, drain, force).run()
     finally:
-        _rotating.release()
+        member.running.release()
 
 
 class _Rotation:
@@ -344,10 +356,10 @@ class _Rotation:
         report = self.report
         logger.info("key rotation %s: %d members, %d down", report.rotation_id,
                     len(self.nodes), len(report.down))
-        if not self._step("install", "installed", ("installed",), once=False):
+        if not self._step("install", "installed"):
             report.old_key_kept = True
             return report
-        if not self._step("switch", "switched", ("switched",), once=False):
+        if not self._step("switch", "switched"):
             report.old_key_kept = True
             return report
         if report.down and not self.force:
@@ -358,11 +370,11 @@ class _Rotation:
             return report
         if self.drain:
             time.sleep(min(self.drain, max(0.0, self.deadline - time.monotonic())))
-        report.complete = self._step("remove", "removed", ("removed",), once=False)
+        report.complete = self._step("remove", "removed")
         report.old_key_kept = not report.complete
         return report
 
-    def _step(self, op: str, attr: str, good: tuple[str, ...], once: bool) -> bool:
+    def _step(self, op: str, attr: str) -> bool:
         """Ask every member not yet done until all are, or the deadline; True if all are."""
         members = self.report.members
         total = len(members)
@@ -371,7 +383,7 @@ class _Rotation:
                 if getattr(entry, attr):
                     continue
                 answer = self._ask(nid, op)
-                if answer.get("state") in good:
+                if answer.get("state") == attr:
                     setattr(entry, attr, True)
                     entry.error = ""
                 else:
@@ -381,7 +393,7 @@ class _Rotation:
             if not pending:
                 return True
             left = self.deadline - time.monotonic()
-            if once or left <= 0:
+            if left <= 0:
                 logger.warning("key rotation %s: %d members did not %s: %s", self.report.rotation_id,
                                len(pending), op, ", ".join(pending))
                 return False
@@ -398,6 +410,8 @@ class _Rotation:
         try:
             answer = self.cluster.send_to_with_response(self.nodes[nid], ROTATION_MSG_TYPE, payload,
                                                         timeout=min(left, 5.0))
+        except ClusterClosed:
+            raise
         except GossipError as exc:
             return {"ok": False, "state": "unreachable", "why": type(exc).__name__}
         if not isinstance(answer, Mapping):
