@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ClusterClosed, ConfigError, GossipError, LocalProtocolError
 from .node import Node, NodeState
@@ -50,10 +50,34 @@ except ImportError:  # pragma: no cover - every CPython build has _blake2
     from hashlib import blake2s as _blake2s
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from .config import FrozenConfig
+
+
+class Host(Protocol):
+    """What a rotation needs of its node (a :class:`gossip.Cluster` is one)."""
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The node's keyring, None if unencrypted."""
+
+    @property
+    def config(self) -> FrozenConfig:
+        """The node's configuration."""
+
+    def local_node(self) -> Node:
+        """This node."""
+
+    def nodes(self) -> list[Node]:
+        """Every known node, this one included."""
+
+    def send_to_with_response(self, node: Node, msg_type: int, payload: Any,
+                              response_type: type[Any] | None = None,
+                              timeout: float | None = None) -> Any:
+        """Send a request to ``node`` and return its reply."""
 
 __all__ = [
     "ROTATION_MSG_TYPE",
+    "Host",
     "RotationProgress",
     "MemberRotation",
     "RotationReport",
@@ -297,7 +321,7 @@ def _unhex(value: object, size: int) -> bytes | None:
 
 # ---------------------------------------------------------------------------------- coordinator
 
-def check_rotation(cluster: Cluster, new_key: bytes, timeout: float = 30.0,
+def check_rotation(cluster: Host, new_key: bytes, timeout: float = 30.0,
                    drain: float = 1.0) -> bytes:
     """Check that ``cluster`` can rotate to ``new_key``; return the key as bytes.
 
@@ -319,7 +343,7 @@ def check_rotation(cluster: Cluster, new_key: bytes, timeout: float = 30.0,
     return _check_key(new_key, keyring.cipher)
 
 
-def rotate_key(cluster: Cluster, member: RotationMember, new_key: bytes, *,
+def rotate_key(cluster: Host, member: RotationMember, new_key: bytes, *,
                progress: RotationProgress | None = None, timeout: float = 30.0,
                drain: float = 1.0, force: bool = False) -> RotationReport:
     """Rotate the whole cluster to ``new_key`` (see :meth:`gossip.Cluster.rotate_key`)."""
@@ -333,7 +357,7 @@ def rotate_key(cluster: Cluster, member: RotationMember, new_key: bytes, *,
 
 
 class _Rotation:
-    def __init__(self, cluster: Cluster, member: RotationMember, key: bytes,
+    def __init__(self, cluster: Host, member: RotationMember, key: bytes,
                  progress: RotationProgress | None, timeout: float, drain: float,
                  force: bool) -> None:
         self.cluster, self.member, self.key = cluster, member, key
