@@ -343,8 +343,10 @@ class StreamPool:
             if answer is None:
                 self.counters.inc("streams.open_refused")
                 raise StreamRefused(
-                    f"{what}: the peer closed the connection without answering (stopping, or "
-                    "another cluster key or label)", "closed without an answer") from cut
+                    f"{what}: the peer closed the connection without answering: it is "
+                    "stopping, has another cluster key or label, or cuts new streams from this "
+                    "host while too many are still opening (its max_opening_streams_per_source)",
+                    "closed without an answer") from cut
             pkt = codec.decode(bytes(answer))
             if pkt.msg_type != MessageType.STREAM_OPEN_ACK:
                 raise DecodeError(f"{what}: answered with message type {pkt.msg_type}")
