@@ -144,3 +144,14 @@ def test_the_api_refuses_an_unencrypted_cluster_and_streams_errors() -> None:
         lines = [json.loads(x) for x in raw.splitlines() if x.strip()]
         assert lines[-1]["kind"] == "LocalProtocolError" and "already running" in lines[-1]["error"]
         api.close()
+
+
+def test_the_table_of_an_unfinished_rotation_names_who_was_down() -> None:
+    from gossip.cli.client import _rotation_table
+
+    text = _rotation_table({"complete": False, "down": ["01a2504c-1dc0-7064-a79f-94e63d48fdc3"],
+                            "members": [{"node": "01a2504c-1dc0-7064-a79f-0000deadbeef",
+                                         "address": "127.0.0.1:7946", "installed": True,
+                                         "switched": True, "removed": False, "error": ""}]})
+    assert "down (not asked): 3d48fdc3" in text and "the old key is kept" in text
+    assert "deadbeef" in text and "NOT complete" in text
