@@ -22,10 +22,10 @@ Refusals are counted in :meth:`gossip.Cluster.stats` as ``key_rotation.<reason>`
 appear in logs, reports or error messages.
 
 Calling :meth:`~gossip.Cluster.rotate_key` again with the same key carries on from where the
-members are: installing, switching and removing are idempotent. Members that are down (suspect
-or dead) are listed in :attr:`RotationReport.down`, and the old key is then kept (unless
-``force=True``) so that they can come back: run the rotation again once they are alive, or
-start them with the new key (docs/key-rotation.md).
+members are: installing, switching and removing are idempotent. Members that are down (dead,
+or dying during the rotation) are listed in :attr:`RotationReport.down`, and the old key is
+then kept (unless ``force=True``) so that they can come back: start them with both keys, then
+run the rotation again (docs/key-rotation.md).
 """
 
 from __future__ import annotations
@@ -154,9 +154,12 @@ class RotationReport:
 
     Attributes:
         rotation_id: this rotation's id, in hex.
-        members: each alive member's progress (this node included), by node id string.
-        down: ids of members that were suspect or dead, which were not asked.
-        complete: every member asked installed, switched and removed: the old key is gone.
+        members: the progress of each member asked (alive or suspect when the rotation
+            started; this node included), by node id string.
+        down: ids of members that were dead, or died during the rotation without answering:
+            the rotation went on without them (a suspect member is asked and waited for).
+        complete: every member installed, switched and removed, none was down: the old key is
+            gone.
         old_key_kept: the old key was deliberately kept (members were down), or a step failed.
     """
 
@@ -370,10 +373,12 @@ class _Rotation:
         self.nodes: dict[str, Node] = {}
         for node in cluster.nodes():
             nid = str(node.id)
-            if node.state is NodeState.ALIVE:
+            if node.state in (NodeState.ALIVE, NodeState.SUSPECT):
+                # A suspect member may well be alive: it is asked and waited for, and counted
+                # down only once it is dead.
                 self.nodes[nid] = node
                 self.report.members[nid] = MemberRotation(nid, node.address)
-            elif node.state in (NodeState.SUSPECT, NodeState.DEAD):
+            elif node.state is NodeState.DEAD:
                 self.report.down.append(nid)
 
     def run(self) -> RotationReport:
@@ -394,8 +399,9 @@ class _Rotation:
             return report
         if self.drain:
             time.sleep(min(self.drain, max(0.0, self.deadline - time.monotonic())))
-        report.complete = self._step("remove", "removed")
-        report.old_key_kept = not report.complete
+        removed = self._step("remove", "removed")
+        report.complete = removed and not report.down
+        report.old_key_kept = not removed
         return report
 
     def _step(self, op: str, attr: str) -> bool:
@@ -403,8 +409,9 @@ class _Rotation:
         members = self.report.members
         total = len(members)
         while True:
+            down = set(self.report.down)
             for nid, entry in members.items():
-                if getattr(entry, attr):
+                if getattr(entry, attr) or nid in down:
                     continue
                 answer = self._ask(nid, op)
                 if answer.get("state") == attr:
@@ -413,7 +420,10 @@ class _Rotation:
                 else:
                     entry.error = f"{op}: {answer.get('state', 'failed')}: {answer.get('why', '')}"
                 self._tell(op, sum(1 for m in members.values() if getattr(m, attr)), total)
-            pending = [nid for nid, m in members.items() if not getattr(m, attr)]
+            pending = [nid for nid, m in members.items() if not getattr(m, attr) and nid not in down]
+            if pending:
+                self._mark_down(pending)
+                pending = [nid for nid in pending if nid not in self.report.down]
             if not pending:
                 return True
             left = self.deadline - time.monotonic()
@@ -422,6 +432,17 @@ class _Rotation:
                                len(pending), op, ", ".join(pending))
                 return False
             time.sleep(min(max(self.drain, 0.05), left))
+
+    def _mark_down(self, pending: list[str]) -> None:
+        """Count as down the pending members now dead, left or forgotten: the rotation goes on
+        without them, keeping the old key for them. A suspect member may come back: it is
+        waited for (until the deadline), never cut off."""
+        states = {str(n.id): n.state for n in self.cluster.nodes()}
+        for nid in pending:
+            if nid != str(self.local.id) and states.get(nid) not in (NodeState.ALIVE,
+                                                                     NodeState.SUSPECT):
+                self.report.down.append(nid)
+                self.report.members[nid].error += " (down)"
 
     def _ask(self, nid: str, op: str) -> dict[str, Any]:
         key = self.key if op == "install" else None

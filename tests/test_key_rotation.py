@@ -130,17 +130,17 @@ def test_a_node_that_was_down_is_reported_and_catches_up_with_both_keys(
         down = clusters.pop()
         down_id = down.local_node().id
         down.stop(leave=False)
-        wait_until(lambda: all((n := c.get_node(down_id)) is not None and n.state is not NodeState.ALIVE
-                               for c in clusters), what="the stopped node to be seen down")
+        wait_until(lambda: all((n := c.get_node(down_id)) is not None and n.state is NodeState.DEAD
+                               for c in clusters), what="the stopped node to be declared dead")
         first = clusters[0].rotate_key(NEW, drain=0.2)
         assert first.down == [str(down_id)]
         assert not first.complete and first.old_key_kept
-        assert sorted(first.members) == sorted(str(c.local_node().id) for c in clusters)
-        assert all(m.installed and m.switched and not m.removed for m in first.members.values())
+        alive = [str(c.local_node().id) for c in clusters]
+        assert all(first.members[nid].installed and first.members[nid].switched
+                   and not first.members[nid].removed for nid in alive)
+        assert str(down_id) not in first.members     # dead: not asked
         for c in clusters:   # the old key stays, so that the member can come back
             assert c.keyring is not None and c.keyring.keys == (NEW, OLD)
-        wait_until(lambda: all((n := c.get_node(down_id)) is not None and n.state is NodeState.DEAD
-                               for c in clusters), what="the stopped node to be declared dead")
 
         # The documented way back: start it with both keys (its old configuration plus the new
         # key); the others still accept the old key, so it is let in.
@@ -156,6 +156,30 @@ def test_a_node_that_was_down_is_reported_and_catches_up_with_both_keys(
         assert again.members[str(down_id)].installed and again.members[str(down_id)].removed
         for c in clusters:
             assert c.keyring is not None and c.keyring.keys == (NEW,)
+    finally:
+        for c in clusters:
+            c.stop(leave=False)
+
+
+def test_a_member_that_dies_during_the_rotation_is_waited_for_then_given_up(
+        net: MemoryNetwork) -> None:
+    fast = {"health_check_interval": 0.3, "ping_timeout": 0.1, "suspicion_mult": 1}
+    clusters = start_nodes(net, 3, **fast)
+    dying = clusters[2]
+    dying_id = str(dying.local_node().id)
+
+    def crash_after_install(step: str, done: int, total: int) -> None:
+        if step == "install" and done == total and dying.running:
+            dying.stop(leave=False)       # it holds the new key, but will never switch
+
+    try:
+        report = clusters[0].rotate_key(NEW, progress=crash_after_install, drain=0.1,
+                                        timeout=TIMEOUT)
+        assert report.down == [dying_id] and report.old_key_kept and not report.complete
+        assert report.members[dying_id].installed and not report.members[dying_id].switched
+        assert report.members[dying_id].error.endswith("(down)")
+        for c in clusters[:2]:
+            assert c.keyring is not None and c.keyring.keys == (NEW, OLD)
     finally:
         for c in clusters:
             c.stop(leave=False)
