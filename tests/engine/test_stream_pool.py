@@ -158,6 +158,34 @@ def test_a_stream_cut_for_too_many_openings_says_it_may_be_that(net: MemoryNetwo
         server.stop(timeout=2.0)
 
 
+def test_a_member_opening_many_streams_at_once_is_never_cut(two: tuple[Cluster, Cluster]) -> None:
+    """Twelve threads of one member open streams to one peer at the same instant, three times
+    the peer's max_opening_streams_per_source: the opener keeps its own openings to a host
+    within that limit, and the peer counts an opening only until its OPEN is authentic, so
+    none is cut."""
+    server, client = two
+    server.handle_stream_func(T, lambda sender, packet, stream: (stream.read_msg(T), stream.close()))
+    start_all = threading.Barrier(12, timeout=WAIT)
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            start_all.wait()
+            for _ in range(3):
+                with client.open_stream(server.local_node(), T) as s:
+                    s.write_msg(T, "x")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT * 3)
+    assert errors == [] and stream_stats(server)["streams.refused_per_source"] == 0
+    assert stream_stats(client)["streams.opened"] == 36
+
+
 def test_registration_rules(two: tuple[Cluster, Cluster]) -> None:
     server, client = two
     with pytest.raises(LocalProtocolError):
