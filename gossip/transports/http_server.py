@@ -25,7 +25,9 @@ per admitted connection (``http-<n>``), and a sweep thread (``http-sweep``) that
 request not read whole within ``frame_timeout`` (a slow-loris trickle) and a connection not
 trusted within ``preauth_timeout``. Connections are admitted by
 :class:`~gossip.transports._admission.Admission` (in all, per source, reserved for members,
-untrusted per source) before any thread exists for them.
+untrusted per source) before any thread exists for them. While the engine pauses a connection
+(its queues are full), the connection reads no further request: a client's POSTs then wait in
+its own queue, bounded, and its reliable sends are paced.
 
 This module imports nothing from :mod:`gossip` but the errors and the transports.
 """
@@ -74,10 +76,13 @@ class Exchange:
         on_trusted: called when the engine accepted a frame of it.
         on_rejected: called when the engine refused one.
         count: the transport's counter.
+        on_pause: called with True when the engine asks the connection to stop reading (its
+            queues are full), with False when it may read again.
     """
 
     def __init__(self, peer: str, frames: int, max_bytes: int, on_trusted: Callable[[], None],
-                 on_rejected: Callable[[], None], count: Callable[[str], None]) -> None:
+                 on_rejected: Callable[[], None], count: Callable[[str], None],
+                 on_pause: Callable[[bool], None] = lambda paused: None) -> None:
         self._peer = peer
         self._pending = frames
         self._max_bytes = max_bytes
@@ -88,6 +93,7 @@ class Exchange:
         self._on_trusted = on_trusted
         self._on_rejected = on_rejected
         self._count = count
+        self._on_pause = on_pause
 
     @property
     def peer(self) -> str:
@@ -119,10 +125,13 @@ class Exchange:
                 self._cv.notify_all()
 
     def pause_reading(self) -> None:
-        """Nothing to pause: the request's body was read whole."""
+        """The engine's queues are full: the connection reads no further request until
+        :meth:`resume_reading` (this one's body was read whole already)."""
+        self._on_pause(True)
 
     def resume_reading(self) -> None:
-        """Nothing to resume."""
+        """The connection may read its next request."""
+        self._on_pause(False)
 
     def mark_trusted(self) -> None:
         """The engine accepted a frame: the connection that carried it is trusted."""
@@ -199,7 +208,8 @@ class Exchanges:
 
     def serve(self, method: str, path: str, headers: Mapping[str, str], read_body: Callable[[int], bytes],
               peer: str, trusted: bool, on_trusted: Callable[[], None] = lambda: None,
-              on_rejected: Callable[[], None] = lambda: None) -> Response:
+              on_rejected: Callable[[], None] = lambda: None,
+              on_pause: Callable[[bool], None] = lambda paused: None) -> Response:
         """Answer one request; ``headers`` has lower-case names, ``read_body(n)`` reads the body.
 
         ``path`` is ``""`` for a request a host's server routed here (its path is not judged);
@@ -253,7 +263,7 @@ class Exchanges:
         replies: list[bytes] = []
         if frames:
             exchange = Exchange(peer, len(frames), self.limits.conn_buffer_size, on_trusted,
-                                on_rejected, self._count)
+                                on_rejected, self._count, on_pause)
             with self._replay_lock:
                 if self._closed:
                     return self.refuse(503, "refused_not_running", "gossip is not running")
@@ -279,7 +289,8 @@ class Exchanges:
 class _Conn:
     """One accepted connection of the listener."""
 
-    __slots__ = ("sock", "ticket", "peer", "read_deadline", "untrusted_until", "rejected", "closing")
+    __slots__ = ("sock", "ticket", "peer", "read_deadline", "untrusted_until", "rejected", "closing",
+                 "readable")
 
     def __init__(self, sock: socket.socket, ticket: Ticket, peer: str, untrusted_until: float) -> None:
         self.sock = sock
@@ -289,6 +300,8 @@ class _Conn:
         self.untrusted_until: float | None = untrusted_until
         self.rejected = 0
         self.closing = False
+        self.readable = threading.Event()   # clear while the engine has paused the connection
+        self.readable.set()
 
 
 class _Cut(Exception):
@@ -346,6 +359,7 @@ class Listener:
         with self._lock:
             conns = dict(self._conns)
         for conn in conns:
+            conn.readable.set()
             shutdown(conn.sock)
         me = threading.current_thread()
         for t in [*self._threads, *conns.values()]:
@@ -410,6 +424,10 @@ class Listener:
                 conn.read_deadline = None
             reader = sock.makefile("rb")
             while not self._closed.is_set() and not conn.closing:
+                if not conn.readable.is_set():
+                    self._count("paused_waits")   # back-pressure: the engine's queues are full
+                    conn.readable.wait()
+                    continue
                 sock.settimeout(self._limits.idle_timeout)
                 if not reader.peek(1):
                     return  # the client closed its keep-alive connection
@@ -473,8 +491,14 @@ class Listener:
             conn.read_deadline = None  # the request is read whole: the rest is ours to take
             return data
 
+        def pause(paused: bool) -> None:
+            if paused:
+                conn.readable.clear()
+            else:
+                conn.readable.set()
+
         response = self._exchanges.serve(method, path, headers, read_body, conn.peer,
-                                         conn.ticket.trusted, trusted, rejected)
+                                         conn.ticket.trusted, trusted, rejected, pause)
         conn.read_deadline = None
         keep = (not response[3] and not conn.closing and version == "HTTP/1.1"
                 and headers.get("connection", "").lower() != "close")

@@ -278,7 +278,7 @@ class HTTPTransport:
         if peer.failed_at and time.monotonic() - peer.failed_at < _BACKOFF:
             self._count("dropped_peer_down")
             raise ConnectError(f"HTTP peer {addr} was unreachable less than {_BACKOFF:.0f}s ago")
-        if reliable and not peer.connected and peer.ready is None:
+        if reliable and peer.sender is None and not peer.connected and peer.ready is None:
             # The first reliable send to a peer dials it here, as TCP does, so that a refused
             # connection or certificate is the sender's error (a best-effort one never waits).
             try:

@@ -408,3 +408,39 @@ def test_random_and_mutated_bodies_never_break_the_listener(pair: tuple[HTTPTran
     assert statuses <= {200, 400}
     assert server.stats.get("http_errors", 0) == 0
     assert client.request(server.local_addr, b"ping", timeout=5.0) == b"pong:ping"   # still serving
+
+
+class Pausing(Engine):
+    """An engine whose queues are full after the first frame: it pauses that connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused: list[Incoming] = []
+
+    def __call__(self, batch: list[Incoming]) -> None:
+        super().__call__(batch)
+        if not self.paused:
+            assert batch[0].conn is not None
+            batch[0].conn.pause_reading()
+            self.paused.append(batch[0])
+
+
+def test_a_paused_connection_reads_no_further_request_until_resumed() -> None:
+    server = HTTPTransport("127.0.0.1:0", limits=FAST, name="srv")
+    client = HTTPTransport(limits=FAST, name="cli")
+    engine = Pausing()
+    server.start(engine)
+    client.start(Engine())
+    try:
+        client.send(server.local_addr, b"ok-1", reliable=True, timeout=1.0)
+        assert engine.next().data == b"ok-1"
+        client.send(server.local_addr, b"ok-2", reliable=True, timeout=1.0)   # POSTed on the same connection
+        wait_until(lambda: server.stats.get("http_paused_waits", 0) == 1, 5.0, "the connection waits")
+        assert engine.got.empty()                      # not read while paused
+        assert engine.paused[0].conn is not None
+        engine.paused[0].conn.resume_reading()
+        assert engine.next().data == b"ok-2"
+        assert server.stats["http_accepted"] == 1
+    finally:
+        client.close()
+        server.close()
