@@ -19,7 +19,8 @@ Each POST is judged as the node's own listener judges it (:mod:`gossip.transport
 the declared length is bounded before the body is read (by ``tcp_preauth_max_frame_size``:
 a host's connections are never trusted), the bearer token's proof, the frames; the response
 carries the engine's answers. A POST holds a worker of the host's server until the engine has
-handled its frames (at most ``http_reply_wait``). The host's server times out slow clients
+handled its frames (at most ``http_reply_wait``); under ASGI, that wait runs on a thread of
+the event loop's default executor, whose size then bounds the POSTs served at once. The host's server times out slow clients
 and bounds its connections; the cluster's lifecycle stays the host's.
 
 This module imports :mod:`gossip.cluster` and the transports.
