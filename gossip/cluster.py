@@ -169,7 +169,8 @@ class Cluster:
 
         The advertised address is ``config.advertise_addr``, else the listener's address: the
         bound ``ip:port``, or for a node that listens on WebSocket only the ``ws://``/``wss://``
-        URL of its ``websocket_bind_addr``. A node bound to every interface (``0.0.0.0``,
+        URL of its ``websocket_bind_addr`` (on HTTP only, the ``http://``/``https://`` URL of its
+        ``http_bind_addr``). A node bound to every interface (``0.0.0.0``,
         ``::``) advertises the address of the interface that carries the default route.
 
         A node started with ``insecure=True`` and reachable beyond loopback logs a warning
