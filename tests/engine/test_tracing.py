@@ -171,6 +171,31 @@ def test_a_failing_exporter_is_counted_not_raised() -> None:
     assert warned and warned[0][0] == "tracing"
 
 
+def test_joins_sent_without_blocking_are_traced_when_answered_or_failed() -> None:
+    from concurrent.futures import Future
+
+    from gossip.node import NodeID
+    from gossip.protocol.actions import JoinResult
+
+    tp, exporter = provider()
+    tracing = Tracing(tp, "me", Counters(), lambda *a: None)
+    ok: Future[JoinResult] = Future()
+    failed: Future[JoinResult] = Future()
+    tracing.join_future("127.0.0.1:1", ok)
+    tracing.join_future("127.0.0.1:2", failed)
+    assert not exporter.get_finished_spans()     # nothing until the join is answered
+    ok.set_result(JoinResult("127.0.0.1:1", True, node=NodeID(int=7)))
+    failed.set_exception(ConnectionError("refused"))
+    spans = {(s.attributes or {})["gossip.peer.addr"]: s.attributes for s in exporter.get_finished_spans()}
+    assert spans["127.0.0.1:1"] is not None and spans["127.0.0.1:1"]["gossip.join.accepted"] is True
+    assert spans["127.0.0.1:1"]["gossip.peer.id"] == str(NodeID(int=7))
+    assert spans["127.0.0.1:2"] is not None and spans["127.0.0.1:2"]["gossip.join.accepted"] is False
+    assert spans["127.0.0.1:2"]["gossip.join.reason"] == "error"
+    tracing.joined("127.0.0.1:3", 0.0, JoinResult("127.0.0.1:3", False, "wrong label"))
+    [refused] = spans_of(exporter, "gossip.join", **{"gossip.peer.addr": "127.0.0.1:3"})
+    assert refused.attributes is not None and refused.attributes["gossip.join.reason"] == "wrong label"
+
+
 def spans_of(exporter: InMemorySpanExporter, name: str, **attrs: Any) -> list[ReadableSpan]:
     out = []
     for s in exporter.get_finished_spans():
