@@ -22,6 +22,7 @@ from gossip.counters import Counters
 from gossip.errors import ConfigError
 from gossip.node import NodeState
 from gossip.protocol.actions import Trace
+from gossip.protocol.provenance import VIA
 from gossip.transports.memory import MemoryNetwork
 from tests.protocol.harness import CoreCluster
 
@@ -239,7 +240,9 @@ def test_a_cluster_traces_one_suspicion_and_its_refutation() -> None:
         assert attrs["gossip.node.id"] == str(a.local_node().id)
         assert attrs["gossip.suspicion.outcome"] == "refuted"
         assert attrs["gossip.suspicion.accuser"] in (str(a.local_node().id), str(b.local_node().id))
-        assert attrs["gossip.suspicion.via"] in ("probe", "direct", "gossip")
+        # From a's own failed probe, or b's accusation: from b, relayed, or b's full state.
+        assert attrs["gossip.suspicion.via"] in VIA
+        assert (attrs["gossip.suspicion.via"] == "probe") == (attrs["gossip.suspicion.accuser"] == str(a.local_node().id))
         refuted_at = attrs["gossip.suspicion.refuted_incarnation"]
         assert isinstance(refuted_at, int) and refuted_at > attrs["gossip.suspicion.incarnation"]
         wait_until(lambda: bool(spans_of(tps[2][1], "gossip.refutation")), what="c's refutation span")
