@@ -9,7 +9,7 @@ Accepted forms (see :meth:`Address.parse`)::
     ws://host:port/path wss://host/path     http://host:port/path   https://host/path
 
 ``ws://``/``wss://`` URLs name WebSocket peers, ``http://``/``https://`` URLs HTTP peers
-(:mod:`gossip.transports.http_transport`; before HTTP peers existed, an ``http(s)://`` URL was
+(:mod:`gossip.transports.http.transport`; before HTTP peers existed, an ``http(s)://`` URL was
 read as the ``ws(s)://`` URL of the same host and path).
 
 Parsing never touches the network: hostnames and SRV names are resolved later by the transport.

@@ -15,7 +15,7 @@ mount the application at that path::
     # or inside Starlette / FastAPI
     starlette_app = Starlette(routes=[Mount("/gossip", GossipHTTPASGI(cluster))])
 
-Each POST is judged as the node's own listener judges it (:mod:`gossip.transports.http_server`):
+Each POST is judged as the node's own listener judges it (:mod:`gossip.transports.http.server`):
 the declared length is bounded before the body is read (by ``tcp_preauth_max_frame_size``:
 a host's connections are never trusted), the bearer token's proof, the frames; the response
 carries the engine's answers. A POST holds a worker of the host's server until the engine has
@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from gossip.cluster import Cluster
-from gossip.transports.http_hosted import Receive, Scope, Send, asgi_app, wsgi_app
+from gossip.transports.http.hosted import Receive, Scope, Send, asgi_app, wsgi_app
 
 __all__ = ["GossipWSGI", "GossipHTTPASGI"]
 

@@ -720,7 +720,7 @@ class Receiver:
 
 def _handled(inc: Incoming) -> None:
     """Tell an HTTP exchange that the engine is done with one of its frames: its response (the
-    answers sent on it) can go (:mod:`gossip.transports.http_server`)."""
+    answers sent on it) can go (:mod:`gossip.transports.http.server`)."""
     done = getattr(inc.conn, "handled", None)
     if done is not None:
         done()

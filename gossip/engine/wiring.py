@@ -11,7 +11,7 @@ that its host's server hands connections to (:func:`websocket_side`, :func:`not_
 The built-in transport is a :class:`~gossip.transports.multi.MultiTransport` over a
 :class:`~gossip.transports.socket.SocketTransport`, a
 :class:`~gossip.transports.websocket.WebSocketTransport` and an
-:class:`~gossip.transports.http_transport.HTTPTransport`: the side the node advertises listens,
+:class:`~gossip.transports.http.transport.HTTPTransport`: the side the node advertises listens,
 the other only dials, and starts on first use. The WebSocket transport (with ``websockets``,
 ``ssl`` and ``http``, several MiB) is imported only when a node needs it.
 
@@ -34,7 +34,7 @@ from ..security import Keyring
 from ..transports.base import Transport
 
 if TYPE_CHECKING:
-    from ..transports.http_transport import HTTPTransport
+    from ..transports.http.transport import HTTPTransport
     from ..transports.socket import SocketTransport
     from ..transports.websocket import HostedConnection as HostedConnection
     from ..transports.websocket import Refusal as Refusal
@@ -230,7 +230,7 @@ def _websockets(cfg: Config, name: str, member_check: MemberCheck, bind: str) ->
 
 
 def _http(cfg: Config, name: str, member_check: MemberCheck, bind: str) -> HTTPTransport:
-    from ..transports.http_transport import HTTPTransport
+    from ..transports.http.transport import HTTPTransport
     from ..transports.limits import limits_from_config
 
     server_ssl, client_ssl = _tls(cfg, bool(bind))
@@ -250,7 +250,7 @@ def http_side(transport: Transport | None) -> HTTPTransport | None:
 
     The facade hands it the POSTs its host's server carries (:mod:`gossip.contrib.http`).
     """
-    from ..transports.http_transport import HTTPTransport
+    from ..transports.http.transport import HTTPTransport
     from ..transports.multi import MultiTransport
 
     if isinstance(transport, MultiTransport):

@@ -8,9 +8,9 @@
   parts are in :mod:`gossip.transports.tcp`);
 - :mod:`gossip.transports.websocket`: :class:`WebSocketTransport` (ws:// and wss://, on
   websockets' sans-I/O protocol over our own sockets and threads);
-- :mod:`gossip.transports.http_transport`: :class:`HTTPTransport` (http:// and https://,
-  POSTs of frame batches; its listener in :mod:`gossip.transports.http_server`, its WSGI and
-  ASGI applications in :mod:`gossip.transports.http_hosted`);
+- :mod:`gossip.transports.http.transport`: :class:`HTTPTransport` (http:// and https://,
+  POSTs of frame batches; its listener in :mod:`gossip.transports.http.server`, its WSGI and
+  ASGI applications in :mod:`gossip.transports.http.hosted`);
 - :mod:`gossip.transports.multi`: :class:`MultiTransport`, which routes each send by the
   destination's scheme (mixed clusters of socket, WebSocket and HTTP nodes);
 - :mod:`gossip.transports.memory`: :class:`MemoryNetwork` / :class:`MemoryTransport`
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     )
     from gossip.transports.multi import MultiTransport
     from gossip.transports.socket import SocketTransport
-    from gossip.transports.http_transport import HTTPTransport
+    from gossip.transports.http.transport import HTTPTransport
     from gossip.transports.websocket import WebSocketTransport
 
 _LAZY = {
@@ -59,7 +59,7 @@ _LAZY = {
     "MemoryTransport": "gossip.transports.memory",
     "SocketTransport": "gossip.transports.socket",
     "WebSocketTransport": "gossip.transports.websocket",
-    "HTTPTransport": "gossip.transports.http_transport",
+    "HTTPTransport": "gossip.transports.http.transport",
     "MultiTransport": "gossip.transports.multi",
 }
 

@@ -54,7 +54,7 @@ class MultiTransport:
     Args:
         socket: the UDP/TCP side.
         websocket: the WebSocket side.
-        http: the HTTP side (:mod:`gossip.transports.http_transport`).
+        http: the HTTP side (:mod:`gossip.transports.http.transport`).
         socket_dial_only: the socket side binds nothing (``listen=False``): best-effort sends
             to ``ip:port`` peers go through the sender thread (see the module docstring).
         name: node name used in thread names and logs.

@@ -20,7 +20,7 @@ import pytest
 
 from gossip import Cluster, Config
 from gossip.contrib.http import GossipHTTPASGI, GossipWSGI
-from gossip.transports import http_frames
+from gossip.transports.http import frames as http_frames
 
 from . import scaled, wait_until
 from .test_loopback import node_of, stop_all, wait_converged

@@ -27,9 +27,9 @@ from gossip.errors import (
     SendQueueFull,
     StreamRefused,
 )
-from gossip.transports import http_frames
+from gossip.transports.http import frames as http_frames
 from gossip.transports.base import Incoming
-from gossip.transports.http_transport import HTTPTransport
+from gossip.transports.http.transport import HTTPTransport
 from gossip.transports.limits import ConnectionLimits
 
 from integration import wait_until

@@ -1,7 +1,7 @@
 """The listening side of the HTTP transport: one POST, its frames to the engine, the replies back.
 
 :class:`Exchanges` judges one request, whoever carried it: the transport's own listener
-(:class:`Listener`) or a host's WSGI or ASGI server (:mod:`gossip.transports.http_hosted`).
+(:class:`Listener`) or a host's WSGI or ASGI server (:mod:`gossip.transports.http.hosted`).
 In order, and each refusal counted under ``http_<reason>``:
 
 1. the method (POST, else 405) and the path (``path``, else 404);
@@ -9,7 +9,7 @@ In order, and each refusal counted under ``http_<reason>``:
 3. the body's length, judged BEFORE a byte of it is read: a ``Content-Length`` is required (a
    chunked body is refused with 411) and must be at most the frame limit (the smaller
    pre-authentication limit for a connection not trusted yet): 413;
-4. with a bearer token, the request's proof (:mod:`.http_frames`): 401, and a replayed nonce too;
+4. with a bearer token, the request's proof (:mod:`.frames`): 401, and a replayed nonce too;
 5. the frames (length-prefixed): a malformed body is 400.
 
 The frames then reach the engine as one batch, each carrying an :class:`Exchange` as its
@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gossip.errors import SendError, SendQueueFull
-from gossip.transports import http_frames
+from gossip.transports.http import frames as http_frames
 from gossip.transports._admission import Admission, Ticket
 from gossip.transports._sockets import close_quietly, shutdown
 from gossip.transports.base import Incoming, OnPackets

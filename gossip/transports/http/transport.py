@@ -2,7 +2,7 @@
 
 For a node that only an HTTP proxy can reach (paularlott/gossip's HTTP transport, v0.8). Every
 packet travels as a POST to the peer's URL (its ``http_path``, ``/gossip`` by default); the
-body is a batch of length-prefixed frames (:mod:`.http_frames`), and the response body
+body is a batch of length-prefixed frames (:mod:`.frames`), and the response body
 carries what the peer's engine answered on that request (an ack, a join or push/pull reply,
 the reply to a request). There is no UDP: best-effort and reliable packets both travel as
 POSTs.
@@ -21,14 +21,14 @@ A response's frames reach the engine like received packets, on a connection whos
 ``send_frame`` POSTs back to the peer. A peer that cannot be reached is not dialed again for
 a second (its queued frames are dropped and counted, as lost datagrams are).
 
-Listening, the transport's own server (:mod:`.http_server`) or a host's WSGI/ASGI server
-(:mod:`.http_hosted`) hands each POST to the same judge, :class:`~.http_server.Exchanges`.
+Listening, the transport's own server (:mod:`.server`) or a host's WSGI/ASGI server
+(:mod:`.hosted`) hands each POST to the same judge, :class:`~.server.Exchanges`.
 
 Streams are not carried over HTTP: :meth:`HTTPTransport.dial_stream` raises
 :class:`~gossip.errors.StreamRefused`.
 
 Security: with a bearer token, each request and each response prove it with an HMAC
-(:mod:`.http_frames`); the token itself never travels. Plain ``http://`` to a host that is not
+(:mod:`.frames`); the token itself never travels. Plain ``http://`` to a host that is not
 on loopback is refused unless ``allow_insecure`` is set; ``https://`` verifies the server's
 certificate by default. Counters are named ``http_*``.
 
@@ -60,11 +60,11 @@ from gossip.errors import (
     StreamRefused,
     TransportError,
 )
-from gossip.transports import http_frames
+from gossip.transports.http import frames as http_frames
 from gossip.transports._admission import MemberCheck
 from gossip.transports._sockets import DialHook, ListenHook, dial_socket, listen_socket
 from gossip.transports.base import Incoming, OnPackets, OnStream, StreamConn, split_host_port
-from gossip.transports.http_server import CONTENT_TYPE, Exchanges, Listener
+from gossip.transports.http.server import CONTENT_TYPE, Exchanges, Listener
 from gossip.transports.limits import ConnectionLimits
 
 __all__ = ["HTTPTransport", "is_http_url"]
@@ -152,7 +152,7 @@ class HTTPTransport:
 
     Args:
         bind_addr: ``ip:port`` of the node's own listener (port 0 picks one); ``""`` for none
-            (the node only dials, or its host's server serves it, :mod:`.http_hosted`).
+            (the node only dials, or its host's server serves it, :mod:`.hosted`).
         path: the URL path gossip POSTs go to.
         limits: the bounds shared with the other transports.
         member_check: tells which hosts are members' (admission of connections).

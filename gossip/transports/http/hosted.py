@@ -2,7 +2,7 @@
 
 Both wrap one function, ``serve(method, path, headers, read_body, peer) -> (status, headers,
 body, close)`` (:meth:`gossip.Cluster.serve_http`, which hands the request to
-:class:`~gossip.transports.http_server.Exchanges`): the judge reads ``Content-Length`` and
+:class:`~gossip.transports.http.server.Exchanges`): the judge reads ``Content-Length`` and
 refuses a body over the limit BEFORE reading it, then reads exactly that many bytes. The path
 is the host's business (it mounted the application where the node's advertised URL points):
 any path reaching the application is served.
@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from gossip.transports.http_server import REASONS
+from gossip.transports.http.server import REASONS
 
 __all__ = ["Serve", "wsgi_app", "asgi_app", "reason_of"]
 
