@@ -705,8 +705,10 @@ class UserMessages:
         self._counters.inc("user.requests")
         if sending is not None:
             def sent(f: Future[None]) -> None:
-                if not f.cancelled() and f.exception() is not None:
-                    _fail(reply, f.exception())
+                if not f.cancelled():
+                    exc = f.exception()
+                    if exc is not None:
+                        replies.fail(reply, exc)
 
             sending.add_done_callback(sent)
             reply.add_done_callback(lambda _: sending.cancel())  # a request not sent yet stays
@@ -739,12 +741,3 @@ class UserMessages:
             return None
         return all_done(waiting, first, lambda: self._counters.inc("user.sent"))
 
-
-def _fail(fut: Future[Any], exc: BaseException | None) -> None:
-    """Fail ``fut`` with ``exc`` unless it is done already."""
-    if exc is None:
-        return
-    try:
-        fut.set_exception(exc)
-    except Exception:  # InvalidStateError: the reply came, or the caller cancelled
-        pass
