@@ -221,8 +221,8 @@ def test_memory_stays_bounded_by_the_requests_waiting_not_those_sent(
         else:
             fut.cancel()
     assert len(table) == 0
-    assert table.timeouts <= SWEEP_MIN + 2
     assert len(deadlines) <= 2  # one deadline for the whole table, not one per request
+    assert table.timeouts <= SWEEP_MIN + 2
     table.close()
 
 
