@@ -16,6 +16,23 @@ from gossip.aio._futures import _LoopWaiter, wait, wait_maybe
 from . import run
 
 
+class Awaited(Future[int]):
+    """A future completed on another thread once something waits for it (a done callback is
+    set), so that the await never finds it done already, however slow the loop's thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.awaited = threading.Event()
+
+    def add_done_callback(self, fn: Any) -> None:
+        super().add_done_callback(fn)
+        self.awaited.set()
+
+    def complete_when_awaited(self, value: int) -> None:
+        assert self.awaited.wait(30.0)
+        self.set_result(value)
+
+
 def errors_of(loop: asyncio.AbstractEventLoop) -> list[dict[str, Any]]:
     """Every error the loop reports (an exception in a callback, say), collected."""
     seen: list[dict[str, Any]] = []
@@ -43,8 +60,8 @@ def test_a_future_completed_on_another_thread_resumes_the_task_in_one_loop_callb
         loop.call_soon_threadsafe = threadsafe  # type: ignore[method-assign]
         loop.call_soon = soon  # type: ignore[method-assign]
         for value in range(50):
-            fut: Future[int] = Future()
-            t = threading.Timer(0.001, fut.set_result, (value,))
+            fut = Awaited()
+            t = threading.Thread(target=fut.complete_when_awaited, args=(value,))
             t.start()
             assert await wait(fut) == value
             t.join()
