@@ -37,25 +37,21 @@ docstring)."""
 class Alarm:
     """One callback set for a time; :meth:`cancel` takes it back (idempotent)."""
 
-    __slots__ = ("when", "fn", "cancelled", "_owner")
+    __slots__ = ("when", "fn", "cancelled", "on_cancel")
 
-    def __init__(self, when: float, fn: Callable[[], None],
-                 owner: Deadlines | None = None) -> None:
+    def __init__(self, when: float, fn: Callable[[], None]) -> None:
         self.when = when
         self.fn: Callable[[], None] | None = fn
         self.cancelled = False
-        self._owner = owner
+        # Set by the deadlines that hold it: counts it among the entries to sweep out.
+        self.on_cancel: Callable[[], None] | None = None
 
     def cancel(self) -> None:
         """Do not call the callback (if it has not run yet); drops the reference to it."""
-        owner = self._owner
-        if owner is None:
-            self.cancelled = True
-            self.fn = None
-            return
-        with owner._cond:
-            if not self.cancelled:  # still in the heap: one more entry to sweep out
-                owner._dead += 1
+        on_cancel = self.on_cancel
+        if on_cancel is not None:
+            on_cancel()
+        else:
             self.cancelled = True
             self.fn = None
 
@@ -87,7 +83,8 @@ class Deadlines:
         After :meth:`close` the callback is never called (the caller's own close path ends
         what it was waiting for).
         """
-        d = Alarm(when, fn, self)
+        d = Alarm(when, fn)
+        d.on_cancel = lambda: self._cancel(d)
         with self._cond:
             if self._closed:
                 d.cancelled = True
@@ -105,6 +102,13 @@ class Deadlines:
             elif self._heap[0][2] is d:
                 self._cond.notify()
         return d
+
+    def _cancel(self, d: Alarm) -> None:
+        with self._cond:
+            if not d.cancelled:  # still in the heap: one more entry to sweep out
+                self._dead += 1
+            d.cancelled = True
+            d.fn = None
 
     def after(self, seconds: float, fn: Callable[[], None]) -> Alarm:
         """Call ``fn()`` in ``seconds`` (see :meth:`at`)."""

@@ -75,21 +75,21 @@ class _Waiter(Future[Packet]):
     cancelling it (as ``asyncio.wait_for`` does) forgets it at once, with no done callback
     set per request."""
 
-    def __init__(self, owner: Replies, key: Key, end: float, timeout: float,
-                 what: str | Callable[[], str]) -> None:
+    def __init__(self, key: Key, end: float, timeout: float, what: str | Callable[[], str],
+                 forget: Callable[[Key], None]) -> None:
         super().__init__()
         self.key = key
         self.end = end
         self.timeout = timeout
         self.what = what
-        self._owner = owner
+        self._forget = forget
 
     def cancel(self) -> bool:
         """Cancel the request's wait: its waiter leaves the table (a reply that comes later
         is dropped and counted as late)."""
         if not super().cancel():
             return False
-        self._owner._forget(self)
+        self._forget(self.key)
         return True
 
 
@@ -142,7 +142,7 @@ class Replies:
         """
         key = (node_id, msg_id)
         end = time.monotonic() + max(0.0, timeout)
-        fut = _Waiter(self, key, end, timeout, what)
+        fut = _Waiter(key, end, timeout, what, self._forget)
         with self._lock:
             if self._closed:
                 raise ClusterClosed("the cluster is stopped")
@@ -199,12 +199,13 @@ class Replies:
         if len(ended) > REMEMBER_ENDED:
             ended.popitem(last=False)
 
-    def _forget(self, fut: _Waiter) -> None:
-        """``fut`` was cancelled: forget its waiter (its heap entry is swept out later)."""
+    def _forget(self, key: Key) -> None:
+        """The waiter of ``key`` was cancelled: forget it (its heap entry is swept out later)."""
         with self._lock:
-            if self._waiters.get(fut.key) is fut:
-                del self._waiters[fut.key]
-                self._remember_locked(fut.key)
+            fut = self._waiters.get(key)
+            if fut is not None and fut.cancelled():
+                del self._waiters[key]
+                self._remember_locked(key)
 
     def fail(self, fut: Future[Packet], exc: BaseException) -> None:
         """End the waiter ``fut`` with ``exc`` (its request could not be sent), unless it is
