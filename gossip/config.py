@@ -182,6 +182,14 @@ class Config:
     listen on, ``kind`` being ``"tcp"``, ``"udp"`` or ``"websocket"`` (paularlott's
     ``ListenHook``). None binds directly. See :data:`gossip.transports._sockets.ListenHook`."""
 
+    # -- tracing (OpenTelemetry) ----------------------------------------------------------
+    tracing: Any = False
+    """OpenTelemetry spans of the protocol's steps (probes, indirect probes, suspicions with
+    their provenance, refutations, push/pulls, joins, streams): False (the default) records
+    none and never imports ``opentelemetry``; True uses the global tracer provider; a
+    ``TracerProvider`` (any object with ``get_tracer``) uses that one. Needs the extra
+    ``gossip-cluster[otel]``. See the manual's page on tracing."""
+
     # -- transport ------------------------------------------------------------------------
     socket_transport_enabled: bool = True
     """Listen on UDP/TCP at ``bind_addr`` and advertise that ``ip:port``.
@@ -1483,6 +1491,13 @@ def _check_callable_or_none(name: str, value: Any) -> None:
         raise ConfigError(name, f"must be callable or None, got {value!r}")
 
 
+def _check_tracing(name: str, value: Any) -> None:
+    if value is True or value is False:
+        return
+    if not callable(getattr(value, "get_tracer", None)):
+        raise ConfigError(name, f"must be True, False or a TracerProvider (with get_tracer), got {value!r}")
+
+
 def _check_logger(name: str, value: Any) -> None:
     if value is None:
         return
@@ -1536,6 +1551,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "replay_max_entries": _integer(16, 1 << 24),
     "transport": _check_transport,
     "logger": _check_logger,
+    "tracing": _check_tracing,
     "resolver": _check_resolver,
     "prefer_ipv6": _boolean,
     "dialer": _check_callable_or_none,

@@ -48,6 +48,7 @@ BAD: dict[str, list[Any]] = {
     "resolver": [object()],
     "dialer": ["socket.create_connection", 42],
     "listener": [object()],
+    "tracing": [None, "yes", 1, 0, object()],
     "discovery": ["mdns", 1],
     "multicast_group": ["127.0.0.1", "ff02::1", "x", 5],
     "multicast_port": [-1, 70000, "7947"],
