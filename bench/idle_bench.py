@@ -23,10 +23,10 @@ loaded host inflates CPU and wake-ups.
 
 Bytecode: an installed package comes with compiled bytecode (pip compiles it), so by default
 the nodes run from bytecode compiled beforehand into a temporary ``PYTHONPYCACHEPREFIX`` (the
-checkout is left untouched). ``--no-bytecode`` runs them with ``PYTHONDONTWRITEBYTECODE=1`` and
+checkout is left untouched; ``bench/bytecode.py``). ``--no-bytecode`` runs them with ``PYTHONDONTWRITEBYTECODE=1`` and
 an empty cache prefix instead, as a checkout without ``__pycache__`` does: every module of the
 library is then compiled from source in every process, which leaves about 2 MiB more of heap
-behind (the compiler's garbage), so both figures say something.
+behind (the compiler's garbage: about 3 MiB), so both figures say something.
 
 Every address is 127.0.0.1 with ports chosen by the kernel.
 """
@@ -46,7 +46,11 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from bytecode import cached_env, node_env  # noqa: E402
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # The node: what a user writes. It prints its address once started (and joined), then idles
@@ -95,37 +99,6 @@ def _status_kib(pid: int, path: str, key: str) -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     raise LookupError(key)
-
-
-def _env(no_bytecode: bool, prefix: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    env["PYTHONPYCACHEPREFIX"] = prefix
-    if no_bytecode:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-    else:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
-# Two nodes in one process, one joining the other: every module a node of the benchmark loads
-# (the standard library's too: a cache prefix holds the bytecode of every module) gets its
-# bytecode written into the cache prefix before any measured node starts.
-WARM_UP = textwrap.dedent("""
-    import gossip
-    a = gossip.Cluster(gossip.Config.lan(bind_addr="127.0.0.1:0"))
-    b = gossip.Cluster(gossip.Config.lan(bind_addr="127.0.0.1:0"))
-    a.start(); b.start()
-    assert b.join(a.address, timeout=10.0) == 1
-    b.stop(); a.stop()
-""")
-
-
-def _compile(env: dict[str, str]) -> None:
-    """Compile the modules a node loads into the cache prefix, as pip does for an installed package."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "gossip")],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-c", WARM_UP], env=env, check=True, timeout=60)
 
 
 def run_size(n: int, seconds: float, env: dict[str, str]) -> dict[str, Any]:
@@ -190,9 +163,7 @@ def main(argv: list[str]) -> int:
         ap.error("--sizes takes positive integers and --seconds a positive number")
     command = shlex.join([sys.executable, "bench/idle_bench.py", *argv])
     with tempfile.TemporaryDirectory(prefix="gossip-idle-pyc-") as prefix:
-        env = _env(args.no_bytecode, prefix)
-        if not args.no_bytecode:
-            _compile(env)
+        env = node_env(prefix, bytecode=False) if args.no_bytecode else cached_env(prefix)
         for n in sizes:
             result = run_size(n, args.seconds, env)
             rows = result["per_node"]
