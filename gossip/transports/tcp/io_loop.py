@@ -6,7 +6,9 @@ buffer, emits every whole frame of one read as one batch, finishes writes the so
 take at once, and once per tick closes the connections that went idle, that let a frame
 trickle in for longer than ``frame_timeout``, or that were not trusted within
 ``preauth_timeout``. An accepted connection whose preamble says "stream" leaves the selector and
-is handed over through ``accept_stream``.
+is handed over through ``accept_stream``. With no connection of its own (an idle node), the
+loop does not tick: it sleeps until the idle request connections' next deadline, a new
+connection, a wake-up, or :data:`IDLE_WAIT`, whichever comes first.
 
 It owns the tables of registered connections (accepted, pooled outgoing, and those waiting to
 be registered, looked at again or closed) and the lock that guards them: a socket registered
@@ -44,7 +46,9 @@ __all__ = ["IoLoop", "TICK"]
 
 _log = logging.getLogger("gossip.transports.socket")
 
-TICK: Final = 0.5  # the loop's longest sleep: bounds how late idle and frame deadlines act
+TICK: Final = 0.5  # the sweep's period while the loop has connections: bounds how late
+# idle, frame and trust deadlines act
+IDLE_WAIT: Final = 5.0  # the loop's longest sleep with no connection of its own (an idle node)
 _READ_CHUNK = 256 * 1024
 _ACCEPT_BURST = 64
 _LISTENER = "listener"
@@ -66,7 +70,9 @@ class IoLoop:
         count: ``count(name, n)`` adds to a transport counter.
         emit: called with each batch of received frames.
         accept_stream: called with each accepted stream connection (see :data:`AcceptStream`).
-        sweep_more: called once per tick with the time (the idle request connections).
+        sweep_more: called at each sweep with the time (the idle request connections); returns
+            when it next needs a sweep (None: not before something changes; a change that
+            needs one wakes the loop).
         is_closed: True once the transport is closed.
         stop: set when the transport closes.
     """
@@ -74,7 +80,7 @@ class IoLoop:
     def __init__(self, *, name: str, limits: ConnectionLimits, admission: Admission,
                  dials: DialBudget, count: Callable[[str, int], None],
                  emit: Callable[[list[Incoming]], None], accept_stream: AcceptStream,
-                 sweep_more: Callable[[float], None], is_closed: Callable[[], bool],
+                 sweep_more: Callable[[float], float | None], is_closed: Callable[[], bool],
                  stop: threading.Event) -> None:
         self._name = name
         self._limits = limits
@@ -205,6 +211,10 @@ class IoLoop:
         with self._lock:
             return len(self._accepted), len(self._out)
 
+    def wake(self) -> None:
+        """Wake the I/O thread so that it looks at its tables and deadlines again."""
+        self._wake()
+
     def _wake(self) -> None:
         if self.waker is not None:
             self.waker.wake()
@@ -220,7 +230,7 @@ class IoLoop:
             while not self._stop.is_set():
                 try:
                     self._apply_pending(sel)
-                    events = sel.select(timeout=TICK)
+                    events = sel.select(timeout=max(0.0, next_sweep - time.monotonic()))
                     now = time.monotonic()
                     for key, mask in events:
                         if self._stop.is_set():
@@ -235,9 +245,9 @@ class IoLoop:
                                 self._on_writable(sel, data)
                             if mask & selectors.EVENT_READ and not data.closed:
                                 self._read(sel, data, now)
-                    if now >= next_sweep:
-                        next_sweep = now + TICK
-                        self._sweep(sel, now)
+                    if now >= next_sweep or next_sweep - now > TICK:
+                        # due; or sleeping long (nothing to sweep) and woken: look again
+                        next_sweep = self._next_sweep(now, self._sweep(sel, now))
                 except Exception:
                     if self._stop.is_set():
                         break
@@ -438,14 +448,28 @@ class IoLoop:
         conn.ticket = None  # the connection's place in the counts moves to the stream
         self._accept_stream(conn.sock, conn.key, conn.ip, leftover, ticket)
 
-    def _sweep(self, sel: selectors.BaseSelector, now: float) -> None:
+    def _next_sweep(self, now: float, more_at: float | None) -> float:
+        """When to sweep next: a tick from now while the loop holds connections (or is about
+        to); else when the request connections next need it (a tick late at most, as with
+        connections), and at most :data:`IDLE_WAIT` from now."""
+        with self._lock:
+            busy = bool(self._accepted or self._out or self._pending_add)
+        if busy:
+            return now + TICK
+        due = now + IDLE_WAIT
+        if more_at is not None:
+            due = min(due, max(more_at, now) + TICK)
+        return due
+
+    def _sweep(self, sel: selectors.BaseSelector, now: float) -> float | None:
         """Close idle connections, those whose frame has been arriving for too long, and
-        accepted ones not trusted in time."""
+        accepted ones not trusted in time; return when the request connections next need a
+        sweep (see ``sweep_more``)."""
         limits = self._limits
         idle_limit = now - limits.idle_timeout
         frame_limit = now - limits.frame_timeout
         trust_limit = now - limits.preauth_timeout
-        self._sweep_more(now)
+        more_at = self._sweep_more(now)
         with self._lock:
             conns = list(self._accepted) + list(self._out.values())
         for conn in conns:
@@ -464,3 +488,4 @@ class IoLoop:
             elif conn.last_active < idle_limit and not conn.writing:
                 self._count("tcp_idle_closed", 1)
                 self._close_registered(sel, conn)
+        return more_at
