@@ -224,12 +224,40 @@ def test_an_idle_transport_sleeps_long_and_a_request_connection_going_idle_wakes
         peer.close()
 
 
-def test_the_loop_sweeps_every_tick_while_it_holds_connections_and_at_request_deadlines() -> None:
-    t = SocketTransport("127.0.0.1:0", name="next")
-    loop = t._loop
-    assert loop._next_sweep(100.0, None) == 100.0 + io_loop.IDLE_WAIT
-    assert loop._next_sweep(100.0, 101.0) == 101.0 + io_loop.TICK
-    assert loop._next_sweep(100.0, 99.0) == 100.0 + io_loop.TICK        # overdue: at once-ish
-    assert loop._next_sweep(100.0, 200.0) == 100.0 + io_loop.IDLE_WAIT
-    loop._out["x"] = None  # type: ignore[assignment]   # a pooled connection: tick
-    assert loop._next_sweep(100.0, None) == 100.0 + io_loop.TICK
+def test_the_loop_sleeps_until_the_earliest_deadline_once_quiet() -> None:
+    nxt = io_loop.IoLoop._next_sweep
+    assert nxt(100.0, None) == 100.0 + io_loop.IDLE_WAIT
+    assert nxt(100.0, 101.0) == 101.0 + io_loop.TICK
+    assert nxt(100.0, 99.0) == 100.0 + io_loop.TICK        # overdue: within a tick
+    assert nxt(100.0, 200.0) == 100.0 + io_loop.IDLE_WAIT
+
+
+def test_connections_held_open_do_not_make_the_quiet_loop_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's pooled and accepted connections wait for their idle deadline (a minute): once
+    quiet, both sides' I/O threads sleep longer than a tick, and the connections stay open."""
+    calls = _RecordingSelector.calls
+    calls.clear()
+    got: list[object] = []
+    monkeypatch.setattr(selectors, "DefaultSelector", _RecordingSelector)
+    a = SocketTransport("127.0.0.1:0", name="held-a")
+    b = SocketTransport("127.0.0.1:0", name="held-b")
+    a.start(lambda batch: None)
+    b.start(got.extend)
+    monkeypatch.undo()
+    try:
+        a.send(b.local_addr, b"frame", reliable=True)
+        wait_until(lambda: len(got) == 1, timeout=10.0, what="the frame")
+        assert a._loop.counts() == (0, 1) and b._loop.counts() == (1, 0)
+        start = len(calls)
+
+        def slept_long(side: str) -> bool:
+            return any(name.endswith(f"{side}-tcp-io") and (s or 0.0) > io_loop.TICK
+                       for name, s in list(calls)[start:])
+
+        wait_until(lambda: slept_long("held-a") and slept_long("held-b"), timeout=10.0,
+                   what="both loops sleeping longer than a tick")
+        assert a._loop.counts() == (0, 1) and b._loop.counts() == (1, 0)
+        assert a.stats["tcp_idle_closed"] == 0 and b.stats["tcp_idle_closed"] == 0
+    finally:
+        a.close()
+        b.close()

@@ -6,9 +6,10 @@ buffer, emits every whole frame of one read as one batch, finishes writes the so
 take at once, and once per tick closes the connections that went idle, that let a frame
 trickle in for longer than ``frame_timeout``, or that were not trusted within
 ``preauth_timeout``. An accepted connection whose preamble says "stream" leaves the selector and
-is handed over through ``accept_stream``. With no connection of its own (an idle node), the
-loop does not tick: it sleeps until the idle request connections' next deadline, a new
-connection, a wake-up, or :data:`IDLE_WAIT`, whichever comes first.
+is handed over through ``accept_stream``. The sweep runs every :data:`TICK` while anything
+happens; once quiet (an idle node, whose connections wait for their idle deadline), the loop
+sleeps until the earliest deadline of its connections and of the idle request connections, an
+event, or :data:`IDLE_WAIT`, whichever comes first.
 
 It owns the tables of registered connections (accepted, pooled outgoing, and those waiting to
 be registered, looked at again or closed) and the lock that guards them: a socket registered
@@ -46,9 +47,9 @@ __all__ = ["IoLoop", "TICK"]
 
 _log = logging.getLogger("gossip.transports.socket")
 
-TICK: Final = 0.5  # the sweep's period while the loop has connections: bounds how late
-# idle, frame and trust deadlines act
-IDLE_WAIT: Final = 5.0  # the loop's longest sleep with no connection of its own (an idle node)
+TICK: Final = 0.5  # how late idle, frame and trust deadlines act at most: the sweep's period
+# while anything happens
+IDLE_WAIT: Final = 5.0  # the loop's longest sleep once quiet (an idle node)
 _READ_CHUNK = 256 * 1024
 _ACCEPT_BURST = 64
 _LISTENER = "listener"
@@ -245,8 +246,9 @@ class IoLoop:
                                 self._on_writable(sel, data)
                             if mask & selectors.EVENT_READ and not data.closed:
                                 self._read(sel, data, now)
-                    if now >= next_sweep or next_sweep - now > TICK:
-                        # due; or sleeping long (nothing to sweep) and woken: look again
+                    if events:      # activity may bring deadlines closer: sweep within a tick
+                        next_sweep = min(next_sweep, now + TICK)
+                    if now >= next_sweep:
                         next_sweep = self._next_sweep(now, self._sweep(sel, now))
                 except Exception:
                     if self._stop.is_set():
@@ -448,28 +450,24 @@ class IoLoop:
         conn.ticket = None  # the connection's place in the counts moves to the stream
         self._accept_stream(conn.sock, conn.key, conn.ip, leftover, ticket)
 
-    def _next_sweep(self, now: float, more_at: float | None) -> float:
-        """When to sweep next: a tick from now while the loop holds connections (or is about
-        to); else when the request connections next need it (a tick late at most, as with
-        connections), and at most :data:`IDLE_WAIT` from now."""
-        with self._lock:
-            busy = bool(self._accepted or self._out or self._pending_add)
-        if busy:
-            return now + TICK
-        due = now + IDLE_WAIT
-        if more_at is not None:
-            due = min(due, max(more_at, now) + TICK)
-        return due
+    @staticmethod
+    def _next_sweep(now: float, due: float | None) -> float:
+        """When to sweep next, once quiet: when the earliest deadline ``due`` falls due (a tick
+        late at most, as with a periodic tick), and at most :data:`IDLE_WAIT` from now. Any
+        event (a read, an accept, a wake-up) brings the sweep back within a tick."""
+        if due is None:
+            return now + IDLE_WAIT
+        return min(now + IDLE_WAIT, max(due, now) + TICK)
 
     def _sweep(self, sel: selectors.BaseSelector, now: float) -> float | None:
         """Close idle connections, those whose frame has been arriving for too long, and
-        accepted ones not trusted in time; return when the request connections next need a
-        sweep (see ``sweep_more``)."""
+        accepted ones not trusted in time; return the earliest deadline of those left and of
+        the idle request connections (``sweep_more``), or None if there is none."""
         limits = self._limits
         idle_limit = now - limits.idle_timeout
         frame_limit = now - limits.frame_timeout
         trust_limit = now - limits.preauth_timeout
-        more_at = self._sweep_more(now)
+        due = self._sweep_more(now)
         with self._lock:
             conns = list(self._accepted) + list(self._out.values())
         for conn in conns:
@@ -480,12 +478,22 @@ class IoLoop:
                 _log.debug("%s ! %s: no frame accepted within %.1fs; closing", self._name,
                            conn.key, limits.preauth_timeout)
                 self._close_registered(sel, conn)
-            elif conn.partial_since and conn.partial_since < frame_limit:
+                continue
+            if conn.partial_since and conn.partial_since < frame_limit:
                 self._count("tcp_frame_timeouts", 1)
                 _log.debug("%s ! %s: a frame did not arrive whole within %.1fs; closing",
                            self._name, conn.key, limits.frame_timeout)
                 self._close_registered(sel, conn)
-            elif conn.last_active < idle_limit and not conn.writing:
+                continue
+            if conn.last_active < idle_limit and not conn.writing:
                 self._count("tcp_idle_closed", 1)
                 self._close_registered(sel, conn)
-        return more_at
+                continue
+            # still open: when it next needs a look (a writer at work: every tick)
+            at = now if conn.writing else conn.last_active + limits.idle_timeout
+            if not conn.trusted:
+                at = min(at, conn.accepted_at + limits.preauth_timeout)
+            if conn.partial_since:
+                at = min(at, conn.partial_since + limits.frame_timeout)
+            due = at if due is None else min(due, at)
+        return due
