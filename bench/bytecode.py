@@ -8,12 +8,14 @@ environment of node processes that load bytecode compiled beforehand into a cach
 (``PYTHONPYCACHEPREFIX``), so that the checkout is left untouched. A cache prefix holds the
 bytecode of every module, the standard library's too, so the preparation also runs a warm-up:
 two nodes in one process, one joining the other over 127.0.0.1, which writes the bytecode of
-every module a node loads.
+every module a node loads. :func:`source_env` is the other case: the library compiled from
+source in every process, everything else from bytecode.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -44,6 +46,16 @@ def node_env(prefix: str, *, bytecode: bool = True) -> dict[str, str]:
     else:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
+
+
+def source_env(prefix: str) -> dict[str, str]:
+    """The environment of a node that compiles this library from source, as a checkout
+    without ``__pycache__`` does, while every other module (the standard library, msgpack)
+    loads its bytecode: :func:`cached_env`, then the library's bytecode removed from
+    ``prefix`` and none written."""
+    cached_env(prefix)
+    shutil.rmtree(os.path.join(prefix, str(ROOT).lstrip(os.sep)), ignore_errors=True)
+    return node_env(prefix, bytecode=False)
 
 
 def cached_env(prefix: str) -> dict[str, str]:

@@ -23,10 +23,10 @@ loaded host inflates CPU and wake-ups.
 
 Bytecode: an installed package comes with compiled bytecode (pip compiles it), so by default
 the nodes run from bytecode compiled beforehand into a temporary ``PYTHONPYCACHEPREFIX`` (the
-checkout is left untouched; ``bench/bytecode.py``). ``--no-bytecode`` runs them with ``PYTHONDONTWRITEBYTECODE=1`` and
-an empty cache prefix instead, as a checkout without ``__pycache__`` does: every module of the
-library is then compiled from source in every process, which leaves about 2 MiB more of heap
-behind (the compiler's garbage: about 3 MiB), so both figures say something.
+checkout is left untouched; ``bench/bytecode.py``). ``--no-bytecode`` makes every node compile
+the library from source, as a checkout without ``__pycache__`` does (with
+``PYTHONDONTWRITEBYTECODE=1`` or a read-only tree; the standard library still loads its
+bytecode): the compiler's garbage stays in each node's heap, so both figures say something.
 
 Every address is 127.0.0.1 with ports chosen by the kernel.
 """
@@ -49,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bytecode import cached_env, node_env  # noqa: E402
+from bytecode import cached_env, source_env  # noqa: E402
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -163,7 +163,7 @@ def main(argv: list[str]) -> int:
         ap.error("--sizes takes positive integers and --seconds a positive number")
     command = shlex.join([sys.executable, "bench/idle_bench.py", *argv])
     with tempfile.TemporaryDirectory(prefix="gossip-idle-pyc-") as prefix:
-        env = node_env(prefix, bytecode=False) if args.no_bytecode else cached_env(prefix)
+        env = source_env(prefix) if args.no_bytecode else cached_env(prefix)
         for n in sizes:
             result = run_size(n, args.seconds, env)
             rows = result["per_node"]
