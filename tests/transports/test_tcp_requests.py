@@ -261,3 +261,21 @@ def test_connections_held_open_do_not_make_the_quiet_loop_tick(monkeypatch: pyte
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_a_fresh_connection_ended_before_any_reply_is_a_send_error_not_a_retry(
+        transport: SocketTransport, how: str) -> None:
+    def end(conn: socket.socket, frame: bytes) -> bool:
+        if how == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        return False                                  # closed, nothing answered
+
+    peer = Peer(end)
+    try:
+        with pytest.raises(SendError, match="closed by peer|reset|Connection"):
+            transport.request(peer.addr, b"x", 5.0)
+        assert peer.accepted == 1, "a connection that never answered is not dialed again"
+        assert transport.stats["send_errors"] == 1 and transport._requests.idle_count() == 0
+    finally:
+        peer.close()
