@@ -38,7 +38,8 @@ Scenarios (``--scenario``, repeatable), each printing its pass/fail bar:
   alive, but answering a packet that arrives once the quota is spent only at the next period.
   With this library's drivers, the healthy nodes' probe counters (``cluster.stats()``: direct
   probes, indirect probes, failed probes) are counted over ``--baseline-s`` s before the cap
-  and over the cap, with how often a healthy node reported the starved node suspect.
+  and over the cap (and its second half, once round trips are known), with how often a healthy
+  node reported the starved node suspect.
 * ``idle``: nothing happens for ``--duration`` s (default 60): CPU and RSS per node.
 
 A *false death* is a node that was not disrupted, leaving some node's view (or reported dead or
@@ -517,7 +518,9 @@ class Scenario:
         cpu0 = proc_cpu_s(nodes.procs[v].pid) or 0.0
         self.sleep(self.duration)
         used = 100 * ((proc_cpu_s(nodes.procs[v].pid) or 0.0) - cpu0) / max(1e-9, time.time() - t0)
-        during = self._probe_counts(healthy, vname, t0, time.time())
+        t_cap_end = time.time()
+        during = self._probe_counts(healthy, vname, t0, t_cap_end)
+        steady = self._probe_counts(healthy, vname, (t0 + t_cap_end) / 2, t_cap_end)
         self._stop_hog()
         self.lab.unlimit_cpu()
         dropped = nodes.obs.first_drops([vname], nodes.names, t0)
@@ -526,9 +529,10 @@ class Scenario:
         exc.end = t1
         self.out.runs.append({"victim": vname, "victim_cpu_pct": r2(used),
                               "victim_dropped_by": len(dropped), "whole_after": whole,
-                              "baseline": before, "starved": during})
+                              "baseline": before, "starved": during, "starved_second_half": steady})
         log(f"{self.driver.name} starve: {vname} used {used:.1f} % of a core; dropped by {len(dropped)} nodes; "
-            f"healthy nodes, before / during the cap: {_counts(before)} / {_counts(during)}")
+            f"healthy nodes, before / during the cap / its second half: {_counts(before)} / {_counts(during)} "
+            f"/ {_counts(steady)}")
 
     def _probe_counts(self, healthy: list[str], subject: str, t0: float, t1: float) -> dict[str, Any]:
         """The healthy nodes' probe counters over [t0, t1] (None without stats lines), and how
@@ -672,6 +676,7 @@ def table(results: list[dict[str, Any]]) -> str:
                 if "starved" in x:
                     rows.append(f"    healthy nodes before the cap: {_counts(x['baseline'])}")
                     rows.append(f"    healthy nodes during the cap: {_counts(x['starved'])}")
+                    rows.append(f"    healthy nodes, its second half: {_counts(x['starved_second_half'])}")
             for d in r["false_dead_detail"][:5]:
                 rows.append(f"    false death: +{d['t']} s {d['observer']} dropped {d['member']} ({d['seen_by']})")
     return "\n".join(rows)
