@@ -31,9 +31,15 @@ Scenarios (``--scenario``, repeatable), each printing its pass/fail bar:
 * ``udp-block``: drop one node's UDP, both ways, for ``--block-s`` s; its TCP still flows.
 * ``pause``: SIGSTOP one node for ``--pause-short`` s (0 false deaths), then for
   ``--pause-long`` s (declared dead, then back after SIGCONT with no manual step; ``rejoin_s``).
-* ``starve``: one node in a CPU cgroup capped at ``--cpu-pct`` per cent of a core for
-  ``--duration`` s (default 300); with ``--starve-hog`` a busy loop shares that quota (a node
-  on a busy host), since an idle node alone rarely reaches a 5 % cap.
+* ``starve``: one node in a CPU cgroup capped at ``--cpu-pct`` per cent of a core (per
+  scheduler period of ``--cpu-period-ms``, default 100) for ``--duration`` s (default 300);
+  with ``--starve-hog`` a busy loop shares that quota (a node on a busy host), since an idle
+  node alone rarely reaches a 5 % cap. A busy loop with a long period makes a *slow* member:
+  alive, but answering a packet that arrives once the quota is spent only at the next period.
+  With this library's drivers, the healthy nodes' probe counters (``cluster.stats()``: direct
+  probes, indirect probes, failed probes) are counted over ``--baseline-s`` s before the cap
+  and over the cap (and its second half, once round trips are known), with how often a healthy
+  node reported the starved node suspect.
 * ``idle``: nothing happens for ``--duration`` s (default 60): CPU and RSS per node.
 
 A *false death* is a node that was not disrupted, leaving some node's view (or reported dead or
@@ -47,6 +53,11 @@ every 250 ms; ``state`` lines, when a driver gives them, time a drop exactly. p9
 linearly between order statistics. Every result carries the exact command, the date, the load
 average (1-minute figure at start, end and highest during the run), the CPU per node (percent
 of one core, user+system, over the scenario after the cluster formed) and RSS per node.
+
+Several variants of this library run side by side: ``--driver gossip --driver
+gossip:adaptive_ping_timeout=true`` (``gossip:KEY=VALUE[,KEY=VALUE...]`` sets Config fields in
+the driver, as ``GOSSIP_<KEY>`` variables would). ``--probe-stats`` has this library's drivers
+report their probe counters in every scenario (``starve`` always asks for them).
 
 Replay: ``--seed`` fixes every choice the harness makes (victims, sides, instants); the kernel's
 random loss (nftables ``numgen random``) is not seeded. No delay is added: this kernel has no
@@ -142,6 +153,8 @@ class Scenario:
                                                              "pause": 3}.get(name, 1)
         self.duration = args.duration if args.duration is not None else {
             "loss": 600.0, "starve": 300.0, "idle": 60.0}.get(name, 0.0)
+        if driver.ours and (args.probe_stats or name == "starve"):
+            self.driver = Driver(driver.name, (*driver.argv, "--stats-interval-ms", "1000"), True)
         self.rng = random.Random(f"{args.seed}-{name}")
         self.logdir, self.loads = logdir, loads
         self.excuses: list[Excuse] = []
@@ -290,7 +303,8 @@ class Scenario:
                 "partition": {"split": a.split, "partition_s": a.partition_s},
                 "udp-block": {"block_s": a.block_s},
                 "pause": {"pause_short_s": a.pause_short, "pause_long_s": a.pause_long},
-                "starve": {"cpu_pct": a.cpu_pct, "starve_s": self.duration, "starve_hog": a.starve_hog},
+                "starve": {"cpu_pct": a.cpu_pct, "cpu_period_ms": a.cpu_period_ms, "starve_s": self.duration,
+                           "starve_hog": a.starve_hog},
                 "idle": {"idle_s": self.duration}}[self.scenario]
 
     def _cpu_figures(self) -> tuple[float | None, float | None]:
@@ -487,7 +501,11 @@ class Scenario:
         v = self.pick_victim()
         vname = nodes.name(v)
         self.victims.add(vname)
-        how = self.lab.limit_cpu(nodes.procs[v].pid, self.args.cpu_pct)
+        healthy = [nodes.name(i) for i in range(self.n) if i != v]
+        tb = time.time()
+        self.sleep(self.args.baseline_s)
+        before = self._probe_counts(healthy, vname, tb, time.time())
+        how = self.lab.limit_cpu(nodes.procs[v].pid, self.args.cpu_pct, round(self.args.cpu_period_ms * 1000))
         if self.args.starve_hog:
             # The node's host is busy too: a process that never sleeps shares the node's quota
             # (in the node's namespace and cgroup; it dies with the harness or the namespace).
@@ -502,6 +520,9 @@ class Scenario:
         cpu0 = proc_cpu_s(nodes.procs[v].pid) or 0.0
         self.sleep(self.duration)
         used = 100 * ((proc_cpu_s(nodes.procs[v].pid) or 0.0) - cpu0) / max(1e-9, time.time() - t0)
+        t_cap_end = time.time()
+        during = self._probe_counts(healthy, vname, t0, t_cap_end)
+        steady = self._probe_counts(healthy, vname, (t0 + t_cap_end) / 2, t_cap_end)
         self._stop_hog()
         self.lab.unlimit_cpu()
         dropped = nodes.obs.first_drops([vname], nodes.names, t0)
@@ -509,8 +530,22 @@ class Scenario:
         whole = self.ensure_whole(60.0)
         exc.end = t1
         self.out.runs.append({"victim": vname, "victim_cpu_pct": r2(used),
-                              "victim_dropped_by": len(dropped), "whole_after": whole})
-        log(f"{self.driver.name} starve: {vname} used {used:.1f} % of a core; dropped by {len(dropped)} nodes")
+                              "victim_dropped_by": len(dropped), "whole_after": whole,
+                              "baseline": before, "starved": during, "starved_second_half": steady})
+        log(f"{self.driver.name} starve: {vname} used {used:.1f} % of a core; dropped by {len(dropped)} nodes; "
+            f"healthy nodes, before / during the cap / its second half: {_counts(before)} / {_counts(during)} "
+            f"/ {_counts(steady)}")
+
+    def _probe_counts(self, healthy: list[str], subject: str, t0: float, t1: float) -> dict[str, Any]:
+        """The healthy nodes' probe counters over [t0, t1] (None without stats lines), and how
+        often they reported ``subject`` suspect."""
+        assert self.nodes is not None
+        obs = self.nodes.obs
+        out: dict[str, Any] = {"s": r2(t1 - t0)}
+        for key in ("probes", "indirect_probes", "failed_probes"):
+            out[key] = obs.counter_delta(healthy, key, t0, t1)
+        out["suspected"] = obs.suspicions_between(subject, healthy, t0, t1)
+        return out
 
     def _stop_hog(self) -> None:
         if self.hog is not None:
@@ -531,6 +566,12 @@ def _worst(values: list[float | None]) -> float | None:
     if not values or any(v is None for v in values):
         return None
     return r2(max(v for v in values if v is not None))
+
+
+def _counts(c: dict[str, Any]) -> str:
+    """Probe counters of :meth:`Scenario._probe_counts`, for a log line or the table."""
+    return (f"{c['probes']} probes, {c['indirect_probes']} indirect, {c['failed_probes']} failed, "
+            f"{c['suspected']} suspicions of it in {c['s']} s")
 
 
 def _fmt(x: float | None) -> str:
@@ -633,6 +674,11 @@ def table(results: list[dict[str, Any]]) -> str:
                         f"harness {f(r['harness_cpu_pct'])} %, {r['date']}")
             for note in r["notes"]:
                 rows.append(f"    note: {note}")
+            for x in r["run_detail"]:
+                if "starved" in x:
+                    rows.append(f"    healthy nodes before the cap: {_counts(x['baseline'])}")
+                    rows.append(f"    healthy nodes during the cap: {_counts(x['starved'])}")
+                    rows.append(f"    healthy nodes, its second half: {_counts(x['starved_second_half'])}")
             for d in r["false_dead_detail"][:5]:
                 rows.append(f"    false death: +{d['t']} s {d['observer']} dropped {d['member']} ({d['seen_by']})")
     return "\n".join(rows)
@@ -759,6 +805,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cpu-pct", type=float, default=5.0)
     p.add_argument("--starve-hog", action="store_true",
                    help="starve: a busy loop shares the starved node's CPU quota")
+    p.add_argument("--cpu-period-ms", type=float, default=100.0,
+                   help="starve: the CPU quota's scheduler period (longer: longer stalls)")
+    p.add_argument("--baseline-s", type=float, default=10.0,
+                   help="starve: seconds of probe counters before the cap")
+    p.add_argument("--probe-stats", action="store_true",
+                   help="this library's drivers report their probe counters in every scenario")
     p.add_argument("--settle", type=float, default=3.0, help="seconds of quiet after each run")
     p.add_argument("--start-batch", type=int, default=10, help="nodes started at once")
     p.add_argument("--keep-logs", action="store_true", help="keep the drivers' stderr files")
@@ -772,6 +824,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(f"--nodes must be in [{minimum}, 1000]")
     if a.loss is not None and not 0 <= a.loss < 100:
         p.error("--loss must be in [0, 100)")
+    if not 1 <= a.cpu_period_ms <= 1000:
+        p.error("--cpu-period-ms must be in [1, 1000]")
+    if a.baseline_s < 0:
+        p.error("--baseline-s must be >= 0")
     a.command = shlex.join(["python", "bench/chaos.py", *argv])
     a.code = _code_version()
     return a

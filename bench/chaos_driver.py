@@ -15,6 +15,13 @@ and whose standard output is JSON lines, each written whole and flushed:
 * ``{"ts": ..., "ev": "state", "node": NAME, "state": "alive"|"suspect"|"dead"|"left"}`` on each
   change the library reports.
 
+Beyond the contract, for this library's harness runs only: ``--gossip-config KEY=VALUE``
+(repeatable) sets a :class:`gossip.Config` field after the contract's timings, in the syntax of
+``GOSSIP_<KEY>`` environment variables (``adaptive_ping_timeout=true``, ``ping_timeout_max=600ms``;
+an unknown field or a bad value is refused before the node starts); ``--stats-interval-ms N``
+adds ``{"ts": ..., "ev": "stats", "stats": {...}}`` every N ms: the probe counters of
+``cluster.stats()`` (:data:`STATS_KEYS`).
+
 This driver uses the public :class:`gossip.Cluster` API only. It starts from ``Config.lan()``
 and maps the contract's three timings onto it: the probe interval onto ``probe_interval``
 (``health_check_interval``), the probe timeout onto ``probe_timeout`` (``ping_timeout``), and
@@ -52,12 +59,16 @@ from gossip import Cluster, Config, GossipError, Node, NodeID, NodeState  # noqa
 VIEW_PERIOD = 0.25
 """Seconds between two ``view`` lines (the contract's 250 ms)."""
 
+STATS_KEYS = ("probes", "acks", "indirect_probes", "failed_probes", "nacks")
+"""The core's probe counters a ``stats`` line carries (``cluster.stats()["core.<key>"]``)."""
+
 _STATE_NAMES = {NodeState.ALIVE: "alive", NodeState.SUSPECT: "suspect",
                 NodeState.DEAD: "dead", NodeState.LEAVING: "left"}
 
 _USAGE = ("usage: chaos_driver.py --name NAME --bind IP:PORT [--join IP:PORT[,IP:PORT...]] "
           "[--probe-interval-ms 1000] [--probe-timeout-ms 500] [--gossip-interval-ms 200] "
-          "[--join-timeout-ms 15000] [--max-runtime-s 3600] [--log-stderr]")
+          "[--join-timeout-ms 15000] [--max-runtime-s 3600] [--log-stderr] "
+          "[--gossip-config KEY=VALUE ...] [--stats-interval-ms N]")
 
 
 class _Output:
@@ -82,7 +93,8 @@ def _parse(argv: list[str]) -> dict[str, Any]:
     """Parse the contract's flags (a small parser: argparse costs memory in every node)."""
     opts: dict[str, Any] = {"name": "", "bind": "", "join": "", "probe-interval-ms": 1000,
                             "probe-timeout-ms": 500, "gossip-interval-ms": 200,
-                            "join-timeout-ms": 15000, "max-runtime-s": 3600, "log-stderr": False}
+                            "join-timeout-ms": 15000, "max-runtime-s": 3600, "log-stderr": False,
+                            "gossip-config": [], "stats-interval-ms": 0}
     it = iter(argv)
     for arg in it:
         key, eq, value = arg.lstrip("-").partition("=")
@@ -93,7 +105,9 @@ def _parse(argv: list[str]) -> dict[str, Any]:
             continue
         if not eq:
             value = next(it, "")
-        if isinstance(opts[key], int):
+        if isinstance(opts[key], list):
+            opts[key].append(value)
+        elif isinstance(opts[key], int):
             try:
                 opts[key] = int(value)
             except ValueError:
@@ -108,14 +122,33 @@ def _parse(argv: list[str]) -> dict[str, Any]:
 
 
 def _config(opts: dict[str, Any]) -> Config:
-    """The LAN preset with the contract's three timings, unencrypted like memberlist's driver."""
-    return Config.lan(
+    """The LAN preset with the contract's three timings, unencrypted like memberlist's driver,
+    then each ``--gossip-config KEY=VALUE`` (parsed as ``GOSSIP_<KEY>`` would be)."""
+    cfg = Config.lan(
         bind_addr=opts["bind"],
         insecure=True,      # the harness's private bridge; memberlist's driver has no key either
         health_check_interval=opts["probe-interval-ms"] / 1000.0,
         ping_timeout=opts["probe-timeout-ms"] / 1000.0,
         dissemination_interval=opts["gossip-interval-ms"] / 1000.0,
     )
+    env: dict[str, str] = {}
+    for item in opts["gossip-config"]:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SystemExit(f"chaos_driver: --gossip-config takes KEY=VALUE, got {item!r}")
+        env["GOSSIP_" + key.strip().upper()] = value.strip()
+    try:
+        cfg = Config.from_env(environ=env, base=cfg, strict=True)
+        cfg.validate()
+    except GossipError as exc:
+        raise SystemExit(f"chaos_driver: --gossip-config: {exc}") from None
+    return cfg
+
+
+def _probe_stats(cluster: Cluster) -> dict[str, int]:
+    """The probe counters of :data:`STATS_KEYS` (0 for one not counted yet)."""
+    stats = cluster.stats()
+    return {k: int(stats.get("core." + k, 0)) for k in STATS_KEYS}
 
 
 def _name_of(node: Node) -> str:
@@ -186,10 +219,17 @@ def main(argv: list[str] | None = None) -> int:
         with out.lock:
             out.emit("ready")
         next_view = time.monotonic()
+        stats_period = opts["stats-interval-ms"] / 1000.0
+        next_stats = next_view if stats_period else float("inf")
         while not stop.is_set() and not out.closed.is_set():
             with out.lock:       # the lock of the events: a view is never older than a state line
                 out.emit("view", alive=view[0])
             now = time.monotonic()
+            if now >= next_stats:
+                counters = _probe_stats(cluster)
+                with out.lock:
+                    out.emit("stats", stats=counters)
+                next_stats = max(next_stats + stats_period, now)
             if now >= deadline:
                 print("chaos_driver: --max-runtime-s reached", file=sys.stderr)
                 cluster.stop(timeout=2.0, leave=False)

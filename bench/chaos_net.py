@@ -370,8 +370,9 @@ class Lab:
 
     # ------------------------------------------------------------------ CPU quota
 
-    def limit_cpu(self, pid: int, pct_of_core: float) -> str:
-        """Cap process ``pid`` (all its threads) at ``pct_of_core`` per cent of one core.
+    def limit_cpu(self, pid: int, pct_of_core: float, period_us: int = 100_000) -> str:
+        """Cap process ``pid`` (all its threads) at ``pct_of_core`` per cent of one core, per
+        scheduler period of ``period_us`` (a longer period: longer stalls once the quota is spent).
 
         Returns:
             What was used, e.g. ``"cgroup v1 cpu.cfs_quota_us=5000/100000"``.
@@ -380,7 +381,7 @@ class Lab:
             LabError: no cgroup CPU controller can be written here.
         """
         kind = cpu_cgroup_kind()
-        period = 100_000
+        period = period_us
         quota = max(1000, round(period * pct_of_core / 100))
         if kind == "v1":
             path = os.path.join(CGROUP_CPU_V1, f"{self.run_id}-starve")

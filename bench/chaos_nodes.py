@@ -52,14 +52,26 @@ class Driver:
 
     name: str
     argv: tuple[str, ...]
+    ours: bool = False
+    """Whether this is this library's driver (``bench/chaos_driver.py``: it takes
+    ``--gossip-config`` and ``--stats-interval-ms``)."""
     env: Mapping[str, str] | None = field(default=None, compare=False)
     """The driver processes' environment (None: the harness's own)."""
 
     @classmethod
     def parse(cls, text: str) -> Driver:
-        """``gossip`` is this library's driver; anything else is a command line."""
+        """``gossip`` is this library's driver, and ``gossip:KEY=VALUE[,KEY=VALUE...]`` the same
+        with those Config fields set (``--gossip-config``; reported under that name, so that
+        ``--driver gossip --driver gossip:adaptive_ping_timeout=true`` compares the two in one
+        invocation); anything else is a command line."""
         if text == "gossip":
-            return cls("gossip", tuple(GOSSIP_DRIVER))
+            return cls("gossip", tuple(GOSSIP_DRIVER), True)
+        if text.startswith("gossip:"):
+            items = [x.strip() for x in text[len("gossip:"):].split(",") if x.strip()]
+            if not items or any("=" not in x for x in items):
+                raise SystemExit(f"--driver {text!r}: gossip:KEY=VALUE[,KEY=VALUE...]")
+            extra = [a for x in items for a in ("--gossip-config", x)]
+            return cls("gossip:" + ",".join(items), (*GOSSIP_DRIVER, *extra), True)
         argv = tuple(shlex.split(text))
         if not argv:
             raise SystemExit("--driver: empty command")
@@ -199,6 +211,7 @@ class Observer:
         self.last_add: dict[tuple[str, str], float] = {}
         self.last_state_drop: dict[tuple[str, str], float] = {}
         self.suspects: list[tuple[float, str, str]] = []          # (ts, observer, member)
+        self.stats: dict[str, list[tuple[float, dict[str, int]]]] = {}   # this library's driver
         self.bad_lines = 0
 
     def attach(self, proc: NodeProc) -> None:
@@ -208,6 +221,7 @@ class Observer:
             self.pres[proc.name] = set()
             self.view_ts.pop(proc.name, None)
             self.ready.pop(proc.name, None)
+            self.stats[proc.name] = []
 
     def read(self, proc: NodeProc, stream: IO[str]) -> None:
         """Read ``proc``'s stdout until it closes (runs on one thread per process)."""
@@ -228,6 +242,9 @@ class Observer:
                     self._state(proc.name, ts, str(msg.get("node")), str(msg.get("state")))
                 elif ev == "ready":
                     self.ready[proc.name] = ts
+                elif ev == "stats" and isinstance(msg.get("stats"), dict):
+                    counters = {str(k): int(v) for k, v in msg["stats"].items() if isinstance(v, int)}
+                    self.stats.setdefault(proc.name, []).append((ts, counters))
 
     def _view(self, o: str, ts: float, alive: list[str]) -> None:
         new = self.names.intersection(alive)
@@ -297,6 +314,27 @@ class Observer:
         that report suspicions only: memberlist's reports those its own probes raised)."""
         with self.lock:
             return min((ts for ts, _, s in self.suspects if s == subject and ts >= since), default=None)
+
+    def counter_delta(self, names: Iterable[str], key: str, t0: float, t1: float) -> int | None:
+        """How much counter ``key`` of the ``stats`` lines grew over [t0, t1], summed over the
+        current processes of ``names``: each one's last sample at or before t1 minus its last at
+        or before t0 (its first, if it had none yet). None if no process reported stats."""
+        total, seen = 0, False
+        with self.lock:
+            for name in names:
+                samples = [(ts, c) for ts, c in self.stats.get(name, []) if ts <= t1]
+                if not samples:
+                    continue
+                before = [c for ts, c in samples if ts <= t0] or [samples[0][1]]
+                total += samples[-1][1].get(key, 0) - before[-1].get(key, 0)
+                seen = True
+        return total if seen else None
+
+    def suspicions_between(self, subject: str, observers: Iterable[str], t0: float, t1: float) -> int:
+        """How many times these observers reported ``subject`` suspect within [t0, t1]."""
+        obs = set(observers)
+        with self.lock:
+            return sum(1 for ts, o, s in self.suspects if s == subject and o in obs and t0 <= ts <= t1)
 
     def drops_between(self, t0: float, t1: float) -> list[tuple[float, str, str, str]]:
         """Every drop stamped within [t0, t1]."""
