@@ -154,7 +154,7 @@ class Scenario:
         self.duration = args.duration if args.duration is not None else {
             "loss": 600.0, "starve": 300.0, "idle": 60.0}.get(name, 0.0)
         if driver.ours and (args.probe_stats or name == "starve"):
-            self.driver = Driver(driver.name, (*driver.argv, "--stats-interval-ms", "1000"), True)
+            self.driver = replace(driver, argv=(*driver.argv, "--stats-interval-ms", "1000"))
         self.rng = random.Random(f"{args.seed}-{name}")
         self.logdir, self.loads = logdir, loads
         self.excuses: list[Excuse] = []
@@ -873,9 +873,9 @@ def main(argv: list[str] | None = None) -> int:
     # it), not every module compiled from source in every process (about 3 MiB of RSS more
     # each): see bench/bytecode.py.
     pycache = tempfile.mkdtemp(prefix="gchaos-pyc-")
-    if any(d.name == "gossip" for d in drivers):
+    if any(d.ours for d in drivers):
         env = cached_env(pycache)
-        drivers = [replace(d, env=env) if d.name == "gossip" else d for d in drivers]
+        drivers = [replace(d, env=env) if d.ours else d for d in drivers]
     loads = LoadSampler()
     logdir = tempfile.mkdtemp(prefix="gchaos-logs-")
     results: list[dict[str, Any]] = []
