@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from .memberlist.serf import Serf
     from .streams import Stream
     from .placement import NodeSource
+    from .rotation import RotationMember, RotationProgress, RotationReport
 
 __all__ = ["Cluster", "MessageHandlerFunc", "ReplyHandlerFunc", "StreamHandlerFunc", "TransportType"]
 
@@ -126,6 +127,13 @@ class Cluster:
         self._stopped = False
         self._tags_lock = threading.RLock()
         self.log = logger if cfg.logger is None else cfg.logger
+        self._rotation: RotationMember | None = None
+        if self._keyring is not None and cfg.wire_protocol != "memberlist":
+            from .rotation import ROTATION_MSG_TYPE, RotationMember
+
+            self._rotation = RotationMember(
+                self._keyring, lambda reason: self._engine.counters.inc(f"key_rotation.{reason}"))
+            self._handlers().register(ROTATION_MSG_TYPE, HANDLER_REPLY, self._rotation.handle)
 
     @property
     def config(self) -> FrozenConfig:
@@ -893,6 +901,51 @@ class Cluster:
         """Remove a gossip handler; return False if the id is unknown."""
         return self._engine.gossip_handlers.remove(handler_id)
 
+
+    # ------------------------------------------------------------------ key rotation
+
+    def rotate_key(self, new_key: bytes, progress: RotationProgress | None = None, *,
+                   timeout: float = 30.0, drain: float = 1.0, force: bool = False) -> RotationReport:
+        """Rotate every alive member to ``new_key`` in one call (:mod:`gossip.rotation`).
+
+        Installs the key on every alive member (over requests sealed under the current key),
+        waits until all have it, makes it every member's primary, then removes the other keys
+        once no member still receives packets sealed under them. Calling it again with the
+        same key carries on from where the members are. Members that are down are listed in
+        the report and the old key is kept for them, unless ``force``: see
+        docs/key-rotation.md for how they catch up.
+
+        Args:
+            new_key: the new key (16, 24 or 32 bytes; 32 with XChaCha20-Poly1305).
+            progress: called as ``progress(step, done, total)`` after each member's answer;
+                ``step`` is ``"install"``, ``"switch"`` or ``"remove"``.
+            timeout: seconds the whole rotation may take; a step not done by then is reported.
+            drain: seconds to wait after the switch, and between asks to a member that still
+                receives packets under the old key, before removing it.
+            force: remove the old key even though some members are down (they then need the
+                new key to come back).
+
+        Returns:
+            a :class:`~gossip.rotation.RotationReport`: per member, installed, switched,
+            removed; the members that were down; whether the rotation is complete.
+
+        Raises:
+            ConfigError: the cluster is not encrypted, ``encrypt_outgoing`` is off, or the key
+                has a bad length for the cipher (never quoting the key).
+            LocalProtocolError: a rotation is already running here, or bad timeout/drain.
+            ClusterClosed: the cluster is not started, or is stopped during the rotation.
+        """
+        from .rotation import rotate_key
+
+        self._eng()
+        if self._rotation is None and self._keyring is not None:
+            raise ConfigError("wire_protocol", "key rotation runs on this library's own wire "
+                              "(wire_protocol='gossip'), not on memberlist's")
+        if self._rotation is None:
+            raise ConfigError("encryption_key", "the cluster is not encrypted: there is no key "
+                              "to rotate (start every node with an encryption_key first)")
+        return rotate_key(self, self._rotation, new_key, progress=progress, timeout=timeout,
+                          drain=drain, force=force)
 
     # ------------------------------------------------------------------ placement
 

@@ -310,8 +310,10 @@ class Config:
     max_other_dials_per_host: int = 4
     """The same, per host."""
     max_opening_streams_per_source: int = 4
-    """Accepted stream connections from one remote IP still opening (before their HELLO) at
-    once; more are closed at once (counted ``streams.refused_per_source``)."""
+    """Accepted stream connections from one remote IP still opening (before their OPEN proved
+    authentic) at once; more are closed at once (counted ``streams.refused_per_source``). This
+    node's own openings to one host wait for room within the same number, so a member whose
+    threads open many streams at once is not cut by a peer with the same setting."""
     websocket_allowed_origins: list[str] = dataclasses.field(default_factory=list)
     """``Origin`` values (``scheme://host[:port]``) whose WebSocket handshakes are accepted.
     A handshake that carries an ``Origin`` header (every browser sends one) or a cross-site

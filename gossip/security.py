@@ -301,6 +301,7 @@ class Keyring:
         self._lock = threading.Lock()
         self._seal_lock = threading.Lock()
         self._seals: dict[bytes, int] = {}
+        self._opens: dict[bytes, int] = {}    # packets opened under a key that was not primary
         self._max_sender_keys = max_sender_keys
         self._sender_keys: dict[tuple[bytes, bytes], AESGCM] = {}
         self._sender_lock = threading.Lock()
@@ -358,6 +359,12 @@ class Keyring:
         """Return how many messages this keyring sealed under ``key`` (installed or not)."""
         with self._seal_lock:
             return self._seals.get(bytes(key), 0)
+
+    def secondary_opens(self, key: bytes) -> int:
+        """Return how many packets this keyring opened under ``key`` while ``key`` was not the
+        primary: a key still in use by some sender once the primary changed (the count is
+        approximate under concurrent opens, but grows whenever such a packet arrives)."""
+        return self._opens.get(bytes(key), 0)
 
     @property
     def keys(self) -> tuple[bytes, ...]:
@@ -477,12 +484,16 @@ class Keyring:
         n = self._nonce_size
         nonce = data[:n]
         body = data[n:]
-        for key, aead in entries:
+        for i, (key, aead) in enumerate(entries):
             try:
                 result: bytes = self._cipher(key, aead, sender).decrypt(nonce, body, aad)
-                return result
             except _InvalidTag:
                 continue
+            if i:
+                # Not under lock: a count lost to a race still changes (see secondary_opens).
+                opens = self._opens
+                opens[key] = opens.get(key, 0) + 1
+            return result
         raise AuthenticationError(
             f"no installed key ({len(entries)} tried) authenticates this packet"
         )

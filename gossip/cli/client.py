@@ -26,7 +26,7 @@ from typing import Any
 
 from .agent import CliError
 
-__all__ = ["DEFAULT_AGENT", "members", "send", "watch", "dashboard", "format_explanation"]
+__all__ = ["DEFAULT_AGENT", "members", "send", "watch", "dashboard", "rotate_keys", "format_explanation"]
 
 DEFAULT_AGENT = "127.0.0.1:7980"
 """Where ``members``, ``send`` and ``watch`` look for an agent's HTTP API by default."""
@@ -93,14 +93,16 @@ class _Client:
             raise CliError(f"the agent at {self.url} answered something that is not JSON "
                            "(is it a gossip agent's --http address?)") from None
 
-    def open(self, path: str, timeout: float) -> Any:
-        """Open a long response (an event stream).
+    def open(self, path: str, timeout: float, body: Any = None) -> Any:
+        """Open a long response (an event stream; POST ``body`` as JSON if given).
 
         Raises:
             CliError: as :meth:`call`.
         """
+        data = None if body is None else json.dumps(body).encode()
+        headers = dict(self.headers, **({"Content-Type": "application/json"} if data is not None else {}))
         try:
-            return urllib.request.urlopen(urllib.request.Request(self.url + path, headers=self.headers),
+            return urllib.request.urlopen(urllib.request.Request(self.url + path, data=data, headers=headers),
                                           timeout=timeout)
         except urllib.error.HTTPError as exc:
             raise self._refused(exc) from None
@@ -274,6 +276,76 @@ def forget(args: argparse.Namespace) -> int:
     answer = client.call("/api/forget", args.timeout, {"node": args.node})
     print(f"forgot {answer.get('forgotten')}")
     return 0
+
+
+def _bar(step: str, done: int, total: int, width: int = 20) -> str:
+    filled = width * done // total if total else width
+    return f"{step:<8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+
+
+def rotate_keys(args: argparse.Namespace) -> int:
+    """``gossip keys rotate``: rotate the cluster to the key in ``--key-file`` through an agent,
+    with a progress bar on stderr; exit 0 when complete, 1 when a member did not finish."""
+    from .agent import read_key_file
+
+    key = read_key_file(args.key_file)[0]
+    client = _Client(args)
+    body = {"key": key.hex(), "timeout": args.timeout, "drain": args.drain, "force": args.force}
+    tty = sys.stderr.isatty()
+    report: dict[str, Any] | None = None
+    resp = client.open("/api/keys/rotate", args.timeout + 30.0, body)
+    try:
+        with resp:
+            for raw in resp:
+                line = raw.strip()
+                if not line:
+                    continue                          # keep-alive
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    raise CliError(f"the agent at {client.url} answered a line that is not JSON") from None
+                if "progress" in item:
+                    p = item["progress"]
+                    text = _bar(str(p.get("step")), int(p.get("done", 0)), int(p.get("total", 0)))
+                    print(("\r" + text) if tty else text, end="" if tty else "\n",
+                          file=sys.stderr, flush=True)
+                elif "error" in item:
+                    raise CliError(f"the agent at {client.url} could not rotate: {item['error']}")
+                elif "report" in item:
+                    report = item["report"]
+    except (OSError, socket.timeout) as exc:
+        raise CliError(_unreachable(client.url, exc, args.timeout + 30.0)) from None
+    finally:
+        if tty:
+            print(file=sys.stderr, flush=True)
+    if report is None:
+        raise CliError(f"the agent at {client.url} ended the rotation without a report")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(_rotation_table(report))
+    return 0 if report.get("complete") else 1
+
+
+def _rotation_table(report: dict[str, Any]) -> str:
+    def mark(flag: object) -> str:
+        return "yes" if flag else "no"
+
+    lines = [f"{'NODE':<10} {'ADDRESS':<24} {'INSTALLED':<9} {'SWITCHED':<8} {'REMOVED':<7} ERROR"]
+    for m in report.get("members", []):
+        lines.append(f"{str(m.get('node', ''))[-8:]:<10} {str(m.get('address', '')):<24} "
+                     f"{mark(m.get('installed')):<9} {mark(m.get('switched')):<8} "
+                     f"{mark(m.get('removed')):<7} {m.get('error', '')}")
+    down = report.get("down") or []
+    if down:
+        lines.append(f"down (not asked): {', '.join(str(d)[-8:] for d in down)}; the old key is kept: "
+                     "see docs/key-rotation.md for how they catch up")
+    if report.get("complete"):
+        lines.append("rotation complete: every member uses the new key only")
+    else:
+        lines.append("rotation NOT complete: run it again with the same key once the members "
+                     "listed can be reached")
+    return "\n".join(lines)
 
 
 def _sse_events(client: _Client, path: str, timeout: float) -> Iterator[tuple[str, dict[str, Any]]]:

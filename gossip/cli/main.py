@@ -1,7 +1,8 @@
 """The ``gossip`` command line (also ``python -m gossip``).
 
 Subcommands: ``agent`` (run a node, with an HTTP API), ``members``, ``send``, ``forget``,
-``watch`` and ``dashboard`` (ask an agent through that API, with the token it wrote at start), ``keygen``,
+``watch``, ``dashboard`` and ``keys rotate`` (ask an agent through that API, with the token it wrote
+at start), ``keygen``,
 ``tune`` (pick settings by simulation), ``demo`` and ``sim``. Every subcommand has ``--help``
 with examples; errors are one line on standard error with exit code 1, never a traceback;
 Ctrl-C ends any of them at once (exit code 130; the agent leaves the cluster first, exit 0).
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .agent import CliError
-from .client import DEFAULT_AGENT, dashboard, forget, members, send, watch
+from .client import DEFAULT_AGENT, dashboard, forget, members, rotate_keys, send, watch
 
 __all__ = ["main", "main_exit", "build_parser"]
 
@@ -97,6 +98,13 @@ examples:
   gossip keygen                     print a new 256-bit key in hex and base64
   gossip keygen --bytes 16 --out cluster.key   write it to a file (mode 0600); print only how
                                                to use it
+""",
+    "keys": """\
+examples:
+  gossip keygen --out new.key && gossip keys rotate --key-file new.key
+                                    install the key on every alive member, make it their
+                                    primary, then remove the old one (progress on stderr)
+  gossip keys rotate --key-file new.key --json    the report as JSON
 """,
     "dashboard": """\
 examples:
@@ -292,6 +300,27 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--token-file", default=None, metavar="FILE", help=_TOKEN_HELP)
     dashboard.add_argument("--timeout", type=_duration, default=5.0, help="HTTP timeout (default 5s)")
 
+    keys = add("keys", "rotate the cluster's encryption key, through an agent")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    rotate = keys_sub.add_parser(
+        "rotate", help="install a new key on every alive member, switch to it, remove the old",
+        description="install a new key on every alive member, switch every member to it, then "
+                    "remove the old key (members that are down are listed; see "
+                    "docs/key-rotation.md for how they catch up)",
+        epilog=_EXAMPLES["keys"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    rotate.add_argument("--key-file", required=True, metavar="FILE",
+                        help="the new key, hex or base64 (the file's first key; never on the "
+                             "command line)")
+    rotate.add_argument("--agent", default=None, help=_AGENT_HELP)
+    rotate.add_argument("--token-file", default=None, metavar="FILE", help=_TOKEN_HELP)
+    rotate.add_argument("--timeout", type=_duration, default=60.0,
+                        help="how long the whole rotation may take (default 60s)")
+    rotate.add_argument("--drain", type=_duration, default=1.0,
+                        help="wait after the switch before removing the old key (default 1s)")
+    rotate.add_argument("--force", action="store_true",
+                        help="remove the old key even though members are down")
+    rotate.add_argument("--json", action="store_true", help="print the report as JSON")
+
     keygen = add("keygen", "print a new encryption key")
     keygen.add_argument("--bytes", type=int, default=32, choices=[16, 24, 32],
                         help="key size: 16, 24 or 32 bytes (AES-128/192/256; default 32)")
@@ -475,6 +504,12 @@ def _main(argv: Sequence[str] | None) -> int:
                                 format="%(asctime)s %(name)s %(levelname)s %(message)s")
         commands = {"agent": _agent, "members": members, "send": send, "forget": forget, "watch": watch,
                     "dashboard": dashboard, "keygen": _keygen, "tune": _tune}
+        if args.command == "keys":
+            if getattr(args, "keys_command", None) != "rotate":
+                print("error: gossip keys: give an action: rotate (see `gossip keys --help`)",
+                      file=sys.stderr, flush=True)
+                return 2
+            return rotate_keys(args)
         if args.command == "demo":
             from .demo import run_demo
 

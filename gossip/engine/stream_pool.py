@@ -252,6 +252,10 @@ class StreamPool:
         self._closing = False
         self._opening: dict[StreamConn, str] = {}  # connections still opening -> their host
         self._opening_per_source: dict[str, int] = {}
+        # Our own openings under way, per remote host: kept within max_opening_streams_per_source
+        # (a peer cuts more than that from one host while they are unauthenticated).
+        self._dialing: dict[str, int] = {}
+        self._dialing_room = threading.Condition(self._lock)
         self._workers: _Workers[StreamConn] = _Workers(
             f"{prefix}-stream", cfg.max_concurrent_streams, 0, self._serve, self._discard,
             self.log)
@@ -326,6 +330,48 @@ class StreamPool:
         key = keyring.primary_key if keyring else None
         kid = key_id(key) if key is not None else bytes(KEY_ID_SIZE)
         frame = self._packet(MessageType.STREAM_OPEN, encode_open(msg_type, salt, kid, body))
+        host = host_of(node.address)
+        self._enter_opening(host, deadline, what, total)
+        left = False
+
+        def leave() -> None:  # once: at the peer's answer, or when the opening fails
+            nonlocal left
+            if not left:
+                left = True
+                self._leave_opening(host)
+
+        try:
+            return self._open_on(node, msg_type, what, frame, salt, key, keyring, deadline,
+                                 total, leave)
+        finally:
+            leave()
+
+    def _enter_opening(self, host: str, deadline: Deadline, what: str, total: float) -> None:
+        """Wait for room among our openings to ``host`` (see ``_dialing``)."""
+        limit = self.config.max_opening_streams_per_source
+        with self._dialing_room:
+            while self._dialing.get(host, 0) >= limit:
+                try:
+                    self._dialing_room.wait(deadline.remaining(what))
+                except GossipTimeout as exc:
+                    raise GossipTimeout(f"{what}: {limit} other openings to {host} did not "
+                                        f"finish within {total}s") from exc
+            self._dialing[host] = self._dialing.get(host, 0) + 1
+
+    def _leave_opening(self, host: str) -> None:
+        """One of our openings to ``host`` no longer counts (called once per opening)."""
+        with self._dialing_room:
+            n = self._dialing.get(host, 0) - 1
+            if n > 0:
+                self._dialing[host] = n
+            else:
+                self._dialing.pop(host, None)
+            self._dialing_room.notify()
+
+    def _open_on(self, node: Node, msg_type: int, what: str, frame: bytes, salt: bytes,
+                 key: bytes | None, keyring: Any, deadline: Deadline, total: float,
+                 answered: Callable[[], None]) -> Stream:
+        codec = self.codec
         try:
             conn = self._dial(node.address, deadline.remaining(what) or total)
         except GossipTimeout as exc:
@@ -343,8 +389,11 @@ class StreamPool:
             if answer is None:
                 self.counters.inc("streams.open_refused")
                 raise StreamRefused(
-                    f"{what}: the peer closed the connection without answering (stopping, or "
-                    "another cluster key or label)", "closed without an answer") from cut
+                    f"{what}: the peer closed the connection without answering: it is "
+                    "stopping, has another cluster key or label, or cuts new streams from this "
+                    "host while too many are still opening (its max_opening_streams_per_source)",
+                    "closed without an answer") from cut
+            answered()  # the peer counted this opening until our OPEN proved authentic
             pkt = codec.decode(bytes(answer))
             if pkt.msg_type != MessageType.STREAM_OPEN_ACK:
                 raise DecodeError(f"{what}: answered with message type {pkt.msg_type}")
@@ -575,6 +624,10 @@ class StreamPool:
         if opened is None:
             return
         pkt, req = opened
+        if pkt.encrypted or self.codec.keyring is None:
+            # An authentic OPEN: the opener is a member, no longer a silent stranger. Its host
+            # may open the next one (it waits for our answer before it does, see open()).
+            self._opened(conn)
         status, reason, fn, key = self._decide(req)
         if status != STATUS_ACCEPTED or fn is None:
             self._refuse(conn, status, reason, req.client_salt, deadline)

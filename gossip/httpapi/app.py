@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import logging
 import queue
 import secrets
 import threading
@@ -105,6 +106,7 @@ class ApiApp:
             "/api/stats": {"GET": self._stats},
             "/api/explain": {"GET": self._explain},
             "/api/login": {"POST": self._login},
+            "/api/keys/rotate": {"POST": self._rotate_key},
         }
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -400,6 +402,70 @@ class ApiApp:
         if not forgotten:
             raise _HttpError("404 Not Found", f"no known node has id {body['node']!r}")
         return _json_response(start_response, "200 OK", {"forgotten": str(node.id)})
+
+
+    def _rotate_key(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """``{"key": HEX, "timeout": s, "drain": s, "force": bool}``: rotate the cluster to the
+        key (:meth:`Cluster.rotate_key`). The answer is a stream of JSON lines: one
+        ``{"progress": {"step", "done", "total"}}`` per member's answer, then ``{"report": ...}``
+        (or ``{"error": ..., "kind": ...}``); blank lines keep a quiet stream alive. The key is
+        never repeated in an answer."""
+        body = _read_json(environ)
+        if not isinstance(body, dict) or not isinstance(body.get("key"), str):
+            raise _HttpError("400 Bad Request", 'the body must be {"key": "<the new key in hex>", '
+                             '"timeout": seconds, "drain": seconds, "force": false}')
+        unknown = sorted(set(body) - {"key", "timeout", "drain", "force"})
+        if unknown:
+            raise _HttpError("400 Bad Request", f"unknown field(s): {', '.join(unknown)}; "
+                             "expected key, timeout, drain, force")
+        text = body["key"].strip()
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            raise _HttpError("400 Bad Request", f"key must be hex digits ({len(text)} characters "
+                             "that are not)") from None
+        timeout, drain, force = body.get("timeout", 30.0), body.get("drain", 1.0), body.get("force", False)
+        for name, value in (("timeout", timeout), ("drain", drain)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _HttpError("400 Bad Request", f"{name} must be a number of seconds, got {value!r}")
+        if not isinstance(force, bool):
+            raise _HttpError("400 Bad Request", f"force must be true or false, got {force!r}")
+        from ..rotation import check_rotation
+
+        key = check_rotation(self.cluster, key, float(timeout), float(drain))  # ConfigError: 400
+        self.counters.inc("http.key_rotations")
+        start_response("200 OK", [("Content-Type", "application/x-ndjson; charset=utf-8"),
+                                  ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")])
+        return self._rotation_lines(key, float(timeout), float(drain), force)
+
+    def _rotation_lines(self, key: bytes, timeout: float, drain: float, force: bool) -> Iterator[bytes]:
+        lines: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+
+        def progress(step: str, done: int, total: int) -> None:
+            lines.put({"progress": {"step": step, "done": done, "total": total}})
+
+        def run() -> None:
+            try:
+                report = self.cluster.rotate_key(key, progress, timeout=timeout, drain=drain, force=force)
+                lines.put({"report": report.to_dict()})
+            except GossipError as exc:
+                lines.put({"error": str(exc), "kind": type(exc).__name__})
+            except Exception as exc:  # a bug: said, not left hanging
+                logging.getLogger("gossip.http").exception("bug: the key rotation failed")
+                lines.put({"error": f"the rotation failed: {type(exc).__name__}", "kind": "bug"})
+            finally:
+                lines.put(None)
+
+        threading.Thread(target=run, name="gossip-http-rotate-key", daemon=True).start()
+        while True:
+            try:
+                item = lines.get(timeout=self.keepalive)
+            except queue.Empty:
+                yield b"\n"
+                continue
+            if item is None:
+                return
+            yield json.dumps(item).encode() + b"\n"
 
 
 def find_node(cluster: Cluster, text: str) -> tuple[Node | None, str]:

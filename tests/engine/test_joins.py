@@ -3,15 +3,22 @@ sends the join, then the core's answer, a failed send, a refused packet or a sto
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 
 import pytest
 
+from gossip.counters import Counters
+from gossip.engine.deadlines import Deadlines
 from gossip.engine.joins import Joins
+from gossip.joining import JoinOutcome
 from gossip.errors import ClusterClosed
 from gossip.protocol import JoinResult
 from gossip.protocol.actions import JOIN_NO_ANSWER
+from gossip.testing import wait_until
 
 SEED = "127.0.0.1:7946"
 WAIT = 10.0
@@ -150,3 +157,141 @@ def test_no_peer_accepting_is_a_join_error_naming_each() -> None:
                    join_addr=lambda addr, left: JoinResult(addr, False, "another label"),
                    own_addr="", prefix="gossip-test")
     assert err.value.failures == {"127.0.0.2:7946": "another label"}
+
+
+# ---------------------------------------------------------------------------- join_peers_nowait
+
+class FakeJoins:
+    """``expect_join`` of a test: each join's future, by address, for the test to answer."""
+
+    def __init__(self) -> None:
+        self.futures: dict[str, list[Future[JoinResult]]] = {}
+        self.closed = False
+
+    def __call__(self, addr: str) -> Future[JoinResult]:
+        if self.closed:
+            raise ClusterClosed("stopped")
+        fut: Future[JoinResult] = Future()
+        self.futures.setdefault(addr, []).append(fut)
+        return fut
+
+    def answer(self, addr: str, accepted: bool, reason: str = "") -> None:
+        self.futures[addr][-1].set_result(JoinResult(addr, accepted, reason))
+
+
+@pytest.fixture
+def deadlines() -> Iterator[Deadlines]:
+    d = Deadlines(Counters(), logging.getLogger("gossip.test"), "gossip-test")
+    yield d
+    d.close()
+    assert d.join(time.monotonic() + WAIT) == []
+
+
+def nowait(peers: list[str], joins: FakeJoins, deadlines: Deadlines, timeout: float = 60.0,
+           names: dict[str, list[str]] | None = None,
+           lookup: Callable[[str], bool] = lambda peer: False) -> Future[JoinOutcome]:
+    from gossip.engine.joins import join_peers_nowait
+    from gossip.errors import AddressError
+
+    def resolve(peer: str) -> list[str]:
+        if names is None:
+            return [peer]
+        if peer not in names:
+            raise AddressError(f"{peer}: unknown host")
+        return names[peer]
+
+    return join_peers_nowait(peers, timeout, resolve=resolve, needs_lookup=lookup,
+                             expect_join=joins, own_addr="127.0.0.1:7946", deadlines=deadlines,
+                             prefix="gossip-test")
+
+
+def test_nowait_tries_each_address_in_turn_and_names_every_failure(deadlines: Deadlines) -> None:
+    joins = FakeJoins()
+    names = {"seed": ["127.0.0.2:7946", "127.0.0.3:7946"], "me": ["127.0.0.1:7946"]}
+    out = nowait(["seed", "me", "nowhere"], joins, deadlines, names=names)
+    assert list(joins.futures) == ["127.0.0.2:7946"]     # one address at a time
+    joins.answer("127.0.0.2:7946", False, "another label")
+    joins.answer("127.0.0.3:7946", True)
+    outcome = out.result(WAIT)
+    assert outcome.joined == ("seed",) and outcome.skipped == ("me",)
+    assert outcome.failures == {"nowhere": "cannot resolve: nowhere: unknown host"}
+
+
+def test_nowait_with_no_peer_accepting_fails_with_a_join_error(deadlines: Deadlines) -> None:
+    from gossip.errors import JoinError
+
+    joins = FakeJoins()
+    out = nowait(["127.0.0.2:7946", "127.0.0.3:7946"], joins, deadlines)
+    joins.answer("127.0.0.2:7946", False, "refused")
+    joins.futures["127.0.0.3:7946"][0].set_exception(ClusterClosed("stopped"))
+    with pytest.raises(JoinError) as err:
+        out.result(WAIT)
+    assert err.value.failures == {"127.0.0.2:7946": "refused",
+                                  "127.0.0.3:7946": "127.0.0.3:7946: cluster stopped"}
+
+
+def test_nowait_whose_every_peer_is_ourselves_succeeds_with_them_skipped(deadlines: Deadlines) -> None:
+    outcome = nowait(["127.0.0.1:7946"], FakeJoins(), deadlines).result(WAIT)
+    assert outcome == 0 and outcome.skipped == ("127.0.0.1:7946",) and not outcome.failures
+
+
+def test_nowait_with_no_peers_ends_at_once(deadlines: Deadlines) -> None:
+    outcome = nowait([], FakeJoins(), deadlines).result(WAIT)
+    assert outcome == 0 and not outcome.failures and not outcome.skipped
+
+
+def test_nowait_on_a_stopped_engine_fails_each_peer_with_cluster_stopped(deadlines: Deadlines) -> None:
+    from gossip.errors import JoinError
+
+    joins = FakeJoins()
+    joins.closed = True
+    with pytest.raises(JoinError) as err:
+        nowait(["127.0.0.2:7946"], joins, deadlines).result(WAIT)
+    assert err.value.failures == {"127.0.0.2:7946": "127.0.0.2:7946: cluster stopped"}
+
+
+def test_the_deadline_fails_what_is_under_way_and_releases_its_waiters(deadlines: Deadlines) -> None:
+    from gossip.errors import JoinError
+
+    joins = FakeJoins()
+    out = nowait(["127.0.0.3:7946"], joins, deadlines, timeout=0.05)
+    with pytest.raises(JoinError) as err:
+        out.result(WAIT)                           # the deadlines thread ends it
+    assert err.value.failures == {"127.0.0.3:7946": "timed out"}
+    assert joins.futures["127.0.0.3:7946"][0].cancelled(), "the waiter under way is released"
+
+
+def test_an_address_past_the_deadline_is_not_tried(deadlines: Deadlines) -> None:
+    from gossip.errors import JoinError
+
+    joins = FakeJoins()
+    names = {"seed": ["127.0.0.2:7946", "127.0.0.3:7946"]}
+    out = nowait(["seed"], joins, deadlines, timeout=0.0, names=names)
+    with pytest.raises(JoinError) as err:
+        out.result(WAIT)
+    assert err.value.failures == {"seed": "127.0.0.2:7946: timed out"} or \
+        err.value.failures == {"seed": "timed out"}
+    assert "127.0.0.3:7946" not in joins.futures
+
+
+def test_cancelling_the_join_releases_every_waiter_held(deadlines: Deadlines) -> None:
+    joins = FakeJoins()
+    out = nowait(["127.0.0.2:7946", "127.0.0.3:7946"], joins, deadlines)
+    assert out.cancel()
+    assert all(f.cancelled() for fs in joins.futures.values() for f in fs)
+    joins.futures.clear()
+
+
+def test_names_to_look_up_are_resolved_off_the_caller_s_thread(deadlines: Deadlines) -> None:
+    joins = FakeJoins()
+    callers: list[str] = []
+    names = {"seed.example": ["127.0.0.2:7946"]}
+
+    def lookup(peer: str) -> bool:
+        callers.append(threading.current_thread().name)
+        return peer == "seed.example"
+
+    out = nowait(["seed.example"], joins, deadlines, names=names, lookup=lookup)
+    wait_until(lambda: "127.0.0.2:7946" in joins.futures, WAIT, "the name to be resolved and tried")
+    joins.answer("127.0.0.2:7946", True)
+    assert out.result(WAIT).joined == ("seed.example",)

@@ -136,6 +136,56 @@ def test_refused_without_a_stream_handler(two: tuple[Cluster, Cluster]) -> None:
     assert stream_stats(client)["streams.active"] == 0
 
 
+def test_a_stream_cut_for_too_many_openings_says_it_may_be_that(net: MemoryNetwork) -> None:
+    """The per-source cut closes the connection unanswered (it costs no thread); the opener's
+    error names that cause beside the others, so a user whose many threads open at once is
+    not sent looking for a wrong key."""
+    server = start(net, max_opening_streams_per_source=1, stream_open_timeout=30.0)
+    transport = net.new_transport()
+    client = Cluster(Config.local(transport=transport))
+    client.start()
+    try:
+        server.handle_stream_func(T, lambda sender, packet, stream: stream.close())
+        held = transport.dial_stream(server.address, WAIT)   # from the client's host, silent
+        wait_until(lambda: server.stats().get("streams.refused_per_source", 0) == 0 and
+                   len(server._engine.streams._opening_per_source) == 1, "the held opening")
+        with pytest.raises(StreamRefused, match="max_opening_streams_per_source"):
+            client.open_stream(server.local_node(), T)
+        assert stream_stats(server)["streams.refused_per_source"] == 1
+        held.close()
+    finally:
+        client.stop(timeout=2.0)
+        server.stop(timeout=2.0)
+
+
+def test_a_member_opening_many_streams_at_once_is_never_cut(two: tuple[Cluster, Cluster]) -> None:
+    """Twelve threads of one member open streams to one peer at the same instant, three times
+    the peer's max_opening_streams_per_source: the opener keeps its own openings to a host
+    within that limit, and the peer counts an opening only until its OPEN is authentic, so
+    none is cut."""
+    server, client = two
+    server.handle_stream_func(T, lambda sender, packet, stream: (stream.read_msg(T), stream.close()))
+    start_all = threading.Barrier(12, timeout=WAIT)
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            start_all.wait()
+            for _ in range(3):
+                with client.open_stream(server.local_node(), T) as s:
+                    s.write_msg(T, "x")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT * 3)
+    assert errors == [] and stream_stats(server)["streams.refused_per_source"] == 0
+    assert stream_stats(client)["streams.opened"] == 36
+
+
 def test_registration_rules(two: tuple[Cluster, Cluster]) -> None:
     server, client = two
     with pytest.raises(LocalProtocolError):
