@@ -52,7 +52,7 @@ def shuffle(rng: random.Random, x: MutableSequence[Any]) -> None:
         while j >= n:
             j = getrandbits(k)
         items[i], items[j] = items[j], items[i]
-    x[:] = array(x.typecode, items) if isinstance(x, array) else items  # type: ignore[index]
+    x[:] = array(x.typecode, items) if isinstance(x, array) else items
 
 
 class Member:

@@ -77,7 +77,7 @@ class Registry:
         """Return the numbers of ``states`` if each is alive, at its registered address, and
         every other field but the incarnation is at its default; None otherwise."""
         memo = self._plain
-        hits = list(map(memo.get, map(id, states)))
+        hits: list[Any] = list(map(memo.get, map(id, states)))
         if None not in hits and all(map(is_, map(_first, hits), states)):   # seen before: C loops
             return list(map(_second, hits))
         gs: list[int] = []
