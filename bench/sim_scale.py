@@ -29,7 +29,7 @@ import time
 from gossip.sim.scenarios import COMPACT_FROM, ScenarioParams, run_scenario
 
 # Measured (peak RSS of 1,000- and 2,000-node crash runs, less the interpreter): bytes per
-# (node, member) pair.
+# (node, member) pair; a safe margin for compact tables (the 10,000-node crash run: about 50).
 _BYTES_PER_PAIR = {"objects": 430, "compact": 75}
 
 
