@@ -19,8 +19,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -52,6 +52,8 @@ class Driver:
 
     name: str
     argv: tuple[str, ...]
+    env: Mapping[str, str] | None = field(default=None, compare=False)
+    """The driver processes' environment (None: the harness's own)."""
 
     @classmethod
     def parse(cls, text: str) -> Driver:
@@ -353,7 +355,8 @@ class Nodes:
             err.write(f"--- {time.strftime('%H:%M:%S')} {shlex.join(argv)}\n")
             err.flush()
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=err, text=True, bufsize=1, preexec_fn=_pdeathsig)
+                                     stderr=err, text=True, bufsize=1, preexec_fn=_pdeathsig,
+                                     env=None if self.driver.env is None else dict(self.driver.env))
         proc = NodeProc(i, self.name(i), popen, time.time(), errpath)
         self.procs[i] = proc
         self.obs.attach(proc)

@@ -6,7 +6,11 @@ Accepted forms (see :meth:`Address.parse`)::
     hostname            hostname:8000       8081 (-> 127.0.0.1:8081)
     :8000 (-> 127.0.0.1:8000)
     srv+_gossip._udp.example.com            srv+wss://example.com/gossip
-    ws://host:port/path wss://host/path     http://... (-> ws://)   https://... (-> wss://)
+    ws://host:port/path wss://host/path     http://host:port/path   https://host/path
+
+``ws://``/``wss://`` URLs name WebSocket peers, ``http://``/``https://`` URLs HTTP peers
+(:mod:`gossip.transports.http.transport`; before HTTP peers existed, an ``http(s)://`` URL was
+read as the ``ws(s)://`` URL of the same host and path).
 
 Parsing never touches the network: hostnames and SRV names are resolved later by the transport.
 
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from gossip.errors import AddressError
 
 __all__ = ["Address", "EMPTY_ADDRESS", "DEFAULT_PORT", "KINDS", "format_host_port",
-           "format_addr", "split_ip_port", "is_websocket_url", "host_of", "is_loopback",
+           "format_addr", "split_ip_port", "is_websocket_url", "is_http_url", "host_of", "is_loopback",
            "plain_ip"]
 
 _log = logging.getLogger("gossip.address")
@@ -33,15 +37,15 @@ _log = logging.getLogger("gossip.address")
 DEFAULT_PORT: int = 7946
 """Port used when an address string does not name one (memberlist's 7946, as everywhere in gossip)."""
 
-KINDS: frozenset[str] = frozenset({"ip", "host", "srv", "ws"})
+KINDS: frozenset[str] = frozenset({"ip", "host", "srv", "ws", "http"})
 """The valid values of :attr:`Address.kind` (and ``""``, of :data:`EMPTY_ADDRESS` alone)."""
 
 _PORT_RE = re.compile(r"[0-9]{1,5}", re.ASCII)
 _LABEL_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?", re.ASCII)
 _NUMERIC_NAME_RE = re.compile(r"[0-9.]+", re.ASCII)
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://", re.ASCII)
-_SCHEME_MAP = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
-_DEFAULT_URL_PORT = {"ws": 80, "wss": 443}
+_SCHEME_MAP = {"ws": "ws", "wss": "wss", "http": "http", "https": "https"}
+_DEFAULT_URL_PORT = {"ws": 80, "wss": 443, "http": 80, "https": 443}
 
 
 def format_host_port(host: str, port: int) -> str:
@@ -100,11 +104,12 @@ class Address:
 
     Attributes:
         kind: ``"ip"`` (an IP literal), ``"host"`` (a hostname to resolve), ``"srv"`` (a DNS SRV
-            service name, in :attr:`host`) or ``"ws"`` (a WebSocket URL, in :attr:`url`);
+            service name, in :attr:`host`), ``"ws"`` (a WebSocket URL, in :attr:`url`) or
+            ``"http"`` (an HTTP peer's ``http://`` / ``https://`` URL, in :attr:`url`);
             ``""`` for :data:`EMPTY_ADDRESS` only.
         host: the IP literal (normalised, without brackets), hostname, SRV name, or URL host.
         port: the port; 0 for ``srv`` addresses (the SRV records give it).
-        url: for ``ws`` addresses the full ``ws://`` / ``wss://`` URL; for ``srv+<url>``
+        url: for ``ws`` and ``http`` addresses the full URL; for ``srv+<url>``
             addresses the rewritten URL; otherwise ``""``.
 
     ``str()`` follows paularlott/gossip's ``Address.String()``: ``ip:port``, then the URL (an
@@ -264,7 +269,7 @@ class Address:
             port = _DEFAULT_URL_PORT[new_scheme]
         if _ip_version(host) == 0 and not _is_hostname(host):
             raise _fail(text, f"{host!r} is neither an IP address nor a valid hostname")
-        return cls("ws", host, port, url)
+        return cls("http" if new_scheme.startswith("http") else "ws", host, port, url)
 
     @property
     def is_ip(self) -> bool:
@@ -283,7 +288,7 @@ class Address:
         return self.host, self.port
 
     def __str__(self) -> str:
-        if self.kind == "ws":
+        if self.kind in ("ws", "http"):
             return self.url
         if self.kind == "srv":
             return "srv+" + (self.url or self.host)
@@ -304,6 +309,14 @@ def is_websocket_url(addr: object) -> bool:
         return False
     head = addr[:6].lower()
     return head.startswith("ws://") or head == "wss://"
+
+
+def is_http_url(addr: object) -> bool:
+    """Return True if ``addr`` is an ``http://`` or ``https://`` URL (by its scheme only)."""
+    if not isinstance(addr, str):
+        return False
+    head = addr[:8].lower()
+    return head.startswith("http://") or head == "https://"
 
 
 def split_ip_port(addr: str) -> tuple[str, int, int]:

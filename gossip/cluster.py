@@ -22,7 +22,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .config import Config, FrozenConfig, default_config, secret_file_warning
@@ -169,7 +169,8 @@ class Cluster:
 
         The advertised address is ``config.advertise_addr``, else the listener's address: the
         bound ``ip:port``, or for a node that listens on WebSocket only the ``ws://``/``wss://``
-        URL of its ``websocket_bind_addr``. A node bound to every interface (``0.0.0.0``,
+        URL of its ``websocket_bind_addr`` (on HTTP only, the ``http://``/``https://`` URL of its
+        ``http_bind_addr``). A node bound to every interface (``0.0.0.0``,
         ``::``) advertises the address of the interface that carries the default route.
 
         A node started with ``insecure=True`` and reachable beyond loopback logs a warning
@@ -651,6 +652,27 @@ class Cluster:
         if transport is None or self._stopped:
             return wiring.not_running()
         return transport.host_connection(path, headers, peer, wake)
+
+    def serve_http(self, method: str, path: str, headers: Mapping[str, str],
+                   read_body: Callable[[int], bytes], peer: str) -> tuple[int, list[tuple[str, str]], bytes, bool]:
+        """Answer one gossip POST that a host's web server carries (a node that listens on HTTP
+        through its host: ``socket_transport_enabled=False``, no ``http_bind_addr``, and
+        ``advertise_addr`` the ``http(s)://`` URL the host serves).
+
+        The WSGI and ASGI applications of :mod:`gossip.contrib.http` are built on it. ``headers``
+        has lower-case names; ``read_body(n)`` returns the body's next ``n`` bytes and is called
+        only once the declared length passed the limits; ``path`` is ``""`` when the host routed
+        the request here (it is then not judged); ``peer`` is the client's ``ip:port``.
+
+        Returns:
+            ``(status, headers, body, close)``: the response, and whether to close the
+            connection. A node that does not run answers 503.
+        """
+        transport = wiring.http_side(self._engine.transport) if self._started and not self._stopped else None
+        if transport is None:
+            return 503, [("Content-Type", "text/plain")], b"gossip is not running\n", True
+        return transport.exchanges.serve(method, path, {k.lower(): v for k, v in headers.items()},
+                                         read_body, peer, False)
 
     # ------------------------------------------------------------------ message handlers
 

@@ -49,7 +49,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from .address import is_loopback, is_websocket_url
+from .address import is_http_url, is_loopback, is_websocket_url
 from .errors import ConfigError
 from .tags import check_tags, tags_size
 
@@ -179,8 +179,16 @@ class Config:
     connects directly. See :data:`gossip.transports._sockets.DialHook`."""
     listener: Any = None
     """``listener(kind, host, port) -> socket``: makes the bound sockets the built-in transports
-    listen on, ``kind`` being ``"tcp"``, ``"udp"`` or ``"websocket"`` (paularlott's
+    listen on, ``kind`` being ``"tcp"``, ``"udp"``, ``"websocket"`` or ``"http"`` (paularlott's
     ``ListenHook``). None binds directly. See :data:`gossip.transports._sockets.ListenHook`."""
+
+    # -- tracing (OpenTelemetry) ----------------------------------------------------------
+    tracing: Any = False
+    """OpenTelemetry spans of the protocol's steps (probes, indirect probes, suspicions with
+    their provenance, refutations, push/pulls, joins, streams): False (the default) records
+    none and never imports ``opentelemetry``; True uses the global tracer provider; a
+    ``TracerProvider`` (any object with ``get_tracer``) uses that one. Needs the extra
+    ``gossip-cluster[otel]``. See the manual's page on tracing."""
 
     # -- transport ------------------------------------------------------------------------
     socket_transport_enabled: bool = True
@@ -325,6 +333,29 @@ class Config:
     ``bearer_token``, ``validate()`` requires it to be stated and at most
     ``tcp_preauth_max_frame_size``, since the host buffers a stranger's message whole before
     the node sees it. 0: not stated."""
+
+    # -- HTTP transport (gossip frames as POSTs to http:// and https:// URLs) ---------------
+    http_bind_addr: str = ""
+    """``ip:port`` of the node's own HTTP listener (port 0 picks one); empty for none. Needs
+    ``socket_transport_enabled=False`` and no ``websocket_bind_addr``: the node then listens on
+    HTTP only and advertises ``http://ip:port`` + ``http_path`` (or ``advertise_addr``). A node
+    whose host's server carries its POSTs (:mod:`gossip.contrib.http`) sets no listener and
+    advertises the ``http(s)://`` URL the host serves. Every node dials ``http(s)://`` peers."""
+    http_path: str = "/gossip"
+    """URL path that gossip POSTs go to (own listener and a host's server alike)."""
+    http_reply_wait: float = 10.0
+    """The longest this node holds a POST's response open for its engine's answers (an ack, a
+    join reply, the reply to a request): a request over HTTP waits at most this long."""
+    http_pool_size: int = 4
+    """Idle keep-alive connections kept per HTTP peer for requests (besides the one its queued
+    packets are POSTed on)."""
+    http_auth_window: float = 60.0
+    """With a ``bearer_token``: how far (seconds) the time in a POST's proof may be from this
+    node's clock; nonces are remembered this long to refuse replays."""
+    http_max_frames_per_body: int = 1024
+    """Frames one POST (or its response) may carry; a body with more is refused (400)."""
+    allow_insecure_http: bool = False
+    """Permit plain ``http://`` to peers that are not on loopback (``https://`` is always allowed)."""
 
     # -- user gossip, history and queues --------------------------------------------------
     gossip_interval: float = 5.0
@@ -720,9 +751,10 @@ class Config:
             if self.serf:
                 raise ConfigError("serf", "Serf membership needs wire_protocol='memberlist'")
             return
-        if not self.socket_transport_enabled or self.websocket_bind_addr:
+        if not self.socket_transport_enabled or self.websocket_bind_addr or self.http_bind_addr:
             raise ConfigError("wire_protocol", "memberlist's wire runs on UDP and TCP only, not "
-                              "WebSocket (socket_transport_enabled=True, no websocket_bind_addr)")
+                              "WebSocket or HTTP (socket_transport_enabled=True, no "
+                              "websocket_bind_addr or http_bind_addr)")
         if self.transport is not None:
             raise ConfigError("wire_protocol", "memberlist's wire brings its own transport; "
                               "a custom transport is not supported on it")
@@ -797,6 +829,7 @@ class Config:
         if self.secondary_keys and not self.encryption_key:
             raise ConfigError("secondary_keys", "need an encryption_key (the primary) as well")
         self._validate_cipher()
+        self._validate_http()
         self._validate_websocket()
         self._validate_admission()
         if self.max_metadata_size > self.udp_max_packet_size - ALIVE_OVERHEAD:
@@ -890,11 +923,13 @@ class Config:
         if self.transport is not None:
             return ""
         candidates = [self.advertise_addr]
-        candidates.append(self.bind_addr if self.socket_transport_enabled else self.websocket_bind_addr)
+        candidates.append(self.bind_addr if self.socket_transport_enabled
+                          else self.http_bind_addr or self.websocket_bind_addr)
         for addr in candidates:
             if not isinstance(addr, str) or not addr:
                 continue
-            host = _url_parts(addr)[1] if is_websocket_url(addr) else addr.rpartition(":")[0].strip("[]")
+            host = (_url_parts(addr)[1] if is_websocket_url(addr) or is_http_url(addr)
+                    else addr.rpartition(":")[0].strip("[]"))
             if host and not is_loopback(host):
                 return addr
         return ""
@@ -914,6 +949,52 @@ class Config:
                 "(GOSSIP_INSECURE=1, `gossip agent --insecure`) to run unencrypted on a network "
                 "where every host is trusted")
 
+    def listens_on_http(self) -> bool:
+        """True if the node listens on HTTP only: no sockets, and an ``http_bind_addr`` or an
+        ``http(s)://`` ``advertise_addr`` (a host's server carries its POSTs)."""
+        return (self.transport is None and not self.socket_transport_enabled
+                and (bool(self.http_bind_addr) or is_http_url(self.advertise_addr)))
+
+    def _validate_http(self) -> None:
+        """Refuse HTTP settings that cannot work together (see http_bind_addr)."""
+        if self.transport is not None:
+            return
+        http_advertise = is_http_url(self.advertise_addr)
+        if self.socket_transport_enabled and (self.http_bind_addr or http_advertise):
+            name = "http_bind_addr" if self.http_bind_addr else "advertise_addr"
+            raise ConfigError(name, "needs socket_transport_enabled=False: a node listens only on "
+                                    "what it advertises (UDP/TCP, WebSocket or HTTP); it dials peers "
+                                    "of every kind either way")
+        if not self.listens_on_http():
+            return
+        if self.websocket_bind_addr:
+            raise ConfigError("websocket_bind_addr", "is set, but the node listens on HTTP "
+                                                     "(http_bind_addr or an http(s):// advertise_addr): "
+                                                     "a node listens on one transport")
+        if self.advertise_addr and not http_advertise:
+            raise ConfigError("advertise_addr", f"must be an http:// or https:// URL when the node "
+                                                f"listens on HTTP only, got {self.advertise_addr!r}")
+        if http_advertise:
+            scheme, host, path = _url_parts(self.advertise_addr)
+            tls_server = self.tls_server_context is not None or bool(self.tls_cert_file)
+            if self.http_bind_addr and scheme == "https" and not tls_server:
+                raise ConfigError("advertise_addr", "is https:// but the HTTP listener has no TLS: "
+                                                    "set tls_cert_file and tls_key_file, or tls_server_context")
+            if (path or "/") != self.http_path:
+                raise ConfigError("advertise_addr", f"has the path {path or '/'!r}, but gossip POSTs "
+                                                    f"are served at http_path {self.http_path!r}")
+            if scheme == "http" and not self.allow_insecure_http and not is_loopback(host):
+                raise ConfigError("advertise_addr", f"is plain http:// on {host}, which is not "
+                                                    "loopback: peers refuse to dial it; advertise "
+                                                    "https://, or set allow_insecure_http=True")
+        elif self.http_bind_addr and not self.allow_insecure_http and not (
+                self.tls_server_context is not None or self.tls_cert_file):
+            host = self.http_bind_addr.rpartition(":")[0].strip("[]")
+            if host not in ("", "0.0.0.0", "::") and not is_loopback(host):
+                raise ConfigError("http_bind_addr", f"serves plain http:// on {host}, which is not "
+                                                    "loopback: peers refuse to dial it; set "
+                                                    "tls_cert_file (https://), or allow_insecure_http=True")
+
     def _validate_websocket(self) -> None:
         """Refuse transport settings that cannot work together (see socket_transport_enabled)."""
         tls_server = self.tls_server_context is not None or bool(self.tls_cert_file)
@@ -926,6 +1007,8 @@ class Config:
         if self.transport is not None:
             return
         ws_advertise = is_websocket_url(self.advertise_addr)
+        if self.listens_on_http():
+            return
         if self.socket_transport_enabled:
             if self.websocket_bind_addr:
                 raise ConfigError(
@@ -1341,11 +1424,11 @@ def _check_host_port(*, allow_empty: bool, allow_zero: bool) -> Callable[[str, A
         if value.startswith(("ws://", "wss://", "http://", "https://", "srv+")):
             if name == "bind_addr":
                 raise ConfigError(name, f"must be ip:port, got {value!r}")
-            if is_websocket_url(value):
+            if is_websocket_url(value) or is_http_url(value):
                 _check_ws_url(name, value)
             elif not value.startswith("srv+"):
-                raise ConfigError(name, f"must be ip:port, a host name or a ws:// or wss:// URL, "
-                                        f"got {value!r}")
+                raise ConfigError(name, f"must be ip:port, a host name or a ws://, wss://, http:// "
+                                        f"or https:// URL, got {value!r}")
             return
         host, sep, port_text = value.rpartition(":")
         if not sep:
@@ -1391,8 +1474,8 @@ def _check_ws_url(name: str, value: str) -> None:
         port = parts.port
     except ValueError as exc:
         raise ConfigError(name, f"is not a valid URL ({exc}), got {value!r}") from None
-    if parts.scheme.lower() not in ("ws", "wss"):
-        raise ConfigError(name, f"must use the ws:// or wss:// scheme, got {value!r}")
+    if parts.scheme.lower() not in ("ws", "wss", "http", "https"):
+        raise ConfigError(name, f"must use the ws://, wss://, http:// or https:// scheme, got {value!r}")
     if not parts.hostname:
         raise ConfigError(name, f"has no host, got {value!r}")
     if port == 0:
@@ -1483,6 +1566,13 @@ def _check_callable_or_none(name: str, value: Any) -> None:
         raise ConfigError(name, f"must be callable or None, got {value!r}")
 
 
+def _check_tracing(name: str, value: Any) -> None:
+    if value is True or value is False:
+        return
+    if not callable(getattr(value, "get_tracer", None)):
+        raise ConfigError(name, f"must be True, False or a TracerProvider (with get_tracer), got {value!r}")
+
+
 def _check_logger(name: str, value: Any) -> None:
     if value is None:
         return
@@ -1536,6 +1626,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "replay_max_entries": _integer(16, 1 << 24),
     "transport": _check_transport,
     "logger": _check_logger,
+    "tracing": _check_tracing,
     "resolver": _check_resolver,
     "prefer_ipv6": _boolean,
     "dialer": _check_callable_or_none,
@@ -1554,6 +1645,13 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "websocket_ping_interval": _duration(0.1, 3600.0, allow_zero=True),
     "allow_insecure_websockets": _boolean,
     "bearer_token": _check_token,
+    "http_bind_addr": _check_ws_bind,
+    "http_path": _check_ws_path,
+    "http_reply_wait": _duration(0.01, 300.0),
+    "http_pool_size": _integer(0, 1024),
+    "http_auth_window": _duration(1.0, 3600.0),
+    "http_max_frames_per_body": _integer(1, 1 << 20),
+    "allow_insecure_http": _boolean,
     "tls_server_context": _check_tls_context,
     "tls_client_context": _check_tls_context,
     "tls_cert_file": _check_file,

@@ -50,12 +50,21 @@ round trips of directly acked probes) and ``gossip_info{node_id,address,version}
 One collector per cluster per registry: families have fixed names, so a second cluster in the
 same process needs its own :class:`prometheus_client.CollectorRegistry`.
 
+The same figures go to OpenTelemetry's metrics API with :func:`register_otel` (the extra
+``gossip-cluster[otel]``): one observable instrument per family, named with dots
+(``gossip.packets``, ``gossip.dropped``...; labels become attributes), read at each collection::
+
+    gossip.metrics.register_otel(cluster)     # the global MeterProvider, or meter_provider=...
+
 This module sits above the :class:`~gossip.Cluster` and uses only its public API.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -69,7 +78,7 @@ from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 from .cluster import Cluster
 from .node import NodeState
 
-__all__ = ["register", "ClusterCollector", "classify", "FAMILIES"]
+__all__ = ["register", "ClusterCollector", "classify", "FAMILIES", "register_otel", "OtelMetrics"]
 
 _COUNTER, _GAUGE, _UNTYPED = "counter", "gauge", "untyped"
 
@@ -273,3 +282,113 @@ def register(cluster: Cluster, registry: CollectorRegistry | None = None) -> Clu
     collector = ClusterCollector(cluster)
     (REGISTRY if registry is None else registry).register(collector)
     return collector
+
+
+# ---------------------------------------------------------------------- OpenTelemetry
+
+_OTEL_UNITS = {"gossip_bytes": "By", "gossip_stream_bytes": "By"}
+_SNAPSHOT_AGE = 0.5  # one collection reads the stats once: its callbacks share a snapshot
+
+
+def otel_name(family: str) -> str:
+    """Return the OpenTelemetry instrument name of the Prometheus family ``family``.
+
+    >>> otel_name("gossip_bad_packets")
+    'gossip.bad_packets'
+    """
+    return "gossip." + family[len("gossip_"):]
+
+
+class OtelMetrics:
+    """The OpenTelemetry instruments of one cluster (made by :func:`register_otel`).
+
+    Args:
+        cluster: the cluster to read at each collection.
+        meter: the OpenTelemetry ``Meter`` to make the instruments with.
+
+    Each collection reads :meth:`Cluster.stats` once (the callbacks of one collection share a
+    snapshot) and :meth:`Cluster.nodes` once; nothing is counted twice and the hot path pays
+    nothing. :meth:`close` stops reporting (the API has no way to remove an instrument).
+    """
+
+    def __init__(self, cluster: Cluster, meter: Any) -> None:
+        from opentelemetry.metrics import CallbackOptions, Observation
+
+        self.cluster = cluster
+        self._observation = Observation
+        self._lock = threading.Lock()
+        self._snapshot: dict[str, list[tuple[dict[str, str], int]]] = {}
+        self._read_at = -float("inf")
+        self._closed = False
+        self.instruments: dict[str, Any] = {}
+        for name, (kind, doc, _) in FAMILIES.items():
+            make = meter.create_observable_counter if kind == _COUNTER else meter.create_observable_gauge
+
+            def callback(options: CallbackOptions, family: str = name) -> Iterable[Any]:
+                return self._observe(family)
+
+            self.instruments[name] = make(otel_name(name), callbacks=[callback],
+                                          unit=_OTEL_UNITS.get(name, "1"), description=doc)
+
+        def members(options: CallbackOptions) -> Iterable[Any]:
+            if self._closed:
+                return []
+            by_state = dict.fromkeys((s for s, _ in _STATES), 0)
+            for node in self.cluster.nodes():
+                if node.state in by_state:
+                    by_state[node.state] += 1
+            return [Observation(by_state[s], {"state": label}) for s, label in _STATES]
+
+        def health(options: CallbackOptions) -> Iterable[Any]:
+            return [] if self._closed else [Observation(self.cluster.health_score())]
+
+        self.instruments["gossip_members"] = meter.create_observable_gauge(
+            "gossip.members", callbacks=[members], unit="1", description=_MEMBERS)
+        self.instruments["gossip_health_score"] = meter.create_observable_gauge(
+            "gossip.health_score", callbacks=[health], unit="1", description=_HEALTH)
+
+    def _observe(self, family: str) -> list[Any]:
+        if self._closed:
+            return []
+        with self._lock:
+            now = time.monotonic()
+            if now - self._read_at >= _SNAPSHOT_AGE:
+                self._snapshot = self._read()
+                self._read_at = now
+            series = self._snapshot.get(family, ())
+        return [self._observation(value, attrs) for attrs, value in series]
+
+    def _read(self) -> dict[str, list[tuple[dict[str, str], int]]]:
+        out: dict[str, list[tuple[dict[str, str], int]]] = {}
+        seen: dict[str, set[tuple[str, ...]]] = {}
+        for key, value in self.cluster.stats().items():
+            name, labels = classify(key)
+            out.setdefault(name, []).append((dict(zip(FAMILIES[name][2], labels)), value))
+            seen.setdefault(name, set()).add(labels)
+        for name, defaults in _ALWAYS.items():
+            for labels in defaults:
+                if labels not in seen.get(name, set()):
+                    out.setdefault(name, []).append((dict(zip(FAMILIES[name][2], labels)), 0))
+        return out
+
+    def close(self) -> None:
+        """Stop reporting: every instrument observes nothing from now on."""
+        self._closed = True
+
+
+def register_otel(cluster: Cluster, meter_provider: Any = None) -> OtelMetrics:
+    """Export ``cluster``'s figures through OpenTelemetry's metrics API; return the instruments.
+
+    Args:
+        cluster: the cluster to read at each collection.
+        meter_provider: the ``MeterProvider`` to use (default: the global one).
+
+    Raises:
+        ImportError: ``opentelemetry-api`` is not installed (the extra ``gossip-cluster[otel]``).
+    """
+    from opentelemetry import metrics
+
+    from ._version import __version__
+
+    provider = metrics.get_meter_provider() if meter_provider is None else meter_provider
+    return OtelMetrics(cluster, provider.get_meter("gossip", __version__))

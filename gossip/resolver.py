@@ -140,7 +140,8 @@ def resolve_peer(text: str, resolver: Resolver, default_port: int) -> list[str]:
     - an IP literal gives itself;
     - a hostname gives one entry per address, all with the given or default port;
     - ``srv+name`` gives the SRV results (their ports);
-    - a ``ws://`` / ``wss://`` URL is returned unchanged, as one element;
+    - a ``ws://`` / ``wss://`` / ``http://`` / ``https://`` URL is returned unchanged, as one
+      element;
     - ``srv+wss://name/path`` looks up the SRV records of ``name`` and gives one URL per
       target, ``wss://ip:port/path`` (with ``wss``, the certificate must then name the IP).
 
@@ -149,7 +150,7 @@ def resolve_peer(text: str, resolver: Resolver, default_port: int) -> list[str]:
         TransportError: the resolver failed or found nothing; the message names the peer.
     """
     addr = Address.parse(text, default_port)
-    if addr.kind == "ws":
+    if addr.kind in ("ws", "http"):
         return [addr.url]
     if addr.kind == "ip":
         return [format_host_port(addr.host, addr.port)]

@@ -40,8 +40,9 @@ GOOD: list[tuple[str, str, str, int, str, str]] = [
     ("ws://host:8080/gossip", "ws", "host", 8080, "ws://host:8080/gossip", "ws://host:8080/gossip"),
     ("wss://example.com/g", "ws", "example.com", 443, "wss://example.com/g", "wss://example.com/g"),
     ("ws://example.com", "ws", "example.com", 80, "ws://example.com", "ws://example.com"),
-    ("http://h:81/x", "ws", "h", 81, "ws://h:81/x", "ws://h:81/x"),
-    ("https://h/x?y=1", "ws", "h", 443, "wss://h/x?y=1", "wss://h/x?y=1"),
+    ("http://h:81/x", "http", "h", 81, "http://h:81/x", "http://h:81/x"),
+    ("https://h/x?y=1", "http", "h", 443, "https://h/x?y=1", "https://h/x?y=1"),
+    ("HTTP://h/gossip", "http", "h", 80, "http://h/gossip", "http://h/gossip"),
     ("WSS://h:9/x", "ws", "h", 9, "wss://h:9/x", "wss://h:9/x"),
     ("ws://[::1]:9000/p", "ws", "::1", 9000, "ws://[::1]:9000/p", "ws://[::1]:9000/p"),
     (
@@ -49,8 +50,8 @@ GOOD: list[tuple[str, str, str, int, str, str]] = [
         "srv",
         "example.com",
         0,
-        "wss://example.com/gossip",
-        "srv+wss://example.com/gossip",
+        "https://example.com/gossip",
+        "srv+https://example.com/gossip",
     ),
 ]
 

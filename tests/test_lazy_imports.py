@@ -16,6 +16,12 @@ UNUSED_BY_A_PLAIN_NODE = [
     "gossip.transports.websocket", "gossip.leader", "gossip.httpapi", "gossip.metrics",
     "websockets", "ssl", "hashlib", "lz4.block", "orjson", "encodings.idna", "base64",
     "gossip.placement", "gossip.locks", "gossip.replicated",
+    # optional dependencies: only with the feature that needs them
+    "cryptography", "lz4", "cramjam", "orjson", "dns", "zlib",
+    # faces a plain node does not use: asyncio, the agent, the CLI, the simulator, interop
+    "asyncio", "gossip.aio", "gossip.agent", "gossip.cli", "gossip.dashboard", "gossip.sim",
+    "gossip.memberlist", "gossip.contrib", "gossip.tune", "gossip.demo", "gossip.testing",
+    "json", "argparse", "http", "email", "ssl", "subprocess", "tempfile", "unittest",
 ]
 
 
@@ -42,6 +48,28 @@ def test_a_started_node_that_joins_by_tcp_loads_none_of_the_optional_modules() -
     """)
     assert got["joined"] == 1
     assert got["loaded"] == []
+
+
+def test_cryptography_comes_with_an_encryption_key_and_nothing_else_does() -> None:
+    """A node with a key loads cryptography (what seals its packets), and still none of the
+    other optional modules."""
+    got = _run(f"""
+        import json, sys
+        already = set(sys.modules)
+        import gossip
+        key = bytes(range(32))
+        a = gossip.Cluster(gossip.Config.local(bind_addr="127.0.0.1:0", encryption_key=key))
+        b = gossip.Cluster(gossip.Config.local(bind_addr="127.0.0.1:0", encryption_key=key))
+        a.start(); b.start()
+        joined = b.join(a.address, timeout=5.0)
+        a.stop(); b.stop()
+        print(json.dumps({{"joined": joined, "cryptography": "cryptography" in sys.modules,
+                          "loaded": [m for m in {UNUSED_BY_A_PLAIN_NODE!r}
+                                     if m in sys.modules and m not in already]}}))
+    """)
+    assert got["joined"] == 1
+    assert got["cryptography"] is True
+    assert got["loaded"] == ["cryptography"]
 
 
 def test_the_lazy_names_load_on_first_use_and_work() -> None:

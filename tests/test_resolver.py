@@ -52,7 +52,8 @@ def test_fake_is_a_resolver() -> None:
         ("::1", ["[::1]:3500"]),
         ("8081", ["127.0.0.1:8081"]),
         ("ws://example.com:81/g", ["ws://example.com:81/g"]),
-        ("https://example.com/g", ["wss://example.com/g"]),
+        ("https://example.com/g", ["https://example.com/g"]),
+        ("http://127.0.0.1:81/gossip", ["http://127.0.0.1:81/gossip"]),
     ],
 )
 def test_literals_and_urls_need_no_lookup(text: str, expected: list[str]) -> None:

@@ -21,7 +21,8 @@ its events are an async iterator with a bounded queue per subscriber (:class:`Ev
 The engine is the blocking API's, with its own threads and its own protocol clock: nothing of
 the protocol runs on the loop, so a blocked or slow loop never causes a suspicion. Calls that
 wait complete a :class:`concurrent.futures.Future` from the engine's threads, awaited with
-:func:`asyncio.wrap_future`; no thread is held per waiting call.
+:func:`asyncio.wrap_future` would (one wake-up of the loop per call, and cancelling the await
+cancels the engine's future); no thread is held per waiting call.
 
 ============================  =================================================================
 module                        owns

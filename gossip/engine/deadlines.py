@@ -4,7 +4,9 @@ Calls that return a :class:`concurrent.futures.Future` instead of blocking (a re
 for its reply, a join waiting for the seeds' answers, a leave waiting for its
 acknowledgements) still need something to end them when their time is up. That is this part:
 a heap of ``(when, callback)`` served by one thread (``gossip-<node>-deadlines``), started by
-the first deadline set and joined at stop. It is not the protocol clock (the scheduler owns
+the first deadline set and joined at stop. A cancelled deadline leaves the heap when the heap
+is next swept: once more than :data:`SWEEP_MIN` entries are cancelled and they are more than
+half of the heap, so the heap holds at most about twice the deadlines still set. It is not the protocol clock (the scheduler owns
 that, :mod:`gossip.engine.scheduler`): a flood of user deadlines never delays a probe.
 
 A callback runs on the deadlines thread and must not block: it completes a future, or checks
@@ -25,23 +27,33 @@ from collections.abc import Callable
 
 from ..counters import Counters
 
-__all__ = ["Deadlines", "Alarm"]
+__all__ = ["Deadlines", "Alarm", "SWEEP_MIN"]
+
+SWEEP_MIN = 64
+"""Cancelled deadlines the heap may hold before a sweep takes them out (see the module
+docstring)."""
 
 
 class Alarm:
     """One callback set for a time; :meth:`cancel` takes it back (idempotent)."""
 
-    __slots__ = ("when", "fn", "cancelled")
+    __slots__ = ("when", "fn", "cancelled", "on_cancel")
 
     def __init__(self, when: float, fn: Callable[[], None]) -> None:
         self.when = when
         self.fn: Callable[[], None] | None = fn
         self.cancelled = False
+        # Set by the deadlines that hold it: counts it among the entries to sweep out.
+        self.on_cancel: Callable[[], None] | None = None
 
     def cancel(self) -> None:
         """Do not call the callback (if it has not run yet); drops the reference to it."""
-        self.cancelled = True
-        self.fn = None
+        on_cancel = self.on_cancel
+        if on_cancel is not None:
+            on_cancel()
+        else:
+            self.cancelled = True
+            self.fn = None
 
 
 class Deadlines:
@@ -60,6 +72,7 @@ class Deadlines:
         self._name = f"{prefix}-deadlines"
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, Alarm]] = []
+        self._dead = 0  # cancelled alarms still in the heap
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -71,11 +84,18 @@ class Deadlines:
         what it was waiting for).
         """
         d = Alarm(when, fn)
+        d.on_cancel = lambda: self._cancel(d)
         with self._cond:
             if self._closed:
-                d.cancel()
+                d.cancelled = True
+                d.fn = None
                 return d
-            heapq.heappush(self._heap, (when, next(self._seq), d))
+            heap = self._heap
+            if self._dead > SWEEP_MIN and self._dead * 2 > len(heap):
+                heap[:] = [e for e in heap if not e[2].cancelled]
+                heapq.heapify(heap)
+                self._dead = 0
+            heapq.heappush(heap, (when, next(self._seq), d))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
@@ -83,12 +103,20 @@ class Deadlines:
                 self._cond.notify()
         return d
 
+    def _cancel(self, d: Alarm) -> None:
+        with self._cond:
+            if not d.cancelled:  # still in the heap: one more entry to sweep out
+                self._dead += 1
+            d.cancelled = True
+            d.fn = None
+
     def after(self, seconds: float, fn: Callable[[], None]) -> Alarm:
         """Call ``fn()`` in ``seconds`` (see :meth:`at`)."""
         return self.at(time.monotonic() + max(0.0, seconds), fn)
 
     def __len__(self) -> int:
-        """Deadlines set and not yet due (cancelled ones included until their time)."""
+        """Deadlines in the heap: those set and not yet due, and cancelled ones not yet swept
+        out (at most about as many as the others, see the module docstring)."""
         return len(self._heap)
 
     def close(self) -> None:
@@ -96,8 +124,10 @@ class Deadlines:
         with self._cond:
             self._closed = True
             for _, _, d in self._heap:
-                d.cancel()
+                d.cancelled = True
+                d.fn = None
             self._heap.clear()
+            self._dead = 0
             self._cond.notify_all()
 
     def join(self, deadline: float) -> list[str]:
@@ -117,14 +147,16 @@ class Deadlines:
                         return
                     while heap and heap[0][2].cancelled:
                         heapq.heappop(heap)
+                        self._dead -= 1
                     now = time.monotonic()
                     if heap and heap[0][0] <= now:
                         d = heapq.heappop(heap)[2]
+                        fn = d.fn
+                        d.fn = None
+                        d.cancelled = True  # out of the heap: a late cancel() counts nothing
                         break
                     cond.wait(None if not heap else heap[0][0] - now)
-            fn = d.fn
-            d.fn = None
-            if fn is None or d.cancelled:
+            if fn is None:
                 continue
             try:
                 fn()

@@ -39,7 +39,7 @@ from ..node import Node, NodeID, NodeState
 from ..packet import Packet, PacketCodec
 from ..tags import tags_size
 from ..protocol import JoinResult, MemberEvent, Protocol, Send
-from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action
+from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action, Trace
 from ..protocol.insight import CLUSTER_EVENTS
 from ..transports.base import Incoming, StreamConn, Transport, complete
 from . import wiring
@@ -57,6 +57,7 @@ from .seeds import SeedJoiner
 if TYPE_CHECKING:
     from .discovery import MulticastDiscovery
     from .stream_pool import StreamPool
+    from .tracing import Tracing
 
 __all__ = ["Engine"]
 
@@ -149,6 +150,12 @@ class Engine:
         self._stream_pool: StreamPool | None = None
         self._stream_lock = threading.Lock()
         self._streams_closed = False
+        # Spans (Config.tracing): the module, and opentelemetry, are loaded only when asked for.
+        self.tracing: Tracing | None = None
+        if config.tracing is not False:
+            from .tracing import Tracing
+
+            self.tracing = Tracing(config.tracing, str(node_id), counters, self.warn)
         self._started = False
         self.closing = False
         self._stopped = False
@@ -236,9 +243,13 @@ class Engine:
         transport = self.transport
         if transport is None or not self._started:
             raise ClusterClosed("the cluster is not started")
-        return transport.dial_stream(addr, timeout)
+        if self.tracing is None:
+            return transport.dial_stream(addr, timeout)
+        return self.tracing.dial_stream(transport, addr, timeout)
 
     def _on_stream(self, conn: StreamConn) -> None:
+        if self.tracing is not None:
+            self.tracing.stream_accepted(conn.peer)
         self.streams.on_stream(conn)
 
     def start(self, transport: Transport | None = None) -> None:
@@ -385,6 +396,8 @@ class Engine:
                 self._on_member_event(a)  # type: ignore[arg-type]
             elif t is JoinResult:
                 self.joins.resolve(a.addr, a)  # type: ignore[union-attr, arg-type]
+            elif t is Trace and self.tracing is not None:
+                self.tracing.record(a)  # type: ignore[arg-type]
             elif t in CLUSTER_EVENTS:
                 # The core's clock is the monotonic one; users get wall-clock times.
                 self.log.warning("%s", a)
@@ -580,8 +593,15 @@ class Engine:
             ClusterClosed: the engine is not running.
         """
         self.check_open()
-        return self.joins.wait(addr, timeout, lambda: self.locked(
-            lambda core: core.join(time.monotonic(), [addr])))
+        start = time.monotonic()
+        result: JoinResult | None = None
+        try:
+            result = self.joins.wait(addr, timeout, lambda: self.locked(
+                lambda core: core.join(time.monotonic(), [addr])))
+            return result
+        finally:
+            if self.tracing is not None:
+                self.tracing.joined(addr, start, result)
 
     def join_nowait(self, peers: list[str], timeout: float) -> Future[JoinOutcome]:
         """:meth:`join` without blocking: return a future of its outcome (see
@@ -599,8 +619,11 @@ class Engine:
 
     def _expect_join(self, addr: str) -> Future[JoinResult]:
         self.check_open()
-        return self.joins.expect(addr, lambda: self.locked(
+        fut = self.joins.expect(addr, lambda: self.locked(
             lambda core: core.join(time.monotonic(), [addr])))
+        if self.tracing is not None:
+            self.tracing.join_future(addr, fut)
+        return fut
 
     def leave(self, timeout: float) -> None:
         """Announce a graceful leave and wait (up to ``timeout``) until it has been sent."""

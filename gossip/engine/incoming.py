@@ -475,6 +475,8 @@ class Receiver:
             self._protocol(protocol)
         for lane, items in lanes.items():
             self.lanes.put(lane, items)
+        if batch and batch[0].transport == "http":
+            _http_done(batch, lanes)
 
     def _sort(self, inc: Incoming, pkt: Packet, table: dict[str, int],
               protocol: list[tuple[Incoming, Packet]],
@@ -581,8 +583,9 @@ class Receiver:
     def _user_batch(self, items: list[tuple[Incoming, Packet]]) -> None:
         now = time.monotonic()
         for inc, pkt in items:
+            deferred = False
             try:
-                self._user_packet(inc, pkt, now)
+                deferred = bool(self._user_packet(inc, pkt, now))
             except RemoteProtocolError as exc:
                 self.counters.inc(f"bad_packets.{type(exc).__name__}")
             except ClusterClosed:
@@ -590,21 +593,24 @@ class Receiver:
             except Exception:
                 self.counters.inc("errors.lane_worker")
                 self.log.exception("bug: handling a user packet from %s failed", inc.src)
+            if not deferred and inc.transport == "http":
+                _handled(inc)
 
-    def _user_packet(self, inc: Incoming, pkt: Packet, now: float) -> None:
+    def _user_packet(self, inc: Incoming, pkt: Packet, now: float) -> bool:
+        """Handle one user packet; True if its reply is deferred (a future not done yet)."""
         counters = self.counters
         if pkt.tag is not None and pkt.tag not in self._members.tags:
             # A tagged broadcast for members holding a tag we do not (or no longer) hold:
             # neither handled nor relayed.
             counters.inc("user.tag_not_held")
-            return
+            return False
         if pkt.ttl >= 2:
             # Only broadcasts (ttl >= 2 on every hop) can arrive twice, by several paths, so
             # only they are remembered; a direct message (ttl 1) or a request (ttl 0) has one
             # path, and remembering it would only cost memory at high rates.
             if self.history.seen(now, pkt.sender, pkt.msg_id):
                 counters.inc("user.duplicates")
-                return
+                return False
         counters.inc("user.received")
         pkt.reliable = inc.reliable
         handler = self.handlers.get(pkt.msg_type)
@@ -618,7 +624,7 @@ class Receiver:
             if request:
                 self._reply(inc, pkt.msg_id, MessageType.REPLY_ERROR,
                             f"no handler for message type {pkt.msg_type}")
-            return
+            return False
         sender = self._members.node_for_sender(pkt.sender)
         if handler.kind != HANDLER_REPLY:
             try:
@@ -629,7 +635,7 @@ class Receiver:
             if request:
                 self._reply(inc, pkt.msg_id, MessageType.REPLY_ERROR,
                             f"message type {pkt.msg_type} has no reply handler")
-            return
+            return False
         if inc.conn is None:
             counters.inc("user.reply_without_connection")
         try:
@@ -643,9 +649,10 @@ class Receiver:
             # A reply computed elsewhere (an asyncio handler on its loop): answered when it is
             # done, by the thread that completes it, never waiting; the lane goes on meanwhile.
             value.add_done_callback(lambda f: self._deferred_reply(inc, pkt, f, request))
-            return
+            return True
         if request:
             self._reply(inc, pkt.msg_id, kind, value)
+        return False
 
     def _deferred_reply(self, inc: Incoming, pkt: Packet, done: Future[Any],
                         request: bool) -> None:
@@ -662,6 +669,8 @@ class Receiver:
             value, kind = done.result(), MessageType.REPLY
         if request and not self._closing:
             self._reply(inc, pkt.msg_id, kind, value)
+        if inc.transport == "http":
+            _handled(inc)
 
     def _reply(self, inc: Incoming, request_id: int, kind: int, value: Any) -> None:
         """Answer a request on its connection, never waiting (a full buffer drops the reply).
@@ -707,3 +716,20 @@ class Receiver:
         for addr in members.fan_out_addrs((NodeID(bytes=pkt.sender),), pkt.tag):
             relay(addr, data, inc.reliable, len(pkt.payload))
         self.counters.inc("user.relayed")
+
+
+def _handled(inc: Incoming) -> None:
+    """Tell an HTTP exchange that the engine is done with one of its frames: its response (the
+    answers sent on it) can go (:mod:`gossip.transports.http.server`)."""
+    done = getattr(inc.conn, "handled", None)
+    if done is not None:
+        done()
+
+
+def _http_done(batch: list[Incoming], lanes: dict[int, list[tuple[Incoming, Packet]]]) -> None:
+    """The frames of an HTTP batch that went to no user lane are done with once the reader
+    returns (protocol packets were run, refused ones dropped); the lanes finish the others."""
+    queued = {id(inc) for items in lanes.values() for inc, _ in items}
+    for inc in batch:
+        if id(inc) not in queued:
+            _handled(inc)

@@ -159,6 +159,7 @@ class Outgoing:
         # non-blocking send only hands a frame to the transport itself when the transport
         # will neither dial nor wait (a connection idle for idle_timeout may be closed).
         self._warm: dict[str, float] = {}
+        self._warm_kind: dict[str, str] = {}  # the link kind of each warm address
         self._warm_for = config.idle_timeout / 2
         self.backlog = Backlog(self._send_slice, config.num_send_workers, log, prefix,
                                lambda: counters.inc("user.send_timeouts"))
@@ -396,6 +397,7 @@ class Outgoing:
         warm = self._warm
         if len(warm) >= _WARM_MAX and addr not in warm:
             warm.clear()
+            self._warm_kind.clear()
         warm[addr] = time.monotonic()
 
     def user_nowait(self, addr: str, data: bytes, reliable: bool,
@@ -422,7 +424,8 @@ class Outgoing:
         backlog = self.backlog
         if not backlog.busy(addr):
             warm = self._warm.get(addr)
-            if warm is not None and time.monotonic() - warm < self._warm_for:
+            now = time.monotonic()
+            if warm is not None and now - warm < self._warm_for:
                 try:
                     transport.send(addr, data, True, 0)  # an open connection: no dial, no wait
                 except SendQueueFull:
@@ -432,9 +435,14 @@ class Outgoing:
                     self._count_error(exc, addr)
                     raise
                 else:
-                    self._mark_warm(addr)
-                    self._count_out(link_kind(transport, addr, True), RESERVED_MSGS_START,
-                                    len(data))
+                    self._warm[addr] = now  # known already: the table does not grow
+                    kinds = self._warm_kind
+                    kind = kinds.get(addr)
+                    if kind is None:
+                        if len(kinds) >= _WARM_MAX:
+                            kinds.clear()
+                        kind = kinds[addr] = link_kind(transport, addr, True)
+                    self._count_out(kind, RESERVED_MSGS_START, len(data))
                     return None
         return backlog.put(addr, data, self.config.send_timeout)
 
@@ -705,8 +713,10 @@ class UserMessages:
         self._counters.inc("user.requests")
         if sending is not None:
             def sent(f: Future[None]) -> None:
-                if not f.cancelled() and f.exception() is not None:
-                    _fail(reply, f.exception())
+                if not f.cancelled():
+                    exc = f.exception()
+                    if exc is not None:
+                        replies.fail(reply, exc)
 
             sending.add_done_callback(sent)
             reply.add_done_callback(lambda _: sending.cancel())  # a request not sent yet stays
@@ -739,12 +749,3 @@ class UserMessages:
             return None
         return all_done(waiting, first, lambda: self._counters.inc("user.sent"))
 
-
-def _fail(fut: Future[Any], exc: BaseException | None) -> None:
-    """Fail ``fut`` with ``exc`` unless it is done already."""
-    if exc is None:
-        return
-    try:
-        fut.set_exception(exc)
-    except Exception:  # InvalidStateError: the reply came, or the caller cancelled
-        pass

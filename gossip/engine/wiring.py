@@ -9,8 +9,9 @@ transports' constructors. The facade asks here only for the WebSocket side of a 
 that its host's server hands connections to (:func:`websocket_side`, :func:`not_running`).
 
 The built-in transport is a :class:`~gossip.transports.multi.MultiTransport` over a
-:class:`~gossip.transports.socket.SocketTransport` and a
-:class:`~gossip.transports.websocket.WebSocketTransport`: the side the node advertises listens,
+:class:`~gossip.transports.socket.SocketTransport`, a
+:class:`~gossip.transports.websocket.WebSocketTransport` and an
+:class:`~gossip.transports.http.transport.HTTPTransport`: the side the node advertises listens,
 the other only dials, and starts on first use. The WebSocket transport (with ``websockets``,
 ``ssl`` and ``http``, several MiB) is imported only when a node needs it.
 
@@ -21,7 +22,7 @@ the transports when it builds one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..codecs import get_codec
 from ..compression import get_compressor
@@ -33,13 +34,14 @@ from ..security import Keyring
 from ..transports.base import Transport
 
 if TYPE_CHECKING:
+    from ..transports.http.transport import HTTPTransport
     from ..transports.socket import SocketTransport
     from ..transports.websocket import HostedConnection as HostedConnection
     from ..transports.websocket import Refusal as Refusal
     from ..transports.websocket import WebSocketTransport as WebSocketTransport
 
 __all__ = ["keyring_for", "codec_for", "names_for", "resolver_for", "build_transport", "advertise_host_for_any",
-           "advertised_address", "with_host", "websocket_side", "not_running"]
+           "advertised_address", "with_host", "websocket_side", "http_side", "not_running"]
 
 MemberCheck = Callable[[str], bool]
 """``member_check(host)``: whether ``host`` is a known member's (the transports' admission)."""
@@ -118,7 +120,7 @@ def needs_lookup(peer: str) -> bool:
     from ..address import Address
 
     try:
-        return Address.parse(peer, 1).kind not in ("ip", "ws")
+        return Address.parse(peer, 1).kind not in ("ip", "ws", "http")
     except GossipError:
         return False
 
@@ -143,16 +145,25 @@ def build_transport(cfg: Config, name: str, member_check: MemberCheck,
         return _memberlist_transport(cfg, name, codec)
     from ..transports.multi import MultiTransport
 
+    http_dialer = lambda: _http(cfg, name, member_check, "")  # noqa: E731
     if cfg.socket_transport_enabled:
         return MultiTransport(socket=_sockets(cfg, name, member_check, True),
                               websocket=lambda: _websockets(cfg, name, member_check, ""),
-                              name=name)
+                              http=http_dialer, name=name)
+    if cfg.listens_on_http():
+        try:
+            http_side = _http(cfg, name, member_check, cfg.http_bind_addr)
+        except (OSError, ValueError) as exc:  # unreadable TLS files
+            raise TransportError(f"cannot set up the HTTP transport: {exc}") from exc
+        return MultiTransport(socket=lambda: _sockets(cfg, name, member_check, False),
+                              websocket=lambda: _websockets(cfg, name, member_check, ""),
+                              http=http_side, socket_dial_only=True, name=name)
     try:
         ws = _websockets(cfg, name, member_check, cfg.websocket_bind_addr)
     except (OSError, ValueError) as exc:  # unreadable TLS files, a bad path
         raise TransportError(f"cannot set up the WebSocket transport: {exc}") from exc
     return MultiTransport(socket=lambda: _sockets(cfg, name, member_check, False), websocket=ws,
-                          socket_dial_only=True, name=name)
+                          http=http_dialer, socket_dial_only=True, name=name)
 
 
 def _memberlist_transport(cfg: Config, name: str, codec: object) -> Transport:
@@ -183,21 +194,32 @@ def _sockets(cfg: Config, name: str, member_check: MemberCheck, listen: bool) ->
     )
 
 
+def _tls(cfg: Config, listens: bool) -> tuple[Any, Any]:
+    """Return the ``(server, client)`` TLS contexts the configuration asks for (the server's
+    None unless the transport ``listens``)."""
+    server_ssl = cfg.tls_server_context if listens else None
+    if listens and server_ssl is None and cfg.tls_cert_file:
+        from ..transports.websocket.endpoints import server_tls_context
+
+        server_ssl = server_tls_context(cfg.tls_cert_file, cfg.tls_key_file)
+    client_ssl = cfg.tls_client_context
+    if client_ssl is None and cfg.tls_ca_file:
+        from ..transports.websocket.endpoints import client_tls_context
+
+        client_ssl = client_tls_context(cfg.tls_ca_file)
+    return server_ssl, client_ssl
+
+
 def _websockets(cfg: Config, name: str, member_check: MemberCheck, bind: str) -> WebSocketTransport:
     # Imported here: websockets, ssl and http pull in several MiB that a node which never
     # meets a WebSocket peer should not pay for.
     from ..transports.limits import limits_from_config
-    from ..transports.websocket import WebSocketTransport, client_tls_context, server_tls_context
+    from ..transports.websocket import WebSocketTransport
 
-    server_ssl = cfg.tls_server_context
-    if server_ssl is None and cfg.tls_cert_file:
-        server_ssl = server_tls_context(cfg.tls_cert_file, cfg.tls_key_file)
-    client_ssl = cfg.tls_client_context
-    if client_ssl is None and cfg.tls_ca_file:
-        client_ssl = client_tls_context(cfg.tls_ca_file)
+    server_ssl, client_ssl = _tls(cfg, True)
     return WebSocketTransport(
         bind, limits=limits_from_config(cfg), member_check=member_check, path=cfg.websocket_path,
-        advertise_addr=cfg.advertise_addr if not cfg.socket_transport_enabled else "",
+        advertise_addr=cfg.advertise_addr if not cfg.socket_transport_enabled and not cfg.listens_on_http() else "",
         name=name, server_ssl=server_ssl, client_ssl=client_ssl,
         bearer_token=cfg.bearer_token, allow_insecure=cfg.allow_insecure_websockets,
         handshake_timeout=cfg.websocket_handshake_timeout,
@@ -205,6 +227,37 @@ def _websockets(cfg: Config, name: str, member_check: MemberCheck, bind: str) ->
         allowed_origins=cfg.websocket_allowed_origins,
         dialer=cfg.dialer, listener=cfg.listener,
     )
+
+
+def _http(cfg: Config, name: str, member_check: MemberCheck, bind: str) -> HTTPTransport:
+    from ..transports.http.transport import HTTPTransport
+    from ..transports.limits import limits_from_config
+
+    server_ssl, client_ssl = _tls(cfg, bool(bind))
+    return HTTPTransport(
+        bind, path=cfg.http_path, limits=limits_from_config(cfg), member_check=member_check,
+        advertise_addr=cfg.advertise_addr if cfg.listens_on_http() and bind == cfg.http_bind_addr else "",
+        name=name, server_ssl=server_ssl, client_ssl=client_ssl, bearer_token=cfg.bearer_token,
+        allow_insecure=cfg.allow_insecure_http, reply_wait=cfg.http_reply_wait,
+        pool_size=cfg.http_pool_size, auth_window=cfg.http_auth_window,
+        max_frames_per_body=cfg.http_max_frames_per_body,
+        allowed_origins=tuple(cfg.websocket_allowed_origins), dialer=cfg.dialer, listener=cfg.listener,
+    )
+
+
+def http_side(transport: Transport | None) -> HTTPTransport | None:
+    """Return the HTTP transport of a node (None for a custom transport without one).
+
+    The facade hands it the POSTs its host's server carries (:mod:`gossip.contrib.http`).
+    """
+    from ..transports.http.transport import HTTPTransport
+    from ..transports.multi import MultiTransport
+
+    if isinstance(transport, MultiTransport):
+        side = transport.http
+        if isinstance(side, HTTPTransport):
+            return side
+    return transport if isinstance(transport, HTTPTransport) else None
 
 
 # ---------------------------------------------------------------------------------- addresses
@@ -221,7 +274,8 @@ def advertise_host_for_any(cfg: Config) -> str:
     """
     if cfg.advertise_addr or cfg.transport is not None:
         return ""
-    bind = cfg.bind_addr if cfg.socket_transport_enabled else cfg.websocket_bind_addr
+    bind = (cfg.bind_addr if cfg.socket_transport_enabled
+            else cfg.http_bind_addr if cfg.listens_on_http() else cfg.websocket_bind_addr)
     host = bind.rpartition(":")[0].strip("[]")
     if not bind or host not in ("0.0.0.0", "::"):
         return ""
@@ -248,7 +302,7 @@ def advertised_address(cfg: Config, local_addr: str, any_host: str = "") -> str:
 
 
 def with_host(addr: str, host: str) -> str:
-    """Return ``addr`` (``ip:port`` or a ``ws://``/``wss://`` URL) with its host replaced."""
+    """Return ``addr`` (``ip:port`` or a ``ws(s)://``/``http(s)://`` URL) with its host replaced."""
     from ..address import format_host_port
 
     if "://" in addr:

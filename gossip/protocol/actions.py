@@ -11,8 +11,8 @@ from ..node import NodeID, NodeState
 from .flap import MemberFlapping
 from .partition import PartitionHealed, PartitionSuspected
 
-__all__ = ["Send", "MemberEvent", "JoinResult", "MemberRefused", "Action", "EVENT_STATE", "EVENT_METADATA",
-           "EVENT_REMOVED", "EVENT_CONFLICT", "JOIN_NO_ANSWER"]
+__all__ = ["Send", "MemberEvent", "JoinResult", "MemberRefused", "Trace", "TraceValue", "Action", "EVENT_STATE",
+           "EVENT_METADATA", "EVENT_REMOVED", "EVENT_CONFLICT", "JOIN_NO_ANSWER"]
 
 EVENT_STATE = "state"
 EVENT_METADATA = "metadata"
@@ -102,5 +102,38 @@ class MemberRefused:
         return f"member {self.node.short}@{self.addr} refused: {self.reason}"
 
 
+TraceValue = Union[str, int, float, bool]
+"""The value of a :class:`Trace` attribute (what a span attribute may hold)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Trace:
+    """A finished step of the protocol, for tracing: produced only when ``Config.tracing`` is
+    set (the host turns it into a span; :mod:`gossip.engine.tracing`).
+
+    The core records a step once it is over, with its start and end on the host's clock, so
+    the host never holds a step open: a probe from its ping to its ack or the end of its round,
+    an indirect probe (a child) from the direct ping's timeout, a suspicion from its first
+    accusation to its refutation or verdict, a push/pull from its request to its reply or
+    timeout, a refutation at the instant it happens.
+
+    Attributes:
+        name: the step (``gossip.probe``, ``gossip.probe.indirect``, ``gossip.suspicion``,
+            ``gossip.refutation``, ``gossip.push_pull``).
+        start: when it began (the host's clock).
+        end: when it ended.
+        attrs: its attributes, ``gossip.*`` names.
+        events: ``(name, at, attrs)`` moments within it (a suspicion's confirmations).
+        children: steps within it (a probe's indirect probe).
+    """
+
+    name: str
+    start: float
+    end: float
+    attrs: Mapping[str, TraceValue]
+    events: tuple[tuple[str, float, Mapping[str, TraceValue]], ...] = ()
+    children: tuple[Trace, ...] = ()
+
+
 Action = Union[Send, MemberEvent, JoinResult, MemberFlapping, PartitionSuspected, PartitionHealed,
-               MemberRefused]
+               MemberRefused, Trace]

@@ -502,7 +502,7 @@ class Protocol:
             elif kind == T_SYNC:
                 sync.send_push_pull(now, key)
             elif kind == T_PUSH_PULL_TIMEOUT:
-                sync.push_pull_timeout(key)
+                sync.push_pull_timeout(key, now)
             elif kind == T_LEAVE_RETRY:
                 sync.leave_retry(now)
             elif kind == T_RECONNECT:

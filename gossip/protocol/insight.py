@@ -26,12 +26,12 @@ from ..config import Config
 from ..joining import JoinAttemptFailed, JoinSucceeded
 from ..messages import Dead, Suspect
 from ..node import NodeID, NodeState
-from .actions import EVENT_STATE, MemberEvent, MemberRefused
+from .actions import EVENT_STATE, MemberEvent, MemberRefused, Trace, TraceValue
 from .flap import FlapTracker, MemberFlapping
 from .membership import LocalNode, Member
 from .outbox import T_INSIGHT, Outbox
 from .partition import PartitionDetector, PartitionHealed, PartitionSuspected
-from .provenance import Explanation, ProvenanceBook
+from .provenance import Explanation, ProvenanceBook, SuspicionEpisode
 
 __all__ = ["Insight", "ClusterEvent", "CLUSTER_EVENTS"]
 
@@ -78,6 +78,34 @@ class Insight:
         self.source: NodeID | None = None     # the sender of the packet being received
         self.syncing = False                  # the core is merging a full-state exchange
         self.settle_at: float | None = None   # the timer set to end a partition whose returns settle
+        if cfg.tracing is not False:
+            self.book.on_close = self._trace_episode
+
+    def _trace_episode(self, node: NodeID, ep: SuspicionEpisode) -> None:
+        """Record a suspicion that ended as a span (``Config.tracing``), its provenance as
+        attributes and its confirmations as events."""
+        m = self.members.get(node)
+        end = ep.started_at if ep.ended_at is None else ep.ended_at
+        attrs: dict[str, TraceValue] = {
+            "gossip.member.id": str(node), "gossip.member.addr": "" if m is None else m.addr,
+            "gossip.suspicion.accuser": str(ep.accuser), "gossip.suspicion.via": ep.via,
+            "gossip.suspicion.incarnation": ep.incarnation, "gossip.suspicion.timeout": ep.timeout,
+            "gossip.suspicion.confirmations": len(ep.confirmations),
+            "gossip.suspicion.outcome": ep.outcome,
+        }
+        if ep.relayed_by is not None:
+            attrs["gossip.suspicion.relayed_by"] = str(ep.relayed_by)
+        if ep.refuted_incarnation is not None:
+            attrs["gossip.suspicion.refuted_incarnation"] = ep.refuted_incarnation
+        if ep.declared_by is not None:
+            attrs["gossip.suspicion.declared_by"] = str(ep.declared_by)
+            attrs["gossip.suspicion.by_timeout"] = ep.by_timeout
+        events: list[tuple[str, float, dict[str, TraceValue]]] = []
+        for c in ep.confirmations:
+            events.append(("gossip.suspicion.confirmation", c.at, {
+                "gossip.suspicion.confirmer": str(c.node), "gossip.suspicion.via": c.via,
+                "gossip.suspicion.timeout": c.new_timeout}))
+        self.out.emit(Trace("gossip.suspicion", ep.started_at, end, attrs, tuple(events)))
 
     # ------------------------------------------------------------------ how news arrived
 

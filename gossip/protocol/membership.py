@@ -27,7 +27,7 @@ from ..config import Config
 from ..hlc import COUNTER_BITS, MAX_TIMESTAMP
 from ..messages import MAX_INCARNATION, NO_TAGS, Alive, Dead, MemberState, Update
 from ..node import PROTOCOL_VERSION, NodeID, NodeState
-from .actions import EVENT_REMOVED, EVENT_STATE, MemberEvent
+from .actions import EVENT_REMOVED, EVENT_STATE, MemberEvent, Trace
 from .awareness import Awareness
 from .outbox import Outbox
 from .reconnect import Reconnector
@@ -690,9 +690,14 @@ class LocalNode:
                 target = afford
             self._inc_tokens = tokens - (target - self.incarnation)
         self.refuted_in_msg = self.in_receive
-        self.incarnation = target
+        previous, self.incarnation = self.incarnation, target
         self._changed()
         self._announce(now, self.self_alive())
         self.out.count("refutations")
+        if self.config.tracing is not False:
+            self.out.emit(Trace("gossip.refutation", now, now, {
+                "gossip.member.id": str(self.id), "gossip.refutation.accused_incarnation": accused,
+                "gossip.refutation.previous_incarnation": previous,
+                "gossip.refutation.incarnation": target, "gossip.refutation.catch_up": catch_up}))
         if self.lifeguard:
             self.awareness.apply_delta(1)

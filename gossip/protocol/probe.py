@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from ..config import Config
 from ..messages import MAX_INCARNATION, Ack, Dead, Nack, Ping, PingReq, Suspect, Update
 from ..node import NodeID, NodeState
+from .actions import Trace
 from .awareness import Awareness
 from .membership import LocalNode, Member, MemberTable
 from .outbox import T_PROBE, T_PROBE_END, T_PROBE_TIMEOUT, T_RELAY_TIMEOUT, Outbox
@@ -40,7 +41,8 @@ NACK_SHARE = 0.8
 
 
 class _Probe:
-    __slots__ = ("target", "end", "acked", "indirect", "expected_nacks", "nacks", "sent_at")
+    __slots__ = ("target", "end", "acked", "indirect", "expected_nacks", "nacks", "sent_at",
+                 "indirect_at", "helpers")
 
     def __init__(self, target: NodeID, end: float, sent_at: float) -> None:
         self.target = target
@@ -50,6 +52,8 @@ class _Probe:
         self.indirect = False
         self.expected_nacks = 0
         self.nacks = 0
+        self.indirect_at = 0.0  # when helpers were asked (tracing)
+        self.helpers = 0
 
 
 class _Relay:
@@ -100,6 +104,7 @@ class Prober:
         self._leave_acked = leave_acked
         self.probes: dict[int, _Probe] = {}
         self.relays: dict[int, _Relay] = {}
+        self.tracing = config.tracing is not False
 
     def start(self, now: float, stagger: float) -> None:
         """Set the first probe round, ``stagger`` seconds from ``now``."""
@@ -149,6 +154,7 @@ class Prober:
         if probe is None or probe.acked:
             return
         probe.indirect = True
+        probe.indirect_at = now
         m = self.members.get(probe.target)
         if m is None:
             return
@@ -160,6 +166,7 @@ class Prober:
         window = max(0.0, probe.end - now)
         for h in helpers:
             self.out.send(h.addr, PingReq(seq, m.node, m.addr, self.local.addr, self.lifeguard, window))
+        probe.helpers = len(helpers)
         if self.lifeguard:
             probe.expected_nacks = len(helpers)
         if cfg.tcp_pings and (m.introducer is None or m.vouched):
@@ -181,6 +188,8 @@ class Prober:
             else:
                 self.awareness.apply_delta(1)
         self.out.count("failed_probes")
+        if self.tracing:
+            self._trace(now, seq, probe, "timeout")
         m = self.members.get(probe.target)
         if m is None or (m.state is not ALIVE and m.state is not SUSPECT):
             return
@@ -201,6 +210,9 @@ class Prober:
                     self.table.confirm(target)    # it answered our probe: it exists
                 if self.lifeguard and not probe.indirect:
                     self.awareness.apply_delta(-1)
+                if self.tracing:
+                    self._trace(now, seq=a.seq, probe=probe,
+                                outcome="indirect_ack" if probe.indirect else "ack")
                 # A round trip is measured only from the target's own ack (a helper's relayed ack
                 # carries the helper's id and two more hops).
                 if sender == probe.target or (sender is None and not probe.indirect):
@@ -219,6 +231,22 @@ class Prober:
             self.out.send(relay.requester_addr, Ack(relay.orig_seq))
             return
         self._leave_acked(a.seq)
+
+    def _trace(self, now: float, seq: int, probe: _Probe, outcome: str) -> None:
+        """Record probe ``seq``'s span (and its indirect probe's) now that it is over."""
+        m = self.members.get(probe.target)
+        attrs: dict[str, str | int | float | bool] = {
+            "gossip.member.id": str(probe.target), "gossip.member.addr": "" if m is None else m.addr,
+            "gossip.probe.seq": seq, "gossip.probe.outcome": outcome,
+            "gossip.probe.indirect": probe.indirect,
+        }
+        children: tuple[Trace, ...] = ()
+        if probe.indirect:
+            children = (Trace("gossip.probe.indirect", probe.indirect_at, now, {
+                "gossip.member.id": str(probe.target), "gossip.probe.seq": seq,
+                "gossip.probe.helpers": probe.helpers, "gossip.probe.nacks": probe.nacks,
+                "gossip.probe.outcome": outcome}),)
+        self.out.emit(Trace("gossip.probe", probe.sent_at, now, attrs, children=children))
 
     def on_nack(self, seq: int) -> None:
         """A helper could not reach the target of our probe ``seq`` (but is fine itself)."""

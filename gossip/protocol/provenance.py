@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..node import NodeID, NodeState
 
@@ -200,13 +200,17 @@ class ProvenanceBook:
 
     Members are added on their first suspicion and dropped by :meth:`forget` when the core
     forgets the member, so the book never holds more members than the core's table.
+
+    :attr:`on_close`, when set, is called with the member and the episode each time an
+    episode ends (refuted, dead or left): the core's tracing records the suspicion then.
     """
 
-    __slots__ = ("history_size", "_episodes")
+    __slots__ = ("history_size", "_episodes", "on_close")
 
     def __init__(self, history_size: int) -> None:
         self.history_size = history_size
         self._episodes: dict[NodeID, collections.deque[_Episode]] = {}
+        self.on_close: Callable[[NodeID, SuspicionEpisode], None] | None = None
 
     def _open(self, node: NodeID) -> _Episode | None:
         eps = self._episodes.get(node)
@@ -237,6 +241,8 @@ class ProvenanceBook:
         ep = self._open(node)
         if ep is not None:
             ep.outcome, ep.ended_at, ep.refuted_incarnation = "refuted", at, incarnation
+            if self.on_close is not None:
+                self.on_close(node, ep.freeze())
 
     def dead(self, node: NodeID, at: float, incarnation: int, declared_by: NodeID, by_timeout: bool,
              left: bool, via: str, relayed_by: NodeID | None) -> None:
@@ -253,6 +259,8 @@ class ProvenanceBook:
         ep.ended_at = at
         if not left:
             ep.declared_by, ep.by_timeout = declared_by, by_timeout
+        if self.on_close is not None:
+            self.on_close(node, ep.freeze())
 
     def returned(self, node: NodeID, at: float, incarnation: int) -> None:
         """A member held dead is alive again: note it on its last episode."""

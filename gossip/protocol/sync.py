@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from ..config import Config
 from ..messages import Join, JoinReply, MemberState, Ping, PushPull, PushPullReply, Update
 from ..node import PROTOCOL_VERSION, NodeID, NodeState
-from .actions import JOIN_NO_ANSWER, JoinResult
+from .actions import JOIN_NO_ANSWER, JoinResult, Trace
 from .membership import Inbound, LocalNode, Member, MemberTable
 from .merge import Merger
 from .outbox import (
@@ -74,6 +74,9 @@ class Sync:
         self.join_peers: list[str] = []
         self.joins: dict[int, str] = {}
         self.push_pulls: dict[int, str] = {}     # our push/pulls awaiting their reply
+        # With tracing: when each of those was sent (bounded like push_pulls: by its timeout).
+        self.tracing = config.tracing is not False
+        self.push_pull_sent: dict[int, float] = {}
         self.leave_pending: dict[int, tuple[Member, int]] = {}   # leave pings: seq -> (member, sent)
 
     def start(self, now: float, push_pull_stagger: float, maintenance_stagger: float) -> None:
@@ -233,13 +236,23 @@ class Sync:
         """Send our full state to ``addr``; its reply is merged as solicited until it times out."""
         seq = self.out.next_seq()
         self.push_pulls[seq] = addr
+        if self.tracing:
+            self.push_pull_sent[seq] = now
         cfg = self.config
         self.out.schedule(now + cfg.tcp_dial_timeout + cfg.tcp_deadline, T_PUSH_PULL_TIMEOUT, seq)
         self.out.send(addr, PushPull(seq, self.local.addr, self.full_state()), True)
 
-    def push_pull_timeout(self, seq: int) -> None:
+    def push_pull_timeout(self, seq: int, now: float = 0.0) -> None:
         """Our push/pull ``seq`` got no reply in time: a late one is not merged."""
-        self.push_pulls.pop(seq, None)
+        addr = self.push_pulls.pop(seq, None)
+        if self.tracing and addr is not None:
+            self._trace(now, seq, addr, "timeout", 0)
+
+    def _trace(self, now: float, seq: int, addr: str, outcome: str, states: int) -> None:
+        start = self.push_pull_sent.pop(seq, now)
+        self.out.emit(Trace("gossip.push_pull", start, now, {
+            "gossip.peer.addr": addr, "gossip.push_pull.seq": seq,
+            "gossip.push_pull.outcome": outcome, "gossip.push_pull.states": states}))
 
     def push_pull_round(self, now: float) -> None:
         """Exchange full states with one random member that may be dialed."""
@@ -271,6 +284,8 @@ class Sync:
         self.inbound.vouching = True    # it answered where we sent our own request
         self.merge.states(now, r.states, peer=peer)
         self.table.answered_at(asked, r.states)
+        if self.tracing:
+            self._trace(now, r.seq, asked, "reply", len(r.states))
 
     # ------------------------------------------------------------------ maintenance
 

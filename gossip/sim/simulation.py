@@ -26,7 +26,7 @@ from ..messages import Alive, Gossip, JoinReply, MemberState, Message, Ping, Ack
     Update
 from ..node import NodeID, NodeState
 from ..protocol import Protocol
-from ..protocol.actions import EVENT_REMOVED, EVENT_STATE, JoinResult, MemberEvent, Send
+from ..protocol.actions import EVENT_REMOVED, EVENT_STATE, JoinResult, MemberEvent, Send, Trace
 from ..protocol.insight import CLUSTER_EVENTS, ClusterEvent
 from ..tags import tags_size
 from ..wire import HEADER_OVERHEAD
@@ -156,6 +156,8 @@ class Simulation:
         # Cluster events (flapping members, partitions): counted by kind, and passed on.
         self.cluster_events: dict[str, int] = {}
         self.on_cluster_event: Callable[[int, ClusterEvent], None] | None = None
+        # With Config.tracing: the steps each core records (probes, suspicions...), passed on.
+        self.on_trace: Callable[[int, Trace], None] | None = None
         self.extra: dict[str, Any] = {}   # a scenario's own figures, added to the summary
         self.attack_report: Callable[[], dict[str, Any]] | None = None
         self.track_sizes = False
@@ -471,6 +473,10 @@ class Simulation:
                 self.cluster_events[name] = self.cluster_events.get(name, 0) + 1
                 if self.on_cluster_event is not None:
                     self.on_cluster_event(node.index, a)
+            elif t is Trace:
+                assert isinstance(a, Trace)
+                if self.on_trace is not None:
+                    self.on_trace(node.index, a)
             else:
                 assert isinstance(a, JoinResult)
                 self.join_results.append(a)

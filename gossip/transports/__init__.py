@@ -8,8 +8,11 @@
   parts are in :mod:`gossip.transports.tcp`);
 - :mod:`gossip.transports.websocket`: :class:`WebSocketTransport` (ws:// and wss://, on
   websockets' sans-I/O protocol over our own sockets and threads);
+- :mod:`gossip.transports.http.transport`: :class:`HTTPTransport` (http:// and https://,
+  POSTs of frame batches; its listener in :mod:`gossip.transports.http.server`, its WSGI and
+  ASGI applications in :mod:`gossip.transports.http.hosted`);
 - :mod:`gossip.transports.multi`: :class:`MultiTransport`, which routes each send by the
-  destination's scheme (mixed clusters of socket and WebSocket nodes);
+  destination's scheme (mixed clusters of socket, WebSocket and HTTP nodes);
 - :mod:`gossip.transports.memory`: :class:`MemoryNetwork` / :class:`MemoryTransport`
   (in-process, with fault hooks, for tests).
 
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     )
     from gossip.transports.multi import MultiTransport
     from gossip.transports.socket import SocketTransport
+    from gossip.transports.http.transport import HTTPTransport
     from gossip.transports.websocket import WebSocketTransport
 
 _LAZY = {
@@ -55,6 +59,7 @@ _LAZY = {
     "MemoryTransport": "gossip.transports.memory",
     "SocketTransport": "gossip.transports.socket",
     "WebSocketTransport": "gossip.transports.websocket",
+    "HTTPTransport": "gossip.transports.http.transport",
     "MultiTransport": "gossip.transports.multi",
 }
 
@@ -80,5 +85,6 @@ __all__ = [
     "MemoryTransport",
     "SocketTransport",
     "WebSocketTransport",
+    "HTTPTransport",
     "MultiTransport",
 ]

@@ -1,8 +1,9 @@
-"""A transport that routes by address: UDP/TCP for ``ip:port``, WebSocket for ``ws(s)://`` URLs.
+"""A transport that routes by address: UDP/TCP for ``ip:port``, WebSocket for ``ws(s)://`` URLs,
+HTTP for ``http(s)://`` URLs.
 
-:class:`MultiTransport` implements the transport interface over two transports, so that one
-cluster can mix nodes that listen on UDP/TCP with nodes that listen on WebSocket only (for
-example behind an HTTP reverse proxy that passes nothing else): every node can dial every
+:class:`MultiTransport` implements the transport interface over three transports, so that one
+cluster can mix nodes that listen on UDP/TCP with nodes that listen on WebSocket only, or on
+HTTP only (for example behind a reverse proxy that passes nothing else): every node can dial every
 scheme, and each packet goes by the scheme of its destination, which is the address that
 member advertises. A node listens only on what it advertises: the *listening* side is started
 with the node; the other side only dials, and is created and started on first use (a cluster
@@ -16,7 +17,7 @@ and a dial must never hold up the thread that sends probes; an address whose dia
 is not dialed again for a second (its packets are dropped and counted, as a lost datagram is).
 
 Received packets go straight from each transport to the engine's callbacks. :attr:`stats`
-merges both transports' counters (the WebSocket ones are all named ``ws_*``) with this
+merges the transports' counters (the WebSocket ones are named ``ws_*``, the HTTP ones ``http_*``) with this
 router's own (``tcp_out_*``).
 
 This module imports nothing from :mod:`gossip` but the errors and the transports.
@@ -31,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 
 from gossip.errors import AddressError, ClusterClosed, GossipError, TransportError
+from gossip.address import is_http_url
 from gossip.transports.base import OnPackets, OnStream, StreamConn, Transport, is_websocket_url
 
 __all__ = ["MultiTransport", "Side"]
@@ -52,22 +54,24 @@ class MultiTransport:
     Args:
         socket: the UDP/TCP side.
         websocket: the WebSocket side.
+        http: the HTTP side (:mod:`gossip.transports.http.transport`).
         socket_dial_only: the socket side binds nothing (``listen=False``): best-effort sends
             to ``ip:port`` peers go through the sender thread (see the module docstring).
         name: node name used in thread names and logs.
 
     Each side is a transport (started by :meth:`start`), a factory (called and started on
     first use) or None. The advertised address (:attr:`local_addr`) is that of the side that
-    listens: the socket side if it is a transport that listens, else the WebSocket side.
+    listens: the socket side if it is a transport that listens, else the WebSocket side, else
+    the HTTP side.
     """
 
-    def __init__(self, *, socket: Side = None, websocket: Side = None,
+    def __init__(self, *, socket: Side = None, websocket: Side = None, http: Side = None,
                  socket_dial_only: bool = False, name: str = "node") -> None:
         self._name = name
         self._lock = threading.Lock()
         self._sides: dict[str, Transport | None] = {}
         self._factories: dict[str, Callable[[], Transport]] = {}
-        for key, side in (("socket", socket), ("websocket", websocket)):
+        for key, side in (("socket", socket), ("websocket", websocket), ("http", http)):
             if side is None:
                 self._sides[key] = None
             elif isinstance(side, Transport):
@@ -75,7 +79,7 @@ class MultiTransport:
             else:
                 self._sides[key] = None
                 self._factories[key] = side
-        self._eager = [k for k in ("socket", "websocket") if self._sides[k] is not None]
+        self._eager = [k for k in ("socket", "websocket", "http") if self._sides[k] is not None]
         self._dial_only = socket_dial_only
         self._on_packets: OnPackets | None = None
         self._on_stream: OnStream | None = None
@@ -101,6 +105,11 @@ class MultiTransport:
         """The WebSocket side, if it was created."""
         return self._sides["websocket"]
 
+    @property
+    def http(self) -> Transport | None:
+        """The HTTP side, if it was created."""
+        return self._sides["http"]
+
     def _side(self, key: str, addr: str) -> Transport:
         side = self._sides[key]
         if side is not None:
@@ -115,7 +124,7 @@ class MultiTransport:
                 return side
             factory = self._factories.get(key)
             if factory is None:
-                what = "WebSocket URLs" if key == "websocket" else "ip:port addresses"
+                what = {"websocket": "WebSocket URLs", "http": "HTTP URLs"}.get(key, "ip:port addresses")
                 raise AddressError(f"cannot reach {addr!r}: this node has no transport for {what}")
             side = factory()
             assert self._on_packets is not None
@@ -127,14 +136,15 @@ class MultiTransport:
         return side
 
     def _route(self, addr: str) -> tuple[str, Transport]:
-        key = "websocket" if is_websocket_url(addr) else "socket"
+        key = "websocket" if is_websocket_url(addr) else "http" if is_http_url(addr) else "socket"
         return key, self._side(key, addr)
 
     # ------------------------------------------------------------------ Transport interface
 
     @property
     def local_addr(self) -> str:
-        """The listening side's address (``ip:port`` or a ``ws(s)://`` URL); ``""`` if none."""
+        """The listening side's address (``ip:port``, a ``ws(s)://`` or ``http(s)://`` URL);
+        ``""`` if none."""
         for key in self._eager:
             side = self._sides[key]
             if side is None:
@@ -147,9 +157,11 @@ class MultiTransport:
         return ""
 
     def link_kind(self, addr: str, reliable: bool) -> str:
-        """Name the link a packet to ``addr`` takes (``udp``, ``tcp``, ``ws``)."""
+        """Name the link a packet to ``addr`` takes (``udp``, ``tcp``, ``ws``, ``http``)."""
         if is_websocket_url(addr):
             return "ws"
+        if is_http_url(addr):
+            return "http"
         if self._dial_only:
             return "tcp"
         side = self._sides["socket"]
@@ -159,7 +171,7 @@ class MultiTransport:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Both sides' counters merged, plus ``tcp_out_*`` (the dial-only sender)."""
+        """Every side's counters merged, plus ``tcp_out_*`` (the dial-only sender)."""
         out: dict[str, int] = {}
         for side in self._sides.values():
             if side is not None:
@@ -213,7 +225,7 @@ class MultiTransport:
         return self._route(addr)[1].dial_stream(addr, timeout)
 
     def close(self) -> None:
-        """Close both sides and join the sender thread (idempotent)."""
+        """Close every side and join the sender thread (idempotent)."""
         with self._lock:
             if self._closed:
                 return

@@ -11,7 +11,7 @@ from gossip.node import NodeID, NodeState
 from gossip.protocol.flap import MemberFlapping
 from gossip.protocol.insight import ClusterEvent
 from gossip.protocol.partition import PartitionHealed, PartitionSuspected
-from gossip.protocol.actions import Send
+from gossip.protocol.actions import Send, Trace
 from gossip.sim import Simulation
 from gossip.sim.network import LinkModel
 from gossip.sim.scenarios import ScenarioParams, run_scenario
@@ -135,3 +135,23 @@ def test_a_60_40_partition_is_suspected_on_both_sides_and_heals() -> None:
     assert r["converged_s"] is not None, replay
     assert r["partition_healed"] == [30, 20], replay      # and every node saw it heal
     assert r["cluster_events"].get("MemberFlapping", 0) == 0, replay  # type: ignore[union-attr]
+
+
+def test_a_traced_simulation_passes_on_the_suspicion_of_a_crashed_member() -> None:
+    """With Config.tracing the cores record their steps; the simulator hands them to on_trace
+    (and a run without it ignores them): the crash of a member ends every survivor's
+    suspicion of it as dead."""
+    n, seed = 8, 3
+    sim = cluster(n, seed, Config.lan(tracing=True))
+    steps: list[tuple[int, Trace]] = []
+    sim.run_until(5.0)        # no observer yet: the records are dropped
+    sim.on_trace = lambda observer, step: steps.append((observer, step))
+    victim = 5
+    sim.crash(victim)
+    sim.run_until(60.0)
+    vid = str(sim.nodes[victim].id)
+    ended = {i for i, st in steps if st.name == "gossip.suspicion" and st.attrs["gossip.member.id"] == vid
+             and st.attrs["gossip.suspicion.outcome"] == "dead"}
+    assert ended == set(range(n)) - {victim}
+    assert any(st.name == "gossip.probe" and st.attrs["gossip.probe.outcome"] == "timeout"
+               and st.attrs["gossip.member.id"] == vid for _, st in steps)

@@ -3,6 +3,7 @@ a peer that misbehaves on purpose: a raw TCP server on loopback answers each req
 
 from __future__ import annotations
 
+import selectors
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -10,7 +11,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from gossip.errors import ClusterClosed, GossipTimeout, SendError
+from gossip.testing import wait_until
 from gossip.transports.socket import SocketTransport
+from gossip.transports.tcp import io_loop
 from gossip.transports.tcp import requests as requests_mod
 from gossip.transports.tcp.frames import PREAMBLE_FRAMES, encode_frame, parse_frames
 
@@ -180,3 +183,81 @@ def test_a_request_after_close_is_refused(transport: SocketTransport) -> None:
             transport.request(peer.addr, b"x", 1.0)
     finally:
         peer.close()
+
+
+class _RecordingSelector(selectors.DefaultSelector):
+    """A selector that notes the timeout each ``select`` is called with, by thread name."""
+
+    calls: list[tuple[str, float | None]] = []
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        _RecordingSelector.calls.append((threading.current_thread().name, timeout))
+        return super().select(timeout)
+
+
+def test_an_idle_transport_sleeps_long_and_a_request_connection_going_idle_wakes_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no connection, the I/O thread sleeps up to IDLE_WAIT, not a tick (an idle node's
+    wake-ups); a request connection entering the idle pool wakes it, so its idle deadline still
+    acts within a tick of ``idle_timeout``, not IDLE_WAIT later."""
+    calls = _RecordingSelector.calls
+    calls.clear()
+    monkeypatch.setattr(selectors, "DefaultSelector", _RecordingSelector)
+    t = SocketTransport("127.0.0.1:0", name="idle", idle_timeout=0.3)
+    t.start(lambda batch: None)
+    monkeypatch.undo()      # the transport has its selector; nothing else is recorded
+    peer = Peer(echo)
+    try:
+        def longest() -> float:
+            return max((s or 0.0) for name, s in list(calls) if name.endswith("-tcp-io"))
+
+        wait_until(lambda: longest() > io_loop.TICK, timeout=10.0, what="a sleep longer than a tick")
+        assert longest() <= io_loop.IDLE_WAIT
+        assert t.request(peer.addr, b"1", 5.0) == b"re:1"
+        assert t._requests.idle_count() == 1
+        # well under IDLE_WAIT: the pool's first idle connection woke the loop
+        wait_until(lambda: t._requests.idle_count() == 0, timeout=io_loop.IDLE_WAIT - 1.5,
+                   what="the idle request connection closed")
+        assert t.stats["tcp_idle_closed"] == 1
+    finally:
+        t.close()
+        peer.close()
+
+
+def test_the_loop_sleeps_until_the_earliest_deadline_once_quiet() -> None:
+    nxt = io_loop.IoLoop._next_sweep
+    assert nxt(100.0, None) == 100.0 + io_loop.IDLE_WAIT
+    assert nxt(100.0, 101.0) == 101.0 + io_loop.TICK
+    assert nxt(100.0, 99.0) == 100.0 + io_loop.TICK        # overdue: within a tick
+    assert nxt(100.0, 200.0) == 100.0 + io_loop.IDLE_WAIT
+
+
+def test_connections_held_open_do_not_make_the_quiet_loop_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's pooled and accepted connections wait for their idle deadline (a minute): once
+    quiet, both sides' I/O threads sleep longer than a tick, and the connections stay open."""
+    calls = _RecordingSelector.calls
+    calls.clear()
+    got: list[object] = []
+    monkeypatch.setattr(selectors, "DefaultSelector", _RecordingSelector)
+    a = SocketTransport("127.0.0.1:0", name="held-a")
+    b = SocketTransport("127.0.0.1:0", name="held-b")
+    a.start(lambda batch: None)
+    b.start(got.extend)
+    monkeypatch.undo()
+    try:
+        a.send(b.local_addr, b"frame", reliable=True)
+        wait_until(lambda: len(got) == 1, timeout=10.0, what="the frame")
+        assert a._loop.counts() == (0, 1) and b._loop.counts() == (1, 0)
+        start = len(calls)
+
+        def slept_long(side: str) -> bool:
+            return any(name.endswith(f"{side}-tcp-io") and (s or 0.0) > io_loop.TICK
+                       for name, s in list(calls)[start:])
+
+        wait_until(lambda: slept_long("held-a") and slept_long("held-b"), timeout=10.0,
+                   what="both loops sleeping longer than a tick")
+        assert a._loop.counts() == (0, 1) and b._loop.counts() == (1, 0)
+        assert a.stats["tcp_idle_closed"] == 0 and b.stats["tcp_idle_closed"] == 0
+    finally:
+        a.close()
+        b.close()

@@ -319,6 +319,9 @@ class FrameConn:
                     cond.notify_all()
                     return  # writing stays True: the I/O loop finishes on writability
                 cond.notify_all()
+                if not self.wq and not self.want_write:
+                    self.writing = False  # all written, nothing left: done, without a lock more
+                    return
 
     def _written_locked(self, sent: int) -> None:
         """Retire the frame lengths covered by ``sent`` more written bytes."""

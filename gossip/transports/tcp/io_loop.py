@@ -6,7 +6,10 @@ buffer, emits every whole frame of one read as one batch, finishes writes the so
 take at once, and once per tick closes the connections that went idle, that let a frame
 trickle in for longer than ``frame_timeout``, or that were not trusted within
 ``preauth_timeout``. An accepted connection whose preamble says "stream" leaves the selector and
-is handed over through ``accept_stream``.
+is handed over through ``accept_stream``. The sweep runs every :data:`TICK` while anything
+happens; once quiet (an idle node, whose connections wait for their idle deadline), the loop
+sleeps until the earliest deadline of its connections and of the idle request connections, an
+event, or :data:`IDLE_WAIT`, whichever comes first.
 
 It owns the tables of registered connections (accepted, pooled outgoing, and those waiting to
 be registered, looked at again or closed) and the lock that guards them: a socket registered
@@ -44,7 +47,9 @@ __all__ = ["IoLoop", "TICK"]
 
 _log = logging.getLogger("gossip.transports.socket")
 
-TICK: Final = 0.5  # the loop's longest sleep: bounds how late idle and frame deadlines act
+TICK: Final = 0.5  # how late idle, frame and trust deadlines act at most: the sweep's period
+# while anything happens
+IDLE_WAIT: Final = 5.0  # the loop's longest sleep once quiet (an idle node)
 _READ_CHUNK = 256 * 1024
 _ACCEPT_BURST = 64
 _LISTENER = "listener"
@@ -66,7 +71,9 @@ class IoLoop:
         count: ``count(name, n)`` adds to a transport counter.
         emit: called with each batch of received frames.
         accept_stream: called with each accepted stream connection (see :data:`AcceptStream`).
-        sweep_more: called once per tick with the time (the idle request connections).
+        sweep_more: called at each sweep with the time (the idle request connections); returns
+            when it next needs a sweep (None: not before something changes; a change that
+            needs one wakes the loop).
         is_closed: True once the transport is closed.
         stop: set when the transport closes.
     """
@@ -74,7 +81,7 @@ class IoLoop:
     def __init__(self, *, name: str, limits: ConnectionLimits, admission: Admission,
                  dials: DialBudget, count: Callable[[str, int], None],
                  emit: Callable[[list[Incoming]], None], accept_stream: AcceptStream,
-                 sweep_more: Callable[[float], None], is_closed: Callable[[], bool],
+                 sweep_more: Callable[[float], float | None], is_closed: Callable[[], bool],
                  stop: threading.Event) -> None:
         self._name = name
         self._limits = limits
@@ -205,6 +212,10 @@ class IoLoop:
         with self._lock:
             return len(self._accepted), len(self._out)
 
+    def wake(self) -> None:
+        """Wake the I/O thread so that it looks at its tables and deadlines again."""
+        self._wake()
+
     def _wake(self) -> None:
         if self.waker is not None:
             self.waker.wake()
@@ -220,7 +231,7 @@ class IoLoop:
             while not self._stop.is_set():
                 try:
                     self._apply_pending(sel)
-                    events = sel.select(timeout=TICK)
+                    events = sel.select(timeout=max(0.0, next_sweep - time.monotonic()))
                     now = time.monotonic()
                     for key, mask in events:
                         if self._stop.is_set():
@@ -235,9 +246,10 @@ class IoLoop:
                                 self._on_writable(sel, data)
                             if mask & selectors.EVENT_READ and not data.closed:
                                 self._read(sel, data, now)
+                    if events:      # activity may bring deadlines closer: sweep within a tick
+                        next_sweep = min(next_sweep, now + TICK)
                     if now >= next_sweep:
-                        next_sweep = now + TICK
-                        self._sweep(sel, now)
+                        next_sweep = self._next_sweep(now, self._sweep(sel, now))
                 except Exception:
                     if self._stop.is_set():
                         break
@@ -438,14 +450,24 @@ class IoLoop:
         conn.ticket = None  # the connection's place in the counts moves to the stream
         self._accept_stream(conn.sock, conn.key, conn.ip, leftover, ticket)
 
-    def _sweep(self, sel: selectors.BaseSelector, now: float) -> None:
+    @staticmethod
+    def _next_sweep(now: float, due: float | None) -> float:
+        """When to sweep next, once quiet: when the earliest deadline ``due`` falls due (a tick
+        late at most, as with a periodic tick), and at most :data:`IDLE_WAIT` from now. Any
+        event (a read, an accept, a wake-up) brings the sweep back within a tick."""
+        if due is None:
+            return now + IDLE_WAIT
+        return min(now + IDLE_WAIT, max(due, now) + TICK)
+
+    def _sweep(self, sel: selectors.BaseSelector, now: float) -> float | None:
         """Close idle connections, those whose frame has been arriving for too long, and
-        accepted ones not trusted in time."""
+        accepted ones not trusted in time; return the earliest deadline of those left and of
+        the idle request connections (``sweep_more``), or None if there is none."""
         limits = self._limits
         idle_limit = now - limits.idle_timeout
         frame_limit = now - limits.frame_timeout
         trust_limit = now - limits.preauth_timeout
-        self._sweep_more(now)
+        due = self._sweep_more(now)
         with self._lock:
             conns = list(self._accepted) + list(self._out.values())
         for conn in conns:
@@ -456,11 +478,22 @@ class IoLoop:
                 _log.debug("%s ! %s: no frame accepted within %.1fs; closing", self._name,
                            conn.key, limits.preauth_timeout)
                 self._close_registered(sel, conn)
-            elif conn.partial_since and conn.partial_since < frame_limit:
+                continue
+            if conn.partial_since and conn.partial_since < frame_limit:
                 self._count("tcp_frame_timeouts", 1)
                 _log.debug("%s ! %s: a frame did not arrive whole within %.1fs; closing",
                            self._name, conn.key, limits.frame_timeout)
                 self._close_registered(sel, conn)
-            elif conn.last_active < idle_limit and not conn.writing:
+                continue
+            if conn.last_active < idle_limit and not conn.writing:
                 self._count("tcp_idle_closed", 1)
                 self._close_registered(sel, conn)
+                continue
+            # still open: when it next needs a look (a writer at work: every tick)
+            at = now if conn.writing else conn.last_active + limits.idle_timeout
+            if not conn.trusted:
+                at = min(at, conn.accepted_at + limits.preauth_timeout)
+            if conn.partial_since:
+                at = min(at, conn.partial_since + limits.frame_timeout)
+            due = at if due is None else min(due, at)
+        return due

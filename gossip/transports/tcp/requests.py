@@ -52,12 +52,16 @@ class Requests:
         dial: opens a connection (see :data:`Dial`).
         take_slot: takes a place in the dial budget for an address (or raises ConnectError).
         release: closes a connection's socket and gives its slot back.
+        wake: called when a connection enters an empty idle pool, so that the I/O loop, which
+            sleeps long while it has nothing to sweep, learns of its idle deadline.
     """
 
     def __init__(self, ctx: ConnContext, *, idle_timeout: float, dial: Dial,
                  take_slot: Callable[[str], DialSlot], release_slot: Callable[[DialSlot], None],
-                 release: Callable[[FrameConn], None]) -> None:
+                 release: Callable[[FrameConn], None],
+                 wake: Callable[[], None] = lambda: None) -> None:
         self._ctx = ctx
+        self._wake = wake
         self._idle_timeout = idle_timeout
         self._dial = dial
         self._take_slot = take_slot
@@ -119,9 +123,12 @@ class Requests:
                     self._active.pop(conn, None)
                     keep = (clean and not self._closed
                             and len(self._idle.get(key, ())) < IDLE_PER_ADDR)
+                    first = keep and not self._idle
                     if keep:
                         conn.last_active = time.monotonic()
                         self._idle.setdefault(key, []).append(conn)
+                if first:
+                    self._wake()
                 if not keep:
                     conn.closed = True
                     self._release(conn)
@@ -197,10 +204,12 @@ class Requests:
             conn.closed = True
             self._release(conn)
 
-    def sweep(self, now: float) -> None:
-        """Close the idle connections unused for ``idle_timeout`` (counted ``tcp_idle_closed``)."""
+    def sweep(self, now: float) -> float | None:
+        """Close the idle connections unused for ``idle_timeout`` (counted ``tcp_idle_closed``);
+        return when the next one left falls due (None: none is left)."""
         idle_limit = now - self._idle_timeout
         stale: list[FrameConn] = []
+        oldest: float | None = None
         with self._lock:
             for key in list(self._idle):
                 idle = self._idle[key]
@@ -208,12 +217,15 @@ class Requests:
                 stale += [c for c in idle if c.last_active < idle_limit]
                 if keep:
                     self._idle[key] = keep
+                    first = min(c.last_active for c in keep)
+                    oldest = first if oldest is None else min(oldest, first)
                 else:
                     del self._idle[key]
         for conn in stale:
             self._ctx.count("tcp_idle_closed", 1)
             conn.closed = True
             self._release(conn)
+        return None if oldest is None else oldest + self._idle_timeout
 
     def idle_count(self) -> int:
         """Idle request connections held now."""

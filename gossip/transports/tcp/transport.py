@@ -168,7 +168,7 @@ class SocketTransport:
         self._requests = Requests(
             self._loop.ctx, idle_timeout=limits.idle_timeout, dial=self._dial,
             take_slot=self._dial_slot, release_slot=self._dials.release,
-            release=self._loop.release)
+            release=self._loop.release, wake=self._loop.wake)
 
     # ------------------------------------------------------------------ public API
 
@@ -520,8 +520,8 @@ class SocketTransport:
             self._counters.inc("callback_errors")
             _log.error("%s ! on_packets raised", self._name, exc_info=True)
 
-    def _sweep_requests(self, now: float) -> None:
-        self._requests.sweep(now)
+    def _sweep_requests(self, now: float) -> float | None:
+        return self._requests.sweep(now)
 
     def _accepted_stream(self, sock: socket.socket, peer: str, ip: str, leftover: bytes,
                          ticket: Ticket | None) -> None:
