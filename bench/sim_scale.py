@@ -5,7 +5,7 @@ every node sees every node) and the ``crash`` scenario (one node killed in a con
 seconds until every survivor has dropped it), each size in a process of its own so that its
 peak RSS is its own, and prints one table row: join convergence, crash detection by all, false
 deaths, messages and bytes per node per second (of the crash run: steady state plus one
-failure), peak RSS and wall time.
+failure), peak RSS, wall and CPU time (and the load average: the machine may be shared).
 
     python bench/sim_scale.py                       # N = 100, 1000, 5000
     python bench/sim_scale.py --sizes 1000 5000 10000
@@ -29,7 +29,7 @@ import time
 from gossip.sim.scenarios import COMPACT_FROM, ScenarioParams, run_scenario
 
 # Measured (peak RSS of 1,000- and 2,000-node crash runs, less the interpreter): bytes per
-# (node, member) pair.
+# (node, member) pair; a safe margin for compact tables (the 10,000-node crash run: about 50).
 _BYTES_PER_PAIR = {"objects": 430, "compact": 75}
 
 
@@ -45,19 +45,30 @@ def _available_memory() -> int:
     return 1 << 62
 
 
-def _one(n: int, seed: int, tables: str) -> dict[str, object]:
-    """Run both scenarios at size ``n`` in this process and return the figures."""
-    t0 = time.perf_counter()
-    join = run_scenario(ScenarioParams(scenario="join", nodes=n, seed=seed, duration=60.0, tables=tables))
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _one(n: int, seed: int, tables: str, join: bool) -> dict[str, object]:
+    """Run both scenarios (the crash only, unless ``join``) at size ``n`` in this process and
+    return the figures."""
+    t0, c0 = time.perf_counter(), _cpu()
+    out: dict[str, object] = {"nodes": n, "join_converged_s": "-", "join_wall_s": "-", "join_cpu_s": "-",
+                              "false_dead": 0}
+    if join:
+        c = _cpu()
+        r = run_scenario(ScenarioParams(scenario="join", nodes=n, seed=seed, duration=60.0, tables=tables))
+        out.update(join_converged_s=r["converged_s"], join_wall_s=r["wall_s"], join_cpu_s=round(_cpu() - c, 1),
+                   false_dead=r["false_dead"])
+    c = _cpu()
     crash = run_scenario(ScenarioParams(scenario="crash", nodes=n, seed=seed, duration=90.0, tables=tables))
-    return {
-        "nodes": n, "join_converged_s": join["converged_s"], "join_wall_s": join["wall_s"],
-        "crash_detect_all_s": crash["detect_all_s"], "crash_wall_s": crash["wall_s"],
-        "false_dead": join["false_dead"] + crash["false_dead"],
-        "msgs_per_node_s": crash["msgs_per_node_s"], "bytes_per_node_s": crash["bytes_per_node_s"],
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "wall_s": round(time.perf_counter() - t0, 1),
-    }
+    out.update(crash_detect_all_s=crash["detect_all_s"], crash_wall_s=crash["wall_s"],
+               crash_cpu_s=round(_cpu() - c, 1), false_dead=int(out["false_dead"]) + crash["false_dead"],  # type: ignore[call-overload]
+               msgs_per_node_s=crash["msgs_per_node_s"], bytes_per_node_s=crash["bytes_per_node_s"],
+               peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+               wall_s=round(time.perf_counter() - t0, 1), cpu_s=round(_cpu() - c0, 1))
+    return out
 
 
 def main() -> int:
@@ -66,13 +77,16 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tables", choices=("auto", "objects", "compact"), default="auto")
     ap.add_argument("--budget", type=float, default=3600.0, help="skip sizes once this much wall time is spent")
+    ap.add_argument("--join-max", type=int, default=5000,
+                    help="run the join scenario up to this size (above it, the crash scenario only)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)   # run one size here, print JSON
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(_one(args.one, args.seed, args.tables)))
+        print(json.dumps(_one(args.one, args.seed, args.tables, args.one <= args.join_max)))
         return 0
     header = (f"{'N':>6} {'join conv s':>11} {'crash all s':>11} {'false dead':>10} {'msgs/node/s':>11} "
-              f"{'bytes/node/s':>12} {'peak RSS MiB':>12} {'join wall s':>11} {'crash wall s':>12} {'wall s':>7}")
+              f"{'bytes/node/s':>12} {'peak RSS MiB':>12} {'join wall s':>11} {'join cpu s':>10} "
+              f"{'crash wall s':>12} {'crash cpu s':>11} {'wall s':>7} {'cpu s':>7} {'load':>5}")
     print(header)
     print("-" * len(header))
     spent = 0.0
@@ -88,14 +102,17 @@ def main() -> int:
             continue
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", str(n), "--seed", str(args.seed),
-                              "--tables", args.tables], capture_output=True, text=True, check=True)
+                              "--tables", args.tables, "--join-max", str(args.join_max)],
+                             capture_output=True, text=True, check=True)
         spent += time.perf_counter() - t0
         r = json.loads(out.stdout)
         print(f"{n:>6} {str(r['join_converged_s']):>11} {str(r['crash_detect_all_s']):>11} {r['false_dead']:>10} "
               f"{r['msgs_per_node_s']:>11} {r['bytes_per_node_s']:>12} {r['peak_rss_mib']:>12} "
-              f"{r['join_wall_s']:>11} {r['crash_wall_s']:>12} {r['wall_s']:>7}", flush=True)
+              f"{r['join_wall_s']:>11} {r['join_cpu_s']:>10} {r['crash_wall_s']:>12} {r['crash_cpu_s']:>11} "
+              f"{r['wall_s']:>7} {r['cpu_s']:>7} {os.getloadavg()[0]:>5.1f}", flush=True)
     print(f"\ntables: {args.tables} (compact from {COMPACT_FROM} nodes with auto); msgs and bytes per node "
-          "per second are those of the crash run (steady state plus one failure).")
+          "per second are those of the crash run (steady state plus one failure); join only up to "
+          f"{args.join_max} nodes (--join-max); load: the 1-minute load average when the size finished.")
     print("reproduce: python bench/sim_scale.py " + " ".join(sys.argv[1:]))
     return 0
 

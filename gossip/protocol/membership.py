@@ -372,16 +372,17 @@ class MemberTable:
     def bootstrap(self, now: float, states: Iterable[MemberState], self_id: NodeID) -> None:
         """Add the alive members of ``states`` (other than ``self_id``) without events, as
         members that showed themselves, then shuffle the probe order."""
-        fresh: dict[NodeID, MemberState] = {}
         members = self.members
-        known = len(members) > 0
         me = self_id.int
-        for s in states:
-            node = s.node
-            if s.state is ALIVE and node.int != me and node not in fresh and not (known and node in members):
-                fresh[node] = s
-        self.store.bulk_add(self.members, self.ids, self.cids, self.probe_list, self._in_probe_list,
-                            list(fresh.values()), now)
+        fresh = [s for s in states if s.state is ALIVE and s.node.int != me]
+        # The common case, an empty table and distinct members, costs no id hashing.
+        if members or len({s.node.int for s in fresh}) != len(fresh):
+            firsts: dict[NodeID, MemberState] = {}
+            for s in fresh:
+                if s.node not in firsts and s.node not in members:
+                    firsts[s.node] = s
+            fresh = list(firsts.values())
+        self.store.bulk_add(self.members, self.ids, self.cids, self.probe_list, self._in_probe_list, fresh, now)
         self.counts[ALIVE] += len(fresh)
         self.store.shuffle(self.rng, self.probe_list)
         self.states_cache = None

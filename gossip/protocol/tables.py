@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, MutableSequence, Sequence
 from typing import Any, Protocol
 
@@ -30,7 +31,28 @@ from ..tags import NO_TAGS
 from .rtt import RttWindow
 from .suspicion import Suspicion
 
-__all__ = ["Member", "IdList", "IdSet", "TableStore", "ObjectStore", "ObjectIdList"]
+__all__ = ["Member", "IdList", "IdSet", "TableStore", "ObjectStore", "ObjectIdList", "shuffle"]
+
+
+def shuffle(rng: random.Random, x: MutableSequence[Any]) -> None:
+    """Shuffle ``x`` in place exactly as ``rng.shuffle(x)`` does (the same draws, the same
+    permutation), a few times faster for long sequences: the loop of :meth:`random.Random.shuffle`
+    with its draws inlined. A generator that overrides its drawing goes through ``rng.shuffle``."""
+    cls = type(rng)
+    if cls.shuffle is not random.Random.shuffle or \
+            cls._randbelow is not random.Random._randbelow_with_getrandbits:  # type: ignore[attr-defined]
+        rng.shuffle(x)
+        return
+    getrandbits = rng.getrandbits
+    items = list(x)
+    for i in reversed(range(1, len(items))):
+        n = i + 1
+        k = n.bit_length()
+        j = getrandbits(k)
+        while j >= n:
+            j = getrandbits(k)
+        items[i], items[j] = items[j], items[i]
+    x[:] = array(x.typecode, items) if isinstance(x, array) else items
 
 
 class Member:
@@ -236,4 +258,4 @@ class ObjectStore:
 
     def shuffle(self, rng: random.Random, order: MutableSequence[NodeID]) -> None:
         """``rng.shuffle(order)``."""
-        rng.shuffle(order)
+        shuffle(rng, order)

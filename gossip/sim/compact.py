@@ -27,6 +27,9 @@ from __future__ import annotations
 import math
 import random
 from array import array
+from collections import deque
+from itertools import repeat
+from operator import is_, itemgetter
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, MutableSequence, Sequence, ValuesView
 from typing import Any, overload
 
@@ -35,7 +38,7 @@ from ..node import PROTOCOL_VERSION, NodeID, NodeState
 from ..protocol.rtt import RttWindow
 from ..protocol.suspicion import Suspicion
 from ..tags import NO_TAGS
-from ..protocol.tables import IdList, IdSet, Member, ObjectStore
+from ..protocol.tables import IdList, IdSet, Member, ObjectStore, shuffle
 
 __all__ = ["Registry", "CompactStore", "CompactMember", "CompactMembers"]
 
@@ -48,24 +51,93 @@ ALIVE = NodeState.ALIVE
 class Registry:
     """Numbers member ids once for all the tables of a simulation."""
 
-    __slots__ = ("ids", "index", "addrs")
+    __slots__ = ("ids", "index", "by_int", "addrs", "_plain")
 
     def __init__(self) -> None:
         self.ids: list[NodeID] = []
         self.index: dict[NodeID, int] = {}
+        self.by_int: dict[int, int] = {}     # the same numbers by ``NodeID.int`` (cheaper to hash)
         self.addrs: list[str] = []
+        # States found plain (every field but the incarnation at its default) by
+        # CompactStore.bulk_add: id -> (state, number). A bootstrap hands the same states to
+        # every core; each is examined once.
+        self._plain: dict[int, tuple[MemberState, int]] = {}
 
     def intern(self, node: NodeID, addr: str) -> int:
         """Return the number of ``node`` (registering it, at ``addr``, if new)."""
         g = self.index.get(node)
         if g is None:
             g = self.index[node] = len(self.ids)
+            self.by_int[node.int] = g
             self.ids.append(node)
             self.addrs.append(addr)
         return g
 
+    def plain(self, states: Sequence[MemberState]) -> list[int] | None:
+        """Return the numbers of ``states`` if each is alive, at its registered address, and
+        every other field but the incarnation is at its default; None otherwise."""
+        memo = self._plain
+        hits: list[Any] = list(map(memo.get, map(id, states)))
+        if None not in hits and all(map(is_, map(_first, hits), states)):   # seen before: C loops
+            return list(map(_second, hits))
+        gs: list[int] = []
+        append = gs.append
+        for s in states:
+            hit = memo.get(id(s))
+            if hit is not None and hit[0] is s:
+                append(hit[1])
+                continue
+            g = self.by_int.get(s.node.int)
+            if g is None or s.state is not ALIVE or s.addr != self.addrs[g] or s.meta or s.meta_stamp \
+                    or s.pv != PROTOCOL_VERSION or s.av or s.tags:
+                return None
+            if len(memo) >= 1 << 17:
+                memo.clear()
+            memo[id(s)] = (s, g)
+            append(g)
+        return gs
+
     def __len__(self) -> int:
         return len(self.ids)
+
+
+_first, _second = itemgetter(0), itemgetter(1)
+
+
+def _runs(gs: list[int], limit: int = 8) -> list[tuple[int, int, int]] | None:
+    """Split ``gs`` into runs of consecutive numbers: ``(offset in gs, first number, length)``;
+    None if it takes more than ``limit`` runs (each found by a binary search of slice
+    comparisons, so a bootstrap's table, every number but one, costs a few C loops)."""
+    out: list[tuple[int, int, int]] = []
+    i, n = 0, len(gs)
+    while i < n:
+        if len(out) == limit:
+            return None
+        g0 = gs[i]
+        lo, hi = 1, n - i          # gs[i:i+lo] is a run; find the longest
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if gs[i:i + mid] == list(range(g0, g0 + mid)):
+                lo = mid
+            else:
+                hi = mid - 1
+        out.append((i, g0, lo))
+        i += lo
+    return out
+
+
+def _store(setitem: Any, keys: Iterable[int], values: Iterable[Any]) -> None:
+    """``setitem(k, v)`` for each pair of ``keys`` and ``values``, looping in C."""
+    deque(map(setitem, keys, values), maxlen=0)
+
+
+def _positions(pos: Any, gs: list[int], runs: list[tuple[int, int, int]] | None, start: int) -> None:
+    """``pos[gs[k]] = start + k`` for each k (by slices over ``runs`` when given)."""
+    if runs is None:
+        _store(pos.__setitem__, gs, range(start, start + len(gs)))
+        return
+    for i, g0, n in runs:
+        pos[g0:g0 + n] = array("i", range(start + i, start + i + n))
 
 
 def _grow(arr: Any, size: int, fill: Any) -> None:
@@ -517,56 +589,64 @@ class CompactStore:
         assert isinstance(members, CompactMembers) and isinstance(ids, CompactIdList)
         assert isinstance(cids, CompactIdList) and isinstance(probe, CompactProbeOrder)
         assert isinstance(in_probe, CompactIdSet)
-        index = self.registry.index
-        try:
-            gs = [index[s.node] for s in states]
-        except KeyError:
-            intern = self.registry.intern
-            gs = [intern(s.node, s.addr) for s in states]
-        if not gs:
-            return
-        top = max(gs)
-        members._ensure(top)
-        addrs = self.registry.addrs
-        if any(s.addr != addrs[g] or s.meta or s.meta_stamp or s.pv != PROTOCOL_VERSION or s.av or s.tags
-               or s.state is not ALIVE
-               for s, g in zip(states, gs)):
-            # Some field off its default: one member at a time.
+        reg = self.registry
+        gs = reg.plain(states)
+        if gs is None:
+            # Some field off its default, or a member not registered: one member at a time.
+            for s in states:
+                reg.intern(s.node, s.addr)
             ObjectStore.bulk_add(self, members, ids, cids, probe, in_probe, states, now)  # type: ignore[arg-type]
             return
-        plain = list(zip(states, gs))
-        code = _CODE[NodeState.ALIVE]
-        st, vouched, inc, changed, pos, order = (members.st, members.vouched, members.inc, members.changed,
-                                                 members.pos, members.order)
-        extras = members._extras
-        for s, g in plain:
-            st[g] = code
-            vouched[g] = 0
-            inc[g] = s.incarnation
-            changed[g] = now
-            for extra in extras:
-                if g in extra:
-                    del extra[g]
-        start = len(order)
-        order.extend(array("i", [g for _, g in plain]))
-        for i, (_, g) in enumerate(plain, start):
-            pos[g] = i
-        members.count += len(plain)
+        if not gs:
+            return
+        members._ensure(max(gs))
+        size = len(members.st)
+        # Array-wide stores in C (``map`` over the arrays' own ``__setitem__``), not a loop of
+        # Python statements per member: a bootstrap enters N members in each of N tables.
+        incs = [s.incarnation for s in states]
+        runs = _runs(gs)
+        if runs is None:
+            _store(members.st.__setitem__, gs, repeat(_CODE[ALIVE]))
+            _store(members.vouched.__setitem__, gs, repeat(0))
+            _store(members.inc.__setitem__, gs, incs)
+            _store(members.changed.__setitem__, gs, repeat(now))
+        else:
+            alive = bytes((_CODE[ALIVE],))
+            for i, g0, n in runs:
+                members.st[g0:g0 + n] = alive * n
+                members.vouched[g0:g0 + n] = bytes(n)
+                members.inc[g0:g0 + n] = array("I", incs[i:i + n])
+                members.changed[g0:g0 + n] = array("d", (now,)) * n
+        for extra in members._extras:
+            if extra:
+                for g in gs:
+                    extra.pop(g, None)
+        order = members.order
+        _positions(members.pos, gs, runs, len(order))
+        order.extend(array("i", gs))
+        members.count += len(gs)
         for lst in (ids, cids):
-            _grow(lst.pos, max(top + 1, len(self.registry)), -1)
-            start = len(lst.arr)
-            lst.arr.extend(array("i", [g for _, g in plain]))
-            lpos = lst.pos
-            for i, (_, g) in enumerate(plain, start):
-                lpos[g] = i
-        _grow(in_probe.flags, max(top + 1, len(self.registry)), 0)
+            _grow(lst.pos, size, -1)
+            _positions(lst.pos, gs, runs, len(lst.arr))
+            lst.arr.extend(array("i", gs))
+        _grow(in_probe.flags, size, 0)
         flags = in_probe.flags
-        for _, g in plain:
-            if not flags[g]:
-                flags[g] = 1
-                probe.arr.append(g)
+        if flags.find(1) < 0 and len(set(gs)) == len(gs):
+            new = gs
+        else:
+            new = []
+            for g in gs:
+                if not flags[g]:
+                    flags[g] = 1
+                    new.append(g)
+        if new is gs and runs is not None:
+            for _, g0, n in runs:
+                flags[g0:g0 + n] = b"\x01" * n
+        else:
+            _store(flags.__setitem__, new, repeat(1))
+        probe.arr.extend(array("i", new))
 
     def shuffle(self, rng: random.Random, order: MutableSequence[NodeID]) -> None:
         """Shuffle the array of registry numbers under ``order``: the same draws and the same
         permutation as shuffling the ids."""
-        rng.shuffle(order.arr if isinstance(order, CompactProbeOrder) else order)
+        shuffle(rng, order.arr if isinstance(order, CompactProbeOrder) else order)

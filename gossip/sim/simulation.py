@@ -16,6 +16,7 @@ import random
 import struct
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 import msgpack
@@ -35,6 +36,8 @@ from .network import LinkModel, SimNetwork
 __all__ = ["Simulation", "SimNode"]
 
 _DELIVER, _WAKE, _STEP = 0, 1, 2
+_ADDR, _META = attrgetter("addr"), attrgetter("meta")
+_TRACE_RECORD = struct.Struct(">dIIbb").pack   # one member event in the trace digest
 ALIVE, SUSPECT, DEAD, LEAVING = NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.LEAVING
 
 
@@ -147,6 +150,7 @@ class Simulation:
         self._last_live_change = 0.0
         self.events = 0
         self._trace = hashlib.sha256()
+        self._trace_buf: list[bytes] = []   # records not yet hashed (hashed in batches: the same digest)
         self.join_results: list[JoinResult] = []
         self.on_event: Callable[[int, MemberEvent], None] | None = None
         # Cluster events (flapping members, partitions): counted by kind, and passed on.
@@ -481,7 +485,11 @@ class Simulation:
         target = self.by_id.get(ev.node)
         if target is None:
             return
-        self._trace.update(struct.pack(">dIIbb", ev.at, observer, target, int(ev.state), int(ev.prev)))
+        buf = self._trace_buf
+        buf.append(_TRACE_RECORD(ev.at, observer, target, ev.state, ev.prev))
+        if len(buf) >= 4096:
+            self._trace.update(b"".join(buf))
+            buf.clear()
         if ev.kind == EVENT_STATE or ev.kind == EVENT_REMOVED:
             alive = ev.kind == EVENT_STATE and ev.state is ALIVE
             self._view_alive(observer, target, alive)
@@ -512,8 +520,11 @@ class Simulation:
                 total += self._update_size(u)
             return HEADER_OVERHEAD + total + (40 if type(msg) is Ping else 0)
         if isinstance(msg, (PushPull, PushPullReply, JoinReply, Join)):
-            states: int = sum(36 + len(s.addr) + self._meta_size(s.meta) for s in msg.states)
-            return HEADER_OVERHEAD + 24 + states
+            # 36 + len(addr) + the metadata's size, per state (in C loops: full states are long)
+            states = msg.states
+            metas = [m for m in map(_META, states) if m]
+            size = 37 * len(states) + sum(map(len, map(_ADDR, states))) - len(metas)
+            return HEADER_OVERHEAD + 24 + size + sum(self._meta_size(m) for m in metas)
         return HEADER_OVERHEAD + 40
 
     def _update_size(self, u: Update) -> int:
@@ -538,6 +549,9 @@ class Simulation:
 
     def trace_hash(self) -> str:
         """A digest of every member event so far: equal digests mean identical runs."""
+        if self._trace_buf:
+            self._trace.update(b"".join(self._trace_buf))
+            self._trace_buf.clear()
         return self._trace.hexdigest()[:16]
 
     def summary(self) -> dict[str, Any]:

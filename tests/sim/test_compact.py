@@ -181,3 +181,76 @@ def test_a_core_runs_on_the_compact_store() -> None:
 def _gossip(node: NodeID) -> Any:
     from gossip.messages import Gossip
     return Gossip((Alive(node, 1, "127.0.0.2:7946"),))
+
+
+def _tables(store: Any) -> tuple[Any, ...]:
+    return store.members(), store.id_list(), store.id_list(), store.probe_order(), store.id_set()
+
+
+def _snapshot(members: Any, ids: Any, cids: Any, probe: Any) -> list[Any]:
+    return [[(m.node, m.addr, m.state, m.incarnation, m.meta, m.vouched, m.state_change, m.introducer)
+             for m in members.values()], list(ids), list(cids), list(probe), len(members)]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "one_gap", "scattered", "known", "not_plain"])
+def test_compact_bulk_add_enters_what_the_ordinary_store_enters(layout: str) -> None:
+    """A bootstrap enters runs of consecutive registry numbers by array slices, other layouts
+    member by member: every layout leaves the tables the ordinary store leaves, in the same order."""
+    from gossip.messages import MemberState
+
+    rng = random.Random(layout)
+    ids = _ids(300)
+    reg = Registry()
+    for i, node in enumerate(ids):
+        reg.intern(node, f"127.0.{i >> 8}.{i & 255}:7946")
+    addrs = {node: reg.addrs[i] for i, node in enumerate(ids)}
+    chosen = list(range(300))
+    if layout == "one_gap":
+        chosen.remove(117)
+    elif layout == "scattered":
+        chosen = rng.sample(chosen, 200)
+    early = [ids[i] for i in rng.sample(range(300), 20)] if layout == "known" else []
+    if early:
+        chosen = [i for i in chosen if ids[i] not in early]
+    states = [MemberState(ids[i], addrs[ids[i]], NodeState.ALIVE, rng.randrange(3),
+                          {"k": "v"} if layout == "not_plain" and i % 7 == 0 else {}) for i in chosen]
+    compact, ordinary = CompactStore(reg), ObjectStore()
+    out = []
+    for store in (compact, ordinary):
+        members, a, b, probe, flags = _tables(store)
+        for node in early:     # some members entered before, one at a time
+            store.new_member(members, node, addrs[node], NodeState.SUSPECT, 4, {}, 0, 1, "", 0.5)
+            a.add(node)
+            flags.add(node)
+            probe.append(node)
+        for _ in range(2):     # the same states examined twice: the second time from the registry's memo
+            if _ == 1:
+                members, a, b, probe, flags = _tables(store)
+            store.bulk_add(members, a, b, probe, flags, states, 2.0)
+        out.append(_snapshot(members, a, b, probe))
+    assert out[0] == out[1]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 64, 1000])
+def test_the_fast_shuffle_draws_what_random_shuffle_draws(n: int) -> None:
+    from array import array
+
+    from gossip.protocol.tables import shuffle
+
+    for seed in range(3):
+        want = list(range(n))
+        r1 = random.Random(seed)
+        r1.shuffle(want)
+        after = r1.random()
+        for x in (list(range(n)), array("i", range(n))):
+            r2 = random.Random(seed)
+            shuffle(r2, x)
+            assert list(x) == want and r2.random() == after
+
+    class Drawing(random.Random):
+        def random(self) -> float:       # draws its own way: rng.shuffle is used as is
+            return 0.5
+
+    x = list(range(10))
+    shuffle(Drawing(1), x)
+    assert sorted(x) == list(range(10))
