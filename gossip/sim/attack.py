@@ -130,7 +130,7 @@ class Flooder(_Source):
         start = self._next_fake
         self._next_fake += n
         self.fakes += n
-        return tuple(MemberState(NodeID(int=start + i), f"10.66.{i >> 8 & 255}.{i & 255}:7946", NodeState.ALIVE, 0)
+        return tuple(MemberState(NodeID(int=start + i), f"127.66.{i >> 8 & 255}.{i & 255}:7946", NodeState.ALIVE, 0)
                      for i in range(n))
 
     def send(self, live: list[int]) -> None:

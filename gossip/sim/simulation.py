@@ -170,7 +170,7 @@ class Simulation:
         index = len(self.nodes)
         node_id = NodeID(int=self.root.getrandbits(128))
         rng = random.Random(self.root.getrandbits(64))
-        addr = f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}:7946"
+        addr = f"127.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}:7946"
         store = None
         if self.registry is not None:
             self.registry.intern(node_id, addr)
