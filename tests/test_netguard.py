@@ -48,7 +48,7 @@ def test_is_loopback(host: str, expected: bool) -> None:
 @pytest.mark.parametrize("addr, expected", [
     ("127.0.0.1:80", ("127.0.0.1", "80")), ("[::1]:7946", ("::1", "7946")),
     ("ws://127.0.0.2:9/gossip", ("127.0.0.2", "9")), ("wss://[::1]:443/x", ("::1", "443")),
-    ("10.1.2.3", ("10.1.2.3", "?")),
+    ("127.1.2.3", ("127.1.2.3", "?")),
 ])
 def test_split_address(addr: str, expected: tuple[str, str]) -> None:
     assert netguard.split_address(addr) == expected

@@ -3,13 +3,16 @@
 ::
 
     import asyncio
+    import logging
     import gossip
     import gossip.aio
+
+    log = logging.getLogger("myapp")
 
     async def main() -> None:
         async with gossip.aio.Cluster(gossip.Config.local(bind_addr="127.0.0.1:0")) as cluster:
             async for event in cluster.events():
-                print(event)
+                log.info("cluster event: %s", event)
 
     asyncio.run(main())
 
@@ -20,9 +23,9 @@ its events are an async iterator with a bounded queue per subscriber (:class:`Ev
 
 The engine is the blocking API's, with its own threads and its own protocol clock: nothing of
 the protocol runs on the loop, so a blocked or slow loop never causes a suspicion. Calls that
-wait complete a :class:`concurrent.futures.Future` from the engine's threads, awaited with
-:func:`asyncio.wrap_future` would (one wake-up of the loop per call, and cancelling the await
-cancels the engine's future); no thread is held per waiting call.
+wait complete a :class:`concurrent.futures.Future` from the engine's threads, awaited the way
+:func:`asyncio.wrap_future` would be, but with one wake-up of the loop per call; cancelling the
+await cancels the engine's future, and no thread is held per waiting call.
 
 ============================  =================================================================
 module                        owns
