@@ -421,6 +421,7 @@ class Keyring:
                             "use_key() another key first",
                         )
                     self._entries = entries[:i] + entries[i + 1 :]
+                    self._opens.pop(key, None)  # its count goes with it: one entry per key held
                     return
         raise ConfigError("encryption_key", f"key {_fingerprint(key)} is not installed")
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import gossip
-from gossip import Cluster, Config, NodeState
+from gossip import Cluster, Config, NodeState, testing
 from gossip.rotation import (ROTATION_MSG_TYPE, RotationMember, RotationReport, key_fingerprint,
                              new_rotation_id)
 from gossip.security import Keyring
@@ -28,11 +28,8 @@ TIMEOUT = 15.0
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    """:func:`gossip.testing.wait_until` with this file's longer default timeout."""
+    testing.wait_until(pred, timeout, what)
 
 
 def sees_all(clusters: list[Cluster]) -> bool:

@@ -366,7 +366,7 @@ class StreamPool:
                 self._dialing[host] = n
             else:
                 self._dialing.pop(host, None)
-            self._dialing_room.notify()
+            self._dialing_room.notify_all()  # waiters for other hosts share the condition
 
     def _open_on(self, node: Node, msg_type: int, what: str, frame: bytes, salt: bytes,
                  key: bytes | None, keyring: Any, deadline: Deadline, total: float,

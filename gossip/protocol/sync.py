@@ -242,7 +242,7 @@ class Sync:
         self.out.schedule(now + cfg.tcp_dial_timeout + cfg.tcp_deadline, T_PUSH_PULL_TIMEOUT, seq)
         self.out.send(addr, PushPull(seq, self.local.addr, self.full_state()), True)
 
-    def push_pull_timeout(self, seq: int, now: float = 0.0) -> None:
+    def push_pull_timeout(self, seq: int, now: float) -> None:
         """Our push/pull ``seq`` got no reply in time: a late one is not merged."""
         addr = self.push_pulls.pop(seq, None)
         if self.tracing and addr is not None:

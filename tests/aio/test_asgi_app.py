@@ -14,7 +14,6 @@ import pytest
 
 from gossip import Cluster, Config
 from gossip.contrib.asgi import GossipASGI
-from gossip.testing import wait_until
 
 Message = dict[str, Any]
 

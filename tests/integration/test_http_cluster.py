@@ -16,7 +16,7 @@ from gossip import Cluster, Config, JoinError, NodeState
 from gossip.errors import StreamRefused
 
 from . import scaled, wait_until
-from .test_loopback import node_of, stop_all, wait_converged
+from .test_loopback import node_of, start_joined, stop_all, wait_converged
 from .tls import make_pki
 
 HTTP = {"socket_transport_enabled": False, "http_bind_addr": "127.0.0.1:0"}
@@ -26,20 +26,7 @@ UDP = {"bind_addr": "127.0.0.1:0"}
 
 def start(kinds: str, **overrides: Any) -> list[Cluster]:
     """One node per letter (``h`` HTTP only, ``w`` WebSocket only, ``s`` UDP/TCP), joined through the first."""
-    clusters: list[Cluster] = []
-    try:
-        for kind in kinds:
-            extra = dict({"h": HTTP, "w": WS, "s": UDP}[kind])
-            extra.update(overrides)
-            c = Cluster(Config.local(**extra))
-            c.start()
-            clusters.append(c)
-        for c in clusters[1:]:
-            assert c.join(clusters[0].address, timeout=scaled(5.0)) == 1
-    except BaseException:
-        stop_all(clusters)
-        raise
-    return clusters
+    return start_joined([{**{"h": HTTP, "w": WS, "s": UDP}[kind], **overrides} for kind in kinds])
 
 
 def test_http_node_advertises_its_url() -> None:

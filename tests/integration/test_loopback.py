@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,10 +43,16 @@ NODE_PROC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_proc.
 def start_cluster(n: int, host: str = "127.0.0.1", **overrides: Any) -> list[Cluster]:
     """Start ``n`` nodes on ``host`` (ephemeral ports) and join them through the first one."""
     bind = f"[{host}]:0" if ":" in host else f"{host}:0"
+    return start_joined([{"bind_addr": bind, **overrides}] * n)
+
+
+def start_joined(configs: list[dict[str, Any]]) -> list[Cluster]:
+    """Start one node per set of ``Config.local`` fields and join each through the first; if
+    any step fails, stop the ones started and raise."""
     clusters: list[Cluster] = []
     try:
-        for _ in range(n):
-            c = Cluster(Config.local(bind_addr=bind, **overrides))
+        for fields in configs:
+            c = Cluster(Config.local(**fields))
             c.start()
             clusters.append(c)
         for c in clusters[1:]:

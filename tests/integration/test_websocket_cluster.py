@@ -29,7 +29,8 @@ from gossip.transports.multi import MultiTransport
 from gossip.transports.socket import SocketTransport
 
 from . import gossip_threads, scaled, wait_until, ws_connect
-from .test_loopback import NodeProcess, all_see, broadcast_exactly_once, node_of, open_fds, stop_all, wait_converged
+from .test_loopback import (NodeProcess, all_see, broadcast_exactly_once, node_of, open_fds, start_joined,
+                            stop_all, wait_converged)
 from .tls import make_pki
 
 WS = {"socket_transport_enabled": False, "websocket_bind_addr": "127.0.0.1:0"}
@@ -37,20 +38,8 @@ WS = {"socket_transport_enabled": False, "websocket_bind_addr": "127.0.0.1:0"}
 
 def start_nodes(kinds: str, **overrides: Any) -> list[Cluster]:
     """Start one node per letter (``s``: UDP/TCP, ``w``: WebSocket only), joined through the first."""
-    clusters: list[Cluster] = []
-    try:
-        for kind in kinds:
-            extra = dict(WS) if kind == "w" else {"bind_addr": "127.0.0.1:0"}
-            extra.update(overrides)
-            c = Cluster(Config.local(**extra))
-            c.start()
-            clusters.append(c)
-        for c in clusters[1:]:
-            assert c.join(clusters[0].address, timeout=scaled(5.0)) == 1
-    except BaseException:
-        stop_all(clusters)
-        raise
-    return clusters
+    return start_joined([{**(WS if kind == "w" else {"bind_addr": "127.0.0.1:0"}), **overrides}
+                         for kind in kinds])
 
 
 def ws_stat(c: Cluster, key: str) -> int:

@@ -58,7 +58,7 @@ class Syncing:
             elif kind == T_SYNC:
                 sync.send_push_pull(when, key)
             elif kind == T_PUSH_PULL_TIMEOUT:
-                sync.push_pull_timeout(key)
+                sync.push_pull_timeout(key, when)
             elif kind == T_LEAVE_RETRY:
                 sync.leave_retry(when)
             elif kind == T_RECONNECT:

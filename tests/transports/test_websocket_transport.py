@@ -423,6 +423,18 @@ def test_idle_connections_close_and_the_next_send_redials(nodes: Callable[..., N
     assert a.stat("ws_dials") == 2
 
 
+def upgrade(sock: socket.socket) -> ServerProtocol:
+    """Play a raw WebSocket server on ``sock``: read the opening handshake and accept it."""
+    proto = ServerProtocol()
+    events: list[Any] = []
+    while not events:
+        proto.receive_data(sock.recv(4096))
+        events = proto.events_received()
+    proto.send_response(proto.accept(events[0]))
+    sock.sendall(b"".join(proto.data_to_send()))
+    return proto
+
+
 def test_a_peer_that_stops_answering_pings_is_dropped(nodes: Callable[..., Node]) -> None:
     """A peer that completed the handshake and then went silent (no frames, no pongs)."""
     listener = socket.create_server(("127.0.0.1", 0))
@@ -432,13 +444,7 @@ def test_a_peer_that_stops_answering_pings_is_dropped(nodes: Callable[..., Node]
     def freeze() -> None:
         sock, _ = listener.accept()
         frozen.append(sock)
-        proto = ServerProtocol()
-        events: list[Any] = []
-        while not events:
-            proto.receive_data(sock.recv(4096))
-            events = proto.events_received()
-        proto.send_response(proto.accept(events[0]))
-        sock.sendall(b"".join(proto.data_to_send()))  # then never read or answer again
+        upgrade(sock)  # then never read or answer again
 
     server = threading.Thread(target=freeze)
     server.start()
@@ -465,13 +471,7 @@ def test_a_peer_that_closes_with_a_reason_but_keeps_its_socket_open_is_reported_
     def refuse() -> None:
         sock, _ = listener.accept()
         held.append(sock)
-        proto = ServerProtocol()
-        events: list[Any] = []
-        while not events:
-            proto.receive_data(sock.recv(4096))
-            events = proto.events_received()
-        proto.send_response(proto.accept(events[0]))
-        sock.sendall(b"".join(proto.data_to_send()))
+        proto = upgrade(sock)
         while not proto.events_received():        # the request frame has come: refuse now
             proto.receive_data(sock.recv(4096))
         proto.send_close(1008, "Not Found: gossip listens on /elsewhere")
