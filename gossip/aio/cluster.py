@@ -13,8 +13,10 @@ the loop, so a loop that is blocked or slow never makes this node, or anyone's v
 suspect. What waits for the network or a peer (a reliable send that meets back-pressure, a
 request, a join, a leave, a stream's reads and writes) is a :class:`concurrent.futures.Future`
 that the engine's threads complete and the loop awaits; no thread is held per waiting call,
-and cancelling the await releases what the engine held for it. Reads of the member table do
-not wait and stay plain methods.
+and cancelling the await releases what the engine held for it. A request to a node the
+transport holds an idle request connection to is exchanged by the loop itself on that
+connection (:mod:`._lines`), as a blocking request is by its caller's thread. Reads of the
+member table do not wait and stay plain methods.
 
 This module imports the facade and the engine's public parts; nothing below the engine.
 """
@@ -28,6 +30,7 @@ import random
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -35,12 +38,13 @@ from ..cluster import Cluster as SyncCluster
 from ..config import Config, FrozenConfig
 from ..engine import Engine
 from ..engine.replies import reply_value
-from ..errors import JoinError
+from ..errors import JoinError, SendError
 from ..handlers import HANDLER_FORWARD, HANDLER_NO_FORWARD, HANDLER_REPLY, HANDLER_STREAM
 from ..joining import JoinOutcome
 from ..metadata import Metadata
 from ..node import Node, NodeID
 from ._futures import wait, wait_maybe
+from ._lines import Exchanges
 from .events import Events
 from .handlers import Dispatcher, MessageHandler, ReplyHandler, StreamHandler, stream_handler
 from .stream import AsyncStream
@@ -94,6 +98,8 @@ class Cluster:
         self._dispatchers: dict[int, Dispatcher] = {}
         self._subscriptions: weakref.WeakSet[Events] = weakref.WeakSet()
         self._left = False
+        counters = self._engine.counters
+        self._exchanges = Exchanges(lambda: counters.inc("dropped.late_replies"))
 
     def __repr__(self) -> str:
         return f"<aio.Cluster {self.sync.local_node().id.short} {self.address or '-'}>"
@@ -144,6 +150,7 @@ class Cluster:
                 d.close()
             for sub in list(self._subscriptions):
                 sub.end()
+            self._exchanges.abort_all()  # before the transport closes their connections
             # Every thread was told to end: joining them is short, and waits for no peer.
             self.sync.stop(timeout=max(0.0, end - time.monotonic()), leave=False)
             for d in list(self._dispatchers.values()):
@@ -450,10 +457,13 @@ class Cluster:
                                     timeout: float | None = None) -> Any:
         """Send a request to ``node`` and return its reply, decoded as ``response_type``.
 
-        The request travels on the pooled connection to ``node`` (waiting for room as
-        :meth:`send_to_reliable`), and its reply is matched to it when it comes back. Cancelling
-        the await (``asyncio.wait_for`` does) forgets the request: a reply that comes later is
-        dropped and counted (``dropped.late_replies``).
+        When the transport holds an idle request connection to ``node``, the loop writes the
+        request on it and reads the reply itself (no engine thread is woken; see
+        :mod:`gossip.aio._lines`). Otherwise the request travels on the pooled connection to
+        ``node`` (waiting for room as :meth:`send_to_reliable`), its reply is matched to it when
+        it comes back, and the transport dials a request connection for the next request.
+        Cancelling the await (``asyncio.wait_for`` does) forgets the request: a reply that
+        comes later is dropped and counted (``dropped.late_replies``).
 
         Raises:
             GossipTimeout: no reply within ``timeout`` (default ``tcp_deadline``).
@@ -464,7 +474,23 @@ class Cluster:
             LocalProtocolError: internal type, or ``payload`` cannot be encoded.
             ClusterClosed: the cluster is not started or is stopped.
         """
-        pkt = await wait(self._eng().request_nowait(node, msg_type, payload, timeout))
+        eng = self._eng()
+        started = eng.request_start(node, msg_type, payload, timeout)
+        if isinstance(started, Future):
+            pkt = await wait(started)
+        else:
+            wait_for = eng.config.tcp_deadline if timeout is None else timeout
+            try:
+                raw = await self._exchanges.exchange(started, wait_for, lambda: (
+                    f"no reply from node {node.id.short}@{node.address} to message type "
+                    f"{msg_type} within {wait_for:.3g}s"))
+            except SendError:
+                if not started.retry:
+                    raise
+                # The peer had closed the idle connection: send the request the other way.
+                pkt = await wait(eng.request_nowait(node, msg_type, payload, timeout))
+            else:
+                pkt = eng.decode_reply(raw, node, msg_type)
         return reply_value(pkt, response_type, lambda: f"{node.id.short}@{node.address}",
                            msg_type)
 

@@ -41,7 +41,7 @@ from ..tags import tags_size
 from ..protocol import JoinResult, MemberEvent, Protocol, Send
 from ..protocol.actions import EVENT_CONFLICT, EVENT_METADATA, EVENT_REMOVED, EVENT_STATE, Action, Trace
 from ..protocol.insight import CLUSTER_EVENTS
-from ..transports.base import Incoming, StreamConn, Transport, complete
+from ..transports.base import Incoming, RequestLine, StreamConn, Transport, complete
 from . import wiring
 from .deadlines import Deadlines
 from .events import ClusterEventHandler, EventLoop, GossipHandler, MetadataHandler, StateHandler
@@ -785,3 +785,15 @@ class Engine:
         :func:`~gossip.engine.replies.reply_value`)."""
         self.check_open()
         return self.messages.request_nowait(node, msg_type, payload, timeout)
+
+    def request_start(self, node: Node, msg_type: int, payload: Any,
+                      timeout: float | None) -> RequestLine | Future[Packet]:
+        """Start a request without blocking: on a borrowed request connection for the caller
+        to drive, or as :meth:`request_nowait` (see :meth:`UserMessages.request_start`)."""
+        self.check_open()
+        return self.messages.request_start(node, msg_type, payload, timeout)
+
+    def decode_reply(self, raw: bytes, node: Node, msg_type: int) -> Packet:
+        """Decode the reply ``raw`` read on a :class:`~gossip.transports.base.RequestLine`
+        (see :meth:`Outgoing.decode_reply`)."""
+        return self.out.decode_reply(raw, f"{node.id.short}@{node.address}", msg_type)

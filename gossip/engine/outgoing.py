@@ -32,7 +32,10 @@ dial: :meth:`Outgoing.user_nowait`); otherwise it waits in the :class:`~.backlog
 behind any earlier packet to the same address, for room or for the connection to be dialed,
 up to ``send_timeout``. A request sent so (:meth:`UserMessages.request_nowait`) travels on the
 pooled connection too, and its reply is matched to it by the request's message id
-(:mod:`.replies`).
+(:mod:`.replies`); or, when the transport holds an idle request connection to the node,
+:meth:`UserMessages.request_start` lends it to the caller, whose event loop writes the request
+and reads the reply itself (a :class:`~gossip.transports.base.RequestLine`), and otherwise has
+a send worker dial one for the next request.
 
 :class:`UserMessages` sits on top: it encodes a user message once and hands it to
 :class:`Outgoing` for each peer of a broadcast's first hop (remembering it, so that its echoes
@@ -68,7 +71,7 @@ from ..node import Node, NodeID, NodeState
 from ..packet import Packet, PacketCodec
 from ..protocol import Send
 from ..protocol.messaging import max_ttl
-from ..transports.base import Incoming, Transport
+from ..transports.base import Incoming, RequestLine, Transport
 from ..wire import MAX_DATAGRAM_PAYLOAD, RESERVED_MSGS_START, MessageType
 from ..workers import BoundedQueue, WorkerPool
 from ..counters import Counters
@@ -106,12 +109,14 @@ def link_kind(transport: Transport | None, addr: str, reliable: bool) -> str:
 
 @dataclass(slots=True)
 class _Out:
-    """A packet for the send workers: an encoded packet, or a protocol message to encode."""
+    """A job for the send workers: an encoded packet, a protocol message to encode, or a
+    request connection to dial (``line``)."""
 
     addr: str
     data: bytes | None
     msg: messages.Message | None
     msg_type: int
+    line: bool = False  # no packet: dial a request connection for the next borrower
 
 
 class Outgoing:
@@ -163,6 +168,10 @@ class Outgoing:
         self._warm_for = config.idle_timeout / 2
         self.backlog = Backlog(self._send_slice, config.num_send_workers, log, prefix,
                                lambda: counters.inc("user.send_timeouts"))
+        # Request connections being dialed for a borrower, and addresses whose transport
+        # lends none (both bounded: cleared when full).
+        self._preparing: set[str] = set()
+        self._no_lines: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -310,6 +319,9 @@ class Outgoing:
         """A send worker's job: encode if needed, then send over a connection (may dial)."""
         transport = self.transport
         try:
+            if item.line:
+                self._prepare_line(item.addr)
+                return
             if item.msg is not None:
                 mt, data = self.encode_protocol(item.msg)
             else:
@@ -484,13 +496,58 @@ class Outgoing:
                 f"no reply from node {label} to message type {msg_type} within {timeout:.3g}s"
             ) from exc
         self.counters.inc("user.requests")
+        return reply_value(self.decode_reply(raw, label, msg_type), response_type, label, msg_type)
+
+    def decode_reply(self, raw: bytes, label: str, msg_type: int) -> Packet:
+        """Decode the reply ``raw`` that node ``label`` sent to a request of ``msg_type``.
+
+        Raises:
+            DecodeError, EncryptionError: the reply is malformed or not authentic (counted
+                ``bad_packets.<error>``).
+        """
         try:
-            pkt = self.codec.decode(raw)
+            return self.codec.decode(raw)
         except RemoteProtocolError as exc:  # every decode error takes one message
             self.counters.inc(f"bad_packets.{type(exc).__name__}")
             raise type(exc)(f"node {label} answered message type {msg_type} with a packet "
                             f"refused here: {exc}") from exc
-        return reply_value(pkt, response_type, label, msg_type)
+
+    def request_line(self, addr: str, data: bytes) -> RequestLine | None:
+        """Borrow an idle request connection to ``addr`` for the request ``data``, without
+        blocking (see :class:`~gossip.transports.base.RequestLine`); None when the transport
+        has none idle, or lends none. Finding none, it has a send worker dial one, so that
+        the next request finds it.
+
+        Raises:
+            MessageTooLarge, AddressError: as the transport's ``send``.
+            ClusterClosed: the engine is stopping.
+        """
+        transport = self.transport
+        if transport is None or self._closing:
+            raise ClusterClosed("the cluster is stopped")
+        if addr in self._no_lines:
+            return None
+        lend = getattr(transport, "request_line", None)
+        if lend is None:
+            return None
+        line: RequestLine | None = lend(addr, data)
+        if line is None and addr not in self._preparing:
+            if len(self._preparing) >= _WARM_MAX:
+                self._preparing.clear()
+            self._preparing.add(addr)
+            self._hand_off(_Out(addr, None, None, 0, line=True))
+        return line
+
+    def _prepare_line(self, addr: str) -> None:
+        """A send worker's job: dial a request connection to ``addr`` for the next borrower."""
+        prepare = getattr(self.transport, "prepare_request_line", None)
+        try:
+            if prepare is None or not prepare(addr, self.config.tcp_deadline):
+                if len(self._no_lines) >= _WARM_MAX:
+                    self._no_lines.clear()
+                self._no_lines.add(addr)
+        finally:
+            self._preparing.discard(addr)
 
 
 class Peers(Protocol):
@@ -696,12 +753,46 @@ class UserMessages:
             ClusterClosed: the engine is not running.
         """
         check_user_type(msg_type)
-        replies = self._replies
-        if replies is None:
+        if self._replies is None:
             raise ClusterClosed("this engine sends no requests without blocking")
-        timeout = self._config.tcp_deadline if timeout is None else timeout
         msg_id = self._hlc.now()
         data = self._codec.encode(msg_type, self._sender_id, msg_id, 0, payload)
+        return self._request_pooled(node, msg_type, msg_id, data, timeout)
+
+    def request_start(self, node: Node, msg_type: int, payload: Any,
+                      timeout: float | None) -> RequestLine | Future[Packet]:
+        """Start a request to ``node`` without blocking, the cheapest way there is.
+
+        When the transport has an idle request connection to ``node``, the request is given
+        to the caller on it, as a :class:`~gossip.transports.base.RequestLine` to drive (an
+        event loop writes it and reads the reply as its socket allows; decode the reply with
+        :meth:`Outgoing.decode_reply`), counted ``user.requests_lent``. Otherwise it is sent as :meth:`request_nowait` sends
+        it, and the transport dials a request connection for the next one.
+
+        Raises:
+            LocalProtocolError: internal type, or ``payload`` cannot be encoded.
+            MessageTooLarge, TransportError: the request cannot be sent.
+            ClusterClosed: the engine is not running.
+        """
+        check_user_type(msg_type)
+        if self._replies is None:
+            raise ClusterClosed("this engine sends no requests without blocking")
+        msg_id = self._hlc.now()
+        data = self._codec.encode(msg_type, self._sender_id, msg_id, 0, payload)
+        line = self._out.request_line(node.address, data)
+        if line is None:
+            return self._request_pooled(node, msg_type, msg_id, data, timeout)
+        self._counters.inc("user.requests")
+        self._counters.inc("user.requests_lent")
+        return line
+
+    def _request_pooled(self, node: Node, msg_type: int, msg_id: int, data: bytes,
+                        timeout: float | None) -> Future[Packet]:
+        """Send the encoded request ``data`` (id ``msg_id``) on the pooled connection and
+        return the future of its reply; see :meth:`request_nowait`."""
+        replies = self._replies
+        assert replies is not None
+        timeout = self._config.tcp_deadline if timeout is None else timeout
         reply = replies.expect(  # the name is made only for a timeout's message
             node.id.bytes, msg_id, timeout,
             lambda: f"request of message type {msg_type} to node {node.id.short}@{node.address}")

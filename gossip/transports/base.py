@@ -38,6 +38,7 @@ __all__ = [
     "Connection",
     "StreamConn",
     "Transport",
+    "RequestLine",
     "map_errors",
     "Deadline",
     "split_host_port",
@@ -200,6 +201,58 @@ class StreamConn(Protocol):
 
     def close(self) -> None:
         """Close both sides at once (idempotent); a blocked reader or writer fails fast."""
+        ...
+
+
+class RequestLine(Protocol):
+    """One request/reply exchange on a borrowed connection, driven by a caller that never
+    blocks (an event loop); a transport that can lend one has ``request_line(addr, data)``
+    (None when it has no idle connection to lend) and ``prepare_request_line(addr, timeout)``
+    (dials one for the next borrower and returns True, or returns False when it lends none to
+    ``addr``; it blocks, so a worker thread calls it).
+
+    The borrower calls :meth:`flush` until it returns True, waiting for :meth:`fileno` to be
+    writable between calls; then :meth:`read` each time it is readable, until the reply comes;
+    then, or when it gives up, :meth:`release` once.
+
+    Attributes:
+        what: names the exchange in error messages.
+        retry: True while a failure means the peer had closed the idle connection before the
+            request reached it (nothing of a reply read): the request may be sent another way.
+    """
+
+    what: str
+    retry: bool
+
+    def fileno(self) -> int:
+        """The file descriptor to watch (-1 once released)."""
+        ...
+
+    @property
+    def written(self) -> bool:
+        """True once the whole request has been written."""
+        ...
+
+    def flush(self) -> bool:
+        """Write what the socket takes now; True once the whole request is written.
+
+        Raises:
+            SendError: the connection broke.
+        """
+        ...
+
+    def read(self) -> bytes | None:
+        """Read what is there; the reply frame once it is whole, else None.
+
+        Raises:
+            SendError: the connection closed or broke, or the reply is malformed.
+            ClusterClosed: the transport closed.
+        """
+        ...
+
+    def release(self, clean: bool = True) -> None:
+        """End the exchange (idempotent): keep the connection for another one if the reply
+        was read whole and ``clean`` is True, else close it."""
         ...
 
 

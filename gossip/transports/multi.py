@@ -33,7 +33,14 @@ from collections.abc import Callable
 
 from gossip.errors import AddressError, ClusterClosed, GossipError, TransportError
 from gossip.address import is_http_url
-from gossip.transports.base import OnPackets, OnStream, StreamConn, Transport, is_websocket_url
+from gossip.transports.base import (
+    OnPackets,
+    OnStream,
+    RequestLine,
+    StreamConn,
+    Transport,
+    is_websocket_url,
+)
 
 __all__ = ["MultiTransport", "Side"]
 
@@ -219,6 +226,19 @@ class MultiTransport:
     def request(self, addr: str, data: bytes, timeout: float) -> bytes:
         """Exchange one request and its reply with ``addr``; see :meth:`Transport.request`."""
         return self._route(addr)[1].request(addr, data, timeout)
+
+    def request_line(self, addr: str, data: bytes) -> RequestLine | None:
+        """Borrow an idle request connection to ``addr`` from its side, without blocking
+        (None: none idle, or the side lends none); see :class:`RequestLine`."""
+        lend = getattr(self._route(addr)[1], "request_line", None)
+        line: RequestLine | None = None if lend is None else lend(addr, data)
+        return line
+
+    def prepare_request_line(self, addr: str, timeout: float) -> bool:
+        """Have ``addr``'s side dial a request connection for the next borrower (blocks);
+        False when that side lends none."""
+        prepare = getattr(self._route(addr)[1], "prepare_request_line", None)
+        return prepare is not None and bool(prepare(addr, timeout))
 
     def dial_stream(self, addr: str, timeout: float) -> StreamConn:
         """Open a stream connection to ``addr``; see :meth:`Transport.dial_stream`."""

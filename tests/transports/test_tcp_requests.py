@@ -3,9 +3,11 @@ a peer that misbehaves on purpose: a raw TCP server on loopback answers each req
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -16,6 +18,7 @@ from gossip.transports.socket import SocketTransport
 from gossip.transports.tcp import io_loop
 from gossip.transports.tcp import requests as requests_mod
 from gossip.transports.tcp.frames import PREAMBLE_FRAMES, encode_frame, parse_frames
+from gossip.transports.tcp.requests import SocketRequestLine
 
 pytestmark = pytest.mark.integration
 
@@ -277,5 +280,144 @@ def test_a_fresh_connection_ended_before_any_reply_is_a_send_error_not_a_retry(
             transport.request(peer.addr, b"x", 5.0)
         assert peer.accepted == 1, "a connection that never answered is not dialed again"
         assert transport.stats["send_errors"] == 1 and transport._requests.idle_count() == 0
+    finally:
+        peer.close()
+
+
+# ---------------------------------------------------------------------- lent request lines
+
+
+def drive(line: SocketRequestLine, timeout: float = 10.0) -> bytes:
+    """Drive ``line`` as an event loop does: write while the socket is writable, then read
+    whenever it is readable, until the reply is whole (bounded by ``timeout``)."""
+    sel = selectors.DefaultSelector()
+    try:
+        writing = not line.flush()
+        sel.register(line.fileno(), selectors.EVENT_WRITE if writing else selectors.EVENT_READ)
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            assert left > 0, "the exchange did not end in time"
+            if not sel.select(left):
+                continue
+            if writing:
+                if line.flush():
+                    writing = False
+                    sel.modify(line.fileno(), selectors.EVENT_READ)
+                continue
+            reply = line.read()
+            if reply is not None:
+                return reply
+    finally:
+        sel.close()
+
+
+def test_a_line_is_lent_only_when_an_idle_connection_is_there_and_prepare_dials_one(
+        transport: SocketTransport) -> None:
+    peer = Peer(echo)
+    try:
+        assert transport.request_line(peer.addr, b"x") is None  # nothing idle: never dials
+        assert transport.stats.get("tcp_dials", 0) == 0
+        assert transport.prepare_request_line(peer.addr, 5.0) is True
+        assert transport.prepare_request_line(peer.addr, 5.0) is True  # one is idle: no dial
+        assert transport.stats["tcp_dials"] == 1 and transport._requests.idle_count() == 1
+        for i in range(3):
+            line = transport.request_line(peer.addr, b"%d" % i)
+            assert line is not None and transport._requests.idle_count() == 0
+            assert drive(line) == b"re:%d" % i   # the first carries the preamble (Peer checks it)
+            line.release()
+            line.release()  # twice changes nothing
+            assert transport._requests.idle_count() == 1
+        assert peer.accepted == 1 and transport.stats["tcp_dials"] == 1
+        # A blocking request takes the same idle connection.
+        assert transport.request(peer.addr, b"b", 5.0) == b"re:b" and peer.accepted == 1
+    finally:
+        peer.close()
+
+
+def test_a_request_larger_than_the_socket_takes_at_once_is_written_as_it_becomes_writable(
+        transport: SocketTransport) -> None:
+    peer = Peer(lambda conn, frame: bool(conn.sendall(encode_frame(b"%d" % len(frame)))) or True)
+    try:
+        transport.prepare_request_line(peer.addr, 5.0)
+        big = bytes(900_000)
+        line = transport.request_line(peer.addr, big)
+        assert line is not None
+        line._conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        assert not line.flush() and not line.written  # the socket took a part
+        assert drive(line) == b"900000" and line.written
+        line.release()
+        assert transport._requests.idle_count() == 1
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("reply, error, counter", [
+    ((0).to_bytes(4, "big"), "bad reply frame length 0", "tcp_bad_frames"),
+    (encode_frame(b"whole reply")[:8], "in the middle of the reply", "send_errors"),
+])
+def test_a_malformed_or_cut_reply_on_a_line_is_an_error_and_the_connection_is_not_kept(
+        transport: SocketTransport, reply: bytes, error: str, counter: str) -> None:
+    def bad(conn: socket.socket, frame: bytes) -> bool:
+        conn.sendall(reply)
+        return False
+
+    peer = Peer(bad)
+    try:
+        transport.prepare_request_line(peer.addr, 5.0)
+        line = transport.request_line(peer.addr, b"x")
+        assert line is not None
+        with pytest.raises(SendError, match=error):
+            drive(line)
+        assert not line.retry  # a reply began: the request reached the peer
+        line.release()
+        assert transport._requests.idle_count() == 0 and line.fileno() == -1
+        assert transport.stats[counter] == 1
+    finally:
+        peer.close()
+
+
+def test_a_line_on_an_idle_connection_the_peer_reset_fails_as_a_retry_uncounted(
+        transport: SocketTransport) -> None:
+    def answer_then_reset(conn: socket.socket, frame: bytes) -> bool:
+        conn.sendall(encode_frame(b"re:" + frame))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        return False  # closed with a reset right after answering
+
+    peer = Peer(answer_then_reset)
+    try:
+        transport.prepare_request_line(peer.addr, 5.0)
+        first = transport.request_line(peer.addr, b"a")
+        assert first is not None and first.retry  # until a reply byte comes
+        assert drive(first) == b"re:a" and not first.retry
+        first.release()
+        stale = transport.request_line(peer.addr, b"b")
+        assert stale is not None and stale.retry
+        with pytest.raises(SendError):
+            drive(stale)
+        assert stale.retry, "nothing of a reply was read: the request may go another way"
+        stale.release(False)
+        assert transport.stats.get("send_errors", 0) == 0
+    finally:
+        peer.close()
+
+
+def test_a_line_whose_transport_closes_ends_with_cluster_closed(transport: SocketTransport) -> None:
+    peer = Peer(lambda conn, frame: True)  # reads, never answers
+    try:
+        transport.prepare_request_line(peer.addr, 5.0)
+        line = transport.request_line(peer.addr, b"x")
+        assert line is not None and line.flush()
+        fd = line.fileno()
+        transport.close()  # shuts the lent connection down; its borrower closes it
+        with pytest.raises(ClusterClosed):
+            drive(line)
+        line.release(False)
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed by the release, not before
+        with pytest.raises(ClusterClosed):
+            transport.request_line(peer.addr, b"y")
+        with pytest.raises(ClusterClosed):
+            transport.prepare_request_line(peer.addr, 1.0)
     finally:
         peer.close()

@@ -52,7 +52,7 @@ from gossip.transports.limits import ConnectionLimits
 from gossip.transports.tcp.conn import KIND_OUT, FrameConn
 from gossip.transports.tcp.frames import HEADER, PREAMBLE_FRAMES, PREAMBLE_STREAM
 from gossip.transports.tcp.io_loop import IoLoop
-from gossip.transports.tcp.requests import Requests
+from gossip.transports.tcp.requests import Requests, SocketRequestLine
 from gossip.transports.tcp.stream import StreamSocket
 from gossip.transports.tcp.udp import ADDR_CACHE_MAX, UDP_RECV_SIZE, UdpSocket
 
@@ -279,6 +279,38 @@ class SocketTransport:
         ip, port, _udp_ip, key = parsed
         self._check_frame(key, data)
         return self._requests.request(ip, port, key, data, timeout)
+
+    def request_line(self, addr: str, data: bytes) -> SocketRequestLine | None:
+        """Lend an idle request connection to ``addr`` for one exchange whose request is
+        ``data``, without blocking; None when none is idle (:meth:`prepare_request_line`
+        dials one). The borrower drives the exchange (see :class:`SocketRequestLine`).
+
+        Raises:
+            MessageTooLarge, AddressError, ClusterClosed: as :meth:`send`.
+        """
+        self._check_open()
+        parsed = self._addrs.get(addr)
+        if parsed is None:
+            parsed = self._parse(addr)
+        key = parsed[3]
+        self._check_frame(key, data)
+        return self._requests.lend(key, data)
+
+    def prepare_request_line(self, addr: str, timeout: float) -> bool:
+        """Dial a request connection to ``addr`` and keep it idle, unless one is idle
+        already (blocks up to ``timeout``: for a worker thread); True (this transport lends
+        request connections).
+
+        Raises:
+            ConnectError, AddressError, ClusterClosed: the dial failed.
+        """
+        self._check_open()
+        parsed = self._addrs.get(addr)
+        if parsed is None:
+            parsed = self._parse(addr)
+        ip, port, _udp_ip, key = parsed
+        self._requests.prepare(ip, port, key, timeout)
+        return True
 
     def dial_stream(self, addr: str, timeout: float) -> StreamConn:
         """Dial a connection dedicated to one stream (see :class:`StreamConn`).
