@@ -21,7 +21,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._lazy import lazy_getattr
+from ._lazy import import_dataclasses, lazy_getattr
+
+import_dataclasses()  # before any module of the library imports dataclasses (see _lazy)
+
 from .address import EMPTY_ADDRESS, Address
 from .cluster import Cluster, MessageHandlerFunc, ReplyHandlerFunc, StreamHandlerFunc
 from .config import Config, default_config

@@ -55,19 +55,28 @@ class EventHandlers(Generic[T]):
 
     Adding and removing take a small lock and replace the tuple; iterating never locks and sees
     the handlers registered when it started.
+
+    Args:
+        on_change: called with the number of handlers after each add or remove, under the lock
+            (so calls come in the order of the changes); it must be quick and never call back
+            into this registry. The engine uses it to wake a thread that sleeps while there is
+            no handler to call.
     """
 
-    __slots__ = ("_lock", "_handlers")
+    __slots__ = ("_lock", "_handlers", "_on_change")
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._handlers: tuple[tuple[HandlerID, T], ...] = ()
+        self._on_change = on_change
 
     def add(self, handler: T) -> HandlerID:
         """Register ``handler`` and return its id (ids are unique process-wide)."""
         hid = _next_id()
         with self._lock:
             self._handlers = self._handlers + ((hid, handler),)
+            if self._on_change is not None:
+                self._on_change(len(self._handlers))
         return hid
 
     def remove(self, handler_id: HandlerID) -> bool:
@@ -77,6 +86,8 @@ class EventHandlers(Generic[T]):
             if len(kept) == len(self._handlers):
                 return False
             self._handlers = kept
+            if self._on_change is not None:
+                self._on_change(len(kept))
             return True
 
     def handlers(self) -> tuple[T, ...]:

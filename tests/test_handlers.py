@@ -24,6 +24,16 @@ def test_event_handlers_add_remove_and_ids_are_unique() -> None:
     assert hs.handlers() == ("b",)
 
 
+def test_event_handlers_report_each_change_with_the_count() -> None:
+    counts: list[int] = []
+    hs: EventHandlers[object] = EventHandlers(counts.append)
+    a, b = hs.add("a"), hs.add("b")
+    assert hs.remove(a) is True
+    assert hs.remove(a) is False       # nothing changed: nothing reported
+    assert hs.remove(b) is True
+    assert counts == [1, 2, 1, 0]
+
+
 def test_event_handlers_iteration_is_a_snapshot() -> None:
     hs: EventHandlers[object] = EventHandlers()
     hs.add(1)

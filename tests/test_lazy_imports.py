@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 UNUSED_BY_A_PLAIN_NODE = [
     "gossip.stream", "gossip.streams", "gossip.engine.stream_pool", "gossip.groups", "gossip.codecs.json", "urllib.parse",
     "gossip.transports.websocket", "gossip.leader", "gossip.httpapi", "gossip.metrics",
@@ -104,3 +106,48 @@ def test_documented_modules_are_attributes_after_a_bare_import() -> None:
     assert got["before"] == []
     assert got["names"] == ["app", "app", "register", "LeaderElection", "wait_until"]
     assert got["in_dir"] is True
+
+
+DEFERRED_STDLIB = ["inspect", "ast", "dis"]
+"""What :mod:`dataclasses` imports at its top and uses only for a class without a docstring
+(``gossip._lazy.import_dataclasses``): on Python 3.11 a plain node never loads them."""
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="dataclasses uses inspect for every class")
+def test_a_started_node_does_not_load_inspect_and_dataclasses_still_uses_it_when_needed() -> None:
+    got = _run(f"""
+        import json, sys
+        already = set(sys.modules)
+        import gossip
+        a = gossip.Cluster(gossip.Config.local(bind_addr="127.0.0.1:0"))
+        b = gossip.Cluster(gossip.Config.local(bind_addr="127.0.0.1:0"))
+        a.start(); b.start()
+        joined = b.join(a.address, timeout=5.0)
+        a.stop(); b.stop()
+        loaded = [m for m in {DEFERRED_STDLIB!r} if m in sys.modules and m not in already]
+        import dataclasses
+
+        @dataclasses.dataclass
+        class Point:
+            x: int
+            y: str = "a"
+
+        import inspect
+        print(json.dumps({{"joined": joined, "loaded": loaded, "doc": Point.__doc__,
+                          "real": inspect is sys.modules["inspect"] and hasattr(inspect, "getsource"),
+                          "same": dataclasses.inspect is inspect}}))
+    """)
+    assert got["joined"] == 1
+    assert got["loaded"] == []
+    assert got["doc"] == "Point(x: int, y: str = 'a')"   # what dataclasses writes with inspect
+    assert got["real"] is True and got["same"] is True
+
+
+def test_a_program_that_imported_inspect_first_keeps_its_module() -> None:
+    got = _run("""
+        import inspect, json, sys
+        mine = inspect
+        import gossip, dataclasses
+        print(json.dumps({"same": sys.modules["inspect"] is mine and dataclasses.inspect is mine}))
+    """)
+    assert got["same"] is True

@@ -7,7 +7,9 @@
   rather than memory grow).
 * The gossip thread (``gossip-<node>-gossip``) calls the user gossip callbacks every
   ``gossip_interval``, stretching the interval while the callbacks are slow (paularlott's
-  adaptive interval) and shrinking it back once they are fast again.
+  adaptive interval) and shrinking it back once they are fast again. While no callback is
+  registered it sleeps without a timeout (an idle node's thread wakes for nothing); the first
+  registration wakes it, and the first call comes ``gossip_interval`` later.
 
 A raising handler is logged and counted; it never stops later events.
 
@@ -73,7 +75,10 @@ class EventLoop:
         self._warn = warn
         self.state_handlers: EventHandlers[StateHandler] = EventHandlers()
         self.metadata_handlers: EventHandlers[MetadataHandler] = EventHandlers()
-        self.gossip_handlers: EventHandlers[GossipHandler] = EventHandlers()
+        self._closed = False
+        self._gossip_lock = threading.Lock()     # orders _closed with the handler count
+        self._gossip_wanted = threading.Event()  # set while gossip handlers exist, and on close
+        self.gossip_handlers: EventHandlers[GossipHandler] = EventHandlers(self._gossip_count)
         self.cluster_handlers: EventHandlers[ClusterEventHandler] = EventHandlers()
         self.queue: BoundedQueue[Event] = BoundedQueue(
             EVENT_QUEUE_SIZE, policy="drop_oldest", name=f"{prefix}-events")
@@ -89,8 +94,20 @@ class EventLoop:
             t.start()
 
     def close(self) -> None:
-        """Stop taking events (the event thread ends; the gossip thread ends with the engine)."""
+        """Stop taking events (the event thread ends; the gossip thread ends with the engine,
+        once its stop flag is set: this wakes it if it sleeps for want of a handler)."""
         self.queue.close()
+        with self._gossip_lock:
+            self._closed = True
+            self._gossip_wanted.set()
+
+    def _gossip_count(self, n: int) -> None:
+        # Called under the registry's lock, in the order of the changes.
+        with self._gossip_lock:
+            if n or self._closed:
+                self._gossip_wanted.set()
+            else:
+                self._gossip_wanted.clear()
 
     def emit(self, event: Event) -> None:
         """Queue an event; count and warn if the oldest had to go."""
@@ -125,7 +142,11 @@ class EventLoop:
     def _gossip(self) -> None:
         base, cap = self._base_interval, self._max_interval
         stop = self._stop
-        while not stop.wait(self.gossip_interval):
+        wanted = self._gossip_wanted
+        while True:
+            wanted.wait()  # no handler: sleep until one is registered or the engine stops
+            if stop.wait(self.gossip_interval):
+                return
             handlers = self.gossip_handlers.handlers()
             if not handlers:
                 continue

@@ -96,3 +96,54 @@ def test_the_gossip_callbacks_run_every_interval_until_stopped(rig: Rig) -> None
     rig.loop.start()
     for _ in range(3):
         assert calls.acquire(timeout=WAIT)
+
+
+class _CountingEvent(threading.Event):
+    """A stop flag that counts the waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return super().wait(timeout)
+
+
+def test_without_a_gossip_handler_the_gossip_thread_sleeps_until_one_comes() -> None:
+    stop = _CountingEvent()
+    loop = EventLoop(0.05, 0.5, stop, Counters(), logging.getLogger("gossip.test"),
+                     lambda *args: None, "gossip-test")
+    seen = threading.Semaphore(0)
+    loop.state_handlers.add(lambda n, prev: seen.release())
+    loop.start()
+    try:
+        loop.emit(("state", 1, NodeState.ALIVE))
+        assert seen.acquire(timeout=WAIT)       # both threads run; the gossip one has no work
+        assert stop.waits == 0                  # it never timed a round
+        calls = threading.Semaphore(0)
+        hid = loop.gossip_handlers.add(calls.release)
+        for _ in range(2):
+            assert calls.acquire(timeout=WAIT)
+        assert loop.gossip_handlers.remove(hid)
+        again = loop.gossip_handlers.add(calls.release)
+        assert calls.acquire(timeout=WAIT)
+        assert loop.gossip_handlers.remove(again)
+    finally:
+        stop.set()
+        loop.close()
+        for t in loop.threads:
+            t.join(WAIT)
+    assert not any(t.is_alive() for t in loop.threads)
+
+
+def test_stop_ends_a_gossip_thread_that_sleeps_for_want_of_a_handler() -> None:
+    stop = threading.Event()
+    loop = EventLoop(0.05, 0.5, stop, Counters(), logging.getLogger("gossip.test"),
+                     lambda *args: None, "gossip-test")
+    loop.start()
+    stop.set()
+    loop.close()
+    for t in loop.threads:
+        t.join(WAIT)
+    assert not any(t.is_alive() for t in loop.threads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import queue
+import selectors
 import socket
 import threading
 import time
@@ -355,3 +356,47 @@ def test_the_reader_loop_counts_an_error_and_ends_quietly_when_stopped() -> None
         finally:
             udp.waker.close()
     assert counts == {"reader_errors": 1} and sel.calls == 2 and sel.closed
+
+
+class _RecordingSelector:
+    """A real selector that records the timeout of every select."""
+
+    def __init__(self, inner: selectors.BaseSelector) -> None:
+        self.inner = inner
+        self.timeouts: list[float | None] = []
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.timeouts.append(timeout)
+        return self.inner.select(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_the_reader_sleeps_without_a_timeout_and_ends_when_stopped_and_woken() -> None:
+    counts: dict[str, int] = {}
+    batches: list[list[Incoming]] = []
+    stop = threading.Event()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        udp = _udp_socket(s, counts, batches, stop)
+        waker = udp.waker = Waker()
+        inner = selectors.DefaultSelector()
+        inner.register(s, selectors.EVENT_READ, "udp")
+        inner.register(waker.r, selectors.EVENT_READ, "wake")
+        sel = _RecordingSelector(inner)
+        reader = threading.Thread(target=udp.run, args=(sel,), daemon=True)
+        reader.start()
+        try:
+            sender.sendto(b"ping", s.getsockname())
+            wait_until(lambda: sum(len(b) for b in batches) == 1, WAIT, "the datagram read")
+        finally:
+            stop.set()
+            waker.wake()
+            reader.join(WAIT)
+            waker.close()
+    assert not reader.is_alive()
+    assert len(sel.timeouts) >= 2 and set(sel.timeouts) == {None}   # woken only by input
+    assert [p.data for b in batches for p in b] == [b"ping"]

@@ -2,7 +2,9 @@
 
 :class:`UdpSocket` writes datagrams at once or refuses them, and runs the loop of the
 ``gossip-<name>-udp-reader`` thread: on every wake-up it drains the socket (up to a burst of
-datagrams per round) and hands the whole burst to ``emit`` in one call. The socket's buffers are
+datagrams per round) and hands the whole burst to ``emit`` in one call. The thread sleeps until a
+datagram arrives or its waker is woken (the transport sets the stop event, then wakes it), with
+no timeout: an idle node's reader wakes for nothing else. The socket's buffers are
 enlarged (the kernel caps them; :attr:`UdpSocket.buffers` is what was granted), and on Linux the
 kernel's own count of datagrams dropped for want of buffer space (``SO_RXQ_OVFL``) is read with
 the datagrams, so a loss in the kernel is counted like any other (:attr:`UdpSocket.kernel_drops`).
@@ -38,7 +40,6 @@ UDP_RECV_SIZE: Final = 65535
 ADDR_CACHE_MAX: Final = 4096
 """Entries of an address text cache before it is emptied."""
 _UDP_BURST = 256  # datagrams read per wake-up before the loop looks at its stop flag again
-_SELECT_TIMEOUT = 2.0
 # SO_RXQ_OVFL (Linux 2.6.33+): the kernel reports, with each datagram, how many it dropped.
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40) if sys.platform.startswith("linux") else None
 _OVFL_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
@@ -121,13 +122,14 @@ class UdpSocket:
                                 name=f"gossip-{self._name}-udp-reader")
 
     def run(self, sel: selectors.BaseSelector) -> None:
-        """The reader thread's loop, until the stop event is set."""
+        """The reader thread's loop, until the stop event is set (and the waker woken: the loop
+        waits for a datagram or the waker, with no timeout)."""
         waker = self.waker
         assert waker is not None
         try:
             while not self._stop.is_set():
                 try:
-                    for key, _mask in sel.select(timeout=_SELECT_TIMEOUT):
+                    for key, _mask in sel.select():
                         if key.data == "wake":
                             waker.drain()
                             continue
