@@ -65,6 +65,8 @@ def import_dataclasses() -> None:
     def __getattr__(name: str) -> Any:
         import importlib
 
+        if sys.modules.get("inspect") is stand_in:  # asked for while dataclasses is imported
+            del sys.modules["inspect"]
         real = importlib.import_module("inspect")
         dataclasses = sys.modules.get("dataclasses")
         if dataclasses is not None and getattr(dataclasses, "inspect", None) is stand_in:
