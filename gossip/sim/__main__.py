@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Config.adaptive_ping_timeout: each member's probe timeout from its round trips")
     p.add_argument("--seeds", type=int, default=10,
                    help="lifeguard-grid: runs per cell (seeds --seed, --seed + 1, ...)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="lifeguard-grid: processes that run a cell's seeds side by side "
+                        "(the same figures; default 1)")
     p.add_argument("--grid-starved", type=float, nargs="+",
                    help="lifeguard-grid: shares of starved nodes (default 0 0.01 0.05 0.1)")
     p.add_argument("--tables", choices=("auto", "objects", "compact"), default="auto",
@@ -152,7 +155,10 @@ def _grid(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     def show(row: dict[str, object]) -> None:
         print(json.dumps(row) if args.json else format_row(row), flush=True)
 
-    run_grid(grid_cells(nodes, loss, starved, config=args.config, **kw), seeds, show)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
+    run_grid(grid_cells(nodes, loss, starved, config=args.config, **kw), seeds, show,
+             jobs=args.jobs)
     if not args.json:
         print(f"\nreplay: {replay_command(args, parser)}")
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gossip.sim.__main__ import main
-from gossip.sim.grid import GridCell, format_row, grid_cells, run_cell
+from gossip.sim.grid import GridCell, format_row, grid_cells, run_cell, run_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +59,19 @@ def test_python_m_gossip_sim_runs_the_grid() -> None:
          "--grid-starved", "0", "--seeds", "1", "--duration", "15", "--json"],
         capture_output=True, text=True, timeout=300, cwd=ROOT, check=True)
     assert len(out.stdout.splitlines()) == 2
+
+
+def test_seeds_run_side_by_side_give_the_same_figures_as_one_after_another() -> None:
+    cell = GridCell(12, 0.10, 0.10, False, crash_at=5.0, duration=25.0)
+    seeds = [4, 5, 6]
+    alone = run_grid([cell], seeds)
+    side_by_side = run_grid([cell], seeds, jobs=2)
+    assert side_by_side == alone and alone[0]["seeds"] == 3
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        run_grid([cell], seeds, jobs=0)
+
+
+def test_cli_refuses_a_jobs_count_under_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--scenario", "lifeguard-grid", "--nodes", "20", "--jobs", "0"])
+    assert "--jobs must be at least 1" in capsys.readouterr().err
