@@ -14,14 +14,15 @@ connection no other part of the engine reads. A blocked loop delays this one rep
 delays everything else it runs, and nothing else.
 
 The reply resumes the awaiting task within the reader's callback (a
-:class:`~._futures.LoopFuture`), not one turn of the loop later. An exchange ends with the reply, with the request's timeout (:class:`GossipTimeout`; the
-connection is closed), with a broken connection (:class:`SendError`), or when the face stops
-(:class:`ClusterClosed`). Cancelling the await before the request was written whole closes the
-connection; after that, the exchange keeps reading until the reply comes, which it drops and
-counts (``on_late``), or the request's timeout passes, so that the connection can serve the
-next request.
+:class:`~._futures.LoopFuture`), not one turn of the loop later. An exchange ends with the
+reply, with the request's timeout (:class:`GossipTimeout`; the connection is closed), with a
+broken connection (:class:`SendError`), or when the face stops (:class:`ClusterClosed`).
+Cancelling the await before the request was written whole closes the connection; after that,
+the exchange keeps reading until the reply comes, which it drops and counts (``on_late``), or
+the request's timeout passes, so that the connection can serve the next request.
 
-This module imports nothing from :mod:`gossip` but the errors and the transports' interface.
+This module imports nothing from :mod:`gossip` but the errors, the transports' interface
+(the :class:`RequestLine` protocol it drives) and :mod:`._futures`.
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ from .host import CoreHost
 from .incoming import Receiver
 from .joins import Joins, join_peers, join_peers_nowait
 from .members import MemberView, event_node, removed_node
-from .outgoing import Outgoing, UserMessages
+from .outgoing import Outgoing
+from .user_messages import UserMessages
 from .replies import Replies
 from .scheduler import Scheduler
 from .seeds import SeedJoiner

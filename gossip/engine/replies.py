@@ -1,6 +1,6 @@
 """Requests waiting for their replies, each a :class:`concurrent.futures.Future`.
 
-A request sent without blocking (:meth:`gossip.engine.outgoing.UserMessages.request_nowait`)
+A request sent without blocking (:meth:`gossip.engine.user_messages.UserMessages.request_nowait`)
 travels on the pooled connection to the node, like a reliable message, and its reply comes
 back on that connection. The replier stamps its reply with the request's message id, so a
 reply is matched to its request by ``(sender node id, message id)``: this table holds one

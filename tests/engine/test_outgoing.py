@@ -1,4 +1,4 @@
-"""User messages (gossip.engine.outgoing.UserMessages) as the facade sends them, given a
+"""User messages (gossip.engine.user_messages.UserMessages) as the facade sends them, given a
 stand-in for the send path and the member table: what goes to whom, with which ttl."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 import gossip
 from gossip.config import Config
 from gossip.counters import Counters
-from gossip.engine.outgoing import UserMessages, broadcast_ttl
+from gossip.engine.outgoing import broadcast_ttl
+from gossip.engine.user_messages import UserMessages
 from gossip.errors import LocalProtocolError, NodeUnavailable, SendError
 from gossip.hlc import HLC
 from gossip.metadata import MetadataReader

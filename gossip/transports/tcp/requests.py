@@ -10,8 +10,8 @@ a new dial once.
 
 A caller that must not block (an event loop) borrows an idle connection instead
 (:meth:`Requests.lend`, None when none is idle) and drives the exchange itself through a
-:class:`SocketRequestLine`: it writes and reads as the socket allows, watching :meth:`SocketRequestLine.fileno`,
-and gives the connection back when the reply is whole. :meth:`Requests.prepare` dials one for
+:class:`SocketRequestLine`: it writes and reads as the socket allows, watching its file
+descriptor, and gives the connection back when the reply is whole. :meth:`Requests.prepare` dials one for
 the idle pool (it blocks: a worker thread calls it), so that the next borrower finds it.
 
 It is given the connection context, a dialer, the dial budget and a counter; it never holds the
