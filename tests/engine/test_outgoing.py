@@ -13,7 +13,7 @@ from gossip.config import Config
 from gossip.counters import Counters
 from gossip.engine.outgoing import broadcast_ttl
 from gossip.engine.user_messages import UserMessages
-from gossip.errors import LocalProtocolError, NodeUnavailable, SendError
+from gossip.errors import ClusterClosed, LocalProtocolError, NodeUnavailable, SendError
 from gossip.hlc import HLC
 from gossip.metadata import MetadataReader
 from gossip.node import Node, NodeID, NodeState
@@ -33,11 +33,17 @@ class Out:
         self.sent: list[tuple[str, Packet, bool]] = []
         self.failing: set[str] = set()
         self.requests: list[tuple[str, str, int, Any, float]] = []
+        self.closed = False
 
     def user(self, addr: str, data: bytes, reliable: bool, payload_size: int) -> None:
+        if self.closed:
+            raise ClusterClosed("the cluster is stopped")
         if addr in self.failing:
             raise SendError(f"cannot reach {addr}")
         self.sent.append((addr, self.codec.decode(data), reliable))
+
+    def user_nowait(self, addr: str, data: bytes, reliable: bool, payload_size: int) -> None:
+        self.user(addr, data, reliable, payload_size)  # every packet goes (or fails) at once
 
     def request(self, addr: str, label: str, msg_type: int, payload: Any,
                 response_type: type[Any] | None, timeout: float) -> Any:
@@ -136,3 +142,30 @@ def test_a_request_names_its_node_and_defaults_to_the_tcp_deadline() -> None:
     messages, out, _, _, _ = rig(tcp_deadline=3.5)
     assert messages.request(node(A), MT, "q", None, None) == "answer"
     assert out.requests == [(ADDR[A], f"{A.short}@{ADDR[A]}", MT, "q", 3.5)]
+
+
+@pytest.mark.parametrize("nowait", [False, True])
+def test_a_send_to_several_tries_them_all_and_raises_the_first_failure_after(nowait: bool) -> None:
+    messages, out, _peers, _remembered, counters = rig()
+    out.failing = {ADDR[A]}
+    send = messages.send_direct_nowait if nowait else messages.send_direct
+    with pytest.raises(SendError, match="cannot reach 127.0.0.2"):
+        send([node(A), node(C)], MT, "x", True)
+    assert [addr for addr, _p, _r in out.sent] == [ADDR[C]]  # C was still tried
+    assert counters.get("user.sent") == 1
+
+
+@pytest.mark.parametrize("nowait", [False, True])
+def test_a_send_to_several_stops_at_once_when_the_cluster_closes(nowait: bool) -> None:
+    messages, out, _peers, _remembered, _counters = rig()
+    out.closed = True
+    send = messages.send_direct_nowait if nowait else messages.send_direct
+    with pytest.raises(ClusterClosed):
+        send([node(A), node(C)], MT, "x", True)
+    assert out.sent == []
+
+
+def test_requests_without_blocking_need_the_reply_table() -> None:
+    messages, *_ = rig()
+    with pytest.raises(ClusterClosed):
+        messages.request_nowait(node(A), MT, "x", 1.0)
