@@ -232,11 +232,7 @@ class UserMessages:
             TransportError: the open connection refused the request (it broke).
             ClusterClosed: the engine is not running.
         """
-        check_user_type(msg_type)
-        if self._replies is None:
-            raise ClusterClosed("this engine sends no requests without blocking")
-        msg_id = self._hlc.now()
-        data = self._codec.encode(msg_type, self._sender_id, msg_id, 0, payload)
+        msg_id, data = self._encode_request(msg_type, payload)
         return self._request_pooled(node, msg_type, msg_id, data, timeout)
 
     def request_start(self, node: Node, msg_type: int, payload: Any,
@@ -255,17 +251,26 @@ class UserMessages:
             MessageTooLarge, TransportError: the request cannot be sent.
             ClusterClosed: the engine is not running.
         """
-        check_user_type(msg_type)
-        if self._replies is None:
-            raise ClusterClosed("this engine sends no requests without blocking")
-        msg_id = self._hlc.now()
-        data = self._codec.encode(msg_type, self._sender_id, msg_id, 0, payload)
+        msg_id, data = self._encode_request(msg_type, payload)
         line = self._out.request_line(node.address, data)
         if line is None:
             return self._request_pooled(node, msg_type, msg_id, data, timeout)
         self._counters.inc("user.requests")
         self._counters.inc("user.requests_lent")
         return line
+
+    def _encode_request(self, msg_type: int, payload: Any) -> tuple[int, bytes]:
+        """``(message id, packet)`` of a request (ttl 0: "answer me") sent without blocking.
+
+        Raises:
+            LocalProtocolError: internal type, or ``payload`` cannot be encoded.
+            ClusterClosed: this engine has no reply table (it sends no such requests).
+        """
+        check_user_type(msg_type)
+        if self._replies is None:
+            raise ClusterClosed("this engine sends no requests without blocking")
+        msg_id = self._hlc.now()
+        return msg_id, self._codec.encode(msg_type, self._sender_id, msg_id, 0, payload)
 
     def _request_pooled(self, node: Node, msg_type: int, msg_id: int, data: bytes,
                         timeout: float | None) -> Future[Packet]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -64,13 +65,25 @@ class PairLine:
         self.released.append(clean)
 
 
+Pair = tuple[socket.socket, socket.socket]
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    """A connected socket pair (``a`` is the line's end), closed after the test."""
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
 def counted() -> tuple[Exchanges, list[int]]:
     late: list[int] = []
     return Exchanges(lambda: late.append(1)), late
 
 
-def test_a_request_larger_than_the_socket_takes_is_written_as_the_socket_drains() -> None:
-    a, b = socket.socketpair()
+def test_a_request_larger_than_the_socket_takes_is_written_as_it_drains(pair: Pair) -> None:
+    a, b = pair
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     request = bytes(range(256)) * 4096  # 1 MiB
     got = bytearray()
@@ -89,108 +102,89 @@ def test_a_request_larger_than_the_socket_takes_is_written_as_the_socket_drains(
         thread.join(10.0)
         assert bytes(got) == request and line.released == [True] and len(ex) == 0
 
-    try:
-        run(main())
-    finally:
-        a.close()
-        b.close()
+    run(main())
 
 
-def test_a_write_that_fails_at_once_or_later_fails_the_exchange_and_closes_the_line() -> None:
+def test_a_write_that_fails_at_once_or_later_fails_the_exchange_and_closes_the_line(pair: Pair) -> None:
+    a, b = pair
+
     async def main() -> None:
         ex, _ = counted()
-        a, b = socket.socketpair()
-        try:
-            line = PairLine(a, b"x", 1)
-            line.fail_flush = True
-            with pytest.raises(SendError, match="broken"):
-                await ex.exchange(line, 5.0, lambda: "late")
-            assert line.released == [False] and len(ex) == 0
-            # Failing once the socket was writable again, after a partial write.
-            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            line = PairLine(a, bytes(1 << 20), 1)
-            task = asyncio.ensure_future(ex.exchange(line, 5.0, lambda: "late"))
-            await until(lambda: 0 < line.sent < len(line.request), 5.0, "a partial write")
-            line.fail_flush = True
-            b.recv(1 << 20)  # room: the loop calls flush again, which fails
-            with pytest.raises(SendError, match="broken"):
-                await task
-            assert line.released == [False] and len(ex) == 0
-        finally:
-            a.close()
-            b.close()
-
-    run(main())
-
-
-def test_no_reply_in_time_is_a_timeout_named_as_asked() -> None:
-    async def main() -> None:
-        ex, late = counted()
-        a, b = socket.socketpair()
-        try:
-            line = PairLine(a, b"ask", 2)
-            with pytest.raises(GossipTimeout, match="nobody answered"):
-                await ex.exchange(line, 0.05, lambda: "nobody answered")
-            assert line.released == [False] and late == [] and len(ex) == 0
-        finally:
-            a.close()
-            b.close()
-
-    run(main())
-
-
-def test_a_cancelled_exchange_reads_its_late_reply_and_counts_it() -> None:
-    async def main() -> None:
-        ex, late = counted()
-        a, b = socket.socketpair()
-        try:
-            line = PairLine(a, b"ask", 2)
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(ex.exchange(line, 30.0, lambda: "late"), 0.05)
-            assert line.released == [] and len(ex) == 1  # still reading for the reply
-            b.sendall(b"ok")
-            await until(lambda: late == [1], 5.0, "the late reply counted")
-            assert line.released == [True] and len(ex) == 0
-        finally:
-            a.close()
-            b.close()
-
-    run(main())
-
-
-def test_a_cancelled_exchange_with_no_late_reply_ends_at_its_timeout() -> None:
-    async def main() -> None:
-        ex, late = counted()
-        a, b = socket.socketpair()
-        try:
-            line = PairLine(a, b"ask", 2)
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(ex.exchange(line, 0.2, lambda: "late"), 0.05)
-            await until(lambda: len(ex) == 0, 5.0, "the exchange's own timeout")
-            assert line.released == [False] and late == []
-        finally:
-            a.close()
-            b.close()
-
-    run(main())
-
-
-def test_an_exchange_cancelled_before_its_request_was_written_closes_the_line() -> None:
-    async def main() -> None:
-        ex, _ = counted()
-        a, b = socket.socketpair()
+        line = PairLine(a, b"x", 1)
+        line.fail_flush = True
+        with pytest.raises(SendError, match="broken"):
+            await ex.exchange(line, 5.0, lambda: "late")
+        assert line.released == [False] and len(ex) == 0
+        # Failing once the socket was writable again, after a partial write.
         a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        try:
-            line = PairLine(a, bytes(1 << 20), 1)
-            task = asyncio.ensure_future(ex.exchange(line, 30.0, lambda: "late"))
-            await until(lambda: line.sent > 0, 5.0, "a partial write")
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            assert not line.written and line.released == [False] and len(ex) == 0
-        finally:
-            a.close()
-            b.close()
+        line = PairLine(a, bytes(1 << 20), 1)
+        task = asyncio.ensure_future(ex.exchange(line, 5.0, lambda: "late"))
+        await until(lambda: 0 < line.sent < len(line.request), 5.0, "a partial write")
+        line.fail_flush = True
+        b.recv(1 << 20)  # room: the loop calls flush again, which fails
+        with pytest.raises(SendError, match="broken"):
+            await task
+        assert line.released == [False] and len(ex) == 0
+
+    run(main())
+
+
+def test_no_reply_in_time_is_a_timeout_named_as_asked(pair: Pair) -> None:
+    a, b = pair
+
+    async def main() -> None:
+        ex, late = counted()
+        line = PairLine(a, b"ask", 2)
+        with pytest.raises(GossipTimeout, match="nobody answered"):
+            await ex.exchange(line, 0.05, lambda: "nobody answered")
+        assert line.released == [False] and late == [] and len(ex) == 0
+
+    run(main())
+
+
+def test_a_cancelled_exchange_reads_its_late_reply_and_counts_it(pair: Pair) -> None:
+    a, b = pair
+
+    async def main() -> None:
+        ex, late = counted()
+        line = PairLine(a, b"ask", 2)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ex.exchange(line, 30.0, lambda: "late"), 0.05)
+        assert line.released == [] and len(ex) == 1  # still reading for the reply
+        b.sendall(b"ok")
+        await until(lambda: late == [1], 5.0, "the late reply counted")
+        assert line.released == [True] and len(ex) == 0
+
+    run(main())
+
+
+def test_a_cancelled_exchange_with_no_late_reply_ends_at_its_timeout(pair: Pair) -> None:
+    a, b = pair
+
+    async def main() -> None:
+        ex, late = counted()
+        line = PairLine(a, b"ask", 2)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ex.exchange(line, 0.2, lambda: "late"), 0.05)
+        await until(lambda: len(ex) == 0, 5.0, "the exchange's own timeout")
+        assert line.released == [False] and late == []
+
+    run(main())
+
+
+def test_an_exchange_cancelled_before_its_request_was_written_closes_the_line(pair: Pair) -> None:
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    async def main() -> None:
+        ex, _ = counted()
+        line = PairLine(a, bytes(1 << 20), 1)
+        task = asyncio.ensure_future(ex.exchange(line, 30.0, lambda: "late"))
+        await until(lambda: line.sent > 0, 5.0, "a partial write")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not line.written and line.released == [False] and len(ex) == 0
 
     run(main())
 

@@ -41,6 +41,23 @@ async def warm(a: gossip.aio.Cluster, nb: Node) -> None:
     await until(lambda: idle_lines(a) == 1, 10.0, "a request connection dialed")
 
 
+async def holding(a: gossip.aio.Cluster, b: gossip.aio.Cluster) -> tuple[asyncio.Event, Node]:
+    """Join ``a`` and ``b``, have ``b`` answer "ok", holding a "wait" until the event is set,
+    and warm ``a``'s request connection to ``b``; return the event and ``b`` as ``a`` sees it."""
+    release = asyncio.Event()
+
+    async def answer(sender: Node, packet: Packet) -> str:
+        if packet.unmarshal() == "wait":
+            await release.wait()
+        return "ok"
+
+    b.handle_func_with_reply(T, answer)
+    await joined(a, b)
+    nb = node_of(a, b)
+    await warm(a, nb)
+    return release, nb
+
+
 def test_requests_after_the_first_are_exchanged_on_the_loop_with_no_reply_waiter() -> None:
     async def main() -> None:
         async with gossip.aio.Cluster(local()) as a, gossip.aio.Cluster(local()) as b:
@@ -73,17 +90,7 @@ def test_requests_after_the_first_are_exchanged_on_the_loop_with_no_reply_waiter
 def test_a_timeout_on_the_loop_closes_the_connection_and_the_next_request_works() -> None:
     async def main() -> None:
         async with gossip.aio.Cluster(local()) as a, gossip.aio.Cluster(local()) as b:
-            release = asyncio.Event()
-
-            async def answer(sender: Node, packet: Packet) -> str:
-                if packet.unmarshal() == "wait":
-                    await release.wait()
-                return "ok"
-
-            b.handle_func_with_reply(T, answer)
-            await joined(a, b)
-            nb = node_of(a, b)
-            await warm(a, nb)
+            release, nb = await holding(a, b)
             lent = a.stats().get("user.requests_lent", 0)
             with pytest.raises(GossipTimeout, match=r"no reply from node .* within 0\.2s"):
                 await a.send_to_with_response(nb, T, "wait", timeout=0.2)
@@ -99,17 +106,7 @@ def test_a_timeout_on_the_loop_closes_the_connection_and_the_next_request_works(
 def test_a_cancelled_request_on_the_loop_counts_its_late_reply_and_keeps_the_connection() -> None:
     async def main() -> None:
         async with gossip.aio.Cluster(local()) as a, gossip.aio.Cluster(local()) as b:
-            release = asyncio.Event()
-
-            async def answer(sender: Node, packet: Packet) -> str:
-                if packet.unmarshal() == "wait":
-                    await release.wait()
-                return "ok"
-
-            b.handle_func_with_reply(T, answer)
-            await joined(a, b)
-            nb = node_of(a, b)
-            await warm(a, nb)
+            release, nb = await holding(a, b)
             dials = sockets(a).stats["tcp_dials"]
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(a.send_to_with_response(nb, T, "wait", timeout=30.0), 0.1)
@@ -160,17 +157,7 @@ def test_stopping_the_cluster_ends_a_request_the_loop_is_reading_with_cluster_cl
         a = gossip.aio.Cluster(local())
         async with gossip.aio.Cluster(local()) as b:
             await a.start()
-            never = asyncio.Event()
-
-            async def silent(sender: Node, packet: Packet) -> str:
-                if packet.unmarshal() == "wait":
-                    await never.wait()
-                return "ok"
-
-            b.handle_func_with_reply(T, silent)
-            await joined(a, b)
-            nb = node_of(a, b)
-            await warm(a, nb)
+            _never, nb = await holding(a, b)
             pending = asyncio.ensure_future(a.send_to_with_response(nb, T, "wait", timeout=30.0))
             await until(lambda: len(a._exchanges) == 1, 10.0, "the request on the loop")
             await a.stop(leave=False)

@@ -96,6 +96,12 @@ def echo(conn: socket.socket, frame: bytes) -> bool:
     return True
 
 
+def answer_then_reset(conn: socket.socket, frame: bytes) -> bool:
+    conn.sendall(encode_frame(b"re:" + frame))
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    return False  # closed with a reset right after answering
+
+
 def test_a_pooled_connection_the_peer_closed_is_replaced_by_one_new_dial(
         transport: SocketTransport, monkeypatch: pytest.MonkeyPatch) -> None:
     closed_after_first = {"n": 0}
@@ -120,11 +126,6 @@ def test_a_pooled_connection_the_peer_closed_is_replaced_by_one_new_dial(
 
 
 def test_a_reused_connection_found_dead_on_write_is_redialed_once(transport: SocketTransport) -> None:
-    def answer_then_reset(conn: socket.socket, frame: bytes) -> bool:
-        conn.sendall(encode_frame(b"re:" + frame))
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        return False  # closed with a reset right after answering
-
     peer = Peer(answer_then_reset)
     try:
         assert transport.request(peer.addr, b"a", 5.0) == b"re:a"
@@ -379,11 +380,6 @@ def test_a_malformed_or_cut_reply_on_a_line_is_an_error_and_the_connection_is_no
 
 def test_a_line_on_an_idle_connection_the_peer_reset_fails_as_a_retry_uncounted(
         transport: SocketTransport) -> None:
-    def answer_then_reset(conn: socket.socket, frame: bytes) -> bool:
-        conn.sendall(encode_frame(b"re:" + frame))
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        return False  # closed with a reset right after answering
-
     peer = Peer(answer_then_reset)
     try:
         transport.prepare_request_line(peer.addr, 5.0)
