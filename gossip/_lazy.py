@@ -23,7 +23,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["lazy_getattr", "import_dataclasses"]
+__all__ = ["lazy_getattr", "import_dataclasses", "inspect_stand_in"]
 
 
 def lazy_getattr(package: str, names: Mapping[str, str],
@@ -60,6 +60,19 @@ def import_dataclasses() -> None:
     """
     if sys.version_info >= (3, 12) or "dataclasses" in sys.modules or "inspect" in sys.modules:
         return
+    stand_in = inspect_stand_in()
+    sys.modules["inspect"] = stand_in
+    try:
+        import dataclasses  # noqa: F401  (the import is the point)
+    finally:
+        if sys.modules.get("inspect") is stand_in:
+            del sys.modules["inspect"]
+
+
+def inspect_stand_in() -> types.ModuleType:
+    """The stand-in for :mod:`inspect` of :func:`import_dataclasses`: a module whose
+    ``__getattr__`` imports the real :mod:`inspect` (leaving ``sys.modules`` first if it is
+    still there), gives it to :mod:`dataclasses` in its place, and returns the attribute."""
     stand_in = types.ModuleType("inspect", "Stands in for inspect while dataclasses is imported.")
 
     def __getattr__(name: str) -> Any:
@@ -74,9 +87,4 @@ def import_dataclasses() -> None:
         return getattr(real, name)
 
     stand_in.__getattr__ = __getattr__  # type: ignore[method-assign]
-    sys.modules["inspect"] = stand_in
-    try:
-        import dataclasses  # noqa: F401  (the import is the point)
-    finally:
-        if sys.modules.get("inspect") is stand_in:
-            del sys.modules["inspect"]
+    return stand_in

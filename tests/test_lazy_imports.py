@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import pytest
 
@@ -151,3 +152,42 @@ def test_a_program_that_imported_inspect_first_keeps_its_module() -> None:
         print(json.dumps({"same": sys.modules["inspect"] is mine and dataclasses.inspect is mine}))
     """)
     assert got["same"] is True
+
+
+@pytest.fixture
+def fresh_stdlib() -> Iterator[None]:
+    """Take ``dataclasses`` and ``inspect`` out of ``sys.modules`` for the test, and put the
+    originals back after it (every other module keeps the objects it imported)."""
+    saved = {m: sys.modules.pop(m) for m in ("dataclasses", "inspect")}
+    try:
+        yield
+    finally:
+        sys.modules.update(saved)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="dataclasses uses inspect for every class")
+def test_dataclasses_imported_in_process_gets_the_stand_in_then_the_real_inspect(
+        fresh_stdlib: None) -> None:
+    from gossip._lazy import import_dataclasses
+
+    import_dataclasses()
+    dataclasses = sys.modules["dataclasses"]
+    assert "inspect" not in sys.modules            # the stand-in left with the import
+    stand_in = dataclasses.inspect
+    assert stand_in.__doc__.startswith("Stands in for inspect")
+    assert callable(stand_in.signature)            # the first use imports the real one...
+    real = sys.modules["inspect"]
+    assert dataclasses.inspect is real and real is not stand_in   # ...and hands it over
+    import_dataclasses()                           # both imported now: nothing changes
+    assert sys.modules["dataclasses"] is dataclasses and sys.modules["inspect"] is real
+
+
+def test_the_stand_in_asked_while_still_in_sys_modules_makes_way_for_the_real_one(
+        fresh_stdlib: None) -> None:
+    from gossip._lazy import inspect_stand_in
+
+    stand_in = inspect_stand_in()
+    sys.modules["inspect"] = stand_in              # as while dataclasses is imported
+    assert callable(stand_in.getsource)            # no loop back into the stand-in
+    assert sys.modules["inspect"] is not stand_in
+    assert hasattr(sys.modules["inspect"], "getsource")
