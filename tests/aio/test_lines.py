@@ -241,3 +241,20 @@ def test_abort_all_ends_exchanges_on_this_loop_and_on_another_thread_s_loop() ->
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_aborting_an_exchange_that_ended_changes_nothing(pair: Pair) -> None:
+    a, b = pair
+
+    async def main() -> None:
+        ex, _ = counted()
+        line = PairLine(a, b"q", 2)
+        task = asyncio.ensure_future(ex.exchange(line, 30.0, lambda: "late"))
+        await until(lambda: len(ex) == 1, 5.0, "the exchange under way")
+        (exchange,) = list(ex._live)
+        b.sendall(b"ok")
+        assert await task == b"ok"
+        exchange.abort(ClusterClosed("too late"))  # ended: nothing to stop, the result stays
+        assert line.released == [True] and exchange.fut.result() == b"ok"
+
+    run(main())
