@@ -37,7 +37,7 @@ import pytest
 from gossip import Config
 
 from . import REPO_ROOT, scaled, wait_until
-from .browser import Chromium, find_chromium
+from .browser import BrowserError, Chromium, find_chromium
 from gossip_netguard import is_loopback
 
 pytestmark = pytest.mark.integration
@@ -177,11 +177,19 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
             browser.wait_for("[...document.querySelectorAll('#log li')].some(li => li.textContent.includes('→ dead'))",
                              5.0, "the death in the event log")
 
-            browser.click(f'#members tr[data-id="{c_id}"]')
             card = "document.querySelector('#provenance')"
-            browser.wait_for(f"{card}.dataset.node === '{c_id}' && "
-                             f"{card}.querySelector('.episode.outcome-dead') !== null", 10.0,
-                             "the killed node's provenance to open")
+            for attempt in range(3):
+                # A mouse click lands where the row was an instant before: if the table was
+                # redrawn in between (a loaded host), it hit another row; click again.
+                browser.click(f'#members tr[data-id="{c_id}"]')
+                try:
+                    browser.wait_for(f"{card}.dataset.node === '{c_id}' && "
+                                     f"{card}.querySelector('.episode.outcome-dead') !== null",
+                                     10.0, "the killed node's provenance to open")
+                    break
+                except BrowserError:
+                    if attempt == 2:
+                        raise
             text = browser.evaluate(f"{card}.innerText")
             assert "suspected by" in text and "declared dead" in text, text
             assert c_id[-8:] in text and (a_id[-8:] in text or b_id[-8:] in text), text
