@@ -41,7 +41,8 @@ class _Exchange:
     """One request on a :class:`RequestLine`, driven by the loop; see the module docstring.
     Every method runs on the loop's thread."""
 
-    __slots__ = ("_owner", "_loop", "_line", "_fd", "_watch", "_timer", "fut", "_timeout_msg")
+    __slots__ = ("_owner", "_loop", "_line", "_fd", "_watch", "_timer", "_ended", "fut",
+                 "_timeout_msg")
 
     def __init__(self, owner: Exchanges, loop: asyncio.AbstractEventLoop, line: RequestLine,
                  timeout: float, timeout_msg: Callable[[], str]) -> None:
@@ -50,6 +51,7 @@ class _Exchange:
         self._line = line
         self._fd = line.fileno()
         self._watch = ""  # "r" or "w": what the loop watches on the socket for this exchange
+        self._ended = False  # the line was given back
         self._timeout_msg = timeout_msg
         self.fut: LoopFuture[bytes] = LoopFuture(loop)
         # May raise SendError: the caller releases the line (nothing is watched yet).
@@ -59,7 +61,7 @@ class _Exchange:
         else:
             self._watch = "w"
             loop.add_writer(self._fd, self._writable)
-        self._timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._timed_out)
+        self._timer = loop.call_later(timeout, self._timed_out)
         self.fut.add_done_callback(self._settled)
 
     def _unwatch(self) -> None:
@@ -70,11 +72,12 @@ class _Exchange:
             self._loop.remove_writer(self._fd)
 
     def _end(self, clean: bool) -> None:
-        """Stop watching, forget the timer, give the line back (clean: for reuse)."""
+        """Stop watching, cancel the timer, give the line back (clean: for reuse); once."""
+        if self._ended:
+            return
+        self._ended = True
         self._unwatch()
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
+        self._timer.cancel()
         self._owner._live.pop(self, None)
         self._line.release(clean)
 
@@ -104,29 +107,23 @@ class _Exchange:
         else:
             fut.set_result(reply)
 
-    def _fail(self, exc: BaseException) -> None:
+    def abort(self, exc: BaseException) -> None:
+        """End the exchange now with ``exc`` (a broken connection, the face stopping); the
+        connection is closed. Nothing changes for an exchange that has ended."""
         self._end(False)
         if not self.fut.done():
             self.fut.set_exception(exc)
 
+    _fail = abort
+
     def _timed_out(self) -> None:
-        self._timer = None
-        self._end(False)
-        if not self.fut.done():
-            self.fut.set_exception(GossipTimeout(self._timeout_msg()))
+        self.abort(GossipTimeout(self._timeout_msg()))
 
     def _settled(self, fut: LoopFuture[bytes]) -> None:
         """The future is done: if it was cancelled before the request was written whole, the
         connection goes; after, the exchange reads on until the reply or the timeout."""
-        if fut.cancelled() and self._timer is not None and not self._line.written:
+        if fut.cancelled() and not self._line.written:
             self._end(False)
-
-    def abort(self, exc: BaseException) -> None:
-        """End the exchange now with ``exc`` (the face stops)."""
-        if self._timer is not None or self._watch:
-            self._end(False)
-        if not self.fut.done():
-            self.fut.set_exception(exc)
 
 
 class Exchanges:
