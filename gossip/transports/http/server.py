@@ -396,8 +396,8 @@ class Listener:
                     close_quietly(sock)
                     return
                 self._conns[conn] = thread
+                self._count("accepted")  # before its first request can be answered
                 thread.start()   # under the lock: close() never sees a thread it cannot join
-            self._count("accepted")
 
     def _sweep_loop(self) -> None:
         while not self._closed.wait(_SWEEP):
