@@ -133,7 +133,7 @@ class MemberTable:
         """Return the full state (``local`` first, then every member) for a state exchange."""
         states = self.states_cache
         if states is None:
-            states = (local.self_state(),) + tuple(m.to_state() for m in self.members.values())
+            states = (local.self_state(),) + tuple(self.store.states(self.members))
             if self.store.cache_states:
                 self.states_cache = states
         return states

@@ -22,7 +22,7 @@ Pure data: no clock, no threads, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from ..config import Config
@@ -306,7 +306,9 @@ class Merger:
         per_message = self.config.max_members_per_message
         msg = self.inbound
         refused = 0
-        for s in states:
+        # Most of a full state is what we hold already: the store drops those records first
+        # (the compact store without making a view of each).
+        for s in self.table.store.news(self.members, states if isinstance(states, Sequence) else list(states)):
             if not 0 <= s.incarnation <= MAX_INCARNATION:
                 self.out.count("refused_incarnation_range")
                 continue

@@ -31,7 +31,9 @@ from ..tags import NO_TAGS
 from .rtt import RttWindow
 from .suspicion import Suspicion
 
-__all__ = ["Member", "IdList", "IdSet", "TableStore", "ObjectStore", "ObjectIdList", "shuffle"]
+ALIVE = NodeState.ALIVE
+
+__all__ = ["Member", "IdList", "IdSet", "TableStore", "ObjectStore", "ObjectIdList", "shuffle", "news"]
 
 
 def shuffle(rng: random.Random, x: MutableSequence[Any]) -> None:
@@ -174,6 +176,28 @@ class TableStore(Protocol):
         """Shuffle ``order`` in place as ``rng.shuffle(order)`` would (the same draws, the same
         permutation)."""
 
+    def states(self, members: MutableMapping[NodeID, Member]) -> Iterable[MemberState]:
+        """Return every record of ``members`` as exchanged by push/pull, in insertion order."""
+
+    def news(self, members: MutableMapping[NodeID, Member], states: Sequence[MemberState]) -> Sequence[MemberState]:
+        """Return ``states`` (a received full state, in order) without the ones that can change
+        nothing: alive members held at the same address with an incarnation and a metadata
+        stamp at least as high (see :func:`news`)."""
+
+
+def news(members: Mapping[NodeID, Member], states: Sequence[MemberState]) -> list[MemberState]:
+    """The rule of :meth:`TableStore.news`, one record at a time (any store)."""
+    get = members.get
+    out = []
+    for s in states:
+        if s.state is ALIVE:
+            m = get(s.node)
+            if m is not None and s.incarnation <= m.incarnation and s.meta_stamp <= m.meta_stamp \
+                    and s.addr == m.addr:
+                continue
+        out.append(s)
+    return out
+
 
 class ObjectIdList:
     """:class:`IdList` as a list with a dict of positions."""
@@ -259,3 +283,11 @@ class ObjectStore:
     def shuffle(self, rng: random.Random, order: MutableSequence[NodeID]) -> None:
         """``rng.shuffle(order)``."""
         shuffle(rng, order)
+
+    def states(self, members: MutableMapping[NodeID, Member]) -> Iterable[MemberState]:
+        """Each record's :meth:`Member.to_state`, in insertion order."""
+        return [m.to_state() for m in members.values()]
+
+    def news(self, members: MutableMapping[NodeID, Member], states: Sequence[MemberState]) -> Sequence[MemberState]:
+        """See :meth:`TableStore.news`."""
+        return news(members, states)

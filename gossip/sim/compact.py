@@ -38,7 +38,7 @@ from ..node import PROTOCOL_VERSION, NodeID, NodeState
 from ..protocol.rtt import RttWindow
 from ..protocol.suspicion import Suspicion
 from ..tags import NO_TAGS
-from ..protocol.tables import IdList, IdSet, Member, ObjectStore, shuffle
+from ..protocol.tables import IdList, IdSet, Member, ObjectStore, news, shuffle
 
 __all__ = ["Registry", "CompactStore", "CompactMember", "CompactMembers"]
 
@@ -51,7 +51,7 @@ ALIVE = NodeState.ALIVE
 class Registry:
     """Numbers member ids once for all the tables of a simulation."""
 
-    __slots__ = ("ids", "index", "by_int", "addrs", "_plain")
+    __slots__ = ("ids", "index", "by_int", "addrs", "_plain", "_shared", "_shared_alive")
 
     def __init__(self) -> None:
         self.ids: list[NodeID] = []
@@ -62,6 +62,11 @@ class Registry:
         # CompactStore.bulk_add: id -> (state, number). A bootstrap hands the same states to
         # every core; each is examined once.
         self._plain: dict[int, tuple[MemberState, int]] = {}
+        # Full-state records shared by every core (see CompactStore.states): the record of a
+        # member in a state, at an incarnation, every other field at its default, made once.
+        # They are kept for the whole simulation, so an ``id`` names one of them for ever.
+        self._shared: dict[int, MemberState] = {}              # (number, incarnation, code) key
+        self._shared_alive: dict[int, tuple[int, int]] = {}    # id(alive record) -> (number, inc)
 
     def intern(self, node: NodeID, addr: str) -> int:
         """Return the number of ``node`` (registering it, at ``addr``, if new)."""
@@ -96,6 +101,19 @@ class Registry:
             memo[id(s)] = (s, g)
             append(g)
         return gs
+
+    def shared(self, g: int, code: int, incarnation: int) -> MemberState:
+        """Return the shared record of member ``g`` in the state ``code`` at ``incarnation``,
+        at its registered address with every other field at its default."""
+        key = (g << 35) | (incarnation << 3) | code
+        s = self._shared.get(key)
+        if s is None:
+            state = _DECODE[code]
+            assert state is not None
+            s = self._shared[key] = MemberState(self.ids[g], self.addrs[g], state, incarnation)
+            if state is ALIVE:
+                self._shared_alive[id(s)] = (g, incarnation)
+        return s
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -650,3 +668,52 @@ class CompactStore:
         """Shuffle the array of registry numbers under ``order``: the same draws and the same
         permutation as shuffling the ids."""
         shuffle(rng, order.arr if isinstance(order, CompactProbeOrder) else order)
+
+    def states(self, members: MutableMapping[NodeID, Member]) -> Iterable[MemberState]:
+        """Return the records of ``members`` as exchanged by push/pull, in insertion order.
+
+        A record with every field but its state and incarnation at its default (nearly all of
+        them) is the registry's shared one (:meth:`Registry.shared`): a full state costs a
+        lookup a member, not a new record, and :meth:`news` knows the shared records on sight.
+        """
+        assert isinstance(members, CompactMembers)
+        t = members
+        special = set().union(t.addr, t.meta, t.meta_stamp, t.pv, t.av, t.tags)
+        table = self.registry._shared
+        shared = self.registry.shared
+        st, inc = t.st, t.inc
+        out = []
+        append = out.append
+        for g in t.order:
+            if g < 0:
+                continue
+            if g in special:
+                append(CompactMember(t, g).to_state())
+                continue
+            code = st[g]
+            i = inc[g]
+            s = table.get((g << 35) | (i << 3) | code)
+            append(s if s is not None else shared(g, code, i))
+        return out
+
+    def news(self, members: MutableMapping[NodeID, Member], states: Sequence[MemberState]) -> Sequence[MemberState]:
+        """See :meth:`~gossip.protocol.tables.TableStore.news`: a shared record (see
+        :meth:`states`) is judged from the arrays, any other as the ordinary store does."""
+        assert isinstance(members, CompactMembers)
+        t = members
+        known = self.registry._shared_alive.get
+        pos, inc, addr = t.pos, t.inc, t.addr
+        size = len(pos)
+        out: list[MemberState] = []
+        append = out.append
+        for s in states:
+            hit = known(id(s))
+            if hit is None:
+                out += news(t, (s,))
+                continue
+            g, i = hit
+            # A shared alive record: the registered address, no metadata (stamp 0).
+            if g < size and pos[g] >= 0 and i <= inc[g] and g not in addr:
+                continue
+            append(s)
+        return out
