@@ -43,8 +43,10 @@ class BroadcastQueue:
     def __init__(self, max_size: int = 4096) -> None:
         self.max_size = max_size
         self._entries: dict[Hashable, _Entry] = {}
-        # transmits -> {key: entry}, in insertion order (newest last)
-        self._buckets: dict[int, dict[Hashable, _Entry]] = {}
+        # transmits -> its entries, in insertion order (newest last). The buckets hold the
+        # entries themselves (hashed by identity, in C), so moving an update from one bucket to
+        # the next never hashes its key.
+        self._buckets: dict[int, dict[_Entry, None]] = {}
         self._order = 0
         self.dropped = 0
         self.last_used = 0
@@ -55,52 +57,64 @@ class BroadcastQueue:
 
     def queue(self, key: Hashable, item: Any, size: int) -> None:
         """Queue ``item`` (``size`` bytes encoded) about ``key``, replacing any older one."""
-        old = self._entries.pop(key, None)
+        entries = self._entries
+        old = entries.pop(key, None)
         if old is not None:
-            del self._buckets[old.transmits][key]
+            del self._buckets[old.transmits][old]
         self._order += 1
         entry = _Entry(key, item, size, self._order)
-        self._entries[key] = entry
-        self._buckets.setdefault(0, {})[key] = entry
-        if len(self._entries) > self.max_size:
-            self._prune(len(self._entries) - self.max_size)
+        entries[key] = entry
+        bucket = self._buckets.get(0)
+        if bucket is None:
+            bucket = self._buckets[0] = {}
+        bucket[entry] = None
+        if len(entries) > self.max_size:
+            self._prune(len(entries) - self.max_size)
 
     def invalidate(self, key: Hashable) -> None:
         """Drop the queued update about ``key``, if any."""
         old = self._entries.pop(key, None)
         if old is not None:
-            del self._buckets[old.transmits][key]
+            del self._buckets[old.transmits][old]
+
+    def peek(self, key: Hashable) -> Any:
+        """Return the queued update about ``key``, or None."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.item
 
     def _prune(self, count: int) -> None:
         for transmits in sorted(self._buckets, reverse=True):
             bucket = self._buckets[transmits]
             while bucket and count > 0:
-                key = next(iter(bucket))
-                del bucket[key]
-                del self._entries[key]
+                entry = next(iter(bucket))
+                del bucket[entry]
+                del self._entries[entry.key]
                 self.dropped += 1
                 count -= 1
             if count == 0:
                 return
 
     def get(self, budget: int, limit: int, overhead: int = 1, skip: Callable[[Any], bool] | None = None,
-            count: bool = True) -> list[Any]:
+            count: bool = True, exclude: Hashable | None = None, skip_type: type | None = None) -> list[Any]:
         """Take updates whose sizes (plus ``overhead`` each) fit in ``budget`` bytes.
 
         Each taken update counts one more transmission; one that reaches ``limit`` leaves the
-        queue. ``skip`` can exclude items (for example updates about the recipient itself).
+        queue. ``skip`` can exclude items (for example updates about the recipient itself);
+        ``exclude`` excludes the update queued about that key, and ``skip_type`` every item of
+        that type (the same as such a ``skip``, without a call per update).
         ``count=False`` takes them without counting: for a recipient that is probably down,
         which must not use up a transmission that a live member needed.
         """
         self.last_used = 0
         if not self._entries or budget <= 0:
             return []
+        excluded = self._entries.get(exclude) if exclude is not None else None
         taken: list[_Entry] = []
         used = 0
         misfits = 0
-        for transmits in sorted(self._buckets):
-            bucket = self._buckets[transmits]
-            for entry in reversed(bucket.values()):
+        buckets = self._buckets
+        for transmits in sorted(buckets) if len(buckets) > 1 else buckets:
+            for entry in reversed(buckets[transmits]):
                 need = entry.size + overhead
                 if used + need > budget:
                     # Look a little further for a smaller update, not through the whole queue:
@@ -109,7 +123,8 @@ class BroadcastQueue:
                     if misfits > _MAX_MISFITS:
                         break
                     continue
-                if skip is not None and skip(entry.item):
+                if entry is excluded or (skip_type is not None and type(entry.item) is skip_type) or \
+                        (skip is not None and skip(entry.item)):
                     continue
                 taken.append(entry)
                 used += need
@@ -117,19 +132,23 @@ class BroadcastQueue:
                     break
             if budget - used < 16 or misfits > _MAX_MISFITS:
                 break
+        self.last_used = used
         if not count:
-            self.last_used = used
             return [e.item for e in taken]
+        entries = self._entries
         for entry in taken:
-            del self._buckets[entry.transmits][entry.key]
+            bucket = buckets[entry.transmits]
+            del bucket[entry]
+            if not bucket:
+                del buckets[entry.transmits]
             entry.transmits += 1
             if entry.transmits >= limit:
-                del self._entries[entry.key]
+                del entries[entry.key]
             else:
-                self._buckets.setdefault(entry.transmits, {})[entry.key] = entry
-        for transmits in [t for t, b in self._buckets.items() if not b]:
-            del self._buckets[transmits]
-        self.last_used = used
+                nxt = buckets.get(entry.transmits)
+                if nxt is None:
+                    nxt = buckets[entry.transmits] = {}
+                nxt[entry] = None
         return [e.item for e in taken]
 
     def items(self) -> list[tuple[Any, int]]:

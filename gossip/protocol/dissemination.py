@@ -20,7 +20,7 @@ Pure data: no clock, no threads, no I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from ..config import Config
 from ..messages import Alive, Dead, Forget, Gossip, Update, update_size
@@ -40,24 +40,6 @@ SMALL_CLUSTER = 4  # live peers up to which an update may be sent to every one o
 PACKET_OVERHEAD = 160
 
 _CORRECTIONS_KEPT = 4096   # (peer, member) corrections remembered before the memory is cleared
-
-
-def _about(node: NodeID | None) -> Callable[[Update], bool] | None:
-    """Return a filter skipping alive updates about ``node``: sending a member news of its own
-    liveness is a wasted transmission (accusations about it are kept: it must refute them)."""
-    if node is None:
-        return None
-    return lambda u: type(u) is Alive and u.node == node
-
-
-def _not_on_probes(node: NodeID | None) -> Callable[[Update], bool]:
-    """Return the filter of updates piggybacked on a ping or an ack to ``node``: as
-    :func:`_about`, and never a :class:`~gossip.messages.Forget`, which travels in gossip
-    messages only (a peer too old to read one refuses the message that carries it, and a
-    refused probe would make it suspect us)."""
-    if node is None:
-        return lambda u: type(u) is Forget
-    return lambda u: type(u) is Forget or (type(u) is Alive and u.node == node)
 
 
 class Dissemination:
@@ -143,8 +125,7 @@ class Dissemination:
             self.armed = True
             self.out.schedule(self.next_tick(now), T_GOSSIP, None)
 
-    def take(self, budget: int, limit: int, to: NodeID | None,
-             skip: Callable[[Update], bool] | None = None) -> list[Update]:
+    def take(self, budget: int, limit: int, to: NodeID | None, probe: bool = False) -> list[Update]:
         """Take queued updates for one packet: all that fit of the main queue, then low ones.
 
         A packet to a member we hold suspect or dead carries them too (it may be alive and
@@ -153,19 +134,24 @@ class Dissemination:
         leave a live member without the news, so that it suspects alone (no confirmation,
         the longest timeout) or misses a death verdict (Lifeguard's k never reached).
         """
-        if skip is None:
-            skip = _about(to)
         m = self.members.get(to) if to is not None else None
         count = m is None or m.state is ALIVE
-        updates: list[Update] = self.broadcasts.get(budget, limit, skip=skip, count=count)
-        left = budget - self.broadcasts.last_used
-        if self.broadcasts_low and left > 16:
-            updates += self.broadcasts_low.get(left, limit, skip=skip, count=count)
+        # Alive news about the recipient itself is a wasted transmission (accusations about it
+        # are kept: it must refute them); a Forget never rides on a ping or an ack.
+        skip_type = Forget if probe else None
+        q = self.broadcasts
+        exclude = to if to is not None and type(q.peek(to)) is Alive else None
+        updates: list[Update] = q.get(budget, limit, count=count, exclude=exclude, skip_type=skip_type)
+        left = budget - q.last_used
+        q = self.broadcasts_low
+        if q and left > 16:
+            exclude = to if to is not None and type(q.peek(to)) is Alive else None
+            updates += q.get(left, limit, count=count, exclude=exclude, skip_type=skip_type)
         return updates
 
     def piggyback(self, extra: Iterable[Update] = (), to: NodeID | None = None) -> tuple[Update, ...]:
         """Return ``extra`` followed by the queued updates that fit a packet to ``to``."""
-        updates = self.take(self.budget(), self.retransmit_limit(), to, _not_on_probes(to))
+        updates = self.take(self.budget(), self.retransmit_limit(), to, probe=True)
         extra = tuple(extra)
         return extra + tuple(updates) if extra else tuple(updates)
 

@@ -682,7 +682,7 @@ class CompactStore:
         table = self.registry._shared
         shared = self.registry.shared
         st, inc = t.st, t.inc
-        out = []
+        out: list[MemberState] = []
         append = out.append
         for g in t.order:
             if g < 0:
