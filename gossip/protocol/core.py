@@ -500,7 +500,7 @@ class Protocol:
             elif kind == T_JOIN_TIMEOUT:
                 sync.join_timeout(key)
             elif kind == T_SYNC:
-                sync.send_push_pull(now, key)
+                sync.follow_up(now, key)
             elif kind == T_PUSH_PULL_TIMEOUT:
                 sync.push_pull_timeout(key, now)
             elif kind == T_LEAVE_RETRY:

@@ -85,6 +85,7 @@ class Merger:
         self.news = news
         self.watcher = watcher
         self.refused: set[NodeID] = set()   # members told of as refused (bounded)
+        self.echo = True   # pass news of members new to us on (see states)
 
     # ------------------------------------------------------------------ updates
 
@@ -163,7 +164,8 @@ class Merger:
                 return
             a = self._checked_meta(a, None)
             table.add(now, a, itself)
-            self.news.queue(now, a)
+            if self.echo:
+                self.news.queue(now, a)
             return
         if (m.state is ALIVE or m.state is SUSPECT) and not table.introduces_itself(a) \
                 and table.jump_refused(a.incarnation, m.incarnation, False):
@@ -290,16 +292,21 @@ class Merger:
     # ------------------------------------------------------------------ full states
 
     def states(self, now: float, states: Iterable[MemberState], catch_up: bool = False,
-               peer: NodeID | None = None) -> None:
+               peer: NodeID | None = None, echo: bool = True) -> None:
         """Merge a full state. ``peer`` is the member that sent it: its view of a member as
         suspect or dead is its own verdict, so it starts (or independently confirms) our
         suspicion in its name; without it, a node whose only news of a death came by a state
-        exchange would wait the longest suspicion timeout alone."""
+        exchange would wait the longest suspicion timeout alone. With ``echo`` false, members
+        new to us are entered without being queued for gossip (the sender's cluster knows
+        them: see :meth:`~.sync.Sync.on_join_reply`); news about members we knew is passed on
+        as always (a refutation must spread)."""
         self.watcher.syncing = True
+        self.echo = echo
         try:
             self._state_list(now, states, catch_up, peer)
         finally:
             self.watcher.syncing = False
+            self.echo = True
 
     def _state_list(self, now: float, states: Iterable[MemberState], catch_up: bool,
                     peer: NodeID | None) -> None:

@@ -74,6 +74,12 @@ class Sync:
         self.join_peers: list[str] = []
         self.joins: dict[int, str] = {}
         self.push_pulls: dict[int, str] = {}     # our push/pulls awaiting their reply
+        # A node that joined knowing no live member merges the answer to its join, and the
+        # follow-up exchange with the same peer, without passing on what it learns (see
+        # on_join_reply): the addresses whose follow-up is due, and the follow-ups awaiting
+        # their reply (bounded by the join peers and by push_pulls).
+        self._quiet_follow_up: set[str] = set()
+        self._quiet: set[int] = set()
         # With tracing: when each of those was sent (bounded like push_pulls: by its timeout).
         self.tracing = config.tracing is not False
         self.push_pull_sent: dict[int, float] = {}
@@ -171,15 +177,35 @@ class Sync:
         # incarnation a previous process under our id reached.
         self.inbound.solicited = True
         self.inbound.vouching = True    # it answered where we sent our own request
-        self.merge.states(now, r.states, catch_up=True, peer=r.states[0].node if r.states else None)
-        self.table.answered_at(addr, r.states)
+        # A node that knew no live member learns the cluster from its join's answer. It does not
+        # pass that on: the responder, and so the cluster, knows all of it already, and in a
+        # burst of N joins the echo would be N full states gossiped back (N squared updates).
+        # Members that joined at the same time are passed on by the responder, which heard
+        # them join. A node that knew live members (a rejoin, or two clusters joined) passes
+        # on what it learns as after any exchange: its old peers may not know it.
+        table = self.table
+        fresh = table.counts[ALIVE] + table.counts[SUSPECT] == 0
+        self.merge.states(now, r.states, catch_up=True, peer=r.states[0].node if r.states else None,
+                          echo=not fresh)
+        table.answered_at(addr, r.states)
         responder = r.states[0].node if r.states else None
         self.out.emit(JoinResult(addr, True, "", responder))
         # Announce ourselves too (memberlist does): the joined peer is not the only source.
         self._announce(now, self.local.self_alive())
         # One more exchange with the same peer a little later picks up the members that joined
         # through it at the same time as us (a burst of joins converges in seconds, not minutes).
+        if fresh:
+            self._quiet_follow_up.add(addr)
+        else:
+            self._quiet_follow_up.discard(addr)
         self.out.schedule(now + self.config.health_check_interval * self.rng.uniform(1.0, 2.0), T_SYNC, addr)
+
+    def follow_up(self, now: float, addr: str) -> None:
+        """The exchange that follows our join through ``addr`` (see :meth:`on_join_reply`)."""
+        seq = self.send_push_pull(now, addr)
+        if addr in self._quiet_follow_up:
+            self._quiet_follow_up.discard(addr)
+            self._quiet.add(seq)
 
     # ------------------------------------------------------------------ leave
 
@@ -232,8 +258,9 @@ class Sync:
             return base
         return base * (math.ceil(math.log2(n) - math.log2(32)) + 1)
 
-    def send_push_pull(self, now: float, addr: str) -> None:
-        """Send our full state to ``addr``; its reply is merged as solicited until it times out."""
+    def send_push_pull(self, now: float, addr: str) -> int:
+        """Send our full state to ``addr`` and return the exchange's sequence number; its reply
+        is merged as solicited until it times out."""
         seq = self.out.next_seq()
         self.push_pulls[seq] = addr
         if self.tracing:
@@ -241,10 +268,12 @@ class Sync:
         cfg = self.config
         self.out.schedule(now + cfg.tcp_dial_timeout + cfg.tcp_deadline, T_PUSH_PULL_TIMEOUT, seq)
         self.out.send(addr, PushPull(seq, self.local.addr, self.full_state()), True)
+        return seq
 
     def push_pull_timeout(self, seq: int, now: float) -> None:
         """Our push/pull ``seq`` got no reply in time: a late one is not merged."""
         addr = self.push_pulls.pop(seq, None)
+        self._quiet.discard(seq)
         if self.tracing and addr is not None:
             self._trace(now, seq, addr, "timeout", 0)
 
@@ -282,7 +311,10 @@ class Sync:
             return
         self.inbound.solicited = True
         self.inbound.vouching = True    # it answered where we sent our own request
-        self.merge.states(now, r.states, peer=peer)
+        quiet = r.seq in self._quiet
+        if quiet:
+            self._quiet.discard(r.seq)
+        self.merge.states(now, r.states, peer=peer, echo=not quiet)
         self.table.answered_at(asked, r.states)
         if self.tracing:
             self._trace(now, r.seq, asked, "reply", len(r.states))

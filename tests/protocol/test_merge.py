@@ -130,6 +130,21 @@ def test_a_flood_in_one_full_state_stops_at_the_per_message_bound() -> None:
     assert t.p.out.stats["refused_members_per_message"] == 90
 
 
+def test_a_full_state_merged_without_echo_enters_newcomers_without_gossiping_them() -> None:
+    t = Merging(2)
+    t.p.message_from(addr(1), node(1))
+    refuted = Alive(node(0), 4, addr(0))
+    t.merge.states(1.0, (MemberState(node(7), addr(7), ALIVE, 0), MemberState(node(0), addr(0), ALIVE, 4)),
+                   peer=node(1), echo=False)
+    assert t.p.table.members[node(7)].state is ALIVE
+    queued = t.queued()
+    assert not [u for u in queued if u.node == node(7)]              # new to us: not passed on
+    assert refuted in queued                                         # news of a member we knew is
+    assert t.merge.echo                                              # for that merge only
+    t.merge.states(2.0, (MemberState(node(8), addr(8), ALIVE, 0),), peer=node(1))
+    assert [u for u in t.queued() if u.node == node(8)]
+
+
 def test_what_is_said_of_us_goes_to_our_own_record() -> None:
     t = Merging()
     t.p.local.in_receive = True

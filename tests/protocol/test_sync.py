@@ -9,7 +9,7 @@ from typing import Any
 from gossip.config import Config
 from gossip.messages import Alive, Join, JoinReply, MemberState, Ping, PushPull, PushPullReply
 from gossip.node import PROTOCOL_VERSION, NodeID
-from gossip.protocol.actions import JOIN_NO_ANSWER, JoinResult
+from gossip.protocol.actions import JOIN_NO_ANSWER, JoinResult, Send
 from gossip.protocol.outbox import (
     T_JOIN_TIMEOUT, T_LEAVE_RETRY, T_MAINTENANCE, T_PUSH_PULL, T_PUSH_PULL_TIMEOUT, T_RECONNECT, T_SYNC,
 )
@@ -24,11 +24,13 @@ class Merge:
     def __init__(self, p: Parts) -> None:
         self.p = p
         self.calls: list[tuple[tuple[NodeID, ...], bool, NodeID | None]] = []
+        self.echoes: list[bool] = []
 
     def states(self, now: float, states: Iterable[MemberState], catch_up: bool = False,
-               peer: NodeID | None = None) -> None:
+               peer: NodeID | None = None, echo: bool = True) -> None:
         states = tuple(states)
         self.calls.append((tuple(s.node for s in states), catch_up, peer))
+        self.echoes.append(echo)
         for s in states:
             if s.state is ALIVE and s.node not in self.p.table.members and s.node != SELF:
                 self.p.admit(now, Alive(s.node, s.incarnation, s.addr))
@@ -56,7 +58,7 @@ class Syncing:
             elif kind == T_JOIN_TIMEOUT:
                 sync.join_timeout(key)
             elif kind == T_SYNC:
-                sync.send_push_pull(when, key)
+                sync.follow_up(when, key)
             elif kind == T_PUSH_PULL_TIMEOUT:
                 sync.push_pull_timeout(key, when)
             elif kind == T_LEAVE_RETRY:
@@ -97,6 +99,49 @@ def test_the_answer_to_our_join_is_merged_as_solicited_and_followed_by_one_more_
     assert key == addr(1) and 1.0 + hci <= when <= 1.0 + 2 * hci
     s.sync.on_join_reply(2.0, JoinReply(seq, True, "", states))   # a second answer is nobody's
     assert s.p.out.stats["refused_unsolicited_reply"] == 1
+
+
+def _join_and_follow_up(s: Syncing) -> tuple[bool, bool, bool]:
+    """Join through addr(1), take its answer, run the follow-up exchange and then a periodic
+    one; return the ``echo`` of the three merges."""
+    (seq,) = s.sync.join(0.0, [addr(1)])
+    s.p.sends()
+    states = (MemberState(node(1), addr(1), ALIVE, 0), MemberState(node(2), addr(2), ALIVE, 0))
+    s.p.message_from(addr(1), node(1))
+    s.sync.on_join_reply(1.0, JoinReply(seq, True, "", states))
+    ((when, _),) = s.p.timers(T_SYNC)
+    sends = [a for a in s.run(when) if isinstance(a, Send)]
+    (follow,) = messages(sends, PushPull)
+    s.sync.on_push_pull_reply(when, PushPullReply(follow.seq, states), node(1))
+    s.sync.send_push_pull(when + 1, addr(2))
+    (later,) = messages(s.p.sends(), PushPull)
+    s.sync.on_push_pull_reply(when + 1, PushPullReply(later.seq, states), node(2))
+    assert s.sync._quiet == set() and s.sync._quiet_follow_up == set()   # nothing left over
+    echoes = s.merge.echoes[-3:]
+    return echoes[0], echoes[1], echoes[2]
+
+
+def test_a_node_that_knew_nobody_does_not_pass_on_what_its_join_taught_it() -> None:
+    # The answer to its join and the follow-up exchange are merged without echo: the cluster
+    # knows it all; a later exchange is merged as any other.
+    assert _join_and_follow_up(Syncing()) == (False, False, True)
+
+
+def test_a_node_that_knew_live_members_passes_on_what_its_join_taught_it() -> None:
+    # A rejoin, or two clusters joined: its old peers may not know what it learned.
+    assert _join_and_follow_up(Syncing(2)) == (True, True, True)
+
+
+def test_a_follow_up_exchange_that_times_out_leaves_nothing_behind() -> None:
+    s = Syncing()
+    (seq,) = s.sync.join(0.0, [addr(1)])
+    s.p.sends()
+    s.p.message_from(addr(1), node(1))
+    s.sync.on_join_reply(1.0, JoinReply(seq, True, "", (MemberState(node(1), addr(1), ALIVE, 0),)))
+    s.run(1.0 + 2 * s.p.config.health_check_interval)
+    assert len(s.sync._quiet) == 1
+    s.run(100.0)
+    assert s.sync._quiet == set() and s.sync.push_pulls == {}
 
 
 def test_a_join_request_is_answered_on_its_connection_and_refused_with_a_reason() -> None:
