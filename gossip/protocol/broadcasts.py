@@ -95,20 +95,20 @@ class BroadcastQueue:
                 return
 
     def get(self, budget: int, limit: int, overhead: int = 1, skip: Callable[[Any], bool] | None = None,
-            count: bool = True, exclude: Hashable | None = None, skip_type: type | None = None) -> list[Any]:
+            count: bool = True, exclude: Any = None, skip_type: type | None = None) -> list[Any]:
         """Take updates whose sizes (plus ``overhead`` each) fit in ``budget`` bytes.
 
         Each taken update counts one more transmission; one that reaches ``limit`` leaves the
         queue. ``skip`` can exclude items (for example updates about the recipient itself);
-        ``exclude`` excludes the update queued about that key, and ``skip_type`` every item of
-        that type (the same as such a ``skip``, without a call per update).
+        ``exclude`` is one item not to take (by identity: see :meth:`peek`), and ``skip_type``
+        excludes every item of that type (the same as such a ``skip``, without a call per
+        update).
         ``count=False`` takes them without counting: for a recipient that is probably down,
         which must not use up a transmission that a live member needed.
         """
         self.last_used = 0
         if not self._entries or budget <= 0:
             return []
-        excluded = self._entries.get(exclude) if exclude is not None else None
         taken: list[_Entry] = []
         used = 0
         misfits = 0
@@ -123,7 +123,7 @@ class BroadcastQueue:
                     if misfits > _MAX_MISFITS:
                         break
                     continue
-                if entry is excluded or (skip_type is not None and type(entry.item) is skip_type) or \
+                if entry.item is exclude or (skip_type is not None and type(entry.item) is skip_type) or \
                         (skip is not None and skip(entry.item)):
                     continue
                 taken.append(entry)

@@ -140,13 +140,15 @@ class Dissemination:
         # are kept: it must refute them); a Forget never rides on a ping or an ack.
         skip_type = Forget if probe else None
         q = self.broadcasts
-        exclude = to if to is not None and type(q.peek(to)) is Alive else None
-        updates: list[Update] = q.get(budget, limit, count=count, exclude=exclude, skip_type=skip_type)
+        about = q.peek(to) if to is not None else None
+        updates: list[Update] = q.get(budget, limit, count=count, exclude=about if type(about) is Alive else None,
+                                      skip_type=skip_type)
         left = budget - q.last_used
         q = self.broadcasts_low
         if q and left > 16:
-            exclude = to if to is not None and type(q.peek(to)) is Alive else None
-            updates += q.get(left, limit, count=count, exclude=exclude, skip_type=skip_type)
+            about = q.peek(to) if to is not None else None
+            updates += q.get(left, limit, count=count, exclude=about if type(about) is Alive else None,
+                             skip_type=skip_type)
         return updates
 
     def piggyback(self, extra: Iterable[Update] = (), to: NodeID | None = None) -> tuple[Update, ...]:

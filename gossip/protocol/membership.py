@@ -31,7 +31,7 @@ from .actions import EVENT_REMOVED, EVENT_STATE, MemberEvent, Trace
 from .awareness import Awareness
 from .outbox import Outbox
 from .reconnect import Reconnector
-from .tables import IdList, IdSet, Member, ObjectStore, TableStore
+from .tables import IdList, IdSet, Member, ObjectStore, TableStore, shuffle
 
 __all__ = ["Member", "Inbound", "MemberTable", "MemberWatcher", "LocalNode"]
 
@@ -94,6 +94,9 @@ class MemberTable:
         self.config = config
         self.store = store = store if store is not None else ObjectStore()
         self.rng = rng
+        cls = type(rng)
+        self._plain_rng = cls.randrange is random.Random.randrange and \
+            cls._randbelow is random.Random._randbelow_with_getrandbits  # type: ignore[attr-defined]
         self.out = out
         self.inbound = inbound
         self.reconnect = reconnect
@@ -204,10 +207,9 @@ class MemberTable:
         if k <= 0 or n == 0:
             return []
         out: list[Member] = []
-        seen: set[NodeID] = set()
         if n <= 4 * k + 8:
             order = list(ids)
-            self.rng.shuffle(order)
+            shuffle(self.rng, order)
             for node in order:
                 m = self.members[node]
                 if node not in exclude and accept(m):
@@ -215,17 +217,29 @@ class MemberTable:
                     if len(out) == k:
                         break
             return out
-        # Large table: rejection sampling, then a full scan if too few were accepted.
+        # Large table: rejection sampling, then a full scan if too few were accepted. The draws
+        # are randrange's (inlined for a plain generator: the same numbers, no calls).
+        rng, members = self.rng, self.members
+        plain = self._plain_rng
+        getrandbits, bits = rng.getrandbits, n.bit_length()
+        drawn: set[int] = set()
         for _ in range(6 * k):
-            node = ids[self.rng.randrange(n)]
-            if node in seen:
+            if plain:
+                r = getrandbits(bits)
+                while r >= n:
+                    r = getrandbits(bits)
+            else:
+                r = rng.randrange(n)
+            if r in drawn:
                 continue
-            seen.add(node)
-            m = self.members[node]
-            if node not in exclude and accept(m):
+            drawn.add(r)
+            node = ids[r]
+            m = members[node]
+            if (not exclude or node not in exclude) and accept(m):
                 out.append(m)
                 if len(out) == k:
                     return out
+        seen: set[NodeID] = {ids[r] for r in drawn}
         if among is None:
             rest = [self.members[i] for i in ids if i not in seen and i not in exclude and accept(self.members[i])]
         else:   # the same members in the same order (that of ``ids``), from the few candidates
