@@ -1,9 +1,10 @@
 """How the protocol scales with cluster size, measured in the deterministic simulator.
 
-For each N it runs the ``join`` scenario (everyone joins through one seed at once: seconds until
-every node sees every node) and the ``crash`` scenario (one node killed in a converged cluster:
-seconds until every survivor has dropped it), each size in a process of its own so that its
-peak RSS is its own, and prints one table row: join convergence, crash detection by all, false
+For each N it runs the ``join`` scenario twice (one node joins a converged cluster of N - 1: the
+spread of one piece of news; and everyone joins through one seed at once, up to ``--join-max``:
+seconds until every node sees every node) and the ``crash`` scenario (one node killed in a
+converged cluster: seconds until every survivor has dropped it), each size in a process of its
+own so that its peak RSS is its own, and prints one table row: join convergence, crash detection by all, false
 deaths, messages and bytes per node per second (of the crash run: steady state plus one
 failure), peak RSS, wall and CPU time (and the load average: the machine may be shared).
 
@@ -56,11 +57,14 @@ def _one(n: int, seed: int, tables: str, join: bool) -> dict[str, object]:
     t0, c0 = time.perf_counter(), _cpu()
     out: dict[str, object] = {"nodes": n, "join_converged_s": "-", "join_wall_s": "-", "join_cpu_s": "-",
                               "false_dead": 0}
+    c = _cpu()
+    one = run_scenario(ScenarioParams(scenario="join", nodes=n, joiners=1, seed=seed, duration=60.0, tables=tables))
+    out.update(join_one_s=one["converged_s"], join_one_cpu_s=round(_cpu() - c, 1), false_dead=one["false_dead"])
     if join:
         c = _cpu()
         r = run_scenario(ScenarioParams(scenario="join", nodes=n, seed=seed, duration=60.0, tables=tables))
         out.update(join_converged_s=r["converged_s"], join_wall_s=r["wall_s"], join_cpu_s=round(_cpu() - c, 1),
-                   false_dead=r["false_dead"])
+                   false_dead=int(out["false_dead"]) + r["false_dead"])  # type: ignore[call-overload]
     c = _cpu()
     crash = run_scenario(ScenarioParams(scenario="crash", nodes=n, seed=seed, duration=90.0, tables=tables))
     out.update(crash_detect_all_s=crash["detect_all_s"], crash_wall_s=crash["wall_s"],
@@ -84,7 +88,7 @@ def main() -> int:
     if args.one:
         print(json.dumps(_one(args.one, args.seed, args.tables, args.one <= args.join_max)))
         return 0
-    header = (f"{'N':>6} {'join conv s':>11} {'crash all s':>11} {'false dead':>10} {'msgs/node/s':>11} "
+    header = (f"{'N':>6} {'join one s':>10} {'join conv s':>11} {'crash all s':>11} {'false dead':>10} {'msgs/node/s':>11} "
               f"{'bytes/node/s':>12} {'peak RSS MiB':>12} {'join wall s':>11} {'join cpu s':>10} "
               f"{'crash wall s':>12} {'crash cpu s':>11} {'wall s':>7} {'cpu s':>7} {'load':>5}")
     print(header)
@@ -106,13 +110,15 @@ def main() -> int:
                              capture_output=True, text=True, check=True)
         spent += time.perf_counter() - t0
         r = json.loads(out.stdout)
-        print(f"{n:>6} {str(r['join_converged_s']):>11} {str(r['crash_detect_all_s']):>11} {r['false_dead']:>10} "
+        print(f"{n:>6} {str(r['join_one_s']):>10} {str(r['join_converged_s']):>11} {str(r['crash_detect_all_s']):>11} {r['false_dead']:>10} "
               f"{r['msgs_per_node_s']:>11} {r['bytes_per_node_s']:>12} {r['peak_rss_mib']:>12} "
               f"{r['join_wall_s']:>11} {r['join_cpu_s']:>10} {r['crash_wall_s']:>12} {r['crash_cpu_s']:>11} "
               f"{r['wall_s']:>7} {r['cpu_s']:>7} {os.getloadavg()[0]:>5.1f}", flush=True)
     print(f"\ntables: {args.tables} (compact from {COMPACT_FROM} nodes with auto); msgs and bytes per node "
-          "per second are those of the crash run (steady state plus one failure); join only up to "
-          f"{args.join_max} nodes (--join-max); load: the 1-minute load average when the size finished.")
+          "per second are those of the crash run (steady state plus one failure); join one: one node joins "
+          "a converged cluster of N - 1, seconds until every node sees every node; join conv: all but one "
+          f"node join one seed at once, up to {args.join_max} nodes (--join-max); load: the 1-minute load "
+          "average when the size finished.")
     print("reproduce: python bench/sim_scale.py " + " ".join(sys.argv[1:]))
     return 0
 

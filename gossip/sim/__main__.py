@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the same figures; default 1)")
     p.add_argument("--grid-starved", type=float, nargs="+",
                    help="lifeguard-grid: shares of starved nodes (default 0 0.01 0.05 0.1)")
+    p.add_argument("--joiners", type=int,
+                   help="join: how many nodes join (the rest form a converged cluster first); "
+                        "all but one by default")
     p.add_argument("--tables", choices=("auto", "objects", "compact"), default="auto",
                    help="member tables: ordinary objects, or compact arrays (auto: compact from "
                         f"{COMPACT_FROM} nodes); the run is the same, memory and speed differ")
@@ -120,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_tail=args.quiet_tail, burst=args.burst, burst_size=args.burst_size,
         leader_timeout=args.leader_timeout, phase=args.phase, retention=args.retention,
         clock_drift=args.clock_drift, max_clock_drift_rate=args.max_clock_drift_rate,
-        slow_rtt=args.slow_rtt, adaptive_ping=args.adaptive_ping, tables=args.tables,
+        slow_rtt=args.slow_rtt, adaptive_ping=args.adaptive_ping, tables=args.tables, joiners=args.joiners,
     )
     progress = None
     if sys.stderr.isatty():

@@ -51,3 +51,4 @@ class ScenarioParams:
     slow_rtt: float = 0.3
     adaptive_ping: bool = False
     tables: str = "auto"
+    joiners: int | None = None

@@ -6,7 +6,9 @@ the scenario's parameters. Defaults are the settings the project's acceptance ba
 =========  ======  ==========================================================================
 scenario   nodes   what happens
 =========  ======  ==========================================================================
-join       1000    one seed; every other node joins through it at the same moment
+join       1000    one seed; every other node joins through it at the same moment (with
+                   ``joiners`` K: a converged cluster of N - K nodes, and K more join it at
+                   the same moment, each through a random member)
 crash      1000    a converged cluster; one node is killed; how long until everyone drops it
 leave      1000    as crash, but the node leaves gracefully
 loss       200     steady state for 10 minutes with 10 % uniform packet loss
@@ -99,13 +101,21 @@ def _bootstrapped(p: ScenarioParams) -> Simulation:
 
 def _join(p: ScenarioParams, sim: Simulation) -> None:
     assert p.nodes is not None and p.duration is not None
-    sim.add_node()
+    joiners = p.nodes - 1 if p.joiners is None else p.joiners
+    if not 1 <= joiners < p.nodes:
+        raise ValueError(f"joiners must be at least 1 and below nodes ({p.nodes}), got {joiners}")
+    base = p.nodes - joiners
+    for _ in range(base):
+        sim.add_node()
+    if base > 1:
+        sim.bootstrap(list(range(base)))
     start = 1.0
+    sim.extra["joiners"] = joiners
 
     def go() -> None:
-        for _ in range(p.nodes - 1):  # type: ignore[operator]
+        for _ in range(joiners):
             node = sim.add_node()
-            sim.join(node.index, [0])
+            sim.join(node.index, [sim.root.randrange(base) if base > 1 else 0])
         sim.watch_convergence()
 
     sim.schedule(start, go)

@@ -34,6 +34,17 @@ def test_join_burst_converges_quickly() -> None:
     assert r["converged_s"] is not None and r["converged_s"] <= 10.0, replay(r)
 
 
+def test_nodes_joining_a_converged_cluster_are_seen_by_all_within_a_few_gossip_rounds() -> None:
+    for joiners in (1, 5):
+        r = run(scenario="join", nodes=150, joiners=joiners, seed=4, duration=30.0)
+        assert r["joiners"] == joiners and r["live_nodes"] == 150
+        # One update's epidemic: about log(N) rounds of 200 ms, not a push/pull interval.
+        assert r["converged_s"] is not None and r["converged_s"] <= 2.0, replay(r)
+    for bad in (0, 150):
+        with pytest.raises(ValueError, match="joiners"):
+            run(scenario="join", nodes=150, joiners=bad)
+
+
 def test_crash_detected_within_min_suspicion_plus_five_probes() -> None:
     n = 300
     r = run(scenario="crash", nodes=n, seed=4)
