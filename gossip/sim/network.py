@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from math import log as _log
 
 __all__ = ["LinkModel", "SimNetwork"]
 
@@ -89,7 +90,8 @@ class SimNetwork:
             if m.burst_loss and self._in_burst(dst, now) and rng.random() < m.burst_loss:
                 self.dropped += 1
                 return None
-        d = m.base_latency + (rng.expovariate(1.0 / m.jitter) if m.jitter > 0 else 0.0)
+        # rng.expovariate(1 / jitter), inlined (the same draw and value, one call fewer a packet).
+        d = m.base_latency + (-_log(1.0 - rng.random()) / (1.0 / m.jitter) if m.jitter > 0 else 0.0)
         if reliable:
             d += 2 * m.base_latency
         if m.reorder and rng.random() < m.reorder:
