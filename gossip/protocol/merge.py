@@ -293,13 +293,15 @@ class Merger:
 
     def states(self, now: float, states: Iterable[MemberState], catch_up: bool = False,
                peer: NodeID | None = None, echo: bool = True) -> None:
-        """Merge a full state. ``peer`` is the member that sent it: its view of a member as
-        suspect or dead is its own verdict, so it starts (or independently confirms) our
-        suspicion in its name; without it, a node whose only news of a death came by a state
-        exchange would wait the longest suspicion timeout alone. With ``echo`` false, members
-        new to us are entered without being queued for gossip (the sender's cluster knows
-        them: see :meth:`~.sync.Sync.on_join_reply`); news about members we knew is passed on
-        as always (a refutation must spread)."""
+        """Merge a full state. ``peer`` is the member that sent it: a member it holds dead is
+        its verdict, so it starts (or independently confirms) our suspicion in its name;
+        without it, a node whose only news of a death came by a state exchange would wait the
+        longest suspicion timeout alone. A member it holds suspect is hearsay (most often an
+        accusation it heard by gossip, like everyone): it may start a suspicion here but
+        never confirms one (:meth:`.Suspicions.on_hearsay`). With ``echo`` false, members new
+        to us are entered without being queued for gossip (the sender's cluster knows them:
+        see :meth:`~.sync.Sync.on_join_reply`); news about members we knew is passed on as
+        always (a refutation must spread)."""
         self.watcher.syncing = True
         self.echo = echo
         try:
@@ -345,7 +347,12 @@ class Merger:
                         self.table.invalidate()
                         self.table.event(EVENT_METADATA, m, m.state, now)
                 accuser = peer if peer is not None and peer != s.node else self.id
-                self.on_suspect(now, Suspect(s.node, s.incarnation, accuser))
+                if s.state is DEAD:
+                    self.on_suspect(now, Suspect(s.node, s.incarnation, accuser))
+                else:
+                    # Held suspect is not suspected by the peer itself: hearsay, which never
+                    # confirms a suspicion (Suspicions.on_hearsay).
+                    self.suspicions.on_hearsay(now, Suspect(s.node, s.incarnation, accuser))
         if refused:
             stats = self.out.stats
             stats["refused_members_per_message"] = stats.get("refused_members_per_message", 0) + refused

@@ -10,8 +10,9 @@ when the cluster is too small to provide them, in which case the timeout is ``mi
 
 :func:`new_suspicion` sizes one for a cluster of ``n`` members from the configuration.
 :class:`Suspicions` runs them in a core: the merge rule for ``suspect`` news (start a
-suspicion, or count an independent confirmation), one pending timer per suspected member,
-and the death verdict when it fires. It works on any member table that offers what
+suspicion, or count an independent confirmation), the rule for a suspicion seen in a peer's
+full state (hearsay: it may start one, never confirm one), one pending timer per suspected
+member, and the death verdict when it fires. It works on any member table that offers what
 :class:`SuspectTable` lists (the core's :class:`~.membership.MemberTable`), and writes to the
 outbox it is given.
 """
@@ -70,6 +71,9 @@ class Suspicion:
         low, high: the minimum and maximum timeouts.
         accuser: the member whose suspicion started it (does not count as a confirmation).
         confirmers: members that confirmed independently.
+        hearsay: started from a peer's full state, which says the member is suspected but
+            not by whom: ``accuser`` is that peer until the first accusation heard takes its
+            place (see :meth:`Suspicions.on_hearsay`).
     """
 
     incarnation: int
@@ -79,13 +83,22 @@ class Suspicion:
     high: float
     accuser: NodeID
     confirmers: set[NodeID] = dataclasses.field(default_factory=set)
+    hearsay: bool = False
 
     def deadline(self) -> float:
         """Return the time at which the member is to be declared dead."""
         return self.start + remaining_suspicion_time(len(self.confirmers), self.k, 0.0, self.low, self.high)
 
     def confirm(self, sender: NodeID) -> bool:
-        """Record a confirmation from ``sender``; return True if it is new and counts."""
+        """Record a confirmation from ``sender``; return True if it is new and counts.
+
+        A suspicion started on hearsay takes the first accusation as its accuser instead: it
+        does not count (see :meth:`Suspicions.on_hearsay`).
+        """
+        if self.hearsay:
+            self.hearsay = False
+            self.accuser = sender
+            return False
         if self.k < 1 or sender == self.accuser or sender in self.confirmers:
             return False
         if len(self.confirmers) >= self.k:
@@ -210,10 +223,17 @@ class Suspicions(Generic[M]):
                 self._announce(now, s)
                 return
             susp = m.suspicion
-            if susp is not None and susp.confirm(s.sender):
+            if susp is None:
+                return
+            hearsay = susp.hearsay
+            if susp.confirm(s.sender):
                 self.arm(m)
                 self._announce(now, s)
                 self.watcher.confirmed(now, m, s)
+            elif hearsay and not susp.hearsay:
+                # The first accusation of a suspicion we only had from a full state: it is
+                # the accuser, not a confirmation, and goes on as it would have, heard first.
+                self._announce(now, s)
             return
         m.incarnation = s.incarnation
         self.start(now, m, s.sender)
@@ -222,9 +242,45 @@ class Suspicions(Generic[M]):
         self.table.set_state(now, m, SUSPECT)
         self._announce(now, s)
 
-    def start(self, now: float, m: M, accuser: NodeID) -> None:
-        """Start a new suspicion of ``m`` (replacing any), accused by ``accuser``."""
+    def on_hearsay(self, now: float, s: Suspect) -> None:
+        """Merge a suspicion that a peer's full state shows (push/pull, a join's answer):
+        ``s.node`` held suspect at ``s.incarnation`` by ``s.sender``.
+
+        The peer holding a suspicion does not mean that its own probe failed: most often it
+        heard the accusation by gossip, like everyone else. Lifeguard shortens a suspicion by
+        *independent* confirmations only, so this one confirms nothing. If we hold the member
+        alive (or suspect at a lower incarnation), it starts a suspicion here, at the longest
+        timeout, whose accuser is not known yet: the first accusation that reaches us takes
+        that place, and only the ones after it confirm (:meth:`Suspicion.confirm`). It is not
+        gossiped on: passed on in the peer's name, it would count as the peer's confirmation
+        wherever the member was suspected already. (memberlist confirms in its own name
+        here, as if it had probed the member.)
+        """
+        m = self.members.get(s.node)
+        if m is None or s.incarnation < m.incarnation:
+            return
+        if m.state is not ALIVE and m.state is not SUSPECT:
+            return
+        if self.table.jump_refused(s.incarnation, m.incarnation, True):
+            return
+        if m.state is SUSPECT and s.incarnation == m.incarnation:
+            self.out.count("hearsay_not_confirmed")
+            return
+        was = m.state
+        m.incarnation = s.incarnation
+        self.start(now, m, s.sender, hearsay=True)
+        self.watcher.suspected(now, m, s)
+        if was is ALIVE:
+            self.out.count("suspicions_started")
+            self.table.set_state(now, m, SUSPECT)
+        else:
+            self.table.invalidate()   # a new suspicion at a higher incarnation replaces ours
+
+    def start(self, now: float, m: M, accuser: NodeID, hearsay: bool = False) -> None:
+        """Start a new suspicion of ``m`` (replacing any), accused by ``accuser`` (on
+        ``hearsay``: see :meth:`on_hearsay`)."""
         m.suspicion = new_suspicion(self.config, self.table.num_members(), m.incarnation, now, accuser)
+        m.suspicion.hearsay = hearsay
         self.arm(m)
 
     def arm(self, m: M) -> None:

@@ -13,7 +13,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from .grid import GRID_LOSS, GRID_NODES, GRID_STARVED, HEADER, format_row, grid_cells, run_grid
 from .scenarios import COMPACT_FROM, DEFAULTS, SCENARIOS, ScenarioParams, run_scenario
@@ -91,7 +91,11 @@ def replay_command(args: argparse.Namespace, parser: argparse.ArgumentParser | N
         if value is None or value == parser.get_default(dest):
             continue
         flag = "--" + dest.replace("_", "-")
-        words += [flag] if value is True else [flag, repr(value) if isinstance(value, float) else str(value)]
+        if value is True:
+            words.append(flag)
+        else:
+            values = value if isinstance(value, (list, tuple)) else [value]   # nargs="+" flags
+            words += [flag, *(repr(v) if isinstance(v, float) else str(v) for v in values)]
     return shlex.join(words)
 
 
@@ -155,8 +159,17 @@ def _grid(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not args.json:
         print(HEADER)
 
-    def show(row: dict[str, object]) -> None:
-        print(json.dumps(row) if args.json else format_row(row), flush=True)
+    def show(row: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(row), flush=True)
+            return
+        print(format_row(row), flush=True)
+        if row.get("false_dead_seeds"):
+            # The cell alone, with its first bad seed (Lifeguard on and off, as the grid runs).
+            one = argparse.Namespace(**{**vars(args), "nodes": row["nodes"], "loss": row["loss"],
+                                        "grid_starved": [row["starved"]], "seed": row["false_dead_seeds"][0],
+                                        "seeds": 1, "jobs": 1})
+            print(f"{'':>5} replay: {replay_command(one, parser)}", flush=True)
 
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")

@@ -19,7 +19,9 @@ at ``crash_at`` and runs to ``duration`` virtual seconds. A cell reports, over i
 * ``false_suspect_per_run``: live members suspected by some live member (distinct, per run);
 * ``detect_all_s``: the mean time from the crash until every survivor dropped the dead node
   (None if no run saw it);
-* ``undetected``: runs in which some survivor never dropped it.
+* ``undetected``: runs in which some survivor never dropped it;
+* ``false_dead_seeds``: the seeds whose run had a false death, in seed order, to replay one
+  (``run_once(cell, seed)``, or the command line with ``--seed S --seeds 1``).
 
 ``python -m gossip.sim --scenario lifeguard-grid --seeds 10`` runs it (``--json``: one JSON
 object per cell and line).
@@ -94,6 +96,7 @@ def run_cell(cell: GridCell, seeds: Sequence[int],
     else:
         runs = list(pool.map(run_once, [cell] * len(seeds), seeds))
     n = max(1, len(runs))
+    bad = sorted(seed for seed, r in zip(seeds, runs) if r["false_dead"])
     detected = [r["detect_all_s"] for r in runs if r["detect_all_s"] is not None and not r["undetected"]]
     return {
         "nodes": cell.nodes,
@@ -106,6 +109,7 @@ def run_cell(cell: GridCell, seeds: Sequence[int],
         "detect_all_s": round(sum(detected) / len(detected), 3) if detected else None,
         "undetected": sum(1 for r in runs if r["undetected"]),
         "starved_nodes": cell.starved_nodes(),
+        "false_dead_seeds": bad,
     }
 
 
@@ -147,11 +151,16 @@ def run_grid(cells: Sequence[GridCell] | Iterator[GridCell], seeds: Sequence[int
 
 
 def format_row(row: dict[str, Any]) -> str:
-    """Return one readable table line of a cell's figures."""
+    """Return one readable table line of a cell's figures, and under it, if some runs had a
+    false death, a line naming their seeds."""
     detect = "-" if row["detect_all_s"] is None else f"{row['detect_all_s']:.1f}"
-    return (f"{row['nodes']:>5} {row['loss']:>5.0%} {row['starved']:>7.0%} {row['starved_nodes']:>3} "
+    line = (f"{row['nodes']:>5} {row['loss']:>5.0%} {row['starved']:>7.0%} {row['starved_nodes']:>3} "
             f"{'on' if row['lifeguard'] else 'off':>9} {row['seeds']:>5} {row['false_dead_per_run']:>10.2f} "
             f"{row['false_suspect_per_run']:>13.2f} {detect:>9} {row['undetected']:>10}")
+    bad = row.get("false_dead_seeds")
+    if bad:
+        line += f"\n{'':>5} false deaths in seed{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))}"
+    return line
 
 
 HEADER = (f"{'nodes':>5} {'loss':>5} {'starved':>7} {'(n)':>3} {'lifeguard':>9} {'seeds':>5} "

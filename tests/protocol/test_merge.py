@@ -122,6 +122,23 @@ def test_in_a_full_state_a_remote_verdict_is_only_a_suspicion_in_the_peers_name(
     assert node(9) not in t.p.table.members                          # a leaver we never knew: ignored
 
 
+def test_in_a_full_state_a_member_held_suspect_is_hearsay_and_confirms_nothing() -> None:
+    # Held suspect is not suspected by the peer itself (it most often heard the accusation by
+    # gossip): in the peer's name it was a confirmation here and, passed on, everywhere else.
+    # A member held dead is the peer's verdict, and still confirms.
+    t = Merging(5)
+    t.p.message_from(addr(1), node(1))
+    t.merge.updates(1.0, (Suspect(node(0), 0, node(1)),), node(1))     # node(1)'s failed probe
+    m = t.p.table.members[node(0)]
+    assert m.suspicion is not None and m.suspicion.k == 2
+    deadline = m.suspicion.deadline()
+    t.merge.states(2.0, (MemberState(node(0), addr(0), SUSPECT, 0),), peer=node(2))
+    assert m.suspicion.confirmers == set() and m.suspicion.deadline() == deadline
+    assert [u.sender for u in t.queued() if isinstance(u, Suspect)] == [node(1)]
+    t.merge.states(3.0, (MemberState(node(0), addr(0), DEAD, 0),), peer=node(3))
+    assert m.suspicion.confirmers == {node(3)} and m.suspicion.deadline() < deadline
+
+
 def test_a_flood_in_one_full_state_stops_at_the_per_message_bound() -> None:
     t = Merging(0, Config.lan(max_members_per_message=10))
     t.p.message_from("127.0.0.9:1")

@@ -194,3 +194,45 @@ def test_an_accusation_of_this_node_goes_to_its_own_record() -> None:
     s, table, out, rec = running()
     s.on_suspect(1.0, Suspect(SELF, 3, P))
     assert rec.calls == [("accused", (1.0, 3))]
+
+
+def test_a_suspicion_seen_in_a_full_state_confirms_nothing_and_is_not_passed_on() -> None:
+    # A peer holding X suspect has most often heard the accusation by gossip, like everyone:
+    # counted as its confirmation, two peers exchanging full states confirmed each other's
+    # hearsay and cut a live member's suspicion to the minimum (seed 44 of the Lifeguard
+    # grid's 50-node, 5 % loss, 10 % starved cell: a false death).
+    x = Rec(X)
+    s, table, out, rec = running(x)
+    s.on_suspect(1.0, Suspect(X, 0, P))              # P's failed probe
+    assert x.suspicion is not None
+    first = x.suspicion.deadline()
+    s.on_hearsay(2.0, Suspect(X, 0, Q))              # Q's full state holds X suspect
+    assert x.suspicion.confirmers == set() and x.suspicion.deadline() == first
+    assert rec.named("confirmed") == [] and rec.named("queue") == [(1.0, Suspect(X, 0, P))]
+    assert len(out.timers) == 1 and out.stats["hearsay_not_confirmed"] == 1
+    s.on_suspect(3.0, Suspect(X, 0, Q))              # Q's own accusation does confirm
+    assert [args[2].sender for args in rec.named("confirmed")] == [Q]
+    assert x.suspicion.deadline() < first
+
+
+def test_a_suspicion_started_on_hearsay_takes_the_first_accusation_as_its_accuser() -> None:
+    x = Rec(X)
+    s, table, out, rec = running(x)
+    s.on_hearsay(1.0, Suspect(X, 0, Q))
+    assert x.state is SUSPECT and table.changes == [(1.0, X, SUSPECT)]
+    assert x.suspicion is not None and x.suspicion.hearsay
+    longest = x.suspicion.deadline()
+    assert longest == pytest.approx(1.0 + x.suspicion.high)    # no confirmation: the longest
+    assert rec.named("queue") == [] and out.stats["suspicions_started"] == 1   # not passed on
+    s.on_suspect(2.0, Suspect(X, 0, P))              # the first accusation heard: the accuser
+    assert (x.suspicion.accuser, x.suspicion.hearsay) == (P, False)
+    assert rec.named("confirmed") == [] and x.suspicion.deadline() == longest
+    assert rec.named("queue") == [(2.0, Suspect(X, 0, P))]   # passed on, as if heard first
+    s.on_suspect(3.0, Suspect(X, 0, Q))              # a second accuser confirms
+    assert [args[2].sender for args in rec.named("confirmed")] == [Q]
+    assert x.suspicion.deadline() < longest
+    s.on_hearsay(4.0, Suspect(X, 1, R))              # at a higher incarnation: a new one
+    assert x.incarnation == 1 and x.suspicion.hearsay and (x.suspicion.start, x.suspicion.accuser) == (4.0, R)
+    assert table.changes == [(1.0, X, SUSPECT)] and [a[0] for a in rec.named("queue")] == [2.0, 3.0]
+    s.on_hearsay(5.0, Suspect(X, 0, R))              # stale: nothing
+    assert x.suspicion.start == 4.0

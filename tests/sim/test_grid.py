@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gossip.sim.__main__ import main
-from gossip.sim.grid import GridCell, format_row, grid_cells, run_cell, run_grid
+from gossip.sim.grid import GridCell, format_row, grid_cells, run_cell, run_grid, run_once
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,6 +37,22 @@ def test_grid_cells_and_rows() -> None:
     row = {"nodes": 50, "loss": 0.01, "starved": 0.05, "lifeguard": True, "seeds": 3, "false_dead_per_run": 0.0,
            "false_suspect_per_run": 1.5, "detect_all_s": None, "undetected": 3, "starved_nodes": 3}
     assert format_row(row).split() == ["50", "1%", "5%", "3", "on", "3", "0.00", "1.50", "-", "3"]
+    assert format_row({**row, "false_dead_seeds": []}) == format_row(row)
+    line, seeds = format_row({**row, "false_dead_per_run": 0.67, "false_dead_seeds": [4, 17]}).splitlines()
+    assert line.split()[6] == "0.67" and seeds.split() == ["false", "deaths", "in", "seeds", "4,", "17"]
+
+
+def test_a_cell_names_the_seeds_whose_run_had_a_false_death_in_seed_order() -> None:
+    # 8 nodes, 20 % loss, 2 starved, plain SWIM: some runs kill a live member, not all.
+    cell = GridCell(8, 0.2, 0.25, False, crash_at=5.0, duration=20.0)
+    seeds = [6, 5, 4, 3, 2, 1]
+    row = run_cell(cell, seeds)
+    bad = [seed for seed in sorted(seeds) if run_once(cell, seed)["false_dead"]]
+    assert row["false_dead_seeds"] == bad
+    assert 0 < len(bad) < len(seeds), bad                     # some, not all: the list tells them apart
+    assert row["false_dead_per_run"] > 0
+    quiet = run_cell(GridCell(8, 0.2, 0.25, True, crash_at=5.0, duration=20.0), [1, 2])
+    assert quiet["false_dead_per_run"] == 0 and quiet["false_dead_seeds"] == []
 
 
 def test_cli_prints_one_json_line_per_cell(capsys: pytest.CaptureFixture[str]) -> None:
@@ -47,6 +63,7 @@ def test_cli_prints_one_json_line_per_cell(capsys: pytest.CaptureFixture[str]) -
     keys = {"nodes", "loss", "starved", "lifeguard", "seeds", "false_dead_per_run", "false_suspect_per_run",
             "detect_all_s"}
     assert all(keys <= r.keys() and r["nodes"] == 8 and r["seeds"] == 1 for r in rows)
+    assert all(r["false_dead_seeds"] == [] for r in rows)
     assert main([*flags, "--grid-starved", "0"]) == 0
     text = capsys.readouterr().out
     assert "false" not in text and "lifeguard" in text.splitlines()[0]
@@ -75,3 +92,22 @@ def test_cli_refuses_a_jobs_count_under_one(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         main(["--scenario", "lifeguard-grid", "--nodes", "20", "--jobs", "0"])
     assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_names_the_bad_seeds_and_how_to_replay_one(capsys: pytest.CaptureFixture[str]) -> None:
+    flags = ["--scenario", "lifeguard-grid", "--nodes", "8", "--loss", "0.2", "--grid-starved", "0.25",
+             "--seed", "1", "--seeds", "3", "--duration", "25"]
+    assert main([*flags, "--json"]) == 0
+    on, off = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert on["false_dead_seeds"] == [] and off["false_dead_seeds"], off   # plain SWIM kills some
+    first = off["false_dead_seeds"][0]
+    assert main(flags) == 0
+    text = capsys.readouterr().out
+    seeds = ", ".join(map(str, off["false_dead_seeds"]))
+    assert f"false deaths in seed{'s' if len(off['false_dead_seeds']) > 1 else ''} {seeds}" in text
+    (replay,) = [line.split("replay: ", 1)[1] for line in text.splitlines() if line.startswith(" ") and "replay:" in line]
+    assert replay == ("python -m gossip.sim --scenario lifeguard-grid --seed " + str(first) + " --nodes 8 "
+                      "--duration 25.0 --loss 0.2 --seeds 1 --grid-starved 0.25")
+    assert main(replay.split()[3:] + ["--json"]) == 0                # the replay: the same run
+    again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert again[1]["false_dead_seeds"] == [first] and again[1]["seeds"] == 1
