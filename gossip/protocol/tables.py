@@ -71,7 +71,7 @@ class Member:
 
     __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av",
                  "state_change", "suspicion", "introducer", "vouched", "timer_at", "rtt", "rtts",
-                 "tags", "record")
+                 "tags")
 
     def __init__(self, node: NodeID, addr: str, state: NodeState, incarnation: int,
                  meta: Mapping[str, Any], meta_stamp: int, pv: int, av: str, now: float,
@@ -92,7 +92,6 @@ class Member:
         self.rtt: float | None = None  # seconds of the last direct probe round trip
         self.rtts: RttWindow | None = None  # its recent round trips (adaptive ping timeout)
         self.tags = tags               # ordered with the metadata, by meta_stamp
-        self.record: MemberState | None = None   # the last to_state (see ObjectStore.states)
 
     def to_state(self) -> MemberState:
         """Return the record as exchanged by push/pull."""
@@ -286,18 +285,8 @@ class ObjectStore:
         shuffle(rng, order)
 
     def states(self, members: MutableMapping[NodeID, Member]) -> Iterable[MemberState]:
-        """Each record's :meth:`Member.to_state`, in insertion order. A member's last one is
-        kept and given again while every field it holds is unchanged: most of a table is."""
-        out: list[MemberState] = []
-        append = out.append
-        for m in members.values():
-            r = m.record
-            if r is None or r.state is not m.state or r.incarnation != m.incarnation or r.addr != m.addr \
-                    or r.meta_stamp != m.meta_stamp or r.meta is not m.meta or r.tags is not m.tags \
-                    or r.pv != m.pv or r.av != m.av:
-                r = m.record = m.to_state()
-            append(r)
-        return out
+        """Each record's :meth:`Member.to_state`, in insertion order."""
+        return [m.to_state() for m in members.values()]
 
     def news(self, members: MutableMapping[NodeID, Member], states: Sequence[MemberState]) -> Sequence[MemberState]:
         """See :meth:`TableStore.news`."""
