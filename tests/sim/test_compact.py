@@ -254,3 +254,43 @@ def test_the_fast_shuffle_draws_what_random_shuffle_draws(n: int) -> None:
     x = list(range(10))
     shuffle(Drawing(1), x)
     assert sorted(x) == list(range(10))
+
+
+def test_full_states_and_their_news_are_those_of_the_ordinary_store() -> None:
+    """The compact store's full state (shared records for plain members) equals the ordinary
+    store's, record for record, and both drop the same records of a received full state."""
+    from gossip.messages import MemberState
+
+    rng = random.Random(5)
+    ids = _ids(60)
+    reg = Registry()
+    for i, node in enumerate(ids):
+        reg.intern(node, f"127.0.1.{i}:7946")
+    compact, ordinary = CompactStore(reg), ObjectStore()
+    tables = []
+    for store in (compact, ordinary):
+        members = store.members()
+        for i, node in enumerate(ids[:50]):
+            state = (NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD)[i % 3]
+            addr = reg.addrs[i] if i % 11 else "127.0.9.9:7946"          # some moved
+            meta = {"k": str(i)} if i % 7 == 0 else {}
+            store.new_member(members, node, addr, state, i % 4, meta, 3 if meta else 0, 1, "", 0.0)
+        del members[ids[20]]                                             # a hole in the order
+        tables.append(members)
+    a, b = (list(store.states(t)) for store, t in zip((compact, ordinary), tables))
+    assert a == b and len(a) == 49
+    again = list(compact.states(tables[0]))
+    assert all(x is y for x, y in zip(a, again) if x.addr == reg.addrs[ids.index(x.node)] and not x.meta)
+    # A received state: the peer's own records (shared ones among them), newer and older
+    # incarnations, members we do not hold, another address, metadata.
+    received = list(a)
+    for i in rng.sample(range(60), 30):
+        received.append(MemberState(ids[i], reg.addrs[i], NodeState.ALIVE, rng.randrange(5),
+                                    {"m": 1} if i % 5 == 0 else {}, rng.randrange(4)))
+    received.append(MemberState(ids[3], "127.0.8.8:7946", NodeState.ALIVE, 9))
+    received.append(reg.shared(55, 2, 0))                              # shared, of a member not held
+    rng.shuffle(received)
+    kept = [compact.news(tables[0], received), ordinary.news(tables[1], received)]
+    assert kept[0] == kept[1]
+    assert 0 < len(kept[0]) < len(received)
+    assert reg.shared(55, 2, 0) in kept[0]
