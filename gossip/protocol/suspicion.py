@@ -203,12 +203,8 @@ class Suspicions(Generic[M]):
         if s.node == self.id:
             self._accused(now, s.incarnation)
             return
-        m = self.members.get(s.node)
-        if m is None or s.incarnation < m.incarnation:
-            return
-        if m.state is not ALIVE and m.state is not SUSPECT:
-            return
-        if self.table.jump_refused(s.incarnation, m.incarnation, True):
+        m = self._accusable(s)
+        if m is None:
             return
         if m.state is SUSPECT:
             if s.incarnation > m.incarnation:
@@ -256,12 +252,8 @@ class Suspicions(Generic[M]):
         wherever the member was suspected already. (memberlist confirms in its own name
         here, as if it had probed the member.)
         """
-        m = self.members.get(s.node)
-        if m is None or s.incarnation < m.incarnation:
-            return
-        if m.state is not ALIVE and m.state is not SUSPECT:
-            return
-        if self.table.jump_refused(s.incarnation, m.incarnation, True):
+        m = self._accusable(s)
+        if m is None:
             return
         if m.state is SUSPECT and s.incarnation == m.incarnation:
             self.out.count("hearsay_not_confirmed")
@@ -275,6 +267,18 @@ class Suspicions(Generic[M]):
             self.table.set_state(now, m, SUSPECT)
         else:
             self.table.invalidate()   # a new suspicion at a higher incarnation replaces ours
+
+    def _accusable(self, s: Suspect) -> M | None:
+        """Return the member ``s`` accuses if the accusation may apply: held alive or suspect,
+        at an incarnation up to ``s``'s, and no refused jump of it."""
+        m = self.members.get(s.node)
+        if m is None or s.incarnation < m.incarnation:
+            return None
+        if m.state is not ALIVE and m.state is not SUSPECT:
+            return None
+        if self.table.jump_refused(s.incarnation, m.incarnation, True):
+            return None
+        return m
 
     def start(self, now: float, m: M, accuser: NodeID, hearsay: bool = False) -> None:
         """Start a new suspicion of ``m`` (replacing any), accused by ``accuser`` (on

@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--joiners", type=int,
                    help="join: how many nodes join (the rest form a converged cluster first); "
                         "all but one by default")
+    p.add_argument("--grid-lifeguard", choices=("both", "on", "off"), default="both",
+                   help="lifeguard-grid: run the cells with Lifeguard on, off, or both")
     p.add_argument("--tables", choices=("auto", "objects", "compact"), default="auto",
                    help="member tables: ordinary objects, or compact arrays (auto: compact from "
                         f"{COMPACT_FROM} nodes); the run is the same, memory and speed differ")
@@ -173,7 +175,8 @@ def _grid(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
-    run_grid(grid_cells(nodes, loss, starved, config=args.config, **kw), seeds, show,
+    halves = {"both": (True, False), "on": (True,), "off": (False,)}[args.grid_lifeguard]
+    run_grid(grid_cells(nodes, loss, starved, halves, config=args.config, **kw), seeds, show,
              jobs=args.jobs)
     if not args.json:
         print(f"\nreplay: {replay_command(args, parser)}")

@@ -114,13 +114,15 @@ def run_cell(cell: GridCell, seeds: Sequence[int],
 
 
 def grid_cells(nodes: Sequence[int] = GRID_NODES, loss: Sequence[float] = GRID_LOSS,
-               starved: Sequence[float] = GRID_STARVED, **kw: Any) -> Iterator[GridCell]:
-    """Yield the cells of the grid, smallest clusters first, Lifeguard on then off."""
+               starved: Sequence[float] = GRID_STARVED, lifeguard: Sequence[bool] = (True, False),
+               **kw: Any) -> Iterator[GridCell]:
+    """Yield the cells of the grid, smallest clusters first, Lifeguard on then off (``lifeguard``
+    narrows it to one half)."""
     for n in nodes:
         for lo in loss:
             for st in starved:
-                for lifeguard in (True, False):
-                    yield GridCell(n, lo, st, lifeguard, **kw)
+                for on in lifeguard:
+                    yield GridCell(n, lo, st, on, **kw)
 
 
 def run_grid(cells: Sequence[GridCell] | Iterator[GridCell], seeds: Sequence[int],

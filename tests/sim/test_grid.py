@@ -33,6 +33,8 @@ def test_grid_cells_and_rows() -> None:
     cells = list(grid_cells())
     assert len(cells) == 2 * 3 * 4 * 2
     assert cells[0] == GridCell(50, 0.01, 0.0, True) and cells[1].lifeguard is False
+    assert list(grid_cells(lifeguard=(True,))) == cells[::2]
+    assert list(grid_cells(lifeguard=(False,))) == cells[1::2]
     assert [c.starved_nodes() for c in cells[:8:2]] == [0, 1, 3, 5]
     row = {"nodes": 50, "loss": 0.01, "starved": 0.05, "lifeguard": True, "seeds": 3, "false_dead_per_run": 0.0,
            "false_suspect_per_run": 1.5, "detect_all_s": None, "undetected": 3, "starved_nodes": 3}
@@ -64,6 +66,11 @@ def test_cli_prints_one_json_line_per_cell(capsys: pytest.CaptureFixture[str]) -
             "detect_all_s"}
     assert all(keys <= r.keys() and r["nodes"] == 8 and r["seeds"] == 1 for r in rows)
     assert all(r["false_dead_seeds"] == [] for r in rows)
+    for half, expected in (("on", [True]), ("off", [False])):
+        assert main([*flags, "--grid-starved", "0.1", "--json", "--grid-lifeguard", half]) == 0
+        half_rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [r["lifeguard"] for r in half_rows] == expected
+        assert half_rows[0] == rows[0 if half == "on" else 1]      # the same cell, the same figures
     assert main([*flags, "--grid-starved", "0"]) == 0
     text = capsys.readouterr().out
     assert "false" not in text and "lifeguard" in text.splitlines()[0]
