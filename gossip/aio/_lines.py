@@ -85,7 +85,7 @@ class _Exchange:
         try:
             done = self._line.flush()
         except Exception as exc:
-            self._fail(exc)
+            self.abort(exc)
             return
         if done:
             self._unwatch()
@@ -96,7 +96,7 @@ class _Exchange:
         try:
             reply = self._line.read()
         except Exception as exc:
-            self._fail(exc)
+            self.abort(exc)
             return
         if reply is None:
             return
@@ -113,8 +113,6 @@ class _Exchange:
         self._end(False)
         if not self.fut.done():
             self.fut.set_exception(exc)
-
-    _fail = abort
 
     def _timed_out(self) -> None:
         self.abort(GossipTimeout(self._timeout_msg()))

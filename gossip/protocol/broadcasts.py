@@ -9,7 +9,7 @@ bounded: when it is over its size, the updates already sent most often are dropp
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any
 
 __all__ = ["BroadcastQueue", "retransmit_limit"]
@@ -77,11 +77,6 @@ class BroadcastQueue:
         if old is not None:
             del self._buckets[old.transmits][old]
 
-    def peek(self, key: Hashable) -> Any:
-        """Return the queued update about ``key``, or None."""
-        entry = self._entries.get(key)
-        return None if entry is None else entry.item
-
     def _prune(self, count: int) -> None:
         for transmits in sorted(self._buckets, reverse=True):
             bucket = self._buckets[transmits]
@@ -94,21 +89,23 @@ class BroadcastQueue:
             if count == 0:
                 return
 
-    def get(self, budget: int, limit: int, overhead: int = 1, skip: Callable[[Any], bool] | None = None,
-            count: bool = True, exclude: Any = None, skip_type: type | None = None) -> list[Any]:
+    def get(self, budget: int, limit: int, overhead: int = 1, count: bool = True,
+            about: Hashable | None = None, about_type: type | None = None,
+            skip_type: type | None = None) -> list[Any]:
         """Take updates whose sizes (plus ``overhead`` each) fit in ``budget`` bytes.
 
         Each taken update counts one more transmission; one that reaches ``limit`` leaves the
-        queue. ``skip`` can exclude items (for example updates about the recipient itself);
-        ``exclude`` is one item not to take (by identity: see :meth:`peek`), and ``skip_type``
-        excludes every item of that type (the same as such a ``skip``, without a call per
-        update).
-        ``count=False`` takes them without counting: for a recipient that is probably down,
-        which must not use up a transmission that a live member needed.
+        queue. The update queued about ``about`` is not taken if it is an ``about_type`` (any
+        type when None): news of the recipient itself, for example. No item of ``skip_type``
+        is taken. ``count=False`` takes them without counting: for a recipient that is
+        probably down, which must not use up a transmission that a live member needed.
         """
         self.last_used = 0
         if not self._entries or budget <= 0:
             return []
+        excluded = self._entries.get(about) if about is not None else None
+        if excluded is not None and about_type is not None and type(excluded.item) is not about_type:
+            excluded = None
         taken: list[_Entry] = []
         used = 0
         misfits = 0
@@ -123,8 +120,7 @@ class BroadcastQueue:
                     if misfits > _MAX_MISFITS:
                         break
                     continue
-                if entry.item is exclude or (skip_type is not None and type(entry.item) is skip_type) or \
-                        (skip is not None and skip(entry.item)):
+                if entry is excluded or (skip_type is not None and type(entry.item) is skip_type):
                     continue
                 taken.append(entry)
                 used += need

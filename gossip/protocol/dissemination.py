@@ -139,16 +139,12 @@ class Dissemination:
         # Alive news about the recipient itself is a wasted transmission (accusations about it
         # are kept: it must refute them); a Forget never rides on a ping or an ack.
         skip_type = Forget if probe else None
-        q = self.broadcasts
-        about = q.peek(to) if to is not None else None
-        updates: list[Update] = q.get(budget, limit, count=count, exclude=about if type(about) is Alive else None,
-                                      skip_type=skip_type)
-        left = budget - q.last_used
-        q = self.broadcasts_low
-        if q and left > 16:
-            about = q.peek(to) if to is not None else None
-            updates += q.get(left, limit, count=count, exclude=about if type(about) is Alive else None,
-                             skip_type=skip_type)
+        updates: list[Update] = self.broadcasts.get(budget, limit, count=count, about=to, about_type=Alive,
+                                                    skip_type=skip_type)
+        left = budget - self.broadcasts.last_used
+        if self.broadcasts_low and left > 16:
+            updates += self.broadcasts_low.get(left, limit, count=count, about=to, about_type=Alive,
+                                               skip_type=skip_type)
         return updates
 
     def piggyback(self, extra: Iterable[Update] = (), to: NodeID | None = None) -> tuple[Update, ...]:

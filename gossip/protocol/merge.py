@@ -85,7 +85,6 @@ class Merger:
         self.news = news
         self.watcher = watcher
         self.refused: set[NodeID] = set()   # members told of as refused (bounded)
-        self.echo = True   # pass news of members new to us on (see states)
 
     # ------------------------------------------------------------------ updates
 
@@ -142,8 +141,9 @@ class Merger:
             return Alive(a.node, a.incarnation, a.addr, meta, stamp, a.pv, a.av, tags)
         return a
 
-    def on_alive(self, now: float, a: Alive) -> None:
-        """Merge ``alive(a.node, a.incarnation)``: admit a newcomer, or update a member."""
+    def on_alive(self, now: float, a: Alive, echo: bool = True) -> None:
+        """Merge ``alive(a.node, a.incarnation)``: admit a newcomer, or update a member. With
+        ``echo`` false a newcomer is not queued for gossip (see :meth:`states`)."""
         if a.node == self.id:
             self.local.claimed_alive(now, a)
             return
@@ -164,7 +164,7 @@ class Merger:
                 return
             a = self._checked_meta(a, None)
             table.add(now, a, itself)
-            if self.echo:
+            if echo:
                 self.news.queue(now, a)
             return
         if (m.state is ALIVE or m.state is SUSPECT) and not table.introduces_itself(a) \
@@ -291,7 +291,7 @@ class Merger:
 
     # ------------------------------------------------------------------ full states
 
-    def states(self, now: float, states: Iterable[MemberState], catch_up: bool = False,
+    def states(self, now: float, states: Sequence[MemberState], catch_up: bool = False,
                peer: NodeID | None = None, echo: bool = True) -> None:
         """Merge a full state. ``peer`` is the member that sent it: a member it holds dead is
         its verdict, so it starts (or independently confirms) our suspicion in its name;
@@ -303,21 +303,19 @@ class Merger:
         see :meth:`~.sync.Sync.on_join_reply`); news about members we knew is passed on as
         always (a refutation must spread)."""
         self.watcher.syncing = True
-        self.echo = echo
         try:
-            self._state_list(now, states, catch_up, peer)
+            self._state_list(now, states, catch_up, peer, echo)
         finally:
             self.watcher.syncing = False
-            self.echo = True
 
-    def _state_list(self, now: float, states: Iterable[MemberState], catch_up: bool,
-                    peer: NodeID | None) -> None:
+    def _state_list(self, now: float, states: Sequence[MemberState], catch_up: bool,
+                    peer: NodeID | None, echo: bool) -> None:
         per_message = self.config.max_members_per_message
         msg = self.inbound
         refused = 0
-        # Most of a full state is what we hold already: the store drops those records first
-        # (the compact store without making a view of each).
-        for s in self.table.store.news(self.members, states if isinstance(states, Sequence) else list(states)):
+        # Most of a full state is what we hold already (alive, at the same address, nothing
+        # newer): the store drops those records first, the compact store without a view of each.
+        for s in self.table.store.news(self.members, states):
             if not 0 <= s.incarnation <= MAX_INCARNATION:
                 self.out.count("refused_incarnation_range")
                 continue
@@ -325,14 +323,11 @@ class Merger:
                 self.local.claimed_state(now, s, catch_up)
                 continue
             if s.state is ALIVE:
-                m = self.members.get(s.node)
-                if m is not None and s.incarnation <= m.incarnation and s.meta_stamp <= m.meta_stamp \
-                        and s.addr == m.addr:
-                    continue  # nothing newer (the common case of a full-state exchange)
-                if m is None and not msg.solicited and msg.new_in_msg >= per_message:
+                if not msg.solicited and msg.new_in_msg >= per_message and s.node not in self.members:
                     refused += 1   # the rest of a flood costs a lookup each, no more
                     continue
-                self.on_alive(now, Alive(s.node, s.incarnation, s.addr, s.meta, s.meta_stamp, s.pv, s.av, s.tags))
+                self.on_alive(now, Alive(s.node, s.incarnation, s.addr, s.meta, s.meta_stamp, s.pv, s.av, s.tags),
+                              echo)
             elif s.state is LEAVING:
                 if s.node not in self.members:
                     continue

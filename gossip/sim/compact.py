@@ -105,7 +105,7 @@ class Registry:
     def shared(self, g: int, code: int, incarnation: int) -> MemberState:
         """Return the shared record of member ``g`` in the state ``code`` at ``incarnation``,
         at its registered address with every other field at its default."""
-        key = (g << 35) | (incarnation << 3) | code
+        key = _shared_key(g, code, incarnation)
         s = self._shared.get(key)
         if s is None:
             state = _DECODE[code]
@@ -120,6 +120,13 @@ class Registry:
 
 
 _first, _second = itemgetter(0), itemgetter(1)
+
+
+def _shared_key(g: int, code: int, incarnation: int) -> int:
+    """The key of a shared record in ``Registry._shared``: number, incarnation (u32) and state
+    code (3 bits) in one int. :meth:`CompactStore.states` computes it inline (a call a member
+    saved)."""
+    return (g << 35) | (incarnation << 3) | code
 
 
 def _runs(gs: list[int], limit: int = 8) -> list[tuple[int, int, int]] | None:
@@ -692,7 +699,7 @@ class CompactStore:
                 continue
             code = st[g]
             i = inc[g]
-            s = table.get((g << 35) | (i << 3) | code)
+            s = table.get((g << 35) | (i << 3) | code)   # _shared_key, inline
             append(s if s is not None else shared(g, code, i))
         return out
 

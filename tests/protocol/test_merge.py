@@ -157,7 +157,8 @@ def test_a_full_state_merged_without_echo_enters_newcomers_without_gossiping_the
     queued = t.queued()
     assert not [u for u in queued if u.node == node(7)]              # new to us: not passed on
     assert refuted in queued                                         # news of a member we knew is
-    assert t.merge.echo                                              # for that merge only
+    t.merge.updates(1.5, (Alive(node(9), 0, addr(9)),), node(1))
+    assert [u for u in t.queued() if u.node == node(9)]              # for that merge only
     t.merge.states(2.0, (MemberState(node(8), addr(8), ALIVE, 0),), peer=node(1))
     assert [u for u in t.queued() if u.node == node(8)]
 
