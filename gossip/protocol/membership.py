@@ -346,28 +346,38 @@ class MemberTable:
         msg.new_in_msg += 1
         return True
 
-    def add(self, now: float, a: Alive, itself: bool = False) -> Member:
-        """Add the member ``a`` announces (admitted by :meth:`admit`), alive."""
-        self.reconnect.known(a.node)
-        m = self.store.new_member(self.members, a.node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp,
+    def add(self, now: float, a: Alive | MemberState, itself: bool = False) -> Member:
+        """Add the member ``a`` announces (admitted by :meth:`admit`), or an alive record of a
+        full state names, alive."""
+        node = a.node
+        self.reconnect.known(node)
+        m = self.store.new_member(self.members, node, a.addr, ALIVE, a.incarnation, a.meta, a.meta_stamp,
                                   a.pv, a.av, now, a.tags)
         self.counts[ALIVE] += 1
-        self.ids.add(a.node)
+        self.ids.add(node)
         if itself:
-            self.cids.add(a.node)
+            self.cids.add(node)
         else:
             # Even a reply to our own request only names the member: the peer may hold fakes.
             self.unconfirm(m)
         m.vouched = self.inbound.vouching
         # A newcomer goes in at a random place of the probe order (SWIM section 4.3): appended,
-        # then swapped with a random slot, O(1) as in memberlist.
-        if a.node not in self._in_probe_list:
+        # then swapped with a random slot, O(1) as in memberlist. (randrange's draw, inlined
+        # for a plain generator as in sample.)
+        if node not in self._in_probe_list:
             plist = self.probe_list
             if len(plist) > 2 * len(self.members) + 16:
                 self._compact_probe_list()
-            self._in_probe_list.add(a.node)
-            plist.append(a.node)
-            j = self.rng.randrange(len(plist))
+            self._in_probe_list.add(node)
+            plist.append(node)
+            n = len(plist)
+            if self._plain_rng:
+                getrandbits, bits = self.rng.getrandbits, n.bit_length()
+                j = getrandbits(bits)
+                while j >= n:
+                    j = getrandbits(bits)
+            else:
+                j = self.rng.randrange(n)
             plist[-1], plist[j] = plist[j], plist[-1]
         self.states_cache = None
         self.event(EVENT_STATE, m, NodeState.UNKNOWN, now)
@@ -600,11 +610,16 @@ class LocalNode:
     def stamp_refused(self, stamp: int) -> bool:
         """Return True (and count it) if a metadata stamp lies more than ``max_clock_drift``
         ahead of our clock: one forged stamp near 2**64 would outrank every later write."""
-        clock = self._stamp_clock
-        if clock is None or stamp <= clock() + self._drift:
+        if not self.stamp_ahead(stamp):
             return False
         self.out.count("refused_metadata_stamp")
         return True
+
+    def stamp_ahead(self, stamp: int) -> bool:
+        """True if a metadata stamp lies more than ``max_clock_drift`` ahead of our clock (not
+        counted: :meth:`stamp_refused` counts)."""
+        clock = self._stamp_clock
+        return clock is not None and stamp > clock() + self._drift
 
     # ------------------------------------------------------------------ what others say of us
 

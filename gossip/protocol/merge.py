@@ -120,12 +120,16 @@ class Merger:
 
     def oversize(self, meta: Any, tags: frozenset[str]) -> bool:
         """True (and counted) if metadata and tags together exceed ``max_metadata_size``."""
-        if not meta and not tags:
-            return False
-        if (metadata_size(meta) if meta else 0) + tags_size(tags) <= self.config.max_metadata_size:
+        if not self._too_big(meta, tags):
             return False
         self.out.count("refused_metadata_size")
         return True
+
+    def _too_big(self, meta: Any, tags: frozenset[str]) -> bool:
+        """True if metadata and tags together exceed ``max_metadata_size`` (not counted)."""
+        if not meta and not tags:
+            return False
+        return (metadata_size(meta) if meta else 0) + tags_size(tags) > self.config.max_metadata_size
 
     def _checked_meta(self, a: Alive, m: Member | None) -> Alive:
         """Return ``a``, or ``a`` with our current metadata and tags for it if its own are too
@@ -167,6 +171,8 @@ class Merger:
             if echo:
                 self.news.queue(now, a)
             return
+        if a.incarnation <= m.incarnation and a.meta_stamp <= m.meta_stamp and a.addr == m.addr:
+            return   # nothing newer (the common case of gossip: news we had already)
         if (m.state is ALIVE or m.state is SUSPECT) and not table.introduces_itself(a) \
                 and table.jump_refused(a.incarnation, m.incarnation, False):
             # (A member's own word on its incarnation is taken at any distance: it is the one
@@ -312,14 +318,36 @@ class Merger:
                     peer: NodeID | None, echo: bool) -> None:
         per_message = self.config.max_members_per_message
         msg = self.inbound
+        table = self.table
+        members = self.members
         refused = 0
+        # A reply to our own request (a join's answer, a push/pull's) is bounded by the table's
+        # size only (MemberTable.admit): when all of it fits, a member new to us that another
+        # member names, alive, in our protocol version, with metadata we would take as it is,
+        # enters the table at once, without the checks of on_alive it passes anyway (a fresh
+        # joiner's table is the whole cluster, entered member by member). Any other record,
+        # and the sender's own, takes the path of on_alive.
+        direct = msg.solicited and not table.forgotten and \
+            len(members) + len(states) <= self.config.max_members
+        sender = msg.sender.int if msg.sender is not None else -1
+        me = self.id.int
         # Most of a full state is what we hold already (alive, at the same address, nothing
         # newer): the store drops those records first, the compact store without a view of each.
-        for s in self.table.store.news(self.members, states):
+        for s in table.store.news(members, states):
             if not 0 <= s.incarnation <= MAX_INCARNATION:
                 self.out.count("refused_incarnation_range")
                 continue
-            if s.node == self.id:
+            node = s.node.int
+            if direct and s.state is ALIVE and node != sender and node != me and s.pv == PROTOCOL_VERSION \
+                    and s.node not in members and not (s.meta_stamp and self.local.stamp_ahead(s.meta_stamp)) \
+                    and not self._too_big(s.meta, s.tags):
+                msg.new_in_msg += 1
+                table.add(now, s)
+                if echo:
+                    self.news.queue(now, Alive(s.node, s.incarnation, s.addr, s.meta, s.meta_stamp, s.pv, s.av,
+                                               s.tags))
+                continue
+            if node == me:
                 self.local.claimed_state(now, s, catch_up)
                 continue
             if s.state is ALIVE:
@@ -335,12 +363,12 @@ class Merger:
             elif s.state is DEAD or s.state is SUSPECT:
                 # A remote verdict is only a suspicion here (memberlist's rule): if the node is
                 # alive it will hear of it and refute; stale deaths never spread as deaths.
-                m = self.members.get(s.node)
+                m = members.get(s.node)
                 if m is not None and s.meta_stamp > m.meta_stamp and not self.local.stamp_refused(s.meta_stamp):
                     if not self.oversize(s.meta, s.tags):
                         m.meta, m.meta_stamp, m.tags = s.meta, s.meta_stamp, s.tags
-                        self.table.invalidate()
-                        self.table.event(EVENT_METADATA, m, m.state, now)
+                        table.invalidate()
+                        table.event(EVENT_METADATA, m, m.state, now)
                 accuser = peer if peer is not None and peer != s.node else self.id
                 if s.state is DEAD:
                     self.on_suspect(now, Suspect(s.node, s.incarnation, accuser))

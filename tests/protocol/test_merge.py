@@ -163,6 +163,76 @@ def test_a_full_state_merged_without_echo_enters_newcomers_without_gossiping_the
     assert [u for u in t.queued() if u.node == node(8)]
 
 
+def _reply_merged(direct: bool, echo: bool) -> tuple[Merging, list[Any]]:
+    """A node holding two members merges a varied answer to its own request: with ``direct``
+    false, one forgotten member keeps every record on the path of on_alive."""
+    t = Merging(2)
+    t.p.local._stamp_clock = lambda: 1 << 40
+    if not direct:
+        t.p.table.forgotten[node(99)] = (0, 0.0)
+    t.p.out.drain()
+    t.p.message_from(addr(1), node(1))
+    t.p.inbound.solicited = True
+    t.p.inbound.vouching = True
+    states = [MemberState(node(1), addr(1), ALIVE, 3)]                     # the sender's own
+    states += [MemberState(node(i), addr(i), ALIVE, i % 3) for i in range(10, 20)]
+    states += [
+        MemberState(node(20), addr(20), ALIVE, 0, {"blob": "x" * 5000}, 5),   # too large: dropped
+        MemberState(node(21), addr(21), ALIVE, 0, {"k": 1}, 1 << 62),         # stamped far ahead
+        MemberState(node(22), addr(22), ALIVE, 0, {"k": 2}, 7, tags=frozenset({"db"})),
+        MemberState(node(23), addr(23), ALIVE, 0, pv=99),                   # another protocol
+        MemberState(node(12), addr(12), ALIVE, 5),                          # named twice
+        MemberState(node(24), addr(24), SUSPECT, 0),
+        MemberState(node(25), addr(25), DEAD, 0),
+        MemberState(node(0), addr(0), ALIVE, 2),                            # known: news
+        MemberState(node(26), addr(26), ALIVE, -1),                         # out of range
+    ]
+    t.merge.states(1.0, states, peer=node(1), echo=echo)
+    return t, t.p.out.drain()
+
+
+def test_the_members_a_reply_names_enter_as_through_on_alive() -> None:
+    # A reply to our own request enters newcomers directly when they all fit: the table, the
+    # probe order, the events, the counters and what is passed on are those of the path
+    # through on_alive, record for record.
+    for echo in (True, False):
+        fast, fast_out = _reply_merged(True, echo)
+        slow, slow_out = _reply_merged(False, echo)
+        tf, ts = fast.p.table, slow.p.table
+        assert list(tf.members) == list(ts.members)
+        for n, m in tf.members.items():
+            o = ts.members[n]
+            assert (m.addr, m.state, m.incarnation, dict(m.meta), m.meta_stamp, m.tags, m.pv,
+                    m.introducer, m.vouched) == \
+                (o.addr, o.state, o.incarnation, dict(o.meta), o.meta_stamp, o.tags, o.pv,
+                 o.introducer, o.vouched)
+        assert list(tf.probe_list) == list(ts.probe_list)
+        assert fast_out == slow_out
+        assert fast.p.out.stats == slow.p.out.stats
+        assert fast.queued() == slow.queued()
+        assert tf.counts == ts.counts and dict(tf.unconfirmed) == dict(ts.unconfirmed)
+        # What the checks did, on either path:
+        assert tf.members[node(20)].meta == {} and tf.members[node(21)].meta_stamp == 0
+        assert tf.members[node(22)].tags == frozenset({"db"})
+        assert node(23) not in tf.members and tf.members[node(12)].incarnation == 5
+        assert fast.p.out.stats["refused_metadata_size"] == 1
+        assert fast.p.out.stats["refused_metadata_stamp"] == 1
+        assert fast.p.out.stats["refused_protocol_version"] == 1
+        assert fast.p.out.stats["refused_incarnation_range"] == 1
+        assert tf.members[node(10)].introducer is not None               # named, not shown
+        assert bool([u for u in fast.queued() if u.node == node(10)]) is echo
+
+
+def test_a_reply_larger_than_the_room_left_goes_through_admission() -> None:
+    # When the answer does not fit, every newcomer passes admit, which makes room.
+    t = Merging(2, Config.lan(max_members=6))
+    t.p.message_from(addr(1), node(1))
+    t.p.inbound.solicited = True
+    t.merge.states(1.0, [MemberState(node(i), addr(i), ALIVE, 0) for i in range(10, 20)], peer=node(1))
+    assert len(t.p.table.members) == 6
+    assert t.p.out.stats["members_evicted_unconfirmed"] == 6
+
+
 def test_what_is_said_of_us_goes_to_our_own_record() -> None:
     t = Merging()
     t.p.local.in_receive = True
