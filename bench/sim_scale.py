@@ -29,9 +29,10 @@ import time
 
 from gossip.sim.scenarios import COMPACT_FROM, ScenarioParams, run_scenario
 
-# Measured (peak RSS of 1,000- and 2,000-node crash runs, less the interpreter): bytes per
-# (node, member) pair; a safe margin for compact tables (the 10,000-node crash run: about 50).
-_BYTES_PER_PAIR = {"objects": 430, "compact": 75}
+# Measured (peak RSS of crash runs, less the interpreter): bytes per (node, member) pair; for
+# compact tables that of the 10,000-node run (4.9 GiB, about 52 bytes a pair) with a margin:
+# smaller runs cost more a pair (the interpreter and the registry weigh more), larger ones less.
+_BYTES_PER_PAIR = {"objects": 430, "compact": 55}
 
 
 def _available_memory() -> int:

@@ -199,7 +199,7 @@ class Protocol:
         local = self._local = LocalNode(config, out, node_id, addr, now, meta=meta, meta_stamp=meta_stamp,
                                         app_version=app_version, incarnation=incarnation,
                                         stamp_clock=stamp_clock, awareness=self.awareness,
-                                        announce=news.queue, changed=table.invalidate,
+                                        announce=news.queue, changed=table.local_changed,
                                         tags=frozenset(tags))
         self.insight = Insight(config, out, local, table.members, table.counts)  # provenance, flaps, partitions
         table.watch(self.insight, news.forget)

@@ -116,7 +116,14 @@ class MemberTable:
         self.forgotten: dict[NodeID, tuple[int, float]] = {}
         self._unconfirmed_cap = max(1, int(config.max_members * config.max_unconfirmed_share))
         self._dial_all = config.force_reliable_transport
+        # The full state, kept up to date record by record when the store allows it (see
+        # full_state): the members' records in insertion order (None where a member left the
+        # table), the members whose record changed since, and our own record.
         self.states_cache: tuple[MemberState, ...] | None = None
+        self._records: list[MemberState | None] | None = None
+        self._holes = 0
+        self._stale: list[Member] = []
+        self._local_record: MemberState | None = None
         self._watcher: MemberWatcher | None = None
         self._forget_news: Callable[[NodeID], None] = lambda node: None
 
@@ -133,17 +140,53 @@ class MemberTable:
         return self.counts[ALIVE] + self.counts[SUSPECT] + 1
 
     def full_state(self, local: LocalNode) -> tuple[MemberState, ...]:
-        """Return the full state (``local`` first, then every member) for a state exchange."""
+        """Return the full state (``local`` first, then every member) for a state exchange.
+
+        With a store that allows it (``cache_states``), the records are kept between exchanges
+        and only those of the members changed since (:meth:`invalidate`, :meth:`set_state`,
+        :meth:`add`, :meth:`remove`) are made again: a full state costs a copy of the list, not
+        a record a member (a table of hundreds changes every second in a churning cluster,
+        and each node sends a full state every few seconds, to a peer or a dead member).
+        """
+        if not self.store.cache_states:
+            return (local.self_state(),) + tuple(self.store.states(self.members))
         states = self.states_cache
-        if states is None:
-            states = (local.self_state(),) + tuple(self.store.states(self.members))
-            if self.store.cache_states:
-                self.states_cache = states
+        if states is not None:
+            return states
+        records = self._records
+        if records is None:
+            records = self._records = []
+            for i, m in enumerate(self.members.values()):
+                m.spos = i
+                records.append(m.to_state())
+            self._holes = 0
+        else:
+            for m in self._stale:
+                if m.spos >= 0:
+                    records[m.spos] = m.to_state()
+        self._stale.clear()
+        if self._local_record is None:
+            self._local_record = local.self_state()
+        states = self.states_cache = (self._local_record,) + tuple(filter(None, records))
         return states
 
-    def invalidate(self) -> None:
-        """A record of the full state changed (see :meth:`full_state`)."""
+    def invalidate(self, m: Member | None = None) -> None:
+        """The record of ``m`` changed (``None``: any record, ours included; see
+        :meth:`full_state`)."""
         self.states_cache = None
+        if m is None:
+            self._records = self._local_record = None
+            self._stale.clear()
+        elif self._records is not None:
+            stale = self._stale
+            stale.append(m)
+            if len(stale) > len(self._records):   # not asked for in a long time: start over
+                self._records = None
+                stale.clear()
+
+    def local_changed(self) -> None:
+        """Our own record changed (see :meth:`full_state`)."""
+        self.states_cache = self._local_record = None
 
     def gone(self) -> Iterable[NodeID]:
         """Return the dead and left members (longest gone first)."""
@@ -298,7 +341,7 @@ class MemberTable:
             del self._gone[m.node]
         m.state = state
         m.state_change = now
-        self.states_cache = None
+        self.invalidate(m)
         assert self._watcher is not None
         self._watcher.state_changed(now, m, prev)   # insight: the state event, flaps, partitions
 
@@ -380,6 +423,11 @@ class MemberTable:
                 j = self.rng.randrange(n)
             plist[-1], plist[j] = plist[j], plist[-1]
         self.states_cache = None
+        records = self._records
+        if records is not None:
+            m.spos = len(records)
+            records.append(None)
+            self._stale.append(m)
         self.event(EVENT_STATE, m, NodeState.UNKNOWN, now)
         assert self._watcher is not None
         self._watcher.added(now, m)   # insight: a partition's forgotten member may be back
@@ -409,7 +457,7 @@ class MemberTable:
         self.store.bulk_add(self.members, self.ids, self.cids, self.probe_list, self._in_probe_list, fresh, now)
         self.counts[ALIVE] += len(fresh)
         self.store.shuffle(self.rng, self.probe_list)
-        self.states_cache = None
+        self.invalidate()
 
     def unconfirm(self, m: Member) -> None:
         """``m`` was named by the source of the message being handled and has not shown itself
@@ -460,6 +508,14 @@ class MemberTable:
             self.cids.remove(m.node)
         self._forget_news(m.node)
         self.states_cache = None
+        records = self._records
+        if records is not None and m.spos >= 0:
+            records[m.spos] = None
+            self._holes += 1
+            if self._holes > len(records) // 2 + 16:
+                self._records = None   # mostly holes: made again at the next full state
+                self._stale.clear()
+        m.spos = -1   # out of the table: a change of it touches no record
         self.event(EVENT_REMOVED, m, m.state, now)
         assert self._watcher is not None
         self._watcher.forget(now, m)

@@ -199,7 +199,7 @@ class Merger:
             m.meta_stamp = a.meta_stamp
             m.tags = a.tags
             meta_changed = True
-            table.invalidate()
+            table.invalidate(m)
         if a.incarnation > m.incarnation:
             if a.addr != m.addr:
                 # A new address must be shown too: until then it counts against whoever named
@@ -216,7 +216,7 @@ class Merger:
             m.pv = a.pv
             m.av = a.av
             m.suspicion = None
-            table.invalidate()
+            table.invalidate(m)
             self.watcher.alive_again(now, m, a.incarnation)   # insight: refuted, or back from dead
             if m.state is SUSPECT:
                 self.out.count("suspicions_refuted")
@@ -367,7 +367,7 @@ class Merger:
                 if m is not None and s.meta_stamp > m.meta_stamp and not self.local.stamp_refused(s.meta_stamp):
                     if not self.oversize(s.meta, s.tags):
                         m.meta, m.meta_stamp, m.tags = s.meta, s.meta_stamp, s.tags
-                        table.invalidate()
+                        table.invalidate(m)
                         table.event(EVENT_METADATA, m, m.state, now)
                 accuser = peer if peer is not None and peer != s.node else self.id
                 if s.state is DEAD:

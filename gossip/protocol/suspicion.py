@@ -154,8 +154,8 @@ class SuspectTable(Protocol[M]):
     def jump_refused(self, claimed: int, known: int, accusation: bool) -> bool:
         """True (counted) if a claim runs too far ahead of what is known."""
 
-    def invalidate(self) -> None:
-        """A record of the full state changed."""
+    def invalidate(self, m: M) -> None:
+        """The record of ``m`` in the full state changed."""
 
 
 class SuspicionWatcher(Protocol[M_contra]):
@@ -215,7 +215,7 @@ class Suspicions(Generic[M]):
                 m.incarnation = s.incarnation
                 self.start(now, m, s.sender)
                 self.watcher.suspected(now, m, s)   # insight: the old one ends refuted
-                self.table.invalidate()
+                self.table.invalidate(m)
                 self._announce(now, s)
                 return
             susp = m.suspicion
@@ -266,7 +266,7 @@ class Suspicions(Generic[M]):
             self.out.count("suspicions_started")
             self.table.set_state(now, m, SUSPECT)
         else:
-            self.table.invalidate()   # a new suspicion at a higher incarnation replaces ours
+            self.table.invalidate(m)   # a new suspicion at a higher incarnation replaces ours
 
     def _accusable(self, s: Suspect) -> M | None:
         """Return the member ``s`` accuses if the accusation may apply: held alive or suspect,

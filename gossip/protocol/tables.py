@@ -71,7 +71,7 @@ class Member:
 
     __slots__ = ("node", "addr", "state", "incarnation", "meta", "meta_stamp", "pv", "av",
                  "state_change", "suspicion", "introducer", "vouched", "timer_at", "rtt", "rtts",
-                 "tags")
+                 "tags", "spos")
 
     def __init__(self, node: NodeID, addr: str, state: NodeState, incarnation: int,
                  meta: Mapping[str, Any], meta_stamp: int, pv: int, av: str, now: float,
@@ -92,6 +92,7 @@ class Member:
         self.rtt: float | None = None  # seconds of the last direct probe round trip
         self.rtts: RttWindow | None = None  # its recent round trips (adaptive ping timeout)
         self.tags = tags               # ordered with the metadata, by meta_stamp
+        self.spos = -1                 # its place in the table's kept full state, -1: none
 
     def to_state(self) -> MemberState:
         """Return the record as exchanged by push/pull."""

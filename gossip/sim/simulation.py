@@ -128,6 +128,7 @@ class Simulation:
         self.nodes: list[SimNode] = []
         self.by_addr: dict[str, int] = {}
         self.by_id: dict[NodeID, int] = {}
+        self._by_int: dict[int, int] = {}     # the same by NodeID.int (hashed in C)
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = 0
         # observers' views: target -> a byte per observer, 1 if it sees the target ALIVE;
@@ -180,6 +181,7 @@ class Simulation:
         self.nodes.append(node)
         self.by_addr[addr] = index
         self.by_id[node_id] = index
+        self._by_int[node_id.int] = index
         self.alive_view[index] = bytearray()
         self.view_count[index] = 0
         self._account_live()
@@ -482,7 +484,7 @@ class Simulation:
                 self.join_results.append(a)
 
     def _on_event(self, observer: int, ev: MemberEvent) -> None:
-        target = self.by_id.get(ev.node)
+        target = self._by_int.get(ev.node.int)
         if target is None:
             return
         buf = self._trace_buf
@@ -490,12 +492,14 @@ class Simulation:
         if len(buf) >= 4096:
             self._trace.update(b"".join(buf))
             buf.clear()
-        if ev.kind == EVENT_STATE or ev.kind == EVENT_REMOVED:
-            alive = ev.kind == EVENT_STATE and ev.state is ALIVE
-            self._view_alive(observer, target, alive)
-            if self.watching and self.converged_at is None and self.converged():
-                self.converged_at = self.now
-            if ev.kind == EVENT_STATE and target in self.live and observer in self.live:
+        kind = ev.kind
+        if kind == EVENT_STATE or kind == EVENT_REMOVED:
+            self._view_alive(observer, target, kind == EVENT_STATE and ev.state is ALIVE)
+            if self.watching and self.converged_at is None:
+                n = len(self.live)
+                if self.good_pairs == n * (n - 1):   # converged()
+                    self.converged_at = self.now
+            if kind == EVENT_STATE and target in self.live and observer in self.live:
                 if ev.state is DEAD:
                     self.false_dead.add(target)
                     self.false_dead_events += 1
@@ -504,7 +508,7 @@ class Simulation:
                     self.false_suspect_events += 1
             t = self.targets.get(target)
             if t is not None and observer in t.remaining and (
-                    ev.kind == EVENT_REMOVED or ev.state is DEAD or ev.state is LEAVING):
+                    kind == EVENT_REMOVED or ev.state is DEAD or ev.state is LEAVING):
                 t.remaining.discard(observer)
                 if t.first is None:
                     t.first = self.now

@@ -69,7 +69,7 @@ class Parts:
         self.awareness = Awareness(self.config.awareness_max_multiplier)
         self.local = LocalNode(self.config, self.out, SELF, "127.0.0.1:7946", 0.0, meta={}, meta_stamp=0,
                                app_version="", incarnation=0, stamp_clock=None, awareness=self.awareness,
-                               announce=self.news.queue, changed=self.table.invalidate)
+                               announce=self.news.queue, changed=self.table.local_changed)
 
     def message_from(self, src: str, sender: NodeID | None = None, authenticated: bool = False) -> None:
         """Set the context as the core does when a message arrives."""

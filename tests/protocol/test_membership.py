@@ -11,7 +11,7 @@ from gossip.messages import MAX_INCARNATION, Alive, Dead, MemberState, Suspect
 from gossip.node import NodeID, NodeState
 from gossip.protocol.actions import EVENT_REMOVED, EVENT_STATE
 
-from .parts import ALIVE, DEAD, LEAVING, SELF, Parts, addr, node
+from .parts import ALIVE, DEAD, LEAVING, SELF, SUSPECT, Parts, addr, node
 
 
 def test_a_newcomer_is_announced_and_watched_and_a_forgotten_one_too() -> None:
@@ -119,6 +119,38 @@ def test_full_state_lists_this_node_first_and_is_rebuilt_after_a_change() -> Non
     assert p.table.full_state(p.local) is states
     p.local.set_address("127.0.0.2:7946")
     assert p.table.full_state(p.local)[0].addr == "127.0.0.2:7946"
+
+
+def test_the_kept_full_state_follows_every_change_of_the_table() -> None:
+    # The records are kept between exchanges and made again only for the members that
+    # changed: after additions, state changes, metadata, removals (holes, then many) and a
+    # change of our own record, the full state is still what it would be made anew.
+    p = Parts()
+    ids = p.bootstrap(40)
+
+    def fresh() -> tuple[MemberState, ...]:
+        return (p.local.self_state(),) + tuple(m.to_state() for m in p.table.members.values())
+
+    assert p.table.full_state(p.local) == fresh()
+    members = p.table.members
+    p.table.set_state(1.0, members[ids[3]], SUSPECT)
+    m = members[ids[5]]
+    m.incarnation, m.meta, m.meta_stamp = 4, {"k": 1}, 9
+    p.table.invalidate(m)
+    p.table.add(1.0, Alive(node(50), 2, addr(50)))
+    assert p.table.full_state(p.local) == fresh()
+    p.table.remove(2.0, members[ids[7]])
+    p.table.set_state(2.0, members[ids[8]], DEAD)
+    p.local.set_address("127.0.0.2:7946")
+    assert p.table.full_state(p.local) == fresh()
+    for i in range(9, 40):                  # most of the table goes: the records are made anew
+        p.table.remove(3.0, members[ids[i]])
+        if i % 7 == 0:
+            assert p.table.full_state(p.local) == fresh()
+    p.table.add(4.0, Alive(node(7), 1, addr(7)))   # a member that left comes back: last
+    states = p.table.full_state(p.local)
+    assert states == fresh() and states[-1].node == node(7)
+    assert p.table.full_state(p.local) is states     # unchanged: the same tuple
 
 
 # -- this node's own record ---------------------------------------------------------------------------

@@ -114,7 +114,7 @@ class Table:
     def jump_refused(self, claimed: int, known: int, accusation: bool) -> bool:
         return claimed - known >= 100
 
-    def invalidate(self) -> None:
+    def invalidate(self, m: Rec) -> None:
         pass
 
 

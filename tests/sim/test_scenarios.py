@@ -189,3 +189,29 @@ def test_two_crashes_in_a_small_cluster_leave_no_survivor_waiting_alone() -> Non
         assert dropped(), f"seed {seed}: a survivor still holds a crashed node"
         worst = max(worst, sim.now - t0)
     assert worst < 12.0, worst
+
+
+def test_every_kept_full_state_is_the_table_made_anew_through_churn() -> None:
+    # Each core keeps its full state between exchanges and remakes only the records that
+    # changed (MemberTable.full_state): through joins, leaves, crashes, suspicions, refutations
+    # and removals, every node's kept full state must equal the one made from its table.
+    from gossip.sim.simulation import Simulation
+
+    checked = [0]
+
+    def check(sim: Simulation) -> None:
+        for n in sim.nodes:
+            core = n.core
+            table, local = core._table, core._local
+            kept = table.full_state(local)
+            assert kept == (local.self_state(),) + tuple(m.to_state() for m in table.members.values())
+            checked[0] += 1
+
+    previous = Simulation.OBSERVE_EVERY
+    Simulation.OBSERVE_EVERY = 500
+    try:
+        r = run_scenario(ScenarioParams(scenario="churn", nodes=30, seed=5, duration=90.0, churn_interval=0.5,
+                                        tables="objects"), progress=check)
+    finally:
+        Simulation.OBSERVE_EVERY = previous
+    assert r["detected"] > 0 and checked[0] > 1000
