@@ -526,7 +526,7 @@ class Simulation:
         if isinstance(msg, (PushPull, PushPullReply, JoinReply, Join)):
             # 36 + len(addr) + the metadata's size, per state (in C loops: full states are long)
             states = msg.states
-            metas = [m for m in map(_META, states) if m]
+            metas = list(filter(None, map(_META, states)))
             size = 37 * len(states) + sum(map(len, map(_ADDR, states))) - len(metas)
             return HEADER_OVERHEAD + 24 + size + sum(self._meta_size(m) for m in metas)
         return HEADER_OVERHEAD + 40
