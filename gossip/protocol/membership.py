@@ -564,9 +564,9 @@ class MemberTable:
             short = m.state is LEAVING or m.introducer is not None
             if (short and age >= cfg.gossip_to_the_dead_time) or age >= cfg.dead_node_retention_period:
                 due.append(m)
-        if len(due) > 1:             # forgotten in table order
-            rank = {node: i for i, node in enumerate(self.members)}
-            due.sort(key=lambda m: rank[m.node])
+        if len(due) > 1:             # forgotten in table order (ids by their ints: no hashing in Python)
+            by_int = {m.node.int: m for m in due}
+            due = [by_int[n.int] for n in self.members if n.int in by_int]
         for m in due:
             self.remove(now, m)
 
