@@ -63,6 +63,8 @@ class Dissemination:
         self.armed = True   # a gossip timer is pending
         self._epoch = 0.0   # the first tick of this node's gossip ticker
         self._corrected: dict[tuple[NodeID, NodeID], tuple[bool, int]] = {}
+        self._limit_key = (-1, -1)   # (members, alive) the retransmit limit was computed for
+        self._limit = 0
 
     def start(self, now: float, stagger: float) -> None:
         """Set the first gossip round, ``stagger`` seconds from ``now``.
@@ -100,8 +102,11 @@ class Dissemination:
         # there are live peers, and an epidemic that ends early leaves one of them alone with
         # its suspicion: up to the longest suspicion timeout. Up to SMALL_CLUSTER live peers,
         # every update may go to each of them.
-        return max(retransmit_limit(self.config.retransmit_mult, n),
-                   min(table.counts[ALIVE], SMALL_CLUSTER))
+        key = (n, table.counts[ALIVE])
+        if key != self._limit_key:
+            self._limit_key = key
+            self._limit = max(retransmit_limit(self.config.retransmit_mult, n), min(key[1], SMALL_CLUSTER))
+        return self._limit
 
     # ------------------------------------------------------------------ in and out
 

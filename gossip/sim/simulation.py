@@ -520,8 +520,10 @@ class Simulation:
         """Encoded size of a message: header plus its msgpack payload (updates cached)."""
         if isinstance(msg, (Gossip, Ping, Ack)):
             total = 24
+            cache = self._size_cache
             for u in msg.updates:
-                total += self._update_size(u)
+                hit = cache.get(id(u))
+                total += hit[1] if hit is not None and hit[0] is u else self._update_size(u)
             return HEADER_OVERHEAD + total + (40 if type(msg) is Ping else 0)
         if isinstance(msg, (PushPull, PushPullReply, JoinReply, Join)):
             # 36 + len(addr) + the metadata's size, per state (in C loops: full states are long)
