@@ -225,3 +225,53 @@ def test_a_failure_in_the_user_lane_is_counted_and_the_lane_goes_on(
     finally:
         r.receiver.close()
         assert r.receiver.join(time.monotonic() + WAIT) == []
+
+
+class _RacingConn:
+    """A connection whose resume lets a batch from the reader in just before its flag flips:
+    the interleaving of a reader thread that finds the lane full again at that moment."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.race: Callable[[], None] | None = None
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        race, self.race = self.race, None
+        if race is not None:
+            race()  # the reader's batch overfills the lane; this connection is still paused
+        self.paused = False
+
+
+def test_a_connection_resumed_while_its_lane_fills_again_is_paused_again() -> None:
+    import threading
+
+    from gossip.engine.incoming import UserLanes
+
+    conn = _RacingConn()
+    seen: list[tuple[int, bool]] = []  # (packets still queued, connection paused) per batch
+    gate = threading.Event()
+
+    def handle(items: list[tuple[Incoming, Any]]) -> None:
+        seen.append((lanes.depths()[0], conn.paused))
+        gate.wait(WAIT)
+
+    lanes = UserLanes(1, 4, 1 << 20, handle, Counters(), "t", logging.getLogger("gossip.test"))
+
+    def batch() -> list[tuple[Incoming, Any]]:
+        return [(Incoming(b"x", SRC, True, conn, 0.0, "tcp"), None) for _ in range(6)]  # type: ignore[arg-type]
+
+    conn.race = lambda: lanes.put(0, batch())
+    lanes.start()
+    try:
+        lanes.put(0, batch())  # overfills the lane: paused; the lane takes all and resumes it
+        wait_until(lambda: bool(seen), "the first batch")
+        # The lane holds the reader's second batch, more than its depth: the connection that
+        # sent it must not be read meanwhile.
+        assert seen[0] == (6, True)
+    finally:
+        gate.set()
+        lanes.close()
+        lanes.join(time.monotonic() + WAIT)
