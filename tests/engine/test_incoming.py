@@ -4,6 +4,7 @@ host, the member table, the send path and the join waiters, fed packets as a tra
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 import gossip
 from gossip.config import Config
 from gossip.counters import Counters
-from gossip.engine.incoming import Receiver
+from gossip.engine.incoming import Receiver, UserLanes
 from gossip.engine.outgoing import broadcast_ttl
 from gossip.handlers import HANDLER_FORWARD, MessageHandlers
 from gossip.hlc import HLC
@@ -246,10 +247,6 @@ class _RacingConn:
 
 
 def test_a_connection_resumed_while_its_lane_fills_again_is_paused_again() -> None:
-    import threading
-
-    from gossip.engine.incoming import UserLanes
-
     conn = _RacingConn()
     seen: list[tuple[int, bool]] = []  # (packets still queued, connection paused) per batch
     gate = threading.Event()
