@@ -285,7 +285,8 @@ class Config:
     tcp_frame_timeout: float = 10.0
     """A frame (a WebSocket message) must arrive whole within this long of its first byte, on
     TCP and WebSocket alike: slow trickles are cut (counted ``transport.tcp_frame_timeouts`` /
-    ``transport.ws_frame_timeouts``)."""
+    ``transport.ws_frame_timeouts``). Time a connection spends paused by this node's full
+    receive lanes does not count."""
 
     # -- admission of connections (UDP/TCP and WebSocket alike) ----------------------------
     # A connection is *trusted* once the engine accepted one of its frames (or, on WebSocket

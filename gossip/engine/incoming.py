@@ -272,8 +272,17 @@ class UserLanes:
                 if paused and len(q) <= self._low and self._bytes[lane] <= self.max_bytes // 4:
                     resume = list(paused)
                     paused.clear()
-            for conn in resume:
-                conn.resume_reading()
+            if resume:
+                # Resumed outside the lock (a transport may deliver held frames at once, to
+                # this lane). A reader that filled the lane again meanwhile found the
+                # connection still paused and held it without pausing it again: pause it
+                # now, or it would be read while its lane is full, without bound.
+                for conn in resume:
+                    conn.resume_reading()
+                with cond:
+                    for conn in resume:
+                        if conn in paused:
+                            conn.pause_reading()
             try:
                 self._handle(items)
             except Exception:

@@ -11,7 +11,8 @@ Where a setting bounds something the two transports see differently, its meaning
 the note says how each enforces it:
 
 - ``frame_timeout``: a frame must arrive whole within this long of its first byte (a slow
-  trickle is cut). The socket transport times each frame (and the connection preamble); the
+  trickle is cut). The socket transport times each frame (and the connection preamble) from
+  the read that brought its first byte, while reading is not paused; the
   WebSocket transport times each message on the connections it reads itself, from the first
   byte read after the previous message, while reading is not paused.
 - ``preauth_buffer_limit`` / ``preauth_buffer_per_source``: the bytes untrusted connections may

@@ -4,6 +4,7 @@ host, the member table, the send path and the join waiters, fed packets as a tra
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 import gossip
 from gossip.config import Config
 from gossip.counters import Counters
-from gossip.engine.incoming import Receiver
+from gossip.engine.incoming import Receiver, UserLanes
 from gossip.engine.outgoing import broadcast_ttl
 from gossip.handlers import HANDLER_FORWARD, MessageHandlers
 from gossip.hlc import HLC
@@ -225,3 +226,49 @@ def test_a_failure_in_the_user_lane_is_counted_and_the_lane_goes_on(
     finally:
         r.receiver.close()
         assert r.receiver.join(time.monotonic() + WAIT) == []
+
+
+class _RacingConn:
+    """A connection whose resume lets a batch from the reader in just before its flag flips:
+    the interleaving of a reader thread that finds the lane full again at that moment."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.race: Callable[[], None] | None = None
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        race, self.race = self.race, None
+        if race is not None:
+            race()  # the reader's batch overfills the lane; this connection is still paused
+        self.paused = False
+
+
+def test_a_connection_resumed_while_its_lane_fills_again_is_paused_again() -> None:
+    conn = _RacingConn()
+    seen: list[tuple[int, bool]] = []  # (packets still queued, connection paused) per batch
+    gate = threading.Event()
+
+    def handle(items: list[tuple[Incoming, Any]]) -> None:
+        seen.append((lanes.depths()[0], conn.paused))
+        gate.wait(WAIT)
+
+    lanes = UserLanes(1, 4, 1 << 20, handle, Counters(), "t", logging.getLogger("gossip.test"))
+
+    def batch() -> list[tuple[Incoming, Any]]:
+        return [(Incoming(b"x", SRC, True, conn, 0.0, "tcp"), None) for _ in range(6)]  # type: ignore[arg-type]
+
+    conn.race = lambda: lanes.put(0, batch())
+    lanes.start()
+    try:
+        lanes.put(0, batch())  # overfills the lane: paused; the lane takes all and resumes it
+        wait_until(lambda: bool(seen), "the first batch")
+        # The lane holds the reader's second batch, more than its depth: the connection that
+        # sent it must not be read meanwhile.
+        assert seen[0] == (6, True)
+    finally:
+        gate.set()
+        lanes.close()
+        lanes.join(time.monotonic() + WAIT)

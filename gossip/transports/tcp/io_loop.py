@@ -284,6 +284,10 @@ class IoLoop:
         have = conn.events
         if want == have:
             return
+        if want & selectors.EVENT_READ and not have & selectors.EVENT_READ and conn.partial_since:
+            # Reading again after a pause: the time the connection was not read is not the
+            # peer's, so the unfinished frame's clock starts again.
+            conn.partial_since = time.monotonic()
         try:
             if not want:
                 sel.unregister(conn.sock)
@@ -425,7 +429,13 @@ class IoLoop:
             return
         if off:
             del buf[:off]
-        conn.partial_since = (conn.partial_since or now) if buf else 0.0
+        if not buf:
+            conn.partial_since = 0.0
+        elif off or not conn.partial_since:
+            # The unfinished frame began in this read (any frame before it is whole): its
+            # clock starts now. Keeping the clock of an earlier frame would cut a busy
+            # connection whose reads seldom end on a frame boundary.
+            conn.partial_since = now
         if frames:
             key = conn.key
             self._count("tcp_received", len(frames))
@@ -479,7 +489,8 @@ class IoLoop:
                            conn.key, limits.preauth_timeout)
                 self._close_registered(sel, conn)
                 continue
-            if conn.partial_since and conn.partial_since < frame_limit:
+            # A paused connection is not read: its unfinished frame is not trickling.
+            if conn.partial_since and not conn.paused and conn.partial_since < frame_limit:
                 self._count("tcp_frame_timeouts", 1)
                 _log.debug("%s ! %s: a frame did not arrive whole within %.1fs; closing",
                            self._name, conn.key, limits.frame_timeout)
@@ -493,7 +504,7 @@ class IoLoop:
             at = now if conn.writing else conn.last_active + limits.idle_timeout
             if not conn.trusted:
                 at = min(at, conn.accepted_at + limits.preauth_timeout)
-            if conn.partial_since:
+            if conn.partial_since and not conn.paused:
                 at = min(at, conn.partial_since + limits.frame_timeout)
             due = at if due is None else min(due, at)
         return due
