@@ -45,10 +45,13 @@ def _wait_delivered(done: threading.Event, got: list[int], total: int, a: Cluste
         if n != last:
             last, since = n, time.monotonic()
         elif time.monotonic() - since > stalled_after:
-            keys = ("transport.tcp_send_waits", "transport.tcp_paused")
+            # Enough to tell a lost connection (frames gone with it) from a stuck one.
+            keys = ("transport.tcp_send_waits", "transport.tcp_paused", "transport.tcp_dials",
+                    "transport.tcp_accepts", "transport.tcp_frame_timeouts", "transport.tcp_idle_closed",
+                    "transport.tcp_frames_lost")
             pytest.fail(f"delivery stalled at {n} of {total} for {stalled_after:.0f} s; "
-                        f"sender {[a.stats().get(k) for k in keys]}, "
-                        f"receiver {[b.stats().get(k) for k in keys]}")
+                        f"sender {dict((k[10:], a.stats().get(k)) for k in keys)}, "
+                        f"receiver {dict((k[10:], b.stats().get(k)) for k in keys)}")
 
 
 def test_reliable_flood_delivers_everything_in_order_and_paces_the_sender() -> None:

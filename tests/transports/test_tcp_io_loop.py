@@ -24,8 +24,8 @@ FRAME_TIMEOUT = 10.0
 class Loop:
     """An :class:`IoLoop` whose thread is the test, with one pooled connection registered."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        limits = ConnectionLimits(frame_timeout=FRAME_TIMEOUT, idle_timeout=3600.0)
+    def __init__(self, sock: socket.socket, idle_timeout: float = 3600.0) -> None:
+        limits = ConnectionLimits(frame_timeout=FRAME_TIMEOUT, idle_timeout=idle_timeout)
         self.counts: dict[str, int] = {}
         self.frames: list[bytes] = []
         self.loop = IoLoop(
@@ -120,3 +120,36 @@ def test_the_time_a_connection_is_paused_does_not_count_against_its_frame(
     loop.read(before)
     assert not loop.conn.rbuf and loop.frames == [bytes(97)] * 2
     assert loop.counts.get("tcp_frame_timeouts", 0) == 0
+
+
+def test_a_paused_connection_is_not_idle_and_its_idle_clock_restarts_on_resume() -> None:
+    # Paused by our own full lanes, a connection holds what its peer sent and we did not read
+    # yet: closing it as idle would lose those frames. Once reading again, it is idle only
+    # after a whole idle timeout with nothing read.
+    peer, ours = socket.socketpair()
+    loop = Loop(ours, idle_timeout=10.0)
+    try:
+        peer.sendall(encode_frame(bytes(97)))
+        t0 = time.monotonic()
+        loop.read(t0)
+        loop.conn.pause_reading()
+        loop.loop._apply_pending(loop.sel)
+        peer.sendall(encode_frame(bytes(97)))          # waits in the kernel while we are paused
+        loop.sweep(t0 + 60.0)
+        assert not loop.conn.closed and loop.counts.get("tcp_idle_closed", 0) == 0
+        before = time.monotonic()
+        loop.conn.resume_reading()
+        loop.loop._apply_pending(loop.sel)
+        assert loop.conn.last_active >= before
+        loop.sweep(before + 5.0)
+        assert not loop.conn.closed
+        loop.read(before + 5.0)
+        assert loop.frames == [bytes(97)] * 2
+        loop.sweep(loop.conn.last_active + 10.5)
+        assert loop.conn.closed and loop.counts["tcp_idle_closed"] == 1
+    finally:
+        if not loop.conn.closed:
+            loop.close()
+        else:
+            loop.sel.close()
+        peer.close()

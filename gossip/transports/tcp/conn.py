@@ -165,8 +165,10 @@ class FrameConn:
             self.ctx.watch(self)
 
     def resume_reading(self) -> None:
-        """Read this connection again, frames already buffered first."""
+        """Read this connection again, frames already buffered first (its idle clock starts
+        again: the time it was paused is not idleness)."""
         if self.paused:
+            self.last_active = time.monotonic()
             self.paused = False
             self.ctx.watch(self)
 

@@ -496,12 +496,14 @@ class IoLoop:
                            self._name, conn.key, limits.frame_timeout)
                 self._close_registered(sel, conn)
                 continue
-            if conn.last_active < idle_limit and not conn.writing:
+            # Nor is it idle: it holds what its peer sent until our lanes drain (closing it
+            # would lose those frames). Its idle clock starts again when it resumes.
+            if conn.last_active < idle_limit and not conn.writing and not conn.paused:
                 self._count("tcp_idle_closed", 1)
                 self._close_registered(sel, conn)
                 continue
             # still open: when it next needs a look (a writer at work: every tick)
-            at = now if conn.writing else conn.last_active + limits.idle_timeout
+            at = now if conn.writing else (now if conn.paused else conn.last_active) + limits.idle_timeout
             if not conn.trusted:
                 at = min(at, conn.accepted_at + limits.preauth_timeout)
             if conn.partial_since and not conn.paused:
