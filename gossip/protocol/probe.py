@@ -276,14 +276,14 @@ class Prober:
         extra: tuple[Update, ...] = ()
         if local.state is LEAVING:
             extra = (local.left_update(),)   # whoever still probes us missed our leave
-        elif stale:
-            extra = (local.self_alive(),)    # the refutation it missed, in the ack it asked for
-            self.out.count("stale_suspicions_answered")
-        elif sender is not None:
-            m = self.members.get(sender)
+        else:
+            if stale:
+                extra = (local.self_alive(),)    # the refutation it missed, in the ack it asked for
+                self.out.count("stale_suspicions_answered")
+            m = self.members.get(sender) if sender is not None else None
             if m is not None and m.state is DEAD:
                 # A node we hold dead is probing us: tell it, so it refutes (heals partitions).
-                extra = (Dead(m.node, m.incarnation, self.id),)
+                extra += (Dead(m.node, m.incarnation, self.id),)
         ack = Ack(p.seq, self._piggyback(extra, sender))
         if reliable:
             self.out.reply(src, ack, True)     # on its connection

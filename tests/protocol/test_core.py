@@ -142,6 +142,17 @@ def test_buddy_ping_with_a_stale_suspicion_gets_our_alive_back() -> None:
     assert ack.msg.updates == (Alive(core.id, 1, "self:1"),)
 
 
+def test_a_prober_we_hold_dead_with_a_stale_suspicion_is_told_both() -> None:
+    core = _refuted_and_gossiped_out()
+    core.receive(1.0, "x", Gossip((Alive(B, 0, "b:1"), Dead(B, 0, C))))
+    assert core.members[B].state is DEAD
+    core.actions_to_perform()
+    core.receive(2.0, "b:1", Ping(8, core.id, "b:1", (), suspect_inc=0), sender=B)
+    ack = sends(core)[0]
+    assert isinstance(ack.msg, Ack)
+    assert Alive(core.id, 1, "self:1") in ack.msg.updates and Dead(B, 0, core.id) in ack.msg.updates
+
+
 def test_plain_ping_does_not_carry_our_alive() -> None:
     core = _refuted_and_gossiped_out()
     core.receive(1.0, "p:1", Ping(7, core.id, "p:1"))
