@@ -153,10 +153,14 @@ class Dissemination:
         return updates
 
     def piggyback(self, extra: Iterable[Update] = (), to: NodeID | None = None) -> tuple[Update, ...]:
-        """Return ``extra`` followed by the queued updates that fit a packet to ``to``."""
-        updates = self.take(self.budget(), self.retransmit_limit(), to, probe=True)
+        """Return ``extra`` followed by the queued updates that fit what it leaves of a packet
+        to ``to`` (a queued update equal to one of ``extra`` is not repeated)."""
         extra = tuple(extra)
-        return extra + tuple(updates) if extra else tuple(updates)
+        if not extra:
+            return tuple(self.take(self.budget(), self.retransmit_limit(), to, probe=True))
+        budget = self.budget() - sum(map(update_size, extra))
+        updates = self.take(budget, self.retransmit_limit(), to, probe=True)
+        return extra + tuple(u for u in updates if u not in extra)
 
     def round(self, now: float) -> None:
         """Run a gossip round: queued updates to ``dissemination_fan_out`` random members."""

@@ -7,7 +7,8 @@ next member of the shuffled round-robin probe order. If no ack comes within ``pi
 with ``tcp_pings`` it is pinged once more over a connection. If nothing has come back when the
 round ends, the member is suspected (:meth:`.Suspicions.on_suspect`).
 
-Lifeguard: a ping to a suspect carries the suspicion (the buddy system: it refutes at once);
+Lifeguard: a ping to a suspect carries the suspicion (the buddy system: it refutes at once,
+and a prober that suspects us at an incarnation we already refuted gets our alive in the ack);
 helpers nack at 80 % of the time the requester still waits, and missing nacks, like failed
 probes, raise the local health score (:class:`~.awareness.Awareness`) while acks lower it.
 
@@ -263,19 +264,26 @@ class Prober:
             self.out.count("misdirected_pings")
             return
         local = self.local
+        # Lifeguard's buddy system: the prober holds us suspect at ``suspect_inc``. Below our
+        # incarnation, it missed a refutation whose epidemic may be over: nothing we queue
+        # would reach it again before its suspicion runs out.
+        stale = 0 <= p.suspect_inc < local.incarnation
         if 0 <= p.suspect_inc <= MAX_INCARNATION:
-            local.accused(now, p.suspect_inc)  # Lifeguard's buddy system
+            local.accused(now, p.suspect_inc)
         if p.updates:
             self._merge(now, p.updates, sender)
         local.settle(now)   # our answer to an accusation rides on the ack
         extra: tuple[Update, ...] = ()
         if local.state is LEAVING:
             extra = (local.left_update(),)   # whoever still probes us missed our leave
-        elif sender is not None:
-            m = self.members.get(sender)
+        else:
+            if stale:
+                extra = (local.self_alive(),)    # the refutation it missed, in the ack it asked for
+                self.out.count("stale_suspicions_answered")
+            m = self.members.get(sender) if sender is not None else None
             if m is not None and m.state is DEAD:
                 # A node we hold dead is probing us: tell it, so it refutes (heals partitions).
-                extra = (Dead(m.node, m.incarnation, self.id),)
+                extra += (Dead(m.node, m.incarnation, self.id),)
         ack = Ack(p.seq, self._piggyback(extra, sender))
         if reliable:
             self.out.reply(src, ack, True)     # on its connection

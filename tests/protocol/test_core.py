@@ -115,6 +115,51 @@ def test_buddy_ping_makes_suspect_refute_at_once() -> None:
     assert Alive(core.id, 1, "self:1") in ack.msg.updates  # the refutation rides on the ack
 
 
+def _refuted_and_gossiped_out() -> Protocol:
+    """A lone core that refuted an accusation at incarnation 0 (it is at 1) and whose
+    refutation has since been sent its whole retransmit limit (piggybacked on acks)."""
+    core = lone()
+    core.receive(0.0, "x", Gossip((Suspect(core.id, 0, B),)))
+    assert core.incarnation == 1
+    for seq in range(100, 120):                        # bounded: the limit is a few sends
+        if not core.broadcasts.items():
+            break
+        core.receive(0.1, "p:1", Ping(seq, core.id, "p:1"))
+    assert core.broadcasts.items() == []               # the refutation has left the queue
+    core.actions_to_perform()
+    return core
+
+
+def test_buddy_ping_with_a_stale_suspicion_gets_our_alive_back() -> None:
+    # The prober suspects us at an incarnation we already refuted: it missed the refutation,
+    # whose epidemic is over. Its suspicion would run out and declare us dead; the ack it asked
+    # for must carry what it missed (Lifeguard's buddy system: the suspect refutes at once).
+    core = _refuted_and_gossiped_out()
+    core.receive(1.0, "p:1", Ping(7, core.id, "p:1", (Suspect(core.id, 0, C),), suspect_inc=0))
+    assert core.incarnation == 1                       # a stale accusation raises nothing
+    ack = sends(core)[0]
+    assert isinstance(ack.msg, Ack) and ack.msg.seq == 7
+    assert ack.msg.updates == (Alive(core.id, 1, "self:1"),)
+
+
+def test_a_prober_we_hold_dead_with_a_stale_suspicion_is_told_both() -> None:
+    core = _refuted_and_gossiped_out()
+    core.receive(1.0, "x", Gossip((Alive(B, 0, "b:1"), Dead(B, 0, C))))
+    assert core.members[B].state is DEAD
+    core.actions_to_perform()
+    core.receive(2.0, "b:1", Ping(8, core.id, "b:1", (), suspect_inc=0), sender=B)
+    ack = sends(core)[0]
+    assert isinstance(ack.msg, Ack)
+    assert Alive(core.id, 1, "self:1") in ack.msg.updates and Dead(B, 0, core.id) in ack.msg.updates
+
+
+def test_plain_ping_does_not_carry_our_alive() -> None:
+    core = _refuted_and_gossiped_out()
+    core.receive(1.0, "p:1", Ping(7, core.id, "p:1"))
+    ack = sends(core)[0]
+    assert isinstance(ack.msg, Ack) and ack.msg.updates == ()
+
+
 def test_ping_for_another_node_is_not_answered() -> None:
     core = lone()
     core.receive(0.0, "x", Ping(7, A, "p:1"))

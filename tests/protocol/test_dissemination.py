@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 
 from gossip.config import Config
-from gossip.messages import Alive, Dead, Gossip, Suspect
+from gossip.messages import Alive, Dead, Gossip, Suspect, update_size
 from gossip.protocol.dissemination import Dissemination
 from gossip.protocol.outbox import T_GOSSIP
 
@@ -89,6 +89,17 @@ def test_a_member_is_not_sent_news_of_its_own_liveness_but_is_told_what_it_is_ac
     assert news.piggyback((), node(1)) == (Suspect(node(0), 1, SELF),)
     extra = (Dead(node(2), 0, SELF),)
     assert news.piggyback(extra, None)[:1] == extra
+
+
+def test_extra_updates_are_not_repeated_and_take_their_room_in_the_packet() -> None:
+    p, news = gossiping(60)
+    for i in range(1, 60):                          # more news than one packet holds
+        news.queue(0.0, Suspect(node(i), 1, SELF))
+    mine = Alive(node(0), 3, addr(0), {"k": "v" * 300})
+    news.queue(0.0, mine)                           # the newest: taken first
+    out = news.piggyback((mine,), None)
+    assert out.count(mine) == 1 and out[0] == mine  # queued too: sent once, as the extra
+    assert sum(map(update_size, out)) <= news.budget()
 
 
 def test_packets_to_members_held_dead_carry_news_without_using_it_up() -> None:

@@ -29,6 +29,16 @@ def test_lifeguard_reduces_false_deaths_of_starved_members() -> None:
     assert on["undetected"] == 0 and on["detect_all_s"] is not None   # the crash is still seen
 
 
+def test_a_prober_that_missed_a_refutation_learns_it_from_the_suspects_ack() -> None:
+    # Seed 15 of the 50-node cell at 3 % loss with one starved member: the member's refutation
+    # reached every live member but node 3 (its one copy lost), and node 3's suspicion ran at
+    # the shortest timeout. Node 3's ping to the suspect (saying "suspect at 22", one
+    # incarnation behind) got an ack that now carries the refutation; before, it carried
+    # nothing and node 3 declared the member dead 1.8 s later.
+    run = run_once(GridCell(50, 0.03, 0.01, True), 15)
+    assert run["false_dead"] == 0 and run["undetected"] == 0, run
+
+
 def test_grid_cells_and_rows() -> None:
     cells = list(grid_cells())
     assert len(cells) == 2 * 3 * 4 * 2
