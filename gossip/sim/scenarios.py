@@ -73,6 +73,11 @@ SLOW_STEADY = 120.0
 """Seconds of steady state in the ``slow`` scenario before a normal member crashes."""
 
 
+TABLE_ROOM = 1024
+"""Members a table may hold beyond the cluster's size when the size is above the preset's
+``max_members`` (see :func:`_make`)."""
+
+
 def _make(p: ScenarioParams) -> Simulation:
     cfg = Config.preset(p.config, lifeguard_enabled=p.lifeguard)
     if p.scenario == "attack":
@@ -81,6 +86,10 @@ def _make(p: ScenarioParams) -> Simulation:
                        max_members_per_source=max(1, p.max_members // 2))
     if p.scenario == "slow":
         cfg = cfg.copy(ping_timeout=SLOW_PING_TIMEOUT, adaptive_ping_timeout=p.adaptive_ping)
+    if p.scenario != "attack" and p.nodes is not None and p.nodes + TABLE_ROOM > cfg.max_members:
+        # A cluster larger than the presets' table bound (16,384 members): its members must
+        # fit every table, with room for the nodes that join during the run.
+        cfg = cfg.copy(max_members=p.nodes + TABLE_ROOM)
     link = LinkModel(base_latency=p.latency, jitter=p.jitter, loss=p.loss or 0.0, reorder=p.reorder,
                      burst_loss=p.burst_loss)
     if p.tables not in ("auto", "objects", "compact"):

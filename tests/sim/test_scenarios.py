@@ -215,3 +215,19 @@ def test_every_kept_full_state_is_the_table_made_anew_through_churn() -> None:
     finally:
         Simulation.OBSERVE_EVERY = previous
     assert r["detected"] > 0 and checked[0] > 1000
+
+
+def test_a_cluster_above_the_presets_table_bound_gets_tables_that_hold_it() -> None:
+    # The LAN preset bounds a table at 16,384 members: a 20,000-node simulation with it would
+    # refuse most of a joiner's answer and never converge. Above the bound (with room for
+    # joiners) the tables are sized for the cluster; below it, and in the attack scenario
+    # (whose bound is the point), the configuration is left alone.
+    from gossip.sim.scenarios import TABLE_ROOM, _make
+
+    big = _make(ScenarioParams(scenario="join", nodes=20_000, latency=0.001, jitter=0.0005))
+    assert big.config.max_members == 20_000 + TABLE_ROOM
+    small = _make(ScenarioParams(scenario="join", nodes=1_000, latency=0.001, jitter=0.0005))
+    assert small.config.max_members == Config.lan().max_members
+    attack = _make(ScenarioParams(scenario="attack", nodes=20_000, latency=0.001, jitter=0.0005,
+                                  max_members=512))
+    assert attack.config.max_members == 512
