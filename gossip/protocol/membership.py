@@ -422,12 +422,10 @@ class MemberTable:
             else:
                 j = self.rng.randrange(n)
             plist[-1], plist[j] = plist[j], plist[-1]
-        self.states_cache = None
-        records = self._records
-        if records is not None:
-            m.spos = len(records)
-            records.append(None)
-            self._stale.append(m)
+        if self._records is not None:
+            m.spos = len(self._records)    # a place at the end, made at the next full state
+            self._records.append(None)
+        self.invalidate(m)
         self.event(EVENT_STATE, m, NodeState.UNKNOWN, now)
         assert self._watcher is not None
         self._watcher.added(now, m)   # insight: a partition's forgotten member may be back

@@ -351,13 +351,13 @@ class Merger:
                 self.local.claimed_state(now, s, catch_up)
                 continue
             if s.state is ALIVE:
-                if not msg.solicited and msg.new_in_msg >= per_message and s.node not in self.members:
+                if not msg.solicited and msg.new_in_msg >= per_message and s.node not in members:
                     refused += 1   # the rest of a flood costs a lookup each, no more
                     continue
                 self.on_alive(now, Alive(s.node, s.incarnation, s.addr, s.meta, s.meta_stamp, s.pv, s.av, s.tags),
                               echo)
             elif s.state is LEAVING:
-                if s.node not in self.members:
+                if s.node not in members:
                     continue
                 self.on_dead(now, Dead(s.node, s.incarnation, s.node))
             elif s.state is DEAD or s.state is SUSPECT:

@@ -495,10 +495,8 @@ class Simulation:
         kind = ev.kind
         if kind == EVENT_STATE or kind == EVENT_REMOVED:
             self._view_alive(observer, target, kind == EVENT_STATE and ev.state is ALIVE)
-            if self.watching and self.converged_at is None:
-                n = len(self.live)
-                if self.good_pairs == n * (n - 1):   # converged()
-                    self.converged_at = self.now
+            if self.watching and self.converged_at is None and self.converged():
+                self.converged_at = self.now
             if kind == EVENT_STATE and target in self.live and observer in self.live:
                 if ev.state is DEAD:
                     self.false_dead.add(target)
@@ -520,10 +518,8 @@ class Simulation:
         """Encoded size of a message: header plus its msgpack payload (updates cached)."""
         if isinstance(msg, (Gossip, Ping, Ack)):
             total = 24
-            cache = self._size_cache
             for u in msg.updates:
-                hit = cache.get(id(u))
-                total += hit[1] if hit is not None and hit[0] is u else self._update_size(u)
+                total += self._update_size(u)
             return HEADER_OVERHEAD + total + (40 if type(msg) is Ping else 0)
         if isinstance(msg, (PushPull, PushPullReply, JoinReply, Join)):
             # 36 + len(addr) + the metadata's size, per state (in C loops: full states are long)

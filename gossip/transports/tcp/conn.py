@@ -165,10 +165,9 @@ class FrameConn:
             self.ctx.watch(self)
 
     def resume_reading(self) -> None:
-        """Read this connection again, frames already buffered first (its idle clock starts
-        again: the time it was paused is not idleness)."""
+        """Read this connection again, frames already buffered first (the I/O loop restarts
+        its clocks: the time it was paused is neither idleness nor a trickle)."""
         if self.paused:
-            self.last_active = time.monotonic()
             self.paused = False
             self.ctx.watch(self)
 

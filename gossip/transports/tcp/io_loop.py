@@ -284,10 +284,13 @@ class IoLoop:
         have = conn.events
         if want == have:
             return
-        if want & selectors.EVENT_READ and not have & selectors.EVENT_READ and conn.partial_since:
+        if want & selectors.EVENT_READ and not have & selectors.EVENT_READ:
             # Reading again after a pause: the time the connection was not read is not the
-            # peer's, so the unfinished frame's clock starts again.
-            conn.partial_since = time.monotonic()
+            # peer's, so its idle clock and its unfinished frame's clock start again.
+            now = time.monotonic()
+            conn.last_active = now
+            if conn.partial_since:
+                conn.partial_since = now
         try:
             if not want:
                 sel.unregister(conn.sock)
